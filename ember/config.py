@@ -1,0 +1,24 @@
+"""ember's configuration: every environment flag, read in one place.
+
+EMBER_STRICT=1   also run each primitive's shape rule in eager mode and check numpy agrees
+                 (the test suite turns it on).
+EMBER_DEBUG=N    compile-time logging: 1 kernels, 2 timings, 3 IR per stage, 4 generated code.
+EMBER_DUMP=DIR   write the graph after every pass (text, DOT, diff) under DIR.
+EMBER_CACHE_DIR  where compiled objects are cached (default: ~/.cache/ember).
+"""
+import os
+
+
+def _flag(name, default=0):
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+STRICT = bool(_flag("EMBER_STRICT"))
+DEBUG = _flag("EMBER_DEBUG")
+DUMP_DIR = os.environ.get("EMBER_DUMP") or None
+CACHE_DIR = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ember")

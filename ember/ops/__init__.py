@@ -1,0 +1,11 @@
+"""ember.ops: the primitive registry. One definition per primitive, read by every stage.
+
+`PRIMITIVES` maps a name to its `Primitive` (kind, shape rule, numpy implementation, VJP).
+Composite ops (linear, softmax, cross_entropy, norms) live in the frontend, built from these.
+"""
+from .registry import KINDS, OpError, PRIMITIVES, Primitive, Spec, describe, get, register, set_dispatcher
+from . import elementwise, reduce, movement, indexing, contraction  # noqa: F401  (registers the primitives)
+from . import compose  # noqa: F401
+
+__all__ = ["KINDS", "OpError", "PRIMITIVES", "Primitive", "Spec", "describe", "get", "register",
+           "set_dispatcher", "compose"]

@@ -1,0 +1,233 @@
+"""Elementwise primitives: unary math, binary arithmetic and comparisons, where, convert,
+and the `constant` source. Binary operands broadcast numpy-style and share one dtype (the
+frontend promotes first); each VJP sums its cotangent back to the operand's shape.
+"""
+import math
+
+import numpy as np
+
+from . import compose as C
+from .registry import OpError, Spec, describe, register
+from .shape_rules import broadcast_shapes, require_float, same_dtype
+from ember import dtypes
+
+
+def _quiet(fn):
+    """numpy ufuncs warn on inf/nan results; PyTorch does not, so neither do we."""
+    def impl(*arrays, **attrs):
+        with np.errstate(all="ignore"):
+            return fn(*arrays, **attrs)
+    impl.__name__ = getattr(fn, "__name__", "impl")
+    return impl
+
+
+# ----------------------------------------------------------------------------- unary
+
+def _float_unary_rule(name):
+    def infer(x):
+        require_float(name, x)
+        return Spec(x.shape, x.dtype)
+    return infer
+
+
+def _any_unary_rule(name):
+    def infer(x):
+        if x.dtype is dtypes.bool_:
+            raise OpError(name, f"is not defined for bool tensors, got {describe(x)}")
+        return Spec(x.shape, x.dtype)
+    return infer
+
+
+def _zero_vjp(g, out, x):
+    return (C.mul(g, C.scalar(0, g)),)
+
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    return _erf_scalar(x).astype(x.dtype)
+
+
+def _sigmoid(x):
+    # tanh form: no overflow for large |x|
+    return (np.tanh(x * 0.5) * 0.5 + 0.5).astype(x.dtype, copy=False)
+
+
+def _relu(x):
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+
+def _rsqrt(x):
+    return 1 / np.sqrt(x)
+
+
+def _reciprocal(x):
+    return 1 / x
+
+
+_UNARY = {
+    # name: (impl, float-only, vjp(g, out, x))
+    "neg": (np.negative, False, lambda g, out, x: (C.neg(g),)),
+    "exp": (_quiet(np.exp), True, lambda g, out, x: (C.mul(g, out),)),
+    "log": (_quiet(np.log), True, lambda g, out, x: (C.div(g, x),)),
+    "log1p": (_quiet(np.log1p), True, lambda g, out, x: (C.div(g, C.add(x, C.scalar(1, x))),)),
+    "expm1": (_quiet(np.expm1), True, lambda g, out, x: (C.mul(g, C.add(out, C.scalar(1, out))),)),
+    "sqrt": (_quiet(np.sqrt), True, lambda g, out, x: (C.div(C.mul(g, C.scalar(0.5, g)), out),)),
+    "rsqrt": (_quiet(_rsqrt), True,
+              lambda g, out, x: (C.mul(g, C.mul(C.mul(out, C.mul(out, out)), C.scalar(-0.5, out))),)),
+    "reciprocal": (_quiet(_reciprocal), True, lambda g, out, x: (C.neg(C.mul(g, C.mul(out, out))),)),
+    "sin": (np.sin, True, lambda g, out, x: (C.mul(g, _p("cos").bind(x)),)),
+    "cos": (np.cos, True, lambda g, out, x: (C.neg(C.mul(g, _p("sin").bind(x))),)),
+    "tanh": (np.tanh, True, lambda g, out, x: (C.mul(g, C.sub(C.scalar(1, out), C.mul(out, out))),)),
+    "sigmoid": (_sigmoid, True, lambda g, out, x: (C.mul(g, C.mul(out, C.sub(C.scalar(1, out), out))),)),
+    "erf": (_erf, True, lambda g, out, x: (
+        C.mul(g, C.mul(C.scalar(2 / math.sqrt(math.pi), x), _p("exp").bind(C.neg(C.mul(x, x))))),)),
+    "relu": (_relu, False, lambda g, out, x: (
+        C.where(_p("gt").bind(out, C.scalar(0, out)), g, C.scalar(0, g)),)),
+    "abs": (np.abs, False, lambda g, out, x: (C.mul(g, _p("sign").bind(x)),)),
+    "sign": (np.sign, False, _zero_vjp),
+    "floor": (np.floor, True, _zero_vjp),
+    "ceil": (np.ceil, True, _zero_vjp),
+    "round": (np.round, True, _zero_vjp),
+}
+
+
+def _p(name):
+    from .registry import PRIMITIVES
+    return PRIMITIVES[name]
+
+
+for _name, (_impl, _float_only, _vjp) in _UNARY.items():
+    _rule = _float_unary_rule(_name) if _float_only else _any_unary_rule(_name)
+    register(_name, "elementwise", _impl, _rule, _vjp)
+
+
+def _logical_not_rule(x):
+    return Spec(x.shape, dtypes.bool_)
+
+
+register("logical_not", "elementwise", np.logical_not, _logical_not_rule)
+
+
+# ----------------------------------------------------------------------------- binary
+
+def _binary_rule(name, float_only=False, result=None):
+    def infer(a, b):
+        dtype = same_dtype(name, a, b)
+        if float_only:
+            require_float(name, a)
+        elif dtype is dtypes.bool_ and result is None:
+            raise OpError(name, f"is not defined for bool tensors, got {describe(a)} and {describe(b)}")
+        return Spec(broadcast_shapes(name, a, b), result or dtype)
+    return infer
+
+
+def _add_vjp(g, out, a, b):
+    return C.sum_to(g, a.shape), C.sum_to(g, b.shape)
+
+
+def _sub_vjp(g, out, a, b):
+    return C.sum_to(g, a.shape), C.sum_to(C.neg(g), b.shape)
+
+
+def _mul_vjp(g, out, a, b):
+    return C.sum_to(C.mul(g, b), a.shape), C.sum_to(C.mul(g, a), b.shape)
+
+
+def _div_vjp(g, out, a, b):
+    return C.sum_to(C.div(g, b), a.shape), C.sum_to(C.neg(C.div(C.mul(g, out), b)), b.shape)
+
+
+def _pow_vjp(g, out, a, b):
+    one = C.scalar(1, a)
+    ga = C.mul(g, C.mul(b, _p("pow").bind(a, C.sub(b, one))))
+    positive = _p("gt").bind(a, C.scalar(0, a))
+    safe_log = _p("log").bind(C.where(positive, a, one))
+    gb = C.mul(g, C.mul(out, C.where(positive, safe_log, C.scalar(0, a))))
+    return C.sum_to(ga, a.shape), C.sum_to(gb, b.shape)
+
+
+def _extremum_vjp(strict):
+    def vjp(g, out, a, b):
+        # ties split the gradient evenly, as PyTorch does
+        wins = C.add(C.mask_of(_p(strict).bind(a, b), g),
+                     C.mul(C.mask_of(_p("eq").bind(a, b), g), C.scalar(0.5, g)))
+        ga = C.mul(g, wins)
+        return C.sum_to(ga, a.shape), C.sum_to(C.sub(g, ga), b.shape)
+    return vjp
+
+
+def _remainder_vjp(g, out, a, b):
+    return C.sum_to(g, a.shape), C.sum_to(C.neg(C.mul(g, _p("floor_divide").bind(a, b))), b.shape)
+
+
+def _remainder(a, b):
+    with np.errstate(all="ignore"):
+        return np.remainder(a, b)
+
+
+def _floor_divide(a, b):
+    with np.errstate(all="ignore"):
+        return np.floor_divide(a, b)
+
+
+register("add", "elementwise", np.add, _binary_rule("add"), _add_vjp)
+register("sub", "elementwise", np.subtract, _binary_rule("sub"), _sub_vjp)
+register("mul", "elementwise", np.multiply, _binary_rule("mul"), _mul_vjp)
+register("div", "elementwise", _quiet(np.true_divide), _binary_rule("div", float_only=True), _div_vjp)
+register("pow", "elementwise", _quiet(np.power), _binary_rule("pow"), _pow_vjp)
+register("maximum", "elementwise", np.maximum, _binary_rule("maximum"), _extremum_vjp("gt"))
+register("minimum", "elementwise", np.minimum, _binary_rule("minimum"), _extremum_vjp("lt"))
+register("remainder", "elementwise", _remainder, _binary_rule("remainder"), _remainder_vjp)
+register("floor_divide", "elementwise", _floor_divide, _binary_rule("floor_divide"))
+
+for _name, _impl in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
+                     ("gt", np.greater), ("ge", np.greater_equal), ("logical_and", np.logical_and),
+                     ("logical_or", np.logical_or), ("logical_xor", np.logical_xor)):
+    register(_name, "elementwise", _impl, _binary_rule(_name, result=dtypes.bool_))
+
+
+# ----------------------------------------------------------------------------- where, convert, constant
+
+def _where_rule(cond, a, b):
+    if cond.dtype is not dtypes.bool_:
+        raise OpError("where", f"condition must be bool, got {describe(cond)}")
+    dtype = same_dtype("where", a, b)
+    return Spec(broadcast_shapes("where", cond, a, b), dtype)
+
+
+def _where_vjp(g, out, cond, a, b):
+    zero = C.scalar(0, g)
+    return None, C.sum_to(C.where(cond, g, zero), a.shape), C.sum_to(C.where(cond, zero, g), b.shape)
+
+
+register("where", "elementwise", np.where, _where_rule, _where_vjp)
+
+
+def _convert(x, dtype):
+    return x.astype(dtype)
+
+
+def _convert_rule(x, dtype):
+    return Spec(x.shape, dtypes.from_name(dtype))
+
+
+def _convert_vjp(g, out, x, dtype):
+    if not x.dtype.is_floating_point:
+        return (None,)
+    return (C.convert(g, x.dtype),)
+
+
+register("convert", "elementwise", _convert, _convert_rule, _convert_vjp)
+
+
+def _constant(value, shape, dtype):
+    return np.full(shape, value, dtype=dtype)
+
+
+def _constant_rule(value, shape, dtype):
+    return Spec(tuple(shape), dtypes.from_name(dtype))
+
+
+register("constant", "source", _constant, _constant_rule)

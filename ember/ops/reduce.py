@@ -1,0 +1,131 @@
+"""Reductions (sum, amax, amin, prod, argmax, argmin) and the scans and sorts (cumsum,
+argsort). `axes` is always a normalised tuple by the time a primitive is bound.
+"""
+import numpy as np
+
+from . import compose as C
+from .registry import OpError, Spec, describe, register, PRIMITIVES
+from .shape_rules import normalize_axes, normalize_axis, reduced_shape
+from ember import dtypes
+
+
+def _reduce_rule(name, result_dtype=None):
+    def infer(x, axes, keepdims):
+        normalize_axes(name, axes, len(x.shape))
+        for a in axes:
+            if x.shape[a] == 0 and name in ("amax", "amin"):
+                raise OpError(name, f"cannot reduce over dim {a} of size 0 of {describe(x)}")
+        dtype = result_dtype or x.dtype
+        if name in ("sum", "prod") and x.dtype.category < 2:
+            dtype = dtypes.int64  # PyTorch sums bools and ints as int64
+        return Spec(reduced_shape(x.shape, axes, keepdims), dtype)
+    return infer
+
+
+def _sum(x, axes, keepdims):
+    out = np.sum(x, axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
+    return np.asarray(out)
+
+
+def _prod(x, axes, keepdims):
+    out = np.prod(x, axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
+    return np.asarray(out)
+
+
+def _amax(x, axes, keepdims):
+    return np.asarray(np.max(x, axis=axes, keepdims=keepdims))
+
+
+def _amin(x, axes, keepdims):
+    return np.asarray(np.min(x, axis=axes, keepdims=keepdims))
+
+
+def _sum_vjp(g, out, x, axes, keepdims):
+    return (C.expand_reduced(g, x.shape, axes, keepdims),)
+
+
+def _extremum_vjp(g, out, x, axes, keepdims):
+    # ties share the gradient evenly (PyTorch's amax/amin rule)
+    hits = C.mask_of(PRIMITIVES["eq"].bind(x, C.expand_reduced(out, x.shape, axes, keepdims)), x)
+    count = C.reduce_sum(hits, axes, keepdims=True)
+    share = C.div(C.expand_reduced(g, x.shape, axes, keepdims), C.broadcast_to(count, x.shape))
+    return (C.mul(share, hits),)
+
+
+def _prod_vjp(g, out, x, axes, keepdims):
+    full = C.expand_reduced(C.mul(g, out), x.shape, axes, keepdims)
+    return (C.div(full, x),)
+
+
+register("sum", "reduce", _sum, _reduce_rule("sum"), _sum_vjp)
+register("prod", "reduce", _prod, _reduce_rule("prod"), _prod_vjp)
+register("amax", "reduce", _amax, _reduce_rule("amax"), _extremum_vjp)
+register("amin", "reduce", _amin, _reduce_rule("amin"), _extremum_vjp)
+
+
+def _arg_rule(name):
+    def infer(x, axis, keepdims):
+        if axis is None:
+            if x.shape and 0 in x.shape:
+                raise OpError(name, f"cannot take {name} of an empty tensor {describe(x)}")
+            return Spec((1,) * len(x.shape) if keepdims else (), dtypes.int64)
+        axis = normalize_axis(name, axis, len(x.shape))
+        if x.shape and x.shape[axis] == 0:
+            raise OpError(name, f"cannot reduce over dim {axis} of size 0 of {describe(x)}")
+        return Spec(reduced_shape(x.shape, (axis,) if x.shape else (), keepdims), dtypes.int64)
+    return infer
+
+
+def _arg_impl(fn):
+    def impl(x, axis, keepdims):
+        if axis is None:
+            out = np.asarray(fn(x.reshape(-1)), dtype=np.int64)
+            return out.reshape((1,) * x.ndim) if keepdims else out
+        if x.ndim == 0:
+            return np.zeros((), np.int64)
+        return np.asarray(fn(x, axis=axis, keepdims=keepdims), dtype=np.int64)
+    return impl
+
+
+register("argmax", "reduce", _arg_impl(np.argmax), _arg_rule("argmax"))
+register("argmin", "reduce", _arg_impl(np.argmin), _arg_rule("argmin"))
+
+
+def _cumsum_rule(x, axis):
+    normalize_axis("cumsum", axis, len(x.shape))
+    return Spec(x.shape, dtypes.int64 if x.dtype.category < 2 else x.dtype)
+
+
+def _cumsum(x, axis):
+    if x.ndim == 0:
+        return x.astype(np.int64 if x.dtype.kind in "biu" else x.dtype)
+    return np.cumsum(x, axis=axis, dtype=np.int64 if x.dtype.kind in "biu" else None)
+
+
+def _cumsum_vjp(g, out, x, axis):
+    flip = PRIMITIVES["flip"]
+    cumsum = PRIMITIVES["cumsum"]
+    return (flip.bind(cumsum.bind(flip.bind(g, axes=(axis,)), axis=axis), axes=(axis,)),)
+
+
+register("cumsum", "opaque", _cumsum, _cumsum_rule, _cumsum_vjp)
+
+
+def _argsort_rule(x, axis, descending):
+    normalize_axis("argsort", axis, len(x.shape))
+    return Spec(x.shape, dtypes.int64)
+
+
+def _argsort(x, axis, descending):
+    if x.ndim == 0:
+        return np.zeros((), np.int64)
+    if descending:
+        # stable descending order: sort the reversed array, then map indices back
+        flipped = np.flip(x, axis)
+        idx = np.argsort(flipped, axis=axis, kind="stable")
+        idx = x.shape[axis] - 1 - idx
+        return np.flip(idx, axis).astype(np.int64)
+    return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
+
+
+register("argsort", "opaque", _argsort, _argsort_rule)

@@ -1,0 +1,409 @@
+"""Eager autograd: a tape of nodes, walked in reverse with the primitives' VJP rules.
+
+Each primitive application on a tensor that requires grad gets a `Node` (the tensor's
+`grad_fn`) holding the primitive, its attrs, its input tensors and its output. `backward`
+orders the nodes reachable from the roots and applies each VJP once, summing fan-out.
+The VJP rules come from ember.ops, so the autodiff pass uses the very same derivatives.
+"""
+import contextlib
+import functools
+import inspect
+import weakref
+
+import numpy as np
+
+from .dispatch import STATE
+
+
+def _camel(name):
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+class Node:
+    """One recorded primitive application: the `grad_fn` of its output tensor."""
+
+    __slots__ = ("prim", "attrs", "inputs", "versions", "out", "out_ref", "out_version",
+                 "freed", "hooks", "retain", "__weakref__")
+
+    @staticmethod
+    def attach(result, prim, operands, attrs):
+        node = Node()
+        node.prim = prim
+        node.attrs = attrs
+        node.inputs = operands
+        node.versions = tuple(t._version for t in operands)
+        node.out = result._data
+        node.out_ref = weakref.ref(result)
+        node.out_version = 0
+        node.freed = False
+        node.hooks = None
+        node.retain = False
+        result.grad_fn = node
+        result.requires_grad = True
+        return node
+
+    def name(self):
+        return f"{_camel(self.prim.name)}Backward0"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    @property
+    def next_functions(self):
+        return tuple((edge_of(t), 0) for t in self.inputs)
+
+    def saved_output(self, create_graph):
+        """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
+        from .tensor import Tensor
+        alive = self.out_ref()
+        if alive is not None and alive._data is self.out and alive._version != self.out_version:
+            raise_modified(alive, self, "output 0")
+        out = Tensor._wrap(self.out)
+        if create_graph:
+            out.grad_fn = self
+            out.requires_grad = True
+        return out
+
+    def check_versions(self):
+        for i, (t, v) in enumerate(zip(self.inputs, self.versions)):
+            if t._version != v:
+                raise_modified(t, self, f"input {i}", expected=v)
+
+
+class AccumulateGrad:
+    """The terminal node of a leaf tensor that requires grad (torch's AccumulateGrad)."""
+
+    __slots__ = ("variable", "__weakref__")
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self):
+        return "AccumulateGrad"
+
+    next_functions = ()
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {hex(id(self))}>"
+
+
+def edge_of(t):
+    if t.grad_fn is not None:
+        return t.grad_fn
+    if t.requires_grad:
+        acc = t.__dict__.get("_accumulator")
+        if acc is None:
+            acc = t._accumulator = AccumulateGrad(t)
+        return acc
+    return None
+
+
+def raise_modified(tensor, node, which, expected=None):
+    from .printing import type_name
+    expected = tensor._version - 1 if expected is None else expected
+    raise RuntimeError(
+        "one of the variables needed for gradient computation has been modified by an inplace "
+        f"operation: [{type_name(tensor)} {list(tensor.shape)}], which is {which} of {node.name()}, "
+        f"is at version {tensor._version}; expected version {expected} instead. Hint: do the "
+        "in-place update on a clone, or after backward().")
+
+
+# ----------------------------------------------------------------------------- the engine
+
+def _topological_order(roots):
+    """Nodes reachable from the roots, each after every node that consumes its output."""
+    order, seen = [], set()
+    for root in roots:
+        if root is None or id(root) in seen:
+            continue
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            if isinstance(node, Node):
+                for t in node.inputs:
+                    child = t.grad_fn
+                    if child is not None and id(child) not in seen:
+                        stack.append((child, False))
+    order.reverse()
+    return order
+
+
+def _accumulate(table, key, value):
+    prior = table.get(key)
+    table[key] = value if prior is None else prior + value
+
+
+def _accumulate_leaf(table, tensor, g):
+    prior = table.get(id(tensor))
+    table[id(tensor)] = (tensor, g if prior is None else prior[1] + g)
+
+
+def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None):
+    """Propagate cotangents from `outputs`. With `inputs`, return their gradients (autograd.grad);
+    otherwise accumulate into the `.grad` of the leaves."""
+    from .tensor import Tensor
+    node_grads, leaf_grads = {}, {}
+    roots = []
+    for out, g in zip(outputs, grad_outputs):
+        if out.grad_fn is None:
+            if out.requires_grad:
+                _accumulate_leaf(leaf_grads, out, g)
+                continue
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        _accumulate(node_grads, id(out.grad_fn), g)
+        roots.append(out.grad_fn)
+
+    wanted = None if inputs is None else {id(t): t for t in inputs}
+    wanted_nodes = None if inputs is None else {id(t.grad_fn): t for t in inputs if t.grad_fn is not None}
+    captured = {}
+
+    with set_grad_enabled(create_graph):
+        for node in _topological_order(roots):
+            g = node_grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node.freed:
+                raise RuntimeError(
+                    f"{node.name()}: trying to backward through the graph a second time (or directly "
+                    "access saved tensors after they have already been freed). Saved intermediate "
+                    "values of the graph are freed when you call .backward() or autograd.grad(). "
+                    "Specify retain_graph=True if you need to backward through the graph a second time.")
+            if node.hooks or node.retain:
+                g = _run_tensor_hooks(node, g)
+            if wanted_nodes is not None and id(node) in wanted_nodes:
+                _accumulate(captured, id(wanted_nodes[id(node)]), g)
+            node.check_versions()
+            out = node.saved_output(create_graph) if _uses_output(node) else None
+            grads = node.prim.vjp(g, out, *node.inputs, **node.attrs)
+            if not retain_graph:
+                node.freed = True
+            for t, gi in zip(node.inputs, grads):
+                if gi is None or not t.requires_grad:
+                    continue
+                if t.grad_fn is not None:
+                    _accumulate(node_grads, id(t.grad_fn), gi)
+                else:
+                    _accumulate_leaf(leaf_grads, t, gi)
+
+    leaves = list(leaf_grads.values())
+    if wanted is not None:
+        for t, g in leaves:
+            if id(t) in wanted:
+                for hook in t.__dict__.get("_hooks") or ():
+                    g = hook(g) or g
+                _accumulate(captured, id(t), g)
+        return captured
+    for t, g in leaves:
+        for hook in t.__dict__.get("_hooks") or ():
+            replaced = hook(g)
+            if replaced is not None:
+                g = replaced
+        if not create_graph:
+            g = g.detach() if isinstance(g, Tensor) else g
+        if t.grad is None:
+            t.grad = g if create_graph else _owned(g)
+        else:
+            t.grad = t.grad + g if create_graph else _accumulate_into(t.grad, g)
+    return None
+
+
+def _owned(g):
+    """A gradient the leaf may keep: a fresh, writable, contiguous array (never a view of an
+    activation or a broadcast)."""
+    from .tensor import Tensor
+    data = g._data
+    if not data.flags.writeable or not data.flags.c_contiguous or data.base is not None:
+        data = np.array(data, copy=True)
+    return Tensor._wrap(data)
+
+
+def _accumulate_into(existing, g):
+    from .tensor import Tensor
+    if existing.requires_grad:
+        return existing + g
+    data = existing._data
+    if data.flags.writeable and data.shape == g._data.shape:
+        np.add(data, g._data, out=data)
+        existing._version += 1
+        return existing
+    return Tensor._wrap(data + g._data)
+
+
+def _uses_output(node):
+    return node.prim.vjp_uses_output
+
+
+def _run_tensor_hooks(node, g):
+    for hook in node.hooks or ():
+        replaced = hook(g)
+        if replaced is not None:
+            g = replaced
+    if node.retain:
+        t = node.out_ref()
+        if t is not None:
+            t.grad = g.detach() if t.grad is None else t.grad + g.detach()
+    return g
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """ember.autograd.backward: like Tensor.backward for several roots."""
+    from .tensor import Tensor
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    tensors = list(tensors)
+    if grad_tensors is None or isinstance(grad_tensors, Tensor):
+        grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
+    grads = [_default_grad(t, g) for t, g in zip(tensors, grad_tensors)]
+    retain = create_graph if retain_graph is None else retain_graph
+    if inputs is not None:
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        captured = run_backward(tensors, grads, retain, create_graph, inputs=inputs)
+        for t in inputs:
+            g = captured.get(id(t))
+            if g is not None:
+                t.grad = g if t.grad is None else t.grad + g
+        return
+    run_backward(tensors, grads, retain, create_graph)
+
+
+def _default_grad(t, g):
+    from .tensor import Tensor
+    if g is None:
+        if t.numel() != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs; backward() "
+                               f"was called on a tensor of shape {list(t.shape)}: pass gradient= "
+                               f"with the same shape")
+        return Tensor._wrap(np.ones(t.shape, dtype=t._data.dtype))
+    if not isinstance(g, Tensor):
+        g = Tensor._wrap(np.asarray(g, dtype=t._data.dtype))
+    if tuple(g.shape) != tuple(t.shape):
+        raise RuntimeError(f"backward: gradient has shape {list(g.shape)} but the output has "
+                           f"shape {list(t.shape)}")
+    return g
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False, materialize_grads=False):
+    """ember.autograd.grad: gradients of outputs with respect to inputs, returned (not accumulated)."""
+    from .tensor import Tensor
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grads = [_default_grad(t, g) for t, g in zip(outputs, grad_outputs)]
+    for t in inputs:
+        if not t.requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    retain = create_graph if retain_graph is None else retain_graph
+    captured = run_backward(outputs, grads, retain, create_graph, inputs=inputs)
+    result = []
+    for i, t in enumerate(inputs):
+        g = captured.get(id(t))
+        if g is None:
+            if materialize_grads:
+                g = Tensor._wrap(np.zeros(t.shape, dtype=t._data.dtype))
+            elif not allow_unused:
+                raise RuntimeError(f"One of the differentiated Tensors (input {i}, shape {list(t.shape)}) "
+                                   "appears to not have been used in the graph. Set allow_unused=True "
+                                   "if this is the desired behavior.")
+        elif not create_graph:
+            g = g.detach()
+        result.append(g)
+    return tuple(result)
+
+
+# ----------------------------------------------------------------------------- grad mode
+
+class set_grad_enabled:
+    """Context manager and decorator that switches gradient recording on or off."""
+
+    def __init__(self, mode=True):
+        self.mode = bool(mode)
+        self.prev = STATE.grad_enabled
+        STATE.grad_enabled = self.mode  # torch applies it immediately, also as a plain call
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        STATE.grad_enabled = self.prev
+        return False
+
+    def __call__(self, fn):
+        STATE.grad_enabled = self.prev  # used as a decorator: undo the immediate switch
+        return _decorate(fn, lambda: set_grad_enabled(self.mode))
+
+
+class _GradModeContext:
+    mode = None
+
+    def __enter__(self):
+        self.prev = STATE.grad_enabled
+        STATE.grad_enabled = self.mode
+        return self
+
+    def __exit__(self, *exc):
+        STATE.grad_enabled = self.prev
+        return False
+
+    def __call__(self, fn):
+        return _decorate(fn, type(self))
+
+
+class no_grad(_GradModeContext):
+    """Disable gradient recording inside the block or the decorated function (and generator)."""
+    mode = False
+
+
+class enable_grad(_GradModeContext):
+    """Enable gradient recording inside the block, even within no_grad."""
+    mode = True
+
+
+class inference_mode(no_grad):
+    def __init__(self, mode=True):
+        self.mode = not mode
+
+
+def _decorate(fn, make_context):
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            gen = fn(*args, **kwargs)
+            value = None
+            while True:
+                with make_context():
+                    try:
+                        value = gen.send(value)
+                    except StopIteration as stop:
+                        return stop.value
+                value = yield value
+        return generator
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with make_context():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def is_grad_enabled():
+    return STATE.grad_enabled
+
+
+@contextlib.contextmanager
+def _no_recording():
+    prev = STATE.grad_enabled
+    STATE.grad_enabled = False
+    try:
+        yield
+    finally:
+        STATE.grad_enabled = prev

@@ -1,0 +1,211 @@
+"""Tensor creation: ember.tensor, zeros, ones, arange, randn, ... and the legacy constructors.
+
+Created tensors are leaves. While tracing, a tensor created inside the traced code is a
+constant of the graph (its values are known at trace time); random ones are drawn eagerly.
+"""
+import builtins
+
+import numpy as np
+
+from ember import dtypes
+from .random import generator_or_default
+from .tensor import Tensor
+
+
+def _sizes(size):
+    """Accept zeros(2, 3), zeros((2, 3)), zeros([2, 3]) and zeros(ember.Size)."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    return tuple(int(d) for d in size)
+
+
+def _float(dtype):
+    return (dtypes.as_dtype(dtype) or dtypes.defaults.floating).np
+
+
+def to_array(data, dtype=None):
+    """A numpy array of PyTorch's inferred dtype: Python floats give the default float,
+    ints give int64, bools bool; numpy arrays keep their dtype."""
+    want = dtypes.as_dtype(dtype)
+    if isinstance(data, Tensor):
+        array = data._data
+    elif isinstance(data, np.ndarray):
+        array = data
+        dtypes.from_numpy(array.dtype)
+    else:
+        array = np.asarray(data)
+        if array.dtype == object:
+            raise TypeError(f"ember.tensor: could not infer dtype of {type(data).__name__} data "
+                            f"(nested lists of numbers or tensors are expected)")
+        if want is None:
+            kind = array.dtype.kind
+            if kind == "f":
+                array = array.astype(dtypes.defaults.floating.np)
+            elif kind in "iu":
+                array = array.astype(np.int64)
+            elif kind not in "b":
+                raise TypeError(f"ember.tensor: unsupported data type {array.dtype}")
+    if want is not None and array.dtype != want.np:
+        array = array.astype(want.np)
+    return array
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
+    """A new leaf tensor holding a copy of `data` (lists, numbers, numpy arrays, tensors)."""
+    t = Tensor._wrap(np.array(to_array(data, dtype), copy=True))
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like tensor(), but shares memory with a numpy array or tensor when no conversion is needed."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype is dtypes.as_dtype(dtype)):
+        return data
+    return Tensor._wrap(to_array(data, dtype))
+
+
+def from_numpy(array):
+    """A tensor sharing memory with the numpy array: writes through either are seen by both."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(array).__name__})")
+    dtypes.from_numpy(array.dtype)
+    return Tensor._wrap(array)
+
+
+def _leaf(array, requires_grad):
+    t = Tensor._wrap(array)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False, out=None):
+    return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False, out=None):
+    return _leaf(np.ones(_sizes(size), _float(dtype)), requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False, out=None, memory_format=None, pin_memory=False):
+    return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = dtypes.scalar_dtype(fill_value)
+    return _leaf(np.full(_sizes((size,)), fill_value, dtypes.as_dtype(dtype).np), requires_grad)
+
+
+def _like(fn):
+    def like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
+        return fn(input.shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
+    like.__name__ = fn.__name__ + "_like"
+    return like
+
+
+zeros_like = _like(zeros)
+ones_like = _like(ones)
+empty_like = _like(empty)
+
+
+def full_like(input, fill_value, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return full(input.shape, fill_value, dtype=dtype or input.dtype, requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    values = [start, end, step]
+    if dtype is None:
+        is_float = any(isinstance(v, float) or (isinstance(v, Tensor) and v.is_floating_point()) for v in values)
+        dtype = dtypes.defaults.floating if is_float else dtypes.int64
+    dtype = dtypes.as_dtype(dtype)
+    start, end, step = (float(v) if dtype.is_floating_point else int(v) for v in values)
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    return _leaf(np.arange(start, end, step).astype(dtype.np), requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    return _leaf(np.linspace(float(start), float(end), int(steps)).astype(_float(dtype)), requires_grad)
+
+
+def logspace(start, end, steps, base=10.0, dtype=None, device=None, requires_grad=False):
+    return _leaf(np.logspace(float(start), float(end), int(steps), base=base).astype(_float(dtype)), requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    return _leaf(np.eye(n, m, dtype=_float(dtype)), requires_grad)
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    rng = generator_or_default(generator)
+    return _leaf(rng.random(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
+
+
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    rng = generator_or_default(generator)
+    return _leaf(rng.standard_normal(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
+
+
+def randint(low, high=None, size=None, generator=None, dtype=None, device=None, requires_grad=False):
+    if size is None:  # randint(high, size)
+        low, high, size = 0, low, high
+    if high is None:
+        low, high = 0, low
+    rng = generator_or_default(generator)
+    dtype = dtypes.as_dtype(dtype) or dtypes.int64
+    return _leaf(rng.integers(low, high, size=_sizes((size,))).astype(dtype.np), requires_grad)
+
+
+def randperm(n, generator=None, dtype=None, device=None, requires_grad=False):
+    rng = generator_or_default(generator)
+    dtype = dtypes.as_dtype(dtype) or dtypes.int64
+    return _leaf(rng.permutation(int(n)).astype(dtype.np), requires_grad)
+
+
+def rand_like(input, dtype=None, generator=None, requires_grad=False):
+    return rand(input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad)
+
+
+def randn_like(input, dtype=None, generator=None, requires_grad=False):
+    return randn(input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad)
+
+
+def randint_like(input, low, high=None, dtype=None, generator=None):
+    if high is None:
+        low, high = 0, low
+    return randint(low, high, input.shape, dtype=dtype or input.dtype, generator=generator)
+
+
+def legacy_constructor_data(args, dtype=None):
+    """`ember.Tensor(2, 3)` is an uninitialised float tensor of that size; `ember.Tensor([1, 2])`
+    a float tensor from data; `ember.Tensor()` an empty one (PyTorch's legacy constructor)."""
+    dtype = dtypes.as_dtype(dtype) or dtypes.defaults.floating
+    if not args:
+        return np.zeros((0,), dtype.np)
+    if builtins.all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args):
+        return np.zeros(tuple(int(a) for a in args), dtype.np)
+    if len(args) == 1 and isinstance(args[0], tuple) and not args[0]:
+        return np.zeros((0,), dtype.np)
+    if len(args) == 1:
+        return np.array(to_array(args[0], dtype), copy=True)
+    raise TypeError(f"Tensor(): expected sizes or one data argument, got {args}")
+
+
+def _typed_constructor(dtype):
+    def construct(*args):
+        return Tensor._wrap(legacy_constructor_data(args, dtype))
+    construct.__name__ = {dtypes.float32: "FloatTensor", dtypes.float64: "DoubleTensor", dtypes.int64: "LongTensor",
+                          dtypes.int32: "IntTensor", dtypes.bool_: "BoolTensor", dtypes.uint8: "ByteTensor"}[dtype]
+    return construct
+
+
+FloatTensor = _typed_constructor(dtypes.float32)
+DoubleTensor = _typed_constructor(dtypes.float64)
+LongTensor = _typed_constructor(dtypes.int64)
+IntTensor = _typed_constructor(dtypes.int32)
+BoolTensor = _typed_constructor(dtypes.bool_)
+ByteTensor = _typed_constructor(dtypes.uint8)

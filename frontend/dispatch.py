@@ -1,0 +1,89 @@
+"""The one dispatch function every Tensor operation goes through, and the state it reads.
+
+`dispatch(prim, operands, attrs)` is installed as the primitives' binder. Eager mode computes
+with the numpy implementation and records an autograd node; when a recorder is active
+(tracing or symbolic autodiff, see ember.frontend.tracer) the recorder handles the call.
+"""
+import numpy as np
+
+from ember import config
+from ember.ops import registry
+from ember.ops.registry import OpError, Spec
+
+
+class DispatchState:
+    """Grad mode, the active recorder and the module path, in one place (torch keeps these
+    thread-local; ember runs one Python thread of model code)."""
+
+    def __init__(self):
+        self.grad_enabled = True
+        self.recorder = None  # a tracer or symbolic graph builder, or None for eager
+        self.module_path = []  # names of the modules being called, for errors and IR names
+        self.strict = config.STRICT  # also run shape rules in eager mode and compare (EMBER_STRICT)
+
+
+STATE = DispatchState()
+
+
+def current_module():
+    return STATE.module_path[-1] if STATE.module_path else None
+
+
+def spec_of(tensor):
+    return Spec(tuple(tensor.shape), tensor.dtype)
+
+
+def explain_failure(prim, operands, attrs, error):
+    """numpy raised: run the primitive's shape rule to raise an error written for people."""
+    try:
+        prim.infer(*[spec_of(t) for t in operands], **attrs)
+    except OpError as nice:
+        raise nice.in_module(current_module()) from None
+    if isinstance(error, (IndexError, OpError)):
+        raise error
+    where = f"{prim.name} ({current_module()})" if current_module() else prim.name
+    shapes = ", ".join(registry.describe(spec_of(t)) for t in operands)
+    raise RuntimeError(f"{where}: failed on {shapes} with {attrs}: {error}") from error
+
+
+def dispatch(prim, operands, attrs):
+    recorder = STATE.recorder
+    if recorder is not None:
+        return recorder.bind(prim, operands, attrs)
+    return eager_bind(prim, operands, attrs)
+
+
+def eager_bind(prim, operands, attrs):
+    """Compute with numpy; attach an autograd node when an operand requires grad."""
+    try:
+        out = prim.impl(*[t._data for t in operands], **attrs)
+    except Exception as error:  # numpy's message is rewritten by the shape rule
+        explain_failure(prim, operands, attrs, error)
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    if STATE.strict:
+        check_against_rule(prim, operands, attrs, out)
+    result = Tensor._wrap(out)
+    if STATE.grad_enabled and prim.vjp is not None:
+        for t in operands:
+            if t.requires_grad:
+                Node.attach(result, prim, operands, attrs)
+                break
+    return result
+
+
+def check_against_rule(prim, operands, attrs, out):
+    try:
+        rule = prim.infer(*[spec_of(t) for t in operands], **attrs)
+    except OpError as error:
+        raise error.in_module(current_module()) from None
+    got = (tuple(out.shape), out.dtype.name)
+    if (tuple(rule.shape), rule.dtype.name) != got:
+        raise AssertionError(f"{prim.name}: shape rule says {rule.shape} {rule.dtype.name}, "
+                             f"numpy gave {got[0]} {got[1]} for attrs {attrs}")
+
+
+registry.set_dispatcher(dispatch)
+
+from .tensor import Tensor  # noqa: E402  (Tensor uses dispatch; dispatch wraps into Tensor)
+from .autograd import Node  # noqa: E402

@@ -1,0 +1,182 @@
+"""Products of tensors: matmul (with PyTorch's 1-d rules), mm, bmm, mv, dot, outer, einsum,
+cross, and the `ember.linalg` functions (norm, svd).
+
+All products bind the one `matmul` contraction primitive (einsum lowers to permute, reshape
+and matmul), so the compiler sees every product the same way.
+"""
+import numpy as np
+
+from ember.ops import PRIMITIVES as P
+from .dispatch import current_module
+from .math_ops import promote_operands, mul, sub
+from .reductions import sum as reduce_sum, norm as vector_norm_impl
+from .shape_ops import unsqueeze, squeeze, reshape, permute
+from .tensor import Tensor
+
+
+def matmul(input, other):
+    a, b = promote_operands((input, other))
+    if a.ndim == 0 or b.ndim == 0:
+        raise RuntimeError(f"matmul: both arguments need at least 1 dimension, got {a.ndim}D and {b.ndim}D tensors")
+    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    if squeeze_a:
+        a = unsqueeze(a, 0)
+    if squeeze_b:
+        b = unsqueeze(b, -1)
+    out = P["matmul"].bind(a, b)
+    if squeeze_a:
+        out = squeeze(out, -2)
+    if squeeze_b:
+        out = squeeze(out, -1)
+    return out
+
+
+def _need_dims(op, tensor, n, which):
+    if tensor.ndim != n:
+        where = f"{op} ({current_module()})" if current_module() else op
+        raise RuntimeError(f"{where}: {which} must be a {n}D tensor, got shape {list(tensor.shape)}")
+
+
+def mm(input, mat2):
+    _need_dims("mm", input, 2, "self")
+    _need_dims("mm", mat2, 2, "mat2")
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    _need_dims("bmm", input, 3, "batch1")
+    _need_dims("bmm", mat2, 3, "batch2")
+    if input.shape[0] != mat2.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {list(input.shape)} and {list(mat2.shape)}")
+    return matmul(input, mat2)
+
+
+def mv(input, vec):
+    _need_dims("mv", input, 2, "self")
+    _need_dims("mv", vec, 1, "vec")
+    return matmul(input, vec)
+
+
+def dot(input, other):
+    _need_dims("dot", input, 1, "self")
+    _need_dims("dot", other, 1, "other")
+    return matmul(input, other)
+
+
+inner = dot
+
+
+def outer(input, vec2):
+    return mul(unsqueeze(input, 1), unsqueeze(vec2, 0))
+
+
+ger = outer
+
+
+def addmm(input, mat1, mat2, beta=1, alpha=1):
+    product = mm(mat1, mat2)
+    if alpha != 1:
+        product = mul(product, alpha)
+    return product + (input if beta == 1 else mul(input, beta))
+
+
+def einsum(equation, *operands):
+    """Lowered to permute/reshape/broadcast and one matmul per pair of operands."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    equation = equation.replace(" ", "")
+    if "->" in equation:
+        inputs, output = equation.split("->")
+    else:
+        inputs = equation
+        letters = inputs.replace(",", "")
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise RuntimeError(f"einsum(): {len(terms)} operand subscripts for {len(operands)} operands")
+    if "." in equation:
+        raise RuntimeError("einsum(): ellipsis ('...') is not supported yet; spell out the dims")
+    operands = list(promote_operands(operands))
+    for term, op in zip(terms, operands):
+        if len(term) != op.ndim:
+            raise RuntimeError(f"einsum(): subscript '{term}' has {len(term)} dims but the operand has shape "
+                               f"{list(op.shape)}")
+        if len(set(term)) != len(term):
+            raise RuntimeError(f"einsum(): repeated subscripts within one operand ('{term}') are not supported")
+    term, value = terms[0], operands[0]
+    for i in range(1, len(terms)):
+        needed_later = output + "".join(terms[i + 1:])
+        term, value = _contract_pair(term, value, terms[i], operands[i], needed_later)
+    dropped = tuple(i for i, c in enumerate(term) if c not in output)
+    if dropped:
+        value = reduce_sum(value, dropped)
+        term = "".join(c for c in term if c in output)
+    return permute(value, [term.index(c) for c in output]) if term != output else value
+
+
+def _contract_pair(term_a, a, term_b, b, needed_later):
+    """Contract two operands: shared letters not needed later are summed by a batched matmul."""
+    sizes = {c: d for t, v in ((term_a, a), (term_b, b)) for c, d in zip(t, v.shape)}
+    batch = [c for c in term_a if c in term_b and c in needed_later]
+    contract = [c for c in term_a if c in term_b and c not in needed_later]
+    only_a = [c for c in term_a if c not in term_b]
+    only_b = [c for c in term_b if c not in term_a]
+
+    def arrange(term, value, middle, last):
+        value = permute(value, [term.index(c) for c in batch + middle + last])
+        return reshape(value, tuple(sizes[c] for c in batch) + (_prod(sizes, middle), _prod(sizes, last)))
+
+    product = P["matmul"].bind(arrange(term_a, a, only_a, contract), arrange(term_b, b, contract, only_b))
+    value = reshape(product, tuple(sizes[c] for c in batch + only_a + only_b))
+    return "".join(batch + only_a + only_b), value
+
+
+def _prod(sizes, letters):
+    n = 1
+    for c in letters:
+        n *= sizes[c]
+    return n
+
+
+def cross(input, other, dim=None):
+    a, b = promote_operands((input, other))
+    if dim is None:
+        dim = next(i for i, d in enumerate(a.shape) if d == 3)
+    from .shape_ops import unbind, stack
+    a0, a1, a2 = unbind(a, dim)
+    b0, b1, b2 = unbind(b, dim)
+    return stack([sub(mul(a1, b2), mul(a2, b1)), sub(mul(a2, b0), mul(a0, b2)), sub(mul(a0, b1), mul(a1, b0))], dim)
+
+
+class linalg:
+    """`ember.linalg`: the norms and decompositions tutorials use."""
+
+    @staticmethod
+    def norm(input, ord=None, dim=None, keepdim=False, dtype=None):
+        if ord is None:
+            ord = 2 if (dim is None and input.ndim == 1) or isinstance(dim, int) else "fro"
+        return vector_norm_impl(input, ord, dim, keepdim, dtype)
+
+    @staticmethod
+    def vector_norm(input, ord=2, dim=None, keepdim=False, dtype=None):
+        return vector_norm_impl(input, ord, dim, keepdim, dtype)
+
+    @staticmethod
+    def svd(A, full_matrices=True):
+        """Forward only (numpy): the result does not carry gradients."""
+        u, s, vh = np.linalg.svd(A._data, full_matrices=full_matrices)
+        return tuple(Tensor._wrap(np.ascontiguousarray(m)) for m in (u, s, vh))
+
+    @staticmethod
+    def inv(A):
+        return Tensor._wrap(np.linalg.inv(A._data))
+
+    @staticmethod
+    def det(A):
+        return Tensor._wrap(np.asarray(np.linalg.det(A._data)))
+
+
+def svd(input, some=True, compute_uv=True):
+    """PyTorch's legacy svd: returns U, S, V (not V^H); forward only."""
+    u, s, vh = np.linalg.svd(input._data, full_matrices=not some)
+    return Tensor._wrap(u), Tensor._wrap(s), Tensor._wrap(np.ascontiguousarray(np.swapaxes(vh, -1, -2)))

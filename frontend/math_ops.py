@@ -1,0 +1,338 @@
+"""Elementwise tensor math: arithmetic, comparisons, unary functions, where, clamp, casts.
+
+Operands are promoted with PyTorch's rules (ember.dtypes.result_type) and cast with the
+`convert` primitive, so the primitives always see one dtype. Python scalars become 0-d
+constant tensors that broadcast.
+"""
+import numpy as np
+
+from ember import dtypes
+from ember.ops import PRIMITIVES as P
+from .tensor import Tensor
+
+_NUMBER = (int, float, bool, np.number, np.bool_)
+
+
+def to_dtype(t, dtype):
+    dtype = dtypes.as_dtype(dtype)
+    if t._data.dtype == dtype.np:
+        return t
+    return P["convert"].bind(t, dtype=dtype.name)
+
+
+def constant(value, dtype):
+    """A 0-d tensor for a Python scalar operand."""
+    return Tensor._wrap(np.asarray(value, dtype=dtype.np))
+
+
+def _operand_dtypes(operands):
+    dimensioned, zero_dim, scalars = [], [], []
+    for x in operands:
+        if isinstance(x, Tensor):
+            (dimensioned if x._data.ndim else zero_dim).append(x.dtype)
+        elif isinstance(x, _NUMBER):
+            scalars.append(dtypes.scalar_dtype(x))
+        else:
+            raise TypeError(f"unsupported operand type {type(x).__name__}; expected a Tensor or a number")
+    return dimensioned, zero_dim, scalars
+
+
+def promote_operands(operands, at_least=None):
+    """Cast tensors and wrap scalars to one dtype: PyTorch's result type (or at_least's category)."""
+    result = dtypes.result_type(*_operand_dtypes(operands))
+    if at_least is not None and result.category < at_least.category:
+        result = at_least
+    out = []
+    for x in operands:
+        if isinstance(x, Tensor):
+            out.append(x if x._data.dtype == result.np else P["convert"].bind(x, dtype=result.name))
+        else:
+            out.append(constant(x, result))
+    return out
+
+
+def binary(name, a, b):
+    if type(a) is Tensor and type(b) is Tensor and a._data.dtype == b._data.dtype:
+        return P[name].bind(a, b)
+    a, b = promote_operands((a, b))
+    return P[name].bind(a, b)
+
+
+def add(input, other, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return binary("add", input, other)
+
+
+def sub(input, other, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return binary("sub", input, other)
+
+
+def mul(input, other):
+    return binary("mul", input, other)
+
+
+def div(input, other, rounding_mode=None):
+    if rounding_mode == "floor":
+        return floor_divide(input, other)
+    a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
+    out = P["div"].bind(a, b)
+    if rounding_mode == "trunc":
+        out = trunc(out)
+        result = dtypes.result_type(*_operand_dtypes((input, other)))
+        if not result.is_floating_point:
+            out = to_dtype(out, result)
+    return out
+
+
+def true_divide(input, other):
+    return div(input, other)
+
+
+def floor_divide(input, other):
+    return binary("floor_divide", input, other)
+
+
+def remainder(input, other):
+    return binary("remainder", input, other)
+
+
+def pow(input, exponent):
+    if isinstance(exponent, _NUMBER) and isinstance(input, Tensor):
+        if exponent == 2:
+            return mul(input, input)
+        if exponent == 1:
+            return P["convert"].bind(input, dtype=input.dtype.name)
+        if exponent == 0.5 and input.is_floating_point():
+            return P["sqrt"].bind(input)
+        if exponent == -1 and input.is_floating_point():
+            return P["reciprocal"].bind(input)
+    return binary("pow", input, exponent)
+
+
+def maximum(input, other):
+    return binary("maximum", input, other)
+
+
+def minimum(input, other):
+    return binary("minimum", input, other)
+
+
+def neg(input):
+    return P["neg"].bind(input)
+
+
+def _compare(name):
+    def compare(input, other):
+        return binary(name, input, other)
+    compare.__name__ = name
+    return compare
+
+
+eq, ne, lt, le, gt, ge = (_compare(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+
+
+def _logical(name):
+    def logical(input, other):
+        a = to_dtype(input, dtypes.bool_) if isinstance(input, Tensor) else constant(bool(input), dtypes.bool_)
+        b = to_dtype(other, dtypes.bool_) if isinstance(other, Tensor) else constant(bool(other), dtypes.bool_)
+        return P[name].bind(a, b)
+    logical.__name__ = name
+    return logical
+
+
+logical_and, logical_or, logical_xor = (_logical(n) for n in ("logical_and", "logical_or", "logical_xor"))
+
+
+def logical_not(input):
+    return P["logical_not"].bind(to_dtype(input, dtypes.bool_))
+
+
+def bitwise_and(input, other):
+    if input.dtype is dtypes.bool_:
+        return logical_and(input, other)
+    raise TypeError(f"bitwise_and is supported for bool tensors only, got {input.dtype}")
+
+
+def bitwise_or(input, other):
+    if input.dtype is dtypes.bool_:
+        return logical_or(input, other)
+    raise TypeError(f"bitwise_or is supported for bool tensors only, got {input.dtype}")
+
+
+def bitwise_xor(input, other):
+    if input.dtype is dtypes.bool_:
+        return logical_xor(input, other)
+    raise TypeError(f"bitwise_xor is supported for bool tensors only, got {input.dtype}")
+
+
+def bitwise_not(input):
+    if input.dtype is dtypes.bool_:
+        return logical_not(input)
+    raise TypeError(f"bitwise_not is supported for bool tensors only, got {input.dtype}")
+
+
+# ----------------------------------------------------------------------------- unary
+
+def _float_unary(name):
+    prim = P[name]
+
+    def unary(input):
+        if input._data.dtype.kind != "f":
+            input = to_dtype(input, dtypes.defaults.floating)
+        return prim.bind(input)
+    unary.__name__ = name
+    return unary
+
+
+(exp, log, log1p, expm1, sqrt, rsqrt, reciprocal, sin, cos, tanh, sigmoid, erf) = (
+    _float_unary(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
+                              "sin", "cos", "tanh", "sigmoid", "erf"))
+
+
+def _same_dtype_unary(name):
+    prim = P[name]
+
+    def unary(input):
+        return prim.bind(input)
+    unary.__name__ = name
+    return unary
+
+
+abs, sign, relu = (_same_dtype_unary(n) for n in ("abs", "sign", "relu"))
+
+
+def _rounding(name):
+    prim = P[name]
+
+    def unary(input, **kwargs):
+        if input._data.dtype.kind != "f":
+            return input  # rounding an integer tensor is the identity
+        if kwargs.get("decimals"):
+            scale = 10.0 ** kwargs["decimals"]
+            return div(prim.bind(mul(input, scale)), scale)
+        return prim.bind(input)
+    unary.__name__ = name
+    return unary
+
+
+floor, ceil, round = (_rounding(n) for n in ("floor", "ceil", "round"))
+
+
+def trunc(input):
+    return where(lt(input, 0), ceil(input), floor(input))
+
+
+def frac(input):
+    return sub(input, trunc(input))
+
+
+def square(input):
+    return mul(input, input)
+
+
+def log2(input):
+    return div(log(input), float(np.log(2.0)))
+
+
+def log10(input):
+    return div(log(input), float(np.log(10.0)))
+
+
+def exp2(input):
+    return exp(mul(input, float(np.log(2.0))))
+
+
+def tan(input):
+    return div(sin(input), cos(input))
+
+
+def sinh(input):
+    e = exp(input)
+    return mul(sub(e, reciprocal(e)), 0.5)
+
+
+def cosh(input):
+    e = exp(input)
+    return mul(add(e, reciprocal(e)), 0.5)
+
+
+def where(condition, input=None, other=None):
+    if input is None and other is None:
+        from .indexing import nonzero
+        return nonzero(condition, as_tuple=True)
+    if not isinstance(condition, Tensor):
+        condition = constant(bool(condition), dtypes.bool_)
+    condition = to_dtype(condition, dtypes.bool_)
+    a, b = promote_operands((input, other))
+    return P["where"].bind(condition, a, b)
+
+
+def clamp(input, min=None, max=None):
+    if min is None and max is None:
+        raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
+    out = input
+    if min is not None:
+        out = where(lt(out, min), min, out)  # the gradient passes at the boundary, as in PyTorch
+    if max is not None:
+        out = where(gt(out, max), max, out)
+    if out.dtype is not input.dtype and not isinstance(min, Tensor) and not isinstance(max, Tensor):
+        out = to_dtype(out, dtypes.promote(input.dtype, out.dtype))
+    return out
+
+
+clip = clamp
+
+
+def clamp_min(input, min):
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):
+    return clamp(input, max=max)
+
+
+def lerp(input, end, weight):
+    return add(input, mul(sub(end, input), weight))
+
+
+def isnan(input):
+    return ne(input, input)
+
+
+def isinf(input):
+    return eq(abs(input), float("inf")) if input.is_floating_point() else zeros_bool(input)
+
+
+def isfinite(input):
+    return logical_not(logical_or(isnan(input), isinf(input))) if input.is_floating_point() else \
+        logical_not(zeros_bool(input))
+
+
+def zeros_bool(input):
+    return Tensor._wrap(np.zeros(input.shape, dtype=bool))
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
+    finfo = np.finfo(input._data.dtype)
+    out = where(isnan(input), nan, input)
+    out = where(eq(out, float("inf")), finfo.max if posinf is None else posinf, out)
+    return where(eq(out, float("-inf")), finfo.min if neginf is None else neginf, out)
+
+
+def addcmul(input, tensor1, tensor2, value=1):
+    return add(input, mul(mul(tensor1, tensor2), value))
+
+
+def addcdiv(input, tensor1, tensor2, value=1):
+    return add(input, mul(div(tensor1, tensor2), value))
+
+
+def clone(input, memory_format=None):
+    return P["convert"].bind(input, dtype=input.dtype.name)
+
+
+subtract, multiply, divide, negative = sub, mul, div, neg

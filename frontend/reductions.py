@@ -1,0 +1,176 @@
+"""Reductions over tensors: sum, mean, max/min (with indices), amax, argmax, prod, var, std,
+norm, logsumexp, all, any, cumsum. `dim` may be an int, a tuple of ints or None (all dims).
+"""
+import builtins
+from collections import namedtuple
+
+import numpy as np
+
+from ember import dtypes
+from ember.ops import PRIMITIVES as P
+from ember.ops.shape_rules import normalize_axes
+from .math_ops import to_dtype, sub, mul, div, sqrt, log, exp, add, abs, pow, promote_operands
+from .tensor import Tensor
+
+values_indices = namedtuple("values_indices", "values indices")
+
+
+def _axes(op, dim, ndim):
+    from ember.ops.registry import OpError
+    try:
+        return normalize_axes(op, dim, ndim)
+    except OpError as error:
+        raise IndexError(str(error)) from None
+
+
+def _count(shape, axes):
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+def sum(input, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        input = to_dtype(input, dtype)
+    axes = _axes("sum", dim, input.ndim)
+    if not axes and input.ndim:
+        return P["convert"].bind(input, dtype=input.dtype.name)
+    return P["sum"].bind(input, axes=axes, keepdims=keepdim)
+
+
+def mean(input, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        input = to_dtype(input, dtype)
+    if not input.is_floating_point():
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating "
+                           f"point or complex dtype. Got: {input.dtype}")
+    axes = _axes("mean", dim, input.ndim)
+    total = P["sum"].bind(input, axes=axes, keepdims=keepdim)
+    return div(total, float(_count(input.shape, axes)))
+
+
+def amax(input, dim=(), keepdim=False):
+    return P["amax"].bind(input, axes=_axes("amax", dim if dim != () else None, input.ndim), keepdims=keepdim)
+
+
+def amin(input, dim=(), keepdim=False):
+    return P["amin"].bind(input, axes=_axes("amin", dim if dim != () else None, input.ndim), keepdims=keepdim)
+
+
+def _extremum(name, arg_name):
+    def reduce(input, dim=None, keepdim=False, other=None):
+        if isinstance(dim, Tensor):  # torch.max(a, b) is maximum
+            from .math_ops import maximum, minimum
+            return (maximum if name == "amax" else minimum)(input, dim)
+        if dim is None:
+            return P[name].bind(input, axes=_axes(name, None, input.ndim), keepdims=False)
+        axes = _axes(name, dim, input.ndim)
+        values = P[name].bind(input, axes=axes, keepdims=keepdim)
+        indices = P[arg_name].bind(input, axis=dim, keepdims=keepdim)
+        return values_indices(values, indices)
+    reduce.__name__ = name[1:]
+    return reduce
+
+
+max = _extremum("amax", "argmax")
+min = _extremum("amin", "argmin")
+
+
+def argmax(input, dim=None, keepdim=False):
+    return P["argmax"].bind(input, axis=dim, keepdims=keepdim)
+
+
+def argmin(input, dim=None, keepdim=False):
+    return P["argmin"].bind(input, axis=dim, keepdims=keepdim)
+
+
+def prod(input, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        input = to_dtype(input, dtype)
+    return P["prod"].bind(input, axes=_axes("prod", dim, input.ndim), keepdims=keepdim)
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    axes = _axes("var", dim, input.ndim)
+    centered = sub(input, mean(input, axes, keepdim=True))
+    total = P["sum"].bind(mul(centered, centered), axes=axes, keepdims=keepdim)
+    return div(total, float(_count(input.shape, axes) - correction))
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return sqrt(var(input, dim, unbiased, keepdim, correction))
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return var(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return std(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
+
+
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        input = to_dtype(input, dtype)
+    if p in ("fro", 2, 2.0):
+        return sqrt(sum(mul(input, input), dim, keepdim))
+    if p in (float("inf"), "inf"):
+        return amax(abs(input), dim if dim is not None else (), keepdim)
+    if p in (float("-inf"),):
+        return amin(abs(input), dim if dim is not None else (), keepdim)
+    if p == 1:
+        return sum(abs(input), dim, keepdim)
+    if p == 0:
+        from .math_ops import ne
+        return sum(to_dtype(ne(input, 0), input.dtype), dim, keepdim)
+    return pow(sum(pow(abs(input), p), dim, keepdim), 1.0 / p)
+
+
+def logsumexp(input, dim, keepdim=False):
+    axes = _axes("logsumexp", dim, input.ndim)
+    shift = P["amax"].bind(input.detach(), axes=axes, keepdims=True)
+    from .math_ops import where, isinf
+    shift = where(isinf(shift), 0.0, shift)  # all -inf rows stay -inf instead of nan
+    total = P["sum"].bind(exp(sub(input, shift)), axes=axes, keepdims=True)
+    out = add(log(total), shift)
+    if not keepdim:
+        from .shape_ops import reshape
+        out = reshape(out, tuple(d for i, d in enumerate(input.shape) if i not in axes))
+    return out
+
+
+def all(input, dim=None, keepdim=False):
+    x = to_dtype(input, dtypes.bool_)
+    if not x.numel():
+        return Tensor._wrap(np.array(True))
+    return P["amin"].bind(x, axes=_axes("all", dim, x.ndim), keepdims=keepdim)
+
+
+def any(input, dim=None, keepdim=False):
+    x = to_dtype(input, dtypes.bool_)
+    if not x.numel():
+        return Tensor._wrap(np.array(False))
+    return P["amax"].bind(x, axes=_axes("any", dim, x.ndim), keepdims=keepdim)
+
+
+def count_nonzero(input, dim=None):
+    from .math_ops import ne
+    return sum(ne(input, 0), dim)
+
+
+def cumsum(input, dim, dtype=None):
+    if dtype is not None:
+        input = to_dtype(input, dtype)
+    return P["cumsum"].bind(input, axis=dim % builtins.max(input.ndim, 1))
+
+
+def aminmax(input, dim=None, keepdim=False):
+    return namedtuple("aminmax", "min max")(amin(input, dim if dim is not None else (), keepdim),
+                                            amax(input, dim if dim is not None else (), keepdim))
+
+
+def dist(input, other, p=2):
+    return norm(sub(*promote_operands((input, other))), p)

@@ -1,0 +1,347 @@
+"""Shape and layout operations: reshape/view, permute, transpose, squeeze/unsqueeze, expand,
+repeat, cat/stack/split/chunk, flip, narrow, gather, tril/triu.
+
+Each one resolves PyTorch's conveniences (-1 sizes, negative dims, lists of sizes) into the
+movement primitives, so the IR only ever sees explicit shapes and axes.
+"""
+import numpy as np
+
+from ember import dtypes
+from ember.ops import PRIMITIVES as P
+from ember.ops.registry import OpError
+from .dispatch import current_module
+from .tensor import Tensor, _dim
+from .math_ops import promote_operands
+
+
+def _sizes(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(d) for d in shape)
+
+
+def _resolve(shape, numel, op, source):
+    shape = list(shape)
+    unknown = [i for i, d in enumerate(shape) if d == -1]
+    if len(unknown) > 1:
+        raise RuntimeError(f"{op}: only one dimension can be inferred, got shape {shape}")
+    known = 1
+    for d in shape:
+        if d != -1:
+            known *= d
+    if unknown:
+        if known == 0 or numel % known:
+            raise _shape_error(op, shape, source)
+        shape[unknown[0]] = numel // known
+    elif known != numel:
+        raise _shape_error(op, shape, source)
+    return tuple(shape)
+
+
+def _shape_error(op, shape, source):
+    where = f"{op} ({current_module()})" if current_module() else op
+    dims = ",".join(map(str, source.shape))
+    return RuntimeError(f"{where}: shape {shape} is invalid for input {source.dtype.short}[{dims}] "
+                        f"of size {source.numel()}")
+
+
+def reshape(input, *shape):
+    shape = _resolve(_sizes(shape), input.numel(), "reshape", input)
+    if tuple(input.shape) == shape:
+        return input
+    return P["reshape"].bind(input, shape=shape)
+
+
+def view(input, *shape):
+    if len(shape) == 1 and isinstance(shape[0], dtypes.DType):
+        raise RuntimeError("view(dtype) is not supported; use .to(dtype)")
+    shape = _resolve(_sizes(shape), input.numel(), "view", input)
+    if tuple(input.shape) == shape:
+        return P["reshape"].bind(input, shape=shape) if input.requires_grad else input
+    return P["reshape"].bind(input, shape=shape)
+
+
+def view_as(input, other):
+    return view(input, tuple(other.shape))
+
+
+def reshape_as(input, other):
+    return reshape(input, tuple(other.shape))
+
+
+def permute(input, *dims):
+    dims = _sizes(dims)
+    if len(dims) != input.ndim:
+        raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match "
+                           f"the length of the desired ordering of dimensions i.e. input.dim() = {input.ndim} "
+                           f"is not equal to len(dims) = {len(dims)}")
+    dims = tuple(_dim(d, input.ndim, "permute") for d in dims)
+    if dims == tuple(range(input.ndim)):
+        return input
+    return P["permute"].bind(input, perm=dims)
+
+
+def transpose(input, dim0, dim1):
+    n = input.ndim
+    if n < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+        return input
+    perm = list(range(n))
+    a, b = _dim(dim0, n, "transpose"), _dim(dim1, n, "transpose")
+    perm[a], perm[b] = perm[b], perm[a]
+    return permute(input, perm)
+
+
+swapaxes = swapdims = transpose
+
+
+def t(input):
+    if input.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D")
+    return transpose(input, 0, 1) if input.ndim == 2 else input
+
+
+def movedim(input, source, destination):
+    source = [source] if isinstance(source, int) else list(source)
+    destination = [destination] if isinstance(destination, int) else list(destination)
+    n = input.ndim
+    source = [s % n for s in source]
+    destination = [d % n for d in destination]
+    order = [i for i in range(n) if i not in source]
+    for dst, src in sorted(zip(destination, source)):
+        order.insert(dst, src)
+    return permute(input, order)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    n = input.ndim
+    if n == 0:
+        return reshape(input, (1,))
+    start, end = _dim(start_dim, n, "flatten"), _dim(end_dim, n, "flatten")
+    shape = tuple(input.shape)
+    return reshape(input, shape[:start] + (-1,) + shape[end + 1:]) if start <= end else input
+
+
+def unflatten(input, dim, sizes):
+    dim = _dim(dim, input.ndim, "unflatten")
+    shape = tuple(input.shape)
+    sizes = _resolve(tuple(sizes), shape[dim], "unflatten", input)
+    return reshape(input, shape[:dim] + sizes + shape[dim + 1:])
+
+
+def unsqueeze(input, dim):
+    n = input.ndim + 1
+    dim = _dim(dim, n, "unsqueeze")
+    shape = tuple(input.shape)
+    return P["reshape"].bind(input, shape=shape[:dim] + (1,) + shape[dim:])
+
+
+def squeeze(input, dim=None):
+    shape = tuple(input.shape)
+    if dim is None:
+        axes = {i for i, d in enumerate(shape) if d == 1}
+    else:
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        axes = {_dim(d, input.ndim, "squeeze") for d in dims}
+        axes = {a for a in axes if shape and shape[a] == 1}
+    if not axes:
+        return input
+    return P["reshape"].bind(input, shape=tuple(d for i, d in enumerate(shape) if i not in axes))
+
+
+def expand(input, *sizes):
+    sizes = _sizes(sizes)
+    lead = len(sizes) - input.ndim
+    if lead < 0:
+        raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal "
+                           f"to the number of dimensions in the tensor ({input.ndim})")
+    shape = tuple(input.shape)
+    target = tuple(shape[i - lead] if d == -1 else d for i, d in enumerate(sizes))
+    if target == shape:
+        return input
+    return _bind_movement("broadcast_to", input, shape=target)
+
+
+def expand_as(input, other):
+    return expand(input, tuple(other.shape))
+
+
+def broadcast_to(input, shape):
+    return expand(input, tuple(shape))
+
+
+def broadcast_tensors(*tensors):
+    shape = np.broadcast_shapes(*(tuple(t.shape) for t in tensors))
+    return tuple(expand(t, shape) for t in tensors)
+
+
+def _bind_movement(name, input, **attrs):
+    try:
+        return P[name].bind(input, **attrs)
+    except OpError as error:
+        raise RuntimeError(str(error)) from None
+
+
+def repeat(input, *repeats):
+    repeats = _sizes(repeats)
+    if len(repeats) < input.ndim:
+        raise RuntimeError("repeat: Number of dimensions of repeat dims can not be smaller than number "
+                           "of dimensions of tensor")
+    shape = (1,) * (len(repeats) - input.ndim) + tuple(input.shape)
+    interleaved = []
+    for r, d in zip(repeats, shape):
+        interleaved += [1, d]
+    x = reshape(input, tuple(interleaved))
+    x = expand(x, tuple(v for r, d in zip(repeats, shape) for v in (r, d)))
+    return reshape(x, tuple(r * d for r, d in zip(repeats, shape)))
+
+
+def tile(input, dims):
+    dims = tuple(dims)
+    return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
+
+
+def cat(tensors, dim=0, out=None):
+    tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or list(tensors)[:1]
+    if not tensors:
+        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    tensors = promote_operands(tensors)
+    if len(tensors) == 1:
+        return tensors[0]
+    dim = _dim(dim, tensors[0].ndim, "cat")
+    return P["concat"].bind(*tensors, axis=dim)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0, out=None):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    first = tuple(tensors[0].shape)
+    for i, t in enumerate(tensors):
+        if tuple(t.shape) != first:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(first)} at entry 0 "
+                               f"and {list(t.shape)} at entry {i}")
+    dim = _dim(dim, len(first) + 1, "stack")
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
+
+
+def hstack(tensors):
+    return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    return cat([t if t.ndim > 1 else unsqueeze(t, 0) for t in tensors], 0)
+
+
+def narrow(input, dim, start, length):
+    dim = _dim(dim, input.ndim, "narrow")
+    start = int(start) % input.shape[dim] if int(start) < 0 else int(start)
+    return _slice_axis(input, dim, start, start + int(length))
+
+
+def _slice_axis(input, axis, start, stop, step=1):
+    shape = tuple(input.shape)
+    if not 0 <= start <= stop <= shape[axis]:
+        raise IndexError(f"slice [{start}:{stop}] is out of range for dim {axis} of size {shape[axis]}")
+    if start == 0 and stop == shape[axis] and step == 1:
+        return input
+    starts = [0] * len(shape)
+    stops = list(shape)
+    steps = [1] * len(shape)
+    starts[axis], stops[axis], steps[axis] = start, stop, step
+    return P["slice"].bind(input, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+
+
+def split(input, split_size_or_sections, dim=0):
+    dim = _dim(dim, input.ndim, "split")
+    size = input.shape[dim]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        bounds = [(i, min(i + step, size)) for i in range(0, size, step)] or [(0, 0)]
+    else:
+        sections = list(split_size_or_sections)
+        if sum(sections) != size:
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {size} "
+                               f"(input tensor's size at dimension {dim}), but got split_sizes={sections}")
+        bounds, start = [], 0
+        for s in sections:
+            bounds.append((start, start + s))
+            start += s
+    return tuple(_slice_axis(input, dim, lo, hi) for lo, hi in bounds)
+
+
+def chunk(input, chunks, dim=0):
+    size = input.shape[_dim(dim, input.ndim, "chunk")]
+    step = -(-size // chunks)
+    return split(input, max(step, 1), dim)
+
+
+def unbind(input, dim=0):
+    dim = _dim(dim, input.ndim, "unbind")
+    return tuple(squeeze(_slice_axis(input, dim, i, i + 1), dim) for i in range(input.shape[dim]))
+
+
+def flip(input, dims):
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    return P["flip"].bind(input, axes=tuple(_dim(d, input.ndim, "flip") for d in dims))
+
+
+def fliplr(input):
+    return flip(input, (1,))
+
+
+def flipud(input):
+    return flip(input, (0,))
+
+
+def roll(input, shifts, dims=None):
+    if dims is None:
+        return reshape(roll(flatten(input), shifts, 0), tuple(input.shape))
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    out = input
+    for shift, dim in zip(shifts, dims):
+        dim = _dim(dim, input.ndim, "roll")
+        size = input.shape[dim]
+        shift %= size
+        if shift:
+            out = cat([_slice_axis(out, dim, size - shift, size), _slice_axis(out, dim, 0, size - shift)], dim)
+    return out
+
+
+def gather(input, dim, index, sparse_grad=False):
+    return P["gather"].bind(input, index, axis=_dim(dim, input.ndim, "gather"))
+
+
+def take_along_dim(input, indices, dim):
+    return gather(input, dim, indices)
+
+
+def index_select(input, dim, index):
+    return P["take"].bind(input, index, axis=_dim(dim, input.ndim, "index_select"))
+
+
+def scatter_add(input, dim, index, src):
+    return P["scatter_add"].bind(input, index, src, axis=_dim(dim, input.ndim, "scatter_add"))
+
+
+def contiguous(input, memory_format=None):
+    return input
+
+
+def _triangle_mask(input, diagonal, lower):
+    rows, cols = input.shape[-2], input.shape[-1]
+    mask = np.tri(rows, cols, k=diagonal, dtype=bool) if lower else ~np.tri(rows, cols, k=diagonal - 1, dtype=bool)
+    return Tensor._wrap(mask)
+
+
+def tril(input, diagonal=0):
+    from .math_ops import where
+    return where(_triangle_mask(input, diagonal, True), input, 0)
+
+
+def triu(input, diagonal=0):
+    from .math_ops import where
+    return where(_triangle_mask(input, diagonal, False), input, 0)

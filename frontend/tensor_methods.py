@@ -1,0 +1,267 @@
+"""Attach PyTorch's Tensor methods and operators to `Tensor`, all delegating to the op modules.
+
+Kept apart from tensor.py so the class stays readable: this file is the method table, and
+the in-place variants (`add_`, `clamp_`, `normal_`, ...) built on `Tensor._inplace`.
+"""
+import numpy as np
+
+from ember import dtypes
+from . import math_ops as M, reductions as R, shape_ops as S, indexing as I, linalg as L, sorting as O
+from .random import generator_or_default
+from .tensor import Tensor, Device
+
+
+def _equality(fn):
+    def method(self, other):
+        if not isinstance(other, (Tensor, int, float, bool, np.number, np.bool_)):
+            return NotImplemented  # `t == None` is False, as in PyTorch
+        return fn(self, other)
+    return method
+
+
+def _reflected(fn):
+    def method(self, other):
+        return fn(other, self)
+    return method
+
+
+_OPERATORS = {
+    "__add__": M.add, "__radd__": _reflected(M.add), "__sub__": M.sub, "__rsub__": _reflected(M.sub),
+    "__mul__": M.mul, "__rmul__": _reflected(M.mul), "__truediv__": M.div, "__rtruediv__": _reflected(M.div),
+    "__floordiv__": M.floor_divide, "__rfloordiv__": _reflected(M.floor_divide),
+    "__mod__": M.remainder, "__rmod__": _reflected(M.remainder),
+    "__pow__": M.pow, "__rpow__": _reflected(M.pow), "__matmul__": L.matmul, "__rmatmul__": _reflected(L.matmul),
+    "__neg__": M.neg, "__pos__": lambda self: self, "__abs__": M.abs, "__invert__": M.bitwise_not,
+    "__eq__": _equality(M.eq), "__ne__": _equality(M.ne), "__lt__": M.lt, "__le__": M.le, "__gt__": M.gt, "__ge__": M.ge,
+    "__and__": M.bitwise_and, "__or__": M.bitwise_or, "__xor__": M.bitwise_xor,
+    "__rand__": _reflected(M.bitwise_and), "__ror__": _reflected(M.bitwise_or),
+    "__getitem__": I.getitem, "__setitem__": I.setitem,
+}
+
+_METHODS = {
+    # math
+    "add": M.add, "sub": M.sub, "subtract": M.sub, "mul": M.mul, "multiply": M.mul, "div": M.div,
+    "divide": M.div, "true_divide": M.div, "floor_divide": M.floor_divide, "remainder": M.remainder,
+    "pow": M.pow, "maximum": M.maximum, "minimum": M.minimum, "neg": M.neg, "negative": M.neg,
+    "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge, "greater": M.gt, "less": M.lt,
+    "logical_and": M.logical_and, "logical_or": M.logical_or, "logical_xor": M.logical_xor,
+    "logical_not": M.logical_not, "exp": M.exp, "log": M.log, "log1p": M.log1p, "expm1": M.expm1,
+    "log2": M.log2, "log10": M.log10, "sqrt": M.sqrt, "rsqrt": M.rsqrt, "reciprocal": M.reciprocal,
+    "sin": M.sin, "cos": M.cos, "tan": M.tan, "tanh": M.tanh, "sinh": M.sinh, "cosh": M.cosh,
+    "sigmoid": M.sigmoid, "relu": M.relu, "erf": M.erf, "abs": M.abs, "absolute": M.abs, "sign": M.sign,
+    "floor": M.floor, "ceil": M.ceil, "round": M.round, "trunc": M.trunc, "frac": M.frac, "square": M.square,
+    "where": lambda self, condition, other: M.where(condition, self, other), "clamp": M.clamp, "clip": M.clamp,
+    "clamp_min": M.clamp_min, "clamp_max": M.clamp_max, "lerp": M.lerp, "isnan": M.isnan, "isinf": M.isinf,
+    "isfinite": M.isfinite, "nan_to_num": M.nan_to_num, "addcmul": M.addcmul, "addcdiv": M.addcdiv,
+    "clone": M.clone, "masked_fill": I.masked_fill, "masked_select": I.masked_select, "nonzero": I.nonzero,
+    # reductions
+    "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax, "amin": R.amin,
+    "argmax": R.argmax, "argmin": R.argmin, "prod": R.prod, "var": R.var, "std": R.std, "norm": R.norm,
+    "logsumexp": R.logsumexp, "all": R.all, "any": R.any, "cumsum": R.cumsum, "count_nonzero": R.count_nonzero,
+    "aminmax": R.aminmax, "dist": R.dist,
+    # shape
+    "reshape": S.reshape, "view": S.view, "view_as": S.view_as, "reshape_as": S.reshape_as,
+    "permute": S.permute, "transpose": S.transpose, "swapaxes": S.transpose, "swapdims": S.transpose,
+    "t": S.t, "movedim": S.movedim, "flatten": S.flatten, "unflatten": S.unflatten,
+    "unsqueeze": S.unsqueeze, "squeeze": S.squeeze, "expand": S.expand, "expand_as": S.expand_as,
+    "broadcast_to": S.broadcast_to, "repeat": S.repeat, "tile": S.tile, "split": S.split, "chunk": S.chunk,
+    "unbind": S.unbind, "flip": S.flip, "fliplr": S.fliplr, "flipud": S.flipud, "roll": S.roll,
+    "narrow": S.narrow, "gather": S.gather, "take_along_dim": S.take_along_dim, "index_select": S.index_select,
+    "scatter_add": S.scatter_add, "contiguous": S.contiguous, "tril": S.tril, "triu": S.triu,
+    # products
+    "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "outer": L.outer,
+    "cross": L.cross,
+    # sorting
+    "sort": O.sort, "argsort": O.argsort, "topk": O.topk, "unique": O.unique, "kthvalue": O.kthvalue,
+    "msort": O.msort,
+}
+
+
+def _softmax(self, dim, dtype=None):
+    from .nn import functional as F
+    return F.softmax(self, dim, dtype=dtype)
+
+
+def _log_softmax(self, dim, dtype=None):
+    from .nn import functional as F
+    return F.log_softmax(self, dim, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- conversions
+
+def to(self, *args, **kwargs):
+    """to(dtype), to(device), to(device, dtype), to(other tensor); copy=True forces a copy."""
+    dtype = kwargs.get("dtype")
+    for a in args:
+        if isinstance(a, Tensor):
+            dtype = a.dtype
+        elif isinstance(a, (dtypes.DType, np.dtype)) or a in (float, int, bool):
+            dtype = a
+        elif isinstance(a, (str, Device)):
+            _check_device(a)
+    if "device" in kwargs and kwargs["device"] is not None:
+        _check_device(kwargs["device"])
+    out = self if dtype is None else M.to_dtype(self, dtype)
+    if kwargs.get("copy") and out is self:
+        out = M.clone(self)
+    return out
+
+
+def _check_device(device):
+    device = Device(device)
+    if device.type not in ("cpu", "meta"):
+        raise RuntimeError(f"eager tensors live on the CPU; device {device} is used by compiled programs "
+                           f"(ember.compile) and is not available for eager tensors")
+
+
+def _cast(dtype):
+    def cast(self, memory_format=None):
+        return M.to_dtype(self, dtype)
+    return cast
+
+
+_TYPE_NAMES = {"torch.FloatTensor": dtypes.float32, "torch.DoubleTensor": dtypes.float64,
+               "torch.LongTensor": dtypes.int64, "torch.IntTensor": dtypes.int32, "torch.BoolTensor": dtypes.bool_,
+               "torch.ByteTensor": dtypes.uint8, "torch.HalfTensor": dtypes.float16}
+
+
+def type_(self, dtype=None, non_blocking=False):
+    from .printing import type_name
+    if dtype is None:
+        return type_name(self)
+    if isinstance(dtype, str):
+        key = dtype.replace("ember.", "torch.")
+        if key not in _TYPE_NAMES:
+            raise ValueError(f"invalid type: {dtype!r}")
+        dtype = _TYPE_NAMES[key]
+    return M.to_dtype(self, dtype)
+
+
+def cpu(self, memory_format=None):
+    return self
+
+
+def cuda(self, device=None, non_blocking=False):
+    raise RuntimeError("eager ember tensors live on the CPU; compile the model with ember.compile to run on a GPU")
+
+
+def __contains__(self, element):
+    if isinstance(element, (Tensor, int, float, bool)):
+        return bool((self == element).any())
+    raise RuntimeError(f"Tensor.__contains__ only supports Tensor or scalar, but you passed in a {type(element)}.")
+
+
+def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+    from .creation import tensor
+    return tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
+
+
+def _new_filled(fill):
+    def new(self, *size, dtype=None, device=None, requires_grad=False):
+        from .creation import _sizes
+        out = Tensor._wrap(np.full(_sizes(size), fill, dtype=(dtypes.as_dtype(dtype) or self.dtype).np))
+        return out.requires_grad_(True) if requires_grad else out
+    return new
+
+
+def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+    return _new_filled(fill_value)(self, size, dtype=dtype, requires_grad=requires_grad)
+
+
+# ----------------------------------------------------------------------------- in-place
+
+def _inplace_of(fn, name):
+    def method(self, *args, **kwargs):
+        return self._inplace(lambda current: fn(current, *args, **kwargs), name)
+    method.__name__ = name
+    return method
+
+
+_INPLACE = {
+    "add_": M.add, "sub_": M.sub, "mul_": M.mul, "div_": M.div, "pow_": M.pow, "clamp_": M.clamp,
+    "clip_": M.clamp, "clamp_min_": M.clamp_min, "clamp_max_": M.clamp_max, "neg_": M.neg, "abs_": M.abs,
+    "exp_": M.exp, "log_": M.log, "sqrt_": M.sqrt, "relu_": M.relu, "sigmoid_": M.sigmoid, "tanh_": M.tanh,
+    "floor_": M.floor, "ceil_": M.ceil, "round_": M.round, "reciprocal_": M.reciprocal,
+    "masked_fill_": I.masked_fill, "lerp_": M.lerp, "addcmul_": M.addcmul, "addcdiv_": M.addcdiv,
+    "maximum_": M.maximum, "minimum_": M.minimum, "remainder_": M.remainder,
+    "scatter_add_": S.scatter_add,
+    "__iadd__": M.add, "__isub__": M.sub, "__imul__": M.mul, "__itruediv__": M.div, "__ipow__": M.pow,
+    "__ifloordiv__": M.floor_divide, "__imod__": M.remainder,
+}
+
+
+def _constant_fill(self, values, name):
+    values = np.asarray(values, dtype=self._data.dtype)
+    return self._inplace(lambda current: Tensor._wrap(np.broadcast_to(values, current.shape).copy()), name)
+
+
+def zero_(self):
+    return _constant_fill(self, 0, "zero_")
+
+
+def fill_(self, value):
+    if isinstance(value, Tensor):
+        return self._inplace(lambda current: S.expand(M.to_dtype(value, current.dtype), tuple(current.shape)), "fill_")
+    return _constant_fill(self, value, "fill_")
+
+
+def copy_(self, src, non_blocking=False):
+    src = src if isinstance(src, Tensor) else Tensor._wrap(np.asarray(src))
+    return self._inplace(lambda current: S.expand(M.to_dtype(src, current.dtype), tuple(current.shape)), "copy_")
+
+
+def normal_(self, mean=0.0, std=1.0, generator=None):
+    rng = generator_or_default(generator)
+    return _constant_fill(self, rng.normal(mean, std, self.shape), "normal_")
+
+
+def uniform_(self, a=0.0, b=1.0, generator=None):
+    rng = generator_or_default(generator)
+    return _constant_fill(self, rng.uniform(a, b, self.shape), "uniform_")
+
+
+def bernoulli_(self, p=0.5, generator=None):
+    rng = generator_or_default(generator)
+    return _constant_fill(self, rng.random(self.shape) < p, "bernoulli_")
+
+
+def random_(self, low=0, high=None, generator=None):
+    rng = generator_or_default(generator)
+    if high is None:
+        low, high = 0, low if low else 2 ** 24
+    return _constant_fill(self, rng.integers(low, high, self.shape), "random_")
+
+
+def exponential_(self, lambd=1.0, generator=None):
+    rng = generator_or_default(generator)
+    return _constant_fill(self, rng.exponential(1.0 / lambd, self.shape), "exponential_")
+
+
+def index_fill_(self, dim, index, value):
+    key = (slice(None),) * (dim % self.ndim) + (index,)
+    I.setitem(self, key, value)
+    return self
+
+
+def _install():
+    for name, fn in {**_OPERATORS, **_METHODS}.items():
+        setattr(Tensor, name, fn)
+    for name, fn in _INPLACE.items():
+        setattr(Tensor, name, _inplace_of(fn, name))
+    extra = dict(
+        softmax=_softmax, log_softmax=_log_softmax, to=to, type=type_, cpu=cpu, cuda=cuda,
+        __contains__=__contains__, new_tensor=new_tensor, new_zeros=_new_filled(0), new_ones=_new_filled(1),
+        new_empty=_new_filled(0), new_full=new_full, zero_=zero_, fill_=fill_, copy_=copy_, normal_=normal_,
+        uniform_=uniform_, bernoulli_=bernoulli_, random_=random_, exponential_=exponential_,
+        index_fill_=index_fill_,
+        float=_cast(dtypes.float32), double=_cast(dtypes.float64), half=_cast(dtypes.float16),
+        long=_cast(dtypes.int64), int=_cast(dtypes.int32), bool=_cast(dtypes.bool_), byte=_cast(dtypes.uint8),
+        short=_cast(dtypes.int16), char=_cast(dtypes.int8),
+        T=property(lambda self: S.permute(self, tuple(reversed(range(self.ndim))))),
+        mT=property(lambda self: S.transpose(self, -2, -1)),
+    )
+    for name, fn in extra.items():
+        setattr(Tensor, name, fn)
+
+
+_install()
