@@ -214,8 +214,8 @@ def _convert_rule(x, dtype):
 
 
 def _convert_vjp(g, out, x, dtype):
-    if not x.dtype.is_floating_point:
-        return (None,)
+    if not (x.dtype.is_floating_point and dtypes.from_name(dtype).is_floating_point):
+        return (None,)  # a cast to or from integers is not differentiable (as in PyTorch)
     return (C.convert(g, x.dtype),)
 
 

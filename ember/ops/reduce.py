@@ -53,8 +53,19 @@ def _extremum_vjp(g, out, x, axes, keepdims):
 
 
 def _prod_vjp(g, out, x, axes, keepdims):
-    full = C.expand_reduced(C.mul(g, out), x.shape, axes, keepdims)
-    return (C.div(full, x),)
+    # d prod / d x_i is the product of the other factors. Dividing the product by x_i fails
+    # at zeros, so count the zeros of each slice and take the product of the nonzero factors:
+    # no zero: nonzero_prod / x_i; one zero: nonzero_prod at the zero, 0 elsewhere; more: 0.
+    eq = PRIMITIVES["eq"]
+    is_zero = eq.bind(x, C.scalar(0, x))
+    one = C.scalar(1, x)
+    nonzero_prod = PRIMITIVES["prod"].bind(C.where(is_zero, one, x), axes=axes, keepdims=True)
+    zero_count = C.reduce_sum(C.mask_of(is_zero, x), axes, keepdims=True)
+    no_zero = C.mask_of(eq.bind(zero_count, C.scalar(0, x)), x)
+    one_zero = C.mask_of(eq.bind(zero_count, one), x)
+    at_zero = C.broadcast_to(C.mul(nonzero_prod, one_zero), x.shape)
+    elsewhere = C.div(C.broadcast_to(C.mul(nonzero_prod, no_zero), x.shape), C.where(is_zero, one, x))
+    return (C.mul(C.expand_reduced(g, x.shape, axes, keepdims), C.where(is_zero, at_zero, elsewhere)),)
 
 
 register("sum", "reduce", _sum, _reduce_rule("sum"), _sum_vjp)
