@@ -25,12 +25,12 @@ def _float(dtype):
 
 def to_array(data, dtype=None):
     """A numpy array of PyTorch's inferred dtype: Python floats give the default float,
-    ints give int64, bools bool; numpy arrays keep their dtype."""
+    ints give int64, bools bool; numpy arrays and numpy scalars keep their dtype."""
     want = dtypes.as_dtype(dtype)
     if isinstance(data, Tensor):
         array = data._data
-    elif isinstance(data, np.ndarray):
-        array = data
+    elif isinstance(data, (np.ndarray, np.generic)):  # numpy arrays and scalars keep their dtype
+        array = np.asarray(data)
         dtypes.from_numpy(array.dtype)
     else:
         array = np.asarray(data)
