@@ -200,17 +200,18 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
                     g = hook(g) or g
                 _accumulate(captured, id(t), g)
         return captured
+    recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
     for t, g in leaves:
         for hook in t.__dict__.get("_hooks") or ():
             replaced = hook(g)
             if replaced is not None:
                 g = replaced
         if not create_graph:
-            g = g.detach() if isinstance(g, Tensor) else g
+            g = g.detach()
         if t.grad is None:
-            t.grad = g if create_graph else _owned(g)
+            t.grad = g if recorded else _owned(g)
         else:
-            t.grad = t.grad + g if create_graph else _accumulate_into(t.grad, g)
+            t.grad = t.grad + g if recorded else _accumulate_into(t.grad, g)
     return None
 
 

@@ -1,0 +1,235 @@
+"""The IR every stage shares: a `Graph` of op applications over a networkx MultiDiGraph.
+
+A node is one primitive application (or an `input` / `param` placeholder) with ordered
+operands, shape, dtype, static attrs and a readable name from the user's model. The graph
+also lists its inputs, named params, outputs, mutations (values written back to a param
+or input after a run) and guards (values the Python code branched on while tracing).
+"""
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from ember import dtypes
+from ember.ops import PRIMITIVES, Spec, describe
+
+PLACEHOLDERS = ("input", "param")
+
+
+@dataclass
+class Guard:
+    """A tensor value that flowed into Python while tracing: the trace is valid only while
+    `node` evaluates to `expected` (compared as `key(value)`)."""
+
+    node: int
+    expected: object  # the Python value seen (bool, number, list, or bytes of an array)
+    how: str  # "bool()", "item()", "int()", "tolist()", "numpy()", ...
+    source: str = ""  # "model.py:41"
+    code: str = ""  # the source line, e.g. "if x.sum() > 0:"
+
+    def describe(self):
+        where = f" at {self.source}" if self.source else ""
+        code = f" ({self.code})" if self.code else ""
+        return f"guard{where}{code}: {self.how} == {self.expected!r}"
+
+
+@dataclass
+class Mutation:
+    """After a run, the value of `node` is written into a param (by name) or an input (by index)."""
+
+    kind: str  # "param" or "input"
+    target: object  # param name or input index
+    node: int
+
+
+@dataclass
+class NodeView:
+    """Read-only view of one node's attributes, as returned by `Graph.node(id)`."""
+
+    id: int
+    op: str
+    inputs: tuple
+    shape: tuple
+    dtype: str
+    attrs: dict = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def spec(self):
+        return Spec(self.shape, dtypes.from_name(self.dtype))
+
+    @property
+    def is_placeholder(self):
+        return self.op in PLACEHOLDERS
+
+
+class Graph:
+    """An ember program. Build with `add_input`, `add_param` and `add_node`; read with
+    `nodes()`, `node(i)`, `users(i)`; print with `str(graph)`; check with `verify()`."""
+
+    def __init__(self, name="graph"):
+        self.name = name
+        self.nx = nx.MultiDiGraph()
+        self.inputs = []  # node ids of `input` placeholders, in call order
+        self.params = {}  # param name -> node id
+        self.outputs = []  # node ids
+        self.mutations = []  # Mutation
+        self.guards = []  # Guard
+        self._next_id = 0
+
+    # ------------------------------------------------------------------ building
+    def _new_id(self, wanted=None):
+        if wanted is not None:
+            if wanted in self.nx:
+                raise ValueError(f"node %{wanted} already exists in {self.name}")
+            self._next_id = max(self._next_id, wanted + 1)
+            return wanted
+        node_id = self._next_id
+        self._next_id += 1
+        return node_id
+
+    def add_input(self, shape, dtype, name, node_id=None, **attrs):
+        node_id = self._new_id(node_id)
+        self.nx.add_node(node_id, op="input", inputs=(), shape=tuple(shape), dtype=_dtype_name(dtype),
+                         attrs=dict(attrs, index=len(self.inputs)), name=name)
+        self.inputs.append(node_id)
+        return node_id
+
+    def add_param(self, param_name, shape, dtype, node_id=None):
+        if param_name in self.params:
+            return self.params[param_name]
+        node_id = self._new_id(node_id)
+        self.nx.add_node(node_id, op="param", inputs=(), shape=tuple(shape), dtype=_dtype_name(dtype),
+                         attrs={"name": param_name}, name=param_name)
+        self.params[param_name] = node_id
+        return node_id
+
+    def add_node(self, op, inputs, shape, dtype, attrs=None, name="", node_id=None):
+        node_id = self._new_id(node_id)
+        inputs = tuple(inputs)
+        self.nx.add_node(node_id, op=op, inputs=inputs, shape=tuple(shape), dtype=_dtype_name(dtype),
+                         attrs=dict(attrs or {}), name=name or f"{op}_{node_id}")
+        for position, source in enumerate(inputs):
+            self.nx.add_edge(source, node_id, key=position)
+        return node_id
+
+    def add_guard(self, guard):
+        self.guards.append(guard)
+
+    def add_mutation(self, kind, target, node):
+        self.mutations = [m for m in self.mutations if (m.kind, m.target) != (kind, target)]
+        self.mutations.append(Mutation(kind, target, node))
+
+    def remove_node(self, node_id):
+        self.nx.remove_node(node_id)
+        self.inputs = [i for i in self.inputs if i != node_id]
+        self.params = {k: v for k, v in self.params.items() if v != node_id}
+
+    def replace_uses(self, old, new):
+        """Make every user of `old` (and the outputs, mutations, guards) refer to `new`."""
+        for user in list(self.users(old)):
+            data = self.nx.nodes[user]
+            data["inputs"] = tuple(new if i == old else i for i in data["inputs"])
+            self.nx.remove_edges_from([(old, user, k) for k in list(self.nx[old][user])])
+            for position, source in enumerate(data["inputs"]):
+                if source == new and not self.nx.has_edge(new, user, position):
+                    self.nx.add_edge(new, user, key=position)
+        self.outputs = [new if o == old else o for o in self.outputs]
+        for m in self.mutations:
+            if m.node == old:
+                m.node = new
+        for g in self.guards:
+            if g.node == old:
+                g.node = new
+
+    # ------------------------------------------------------------------ reading
+    def __contains__(self, node_id):
+        return node_id in self.nx
+
+    def __len__(self):
+        return self.nx.number_of_nodes()
+
+    def node(self, node_id):
+        data = self.nx.nodes[node_id]
+        return NodeView(node_id, data["op"], data["inputs"], data["shape"], data["dtype"], data["attrs"], data["name"])
+
+    def nodes(self):
+        """Every node in a valid execution order (ids ascending is topological for traced
+        graphs; passes that insert nodes keep it by construction, verified by `verify`)."""
+        order = sorted(self.nx.nodes) if self._ids_are_topological() else nx.topological_sort(self.nx)
+        return [self.node(i) for i in order]
+
+    def _ids_are_topological(self):
+        return all(src < dst for src, dst in self.nx.edges())
+
+    def users(self, node_id):
+        return list(dict.fromkeys(self.nx.successors(node_id)))
+
+    def spec(self, node_id):
+        data = self.nx.nodes[node_id]
+        return Spec(data["shape"], dtypes.from_name(data["dtype"]))
+
+    def describe(self, node_id):
+        return describe(self.spec(node_id))
+
+    def copy(self, name=None):
+        other = Graph(name or self.name)
+        other.nx = self.nx.copy()
+        for n in other.nx.nodes:
+            other.nx.nodes[n]["attrs"] = dict(other.nx.nodes[n]["attrs"])
+        other.inputs = list(self.inputs)
+        other.params = dict(self.params)
+        other.outputs = list(self.outputs)
+        other.mutations = [Mutation(m.kind, m.target, m.node) for m in self.mutations]
+        other.guards = [Guard(g.node, g.expected, g.how, g.source, g.code) for g in self.guards]
+        other._next_id = self._next_id
+        return other
+
+    # ------------------------------------------------------------------ dumps and checks
+    def __str__(self):
+        from .text import format_graph
+        return format_graph(self)
+
+    def print(self, file=None):
+        print(str(self), file=file)
+
+    def verify(self):
+        from .verify import verify
+        verify(self)
+        return self
+
+    def to_json(self, indent=None):
+        from .json_format import graph_to_json
+        return graph_to_json(self, indent)
+
+    @staticmethod
+    def from_json(text):
+        from .json_format import graph_from_json
+        return graph_from_json(text)
+
+    def to_dot(self):
+        from .dot import graph_to_dot
+        return graph_to_dot(self)
+
+    def to_graphml(self):
+        from .json_format import graph_to_graphml
+        return graph_to_graphml(self)
+
+    def stats(self):
+        from .stats import graph_stats
+        return graph_stats(self)
+
+    def __eq__(self, other):
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    __hash__ = object.__hash__
+
+
+def _dtype_name(dtype):
+    return dtype.name if isinstance(dtype, dtypes.DType) else str(dtype)
+
+
+def primitive_of(node):
+    """The Primitive of a non-placeholder node."""
+    return PRIMITIVES[node.op]

@@ -1,0 +1,126 @@
+"""Graph <-> JSON (an exact round trip: tuples stay tuples, -inf stays -inf, arrays keep their
+dtype) and GraphML through networkx for other graph tools."""
+import json
+import math
+
+import numpy as np
+
+from .graph import Graph, Guard, Mutation
+
+FORMAT_VERSION = 1
+
+
+def encode_value(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        return {"tuple": [encode_value(v) for v in value]}
+    if isinstance(value, list):
+        return [encode_value(v) for v in value]
+    if isinstance(value, dict):
+        return {"dict": [[encode_value(k), encode_value(v)] for k, v in value.items()]}
+    if isinstance(value, np.ndarray):
+        data = value.astype(np.float64).tolist() if value.dtype.kind == "f" else value.tolist()
+        return {"array": _encode_floats(data), "dtype": value.dtype.name, "shape": list(value.shape)}
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    raise TypeError(f"cannot encode {type(value).__name__} in the IR's JSON form")
+
+
+def _encode_floats(data):
+    if isinstance(data, list):
+        return [_encode_floats(v) for v in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return {"float": repr(data)}
+    return data
+
+
+def decode_value(value):
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "float" in value:
+        return float(value["float"])
+    if "tuple" in value:
+        return tuple(decode_value(v) for v in value["tuple"])
+    if "dict" in value:
+        return {_hashable(decode_value(k)): decode_value(v) for k, v in value["dict"]}
+    if "array" in value:
+        data = _decode_floats(value["array"])
+        return np.array(data, dtype=value["dtype"]).reshape(value["shape"])
+    if "bytes" in value:
+        return bytes.fromhex(value["bytes"])
+    raise ValueError(f"unknown encoded value {value!r}")
+
+
+def _decode_floats(data):
+    if isinstance(data, list):
+        return [_decode_floats(v) for v in data]
+    if isinstance(data, dict):
+        return float(data["float"])
+    return data
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def graph_to_json(graph, indent=None):
+    nodes = []
+    for node in graph.nodes():
+        nodes.append({"id": node.id, "op": node.op, "inputs": list(node.inputs), "shape": list(node.shape),
+                      "dtype": node.dtype, "attrs": {k: encode_value(v) for k, v in node.attrs.items()},
+                      "name": node.name})
+    doc = {
+        "format": "ember-ir", "version": FORMAT_VERSION, "name": graph.name, "next_id": graph._next_id,
+        "inputs": list(graph.inputs), "params": [[k, v] for k, v in graph.params.items()],
+        "outputs": list(graph.outputs),
+        "mutations": [{"kind": m.kind, "target": m.target, "node": m.node} for m in graph.mutations],
+        "guards": [{"node": g.node, "expected": encode_value(g.expected), "how": g.how, "source": g.source,
+                    "code": g.code} for g in graph.guards],
+        "nodes": nodes,
+    }
+    return json.dumps(doc, indent=indent)
+
+
+def graph_from_json(text):
+    doc = json.loads(text)
+    if doc.get("format") != "ember-ir":
+        raise ValueError("not an ember IR JSON document (missing format: ember-ir)")
+    graph = Graph(doc["name"])
+    for n in doc["nodes"]:
+        graph.nx.add_node(n["id"], op=n["op"], inputs=tuple(n["inputs"]), shape=tuple(n["shape"]),
+                          dtype=n["dtype"], attrs={k: decode_value(v) for k, v in n["attrs"].items()},
+                          name=n["name"])
+    for n in doc["nodes"]:
+        for position, source in enumerate(n["inputs"]):
+            graph.nx.add_edge(source, n["id"], key=position)
+    graph.inputs = list(doc["inputs"])
+    graph.params = {k: v for k, v in doc["params"]}
+    graph.outputs = list(doc["outputs"])
+    graph.mutations = [Mutation(m["kind"], m["target"], m["node"]) for m in doc["mutations"]]
+    graph.guards = [Guard(g["node"], decode_value(g["expected"]), g["how"], g["source"], g["code"])
+                    for g in doc["guards"]]
+    graph._next_id = doc["next_id"]
+    return graph
+
+
+def graph_to_graphml(graph):
+    """GraphML text (networkx's writer) with string attributes other tools can read."""
+    import networkx as nx
+    flat = nx.DiGraph(name=graph.name)
+    for node in graph.nodes():
+        flat.add_node(node.id, op=node.op, name=node.name, dtype=node.dtype,
+                      shape="x".join(map(str, node.shape)),
+                      attrs=json.dumps({k: encode_value(v) for k, v in node.attrs.items()}))
+    for src, dst, key in graph.nx.edges(keys=True):
+        flat.add_edge(src, dst, operand=key)
+    return "\n".join(nx.generate_graphml(flat))

@@ -1,0 +1,219 @@
+"""The tracer: records eager execution into an IR graph, with guards.
+
+While a `Tracer` is the dispatcher's recorder, every primitive still runs eagerly (tracing
+sees real values, autograd still records) and is also added to the graph. Module params and
+buffers are named params, call arguments are inputs, other tensors become constants. When a
+tensor's value flows into Python (`bool(t)`, `t.item()`, ...) the trace records a guard.
+`ember.trace(fn, *args)` returns the whole recorded graph.
+"""
+import linecache
+import os
+import sys
+import weakref
+from collections import Counter
+
+import numpy as np
+
+from ember.ir import Graph, Guard
+from .dispatch import STATE, eager_bind
+from .tensor import Tensor
+
+_PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
+    sys.modules["ember"].__file__, __file__))
+
+
+def observed_value(data):
+    """What Python sees of a tensor's value, as a hashable key for guard outcomes."""
+    if data.size == 1:
+        return data.reshape(()).item()
+    return (tuple(data.shape), data.dtype.name, np.ascontiguousarray(data).tobytes())
+
+
+def user_frame():
+    """The first stack frame outside ember: where the user's code turned a tensor into Python."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS):
+        frame = frame.f_back
+    if frame is None:
+        return "", ""
+    filename, line = frame.f_code.co_filename, frame.f_lineno
+    return f"{os.path.basename(filename)}:{line}", linecache.getline(filename, line).strip()
+
+
+class Tracer:
+    """Installed as `STATE.recorder` while tracing. `bind` computes eagerly and records."""
+
+    def __init__(self, name="graph"):
+        self.graph = Graph(name)
+        self.known = {}  # id(tensor) -> placeholder node, for inputs, params and buffers
+        self.keep = []  # keeps registered tensors alive so their ids stay unique
+        self.live = {}  # node id -> weakref of the tensor holding it (for carried values)
+        self.guard_positions = []  # node count at each guard: where the trace splits
+        self.op_counts = Counter()
+
+    # ------------------------------------------------------------------ placeholders
+    def add_input(self, tensor, name):
+        node = self.graph.add_input(tensor.shape, tensor.dtype, name)
+        self._register(tensor, node)
+        return node
+
+    def add_param(self, tensor, name):
+        node = self.graph.add_param(name, tensor.shape, tensor.dtype)
+        self._register(tensor, node)
+        return node
+
+    def _register(self, tensor, node):
+        self.known[id(tensor)] = node
+        self.keep.append(tensor)
+
+    def node_of(self, tensor):
+        token = tensor._node
+        if token is not None and token[0] is self:
+            return token[1]
+        node = self.known.get(id(tensor))
+        if node is not None:
+            return node
+        return self._constant(tensor)
+
+    def _constant(self, tensor):
+        data = tensor._data
+        value = data.reshape(()).item() if data.size == 1 else np.array(data, copy=True)
+        node = self.graph.add_node("constant", (), data.shape, tensor.dtype,
+                                   {"value": value, "shape": tuple(data.shape), "dtype": data.dtype.name},
+                                   name="const")
+        tensor._node = (self, node)
+        self.live[node] = weakref.ref(tensor)
+        return node
+
+    # ------------------------------------------------------------------ recording
+    def bind(self, prim, operands, attrs):
+        inputs = [self.node_of(t) for t in operands]
+        STATE.recorder = None  # the eager computation below must not re-enter the tracer
+        try:
+            result = eager_bind(prim, operands, attrs)
+        finally:
+            STATE.recorder = self
+        node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim))
+        result._node = (self, node)
+        self.live[node] = weakref.ref(result)
+        return result
+
+    def _name(self, prim):
+        module = STATE.module_path[-1] if STATE.module_path else None
+        self.op_counts[prim.name] += 1
+        if module is None:
+            return f"{prim.name}_{self.op_counts[prim.name]}"
+        return module if prim.kind == "contraction" else f"{module}.{prim.name}"
+
+    def observe(self, tensor, how):
+        """Python is about to see this tensor's value: guard on it."""
+        node = self.node_of(tensor)
+        source, code = user_frame()
+        self.graph.add_guard(Guard(node, observed_value(tensor._data), how, source, code))
+        self.guard_positions.append(self.graph._next_id)
+
+    def alive_nodes(self):
+        return {n for n, ref in self.live.items() if ref() is not None}
+
+    # ------------------------------------------------------------------ finishing
+    def finish(self, outputs, watched):
+        """Set the graph's outputs and turn rebound inputs/params into mutations.
+
+        `watched` lists (kind, target, tensor) for every input and param."""
+        self.graph.outputs = [self.node_of(t) for t in outputs]
+        for kind, target, tensor in watched:
+            token = tensor._node
+            if token is not None and token[0] is self and token[1] != self.known.get(id(tensor)):
+                self.graph.add_mutation(kind, target, token[1])
+        return self.graph
+
+
+class recording:
+    """Context manager that makes `tracer` the dispatcher's recorder."""
+
+    def __init__(self, tracer):
+        self.tracer = tracer
+
+    def __enter__(self):
+        self.previous = STATE.recorder
+        STATE.recorder = self.tracer
+        return self.tracer
+
+    def __exit__(self, *exc):
+        STATE.recorder = self.previous
+        return False
+
+
+def flatten_tensors(value, path="out"):
+    """Tensors inside nested tuples/lists/dicts, with a readable path for each."""
+    if isinstance(value, Tensor):
+        return [(path, value)]
+    if isinstance(value, (tuple, list)):
+        return [item for i, v in enumerate(value) for item in flatten_tensors(v, f"{path}[{i}]")]
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in flatten_tensors(v, f"{path}[{k!r}]")]
+    return []
+
+
+def rebuild(value, replacements):
+    """`value` with each tensor replaced by the next item of the `replacements` iterator."""
+    if isinstance(value, Tensor):
+        return next(replacements)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(rebuild(v, replacements) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(rebuild(v, replacements) for v in value)
+    if isinstance(value, dict):
+        return type(value)((k, rebuild(v, replacements)) for k, v in value.items())
+    return value
+
+
+def module_state(module):
+    """Named params and buffers of a module (params first), the tensors a trace binds by name."""
+    if module is None:
+        return []
+    seen, state = set(), []
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t is not None and id(t) not in seen:
+            seen.add(id(t))
+            state.append((name, t))
+    return state
+
+
+def trace(fn, *args, **kwargs):
+    """Run `fn(*args, **kwargs)` eagerly and return the recorded `Graph` (ember.trace).
+
+    Module params and buffers become named params; tensor arguments become inputs."""
+    module = fn if hasattr(fn, "named_parameters") else getattr(fn, "__self__", None)
+    if module is not None and not hasattr(module, "named_parameters"):
+        module = None
+    name = type(fn).__name__ if module is fn else getattr(fn, "__name__", "graph")
+    tracer = Tracer(name)
+    arg_tensors = flatten_tensors((args, kwargs), "args")
+    for path, t in arg_tensors:
+        tracer.add_input(t, _input_name(fn, path))
+    state = module_state(module)
+    for pname, t in state:
+        tracer.add_param(t, pname)
+    with recording(tracer):
+        result = fn(*args, **kwargs)
+    watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
+    return tracer.finish([t for _, t in flatten_tensors(result)], watched)
+
+
+def _input_name(fn, path):
+    """`args[0][0]` -> the parameter's name (`x`) when the signature says so."""
+    import inspect
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY,
+                                                                                   p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return path
+    if path.startswith("args[0]["):
+        rest = path[len("args[0]["):]
+        index, _, tail = rest.partition("]")
+        if index.isdigit() and int(index) < len(params):
+            return params[int(index)].name + tail
+    if path.startswith("args[1]['"):
+        return path[len("args[1]['"):].replace("']", "", 1)
+    return path
