@@ -1,0 +1,60 @@
+"""`Adagrad`: per-coordinate learning rates from the running sum of squared gradients.
+
+A port of PyTorch's single-tensor (foreach=False) update, written with Tensor in-place ops
+under no_grad so a trace records it functionally.
+"""
+from ..autograd import no_grad
+from ..creation import full_like
+from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
+
+
+class Adagrad(Optimizer):
+    """sum <- sum + g^2; p <- p - clr * g / (sqrt(sum) + eps), clr = lr / (1 + (t - 1) * lr_decay).
+    The state starts at construction, sum filled with initial_accumulator_value."""
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 foreach=None, *, maximize=False):
+        check_hyperparameter(0.0 <= lr, f"Invalid learning rate: {lr}")
+        check_hyperparameter(0.0 <= lr_decay, f"Invalid lr_decay value: {lr_decay}")
+        check_hyperparameter(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        check_hyperparameter(0.0 <= initial_accumulator_value,
+                             f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
+        check_hyperparameter(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for param in group["params"]:
+                self._init_state(param, group)
+
+    def _init_state(self, param, group):
+        state = self.state[param]
+        if len(state) == 0:
+            state["step"] = scalar_step_tensor()
+            state["sum"] = full_like(param, group["initial_accumulator_value"])
+        return state
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
+        loss = self._evaluate_closure(closure)
+        with no_grad():
+            for group in self.param_groups:
+                for param in self._params_with_grad(group):
+                    self._check_dense_grad(param)
+                    # groups added later with add_param_group get their state here
+                    self._update(param, self._init_state(param, group), group)
+        return loss
+
+    @staticmethod
+    def _update(param, state, group):
+        lr, lr_decay, eps, weight_decay = group["lr"], group["lr_decay"], group["eps"], group["weight_decay"]
+        step_t, state_sum = state["step"], state["sum"]
+        step_t += 1
+        grad = param.grad if not group["maximize"] else -param.grad
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        # without decay the rate is lr exactly; skipping item() keeps a traced step free of a guard
+        clr = lr / (1 + (step_t.item() - 1) * lr_decay) if lr_decay != 0 else lr
+        state_sum.addcmul_(grad, grad, value=1)
+        std = state_sum.sqrt().add_(eps)
+        param.addcdiv_(grad, std, value=-clr)
