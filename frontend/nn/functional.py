@@ -1,1 +1,436 @@
-"""placeholder"""
+"""ember.nn.functional: the stateless functions behind the layers (torch.nn.functional).
+
+Every function is a composite of Tensor operations and primitives, so autograd and the
+tracer see through it. Convolution and pooling live in functional_conv, losses in
+functional_loss; both are re-exported here.
+"""
+import math
+
+import numpy as np
+
+from ember import dtypes
+from ember.ops import PRIMITIVES as P
+from ember.frontend.autograd import no_grad
+from ember.frontend.dispatch import STATE
+from ember.frontend.random import generator_or_default
+from ember.frontend.tensor import Tensor
+from ember.frontend import math_ops as M
+from ember.frontend import reductions as R
+from ember.frontend import shape_ops as S
+from ember.frontend.linalg import matmul
+from .functional_conv import (conv1d, conv2d, max_pool1d, max_pool2d, avg_pool1d, avg_pool2d,  # noqa: F401
+                              adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool2d, where_named,
+                              pair)
+from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cross_entropy, nll_loss,  # noqa: F401
+                              binary_cross_entropy, binary_cross_entropy_with_logits, kl_div,
+                              soft_margin_loss)
+
+
+def _shape_text(t):
+    return f"{t.dtype.short}[{','.join(str(d) for d in t.shape)}]"
+
+
+# ----------------------------------------------------------------------------- linear
+
+def linear(input, weight, bias=None):
+    """y = x @ weight.T + bias, for input [..., in_features] and weight [out_features, in_features]."""
+    if input.shape[-1:] != weight.shape[-1:] and weight.ndim == 2:
+        raise RuntimeError(f"{where_named('linear')}: input {_shape_text(input)} has {input.shape[-1]} "
+                           f"features, weight {_shape_text(weight)} expects {weight.shape[-1]}")
+    out = matmul(input, S.t(weight)) if weight.ndim == 2 else matmul(input, weight)
+    if bias is not None:
+        out = M.add(out, bias)
+    return out
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """y[..., k] = x1 @ weight[k] @ x2 + bias[k], for weight [out, in1, in2]."""
+    out_features, in1, in2 = weight.shape
+    lead = tuple(input1.shape[:-1])
+    x1 = S.reshape(input1, (-1, in1))
+    x2 = S.reshape(input2, (-1, 1, in2))
+    mixed = matmul(x1, S.reshape(S.permute(weight, (1, 0, 2)), (in1, out_features * in2)))
+    out = R.sum(M.mul(S.reshape(mixed, (-1, out_features, in2)), x2), -1)
+    out = S.reshape(out, lead + (out_features,))
+    return out if bias is None else M.add(out, bias)
+
+
+# ----------------------------------------------------------------------------- activations
+
+def relu(input, inplace=False):
+    return _maybe_inplace(input, P["relu"].bind(input) if input.is_floating_point() else M.relu(input), inplace)
+
+
+def _maybe_inplace(input, result, inplace):
+    """inplace=True writes the result into `input` through the in-place machinery."""
+    if not inplace:
+        return result
+    return input._inplace(lambda current: result, "inplace activation")
+
+
+def relu_(input):
+    return relu(input, inplace=True)
+
+
+def relu6(input, inplace=False):
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    return _maybe_inplace(input, M.clamp(input, min_val, max_val), inplace)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return _maybe_inplace(input, M.where(M.gt(input, 0), input, M.mul(input, negative_slope)), inplace)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    # expm1 of the clamped value: the unselected branch never overflows (no inf * 0 in the VJP)
+    negative = M.mul(M.expm1(M.clamp_max(input, 0.0)), alpha)
+    return _maybe_inplace(input, M.where(M.gt(input, 0), input, negative), inplace)
+
+
+def selu(input, inplace=False):
+    alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+    return _maybe_inplace(input, M.mul(elu(input, alpha), scale), inplace)
+
+
+def celu(input, alpha=1.0, inplace=False):
+    negative = M.mul(M.expm1(M.div(M.clamp_max(input, 0.0), alpha)), alpha)
+    return _maybe_inplace(input, M.where(M.gt(input, 0), input, negative), inplace)
+
+
+def gelu(input, approximate="none"):
+    if approximate == "tanh":
+        cube = M.mul(M.mul(input, input), input)
+        inner = M.mul(M.add(input, M.mul(cube, 0.044715)), math.sqrt(2.0 / math.pi))
+        return M.mul(M.mul(input, 0.5), M.add(M.tanh(inner), 1.0))
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return M.mul(M.mul(input, 0.5), M.add(M.erf(M.mul(input, 1.0 / math.sqrt(2.0))), 1.0))
+
+
+def silu(input, inplace=False):
+    return _maybe_inplace(input, M.mul(input, M.sigmoid(input)), inplace)
+
+
+def mish(input, inplace=False):
+    return _maybe_inplace(input, M.mul(input, M.tanh(softplus(input))), inplace)
+
+
+def hardsigmoid(input, inplace=False):
+    return _maybe_inplace(input, M.div(M.clamp(M.add(input, 3.0), 0.0, 6.0), 6.0), inplace)
+
+
+def hardswish(input, inplace=False):
+    return _maybe_inplace(input, M.mul(input, hardsigmoid(input)), inplace)
+
+
+def sigmoid(input):
+    return M.sigmoid(input)
+
+
+def tanh(input):
+    return M.tanh(input)
+
+
+def softsign(input):
+    return M.div(input, M.add(M.abs(input), 1.0))
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, linear where beta x > threshold (torch's formula)."""
+    scaled = M.mul(input, beta) if beta != 1 else input
+    # exp of the clamped value: the linear branch never overflows into the VJP
+    soft = M.log1p(M.exp(M.clamp_max(scaled, float(threshold))))
+    if beta != 1:
+        soft = M.div(soft, beta)
+    return M.where(M.gt(scaled, threshold), input, soft)
+
+
+def logsigmoid(input):
+    return M.neg(softplus(M.neg(input)))
+
+
+def threshold(input, threshold, value, inplace=False):
+    return _maybe_inplace(input, M.where(M.gt(input, threshold), input, value), inplace)
+
+
+def prelu(input, weight):
+    if weight.numel() != 1 and input.ndim >= 2:
+        weight = S.reshape(weight, (1, -1) + (1,) * (input.ndim - 2))
+    return M.where(M.gt(input, 0), input, M.mul(input, weight))
+
+
+def _softmax_dim(name, ndim, dim):
+    if dim is None:
+        return 0 if ndim in (0, 1, 3) else 1  # torch's legacy implicit choice
+    return dim
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    if dtype is not None:
+        input = M.to_dtype(input, dtype)
+    dim = _softmax_dim("softmax", input.ndim, dim)
+    if input.ndim == 0:
+        return M.div(input, input) if input.is_floating_point() else input
+    shift = R.amax(input.detach(), dim, keepdim=True)
+    e = M.exp(M.sub(input, shift))
+    return M.div(e, R.sum(e, dim, keepdim=True))
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    if dtype is not None:
+        input = M.to_dtype(input, dtype)
+    dim = _softmax_dim("log_softmax", input.ndim, dim)
+    shift = R.amax(input.detach(), dim, keepdim=True)
+    shifted = M.sub(input, shift)
+    return M.sub(shifted, M.log(R.sum(M.exp(shifted), dim, keepdim=True)))
+
+
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    return softmax(M.neg(input), dim, dtype=dtype)
+
+
+def glu(input, dim=-1):
+    a, b = S.chunk(input, 2, dim)
+    return M.mul(a, M.sigmoid(b))
+
+
+# ----------------------------------------------------------------------------- dropout
+
+def _check_p(p, op):
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _mask(shape, p, like):
+    """A constant keep-mask scaled by 1/(1-p), drawn from ember's default generator."""
+    rng = generator_or_default(None)
+    keep = rng.random(shape) >= p
+    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+    return Tensor._wrap((keep * scale).astype(like._data.dtype))
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    _check_p(p, "dropout")
+    if not training or p == 0.0:
+        return input
+    return _maybe_inplace(input, M.mul(input, _mask(tuple(input.shape), p, input)), inplace)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of [N,C,H,W] (or unbatched [C,H,W])."""
+    _check_p(p, "dropout2d")
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"dropout2d: expected a 3-D or 4-D input, got {_shape_text(input)}")
+    if not training or p == 0.0:
+        return input
+    shape = tuple(input.shape[:-2]) + (1, 1)
+    return _maybe_inplace(input, M.mul(input, _mask(shape, p, input)), inplace)
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    _check_p(p, "dropout1d")
+    if not training or p == 0.0:
+        return input
+    shape = tuple(input.shape[:-1]) + (1,)
+    return _maybe_inplace(input, M.mul(input, _mask(shape, p, input)), inplace)
+
+
+def alpha_dropout(input, p=0.5, training=False, inplace=False):
+    _check_p(p, "alpha_dropout")
+    if not training or p == 0.0:
+        return input
+    alpha = -1.7580993408473766
+    keep = Tensor._wrap((generator_or_default(None).random(tuple(input.shape)) >= p).astype(input._data.dtype))
+    a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
+    b = -a * alpha * p
+    dropped = M.add(M.mul(input, keep), M.mul(M.sub(1.0, keep), alpha))
+    return _maybe_inplace(input, M.add(M.mul(dropped, a), b), inplace)
+
+
+# ----------------------------------------------------------------------------- normalization
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5):
+    """Normalise over every dim but the channel dim 1; in training, update the running stats
+    in place (under no_grad) with the unbiased batch variance, as torch does."""
+    if input.ndim < 2:
+        raise ValueError(f"{where_named('batch_norm')}: expected a 2-D or higher input, got {_shape_text(input)}")
+    channels = input.shape[1]
+    axes = (0,) + tuple(range(2, input.ndim))
+    bshape = (1, channels) + (1,) * (input.ndim - 2)
+    if training:
+        count = input.numel() // channels
+        if count <= 1:
+            raise ValueError(f"{where_named('batch_norm')}: Expected more than 1 value per channel when "
+                             f"training, got input size {input.shape}")
+        mean = R.mean(input, axes, keepdim=True)
+        centered = M.sub(input, mean)
+        var = R.mean(M.mul(centered, centered), axes, keepdim=True)
+        if running_mean is not None or running_var is not None:
+            with no_grad():
+                if running_mean is not None:
+                    new_mean = M.add(M.mul(running_mean, 1.0 - momentum), M.mul(S.reshape(mean, (channels,)), momentum))
+                    running_mean.copy_(new_mean)
+                if running_var is not None:
+                    unbiased = M.mul(S.reshape(var, (channels,)), count / (count - 1))
+                    running_var.copy_(M.add(M.mul(running_var, 1.0 - momentum), M.mul(unbiased, momentum)))
+    else:
+        if running_mean is None or running_var is None:
+            raise RuntimeError(f"{where_named('batch_norm')}: running_mean and running_var must be given "
+                               f"when training=False")
+        mean = S.reshape(running_mean, bshape)
+        var = S.reshape(running_var, bshape)
+        centered = M.sub(input, mean)
+    out = M.mul(centered, M.rsqrt(M.add(var, eps)))
+    if weight is not None:
+        out = M.mul(out, S.reshape(weight, bshape))
+    if bias is not None:
+        out = M.add(out, S.reshape(bias, bshape))
+    return out
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    normalized_shape = tuple(normalized_shape) if isinstance(normalized_shape, (list, tuple)) \
+        else (int(normalized_shape),)
+    n = len(normalized_shape)
+    if tuple(input.shape[-n:]) != normalized_shape or input.ndim < n:
+        raise RuntimeError(f"{where_named('layer_norm')}: input {_shape_text(input)} does not end with "
+                           f"normalized_shape {list(normalized_shape)}")
+    axes = tuple(range(input.ndim - n, input.ndim))
+    mean = R.mean(input, axes, keepdim=True)
+    centered = M.sub(input, mean)
+    var = R.mean(M.mul(centered, centered), axes, keepdim=True)
+    out = M.mul(centered, M.rsqrt(M.add(var, eps)))
+    if weight is not None:
+        out = M.mul(out, weight)
+    if bias is not None:
+        out = M.add(out, bias)
+    return out
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    n, c = input.shape[0], input.shape[1]
+    if c % num_groups:
+        raise RuntimeError(f"{where_named('group_norm')}: {c} channels do not divide into {num_groups} groups")
+    grouped = S.reshape(input, (n, num_groups, -1))
+    mean = R.mean(grouped, -1, keepdim=True)
+    centered = M.sub(grouped, mean)
+    var = R.mean(M.mul(centered, centered), -1, keepdim=True)
+    out = S.reshape(M.mul(centered, M.rsqrt(M.add(var, eps))), tuple(input.shape))
+    bshape = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = M.mul(out, S.reshape(weight, bshape))
+    if bias is not None:
+        out = M.add(out, S.reshape(bias, bshape))
+    return out
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    n, c = input.shape[0], input.shape[1]
+    out = group_norm(S.reshape(input, (1, n * c) + tuple(input.shape[2:])), n * c, eps=eps)
+    out = S.reshape(out, tuple(input.shape))
+    bshape = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = M.mul(out, S.reshape(weight, bshape))
+    if bias is not None:
+        out = M.add(out, S.reshape(bias, bshape))
+    return out
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    norm = R.norm(input, p, dim, keepdim=True)
+    return M.div(input, M.clamp_min(norm, eps))
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    x1, x2 = S.broadcast_tensors(x1, x2)
+    n1 = M.clamp_min(R.norm(x1, 2, dim, keepdim=True), eps)
+    n2 = M.clamp_min(R.norm(x2, 2, dim, keepdim=True), eps)
+    return R.sum(M.mul(M.div(x1, n1), M.div(x2, n2)), dim)
+
+
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    return R.norm(M.add(M.sub(x1, x2), eps), p, -1, keepdim)
+
+
+# ----------------------------------------------------------------------------- padding
+
+def pad(input, pad, mode="constant", value=None):
+    """torch.nn.functional.pad: `pad` lists (left, right) pairs starting from the last dim.
+    Negative amounts crop. Modes: constant, reflect, replicate, circular."""
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(f"pad: padding length must be even and at most 2 * {input.ndim}, got {len(pad)}")
+    lo = [0] * input.ndim
+    hi = [0] * input.ndim
+    for i in range(len(pad) // 2):
+        axis = input.ndim - 1 - i
+        lo[axis], hi[axis] = int(pad[2 * i]), int(pad[2 * i + 1])
+    out = input
+    # crop first (negative padding), then pad
+    for axis in range(input.ndim):
+        if lo[axis] < 0 or hi[axis] < 0:
+            start = -min(lo[axis], 0)
+            stop = out.shape[axis] + min(hi[axis], 0)
+            out = S.narrow(out, axis, start, stop - start)
+    lo = [max(v, 0) for v in lo]
+    hi = [max(v, 0) for v in hi]
+    if not any(lo) and not any(hi):
+        return out
+    if mode == "constant":
+        fill = 0 if value is None else value
+        return P["pad"].bind(out, lo=tuple(lo), hi=tuple(hi), interior=(0,) * out.ndim, value=fill)
+    if mode not in ("reflect", "replicate", "circular"):
+        raise NotImplementedError(f"pad: mode {mode!r} is not supported (constant, reflect, replicate, circular)")
+    for axis in range(out.ndim):
+        if lo[axis] or hi[axis]:
+            index = _pad_index(out.shape[axis], lo[axis], hi[axis], mode)
+            out = S.index_select(out, axis, Tensor._wrap(index))
+    return out
+
+
+def _pad_index(size, lo, hi, mode):
+    positions = np.arange(-lo, size + hi)
+    if mode == "replicate":
+        return np.clip(positions, 0, size - 1).astype(np.int64)
+    if mode == "circular":
+        if lo > size or hi > size:
+            raise ValueError(f"pad: circular padding {lo},{hi} exceeds dim size {size}")
+        return (positions % size).astype(np.int64)
+    if lo >= size or hi >= size:
+        raise ValueError(f"pad: reflect padding {lo},{hi} must be smaller than the dim size {size}")
+    period = 2 * (size - 1) if size > 1 else 1
+    folded = np.abs(positions) % period
+    return np.where(folded >= size, period - folded, folded).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- embeddings and encodings
+
+def one_hot(tensor, num_classes=-1):
+    """int64 [..., num_classes] with a 1 at each index (compares against an arange)."""
+    if tensor.is_floating_point() or tensor.dtype is dtypes.bool_:
+        raise RuntimeError(f"one_hot is only applicable to index tensor, got {_shape_text(tensor)}")
+    if num_classes == -1:
+        num_classes = int(R.amax(tensor).item()) + 1 if tensor.numel() else 0
+    classes = Tensor._wrap(np.arange(num_classes, dtype=tensor._data.dtype))
+    return M.to_dtype(M.eq(S.unsqueeze(tensor, -1), classes), dtypes.int64)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    return S.flatten(input, start_dim, end_dim)
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """im2col: [N,C,H,W] -> [N, C*KH*KW, L] (torch.nn.functional.unfold)."""
+    kernel, dilation = pair(kernel_size, 2, "kernel_size"), pair(dilation, 2, "dilation")
+    padding, stride = pair(padding, 2, "padding"), pair(stride, 2, "stride")
+    x = input
+    if any(padding):
+        x = P["pad"].bind(x, lo=(0, 0) + padding, hi=(0, 0) + padding, interior=(0,) * 4, value=0)
+    windows = P["unfold_windows"].bind(x, kernel=kernel, stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
+    n, c, oh, ow, kh, kw = windows.shape
+    cols = S.permute(windows, (0, 1, 4, 5, 2, 3))
+    return S.reshape(cols, (n, c * kh * kw, oh * ow))

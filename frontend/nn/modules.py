@@ -1,1 +1,17 @@
-"""placeholder"""
+"""ember.nn.modules: every layer class in one namespace (torch.nn.modules)."""
+from .module import Module
+from .linear import Identity, Linear, Bilinear
+from .conv import Conv1d, Conv2d
+from .pooling import (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool1d, AdaptiveAvgPool2d,
+                      AdaptiveMaxPool2d)
+from .activation import (ReLU, ReLU6, LeakyReLU, ELU, CELU, SELU, GELU, SiLU, Mish, Sigmoid, Tanh, Softplus,
+                         Softsign, LogSigmoid, Hardtanh, Hardswish, Hardsigmoid, Threshold, PReLU, Softmax,
+                         LogSoftmax, Softmin, GLU)
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm
+from .dropout import Dropout, Dropout1d, Dropout2d, AlphaDropout
+from .container import Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict
+from .flatten import Flatten, Unflatten
+from .loss import (MSELoss, L1Loss, SmoothL1Loss, HuberLoss, CrossEntropyLoss, NLLLoss, BCELoss,
+                   BCEWithLogitsLoss, KLDivLoss, SoftMarginLoss)
+
+__all__ = [name for name in dir() if not name.startswith("_")]
