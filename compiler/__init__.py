@@ -1,1 +1,4 @@
-"""ember.compiler"""
+"""ember.compiler: IR -> code. Backends compile a (segment) graph into something that runs."""
+from .interpret_backend import get_backend, BACKENDS
+
+__all__ = ["get_backend", "BACKENDS"]

@@ -42,6 +42,9 @@ from ember.frontend.linalg import linalg
 from ember.frontend.sorting import sort, argsort, topk, unique, kthvalue, msort
 
 from ember.frontend import nn, optim  # noqa: E402
+from ember.frontend.tracer import trace  # noqa: E402
+from ember.frontend.jit import compile, explain  # noqa: E402
+from ember import ir  # noqa: E402
 from ember.frontend import utils  # noqa: E402
 
 

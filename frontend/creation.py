@@ -140,12 +140,25 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
     return _leaf(np.eye(n, m, dtype=_float(dtype)), requires_grad)
 
 
+def _traced_random(distribution, size, dtype, a, b, requires_grad):
+    """Inside traced code a random draw is an op of the program (fresh every compiled call)."""
+    from .dispatch import STATE
+    out = STATE.recorder.random(distribution, _sizes(size), (dtypes.as_dtype(dtype) or dtypes.defaults.floating), a, b)
+    return out.requires_grad_(True) if requires_grad else out
+
+
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    from .dispatch import STATE
+    if STATE.recorder is not None and generator is None:
+        return _traced_random("uniform", size, dtype, 0.0, 1.0, requires_grad)
     rng = generator_or_default(generator)
     return _leaf(rng.random(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    from .dispatch import STATE
+    if STATE.recorder is not None and generator is None:
+        return _traced_random("normal", size, dtype, 0.0, 1.0, requires_grad)
     rng = generator_or_default(generator)
     return _leaf(rng.standard_normal(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
 

@@ -81,6 +81,8 @@ class Tensor:
     def _wrap(array):
         t = object.__new__(Tensor)
         t._data = array
+        if STATE.recorder is not None:
+            t._born = STATE.recorder  # created while tracing: a constant of the trace, not external state
         return t
 
     # ------------------------------------------------------------------ metadata
@@ -216,6 +218,7 @@ class Tensor:
         return int(self.item())
 
     def __array__(self, dtype=None, copy=None):
+        _observe(self, "numpy()")
         data = self._data
         return data if dtype is None else data.astype(dtype)
 

@@ -49,7 +49,11 @@ class Tracer:
         self.keep = []  # keeps registered tensors alive so their ids stay unique
         self.live = {}  # node id -> weakref of the tensor holding it (for carried values)
         self.guard_positions = []  # node count at each guard: where the trace splits
+        self.alive_at_guard = []  # nodes whose tensors were still alive at each guard
         self.op_counts = Counter()
+        self.externals = []  # (param name, tensor) for closed-over tensors
+        self.external_names = {}  # id(tensor) -> readable name, from the traced function's globals
+        self.rng_inputs = []  # seed inputs of random draws
 
     # ------------------------------------------------------------------ placeholders
     def add_input(self, tensor, name):
@@ -73,7 +77,30 @@ class Tracer:
         node = self.known.get(id(tensor))
         if node is not None:
             return node
-        return self._constant(tensor)
+        if tensor.__dict__.get("_born") is self:
+            return self._constant(tensor)
+        return self._external(tensor)
+
+    def _external(self, tensor):
+        """A tensor that existed before the trace and is not an argument (a closed-over
+        module's weight, an optimizer's buffer): a param bound to that very tensor at each call."""
+        name = self.external_names.get(id(tensor)) or f"external_{len(self.externals)}"
+        while name in self.graph.params:
+            name += "_"
+        node = self.add_param(tensor, name)
+        self.externals.append((name, tensor))
+        return node
+
+    def random(self, distribution, shape, dtype, a, b):
+        """A random draw inside traced code: the `random` primitive fed by a fresh seed input."""
+        from ember.ops import PRIMITIVES
+        from .random import default_generator
+        seed = Tensor._wrap(np.asarray(default_generator.np.integers(0, 2 ** 62), dtype=np.int64))
+        node = self.graph.add_input((), "int64", f"rng_seed_{len(self.rng_inputs)}", rng=True)
+        self._register(seed, node)
+        self.rng_inputs.append(node)
+        return PRIMITIVES["random"].bind(seed, distribution=distribution, shape=tuple(shape), dtype=dtype.name,
+                                         a=float(a), b=float(b))
 
     def _constant(self, tensor):
         data = tensor._data
@@ -99,7 +126,9 @@ class Tracer:
         return result
 
     def _name(self, prim):
-        module = STATE.module_path[-1] if STATE.module_path else None
+        # ops in the root module's own forward are named by op ("relu_3"); inside a submodule
+        # by its path ("conv1" for its contraction, "conv1.add" for the rest)
+        module = STATE.module_path[-1] if len(STATE.module_path) > 1 else None
         self.op_counts[prim.name] += 1
         if module is None:
             return f"{prim.name}_{self.op_counts[prim.name]}"
@@ -111,6 +140,7 @@ class Tracer:
         source, code = user_frame()
         self.graph.add_guard(Guard(node, observed_value(tensor._data), how, source, code))
         self.guard_positions.append(self.graph._next_id)
+        self.alive_at_guard.append(self.alive_nodes())
 
     def alive_nodes(self):
         return {n for n, ref in self.live.items() if ref() is not None}
@@ -119,8 +149,10 @@ class Tracer:
     def finish(self, outputs, watched):
         """Set the graph's outputs and turn rebound inputs/params into mutations.
 
-        `watched` lists (kind, target, tensor) for every input and param."""
+        `watched` lists (kind, target, tensor) for every input and param; closed-over
+        (external) tensors are watched too."""
         self.graph.outputs = [self.node_of(t) for t in outputs]
+        watched = list(watched) + [("param", name, t) for name, t in self.externals]
         for kind, target, tensor in watched:
             token = tensor._node
             if token is not None and token[0] is self and token[1] != self.known.get(id(tensor)):
@@ -189,6 +221,7 @@ def trace(fn, *args, **kwargs):
         module = None
     name = type(fn).__name__ if module is fn else getattr(fn, "__name__", "graph")
     tracer = Tracer(name)
+    tracer.external_names = external_names(fn)
     arg_tensors = flatten_tensors((args, kwargs), "args")
     for path, t in arg_tensors:
         tracer.add_input(t, _input_name(fn, path))
@@ -204,8 +237,9 @@ def trace(fn, *args, **kwargs):
 def _input_name(fn, path):
     """`args[0][0]` -> the parameter's name (`x`) when the signature says so."""
     import inspect
+    target = fn.forward if hasattr(fn, "forward") and hasattr(fn, "named_parameters") else fn
     try:
-        params = [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY,
+        params = [p for p in inspect.signature(target).parameters.values() if p.kind in (p.POSITIONAL_ONLY,
                                                                                    p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         return path
@@ -217,3 +251,35 @@ def _input_name(fn, path):
     if path.startswith("args[1]['"):
         return path[len("args[1]['"):].replace("']", "", 1)
     return path
+
+
+def external_names(fn):
+    """Readable names for tensors a function reaches through its globals and closure:
+    `net.fc1.weight` for a module's params, `opt.state[0].momentum_buffer` for optimizer state."""
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "forward", None), "__code__", None)
+    if code is None:
+        return {}
+    scope = dict(getattr(fn, "__globals__", {}))
+    for cell_name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
+        try:
+            scope[cell_name] = cell.cell_contents
+        except ValueError:
+            continue
+    names = {}
+    for var in list(code.co_names) + list(code.co_freevars):
+        value = scope.get(var)
+        if value is None:
+            continue
+        if hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
+            for pname, t in module_state(value):
+                names.setdefault(id(t), f"{var}.{pname}")
+        elif hasattr(value, "param_groups") and hasattr(value, "state"):
+            params = [p for group in value.param_groups for p in group["params"]]
+            for i, p in enumerate(params):
+                names.setdefault(id(p), f"{var}.param[{i}]")
+                for key, t in value.state.get(p, {}).items():
+                    if isinstance(t, Tensor):
+                        names.setdefault(id(t), f"{var}.state[{i}].{key}")
+        elif isinstance(value, Tensor):
+            names.setdefault(id(value), var)
+    return names

@@ -1,0 +1,380 @@
+"""`ember.compile`: the signature cache, the tree of guarded segments, recompiles and the report.
+
+This is the one place that drives the whole pipeline: trace (eagerly, on the real inputs),
+split at guards, hand each new segment to a backend, run compiled segments on later calls,
+check guards between them, write mutations back. It never returns a silently wrong result:
+a changed signature or a new guard outcome traces again, and past the recompile limit the
+function runs eagerly with one warning that says why and how to fix it.
+"""
+import time
+import warnings
+import weakref
+
+import numpy as np
+
+from ember.compiler import get_backend
+from .dispatch import STATE
+from .segments import Segment, split_trace
+from .tensor import Tensor
+from .tracer import (Tracer, recording, flatten_tensors, rebuild, module_state, external_names,
+                     observed_value, _input_name)
+
+DEFAULT_RECOMPILE_LIMIT = 8
+
+
+class TraceRecord:
+    def __init__(self, number, reason, signature, nodes, segments, guards, seconds):
+        self.number, self.reason, self.signature = number, reason, signature
+        self.nodes, self.segments, self.guards, self.seconds = nodes, segments, guards, seconds
+
+    def __str__(self):
+        return (f"trace #{self.number}: {self.reason}\n      signature: {self.signature}\n"
+                f"      {self.nodes} nodes recorded, {self.segments} new segment(s) compiled, "
+                f"{self.guards} guard(s), {self.seconds * 1e3:.1f} ms")
+
+
+class CompileReport:
+    """What ember.compile did: traces, segments, guards (with source lines), recompiles."""
+
+    def __init__(self, name, backend):
+        self.name, self.backend = name, backend
+        self.traces = []
+        self.recompiles = []  # reasons, one per trace after the first
+        self.guards = {}  # (source, code, how) -> set of outcomes seen
+        self.fallback = None
+        self.calls = 0
+        self.compiled_calls = 0
+
+    @property
+    def segments(self):
+        return sum(t.segments for t in self.traces)
+
+    def __str__(self):
+        lines = [f"ember.compile report for {self.name} (backend={self.backend})",
+                 f"calls: {self.calls} ({self.compiled_calls} served by compiled segments), "
+                 f"traces: {len(self.traces)}, segments compiled: {self.segments}, "
+                 f"recompiles: {len(self.recompiles)}"]
+        for t in self.traces:
+            lines.append("  " + str(t))
+        if self.guards:
+            lines.append("guards:")
+            for (source, code, how), outcomes in self.guards.items():
+                seen = ", ".join(repr(o) for o in sorted(outcomes, key=repr)[:6])
+                lines.append(f"  {source or '<unknown>'}: {code or '?'}  [{how}]  outcomes seen: {seen}")
+        if self.recompiles:
+            lines.append("recompiles:")
+            lines.extend(f"  {r}" for r in self.recompiles)
+        if self.fallback:
+            lines.append(f"fallback: {self.fallback}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+class TraceTree:
+    """Everything cached for one call signature: the root segment and how to bind inputs."""
+
+    def __init__(self, root, input_nodes):
+        self.root = root
+        self.input_nodes = input_nodes
+        self.unconfirmed = False  # the trace mutated state: confirm it by tracing once more
+
+
+class CompiledFunction:
+    """The callable `ember.compile(fn)` returns for a function (see CompiledModule for modules)."""
+
+    def __init__(self, fn, backend="interpret", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None):
+        self.fn = fn
+        self.module = module
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.recompile_limit = recompile_limit
+        self.name = type(module).__name__ if module is not None else getattr(fn, "__name__", "function")
+        self.report = CompileReport(self.name, self.backend.name)
+        self._cache = {}  # signature -> TraceTree
+        self._signatures = []  # in the order first seen, for explaining misses
+        self._eager = False
+        self.__wrapped__ = fn
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, *args, **kwargs):
+        self.report.calls += 1
+        if self._eager:
+            return self.fn(*args, **kwargs)
+        signature = self._signature(args, kwargs)
+        tree = self._cache.get(signature)
+        if tree is None:
+            return self._trace(signature, args, kwargs, self._miss_reason(signature), None)
+        if tree.unconfirmed:
+            return self._trace(signature, args, kwargs, None, tree, confirming=True)
+        return self._execute(signature, tree, args, kwargs)
+
+    def _execute(self, signature, tree, args, kwargs):
+        inputs = [t for _, t in flatten_tensors((args, kwargs), "args")]
+        params = self._bind_params(tree)
+        if params is None:
+            return self._trace(signature, args, kwargs, "a closed-over tensor was freed", None)
+        with_autograd = STATE.grad_enabled and (
+            any(t.requires_grad for t in inputs) or any(t.requires_grad for t in params.values()))
+        env = dict(zip(tree.input_nodes, inputs if with_autograd else [t._data for t in inputs]))
+        segment = tree.root
+        while True:
+            segment.run(env, params, with_autograd)
+            if segment.guard is None:
+                break
+            value = env[segment.guard.node]
+            outcome = observed_value(value._data if isinstance(value, Tensor) else value)
+            child = segment.children.get(outcome)
+            if child is None:
+                g = segment.guard
+                reason = (f"guard at {g.source or '?'} ({g.code or g.how}) was {g.expected!r}, now {outcome!r}")
+                return self._trace(signature, args, kwargs, reason, tree)
+            segment = child
+        self.report.compiled_calls += 1
+        self._write_back(segment, env, params, inputs)
+        outputs = (_as_tensor(env[node]) for node in segment.result_nodes)
+        return rebuild(segment.result, outputs)
+
+    def _bind_params(self, tree):
+        state = dict(module_state(self.module))
+        params = {}
+        for segment in _walk(tree.root):
+            for name in segment.graph.params:
+                if name in params:
+                    continue
+                ref = segment.externals.get(name)
+                tensor = ref() if ref is not None else state.get(name)
+                if tensor is None:
+                    return None
+                params[name] = tensor
+        return params
+
+    def _write_back(self, segment, env, params, inputs):
+        for m in segment.mutations:
+            target = params[m.target] if m.kind == "param" else inputs[m.target]
+            value = env[m.node]
+            data = value._data if isinstance(value, Tensor) else value
+            if target._data.flags.writeable and target._data.shape == data.shape and target._data.dtype == data.dtype:
+                np.copyto(target._data, data)
+            else:
+                target._data = np.array(data, copy=True)
+            target._version += 1
+
+    # ------------------------------------------------------------------ tracing
+    def _trace(self, signature, args, kwargs, reason, tree, confirming=False):
+        if not confirming and self._cache:
+            if len(self.report.recompiles) >= self.recompile_limit:
+                return self._fall_back(args, kwargs, reason)
+            self.report.recompiles.append(reason)
+        start = time.perf_counter()
+        tracer = Tracer(self.name)
+        tracer.external_names = external_names(self.fn)
+        arg_tensors = flatten_tensors((args, kwargs), "args")
+        input_nodes = [tracer.add_input(t, _input_name(self.fn, path)) for path, t in arg_tensors]
+        state = module_state(self.module)
+        for name, t in state:
+            tracer.add_param(t, name)
+        with recording(tracer):
+            result = self.fn(*args, **kwargs)
+        outputs = flatten_tensors(result)
+        watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
+        graph = tracer.finish([t for _, t in outputs], watched)
+        pieces = split_trace(tracer, graph)
+        for g in graph.guards:
+            self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
+        externals = {name: weakref.ref(t) for name, t in tracer.externals}
+
+        if confirming:
+            same = _same_program(tree, pieces)
+            tree.unconfirmed = not same
+            if same:
+                return result
+            self.report.recompiles.append("the traced program changed between two calls with the same "
+                                          "signature (Python state such as optimizer buffers created on "
+                                          "the first step); using the new trace")
+            tree = None
+        new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes)
+        self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
+                                              self._describe_signature(signature), len(graph), new_segments,
+                                              len(graph.guards), time.perf_counter() - start))
+        return result
+
+    def _attach(self, tree, pieces, externals, graph, result, signature, input_nodes):
+        """Add the trace's segments to the signature's tree, compiling only the new ones:
+        follow the cached tree along the trace's guard outcomes to where it diverges."""
+        start, parent = 0, None
+        if tree is not None:
+            node, depth = tree.root, 0
+            while pieces[depth][1] is not None:
+                child = node.children.get(pieces[depth][1].expected)
+                if child is None:
+                    start, parent = depth + 1, node
+                    break
+                node, depth = child, depth + 1
+        built = []
+        for sub, guard in pieces[start:]:
+            segment = Segment(sub, guard, self.backend.compile(sub))
+            segment.externals = {n: r for n, r in externals.items() if n in sub.params}
+            if built:
+                built[-1].children[built[-1].guard.expected] = segment
+            built.append(segment)
+        built[-1].result = result
+        built[-1].result_nodes = list(graph.outputs)
+        built[-1].mutations = list(graph.mutations)
+        if parent is not None:
+            parent.children[pieces[start - 1][1].expected] = built[0]
+        else:
+            tree = TraceTree(built[0], input_nodes)
+            if signature not in self._cache:
+                self._signatures.append(signature)
+            self._cache[signature] = tree
+            tree.unconfirmed = bool(graph.mutations)
+        return len(built), start
+
+    def _fall_back(self, args, kwargs, reason):
+        self._eager = True
+        top = reason or "signature changes"
+        if "guard at" in top:
+            fix = ("the branch depends on tensor values: compute both sides and select with ember.where, "
+                   "move the data-dependent Python control flow out of the compiled function")
+        else:
+            fix = "call it with inputs of one shape and dtype (pad the batch), or keep Python arguments fixed"
+        self.report.fallback = f"recompile limit ({self.recompile_limit}) reached; last reason: {top}"
+        warnings.warn(f"ember.compile({self.name}): recompiled {len(self.report.recompiles)} times, past the "
+                      f"limit of {self.recompile_limit}; running eagerly from now on. Last reason: {top}. "
+                      f"Fix: {fix}, or raise the limit with ember.compile(..., recompile_limit=N).",
+                      RuntimeWarning, stacklevel=3)
+        return self.fn(*args, **kwargs)
+
+    # ------------------------------------------------------------------ signatures
+    def _signature(self, args, kwargs):
+        parts = [("grad", STATE.grad_enabled)]
+        _leaf_signature((args, kwargs), "args", parts)
+        if self.module is not None:
+            parts.append(("training", tuple(m.training for m in self.module.modules())))
+            parts.append(("state", tuple((name, id(t), tuple(t.shape), t._data.dtype.name, t.requires_grad)
+                                         for name, t in module_state(self.module))))
+        return tuple(parts)
+
+    def _describe_signature(self, signature):
+        words = []
+        for part in signature:
+            if part[0] == "tensor":
+                _, path, shape, dtype, grad = part
+                words.append(f"{_input_name(self.fn, path)}: {dtype}[{','.join(map(str, shape))}]"
+                             + (" requires_grad" if grad else ""))
+            elif part[0] == "value":
+                words.append(f"{_input_name(self.fn, part[1])}={part[3]!r}")
+            elif part[0] == "training":
+                words.append(f"training={part[1][0] if part[1] else None}")
+        return ", ".join(words) or "()"
+
+    def _miss_reason(self, signature):
+        if not self._signatures:
+            return None
+        previous = self._signatures[-1]
+        return explain_signature_change(self.fn, previous, signature)
+
+
+def explain_signature_change(fn, old, new):
+    """`dim 0 of x: 8 -> 16`, `lr: 0.1 -> 0.2`, `training: True -> False`, ..."""
+    old_parts = {p[:2]: p for p in old}
+    changes = []
+    for part in new:
+        key = part[:2]
+        before = old_parts.get(key)
+        if before == part:
+            continue
+        if before is None:
+            changes.append(f"new argument {_input_name(fn, key[1]) if len(key) > 1 else key}")
+            continue
+        kind = part[0]
+        name = _input_name(fn, part[1]) if kind in ("tensor", "value", "object") else kind
+        if kind == "tensor":
+            _, _, shape, dtype, grad = part
+            _, _, old_shape, old_dtype, old_grad = before
+            if len(shape) != len(old_shape):
+                changes.append(f"rank of {name}: {len(old_shape)} -> {len(shape)}")
+            else:
+                changes += [f"dim {i} of {name}: {a} -> {b}" for i, (a, b) in enumerate(zip(old_shape, shape)) if a != b]
+            if dtype != old_dtype:
+                changes.append(f"dtype of {name}: {old_dtype} -> {dtype}")
+            if grad != old_grad:
+                changes.append(f"requires_grad of {name}: {old_grad} -> {grad}")
+        elif kind == "value":
+            changes.append(f"{name}: {before[3]!r} -> {part[3]!r} (Python values are specialised)")
+        elif kind == "training":
+            changes.append(f"training flags: {before[1]} -> {part[1]}")
+        elif kind == "grad":
+            changes.append(f"grad mode: {before[1]} -> {part[1]}")
+        elif kind == "state":
+            changes.append("module parameters or buffers were replaced")
+        else:
+            changes.append(f"{name} changed")
+    return "; ".join(changes) or "new call signature"
+
+
+def _leaf_signature(value, path, parts):
+    if isinstance(value, Tensor):
+        parts.append(("tensor", path, tuple(value._data.shape), value._data.dtype.name, value.requires_grad))
+    elif isinstance(value, (tuple, list)):
+        parts.append(("container", path, type(value).__name__, len(value)))
+        for i, v in enumerate(value):
+            _leaf_signature(v, f"{path}[{i}]", parts)
+    elif isinstance(value, dict):
+        parts.append(("container", path, "dict", tuple(value.keys())))
+        for k, v in value.items():
+            _leaf_signature(v, f"{path}[{k!r}]", parts)
+    elif value is None or isinstance(value, (bool, int, float, str, bytes, np.number)):
+        parts.append(("value", path, type(value).__name__, value))
+    else:
+        parts.append(("object", path, type(value).__name__, id(value)))
+
+
+def _walk(segment):
+    stack = [segment]
+    while stack:
+        s = stack.pop()
+        yield s
+        stack.extend(s.children.values())
+
+
+def _same_program(tree, pieces):
+    """Does a new trace follow the cached tree with the same segment graphs?"""
+    segment = tree.root
+    for k, (sub, guard) in enumerate(pieces):
+        if segment is None or _program_text(segment.graph) != _program_text(sub):
+            return False
+        segment = segment.children.get(guard.expected) if guard is not None else None
+    return True
+
+
+def _program_text(graph):
+    return graph.to_json()
+
+
+def _as_tensor(value):
+    if isinstance(value, Tensor):
+        return value
+    return Tensor._wrap(value)
+
+
+def compile(model=None, *, backend="interpret", recompile_limit=DEFAULT_RECOMPILE_LIMIT, fullgraph=False,
+            dynamic=None, mode=None, options=None, disable=False):
+    """Compile a function or an nn.Module. Returns a callable (a Module stays a Module).
+
+    Usable as `ember.compile(fn)`, `@ember.compile` and `@ember.compile(backend=...)`."""
+    if model is None:
+        return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, disable=disable)
+    if disable:
+        return model
+    if hasattr(model, "named_parameters") and hasattr(model, "forward"):
+        from .compiled_module import CompiledModule
+        return CompiledModule(model, CompiledFunction(model, backend, recompile_limit, module=model))
+    return CompiledFunction(model, backend, recompile_limit)
+
+
+def explain(fn, *args, **kwargs):
+    """Compile `fn`, call it once on the arguments, and return the compile report."""
+    compiled = fn if isinstance(fn, CompiledFunction) or hasattr(fn, "_compiled") else compile(fn)
+    compiled(*args, **kwargs)
+    return compiled.report

@@ -1,0 +1,108 @@
+"""Splitting a guarded trace into segments, and running a segment.
+
+A trace with guards g0..gk is cut into k+1 segments: segment i holds the ops recorded
+before guard i and exports the guard's value plus every value a live Python tensor still
+held at that point (later code can only use what is alive). Segments form a tree keyed by
+guard outcomes; a new outcome compiles only the segments after the guard.
+"""
+import numpy as np
+
+from ember.ir import Graph
+from .dispatch import eager_bind
+from .tensor import Tensor
+from .random import default_generator
+
+
+class Segment:
+    """One compiled piece of a trace: its graph, its runner, and what follows it."""
+
+    def __init__(self, graph, guard, runner):
+        self.graph = graph
+        self.guard = guard  # the Guard ending this segment, or None for the last one
+        self.runner = runner
+        self.children = {}  # guard outcome -> Segment
+        self.result = None  # last segment: the traced function's return value (tensors as templates)
+        self.result_nodes = []  # last segment: the node of each tensor in `result`, in order
+        self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
+        self.externals = {}  # param name -> weakref of a closed-over tensor
+        self.rng_inputs = [n for n in graph.inputs if graph.node(n).attrs.get("rng")]
+
+    def run(self, env, params, with_autograd):
+        """Compute this segment's outputs into `env` (arrays, or tensors when autograd records)."""
+        for node in self.rng_inputs:
+            env[node] = np.asarray(default_generator.np.integers(0, 2 ** 62), dtype=np.int64)
+        if with_autograd:
+            replay_with_autograd(self.graph, env, params)
+            return
+        inputs = {i: _array(env[i]) for i in self.graph.inputs}
+        arrays = {name: _array(t) for name, t in params.items() if name in self.graph.params}
+        env.update(self.runner(inputs, arrays))
+        for name, node in self.graph.params.items():
+            env.setdefault(node, arrays[name])
+
+
+def _array(value):
+    return value._data if isinstance(value, Tensor) else value
+
+
+def replay_with_autograd(graph, env, params):
+    """Run a segment by binding its primitives on tensors, so eager autograd records a tape
+    through exactly the ops of the graph (the backward of a compiled call)."""
+    for node_id in graph.inputs:
+        if not isinstance(env[node_id], Tensor):
+            env[node_id] = Tensor._wrap(np.asarray(env[node_id]))
+    for name, node_id in graph.params.items():
+        env[node_id] = params[name]
+    from ember.ops import PRIMITIVES
+    for node in graph.nodes():
+        if node.id in env:
+            continue
+        env[node.id] = eager_bind(PRIMITIVES[node.op], [env[i] for i in node.inputs], node.attrs)
+
+
+def split_trace(tracer, graph):
+    """Cut a finished trace at its guards: a list of (segment graph, guard or None)."""
+    bounds = [0] + list(tracer.guard_positions) + [graph._next_id]
+    pieces = []
+    for k in range(len(bounds) - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        last = k == len(bounds) - 2
+        if last:
+            wanted = set(graph.outputs) | {m.node for m in graph.mutations}
+            guard = None
+        else:
+            guard = graph.guards[k]
+            wanted = {guard.node} | set(tracer.alive_at_guard[k])
+        pieces.append((_subgraph(graph, lo, hi, wanted, f"{graph.name}.{k}"), guard))
+    return pieces
+
+
+def _subgraph(graph, lo, hi, wanted, name):
+    """Nodes with ids in [lo, hi) as a graph; values from elsewhere become its inputs."""
+    sub = Graph(name)
+    body = [n for n in graph.nodes() if lo <= n.id < hi and not n.is_placeholder]
+    inside = {n.id for n in body}
+
+    def bring(node_id):
+        if node_id in sub:
+            return
+        node = graph.node(node_id)
+        if node.op == "param":
+            sub.add_param(node.attrs["name"], node.shape, node.dtype, node_id=node_id)
+        else:
+            attrs = dict(node.attrs)
+            attrs.pop("index", None)
+            if node.op != "input":
+                attrs["carried"] = True  # computed by an earlier segment
+            sub.add_input(node.shape, node.dtype, node.name, node_id=node_id, **attrs)
+
+    for node in body:
+        for i in node.inputs:
+            if i not in inside:
+                bring(i)
+        sub.add_node(node.op, node.inputs, node.shape, node.dtype, node.attrs, node.name, node_id=node.id)
+    for n in wanted:
+        if n not in inside and graph.node(n).op == "param":
+            bring(n)  # a guard on, or a return of, a param no op here reads
+    sub.outputs = sorted(n for n in wanted if n in inside)
+    return sub
