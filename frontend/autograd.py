@@ -23,7 +23,7 @@ class Node:
     """One recorded primitive application: the `grad_fn` of its output tensor."""
 
     __slots__ = ("prim", "attrs", "inputs", "versions", "out", "out_ref", "out_version",
-                 "freed", "hooks", "retain", "__weakref__")
+                 "freed", "hooks", "retain", "out_token", "__weakref__")
 
     @staticmethod
     def attach(result, prim, operands, attrs):
@@ -38,6 +38,7 @@ class Node:
         node.freed = False
         node.hooks = None
         node.retain = False
+        node.out_token = None  # the output's IR value while tracing
         result.grad_fn = node
         result.requires_grad = True
         return node
@@ -59,6 +60,7 @@ class Node:
         if alive is not None and alive._data is self.out and alive._version != self.out_version:
             raise_modified(alive, self, "output 0")
         out = Tensor._wrap(self.out)
+        out._node = self.out_token
         if create_graph:
             out.grad_fn = self
             out.requires_grad = True

@@ -277,15 +277,15 @@ class CompiledFunction:
 
 def explain_signature_change(fn, old, new):
     """`dim 0 of x: 8 -> 16`, `lr: 0.1 -> 0.2`, `training: True -> False`, ..."""
-    old_parts = {p[:2]: p for p in old}
+    old_parts = {_part_key(p): p for p in old}
     changes = []
     for part in new:
-        key = part[:2]
+        key = _part_key(part)
         before = old_parts.get(key)
         if before == part:
             continue
         if before is None:
-            changes.append(f"new argument {_input_name(fn, key[1]) if len(key) > 1 else key}")
+            changes.append(f"new argument {_input_name(fn, key[1])}" if len(key) > 1 else f"new {key[0]}")
             continue
         kind = part[0]
         name = _input_name(fn, part[1]) if kind in ("tensor", "value", "object") else kind
@@ -311,6 +311,11 @@ def explain_signature_change(fn, old, new):
         else:
             changes.append(f"{name} changed")
     return "; ".join(changes) or "new call signature"
+
+
+def _part_key(part):
+    """Signature parts about an argument are keyed by (kind, path); the others by kind."""
+    return part[:2] if part[0] in ("tensor", "value", "object", "container") else part[:1]
 
 
 def _leaf_signature(value, path, parts):

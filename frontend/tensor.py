@@ -268,7 +268,8 @@ class Tensor:
         alias.requires_grad = self.requires_grad
         alias.grad_fn = self.grad_fn
         alias._version = self._version
-        alias._node = self._node
+        recorder = STATE.recorder
+        alias._node = self._node if recorder is None else (recorder, recorder.node_of(self))
         return alias
 
     def _inplace(self, compute, op_name):

@@ -69,6 +69,7 @@ class Tracer:
     def _register(self, tensor, node):
         self.known[id(tensor)] = node
         self.keep.append(tensor)
+        tensor._node = (self, node)  # aliases made by in-place ops inherit the token
 
     def node_of(self, tensor):
         token = tensor._node
@@ -122,6 +123,8 @@ class Tracer:
             STATE.recorder = self
         node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim))
         result._node = (self, node)
+        if result.grad_fn is not None:
+            result.grad_fn.out_token = result._node  # VJPs that read the output refer to this node
         self.live[node] = weakref.ref(result)
         return result
 
@@ -266,14 +269,15 @@ def external_names(fn):
         except ValueError:
             continue
     names = {}
-    for var in list(code.co_names) + list(code.co_freevars):
-        value = scope.get(var)
-        if value is None:
-            continue
+    values = [(var, scope.get(var)) for var in list(code.co_names) + list(code.co_freevars)]
+    for var, value in values:  # modules first: a weight is `net.fc1.weight`, not `opt.param[0]`
         if hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
             for pname, t in module_state(value):
                 names.setdefault(id(t), f"{var}.{pname}")
-        elif hasattr(value, "param_groups") and hasattr(value, "state"):
+    for var, value in values:
+        if value is None:
+            continue
+        if hasattr(value, "param_groups") and hasattr(value, "state"):
             params = [p for group in value.param_groups for p in group["params"]]
             for i, p in enumerate(params):
                 names.setdefault(id(p), f"{var}.param[{i}]")

@@ -205,11 +205,12 @@ def _check_p(p, op):
 
 
 def _mask(shape, p, like):
-    """A constant keep-mask scaled by 1/(1-p), drawn from ember's default generator."""
-    rng = generator_or_default(None)
-    keep = rng.random(shape) >= p
+    """A keep-mask scaled by 1/(1-p), drawn with ember.rand: from ember's default generator
+    in eager mode, and as a `random` op with a fresh seed per call inside compiled code."""
+    from ember.frontend.creation import rand
+    keep = M.to_dtype(M.ge(rand(*shape, dtype=like.dtype), p), like.dtype)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-    return Tensor._wrap((keep * scale).astype(like._data.dtype))
+    return M.mul(keep, scale)
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
