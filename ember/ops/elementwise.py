@@ -30,10 +30,15 @@ def _float_unary_rule(name):
     return infer
 
 
+# what PyTorch suggests instead of arithmetic on bool tensors
+_BOOL_HINTS = {"neg": "; to invert a mask use `~` or logical_not()",
+               "sub": "; use `^` or logical_xor() instead"}
+
+
 def _any_unary_rule(name):
     def infer(x):
         if x.dtype is dtypes.bool_:
-            raise OpError(name, f"is not defined for bool tensors, got {describe(x)}")
+            raise OpError(name, f"is not defined for bool tensors, got {describe(x)}{_BOOL_HINTS.get(name, '')}")
         return Spec(x.shape, x.dtype)
     return infer
 
@@ -118,7 +123,8 @@ def _binary_rule(name, float_only=False, result=None):
         if float_only:
             require_float(name, a)
         elif dtype is dtypes.bool_ and result is None:
-            raise OpError(name, f"is not defined for bool tensors, got {describe(a)} and {describe(b)}")
+            raise OpError(name, f"is not defined for bool tensors, got {describe(a)} and {describe(b)}"
+                                f"{_BOOL_HINTS.get(name, '')}")
         return Spec(broadcast_shapes(name, a, b), result or dtype)
     return infer
 
@@ -162,12 +168,19 @@ def _remainder_vjp(g, out, a, b):
     return C.sum_to(g, a.shape), C.sum_to(C.neg(C.mul(g, _p("floor_divide").bind(a, b))), b.shape)
 
 
+def _check_integer_divisor(b):
+    if b.dtype.kind in "iu" and not np.all(b):
+        raise ZeroDivisionError("integer division by zero")  # as PyTorch; numpy would give 0
+
+
 def _remainder(a, b):
+    _check_integer_divisor(b)
     with np.errstate(all="ignore"):
         return np.remainder(a, b)
 
 
 def _floor_divide(a, b):
+    _check_integer_divisor(b)
     with np.errstate(all="ignore"):
         return np.floor_divide(a, b)
 
