@@ -7,7 +7,7 @@ constant tensors that broadcast.
 import numpy as np
 
 from ember import dtypes
-from ember.ops import PRIMITIVES as P
+from ember.ops import OpError, PRIMITIVES as P
 from .tensor import Tensor
 
 _NUMBER = (int, float, bool, np.number, np.bool_)
@@ -58,10 +58,21 @@ def binary(name, a, b):
     return P[name].bind(a, b)
 
 
+def _bool_fallback(error, logical, input, other):
+    """PyTorch adds bool tensors as logical or and multiplies them as logical and; the
+    primitives reject bool, so only this error path pays for the check."""
+    if dtypes.result_type(*_operand_dtypes((input, other))) is dtypes.bool_:
+        return logical(input, other)
+    raise error
+
+
 def add(input, other, alpha=1):
     if alpha != 1:
         other = mul(other, alpha)
-    return binary("add", input, other)
+    try:
+        return binary("add", input, other)
+    except OpError as error:
+        return _bool_fallback(error, logical_or, input, other)
 
 
 def sub(input, other, alpha=1):
@@ -71,7 +82,10 @@ def sub(input, other, alpha=1):
 
 
 def mul(input, other):
-    return binary("mul", input, other)
+    try:
+        return binary("mul", input, other)
+    except OpError as error:
+        return _bool_fallback(error, logical_and, input, other)
 
 
 def div(input, other, rounding_mode=None):
@@ -113,11 +127,17 @@ def pow(input, exponent):
 
 
 def maximum(input, other):
-    return binary("maximum", input, other)
+    try:
+        return binary("maximum", input, other)
+    except OpError as error:
+        return _bool_fallback(error, logical_or, input, other)
 
 
 def minimum(input, other):
-    return binary("minimum", input, other)
+    try:
+        return binary("minimum", input, other)
+    except OpError as error:
+        return _bool_fallback(error, logical_and, input, other)
 
 
 def neg(input):
