@@ -24,6 +24,35 @@ def _numpy_key(key):
     return key
 
 
+def _is_int(k):
+    return isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
+
+
+def _is_advanced(k):
+    return isinstance(k, (np.ndarray, list))
+
+
+def _integers_first(key):
+    """PyTorch selects integer indices before advanced indexing, so `x[1, :, idx]` is
+    `x[1][:, idx]`; numpy treats the integer as one more advanced index, which moves the
+    indexed dims to the front. Split such a key into a basic part and an advanced part."""
+    basic, advanced = [], []
+    for k in key:
+        if _is_int(k):
+            basic.append(k)
+        elif _is_advanced(k):
+            dims = np.ndim(k) if np.asarray(k).dtype == bool else 1
+            basic.extend([slice(None)] * dims)
+            advanced.append(k)
+        elif k is None:
+            basic.append(None)
+            advanced.append(slice(None))
+        else:  # a slice or Ellipsis
+            basic.append(k)
+            advanced.append(k if k is Ellipsis else slice(None))
+    return tuple(basic), tuple(advanced)
+
+
 def _recording(*tensors):
     return STATE.recorder is not None or (STATE.grad_enabled and any(
         isinstance(t, Tensor) and t.requires_grad for t in tensors))
@@ -31,8 +60,12 @@ def _recording(*tensors):
 
 def getitem(x, key):
     if not _recording(x):
+        key = _numpy_key(key)
         try:
-            return Tensor._wrap(np.asarray(x._data[_numpy_key(key)]))
+            if type(key) is tuple and any(map(_is_int, key)) and any(map(_is_advanced, key)):
+                basic, advanced = _integers_first(key)
+                return Tensor._wrap(np.asarray(x._data[basic][advanced]))
+            return Tensor._wrap(np.asarray(x._data[key]))
         except IndexError as error:
             raise IndexError(f"{error} (indexing a tensor of shape {list(x.shape)})") from None
     return _lowered_getitem(x, key)
@@ -128,28 +161,91 @@ def _check_bounds(index, size):
         raise IndexError(f"index {bad} is out of bounds for dimension with size {size}")
 
 
+class _AdvancedPlan:
+    """Index tensors at `positions` of a tensor of `shape`, combined the numpy/PyTorch way:
+    their dims are moved to the front and flattened into one, addressed by one `linear`
+    index tensor (built from primitives, so it traces). `result_shape` is x[key]'s shape:
+    adjacent index tensors keep their place, separated ones go first."""
+
+    def __init__(self, shape, advanced):
+        from .shape_ops import broadcast_tensors
+        self.shape = shape
+        self.positions = [p for p, _ in advanced]
+        indices = [_index_tensor(t, shape[p]) for p, t in advanced]
+        if len(indices) > 1:
+            indices = broadcast_tensors(*indices)
+        self.rest = [i for i in range(len(shape)) if i not in self.positions]
+        self.linear = None
+        for p, idx in zip(self.positions, indices):
+            if len(indices) > 1:
+                idx = where(P["lt"].bind(idx, constant(0, dtypes.int64)), idx + shape[p], idx)
+            self.linear = idx if self.linear is None else self.linear * shape[p] + idx
+        index_shape = tuple(self.linear.shape)
+        first = self.positions[0]
+        self.adjacent = self.positions == list(range(first, first + len(self.positions)))
+        self.front_shape = index_shape + tuple(shape[i] for i in self.rest)
+        if self.adjacent:
+            before = tuple(shape[i] for i in self.rest if i < first)
+            self.result_shape = before + index_shape + tuple(shape[i] for i in self.rest if i > first)
+        else:
+            self.result_shape = self.front_shape
+
+    def flattened(self, x):
+        """x with the indexed dims moved to the front and flattened into dim 0."""
+        from .shape_ops import permute, reshape
+        if len(self.positions) == 1:
+            return x  # one index tensor addresses its own dim directly
+        moved = permute(x, self.positions + self.rest)
+        return reshape(moved, (-1,) + tuple(self.shape[i] for i in self.rest))
+
+    def unflattened(self, flat):
+        from .shape_ops import permute, reshape
+        if len(self.positions) == 1:
+            return flat
+        order = self.positions + self.rest
+        moved = reshape(flat, tuple(self.shape[i] for i in order))
+        return permute(moved, [order.index(i) for i in range(len(order))])
+
+    @property
+    def axis(self):
+        return self.positions[0] if len(self.positions) == 1 else 0
+
+    def to_front(self, result):
+        """x[key]-shaped values rearranged to match `flattened` (index dims first)."""
+        from .shape_ops import movedim
+        if len(self.positions) == 1 or not self.adjacent or self.positions[0] == 0:
+            return result
+        nd, first = self.linear.ndim, self.positions[0]
+        return movedim(result, list(range(first, first + nd)), list(range(nd)))
+
+    def from_front(self, taken):
+        from .shape_ops import movedim
+        if len(self.positions) == 1 or not self.adjacent or self.positions[0] == 0:
+            return taken
+        nd, first = self.linear.ndim, self.positions[0]
+        return movedim(taken, list(range(nd)), list(range(first, first + nd)))
+
+
 def _take_advanced(x, advanced):
-    """numpy's rule: adjacent index tensors keep their place, separated ones go first."""
-    positions = [p for p, _ in advanced]
-    shape = tuple(x.shape)
-    indices = [_index_tensor(t, shape[p]) for p, t in advanced]
-    if len(indices) == 1:
-        return P["take"].bind(x, indices[0], axis=positions[0])
-    from .shape_ops import broadcast_tensors, permute, reshape, movedim
-    indices = broadcast_tensors(*indices)
-    rest = [i for i in range(len(shape)) if i not in positions]
-    moved = permute(x, positions + rest)
-    flat = reshape(moved, (-1,) + tuple(shape[i] for i in rest))
-    linear = None
-    for p, idx in zip(positions, indices):
-        idx = where(P["lt"].bind(idx, constant(0, dtypes.int64)), idx + shape[p], idx)
-        linear = idx if linear is None else linear * shape[p] + idx
-    out = P["take"].bind(flat, linear, axis=0)
-    adjacent = positions == list(range(positions[0], positions[0] + len(positions)))
-    if adjacent and positions[0] != 0:
-        nd = linear.ndim
-        out = movedim(out, list(range(nd)), list(range(positions[0], positions[0] + nd)))
-    return out
+    plan = _AdvancedPlan(tuple(x.shape), advanced)
+    return plan.from_front(P["take"].bind(plan.flattened(x), plan.linear, axis=plan.axis))
+
+
+def _put_advanced(x, advanced, value):
+    plan = _AdvancedPlan(tuple(x.shape), advanced)
+    from .shape_ops import expand
+    values = plan.to_front(expand(_drop_leading_ones(value, len(plan.result_shape)), plan.result_shape))
+    flat = plan.flattened(x)
+    return plan.unflattened(P["index_put"].bind(flat, plan.linear, values, axis=plan.axis))
+
+
+def _drop_leading_ones(value, ndim):
+    """Like numpy and PyTorch, a value may carry extra leading dims of size 1."""
+    from .shape_ops import reshape
+    extra = value.ndim - ndim
+    if extra > 0 and all(d == 1 for d in value.shape[:extra]):
+        return reshape(value, tuple(value.shape[extra:]))
+    return value
 
 
 # ----------------------------------------------------------------------------- assignment
@@ -162,13 +258,24 @@ def setitem(x, key, value):
             x._inplace(lambda cur: cur, "index assignment")  # raises the leaf error
         if not x._data.flags.writeable:
             x._data = np.array(x._data)
-        x._data[_numpy_key(key)] = value._data if isinstance(value, Tensor) else value
+        key = _numpy_key(key)
+        value = value._data if isinstance(value, Tensor) else value
+        try:
+            if type(key) is tuple and any(map(_is_int, key)) and any(map(_is_advanced, key)):
+                basic, advanced = _integers_first(key)
+                x._data[basic][advanced] = value  # basic indexing gives a view: this writes x
+            else:
+                x._data[key] = value
+        except IndexError as error:
+            raise IndexError(f"{error} (assigning into a tensor of shape {list(x.shape)})") from None
         x._version += 1
         return
     x._inplace(lambda current: _functional_setitem(current, key, value), "index assignment")
 
 
 def _functional_setitem(x, key, value):
+    """x with x[key] = value, built from primitives: slice_update for the basic part,
+    index_put on the flattened indexed dims for index tensors and masks."""
     (value,) = promote_operands((value,)) if not isinstance(value, Tensor) else (value,)
     value = to_dtype(value, x.dtype)
     if isinstance(key, Tensor) and key.dtype is dtypes.bool_ and tuple(key.shape) == tuple(x.shape) \
@@ -177,19 +284,17 @@ def _functional_setitem(x, key, value):
     entries = _expand_key(x, key)
     starts, stops, steps, out_shape, advanced = _basic_plan(x, entries)
     from .shape_ops import expand, reshape
+    region_shape = tuple(len(range(a, b, c)) for a, b, c in zip(starts, stops, steps))
+    whole = (starts, stops, steps) == ([0] * x.ndim, list(x.shape), [1] * x.ndim)
     if not advanced:
-        region = tuple(len(range(a, b, c)) for a, b, c in zip(starts, stops, steps))
-        v = expand(value, out_shape) if tuple(value.shape) != out_shape else value
-        v = reshape(v, region)
-        return P["slice_update"].bind(x, v, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
-    if len(advanced) == 1 and all(st == 1 and lo == 0 and hi == d for lo, hi, st, d
-                                  in zip(starts, stops, steps, x.shape)) and len(out_shape) == x.ndim:
-        position, index = advanced[0]
-        index = _index_tensor(index, x.shape[position])
-        target = tuple(x.shape[:position]) + tuple(index.shape) + tuple(x.shape[position + 1:])
-        return P["index_put"].bind(x, index, expand(value, target), axis=position)
-    raise IndexError("this combination of index tensors and slices cannot be assigned to while "
-                     "recording gradients; assign inside `with ember.no_grad():` or index one dim at a time")
+        v = expand(_drop_leading_ones(value, len(out_shape)), out_shape)
+        region = reshape(v, region_shape)
+    else:
+        region = x if whole else P["slice"].bind(x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+        region = reshape(_put_advanced(reshape(region, out_shape), advanced, value), region_shape)
+    if whole and advanced:
+        return region
+    return P["slice_update"].bind(x, region, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
 
 
 def nonzero(input, as_tuple=False):
