@@ -18,9 +18,10 @@ values_indices = namedtuple("values_indices", "values indices")
 def _axes(op, dim, ndim):
     from ember.ops.registry import OpError
     try:
-        return normalize_axes(op, dim, ndim)
+        axes = normalize_axes(op, dim, ndim)
     except OpError as error:
         raise IndexError(str(error)) from None
+    return axes if ndim else ()  # a 0-d tensor accepts dim 0 or -1 and has nothing to reduce
 
 
 def _count(shape, axes):
@@ -63,11 +64,20 @@ def _extremum(name, arg_name):
         if isinstance(dim, Tensor):  # torch.max(a, b) is maximum
             from .math_ops import maximum, minimum
             return (maximum if name == "amax" else minimum)(input, dim)
-        if dim is None:
+        if dim is None:  # ties share the gradient evenly, as in PyTorch
             return P[name].bind(input, axes=_axes(name, None, input.ndim), keepdims=False)
-        axes = _axes(name, dim, input.ndim)
-        values = P[name].bind(input, axes=axes, keepdims=keepdim)
-        indices = P[arg_name].bind(input, axis=dim, keepdims=keepdim)
+        (axis,) = _axes(name[1:], (dim,), input.ndim) or (None,)
+        if axis is None:  # a 0-d tensor
+            return values_indices(P["convert"].bind(input, dtype=input.dtype.name),
+                                  Tensor._wrap(np.zeros((), np.int64)))
+        # the values are gathered at the indices, so the gradient goes to that one element
+        # (PyTorch's rule for max(dim)/min(dim); amax/amin split it among ties instead)
+        indices = P[arg_name].bind(input, axis=axis, keepdims=True)
+        values = P["gather"].bind(input, indices, axis=axis)
+        if not keepdim:
+            reduced = tuple(d for i, d in enumerate(input.shape) if i != axis)
+            values = P["reshape"].bind(values, shape=reduced)
+            indices = P["reshape"].bind(indices, shape=reduced)
         return values_indices(values, indices)
     reduce.__name__ = name[1:]
     return reduce
@@ -142,18 +152,22 @@ def logsumexp(input, dim, keepdim=False):
     return out
 
 
-def all(input, dim=None, keepdim=False):
+def _logical_reduce(op, prim, empty_value, input, dim, keepdim):
     x = to_dtype(input, dtypes.bool_)
-    if not x.numel():
-        return Tensor._wrap(np.array(True))
-    return P["amin"].bind(x, axes=_axes("all", dim, x.ndim), keepdims=keepdim)
+    axes = _axes(op, dim, x.ndim)
+    if not x.numel():  # nothing to reduce over: all() is True, any() is False
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keepdim else \
+            tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        return Tensor._wrap(np.full(shape, empty_value))
+    return P[prim].bind(x, axes=axes, keepdims=keepdim)
+
+
+def all(input, dim=None, keepdim=False):
+    return _logical_reduce("all", "amin", True, input, dim, keepdim)
 
 
 def any(input, dim=None, keepdim=False):
-    x = to_dtype(input, dtypes.bool_)
-    if not x.numel():
-        return Tensor._wrap(np.array(False))
-    return P["amax"].bind(x, axes=_axes("any", dim, x.ndim), keepdims=keepdim)
+    return _logical_reduce("any", "amax", False, input, dim, keepdim)
 
 
 def count_nonzero(input, dim=None):
