@@ -7,10 +7,11 @@ and matmul), so the compiler sees every product the same way.
 import numpy as np
 
 from ember.ops import PRIMITIVES as P
-from .dispatch import current_module
+from ember.ops.registry import OpError, describe
+from .dispatch import current_module, spec_of
 from .math_ops import promote_operands, mul, sub
 from .reductions import sum as reduce_sum, norm as vector_norm_impl
-from .shape_ops import unsqueeze, squeeze, reshape, permute
+from .shape_ops import unsqueeze, squeeze, reshape, permute, _slice_axis
 from .tensor import Tensor
 
 
@@ -18,6 +19,10 @@ def matmul(input, other):
     a, b = promote_operands((input, other))
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(f"matmul: both arguments need at least 1 dimension, got {a.ndim}D and {b.ndim}D tensors")
+    inner_a, inner_b = a._data.shape[-1], b._data.shape[0] if b.ndim == 1 else b._data.shape[-2]
+    if inner_a != inner_b:  # checked here so the error names the user's shapes, not unsqueezed ones
+        raise OpError("matmul", f"shapes {describe(spec_of(a))} and {describe(spec_of(b))} cannot be "
+                                f"multiplied ({inner_a} != {inner_b})").in_module(current_module())
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
     if squeeze_a:
         a = unsqueeze(a, 0)
@@ -81,28 +86,13 @@ def addmm(input, mat1, mat2, beta=1, alpha=1):
 
 
 def einsum(equation, *operands):
-    """Lowered to permute/reshape/broadcast and one matmul per pair of operands."""
+    """Lowered to permute/reshape/slice and one matmul per pair of operands."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
-    equation = equation.replace(" ", "")
-    if "->" in equation:
-        inputs, output = equation.split("->")
-    else:
-        inputs = equation
-        letters = inputs.replace(",", "")
-        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    terms = inputs.split(",")
-    if len(terms) != len(operands):
-        raise RuntimeError(f"einsum(): {len(terms)} operand subscripts for {len(operands)} operands")
-    if "." in equation:
-        raise RuntimeError("einsum(): ellipsis ('...') is not supported yet; spell out the dims")
     operands = list(promote_operands(operands))
-    for term, op in zip(terms, operands):
-        if len(term) != op.ndim:
-            raise RuntimeError(f"einsum(): subscript '{term}' has {len(term)} dims but the operand has shape "
-                               f"{list(op.shape)}")
-        if len(set(term)) != len(term):
-            raise RuntimeError(f"einsum(): repeated subscripts within one operand ('{term}') are not supported")
+    terms, output = _parse_einsum(equation.replace(" ", ""), operands)
+    for i, (term, op) in enumerate(zip(terms, operands)):
+        terms[i], operands[i] = _take_diagonals(term, op)
     term, value = terms[0], operands[0]
     for i in range(1, len(terms)):
         needed_later = output + "".join(terms[i + 1:])
@@ -112,6 +102,56 @@ def einsum(equation, *operands):
         value = reduce_sum(value, dropped)
         term = "".join(c for c in term if c in output)
     return permute(value, [term.index(c) for c in output]) if term != output else value
+
+
+def _parse_einsum(equation, operands):
+    """Operand terms and the output term, with '...' spelled out as unused capital letters
+    (aligned from the right, size-1 dims broadcast) and an implicit output made explicit."""
+    from .shape_ops import expand
+    inputs, arrow, output = equation.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise RuntimeError(f"einsum(): {len(terms)} operand subscripts for {len(operands)} operands")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation]
+    counts = [op.ndim - len(t.replace("...", "")) if "..." in t else 0 for t, op in zip(terms, operands)]
+    broadcast = "".join(spare[:max(counts, default=0)])
+    terms = [t.replace("...", broadcast[len(broadcast) - k:]) for t, k in zip(terms, counts)]
+    for given, term, op in zip(inputs.split(","), terms, operands):
+        if len(term) != op.ndim or not term.isalpha() and term:
+            raise RuntimeError(f"einsum(): subscript '{given}' does not match an operand of shape "
+                               f"{list(op.shape)}")
+    if arrow:
+        output = output.replace("...", broadcast)
+    else:  # the letters used once, in alphabetical order, after the broadcast dims
+        letters = "".join(terms)
+        output = broadcast + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in broadcast))
+    seen = {}
+    for i, (term, op) in enumerate(zip(terms, operands)):
+        for c, d in zip(term, op.shape):
+            if c not in broadcast and seen.setdefault(c, (d, i))[0] != d:
+                raise RuntimeError(f"einsum(): subscript '{c}' has size {seen[c][0]} in operand {seen[c][1]} "
+                                   f"{list(operands[seen[c][1]].shape)} but size {d} in operand {i} {list(op.shape)}")
+    sizes = {c: d for t, op in zip(terms, operands) for c, d in zip(t, op.shape) if c in broadcast and d != 1}
+    for i, (term, op) in enumerate(zip(terms, operands)):
+        target = tuple(sizes.get(c, d) if c in broadcast else d for c, d in zip(term, op.shape))
+        if target != tuple(op.shape):
+            operands[i] = expand(op, target)
+    return terms, output
+
+
+def _take_diagonals(term, value):
+    """A letter repeated within one operand ('ii->i', 'ii->') takes the diagonal: the
+    repeated dims are moved last, flattened, and sliced with a stride of n^(k-1)+...+n+1."""
+    while len(set(term)) != len(term):
+        letter = next(c for c in term if term.count(c) > 1)
+        dims = [i for i, c in enumerate(term) if c == letter]
+        n = value.shape[dims[0]]  # _parse_einsum checked the repeated dims agree
+        rest = [i for i in range(len(term)) if i not in dims]
+        value = reshape(permute(value, rest + dims), tuple(value.shape[i] for i in rest) + (n ** len(dims),))
+        stride = sum(n ** k for k in range(len(dims)))
+        value = _slice_axis(value, value.ndim - 1, 0, n ** len(dims), stride) if n > 1 else value
+        term = "".join(term[i] for i in rest) + letter
+    return term, value
 
 
 def _contract_pair(term_a, a, term_b, b, needed_later):
