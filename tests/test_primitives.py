@@ -94,6 +94,10 @@ CASES = {
                      lambda x, dtype: x.astype(np.int64))],
     "constant": [Case("filled", [], {"value": 2.5, "shape": (2, 3), "dtype": "float32"},
                       lambda value, shape, dtype: np.full(shape, value, dtype))],
+    "random": [Case("uniform", [np.array(7, I64)],
+                    {"distribution": "uniform", "shape": (2, 3), "dtype": "float32", "a": -1.0, "b": 1.0}, None),
+               Case("normal", [np.array(7, I64)],
+                    {"distribution": "normal", "shape": (4,), "dtype": "float64", "a": 0.0, "b": 1.0}, None)],
     # --------------------------------------------------------------- reductions and scans
     "sum": [Case("two_axes_keepdims", [random(2, 3, 4)], {"axes": (0, 2), "keepdims": True},
                  lambda x, axes, keepdims: x.sum(axes, keepdims=keepdims)),
@@ -339,3 +343,13 @@ def test_without_strict_mode_the_rule_is_not_run_on_success():
     wrong_shape = _bad_primitive(lambda x: Spec((7,), x.dtype))
     STATE.strict = False  # conftest restores it
     assert wrong_shape.bind(ember.ones(3)).tolist() == [2.0, 2.0, 2.0]
+
+
+def test_random_source_is_reproducible_and_in_range():
+    attrs = dict(distribution="uniform", shape=(1000,), dtype="float64", a=-1.0, b=1.0)
+    first = PRIMITIVES["random"].bind(ember.tensor(7), **attrs).numpy()
+    again = PRIMITIVES["random"].bind(ember.tensor(7), **attrs).numpy()
+    other = PRIMITIVES["random"].bind(ember.tensor(8), **attrs).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert first.min() >= -1.0 and first.max() < 1.0 and abs(first.mean()) < 0.1
