@@ -527,3 +527,38 @@ def test_gradient_shape_mismatch_names_the_shapes():
     p.grad = ember.zeros(3)
     with pytest.raises(RuntimeError, match=r"Adam.step: gradient of shape \[3\] does not match .* \[2, 3\]"):
         Adam([p]).step()
+
+
+@pytest.mark.parametrize("cls, options", [(SGD, dict(lr=0.1, momentum=0.9, nesterov=True)),
+                                          (Adam, dict(lr=0.1, amsgrad=True, capturable=True)),
+                                          (RMSprop, dict(lr=0.01, centered=True, momentum=0.5)),
+                                          (Adadelta, dict(weight_decay=0.1))],
+                         ids=["SGD", "Adam-capturable", "RMSprop", "Adadelta"])
+def test_compiled_training_step_records_the_update_without_guards(cls, options):
+    """ember.compile traces the whole step: the in-place update becomes mutations of the param
+    and the optimizer state, with no guard, and later calls match the eager run."""
+    x_np = np.random.default_rng(4).normal(size=(8, 3)).astype(np.float32)
+
+    def make():
+        w = ember.tensor([[0.5], [-1.0], [2.0]], requires_grad=True)
+        return w, cls([w], **options)
+
+    w, optimizer = make()
+    w_ref, optimizer_ref = make()
+    x = ember.tensor(x_np)
+
+    def train_step(w, optimizer):
+        optimizer.zero_grad()
+        loss = ((x @ w) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    compiled = ember.compile(lambda: train_step(w, optimizer))
+    for _ in range(8):
+        loss = compiled()
+        ref_loss = train_step(w_ref, optimizer_ref)
+        np.testing.assert_allclose(loss.item(), ref_loss.item(), rtol=1e-5)
+    np.testing.assert_allclose(w.detach().numpy(), w_ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+    # the first calls trace (state is created on the first step); after that the program runs
+    assert compiled.report.guards == {} and compiled.report.compiled_calls >= 5
