@@ -119,10 +119,10 @@ def _class_targets(op, input, target, ignore_index):
     """Check a class-index target against input [N,C,...] and return it as int64."""
     expected = (input.shape[0],) + tuple(input.shape[2:])
     if target.is_floating_point() or target.dtype is dtypes.bool_:
+        alternative = ", or class probabilities of the input's shape and dtype" if op == "cross_entropy" else ""
         raise RuntimeError(
             f"{where_named(op)}: target {_shape_text(target)} must hold class indices of an integer dtype "
-            f"(expected shape {list(expected)}, e.g. target.long()), or class probabilities of the input's "
-            f"shape and dtype; input is {_shape_text(input)}")
+            f"(expected shape {list(expected)}, e.g. target.long()){alternative}; input is {_shape_text(input)}")
     if tuple(target.shape) != expected:
         raise ValueError(f"{where_named(op)}: expected target of shape {list(expected)} (class indices) for input "
                          f"{_shape_text(input)}, got {_shape_text(target)}")
