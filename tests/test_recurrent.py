@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ember
-from ember.frontend.nn.embedding import Embedding, embedding
+from ember.frontend.nn.embedding import Embedding, EmbeddingBag, embedding, embedding_bag
 from ember.frontend.nn.recurrent import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell
 
 MODES = ["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
@@ -469,6 +469,68 @@ def test_embedding_feeds_lstm_end_to_end():
     assert tuple(out.shape) == (2, 3, 4) and tuple(h_n.shape) == (1, 2, 4)
     assert np.all(table.weight.grad.detach().numpy()[0] == 0) and np.any(table.weight.grad.detach().numpy()[1] != 0)
     assert all(p.grad is not None for p in lstm.parameters())
+
+
+# ----------------------------------------------------------------------------- embedding bags
+
+def reference_bags(weight, bags, mode, sample_weights=None, padding_idx=None):
+    out = np.zeros((len(bags), weight.shape[1]))
+    for b, indices in enumerate(bags):
+        kept = [(j, i) for j, i in enumerate(indices) if i != padding_idx]
+        if not kept:
+            continue
+        rows = np.stack([weight[i] * (1.0 if sample_weights is None else sample_weights[b][j]) for j, i in kept])
+        out[b] = {"sum": rows.sum(0), "mean": rows.mean(0), "max": rows.max(0)}[mode]
+    return out
+
+
+BAGS = [[1, 4, 1], [], [0], [4, 3, 2, 2]]
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("padding_idx", [None, 2])
+def test_embedding_bag_with_offsets_matches_reference_and_finite_differences(mode, padding_idx):
+    bag = EmbeddingBag(5, 3, mode=mode, padding_idx=padding_idx, dtype=ember.float64)
+    indices = ember.tensor([i for b in BAGS for i in b])
+    offsets = ember.tensor(np.cumsum([0] + [len(b) for b in BAGS[:-1]]))
+    out = bag(indices, offsets)
+    want = reference_bags(bag.weight.detach().numpy(), BAGS, mode, padding_idx=padding_idx)
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    check_gradients(lambda: weighted_sum([bag(indices, offsets)]), [("weight", bag.weight)])
+    with_last = EmbeddingBag.from_pretrained(bag.weight.detach(), mode=mode, include_last_offset=True,
+                                             padding_idx=padding_idx)
+    last = ember.tensor(list(offsets.numpy()) + [indices.shape[0]])
+    np.testing.assert_allclose(with_last(indices, last).detach().numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_embedding_bag_fixed_length_2d_input(mode):
+    bag = EmbeddingBag(6, 2, mode=mode, dtype=ember.float64)
+    indices = ember.tensor([[0, 5, 5], [2, 1, 3]])
+    out = bag(indices)
+    want = reference_bags(bag.weight.detach().numpy(), indices.numpy().tolist(), mode)
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    check_gradients(lambda: weighted_sum([bag(indices)]), [("weight", bag.weight)])
+
+
+def test_embedding_bag_per_sample_weights_in_sum_mode():
+    weight = randn(5, 3, dtype=ember.float64, requires_grad=True)
+    indices = ember.tensor([[1, 2], [2, 4]])
+    sample_weights = ember.tensor([[0.5, -1.0], [2.0, 0.25]], dtype=ember.float64, requires_grad=True)
+    out = embedding_bag(indices, weight, mode="sum", per_sample_weights=sample_weights)
+    want = reference_bags(weight.detach().numpy(), indices.numpy().tolist(), "sum", sample_weights.detach().numpy())
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-12)
+    check_gradients(lambda: weighted_sum([embedding_bag(indices, weight, mode="sum",
+                                                        per_sample_weights=sample_weights)]),
+                    [("weight", weight), ("per_sample_weights", sample_weights)])
+    with pytest.raises(NotImplementedError, match="only supported for mode='sum'"):
+        embedding_bag(indices, weight, mode="mean", per_sample_weights=sample_weights)
+    with pytest.raises(ValueError, match="offsets has to be None"):
+        embedding_bag(indices, weight, offsets=ember.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"offsets\[0\] has to be 0"):
+        embedding_bag(ember.tensor([1, 2]), weight, offsets=ember.tensor([1]))
+    assert repr(EmbeddingBag(10, 3)) == "EmbeddingBag(10, 3, mode=mean)"
+    assert repr(EmbeddingBag(10, 3, mode="max", padding_idx=0)) == "EmbeddingBag(10, 3, mode=max, padding_idx=0)"
 
 
 def test_warnings_are_not_raised_for_valid_configs():

@@ -9,11 +9,11 @@ import numbers
 
 from ember import dtypes
 from ember.frontend.autograd import no_grad
-from ember.frontend.creation import empty, ones, zeros
+from ember.frontend.creation import arange, empty, ones, zeros
 from ember.frontend.dispatch import STATE
-from ember.frontend.math_ops import add, div, gt, mul, ne, sub, to_dtype, where
-from ember.frontend.reductions import norm
-from ember.frontend.shape_ops import reshape, scatter_add, unsqueeze
+from ember.frontend.math_ops import add, clamp_min, div, eq, gt, le, logical_and, mul, ne, sub, to_dtype, where
+from ember.frontend.reductions import amax, norm, sum as reduce_sum
+from ember.frontend.shape_ops import expand, reshape, scatter_add, unsqueeze
 from ember.frontend.tensor import Tensor
 from .module import Module
 from .parameter import Parameter
@@ -93,19 +93,108 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     return out
 
 
-class Embedding(Module):
-    """A table of `num_embeddings` vectors of size `embedding_dim`, initialised N(0, 1), looked
-    up by integer indices of any shape. The padding_idx row starts at zero and is never updated."""
+def _bag_of_each_position(offsets, count):
+    """bag[j] = (number of offsets <= j) - 1: which bag position j of a 1-D input falls in."""
+    positions = arange(count, dtype=dtypes.int64)
+    starts_before = le(unsqueeze(offsets, 0), unsqueeze(positions, 1))
+    return sub(reduce_sum(to_dtype(starts_before, dtypes.int64), 1), 1)
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
-                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None):
+
+def _check_offsets(input, offsets, include_last_offset):
+    if input.ndim == 2:
+        if offsets is not None:
+            raise ValueError("embedding_bag: if input is 2D, then offsets has to be None, as input is treated "
+                             f"as a mini-batch of fixed length sequences; got offsets {_short(offsets)}")
+        bags, length = input.shape
+        return reshape(input, (-1,)), mul(arange(bags, dtype=dtypes.int64), length)
+    if input.ndim != 1:
+        raise ValueError(f"embedding_bag: input has to be 1D or 2D, got {_short(input)}")
+    if not isinstance(offsets, Tensor) or offsets.ndim != 1 or offsets.dtype.category != 1:
+        shown = _short(offsets) if isinstance(offsets, Tensor) else offsets
+        raise ValueError(f"embedding_bag: for 1D input {_short(input)}, offsets has to be a 1D integer tensor, "
+                         f"got {shown}")
+    data = offsets._data  # validation of the bag boundaries only: nothing here is differentiated
+    if data.size and data[0] != 0:
+        raise ValueError(f"embedding_bag: offsets[0] has to be 0, i.e. the first bag starts at position 0, "
+                         f"got {int(data[0])}")
+    if data.size and (data.max() > input.shape[0] or (data[1:] < data[:-1]).any()):
+        raise ValueError(f"embedding_bag: offsets must be non-decreasing and at most the input length "
+                         f"{input.shape[0]}, got {data.tolist()}")
+    offsets = to_dtype(offsets, dtypes.int64)
+    return input, (offsets[:-1] if include_last_offset else offsets)
+
+
+def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                  mode="mean", sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):
+    """Sums, means or maxima of bags of embeddings without materialising the lookups per bag.
+
+    A 2-D input (B, N) holds B bags of N indices; a 1-D input is cut into bags at `offsets`.
+    Entries equal to padding_idx are left out (and not counted by 'mean'); empty bags give
+    zeros. per_sample_weights (mode 'sum' only) scale each looked-up row.
+    """
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError(f"embedding_bag: mode has to be one of sum, mean or max, got {mode!r}")
+    if per_sample_weights is not None:
+        if mode != "sum":
+            raise NotImplementedError(f"embedding_bag: per_sample_weights is only supported for mode='sum' "
+                                      f"(got mode={mode!r})")
+        if tuple(per_sample_weights.shape) != tuple(input.shape):
+            raise ValueError(f"embedding_bag: per_sample_weights {_short(per_sample_weights)} must have the "
+                             f"shape of input {_short(input)}")
+    _check_indices("embedding_bag", input, weight)
+    padding_idx = _normalize_padding_idx("embedding_bag", padding_idx, weight.shape[0])
+    flat, starts = _check_offsets(input, offsets, include_last_offset)
+    rows = embedding(flat, weight, None, max_norm, norm_type, scale_grad_by_freq)  # (n, dim)
+    count, bags, dim = flat.shape[0], starts.shape[0], weight.shape[1]
+    present = ne(to_dtype(flat, dtypes.int64), padding_idx) if padding_idx is not None else None
+    if mode == "max":
+        return _bag_max(input, rows, starts, present)
+    scale = ones(count, dtype=weight.dtype) if present is None else to_dtype(present, weight.dtype)
+    if per_sample_weights is not None:
+        scale = mul(scale, reshape(to_dtype(per_sample_weights, weight.dtype), (-1,)))
+    bag = _bag_of_each_position(starts, count)
+    index = expand(unsqueeze(bag, 1), (count, dim))
+    out = scatter_add(zeros(bags, dim, dtype=weight.dtype), 0, index, mul(rows, unsqueeze(scale, 1)))
+    if mode == "mean":
+        members = ones(count, dtype=weight.dtype) if present is None else to_dtype(present, weight.dtype)
+        sizes = scatter_add(zeros(bags, dtype=weight.dtype), 0, bag, members)
+        out = div(out, unsqueeze(clamp_min(sizes, 1.0), 1))
+    return out
+
+
+def _bag_max(input, rows, starts, present):
+    """Elementwise maximum per bag; empty bags (or bags of padding only) give zeros."""
+    count, bags, dim = rows.shape[0], starts.shape[0], rows.shape[1]
+    if input.ndim == 2:  # fixed-length bags: a plain reduction over the bag dim
+        member = present if present is not None else ones(count, dtype=dtypes.bool_)
+        member = reshape(member, tuple(input.shape))  # (bags, length)
+        candidates = reshape(rows, tuple(input.shape) + (dim,))
+    else:  # (bags, n) membership: each bag reduces over the positions it owns
+        bag = _bag_of_each_position(starts, count)
+        member = eq(unsqueeze(bag, 0), unsqueeze(arange(bags, dtype=dtypes.int64), 1))
+        if present is not None:
+            member = logical_and(member, unsqueeze(present, 0))
+        candidates = unsqueeze(rows, 0)
+    if member.shape[1] == 0:
+        return zeros(bags, dim, dtype=rows.dtype)
+    best = amax(where(unsqueeze(member, -1), candidates, float("-inf")), 1)
+    return where(unsqueeze(gt(reduce_sum(to_dtype(member, dtypes.int64), 1), 0), -1), best, 0.0)
+
+
+class _LookupTable(Module):
+    """The weight table shared by Embedding and EmbeddingBag: (num_embeddings, embedding_dim),
+    N(0, 1) initialised, the padding_idx row zeroed; `_weight` adopts a given tensor instead."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, scale_grad_by_freq,
+                 sparse, _weight, _freeze, device, dtype):
         super().__init__()
+        owner = type(self).__name__
         for name, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"Embedding: {name} must be a non-negative int, got {value!r}")
+                raise ValueError(f"{owner}: {name} must be a non-negative int, got {value!r}")
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
-        self.padding_idx = _normalize_padding_idx("Embedding", padding_idx, num_embeddings)
+        self.padding_idx = _normalize_padding_idx(owner, padding_idx, num_embeddings)
         self.max_norm = max_norm
         self.norm_type = norm_type
         self.scale_grad_by_freq = scale_grad_by_freq
@@ -117,7 +206,7 @@ class Embedding(Module):
             self.reset_parameters()
         else:
             if tuple(_weight.shape) != (num_embeddings, embedding_dim):
-                raise ValueError(f"Embedding: _weight {_short(_weight)} does not match num_embeddings="
+                raise ValueError(f"{owner}: _weight {_short(_weight)} does not match num_embeddings="
                                  f"{num_embeddings} and embedding_dim={embedding_dim}")
             self.weight = Parameter(_weight, requires_grad=not _freeze)
 
@@ -130,6 +219,23 @@ class Embedding(Module):
         if self.padding_idx is not None:
             with no_grad():
                 self.weight[self.padding_idx] = 0.0
+
+
+def _check_pretrained(owner, embeddings):
+    if not isinstance(embeddings, Tensor) or embeddings.ndim != 2:
+        shown = _short(embeddings) if isinstance(embeddings, Tensor) else type(embeddings).__name__
+        raise ValueError(f"{owner}.from_pretrained: embeddings are expected to be 2-dimensional, got {shown}")
+    return embeddings.shape
+
+
+class Embedding(_LookupTable):
+    """A table of `num_embeddings` vectors of size `embedding_dim`, initialised N(0, 1), looked
+    up by integer indices of any shape. The padding_idx row starts at zero and is never updated."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, scale_grad_by_freq,
+                         sparse, _weight, _freeze, device, dtype)
 
     def forward(self, input):
         return embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type,
@@ -153,9 +259,50 @@ class Embedding(Module):
     def from_pretrained(cls, embeddings, freeze=True, padding_idx=None, max_norm=None, norm_type=2.0,
                         scale_grad_by_freq=False, sparse=False):
         """An Embedding whose weight is `embeddings` (shared, not copied); frozen unless freeze=False."""
-        if not isinstance(embeddings, Tensor) or embeddings.ndim != 2:
-            shown = _short(embeddings) if isinstance(embeddings, Tensor) else type(embeddings).__name__
-            raise ValueError(f"Embedding.from_pretrained: embeddings are expected to be 2-dimensional, got {shown}")
-        rows, cols = embeddings.shape
+        rows, cols = _check_pretrained("Embedding", embeddings)
         return cls(rows, cols, padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
                    scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=embeddings, _freeze=freeze)
+
+
+class EmbeddingBag(_LookupTable):
+    """Per-bag sums, means or maxima of embeddings: forward(input, offsets=None,
+    per_sample_weights=None) -> (bags, embedding_dim); see `embedding_bag`."""
+
+    def __init__(self, num_embeddings, embedding_dim, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                 mode="mean", sparse=False, _weight=None, include_last_offset=False, padding_idx=None,
+                 device=None, dtype=None):
+        if mode not in ("sum", "mean", "max"):
+            raise ValueError(f"EmbeddingBag: mode has to be one of sum, mean or max, got {mode!r}")
+        super().__init__(num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, scale_grad_by_freq,
+                         sparse, _weight, False, device, dtype)
+        self.mode = mode
+        self.include_last_offset = include_last_offset
+
+    def forward(self, input, offsets=None, per_sample_weights=None):
+        return embedding_bag(input, self.weight, offsets, self.max_norm, self.norm_type, self.scale_grad_by_freq,
+                             self.mode, self.sparse, per_sample_weights, self.include_last_offset,
+                             self.padding_idx)
+
+    def extra_repr(self):
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm}"
+        if self.norm_type != 2:
+            s += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq is not False:
+            s += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        s += f", mode={self.mode}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        return s
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+                        mode="mean", sparse=False, include_last_offset=False, padding_idx=None):
+        """An EmbeddingBag whose weight is `embeddings` (shared, not copied); frozen unless freeze=False."""
+        rows, cols = _check_pretrained("EmbeddingBag", embeddings)
+        bag = cls(rows, cols, max_norm=max_norm, norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq,
+                  mode=mode, sparse=sparse, _weight=embeddings, include_last_offset=include_last_offset,
+                  padding_idx=padding_idx)
+        bag.weight.requires_grad_(not freeze)
+        return bag
