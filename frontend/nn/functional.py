@@ -24,6 +24,7 @@ from .functional_conv import (conv1d, conv2d, max_pool1d, max_pool2d, avg_pool1d
 from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cross_entropy, nll_loss,  # noqa: F401
                               binary_cross_entropy, binary_cross_entropy_with_logits, kl_div,
                               soft_margin_loss)
+from .embedding import embedding, embedding_bag  # noqa: F401
 
 
 def _shape_text(t):
