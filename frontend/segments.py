@@ -89,12 +89,11 @@ def _subgraph(graph, lo, hi, wanted, name):
         node = graph.node(node_id)
         if node.op == "param":
             sub.add_param(node.attrs["name"], node.shape, node.dtype, node_id=node_id)
-        else:
-            attrs = dict(node.attrs)
-            attrs.pop("index", None)
-            if node.op != "input":
-                attrs["carried"] = True  # computed by an earlier segment
+        elif node.op == "input":
+            attrs = {k: v for k, v in node.attrs.items() if k != "index"}
             sub.add_input(node.shape, node.dtype, node.name, node_id=node_id, **attrs)
+        else:
+            sub.add_input(node.shape, node.dtype, node.name, node_id=node_id, carried=True)
 
     for node in body:
         for i in node.inputs:

@@ -74,6 +74,23 @@ def set_dispatcher(fn):
     _dispatcher[0] = fn
 
 
+class dispatching_to:
+    """Send every `bind` to `fn` inside the block: the autodiff pass applies VJP rules to IR
+    values this way (symbolic mode), without the frontend."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __enter__(self):
+        self.previous = _dispatcher[0]
+        _dispatcher[0] = self.fn
+        return self
+
+    def __exit__(self, *exc):
+        _dispatcher[0] = self.previous
+        return False
+
+
 def register(name, kind, impl, infer, vjp=None):
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name} is defined twice")
