@@ -11,8 +11,6 @@ import numpy as np
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from ember.frontend.autograd import no_grad
-from ember.frontend.dispatch import STATE
-from ember.frontend.random import generator_or_default
 from ember.frontend.tensor import Tensor
 from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
@@ -206,12 +204,11 @@ def _check_p(p, op):
 
 
 def _mask(shape, p, like):
-    """A keep-mask scaled by 1/(1-p), drawn with ember.rand: from ember's default generator
-    in eager mode, and as a `random` op with a fresh seed per call inside compiled code."""
+    """A keep-mask scaled by 1/(1-p). The uniform draw comes from ember.rand: the default
+    generator in eager mode, the `random` primitive (fed a fresh seed) while tracing."""
     from ember.frontend.creation import rand
     keep = M.to_dtype(M.ge(rand(*shape, dtype=like.dtype), p), like.dtype)
-    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-    return M.mul(keep, scale)
+    return keep if p == 0.0 else M.mul(keep, 0.0 if p >= 1.0 else 1.0 / (1.0 - p))
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -245,7 +242,8 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
     if not training or p == 0.0:
         return input
     alpha = -1.7580993408473766
-    keep = Tensor._wrap((generator_or_default(None).random(tuple(input.shape)) >= p).astype(input._data.dtype))
+    from ember.frontend.creation import rand
+    keep = M.to_dtype(M.ge(rand(*tuple(input.shape), dtype=input.dtype), p), input.dtype)
     a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
     b = -a * alpha * p
     dropped = M.add(M.mul(input, keep), M.mul(M.sub(1.0, keep), alpha))
