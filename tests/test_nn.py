@@ -185,6 +185,16 @@ def test_train_eval_zero_grad_apply_requires_grad():
     assert not any(p.requires_grad for p in model.parameters())
 
 
+def test_train_goes_through_overridden_child_train():
+    class Frozen(nn.Module):
+        def train(self, mode=True):
+            return super().train(False)  # e.g. a frozen batchnorm stays in eval
+
+    model = nn.Sequential(nn.Linear(1, 1), nn.Sequential(Frozen()))
+    model.train()
+    assert model.training and model[0].training and model[1].training and not model[1][0].training
+
+
 def test_double_keeps_parameter_objects_and_skips_integer_buffers():
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
     weight = model[0].weight
@@ -548,6 +558,21 @@ def test_conv2d_padding_modes_pad_before_convolving():
     for mode, np_mode in (("reflect", "reflect"), ("circular", "wrap")):
         np.testing.assert_allclose(F.pad(t64(x), (2, 1, 1, 2), mode=mode).numpy(),
                                    np.pad(x, ((0, 0), (0, 0), (1, 2), (2, 1)), mode=np_mode))
+
+
+def test_conv2d_same_padding_with_circular_mode():
+    x = rand(1, 1, 5, 6)
+    layer = nn.Conv2d(1, 1, (2, 3), padding="same", padding_mode="circular", bias=False).double()
+    w = layer.weight.detach().numpy()
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 1), (1, 1)), mode="wrap")  # height total 1 goes high
+    np.testing.assert_allclose(layer(t64(x)).detach().numpy(),
+                               conv2d_reference(padded, w, None, (1, 1), (0, 0), (1, 1), 1), rtol=1e-10)
+
+
+def test_layer_norm_without_bias_registers_no_bias():
+    ln = nn.LayerNorm(4, bias=False)
+    assert list(ln.state_dict()) == ["weight"] and ln.bias is None
+    assert ln(ember.randn(2, 4)).shape == (2, 4)
 
 
 # ============================================================================ numpy references: pooling

@@ -69,11 +69,15 @@ class _ConvNd(Module):
         """Non-zero padding modes pad explicitly, then convolve without padding (as torch does)."""
         if self.padding_mode == "zeros":
             return input, self.padding
-        if isinstance(self.padding, str):
-            raise ValueError(f"{type(self).__name__}: padding_mode={self.padding_mode!r} needs numeric padding")
-        amounts = []
-        for p in reversed(self.padding):
-            amounts += [p, p]
+        if self.padding == "valid":
+            return input, 0
+        amounts = []  # F.pad order: last dim first, (low, high) each
+        for i in reversed(range(self.dims)):
+            if self.padding == "same":
+                total = self.dilation[i] * (self.kernel_size[i] - 1)
+                amounts += [total // 2, total - total // 2]
+            else:
+                amounts += [self.padding[i], self.padding[i]]
         return F.pad(input, amounts, mode=self.padding_mode), 0
 
     def extra_repr(self):

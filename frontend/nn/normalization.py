@@ -107,8 +107,9 @@ class LayerNorm(Module):
         kind = factory(dtype)
         if elementwise_affine:
             self.weight = Parameter(ones(self.normalized_shape, dtype=kind))
-            self.bias = Parameter(zeros(self.normalized_shape, dtype=kind)) if bias else None
-            if not bias:
+            if bias:
+                self.bias = Parameter(zeros(self.normalized_shape, dtype=kind))
+            else:
                 self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
