@@ -126,7 +126,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = to_dtype(input, dtype)
     if p in ("fro", 2, 2.0):
-        return sqrt(sum(mul(input, input), dim, keepdim))
+        return _root_at_zero_safe(sum(mul(input, input), dim, keepdim), sqrt)
     if p in (float("inf"), "inf"):
         return amax(abs(input), dim if dim is not None else (), keepdim)
     if p in (float("-inf"),):
@@ -136,7 +136,15 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if p == 0:
         from .math_ops import ne
         return sum(to_dtype(ne(input, 0), input.dtype), dim, keepdim)
-    return pow(sum(pow(abs(input), p), dim, keepdim), 1.0 / p)
+    return _root_at_zero_safe(sum(pow(abs(input), p), dim, keepdim), lambda total: pow(total, 1.0 / p))
+
+
+def _root_at_zero_safe(total, root):
+    """root(total), with PyTorch's gradient of a zero norm: 0, not the 0 * inf = nan that
+    the chain rule through the root would give."""
+    from .math_ops import where, eq
+    is_zero = eq(total, 0)
+    return where(is_zero, 0.0, root(where(is_zero, 1.0, total)))
 
 
 def logsumexp(input, dim, keepdim=False):
