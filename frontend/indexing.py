@@ -270,7 +270,10 @@ def setitem(x, key, value):
             raise IndexError(f"{error} (assigning into a tensor of shape {list(x.shape)})") from None
         x._version += 1
         return
-    x._inplace(lambda current: _functional_setitem(current, key, value), "index assignment")
+    # x itself (not an alias) is `current` when only the value requires grad; record against
+    # a detached stand-in so the version bump of x does not invalidate the new node
+    x._inplace(lambda current: _functional_setitem(current.detach() if current is x else current, key, value),
+               "index assignment")
 
 
 def _functional_setitem(x, key, value):
