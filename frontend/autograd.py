@@ -22,7 +22,7 @@ def _camel(name):
 class Node:
     """One recorded primitive application: the `grad_fn` of its output tensor."""
 
-    __slots__ = ("prim", "attrs", "inputs", "versions", "out", "out_ref", "out_version",
+    __slots__ = ("prim", "attrs", "inputs", "saved", "out", "out_ref", "out_version",
                  "freed", "hooks", "retain", "out_token", "__weakref__")
 
     @staticmethod
@@ -31,7 +31,9 @@ class Node:
         node.prim = prim
         node.attrs = attrs
         node.inputs = operands
-        node.versions = tuple(t._version for t in operands)
+        # each input as it was: its array, history and version (an in-place op may later
+        # rebind the tensor object to a new value; the VJP must see this one)
+        node.saved = tuple((t._data, t.grad_fn, t.requires_grad, t._version) for t in operands)
         node.out = result._data
         node.out_ref = weakref.ref(result)
         node.out_version = 0
@@ -51,7 +53,27 @@ class Node:
 
     @property
     def next_functions(self):
-        return tuple((edge_of(t), 0) for t in self.inputs)
+        return tuple((fn if fn is not None else (edge_of(t) if requires_grad else None), 0)
+                     for t, (_, fn, requires_grad, _) in zip(self.inputs, self.saved))
+
+    def unpack_inputs(self):
+        """The inputs as they were when this node was recorded. A tensor rebound by an in-place
+        op is replaced by a stand-in holding the old value and history; a tensor whose memory
+        was overwritten in place is an error (its old value is gone)."""
+        from .tensor import Tensor
+        values = []
+        for i, (t, (data, fn, requires_grad, version)) in enumerate(zip(self.inputs, self.saved)):
+            if t._data is data:
+                if t._version != version:
+                    raise_modified(t, self, f"input {i}", expected=version)
+                if t.grad_fn is fn:
+                    values.append(t)
+                    continue
+            stand_in = Tensor._wrap(data)
+            stand_in.grad_fn = fn
+            stand_in.requires_grad = requires_grad
+            values.append(stand_in)
+        return values
 
     def saved_output(self, create_graph):
         """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
@@ -66,10 +88,6 @@ class Node:
             out.requires_grad = True
         return out
 
-    def check_versions(self):
-        for i, (t, v) in enumerate(zip(self.inputs, self.versions)):
-            if t._version != v:
-                raise_modified(t, self, f"input {i}", expected=v)
 
 
 class AccumulateGrad:
@@ -129,8 +147,7 @@ def _topological_order(roots):
             seen.add(id(node))
             stack.append((node, True))
             if isinstance(node, Node):
-                for t in node.inputs:
-                    child = t.grad_fn
+                for _, child, _, _ in node.saved:
                     if child is not None and id(child) not in seen:
                         stack.append((child, False))
     order.reverse()
@@ -181,16 +198,16 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
                 g = _run_tensor_hooks(node, g)
             if wanted_nodes is not None and id(node) in wanted_nodes:
                 _accumulate(captured, id(wanted_nodes[id(node)]), g)
-            node.check_versions()
+            values = node.unpack_inputs()
             out = node.saved_output(create_graph) if _uses_output(node) else None
-            grads = node.prim.vjp(g, out, *node.inputs, **node.attrs)
+            grads = node.prim.vjp(g, out, *values, **node.attrs)
             if not retain_graph:
                 node.freed = True
-            for t, gi in zip(node.inputs, grads):
-                if gi is None or not t.requires_grad:
+            for t, (_, fn, requires_grad, _), gi in zip(node.inputs, node.saved, grads):
+                if gi is None or not requires_grad:
                     continue
-                if t.grad_fn is not None:
-                    _accumulate(node_grads, id(t.grad_fn), gi)
+                if fn is not None:
+                    _accumulate(node_grads, id(fn), gi)
                 else:
                     _accumulate_leaf(leaf_grads, t, gi)
 
@@ -264,6 +281,10 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     if grad_tensors is None or isinstance(grad_tensors, Tensor):
         grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
     grads = [_default_grad(t, g) for t, g in zip(tensors, grad_tensors)]
+    recorder = STATE.recorder
+    if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None:
+        recorder.backward(tensors, grads)  # the autodiff pass, on the graph being recorded
+        return
     retain = create_graph if retain_graph is None else retain_graph
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)

@@ -118,7 +118,7 @@ class CompiledFunction:
         env = dict(zip(tree.input_nodes, inputs if with_autograd else [t._data for t in inputs]))
         segment = tree.root
         while True:
-            segment.run(env, params, with_autograd)
+            segment.run(env, params, with_autograd, self.backend)
             if segment.guard is None:
                 break
             value = env[segment.guard.node]

@@ -27,12 +27,18 @@ class Segment:
         self.externals = {}  # param name -> weakref of a closed-over tensor
         self.rng_inputs = [n for n in graph.inputs if graph.node(n).attrs.get("rng")]
 
-    def run(self, env, params, with_autograd):
-        """Compute this segment's outputs into `env` (arrays, or tensors when autograd records)."""
+    def run(self, env, params, with_autograd, backend=None):
+        """Compute this segment's outputs into `env` (arrays, or tensors when autograd records:
+        a compiled backward from the autodiff pass where the segment allows, else a replay
+        of its ops through eager autograd)."""
         for node in self.rng_inputs:
             env[node] = np.asarray(default_generator.np.integers(0, 2 ** 62), dtype=np.int64)
         if with_autograd:
-            replay_with_autograd(self.graph, env, params)
+            from .compiled_autograd import can_use_compiled_backward, run_with_compiled_backward
+            if backend is not None and can_use_compiled_backward(self):
+                run_with_compiled_backward(self, env, params, backend)
+            else:
+                replay_with_autograd(self.graph, env, params)
             return
         inputs = {i: _array(env[i]) for i in self.graph.inputs}
         arrays = {name: _array(t) for name, t in params.items() if name in self.graph.params}

@@ -54,6 +54,8 @@ class Tracer:
         self.externals = []  # (param name, tensor) for closed-over tensors
         self.external_names = {}  # id(tensor) -> readable name, from the traced function's globals
         self.rng_inputs = []  # seed inputs of random draws
+        self.values = {}  # node id -> the eager value seen while tracing (gives gradient nodes values)
+        self.placeholder_tensors = {}  # placeholder node id -> its tensor
 
     # ------------------------------------------------------------------ placeholders
     def add_input(self, tensor, name):
@@ -69,6 +71,8 @@ class Tracer:
     def _register(self, tensor, node):
         self.known[id(tensor)] = node
         self.keep.append(tensor)
+        self.values[node] = tensor._data
+        self.placeholder_tensors[node] = tensor
         tensor._node = (self, node)  # aliases made by in-place ops inherit the token
 
     def node_of(self, tensor):
@@ -110,6 +114,7 @@ class Tracer:
                                    {"value": value, "shape": tuple(data.shape), "dtype": data.dtype.name},
                                    name="const")
         tensor._node = (self, node)
+        self.values[node] = data
         self.live[node] = weakref.ref(tensor)
         return node
 
@@ -123,6 +128,7 @@ class Tracer:
             STATE.recorder = self
         node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim))
         result._node = (self, node)
+        self.values[node] = result._data
         if result.grad_fn is not None:
             result.grad_fn.out_token = result._node  # VJPs that read the output refer to this node
         self.live[node] = weakref.ref(result)
@@ -144,6 +150,34 @@ class Tracer:
         self.graph.add_guard(Guard(node, observed_value(tensor._data), how, source, code))
         self.guard_positions.append(self.graph._next_id)
         self.alive_at_guard.append(self.alive_nodes())
+
+    def backward(self, tensors, grad_tensors):
+        """`loss.backward()` inside traced code: the autodiff pass differentiates the recorded
+        graph; the new gradient nodes get their values from the interpreter, so tracing goes
+        on (an optimizer step can read `.grad`), and the whole step is one graph."""
+        from ember.passes.autodiff import gradients
+        from ember.ops import PRIMITIVES
+        for t in tensors:
+            if not t.requires_grad:
+                raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        outputs = [self.node_of(t) for t in tensors]
+        seeds = [self.node_of(g) for g in grad_tensors]
+        leaves = {node: t for node, t in self.placeholder_tensors.items() if t.requires_grad}
+        grads = gradients(self.graph, outputs, list(leaves), seeds=seeds)
+        for node in self.graph.nodes():  # evaluate the gradient nodes just added
+            if node.id not in self.values:
+                out = PRIMITIVES[node.op].impl(*[self.values[i] for i in node.inputs], **node.attrs)
+                self.values[node.id] = out if type(out) is np.ndarray else np.asarray(out)
+        for leaf_node, grad_node in grads.items():
+            if grad_node is None:
+                continue
+            leaf = leaves[leaf_node]
+            g = Tensor._wrap(self.values[grad_node])
+            g._node = (self, grad_node)
+            for hook in leaf.__dict__.get("_hooks") or ():
+                replaced = hook(g)
+                g = g if replaced is None else replaced
+            leaf.grad = g if leaf.grad is None else leaf.grad + g
 
     def alive_nodes(self):
         return {n for n, ref in self.live.items() if ref() is not None}

@@ -126,13 +126,15 @@ class ForwardBackward:
     wrt: list  # forward placeholder ids whose gradients the backward returns
     grad_outputs: list = field(default_factory=list)  # backward output ids, aligned with present wrt
     missing: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)  # backward input ids of the output cotangents
 
 
-def split_forward_backward(graph, wrt):
-    """Differentiate `graph`'s outputs (float ones only) with respect to the placeholders
-    `wrt`; cut the result into a forward and a backward program."""
+def split_forward_backward(graph, wrt, outputs=None):
+    """Differentiate `outputs` (default: the graph's floating-point outputs) with respect to
+    the placeholders `wrt`; cut the result into a forward and a backward program."""
     joint = graph.copy(f"{graph.name}.joint")
-    float_outputs = [o for o in joint.outputs if joint.spec(o).dtype.is_floating_point]
+    chosen = joint.outputs if outputs is None else outputs
+    float_outputs = [o for o in chosen if joint.spec(o).dtype.is_floating_point]
     seeds = []
     for o in float_outputs:
         spec = joint.spec(o)
@@ -142,14 +144,11 @@ def split_forward_backward(graph, wrt):
     saved = sorted({i for n in backward_nodes for i in joint.node(n).inputs
                     if i not in backward_nodes and joint.node(i).op not in ("param",) and i not in seeds})
     forward = graph.copy(f"{graph.name}.forward")
-    forward.outputs = list(graph.outputs) + [s for s in saved if s not in graph.outputs or True]
+    forward.outputs = list(graph.outputs) + [s for s in saved if s not in graph.outputs]
     backward = Graph(f"{graph.name}.backward")
     for s in saved:
         node = joint.node(s)
-        if node.op == "input":
-            backward.add_input(node.shape, node.dtype, node.name, node_id=s, saved=True)
-        else:
-            backward.add_input(node.shape, node.dtype, node.name, node_id=s, saved=True)
+        backward.add_input(node.shape, node.dtype, node.name, node_id=s, saved=True)
     for seed in seeds:
         node = joint.node(seed)
         backward.add_input(node.shape, node.dtype, node.name, node_id=seed, cotangent=True)
@@ -162,7 +161,7 @@ def split_forward_backward(graph, wrt):
     present = [w for w in wrt if grads[w] is not None]
     backward.outputs = [grads[w] for w in present]
     return ForwardBackward(forward, backward, saved, present, list(backward.outputs),
-                           [w for w in wrt if grads[w] is None])
+                           [w for w in wrt if grads[w] is None], list(seeds))
 
 
 def _backward_region(graph, seeds, grads):
