@@ -23,7 +23,11 @@ def _matmul_rule(a, b):
     if a.shape[-1] != b.shape[-2]:
         raise OpError("matmul", f"shapes {describe(a)} and {describe(b)} cannot be multiplied "
                                 f"({a.shape[-1]} != {b.shape[-2]})")
-    batch = broadcast_shapes("matmul", Spec(a.shape[:-2], dtype), Spec(b.shape[:-2], dtype))
+    try:
+        batch = broadcast_shapes("matmul", Spec(a.shape[:-2], dtype), Spec(b.shape[:-2], dtype))
+    except OpError as error:
+        raise OpError("matmul", f"batch dims of {describe(a)} and {describe(b)} are not broadcastable "
+                                f"({error.detail.split('(')[-1]}") from None
     return Spec(batch + (a.shape[-2], b.shape[-1]), dtype)
 
 
