@@ -67,8 +67,17 @@ def getitem(x, key):
                 return Tensor._wrap(np.asarray(x._data[basic][advanced]))
             return Tensor._wrap(np.asarray(x._data[key]))
         except IndexError as error:
-            raise IndexError(f"{error} (indexing a tensor of shape {list(x.shape)})") from None
-    return _lowered_getitem(x, key)
+            raise _index_error(error, x, "indexing") from None
+    try:
+        return _lowered_getitem(x, key)
+    except IndexError as error:
+        raise _index_error(error, x, "indexing") from None
+
+
+def _index_error(error, x, doing):
+    """numpy's wording ('axis') in PyTorch's ('dimension'), with the tensor's shape."""
+    message = str(error).replace(" for axis ", " for dimension ")
+    return IndexError(f"{message} ({doing} a tensor of shape {list(x.shape)})")
 
 
 def _expand_key(x, key):
@@ -145,20 +154,20 @@ def _lowered_getitem(x, key):
     return out
 
 
-def _index_tensor(index, size):
+def _index_tensor(index, size, dim):
     if index.dtype.category != 1:
         raise IndexError(f"tensors used as indices must be long, int or bool tensors, got {index.dtype}")
     index = to_dtype(index, dtypes.int64)
     if index.numel():
-        _check_bounds(index, size)
+        _check_bounds(index, size, dim)
     return index
 
 
-def _check_bounds(index, size):
+def _check_bounds(index, size, dim):
     data = index._data
     if data.max() >= size or data.min() < -size:
         bad = int(data.max()) if data.max() >= size else int(data.min())
-        raise IndexError(f"index {bad} is out of bounds for dimension with size {size}")
+        raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
 
 
 class _AdvancedPlan:
@@ -171,7 +180,7 @@ class _AdvancedPlan:
         from .shape_ops import broadcast_tensors
         self.shape = shape
         self.positions = [p for p, _ in advanced]
-        indices = [_index_tensor(t, shape[p]) for p, t in advanced]
+        indices = [_index_tensor(t, shape[p], p) for p, t in advanced]
         if len(indices) > 1:
             indices = broadcast_tensors(*indices)
         self.rest = [i for i in range(len(shape)) if i not in self.positions]
@@ -267,13 +276,13 @@ def setitem(x, key, value):
             else:
                 x._data[key] = value
         except IndexError as error:
-            raise IndexError(f"{error} (assigning into a tensor of shape {list(x.shape)})") from None
+            raise _index_error(error, x, "assigning into") from None
         x._version += 1
         return
-    # x itself (not an alias) is `current` when only the value requires grad; record against
-    # a detached stand-in so the version bump of x does not invalidate the new node
-    x._inplace(lambda current: _functional_setitem(current.detach() if current is x else current, key, value),
-               "index assignment")
+    try:
+        x._inplace(lambda current: _functional_setitem(current, key, value), "index assignment")
+    except IndexError as error:
+        raise _index_error(error, x, "assigning into") from None
 
 
 def _functional_setitem(x, key, value):
