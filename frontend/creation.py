@@ -33,7 +33,11 @@ def to_array(data, dtype=None):
         array = np.asarray(data)
         dtypes.from_numpy(array.dtype)
     else:
-        array = np.asarray(data)
+        try:
+            array = np.asarray(data)
+        except ValueError:
+            raise ValueError(f"ember.tensor: nested sequences must be rectangular (every row of a dim the same "
+                             f"length), got {_outline(data)}") from None
         if array.dtype == object:
             raise TypeError(f"ember.tensor: could not infer dtype of {type(data).__name__} data "
                             f"(nested lists of numbers or tensors are expected)")
@@ -48,6 +52,13 @@ def to_array(data, dtype=None):
     if want is not None and array.dtype != want.np:
         array = array.astype(want.np)
     return array
+
+
+def _outline(data, depth=0):
+    """A short picture of ragged data for error messages: the lengths of its rows."""
+    if isinstance(data, (list, tuple)) and depth < 2:
+        return "[" + ", ".join(_outline(d, depth + 1) for d in data[:4]) + (", ..." if len(data) > 4 else "") + "]"
+    return f"<{len(data)} items>" if isinstance(data, (list, tuple)) else type(data).__name__
 
 
 def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
