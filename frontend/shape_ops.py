@@ -72,9 +72,8 @@ def reshape_as(input, other):
 def permute(input, *dims):
     dims = _sizes(dims)
     if len(dims) != input.ndim:
-        raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match "
-                           f"the length of the desired ordering of dimensions i.e. input.dim() = {input.ndim} "
-                           f"is not equal to len(dims) = {len(dims)}")
+        raise RuntimeError(f"permute: the order {list(dims)} must name each of the {input.ndim} dims of a "
+                           f"tensor of shape {list(input.shape)} once")
     dims = tuple(_dim(d, input.ndim, "permute") for d in dims)
     if dims == tuple(range(input.ndim)):
         return input
