@@ -87,14 +87,51 @@ def _write(text, out):
         print(text)
 
 
+def _training_step(model, inputs):
+    """The model's training step: cross-entropy on its output, SGD with momentum."""
+    import ember
+    if not isinstance(model, ember.nn.Module):
+        raise SystemExit("ember: --train needs an nn.Module target")
+    model.train()
+    optimizer = ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    with ember.no_grad():
+        classes = model(*inputs).shape[-1]
+    target = ember.randint(0, classes, (inputs[0].shape[0],))
+
+    def train_step(*batch):
+        optimizer.zero_grad()
+        loss = ember.nn.functional.cross_entropy(model(*batch), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    train_step(*inputs)  # the first step creates the optimizer's buffers
+    return train_step
+
+
 def cmd_dump(args):
     import ember
     target = _load_target(args.target)
     inputs = _inputs(args.input, args.dtype)
-    with ember.no_grad():
-        graph = ember.trace(target, *inputs)
+    if args.train:
+        graph = ember.trace(_training_step(target, inputs), *inputs)
+    else:
+        with ember.no_grad():
+            graph = ember.trace(target, *inputs)
     graph.verify()
-    _write(_render(graph, args.format), args.output)
+    if args.stage == "traced":
+        _write(_render(graph, args.format), args.output)
+        return
+    if args.format != "text":
+        raise SystemExit("ember: --stage other than traced prints text only; use EMBER_DUMP=DIR for DOT files")
+    if args.stage in ("llvm", "asm"):
+        from ember.compiler.llvm_backend import render_stage as render_code
+        _write(render_code(graph, args.stage), args.output)
+        return
+    from ember.passes.pipeline import render_stage
+    # the autodiff stage of a forward dump shows the parameter gradients; later stages of a
+    # forward dump stay forward-only (a --train dump already contains its gradients)
+    _write(render_stage(graph, args.stage, differentiate=args.stage == "autodiff"), args.output)
 
 
 def cmd_explain(args):
@@ -119,6 +156,11 @@ def main(argv=None):
         sub.add_argument("-o", "--output", help="write to this file instead of standard output")
         if name == "dump":
             sub.add_argument("--format", default="text", choices=("text", "dot", "json", "graphml", "svg"))
+            sub.add_argument("--stage", default="traced",
+                             choices=("traced", "autodiff", "simplified", "fused", "planned", "llvm", "asm"),
+                             help="which pipeline stage to print (default: the traced graph)")
+            sub.add_argument("--train", action="store_true",
+                             help="dump the model's training step (cross-entropy, SGD) instead of its forward")
     args = parser.parse_args(argv)
     {"dump": cmd_dump, "explain": cmd_explain}[args.command](args)
     return 0
