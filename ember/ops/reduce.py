@@ -53,19 +53,25 @@ def _extremum_vjp(g, out, x, axes, keepdims):
 
 
 def _prod_vjp(g, out, x, axes, keepdims):
-    # d prod / d x_i is the product of the other factors. Dividing the product by x_i fails
-    # at zeros, so count the zeros of each slice and take the product of the nonzero factors:
-    # no zero: nonzero_prod / x_i; one zero: nonzero_prod at the zero, 0 elsewhere; more: 0.
+    # d prod / d x_i is the product of the other factors. Dividing the product by x_i fails at
+    # zeros, so split each slice into its nonzero factors (their product P) and its zeros.
+    # The other zeros' product is 1, or the one other zero, or 0: written with the sum of the
+    # zero entries (0 in value, slope 1), it keeps second derivatives right as well.
     eq = PRIMITIVES["eq"]
-    is_zero = eq.bind(x, C.scalar(0, x))
-    one = C.scalar(1, x)
-    nonzero_prod = PRIMITIVES["prod"].bind(C.where(is_zero, one, x), axes=axes, keepdims=True)
+    zero, one = C.scalar(0, x), C.scalar(1, x)
+    is_zero = eq.bind(x, zero)
+    safe_x = C.where(is_zero, one, x)
+    nonzero_prod = PRIMITIVES["prod"].bind(safe_x, axes=axes, keepdims=True)
     zero_count = C.reduce_sum(C.mask_of(is_zero, x), axes, keepdims=True)
-    no_zero = C.mask_of(eq.bind(zero_count, C.scalar(0, x)), x)
-    one_zero = C.mask_of(eq.bind(zero_count, one), x)
-    at_zero = C.broadcast_to(C.mul(nonzero_prod, one_zero), x.shape)
-    elsewhere = C.div(C.broadcast_to(C.mul(nonzero_prod, no_zero), x.shape), C.where(is_zero, one, x))
-    return (C.mul(C.expand_reduced(g, x.shape, axes, keepdims), C.where(is_zero, at_zero, elsewhere)),)
+    zero_sum = C.reduce_sum(C.where(is_zero, x, zero), axes, keepdims=True)
+
+    def count_is(n):
+        return eq.bind(zero_count, C.scalar(n, x))
+    zeros_besides_nonzero = C.where(count_is(0), one, C.where(count_is(1), zero_sum, zero))
+    zeros_besides_zero = C.where(count_is(1), one, C.where(count_is(2), C.sub(zero_sum, x), zero))
+    grad = C.where(is_zero, C.mul(nonzero_prod, zeros_besides_zero),
+                   C.div(C.mul(nonzero_prod, zeros_besides_nonzero), safe_x))
+    return (C.mul(C.expand_reduced(g, x.shape, axes, keepdims), grad),)
 
 
 register("sum", "reduce", _sum, _reduce_rule("sum"), _sum_vjp)
