@@ -18,7 +18,7 @@ def numeric_vjp(fn, arrays, wrt, cotangent, eps=EPS):
     def objective():
         with ember.no_grad():
             out = fn(*[ember.tensor(a) for a in arrays])
-        return float(np.sum(out.numpy().astype(np.float64) * cotangent))
+        return float(np.sum(out.detach().numpy().astype(np.float64) * cotangent))
 
     grads = []
     for i in wrt:
