@@ -3,7 +3,10 @@
 `import ember as torch` gives the eager API (Tensor, autograd, nn, optim, utils.data);
 `ember.compile` records what ran into an IR graph and compiles it (see DESIGN.md).
 """
+import builtins as _builtins
 import sys as _sys
+
+import numpy as _np
 
 __version__ = "0.1.0"
 
@@ -45,6 +48,8 @@ from ember.frontend import nn, optim  # noqa: E402
 from ember.frontend.tracer import trace  # noqa: E402
 from ember.frontend.jit import compile, explain  # noqa: E402
 from ember import ir  # noqa: E402
+from ember import cuda, backends, accelerator, functional  # noqa: E402
+from ember.functional import broadcast_shapes, meshgrid, tensordot, atleast_1d, atleast_2d  # noqa: E402
 from ember.frontend import utils  # noqa: E402
 
 
@@ -74,16 +79,15 @@ def is_floating_point(input):
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-    return __import__("numpy").allclose(input._data, other._data, rtol=rtol, atol=atol, equal_nan=equal_nan)
+    return _builtins.bool(_np.allclose(input._data, other._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
-    import numpy
-    return Tensor._wrap(numpy.isclose(input._data, other._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
+    return Tensor._wrap(_np.isclose(input._data, other._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def equal(input, other):
-    return tuple(input.shape) == tuple(other.shape) and bool((input._data == other._data).all())
+    return tuple(input.shape) == tuple(other.shape) and _builtins.bool((input._data == other._data).all())
 
 
 def set_default_dtype(d):

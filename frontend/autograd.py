@@ -431,3 +431,12 @@ def _no_recording():
         yield
     finally:
         STATE.grad_enabled = prev
+
+
+def __getattr__(name):
+    """`ember.autograd.Function` and `Variable` live in custom_function (imported lazily: it
+    needs Tensor, which needs this module)."""
+    if name in ("Function", "Variable", "FunctionCtx"):
+        from . import custom_function
+        return getattr(custom_function, name)
+    raise AttributeError(f"module 'ember.autograd' has no attribute {name!r}")

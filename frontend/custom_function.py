@@ -1,0 +1,119 @@
+"""`ember.autograd.Function`: user-defined operations with a hand-written backward.
+
+`MyOp.apply(*args)` runs `forward(ctx, *args)` without recording, then links each output to
+a node whose VJP calls `backward(ctx, *grads)`. Inside `ember.compile` a custom backward
+cannot be honoured (the autodiff pass differentiates the recorded primitives), so applying
+one to tensors that require grad while tracing is an error rather than a silent change.
+"""
+import numpy as np
+
+from .autograd import Node, no_grad
+from .dispatch import STATE
+from .tensor import Tensor
+
+
+class FunctionCtx:
+    """The `ctx` a Function's forward and backward share."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self.saved_tensors = ()
+        self.non_differentiable = set()
+        self.materialize_grads = True
+        self.dirty = ()
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tuple(tensors)
+        self.saved_versions = tuple(t._version if isinstance(t, Tensor) else None for t in tensors)
+
+    def mark_non_differentiable(self, *tensors):
+        self.non_differentiable.update(id(t) for t in tensors)
+
+    def mark_dirty(self, *tensors):
+        self.dirty = tensors
+
+    def set_materialize_grads(self, value):
+        self.materialize_grads = bool(value)
+
+
+class _CustomBackward:
+    """Quacks like a Primitive for the engine: output `index` of a Function's forward."""
+
+    vjp_uses_output = False
+    kind = "opaque"
+
+    def __init__(self, function, ctx, index, outputs_meta, arg_positions):
+        self.name = f"{function.__name__}"
+        self.function, self.ctx, self.index = function, ctx, index
+        self.outputs_meta, self.arg_positions = outputs_meta, arg_positions
+
+    def vjp(self, g, out, *inputs):
+        grads = []
+        for i, (shape, dtype) in enumerate(self.outputs_meta):
+            if i == self.index:
+                grads.append(g)
+            elif self.ctx.materialize_grads:
+                grads.append(Tensor._wrap(np.zeros(shape, dtype)))  # backward is linear in its grads
+            else:
+                grads.append(None)
+        for t, version in zip(self.ctx.saved_tensors, getattr(self.ctx, "saved_versions", ())):
+            if isinstance(t, Tensor) and t._version != version:
+                raise RuntimeError(f"{self.name}.backward: a tensor saved with ctx.save_for_backward was "
+                                   f"modified in place (version {version} -> {t._version})")
+        result = self.function.backward(self.ctx, *grads)
+        if not isinstance(result, tuple):
+            result = (result,)
+        return tuple(result[p] if p < len(result) else None for p in self.arg_positions)
+
+
+class Function:
+    """Subclass with static `forward(ctx, *args)` and `backward(ctx, *grad_outputs)`;
+    call `YourFunction.apply(*args)`."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError("a Function subclass must define forward(ctx, *args)")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("a Function subclass must define backward(ctx, *grad_outputs) to be differentiated")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        recording = STATE.grad_enabled and any(needs)
+        if recording and STATE.recorder is not None:
+            raise RuntimeError(f"{cls.__name__}: an autograd.Function with a custom backward was applied to "
+                               "tensors that require grad inside ember.compile; compiled code differentiates "
+                               "the primitives it records and cannot use a hand-written backward. Call it "
+                               "outside the compiled function, or write it with ember ops and no custom backward.")
+        ctx = FunctionCtx(needs)
+        with no_grad():
+            outputs = cls.forward(ctx, *args, **kwargs)
+        single = not isinstance(outputs, tuple)
+        outputs_tuple = (outputs,) if single else outputs
+        if recording:
+            positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+            tensors = [args[i] for i in positions]
+            meta = [(tuple(o.shape), o._data.dtype) if isinstance(o, Tensor) else ((), np.float32)
+                    for o in outputs_tuple]
+            linked = []
+            for index, out in enumerate(outputs_tuple):
+                if not isinstance(out, Tensor) or id(out) in ctx.non_differentiable or not out.is_floating_point():
+                    linked.append(out)
+                    continue
+                if any(out is a for a in args):
+                    out = out.detach()  # forward returned an input: give the result its own history
+                Node.attach(out, _CustomBackward(cls, ctx, index, meta, positions), tensors, {})
+                linked.append(out)
+            outputs_tuple = tuple(linked)
+        return outputs_tuple[0] if single else outputs_tuple
+
+
+def Variable(data, requires_grad=False, volatile=False):
+    """The pre-0.4 PyTorch wrapper: now just returns a Tensor (sharing `data`)."""
+    from .creation import as_tensor
+    tensor = as_tensor(data)
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
