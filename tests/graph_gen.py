@@ -16,7 +16,8 @@ API:
   div by abs(y)+1, maximum, minimum), where(comparison, a, b), reductions (sum, amax over
   random axes, keepdims either way), movement (reshape, permute, broadcast_to, slice with
   steps, pad, concat, flip), matmul, and scalar or small array `constant` nodes. Outputs
-  are 1-3 op nodes, always including the last one built; the rest may be dead code.
+  are 1-3 distinct nodes: the last one built (rarely a `constant`) and up to two earlier
+  computed nodes; everything else may be dead code.
   Every node is added with the shape/dtype its primitive's `infer` gives, so the graph
   verifies. No params, mutations or guards.
 - `inputs_for(graph, draw)`: draw float32 arrays in [-2, 2] for `graph.inputs` (inside
@@ -24,8 +25,9 @@ API:
 Values stay well conditioned: each node carries a bound on |value|; an operand whose bound
 exceeds 100 is squashed by tanh first, exp only sees values clamped to [-3, 3], log and sqrt
 only see abs(x)+1, divisors are abs(y)+1. Every tensor has at most 512 elements.
-Comparisons are between unrelated values, so ties (which rounding could flip) are unlikely
-but not impossible; `where` and `amax` are the only places a backend's rounding matters.
+Comparisons (feeding `where`) are the one place where a backend's last-bit rounding could
+change a result by more than rounding: they compare unrelated values, so a tie that
+rounding could flip is unlikely but not impossible.
 """
 import numpy as np
 from hypothesis import strategies as st
@@ -198,10 +200,16 @@ class _Builder:
             b = self.draw(st.sampled_from(candidates))
             if self.bound[b] > SQUASH_ABOVE:
                 b = self.add("tanh", (b,), 1.0)
-        else:  # a @ a^T always fits
+        else:  # a @ a^T, or a^T @ a when that result is the smaller one
+            batch, rows, cols = _count(shape[:-2]), shape[-2], shape[-1]
+            if batch * min(rows, cols) ** 2 > MAX_ELEMENTS:
+                return self.unary()
             perm = tuple(range(len(shape) - 2)) + (len(shape) - 1, len(shape) - 2)
             b = self.add("permute", (a,), self.bound[a], perm=perm)
-        return self.add("matmul", (a, b), self.bound[a] * self.bound[b] * shape[-1])
+            if cols < rows:
+                a, b = b, a
+        inner = self.shape(a)[-1]
+        return self.add("matmul", (a, b), self.bound[a] * self.bound[b] * inner)
 
     def constant(self):
         if self.draw(st.booleans()):
