@@ -33,9 +33,10 @@ class Node:
         node.inputs = operands
         # each input as it was: its array, history and version (an in-place op may later
         # rebind the tensor object to a new value; the VJP must see this one)
-        node.saved = tuple((t._data, t.grad_fn, t.requires_grad, t._version) for t in operands)
+        node.saved = [(t._data, t.grad_fn, t.requires_grad, t._version) for t in operands]
         node.out = result._data
-        node.out_ref = weakref.ref(result)
+        # the output tensor, weakly: to check it was not overwritten before a VJP reads it
+        node.out_ref = weakref.ref(result) if prim.vjp_uses_output else None
         node.out_version = 0
         node.freed = False
         node.hooks = None
@@ -78,7 +79,7 @@ class Node:
     def saved_output(self, create_graph):
         """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
         from .tensor import Tensor
-        alive = self.out_ref()
+        alive = self.out_ref() if self.out_ref is not None else None
         if alive is not None and alive._data is self.out and alive._version != self.out_version:
             raise_modified(alive, self, "output 0")
         out = Tensor._wrap(self.out)
@@ -266,7 +267,7 @@ def _run_tensor_hooks(node, g):
         if replaced is not None:
             g = replaced
     if node.retain:
-        t = node.out_ref()
+        t = node.out_ref() if node.out_ref is not None else None
         if t is not None:
             t.grad = g.detach() if t.grad is None else t.grad + g.detach()
     return g

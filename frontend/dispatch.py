@@ -54,22 +54,28 @@ def dispatch(prim, operands, attrs):
 
 
 def eager_bind(prim, operands, attrs):
-    """Compute with numpy; attach an autograd node when an operand requires grad."""
+    """Compute with numpy; attach an autograd node when an operand requires grad.
+    (The hot path of eager mode: keep it short.)"""
     try:
         out = prim.impl(*[t._data for t in operands], **attrs)
     except Exception as error:  # numpy's message is rewritten by the shape rule
         explain_failure(prim, operands, attrs, error)
     if type(out) is not np.ndarray:
         out = np.asarray(out)
-    if STATE.strict:
+    state = STATE
+    if state.strict:
         check_against_rule(prim, operands, attrs, out)
-    result = Tensor._wrap(out)
-    if STATE.grad_enabled and prim.vjp is not None:
+    result = _new_tensor(Tensor)  # Tensor._wrap without the recorder check: no recorder is active here
+    result._data = out
+    if state.grad_enabled and prim.vjp is not None:
         for t in operands:
             if t.requires_grad:
                 Node.attach(result, prim, operands, attrs)
                 break
     return result
+
+
+_new_tensor = object.__new__
 
 
 def check_against_rule(prim, operands, attrs, out):

@@ -4,6 +4,8 @@ The class holds the data and the autograd fields; the operations live in the op 
 (math_ops, reductions, shape_ops, indexing, linalg) and are attached as methods by
 `tensor_methods`. Every computing method binds a primitive through the one dispatcher.
 """
+import weakref
+
 import numpy as np
 
 from ember import dtypes
@@ -240,6 +242,8 @@ class Tensor:
                 raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
             return
         self.grad_fn.retain = True
+        if self.grad_fn.out_ref is None:
+            self.grad_fn.out_ref = weakref.ref(self)
 
     @property
     def retains_grad(self):
