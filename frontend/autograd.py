@@ -308,6 +308,9 @@ def _default_grad(t, g):
         return Tensor._wrap(np.ones(t.shape, dtype=t._data.dtype))
     if not isinstance(g, Tensor):
         g = Tensor._wrap(np.asarray(g, dtype=t._data.dtype))
+    elif g._data.dtype != t._data.dtype:
+        from .math_ops import to_dtype
+        g = to_dtype(g, t.dtype)  # PyTorch casts the given gradient to the output's dtype
     if tuple(g.shape) != tuple(t.shape):
         raise RuntimeError(f"backward: gradient has shape {list(g.shape)} but the output has "
                            f"shape {list(t.shape)}")

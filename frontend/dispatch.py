@@ -67,7 +67,7 @@ def eager_bind(prim, operands, attrs):
         check_against_rule(prim, operands, attrs, out)
     result = _new_tensor(Tensor)  # Tensor._wrap without the recorder check: no recorder is active here
     result._data = out
-    if state.grad_enabled and prim.vjp is not None:
+    if state.grad_enabled and prim.vjp is not None and out.dtype.kind == "f":  # only float results have gradients
         for t in operands:
             if t.requires_grad:
                 Node.attach(result, prim, operands, attrs)

@@ -61,8 +61,6 @@ def test_gradients_keep_the_leaf_dtype():
     assert x.grad.dtype is ember.float64
 
 
-@pytest.mark.xfail(strict=True, reason="frontend/autograd.py _default_grad does not cast a gradient to the "
-                                       "output's dtype as PyTorch does; remove this marker once it does")
 def test_backward_casts_the_given_gradient_to_the_output_dtype():
     x = ember.tensor([1.0, 2.0], dtype=ember.float64, requires_grad=True)
     (x * 2).backward(ember.ones(2))  # float32 gradient for a float64 output
@@ -253,9 +251,6 @@ def test_requires_grad_flag_and_leaves():
     assert (ember.zeros(2) > 0).requires_grad is False
 
 
-@pytest.mark.xfail(strict=True, reason="frontend/dispatch.py attaches an autograd node whatever the output dtype; "
-                                       "PyTorch's integer and bool results never require grad. Remove this marker "
-                                       "once eager_bind skips non-floating outputs")
 def test_integer_results_do_not_require_grad():
     x = ember.tensor([1.5, 2.5], requires_grad=True)
     assert not x.long().requires_grad
