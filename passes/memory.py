@@ -1,0 +1,230 @@
+"""Memory planning: one arena for every intermediate buffer of a fused program.
+
+Runs after fusion, before lowering: `plan_memory(graph, fusion)` returns a `MemoryPlan` (also
+`graph.plan`) giving each kernel output that is not external an offset in one arena.
+
+- Liveness over the group schedule: a buffer lives from the step (group index) that writes it
+  to the last step that reads it, both ends included. External values (graph inputs, params,
+  constants, graph outputs, mutation sources, guard nodes) get no buffer: the caller owns them.
+- In-place reuse: a pointwise kernel may write its output into an input buffer that dies at
+  that kernel when the input has the same element count and item size and the kernel reads it
+  only at the index it writes (through same-shape elementwise ops and reshapes: no broadcast,
+  permute or neighbour reads), so element i is read before it is overwritten. Such buffers
+  form a chain sharing one slot (`MemoryPlan.in_place` {output node: input node}).
+- Offsets by greedy-by-size (Pisarchyk & Lee 2020, "Efficient memory management for deep
+  neural net inference"): slots in decreasing size; each goes into the smallest gap between
+  the already placed slots whose lifetimes intersect its own, else above them. Offsets are
+  64-byte aligned and every size here is a buffer's bytes rounded up to 64 (its allocation).
+- `lower_bound_bytes`: the most bytes live at one step (a chain counted once), a bound no
+  plan with these in-place choices can beat; `naive_bytes`: every buffer in its own slot.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .fusion import fuse, is_external, keeps_flat_index
+
+ALIGNMENT = 64
+POINTWISE_KINDS = ("elementwise", "movement")
+
+
+def aligned(nbytes):
+    return -(-nbytes // ALIGNMENT) * ALIGNMENT
+
+
+@dataclass
+class Buffer:
+    """Where one group output lives: `nbytes` at `offset` from step `first_step` to `last_step`."""
+
+    offset: int
+    nbytes: int
+    first_step: int
+    last_step: int
+
+    @property
+    def size(self):
+        """Bytes the buffer occupies in the arena (nbytes rounded up to the alignment)."""
+        return aligned(self.nbytes)
+
+    def live_at(self, step):
+        return self.first_step <= step <= self.last_step
+
+
+@dataclass
+class MemoryPlan:
+    """Offsets of every planned buffer in one arena of `arena_bytes`."""
+
+    buffers: dict  # node id -> Buffer
+    in_place: dict = field(default_factory=dict)  # output node -> the input node whose slot it takes
+    arena_bytes: int = 0
+    naive_bytes: int = 0
+    lower_bound_bytes: int = 0
+    steps: int = 0
+    graph_name: str = "graph"
+
+    def describe(self):
+        return f"arena: {self.arena_bytes} bytes, naive: {self.naive_bytes} bytes, " \
+               f"lower bound: {self.lower_bound_bytes} bytes"
+
+    def annotate(self, node):
+        """For `format_graph(graph, annotate=plan.annotate)`: `@128+480 steps 2..5`."""
+        buffer = self.buffers.get(node.id)
+        if buffer is None:
+            return ""
+        shared = f" in place of %{self.in_place[node.id]}" if node.id in self.in_place else ""
+        return f"@{buffer.offset}+{buffer.nbytes} steps {buffer.first_step}..{buffer.last_step}{shared}"
+
+    def check(self):
+        """Prove that no two buffers live at the same step overlap in the arena (an in-place
+        output may share its input's bytes at the one step where it takes them over).
+        Raises AssertionError naming both buffers."""
+        for node, buffer in self.buffers.items():
+            assert buffer.offset % ALIGNMENT == 0, f"{self.graph_name}: %{node} offset {buffer.offset} is not aligned"
+            assert 0 <= buffer.offset and buffer.offset + buffer.nbytes <= self.arena_bytes, \
+                f"{self.graph_name}: %{node} [{buffer.offset}, {buffer.offset + buffer.nbytes}) " \
+                f"is outside the arena of {self.arena_bytes} bytes"
+        for output, source in self.in_place.items():
+            a, b = self.buffers[source], self.buffers[output]
+            assert a.last_step == b.first_step and a.nbytes == b.nbytes and a.offset == b.offset, \
+                f"{self.graph_name}: %{output} cannot take over %{source}'s slot in place"
+        items = sorted(self.buffers.items(), key=lambda item: item[1].offset)
+        for i, (node_a, a) in enumerate(items):
+            for node_b, b in items[i + 1:]:
+                if b.offset >= a.offset + a.nbytes:
+                    break  # sorted by offset: nothing further overlaps a
+                if a.nbytes == 0 or b.nbytes == 0 or a.last_step < b.first_step or b.last_step < a.first_step:
+                    continue
+                if self._hands_over(node_a, a, node_b, b):
+                    continue
+                step = max(a.first_step, b.first_step)
+                raise AssertionError(
+                    f"{self.graph_name}: buffers %{node_a} [{a.offset}, {a.offset + a.nbytes}) steps "
+                    f"{a.first_step}..{a.last_step} and %{node_b} [{b.offset}, {b.offset + b.nbytes}) steps "
+                    f"{b.first_step}..{b.last_step} overlap while both live at step {step}")
+        return self
+
+    def _hands_over(self, node_a, a, node_b, b):
+        return (self.in_place.get(node_b) == node_a and a.last_step == b.first_step) or \
+               (self.in_place.get(node_a) == node_b and b.last_step == a.first_step)
+
+
+def external_nodes(graph):
+    """Values the caller owns: placeholders, constants, outputs, mutation sources, guards."""
+    wanted = set(graph.outputs) | {m.node for m in graph.mutations} | {g.node for g in graph.guards}
+    wanted |= {n.id for n in graph.nodes() if is_external(n)}
+    return wanted
+
+
+def nbytes_of(graph, node_id):
+    node = graph.node(node_id)
+    if not all(isinstance(d, (int, np.integer)) for d in node.shape):
+        raise ValueError(f"plan_memory ({graph.name}): %{node_id} {node.name} has a symbolic shape "
+                         f"{graph.describe(node_id)}; plan with concrete sizes")
+    return int(np.prod(node.shape, dtype=np.int64)) * np.dtype(node.dtype).itemsize
+
+
+def plan_memory(graph, fusion=None):
+    """Plan the arena for `graph` fused by `fusion` (default: `graph.fusion`, else `fuse(graph)`).
+    Returns the `MemoryPlan` and sets `graph.plan`; the graph is not changed."""
+    fusion = fusion or getattr(graph, "fusion", None) or fuse(graph)
+    buffers = _live_intervals(graph, fusion)
+    in_place = _in_place_choices(graph, fusion, buffers)
+    slots = _chains(buffers, in_place)
+    arena = _assign_offsets(buffers, slots)
+    live = [0] * len(fusion.groups)
+    for chain in slots:
+        first, last, size = _slot_extent(buffers, chain)
+        for step in range(first, last + 1):
+            live[step] += size
+    plan = MemoryPlan(buffers, in_place, arena, sum(b.size for b in buffers.values()), max(live, default=0),
+                      len(fusion.groups), graph.name)
+    graph.plan = plan
+    return plan
+
+
+def _live_intervals(graph, fusion):
+    external = external_nodes(graph)
+    buffers = {}
+    for group in fusion.groups:
+        for output in group.outputs:
+            if output not in external:
+                buffers[output] = Buffer(0, nbytes_of(graph, output), group.id, group.id)
+    for group in fusion.groups:
+        for source in group.inputs:
+            if source in buffers:
+                buffers[source].last_step = max(buffers[source].last_step, group.id)
+    return buffers
+
+
+def _in_place_choices(graph, fusion, buffers):
+    in_place = {}
+    for group in fusion.groups:
+        root = group.root
+        if group.kind not in POINTWISE_KINDS or root not in buffers:
+            continue
+        for source in group.inputs:
+            if source in buffers and buffers[source].last_step == group.id \
+                    and _same_elements(graph, source, root) and _reads_only_at_written_index(graph, group, source):
+                in_place[root] = source
+                break
+    return in_place
+
+
+def _same_elements(graph, a, b):
+    na, nb = graph.node(a), graph.node(b)
+    return nbytes_of(graph, a) == nbytes_of(graph, b) and np.dtype(na.dtype).itemsize == np.dtype(nb.dtype).itemsize
+
+
+def _reads_only_at_written_index(graph, group, source):
+    """True when every read of `source` in the group happens at the root's flat index."""
+    members = set(group.nodes)
+    at_root_index = {}
+    for n in reversed(group.nodes):
+        if n == group.root:
+            at_root_index[n] = True
+            continue
+        node = graph.node(n)
+        at_root_index[n] = all(at_root_index[u] and keeps_flat_index(graph.node(u), node)
+                               for u in graph.users(n) if u in members)
+    source_node = graph.node(source)
+    return all(at_root_index[u] and keeps_flat_index(graph.node(u), source_node)
+               for u in graph.users(source) if u in members)
+
+
+def _chains(buffers, in_place):
+    """Buffers sharing one slot through in-place reuse, each chain in step order."""
+    taken_by = {source: output for output, source in in_place.items()}
+    chains = []
+    for node in buffers:
+        if node in in_place:
+            continue  # not a chain head
+        chain = [node]
+        while chain[-1] in taken_by:
+            chain.append(taken_by[chain[-1]])
+        chains.append(chain)
+    return chains
+
+
+def _slot_extent(buffers, chain):
+    return buffers[chain[0]].first_step, buffers[chain[-1]].last_step, max(buffers[n].size for n in chain)
+
+
+def _assign_offsets(buffers, chains):
+    """Greedy by size; returns the arena size."""
+    slots = sorted(((_slot_extent(buffers, c), c) for c in chains), key=lambda s: (-s[0][2], s[0][0], s[1][0]))
+    placed = []  # (offset, size, first, last)
+    arena = 0
+    for (first, last, size), chain in slots:
+        overlapping = sorted(p for p in placed if p[2] <= last and first <= p[3] and p[1] > 0)
+        best, best_gap, end = None, None, 0
+        for offset, other_size, _, _ in overlapping:
+            gap = offset - end
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best, best_gap = end, gap
+            end = max(end, offset + other_size)
+        offset = end if best is None else best
+        placed.append((offset, size, first, last))
+        arena = max(arena, offset + size)
+        for node in chain:
+            buffers[node].offset = offset
+    return arena
