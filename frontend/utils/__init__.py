@@ -1,1 +1,2 @@
-"""placeholder"""
+"""`ember.utils`: utilities around training; `ember.utils.data` holds datasets and the DataLoader."""
+from . import data
