@@ -396,7 +396,7 @@ def kernel_name(graph, group):
     """`conv2d_bias_relu_2x6x28x28`, `reduce_sum_64`, `pool_amax_2x6x14x14`,
     `elementwise_mul_add_64x120`: the kind, the ops (at most NAME_MAX_OPS, in order) and the
     shape of the anchor's output (of the root for pointwise groups). A bias add is an add
-    right after a contraction whose other operand has fewer elements."""
+    right after a contraction whose other operand is broadcast (a residual add is `add`)."""
     shaped = group.root if group.kind in ("elementwise", "movement") else group.anchor
     shape = "x".join(str(d) for d in graph.node(shaped).shape) or "scalar"
     if group.kind in ("elementwise", "movement"):
@@ -420,7 +420,7 @@ def _epilogue_label(graph, group, node_id):
     if node.op == "add" and group.kind == "contraction":
         spine_operands = [i for i in node.inputs if i == group.anchor]
         others = [graph.node(i) for i in node.inputs if i != group.anchor]
-        if spine_operands and others and int(np.prod(others[0].shape)) < int(np.prod(node.shape)):
+        if spine_operands and others and tuple(others[0].shape) != tuple(node.shape):
             return "bias"
     return node.op
 
