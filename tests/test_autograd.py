@@ -251,9 +251,10 @@ def test_requires_grad_flag_and_leaves():
     assert (ember.zeros(2) > 0).requires_grad is False
 
 
-def test_integer_results_do_not_require_grad():
+def test_integer_and_bool_results_do_not_require_grad():
     x = ember.tensor([1.5, 2.5], requires_grad=True)
-    assert not x.long().requires_grad
+    assert not x.long().requires_grad and x.long().grad_fn is None
+    assert not (x > 2).requires_grad and not x.argmax().requires_grad
 
 
 def test_retain_grad_keeps_a_non_leaf_gradient():
