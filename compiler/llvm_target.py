@@ -62,17 +62,25 @@ def host_vector_lanes(element_bits=32):
     return host_vector_bits() // element_bits
 
 
-@functools.lru_cache(maxsize=None)
-def host_target_machine(opt=3, reloc="pic", codemodel="jitdefault"):
-    """The llvmlite TargetMachine for this CPU (its name and all its features).
+def new_host_target_machine(opt=3, reloc="pic", codemodel="jitdefault"):
+    """A fresh llvmlite TargetMachine for this CPU (its name and all its features).
 
-    Position-independent code by default, so the same machine code serves MCJIT and
-    shared libraries (ember.export). Cached per argument set.
+    An MCJIT execution engine takes ownership of the target machine it is given and frees
+    it with itself, so give `llvm.create_mcjit_compiler` a new one from here, never the
+    shared `host_target_machine()`. Position-independent code by default, so the same
+    machine code serves MCJIT and shared libraries (ember.export).
     """
     llvm = llvm_binding()
     target = llvm.Target.from_triple(host_triple())
     return target.create_target_machine(cpu=host_cpu_name(), features=host_cpu_features(),
                                         opt=opt, reloc=reloc, codemodel=codemodel)
+
+
+@functools.lru_cache(maxsize=None)
+def host_target_machine(opt=3, reloc="pic", codemodel="jitdefault"):
+    """The shared TargetMachine for optimising and emitting objects/assembly (cached per
+    argument set). Not for execution engines: see `new_host_target_machine`."""
+    return new_host_target_machine(opt, reloc, codemodel)
 
 
 @functools.lru_cache(maxsize=None)
