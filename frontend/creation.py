@@ -4,6 +4,7 @@ Created tensors are leaves. While tracing, a tensor created inside the traced co
 constant of the graph (its values are known at trace time); random ones are drawn eagerly.
 """
 import builtins
+import operator
 
 import numpy as np
 
@@ -13,10 +14,19 @@ from .tensor import Tensor
 
 
 def _sizes(size):
-    """Accept zeros(2, 3), zeros((2, 3)), zeros([2, 3]) and zeros(ember.Size)."""
+    """Accept zeros(2, 3), zeros((2, 3)), zeros([2, 3]) and zeros(ember.Size); sizes are ints."""
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = size[0]
-    return tuple(int(d) for d in size)
+    dims = []
+    for d in size:
+        try:
+            dims.append(operator.index(d))
+        except TypeError:
+            raise TypeError(f"size must be a tuple of ints, but found element of type {type(d).__name__} "
+                            f"in {tuple(size)}") from None
+    if any(d < 0 for d in dims):
+        raise RuntimeError(f"Trying to create tensor with negative dimension: {dims}")
+    return tuple(dims)
 
 
 def _float(dtype):
@@ -46,6 +56,8 @@ def to_array(data, dtype=None):
             if kind == "f":
                 array = array.astype(dtypes.defaults.floating.np)
             elif kind in "iu":
+                if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+                    raise RuntimeError(f"ember.tensor: value {int(array.max())} overflows int64")
                 array = array.astype(np.int64)
             elif kind not in "b":
                 raise TypeError(f"ember.tensor: unsupported data type {array.dtype}")
