@@ -1,0 +1,429 @@
+"""`ember.save` / `ember.load`: checkpoints (tensors, state dicts, optimizer states, nested
+containers) in one safetensors-layout file, written and read without pickle.
+
+Layout: an 8-byte little-endian header length, a JSON header mapping each tensor's name to its
+dtype, shape and `data_offsets` (plus `"__metadata__"`, whose "ember.structure" entry is the
+JSON-encoded object tree with tensors replaced by their names), then the raw little-endian
+tensor bytes. Any safetensors reader can read the tensors; `ember.load` rebuilds the exact
+object: dict keys of any type, OrderedDict, tuple vs list, int vs float vs bool, None, and a
+tensor referenced twice loads as one tensor referenced twice.
+"""
+import collections
+import io
+import json
+import math
+import mmap as mmap_module
+import os
+import secrets
+import stat
+
+import numpy as np
+
+from ember import dtypes
+from .tensor import Tensor, Device, Size
+
+FORMAT_NAME = "ember"
+FORMAT_VERSION = "1"
+STRUCTURE_KEY = "ember.structure"
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+
+# safetensors dtype names
+_CODE_OF = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
+            "float16": "F16", "float32": "F32", "float64": "F64"}
+_NAME_OF = {code: name for name, code in _CODE_OF.items()}
+_STRUCTURE_TAGS = ("tuple", "dict", "odict", "float", "tensor", "ndarray", "numpy_scalar", "dtype", "size", "device")
+
+
+# ----------------------------------------------------------------------------- encoding the object tree
+class _Encoder:
+    """Turns an object into a JSON-able tree; tensors and arrays are collected by name.
+
+    Tree nodes: null, true/false, JSON ints and floats, strings and lists stand for themselves;
+    everything else is a one-key object: {"tuple": [...]}, {"dict": [[key, value], ...]},
+    {"odict": [...]}, {"float": "nan"|"inf"|"-inf"}, {"tensor": name, "requires_grad": bool},
+    {"ndarray": name}, {"numpy_scalar": name}, {"dtype": "float32"}, {"size": [...]},
+    {"device": "cpu"}."""
+
+    def __init__(self):
+        self.arrays = {}  # name -> numpy array, in first-seen order
+        self._name_of = {}  # id(tensor or array) -> name
+        self._keep_alive = []  # ids stay unique while we hold the objects
+        self._open = set()  # ids of containers being encoded (cycle detection)
+
+    def encode(self, value, path=()):
+        """`path` is the tuple of keys/indices from the root, for names and error messages."""
+        kind = type(value)
+        if value is None or kind in (bool, str, int):
+            return value
+        if isinstance(value, np.generic):  # before float: np.float64 subclasses float
+            return {"numpy_scalar": self._array_name(value, np.asarray(value), path)}
+        if kind is float:
+            return value if math.isfinite(value) else {"float": repr(value)}
+        if isinstance(value, Tensor):  # Parameters included: they load as tensors
+            node = {"tensor": self._array_name(value, value._data, path)}
+            if value.requires_grad:
+                node["requires_grad"] = True
+            return node
+        if isinstance(value, np.ndarray):
+            return {"ndarray": self._array_name(value, value, path)}
+        if kind is dtypes.DType:
+            return {"dtype": value.name}
+        if kind is Device:
+            return {"device": str(value)}
+        if kind in (list, tuple, dict, collections.OrderedDict, Size):
+            return self._encode_container(value, path)
+        raise TypeError(f"ember.save: cannot save {type(value).__module__}.{type(value).__qualname__} at "
+                        f"{_describe_path(path)} "
+                        f"(ember.save stores tensors, numpy arrays, numbers, strings, None and "
+                        f"lists/tuples/dicts/OrderedDicts of them, exactly those types, so that they load "
+                        f"back as saved; it never pickles arbitrary objects)")
+
+    def _encode_container(self, value, path):
+        if id(value) in self._open:
+            raise ValueError(f"ember.save: the object contains itself at {_describe_path(path)} "
+                             f"(a reference cycle)")
+        self._open.add(id(value))
+        try:
+            if isinstance(value, dict):
+                items = [[self.encode(key, path + ("<key>",)), self.encode(item, path + (key,))]
+                         for key, item in value.items()]
+                return {"odict" if isinstance(value, collections.OrderedDict) else "dict": items}
+            items = [self.encode(item, path + (i,)) for i, item in enumerate(value)]
+            if isinstance(value, Size):
+                return {"size": items}
+            return {"tuple": items} if isinstance(value, tuple) else items
+        finally:
+            self._open.discard(id(value))
+
+    def _array_name(self, owner, array, path):
+        if id(owner) in self._name_of:
+            return self._name_of[id(owner)]
+        if array.dtype.name not in _CODE_OF:
+            raise TypeError(f"ember.save: cannot save an array of dtype {array.dtype} at {_describe_path(path)} "
+                            f"(supported: {', '.join(_CODE_OF)})")
+        # named by where it sits, so a saved state dict reads like a safetensors checkpoint
+        name = ".".join(str(key) for key in path) or "tensor"
+        unique, counter = name, 1
+        while unique in self.arrays or unique == "__metadata__":
+            counter += 1
+            unique = f"{name}#{counter}"
+        self.arrays[unique] = array
+        self._name_of[id(owner)] = unique
+        self._keep_alive.append(owner)
+        return unique
+
+
+def _describe_path(path):
+    return "obj" + "".join(f"[{key!r}]" for key in path)
+
+
+def _little_endian(array):
+    return array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)  # keeps 0-d arrays 0-d
+
+
+def _layout(obj):
+    """(header bytes padded to 8, list of arrays in file order) for `obj`."""
+    encoder = _Encoder()
+    structure = encoder.encode(obj)
+    # widest items first keeps every tensor aligned to its itemsize (as safetensors does)
+    order = sorted(encoder.arrays, key=lambda name: -encoder.arrays[name].dtype.itemsize)
+    header = {"__metadata__": {"format": FORMAT_NAME, "ember.version": FORMAT_VERSION,
+                               STRUCTURE_KEY: json.dumps(structure, separators=(",", ":"))}}
+    offset, arrays = 0, []
+    for name in order:
+        array = _little_endian(encoder.arrays[name])
+        header[name] = {"dtype": _CODE_OF[array.dtype.name], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+        arrays.append(array)
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # tensor data starts 8-byte aligned
+    return encoded, arrays
+
+
+def _write(stream, header, arrays):
+    stream.write(len(header).to_bytes(8, "little"))
+    stream.write(header)
+    for array in arrays:
+        if array.size:
+            stream.write(memoryview(array.reshape(-1)).cast("B"))
+
+
+def save(obj, f):
+    """Save `obj` (a tensor, state dict, optimizer state dict or nested checkpoint) to `f`, a
+    path or a binary file object. A path is written atomically: a temporary file in the same
+    directory is fsynced and then renamed over the target, so a failure leaves the old file."""
+    header, arrays = _layout(obj)  # unsupported objects fail before anything is written
+    if not isinstance(f, (str, os.PathLike)):
+        _write(f, header, arrays)
+        return
+    path = os.fspath(f)
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary, handle = _create_temporary(directory, os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            _write(stream, header, arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if os.path.exists(path):
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))  # overwriting keeps the permissions
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def _create_temporary(directory, base_name):
+    """A new file beside the target; created with mode 0o666 so the umask applies as it would
+    to the target itself (tempfile.mkstemp would make it 0o600)."""
+    while True:
+        temporary = os.path.join(directory, f".{base_name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX); not possible on every platform."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+# ----------------------------------------------------------------------------- reading
+class _Reader:
+    """Validates and decodes one file's header and structure; errors name the file."""
+
+    def __init__(self, source_name):
+        self.source = source_name
+
+    def fail(self, problem):
+        raise RuntimeError(f"ember.load: {self.source} is not a valid ember checkpoint: {problem}")
+
+    def parse_header(self, prefix, available):
+        """`prefix` holds the 8-byte length; `available` is the file's remaining size (or None)."""
+        if len(prefix) < 8:
+            self.fail(f"the file is {len(prefix)} bytes long, shorter than the 8-byte header length "
+                      f"(truncated or empty)")
+        length = int.from_bytes(prefix[:8], "little")
+        if length > MAX_HEADER_BYTES:
+            self.fail(f"header length {length} is larger than the limit of {MAX_HEADER_BYTES} bytes "
+                      f"(corrupted, or not a safetensors-layout file)")
+        if available is not None and length > available - 8:
+            self.fail(f"header length {length} exceeds the {available - 8} bytes after it (truncated)")
+        return length
+
+    def decode_header(self, raw):
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            self.fail(f"header is not valid JSON ({error})")
+        if not isinstance(header, dict):
+            self.fail(f"header is a JSON {type(header).__name__}, expected an object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            self.fail("__metadata__ is not a JSON object")
+        entries = {}
+        for name, entry in header.items():
+            entries[name] = self._check_entry(name, entry)
+        return metadata, entries
+
+    def _check_entry(self, name, entry):
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+            self.fail(f"tensor {name!r} needs dtype, shape and data_offsets, got {entry!r}")
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if code not in _NAME_OF:
+            self.fail(f"tensor {name!r} has dtype {code!r}, which ember does not support "
+                      f"(supported: {', '.join(_NAME_OF)})")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            self.fail(f"tensor {name!r} has an invalid shape {shape!r}")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            self.fail(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        dtype = np.dtype(_NAME_OF[code]).newbyteorder("<")
+        needed = math.prod(shape) * dtype.itemsize
+        if offsets[1] - offsets[0] != needed:
+            self.fail(f"tensor {name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, but "
+                      f"{code} {shape} needs {needed}")
+        return dtype, tuple(shape), offsets[0], offsets[1]
+
+    def check_coverage(self, entries, data_length):
+        """Tensor byte ranges must tile the data exactly: no overlaps, gaps or overrun."""
+        position = 0
+        for name, (_, _, begin, end) in sorted(entries.items(), key=lambda item: (item[1][2], item[1][3])):
+            if begin != position:
+                problem = "overlaps another tensor" if begin < position else f"leaves a gap at byte {position}"
+                self.fail(f"tensor {name!r} at data_offsets [{begin}, {end}] {problem}")
+            position = end
+        if position > data_length:
+            self.fail(f"the header describes {position} bytes of tensor data but only {data_length} "
+                      f"are present (truncated)")
+        return position
+
+    def decode_structure(self, node, tensors):
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        if isinstance(node, list):
+            return [self.decode_structure(item, tensors) for item in node]
+        if not isinstance(node, dict) or not node:
+            self.fail(f"corrupted structure node {node!r}")
+        tag = next(iter(node))
+        payload = node[tag]
+        if tag not in _STRUCTURE_TAGS:
+            self.fail(f"unknown structure tag {tag!r}")
+        if tag in ("tensor", "ndarray", "numpy_scalar"):
+            if not isinstance(payload, str) or payload not in tensors:
+                self.fail(f"the structure refers to tensor {payload!r}, which the header does not list")
+            if tag == "tensor":
+                tensor = tensors[payload]
+                if node.get("requires_grad") and not tensor.requires_grad:
+                    tensor.requires_grad_(True)
+                return tensor
+            array = tensors[payload]._data
+            return array if tag == "ndarray" else array[()]
+        if tag == "float":
+            if payload not in ("nan", "inf", "-inf"):
+                self.fail(f"corrupted float {payload!r}")
+            return float(payload)
+        if tag == "dtype":
+            if payload not in _CODE_OF:
+                self.fail(f"unknown dtype {payload!r}")
+            return dtypes.from_name(payload)
+        if tag == "device":
+            try:
+                return Device(payload)
+            except (RuntimeError, TypeError, ValueError):
+                self.fail(f"invalid device {payload!r}")
+        if not isinstance(payload, list):
+            self.fail(f"corrupted {tag} node: {payload!r}")
+        if tag in ("tuple", "size"):
+            items = tuple(self.decode_structure(item, tensors) for item in payload)
+            if tag == "size":
+                    return Size(items)
+            return items
+        if tag in ("dict", "odict"):
+            result = collections.OrderedDict() if tag == "odict" else {}
+            for pair in payload:
+                if not isinstance(pair, list) or len(pair) != 2:
+                    self.fail(f"corrupted {tag} item {pair!r}")
+                key = self.decode_structure(pair[0], tensors)
+                try:
+                    result[key] = self.decode_structure(pair[1], tensors)
+                except TypeError:
+                    self.fail(f"unhashable dict key {key!r}")
+            return result
+
+
+def _source_name(f):
+    if isinstance(f, (str, os.PathLike)):
+        return repr(os.fspath(f))
+    name = getattr(f, "name", None)
+    return repr(name) if isinstance(name, str) else f"the {type(f).__name__} stream"
+
+
+def _read_head(stream, reader, use_mmap):
+    """Read the header length and header. Returns (buffer, header length, where the data is):
+    with mmap the buffer is the whole file (copy-on-write, so tensors stay writable) and the
+    data follows the header in it; otherwise the data is still to be read from the stream."""
+    if use_mmap:
+        try:
+            mapped = mmap_module.mmap(stream.fileno(), 0, access=mmap_module.ACCESS_COPY)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation) as error:
+            raise RuntimeError(f"ember.load: mmap=True needs a file on disk ({reader.source}): {error}") from None
+        return mapped, reader.parse_header(mapped[:8], len(mapped))
+    prefix = stream.read(8)
+    remaining = _remaining_size(stream)
+    length = reader.parse_header(prefix, None if remaining is None else remaining + len(prefix))
+    raw_header = stream.read(length)
+    if len(raw_header) < length:
+        reader.fail(f"header length {length} but only {len(raw_header)} header bytes follow (truncated)")
+    return prefix + raw_header, length
+
+
+def _remaining_size(stream):
+    try:
+        here = stream.tell()
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(here)
+        return end - here
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
+def _resolve_map_location(map_location):
+    """ember's eager tensors live in host memory: accept torch's map_location forms that name
+    a device and return a function applied to every loaded tensor."""
+    if map_location is None or isinstance(map_location, (str, Device)):
+        if map_location is not None:
+            Device(map_location)  # validates the name
+        return None
+    if isinstance(map_location, dict):
+        for device_name in map_location.values():
+            Device(device_name)
+        return None
+    if callable(map_location):
+        return lambda tensor: map_location(tensor, "cpu")
+    raise TypeError(f"ember.load: map_location should be a device, a dict or a function, "
+                    f"got {type(map_location).__name__}")
+
+
+def load(f, map_location=None, weights_only=None, mmap=None):
+    """Load what `save` wrote (or any safetensors file: then a dict of tensors) from a path or
+    binary file object. Nothing is unpickled, so `weights_only` is always satisfied; with
+    `mmap=True` tensors are copy-on-write views of the memory-mapped file. Truncated or
+    corrupted files raise RuntimeError naming the file and the problem."""
+    if weights_only not in (None, True, False):
+        raise TypeError(f"ember.load: weights_only should be True, False or None, got {weights_only!r}")
+    relocate = _resolve_map_location(map_location)
+    reader = _Reader(_source_name(f))
+    if not isinstance(f, (str, os.PathLike)):
+        return _load_stream(f, reader, bool(mmap), relocate, whole_file=False)
+    if not os.path.exists(f):
+        raise FileNotFoundError(f"ember.load: no such file: {os.fspath(f)!r}")
+    with open(f, "rb") as stream:
+        return _load_stream(stream, reader, bool(mmap), relocate, whole_file=True)
+
+
+def _load_stream(stream, reader, use_mmap, relocate, whole_file):
+    head, header_length = _read_head(stream, reader, use_mmap)
+    metadata, entries = reader.decode_header(bytes(head[8:8 + header_length]))
+    if use_mmap:
+        data, base = head, 8 + header_length
+        present = len(head) - base
+        needed = reader.check_coverage(entries, present)
+    else:
+        present = _remaining_size(stream)
+        needed = reader.check_coverage(entries, math.inf if present is None else present)
+        data, base = bytearray(needed), 0
+        got = (stream.readinto(data) or 0) if needed else 0
+        if got < needed:
+            reader.fail(f"the header describes {needed} bytes of tensor data but only {got} are present "
+                        f"(truncated)")
+    if (whole_file or use_mmap) and present is not None and present > needed:
+        reader.fail(f"{present - needed} unexpected bytes follow the tensor data")
+    tensors = {}
+    for name, (dtype, shape, begin, _) in entries.items():
+        array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=base + begin).reshape(shape)
+        if not dtype.isnative:
+            array = array.astype(dtype.newbyteorder("="))
+        tensor = Tensor._wrap(array)
+        tensors[name] = relocate(tensor) if relocate else tensor
+    if metadata.get("format") != FORMAT_NAME or STRUCTURE_KEY not in metadata:
+        return tensors  # a plain safetensors file: its tensors by name
+    try:
+        structure = json.loads(metadata[STRUCTURE_KEY])
+    except (TypeError, json.JSONDecodeError) as error:
+        reader.fail(f"the object structure in __metadata__ is not valid JSON ({error})")
+    return reader.decode_structure(structure, tensors)
