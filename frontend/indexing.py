@@ -32,6 +32,13 @@ def _is_advanced(k):
     return isinstance(k, (np.ndarray, list))
 
 
+def _mixes_integers_and_arrays(key):
+    """Does a (numpy) key hold both an integer and an index array? Cheap for the usual keys."""
+    kinds = {type(k) for k in key}
+    return (np.ndarray in kinds or list in kinds) and any(issubclass(t, (int, np.integer)) and t is not bool
+                                                          for t in kinds)
+
+
 def _integers_first(key):
     """PyTorch selects integer indices before advanced indexing, so `x[1, :, idx]` is
     `x[1][:, idx]`; numpy treats the integer as one more advanced index, which moves the
@@ -62,7 +69,7 @@ def getitem(x, key):
     if not _recording(x):
         key = _numpy_key(key)
         try:
-            if type(key) is tuple and any(map(_is_int, key)) and any(map(_is_advanced, key)):
+            if type(key) is tuple and _mixes_integers_and_arrays(key):
                 basic, advanced = _integers_first(key)
                 return Tensor._wrap(np.asarray(x._data[basic][advanced]))
             return Tensor._wrap(np.asarray(x._data[key]))
@@ -270,7 +277,7 @@ def setitem(x, key, value):
         key = _numpy_key(key)
         value = value._data if isinstance(value, Tensor) else value
         try:
-            if type(key) is tuple and any(map(_is_int, key)) and any(map(_is_advanced, key)):
+            if type(key) is tuple and _mixes_integers_and_arrays(key):
                 basic, advanced = _integers_first(key)
                 x._data[basic][advanced] = value  # basic indexing gives a view: this writes x
             else:
