@@ -390,6 +390,19 @@ def _split_around_anchor(graph, nodes, anchor, root):
     return tuple(n for n in nodes if n in before), tuple(n for n in nodes if n in after)
 
 
+def at_root_index(graph, group):
+    """The members a kernel evaluates at the root's flat index: those whose every path to
+    the root inside the group keeps the flat index (same-shape elementwise ops, reshapes)."""
+    members = set(group.nodes)
+    aligned = {group.root}
+    for n in reversed(group.nodes):
+        node = graph.node(n)
+        users = [u for u in graph.users(n) if u in members]
+        if n != group.root and users and all(u in aligned and keeps_flat_index(graph.node(u), node) for u in users):
+            aligned.add(n)
+    return aligned
+
+
 # ----------------------------------------------------------------------------- kernel names
 
 def kernel_name(graph, group):
@@ -471,7 +484,7 @@ def check_fusion(graph, fusion):
                 assert (n in required) == (n in group.outputs), \
                     f"{where}: %{n} is an output/mutation/guard exactly when it is a group output"
                 if n in group.outputs:
-                    assert _at_flat_index_of_root(graph, group, n), \
+                    assert n in at_root_index(graph, group), \
                         f"{where}: extra output %{n} is not at the root's flat index"
         assert group.outputs[-1] == group.root and set(group.outputs) <= members, \
             f"{where}: bad outputs {group.outputs}"
@@ -483,15 +496,6 @@ def check_fusion(graph, fusion):
     missing = [n.id for n in graph.nodes() if not is_external(n) and n.id not in seen]
     assert not missing, f"{graph.name}: nodes {missing} belong to no group"
     assert fusion.group_of == seen, f"{graph.name}: group_of disagrees with the groups"
-
-
-def _at_flat_index_of_root(graph, group, node_id):
-    members = set(group.nodes)
-    if node_id == group.root:
-        return True
-    node = graph.node(node_id)
-    return all(_at_flat_index_of_root(graph, group, u) and keeps_flat_index(graph.node(u), node)
-               for u in graph.users(node_id) if u in members)
 
 
 def _check_anchored(graph, group, anchor, where):

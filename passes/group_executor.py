@@ -7,12 +7,14 @@ read a value after its slot was reused, or before it was written, gives wrong re
 """
 import numpy as np
 
-from ember.ir.interpreter import _array
 from ember.ops import PRIMITIVES
 
-from .fusion import is_external
-
 POISON = 0xFF  # NaN for floats, -1 for ints
+
+
+def _array(value):
+    """A numpy array from an array or an ember Tensor."""
+    return np.asarray(getattr(value, "_data", value))
 
 
 def execute_planned(graph, fusion, plan, inputs, params=None, poison=True):
@@ -37,17 +39,17 @@ def execute_planned(graph, fusion, plan, inputs, params=None, poison=True):
         raw = arena[buffer.offset:buffer.offset + buffer.nbytes]
         return raw.view(np.dtype(node.dtype)).reshape(node.shape)
 
+    for node in graph.nodes():
+        if node.op == "constant":
+            external[node.id] = PRIMITIVES["constant"].impl(**node.attrs)
+
     def read(node_id, group):
         if node_id in plan.buffers:
             return view(node_id)
         if node_id in external:
             return external[node_id]
-        node = graph.node(node_id)
-        if node.op == "constant":
-            external[node_id] = PRIMITIVES["constant"].impl(**node.attrs)
-            return external[node_id]
-        raise RuntimeError(f"{graph.name}: g{group.id} {group.name} reads %{node_id} ({node.name}), "
-                           f"which no earlier kernel wrote")
+        raise RuntimeError(f"{graph.name}: g{group.id} {group.name} reads %{node_id} "
+                           f"({graph.node(node_id).name}), which no earlier kernel wrote")
 
     for group in fusion.groups:
         local = {}
@@ -66,11 +68,8 @@ def execute_planned(graph, fusion, plan, inputs, params=None, poison=True):
                     arena[buffer.offset:buffer.offset + buffer.nbytes] = POISON
 
     def result(node_id):
-        if node_id in plan.buffers:
-            raise RuntimeError(f"{graph.name}: %{node_id} is a result but was planned into the arena")
-        node = graph.node(node_id)
-        if is_external(node) and node_id not in external:
-            read(node_id, None)
+        if node_id not in external:
+            raise RuntimeError(f"{graph.name}: result %{node_id} was planned into the arena, not returned")
         return np.array(external[node_id], copy=True)
 
     return [result(o) for o in graph.outputs] + [result(m.node) for m in graph.mutations]

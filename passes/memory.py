@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fusion import fuse, is_external, keeps_flat_index
+from .fusion import at_root_index, fuse, is_external, keeps_flat_index
 
 ALIGNMENT = 64
 POINTWISE_KINDS = ("elementwise", "movement")
@@ -177,18 +177,10 @@ def _same_elements(graph, a, b):
 
 def _reads_only_at_written_index(graph, group, source):
     """True when every read of `source` in the group happens at the root's flat index."""
-    members = set(group.nodes)
-    at_root_index = {}
-    for n in reversed(group.nodes):
-        if n == group.root:
-            at_root_index[n] = True
-            continue
-        node = graph.node(n)
-        at_root_index[n] = all(at_root_index[u] and keeps_flat_index(graph.node(u), node)
-                               for u in graph.users(n) if u in members)
+    aligned = at_root_index(graph, group)
     source_node = graph.node(source)
-    return all(at_root_index[u] and keeps_flat_index(graph.node(u), source_node)
-               for u in graph.users(source) if u in members)
+    return all(u in aligned and keeps_flat_index(graph.node(u), source_node)
+               for u in graph.users(source) if u in group.nodes)
 
 
 def _chains(buffers, in_place):
