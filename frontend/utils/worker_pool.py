@@ -10,14 +10,12 @@ a timeout, then terminate (straight away from the garbage collector); workers ar
 also leave when their parent dies.
 """
 import itertools
-import multiprocessing
 import os
 import queue
 import random
 import sys
 import time
 import traceback
-from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 
@@ -89,6 +87,7 @@ class ResumeIteration:
 def _send_result(result_queue, epoch, task_index, data, worker_id):
     """Pickle in the worker, so a batch that can't be pickled becomes an error the main process
     sees instead of a lost message (multiprocessing would pickle it in a background thread)."""
+    from multiprocessing.reduction import ForkingPickler
     try:
         payload = bytes(ForkingPickler.dumps(data))
     except Exception:
@@ -99,6 +98,11 @@ def _send_result(result_queue, epoch, task_index, data, worker_id):
                                                     f"sending a batch (batches must be picklable)")
         payload = bytes(ForkingPickler.dumps(data))
     result_queue.put((epoch, task_index, payload))
+
+
+def _unpickle(payload):
+    from multiprocessing.reduction import ForkingPickler
+    return ForkingPickler.loads(payload)
 
 
 def _seed_worker(seed):
@@ -167,6 +171,7 @@ def worker_loop(is_iterable, dataset, index_queue, result_queue, done_event, aut
 
 def default_context():
     """'fork' on Linux (workers start instantly and share the dataset copy-on-write)."""
+    import multiprocessing  # imported on first use: it adds ~8 ms to `import ember`
     if sys.platform.startswith("linux"):
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context()
@@ -181,6 +186,7 @@ class MultiProcessIterator(LoaderIterator):
         if context is None:
             context = default_context()
         elif isinstance(context, str):
+            import multiprocessing
             context = multiprocessing.get_context(context)
         self._num_workers = loader.num_workers
         self._prefetch = loader.prefetch_factor * loader.num_workers
@@ -258,7 +264,7 @@ class MultiProcessIterator(LoaderIterator):
             if epoch != self._epoch:
                 continue
             self._tasks_outstanding -= 1
-            data = ForkingPickler.loads(payload)
+            data = _unpickle(payload)
             if isinstance(data, IterableDatasetStopIteration):
                 self._worker_active[data.worker_id] = False
                 self._put_task()
