@@ -13,8 +13,9 @@ Runs after fusion, before lowering: `plan_memory(graph, fusion)` returns a `Memo
   form a chain sharing one slot (`MemoryPlan.in_place` {output node: input node}).
 - Offsets by greedy-by-size (Pisarchyk & Lee 2020, "Efficient memory management for deep
   neural net inference"): slots in decreasing size; each goes into the smallest gap between
-  the already placed slots whose lifetimes intersect its own, else above them. Offsets are
-  64-byte aligned and every size here is a buffer's bytes rounded up to 64 (its allocation).
+  the already placed slots whose lifetimes intersect its own, else above them. A few tie
+  orders are tried (SLOT_ORDERS) and the smallest arena kept. Offsets are 64-byte aligned
+  and every size here is a buffer's bytes rounded up to 64 (its allocation).
 - `lower_bound_bytes`: the most bytes live at one step (a chain counted once), a bound no
   plan with these in-place choices can beat; `naive_bytes`: every buffer in its own slot.
 """
@@ -201,12 +202,37 @@ def _slot_extent(buffers, chain):
     return buffers[chain[0]].first_step, buffers[chain[-1]].last_step, max(buffers[n].size for n in chain)
 
 
+# the orders greedy placement tries; all put bigger slots first (Pisarchyk & Lee's greedy by
+# size), they differ in how they break ties and whether long-lived slots go first
+SLOT_ORDERS = (
+    lambda extent: (-extent[2], extent[0]),  # size, then the earliest first
+    lambda extent: (-extent[2], extent[0] - extent[1], extent[0]),  # size, then the longest-lived
+    lambda extent: (-extent[2] * (extent[1] - extent[0] + 1), extent[0]),  # bytes x steps
+)
+
+
 def _assign_offsets(buffers, chains):
-    """Greedy by size; returns the arena size."""
-    slots = sorted(((_slot_extent(buffers, c), c) for c in chains), key=lambda s: (-s[0][2], s[0][0], s[1][0]))
+    """Greedy placement in each of SLOT_ORDERS; keeps the smallest arena and returns its size."""
+    extents = [(_slot_extent(buffers, chain), chain) for chain in chains]
+    best = None
+    for order in SLOT_ORDERS:
+        ranked = sorted(extents, key=lambda item: (order(item[0]), item[1][0]))
+        offsets, arena = _place_greedily([extent for extent, _ in ranked])
+        if best is None or arena < best[0]:
+            best = (arena, offsets, ranked)
+    arena, offsets, ranked = best
+    for offset, (_, chain) in zip(offsets, ranked):
+        for node in chain:
+            buffers[node].offset = offset
+    return arena
+
+
+def _place_greedily(extents):
+    """Each slot goes into the smallest gap between the placed slots whose lifetimes meet
+    its own, else above them all. Returns (offsets, arena size)."""
     placed = []  # (offset, size, first, last)
-    arena = 0
-    for (first, last, size), chain in slots:
+    offsets, arena = [], 0
+    for first, last, size in extents:
         overlapping = sorted(p for p in placed if p[2] <= last and first <= p[3] and p[1] > 0)
         best, best_gap, end = None, None, 0
         for offset, other_size, _, _ in overlapping:
@@ -216,7 +242,6 @@ def _assign_offsets(buffers, chains):
             end = max(end, offset + other_size)
         offset = end if best is None else best
         placed.append((offset, size, first, last))
+        offsets.append(offset)
         arena = max(arena, offset + size)
-        for node in chain:
-            buffers[node].offset = offset
-    return arena
+    return offsets, arena

@@ -97,10 +97,10 @@ def test_seed_net_forward_fuses_into_at_most_7_kernels():
         "pool_amax_2x16x5x5", "matmul_bias_relu_2x120", "matmul_bias_relu_2x84", "matmul_bias_2x10"]
 
 
-def test_seed_net_training_step_fuses_into_35_kernels_with_updates_beside_their_gradients():
+def test_seed_net_training_step_fuses_into_at_most_35_kernels_with_updates_beside_their_gradients():
     graph = seed_net_training_step_graph()
     fusion = fused(graph)
-    assert fusion.kernel_count == 35
+    assert fusion.kernel_count <= 35
     # the new momentum buffer is an extra output of the kernel that computes the gradient
     # and the new weight (both are mutations: written back, read by no other kernel)
     sources = {m.target: m.node for m in graph.mutations}
