@@ -512,7 +512,8 @@ class RandomRotation:
         return rotate(img, angle, self.interpolation, self.expand, self.center, self.fill)
 
     def __repr__(self):
-        text = f"{type(self).__name__}(degrees={self.degrees}, interpolation={self.interpolation.value}, expand={self.expand}"
+        text = (f"{type(self).__name__}(degrees={self.degrees}, interpolation={self.interpolation.value}, "
+                f"expand={self.expand}")
         if self.center is not None:
             text += f", center={self.center}"
         if self.fill is not None:

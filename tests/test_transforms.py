@@ -76,7 +76,8 @@ def test_compose_repr_and_application():
     assert repr(T.RandomCrop(32, padding=4)) == "RandomCrop(size=(32, 32), padding=4)"
     assert repr(T.RandomHorizontalFlip()) == "RandomHorizontalFlip(p=0.5)"
     assert repr(T.Resize(8)) == "Resize(size=8, interpolation=bilinear, max_size=None, antialias=True)"
-    assert repr(T.RandomRotation(30)) == "RandomRotation(degrees=[-30.0, 30.0], interpolation=nearest, expand=False, fill=0)"
+    assert repr(T.RandomRotation(30)) == ("RandomRotation(degrees=[-30.0, 30.0], interpolation=nearest, "
+                                          "expand=False, fill=0)")
     assert repr(T.Lambda(abs)) == "Lambda()" and repr(T.CenterCrop(3)) == "CenterCrop(size=(3, 3))"
 
 

@@ -214,7 +214,6 @@ class MultiProcessIterator(LoaderIterator):
         self._send_index = 0  # next task to hand out
         self._receive_index = 0  # next task to yield
         self._task_info = {}  # task index -> (worker_id,) while pending, (worker_id, data) when early
-        self._tasks_outstanding = 0
         self._worker_active = [True] * self._num_workers
         self._worker_cycle = itertools.cycle(range(self._num_workers))
         for _ in range(self._prefetch):
@@ -240,7 +239,6 @@ class MultiProcessIterator(LoaderIterator):
             return  # every worker's IterableDataset copy is exhausted
         self._index_queues[worker_id].put((self._epoch, self._send_index, indices))
         self._task_info[self._send_index] = (worker_id,)
-        self._tasks_outstanding += 1
         self._send_index += 1
 
     def _next_data(self):
@@ -263,7 +261,6 @@ class MultiProcessIterator(LoaderIterator):
             epoch, task_index, payload = self._get_result()
             if epoch != self._epoch:
                 continue
-            self._tasks_outstanding -= 1
             data = _unpickle(payload)
             if isinstance(data, IterableDatasetStopIteration):
                 self._worker_active[data.worker_id] = False
