@@ -112,10 +112,9 @@ class Group:
     """One kernel. `nodes` in topological order; `outputs` in topological order, ending with
     the root (earlier ones are extra outputs at the root's flat index that only the caller
     reads); `anchor` is the contraction/reduce/window/opaque node, or the root for pointwise
-    groups. `prologue` and
-    `epilogue` split an anchored group's other members (nodes feeding the anchor, nodes
-    evaluated at the anchor's output index; a node may be in both); both are empty for
-    pointwise groups. `constants` are the scalar constants the kernel inlines."""
+    groups. `prologue` and `epilogue` split an anchored group's other members (nodes feeding
+    the anchor; nodes evaluated at the anchor's output index; a node may be in both); both
+    are empty for pointwise groups. `constants` are the scalar constants the kernel inlines."""
 
     id: int
     kind: str
@@ -290,8 +289,9 @@ class _Partitioner:
 
     def _cheap_to_recompute(self, node_id):
         """The cost rule: the recompute tree has at most RECOMPUTE_MAX_OPS elementwise ops and
-        RECOMPUTE_MAX_NODES nodes; it stops at materialised values (placed nodes are roots
-        here: stage-one anchors' groups, opaque ops), required roots and externals."""
+        RECOMPUTE_MAX_NODES nodes. It stops at values that are or will be materialised:
+        externals, required nodes, non-pointwise nodes and already placed producers (placed
+        before their users only by `_grow_anchors`, so read from outside only as roots)."""
         graph = self.graph
         ops = nodes = 0
         seen, stack = set(), [node_id]
@@ -444,12 +444,14 @@ def _first_unique(labels, limit):
 
 def _unique_names(groups):
     """Repeated names get `_2`, `_3`, ... in schedule order (the first keeps its name)."""
-    seen = {}
+    taken = set()
     for group in groups:
-        count = seen.get(group.name, 0) + 1
-        seen[group.name] = count
-        if count > 1:
-            group.name = f"{group.name}_{count}"
+        name, count = group.name, 1
+        while name in taken:
+            count += 1
+            name = f"{group.name}_{count}"
+        taken.add(name)
+        group.name = name
 
 
 # ----------------------------------------------------------------------------- checking
