@@ -2,6 +2,8 @@
 the seed Net), the loop-nest group shapes a backend relies on (`Fusion.check`), recompute vs
 materialise, kernel names and dumps, and on random graphs that fusing keeps the
 interpreter's results."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -199,6 +201,20 @@ def test_elementwise_producers_of_a_contraction_are_not_fused_into_its_loads():
     graph = ember.trace(lambda x: ember.relu(x).matmul(w.t()).exp(), ember.randn(3, 6))
     fusion = fused(graph)
     assert [ops_of(graph, g) for g in fusion.groups] == [["relu"], ["permute", "matmul", "exp"]]
+
+
+def test_check_rejects_arithmetic_inside_a_contractions_loads():
+    w = ember.randn(5, 6)
+    graph = ember.trace(lambda x: ember.relu(x).matmul(w.t()), ember.randn(3, 6))
+    fusion = fused(graph)
+    relu, matmul = fusion.groups
+    merged = dataclasses.replace(matmul, id=0, nodes=relu.nodes + matmul.nodes,
+                                 inputs=tuple(i for i in matmul.inputs if i != relu.root) + relu.inputs,
+                                 prologue=relu.nodes + matmul.prologue)
+    fusion.groups = [merged]
+    fusion.group_of = {n: 0 for n in merged.nodes}
+    with pytest.raises(AssertionError, match=r"\(relu\) computes inside a contraction's loads"):
+        fusion.check()
 
 
 def test_a_reduction_with_a_broadcast_consumer_ends_its_kernel_there():
