@@ -51,6 +51,8 @@ from ember import ir  # noqa: E402
 from ember import cuda, backends, accelerator, functional  # noqa: E402
 from ember.functional import broadcast_shapes, meshgrid, tensordot, atleast_1d, atleast_2d  # noqa: E402
 from ember.frontend import utils  # noqa: E402
+from ember.frontend import transforms  # noqa: E402
+from ember.frontend.serialization import save, load  # noqa: E402
 
 
 def _alias(name, module):
@@ -58,7 +60,7 @@ def _alias(name, module):
     _sys.modules[f"ember.{name}"] = module
 
 
-for _name in ("nn", "optim", "autograd", "utils"):
+for _name in ("nn", "optim", "autograd", "utils", "transforms"):
     _alias(_name, globals()[_name])
 for _sub in ("nn.functional", "nn.init", "nn.parameter", "nn.modules", "optim.lr_scheduler", "utils.data"):
     _module = __import__(f"ember.frontend.{_sub}", fromlist=["_"])
