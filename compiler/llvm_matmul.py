@@ -1,0 +1,446 @@
+"""sgemm for ember's LLVM CPU backend: a tiled, packed, register-blocked float32 matmul.
+
+`define_sgemm(module)` adds `ember_sgemm` to an llvmlite module; the kernel code generator
+(llvm_cpu) calls it for matmul nodes and llvm_conv builds conv2d on it. The structure is
+GotoBLAS/BLIS: the NC x KC block of B and the MC x KC block of A are packed into contiguous
+panels, and an MR x NR microkernel keeps MR * NR / lanes vector accumulators in registers,
+one FMA per (row, vector) and k. Row blocks (or column panels) run on libgomp's threads.
+"""
+import ctypes
+import ctypes.util
+import os
+import subprocess
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from . import llvm_target
+from .llvm_ir_loops import (F32, F32_PTR, I8_PTR, I32, I64, VOID, GOMP, ceil_div, counted_loop, declare,
+                            entry_alloca, f32, i32, i64, smin, splat)
+
+SGEMM_NAME = "ember_sgemm"
+SGEMM_THREADS_NAME = "ember_sgemm_threads"
+# below this many flops (2*M*N*K) sgemm stays on the calling thread: a parallel region costs
+# about as much as 10-20 us of single-core FMA work
+PARALLEL_MIN_FLOPS = 4_000_000
+
+
+@dataclass(frozen=True)
+class SgemmGeometry:
+    """Register and cache blocking: an MR x NR tile of C in registers (NR a multiple of the
+    vector lanes), A blocks of MC x KC (L2), B blocks of KC x NC (L3)."""
+    lanes: int
+    mr: int
+    nr: int
+    mc: int
+    kc: int
+    nc: int
+
+    def __post_init__(self):
+        if self.nr % self.lanes or self.mc % self.mr or self.nc % self.nr:
+            raise ValueError(f"sgemm geometry {self}: NR must be a multiple of the lanes, MC of MR, NC of NR")
+
+    @property
+    def name(self):
+        return f"{self.mr}x{self.nr}"
+
+
+def host_geometry():
+    """The blocking for this CPU: 6x16 on AVX2 (12 of 16 ymm registers accumulate), 14x32 on
+    AVX-512 (28 of 32 zmm registers)."""
+    lanes = llvm_target.host_vector_lanes(32)
+    if lanes >= 16:
+        return SgemmGeometry(lanes=16, mr=14, nr=32, mc=14 * 12, kc=384, nc=4096)
+    if lanes == 8:
+        return SgemmGeometry(lanes=8, mr=6, nr=16, mc=6 * 24, kc=256, nc=4096)
+    return SgemmGeometry(lanes=4, mr=6, nr=8, mc=6 * 16, kc=256, nc=2048)
+
+
+def default_num_threads():
+    """EMBER_NUM_THREADS if set, else the number of CPUs this process may run on."""
+    value = os.environ.get("EMBER_NUM_THREADS", "")
+    if value:
+        try:
+            count = int(value)
+        except ValueError:
+            raise ValueError(f"EMBER_NUM_THREADS must be a positive integer, got {value!r}") from None
+        if count < 1:
+            raise ValueError(f"EMBER_NUM_THREADS must be a positive integer, got {value!r}")
+        return count
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_libgomp_path = None
+
+
+def find_libgomp():
+    """Path of libgomp.so.1 (ctypes' search, then gcc's), or None."""
+    name = ctypes.util.find_library("gomp")
+    if name:
+        return name
+    try:
+        path = subprocess.run(["gcc", "-print-file-name=libgomp.so.1"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def load_libgomp():
+    """Load libgomp into the process so JIT-compiled code resolves GOMP_parallel; returns its
+    path or None when it is not installed (then define_sgemm emits a single-threaded sgemm)."""
+    global _libgomp_path
+    if _libgomp_path is None:
+        path = find_libgomp()
+        if path is None:
+            _libgomp_path = ""
+        else:
+            llvm_target.llvm_binding().load_library_permanently(path)
+            _libgomp_path = path
+    return _libgomp_path or None
+
+
+# ----------------------------------------------------------------------------- microkernel
+
+def _define_microkernel(module, g):
+    """void kernel(i64 kc, f32* a, f32* b, f32* c, i64 ldc, i64 mr, i64 nr, f32 beta)
+
+    C[r, j] = beta * C[r, j] + sum_k a[k*MR + r] * b[k*NR + j] for r < mr, j < nr over
+    packed panels of A and B (beta == 0: C is not read); a full MR x NR tile is stored
+    with vector stores, an edge tile through a scratch tile.
+    """
+    name = f"ember_sgemm_kernel_{g.name}"
+    if name in module.globals:
+        return module.globals[name]
+    vector = ir.VectorType(F32, g.lanes)
+    vectors_per_row = g.nr // g.lanes
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, F32_PTR, F32_PTR, F32_PTR, I64, I64, I64, F32]),
+                     name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    kc, a, b, c, ldc, mr, nr, beta = fn.args
+    for pointer in (a, b, c):
+        pointer.add_attribute("noalias")
+    fma = declare(module, f"llvm.fma.v{g.lanes}f32", vector, [vector] * 3)
+    entry = fn.append_basic_block("entry")
+    loop = fn.append_basic_block("k_loop")
+    store = fn.append_basic_block("store")
+    builder = ir.IRBuilder(entry)
+    tile = entry_alloca(builder, F32, g.mr * g.nr, name="edge_tile")
+    zero = ir.Constant(vector, [0.0] * g.lanes)
+    builder.branch(loop)
+
+    builder.position_at_end(loop)
+    k = builder.phi(I64, name="k")
+    k.add_incoming(i64(0), entry)
+    accumulators = [[builder.phi(vector, name=f"acc{r}_{v}") for v in range(vectors_per_row)]
+                    for r in range(g.mr)]
+    for row in accumulators:
+        for phi in row:
+            phi.add_incoming(zero, entry)
+    b_row = builder.gep(b, [builder.mul(k, i64(g.nr))])
+    b_vectors = [builder.load(builder.bitcast(builder.gep(b_row, [i64(v * g.lanes)]), vector.as_pointer()),
+                              align=4 * g.lanes) for v in range(vectors_per_row)]
+    a_column = builder.gep(a, [builder.mul(k, i64(g.mr))])
+    updated = []
+    for r in range(g.mr):
+        a_value = splat(builder, builder.load(builder.gep(a_column, [i64(r)])), g.lanes)
+        updated.append([builder.call(fma, [a_value, b_vectors[v], accumulators[r][v]])
+                        for v in range(vectors_per_row)])
+    following = builder.add(k, i64(1))
+    k.add_incoming(following, loop)
+    for row, new_row in zip(accumulators, updated):
+        for phi, value in zip(row, new_row):
+            phi.add_incoming(value, loop)
+    builder.cbranch(builder.icmp_signed("<", following, kc), loop, store)
+
+    builder.position_at_end(store)
+    beta_is_zero = builder.fcmp_ordered("==", beta, f32(0.0))
+    full = builder.and_(builder.icmp_signed("==", mr, i64(g.mr)), builder.icmp_signed("==", nr, i64(g.nr)))
+    with builder.if_else(full) as (full_tile, edge_tile):
+        with full_tile:
+            beta_vector = splat(builder, beta, g.lanes)
+            pointers = [[builder.bitcast(builder.gep(c, [builder.add(builder.mul(i64(r), ldc), i64(v * g.lanes))]),
+                                         vector.as_pointer()) for v in range(vectors_per_row)]
+                        for r in range(g.mr)]
+            with builder.if_else(beta_is_zero) as (overwrite, update):
+                with overwrite:
+                    for r in range(g.mr):
+                        for v in range(vectors_per_row):
+                            builder.store(updated[r][v], pointers[r][v], align=4)
+                with update:
+                    for r in range(g.mr):
+                        for v in range(vectors_per_row):
+                            old = builder.load(pointers[r][v], align=4)
+                            builder.store(builder.call(fma, [beta_vector, old, updated[r][v]]),
+                                          pointers[r][v], align=4)
+        with edge_tile:
+            for r in range(g.mr):
+                for v in range(vectors_per_row):
+                    pointer = builder.gep(tile, [i64(r * g.nr + v * g.lanes)])
+                    builder.store(updated[r][v], builder.bitcast(pointer, vector.as_pointer()), align=4)
+            with counted_loop(builder, 0, mr, name="r") as r:
+                c_row = builder.gep(c, [builder.mul(r, ldc)])
+                tile_row = builder.gep(tile, [builder.mul(r, i64(g.nr))])
+                with counted_loop(builder, 0, nr, name="j") as j:
+                    pointer = builder.gep(c_row, [j])
+                    value = builder.load(builder.gep(tile_row, [j]))
+                    scaled = builder.fadd(builder.fmul(beta, builder.load(pointer)), value)
+                    builder.store(builder.select(beta_is_zero, value, scaled), pointer)
+    builder.ret_void()
+    return fn
+
+
+# ----------------------------------------------------------------------------- packing
+
+def _define_pack_a(module, g):
+    """void pack_a(i64 mc, i64 kc, f32* a, i64 rsa, i64 csa, f32* ap): MR-row panels,
+    ap[(p*kc + k)*MR + r] = a[(p*MR + r)*rsa + k*csa], rows past mc zero."""
+    name = f"ember_sgemm_pack_a_{g.mr}"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, F32_PTR, I64, I64, F32_PTR]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    mc, kc, a, rsa, csa, ap = fn.args
+    a.add_attribute("noalias")
+    ap.add_attribute("noalias")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    _pack_panels(builder, mc, kc, a, rsa, csa, ap, g.mr)
+    builder.ret_void()
+    return fn
+
+
+def _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, width):
+    """packed[(p*kc + k)*width + e] = source[(p*width + e)*extent_stride + k*k_stride] for
+    e < width, zero past `extent`: the loop order reads the source along its unit stride."""
+    with counted_loop(builder, 0, ceil_div(builder, extent, i64(width)), name="p") as p:
+        first = builder.mul(p, i64(width))
+        count = smin(builder, i64(width), builder.sub(extent, first))
+        panel = builder.gep(packed, [builder.mul(first, kc)])
+        origin = builder.gep(source, [builder.mul(first, extent_stride)])
+        with builder.if_then(builder.icmp_signed("<", count, i64(width))):  # edge panel: zeros first
+            with counted_loop(builder, 0, builder.mul(kc, i64(width)), name="z") as z:
+                builder.store(f32(0.0), builder.gep(panel, [z]))
+        with builder.if_else(builder.icmp_signed("==", extent_stride, i64(1))) as (along_extent, along_k):
+            with along_extent:
+                with counted_loop(builder, 0, kc, name="k") as k:
+                    row = builder.gep(origin, [builder.mul(k, k_stride)])
+                    out = builder.gep(panel, [builder.mul(k, i64(width))])
+                    with counted_loop(builder, 0, count, name="e") as e:
+                        builder.store(builder.load(builder.gep(row, [e])), builder.gep(out, [e]))
+            with along_k:
+                with counted_loop(builder, 0, count, name="e") as e:
+                    line = builder.gep(origin, [builder.mul(e, extent_stride)])
+                    out = builder.gep(panel, [e])
+                    with counted_loop(builder, 0, kc, name="k") as k:
+                        value = builder.load(builder.gep(line, [builder.mul(k, k_stride)]))
+                        builder.store(value, builder.gep(out, [builder.mul(k, i64(width))]))
+
+
+def _define_pack_b(module, g):
+    """void pack_b(i64 kc, i64 nc, f32* b, i64 rsb, i64 csb, f32* bp): NR-column panels,
+    bp[(q*kc + k)*NR + j] = b[k*rsb + (q*NR + j)*csb], columns past nc zero."""
+    name = f"ember_sgemm_pack_b_{g.nr}"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, F32_PTR, I64, I64, F32_PTR]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    kc, nc, b, rsb, csb, bp = fn.args
+    b.add_attribute("noalias")
+    bp.add_attribute("noalias")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    _pack_panels(builder, nc, kc, b, csb, rsb, bp, g.nr)
+    builder.ret_void()
+    return fn
+
+
+# ----------------------------------------------------------------------------- blocked driver
+
+# what one (jc, pc) block step hands to every thread
+_TASK_FIELDS = ("m", "a", "rsa", "csa", "b", "rsb", "csb", "c", "ldc", "beta", "packed_b", "pc", "kc", "jc", "nc")
+_TASK_TYPES = (I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, F32, F32_PTR, I64, I64, I64, I64)
+TASK = ir.LiteralStructType(_TASK_TYPES)
+
+
+def _task_field(builder, task, name):
+    index = _TASK_FIELDS.index(name)
+    return builder.load(builder.gep(task, [i32(0), i32(index)], inbounds=True), name=name)
+
+
+def _define_slice(module, g, gomp):
+    """void slice(task*, i32 t, i32 T): thread t of T packs its share of the B block, waits
+    for the others, then multiplies its share of row blocks (or of B's column panels when
+    there are fewer row blocks than threads)."""
+    name = f"ember_sgemm_slice_{g.name}"
+    if name in module.globals:
+        return module.globals[name]
+    kernel, pack_a, pack_b = _define_microkernel(module, g), _define_pack_a(module, g), _define_pack_b(module, g)
+    fn = ir.Function(module, ir.FunctionType(VOID, [TASK.as_pointer(), I32, I32]), name=name)
+    fn.linkage = "internal"
+    task, thread, threads = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    packed_a = entry_alloca(builder, F32, g.mc * g.kc, name="packed_a")
+    m, a, rsa, csa, b, rsb, csb, c, ldc, beta, packed_b, pc, kc, jc, nc = (
+        _task_field(builder, task, field) for field in _TASK_FIELDS)
+    t, count = builder.sext(thread, I64), builder.sext(threads, I64)
+
+    def share(total, part, parts):
+        return builder.sdiv(builder.mul(total, part), parts)
+
+    panels = ceil_div(builder, nc, i64(g.nr))
+    first_panel, end_panel = share(panels, t, count), share(panels, builder.add(t, i64(1)), count)
+    with builder.if_then(builder.icmp_signed("<", first_panel, end_panel)):
+        first_column = builder.mul(first_panel, i64(g.nr))
+        columns = builder.sub(smin(builder, builder.mul(end_panel, i64(g.nr)), nc), first_column)
+        source = builder.gep(b, [builder.add(builder.mul(pc, rsb), builder.mul(builder.add(jc, first_column), csb))])
+        builder.call(pack_b, [kc, columns, source, rsb, csb, builder.gep(packed_b, [builder.mul(first_column, kc)])])
+    if gomp is not None:
+        with builder.if_then(builder.icmp_signed(">", count, i64(1))):
+            builder.call(gomp.barrier, [])
+
+    row_blocks = ceil_div(builder, m, i64(g.mc))
+    threads_m = smin(builder, count, row_blocks)
+    threads_n = builder.sdiv(count, threads_m)
+    with builder.if_then(builder.icmp_signed(">=", t, builder.mul(threads_m, threads_n))):
+        builder.ret_void()
+    t_m, t_n = builder.srem(t, threads_m), builder.sdiv(t, threads_m)
+    first_block, end_block = share(row_blocks, t_m, threads_m), share(row_blocks, builder.add(t_m, i64(1)), threads_m)
+    my_first_panel = share(panels, t_n, threads_n)
+    my_end_panel = share(panels, builder.add(t_n, i64(1)), threads_n)
+    with counted_loop(builder, first_block, end_block, name="block") as block:
+        ic = builder.mul(block, i64(g.mc))
+        mc = smin(builder, i64(g.mc), builder.sub(m, ic))
+        a_block = builder.gep(a, [builder.add(builder.mul(ic, rsa), builder.mul(pc, csa))])
+        builder.call(pack_a, [mc, kc, a_block, rsa, csa, packed_a])
+        with counted_loop(builder, my_first_panel, my_end_panel, name="panel") as panel:
+            column = builder.mul(panel, i64(g.nr))
+            nr = smin(builder, i64(g.nr), builder.sub(nc, column))
+            b_panel = builder.gep(packed_b, [builder.mul(column, kc)])
+            c_panel = builder.gep(c, [builder.add(builder.mul(ic, ldc), builder.add(jc, column))])
+            with counted_loop(builder, 0, mc, step=g.mr, name="ir") as ir_:
+                mr = smin(builder, i64(g.mr), builder.sub(mc, ir_))
+                builder.call(kernel, [kc, builder.gep(packed_a, [builder.mul(ir_, kc)]), b_panel,
+                                      builder.gep(c_panel, [builder.mul(ir_, ldc)]), ldc, mr, nr, beta])
+    builder.ret_void()
+    return fn
+
+
+def _define_worker(module, g, gomp, slice_fn):
+    """The GOMP_parallel task: slice(task, omp_get_thread_num(), omp_get_num_threads())."""
+    name = f"ember_sgemm_worker_{g.name}"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(VOID, [I8_PTR]), name=name)
+    fn.linkage = "internal"
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    builder.call(slice_fn, [builder.bitcast(fn.args[0], TASK.as_pointer()),
+                            builder.call(gomp.thread_num, []), builder.call(gomp.num_threads, [])])
+    builder.ret_void()
+    return fn
+
+
+_STACK_PACKED_B_FLOATS = 16384  # 64 KiB: small problems pack B on the stack, larger ones malloc
+
+
+def _scale_rows(builder, m, n, c, ldc, beta):
+    """C[:m, :n] *= beta (beta == 0 writes zeros, never reads C)."""
+    beta_is_zero = builder.fcmp_ordered("==", beta, f32(0.0))
+    with counted_loop(builder, 0, m, name="sr") as r:
+        row = builder.gep(c, [builder.mul(r, ldc)])
+        with counted_loop(builder, 0, n, name="sj") as j:
+            pointer = builder.gep(row, [j])
+            scaled = builder.fmul(beta, builder.load(pointer))
+            builder.store(builder.select(beta_is_zero, f32(0.0), scaled), pointer)
+
+
+def define_sgemm(module, geometry=None, parallel=None):
+    """Add (once) and return `ember_sgemm` to an llvmlite module:
+
+        void ember_sgemm(i64 M, i64 N, i64 K, const f32* A, i64 rsa, i64 csa,
+                         const f32* B, i64 rsb, i64 csb, f32* C, i64 ldc, f32 beta)
+
+    C[i*ldc + j] = beta * C[i*ldc + j] + sum_k A[i*rsa + k*csa] * B[k*rsb + j*csb] for i < M,
+    j < N; beta == 0 never reads C (it may hold garbage). Any strides: transposed operands
+    cost nothing. `ember_sgemm_threads` has one more argument, i32 num_threads (0: libgomp's
+    default, i.e. OMP_NUM_THREADS or all CPUs); ember_sgemm passes 0. Problems under
+    PARALLEL_MIN_FLOPS run on the calling thread.
+
+    parallel=None uses libgomp when `load_libgomp()` finds it; the JIT must have it loaded
+    (load_libgomp does that) and a shared library must link it (-lgomp).
+    """
+    if SGEMM_NAME in module.globals:
+        return module.globals[SGEMM_NAME]
+    g = geometry or host_geometry()
+    if parallel is None:
+        parallel = load_libgomp() is not None
+    gomp = GOMP(module) if parallel else None
+    slice_fn = _define_slice(module, g, gomp)
+    worker = _define_worker(module, g, gomp, slice_fn) if parallel else None
+
+    arguments = [I64, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, F32]
+    threaded = ir.Function(module, ir.FunctionType(VOID, arguments + [I32]), name=SGEMM_THREADS_NAME)
+    m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, beta, requested = threaded.args
+    builder = ir.IRBuilder(threaded.append_basic_block("entry"))
+    task = entry_alloca(builder, TASK, 1, name="task")
+    stack_packed_b = entry_alloca(builder, F32, _STACK_PACKED_B_FLOATS, name="stack_packed_b")
+    with builder.if_then(builder.or_(builder.icmp_signed("<=", m, i64(0)), builder.icmp_signed("<=", n, i64(0)))):
+        builder.ret_void()
+    with builder.if_then(builder.icmp_signed("<=", k, i64(0))):
+        _scale_rows(builder, m, n, c, ldc, beta)
+        builder.ret_void()
+
+    if parallel:
+        default = builder.call(gomp.max_threads, [])
+        threads = builder.select(builder.icmp_signed(">", requested, i32(0)), requested, default)
+        flops = builder.mul(builder.mul(builder.mul(m, n), k), i64(2))
+        threads = builder.select(builder.icmp_signed("<", flops, i64(PARALLEL_MIN_FLOPS)), i32(1), threads)
+    else:
+        threads = i32(1)
+
+    kc_max = smin(builder, i64(g.kc), k)
+    nc_max = smin(builder, i64(g.nc), builder.mul(ceil_div(builder, n, i64(g.nr)), i64(g.nr)))
+    floats = builder.mul(kc_max, nc_max)
+    on_heap = builder.icmp_signed(">", floats, i64(_STACK_PACKED_B_FLOATS))
+    aligned_alloc = declare(module, "aligned_alloc", I8_PTR, [I64, I64])
+    free = declare(module, "free", VOID, [I8_PTR])
+    heap_block = builder.block
+    with builder.if_then(on_heap):
+        bytes_ = builder.mul(builder.sdiv(builder.add(floats, i64(15)), i64(16)), i64(64))
+        heap = builder.bitcast(builder.call(aligned_alloc, [i64(64), bytes_]), F32_PTR)
+        allocated_block = builder.block
+    packed_b = builder.phi(F32_PTR, name="packed_b")
+    packed_b.add_incoming(stack_packed_b, heap_block)
+    packed_b.add_incoming(heap, allocated_block)
+
+    def set_field(name, value):
+        builder.store(value, builder.gep(task, [i32(0), i32(_TASK_FIELDS.index(name))], inbounds=True))
+
+    for name, value in (("m", m), ("a", a), ("rsa", rsa), ("csa", csa), ("b", b), ("rsb", rsb), ("csb", csb),
+                        ("c", c), ("ldc", ldc), ("packed_b", packed_b)):
+        set_field(name, value)
+    with counted_loop(builder, 0, n, step=g.nc, name="jc") as jc:
+        set_field("jc", jc)
+        set_field("nc", smin(builder, i64(g.nc), builder.sub(n, jc)))
+        with counted_loop(builder, 0, k, step=g.kc, name="pc") as pc:
+            set_field("pc", pc)
+            set_field("kc", smin(builder, i64(g.kc), builder.sub(k, pc)))
+            set_field("beta", builder.select(builder.icmp_signed("==", pc, i64(0)), beta, f32(1.0)))
+            if parallel:
+                with builder.if_else(builder.icmp_signed(">", threads, i32(1))) as (many, one):
+                    with many:
+                        builder.call(gomp.parallel, [worker, builder.bitcast(task, I8_PTR), threads, i32(0)])
+                    with one:
+                        builder.call(slice_fn, [task, i32(0), i32(1)])
+            else:
+                builder.call(slice_fn, [task, i32(0), i32(1)])
+    with builder.if_then(on_heap):
+        builder.call(free, [builder.bitcast(packed_b, I8_PTR)])
+    builder.ret_void()
+
+    plain = ir.Function(module, ir.FunctionType(VOID, arguments), name=SGEMM_NAME)
+    builder = ir.IRBuilder(plain.append_basic_block("entry"))
+    builder.call(threaded, list(plain.args) + [i32(0)])
+    builder.ret_void()
+    return plain

@@ -1,0 +1,164 @@
+"""compiler/llvm_matmul.py and llvm_conv.py: ember_sgemm against numpy for many shapes
+(edge tiles, primes, transposed strides, beta, threads, another register blocking) and the
+conv2d kernels against ember.ops' numpy implementations (stride, padding, dilation, groups)."""
+import ctypes
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llvmlite")
+
+from ember.compiler import llvm_matmul, llvm_target  # noqa: E402
+
+_P, _I64, _F32, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int32
+SGEMM_THREADS_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _F32, _I32)
+
+
+class Sgemm:
+    """ember_sgemm_threads JIT-compiled with one geometry; call with numpy views."""
+
+    def __init__(self, geometry=None, parallel=None):
+        llvm = llvm_target.llvm_binding()
+        module = llvm_target.new_module("sgemm_tests")
+        llvm_matmul.define_sgemm(module, geometry, parallel)
+        parsed = llvm.parse_assembly(str(module))
+        parsed.verify()
+        llvm_target.optimize_module(parsed)
+        self.engine = llvm.create_mcjit_compiler(parsed, llvm_target.new_host_target_machine())
+        self.engine.finalize_object()
+        self.function = SGEMM_THREADS_TYPE(self.engine.get_function_address(llvm_matmul.SGEMM_THREADS_NAME))
+
+    def __call__(self, a, b, c, beta=0.0, threads=1):
+        """c = beta * c + a @ b for float32 views with any strides (c rows contiguous)."""
+        (m, k), (k2, n) = a.shape, b.shape
+        assert k == k2 and c.shape == (m, n) and (c.strides[1] == 4 or c.size == 0)
+        self.function(m, n, k, a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4,
+                      b.ctypes.data, b.strides[0] // 4, b.strides[1] // 4, c.ctypes.data, c.strides[0] // 4,
+                      beta, threads)
+        return c
+
+
+@pytest.fixture(scope="module")
+def sgemm():
+    return Sgemm()
+
+
+def operands(rng, m, n, k):
+    return rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+
+
+def expected(a, b, c=None, beta=0.0):
+    product = a.astype(np.float64) @ b.astype(np.float64)
+    return product if c is None or beta == 0 else beta * c.astype(np.float64) + product
+
+
+def assert_close(got, want, k):
+    # float32 accumulation over k terms of unit-variance products
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6 * max(k, 1) ** 0.5 * 8)
+
+
+SHAPES = [(1, 1, 1), (1, 1, 7), (2, 3, 1), (5, 7, 11), (6, 16, 8), (7, 17, 9), (13, 31, 3), (17, 33, 65),
+          (31, 1, 257), (1, 97, 300), (64, 10, 84), (64, 120, 400), (97, 101, 103), (150, 40, 520),
+          (145, 300, 260)]
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_sgemm_matches_numpy(sgemm, m, n, k):
+    a, b = operands(np.random.default_rng(m * 1000 + n), m, n, k)
+    c = np.full((m, n), np.nan, np.float32)  # beta = 0 must not read C
+    assert_close(sgemm(a, b, c), expected(a, b), k)
+
+
+@pytest.mark.parametrize("transpose_a,transpose_b", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n,k", [(7, 17, 9), (17, 33, 65), (64, 120, 400), (150, 40, 520)])
+def test_sgemm_transposed_operands_are_strides(sgemm, m, n, k, transpose_a, transpose_b):
+    a, b = operands(np.random.default_rng(1), m, n, k)
+    a_view = np.ascontiguousarray(a.T).T if transpose_a else a
+    b_view = np.ascontiguousarray(b.T).T if transpose_b else b
+    assert_close(sgemm(a_view, b_view, np.empty((m, n), np.float32)), expected(a, b), k)
+
+
+def test_sgemm_general_strides_and_row_stride_of_c(sgemm):
+    rng = np.random.default_rng(2)
+    big_a = rng.standard_normal((40, 90)).astype(np.float32)
+    big_b = rng.standard_normal((70, 50)).astype(np.float32)
+    a, b = big_a[1::2, 3::3], big_b[::2, 1::2]  # 20x29 and 35x25: no unit strides at all
+    a, b = a[:, :29], b[:29, :]
+    big_c = np.zeros((20, 40), np.float32)
+    c = big_c[:, 5:30]
+    sgemm(a, b, c)
+    assert_close(c, expected(a, b), 29)
+    assert (big_c[:, :5] == 0).all() and (big_c[:, 30:] == 0).all()
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5, -2.0])
+@pytest.mark.parametrize("m,n,k", [(7, 17, 9), (97, 101, 300), (150, 40, 520)])
+def test_sgemm_beta_accumulates(sgemm, m, n, k, beta):
+    rng = np.random.default_rng(3)
+    a, b = operands(rng, m, n, k)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    assert_close(sgemm(a, b, c.copy(), beta=beta), expected(a, b, c, beta), k)
+
+
+def test_sgemm_k_zero_scales_c(sgemm):
+    c = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a, b = np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32)
+    np.testing.assert_array_equal(sgemm(a, b, c.copy(), beta=0.5), c * 0.5)
+    np.testing.assert_array_equal(sgemm(a, b, np.full_like(c, np.nan), beta=0.0), np.zeros_like(c))
+
+
+def test_sgemm_empty_m_or_n_writes_nothing(sgemm):
+    buffer = np.full((4, 6), 7.0, np.float32)
+    sgemm(np.ones((0, 5), np.float32), np.ones((5, 3), np.float32), buffer[:0, :3])
+    sgemm(np.ones((2, 5), np.float32), np.ones((5, 0), np.float32), buffer[:2, :0])
+    assert (buffer == 7.0).all()
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("m,n,k", [(300, 260, 280), (20, 700, 300), (500, 30, 290), (64, 1100, 600)])
+def test_sgemm_threads_agree_with_numpy(sgemm, m, n, k, threads):
+    if llvm_matmul.load_libgomp() is None:
+        pytest.skip("libgomp is not installed: sgemm is single-threaded")
+    a, b = operands(np.random.default_rng(4), m, n, k)
+    c = np.random.default_rng(5).standard_normal((m, n)).astype(np.float32)
+    assert_close(sgemm(a, b, c.copy(), beta=1.0, threads=threads), expected(a, b, c, 1.0), k)
+
+
+def test_sgemm_blocks_larger_than_kc_and_nc():
+    # small cache blocks so several jc/pc/ic blocks and edge blocks appear on small shapes
+    geometry = llvm_matmul.SgemmGeometry(lanes=8, mr=6, nr=16, mc=12, kc=16, nc=32)
+    small_blocks = Sgemm(geometry)
+    rng = np.random.default_rng(6)
+    for m, n, k in [(29, 70, 50), (12, 32, 16), (13, 33, 17)]:
+        a, b = operands(rng, m, n, k)
+        c = rng.standard_normal((m, n)).astype(np.float32)
+        assert_close(small_blocks(a, b, c.copy(), beta=0.5), expected(a, b, c, 0.5), k)
+        assert_close(small_blocks(a, b, c.copy(), beta=0.5, threads=2), expected(a, b, c, 0.5), k)
+
+
+def test_sgemm_avx512_blocking_is_correct_on_any_host():
+    # the 14x32 geometry chosen on AVX-512 hosts; LLVM splits its vectors where lanes are fewer
+    geometry = llvm_matmul.SgemmGeometry(lanes=16, mr=14, nr=32, mc=28, kc=24, nc=64)
+    wide = Sgemm(geometry, parallel=False)
+    rng = np.random.default_rng(7)
+    for m, n, k in [(1, 1, 1), (14, 32, 24), (29, 70, 50), (15, 33, 25)]:
+        a, b = operands(rng, m, n, k)
+        assert_close(wide(a, b, np.empty((m, n), np.float32)), expected(a, b), k)
+
+
+def test_geometry_must_tile():
+    with pytest.raises(ValueError, match="NR must be a multiple of the lanes"):
+        llvm_matmul.SgemmGeometry(lanes=8, mr=6, nr=12, mc=12, kc=16, nc=48)
+
+
+def test_define_sgemm_is_idempotent():
+    module = llvm_target.new_module("twice")
+    assert llvm_matmul.define_sgemm(module) is llvm_matmul.define_sgemm(module)
+
+
+def test_num_threads_from_environment(monkeypatch):
+    monkeypatch.setenv("EMBER_NUM_THREADS", "3")
+    assert llvm_matmul.default_num_threads() == 3
+    monkeypatch.setenv("EMBER_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="EMBER_NUM_THREADS must be a positive integer, got 'zero'"):
+        llvm_matmul.default_num_threads()
