@@ -324,6 +324,10 @@ def nonzero(input, as_tuple=False):
     return Tensor._wrap(np.stack(found, axis=1).astype(np.int64) if found else np.zeros((0, 0), np.int64))
 
 
+def argwhere(input):
+    return nonzero(input)
+
+
 def masked_fill(input, mask, value):
     return where(to_dtype(mask, dtypes.bool_), value, input)
 

@@ -113,6 +113,14 @@ def remainder(input, other):
     return binary("remainder", input, other)
 
 
+def fmod(input, other):
+    """The remainder with the dividend's sign (C's fmod), from remainder (which takes the divisor's)."""
+    a, b = promote_operands((input, other))
+    r = remainder(a, b)
+    differs = logical_and(ne(r, 0), ne(lt(r, 0), lt(a, 0)))
+    return where(differs, sub(r, b), r)
+
+
 def pow(input, exponent):
     if isinstance(exponent, _NUMBER) and isinstance(input, Tensor):
         if exponent == 2:

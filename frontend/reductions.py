@@ -196,3 +196,33 @@ def aminmax(input, dim=None, keepdim=False):
 
 def dist(input, other, p=2):
     return norm(sub(*promote_operands((input, other))), p)
+
+
+def median(input, dim=None, keepdim=False):
+    """The lower median (PyTorch's): the element of rank (n - 1) // 2; with `dim`, values and indices."""
+    from .sorting import kthvalue
+    if dim is None:
+        flat = P["reshape"].bind(input, shape=(input.numel(),)) if input.ndim != 1 else input
+        return kthvalue(flat, (flat.shape[0] - 1) // 2 + 1, 0).values
+    size = input.shape[dim] if input.ndim else 1
+    return kthvalue(input, (size - 1) // 2 + 1, dim, keepdim)
+
+
+def trace(input):
+    if input.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, got shape {list(input.shape)}")
+    from .shape_ops import diag
+    return sum(diag(input))
+
+
+def sum_to_size(input, *size):
+    """Sum `input` down to `size` (the shape it was broadcast from)."""
+    from .creation import _sizes
+    size = _sizes(size)
+    lead = input.ndim - len(size)
+    if lead < 0 or builtins.any(d != 1 and d != n for d, n in zip(size, input.shape[lead:])):
+        raise RuntimeError(f"sum_to_size: size {list(size)} is not expandable to size {list(input.shape)}")
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(size) if d == 1 and input.shape[lead + i] != 1)
+    out = P["sum"].bind(input, axes=axes, keepdims=True) if axes else input
+    from .shape_ops import reshape
+    return reshape(out, size)

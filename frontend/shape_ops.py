@@ -326,6 +326,95 @@ def scatter_add(input, dim, index, src):
     return P["scatter_add"].bind(input, index, src, axis=_dim(dim, input.ndim, "scatter_add"))
 
 
+def scatter(input, dim, index, src=None, value=None, reduce=None):
+    """out = input, then out[..., index[i, j], ...] = src[i, j] along `dim` (torch.scatter),
+    as one index_put on the flattened tensor. `src` may be a tensor or a number."""
+    if reduce is not None:
+        if reduce != "add":
+            raise RuntimeError(f"scatter: reduce={reduce!r} is not supported; use 'add' or scatter_add")
+        src = src if isinstance(src, Tensor) else full_like_shape(index, value if src is None else src, input.dtype)
+        return scatter_add(input, dim, index, src)
+    dim = _dim(dim, input.ndim, "scatter")
+    shape, index_shape = tuple(input.shape), tuple(index.shape)
+    if index.ndim != input.ndim or any(i > n for d, (i, n) in enumerate(zip(index_shape, shape)) if d != dim):
+        raise RuntimeError(f"scatter: index of shape {list(index_shape)} does not fit input of shape "
+                           f"{list(shape)} along dim {dim}")
+    if index.numel() and (int(index._data.min()) < 0 or int(index._data.max()) >= shape[dim]):
+        bad = int(index._data.min()) if int(index._data.min()) < 0 else int(index._data.max())
+        raise IndexError(f"scatter: index {bad} is out of bounds for dimension {dim} with size {shape[dim]}")
+    strides = np.cumprod((1,) + shape[:0:-1])[::-1]
+    # the flat position of every index element, less the part its value along `dim` adds
+    grid = np.indices(index_shape, sparse=True)
+    base = sum(grid[d] * int(strides[d]) for d in range(input.ndim) if d != dim) + np.zeros(index_shape, np.int64)
+    from .math_ops import add, mul, to_dtype
+    flat_index = reshape(add(Tensor._wrap(base.astype(np.int64)), mul(to_dtype(index, dtypes.int64), int(strides[dim]))),
+                         (-1,))
+    if isinstance(src, Tensor):
+        values = src[tuple(slice(0, n) for n in index_shape)] if tuple(src.shape) != index_shape else src
+        values = to_dtype(values, input.dtype)
+    else:
+        values = full_like_shape(index, value if src is None else src, input.dtype)
+    out = P["index_put"].bind(reshape(input, (-1,)), flat_index, reshape(values, (-1,)), axis=0)
+    return reshape(out, shape)
+
+
+def full_like_shape(like, value, dtype):
+    """A constant tensor of `like`'s shape holding `value` (non-differentiable bookkeeping)."""
+    return Tensor._wrap(np.full(tuple(like.shape), value, dtype=dtype.np))
+
+
+def index_add(input, dim, index, source, alpha=1):
+    from .math_ops import mul, to_dtype
+    source = to_dtype(source if alpha == 1 else mul(source, alpha), input.dtype)
+    return P["index_add"].bind(input, index, source, axis=_dim(dim, input.ndim, "index_add"))
+
+
+def repeat_interleave(input, repeats=None, dim=None, output_size=None):
+    """Repeat each element (or slice along `dim`) `repeats` times; `repeats` may be a tensor."""
+    if repeats is None:  # torch.repeat_interleave(repeats): each index repeated
+        counts = input
+        return Tensor._wrap(np.repeat(np.arange(counts.numel()), counts._data.reshape(-1)).astype(np.int64))
+    if dim is None:
+        input, dim = flatten(input), 0
+    dim = _dim(dim, input.ndim, "repeat_interleave")
+    size = input.shape[dim]
+    if isinstance(repeats, Tensor) and repeats.numel() != 1:
+        from .tensor import _observe
+        _observe(repeats, "repeat_interleave counts")
+        if repeats.numel() != size:
+            raise RuntimeError(f"repeat_interleave: repeats must have the same size as input along dim {dim}: "
+                               f"{repeats.numel()} vs {size}")
+        index = np.repeat(np.arange(size), repeats._data.reshape(-1)).astype(np.int64)
+        return P["take"].bind(input, Tensor._wrap(index), axis=dim)
+    times = int(repeats)
+    shape = tuple(input.shape)
+    x = unsqueeze(input, dim + 1)
+    x = expand(x, shape[:dim + 1] + (times,) + shape[dim + 1:])
+    return reshape(x, shape[:dim] + (size * times,) + shape[dim + 1:])
+
+
+def diag(input, diagonal=0):
+    """A vector becomes a square matrix with it on the `diagonal`; a matrix gives that diagonal."""
+    if input.ndim == 1:
+        n, k = input.shape[0], int(diagonal)
+        m = n + abs(k)
+        # the vector spread out by m zeros lands on the diagonal of the flattened m x m matrix
+        lo = k if k >= 0 else -k * m
+        used = n + (n - 1) * m if n else 0
+        spread = P["pad"].bind(input, lo=(lo,), hi=(m * m - lo - used,), interior=(m,), value=0)
+        return reshape(spread, (m, m))
+    if input.ndim != 2:
+        raise RuntimeError(f"diag: expected a 1-D or 2-D tensor, got shape {list(input.shape)}")
+    rows, cols = input.shape
+    k = int(diagonal)
+    count = max(0, min(rows, cols - k) if k >= 0 else min(rows + k, cols))
+    start = k if k >= 0 else -k * cols
+    flat = reshape(input, (-1,))
+    if not count:
+        return _slice_axis(flat, 0, 0, 0)
+    return _slice_axis(flat, 0, start, start + (count - 1) * (cols + 1) + 1, cols + 1)
+
+
 def contiguous(input, memory_format=None):
     return input
 

@@ -68,6 +68,8 @@ _METHODS = {
     "unbind": S.unbind, "flip": S.flip, "fliplr": S.fliplr, "flipud": S.flipud, "roll": S.roll,
     "narrow": S.narrow, "gather": S.gather, "take_along_dim": S.take_along_dim, "index_select": S.index_select,
     "scatter_add": S.scatter_add, "contiguous": S.contiguous, "tril": S.tril, "triu": S.triu,
+    "scatter": S.scatter, "index_add": S.index_add, "repeat_interleave": S.repeat_interleave, "diag": S.diag,
+    "trace": R.trace, "median": R.median, "sum_to_size": R.sum_to_size, "fmod": M.fmod, "argwhere": I.argwhere,
     # products
     "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "outer": L.outer,
     "cross": L.cross,
@@ -184,7 +186,7 @@ _INPLACE = {
     "floor_": M.floor, "ceil_": M.ceil, "round_": M.round, "reciprocal_": M.reciprocal,
     "masked_fill_": I.masked_fill, "lerp_": M.lerp, "addcmul_": M.addcmul, "addcdiv_": M.addcdiv,
     "maximum_": M.maximum, "minimum_": M.minimum, "remainder_": M.remainder,
-    "scatter_add_": S.scatter_add,
+    "scatter_add_": S.scatter_add, "scatter_": S.scatter, "index_add_": S.index_add, "fmod_": M.fmod,
     "__iadd__": M.add, "__isub__": M.sub, "__imul__": M.mul, "__itruediv__": M.div, "__ipow__": M.pow,
     "__ifloordiv__": M.floor_divide, "__imod__": M.remainder,
 }
