@@ -388,6 +388,55 @@ def test_gather_index_select_take_along_dim_scatter_add():
     assert out.tolist() == [3.0, 0.0, 3.0]
 
 
+def test_scatter_index_add_repeat_interleave():
+    assert ember.zeros(2, 4).scatter_(1, ember.tensor([[0], [2]]), 1.0).tolist() == [[1, 0, 0, 0], [0, 0, 1, 0]]
+    src = ember.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    out = ember.zeros(3, 3).scatter(0, ember.tensor([[0, 1, 2], [2, 0, 0]]), src)
+    assert out.tolist() == [[1.0, 5.0, 6.0], [0.0, 2.0, 0.0], [4.0, 0.0, 3.0]]
+    larger_src = ember.tensor(X)  # only the index's extent of src is used
+    index = ember.tensor([[[1], [0]]])
+    expected = X.copy()
+    expected[0, 1, 0], expected[0, 0, 0] = X[0, 0, 0], X[0, 1, 0]
+    close(ember.tensor(X).scatter(1, index, larger_src), expected)
+    assert ember.zeros(3).scatter(0, ember.tensor([0, 0]), ember.tensor([1.0, 2.0]), reduce="add").tolist() == \
+        [3.0, 0.0, 0.0]
+    with pytest.raises(IndexError, match="scatter: index 4 is out of bounds for dimension 1 with size 4"):
+        ember.zeros(2, 4).scatter(1, ember.tensor([[4]]), 1.0)
+    assert ember.zeros(3).index_add_(0, ember.tensor([0, 0, 2]), ember.tensor([1.0, 2.0, 3.0])).tolist() == \
+        [3.0, 0.0, 3.0]
+    assert ember.ones(2, 2).index_add(1, ember.tensor([1]), ember.ones(2, 1), alpha=2).tolist() == [[1, 3], [1, 3]]
+    assert ember.tensor([1, 2]).repeat_interleave(2).tolist() == [1, 1, 2, 2]
+    np.testing.assert_array_equal(ember.tensor(X).repeat_interleave(2, dim=1).numpy(), np.repeat(X, 2, 1))
+    assert ember.tensor([[1, 2], [3, 4]]).repeat_interleave(ember.tensor([1, 2]), dim=0).tolist() == \
+        [[1, 2], [3, 4], [3, 4]]
+    assert ember.tensor([[1, 2], [3, 4]]).repeat_interleave(3).shape == (12,)
+
+
+@pytest.mark.parametrize("k", [-3, -1, 0, 1, 2, 4])
+def test_diag_and_trace_match_numpy(k):
+    m = random(3, 4)
+    close(ember.tensor(m).diag(k), np.diag(m, k))
+    v = random(3)
+    close(ember.tensor(v).diag(k), np.diag(v, k))
+    close(ember.tensor(m).trace(), np.trace(m))
+
+
+def test_median_fmod_sum_to_size_argwhere():
+    x = ember.tensor([[3.0, 1.0, 2.0, 7.0], [0.0, 5.0, 1.0, 1.0]])
+    assert x.median().item() == 1.0  # the lower of the two middle values
+    values, indices = x.median(1)
+    assert values.tolist() == [2.0, 1.0] and indices.tolist() == [2, 2]
+    assert x.median(0, keepdim=True).values.shape == (1, 4)
+    a, b = np.array([-3.0, 3.0, -3.5, 3.5]), np.array([2.0, -2.0, 2.0, 2.0])
+    close(ember.tensor(a).fmod(ember.tensor(b)), np.fmod(a, b))
+    assert ember.tensor([-3, 3]).fmod(-2).tolist() == [-1, 1]
+    assert ember.ones(2, 3).sum_to_size(1, 3).tolist() == [[2.0, 2.0, 2.0]]
+    assert ember.ones(2, 3).sum_to_size(3).tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(RuntimeError, match="sum_to_size: size \\[2\\] is not expandable to size \\[2, 3\\]"):
+        ember.ones(2, 3).sum_to_size(2)
+    assert ember.tensor([0, 1, 2]).argwhere().tolist() == [[1], [2]]
+
+
 # ----------------------------------------------------------------------------- sorting
 
 def test_sort_argsort_topk_kthvalue():
@@ -472,6 +521,14 @@ COMPOSITE_GRADIENTS = [
     ("cross", lambda a, b: ember.cross(a, b, dim=0), [random(3, 2), random(3, 2, seed=1)]),
     ("outer", lambda a, b: ember.outer(a, b), [random(3), random(2, seed=1)]),
     ("abs", lambda x: x.abs(), [random(3, 4)]),
+    ("scatter_src", lambda x, s: x.scatter(1, ember.tensor([[2, 0], [1, 3]]), s), [random(2, 4), random(2, 3, seed=1)]),
+    ("scatter_value", lambda x: x.scatter(0, ember.tensor([[1, 0, 1]]), 0.5), [random(2, 3)]),
+    ("index_add", lambda x, s: x.index_add(0, ember.tensor([2, 0, 2]), s, alpha=0.5), [random(3, 2), random(3, 2, seed=1)]),
+    ("repeat_interleave", lambda x: x.repeat_interleave(ember.tensor([2, 0, 1]), dim=1), [random(2, 3)]),
+    ("diag", lambda v, m: v.diag(1).sum(0) + m.diag(-1).sum(), [random(3), random(4, 3, seed=1)]),
+    ("trace_median", lambda m: m.trace() + m.median(1).values.sum() + m.median(), [random(3, 3)]),
+    ("fmod", lambda a, b: a.fmod(b), [random(4) * 3, random(4, low=0.5, high=2.0, seed=1)]),
+    ("sum_to_size", lambda x: x.sum_to_size(1, 3), [random(2, 3)]),
     ("frac", lambda x: x.frac(), [random(3, 4) * 3]),
 ]
 
