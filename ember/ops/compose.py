@@ -10,6 +10,12 @@ def _p(name):
     return PRIMITIVES[name]
 
 
+def needs_grad(x):
+    """Does this operand want a cotangent? Eager tensors say so; IR values always do (the
+    autodiff pass prunes what nobody reads). Lets costly VJPs skip unwanted work."""
+    return getattr(x, "requires_grad", True)
+
+
 def scalar(value, like):
     """A 0-d constant with `like`'s dtype (broadcasts in elementwise ops)."""
     return _p("constant").bind(value=value, shape=(), dtype=like.dtype.name)

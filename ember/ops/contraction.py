@@ -33,8 +33,8 @@ def _matmul_rule(a, b):
 
 def _matmul_vjp(g, out, a, b):
     matmul = PRIMITIVES["matmul"]
-    ga = C.sum_to(matmul.bind(g, C.swap_last(b)), a.shape)
-    gb = C.sum_to(matmul.bind(C.swap_last(a), g), b.shape)
+    ga = C.sum_to(matmul.bind(g, C.swap_last(b)), a.shape) if C.needs_grad(a) else None
+    gb = C.sum_to(matmul.bind(C.swap_last(a), g), b.shape) if C.needs_grad(b) else None
     return ga, gb
 
 
@@ -73,22 +73,30 @@ def _padded(x, padding):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-def _grouped(array, axis, groups):
-    return np.split(array, groups, axis=axis) if groups > 1 else [array]
+def _columns(x, kernel, stride, padding, dilation, groups):
+    """im2col as [G, Cg*KH*KW, N*OH*OW]: the long axis innermost, so the copy streams."""
+    windows = _unfold(_padded(x, padding), kernel, stride, dilation)  # N,C,OH,OW,KH,KW
+    n, c, oh, ow, kh, kw = windows.shape
+    cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(groups, (c // groups) * kh * kw, n * oh * ow)
+    return cols, (n, oh, ow)
+
+
+def _per_group(g, groups):
+    """[N,O,OH,OW] -> [G, Og, N*OH*OW]."""
+    n, o, oh, ow = g.shape
+    return g.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * oh * ow)
 
 
 def _conv2d(x, w, stride, padding, dilation, groups):
-    windows = _unfold(_padded(x, padding), w.shape[2:], stride, dilation)  # N,C,OH,OW,KH,KW
-    outs = [np.tensordot(u, wg, axes=([1, 4, 5], [1, 2, 3]))  # N,OH,OW,Og
-            for u, wg in zip(_grouped(windows, 1, groups), _grouped(w, 0, groups))]
-    out = outs[0] if groups == 1 else np.concatenate(outs, axis=3)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    cols, (n, oh, ow) = _columns(x, w.shape[2:], stride, padding, dilation, groups)
+    out = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # G, Og, N*OH*OW
+    return np.ascontiguousarray(out.reshape(w.shape[0], n, oh, ow).transpose(1, 0, 2, 3))
 
 
 def _conv2d_vjp(g, out, x, w, stride, padding, dilation, groups):
     attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    gx = PRIMITIVES["conv2d_grad_input"].bind(g, w, input_shape=tuple(x.shape), **attrs)
-    gw = PRIMITIVES["conv2d_grad_weight"].bind(x, g, weight_shape=tuple(w.shape), **attrs)
+    gx = PRIMITIVES["conv2d_grad_input"].bind(g, w, input_shape=tuple(x.shape), **attrs) if C.needs_grad(x) else None
+    gw = PRIMITIVES["conv2d_grad_weight"].bind(x, g, weight_shape=tuple(w.shape), **attrs) if C.needs_grad(w) else None
     return gx, gw
 
 
@@ -106,13 +114,19 @@ def _grad_input_rule(g, w, input_shape, stride, padding, dilation, groups):
 
 def _conv2d_grad_input(g, w, input_shape, stride, padding, dilation, groups):
     n, c, h, width = input_shape
-    parts = [np.tensordot(gg, wg, axes=([1], [0]))  # N,OH,OW,Cg,KH,KW
-             for gg, wg in zip(_grouped(g, 1, groups), _grouped(w, 0, groups))]
-    windows = parts[0] if groups == 1 else np.concatenate(parts, axis=3)
-    windows = windows.transpose(0, 3, 1, 2, 4, 5)  # N,C,OH,OW,KH,KW
+    o, cg, kh, kw = w.shape
+    oh, ow = g.shape[2:]
+    wmat = w.reshape(groups, o // groups, cg * kh * kw)
+    taps = np.matmul(wmat.transpose(0, 2, 1), _per_group(g, groups))  # G, Cg*KH*KW, N*OH*OW
+    taps = taps.reshape(c, kh, kw, n, oh, ow)
     ph, pw = padding
-    full = _fold(windows, (h + 2 * ph, width + 2 * pw), stride, dilation)
-    return np.ascontiguousarray(full[:, :, ph:ph + h, pw:pw + width])
+    sh, sw = stride
+    dh, dw = dilation
+    full = np.zeros((c, n, h + 2 * ph, width + 2 * pw), dtype=g.dtype)  # col2im, channels first
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += taps[:, i, j]
+    return np.ascontiguousarray(full[:, :, ph:ph + h, pw:pw + width].transpose(1, 0, 2, 3))
 
 
 def _grad_input_vjp(u, out, g, w, input_shape, stride, padding, dilation, groups):
@@ -133,10 +147,9 @@ def _grad_weight_rule(x, g, weight_shape, stride, padding, dilation, groups):
 
 
 def _conv2d_grad_weight(x, g, weight_shape, stride, padding, dilation, groups):
-    windows = _unfold(_padded(x, padding), weight_shape[2:], stride, dilation)
-    parts = [np.tensordot(gg, u, axes=([0, 2, 3], [0, 2, 3]))  # Og,Cg,KH,KW
-             for gg, u in zip(_grouped(g, 1, groups), _grouped(windows, 1, groups))]
-    return parts[0] if groups == 1 else np.concatenate(parts, axis=0)
+    cols, _ = _columns(x, weight_shape[2:], stride, padding, dilation, groups)
+    gw = np.matmul(_per_group(g, groups), cols.transpose(0, 2, 1))  # G, Og, Cg*KH*KW
+    return gw.reshape(weight_shape)
 
 
 def _grad_weight_vjp(v, out, x, g, weight_shape, stride, padding, dilation, groups):

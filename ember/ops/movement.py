@@ -208,12 +208,19 @@ def _fold_rule(g, size, stride, dilation):
 def _fold(g, size, stride, dilation):
     """Sum each window back to where it came from: the transpose of unfold_windows."""
     *lead, oh, ow, kh, kw = g.shape
-    out = np.zeros(tuple(lead) + tuple(size), dtype=g.dtype)
     sh, sw = stride
     dh, dw = dilation
+    h, w = size
+    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):  # windows tile the input: a transpose, no sums
+        out = np.zeros(tuple(lead) + (h, w), dtype=g.dtype)
+        tiled = np.swapaxes(g, -3, -2).reshape(tuple(lead) + (oh * kh, ow * kw))
+        out[..., :oh * kh, :ow * kw] = tiled
+        return out
+    taps = np.moveaxis(g, (-2, -1), (0, 1))  # KH, KW, ..., OH, OW: each tap one contiguous block
+    out = np.zeros(tuple(lead) + (h, w), dtype=g.dtype)
     for i in range(kh):
         for j in range(kw):
-            out[..., i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += g[..., i, j]
+            out[..., i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += taps[i, j]
     return out
 
 

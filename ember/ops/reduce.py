@@ -23,6 +23,10 @@ def _reduce_rule(name, result_dtype=None):
 
 
 def _sum(x, axes, keepdims):
+    if x.dtype.kind == "f":
+        fast = _small_trailing_reduce(np.add, x, axes, keepdims)
+        if fast is not None:
+            return fast
     out = np.sum(x, axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
     return np.asarray(out)
 
@@ -32,12 +36,32 @@ def _prod(x, axes, keepdims):
     return np.asarray(out)
 
 
+def _small_trailing_reduce(ufunc, x, axes, keepdims):
+    """Reductions over a few trailing elements (pooling windows) as elementwise ufunc calls
+    over slices: numpy's generic reduce is slow for inner extents of 2-4. None if not such."""
+    nd = x.ndim
+    if not axes or nd < 3 or tuple(axes) != tuple(range(nd - len(axes), nd)) or len(axes) == nd:
+        return None
+    window = int(np.prod([x.shape[a] for a in axes]))
+    if window > 16 or window < 2:
+        return None
+    flat = x.reshape(x.shape[:nd - len(axes)] + (window,))
+    out = ufunc(flat[..., 0], flat[..., 1])
+    for k in range(2, window):
+        ufunc(out, flat[..., k], out=out)
+    if keepdims:
+        out = out.reshape(out.shape + (1,) * len(axes))
+    return out
+
+
 def _amax(x, axes, keepdims):
-    return np.asarray(np.max(x, axis=axes, keepdims=keepdims))
+    fast = _small_trailing_reduce(np.maximum, x, axes, keepdims)
+    return fast if fast is not None else np.asarray(np.max(x, axis=axes, keepdims=keepdims))
 
 
 def _amin(x, axes, keepdims):
-    return np.asarray(np.min(x, axis=axes, keepdims=keepdims))
+    fast = _small_trailing_reduce(np.minimum, x, axes, keepdims)
+    return fast if fast is not None else np.asarray(np.min(x, axis=axes, keepdims=keepdims))
 
 
 def _sum_vjp(g, out, x, axes, keepdims):
