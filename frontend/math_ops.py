@@ -7,7 +7,7 @@ constant tensors that broadcast.
 import numpy as np
 
 from ember import dtypes
-from ember.ops import OpError, PRIMITIVES as P
+from ember.ops import PRIMITIVES as P
 from .tensor import Tensor
 
 _NUMBER = (int, float, bool, np.number, np.bool_)
@@ -51,28 +51,26 @@ def promote_operands(operands, at_least=None):
     return out
 
 
+_BOOL = np.dtype(bool)
+# PyTorch adds bool tensors as logical or and multiplies them as logical and
+_LOGICAL_FOR_BOOL = {"add": "logical_or", "mul": "logical_and", "maximum": "logical_or", "minimum": "logical_and"}
+
+
 def binary(name, a, b):
-    if type(a) is Tensor and type(b) is Tensor and a._data.dtype == b._data.dtype:
-        return P[name].bind(a, b)
+    if type(a) is Tensor and type(b) is Tensor:
+        dtype = a._data.dtype
+        if dtype == b._data.dtype and (dtype is not _BOOL or name not in _LOGICAL_FOR_BOOL):
+            return P[name].bind(a, b)
     a, b = promote_operands((a, b))
+    if a._data.dtype is _BOOL and name in _LOGICAL_FOR_BOOL:
+        name = _LOGICAL_FOR_BOOL[name]
     return P[name].bind(a, b)
-
-
-def _bool_fallback(error, logical, input, other):
-    """PyTorch adds bool tensors as logical or and multiplies them as logical and; the
-    primitives reject bool, so only this error path pays for the check."""
-    if dtypes.result_type(*_operand_dtypes((input, other))) is dtypes.bool_:
-        return logical(input, other)
-    raise error
 
 
 def add(input, other, alpha=1):
     if alpha != 1:
         other = mul(other, alpha)
-    try:
-        return binary("add", input, other)
-    except OpError as error:
-        return _bool_fallback(error, logical_or, input, other)
+    return binary("add", input, other)
 
 
 def sub(input, other, alpha=1):
@@ -82,10 +80,7 @@ def sub(input, other, alpha=1):
 
 
 def mul(input, other):
-    try:
-        return binary("mul", input, other)
-    except OpError as error:
-        return _bool_fallback(error, logical_and, input, other)
+    return binary("mul", input, other)
 
 
 def div(input, other, rounding_mode=None):
@@ -135,17 +130,11 @@ def pow(input, exponent):
 
 
 def maximum(input, other):
-    try:
-        return binary("maximum", input, other)
-    except OpError as error:
-        return _bool_fallback(error, logical_or, input, other)
+    return binary("maximum", input, other)
 
 
 def minimum(input, other):
-    try:
-        return binary("minimum", input, other)
-    except OpError as error:
-        return _bool_fallback(error, logical_and, input, other)
+    return binary("minimum", input, other)
 
 
 def neg(input):
