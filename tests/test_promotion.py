@@ -129,6 +129,14 @@ def test_bool_add_is_logical_or_and_mul_is_logical_and():
     assert (a + True).tolist() == [True, True, True, True]
 
 
+def test_bool_arithmetic_records_logical_primitives_while_tracing():
+    graph = ember.trace(lambda a, b: ((a > 0) + (b > 0), (a > 0) * (b > 0)), ember.tensor([1.0, -1.0]),
+                        ember.tensor([-1.0, -1.0]))
+    graph.verify()
+    text = str(graph)
+    assert "logical_or(" in text and "logical_and(" in text and "= add(" not in text and "= mul(" not in text
+
+
 def test_bool_subtraction_and_negation_raise_with_the_logical_alternative():
     a = t([True, False], ember.bool)
     with pytest.raises(RuntimeError, match=r"sub: is not defined for bool tensors, got b8\[2\] and b8\[2\].*xor"):
