@@ -326,6 +326,17 @@ def test_flatten_unflatten_squeeze_unsqueeze():
     assert ember.tensor(1.0).unsqueeze(0).shape == (1,)
 
 
+def test_contiguous_copies_only_strided_tensors():
+    x = ember.tensor(X)
+    assert x.contiguous() is x
+    t = x.transpose(0, 2)
+    assert not t.is_contiguous()
+    c = t.contiguous()
+    assert c.is_contiguous() and c.stride() == (12, 3, 1)
+    close(c, X.transpose(2, 1, 0))
+    check_vjp(lambda a: a.transpose(0, 1).contiguous() * 2, [random(2, 3)])
+
+
 def test_expand_repeat_tile():
     col = ember.tensor([[1], [2]])
     assert col.expand(2, 3).tolist() == [[1, 1, 1], [2, 2, 2]]
