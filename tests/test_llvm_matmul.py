@@ -162,3 +162,111 @@ def test_num_threads_from_environment(monkeypatch):
     monkeypatch.setenv("EMBER_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="EMBER_NUM_THREADS must be a positive integer, got 'zero'"):
         llvm_matmul.default_num_threads()
+
+
+# ----------------------------------------------------------------------------- conv2d
+
+from ember.compiler import llvm_conv  # noqa: E402
+from ember.ops import PRIMITIVES  # noqa: E402
+
+_CONV_TYPE = ctypes.CFUNCTYPE(None, _P, _P, _P, *([_I64] * 14), _P, _I64, _I32)
+
+
+class Conv:
+    """The three conv entry points JIT-compiled in one module."""
+
+    def __init__(self):
+        llvm = llvm_target.llvm_binding()
+        module = llvm_target.new_module("conv_tests")
+        for kind in llvm_conv.KINDS:
+            llvm_conv.define_conv2d(module, kind)
+        parsed = llvm.parse_assembly(str(module))
+        parsed.verify()
+        llvm_target.optimize_module(parsed)
+        self.engine = llvm.create_mcjit_compiler(parsed, llvm_target.new_host_target_machine())
+        self.engine.finalize_object()
+        self.functions = {kind: _CONV_TYPE(self.engine.get_function_address(llvm_conv.ENTRY_NAMES[kind]))
+                          for kind in llvm_conv.KINDS}
+
+    def __call__(self, kind, in0, in1, out_shape, x_shape, w_shape, attrs, threads=1, slots=None):
+        stride, padding, dilation, groups = (attrs[a] for a in ("stride", "padding", "dilation", "groups"))
+        if slots is None:
+            slots = max(1, min(threads, x_shape[0]))
+        size = llvm_conv.conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots)
+        workspace = np.full(size // 4 + 1, np.nan, np.float32)  # garbage the kernels must not read
+        out = np.full(out_shape, np.nan, np.float32)
+        o, _, kh, kw = w_shape
+        self.functions[kind](in0.ctypes.data, in1.ctypes.data, out.ctypes.data, *x_shape, o, kh, kw, *stride,
+                             *padding, *dilation, groups, workspace.ctypes.data, slots, threads)
+        return out
+
+
+@pytest.fixture(scope="module")
+def conv():
+    return Conv()
+
+
+CONV_CASES = [  # x shape, weight shape, stride, padding, dilation, groups
+    ((2, 3, 8, 8), (4, 3, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+    ((1, 4, 9, 7), (6, 2, 3, 2), (2, 1), (1, 2), (1, 2), 2),
+    ((3, 6, 5, 5), (6, 1, 1, 1), (1, 1), (0, 0), (1, 1), 6),
+    ((4, 4, 6, 6), (8, 4, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ((2, 2, 7, 9), (3, 2, 3, 3), (3, 2), (2, 1), (2, 1), 1),
+    ((3, 3, 32, 32), (6, 3, 5, 5), (1, 1), (0, 0), (1, 1), 1),
+    ((2, 6, 14, 14), (16, 6, 5, 5), (1, 1), (2, 2), (1, 1), 1),
+    ((2, 4, 11, 10), (6, 4, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+    ((1, 8, 12, 12), (8, 2, 3, 3), (1, 1), (1, 1), (2, 2), 4),
+]
+
+
+def _random_conv_case(rng):
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cg, og = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    stride = tuple(int(s) for s in rng.integers(1, 4, 2))
+    dilation = tuple(int(d) for d in rng.integers(1, 3, 2))
+    padding = tuple(int(p) for p in rng.integers(0, 3, 2))
+    h = int(dilation[0] * (kh - 1) + 1 + rng.integers(0, 9))
+    w = int(dilation[1] * (kw - 1) + 1 + rng.integers(0, 9))
+    return (int(rng.integers(1, 4)), cg * groups, h, w), (og * groups, cg, kh, kw), stride, padding, dilation, groups
+
+
+CONV_CASES += [_random_conv_case(np.random.default_rng(seed)) for seed in range(12)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda case: "x{}-w{}-s{}-p{}-d{}-g{}".format(*case))
+def test_conv2d_and_gradients_match_ember_ops(conv, case, threads):
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    y = PRIMITIVES["conv2d"].impl(x, w, **attrs)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = PRIMITIVES["conv2d_grad_input"].impl(dy, w, input_shape=x_shape, **attrs)
+    dw = PRIMITIVES["conv2d_grad_weight"].impl(x, dy, weight_shape=w_shape, **attrs)
+    tolerance = dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(conv("conv2d", x, w, y.shape, x_shape, w_shape, attrs, threads), y, **tolerance)
+    np.testing.assert_allclose(conv("conv2d_grad_input", dy, w, x_shape, x_shape, w_shape, attrs, threads), dx,
+                               **tolerance)
+    np.testing.assert_allclose(conv("conv2d_grad_weight", x, dy, w_shape, x_shape, w_shape, attrs, threads), dw,
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_conv2d_grad_weight_of_an_empty_batch_is_zero(conv):
+    attrs = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
+    x = np.zeros((0, 2, 5, 5), np.float32)
+    dy = np.zeros((0, 3, 3, 3), np.float32)
+    dw = conv("conv2d_grad_weight", x, dy, (3, 2, 3, 3), x.shape, (3, 2, 3, 3), attrs)
+    np.testing.assert_array_equal(dw, np.zeros((3, 2, 3, 3), np.float32))
+
+
+def test_conv2d_workspace_bytes():
+    args = ((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
+    assert llvm_conv.conv2d_workspace_bytes("conv2d", *args, slots=2) == 4 * 2 * (6 * 25 * 10 * 10)
+    assert llvm_conv.conv2d_workspace_bytes("conv2d_grad_weight", *args, slots=1) == 4 * (150 * 100 + 16 * 150)
+    pointwise = ((8, 6, 14, 14), (16, 6, 1, 1), (1, 1), (0, 0), (1, 1), 1)
+    assert llvm_conv.conv2d_workspace_bytes("conv2d", *pointwise, slots=2) == 0
+    with pytest.raises(ValueError, match="unknown kind 'conv3d'"):
+        llvm_conv.conv2d_workspace_bytes("conv3d", *args)
