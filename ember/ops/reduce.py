@@ -72,8 +72,10 @@ def _extremum_vjp(g, out, x, axes, keepdims):
     # ties share the gradient evenly (PyTorch's amax/amin rule)
     hits = C.mask_of(PRIMITIVES["eq"].bind(x, C.expand_reduced(out, x.shape, axes, keepdims)), x)
     count = C.reduce_sum(hits, axes, keepdims=True)
-    share = C.div(C.expand_reduced(g, x.shape, axes, keepdims), C.broadcast_to(count, x.shape))
-    return (C.mul(share, hits),)
+    if not keepdims:
+        g = C.reshape(g, count.shape)
+    share = C.div(g, count)  # divided at the reduced size, then spread over the hits
+    return (C.mul(C.broadcast_to(share, x.shape), hits),)
 
 
 def _prod_vjp(g, out, x, axes, keepdims):
