@@ -42,13 +42,14 @@ def _small_trailing_reduce(ufunc, x, axes, keepdims):
     nd = x.ndim
     if not axes or nd < 3 or tuple(axes) != tuple(range(nd - len(axes), nd)) or len(axes) == nd:
         return None
-    window = int(np.prod([x.shape[a] for a in axes]))
+    window_shape = tuple(x.shape[a] for a in axes)
+    window = int(np.prod(window_shape))
     if window > 16 or window < 2:
         return None
-    flat = x.reshape(x.shape[:nd - len(axes)] + (window,))
-    out = ufunc(flat[..., 0], flat[..., 1])
-    for k in range(2, window):
-        ufunc(out, flat[..., k], out=out)
+    taps = [x[(Ellipsis,) + index] for index in np.ndindex(*window_shape)]  # views: no reshape copy
+    out = ufunc(taps[0], taps[1])
+    for tap in taps[2:]:
+        ufunc(out, tap, out=out)
     if keepdims:
         out = out.reshape(out.shape + (1,) * len(axes))
     return out
