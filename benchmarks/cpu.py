@@ -1,0 +1,485 @@
+"""ember's CPU backend against numpy (and PyTorch when installed), side by side in one process.
+
+Sections (--section NAME, repeatable; all by default):
+  fused    relu(x*0.5+1)*sigmoid(x) over 16M floats as effective GB/s (8 bytes/element):
+           ember.compile(backend="llvm"), numpy, a hand-written LLVM kernel built from
+           compiler/llvm_math (what generated code can reach), and measured copy/triad bandwidth
+  sgemm    ember_sgemm vs numpy's BLAS at n=256 and 1024 (and LeNet/MLP shapes), 1 and 2 threads
+  seednet  the seed Net (LeNet): inference latency at batch 1, throughput at batch 64, training
+           step at batch 64 (SGD momentum); compiled vs eager ember vs PyTorch
+  mlp      MLP 784-512-512-10 training step at batch 128
+  compile  cold compile of the seed Net (first call in a new process, empty EMBER_CACHE_DIR,
+           import not counted) and warm (cache filled, new process)
+Every figure is a median over interleaved rounds; ratios compare figures of the same run.
+
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, when set, are removed for this process (it re-executes
+itself before numpy loads) so numpy's BLAS runs its own kernels; the header says which.
+
+    python3 benchmarks/cpu.py [--quick] [--section NAME ...]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SCRUBBED_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SECTIONS = ("fused", "sgemm", "seednet", "mlp", "compile")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def scrub_blas_environment():
+    """Drop OPENBLAS_CORETYPE/L2_SIZE before numpy loads (re-exec if it already did)."""
+    found = {name: os.environ[name] for name in SCRUBBED_VARIABLES if name in os.environ}
+    if not found:
+        return os.environ.get("EMBER_BENCH_SCRUBBED", "")
+    for name in found:
+        del os.environ[name]
+    os.environ["EMBER_BENCH_SCRUBBED"] = ", ".join(f"{k}={v}" for k, v in found.items())
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (a smoke test)")
+    parser.add_argument("--section", action="append", choices=SECTIONS, help="run only this section")
+    parser.add_argument("--in-child", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def compare(candidates, rounds, number=1):
+    """{name: fn} -> {name: median seconds per call}; rounds interleave the candidates so
+    load on the machine hits all of them alike. A candidate that raises is dropped with its
+    error (reported as unavailable)."""
+    times = {name: [] for name in candidates}
+    failures = {}
+    for name, fn in candidates.items():  # warm-up (first calls compile, fault pages in)
+        try:
+            fn()
+        except Exception as error:  # noqa: BLE001 - any failure is reported, not fatal
+            failures[name] = f"{type(error).__name__}: {error}"
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            if name in failures:
+                continue
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times[name].append((time.perf_counter() - start) / number)
+    return {name: statistics.median(values) for name, values in times.items() if values}, failures
+
+
+# shared/PERF.md: peers on this kind of machine (2 vCPU Zen 4), 2026-11-26; shown when torch is absent
+PERF_REFERENCE = {
+    "fused": "torch.compile 5.5, jax 3.8, numpy 1.9-3.9, torch eager 1.2 GB/s; bandwidth ~31",
+    "infer1": "jax.jit 172 us, torch eager 205 us, torch.compile 228 us, tinygrad 369 us",
+    "infer64": "torch.compile 48.2k, torch eager 26.2k, tinygrad 10.4k, jax 9.2k img/s",
+    "train64": "torch eager 5.1 ms, torch.compile 7.4, jax 15.1, tinygrad 28",
+    "mlp": "jax 3.4 ms, torch eager 3.5, torch.compile 3.8, tinygrad 27",
+}
+
+
+def print_table(title, rows, unit, baseline=None, reference=None):
+    """rows: [(name, value or None, note)]; prints value and ratio to `baseline`'s value."""
+    print(f"\n{title}")
+    if reference:
+        print(f"  (shared/PERF.md, other machine load: {PERF_REFERENCE[reference]})")
+    base = dict((name, value) for name, value, _ in rows).get(baseline)
+    for name, value, note in rows:
+        if value is None:
+            print(f"  {name:<42} unavailable: {note}")
+            continue
+        ratio = f"  x{value / base:5.2f} vs {baseline}" if base and name != baseline else ""
+        print(f"  {name:<42} {value:10.2f} {unit}{ratio}{('  ' + note) if note else ''}")
+
+
+def llvm_backend_problem(ember):
+    """None when ember.compile(backend="llvm") is available, else why not."""
+    try:
+        from ember.compiler import get_backend
+        get_backend("llvm")
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
+# ----------------------------------------------------------------------------- (a) fused chain
+
+def jit_stream_kernels(np):
+    """Hand-written LLVM loops: the fused chain (llvm_math's sigmoid) and a triad, JIT-compiled."""
+    import ctypes
+    from llvmlite import ir
+    from ember.compiler import llvm_math, llvm_target
+    llvm = llvm_target.llvm_binding()
+    module = llvm_target.new_module("stream_kernels")
+    f32, i64 = ir.FloatType(), ir.IntType(64)
+
+    def loop(name, arity, body):
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32.as_pointer()] * arity + [i64]), name=name)
+        for argument in fn.args[:arity]:
+            argument.add_attribute("noalias")
+        entry, block, done = (fn.append_basic_block(label) for label in ("entry", "body", "done"))
+        b = ir.IRBuilder(entry)
+        b.cbranch(b.icmp_signed(">", fn.args[arity], i64(0)), block, done)
+        b.position_at_end(block)
+        index = b.phi(i64)
+        index.add_incoming(i64(0), entry)
+        values = [b.load(b.gep(pointer, [index])) for pointer in fn.args[1:arity]]
+        b.store(body(b, *values), b.gep(fn.args[0], [index]))
+        following = b.add(index, i64(1))
+        index.add_incoming(following, block)
+        b.cbranch(b.icmp_signed("<", following, fn.args[arity]), block, done)
+        b.position_at_end(done)
+        b.ret_void()
+
+    def fused(b, x):
+        affine = b.fadd(b.fmul(x, f32(0.5)), f32(1.0))
+        relu = b.select(b.fcmp_ordered(">", affine, f32(0.0)), affine, f32(0.0))
+        return b.fmul(relu, llvm_math.emit_sigmoid(b, x))
+
+    loop("fused", 2, fused)
+    loop("triad", 3, lambda b, x, y: b.fadd(x, b.fmul(y, f32(3.0))))
+    parsed = llvm.parse_assembly(str(module))
+    llvm_target.optimize_module(parsed)
+    engine = llvm.create_mcjit_compiler(parsed, llvm_target.new_host_target_machine())
+    engine.finalize_object()
+    signature = {2: ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64),
+                 3: ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)}
+    kernels = {"fused": signature[2](engine.get_function_address("fused")),
+               "triad": signature[3](engine.get_function_address("triad"))}
+    kernels["engine"] = engine  # keeps the code alive
+    return kernels
+
+
+def section_fused(np, ember, torch, quick):
+    n = (1 << 20) if quick else (16 << 20)
+    rounds = 3 if quick else 9
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    out, other = np.empty_like(x), np.empty_like(x)
+    kernels = jit_stream_kernels(np)
+    candidates = {
+        "copy (np.copyto, reused output)": lambda: np.copyto(out, x),
+        "triad a=b+3c (LLVM loop, reused output)": lambda: kernels["triad"](out.ctypes.data, x.ctypes.data,
+                                                                             other.ctypes.data, n),
+        "numpy": lambda: np.maximum(x * 0.5 + 1, 0) * (1 / (1 + np.exp(-x))),
+        "LLVM kernel with llvm_math (reused output)": lambda: kernels["fused"](out.ctypes.data, x.ctypes.data, n),
+    }
+    bytes_moved = {"copy (np.copyto, reused output)": 8, "triad a=b+3c (LLVM loop, reused output)": 12}
+
+    def chain(t):
+        return ember.relu(t * 0.5 + 1) * ember.sigmoid(t)
+
+    problem = llvm_backend_problem(ember)
+    x_tensor = ember.from_numpy(x)
+    if problem is None:
+        compiled = ember.compile(chain, backend="llvm")
+        candidates["ember.compile(backend='llvm')"] = lambda: compiled(x_tensor)
+    candidates["ember eager"] = lambda: chain(x_tensor)
+    if torch is not None:
+        x_torch = torch.from_numpy(x)
+        candidates["torch eager"] = lambda: torch.relu(x_torch * 0.5 + 1) * torch.sigmoid(x_torch)
+        compiled_torch = torch.compile(lambda t: torch.relu(t * 0.5 + 1) * torch.sigmoid(t))
+        candidates["torch.compile"] = lambda: compiled_torch(x_torch)
+    times, failures = compare(candidates, rounds)
+    rows = [(name, bytes_moved.get(name, 8) * n / times[name] / 1e9 if name in times else None,
+             failures.get(name, "")) for name in candidates]
+    if problem is not None:
+        rows.append(("ember.compile(backend='llvm')", None, problem))
+    print_table(f"(a) relu(x*0.5+1)*sigmoid(x), {n / 2**20:.0f}M floats, effective GB/s "
+                "(copy: 8, triad: 12 bytes/element)", rows, "GB/s", baseline="numpy",
+                reference=None if torch else "fused")
+
+
+# ----------------------------------------------------------------------------- (b) sgemm
+
+def build_sgemm():
+    import ctypes
+    from ember.compiler import llvm_matmul, llvm_target
+    llvm = llvm_target.llvm_binding()
+    module = llvm_target.new_module("benchmark_sgemm")
+    llvm_matmul.define_sgemm(module)
+    parsed = llvm.parse_assembly(str(module))
+    llvm_target.optimize_module(parsed)
+    engine = llvm.create_mcjit_compiler(parsed, llvm_target.new_host_target_machine())
+    engine.finalize_object()
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    function = ctypes.CFUNCTYPE(None, i64, i64, i64, p, i64, i64, p, i64, i64, p, i64, ctypes.c_float,
+                                ctypes.c_int32)(engine.get_function_address(llvm_matmul.SGEMM_THREADS_NAME))
+
+    def bind(a, b, c, threads):
+        (m, k), n = a.shape, b.shape[1]
+        arguments = (m, n, k, a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, b.ctypes.data,
+                     b.strides[0] // 4, b.strides[1] // 4, c.ctypes.data, c.strides[0] // 4, 0.0, threads)
+        return lambda: function(*arguments)
+
+    bind.engine = engine
+    return bind, llvm_matmul.host_geometry()
+
+
+def blas_description():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed: BLAS unknown"
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    return "; ".join(f"{p['internal_api']} {p.get('version')} ({p.get('architecture')} kernels)" for p in pools) \
+        or "no BLAS found"
+
+
+def blas_threads(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(threads, user_api="blas")
+
+
+def section_sgemm(np, ember, torch, quick):
+    bind, geometry = build_sgemm()
+    sizes = [(128, 128, 128), (256, 256, 256)] if quick else [(256, 256, 256), (1024, 1024, 1024)]
+    shapes = sizes + [(64, 120, 400), (128, 512, 784)]  # LeNet fc1 at batch 64, MLP layer 1 at batch 128
+    rng = np.random.default_rng(0)
+    print(f"\n(b) sgemm GFLOP/s: ember {geometry.mr}x{geometry.nr} microkernel (MC={geometry.mc}, "
+          f"KC={geometry.kc}, NC={geometry.nc}) vs numpy: {blas_description()}")
+    for threads in (1, 2):
+        limit = blas_threads(threads)
+        if limit is None:
+            print("  threadpoolctl missing: numpy's BLAS threads are not limited")
+        for m, n, k in shapes if threads == 1 else sizes:
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            c = np.empty((m, n), np.float32)
+            flops = 2.0 * m * n * k
+            rounds = 5 if flops > 1e9 else 30
+            number = max(1, int(2e7 / flops))
+            times, _ = compare({"ember": bind(a, b, c, threads), "numpy": lambda: np.matmul(a, b, out=c)},
+                               rounds if not quick else 3, number)
+            ember_rate, numpy_rate = flops / times["ember"] / 1e9, flops / times["numpy"] / 1e9
+            print(f"  {threads} thread{'s' if threads > 1 else ' '} {m:>5}x{k}@{k}x{n:<5} ember {ember_rate:7.1f}  "
+                  f"numpy {numpy_rate:7.1f}  ember/numpy x{ember_rate / numpy_rate:4.2f}")
+        if limit is not None:
+            limit.unregister()
+
+
+# ----------------------------------------------------------------------------- (c, d) models
+
+def seed_net_class(lib):
+    nn, F = lib.nn, lib.nn.functional
+
+    class SeedNet(nn.Module):  # tests/zoo.py's SeedNet
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 6, 5)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(16 * 5 * 5, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv1(x)))
+            x = self.pool(F.relu(self.conv2(x)))
+            x = x.view(-1, 16 * 5 * 5)
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            return self.fc3(x)
+
+    return SeedNet
+
+
+def mlp(lib):
+    nn = lib.nn
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+
+
+def training_step(lib, net):
+    optimizer = lib.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = lib.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def model_candidates(np, ember, torch, make, inputs, targets, mode):
+    """{name: fn} for eager ember, compiled ember and torch on the same weights and data."""
+    candidates, problems = {}, {}
+    problem = llvm_backend_problem(ember)
+    ember.manual_seed(0)
+    net = make(ember)
+    weights = {name: value.detach().numpy().copy() for name, value in net.state_dict().items()}
+    x, y = ember.from_numpy(inputs), ember.from_numpy(targets)
+    if mode == "infer":
+        net.eval()
+        eager = lambda: _no_grad_call(ember, net, x)  # noqa: E731
+        candidates["ember eager"] = eager
+        if problem is None:
+            compiled_net = ember.compile(net, backend="llvm")  # shares net's weights
+            candidates["ember.compile(backend='llvm')"] = lambda: _no_grad_call(ember, compiled_net, x)
+    else:
+        candidates["ember eager"] = lambda step=training_step(ember, net): step(x, y)
+        if problem is None:
+            twin = make(ember)
+            twin.load_state_dict(net.state_dict())
+            compiled_step = ember.compile(training_step(ember, twin), backend="llvm")
+            candidates["ember.compile(backend='llvm')"] = lambda: compiled_step(x, y)
+    if problem is not None:
+        problems["ember.compile(backend='llvm')"] = problem
+    if torch is not None:
+        torch_net = make(torch)
+        torch_net.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
+        tx, ty = torch.from_numpy(inputs), torch.from_numpy(targets)
+        if mode == "infer":
+            torch_net.eval()
+            candidates["torch eager"] = lambda: _no_grad_call(torch, torch_net, tx)
+            compiled_torch = torch.compile(torch_net)
+            candidates["torch.compile"] = lambda: _no_grad_call(torch, compiled_torch, tx)
+        else:
+            candidates["torch eager"] = lambda step=training_step(torch, torch_net): step(tx, ty)
+    else:
+        problems["torch"] = "PyTorch is not installed (shared/PERF.md has its figures for this machine)"
+    return candidates, problems
+
+
+def _no_grad_call(lib, net, x):
+    with lib.no_grad():
+        return net(x)
+
+
+def run_model_table(np, ember, torch, title, make, inputs, targets, mode, rounds, per_item=None, extra=None,
+                    reference=None):
+    candidates, problems = model_candidates(np, ember, torch, make, inputs, targets, mode)
+    candidates.update(extra or {})
+    times, failures = compare(candidates, rounds)
+    failures.update(problems)
+    if per_item:
+        rows = [(name, per_item / times[name] if name in times else None, failures.get(name, ""))
+                for name in list(candidates) + [p for p in problems if p not in candidates]]
+        print_table(title, rows, "img/s", baseline="ember eager", reference=None if torch else reference)
+    else:
+        rows = [(name, times[name] * 1e3 if name in times else None, failures.get(name, ""))
+                for name in list(candidates) + [p for p in problems if p not in candidates]]
+        print_table(title, rows, "ms", baseline="ember eager", reference=None if torch else reference)
+
+
+def section_seednet(np, ember, torch, quick):
+    rng = np.random.default_rng(0)
+    rounds = 5 if quick else 21
+    one = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    batch = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
+    targets = rng.integers(0, 10, 64)
+    make = lambda lib: seed_net_class(lib)()  # noqa: E731
+    run_model_table(np, ember, torch, "(c) seed Net inference latency, batch 1", make, one, targets[:1], "infer",
+                    rounds * 5, reference="infer1")
+    run_model_table(np, ember, torch, "(c) seed Net inference throughput, batch 64", make, batch, targets,
+                    "infer", rounds, per_item=64, reference="infer64")
+    sys.path.insert(0, HERE)
+    import numpy_lenet
+    ember.manual_seed(0)
+    weights = {name: value.detach().numpy().copy() for name, value in make(ember).state_dict().items()}
+    by_hand = numpy_lenet.NumpyLeNet(weights, lr=0.01, momentum=0.9)
+    run_model_table(np, ember, torch, "(c) seed Net training step, batch 64 (SGD momentum)", make, batch, targets,
+                    "train", rounds, reference="train64",
+                    extra={"numpy by hand (numpy_lenet.py)": lambda: by_hand.train_step(batch, targets)})
+
+
+def section_mlp(np, ember, torch, quick):
+    rng = np.random.default_rng(1)
+    inputs = rng.standard_normal((128, 784)).astype(np.float32)
+    targets = rng.integers(0, 10, 128)
+    run_model_table(np, ember, torch, "(d) MLP 784-512-512-10 training step, batch 128", mlp, inputs, targets,
+                    "train", 5 if quick else 21, reference="mlp")
+
+
+# ----------------------------------------------------------------------------- (e) compile time
+
+COMPILE_PROBE = r"""
+import json, sys, time
+sys.path.insert(0, {here!r})
+import numpy as np
+import ember
+from cpu import seed_net_class, llvm_backend_problem
+problem = llvm_backend_problem(ember)
+if problem:
+    print(json.dumps({{"unavailable": problem}}))
+    sys.exit(0)
+net = seed_net_class(ember)().eval()
+x = ember.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32))
+compiled = ember.compile(net, backend="llvm")
+start = time.perf_counter()
+with ember.no_grad():
+    compiled(x)
+first = time.perf_counter() - start
+start = time.perf_counter()
+with ember.no_grad():
+    compiled(x)
+print(json.dumps({{"first": first, "second": time.perf_counter() - start}}))
+"""
+
+
+def section_compile(np, ember, torch, quick):
+    cache = tempfile.mkdtemp(prefix="ember-bench-cache-")
+    environment = dict(os.environ, EMBER_CACHE_DIR=cache)
+    results = {}
+    for label in ("cold (empty cache)", "warm (cache filled)"):
+        probe = subprocess.run([sys.executable, "-c", COMPILE_PROBE.format(here=HERE)], env=environment,
+                               capture_output=True, text=True, timeout=600)
+        try:
+            results[label] = json.loads(probe.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            results[label] = {"unavailable": f"probe failed: {probe.stderr.strip().splitlines()[-1:]}"}
+    rows = []
+    for label, result in results.items():
+        if "unavailable" in result:
+            rows.append((f"seed Net first call, {label}", None, result["unavailable"]))
+        else:
+            rows.append((f"seed Net first call, {label}", result["first"] * 1e3,
+                         f"(next call {result['second'] * 1e6:.0f} us)"))
+    print_table("(e) seed Net compile time, new process, import not counted (jax 170-260 ms, "
+                "torch.compile 11.1 s per shared/PERF.md)", rows, "ms")
+
+
+def main():
+    scrubbed = scrub_blas_environment()
+    args = parse_args()
+    import numpy as np
+    import ember
+    torch = torch_or_none()
+    if not args.in_child:
+        print(f"ember CPU benchmark: {os.cpu_count()} CPUs, numpy {np.__version__}, BLAS: {blas_description()}")
+        print(f"  removed for this process: {scrubbed}" if scrubbed else
+              "  OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set")
+    if args.in_child:
+        globals()[f"section_{args.section[0]}"](np, ember, torch, args.quick)
+        return
+    print(f"  PyTorch: {'torch ' + torch.__version__ if torch else 'not installed'}; "
+          f"llvm backend: {llvm_backend_problem(ember) or 'available'}")
+    for name in args.section or SECTIONS:
+        # each section in its own process: a crash in compiled code loses one section, not the run
+        command = [sys.executable, os.path.abspath(__file__), "--in-child", "--section", name]
+        status = subprocess.run(command + (["--quick"] if args.quick else [])).returncode
+        if status:
+            reason = f"signal {-status}" if status < 0 else f"exit status {status}"
+            print(f"\n({name}) unavailable: the section's process ended with {reason}")
+
+
+if __name__ == "__main__":
+    main()
