@@ -1,4 +1,4 @@
 """ember.compiler: IR -> code. Backends compile a (segment) graph into something that runs."""
-from .interpret_backend import get_backend, BACKENDS
+from .backends import get_backend, BACKENDS
 
 __all__ = ["get_backend", "BACKENDS"]

@@ -16,12 +16,3 @@ class InterpretBackend:
             return {o: env[o] for o in graph.outputs}
         run.graph = graph
         return run
-
-
-BACKENDS = {"interpret": InterpretBackend}
-
-
-def get_backend(name):
-    if name not in BACKENDS:
-        raise ValueError(f"unknown ember.compile backend {name!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name]()

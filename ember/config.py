@@ -5,6 +5,8 @@ EMBER_STRICT=1   also run each primitive's shape rule in eager mode and check nu
 EMBER_DEBUG=N    compile-time logging: 1 kernels, 2 timings, 3 IR per stage, 4 generated code.
 EMBER_DUMP=DIR   write the graph after every pass (text, DOT, diff) under DIR.
 EMBER_CACHE_DIR  where compiled objects are cached (default: ~/.cache/ember).
+EMBER_NUM_THREADS=N  threads compiled CPU programs use for parallel loops and matrix
+                 multiplies (default: the CPUs this process may run on).
 """
 import os
 
@@ -22,3 +24,15 @@ DEBUG = _flag("EMBER_DEBUG")
 DUMP_DIR = os.environ.get("EMBER_DUMP") or None
 CACHE_DIR = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ember")
+
+
+def _num_threads():
+    value = _flag("EMBER_NUM_THREADS")
+    if value < 0:
+        raise ValueError(f"EMBER_NUM_THREADS must be a positive integer, got {value}")
+    if value:
+        return value
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+NUM_THREADS = _num_threads()

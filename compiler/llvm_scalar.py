@@ -1,0 +1,345 @@
+"""Scalar expressions of loop kernels (compiler/loop_ir.py Exprs) as LLVM IR.
+
+`ScalarEmitter.emit(expr)` writes the instructions computing one Expr at the builder's
+position, reusing values already computed in the same or an enclosing loop body. Semantics
+follow the numpy implementations in ember/ops: NaN-propagating maximum/minimum, floor
+division and modulo with Python's signs, round half to even, bool stored as one byte.
+Transcendentals come from compiler/llvm_math.py as inlined polynomials (no calls), so the
+loops holding them vectorise. Index arithmetic is int64. No fast-math flags: results are
+IEEE-exact except inside the polynomial approximations.
+"""
+from llvmlite import ir
+
+from . import llvm_math
+
+F32, F64, I1, I8, I32, I64 = ir.FloatType(), ir.DoubleType(), ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+VALUE_TYPES = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "bool": I1}
+STORAGE_TYPES = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "bool": I8}
+POLYNOMIAL = {"exp": llvm_math.emit_exp, "log": llvm_math.emit_log, "log1p": llvm_math.emit_log1p,
+              "expm1": llvm_math.emit_expm1, "tanh": llvm_math.emit_tanh, "sigmoid": llvm_math.emit_sigmoid,
+              "erf": llvm_math.emit_erf}
+FLOAT_INTRINSICS = {"sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos", "floor": "llvm.floor",
+                    "ceil": "llvm.ceil", "round": "llvm.roundeven", "abs": "llvm.fabs",
+                    "maximum": "llvm.maximum", "minimum": "llvm.minimum", "pow": "llvm.pow"}
+FCMP = {"eq": ("==", True), "ne": ("!=", False), "lt": ("<", True), "le": ("<=", True),
+        "gt": (">", True), "ge": (">=", True)}
+ICMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def is_float(dtype):
+    return dtype in ("float32", "float64")
+
+
+def intrinsic(module, name, value_type, arity=1):
+    """The overloaded LLVM intrinsic `name` for `value_type`, declared once per module."""
+    suffix = "f32" if value_type == F32 else "f64" if value_type == F64 else f"i{value_type.width}"
+    full = f"{name}.{suffix}"
+    existing = module.globals.get(full)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ir.FunctionType(value_type, [value_type] * arity), name=full)
+
+
+def const_value(dtype, value):
+    if dtype == "bool":
+        return ir.Constant(I1, int(bool(value)))
+    return ir.Constant(VALUE_TYPES[dtype], value)
+
+
+def load_value(builder, pointer, dtype, offset):
+    """Element `offset` of a buffer of `dtype` (bool as a byte, turned into i1)."""
+    address = builder.gep(pointer, [offset], source_etype=STORAGE_TYPES[dtype])
+    value = builder.load(address, typ=STORAGE_TYPES[dtype])
+    return builder.icmp_unsigned("!=", value, ir.Constant(I8, 0)) if dtype == "bool" else value
+
+
+def store_value(builder, pointer, dtype, offset, value):
+    address = builder.gep(pointer, [offset], source_etype=STORAGE_TYPES[dtype])
+    if dtype == "bool":
+        value = builder.zext(value, I8)
+    builder.store(value, address)
+    return address
+
+
+def convert(builder, value, source, target):
+    """Cast an LLVM value of dtype `source` to dtype `target` (numpy's astype)."""
+    if source == target:
+        return value
+    to_type = VALUE_TYPES[target]
+    if target == "bool":
+        if is_float(source):
+            return builder.fcmp_unordered("!=", value, ir.Constant(value.type, 0.0))
+        return builder.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
+    if is_float(target):
+        if is_float(source):
+            return builder.fpext(value, to_type) if target == "float64" else builder.fptrunc(value, to_type)
+        return builder.uitofp(value, to_type) if source == "bool" else builder.sitofp(value, to_type)
+    if is_float(source):
+        return builder.fptosi(value, to_type)
+    if source == "bool":
+        return builder.zext(value, to_type)
+    if to_type.width > value.type.width:
+        return builder.sext(value, to_type)
+    return builder.trunc(value, to_type)
+
+
+class ScalarEmitter:
+    """Emits Exprs with a builder. `slots` maps slot numbers to buffer pointers, `names` maps
+    loop-variable names to their values, `accumulators` accumulator names to allocas."""
+
+    def __init__(self, builder, module, slots, names, accumulators, dtypes_of_accumulators):
+        self.builder, self.module = builder, module
+        self.slots, self.names = slots, names
+        self.accumulators, self.acc_dtypes = accumulators, dtypes_of_accumulators
+        self.scopes = [{}]  # one cache per open loop body; inner bodies see outer values
+
+    def push(self):
+        self.scopes.append({})
+
+    def pop(self):
+        self.scopes.pop()
+
+    def forget_accumulator(self, name):
+        """An accumulator changed: values read from it earlier are stale."""
+        for cache in self.scopes:
+            for key in [k for k in cache if k.op == "acc" and k.attr == name]:
+                del cache[key]
+
+    def forget_loads(self):
+        """A store happened: later loads must read memory again."""
+        for cache in self.scopes:
+            for key in [k for k in cache if k.op == "load"]:
+                del cache[key]
+
+    def emit(self, expr):
+        for cache in reversed(self.scopes):
+            if expr in cache:
+                return cache[expr]
+        value = self._emit(expr)
+        if expr.op != "acc":  # accumulators change inside loops: read them afresh
+            self.scopes[-1][expr] = value
+        return value
+
+    # ------------------------------------------------------------------ leaves and index math
+    def _emit(self, e):
+        b = self.builder
+        if e.op == "const":
+            return const_value(e.dtype, e.attr)
+        if e.op == "var":
+            return self.names[e.attr[0]]
+        if e.op == "acc":
+            return b.load(self.accumulators[e.attr], typ=VALUE_TYPES[self.acc_dtypes[e.attr]])
+        if e.op == "load":
+            return load_value(b, self.slots[e.attr], e.dtype, self.emit(e.args[0]))
+        if e.op == "affine":
+            coefs, constant = e.attr
+            total = None
+            for atom, c in zip(e.args, coefs):
+                term = self.emit(atom)
+                if c != 1:
+                    term = b.mul(term, ir.Constant(I64, c))
+                total = term if total is None else b.add(total, term)
+            return b.add(total, ir.Constant(I64, constant)) if constant else total
+        if e.op in ("floordiv", "mod"):
+            return self._index_div(e)
+        if e.op == "cast":
+            return convert(b, self.emit(e.args[0]), e.args[0].dtype, e.dtype)
+        if e.op == "select":
+            cond, x, y = (self.emit(a) for a in e.args)
+            return b.select(cond, x, y)
+        args = [self.emit(a) for a in e.args]
+        operand = e.args[0].dtype
+        if e.op in FCMP or e.op in ICMP:
+            return self._compare(e.op, operand, *args)
+        if e.op.startswith("logical_"):
+            return self._logical(e.op, *args)
+        if is_float(operand):
+            return self._float_op(e.op, e.dtype, args)
+        return self._int_op(e.op, e.dtype, args)
+
+    def _index_div(self, e):
+        b = self.builder
+        x = self.emit(e.args[0])
+        c = ir.Constant(I64, e.attr)
+        if e.args[0].lo is not None and e.args[0].lo >= 0:
+            return b.udiv(x, c) if e.op == "floordiv" else b.urem(x, c)
+        q, r = b.sdiv(x, c), b.srem(x, c)
+        negative = b.icmp_signed("<", r, ir.Constant(I64, 0))
+        if e.op == "floordiv":
+            return b.sub(q, b.zext(negative, I64))
+        return b.select(negative, b.add(r, c), r)
+
+    def _compare(self, op, dtype, x, y):
+        b = self.builder
+        if is_float(dtype):
+            symbol, ordered = FCMP[op]
+            return b.fcmp_ordered(symbol, x, y) if ordered else b.fcmp_unordered(symbol, x, y)
+        if dtype == "bool":
+            return b.icmp_unsigned(ICMP[op], x, y)
+        return b.icmp_signed(ICMP[op], x, y)
+
+    def _logical(self, op, *args):
+        b = self.builder
+        if op == "logical_not":
+            return b.xor(args[0], ir.Constant(I1, 1))
+        return {"logical_and": b.and_, "logical_or": b.or_, "logical_xor": b.xor}[op](*args)
+
+    # ------------------------------------------------------------------ float ops
+    def _float_op(self, op, dtype, args):
+        b = self.builder
+        t = VALUE_TYPES[dtype]
+        x = args[0]
+        zero, one = ir.Constant(t, 0.0), ir.Constant(t, 1.0)
+        if op in POLYNOMIAL:
+            return POLYNOMIAL[op](b, x)
+        if op == "add":
+            return b.fadd(*args)
+        if op == "sub":
+            return b.fsub(*args)
+        if op == "mul":
+            return b.fmul(*args)
+        if op == "div":
+            return b.fdiv(*args)
+        if op == "neg":
+            return b.fneg(x)
+        if op == "relu":
+            return b.select(b.fcmp_ordered("<", x, zero), zero, x)
+        if op == "reciprocal":
+            return b.fdiv(one, x)
+        if op == "rsqrt":
+            return b.fdiv(one, b.call(intrinsic(self.module, "llvm.sqrt", t), [x]))
+        if op == "sign":
+            positive = b.select(b.fcmp_ordered(">", x, zero), one, x)
+            return b.select(b.fcmp_ordered("<", x, zero), ir.Constant(t, -1.0), positive)
+        if op == "pow":
+            return self._pow(x, args[1], t)
+        if op == "remainder":
+            return self._float_remainder(*args, t)
+        if op == "floor_divide":
+            return self._float_floor_divide(*args, t)
+        if op in FLOAT_INTRINSICS:
+            fn = intrinsic(self.module, FLOAT_INTRINSICS[op], t, len(args))
+            return b.call(fn, args)
+        raise NotImplementedError(f"llvm_cpu: no float lowering for {op}")
+
+    def _pow(self, x, y, t):
+        b = self.builder
+        if isinstance(y, ir.Constant) and isinstance(y.constant, float):
+            if y.constant == 2.0:
+                return b.fmul(x, x)
+            if y.constant == 1.0:
+                return x
+            if y.constant == 0.5:
+                return b.call(intrinsic(self.module, "llvm.sqrt", t), [x])
+            if y.constant == -1.0:
+                return b.fdiv(ir.Constant(t, 1.0), x)
+        return b.call(intrinsic(self.module, "llvm.pow", t, 2), [x, y])
+
+    def _float_remainder(self, x, y, t):
+        """Python's x % y: the sign of y."""
+        b = self.builder
+        zero = ir.Constant(t, 0.0)
+        r = b.frem(x, y)
+        fix = b.and_(b.fcmp_ordered("!=", r, zero),
+                     b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
+        return b.select(fix, b.fadd(r, y), r)
+
+    def _float_floor_divide(self, x, y, t):
+        """numpy's float floor_divide: (x - fmod(x, y)) / y rounded to the nearest integer
+        below, as npy_divmod computes it; x / y when y == 0."""
+        b = self.builder
+        zero, one, half = ir.Constant(t, 0.0), ir.Constant(t, 1.0), ir.Constant(t, 0.5)
+        mod = b.frem(x, y)
+        div = b.fdiv(b.fsub(x, mod), y)
+        fix = b.and_(b.fcmp_ordered("!=", mod, zero),
+                     b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
+        div = b.select(fix, b.fsub(div, one), div)
+        floored = b.call(intrinsic(self.module, "llvm.floor", t), [div])
+        floored = b.select(b.fcmp_ordered(">", b.fsub(div, floored), half), b.fadd(floored, one), floored)
+        nonzero_div = b.select(b.fcmp_ordered("==", div, zero), b.call(
+            intrinsic(self.module, "llvm.copysign", t, 2), [zero, b.fdiv(x, y)]), floored)
+        return b.select(b.fcmp_ordered("==", y, zero), b.fdiv(x, y), nonzero_div)
+
+    # ------------------------------------------------------------------ int ops
+    def _int_op(self, op, dtype, args):
+        b = self.builder
+        t = VALUE_TYPES[dtype]
+        x = args[0]
+        zero = ir.Constant(t, 0)
+        if op == "add":
+            return b.add(*args)
+        if op == "sub":
+            return b.sub(*args)
+        if op == "mul":
+            return b.mul(*args)
+        if op == "neg":
+            return b.sub(zero, x)
+        if op in ("maximum", "minimum"):
+            if dtype == "bool":
+                return b.or_(*args) if op == "maximum" else b.and_(*args)
+            return b.select(b.icmp_signed(">" if op == "maximum" else "<", *args), *args)
+        if op == "relu":
+            return b.select(b.icmp_signed("<", x, zero), zero, x)
+        if op == "abs":
+            return b.select(b.icmp_signed("<", x, zero), b.sub(zero, x), x)
+        if op == "sign":
+            return b.sub(b.zext(b.icmp_signed(">", x, zero), t), b.zext(b.icmp_signed("<", x, zero), t))
+        if op in ("floor_divide", "remainder"):
+            return self._int_divide(op, *args, t)
+        if op == "pow":
+            return b.call(self._int_pow(t), args)
+        if op == "bitwise_xor":
+            return b.xor(*args)
+        if op == "shift_right_logical":
+            return b.lshr(*args)
+        raise NotImplementedError(f"llvm_cpu: no integer lowering for {op}")
+
+    def _int_divide(self, op, x, y, t):
+        """Floor division / modulo with Python's signs. Division by zero gives 0 here (the
+        kernel's bounds check reports it); x // -1 negates without the INT_MIN trap."""
+        b = self.builder
+        zero, one = ir.Constant(t, 0), ir.Constant(t, 1)
+        minus_one = b.icmp_signed("==", y, ir.Constant(t, -1))
+        unsafe = b.or_(b.icmp_signed("==", y, zero), minus_one)
+        safe = b.select(unsafe, one, y)
+        q, r = b.sdiv(x, safe), b.srem(x, safe)
+        fix = b.and_(b.icmp_signed("!=", r, zero), b.icmp_signed("<", b.xor(r, y), zero))
+        if op == "floor_divide":
+            q = b.select(fix, b.sub(q, one), q)
+            return b.select(minus_one, b.sub(zero, x), b.select(unsafe, zero, q))
+        r = b.select(fix, b.add(r, y), r)
+        return b.select(unsafe, zero, r)
+
+    def _int_pow(self, t):
+        """An internal function: x ** y by squaring (y < 0 gives 0, as numpy refuses it)."""
+        name = f"ember_ipow_i{t.width}"
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        fn = ir.Function(self.module, ir.FunctionType(t, [t, t]), name=name)
+        fn.linkage = "internal"
+        entry, loop, done = fn.append_basic_block("entry"), fn.append_basic_block("loop"), fn.append_basic_block("done")
+        b = ir.IRBuilder(entry)
+        base, exponent = fn.args
+        b.branch(loop)
+        b.position_at_end(loop)
+        result = b.phi(t)
+        power = b.phi(t)
+        rest = b.phi(t)
+        result.add_incoming(ir.Constant(t, 1), entry)
+        power.add_incoming(base, entry)
+        rest.add_incoming(exponent, entry)
+        odd = b.trunc(rest, I1)
+        new_result = b.select(odd, b.mul(result, power), result)
+        new_power = b.mul(power, power)
+        new_rest = b.lshr(rest, ir.Constant(t, 1))
+        result.add_incoming(new_result, loop)
+        power.add_incoming(new_power, loop)
+        rest.add_incoming(new_rest, loop)
+        b.cbranch(b.icmp_signed(">", new_rest, ir.Constant(t, 0)), loop, done)
+        b.position_at_end(done)
+        negative = b.icmp_signed("<", exponent, ir.Constant(t, 0))
+        zero_exponent = b.icmp_signed("==", exponent, ir.Constant(t, 0))
+        value = b.select(zero_exponent, ir.Constant(t, 1), new_result)
+        b.ret(b.select(negative, ir.Constant(t, 0), value))
+        return fn

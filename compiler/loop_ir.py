@@ -1,0 +1,611 @@
+"""Loop-nest kernel descriptions: what lowering (compiler/lowering.py) produces and the code
+generators (compiler/llvm_cpu.py, later a PTX backend) consume.
+
+A `Kernel` is one fused group: statements (loops, accumulators, stores, bounds checks,
+matrix-multiply calls, numpy fallbacks) over numbered buffer slots. Values are `Expr` trees:
+scalar math on float/int/bool values, plus int64 index arithmetic that simplifies as it is
+built (affine sums, floor division and modulo by constants with range analysis), so chains
+of movement ops become plain strided loads that LLVM's vectoriser understands.
+"""
+import math
+from dataclasses import dataclass, field
+
+INDEX = "int64"
+FLOATS = ("float32", "float64")
+COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+class Expr:
+    """One scalar value. `op` says what it is ("const", "var", "acc", "load", "affine",
+    "floordiv", "mod", "cast", "select" or a scalar op name such as "exp" or "add"); `attr`
+    holds its static part (the constant, the var's (name, extent), the load's slot, the
+    affine coefficients, the divisor); `lo`/`hi` bound integer values when known."""
+
+    __slots__ = ("op", "args", "attr", "dtype", "lo", "hi", "_key", "_hash", "_text")
+
+    def __init__(self, op, args, attr, dtype, lo=None, hi=None):
+        self.op, self.args, self.attr, self.dtype = op, tuple(args), attr, dtype
+        self.lo, self.hi = lo, hi
+        attr_key = _const_key(attr) if op == "const" else attr
+        self._key = (op, attr_key, dtype, self.args)
+        self._hash = hash(self._key)
+        self._text = None
+
+    def __eq__(self, other):
+        return self is other or (isinstance(other, Expr) and self._hash == other._hash and self._key == other._key)
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):
+        return self.text
+
+    @property
+    def is_const(self):
+        return self.op == "const"
+
+    @property
+    def text(self):
+        if self._text is None:
+            self._text = _render(self)
+        return self._text
+
+    def walk(self):
+        """This expression and every subexpression, each once."""
+        seen, stack = set(), [self]
+        while stack:
+            e = stack.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            yield e
+            stack.extend(e.args)
+
+
+def _const_key(value):
+    if isinstance(value, float):
+        return ("f", repr(value))  # keeps -0.0 and nan distinct and hashable
+    return (type(value).__name__, value)
+
+
+def _render(e):
+    if e.op == "const":
+        return repr(e.attr)
+    if e.op == "var":
+        return e.attr[0]
+    if e.op == "acc":
+        return e.attr
+    if e.op == "load":
+        return f"s{e.attr}[{e.args[0].text}]"
+    if e.op == "affine":
+        coefs, const = e.attr
+        parts = [a.text if c == 1 else f"{c}*{a.text}" for a, c in zip(e.args, coefs)]
+        if const:
+            parts.append(str(const))
+        return "(" + " + ".join(parts) + ")"
+    if e.op == "floordiv":
+        return f"({e.args[0].text} // {e.attr})"
+    if e.op == "mod":
+        return f"({e.args[0].text} % {e.attr})"
+    if e.op == "cast":
+        return f"{e.dtype}({e.args[0].text})"
+    if e.op == "select":
+        c, a, b = e.args
+        return f"({c.text} ? {a.text} : {b.text})"
+    return f"{e.op}({', '.join(a.text for a in e.args)})"
+
+
+# ----------------------------------------------------------------------------- leaves
+
+def const(value, dtype):
+    if dtype == "bool":
+        value = bool(value)
+    elif dtype in FLOATS:
+        value = float(value)
+    else:
+        value = int(value)
+    bound = int(value) if dtype in ("int32", "int64", "bool") else None
+    return Expr("const", (), value, dtype, bound, bound)
+
+
+def index(value):
+    return const(value, INDEX)
+
+
+def var(name, extent):
+    """A loop variable running over 0..extent-1."""
+    return Expr("var", (), (name, int(extent)), INDEX, 0, int(extent) - 1)
+
+
+def acc(name, dtype):
+    """The current value of accumulator `name`."""
+    return Expr("acc", (), name, dtype)
+
+
+def load(slot, offset, dtype, lo=None, hi=None):
+    """Element `offset` of buffer slot `slot` (the bounds describe the loaded value)."""
+    return Expr("load", (offset,), slot, dtype, lo, hi)
+
+
+# ----------------------------------------------------------------------------- index arithmetic
+
+def terms_of(e):
+    """({atom: coefficient}, constant) with e == sum(c * atom) + constant."""
+    if e.op == "affine":
+        coefs, constant = e.attr
+        return dict(zip(e.args, coefs)), constant
+    if e.op == "const":
+        return {}, e.attr
+    return {e: 1}, 0
+
+
+def affine(terms, constant=0):
+    """sum(c * atom for atom, c in terms.items()) + constant, normalised."""
+    flat, constant = {}, int(constant)
+    for atom, c in terms.items():
+        inner, k = terms_of(atom)
+        constant += c * k
+        for a, d in inner.items():
+            flat[a] = flat.get(a, 0) + c * d
+    flat = {a: c for a, c in flat.items() if c}
+    flat, extra = _merge_div_mod_pairs(flat)
+    constant += extra
+    if not flat:
+        return index(constant)
+    if len(flat) == 1 and constant == 0:
+        (atom, c), = flat.items()
+        if c == 1:
+            return atom
+    atoms = sorted(flat, key=lambda a: a.text)
+    coefs = tuple(flat[a] for a in atoms)
+    lo = hi = constant
+    for a, c in zip(atoms, coefs):
+        if a.lo is None or a.hi is None:
+            lo = hi = None
+            break
+        lo += min(c * a.lo, c * a.hi)
+        hi += max(c * a.lo, c * a.hi)
+    return Expr("affine", atoms, (coefs, constant), INDEX, lo, hi)
+
+
+def _merge_div_mod_pairs(flat):
+    """m*c*(x // m) + c*(x % m) is c*x: what a reshape's split undoes when another merges
+    the dims back. Returns (terms, constant to add)."""
+    extra = 0
+    changed = True
+    while changed:
+        changed = False
+        for atom, c in list(flat.items()):
+            if atom.op != "mod":
+                continue
+            m, x = atom.attr, atom.args[0]
+            partner = ifloordiv(x, m)  # simplified, so (x // a) // b finds x // (a*b)
+            if partner.op != "floordiv" or flat.get(partner) != c * m:
+                continue
+            del flat[atom], flat[partner]
+            inner, k = terms_of(x)
+            extra += c * k
+            for a, d in inner.items():
+                flat[a] = flat.get(a, 0) + c * d
+            flat = {a: v for a, v in flat.items() if v}
+            changed = True
+            break
+    return flat, extra
+
+
+def iadd(*es):
+    terms, constant = {}, 0
+    for e in es:
+        if isinstance(e, int):
+            constant += e
+            continue
+        inner, k = terms_of(e)
+        constant += k
+        for a, c in inner.items():
+            terms[a] = terms.get(a, 0) + c
+    return affine(terms, constant)
+
+
+def imul(e, c):
+    if isinstance(e, int):
+        return index(e * c)
+    terms, k = terms_of(e)
+    return affine({a: v * c for a, v in terms.items()}, k * c)
+
+
+def isub(a, b):
+    return iadd(a, imul(b, -1))
+
+
+def _split(e, c):
+    """e = c*Q + R: (Q, R) with R's constant in [0, c) and only the terms c does not divide."""
+    terms, k = terms_of(e)
+    q_terms = {a: v // c for a, v in terms.items() if v % c == 0}
+    r_terms = {a: v for a, v in terms.items() if v % c}
+    kq, kr = divmod(k, c)
+    return affine(q_terms, kq), affine(r_terms, kr)
+
+
+def ifloordiv(e, c):
+    """Floor division by a positive constant."""
+    c = int(c)
+    if c == 1:
+        return e
+    if e.is_const:
+        return index(e.attr // c)
+    q, r = _split(e, c)
+    if r.lo is not None and r.hi is not None and r.lo // c == r.hi // c:
+        return iadd(q, r.lo // c)
+    terms, k = terms_of(r)
+    g = math.gcd(c, k, *terms.values())
+    if g > 1:
+        r, c = affine({a: v // g for a, v in terms.items()}, k // g), c // g
+    if r.op == "floordiv":  # (x // a) // b == x // (a*b)
+        return iadd(q, ifloordiv(r.args[0], r.attr * c))
+    lo = r.lo // c if r.lo is not None else None
+    hi = r.hi // c if r.hi is not None else None
+    return iadd(q, Expr("floordiv", (r,), c, INDEX, lo, hi))
+
+
+def imod(e, c):
+    """Floor modulo by a positive constant (result in [0, c))."""
+    c = int(c)
+    if c == 1:
+        return index(0)
+    if e.is_const:
+        return index(e.attr % c)
+    _, r = _split(e, c)
+    if r.lo is not None and r.hi is not None and r.lo // c == r.hi // c:
+        return iadd(r, -c * (r.lo // c))
+    return Expr("mod", (r,), c, INDEX, 0, c - 1)
+
+
+def imin(a, b):
+    if a.hi is not None and b.lo is not None and a.hi <= b.lo:
+        return a
+    if b.hi is not None and a.lo is not None and b.hi <= a.lo:
+        return b
+    lo = min(a.lo, b.lo) if a.lo is not None and b.lo is not None else None
+    hi = min(x for x in (a.hi, b.hi) if x is not None) if (a.hi, b.hi) != (None, None) else None
+    return Expr("minimum", (a, b), None, INDEX, lo, hi)
+
+
+def imax(a, b):
+    if a.lo is not None and b.hi is not None and a.lo >= b.hi:
+        return a
+    if b.lo is not None and a.hi is not None and b.lo >= a.hi:
+        return b
+    lo = max(x for x in (a.lo, b.lo) if x is not None) if (a.lo, b.lo) != (None, None) else None
+    hi = max(a.hi, b.hi) if a.hi is not None and b.hi is not None else None
+    return Expr("maximum", (a, b), None, INDEX, lo, hi)
+
+
+def clamp(e, lo, hi):
+    """e clamped into [lo, hi] (ints): keeps guarded loads in bounds."""
+    return imin(imax(e, index(lo)), index(hi))
+
+
+def icompare(op, a, b):
+    """An int64 comparison, decided statically when the bounds allow."""
+    if isinstance(b, int):
+        b = index(b)
+    known = _decide(op, a, b)
+    if known is not None:
+        return const(known, "bool")
+    return Expr(op, (a, b), None, "bool")
+
+
+def _decide(op, a, b):
+    if None in (a.lo, a.hi, b.lo, b.hi):
+        return None
+    if op == "lt":
+        return True if a.hi < b.lo else False if a.lo >= b.hi else None
+    if op == "le":
+        return True if a.hi <= b.lo else False if a.lo > b.hi else None
+    if op == "gt":
+        return _decide("lt", b, a)
+    if op == "ge":
+        return _decide("le", b, a)
+    if op == "eq":
+        return True if a.lo == a.hi == b.lo == b.hi else False if a.hi < b.lo or b.hi < a.lo else None
+    if op == "ne":
+        known = _decide("eq", a, b)
+        return None if known is None else not known
+    return None
+
+
+def logical_and(*conds):
+    kept = []
+    for c in conds:
+        if c.is_const:
+            if not c.attr:
+                return const(False, "bool")
+            continue
+        if c not in kept:
+            kept.append(c)
+    if not kept:
+        return const(True, "bool")
+    result = kept[0]
+    for c in kept[1:]:
+        result = Expr("logical_and", (result, c), None, "bool")
+    return result
+
+
+# ----------------------------------------------------------------------------- scalar values
+
+def apply(op, *args, dtype=None):
+    """The scalar op `op` (an elementwise primitive's name) on `args`; comparisons and
+    logical ops give bool, everything else the first operand's dtype unless `dtype` says."""
+    if dtype is None:
+        if op in COMPARISONS or op.startswith("logical_"):
+            dtype = "bool"
+        else:
+            dtype = args[0].dtype
+    return Expr(op, args, None, dtype)
+
+
+def cast(e, dtype):
+    if e.dtype == dtype:
+        return e
+    if e.is_const:
+        return const(e.attr, dtype)
+    return Expr("cast", (e,), None, dtype, e.lo, e.hi)
+
+
+def select(cond, a, b):
+    if cond.is_const:
+        return a if cond.attr else b
+    if a == b:
+        return a
+    lo = min(a.lo, b.lo) if a.lo is not None and b.lo is not None else None
+    hi = max(a.hi, b.hi) if a.hi is not None and b.hi is not None else None
+    return Expr("select", (cond, a, b), None, a.dtype, lo, hi)
+
+
+def vars_in(e):
+    """The loop-variable names an expression depends on."""
+    return {x.attr[0] for x in e.walk() if x.op == "var"}
+
+
+def substitute(e, mapping):
+    """`e` with subexpressions replaced per `mapping` {Expr: Expr}, re-simplified."""
+    memo = {}
+
+    def go(x):
+        if x in mapping:
+            return mapping[x]
+        if not x.args:
+            return x
+        key = id(x)
+        if key in memo:
+            return memo[key]
+        args = tuple(go(a) for a in x.args)
+        memo[key] = result = x if all(a is b for a, b in zip(args, x.args)) else rebuild(x, args)
+        return result
+
+    return go(e)
+
+
+def rebuild(e, args):
+    """`e` with new operands, through the simplifying constructors."""
+    if e.op == "affine":
+        coefs, constant = e.attr
+        return affine(dict(_accumulate(zip(args, coefs))), constant)
+    if e.op == "floordiv":
+        return ifloordiv(args[0], e.attr)
+    if e.op == "mod":
+        return imod(args[0], e.attr)
+    if e.op == "load":
+        return load(e.attr, args[0], e.dtype, e.lo, e.hi)
+    if e.op == "cast":
+        return cast(args[0], e.dtype)
+    if e.op == "select":
+        return select(*args)
+    if e.dtype == INDEX and e.op == "minimum":
+        return imin(*args)
+    if e.dtype == INDEX and e.op == "maximum":
+        return imax(*args)
+    if e.op in COMPARISONS and args[0].dtype == INDEX:
+        return icompare(e.op, *args)
+    if e.op == "logical_and":
+        return logical_and(*args)
+    return Expr(e.op, args, e.attr, e.dtype, e.lo, e.hi)
+
+
+def _accumulate(pairs):
+    out = {}
+    for a, c in pairs:
+        out[a] = out.get(a, 0) + c
+    return out.items()
+
+
+# ----------------------------------------------------------------------------- statements
+
+@dataclass
+class Loop:
+    """for var in range(extent): body. `parallel`: iterations are independent (the code
+    generator may split them across threads)."""
+
+    var: Expr
+    body: list = field(default_factory=list)
+    parallel: bool = False
+
+    @property
+    def extent(self):
+        return self.var.attr[1]
+
+    @property
+    def name(self):
+        return self.var.attr[0]
+
+
+@dataclass
+class Declare:
+    """A scalar accumulator, set to `init` (`acc(name)` reads it)."""
+
+    name: str
+    dtype: str
+    init: Expr
+
+
+@dataclass
+class Update:
+    """name = combine(name, value), combine in add/mul/max/min; for argmax/argmin `position`
+    is the candidate index and `index_name` the accumulator holding the best one."""
+
+    name: str
+    combine: str
+    value: Expr
+    position: Expr = None
+    index_name: str = None
+
+
+@dataclass
+class Store:
+    """slot[offset] = value (or += value when combine == "add")."""
+
+    slot: int
+    offset: Expr
+    value: Expr
+    combine: str = None
+
+
+@dataclass
+class Check:
+    """Stop with error `error` (an index into Kernel.errors) unless `cond` holds."""
+
+    cond: Expr
+    error: int
+
+
+@dataclass
+class View:
+    """A strided 2-d operand of a matrix multiply: element (r, c) is slot[offset + r*rows + c*cols]."""
+
+    slot: int
+    offset: Expr
+    rows: int
+    cols: int
+
+
+@dataclass
+class Gemm:
+    """c = a @ b (m x k times k x n) + beta * c, float32."""
+
+    m: int
+    n: int
+    k: int
+    a: View
+    b: View
+    c: View
+    beta: float = 0.0
+
+
+@dataclass
+class ConvCall:
+    """One of compiler/llvm_conv.py's kernels: kind conv2d (in0 = x, in1 = weight, out = y),
+    conv2d_grad_input (in0 = dy, in1 = weight, out = dx) or conv2d_grad_weight (in0 = x,
+    in1 = dy, out = dW), contiguous NCHW float32 slots; `geometry` is (N, C, H, W, O, KH,
+    KW, stride h/w, padding h/w, dilation h/w, groups); `workspace` a scratch slot of
+    `workspace_slots` per-thread parts."""
+
+    kind: str
+    in0: int
+    in1: int
+    out: int
+    geometry: tuple
+    workspace: int
+    workspace_slots: int
+
+
+@dataclass
+class Callback:
+    """Run node `node`'s numpy implementation from Python (ops not lowered to loops)."""
+
+    node: int
+
+
+@dataclass
+class Slot:
+    """A buffer a kernel reads or writes: `key` is an IR node id, or for group-private memory
+    ("scratch", group id, number, dtype, elements, byte offset in the group's scratch)."""
+
+    key: object
+    dtype: str
+    size: int  # elements
+    writes: bool = False
+
+
+@dataclass
+class Kernel:
+    """One fused group as a loop nest. `nodes` are the IR nodes it computes; `errors` the
+    (exception name, message) pairs its Check statements raise; `scratch_bytes` the
+    group-private memory its scratch slots need."""
+
+    name: str
+    kind: str
+    nodes: tuple
+    slots: list
+    body: list
+    errors: list = field(default_factory=list)
+    scratch_bytes: int = 0
+
+    def describe(self):
+        lines = [f"kernel {self.name} ({self.kind}) nodes {' '.join(f'%{n}' for n in self.nodes)}"]
+        for i, s in enumerate(self.slots):
+            key = f"%{s.key}" if isinstance(s.key, int) else "scratch" + str(s.key[1:])
+            lines.append(f"  s{i} = {key} {s.dtype}[{s.size}]{' (written)' if s.writes else ''}")
+        lines.extend(describe_statements(self.body, "  "))
+        return "\n".join(lines)
+
+
+def describe_statements(body, indent):
+    lines = []
+    for stmt in body:
+        if isinstance(stmt, Loop):
+            par = " parallel" if stmt.parallel else ""
+            lines.append(f"{indent}for {stmt.name} in 0..{stmt.extent}{par}:")
+            lines.extend(describe_statements(stmt.body, indent + "  "))
+        elif isinstance(stmt, Declare):
+            lines.append(f"{indent}{stmt.name} = {stmt.init.text}")
+        elif isinstance(stmt, Update):
+            extra = f" at {stmt.position.text} -> {stmt.index_name}" if stmt.position is not None else ""
+            lines.append(f"{indent}{stmt.name} = {stmt.combine}({stmt.name}, {stmt.value.text}){extra}")
+        elif isinstance(stmt, Store):
+            op = "+=" if stmt.combine == "add" else "="
+            lines.append(f"{indent}s{stmt.slot}[{stmt.offset.text}] {op} {stmt.value.text}")
+        elif isinstance(stmt, Check):
+            lines.append(f"{indent}check {stmt.cond.text} else error {stmt.error}")
+        elif isinstance(stmt, Gemm):
+            a, b, c = stmt.a, stmt.b, stmt.c
+            lines.append(f"{indent}sgemm {stmt.m}x{stmt.n}x{stmt.k}: s{c.slot}[{c.offset.text}; {c.rows},{c.cols}] = "
+                         f"s{a.slot}[{a.offset.text}; {a.rows},{a.cols}] @ s{b.slot}[{b.offset.text}; {b.rows},{b.cols}]"
+                         + (f" + {stmt.beta}*c" if stmt.beta else ""))
+        elif isinstance(stmt, ConvCall):
+            lines.append(f"{indent}{stmt.kind}: s{stmt.out} = {stmt.kind}(s{stmt.in0}, s{stmt.in1}) "
+                         f"geometry {stmt.geometry}, workspace s{stmt.workspace} x{stmt.workspace_slots}")
+        elif isinstance(stmt, Callback):
+            lines.append(f"{indent}numpy fallback for %{stmt.node}")
+    return lines
+
+
+def walk_statements(body):
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, Loop):
+            yield from walk_statements(stmt.body)
+
+
+def statement_exprs(stmt):
+    """The expressions a statement reads (not those of nested statements)."""
+    if isinstance(stmt, Declare):
+        return [stmt.init]
+    if isinstance(stmt, Update):
+        return [stmt.value] + ([stmt.position] if stmt.position is not None else [])
+    if isinstance(stmt, Store):
+        return [stmt.offset, stmt.value]
+    if isinstance(stmt, Check):
+        return [stmt.cond]
+    if isinstance(stmt, Gemm):
+        return [stmt.a.offset, stmt.b.offset, stmt.c.offset]
+    return []

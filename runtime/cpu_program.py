@@ -1,0 +1,258 @@
+"""Running a compiled CPU program: load its machine code and call it, one foreign call per run.
+
+The program's entry `int ember_program(void **table)` (compiler/llvm_cpu.py) reads the
+fixed head of `table` (arena, fallback callback, timings, thread count, the offset of an
+ndarray's data pointer inside the numpy object) and then one entry per external buffer:
+the address of the numpy array object itself, whose data pointer the entry loads. So a call
+writes only `id(array)` per input, param and output into a table built once (about 0.1 us
+each; `array.ctypes.data` costs 2.5 us), and param arrays that are the same objects as in
+the previous call are not even looked at again. Outputs are fresh numpy arrays handed to
+the caller; intermediates live in one arena allocated once per program and reused. Not
+thread-safe: one program runs one call at a time.
+
+Machine code comes from an object file loaded by llvmlite's MCJIT (`load_object`), which
+resolves libgomp and the sgemm support library through symbols registered in the process.
+"""
+import builtins
+import ctypes
+import sys
+
+import numpy as np
+
+ALIGNMENT = 64
+HEAD = ("arena", "callback", "timings", "threads", "data_offset")
+CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)
+ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
+
+
+def _find_data_offset():
+    """Where numpy keeps an array's data pointer inside the array object (16 on CPython)."""
+    probe = np.arange(3, dtype=np.float64)
+    wanted = probe.ctypes.data
+    for offset in range(8, 128, 8):
+        if ctypes.c_void_p.from_address(id(probe) + offset).value == wanted:
+            other = np.zeros(5, np.int8)
+            if ctypes.c_void_p.from_address(id(other) + offset).value == other.ctypes.data:
+                return offset
+    raise RuntimeError("ember runtime: cannot find the data pointer inside numpy arrays "
+                       f"(numpy {np.__version__}); compiled CPU programs need it")
+
+
+DATA_OFFSET = _find_data_offset()
+
+
+class External:
+    """One external buffer of a program: table position, kind (input/param/constant/output),
+    key (input node id, param name, constant array, output node id), shape and dtype."""
+
+    __slots__ = ("position", "kind", "key", "shape", "dtype")
+
+    def __init__(self, position, kind, key, shape, dtype):
+        self.position, self.kind, self.key = position, kind, key
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+
+class ProgramSpec:
+    """Everything the runtime needs to call a compiled program (plain data).
+
+    externals: [External]; arena_bytes: int; results: [(result node id, source)] where source
+    is ("output", node) | ("input", node) | ("param", name) | ("constant", array);
+    errors: [(exception name, message)]; fallbacks: {kernel number: callable(arrays) that
+    runs a numpy fallback, given `read(location)` (see CpuProgram.location_array)};
+    kernel_names: names for timing reports; threads: int; timed: instrumented build."""
+
+    def __init__(self, name, externals, arena_bytes, results, errors=(), fallbacks=None, kernel_names=(),
+                 threads=1, timed=False):
+        self.name, self.externals, self.arena_bytes = name, list(externals), int(arena_bytes)
+        self.results, self.errors = list(results), list(errors)
+        self.fallbacks = dict(fallbacks or {})
+        self.kernel_names, self.threads, self.timed = list(kernel_names), int(threads), timed
+
+
+def load_object(object_code, target_machine, entry_name):
+    """(engine, entry address) of object code loaded by MCJIT; keep the engine alive."""
+    import llvmlite.binding as llvm
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(bytes(object_code)))
+    engine.finalize_object()
+    address = engine.get_function_address(entry_name)
+    if not address:
+        raise RuntimeError(f"ember runtime: compiled object has no {entry_name} function")
+    return engine, address
+
+
+class CpuProgram:
+    """A loaded program: `program(inputs {node id: array}, params {name: array})` returns
+    {node id: array} for the graph's outputs (and mutation sources)."""
+
+    def __init__(self, spec, entry_address, keepalive=None):
+        self.spec = spec
+        self.keepalive = keepalive
+        self.calls = 0
+        self._entry = ENTRY_TYPE(entry_address)
+        size = len(HEAD) + len(spec.externals)
+        self._table = (ctypes.c_void_p * size)()
+        self._table_address = ctypes.addressof(self._table)
+        self._arena_memory = np.zeros(spec.arena_bytes + ALIGNMENT, np.uint8)
+        start = (-self._arena_memory.ctypes.data) % ALIGNMENT
+        self.arena = self._arena_memory[start:start + spec.arena_bytes]
+        self._callback = CALLBACK_TYPE(self._run_fallback)
+        self.timings = np.zeros(max(len(spec.kernel_names), 1), np.int64)
+        head = {"arena": self.arena.ctypes.data if spec.arena_bytes else self._arena_memory.ctypes.data,
+                "callback": ctypes.cast(self._callback, ctypes.c_void_p).value,
+                "timings": self.timings.ctypes.data, "threads": spec.threads, "data_offset": DATA_OFFSET}
+        for k, name in enumerate(HEAD):
+            self._table[k] = head[name]
+        self._inputs, self._params, self._outputs = [], [], []
+        self._constants = []
+        self._live = {}  # table position -> array of the running call (for numpy fallbacks)
+        for ext in spec.externals:
+            position = len(HEAD) + ext.position
+            if ext.kind == "input":
+                self._inputs.append((position, ext.key, ext.shape, ext.dtype))
+            elif ext.kind == "param":
+                self._params.append([position, ext.key, ext.shape, ext.dtype, None])
+            elif ext.kind == "constant":
+                array = np.ascontiguousarray(np.broadcast_to(ext.key, ext.shape), dtype=ext.dtype)
+                self._constants.append(array)
+                self._table[position] = id(array)
+                self._live[position] = array
+            else:
+                self._outputs.append((position, ext.key, ext.shape, ext.dtype))
+        self._track = bool(spec.fallbacks)
+        self._failure = None
+        self._results = spec.results
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, inputs, params):
+        table = self._table
+        held = []  # converted copies must outlive the call
+        track = self._track
+        for position, node, shape, dtype in self._inputs:
+            array = inputs[node]
+            if not (type(array) is np.ndarray and array.dtype is dtype and array.shape == shape
+                    and array.flags.c_contiguous):
+                array = self._conform(array, shape, dtype, f"input %{node}")
+                held.append(array)
+            table[position] = id(array)
+            if track:
+                self._live[position] = array
+        for entry in self._params:
+            array = params[entry[1]]
+            if array is not entry[4]:
+                position, name, shape, dtype = entry[:4]
+                checked = array
+                if not (type(array) is np.ndarray and array.dtype is dtype and array.shape == shape
+                        and array.flags.c_contiguous):
+                    checked = self._conform(array, shape, dtype, f"param {name!r}")
+                    held.append(checked)
+                    entry[4] = None
+                else:
+                    entry[4] = array
+                table[position] = id(checked)
+                if track:
+                    self._live[position] = checked
+        outputs = {}
+        for position, node, shape, dtype in self._outputs:
+            array = np.empty(shape, dtype)
+            table[position] = id(array)
+            outputs[node] = array
+            if track:
+                self._live[position] = array
+        status = self._entry(self._table_address)
+        self.calls += 1
+        if status:
+            self._raise(status)
+        if self.spec.timed:
+            self.report_timings()
+        return self._collect(outputs, inputs, params)
+
+    def _collect(self, outputs, inputs, params):
+        result = {}
+        for node, (kind, key) in self._results:
+            if kind == "output":
+                value = outputs[key]
+                if any(value is v for v in result.values()):
+                    value = value.copy()  # the same value under two output ids: two arrays
+            elif kind == "input":
+                value = inputs[key]
+            elif kind == "param":
+                value = params[key]
+            else:
+                value = np.array(key, copy=True)
+            result[node] = value
+        return result
+
+    def _conform(self, value, shape, dtype, what):
+        array = np.ascontiguousarray(getattr(value, "_data", value), dtype=dtype)
+        if array.shape != shape:
+            raise ValueError(f"{self.spec.name}: {what} has shape {list(array.shape)}, "
+                             f"the compiled program expects {list(shape)}")
+        return array
+
+    def _raise(self, status):
+        if status < 0:
+            failure, self._failure = self._failure, None
+            raise failure
+        kind, message = self.spec.errors[status - 1]
+        raise getattr(builtins, kind, RuntimeError)(f"{self.spec.name}: {message}")
+
+    # ------------------------------------------------------------------ numpy fallbacks
+    def location_array(self, location, shape, dtype):
+        """The array at a slot location: ("arena", byte offset) or ("arg", external position)."""
+        kind, where = location
+        dtype = np.dtype(dtype)
+        if kind == "arena":
+            count = int(np.prod(shape, dtype=np.int64))
+            return self.arena[where:where + count * dtype.itemsize].view(dtype).reshape(shape)
+        if where < 0:
+            return None
+        return self._live.get(len(HEAD) + where)
+
+    def _run_fallback(self, kernel_number):
+        try:
+            self.spec.fallbacks[kernel_number](self)
+            return 0
+        except BaseException as error:  # reported to the caller after the foreign call returns
+            self._failure = error
+            return -1
+
+    def report_timings(self, file=None):
+        """Per-kernel time of the last call (instrumented builds), in microseconds."""
+        rate = cycles_per_second()
+        lines = [f"{self.spec.name}: kernel times of call {self.calls}"]
+        for name, cycles in zip(self.spec.kernel_names, self.timings):
+            lines.append(f"  {cycles / rate * 1e6:10.1f} us  {name}")
+        self.timings[:] = 0
+        print("\n".join(lines), file=file or sys.stderr)
+
+
+_CYCLES = []
+
+
+def cycles_per_second():
+    """The rate of the CPU's cycle counter (readcyclecounter), measured once."""
+    if not _CYCLES:
+        import time
+        counter = _cycle_reader()
+        start_cycles, start = counter(), time.perf_counter()
+        time.sleep(0.02)
+        _CYCLES.append((counter() - start_cycles) / (time.perf_counter() - start))
+    return _CYCLES[0]
+
+
+def _cycle_reader():
+    """A tiny JIT-compiled function returning the cycle counter."""
+    import llvmlite.binding as llvm
+    source = ("define i64 @ember_cycles() {\n  %c = call i64 @llvm.readcyclecounter()\n  ret i64 %c\n}\n"
+              "declare i64 @llvm.readcyclecounter()\n")
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    target = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine()
+    module = llvm.parse_assembly(source)
+    module.triple = llvm.get_process_triple()
+    engine = llvm.create_mcjit_compiler(module, target)
+    engine.finalize_object()
+    function = ctypes.CFUNCTYPE(ctypes.c_int64)(engine.get_function_address("ember_cycles"))
+    _cycle_reader.keep = engine
+    return function
