@@ -39,7 +39,10 @@ from ember.frontend.shape_ops import (reshape, permute, transpose, swapaxes, swa
                                       concat, concatenate, stack, hstack, vstack, split, chunk, unbind, flip,
                                       fliplr, flipud, roll, narrow, gather, take_along_dim, index_select,
                                       scatter_add, tril, triu, tile)
-from ember.frontend.indexing import nonzero, masked_fill, masked_select
+from ember.frontend.indexing import nonzero, masked_fill, masked_select, argwhere
+from ember.frontend.shape_ops import scatter, index_add, repeat_interleave, diag
+from ember.frontend.reductions import median  # (the matrix trace is Tensor.trace(); ember.trace records IR)
+from ember.frontend.math_ops import fmod
 from ember.frontend.linalg import matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, einsum, cross, svd
 from ember.frontend.linalg import linalg
 from ember.frontend.sorting import sort, argsort, topk, unique, kthvalue, msort

@@ -90,7 +90,7 @@ def as_dtype(value):
     if value is None:
         return None
     if value is builtins.float:
-        return defaults.floating
+        return float64  # dtype=float means float64 in PyTorch (as numpy's float)
     if value is builtins.int:
         return int64
     if value is builtins.bool:

@@ -315,9 +315,12 @@ class Tensor:
         return tensor_repr(self)
 
     def __format__(self, spec):
-        if self._data.ndim == 0 and spec:
-            return format(self.item(), spec)
-        return repr(self) if not spec else format(repr(self), spec)
+        if self._data.ndim == 0:
+            return format(self.item(), spec)  # f"{loss:.3f}" and f"{t}" of a 0-d tensor, as in PyTorch
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} for a tensor of shape {list(self.shape)}; "
+                            "format 0-d tensors or call .tolist()")
+        return repr(self)
 
     def __reduce_ex__(self, protocol):
         return (_rebuild, (self._data, self.requires_grad))

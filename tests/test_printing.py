@@ -139,9 +139,6 @@ def test_format_spec_on_zero_d_tensors():
     assert "{:.3e}".format(ember.tensor(12345.678)) == "1.235e+04"
 
 
-@pytest.mark.xfail(strict=True, reason="frontend/tensor.py __format__ returns the repr for a 0-d tensor without "
-                                       "a spec; PyTorch formats its item (f'{torch.tensor(3.5)}' == '3.5'). "
-                                       "Remove this marker once it does")
 def test_format_without_spec_on_zero_d_tensor_formats_the_item():
     assert f"{ember.tensor(3.5)}" == "3.5"
 

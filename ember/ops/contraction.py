@@ -90,7 +90,8 @@ def _per_group(g, groups):
 def _conv2d(x, w, stride, padding, dilation, groups):
     cols, (n, oh, ow) = _columns(x, w.shape[2:], stride, padding, dilation, groups)
     out = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # G, Og, N*OH*OW
-    return out.reshape(w.shape[0], n, oh, ow).transpose(1, 0, 2, 3)  # an NCHW view; consumers copy if they must
+    # contiguous NCHW: later reductions then sum in the same order whatever buffer holds it
+    return np.ascontiguousarray(out.reshape(w.shape[0], n, oh, ow).transpose(1, 0, 2, 3))
 
 
 def _conv2d_vjp(g, out, x, w, stride, padding, dilation, groups):
