@@ -13,6 +13,7 @@ from llvmlite import ir
 
 from .llvm_ir_loops import (F32, F32_PTR, I8_PTR, I32, I64, VOID, GOMP, counted_loop, entry_alloca, f32, i32,
                             i64, smax, smin)
+from .llvm_conv_direct import define_direct_conv, emit_workspace_floats, workspace_floats
 from .llvm_matmul import PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_threads, define_sgemm, load_libgomp
 
 KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
@@ -36,9 +37,10 @@ def _is_pointwise(kernel, stride, padding, dilation):
 
 def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots=None):
     """Bytes of workspace ember_<kind> needs for these shapes with `slots` images in flight
-    (default: default_num_threads(), capped by the batch): one im2col matrix
-    (C/groups*KH*KW x OH*OW floats) per slot, plus a partial dW per slot for
-    conv2d_grad_weight. Pass the same slot count as `workspace_slots`."""
+    (default: default_num_threads(), capped by the batch): per slot, the direct kernel's
+    scratch (llvm_conv_direct.workspace_floats) where it applies, else one im2col matrix
+    (C/groups*KH*KW x OH*OW floats), plus a partial dW for conv2d_grad_weight. Pass the same
+    slot count as `workspace_slots`."""
     if kind not in KINDS:
         raise ValueError(f"conv2d_workspace_bytes: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     n, c, h, w = x_shape
@@ -47,9 +49,17 @@ def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, gr
         slots = max(1, min(default_num_threads(), n))
     oh = _output_size(h, kh, stride[0], padding[0], dilation[0])
     ow = _output_size(w, kw, stride[1], padding[1], dilation[1])
-    col = 0 if _is_pointwise((kh, kw), stride, padding, dilation) else cg * kh * kw * oh * ow
+    og = o // groups
+    if _is_pointwise((kh, kw), stride, padding, dilation):
+        scratch = 0
+    elif kind == "conv2d" and stride[1] == 1:
+        scratch = workspace_floats(cg, og, oh, ow, kh, kw, stride[0], dilation[0], dilation[1])
+    elif kind == "conv2d_grad_input" and tuple(stride) == (1, 1):
+        scratch = workspace_floats(og, cg, h, w, kh, kw, 1, dilation[0], dilation[1])
+    else:
+        scratch = cg * kh * kw * oh * ow  # the im2col matrix
     partial = o * cg * kh * kw if kind == "conv2d_grad_weight" else 0
-    return 4 * slots * (col + partial)
+    return 4 * slots * (scratch + partial)
 
 
 class _Geometry:
@@ -71,6 +81,7 @@ class _Geometry:
         self.ckk = b.mul(self.cg, b.mul(self.kh, self.kw))  # rows of one group's im2col matrix
         one = lambda value: b.icmp_signed("==", value, i64(1))  # noqa: E731
         zero = lambda value: b.icmp_signed("==", value, i64(0))  # noqa: E731
+        self.unit_stride = b.and_(one(self.sh), one(self.sw))
         self.pointwise = b.and_(b.and_(b.and_(one(self.kh), one(self.kw)), b.and_(one(self.sh), one(self.sw))),
                                 b.and_(b.and_(zero(self.ph), zero(self.pw)), b.and_(one(self.dh), one(self.dw))))
 
@@ -187,28 +198,42 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
             x = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
             weight = b.gep(geo.in1, [b.mul(b.mul(group, geo.og), geo.ckk)])
             y = b.gep(geo.out, [b.mul(b.add(b.mul(image, geo.o), b.mul(group, geo.og)), geo.ohow)])
-            with b.if_else(geo.pointwise) as (direct, unfolded):
-                with direct:
+            with b.if_else(geo.pointwise) as (pointwise, windowed):
+                with pointwise:
                     b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), x, geo.hw, i64(1),
                                    y, geo.ohow, f32(0.0), threads])
-                with unfolded:
-                    b.call(im2col, [task, x, col])
-                    b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), col, geo.ohow, i64(1),
-                                   y, geo.ohow, f32(0.0), threads])
+                with windowed:
+                    with b.if_else(b.icmp_signed("==", geo.sw, i64(1))) as (direct, unfolded):
+                        with direct:
+                            b.call(define_direct_conv(module), [
+                                x, geo.cg, geo.h, geo.w, geo.ph, geo.pw, weight, geo.og, i64(0),
+                                y, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw, geo.sh, col])
+                        with unfolded:
+                            b.call(im2col, [task, x, col])
+                            b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), col, geo.ohow,
+                                           i64(1), y, geo.ohow, f32(0.0), threads])
         elif kind == "conv2d_grad_input":
             dy = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.o), b.mul(group, geo.og)), geo.ohow)])
             weight = b.gep(geo.in1, [b.mul(b.mul(group, geo.og), geo.ckk)])
             dx = b.gep(geo.out, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
-            with b.if_else(geo.pointwise) as (direct, folded):
-                with direct:  # dx = W_g^T @ dy
+            with b.if_else(geo.pointwise) as (pointwise, windowed):
+                with pointwise:  # dx = W_g^T @ dy
                     b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow, i64(1),
                                    dx, geo.ohow, f32(0.0), threads])
-                with folded:
-                    b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow, i64(1),
-                                   col, geo.ohow, f32(0.0), threads])
-                    with counted_loop(b, 0, b.mul(geo.cg, geo.hw), name="zx") as index:
-                        b.store(f32(0.0), b.gep(dx, [index]))
-                    b.call(col2im, [task, dx, col])
+                with windowed:
+                    with b.if_else(geo.unit_stride) as (direct, folded):
+                        with direct:  # dx = conv(dy padded by the kernel extent, rotated W^T)
+                            top = b.sub(b.mul(b.sub(geo.kh, i64(1)), geo.dh), geo.ph)
+                            left = b.sub(b.mul(b.sub(geo.kw, i64(1)), geo.dw), geo.pw)
+                            b.call(define_direct_conv(module), [
+                                dy, geo.og, geo.oh, geo.ow, top, left, weight, geo.cg, i64(1),
+                                dx, geo.h, geo.w, geo.kh, geo.kw, geo.dh, geo.dw, i64(1), col])
+                        with folded:
+                            b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow,
+                                           i64(1), col, geo.ohow, f32(0.0), threads])
+                            with counted_loop(b, 0, b.mul(geo.cg, geo.hw), name="zx") as index:
+                                b.store(f32(0.0), b.gep(dx, [index]))
+                            b.call(col2im, [task, dx, col])
         else:
             x = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
             dy = b.gep(geo.in1, [b.mul(b.add(b.mul(image, geo.o), b.mul(group, geo.og)), geo.ohow)])
@@ -285,7 +310,7 @@ def define_conv2d(module, kind="conv2d", parallel=None):
     for field, value in zip(("in0", "in1", "out", *_GEOMETRY), (in0, in1, out, *geometry)):
         set_field(field, value)
     geo = _Geometry(b, task)  # derived sizes (the fields read back are the ones just stored)
-    col_floats = b.select(geo.pointwise, i64(0), b.mul(geo.ckk, geo.ohow))
+    col_floats = _emit_scratch_floats(b, kind, geo)
     partial_floats = i64(0) if kind != "conv2d_grad_weight" else b.mul(geo.o, geo.ckk)
     set_field("workspace", workspace)
     set_field("slot_floats", b.add(col_floats, partial_floats))
@@ -327,6 +352,20 @@ def define_conv2d(module, kind="conv2d", parallel=None):
                               b.sext(threads, I64))
     b.ret_void()
     return fn
+
+
+def _emit_scratch_floats(b, kind, geo):
+    """Floats of one slot's scratch (before grad_weight's partial dW): as conv2d_workspace_bytes."""
+    unfolded = b.mul(geo.ckk, geo.ohow)
+    if kind == "conv2d":
+        direct = emit_workspace_floats(b, geo.cg, geo.og, geo.oh, geo.ow, geo.kh, geo.kw, geo.sh, geo.dh, geo.dw)
+        windowed = b.select(b.icmp_signed("==", geo.sw, i64(1)), direct, unfolded)
+    elif kind == "conv2d_grad_input":
+        direct = emit_workspace_floats(b, geo.og, geo.cg, geo.h, geo.w, geo.kh, geo.kw, i64(1), geo.dh, geo.dw)
+        windowed = b.select(geo.unit_stride, direct, unfolded)
+    else:
+        windowed = unfolded
+    return b.select(geo.pointwise, i64(0), windowed)
 
 
 def _emit_partial_sum(builder, out, workspace, col_floats, slot_floats, partial_floats, count):

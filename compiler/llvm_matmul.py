@@ -102,24 +102,29 @@ def load_libgomp():
 
 # ----------------------------------------------------------------------------- microkernel
 
-def _define_microkernel(module, g):
+def define_microkernel(module, g, indirect=False):
     """void kernel(i64 kc, f32* a, f32* b, f32* c, i64 ldc, i64 mr, i64 nr, f32 beta)
 
     C[r, j] = beta * C[r, j] + sum_k a[k*MR + r] * b[k*NR + j] for r < mr, j < nr over
     packed panels of A and B (beta == 0: C is not read); a full MR x NR tile is stored
     with vector stores, an edge tile through a scratch tile.
+
+    indirect=True adds a last argument `i32* offsets` and reads row k of B at
+    b + offsets[k] instead (NR floats from there, any alignment): direct convolution reads
+    its B rows straight out of a padded image this way (llvm_conv_direct).
     """
-    name = f"ember_sgemm_kernel_{g.name}"
+    name = f"ember_sgemm_kernel_{g.name}" + ("_indirect" if indirect else "")
     if name in module.globals:
         return module.globals[name]
     vector = ir.VectorType(F32, g.lanes)
     vectors_per_row = g.nr // g.lanes
-    fn = ir.Function(module, ir.FunctionType(VOID, [I64, F32_PTR, F32_PTR, F32_PTR, I64, I64, I64, F32]),
-                     name=name)
+    arguments = [I64, F32_PTR, F32_PTR, F32_PTR, I64, I64, I64, F32] + ([I32.as_pointer()] if indirect else [])
+    fn = ir.Function(module, ir.FunctionType(VOID, arguments), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    kc, a, b, c, ldc, mr, nr, beta = fn.args
-    for pointer in (a, b, c):
+    kc, a, b, c, ldc, mr, nr, beta = fn.args[:8]
+    offsets = fn.args[8] if indirect else None
+    for pointer in (a, c):
         pointer.add_attribute("noalias")
     fma = declare(module, f"llvm.fma.v{g.lanes}f32", vector, [vector] * 3)
     entry = fn.append_basic_block("entry")
@@ -138,9 +143,12 @@ def _define_microkernel(module, g):
     for row in accumulators:
         for phi in row:
             phi.add_incoming(zero, entry)
-    b_row = builder.gep(b, [builder.mul(k, i64(g.nr))])
+    if indirect:
+        b_row = builder.gep(b, [builder.sext(builder.load(builder.gep(offsets, [k])), I64)])
+    else:
+        b_row = builder.gep(b, [builder.mul(k, i64(g.nr))])
     b_vectors = [builder.load(builder.bitcast(builder.gep(b_row, [i64(v * g.lanes)]), vector.as_pointer()),
-                              align=4 * g.lanes) for v in range(vectors_per_row)]
+                              align=4 if indirect else 4 * g.lanes) for v in range(vectors_per_row)]
     a_column = builder.gep(a, [builder.mul(k, i64(g.mr))])
     updated = []
     for r in range(g.mr):
@@ -276,7 +284,7 @@ def _define_slice(module, g, gomp):
     name = f"ember_sgemm_slice_{g.name}"
     if name in module.globals:
         return module.globals[name]
-    kernel, pack_a, pack_b = _define_microkernel(module, g), _define_pack_a(module, g), _define_pack_b(module, g)
+    kernel, pack_a, pack_b = define_microkernel(module, g), _define_pack_a(module, g), _define_pack_b(module, g)
     fn = ir.Function(module, ir.FunctionType(VOID, [TASK.as_pointer(), I32, I32]), name=name)
     fn.linkage = "internal"
     task, thread, threads = fn.args

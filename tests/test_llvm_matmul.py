@@ -216,6 +216,9 @@ CONV_CASES = [  # x shape, weight shape, stride, padding, dilation, groups
     ((2, 6, 14, 14), (16, 6, 5, 5), (1, 1), (2, 2), (1, 1), 1),
     ((2, 4, 11, 10), (6, 4, 1, 1), (2, 2), (0, 0), (1, 1), 1),
     ((1, 8, 12, 12), (8, 2, 3, 3), (1, 1), (1, 1), (2, 2), 4),
+    ((2, 3, 6, 6), (4, 3, 1, 1), (1, 1), (1, 1), (1, 1), 1),  # grad_input's direct pad is -1: a crop
+    ((2, 5, 9, 40), (14, 5, 3, 4), (2, 1), (0, 3), (1, 1), 1),  # several 16-wide tiles per output row
+    ((1, 2, 6, 6), (3, 2, 2, 2), (1, 3), (1, 0), (1, 1), 1),  # strided columns: im2col path
 ]
 
 
@@ -263,9 +266,13 @@ def test_conv2d_grad_weight_of_an_empty_batch_is_zero(conv):
 
 
 def test_conv2d_workspace_bytes():
+    from ember.compiler.llvm_conv_direct import workspace_floats
     args = ((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
-    assert llvm_conv.conv2d_workspace_bytes("conv2d", *args, slots=2) == 4 * 2 * (6 * 25 * 10 * 10)
+    direct = workspace_floats(6, 16, 10, 10, 5, 5, 1, 1, 1)
+    assert llvm_conv.conv2d_workspace_bytes("conv2d", *args, slots=2) == 4 * 2 * direct
     assert llvm_conv.conv2d_workspace_bytes("conv2d_grad_weight", *args, slots=1) == 4 * (150 * 100 + 16 * 150)
+    strided = ((8, 6, 14, 14), (16, 6, 5, 5), (2, 2), (0, 0), (1, 1), 1)  # im2col: 150 x 5*5
+    assert llvm_conv.conv2d_workspace_bytes("conv2d", *strided, slots=1) == 4 * 150 * 25
     pointwise = ((8, 6, 14, 14), (16, 6, 1, 1), (1, 1), (0, 0), (1, 1), 1)
     assert llvm_conv.conv2d_workspace_bytes("conv2d", *pointwise, slots=2) == 0
     with pytest.raises(ValueError, match="unknown kind 'conv3d'"):

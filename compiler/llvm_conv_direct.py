@@ -1,0 +1,145 @@
+"""Direct convolution for one image group: no im2col matrix, B rows read from a padded image.
+
+llvm_conv uses it for conv2d with unit column stride and for conv2d_grad_input with unit
+strides (a convolution of the padded output gradient with the flipped, transposed weights).
+The image is copied once into a zero-padded buffer; output row y, columns x..x+NR of output
+channel block m..m+MR is an MR x NR tile of llvm_matmul's microkernel whose B row for tap
+k = (channel, ky, kx) starts at padded + offsets[k] + y*stride_h*Wp + x: the "indirect" variant
+of the microkernel loads it there. Weights are packed into MR-row panels once per call.
+"""
+from llvmlite import ir
+
+from .llvm_ir_loops import F32, F32_PTR, I32, I64, VOID, ceil_div, counted_loop, f32, i64, smax, smin
+from .llvm_matmul import define_microkernel, host_geometry
+
+NAME = "ember_conv_direct"
+I32_PTR = I32.as_pointer()
+
+
+def padded_extent(out_rows, out_columns, kh, kw, sh, dh, dw):
+    """(Hp, Wp): rows and columns of the padded input the output needs (unit column stride)."""
+    return (out_rows - 1) * sh + (kh - 1) * dh + 1, out_columns + (kw - 1) * dw
+
+
+def workspace_floats(in_channels, out_channels, out_rows, out_columns, kh, kw, sh, dh, dw, geometry=None):
+    """Floats of scratch one call needs: the padded image (+ NR of over-read slack), the two
+    i32 offset tables and the packed weight panels."""
+    g = geometry or host_geometry()
+    hp, wp = padded_extent(out_rows, out_columns, kh, kw, sh, dh, dw)
+    taps = in_channels * kh * kw
+    panels = -(-out_channels // g.mr)
+    return in_channels * hp * wp + g.nr + 2 * taps + panels * g.mr * taps
+
+
+def emit_workspace_floats(b, in_channels, out_channels, out_rows, out_columns, kh, kw, sh, dh, dw, geometry=None):
+    """workspace_floats computed in IR (the same formula)."""
+    g = geometry or host_geometry()
+    hp = b.add(b.add(b.mul(b.sub(out_rows, i64(1)), sh), b.mul(b.sub(kh, i64(1)), dh)), i64(1))
+    wp = b.add(out_columns, b.mul(b.sub(kw, i64(1)), dw))
+    taps = b.mul(in_channels, b.mul(kh, kw))
+    panels = ceil_div(b, out_channels, i64(g.mr))
+    return b.add(b.add(b.mul(in_channels, b.mul(hp, wp)), i64(g.nr)),
+                 b.add(b.mul(taps, i64(2)), b.mul(b.mul(panels, i64(g.mr)), taps)))
+
+
+def define_direct_conv(module, geometry=None):
+    """Add (once) the internal function
+
+        void ember_conv_direct(f32* src, i64 cin, i64 hs, i64 ws, i64 pad_top, i64 pad_left,
+                               f32* weights, i64 m, i64 flip,
+                               f32* dst, i64 oh, i64 ow, i64 kh, i64 kw, i64 dh, i64 dw, i64 sh,
+                               f32* scratch)
+
+    dst[r, y, x] = sum over c < cin, ky, kx of A[r, (c, ky, kx)] *
+                   src[c, y*sh + ky*dh - pad_top, x + kx*dw - pad_left]  (0 outside src)
+    for r < m, with A[r, (c,ky,kx)] = weights[r, c, ky, kx] (flip = 0: a conv2d weight
+    [m, cin, kh, kw]) or weights[c, r, kh-1-ky, kw-1-kx] (flip = 1: a weight [cin, m, kh, kw]
+    used transposed and rotated, as conv2d_grad_input needs). Pads may be negative (crops).
+    scratch holds workspace_floats(cin, m, oh, ow, kh, kw, sh, dh, dw) floats.
+    """
+    if NAME in module.globals:
+        return module.globals[NAME]
+    g = geometry or host_geometry()
+    kernel = define_microkernel(module, g, indirect=True)
+    arguments = [F32_PTR, I64, I64, I64, I64, I64, F32_PTR, I64, I64, F32_PTR] + [I64] * 7 + [F32_PTR]
+    fn = ir.Function(module, ir.FunctionType(VOID, arguments), name=NAME)
+    fn.linkage = "internal"
+    src, cin, hs, ws, pad_top, pad_left, weights, m, flip, dst, oh, ow, kh, kw, dh, dw, sh, scratch = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    hp = b.add(b.add(b.mul(b.sub(oh, i64(1)), sh), b.mul(b.sub(kh, i64(1)), dh)), i64(1))
+    wp = b.add(ow, b.mul(b.sub(kw, i64(1)), dw))
+    taps = b.mul(kh, kw)
+    depth = b.mul(cin, taps)  # K of the product
+    plane = b.mul(hp, wp)
+    padded = scratch
+    b_offsets = b.bitcast(b.gep(padded, [b.add(b.mul(cin, plane), i64(g.nr))]), I32_PTR)
+    a_offsets = b.gep(b_offsets, [depth])
+    packed = b.bitcast(b.gep(a_offsets, [depth]), F32_PTR)
+
+    # 1. zero-padded copy of the image (plus NR floats of slack read by edge tiles)
+    lo = smin(b, smax(b, pad_left, i64(0)), wp)
+    hi = smin(b, smax(b, b.add(ws, pad_left), lo), wp)
+    with counted_loop(b, 0, b.mul(cin, hp), name="prow") as row:
+        channel, i = b.sdiv(row, hp), b.srem(row, hp)
+        out = b.gep(padded, [b.mul(row, wp)])
+        source_row = b.sub(i, pad_top)
+        inside = b.and_(b.icmp_signed(">=", source_row, i64(0)), b.icmp_signed("<", source_row, hs))
+        start, stop = b.select(inside, lo, wp), b.select(inside, hi, wp)
+        with counted_loop(b, 0, start, name="pz0") as j:
+            b.store(f32(0.0), b.gep(out, [j]))
+        source = b.gep(src, [b.sub(b.mul(b.add(b.mul(channel, hs), smax(b, source_row, i64(0))), ws), pad_left)])
+        with counted_loop(b, start, stop, name="pcopy") as j:
+            b.store(b.load(b.gep(source, [j])), b.gep(out, [j]))
+        with counted_loop(b, stop, wp, name="pz1") as j:
+            b.store(f32(0.0), b.gep(out, [j]))
+    slack = b.gep(padded, [b.mul(cin, plane)])
+    with counted_loop(b, 0, g.nr, name="slack") as j:
+        b.store(f32(0.0), b.gep(slack, [j]))
+
+    # 2. offset tables: B row of tap k in the padded image, A column of tap k in the weights
+    flipped = b.icmp_signed("!=", flip, i64(0))
+    with counted_loop(b, 0, cin, name="oc") as channel:
+        with counted_loop(b, 0, kh, name="oy") as ky:
+            with counted_loop(b, 0, kw, name="ox") as kx:
+                k = b.add(b.mul(b.add(b.mul(channel, kh), ky), kw), kx)
+                b_offset = b.add(b.add(b.mul(channel, plane), b.mul(b.mul(ky, dh), wp)), b.mul(kx, dw))
+                b.store(b.trunc(b_offset, I32), b.gep(b_offsets, [k]))
+                rotated = b.add(b.mul(b.sub(b.sub(kh, i64(1)), ky), kw), b.sub(b.sub(kw, i64(1)), kx))
+                transposed = b.add(b.mul(b.mul(channel, m), taps), rotated)
+                b.store(b.trunc(b.select(flipped, transposed, k), I32), b.gep(a_offsets, [k]))
+
+    # 3. weights packed into MR-row panels: packed[(p*depth + k)*MR + r] = A[p*MR + r, k]
+    row_stride = b.select(flipped, taps, depth)
+    with counted_loop(b, 0, ceil_div(b, m, i64(g.mr)), name="ap") as panel:
+        first = b.mul(panel, i64(g.mr))
+        out = b.gep(packed, [b.mul(first, depth)])
+        rows = [b.add(first, i64(r)) for r in range(g.mr)]
+        valid = [b.icmp_signed("<", row, m) for row in rows]
+        bases = [b.gep(weights, [b.mul(smin(b, row, b.sub(m, i64(1))), row_stride)]) for row in rows]
+        with counted_loop(b, 0, depth, name="ak") as k:
+            column = b.sext(b.load(b.gep(a_offsets, [k])), I64)
+            slot = b.gep(out, [b.mul(k, i64(g.mr))])
+            for r in range(g.mr):
+                value = b.select(valid[r], b.load(b.gep(bases[r], [column])), f32(0.0))
+                b.store(value, b.gep(slot, [i64(r)]))
+
+    # 4. tiles: K blocks outermost (packed A block stays in cache), then rows, columns, channels
+    plane_out = b.mul(oh, ow)
+    with counted_loop(b, 0, depth, step=g.kc, name="kb") as k0:
+        kc = smin(b, i64(g.kc), b.sub(depth, k0))
+        beta = b.select(b.icmp_signed("==", k0, i64(0)), f32(0.0), f32(1.0))
+        offsets = b.gep(b_offsets, [k0])
+        with counted_loop(b, 0, oh, name="ty") as y:
+            row_base = b.gep(padded, [b.mul(b.mul(y, sh), wp)])
+            with counted_loop(b, 0, ow, step=g.nr, name="tx") as x:
+                nr = smin(b, i64(g.nr), b.sub(ow, x))
+                b_base = b.gep(row_base, [x])
+                c_base = b.gep(dst, [b.add(b.mul(y, ow), x)])
+                with counted_loop(b, 0, m, step=g.mr, name="tm") as r0:
+                    mr = smin(b, i64(g.mr), b.sub(m, r0))
+                    a_panel = b.gep(packed, [b.add(b.mul(r0, depth), b.mul(k0, i64(g.mr)))])
+                    b.call(kernel, [kc, a_panel, b_base, b.gep(c_base, [b.mul(r0, plane_out)]), plane_out,
+                                    mr, nr, beta, offsets])
+    b.ret_void()
+    return fn
