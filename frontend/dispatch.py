@@ -57,7 +57,10 @@ def eager_bind(prim, operands, attrs):
     """Compute with numpy; attach an autograd node when an operand requires grad.
     (The hot path of eager mode: keep it short.)"""
     try:
-        out = prim.impl(*[t._data for t in operands], **attrs)
+        if len(operands) == 2 and not attrs:  # the common binary op: no list, no kwargs
+            out = prim.impl(operands[0]._data, operands[1]._data)
+        else:
+            out = prim.impl(*[t._data for t in operands], **attrs)
     except Exception as error:  # numpy's message is rewritten by the shape rule
         explain_failure(prim, operands, attrs, error)
     if type(out) is not np.ndarray:
@@ -67,10 +70,11 @@ def eager_bind(prim, operands, attrs):
         check_against_rule(prim, operands, attrs, out)
     result = _new_tensor(Tensor)  # Tensor._wrap without the recorder check: no recorder is active here
     result._data = out
-    if state.grad_enabled and prim.vjp is not None and out.dtype.kind == "f":  # only float results have gradients
+    if state.grad_enabled and prim.vjp is not None:
         for t in operands:
             if t.requires_grad:
-                Node.attach(result, prim, operands, attrs)
+                if out.dtype.kind == "f":  # only floating-point results have gradients
+                    Node.attach(result, prim, operands, attrs)
                 break
     return result
 

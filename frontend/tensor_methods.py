@@ -6,6 +6,7 @@ the in-place variants (`add_`, `clamp_`, `normal_`, ...) built on `Tensor._inpla
 import numpy as np
 
 from ember import dtypes
+from ember.ops import PRIMITIVES as P
 from . import math_ops as M, reductions as R, shape_ops as S, indexing as I, linalg as L, sorting as O
 from .random import generator_or_default
 from .tensor import Tensor, Device
@@ -19,6 +20,25 @@ def _equality(fn):
     return method
 
 
+def _arithmetic(name):
+    """`a + b` etc.: straight to the primitive when both are plain tensors of one non-bool
+    dtype (the common case, and the tiny-op benchmark's), else through promotion."""
+    bind = P[name].bind
+    slow = getattr(M, name)
+
+    def operator(self, other):
+        if type(other) is Tensor:
+            dtype = self._data.dtype
+            if dtype is other._data.dtype and dtype is not _BOOL:
+                return bind(self, other)
+        return slow(self, other)
+    operator.__name__ = f"__{name}__"
+    return operator
+
+
+_BOOL = np.dtype(bool)
+
+
 def _reflected(fn):
     def method(self, other):
         return fn(other, self)
@@ -26,8 +46,8 @@ def _reflected(fn):
 
 
 _OPERATORS = {
-    "__add__": M.add, "__radd__": _reflected(M.add), "__sub__": M.sub, "__rsub__": _reflected(M.sub),
-    "__mul__": M.mul, "__rmul__": _reflected(M.mul), "__truediv__": M.div, "__rtruediv__": _reflected(M.div),
+    "__add__": _arithmetic("add"), "__radd__": _reflected(M.add), "__sub__": _arithmetic("sub"),
+    "__rsub__": _reflected(M.sub), "__mul__": _arithmetic("mul"), "__rmul__": _reflected(M.mul), "__truediv__": M.div, "__rtruediv__": _reflected(M.div),
     "__floordiv__": M.floor_divide, "__rfloordiv__": _reflected(M.floor_divide),
     "__mod__": M.remainder, "__rmod__": _reflected(M.remainder),
     "__pow__": M.pow, "__rpow__": _reflected(M.pow), "__matmul__": L.matmul, "__rmatmul__": _reflected(L.matmul),
