@@ -32,13 +32,27 @@ def cache_key(*parts):
     return digest.hexdigest()
 
 
-def source_digest(*modules):
-    """A hash of Python modules' source files: generated code changes when they do."""
+def source_digest(*paths):
+    """A hash of source files (paths or modules): generated code changes when they do."""
     digest = hashlib.sha256()
-    for module in modules:
-        with open(module.__file__, "rb") as f:
+    for path in paths:
+        path = getattr(path, "__file__", path)
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()
+
+
+def code_generator_sources():
+    """Every file whose change changes generated machine code: the lowering, the loop IR,
+    all compiler/llvm_*.py modules (kernels, math, sgemm, convolutions, target) and the
+    runtime's calling convention."""
+    import glob
+    from ember.runtime import cpu_program
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = sorted(glob.glob(os.path.join(here, "llvm_*.py")))
+    files += [os.path.join(here, "lowering.py"), os.path.join(here, "loop_ir.py"), cpu_program.__file__]
+    return source_digest(*files)
 
 
 class CompileCache:

@@ -148,8 +148,9 @@ def prepare(graph, timer=None, instrument=False, threads=None):
             error_base.append(len(errors))
             errors.extend(kernel.errors)
         aliasing = {frozenset(pair) for pair in plan.in_place.items()}
+        from .llvm_matmul import load_libgomp
         program = Program(simplified.name, kernels, locations, ArgsLayout(len(externals)), aliasing, errors,
-                          error_base, instrument)
+                          error_base, instrument, parallel=load_libgomp() is not None)
     uses_gemm = any(isinstance(s, (L.Gemm, L.ConvCall)) for k in kernels for s in L.walk_statements(k.body))
     return Prepared(simplified, fusion, plan, kernels, program, externals, arena_bytes, uses_gemm, threads)
 
@@ -228,10 +229,9 @@ def _entry_name():
 def program_key(prepared):
     """The compile cache key: planned graph, target, ember version, code generator source."""
     import ember
-    from . import llvm_cpu, llvm_math, llvm_scalar, lowering
-    from ember.runtime import cpu_program
-    sources = compile_cache.source_digest(lowering, L, llvm_cpu, llvm_scalar, llvm_math, cpu_program)
-    options = f"instrument={prepared.program.instrument} threads={prepared.threads}"
+    sources = compile_cache.code_generator_sources()
+    options = f"instrument={prepared.program.instrument} threads={prepared.threads} " \
+              f"parallel={prepared.program.parallel}"
     return compile_cache.cache_key("program", prepared.graph.to_json(), llvm_target.target_key(),
                                    ember.__version__, sources, options)
 
@@ -301,12 +301,11 @@ def ensure_support_library(cache):
     with _SUPPORT_LOCK:
         if _SUPPORT:
             return
-        from . import llvm_conv, llvm_ir_loops, llvm_matmul
+        from . import llvm_conv, llvm_matmul
         from .llvm_cpu import CONV_SYMBOLS, SGEMM_SYMBOL
         llvm = llvm_target.llvm_binding()
         llvm_matmul.load_libgomp()
-        key = compile_cache.cache_key("support", llvm_target.target_key(),
-                                      compile_cache.source_digest(llvm_matmul, llvm_conv, llvm_ir_loops))
+        key = compile_cache.cache_key("support", llvm_target.target_key(), compile_cache.code_generator_sources())
         object_code = cache.load(key)
         if object_code is None:
             module = llvm_target.new_module("ember_support")

@@ -30,7 +30,9 @@ from .llvm_scalar import (F32, I1, I8, I32, I64, VALUE_TYPES, ScalarEmitter, int
 PTR = ir.PointerType()
 ENTRY_NAME = "ember_program"
 SGEMM_SYMBOL = "ember_sgemm_threads"
-PARALLEL_MIN_WORK = 1 << 16  # element-ops below which a loop stays on the calling thread
+# element-ops below which a loop stays on the calling thread: a parallel region costs ~5 us
+# on idle cores, and whole scheduler time slices when another process holds a core
+PARALLEL_MIN_WORK = 1 << 20
 REDUCE_FLAGS = ("reassoc", "nsz")
 
 
@@ -66,6 +68,7 @@ class Program:
     errors: list = field(default_factory=list)  # (exception name, message), numbered from 1
     error_base: list = field(default_factory=list)  # per kernel: its first error's number - 1
     instrument: bool = False
+    parallel: bool = True  # libgomp is loaded: big parallel loops may use threads
 
 
 def build_module(program, module):
@@ -251,7 +254,8 @@ class _BodyWriter:
     def statements(self, body, top=False):
         for stmt in body:
             if isinstance(stmt, L.Loop):
-                if top and stmt.parallel and statement_work([stmt]) >= PARALLEL_MIN_WORK:
+                if top and stmt.parallel and self.writer.program.parallel \
+                        and statement_work([stmt]) >= PARALLEL_MIN_WORK:
                     self.parallel_loop(stmt)
                 else:
                     self.loop(stmt, ir.Constant(I64, 0), ir.Constant(I64, stmt.extent))

@@ -291,6 +291,8 @@ class _GroupLowering:
             return L.select(*args)
         if node.op == "convert":
             return L.cast(args[0], node.dtype)
+        if node.op.startswith("logical_"):  # numpy: any nonzero value is true
+            args = [L.cast(a, "bool") for a in args]
         if node.op in ("floor_divide", "remainder") and node.dtype not in L.FLOATS:
             divisor_ok = L.apply("ne", args[1], L.const(0, args[1].dtype))
             self.errors.append(("ZeroDivisionError", f"{node.op} ({node.name}): integer division by zero"))
