@@ -78,6 +78,7 @@ class TraceTree:
         self.root = root
         self.input_nodes = input_nodes
         self.unconfirmed = False  # the trace mutated state: confirm it by tracing once more
+        self.param_sources = None  # cached by CompiledFunction._bind_params
 
 
 class CompiledFunction:
@@ -93,6 +94,7 @@ class CompiledFunction:
         self._cache = {}  # signature -> TraceTree
         self._signatures = []  # in the order first seen, for explaining misses
         self._eager = False
+        self._view = None  # cached module state, see _module_view
         self.__wrapped__ = fn
 
     # ------------------------------------------------------------------ calling
@@ -135,18 +137,42 @@ class CompiledFunction:
         return rebuild(segment.result, outputs)
 
     def _bind_params(self, tree):
-        state = dict(module_state(self.module))
+        """{param name: tensor} for every param of the tree's segments: module state by name,
+        closed-over tensors through their weak references. None if one was freed."""
+        segments = _count_segments(tree.root)  # a new branch may bring new params
+        if tree.param_sources is None or tree.param_sources[0] != segments:
+            sources, externals = {}, {}
+            for segment in _walk(tree.root):
+                for name in segment.graph.params:
+                    ref = segment.externals.get(name)
+                    if ref is not None:
+                        externals[name] = ref
+                    else:
+                        sources[name] = name
+            tree.param_sources = (segments, sources, externals)
+        _, sources, externals = tree.param_sources
+        state = self._module_view()[1] if self.module is not None else {}
         params = {}
-        for segment in _walk(tree.root):
-            for name in segment.graph.params:
-                if name in params:
-                    continue
-                ref = segment.externals.get(name)
-                tensor = ref() if ref is not None else state.get(name)
-                if tensor is None:
-                    return None
-                params[name] = tensor
+        for name in sources:
+            tensor = state.get(name)
+            if tensor is None:
+                return None
+            params[name] = tensor
+        for name, ref in externals.items():
+            tensor = ref()
+            if tensor is None:
+                return None
+            params[name] = tensor
         return params
+
+    def _module_view(self):
+        """(tree version, {name: param or buffer}, [modules]), cached until the module tree
+        changes (ember.nn bumps a version whenever a submodule, param or buffer is replaced)."""
+        from .nn.module import _tree_version
+        view = self._view
+        if view is None or view[0] != _tree_version[0]:
+            view = self._view = (_tree_version[0], dict(module_state(self.module)), list(self.module.modules()))
+        return view
 
     def _write_back(self, segment, env, params, inputs):
         for m in segment.mutations:
@@ -250,9 +276,10 @@ class CompiledFunction:
         parts = [("grad", STATE.grad_enabled)]
         _leaf_signature((args, kwargs), "args", parts)
         if self.module is not None:
-            parts.append(("training", tuple(m.training for m in self.module.modules())))
-            parts.append(("state", tuple((name, id(t), tuple(t.shape), t._data.dtype.name, t.requires_grad)
-                                         for name, t in module_state(self.module))))
+            _, state, modules = self._module_view()
+            parts.append(("training", tuple(m.training for m in modules)))
+            parts.append(("state", tuple((id(t), t._data.shape, t._data.dtype, t.requires_grad)
+                                         for t in state.values())))
         return tuple(parts)
 
     def _describe_signature(self, signature):
@@ -320,7 +347,8 @@ def _part_key(part):
 
 def _leaf_signature(value, path, parts):
     if isinstance(value, Tensor):
-        parts.append(("tensor", path, tuple(value._data.shape), value._data.dtype.name, value.requires_grad))
+        data = value._data
+        parts.append(("tensor", path, data.shape, data.dtype, value.requires_grad))
     elif isinstance(value, (tuple, list)):
         parts.append(("container", path, type(value).__name__, len(value)))
         for i, v in enumerate(value):
@@ -333,6 +361,10 @@ def _leaf_signature(value, path, parts):
         parts.append(("value", path, type(value).__name__, value))
     else:
         parts.append(("object", path, type(value).__name__, id(value)))
+
+
+def _count_segments(segment):
+    return sum(1 for _ in _walk(segment))
 
 
 def _walk(segment):

@@ -16,8 +16,9 @@ from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
-# Bumped whenever any module gains, loses or replaces a submodule: invalidates the cached
-# maps from submodule id to qualified name that root modules keep for __call__.
+# Bumped whenever any module gains, loses or replaces a submodule, parameter or buffer:
+# invalidates the caches keyed on the module tree (the id -> qualified name maps root
+# modules keep for __call__, ember.compile's list of a module's state).
 _tree_version = [0]
 # The name map of the root module being called (children of the running model look
 # themselves up in it); None outside any module call.
@@ -170,6 +171,7 @@ class Module:
                 raise TypeError(f"cannot assign '{_type_name(value)}' as parameter '{name}' "
                                 f"(ember.nn.Parameter or None expected)")
             params[name] = None
+            _tree_changed()
             return
         modules = d.get("_modules")
         if isinstance(value, Module):
@@ -191,7 +193,9 @@ class Module:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' "
                                 f"(ember.Tensor or None expected)")
-            buffers[name] = value
+            if buffers[name] is not value:
+                buffers[name] = value
+                _tree_changed()
             return
         object.__setattr__(self, name, value)
 
@@ -210,9 +214,11 @@ class Module:
         d = self.__dict__
         if name in d.get("_parameters", ()):
             del d["_parameters"][name]
+            _tree_changed()
         elif name in d.get("_buffers", ()):
             del d["_buffers"][name]
             d["_non_persistent_buffers_set"].discard(name)
+            _tree_changed()
         elif name in d.get("_modules", ()):
             del d["_modules"][name]
             _tree_changed()
@@ -245,6 +251,7 @@ class Module:
                              f"be created explicitly. To express '{name}' as a function of another Tensor, "
                              f"compute the value in the forward() method.")
         self._parameters[name] = param
+        _tree_changed()
 
     def register_buffer(self, name, tensor, persistent=True):
         if "_buffers" not in self.__dict__:
@@ -256,6 +263,7 @@ class Module:
             raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
                             f"(ember.Tensor or None required)")
         self._buffers[name] = tensor
+        _tree_changed()
         if persistent:
             self._non_persistent_buffers_set.discard(name)
         else:
