@@ -13,7 +13,8 @@ from llvmlite import ir
 
 from .llvm_ir_loops import (F32, F32_PTR, I8_PTR, I32, I64, VOID, GOMP, counted_loop, entry_alloca, f32, i32,
                             i64, smax, smin)
-from .llvm_conv_direct import define_direct_conv, emit_workspace_floats, workspace_floats
+from .llvm_conv_direct import (define_direct_conv, define_direct_grad_weight, emit_grad_weight_workspace_floats,
+                               emit_workspace_floats, grad_weight_workspace_floats, workspace_floats)
 from .llvm_matmul import PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_threads, define_sgemm, load_libgomp
 
 KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
@@ -56,6 +57,8 @@ def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, gr
         scratch = workspace_floats(cg, og, oh, ow, kh, kw, stride[0], dilation[0], dilation[1])
     elif kind == "conv2d_grad_input" and tuple(stride) == (1, 1):
         scratch = workspace_floats(og, cg, h, w, kh, kw, 1, dilation[0], dilation[1])
+    elif kind == "conv2d_grad_weight" and tuple(stride) == (1, 1):
+        scratch = grad_weight_workspace_floats(cg, og, oh, ow, kh, kw, dilation[0], dilation[1])
     else:
         scratch = cg * kh * kw * oh * ow  # the im2col matrix
     partial = o * cg * kh * kw if kind == "conv2d_grad_weight" else 0
@@ -237,18 +240,24 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
         else:
             x = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
             dy = b.gep(geo.in1, [b.mul(b.add(b.mul(image, geo.o), b.mul(group, geo.og)), geo.ohow)])
-            col_floats = b.select(geo.pointwise, i64(0), b.mul(geo.ckk, geo.ohow))
-            partial = b.select(b.icmp_signed("!=", geo.partials, i64(0)), b.gep(slot, [col_floats]), geo.out)
+            scratch_floats = _emit_scratch_floats(b, kind, geo)
+            partial = b.select(b.icmp_signed("!=", geo.partials, i64(0)), b.gep(slot, [scratch_floats]), geo.out)
             dw = b.gep(partial, [b.mul(b.mul(group, geo.og), geo.ckk)])
             beta = b.select(first, f32(0.0), f32(1.0))
-            with b.if_else(geo.pointwise) as (direct, unfolded):
-                with direct:  # dW_g += dy @ x^T
+            with b.if_else(geo.pointwise) as (pointwise, windowed):
+                with pointwise:  # dW_g += dy @ x^T
                     b.call(sgemm, [geo.og, geo.ckk, geo.ohow, dy, geo.ohow, i64(1), x, i64(1), geo.hw,
                                    dw, geo.ckk, beta, threads])
-                with unfolded:
-                    b.call(im2col, [task, x, col])
-                    b.call(sgemm, [geo.og, geo.ckk, geo.ohow, dy, geo.ohow, i64(1), col, i64(1), geo.ohow,
-                                   dw, geo.ckk, beta, threads])
+                with windowed:
+                    with b.if_else(geo.unit_stride) as (direct, unfolded):
+                        with direct:
+                            b.call(define_direct_grad_weight(module), [
+                                x, dy, dw, geo.cg, geo.og, geo.h, geo.w, geo.oh, geo.ow, geo.kh, geo.kw,
+                                geo.dh, geo.dw, geo.ph, geo.pw, beta, col])
+                        with unfolded:
+                            b.call(im2col, [task, x, col])
+                            b.call(sgemm, [geo.og, geo.ckk, geo.ohow, dy, geo.ohow, i64(1), col, i64(1),
+                                           geo.ohow, dw, geo.ckk, beta, threads])
 
 
 def _define_slice(module, kind, sgemm):
@@ -364,7 +373,8 @@ def _emit_scratch_floats(b, kind, geo):
         direct = emit_workspace_floats(b, geo.og, geo.cg, geo.h, geo.w, geo.kh, geo.kw, i64(1), geo.dh, geo.dw)
         windowed = b.select(geo.unit_stride, direct, unfolded)
     else:
-        windowed = unfolded
+        direct = emit_grad_weight_workspace_floats(b, geo.cg, geo.og, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw)
+        windowed = b.select(geo.unit_stride, direct, unfolded)
     return b.select(geo.pointwise, i64(0), windowed)
 
 

@@ -266,13 +266,15 @@ def test_conv2d_grad_weight_of_an_empty_batch_is_zero(conv):
 
 
 def test_conv2d_workspace_bytes():
-    from ember.compiler.llvm_conv_direct import workspace_floats
+    from ember.compiler.llvm_conv_direct import grad_weight_workspace_floats, workspace_floats
     args = ((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
     direct = workspace_floats(6, 16, 10, 10, 5, 5, 1, 1, 1)
     assert llvm_conv.conv2d_workspace_bytes("conv2d", *args, slots=2) == 4 * 2 * direct
-    assert llvm_conv.conv2d_workspace_bytes("conv2d_grad_weight", *args, slots=1) == 4 * (150 * 100 + 16 * 150)
+    direct_weight = grad_weight_workspace_floats(6, 16, 10, 10, 5, 5, 1, 1)
+    assert llvm_conv.conv2d_workspace_bytes("conv2d_grad_weight", *args, slots=1) == 4 * (direct_weight + 16 * 150)
     strided = ((8, 6, 14, 14), (16, 6, 5, 5), (2, 2), (0, 0), (1, 1), 1)  # im2col: 150 x 5*5
     assert llvm_conv.conv2d_workspace_bytes("conv2d", *strided, slots=1) == 4 * 150 * 25
+    assert llvm_conv.conv2d_workspace_bytes("conv2d_grad_weight", *strided, slots=1) == 4 * (150 * 25 + 16 * 150)
     pointwise = ((8, 6, 14, 14), (16, 6, 1, 1), (1, 1), (0, 0), (1, 1), 1)
     assert llvm_conv.conv2d_workspace_bytes("conv2d", *pointwise, slots=2) == 0
     with pytest.raises(ValueError, match="unknown kind 'conv3d'"):
