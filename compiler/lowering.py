@@ -543,9 +543,23 @@ class _GroupLowering:
         return self.sum_of_products(node, idx, scope, (g.shape[0],) + tuple(g.shape[2:]), product)
 
     def fold_windows(self, node, idx, scope, size, stride, dilation):
+        """Each output position sums the window entries that cover it (a gather). Where the
+        windows do not overlap (pooling's stride >= window span) that is at most one entry,
+        found by division instead of a search over the window."""
         g = self.graph.node(node.inputs[0])
         *lead, oh_size, ow_size, kh, kw = g.shape
         *lead_idx, h, w = idx
+        if all(s >= d * (k - 1) + 1 for s, d, k in zip(stride, dilation, (kh, kw))):
+            conds, pos, offsets = [], [], []
+            for t, s, d, n, k in ((h, stride[0], dilation[0], oh_size, kh), (w, stride[1], dilation[1], ow_size, kw)):
+                window, within = L.ifloordiv(t, s), L.imod(t, s)
+                conds += [L.icompare("lt", window, n), L.icompare("lt", L.ifloordiv(within, d), k)]
+                if d > 1:
+                    conds.append(L.icompare("eq", L.imod(within, d), 0))
+                pos.append(L.clamp(window, 0, n - 1))
+                offsets.append(L.clamp(L.ifloordiv(within, d), 0, k - 1))
+            value = self.value(g.id, tuple(lead_idx) + tuple(pos) + tuple(offsets), scope)
+            return L.select(L.logical_and(*conds), value, L.const(0, g.dtype))
 
         def body(inner, r):
             i, j = _pad_vars(r, (kh, kw))
