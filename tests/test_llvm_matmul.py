@@ -169,6 +169,7 @@ def test_num_threads_from_environment(monkeypatch):
 from ember.compiler import llvm_conv  # noqa: E402
 from ember.ops import PRIMITIVES  # noqa: E402
 
+CANARY = np.arange(0x7F7A0000, 0x7F7A0040, dtype=np.uint32).view(np.float32)
 _CONV_TYPE = ctypes.CFUNCTYPE(None, _P, _P, _P, *([_I64] * 14), _P, _I64, _I32)
 
 
@@ -193,12 +194,17 @@ class Conv:
         if slots is None:
             slots = max(1, min(threads, x_shape[0]))
         size = llvm_conv.conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots)
-        workspace = np.full(size // 4 + 1, np.nan, np.float32)  # garbage the kernels must not read
-        out = np.full(out_shape, np.nan, np.float32)
+        # workspace and output start as nan garbage and end in canaries: a kernel must not
+        # read the garbage, nor write past what conv2d_workspace_bytes and the shape allow
+        workspace = np.concatenate([np.full(size // 4, np.nan, np.float32), CANARY])
+        out_size = int(np.prod(out_shape))
+        out_buffer = np.concatenate([np.full(out_size, np.nan, np.float32), CANARY])
         o, _, kh, kw = w_shape
-        self.functions[kind](in0.ctypes.data, in1.ctypes.data, out.ctypes.data, *x_shape, o, kh, kw, *stride,
-                             *padding, *dilation, groups, workspace.ctypes.data, slots, threads)
-        return out
+        self.functions[kind](in0.ctypes.data, in1.ctypes.data, out_buffer.ctypes.data, *x_shape, o, kh, kw,
+                             *stride, *padding, *dilation, groups, workspace.ctypes.data, slots, threads)
+        assert (workspace[size // 4:].view(np.uint32) == CANARY.view(np.uint32)).all(), f"{kind}: workspace overrun"
+        assert (out_buffer[out_size:].view(np.uint32) == CANARY.view(np.uint32)).all(), f"{kind}: output overrun"
+        return out_buffer[:out_size].reshape(out_shape)
 
 
 @pytest.fixture(scope="module")
