@@ -70,7 +70,7 @@ class LLVMBackend:
         instrument = self.debug >= 2
         prepared = prepare(graph, timer, instrument, self.threads)
         if self.debug >= 3:
-            _print_passes(prepared)
+            _print_passes(graph, prepared)
         key = program_key(prepared)
         object_code = self.cache.load(key)
         module_ref = None
@@ -354,9 +354,11 @@ def _print_compile(graph, prepared, timer, cached):
     print("\n".join(lines), file=sys.stderr)
 
 
-def _print_passes(prepared):
+def _print_passes(original, prepared):
     from ember.passes.pipeline import fused_text, planned_text
     graph = prepared.graph
+    print(f"ember llvm: {graph.name} as given:", file=sys.stderr)
+    print(original, file=sys.stderr)
     print(f"ember llvm: {graph.name} after simplify, fuse and plan_memory:", file=sys.stderr)
     print(fused_text(graph, prepared.fusion), file=sys.stderr)
     print(planned_text(graph, prepared.fusion, prepared.plan), file=sys.stderr)
