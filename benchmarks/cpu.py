@@ -10,7 +10,7 @@ Sections (--section NAME, repeatable; all by default):
   mlp      MLP 784-512-512-10 training step at batch 128
   compile  cold compile of the seed Net (first call in a new process, empty EMBER_CACHE_DIR,
            import not counted) and warm (cache filled, new process)
-Every figure is a median over interleaved rounds; ratios compare figures of the same run.
+Every figure is a median over rounds; ratios compare figures of the same run.
 
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, when set, are removed for this process (it re-executes
 itself before numpy loads) so numpy's BLAS runs its own kernels; the header says which.
@@ -53,25 +53,27 @@ def parse_args():
 # ----------------------------------------------------------------------------- measuring
 
 def compare(candidates, rounds, number=1):
-    """{name: fn} -> {name: median seconds per call}; rounds interleave the candidates so
-    load on the machine hits all of them alike. A candidate that raises is dropped with its
-    error (reported as unavailable)."""
-    times = {name: [] for name in candidates}
-    failures = {}
-    for name, fn in candidates.items():  # warm-up (first calls compile, fault pages in)
+    """{name: fn} -> ({name: median seconds per call}, {name: error}). Each candidate runs its
+    rounds as one block after a warm-up call (first calls compile and fault pages in; the
+    warm-up also absorbs the previous candidate's thread pool still spinning: interleaving
+    libgomp and OpenBLAS calls round by round makes both pools fight over the 2 cores). A
+    candidate that raises is reported as unavailable with its error."""
+    times, failures = {}, {}
+    for name, fn in candidates.items():
         try:
+            fn()
             fn()
         except Exception as error:  # noqa: BLE001 - any failure is reported, not fatal
             failures[name] = f"{type(error).__name__}: {error}"
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            if name in failures:
-                continue
+            continue
+        samples = []
+        for _ in range(rounds):
             start = time.perf_counter()
             for _ in range(number):
                 fn()
-            times[name].append((time.perf_counter() - start) / number)
-    return {name: statistics.median(values) for name, values in times.items() if values}, failures
+            samples.append((time.perf_counter() - start) / number)
+        times[name] = statistics.median(samples)
+    return times, failures
 
 
 # shared/PERF.md: peers on this kind of machine (2 vCPU Zen 4), 2026-11-26; shown when torch is absent

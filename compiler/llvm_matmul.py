@@ -86,15 +86,26 @@ def find_libgomp():
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
+# libgomp's idle threads spin this many pause instructions before they sleep (its default,
+# 300000, is several milliseconds): long spins steal a core from numpy's OpenBLAS threads when
+# eager ops and compiled calls alternate (eager fallbacks, evaluation between compiled steps),
+# which slowed such loops 10-100x on 2 cores. Back-to-back parallel kernels stay well inside it.
+GOMP_SPINCOUNT_DEFAULT = "20000"
+
+
 def load_libgomp():
     """Load libgomp into the process so JIT-compiled code resolves GOMP_parallel; returns its
-    path or None when it is not installed (then define_sgemm emits a single-threaded sgemm)."""
+    path or None when it is not installed (then define_sgemm emits a single-threaded sgemm).
+    Unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, GOMP_SPINCOUNT is set to
+    GOMP_SPINCOUNT_DEFAULT first (libgomp reads it once, when it loads)."""
     global _libgomp_path
     if _libgomp_path is None:
         path = find_libgomp()
         if path is None:
             _libgomp_path = ""
         else:
+            if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+                os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT_DEFAULT
             llvm_target.llvm_binding().load_library_permanently(path)
             _libgomp_path = path
     return _libgomp_path or None
