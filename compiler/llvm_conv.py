@@ -175,6 +175,7 @@ def _define_window_copy(module, direction):
     fn = ir.Function(module, ir.FunctionType(VOID, [TASK.as_pointer(), F32_PTR, F32_PTR]), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
+    fn.attributes.add("optsize")  # cold copy loops: no vectoriser versions (halves compile time)
     task, image, col = fn.args
     image.add_attribute("noalias")
     col.add_attribute("noalias")
