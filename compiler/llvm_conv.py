@@ -1,17 +1,19 @@
-"""conv2d and its two gradient contractions for ember's LLVM CPU backend, on ember_sgemm.
+"""conv2d and its two gradient contractions for ember's LLVM CPU backend.
 
 NCHW float32, any stride, padding, dilation and groups. Per image and group:
   conv2d              y   = W_g @ im2col(x)                       (O_g x OH*OW)
   conv2d_grad_input   dx  = col2im(W_g^T @ dy)                    (W^T is a stride swap)
   conv2d_grad_weight  dW += dy @ im2col(x)^T                      (summed over images)
-1x1 convolutions with stride 1 and no padding skip im2col/col2im. Images are spread over
-libgomp threads (each with its own slice of the caller's workspace); with a single image the
-threads go to sgemm instead. The kernel code generator (llvm_cpu) calls the entry points;
-the caller sizes the workspace with `conv2d_workspace_bytes` (Python, at compile time).
+Which kernel computes it: 1x1 convolutions with stride 1 and no padding are one ember_sgemm
+call; with unit (column) strides the direct kernels of llvm_conv_direct run without any
+im2col matrix; other strides build im2col/col2im in the workspace around ember_sgemm.
+Images are spread over libgomp threads (each with its own slice of the caller's workspace);
+with a single image the threads go to sgemm instead. The kernel code generator (llvm_cpu)
+calls the entry points; the caller sizes the workspace with `conv2d_workspace_bytes`.
 """
 from llvmlite import ir
 
-from .llvm_ir_loops import (F32, F32_PTR, I8_PTR, I32, I64, VOID, GOMP, counted_loop, entry_alloca, f32, i32,
+from .llvm_ir_loops import (F32_PTR, I8_PTR, I32, I64, VOID, GOMP, counted_loop, entry_alloca, f32, i32,
                             i64, smax, smin)
 from .llvm_conv_direct import (define_direct_conv, define_direct_grad_weight, emit_grad_weight_workspace_floats,
                                emit_workspace_floats, grad_weight_workspace_floats, workspace_floats)

@@ -9,7 +9,7 @@ of the microkernel loads it there. Weights are packed into MR-row panels once pe
 """
 from llvmlite import ir
 
-from .llvm_ir_loops import F32, F32_PTR, I32, I64, VOID, ceil_div, counted_loop, declare, f32, i64, smax, smin, splat
+from .llvm_ir_loops import F32, F32_PTR, I32, I64, VOID, ceil_div, counted_loop, declare, f32, i64, smax, smin
 from .llvm_matmul import define_microkernel, host_geometry
 
 NAME = "ember_conv_direct"
