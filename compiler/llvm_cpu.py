@@ -24,7 +24,7 @@ from llvmlite import ir
 
 from ember.runtime.cpu_program import HEAD
 from . import loop_ir as L
-from .llvm_scalar import (F32, I1, I8, I32, I64, VALUE_TYPES, ScalarEmitter, intrinsic, is_float, load_value,
+from .llvm_scalar import (F32, I8, I32, I64, VALUE_TYPES, ScalarEmitter, intrinsic, is_float, load_value,
                           store_value)
 
 PTR = ir.PointerType()
@@ -463,4 +463,4 @@ def _declare(module, name, return_type, argument_types):
     return ir.Function(module, ir.FunctionType(return_type, argument_types), name=name)
 
 
-__all__ = ["ArgsLayout", "Program", "build_module", "ENTRY_NAME", "SGEMM_SYMBOL", "I1"]
+__all__ = ["ArgsLayout", "Program", "build_module", "ENTRY_NAME", "SGEMM_SYMBOL", "CONV_SYMBOLS"]

@@ -1,42 +1,36 @@
 """Lowering: each fused group (passes/fusion.py) becomes one loop-nest `Kernel`
 (compiler/loop_ir.py), shared by the LLVM CPU backend and a later PTX backend.
 
-How a group becomes loops. The kernel iterates over its root's shape and stores
-`value(root, index)`; `value` walks the group's members backwards, turning movement ops
-into index maps (reshape/permute/broadcast/slice/flip/unfold_windows as affine index
-arithmetic, pad and concat as clamped loads chosen by a select, take/gather as loads through
-a loaded, bounds-checked index) and elementwise ops into scalar expressions. A reduction
-(sum/prod/amax/amin/argmax/argmin, and a contraction run as plain loops) becomes an
-accumulator whose loop over the reduced axes sits innermost, hoisted to the deepest store
-loop its kept index depends on. Values outside the group (inputs, params, array constants,
-other groups' roots) are loads from their buffers; scalar constants are inlined.
+How a group becomes loops. The kernel iterates over its root's shape (an anchored group:
+over its anchor's output, carried to the root through the spine) and stores
+`value(root, index)`, plus the group's extra outputs at the same flat index. `value` walks
+the group's members backwards, turning movement ops into index maps (reshape, permute,
+broadcast, slice, flip, unfold_windows as affine index arithmetic; pad and concat as clamped
+loads chosen by a select; slice_update as a select; take/gather as loads through a loaded,
+bounds-checked index) and elementwise ops into scalar expressions. A reduction
+(sum/prod/amax/amin/argmax/argmin) becomes an accumulator whose loop over the reduced axes
+sits innermost, hoisted to the deepest store loop its kept index depends on; one over at
+most UNROLL_REDUCTION elements (a pooling window) becomes a single expression instead.
+Values outside the group (inputs, params, array constants, other groups' roots) are loads
+from their buffers; scalar constants are inlined. Perfectly nested loops whose accesses stay
+linear merge into one (compiler/loop_nests.py), so contiguous kernels run one long loop.
 
-Contractions in float32 become calls of the packed sgemm (compiler/llvm_matmul.py) on
-strided views of their operands (materialised into scratch when the prologue's index map is
-not a strided view; conv2d and its gradients through im2col/col2im loops), followed by the
-epilogue as a loop nest over the output. Other dtypes run the contraction as loops.
-
-Opaque ops: cumsum (a serial scan loop), index_add/scatter_add/index_put (a copy, then a
-serial loop of bounds-checked indexed stores) and random with distribution="uniform"
-(splitmix64 in integer arithmetic, bit-exact with ember/ops/random_sources.py) are lowered to
-loops. argsort and random(distribution="normal") run their numpy implementations through a
-fallback callback (`Callback`), as does any op this module does not know.
+Contractions and fold_windows: compiler/lowering_contractions.py. Opaque ops (which become
+loops, which run numpy through a fallback callback): compiler/lowering_opaque.py.
 """
 import itertools
 
 import numpy as np
 
 from ember.ops import PRIMITIVES
-from ember.ops.random_sources import _GOLDEN, _MIX1, _MIX2
 from . import loop_ir as L
+from .loop_nests import Scope, broadcast_index, collapse_loops, count, flat_offset, strides_of
+from .lowering_contractions import ContractionLowering
+from .lowering_opaque import OpaqueLowering
 
-FALLBACK_OPS = ("argsort",)  # always run by numpy
-LOOPED_OPAQUE = ("cumsum", "index_add", "scatter_add", "index_put", "random")
 CONTRACTIONS = ("matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 REDUCE_INIT = {"add": 0, "mul": 1}
 UNROLL_REDUCTION = 16  # reductions over at most this many elements become one expression
-GEMM_MIN_WORK = 4096  # m*n*k below which a float32 matmul runs as loops
-DOT_PRODUCT_ROWS = 4  # matmuls of at most this many rows with k-contiguous operands run as loops
 
 
 def lower_program(graph, fusion, use_gemm=False, threads=1):
@@ -50,72 +44,7 @@ def lower_group(graph, group, use_gemm=False, threads=1):
     return _GroupLowering(graph, group, use_gemm, threads).lower()
 
 
-def strides_of(shape):
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= d
-    return tuple(reversed(strides))
-
-
-def flat_offset(idx, shape):
-    return L.iadd(*[L.imul(i, s) for i, s in zip(idx, strides_of(shape))]) if shape else L.index(0)
-
-
-def broadcast_index(idx, in_shape, out_shape):
-    """The index of an operand of shape `in_shape` broadcast (numpy-style) to `out_shape`."""
-    lead = len(out_shape) - len(in_shape)
-    return tuple(L.index(0) if d == 1 and out_shape[lead + k] != 1 else idx[lead + k]
-                 for k, d in enumerate(in_shape))
-
-
-def _count(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-class _Scope:
-    """Where a value is being computed: the enclosing loops (outermost first) and the body
-    that holds the outermost one. Side statements (hoisted reductions, checks) go here;
-    `before` is the statement the innermost body's new statements must precede (the rest of
-    an enclosing loop nest that a reduction was hoisted out of)."""
-
-    def __init__(self, top, loops, before=None):
-        self.top = top
-        self.loops = list(loops)
-        self.before = before
-
-    def body_at(self, depth):
-        return self.top if depth == 0 else self.loops[depth - 1].body
-
-    def insert(self, depth, stmt):
-        """Put `stmt` in the body at `depth`, ahead of what must run after it there."""
-        body = self.body_at(depth)
-        stop = self.loops[depth] if depth < len(self.loops) else self.before
-        for position, existing in enumerate(body):
-            if existing is stop:
-                body.insert(position, stmt)
-                return
-        body.append(stmt)
-
-    def append(self, stmt):
-        self.insert(len(self.loops), stmt)
-
-    def inner(self, depth, loops):
-        """The scope of a nest of `loops` placed at `depth` of this one."""
-        if loops:
-            return _Scope(self.top, self.loops[:depth] + list(loops))
-        stop = self.loops[depth] if depth < len(self.loops) else self.before
-        return _Scope(self.top, self.loops[:depth], stop)
-
-    @property
-    def key(self):
-        return tuple(id(loop) for loop in self.loops) + (id(self.before),)
-
-
-class _GroupLowering:
+class _GroupLowering(ContractionLowering, OpaqueLowering):
     def __init__(self, graph, group, use_gemm, threads):
         self.graph, self.group, self.use_gemm, self.threads = graph, group, use_gemm, threads
         self.members = set(group.nodes)
@@ -151,7 +80,7 @@ class _GroupLowering:
                 dtype, size = key[3], key[4]
             else:
                 node = self.graph.node(key)
-                dtype, size = node.dtype, _count(node.shape)
+                dtype, size = node.dtype, count(node.shape)
             self.slot_of[key] = len(self.slots)
             self.slots.append(L.Slot(key, dtype, size, writes))
         index = self.slot_of[key]
@@ -198,7 +127,7 @@ class _GroupLowering:
         if loops:
             loops[0].parallel = True
             body.append(loops[0])
-        scope = _Scope(body, loops)
+        scope = Scope(body, loops)
         target = index_map(idx) if index_map else idx
         flat = flat_offset(target, node_shape)
         stores = []
@@ -407,7 +336,7 @@ class _GroupLowering:
         folded in. Hoisted to the deepest enclosing loop that `depends` (Exprs) reads. A
         reduction of at most UNROLL_REDUCTION elements becomes one expression instead
         (pooling windows), so the loop around it stays innermost and vectorises."""
-        if _count(extents) <= UNROLL_REDUCTION:
+        if count(extents) <= UNROLL_REDUCTION:
             return self.unrolled_reduction(scope, extents, combine, dtype, body_fn, position_fn)
         used = set().union(*[L.vars_in(e) for e in depends]) if depends else set()
         depth = max((k + 1 for k, loop in enumerate(scope.loops) if loop.name in used), default=0)
@@ -473,420 +402,9 @@ class _GroupLowering:
         result = self.reduction(scope, list(kept_idx.values()), extents, combine, dtype, body)
         return L.cast(result, node.dtype)
 
-    # ------------------------------------------------------------------ contractions as loops
-    def sum_of_products(self, node, idx, scope, extents, product):
-        return self.reduction(scope, list(idx), extents, "add", node.dtype, product)
-
-    def loops_matmul(self, node, idx, scope):
-        a, b = (self.graph.node(i) for i in node.inputs)
-        *batch, m, n = idx
-        a_idx = broadcast_index(tuple(batch) + (None,), a.shape[:-1], node.shape[:-1])[:-1]
-        b_idx = broadcast_index(tuple(batch) + (None,), b.shape[:-1], node.shape[:-1])[:-1]
-
-        def product(inner, r):
-            (k,) = r if r else (L.index(0),)
-            return L.apply("mul", self.value(a.id, a_idx + (m, k), inner), self.value(b.id, b_idx + (k, n), inner))
-        return self.sum_of_products(node, idx, scope, (a.shape[-1],), product)
-
-    def loops_conv2d(self, node, idx, scope, stride, padding, dilation, groups):
-        x, w = (self.graph.node(i) for i in node.inputs)
-        n, o, y, xx = idx
-        cg, kh, kw = w.shape[1:]
-        og = w.shape[0] // groups
-        base = L.imul(L.ifloordiv(o, og), cg)
-
-        def product(inner, r):
-            c, i, j = _pad_vars(r, (cg, kh, kw))
-            h = L.iadd(L.imul(y, stride[0]), L.imul(i, dilation[0]), -padding[0])
-            ww = L.iadd(L.imul(xx, stride[1]), L.imul(j, dilation[1]), -padding[1])
-            inside, (hc, wc) = _in_range((h, ww), x.shape[2:])
-            xv = L.select(inside, self.value(x.id, (n, L.iadd(base, c), hc, wc), inner), L.const(0, x.dtype))
-            return L.apply("mul", xv, self.value(w.id, (o, c, i, j), inner))
-        return self.sum_of_products(node, idx, scope, (cg, kh, kw), product)
-
-    def loops_conv2d_grad_input(self, node, idx, scope, input_shape, stride, padding, dilation, groups):
-        g, w = (self.graph.node(i) for i in node.inputs)
-        n, c, h, ww = idx
-        cg, kh, kw = w.shape[1:]
-        og = w.shape[0] // groups
-        group_of_c, ci = L.ifloordiv(c, cg), L.imod(c, cg)
-        oh_size, ow_size = g.shape[2:]
-
-        def product(inner, r):
-            o, i, j = _pad_vars(r, (og, kh, kw))
-            conds, pos = [], []
-            for t, s, size in ((L.iadd(h, padding[0], L.imul(i, -dilation[0])), stride[0], oh_size),
-                               (L.iadd(ww, padding[1], L.imul(j, -dilation[1])), stride[1], ow_size)):
-                conds += [L.icompare("ge", t, 0), L.icompare("lt", L.ifloordiv(t, s), size)]
-                if s > 1:
-                    conds.append(L.icompare("eq", L.imod(t, s), 0))
-                pos.append(L.clamp(L.ifloordiv(t, s), 0, size - 1))
-            oo = L.iadd(L.imul(group_of_c, og), o)
-            gv = L.select(L.logical_and(*conds), self.value(g.id, (n, oo, *pos), inner), L.const(0, g.dtype))
-            return L.apply("mul", gv, self.value(w.id, (oo, ci, i, j), inner))
-        return self.sum_of_products(node, idx, scope, (og, kh, kw), product)
-
-    def loops_conv2d_grad_weight(self, node, idx, scope, weight_shape, stride, padding, dilation, groups):
-        x, g = (self.graph.node(i) for i in node.inputs)
-        o, c, i, j = idx
-        og = weight_shape[0] // groups
-        cg = weight_shape[1]
-        channel = L.iadd(L.imul(L.ifloordiv(o, og), cg), c)
-
-        def product(inner, r):
-            n, oh, ow = _pad_vars(r, (g.shape[0],) + tuple(g.shape[2:]))
-            h = L.iadd(L.imul(oh, stride[0]), L.imul(i, dilation[0]), -padding[0])
-            ww = L.iadd(L.imul(ow, stride[1]), L.imul(j, dilation[1]), -padding[1])
-            inside, (hc, wc) = _in_range((h, ww), x.shape[2:])
-            xv = L.select(inside, self.value(x.id, (n, channel, hc, wc), inner), L.const(0, x.dtype))
-            return L.apply("mul", self.value(g.id, (n, o, oh, ow), inner), xv)
-        return self.sum_of_products(node, idx, scope, (g.shape[0],) + tuple(g.shape[2:]), product)
-
-    def fold_windows(self, node, idx, scope, size, stride, dilation):
-        """Each output position sums the window entries that cover it (a gather). Where the
-        windows do not overlap (pooling's stride >= window span) that is at most one entry,
-        found by division instead of a search over the window."""
-        g = self.graph.node(node.inputs[0])
-        *lead, oh_size, ow_size, kh, kw = g.shape
-        *lead_idx, h, w = idx
-        if all(s >= d * (k - 1) + 1 for s, d, k in zip(stride, dilation, (kh, kw))):
-            conds, pos, offsets = [], [], []
-            for t, s, d, n, k in ((h, stride[0], dilation[0], oh_size, kh), (w, stride[1], dilation[1], ow_size, kw)):
-                window, within = L.ifloordiv(t, s), L.imod(t, s)
-                conds += [L.icompare("lt", window, n), L.icompare("lt", L.ifloordiv(within, d), k)]
-                if d > 1:
-                    conds.append(L.icompare("eq", L.imod(within, d), 0))
-                pos.append(L.clamp(window, 0, n - 1))
-                offsets.append(L.clamp(L.ifloordiv(within, d), 0, k - 1))
-            value = self.value(g.id, tuple(lead_idx) + tuple(pos) + tuple(offsets), scope)
-            return L.select(L.logical_and(*conds), value, L.const(0, g.dtype))
-
-        def body(inner, r):
-            i, j = _pad_vars(r, (kh, kw))
-            conds, pos = [], []
-            for t, s, n in ((L.isub(h, L.imul(i, dilation[0])), stride[0], oh_size),
-                            (L.isub(w, L.imul(j, dilation[1])), stride[1], ow_size)):
-                conds += [L.icompare("ge", t, 0), L.icompare("lt", L.ifloordiv(t, s), n)]
-                if s > 1:
-                    conds.append(L.icompare("eq", L.imod(t, s), 0))
-                pos.append(L.clamp(L.ifloordiv(t, s), 0, n - 1))
-            value = self.value(g.id, tuple(lead_idx) + tuple(pos) + (i, j), inner)
-            return L.select(L.logical_and(*conds), value, L.const(0, g.dtype))
-        return self.reduction(scope, list(idx), (kh, kw), "add", node.dtype, body)
-
-    # ------------------------------------------------------------------ contractions through sgemm
-    def gemm_applies(self, anchor):
-        """float32 contractions call the packed kernels, except matrix products too small to
-        pay for packing, and products of few rows whose operands both run contiguously along
-        k (a Linear layer at batch 1: dot products vectorise better than packing)."""
-        if anchor.dtype != "float32" or 0 in anchor.shape:
-            return False
-        if anchor.op != "matmul":
-            return True
-        m, n = anchor.shape[-2:]
-        k = self.graph.node(anchor.inputs[0]).shape[-1]
-        if k == 0 or m * n * k < GEMM_MIN_WORK:
-            return False
-        if m <= DOT_PRODUCT_ROWS:
-            a_view, b_view = self.strided_view(anchor.inputs[0]), self.strided_view(anchor.inputs[1])
-            if a_view and b_view and a_view[2][-1] in (0, 1) and b_view[2][-2] in (0, 1):
-                return False
-        return True
-
-    def strided_view(self, node_id):
-        """(offset, strides) when node's value is slot[offset + sum(i_k * strides_k)], else None."""
-        node = self.graph.node(node_id)
-        symbols = tuple(L.var(f"v{k}", d) for k, d in enumerate(node.shape))
-        probe = _Scope([], [])
-        value = self.value(node_id, symbols, probe)
-        if probe.top or value.op != "load":
-            return None
-        terms, constant = L.terms_of(value.args[0])
-        if any(a.op != "var" or a not in symbols for a in terms):
-            return None
-        return value.attr, constant, tuple(terms.get(s, 0) for s in symbols)
-
-    def operand_view(self, node_id, body):
-        """(slot, offset, strides) of a contraction operand, materialised if it must be."""
-        view = self.strided_view(node_id)
-        if view is not None:
-            return view
-        node = self.graph.node(node_id)
-        slot = self.scratch_slot(node.dtype, _count(node.shape))
-        self.store_nest(node_id, slot, body)
-        return slot, 0, strides_of(node.shape)
-
-    def output_slot(self, anchor):
-        """Where the contraction writes: the root's buffer when the epilogue keeps its shape
-        and layout (then it runs in place), else scratch."""
-        group = self.group
-        spine_keeps_layout = all(PRIMITIVES[self.graph.node(n).op].kind == "elementwise"
-                                 and tuple(self.graph.node(n).shape) == tuple(anchor.shape)
-                                 for n in group.epilogue if n in _downstream(self.graph, group, anchor.id))
-        if group.root == anchor.id or spine_keeps_layout:
-            return self.root_slot()
-        return self.scratch_slot(anchor.dtype, _count(anchor.shape))
-
-    def lower_contraction_gemm(self, anchor, body):
-        out_slot = self.output_slot(anchor)
-        getattr(self, "gemm_" + anchor.op)(anchor, out_slot, body, **anchor.attrs)
-        if self.group.root != anchor.id:
-            self.loaded_from[anchor.id] = self.slots[out_slot].key
-            self.store_root(body)
-
-    def gemm_matmul(self, node, out_slot, body):
-        a, b = (self.graph.node(i) for i in node.inputs)
-        a_slot, a_off, a_strides = self.operand_view(a.id, body)
-        b_slot, b_off, b_strides = self.operand_view(b.id, body)
-        *batch, m, n = node.shape
-        k = a.shape[-1]
-        bidx, loops = self.loop_nest(tuple(batch), prefix="b")
-        a_batch = broadcast_index(tuple(bidx) + (None,), a.shape[:-1], node.shape[:-1])[:-1]
-        b_batch = broadcast_index(tuple(bidx) + (None,), b.shape[:-1], node.shape[:-1])[:-1]
-        a_at = L.iadd(a_off, *[L.imul(i, s) for i, s in zip(a_batch, a_strides)])
-        b_at = L.iadd(b_off, *[L.imul(i, s) for i, s in zip(b_batch, b_strides)])
-        c_at = L.iadd(*[L.imul(i, s) for i, s in zip(bidx, strides_of(node.shape)[:-2])])
-        gemm = L.Gemm(m, n, k, L.View(a_slot, a_at, a_strides[-2], a_strides[-1]),
-                      L.View(b_slot, b_at, b_strides[-2], b_strides[-1]), L.View(out_slot, c_at, n, 1))
-        _nest_into(body, loops, gemm)
-
-    def contiguous_operand(self, node_id, body):
-        """The slot holding node's value in row-major order (scratch if it must be copied)."""
-        view = self.strided_view(node_id)
-        shape = self.graph.node(node_id).shape
-        if view is not None and view[1] == 0 and _same_strides(view[2], strides_of(shape), shape):
-            return view[0]
-        node = self.graph.node(node_id)
-        slot = self.scratch_slot(node.dtype, _count(node.shape))
-        self.store_nest(node_id, slot, body)
-        return slot
-
-    def conv_call(self, kind, out_slot, body, in0, in1, x_shape, w_shape, stride, padding, dilation, groups):
-        """A call of llvm_conv's kernel `kind` on contiguous operands."""
-        from .llvm_conv import conv2d_workspace_bytes
-        first = self.contiguous_operand(in0, body)
-        second = self.contiguous_operand(in1, body)
-        slots = max(1, min(self.threads, x_shape[0]))
-        workspace_bytes = conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots)
-        workspace = self.scratch_slot("float32", max(workspace_bytes // 4, 1))
-        geometry = tuple(x_shape) + (w_shape[0],) + tuple(w_shape[2:]) + tuple(stride) + tuple(padding) \
-            + tuple(dilation) + (groups,)
-        body.append(L.ConvCall(kind, first, second, out_slot, tuple(int(g) for g in geometry), workspace, slots))
-
-    def gemm_conv2d(self, node, out_slot, body, stride, padding, dilation, groups):
-        x, w = (self.graph.node(i) for i in node.inputs)
-        self.conv_call("conv2d", out_slot, body, x.id, w.id, x.shape, w.shape, stride, padding, dilation, groups)
-
-    def gemm_conv2d_grad_input(self, node, out_slot, body, input_shape, stride, padding, dilation, groups):
-        g, w = (self.graph.node(i) for i in node.inputs)
-        self.conv_call("conv2d_grad_input", out_slot, body, g.id, w.id, input_shape, w.shape, stride, padding,
-                       dilation, groups)
-
-    def gemm_conv2d_grad_weight(self, node, out_slot, body, weight_shape, stride, padding, dilation, groups):
-        x, g = (self.graph.node(i) for i in node.inputs)
-        self.conv_call("conv2d_grad_weight", out_slot, body, x.id, g.id, x.shape, weight_shape, stride, padding,
-                       dilation, groups)
-
-    # ------------------------------------------------------------------ opaque ops
-    def lower_opaque(self, node, body):
-        if node.op == "random" and node.attrs["distribution"] == "uniform":
-            self.random_uniform(node, body, **node.attrs)
-            return "opaque"
-        if node.op in LOOPED_OPAQUE and node.op != "random":
-            getattr(self, "opaque_" + node.op)(node, body, **node.attrs)
-            return "opaque"
-        for source in node.inputs:
-            self.slot(source)
-        self.root_slot()
-        body.append(L.Callback(node.id))
-        return "callback"
-
-    def copy_into_root(self, source, body):
-        self.members = set()  # an opaque group's operands are all materialised values
-        self.store_nest(source, self.root_slot(), body, shape=tuple(self.graph.node(source).shape))
-
-    def indexed_stores(self, node, shape, body, position_of, value_of, combine):
-        """A serial loop over `shape` storing value_of(idx) at root[position_of(idx)]."""
-        if 0 in shape:
-            return
-        idx, loops = self.loop_nest(shape, prefix="j")
-        scope = _Scope(body, loops)
-        target = position_of(idx, scope)
-        store = L.Store(self.root_slot(), flat_offset(target, node.shape), L.cast(value_of(idx, scope), node.dtype),
-                        combine)
-        scope.append(store)
-        if loops:
-            body.append(loops[0])
-
-    def opaque_index_add(self, node, body, axis):
-        target, indices, source = node.inputs
-        self.copy_into_root(target, body)
-        q = len(self.graph.node(indices).shape)
-
-        def position(idx, scope):
-            p = self.checked_position(self.value(indices, idx[axis:axis + q], scope), node.shape[axis], node, scope)
-            return idx[:axis] + (p,) + idx[axis + q:]
-        self.indexed_stores(node, tuple(self.graph.node(source).shape), body, position,
-                            lambda idx, scope: self.value(source, idx, scope), "add")
-
-    def opaque_scatter_add(self, node, body, axis):
-        target, indices, source = node.inputs
-        self.copy_into_root(target, body)
-
-        def position(idx, scope):
-            p = self.checked_position(self.value(indices, idx, scope), node.shape[axis], node, scope)
-            return idx[:axis] + (p,) + idx[axis + 1:]
-        self.indexed_stores(node, tuple(self.graph.node(indices).shape), body, position,
-                            lambda idx, scope: self.value(source, idx, scope), "add")
-
-    def opaque_index_put(self, node, body, axis):
-        target, indices, source = node.inputs
-        self.copy_into_root(target, body)
-        q = len(self.graph.node(indices).shape)
-
-        def position(idx, scope):
-            p = self.checked_position(self.value(indices, idx[axis:axis + q], scope), node.shape[axis], node, scope)
-            return idx[:axis] + (p,) + idx[axis + q:]
-        self.indexed_stores(node, tuple(self.graph.node(source).shape), body, position,
-                            lambda idx, scope: self.value(source, idx, scope), None)
-
-    def opaque_cumsum(self, node, body, axis):
-        self.members = set()
-        shape = tuple(node.shape)
-        if not shape:
-            self.store_nest(node.inputs[0], self.root_slot(), body, shape=())
-            return
-        if 0 in shape:
-            return
-        axis %= len(shape)
-        outer_shape = shape[:axis] + shape[axis + 1:]
-        outer_idx, loops = self.loop_nest(outer_shape)
-        if loops:
-            loops[0].parallel = True
-            body.append(loops[0])
-        scope = _Scope(body, loops)
-        name = f"acc{next(self.names)}"
-        scope.insert(len(loops), L.Declare(name, node.dtype, L.const(0, node.dtype)))
-        scan_var = self.fresh("s", shape[axis]) if shape[axis] > 1 else L.index(0)
-        idx = outer_idx[:axis] + (scan_var,) + outer_idx[axis:]
-        inner = _Scope(body, loops)
-        statements = [L.Update(name, "add", L.cast(self.value(node.inputs[0], idx, inner), node.dtype)),
-                      L.Store(self.root_slot(), flat_offset(idx, shape), L.acc(name, node.dtype))]
-        if shape[axis] > 1:
-            scope.insert(len(loops), L.Loop(scan_var, statements))
-        else:
-            for s in statements:
-                scope.insert(len(loops), s)
-
-    def random_uniform(self, node, body, distribution, shape, dtype, a, b):
-        seed = L.load(self.slot(node.inputs[0]), L.index(0), "int64")
-        count = _count(shape)
-        if count == 0:
-            return
-        i = self.fresh("i", count) if count > 1 else L.index(0)
-        z = L.apply("add", seed, L.apply("mul", L.iadd(i, 1), _u64(_GOLDEN)))
-        for shift, mix in ((30, _MIX1), (27, _MIX2)):
-            z = L.apply("mul", L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(shift))), _u64(mix))
-        z = L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(31)))
-        bits = L.apply("shift_right_logical", z, L.index(40))
-        unit = L.apply("mul", L.cast(bits, "float64"), L.const(1.0 / (1 << 24), "float64"))
-        value = L.apply("add", L.const(a, "float64"), L.apply("mul", L.const(b - a, "float64"), unit))
-        store = L.Store(self.root_slot(), i, L.cast(value, dtype))
-        body.append(L.Loop(i, [store], parallel=True) if count > 1 else store)
-
-
-def _u64(value):
-    """A uint64 constant as the int64 with the same bits."""
-    value = int(value)
-    return L.index(value - (1 << 64) if value >= 1 << 63 else value)
-
-
 def _reduce_init(combine, dtype):
     if combine in REDUCE_INIT:
         return L.const(REDUCE_INIT[combine], dtype)
     if combine in ("max", "argmax"):
         return L.const(-np.inf if dtype in L.FLOATS else np.iinfo(dtype).min, dtype)
     return L.const(np.inf if dtype in L.FLOATS else np.iinfo(dtype).max, dtype)
-
-
-def _same_strides(strides, wanted, shape):
-    """Equal strides, ignoring dims of size 1 (their stride never matters)."""
-    return all(a == b or d == 1 for a, b, d in zip(strides, wanted, shape))
-
-
-def _pad_vars(rvars, extents):
-    """The reduction index with zeros for the extent-1 axes loop_nest left out."""
-    return tuple(rvars)[:len(extents)]
-
-
-def _in_range(positions, sizes):
-    """(all positions in [0, size), positions clamped into range)."""
-    conds = []
-    for p, size in zip(positions, sizes):
-        conds += [L.icompare("ge", p, 0), L.icompare("lt", p, size)]
-    return L.logical_and(*conds), tuple(L.clamp(p, 0, size - 1) for p, size in zip(positions, sizes))
-
-
-def _downstream(graph, group, anchor):
-    members = set(group.nodes)
-    down = {anchor}
-    for n in group.nodes:
-        if any(i in down for i in graph.node(n).inputs) and n in members:
-            down.add(n)
-    return down
-
-
-def _nest_into(body, loops, stmt):
-    if loops:
-        loops[-1].body.append(stmt)
-        body.append(loops[0])
-    else:
-        body.append(stmt)
-
-
-# ----------------------------------------------------------------------------- loop collapsing
-
-def collapse_loops(stmt):
-    """Merge perfectly nested loops whose every index use is linear with matching strides
-    (the outer's coefficient = the inner's times its extent) into one longer loop, so the
-    innermost loop of a contiguous kernel runs over as many elements as possible."""
-    if not isinstance(stmt, L.Loop):
-        return
-    while len(stmt.body) == 1 and isinstance(stmt.body[0], L.Loop):
-        inner = stmt.body[0]
-        merged = _try_merge(stmt, inner)
-        if merged is None:
-            break
-        stmt.var, stmt.body = merged.var, merged.body
-    for child in stmt.body:
-        collapse_loops(child)
-
-
-def _try_merge(outer, inner):
-    k = L.var(f"{outer.name}_{inner.name}", outer.extent * inner.extent)
-    mapping = {outer.var: L.ifloordiv(k, inner.extent), inner.var: L.imod(k, inner.extent)}
-    body = [_substitute_statement(s, mapping) for s in inner.body]
-    for stmt in L.walk_statements(body):
-        for e in L.statement_exprs(stmt):
-            for x in e.walk():
-                if x.op in ("floordiv", "mod") and k.attr[0] in L.vars_in(x):
-                    return None
-    return L.Loop(k, body, outer.parallel)
-
-
-def _substitute_statement(stmt, mapping):
-    sub = lambda e: L.substitute(e, mapping) if e is not None else None  # noqa: E731
-    if isinstance(stmt, L.Loop):
-        return L.Loop(stmt.var, [_substitute_statement(s, mapping) for s in stmt.body], stmt.parallel)
-    if isinstance(stmt, L.Declare):
-        return L.Declare(stmt.name, stmt.dtype, sub(stmt.init))
-    if isinstance(stmt, L.Update):
-        return L.Update(stmt.name, stmt.combine, sub(stmt.value), sub(stmt.position), stmt.index_name)
-    if isinstance(stmt, L.Store):
-        return L.Store(stmt.slot, sub(stmt.offset), sub(stmt.value), stmt.combine)
-    if isinstance(stmt, L.Check):
-        return L.Check(sub(stmt.cond), stmt.error)
-    if isinstance(stmt, L.Gemm):
-        view = lambda v: L.View(v.slot, sub(v.offset), v.rows, v.cols)  # noqa: E731
-        return L.Gemm(stmt.m, stmt.n, stmt.k, view(stmt.a), view(stmt.b), view(stmt.c), stmt.beta)
-    return stmt

@@ -1,0 +1,129 @@
+"""Lowering of opaque groups, a part of compiler/lowering.py's group lowering.
+
+Loops: cumsum (a serial scan along its axis), index_add / scatter_add / index_put (a copy of
+the target, then a serial loop of bounds-checked indexed stores), random with
+distribution="uniform" (splitmix64 in integer arithmetic, bit-exact with
+ember/ops/random_sources.py). Numpy fallbacks (`Callback`, run from Python inside the
+program's one foreign call): argsort, random with distribution="normal" (its float64
+log/cos must match numpy bit for bit), and any opaque op not listed here.
+"""
+from ember.ops.random_sources import _GOLDEN, _MIX1, _MIX2
+from . import loop_ir as L
+from .loop_nests import Scope, count, flat_offset
+
+LOOPED_OPAQUE = ("cumsum", "index_add", "scatter_add", "index_put")
+
+
+class OpaqueLowering:
+    """Mixin of _GroupLowering: opaque ops as loops or numpy fallbacks."""
+
+    def lower_opaque(self, node, body):
+        if node.op == "random" and node.attrs["distribution"] == "uniform":
+            self.random_uniform(node, body, **node.attrs)
+            return "opaque"
+        if node.op in LOOPED_OPAQUE:
+            getattr(self, "opaque_" + node.op)(node, body, **node.attrs)
+            return "opaque"
+        for source in node.inputs:
+            self.slot(source)
+        self.root_slot()
+        body.append(L.Callback(node.id))
+        return "callback"
+
+    def copy_into_root(self, source, body):
+        self.members = set()  # an opaque group's operands are all materialised values
+        self.store_nest(source, self.root_slot(), body, shape=tuple(self.graph.node(source).shape))
+
+    def indexed_stores(self, node, shape, body, position_of, value_of, combine):
+        """A serial loop over `shape` storing value_of(idx) at root[position_of(idx)]."""
+        if 0 in shape:
+            return
+        idx, loops = self.loop_nest(shape, prefix="j")
+        scope = Scope(body, loops)
+        target = position_of(idx, scope)
+        store = L.Store(self.root_slot(), flat_offset(target, node.shape), L.cast(value_of(idx, scope), node.dtype),
+                        combine)
+        scope.append(store)
+        if loops:
+            body.append(loops[0])
+
+    def opaque_index_add(self, node, body, axis):
+        target, indices, source = node.inputs
+        self.copy_into_root(target, body)
+        q = len(self.graph.node(indices).shape)
+
+        def position(idx, scope):
+            p = self.checked_position(self.value(indices, idx[axis:axis + q], scope), node.shape[axis], node, scope)
+            return idx[:axis] + (p,) + idx[axis + q:]
+        self.indexed_stores(node, tuple(self.graph.node(source).shape), body, position,
+                            lambda idx, scope: self.value(source, idx, scope), "add")
+
+    def opaque_scatter_add(self, node, body, axis):
+        target, indices, source = node.inputs
+        self.copy_into_root(target, body)
+
+        def position(idx, scope):
+            p = self.checked_position(self.value(indices, idx, scope), node.shape[axis], node, scope)
+            return idx[:axis] + (p,) + idx[axis + 1:]
+        self.indexed_stores(node, tuple(self.graph.node(indices).shape), body, position,
+                            lambda idx, scope: self.value(source, idx, scope), "add")
+
+    def opaque_index_put(self, node, body, axis):
+        target, indices, source = node.inputs
+        self.copy_into_root(target, body)
+        q = len(self.graph.node(indices).shape)
+
+        def position(idx, scope):
+            p = self.checked_position(self.value(indices, idx[axis:axis + q], scope), node.shape[axis], node, scope)
+            return idx[:axis] + (p,) + idx[axis + q:]
+        self.indexed_stores(node, tuple(self.graph.node(source).shape), body, position,
+                            lambda idx, scope: self.value(source, idx, scope), None)
+
+    def opaque_cumsum(self, node, body, axis):
+        self.members = set()
+        shape = tuple(node.shape)
+        if not shape:
+            self.store_nest(node.inputs[0], self.root_slot(), body, shape=())
+            return
+        if 0 in shape:
+            return
+        axis %= len(shape)
+        outer_shape = shape[:axis] + shape[axis + 1:]
+        outer_idx, loops = self.loop_nest(outer_shape)
+        if loops:
+            loops[0].parallel = True
+            body.append(loops[0])
+        scope = Scope(body, loops)
+        name = f"acc{next(self.names)}"
+        scope.insert(len(loops), L.Declare(name, node.dtype, L.const(0, node.dtype)))
+        scan_var = self.fresh("s", shape[axis]) if shape[axis] > 1 else L.index(0)
+        idx = outer_idx[:axis] + (scan_var,) + outer_idx[axis:]
+        inner = Scope(body, loops)
+        statements = [L.Update(name, "add", L.cast(self.value(node.inputs[0], idx, inner), node.dtype)),
+                      L.Store(self.root_slot(), flat_offset(idx, shape), L.acc(name, node.dtype))]
+        if shape[axis] > 1:
+            scope.insert(len(loops), L.Loop(scan_var, statements))
+        else:
+            for s in statements:
+                scope.insert(len(loops), s)
+
+    def random_uniform(self, node, body, distribution, shape, dtype, a, b):
+        seed = L.load(self.slot(node.inputs[0]), L.index(0), "int64")
+        elements = count(shape)
+        if elements == 0:
+            return
+        i = self.fresh("i", elements) if elements > 1 else L.index(0)
+        z = L.apply("add", seed, L.apply("mul", L.iadd(i, 1), _u64(_GOLDEN)))
+        for shift, mix in ((30, _MIX1), (27, _MIX2)):
+            z = L.apply("mul", L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(shift))), _u64(mix))
+        z = L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(31)))
+        bits = L.apply("shift_right_logical", z, L.index(40))
+        unit = L.apply("mul", L.cast(bits, "float64"), L.const(1.0 / (1 << 24), "float64"))
+        value = L.apply("add", L.const(a, "float64"), L.apply("mul", L.const(b - a, "float64"), unit))
+        store = L.Store(self.root_slot(), i, L.cast(value, dtype))
+        body.append(L.Loop(i, [store], parallel=True) if elements > 1 else store)
+
+def _u64(value):
+    """A uint64 constant as the int64 with the same bits."""
+    value = int(value)
+    return L.index(value - (1 << 64) if value >= 1 << 63 else value)
