@@ -17,7 +17,8 @@ from .llvm_ir_loops import (F32_PTR, I8_PTR, I32, I64, VOID, GOMP, counted_loop,
                             i64, smax, smin)
 from .llvm_conv_direct import (define_direct_conv, define_direct_grad_weight, emit_grad_weight_workspace_floats,
                                emit_workspace_floats, grad_weight_workspace_floats, workspace_floats)
-from .llvm_matmul import PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_threads, define_sgemm, load_libgomp
+from .llvm_matmul import (PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_threads, define_sgemm, host_geometry,
+                          load_libgomp)
 
 KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 ENTRY_NAMES = {kind: f"ember_{kind}" for kind in KINDS}
@@ -38,7 +39,7 @@ def _is_pointwise(kernel, stride, padding, dilation):
         and tuple(dilation) == (1, 1)
 
 
-def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots=None):
+def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots=None, geometry=None):
     """Bytes of workspace ember_<kind> needs for these shapes with `slots` images in flight
     (default: default_num_threads(), capped by the batch): per slot, the direct kernel's
     scratch (llvm_conv_direct.workspace_floats) where it applies, else one im2col matrix
@@ -56,11 +57,11 @@ def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, gr
     if _is_pointwise((kh, kw), stride, padding, dilation):
         scratch = 0
     elif kind == "conv2d" and stride[1] == 1:
-        scratch = workspace_floats(cg, og, oh, ow, kh, kw, stride[0], dilation[0], dilation[1])
+        scratch = workspace_floats(cg, og, oh, ow, kh, kw, stride[0], dilation[0], dilation[1], geometry)
     elif kind == "conv2d_grad_input" and tuple(stride) == (1, 1):
-        scratch = workspace_floats(og, cg, h, w, kh, kw, 1, dilation[0], dilation[1])
+        scratch = workspace_floats(og, cg, h, w, kh, kw, 1, dilation[0], dilation[1], geometry)
     elif kind == "conv2d_grad_weight" and tuple(stride) == (1, 1):
-        scratch = grad_weight_workspace_floats(cg, og, oh, ow, kh, kw, dilation[0], dilation[1])
+        scratch = grad_weight_workspace_floats(cg, og, oh, ow, kh, kw, dilation[0], dilation[1], geometry)
     else:
         scratch = cg * kh * kw * oh * ow  # the im2col matrix
     partial = o * cg * kh * kw if kind == "conv2d_grad_weight" else 0
@@ -68,9 +69,10 @@ def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, gr
 
 
 class _Geometry:
-    """The task's fields loaded in a function, plus derived sizes."""
+    """The task's fields loaded in a function, plus derived sizes and the sgemm blocking."""
 
-    def __init__(self, builder, task):
+    def __init__(self, builder, task, blocking):
+        self.blocking = blocking
         for name in _TASK_FIELDS:
             index = _TASK_FIELDS.index(name)
             setattr(self, name, builder.load(builder.gep(task, [i32(0), i32(index)], inbounds=True), name=name))
@@ -182,7 +184,7 @@ def _define_window_copy(module, direction):
     image.add_attribute("noalias")
     col.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    geo = _Geometry(b, task)
+    geo = _Geometry(b, task, None)  # sizes only
     if direction == "im2col":
         _emit_im2col(b, geo, image, col)
     else:
@@ -211,7 +213,7 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                 with windowed:
                     with b.if_else(b.icmp_signed("==", geo.sw, i64(1))) as (direct, unfolded):
                         with direct:
-                            b.call(define_direct_conv(module), [
+                            b.call(define_direct_conv(module, geo.blocking), [
                                 x, geo.cg, geo.h, geo.w, geo.ph, geo.pw, weight, geo.og, i64(0),
                                 y, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw, geo.sh, col])
                         with unfolded:
@@ -231,7 +233,7 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                         with direct:  # dx = conv(dy padded by the kernel extent, rotated W^T)
                             top = b.sub(b.mul(b.sub(geo.kh, i64(1)), geo.dh), geo.ph)
                             left = b.sub(b.mul(b.sub(geo.kw, i64(1)), geo.dw), geo.pw)
-                            b.call(define_direct_conv(module), [
+                            b.call(define_direct_conv(module, geo.blocking), [
                                 dy, geo.og, geo.oh, geo.ow, top, left, weight, geo.cg, i64(1),
                                 dx, geo.h, geo.w, geo.kh, geo.kw, geo.dh, geo.dw, i64(1), col])
                         with folded:
@@ -254,7 +256,7 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                 with windowed:
                     with b.if_else(geo.unit_stride) as (direct, unfolded):
                         with direct:
-                            b.call(define_direct_grad_weight(module), [
+                            b.call(define_direct_grad_weight(module, geo.blocking), [
                                 x, dy, dw, geo.cg, geo.og, geo.h, geo.w, geo.oh, geo.ow, geo.kh, geo.kw,
                                 geo.dh, geo.dw, geo.ph, geo.pw, beta, col])
                         with unfolded:
@@ -263,13 +265,13 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                                            geo.ohow, dw, geo.ckk, beta, threads])
 
 
-def _define_slice(module, kind, sgemm):
+def _define_slice(module, kind, sgemm, blocking):
     """void slice(task*, i32 t, i32 T): images [N*t/T, N*(t+1)/T) with workspace slot t."""
     fn = ir.Function(module, ir.FunctionType(VOID, [TASK.as_pointer(), I32, I32]), name=f"ember_{kind}_slice")
     fn.linkage = "internal"
     task, thread, threads = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    geo = _Geometry(b, task)
+    geo = _Geometry(b, task, blocking)
     t, count = b.sext(thread, I64), b.sext(threads, I64)
     first = b.sdiv(b.mul(geo.n, t), count)
     end = b.sdiv(b.mul(geo.n, b.add(t, i64(1))), count)
@@ -280,7 +282,7 @@ def _define_slice(module, kind, sgemm):
     return fn
 
 
-def define_conv2d(module, kind="conv2d", parallel=None):
+def define_conv2d(module, kind="conv2d", parallel=None, geometry=None):
     """Add (once) and return ember_conv2d, ember_conv2d_grad_input or ember_conv2d_grad_weight
     (and ember_sgemm, which they call) to an llvmlite module. Signature:
 
@@ -305,10 +307,11 @@ def define_conv2d(module, kind="conv2d", parallel=None):
         return module.globals[name]
     if parallel is None:
         parallel = load_libgomp() is not None
-    define_sgemm(module, parallel=parallel)
+    blocking = geometry or host_geometry()
+    define_sgemm(module, blocking, parallel)
     sgemm = module.globals[SGEMM_THREADS_NAME]
     gomp = GOMP(module) if parallel else None
-    slice_fn = _define_slice(module, kind, sgemm)
+    slice_fn = _define_slice(module, kind, sgemm, blocking)
 
     arguments = [F32_PTR, F32_PTR, F32_PTR] + [I64] * len(_GEOMETRY) + [F32_PTR, I64, I32]
     fn = ir.Function(module, ir.FunctionType(VOID, arguments), name=name)
@@ -321,7 +324,7 @@ def define_conv2d(module, kind="conv2d", parallel=None):
 
     for field, value in zip(("in0", "in1", "out", *_GEOMETRY), (in0, in1, out, *geometry)):
         set_field(field, value)
-    geo = _Geometry(b, task)  # derived sizes (the fields read back are the ones just stored)
+    geo = _Geometry(b, task, blocking)  # derived sizes (the fields read back are the ones just stored)
     col_floats = _emit_scratch_floats(b, kind, geo)
     partial_floats = i64(0) if kind != "conv2d_grad_weight" else b.mul(geo.o, geo.ckk)
     set_field("workspace", workspace)
@@ -370,13 +373,16 @@ def _emit_scratch_floats(b, kind, geo):
     """Floats of one slot's scratch (before grad_weight's partial dW): as conv2d_workspace_bytes."""
     unfolded = b.mul(geo.ckk, geo.ohow)
     if kind == "conv2d":
-        direct = emit_workspace_floats(b, geo.cg, geo.og, geo.oh, geo.ow, geo.kh, geo.kw, geo.sh, geo.dh, geo.dw)
+        direct = emit_workspace_floats(b, geo.cg, geo.og, geo.oh, geo.ow, geo.kh, geo.kw, geo.sh, geo.dh, geo.dw,
+                                       geo.blocking)
         windowed = b.select(b.icmp_signed("==", geo.sw, i64(1)), direct, unfolded)
     elif kind == "conv2d_grad_input":
-        direct = emit_workspace_floats(b, geo.og, geo.cg, geo.h, geo.w, geo.kh, geo.kw, i64(1), geo.dh, geo.dw)
+        direct = emit_workspace_floats(b, geo.og, geo.cg, geo.h, geo.w, geo.kh, geo.kw, i64(1), geo.dh, geo.dw,
+                                       geo.blocking)
         windowed = b.select(geo.unit_stride, direct, unfolded)
     else:
-        direct = emit_grad_weight_workspace_floats(b, geo.cg, geo.og, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw)
+        direct = emit_grad_weight_workspace_floats(b, geo.cg, geo.og, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw,
+                                                   geo.blocking)
         windowed = b.select(geo.unit_stride, direct, unfolded)
     return b.select(geo.pointwise, i64(0), windowed)
 
