@@ -1,0 +1,21 @@
+"""The examples run as a user runs them (short versions, so the suite stays fast)."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_seed_net_example_prints_torch_style_summary_and_a_1x10_output():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "seed_net.py")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Net(\n  (conv1): Conv2d(3, 6, kernel_size=(5, 5), stride=(1, 1))\n")
+    assert "grad_fn=<AddBackward0>)" in result.stdout and result.stdout.count(",") >= 9
+
+
+def test_digits_demo_trains_saves_and_reloads():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_digits.py"), "--epochs", "1",
+                             "--min-accuracy", "0.5"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "test accuracy:" in result.stdout and "weights identical: True" in result.stdout
