@@ -52,7 +52,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         self.errors = []
         self.memo = {}
         self.names = itertools.count()
-        self.loaded_from = {}  # member node id -> slot key it was materialised into
+        self.loaded_from = {}  # member node id -> (slot key it was written to, its strides or None)
         self.scratch = 0
 
     # ------------------------------------------------------------------ entry
@@ -185,9 +185,11 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         if node.op == "constant" and np.ndim(node.attrs["value"]) == 0:
             return L.const(node.attrs["value"], node.dtype)
         if node_id not in self.members or node_id in self.loaded_from:
-            key = self.loaded_from.get(node_id, node_id)
+            key, strides = self.loaded_from.get(node_id, (node_id, None))
+            offset = flat_offset(idx, node.shape) if strides is None else \
+                L.iadd(*[L.imul(i, st) for i, st in zip(idx, strides)])
             bound = (0, 1) if node.dtype == "bool" else (None, None)
-            return L.load(self.slot(key), flat_offset(idx, node.shape), node.dtype, *bound)
+            return L.load(self.slot(key), offset, node.dtype, *bound)
         memo_key = (node_id, idx, scope.key)
         if memo_key not in self.memo:
             self.memo[memo_key] = self.compute(node, idx, scope)

@@ -176,14 +176,37 @@ class ContractionLowering:
             return self.root_slot()
         return self.scratch_slot(anchor.dtype, count(anchor.shape))
 
+    def transposes_first(self, anchor):
+        """Does the epilogue transpose a 2-d matmul's output and then keep its shape (a weight
+        gradient x^T @ g stored as [out, in])? Then the product is computed transposed,
+        straight into the root's buffer: (a @ b)^T = b^T @ a^T costs only swapped strides."""
+        graph, group = self.graph, self.group
+        if anchor.op != "matmul" or len(anchor.shape) != 2 or group.root == anchor.id:
+            return False
+        users = [u for u in graph.users(anchor.id) if u in self.members]
+        first = graph.node(users[0]) if len(users) == 1 else None
+        if first is None or first.op != "permute" or tuple(first.attrs["perm"]) != (1, 0):
+            return False
+        rest = downstream(graph, group, first.id) - {first.id}
+        return all(PRIMITIVES[graph.node(n).op].kind == "elementwise" and graph.node(n).shape == first.shape
+                   for n in rest)
+
     def lower_contraction_gemm(self, anchor, body):
+        if self.transposes_first(anchor):
+            out_slot = self.root_slot()
+            self.gemm_matmul(anchor, out_slot, body, transposed=True)
+            self.loaded_from[anchor.id] = (self.slots[out_slot].key, (1, anchor.shape[0]))
+            self.store_nest(self.group.root, out_slot, body,
+                            extra=tuple(o for o in self.group.outputs if o != self.group.root))
+            return
         out_slot = self.output_slot(anchor)
         getattr(self, "gemm_" + anchor.op)(anchor, out_slot, body, **anchor.attrs)
         if self.group.root != anchor.id:
-            self.loaded_from[anchor.id] = self.slots[out_slot].key
+            self.loaded_from[anchor.id] = (self.slots[out_slot].key, None)
             self.store_root(body)
 
-    def gemm_matmul(self, node, out_slot, body):
+    def gemm_matmul(self, node, out_slot, body, transposed=False):
+        """c = a @ b per batch index; `transposed` writes c^T (2-d only) as b^T @ a^T."""
         a, b = (self.graph.node(i) for i in node.inputs)
         a_slot, a_off, a_strides = self.operand_view(a.id, body)
         b_slot, b_off, b_strides = self.operand_view(b.id, body)
@@ -195,6 +218,11 @@ class ContractionLowering:
         a_at = L.iadd(a_off, *[L.imul(i, s) for i, s in zip(a_batch, a_strides)])
         b_at = L.iadd(b_off, *[L.imul(i, s) for i, s in zip(b_batch, b_strides)])
         c_at = L.iadd(*[L.imul(i, s) for i, s in zip(bidx, strides_of(node.shape)[:-2])])
+        if transposed:
+            gemm = L.Gemm(n, m, k, L.View(b_slot, b_at, b_strides[-1], b_strides[-2]),
+                          L.View(a_slot, a_at, a_strides[-1], a_strides[-2]), L.View(out_slot, c_at, m, 1))
+            nest_into(body, loops, gemm)
+            return
         gemm = L.Gemm(m, n, k, L.View(a_slot, a_at, a_strides[-2], a_strides[-1]),
                       L.View(b_slot, b_at, b_strides[-2], b_strides[-1]), L.View(out_slot, c_at, n, 1))
         nest_into(body, loops, gemm)

@@ -181,3 +181,17 @@ def test_every_zoo_group_lowers_and_records_its_nodes(name):
         if kernel.kind != "callback":
             assert kernel.body, kernel.name
     assert np.all([isinstance(k.describe(), str) for k in kernels])
+
+
+def test_a_weight_gradient_is_computed_transposed_straight_into_its_buffer():
+    """x^T @ g then transposed to the weight's [out, in] layout: one sgemm with swapped
+    strides into the root's buffer, no scratch, and a contiguous epilogue."""
+    def step(x, g, w):
+        return w - (x.t() @ g).t() * 0.1
+    graph, _, kernels = lowered(step, ember.randn(64, 400), ember.randn(64, 120), ember.randn(120, 400))
+    (kernel,) = [k for k in kernels if k.kind == "contraction"]
+    gemm = next(s for s in L.walk_statements(kernel.body) if isinstance(s, L.Gemm))
+    assert (gemm.m, gemm.n, gemm.k) == (120, 400, 64)
+    assert kernel.slots[gemm.c.slot].key == graph.outputs[0] and kernel.scratch_bytes == 0
+    (loop,) = [s for s in loops_of(kernel)]
+    assert loop.extent == 120 * 400  # the epilogue collapses into one contiguous loop
