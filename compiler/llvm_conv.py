@@ -201,6 +201,8 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
     col = slot
     module = b.module
     im2col, col2im = _define_window_copy(module, "im2col"), _define_window_copy(module, "col2im")
+    # the direct kernel packs the weights once per thread when one group reuses its scratch
+    prepare = b.zext(b.or_(first, b.icmp_signed("!=", geo.groups, i64(1))), I64)
     with counted_loop(b, 0, geo.groups, name="group") as group:
         if kind == "conv2d":
             x = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
@@ -215,7 +217,7 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                         with direct:
                             b.call(define_direct_conv(module, geo.blocking), [
                                 x, geo.cg, geo.h, geo.w, geo.ph, geo.pw, weight, geo.og, i64(0),
-                                y, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw, geo.sh, col])
+                                y, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw, geo.sh, col, prepare])
                         with unfolded:
                             b.call(im2col, [task, x, col])
                             b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), col, geo.ohow,
@@ -235,7 +237,7 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                             left = b.sub(b.mul(b.sub(geo.kw, i64(1)), geo.dw), geo.pw)
                             b.call(define_direct_conv(module, geo.blocking), [
                                 dy, geo.og, geo.oh, geo.ow, top, left, weight, geo.cg, i64(1),
-                                dx, geo.h, geo.w, geo.kh, geo.kw, geo.dh, geo.dw, i64(1), col])
+                                dx, geo.h, geo.w, geo.kh, geo.kw, geo.dh, geo.dw, i64(1), col, prepare])
                         with folded:
                             b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow,
                                            i64(1), col, geo.ohow, f32(0.0), threads])

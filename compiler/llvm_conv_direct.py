@@ -13,6 +13,7 @@ from .llvm_ir_loops import F32, F32_PTR, I32, I64, VOID, ceil_div, counted_loop,
 from .llvm_matmul import define_microkernel, host_geometry
 
 NAME = "ember_conv_direct"
+DIRECT_KC = 1024  # K block of the direct kernel: its B rows come from the image, not a packed block
 I32_PTR = I32.as_pointer()
 
 
@@ -48,23 +49,25 @@ def define_direct_conv(module, geometry=None):
         void ember_conv_direct(f32* src, i64 cin, i64 hs, i64 ws, i64 pad_top, i64 pad_left,
                                f32* weights, i64 m, i64 flip,
                                f32* dst, i64 oh, i64 ow, i64 kh, i64 kw, i64 dh, i64 dw, i64 sh,
-                               f32* scratch)
+                               f32* scratch, i64 prepare)
 
     dst[r, y, x] = sum over c < cin, ky, kx of A[r, (c, ky, kx)] *
                    src[c, y*sh + ky*dh - pad_top, x + kx*dw - pad_left]  (0 outside src)
     for r < m, with A[r, (c,ky,kx)] = weights[r, c, ky, kx] (flip = 0: a conv2d weight
     [m, cin, kh, kw]) or weights[c, r, kh-1-ky, kw-1-kx] (flip = 1: a weight [cin, m, kh, kw]
     used transposed and rotated, as conv2d_grad_input needs). Pads may be negative (crops).
-    scratch holds workspace_floats(cin, m, oh, ow, kh, kw, sh, dh, dw) floats.
+    scratch holds workspace_floats(cin, m, oh, ow, kh, kw, sh, dh, dw) floats. prepare = 0
+    reuses the offset tables and packed weights a previous call with the same weights and
+    shapes left in scratch (prepare = 1 builds them).
     """
     if NAME in module.globals:
         return module.globals[NAME]
     g = geometry or host_geometry()
     kernel = define_microkernel(module, g, indirect=True)
-    arguments = [F32_PTR, I64, I64, I64, I64, I64, F32_PTR, I64, I64, F32_PTR] + [I64] * 7 + [F32_PTR]
+    arguments = [F32_PTR, I64, I64, I64, I64, I64, F32_PTR, I64, I64, F32_PTR] + [I64] * 7 + [F32_PTR, I64]
     fn = ir.Function(module, ir.FunctionType(VOID, arguments), name=NAME)
     fn.linkage = "internal"
-    src, cin, hs, ws, pad_top, pad_left, weights, m, flip, dst, oh, ow, kh, kw, dh, dw, sh, scratch = fn.args
+    src, cin, hs, ws, pad_top, pad_left, weights, m, flip, dst, oh, ow, kh, kw, dh, dw, sh, scratch, prepare = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
 
     hp = b.add(b.add(b.mul(b.sub(oh, i64(1)), sh), b.mul(b.sub(kh, i64(1)), dh)), i64(1))
@@ -80,8 +83,14 @@ def define_direct_conv(module, geometry=None):
     # 1. zero-padded copy of the image (plus NR floats of slack read by edge tiles)
     _emit_padded_copy(b, src, cin, hs, ws, pad_top, pad_left, padded, hp, wp, i64(g.nr))
 
-    # 2. offset tables: B row of tap k in the padded image, A column of tap k in the weights
+    # 2. offset tables: B row of tap k in the padded image, A column of tap k in the weights;
+    # they and the packed weights depend on the weights and shapes only, so a caller running
+    # many images of one group through the same scratch prepares them once
     flipped = b.icmp_signed("!=", flip, i64(0))
+    tables = b.append_basic_block("prepare")
+    tiles = b.append_basic_block("tiles")
+    b.cbranch(b.icmp_signed("!=", prepare, i64(0)), tables, tiles)
+    b.position_at_end(tables)
     with counted_loop(b, 0, cin, name="oc") as channel:
         with counted_loop(b, 0, kh, name="oy") as ky:
             with counted_loop(b, 0, kw, name="ox") as kx:
@@ -106,11 +115,13 @@ def define_direct_conv(module, geometry=None):
             for r in range(g.mr):
                 value = b.select(valid[r], b.load(b.gep(bases[r], [column])), f32(0.0))
                 b.store(value, b.gep(slot, [i64(r)]))
+    b.branch(tiles)
+    b.position_at_end(tiles)
 
     # 4. tiles: K blocks outermost (packed A block stays in cache), then rows, columns, channels
     plane_out = b.mul(oh, ow)
-    with counted_loop(b, 0, depth, step=g.kc, name="kb") as k0:
-        kc = smin(b, i64(g.kc), b.sub(depth, k0))
+    with counted_loop(b, 0, depth, step=DIRECT_KC, name="kb") as k0:
+        kc = smin(b, i64(DIRECT_KC), b.sub(depth, k0))
         beta = b.select(b.icmp_signed("==", k0, i64(0)), f32(0.0), f32(1.0))
         offsets = b.gep(b_offsets, [k0])
         with counted_loop(b, 0, oh, name="ty") as y:

@@ -87,10 +87,12 @@ def find_libgomp():
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
-# libgomp's idle threads spin this many pause instructions before they sleep (its default,
-# 300000, is several milliseconds): long spins steal a core from numpy's OpenBLAS threads when
-# eager ops and compiled calls alternate (eager fallbacks, evaluation between compiled steps),
-# which slowed such loops 10-100x on 2 cores. Back-to-back parallel kernels stay well inside it.
+# libgomp's idle threads spin this many pause instructions before they sleep. Its default
+# (300000, milliseconds) holds a core that other work wants: with another busy process on this
+# 2-core machine the compiled seed Net training step took 160 ms instead of 5 (30 ms with
+# 20000), and alternating compiled calls with numpy's multi-threaded OpenBLAS slowed both
+# 10-100x. On a quiet machine 20000 and the default measured the same (back-to-back kernels
+# of one program stay inside the spin).
 GOMP_SPINCOUNT_DEFAULT = "20000"
 
 
