@@ -148,9 +148,8 @@ def prepare(graph, timer=None, instrument=False, threads=None):
             error_base.append(len(errors))
             errors.extend(kernel.errors)
         aliasing = {frozenset(pair) for pair in plan.in_place.items()}
-        from .llvm_matmul import load_libgomp
         program = Program(simplified.name, kernels, locations, ArgsLayout(len(externals)), aliasing, errors,
-                          error_base, instrument, parallel=load_libgomp() is not None)
+                          error_base, instrument, parallel=thread_runtime_loaded())
     uses_gemm = any(isinstance(s, (L.Gemm, L.ConvCall)) for k in kernels for s in L.walk_statements(k.body))
     return Prepared(simplified, fusion, plan, kernels, program, externals, arena_bytes, uses_gemm, threads)
 
@@ -289,7 +288,21 @@ def render_stage(graph, stage):
     return render_code(prepare(graph), stage)
 
 
-# ----------------------------------------------------------------------------- the sgemm support library
+# ----------------------------------------------------------------------------- threads and the support library
+
+def thread_runtime_loaded():
+    """Load libgomp (GOMP_parallel for parallel loops, sgemm and conv); False without it.
+
+    Unless OMP_WAIT_POLICY says otherwise, libgomp's idle threads are made to sleep instead
+    of spinning: measured on 2 cores, spinning GOMP threads slowed numpy's own threaded BLAS
+    (eager ember in the same process) 50-fold (a training step from 31 ms to 1.5 s), while
+    sleeping costs compiled programs a wake-up per parallel region (batch-64 seed Net 1.7
+    -> 2.4 ms)."""
+    import os
+    from .llvm_matmul import load_libgomp
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return load_libgomp() is not None
+
 
 _SUPPORT_LOCK = threading.Lock()
 _SUPPORT = {}  # process-wide: the loaded sgemm engine (its symbol is registered with LLVM)
@@ -304,7 +317,7 @@ def ensure_support_library(cache):
         from . import llvm_conv, llvm_matmul
         from .llvm_cpu import CONV_SYMBOLS, SGEMM_SYMBOL
         llvm = llvm_target.llvm_binding()
-        llvm_matmul.load_libgomp()
+        thread_runtime_loaded()
         key = compile_cache.cache_key("support", llvm_target.target_key(), compile_cache.code_generator_sources())
         object_code = cache.load(key)
         if object_code is None:
