@@ -32,6 +32,51 @@ def workspace_floats(in_channels, out_channels, out_rows, out_columns, kh, kw, s
     return in_channels * hp * wp + g.nr + 2 * taps + panels * g.mr * taps
 
 
+def _define_prepare(module, g):
+    """Internal `void ember_conv_direct_prepare(f32* weights, i64 m, i64 flip, i64 cin, i64 kh,
+    i64 kw, i64 dh, i64 dw, i64 wp, i64 plane, i32* b_offsets, i32* a_offsets, f32* packed)`:
+    the tap offset tables and the weights packed into MR-row panels (compiled for size: it
+    runs once per thread and group)."""
+    name = f"ember_conv_direct_prepare_{g.mr}"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(VOID, [F32_PTR] + [I64] * 9 + [I32_PTR, I32_PTR, F32_PTR]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("optsize")
+    weights, m, flip, cin, kh, kw, dh, dw, wp, plane, b_offsets, a_offsets, packed = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    taps = b.mul(kh, kw)
+    depth = b.mul(cin, taps)
+    # B row of tap k in the padded image, A column of tap k in the weights
+    flipped = b.icmp_signed("!=", flip, i64(0))
+    with counted_loop(b, 0, cin, name="oc") as channel:
+        with counted_loop(b, 0, kh, name="oy") as ky:
+            with counted_loop(b, 0, kw, name="ox") as kx:
+                k = b.add(b.mul(b.add(b.mul(channel, kh), ky), kw), kx)
+                b_offset = b.add(b.add(b.mul(channel, plane), b.mul(b.mul(ky, dh), wp)), b.mul(kx, dw))
+                b.store(b.trunc(b_offset, I32), b.gep(b_offsets, [k]))
+                rotated = b.add(b.mul(b.sub(b.sub(kh, i64(1)), ky), kw), b.sub(b.sub(kw, i64(1)), kx))
+                transposed = b.add(b.mul(b.mul(channel, m), taps), rotated)
+                b.store(b.trunc(b.select(flipped, transposed, k), I32), b.gep(a_offsets, [k]))
+    # weights packed into MR-row panels: packed[(p*depth + k)*MR + r] = A[p*MR + r, k]
+    row_stride = b.select(flipped, taps, depth)
+    with counted_loop(b, 0, ceil_div(b, m, i64(g.mr)), name="ap") as panel:
+        first = b.mul(panel, i64(g.mr))
+        out = b.gep(packed, [b.mul(first, depth)])
+        rows = [b.add(first, i64(r)) for r in range(g.mr)]
+        valid = [b.icmp_signed("<", row, m) for row in rows]
+        bases = [b.gep(weights, [b.mul(smin(b, row, b.sub(m, i64(1))), row_stride)]) for row in rows]
+        with counted_loop(b, 0, depth, name="ak") as k:
+            column = b.sext(b.load(b.gep(a_offsets, [k])), I64)
+            slot = b.gep(out, [b.mul(k, i64(g.mr))])
+            for r in range(g.mr):
+                value = b.select(valid[r], b.load(b.gep(bases[r], [column])), f32(0.0))
+                b.store(value, b.gep(slot, [i64(r)]))
+    b.ret_void()
+    return fn
+
+
 def emit_workspace_floats(b, in_channels, out_channels, out_rows, out_columns, kh, kw, sh, dh, dw, geometry=None):
     """workspace_floats computed in IR (the same formula)."""
     g = geometry or host_geometry()
@@ -83,40 +128,11 @@ def define_direct_conv(module, geometry=None):
     # 1. zero-padded copy of the image (plus NR floats of slack read by edge tiles)
     _emit_padded_copy(b, src, cin, hs, ws, pad_top, pad_left, padded, hp, wp, i64(g.nr))
 
-    # 2. offset tables: B row of tap k in the padded image, A column of tap k in the weights;
-    # they and the packed weights depend on the weights and shapes only, so a caller running
-    # many images of one group through the same scratch prepares them once
-    flipped = b.icmp_signed("!=", flip, i64(0))
-    tables = b.append_basic_block("prepare")
-    tiles = b.append_basic_block("tiles")
-    b.cbranch(b.icmp_signed("!=", prepare, i64(0)), tables, tiles)
-    b.position_at_end(tables)
-    with counted_loop(b, 0, cin, name="oc") as channel:
-        with counted_loop(b, 0, kh, name="oy") as ky:
-            with counted_loop(b, 0, kw, name="ox") as kx:
-                k = b.add(b.mul(b.add(b.mul(channel, kh), ky), kw), kx)
-                b_offset = b.add(b.add(b.mul(channel, plane), b.mul(b.mul(ky, dh), wp)), b.mul(kx, dw))
-                b.store(b.trunc(b_offset, I32), b.gep(b_offsets, [k]))
-                rotated = b.add(b.mul(b.sub(b.sub(kh, i64(1)), ky), kw), b.sub(b.sub(kw, i64(1)), kx))
-                transposed = b.add(b.mul(b.mul(channel, m), taps), rotated)
-                b.store(b.trunc(b.select(flipped, transposed, k), I32), b.gep(a_offsets, [k]))
-
-    # 3. weights packed into MR-row panels: packed[(p*depth + k)*MR + r] = A[p*MR + r, k]
-    row_stride = b.select(flipped, taps, depth)
-    with counted_loop(b, 0, ceil_div(b, m, i64(g.mr)), name="ap") as panel:
-        first = b.mul(panel, i64(g.mr))
-        out = b.gep(packed, [b.mul(first, depth)])
-        rows = [b.add(first, i64(r)) for r in range(g.mr)]
-        valid = [b.icmp_signed("<", row, m) for row in rows]
-        bases = [b.gep(weights, [b.mul(smin(b, row, b.sub(m, i64(1))), row_stride)]) for row in rows]
-        with counted_loop(b, 0, depth, name="ak") as k:
-            column = b.sext(b.load(b.gep(a_offsets, [k])), I64)
-            slot = b.gep(out, [b.mul(k, i64(g.mr))])
-            for r in range(g.mr):
-                value = b.select(valid[r], b.load(b.gep(bases[r], [column])), f32(0.0))
-                b.store(value, b.gep(slot, [i64(r)]))
-    b.branch(tiles)
-    b.position_at_end(tiles)
+    # 2.-3. offset tables and packed weights depend on the weights and shapes only: a caller
+    # running many images of one group through the same scratch prepares them once
+    with b.if_then(b.icmp_signed("!=", prepare, i64(0))):
+        b.call(_define_prepare(module, g), [weights, m, flip, cin, kh, kw, dh, dw, wp, plane, b_offsets, a_offsets,
+                                            packed])
 
     # 4. tiles: K blocks outermost (packed A block stays in cache), then rows, columns, channels
     plane_out = b.mul(oh, ow)
@@ -177,7 +193,28 @@ def emit_grad_weight_workspace_floats(b, in_channels, out_channels, out_rows, ou
                  b.add(b.mul(in_channels, b.mul(kh, kw)), b.mul(out_channels, flat)))
 
 
+PAD_COPY_NAME = "ember_conv_pad_copy"
+
+
 def _emit_padded_copy(b, src, channels, rows, columns, pad_top, pad_left, dst, dst_rows, dst_columns, slack):
+    """Calls (defining it once) void ember_conv_pad_copy(src, channels, rows, columns,
+    pad_top, pad_left, dst, dst_rows, dst_columns, slack): see _emit_padded_copy_body."""
+    module = b.module
+    fn = module.globals.get(PAD_COPY_NAME)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(VOID, [F32_PTR, I64, I64, I64, I64, I64, F32_PTR, I64, I64, I64]),
+                         name=PAD_COPY_NAME)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        for pointer in (fn.args[0], fn.args[6]):
+            pointer.add_attribute("noalias")
+        body = ir.IRBuilder(fn.append_basic_block("entry"))
+        _emit_padded_copy_body(body, *fn.args)
+        body.ret_void()
+    b.call(fn, [src, channels, rows, columns, pad_top, pad_left, dst, dst_rows, dst_columns, slack])
+
+
+def _emit_padded_copy_body(b, src, channels, rows, columns, pad_top, pad_left, dst, dst_rows, dst_columns, slack):
     """dst[c, i, j] = src[c, i - pad_top, j - pad_left] (0 outside src) for i < dst_rows,
     j < dst_columns, then `slack` zeros after the last row."""
     lo = smin(b, smax(b, pad_left, i64(0)), dst_columns)
