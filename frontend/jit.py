@@ -84,7 +84,7 @@ class TraceTree:
 class CompiledFunction:
     """The callable `ember.compile(fn)` returns for a function (see CompiledModule for modules)."""
 
-    def __init__(self, fn, backend="interpret", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None):
+    def __init__(self, fn, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None):
         self.fn = fn
         self.module = module
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
@@ -395,11 +395,13 @@ def _as_tensor(value):
     return Tensor._wrap(value)
 
 
-def compile(model=None, *, backend="interpret", recompile_limit=DEFAULT_RECOMPILE_LIMIT, fullgraph=False,
+def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, fullgraph=False,
             dynamic=None, mode=None, options=None, disable=False):
     """Compile a function or an nn.Module. Returns a callable (a Module stays a Module).
 
-    Usable as `ember.compile(fn)`, `@ember.compile` and `@ember.compile(backend=...)`."""
+    backend="llvm" (the default) runs native CPU code; backend="interpret" runs the graphs
+    with the reference interpreter. Usable as `ember.compile(fn)`, `@ember.compile` and
+    `@ember.compile(backend=...)`."""
     if model is None:
         return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, disable=disable)
     if disable:

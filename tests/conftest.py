@@ -1,9 +1,15 @@
 """Test setup: strict mode checks every eager primitive against its shape rule; each test
 starts from the same seed."""
+import os
+import tempfile
+
 import pytest
 
-import ember
-from ember.frontend.dispatch import STATE
+# compiled code goes to a cache of this test session, not the user's
+os.environ.setdefault("EMBER_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"ember-test-cache-{os.getuid()}"))
+
+import ember  # noqa: E402
+from ember.frontend.dispatch import STATE  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
