@@ -282,10 +282,11 @@ def _define_pack_b(module, g):
 
 # ----------------------------------------------------------------------------- blocked driver
 
-# what one (jc, pc) block step hands to every thread
-_TASK_FIELDS = ("m", "a", "rsa", "csa", "b", "rsb", "csb", "c", "ldc", "beta", "packed_b", "pc", "kc", "jc", "nc")
-_TASK_TYPES = (I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, F32, F32_PTR, I64, I64, I64, I64)
+# what every thread of one sgemm call gets
+_TASK_FIELDS = ("m", "n", "k", "a", "rsa", "csa", "b", "rsb", "csb", "c", "ldc", "beta")
+_TASK_TYPES = (I64, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, F32)
 TASK = ir.LiteralStructType(_TASK_TYPES)
+_STACK_PACKED_B_FLOATS = 16384  # 64 KiB: small problems pack B on the stack, larger ones malloc
 
 
 def _task_field(builder, task, name):
@@ -293,10 +294,13 @@ def _task_field(builder, task, name):
     return builder.load(builder.gep(task, [i32(0), i32(index)], inbounds=True), name=name)
 
 
-def _define_slice(module, g, gomp):
-    """void slice(task*, i32 t, i32 T): thread t of T packs its share of the B block, waits
-    for the others, then multiplies its share of row blocks (or of B's column panels when
-    there are fewer row blocks than threads)."""
+def _define_slice(module, g):
+    """void slice(task*, i32 t, i32 T): thread t of T computes its own part of C, start to end:
+    a range of B's NR-column panels (threads split N when N >= M or M has too few row blocks)
+    or of A's MC-row blocks, packing the A and B blocks it needs itself. No thread waits for
+    another inside the call (one parallel region per sgemm, no barriers: on a virtual machine
+    every wake-up of a sleeping thread costs tens of microseconds); the price is that threads
+    splitting M each pack the same B blocks."""
     name = f"ember_sgemm_slice_{g.name}"
     if name in module.globals:
         return module.globals[name]
@@ -306,47 +310,65 @@ def _define_slice(module, g, gomp):
     task, thread, threads = fn.args
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     packed_a = entry_alloca(builder, F32, g.mc * g.kc, name="packed_a")
-    m, a, rsa, csa, b, rsb, csb, c, ldc, beta, packed_b, pc, kc, jc, nc = (
-        _task_field(builder, task, field) for field in _TASK_FIELDS)
+    stack_packed_b = entry_alloca(builder, F32, _STACK_PACKED_B_FLOATS, name="stack_packed_b")
+    m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, beta = (_task_field(builder, task, field) for field in _TASK_FIELDS)
     t, count = builder.sext(thread, I64), builder.sext(threads, I64)
 
     def share(total, part, parts):
         return builder.sdiv(builder.mul(total, part), parts)
 
-    panels = ceil_div(builder, nc, i64(g.nr))
-    first_panel, end_panel = share(panels, t, count), share(panels, builder.add(t, i64(1)), count)
-    with builder.if_then(builder.icmp_signed("<", first_panel, end_panel)):
-        first_column = builder.mul(first_panel, i64(g.nr))
-        columns = builder.sub(smin(builder, builder.mul(end_panel, i64(g.nr)), nc), first_column)
-        source = builder.gep(b, [builder.add(builder.mul(pc, rsb), builder.mul(builder.add(jc, first_column), csb))])
-        builder.call(pack_b, [kc, columns, source, rsb, csb, builder.gep(packed_b, [builder.mul(first_column, kc)])])
-    if gomp is not None:
-        with builder.if_then(builder.icmp_signed(">", count, i64(1))):
-            builder.call(gomp.barrier, [])
-
     row_blocks = ceil_div(builder, m, i64(g.mc))
-    threads_m = smin(builder, count, row_blocks)
-    threads_n = builder.sdiv(count, threads_m)
+    panels = ceil_div(builder, n, i64(g.nr))
+    split_n = builder.or_(builder.icmp_signed(">=", n, m), builder.icmp_signed("<", row_blocks, count))
+    threads_n = builder.select(split_n, smin(builder, count, panels), i64(1))
+    threads_m = smin(builder, builder.sdiv(count, threads_n), row_blocks)
+    threads_n = smin(builder, builder.sdiv(count, threads_m), panels)
     with builder.if_then(builder.icmp_signed(">=", t, builder.mul(threads_m, threads_n))):
         builder.ret_void()
     t_m, t_n = builder.srem(t, threads_m), builder.sdiv(t, threads_m)
     first_block, end_block = share(row_blocks, t_m, threads_m), share(row_blocks, builder.add(t_m, i64(1)), threads_m)
-    my_first_panel = share(panels, t_n, threads_n)
-    my_end_panel = share(panels, builder.add(t_n, i64(1)), threads_n)
-    with counted_loop(builder, first_block, end_block, name="block") as block:
-        ic = builder.mul(block, i64(g.mc))
-        mc = smin(builder, i64(g.mc), builder.sub(m, ic))
-        a_block = builder.gep(a, [builder.add(builder.mul(ic, rsa), builder.mul(pc, csa))])
-        builder.call(pack_a, [mc, kc, a_block, rsa, csa, packed_a])
-        with counted_loop(builder, my_first_panel, my_end_panel, name="panel") as panel:
-            column = builder.mul(panel, i64(g.nr))
-            nr = smin(builder, i64(g.nr), builder.sub(nc, column))
-            b_panel = builder.gep(packed_b, [builder.mul(column, kc)])
-            c_panel = builder.gep(c, [builder.add(builder.mul(ic, ldc), builder.add(jc, column))])
-            with counted_loop(builder, 0, mc, step=g.mr, name="ir") as ir_:
-                mr = smin(builder, i64(g.mr), builder.sub(mc, ir_))
-                builder.call(kernel, [kc, builder.gep(packed_a, [builder.mul(ir_, kc)]), b_panel,
-                                      builder.gep(c_panel, [builder.mul(ir_, ldc)]), ldc, mr, nr, beta])
+    first_column = builder.mul(share(panels, t_n, threads_n), i64(g.nr))
+    end_column = smin(builder, builder.mul(share(panels, builder.add(t_n, i64(1)), threads_n), i64(g.nr)), n)
+
+    # this thread's packed B block: on the stack when it fits
+    widest = smin(builder, i64(g.nc), builder.mul(ceil_div(builder, builder.sub(end_column, first_column),
+                                                                i64(g.nr)), i64(g.nr)))
+    floats = builder.mul(smin(builder, i64(g.kc), k), widest)
+    on_heap = builder.icmp_signed(">", floats, i64(_STACK_PACKED_B_FLOATS))
+    aligned_alloc = declare(module, "aligned_alloc", I8_PTR, [I64, I64])
+    free = declare(module, "free", VOID, [I8_PTR])
+    before = builder.block
+    with builder.if_then(on_heap):
+        size = builder.mul(builder.sdiv(builder.add(floats, i64(15)), i64(16)), i64(64))
+        heap = builder.bitcast(builder.call(aligned_alloc, [i64(64), size]), F32_PTR)
+        allocated = builder.block
+    packed_b = builder.phi(F32_PTR, name="packed_b")
+    packed_b.add_incoming(stack_packed_b, before)
+    packed_b.add_incoming(heap, allocated)
+
+    with counted_loop(builder, first_column, end_column, step=g.nc, name="jc") as jc:
+        nc = smin(builder, i64(g.nc), builder.sub(end_column, jc))
+        with counted_loop(builder, 0, k, step=g.kc, name="pc") as pc:
+            kc = smin(builder, i64(g.kc), builder.sub(k, pc))
+            beta_block = builder.select(builder.icmp_signed("==", pc, i64(0)), beta, f32(1.0))
+            source = builder.gep(b, [builder.add(builder.mul(pc, rsb), builder.mul(jc, csb))])
+            builder.call(pack_b, [kc, nc, source, rsb, csb, packed_b])
+            with counted_loop(builder, first_block, end_block, name="block") as block:
+                ic = builder.mul(block, i64(g.mc))
+                mc = smin(builder, i64(g.mc), builder.sub(m, ic))
+                a_block = builder.gep(a, [builder.add(builder.mul(ic, rsa), builder.mul(pc, csa))])
+                builder.call(pack_a, [mc, kc, a_block, rsa, csa, packed_a])
+                with counted_loop(builder, 0, nc, step=g.nr, name="panel") as column:
+                    nr = smin(builder, i64(g.nr), builder.sub(nc, column))
+                    b_panel = builder.gep(packed_b, [builder.mul(column, kc)])
+                    c_panel = builder.gep(c, [builder.add(builder.mul(ic, ldc), builder.add(jc, column))])
+                    with counted_loop(builder, 0, mc, step=g.mr, name="ir") as ir_:
+                        mr = smin(builder, i64(g.mr), builder.sub(mc, ir_))
+                        builder.call(kernel, [kc, builder.gep(packed_a, [builder.mul(ir_, kc)]), b_panel,
+                                              builder.gep(c_panel, [builder.mul(ir_, ldc)]), ldc, mr, nr,
+                                              beta_block])
+    with builder.if_then(on_heap):
+        builder.call(free, [builder.bitcast(packed_b, I8_PTR)])
     builder.ret_void()
     return fn
 
@@ -363,9 +385,6 @@ def _define_worker(module, g, gomp, slice_fn):
                             builder.call(gomp.thread_num, []), builder.call(gomp.num_threads, [])])
     builder.ret_void()
     return fn
-
-
-_STACK_PACKED_B_FLOATS = 16384  # 64 KiB: small problems pack B on the stack, larger ones malloc
 
 
 def _scale_rows(builder, m, n, c, ldc, beta):
@@ -400,7 +419,7 @@ def define_sgemm(module, geometry=None, parallel=None):
     if parallel is None:
         parallel = load_libgomp() is not None
     gomp = GOMP(module) if parallel else None
-    slice_fn = _define_slice(module, g, gomp)
+    slice_fn = _define_slice(module, g)
     worker = _define_worker(module, g, gomp, slice_fn) if parallel else None
 
     arguments = [I64, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, F32]
@@ -408,59 +427,25 @@ def define_sgemm(module, geometry=None, parallel=None):
     m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, beta, requested = threaded.args
     builder = ir.IRBuilder(threaded.append_basic_block("entry"))
     task = entry_alloca(builder, TASK, 1, name="task")
-    stack_packed_b = entry_alloca(builder, F32, _STACK_PACKED_B_FLOATS, name="stack_packed_b")
     with builder.if_then(builder.or_(builder.icmp_signed("<=", m, i64(0)), builder.icmp_signed("<=", n, i64(0)))):
         builder.ret_void()
     with builder.if_then(builder.icmp_signed("<=", k, i64(0))):
         _scale_rows(builder, m, n, c, ldc, beta)
         builder.ret_void()
-
+    for name, value in zip(_TASK_FIELDS, (m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, beta)):
+        builder.store(value, builder.gep(task, [i32(0), i32(_TASK_FIELDS.index(name))], inbounds=True))
     if parallel:
         default = builder.call(gomp.max_threads, [])
         threads = builder.select(builder.icmp_signed(">", requested, i32(0)), requested, default)
         flops = builder.mul(builder.mul(builder.mul(m, n), k), i64(2))
         threads = builder.select(builder.icmp_signed("<", flops, i64(PARALLEL_MIN_FLOPS)), i32(1), threads)
-    else:
-        threads = i32(1)
-
-    kc_max = smin(builder, i64(g.kc), k)
-    nc_max = smin(builder, i64(g.nc), builder.mul(ceil_div(builder, n, i64(g.nr)), i64(g.nr)))
-    floats = builder.mul(kc_max, nc_max)
-    on_heap = builder.icmp_signed(">", floats, i64(_STACK_PACKED_B_FLOATS))
-    aligned_alloc = declare(module, "aligned_alloc", I8_PTR, [I64, I64])
-    free = declare(module, "free", VOID, [I8_PTR])
-    heap_block = builder.block
-    with builder.if_then(on_heap):
-        bytes_ = builder.mul(builder.sdiv(builder.add(floats, i64(15)), i64(16)), i64(64))
-        heap = builder.bitcast(builder.call(aligned_alloc, [i64(64), bytes_]), F32_PTR)
-        allocated_block = builder.block
-    packed_b = builder.phi(F32_PTR, name="packed_b")
-    packed_b.add_incoming(stack_packed_b, heap_block)
-    packed_b.add_incoming(heap, allocated_block)
-
-    def set_field(name, value):
-        builder.store(value, builder.gep(task, [i32(0), i32(_TASK_FIELDS.index(name))], inbounds=True))
-
-    for name, value in (("m", m), ("a", a), ("rsa", rsa), ("csa", csa), ("b", b), ("rsb", rsb), ("csb", csb),
-                        ("c", c), ("ldc", ldc), ("packed_b", packed_b)):
-        set_field(name, value)
-    with counted_loop(builder, 0, n, step=g.nc, name="jc") as jc:
-        set_field("jc", jc)
-        set_field("nc", smin(builder, i64(g.nc), builder.sub(n, jc)))
-        with counted_loop(builder, 0, k, step=g.kc, name="pc") as pc:
-            set_field("pc", pc)
-            set_field("kc", smin(builder, i64(g.kc), builder.sub(k, pc)))
-            set_field("beta", builder.select(builder.icmp_signed("==", pc, i64(0)), beta, f32(1.0)))
-            if parallel:
-                with builder.if_else(builder.icmp_signed(">", threads, i32(1))) as (many, one):
-                    with many:
-                        builder.call(gomp.parallel, [worker, builder.bitcast(task, I8_PTR), threads, i32(0)])
-                    with one:
-                        builder.call(slice_fn, [task, i32(0), i32(1)])
-            else:
+        with builder.if_else(builder.icmp_signed(">", threads, i32(1))) as (many, one):
+            with many:
+                builder.call(gomp.parallel, [worker, builder.bitcast(task, I8_PTR), threads, i32(0)])
+            with one:
                 builder.call(slice_fn, [task, i32(0), i32(1)])
-    with builder.if_then(on_heap):
-        builder.call(free, [builder.bitcast(packed_b, I8_PTR)])
+    else:
+        builder.call(slice_fn, [task, i32(0), i32(1)])
     builder.ret_void()
 
     plain = ir.Function(module, ir.FunctionType(VOID, arguments), name=SGEMM_NAME)
