@@ -102,7 +102,6 @@ class GOMP:
     def __init__(self, module):
         task_type = ir.FunctionType(VOID, [I8_PTR]).as_pointer()
         self.parallel = declare(module, "GOMP_parallel", VOID, [task_type, I8_PTR, I32, I32])
-        self.barrier = declare(module, "GOMP_barrier", VOID, [])
         self.thread_num = declare(module, "omp_get_thread_num", I32, [])
         self.num_threads = declare(module, "omp_get_num_threads", I32, [])
         self.max_threads = declare(module, "omp_get_max_threads", I32, [])
