@@ -470,6 +470,8 @@ def main():
         print(f"  removed for this process: {scrubbed}" if scrubbed else
               "  OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set")
     if args.in_child:
+        print(f"\n[{args.section[0]}: 1-minute load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, "
+              "earlier sections included; other busy processes spoil multi-threaded figures most]", end="")
         globals()[f"section_{args.section[0]}"](np, ember, torch, args.quick)
         return
     print(f"  PyTorch: {'torch ' + torch.__version__ if torch else 'not installed'}; "
