@@ -168,7 +168,6 @@ def _accumulate_leaf(table, tensor, g):
 def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None):
     """Propagate cotangents from `outputs`. With `inputs`, return their gradients (autograd.grad);
     otherwise accumulate into the `.grad` of the leaves."""
-    from .tensor import Tensor
     node_grads, leaf_grads = {}, {}
     roots = []
     for out, g in zip(outputs, grad_outputs):

@@ -22,24 +22,7 @@ def traced_forward(name):
         return ember.trace(fn, *inputs)
 
 
-def seed_net_training_step_graph(batch=64):
-    """zero_grad / forward / cross_entropy / backward / SGD(momentum) step of the zoo SeedNet,
-    run once eagerly first so the momentum buffers exist, then traced."""
-    ember.manual_seed(0)
-    net = zoo.SeedNet()
-    opt = ember.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    x, y = ember.randn(batch, 3, 32, 32), ember.randint(0, 10, (batch,))
-    step(x, y)
-    return ember.trace(step, x, y)
-
+seed_net_training_step_graph = zoo.seed_net_training_step_graph
 
 def fused(graph):
     fusion = fuse(graph)

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import ember
-import ember.nn.functional as F
 from ember.ir import run_graph
 from ember.passes.fusion import fuse
 from ember.passes.group_executor import execute_planned
@@ -16,27 +15,13 @@ from graph_gen import random_graphs
 
 
 def seed_net_training_step_case(batch):
-    """The zoo SeedNet's SGD(momentum) training step, traced after one eager step, with its
-    inputs and the values of its params (weights and momentum buffers) by name."""
-    ember.manual_seed(0)
-    net = zoo.SeedNet()
-    opt = ember.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    inputs = [ember.randn(batch, 3, 32, 32), ember.randint(0, 10, (batch,))]
-    step(*inputs)
+    """The zoo SeedNet's training step graph, its inputs and its params' values by name."""
+    step, inputs, net, opt = zoo.seed_net_training_step(batch)
     graph = ember.trace(step, *inputs)
     values = {f"net.{name}": t for name, t in net.named_parameters()}
     for i, p in enumerate(p for group in opt.param_groups for p in group["params"]):
         values.update({f"opt.state[{i}].{key}": t for key, t in opt.state[p].items()})
     return graph, [t.numpy() for t in inputs], {name: values[name].detach().numpy().copy() for name in graph.params}
-
 
 def zoo_case(name):
     fn, inputs = zoo.build(name)

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import ember
-import ember.nn.functional as F
 from ember.ir import Graph
 from ember.passes.fusion import fuse
 from ember.passes.memory import ALIGNMENT, external_nodes, plan_memory
@@ -14,23 +13,7 @@ import zoo
 from graph_gen import random_graphs
 
 
-def seed_net_training_step_graph(batch=64):
-    """The zoo SeedNet's SGD(momentum) training step, run once eagerly, then traced."""
-    ember.manual_seed(0)
-    net = zoo.SeedNet()
-    opt = ember.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    x, y = ember.randn(batch, 3, 32, 32), ember.randint(0, 10, (batch,))
-    step(x, y)
-    return ember.trace(step, x, y)
-
+seed_net_training_step_graph = zoo.seed_net_training_step_graph
 
 def traced_forward(name):
     fn, inputs = zoo.build(name)

@@ -104,3 +104,28 @@ def build(name):
 
 
 NAMES = ["mlp", "seed_net", "residual_train", "residual_eval", "lstm", "softmax_cross_entropy", "inplace_slicing"]
+
+
+def seed_net_training_step(batch=64):
+    """The SeedNet's training step (zero_grad, forward, cross-entropy, backward, SGD with
+    momentum), run once eagerly so the momentum buffers exist: (step, inputs, net, opt)."""
+    ember.manual_seed(0)
+    net = SeedNet()
+    opt = ember.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    inputs = (ember.randn(batch, 3, 32, 32), ember.randint(0, 10, (batch,)))
+    step(*inputs)
+    return step, inputs, net, opt
+
+
+def seed_net_training_step_graph(batch=64):
+    """The traced graph of `seed_net_training_step`."""
+    step, inputs, _, _ = seed_net_training_step(batch)
+    return ember.trace(step, *inputs)

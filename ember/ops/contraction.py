@@ -7,7 +7,7 @@ conv2d_grad_weight, whose own VJPs close the set, so higher-order gradients work
 import numpy as np
 
 from . import compose as C
-from .movement import _unfold, _fold, _window_out
+from .movement import _unfold, _window_out
 from .registry import OpError, Spec, describe, register, PRIMITIVES
 from .shape_rules import broadcast_shapes, same_dtype
 

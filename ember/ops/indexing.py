@@ -7,7 +7,6 @@ import numpy as np
 from . import compose as C
 from .registry import OpError, Spec, describe, register, PRIMITIVES
 from .shape_rules import normalize_axis
-from ember import dtypes
 
 
 def _check_index(op, idx):
