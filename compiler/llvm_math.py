@@ -173,11 +173,23 @@ class _Emitter:
         biased = self.b.add(k, self.iconst(self.bias))
         return self.from_bits(self.b.shl(biased, self.iconst(self.mantissa_bits)))
 
+    def muladd(self, a, b, c):
+        """a * b + c through llvm.fmuladd: one FMA where the target has fast FMA (one rounding,
+        never less accurate than the two), a multiply and an add elsewhere."""
+        element = "f64" if self.double else "f32"
+        suffix = f"v{self.type.count}{element}" if isinstance(self.type, ir.VectorType) else element
+        name = f"llvm.fmuladd.{suffix}"
+        module = self.b.module
+        function = module.globals.get(name)
+        if function is None:
+            function = ir.Function(module, ir.FunctionType(self.type, [self.type] * 3), name=name)
+        return self.b.call(function, [a, b, c])
+
     def horner(self, t, coefficients):
         """sum(coefficients[n] * t**n)."""
         result = self.const(coefficients[-1])
         for c in reversed(coefficients[:-1]):
-            result = self.add(self.mul(result, t), self.const(c))
+            result = self.muladd(result, t, self.const(c))
         return result
 
     def clenshaw(self, y, coefficients):
