@@ -1,9 +1,9 @@
 """Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf without calls.
 
 The kernel code generator (llvm_cpu) calls `emit_<fn>(builder, x)` for float or double
-scalars or vectors. Each emitter writes a polynomial approximation with fmul/fadd/fdiv,
-fcmp/select and integer bit operations only, so LLVM's loop vectoriser vectorises the loops
-that contain them (a call to expf blocks it). Special values follow numpy: exp(-inf) = 0,
+scalars or vectors. Each emitter writes a polynomial approximation with fmul/fadd/fdiv (and
+the llvm.fmuladd intrinsic), fcmp/select and integer bit operations only, no library calls,
+so LLVM's loop vectoriser vectorises the loops that contain them (a call to expf blocks it). Special values follow numpy: exp(-inf) = 0,
 exp(large) = inf, log(0) = -inf, log(negative) = nan, nan in gives nan out, tanh and sigmoid
 saturate, results reach into the subnormal range where numpy's do.
 
