@@ -146,6 +146,13 @@ def define_microkernel(module, g, indirect=False):
     store = fn.append_basic_block("store")
     builder = ir.IRBuilder(entry)
     tile = entry_alloca(builder, F32, g.mr * g.nr, name="edge_tile")
+    # the C tile is read and written after the k loop: start fetching it now
+    prefetch = declare(module, "llvm.prefetch.p0", VOID, [I8_PTR, I32, I32, I32])
+    for r in range(g.mr):
+        row = builder.gep(c, [builder.mul(i64(r), ldc)])
+        for line in range(0, g.nr, 16):
+            address = builder.bitcast(builder.gep(row, [i64(line)]), I8_PTR)
+            builder.call(prefetch, [address, i32(1), i32(3), i32(1)])
     zero = ir.Constant(vector, [0.0] * g.lanes)
     builder.branch(loop)
 
