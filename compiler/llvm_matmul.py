@@ -120,8 +120,8 @@ def define_microkernel(module, g, indirect=False):
     """void kernel(i64 kc, f32* a, f32* b, f32* c, i64 ldc, i64 mr, i64 nr, f32 beta)
 
     C[r, j] = beta * C[r, j] + sum_k a[k*MR + r] * b[k*NR + j] for r < mr, j < nr over
-    packed panels of A and B (beta == 0: C is not read); a full MR x NR tile is stored
-    with vector stores, an edge tile through a scratch tile.
+    packed panels of A and B (beta == 0: C's old values are ignored); a full MR x NR tile is stored
+    with vector stores, an edge tile with masked ones (rows past mr skipped).
 
     indirect=True adds a last argument `i32* offsets` and reads row k of B at
     b + offsets[k] instead (NR floats from there, any alignment): direct convolution reads
@@ -145,7 +145,7 @@ def define_microkernel(module, g, indirect=False):
     loop = fn.append_basic_block("k_loop")
     store = fn.append_basic_block("store")
     builder = ir.IRBuilder(entry)
-    tile = entry_alloca(builder, F32, g.mr * g.nr, name="edge_tile")
+    mask_type = ir.VectorType(ir.IntType(1), g.lanes)
     # the C tile is read and written after the k loop: start fetching it now
     prefetch = declare(module, "llvm.prefetch.p0", VOID, [I8_PTR, I32, I32, I32])
     for r in range(g.mr):
@@ -203,19 +203,25 @@ def define_microkernel(module, g, indirect=False):
                             old = builder.load(pointers[r][v], align=4)
                             builder.store(builder.call(fma, [beta_vector, old, updated[r][v]]),
                                           pointers[r][v], align=4)
-        with edge_tile:
+        with edge_tile:  # rows past mr are skipped, columns past nr masked off
+            masked_load = declare(module, f"llvm.masked.load.v{g.lanes}f32.p0", vector,
+                                  [vector.as_pointer(), I32, mask_type, vector])
+            masked_store = declare(module, f"llvm.masked.store.v{g.lanes}f32.p0", VOID,
+                                   [vector, vector.as_pointer(), I32, mask_type])
+            beta_vector = splat(builder, beta, g.lanes)
+            lanes = ir.Constant(ir.VectorType(I64, g.lanes), list(range(g.lanes)))
+            columns = splat(builder, nr, g.lanes)
+            masks = [builder.icmp_signed("<", builder.add(lanes, splat(builder, i64(v * g.lanes), g.lanes)), columns)
+                     for v in range(vectors_per_row)]
             for r in range(g.mr):
-                for v in range(vectors_per_row):
-                    pointer = builder.gep(tile, [i64(r * g.nr + v * g.lanes)])
-                    builder.store(updated[r][v], builder.bitcast(pointer, vector.as_pointer()), align=4)
-            with counted_loop(builder, 0, mr, name="r") as r:
-                c_row = builder.gep(c, [builder.mul(r, ldc)])
-                tile_row = builder.gep(tile, [builder.mul(r, i64(g.nr))])
-                with counted_loop(builder, 0, nr, name="j") as j:
-                    pointer = builder.gep(c_row, [j])
-                    value = builder.load(builder.gep(tile_row, [j]))
-                    scaled = builder.fadd(builder.fmul(beta, builder.load(pointer)), value)
-                    builder.store(builder.select(beta_is_zero, value, scaled), pointer)
+                with builder.if_then(builder.icmp_signed("<", i64(r), mr)):
+                    for v in range(vectors_per_row):
+                        pointer = builder.bitcast(builder.gep(c, [builder.add(builder.mul(i64(r), ldc),
+                                                                              i64(v * g.lanes))]), vector.as_pointer())
+                        old = builder.call(masked_load, [pointer, i32(4), masks[v], zero])
+                        scaled = builder.call(fma, [beta_vector, old, updated[r][v]])
+                        value = builder.select(beta_is_zero, updated[r][v], scaled)
+                        builder.call(masked_store, [value, pointer, i32(4), masks[v]])
     builder.ret_void()
     return fn
 
