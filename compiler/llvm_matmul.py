@@ -247,9 +247,10 @@ def _define_pack_a(module, g):
     return fn
 
 
-def _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, width):
+def _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, width, lanes=None):
     """packed[(p*kc + k)*width + e] = source[(p*width + e)*extent_stride + k*k_stride] for
-    e < width, zero past `extent`: the loop order reads the source along its unit stride."""
+    e < width, zero past `extent`: the loop order reads the source along its unit stride.
+    With `lanes` (width a multiple of it), full panels of a unit-stride extent copy vectors."""
     with counted_loop(builder, 0, ceil_div(builder, extent, i64(width)), name="p") as p:
         first = builder.mul(p, i64(width))
         count = smin(builder, i64(width), builder.sub(extent, first))
@@ -260,7 +261,20 @@ def _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, w
                 builder.store(f32(0.0), builder.gep(panel, [z]))
         with builder.if_else(builder.icmp_signed("==", extent_stride, i64(1))) as (along_extent, along_k):
             with along_extent:
-                with counted_loop(builder, 0, kc, name="k") as k:
+                if lanes:
+                    full = builder.icmp_signed("==", count, i64(width))
+                    vector = ir.VectorType(F32, lanes).as_pointer()
+                    with builder.if_then(full):
+                        with counted_loop(builder, 0, kc, name="kv") as k:
+                            row = builder.gep(origin, [builder.mul(k, k_stride)])
+                            out = builder.gep(panel, [builder.mul(k, i64(width))])
+                            for v in range(0, width, lanes):
+                                value = builder.load(builder.bitcast(builder.gep(row, [i64(v)]), vector), align=4)
+                                builder.store(value, builder.bitcast(builder.gep(out, [i64(v)]), vector), align=4)
+                    remaining = builder.select(full, i64(0), kc)  # edge panels: the scalar loop below
+                else:
+                    remaining = kc
+                with counted_loop(builder, 0, remaining, name="k") as k:
                     row = builder.gep(origin, [builder.mul(k, k_stride)])
                     out = builder.gep(panel, [builder.mul(k, i64(width))])
                     with counted_loop(builder, 0, count, name="e") as e:
@@ -288,7 +302,7 @@ def _define_pack_b(module, g):
     b.add_attribute("noalias")
     bp.add_attribute("noalias")
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    _pack_panels(builder, nc, kc, b, csb, rsb, bp, g.nr)
+    _pack_panels(builder, nc, kc, b, csb, rsb, bp, g.nr, g.lanes)
     builder.ret_void()
     return fn
 
