@@ -79,6 +79,7 @@ class TraceTree:
         self.input_nodes = input_nodes
         self.unconfirmed = False  # the trace mutated state: confirm it by tracing once more
         self.param_sources = None  # cached by CompiledFunction._bind_params
+        self.trains_itself = False  # the program writes new values into params that require grad
 
 
 class CompiledFunction:
@@ -115,7 +116,9 @@ class CompiledFunction:
         params = self._bind_params(tree)
         if params is None:
             return self._trace(signature, args, kwargs, "a closed-over tensor was freed", None)
-        with_autograd = STATE.grad_enabled and (
+        # outputs carry autograd history unless the program updates its own trainable params
+        # (a whole training step: its loss is for reading, not for another backward)
+        with_autograd = STATE.grad_enabled and not tree.trains_itself and (
             any(t.requires_grad for t in inputs) or any(t.requires_grad for t in params.values()))
         env = dict(zip(tree.input_nodes, inputs if with_autograd else [t._data for t in inputs]))
         segment = tree.root
@@ -179,8 +182,10 @@ class CompiledFunction:
             target = params[m.target] if m.kind == "param" else inputs[m.target]
             value = env[m.node]
             data = value._data if isinstance(value, Tensor) else value
-            if target._data.flags.writeable and target._data.shape == data.shape and target._data.dtype == data.dtype:
-                np.copyto(target._data, data)
+            current = target._data
+            if (current.flags.writeable and current.flags.c_contiguous and current.shape == data.shape
+                    and current.dtype == data.dtype):
+                np.copyto(current, data)
             else:
                 target._data = np.array(data, copy=True)
             target._version += 1
@@ -208,6 +213,7 @@ class CompiledFunction:
         for g in graph.guards:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
         externals = {name: weakref.ref(t) for name, t in tracer.externals}
+        trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
 
         if confirming:
             same = _same_program(tree, pieces)
@@ -218,13 +224,14 @@ class CompiledFunction:
                                           "signature (Python state such as optimizer buffers created on "
                                           "the first step); using the new trace")
             tree = None
-        new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes)
+        new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes,
+                                           trainable)
         self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
                                               self._describe_signature(signature), len(graph), new_segments,
                                               len(graph.guards), time.perf_counter() - start))
         return result
 
-    def _attach(self, tree, pieces, externals, graph, result, signature, input_nodes):
+    def _attach(self, tree, pieces, externals, graph, result, signature, input_nodes, trainable):
         """Add the trace's segments to the signature's tree, compiling only the new ones:
         follow the cached tree along the trace's guard outcomes to where it diverges."""
         start, parent = 0, None
@@ -254,6 +261,7 @@ class CompiledFunction:
                 self._signatures.append(signature)
             self._cache[signature] = tree
             tree.unconfirmed = bool(graph.mutations)
+            tree.trains_itself = any(m.kind == "param" and m.target in trainable for m in graph.mutations)
         return len(built), start
 
     def _fall_back(self, args, kwargs, reason):

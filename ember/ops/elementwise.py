@@ -219,7 +219,7 @@ register("where", "elementwise", np.where, _where_rule, _where_vjp)
 
 
 def _convert(x, dtype):
-    return x.astype(dtype)
+    return x.astype(dtype, order="C")  # row-major, whatever the source's strides (clone() lands here)
 
 
 def _convert_rule(x, dtype):
