@@ -16,8 +16,8 @@ from ember.compiler import get_backend
 from .dispatch import STATE
 from .segments import Segment, split_trace
 from .tensor import Tensor
-from .tracer import (Tracer, recording, flatten_tensors, rebuild, module_state, external_names,
-                     observed_value, _input_name)
+from .tracer import (Tracer, recording, flatten_tensors, rebuild, template_of, module_state,
+                     external_names, observed_value, _input_name)
 
 DEFAULT_RECOMPILE_LIMIT = 8
 
@@ -214,6 +214,7 @@ class CompiledFunction:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
         externals = {name: weakref.ref(t) for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
+        tracer.release()
 
         if confirming:
             same = _same_program(tree, pieces)
@@ -250,7 +251,7 @@ class CompiledFunction:
             if built:
                 built[-1].children[built[-1].guard.expected] = segment
             built.append(segment)
-        built[-1].result = result
+        built[-1].result = template_of(result)
         built[-1].result_nodes = list(graph.outputs)
         built[-1].mutations = list(graph.mutations)
         if parent is not None:

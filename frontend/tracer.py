@@ -179,6 +179,17 @@ class Tracer:
                 g = g if replaced is None else replaced
             leaf.grad = g if leaf.grad is None else leaf.grad + g
 
+    def release(self):
+        """Drop what only tracing needed (eager values, kept tensors). Tensors touched while
+        tracing keep a token naming this tracer; this keeps that from holding every
+        intermediate array of the trace alive."""
+        self.values = {}
+        self.keep = []
+        self.live = {}
+        self.placeholder_tensors = {}
+        self.known = {}
+        self.externals = [(name, None) for name, _ in self.externals]
+
     def alive_nodes(self):
         return {n for n, ref in self.live.items() if ref() is not None}
 
@@ -224,9 +235,24 @@ def flatten_tensors(value, path="out"):
     return []
 
 
+class TensorSlot:
+    """Stands for a returned tensor in a result template (the template keeps no trace data)."""
+
+    def __repr__(self):
+        return "<tensor>"
+
+
+TENSOR_SLOT = TensorSlot()
+
+
+def template_of(value):
+    """The traced function's return value with every tensor replaced by TENSOR_SLOT."""
+    return rebuild(value, iter(lambda: TENSOR_SLOT, None))
+
+
 def rebuild(value, replacements):
-    """`value` with each tensor replaced by the next item of the `replacements` iterator."""
-    if isinstance(value, Tensor):
+    """`value` with each tensor (or TENSOR_SLOT) replaced by the next item of `replacements`."""
+    if isinstance(value, Tensor) or value is TENSOR_SLOT:
         return next(replacements)
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         return type(value)(*(rebuild(v, replacements) for v in value))
@@ -268,7 +294,9 @@ def trace(fn, *args, **kwargs):
     with recording(tracer):
         result = fn(*args, **kwargs)
     watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
-    return tracer.finish([t for _, t in flatten_tensors(result)], watched)
+    graph = tracer.finish([t for _, t in flatten_tensors(result)], watched)
+    tracer.release()
+    return graph
 
 
 def _input_name(fn, path):
