@@ -43,6 +43,7 @@ class CompileReport:
         self.guards = {}  # (source, code, how) -> set of outcomes seen
         self.fallback = None
         self.calls = 0
+        self.eager_calls = 0  # calls whose arguments share memory, run eagerly
         self.compiled_calls = 0
 
     @property
@@ -50,8 +51,9 @@ class CompileReport:
         return sum(t.segments for t in self.traces)
 
     def __str__(self):
+        eager = f", {self.eager_calls} run eagerly (arguments sharing memory)" if self.eager_calls else ""
         lines = [f"ember.compile report for {self.name} (backend={self.backend})",
-                 f"calls: {self.calls} ({self.compiled_calls} served by compiled segments), "
+                 f"calls: {self.calls} ({self.compiled_calls} served by compiled segments{eager}), "
                  f"traces: {len(self.traces)}, segments compiled: {self.segments}, "
                  f"recompiles: {len(self.recompiles)}"]
         for t in self.traces:
@@ -95,7 +97,8 @@ class CompiledFunction:
         self._cache = {}  # signature -> TraceTree
         self._signatures = []  # in the order first seen, for explaining misses
         self._eager = False
-        self._view = None  # cached module state, see _module_view
+        self._views = {}  # cached module state, see _module_view
+        self._reached = reached_names(fn)  # globals and closure cells the function reads
         self.__wrapped__ = fn
 
     # ------------------------------------------------------------------ calling
@@ -104,6 +107,11 @@ class CompiledFunction:
         if self._eager:
             return self.fn(*args, **kwargs)
         signature = self._signature(args, kwargs)
+        if any(i >= 0 for i in signature[1][1]):
+            # arguments sharing memory: an in-place update through one must be seen through the
+            # other, which the traced (functional) program cannot express; run this call eagerly
+            self.report.eager_calls += 1
+            return self.fn(*args, **kwargs)
         tree = self._cache.get(signature)
         if tree is None:
             return self._trace(signature, args, kwargs, self._miss_reason(signature), None)
@@ -168,24 +176,44 @@ class CompiledFunction:
             params[name] = tensor
         return params
 
-    def _module_view(self):
-        """(tree version, {name: param or buffer}, [modules]), cached until the module tree
-        changes (ember.nn bumps a version whenever a submodule, param or buffer is replaced)."""
+    def _module_view(self, module=None):
+        """(tree version, {name: param or buffer}, [modules]) of the compiled module (or of a
+        module the function reaches), cached until the module tree changes (ember.nn bumps a
+        version whenever a submodule, param or buffer is replaced)."""
         from .nn.module import _tree_version
-        view = self._view
-        if view is None or view[0] != _tree_version[0]:
-            view = self._view = (_tree_version[0], dict(module_state(self.module)), list(self.module.modules()))
+        module = self.module if module is None else module
+        view = self._views.get(id(module))
+        if view is None or view[0] != _tree_version[0] or view[3] is not module:
+            view = (_tree_version[0], dict(module_state(module)), list(module.modules()), module)
+            self._views[id(module)] = view
         return view
+
+    def _module_parts(self, module, label, parts):
+        """What of a module the program depends on besides tensor values: training flags, the
+        identity, shape, dtype and requires_grad of its params and buffers, and its plain
+        settings (Dropout.p, BatchNorm.momentum, attributes a forward reads)."""
+        _, state, modules, _ = self._module_view(module)
+        parts.append(("training", label, tuple(m.training for m in modules)))
+        parts.append(("state", label, tuple((id(t), t._data.shape, t._data.dtype, t.requires_grad)
+                                            for t in state.values())))
+        parts.append(("settings", label, tuple(_plain_settings(m) for m in modules)))
 
     def _write_back(self, segment, env, params, inputs):
         for m in segment.mutations:
-            target = params[m.target] if m.kind == "param" else inputs[m.target]
+            target = params[m.target] if m.kind.startswith("param") else inputs[m.target]
             value = env[m.node]
             data = value._data if isinstance(value, Tensor) else value
+            if m.kind.endswith("_grad"):
+                grad = target.grad
+                if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable:
+                    target.grad = Tensor._wrap(np.array(data, copy=True))
+                else:
+                    np.copyto(grad._data, data)
+                    grad._version += 1
+                continue
             current = target._data
-            if (current.flags.writeable and current.flags.c_contiguous and current.shape == data.shape
-                    and current.dtype == data.dtype):
-                np.copyto(current, data)
+            if current.flags.writeable and current.shape == data.shape and current.dtype == data.dtype:
+                np.copyto(current, data)  # through views too: memory shared with the caller sees it
             else:
                 target._data = np.array(data, copy=True)
             target._version += 1
@@ -221,9 +249,13 @@ class CompiledFunction:
             tree.unconfirmed = not same
             if same:
                 return result
-            self.report.recompiles.append("the traced program changed between two calls with the same "
-                                          "signature (Python state such as optimizer buffers created on "
-                                          "the first step); using the new trace")
+            reason = ("the traced program changed between two calls with the same signature (Python "
+                      "state such as optimizer buffers created on the first step, or a value read with "
+                      ".item()); using the new trace")
+            if len(self.report.recompiles) >= self.recompile_limit:
+                self._fall_back_after(reason)  # this call's eager result stands; later calls run eagerly
+                return result
+            self.report.recompiles.append(reason)
             tree = None
         new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes,
                                            trainable)
@@ -266,6 +298,10 @@ class CompiledFunction:
         return len(built), start
 
     def _fall_back(self, args, kwargs, reason):
+        self._fall_back_after(reason)
+        return self.fn(*args, **kwargs)
+
+    def _fall_back_after(self, reason):
         self._eager = True
         top = reason or "signature changes"
         if "guard at" in top:
@@ -278,17 +314,30 @@ class CompiledFunction:
                       f"limit of {self.recompile_limit}; running eagerly from now on. Last reason: {top}. "
                       f"Fix: {fix}, or raise the limit with ember.compile(..., recompile_limit=N).",
                       RuntimeWarning, stacklevel=3)
-        return self.fn(*args, **kwargs)
 
     # ------------------------------------------------------------------ signatures
     def _signature(self, args, kwargs):
-        parts = [("grad", STATE.grad_enabled)]
+        """Everything a trace specialises on: arguments (tensor shapes, dtypes, requires_grad,
+        which arguments alias each other, Python values), grad mode, and the state the function
+        reaches: modules (flags, params, settings), optimizers (hyperparameters such as lr),
+        plain global values and the identity of global tensors."""
+        parts = [("grad", STATE.grad_enabled), ("aliasing", _aliasing((args, kwargs)))]  # __call__ reads [1]
         _leaf_signature((args, kwargs), "args", parts)
+        argument_ids = {id(t) for _, t in flatten_tensors((args, kwargs), "args")}
         if self.module is not None:
-            _, state, modules = self._module_view()
-            parts.append(("training", tuple(m.training for m in modules)))
-            parts.append(("state", tuple((id(t), t._data.shape, t._data.dtype, t.requires_grad)
-                                         for t in state.values())))
+            self._module_parts(self.module, "self", parts)
+        for name, value in self._reached.values():
+            if hasattr(value, "named_parameters") and hasattr(value, "modules"):
+                self._module_parts(value, name, parts)
+            elif hasattr(value, "param_groups") and hasattr(value, "state"):
+                parts.append(("optimizer", name, id(value), tuple(
+                    tuple((k, v) for k, v in group.items() if k != "params" and _is_plain(v))
+                    for group in value.param_groups)))
+            elif isinstance(value, Tensor):  # (also: is it passed as an argument too?)
+                parts.append(("global tensor", name, id(value), value._data.shape, value._data.dtype,
+                              value.requires_grad, id(value) in argument_ids))
+            elif _is_plain(value):
+                parts.append(("global", name, value))
         return tuple(parts)
 
     def _describe_signature(self, signature):
@@ -321,7 +370,8 @@ def explain_signature_change(fn, old, new):
         if before == part:
             continue
         if before is None:
-            changes.append(f"new argument {_input_name(fn, key[1])}" if len(key) > 1 else f"new {key[0]}")
+            changes.append(f"new argument {_input_name(fn, key[1])}" if part[0] in ("tensor", "value", "object")
+                           else f"new {' '.join(map(str, key))}")
             continue
         kind = part[0]
         name = _input_name(fn, part[1]) if kind in ("tensor", "value", "object") else kind
@@ -339,19 +389,92 @@ def explain_signature_change(fn, old, new):
         elif kind == "value":
             changes.append(f"{name}: {before[3]!r} -> {part[3]!r} (Python values are specialised)")
         elif kind == "training":
-            changes.append(f"training flags: {before[1]} -> {part[1]}")
+            owner = "" if part[1] == "self" else f" of {part[1]}"
+            changes.append(f"training flags{owner}: {before[2]} -> {part[2]}")
         elif kind == "grad":
             changes.append(f"grad mode: {before[1]} -> {part[1]}")
         elif kind == "state":
-            changes.append("module parameters or buffers were replaced")
+            owner = "" if part[1] == "self" else f" of {part[1]}"
+            changes.append(f"parameters or buffers{owner} were replaced or changed requires_grad/dtype")
+        elif kind == "settings":
+            changes.append(f"module settings of {part[1]} changed (e.g. Dropout.p)")
+        elif kind == "optimizer":
+            changes.append(f"hyperparameters of {part[1]} changed (e.g. lr from a scheduler): "
+                           f"{before[3]} -> {part[3]}")
+        elif kind == "global":
+            changes.append(f"global {part[1]}: {before[2]!r} -> {part[2]!r}")
+        elif kind == "global tensor":
+            changes.append(f"global tensor {part[1]} was replaced or changed")
+        elif kind == "aliasing":
+            changes.append(f"which arguments share memory: {before[1]} -> {part[1]}")
         else:
             changes.append(f"{name} changed")
     return "; ".join(changes) or "new call signature"
 
 
 def _part_key(part):
-    """Signature parts about an argument are keyed by (kind, path); the others by kind."""
-    return part[:2] if part[0] in ("tensor", "value", "object", "container") else part[:1]
+    """Signature parts about an argument or a named piece of state are keyed by (kind, name)."""
+    return part[:1] if part[0] in ("grad", "aliasing") else part[:2]
+
+
+def _is_plain(value):
+    if value is None or isinstance(value, (bool, int, float, str, np.number)):
+        return True
+    return isinstance(value, tuple) and len(value) <= 8 and all(_is_plain(v) for v in value)
+
+
+def _plain_settings(module):
+    return tuple((k, v) for k, v in vars(module).items() if not k.startswith("_") and k != "training"
+                 and _is_plain(v))
+
+
+def _aliasing(args):
+    """For each tensor argument, the index of the first earlier one sharing its memory (or -1):
+    a program traced with distinct arguments is wrong for aliased ones, and the other way round."""
+    pattern, seen = [], {}
+    for i, (_, t) in enumerate(flatten_tensors(args, "args")):
+        base = t._data
+        while base.base is not None and isinstance(base.base, np.ndarray):
+            base = base.base
+        key = (base.__array_interface__["data"][0], base.nbytes)
+        if key in seen:
+            pattern.append(seen[key])
+        else:
+            seen[key] = i
+            pattern.append(-1)
+    return tuple(pattern)
+
+
+def reached_names(fn):
+    """{name: (label, value getter)} for the globals and closure cells `fn`'s code reads."""
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "forward", None), "__code__", None)
+    if code is None or hasattr(fn, "named_parameters"):
+        return _Reached({}, {}, ())
+    cells = dict(zip(code.co_freevars, getattr(fn, "__closure__", None) or ()))
+    return _Reached(getattr(fn, "__globals__", {}), cells, tuple(dict.fromkeys(code.co_names + code.co_freevars)))
+
+
+class _Reached:
+    """The current values of the names a function reads from its globals and closure."""
+
+    def __init__(self, globals_, cells, names):
+        self.globals, self.cells, self.names = globals_, cells, names
+
+    def values(self):
+        for name in self.names:
+            cell = self.cells.get(name)
+            if cell is not None:
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+            elif name in self.globals:
+                value = self.globals[name]
+            else:
+                continue
+            if isinstance(value, type) or callable(value) and not hasattr(value, "named_parameters"):
+                continue  # functions, classes and modules of code are not state
+            yield name, value
 
 
 def _leaf_signature(value, path, parts):
@@ -368,8 +491,9 @@ def _leaf_signature(value, path, parts):
             _leaf_signature(v, f"{path}[{k!r}]", parts)
     elif value is None or isinstance(value, (bool, int, float, str, bytes, np.number)):
         parts.append(("value", path, type(value).__name__, value))
-    else:
-        parts.append(("object", path, type(value).__name__, id(value)))
+    else:  # an object argument: its identity and its plain attributes
+        settings = _plain_settings(value) if hasattr(value, "__dict__") else ()
+        parts.append(("object", path, type(value).__name__, id(value), settings))
 
 
 def _count_segments(segment):

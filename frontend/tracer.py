@@ -202,10 +202,27 @@ class Tracer:
         self.graph.outputs = [self.node_of(t) for t in outputs]
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
         for kind, target, tensor in watched:
+            placeholder = self.known.get(id(tensor))
             token = tensor._node
-            if token is not None and token[0] is self and token[1] != self.known.get(id(tensor)):
+            if token is not None and token[0] is self and token[1] != placeholder:
                 self.graph.add_mutation(kind, target, token[1])
+                self._restore_memory(tensor, placeholder)
+            grad = tensor.grad  # set by a backward() inside the traced code
+            if grad is not None and grad._node is not None and grad._node[0] is self:
+                if self.graph.node(grad._node[1]).op not in ("input", "param"):
+                    self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
         return self.graph
+
+    def _restore_memory(self, tensor, placeholder):
+        """Tracing records in-place updates by rebinding a tensor to a new array; the real
+        update writes its final value back into the original memory, so numpy arrays and
+        tensor views sharing it see the change (as after an eager in-place op)."""
+        original = self.values.get(placeholder)
+        data = tensor._data
+        if (isinstance(original, np.ndarray) and original is not data and original.flags.writeable
+                and original.shape == data.shape and original.dtype == data.dtype):
+            np.copyto(original, data)
+            tensor._data = original
 
 
 class recording:

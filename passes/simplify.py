@@ -148,7 +148,7 @@ def _eliminate_dead_code(graph, stats):
         if node_id not in live:
             live.add(node_id)
             stack.extend(graph.nx.nodes[node_id]["inputs"])
-    keep = live | set(graph.inputs) | {graph.params[m.target] for m in graph.mutations if m.kind == "param"}
+    keep = live | set(graph.inputs) | {graph.params[m.target] for m in graph.mutations if m.kind.startswith("param")}
     dead = [n for n in graph.nx.nodes if n not in keep]
     for node_id in dead:
         graph.remove_node(node_id)

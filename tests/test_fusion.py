@@ -86,12 +86,13 @@ def test_seed_net_training_step_fuses_into_at_most_35_kernels_with_updates_besid
     graph = seed_net_training_step_graph()
     fusion = fused(graph)
     assert fusion.kernel_count <= 35
-    # the new momentum buffer is an extra output of the kernel that computes the gradient
-    # and the new weight (both are mutations: written back, read by no other kernel)
-    sources = {m.target: m.node for m in graph.mutations}
-    group = fusion.groups[fusion.group_of[sources["net.conv1.weight"]]]
+    # the new momentum buffer and the new weight are extra outputs of the kernel that computes
+    # the gradient (all three are written back: the weight's .grad too, as after an eager step)
+    sources = {(m.kind, m.target): m.node for m in graph.mutations}
+    group = fusion.groups[fusion.group_of[sources["param", "net.conv1.weight"]]]
     assert group.kind == "contraction" and graph.node(group.anchor).op == "conv2d_grad_weight"
-    assert group.outputs == (sources["opt.state[0].momentum_buffer"], sources["net.conv1.weight"])
+    assert set(group.outputs) == {sources["param", "opt.state[0].momentum_buffer"], sources["param", "net.conv1.weight"],
+                                  sources["param_grad", "net.conv1.weight"]}
 
 
 # ----------------------------------------------------------------------------- group shapes

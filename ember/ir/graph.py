@@ -34,9 +34,10 @@ class Guard:
 
 @dataclass
 class Mutation:
-    """After a run, the value of `node` is written into a param (by name) or an input (by index)."""
+    """After a run, the value of `node` is written into a param (by name) or an input (by
+    index), or into its `.grad` (kinds param_grad / input_grad: a backward inside the program)."""
 
-    kind: str  # "param" or "input"
+    kind: str  # "param", "input", "param_grad" or "input_grad"
     target: object  # param name or input index
     node: int
 

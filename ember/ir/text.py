@@ -47,7 +47,8 @@ def format_graph(graph, annotate=None):
         lines.append(line)
     lines.append(f"  return {', '.join(f'%{o}' for o in graph.outputs)}")
     for m in graph.mutations:
-        target = m.target if m.kind == "param" else f"input[{m.target}]"
+        target = m.target if m.kind.startswith("param") else f"input[{m.target}]"
+        target += ".grad" if m.kind.endswith("_grad") else ""
         lines.append(f"  mutate {target} <- %{m.node}")
     for g in graph.guards:
         lines.append(f"  guard %{g.node}.{g.how} == {g.expected!r}" + (f"  # {g.source}: {g.code}" if g.source else ""))

@@ -58,13 +58,14 @@ def verify(graph):
     for m in graph.mutations:
         if m.node not in graph.nx:
             raise VerifyError(f"{graph.name}: mutation of {m.target} names missing node %{m.node}")
-        if m.kind == "param" and m.target not in graph.params:
+        if m.kind not in ("param", "input", "param_grad", "input_grad"):
+            raise VerifyError(f"{graph.name}: mutation kind {m.kind!r} is not param, input, param_grad or input_grad")
+        on_param = m.kind.startswith("param")
+        if on_param and m.target not in graph.params:
             raise VerifyError(f"{graph.name}: mutation names unknown param {m.target}")
-        if m.kind == "input" and not 0 <= m.target < len(graph.inputs):
+        if not on_param and not 0 <= m.target < len(graph.inputs):
             raise VerifyError(f"{graph.name}: mutation names unknown input {m.target}")
-        if m.kind not in ("param", "input"):
-            raise VerifyError(f"{graph.name}: mutation kind {m.kind!r} is not param or input")
-        target = graph.params[m.target] if m.kind == "param" else graph.inputs[m.target]
+        target = graph.params[m.target] if on_param else graph.inputs[m.target]
         if graph.spec(target) != graph.spec(m.node):
             raise VerifyError(f"{graph.name}: mutation of {m.target} changes its type "
                               f"{graph.describe(target)} -> {graph.describe(m.node)}")

@@ -1,0 +1,157 @@
+"""ember.compile and the state a function reads besides its tensor arguments: gradients left
+in .grad, closed-over modules and optimizers, globals, object arguments, aliasing arguments
+and views. Each case compares compiled calls with eager ones over several calls."""
+import warnings
+
+import numpy as np
+
+import ember
+from ember import nn
+
+
+def test_backward_inside_a_compiled_function_leaves_fresh_gradients_in_grad():
+    w = ember.tensor([1.0, 2.0], requires_grad=True)
+
+    def f(x):
+        w.grad = None
+        loss = (w * x).sum()
+        loss.backward()
+        return loss
+
+    compiled = ember.compile(f)
+    for i in range(4):
+        compiled(ember.tensor([float(i), 10.0]))
+        assert w.grad.tolist() == [float(i), 10.0]
+    assert compiled.report.compiled_calls >= 2
+
+
+def test_switching_a_closed_over_module_to_eval_retraces():
+    net = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
+    step = ember.compile(lambda x: net(x))
+    x = ember.ones(4, 3)
+    step(x), step(x)
+    net.eval()
+    with ember.no_grad():
+        np.testing.assert_allclose(step(x).numpy(), net(x).numpy(), rtol=1e-6)
+    assert any("training flags of net" in r for r in step.report.recompiles)
+
+
+def _sgd_step_pair():
+    def make():
+        ember.manual_seed(0)
+        lin = nn.Linear(2, 1)
+        return lin, ember.optim.SGD(lin.parameters(), lr=0.1)
+    return make(), make()
+
+
+def test_learning_rate_changes_from_a_scheduler_reach_the_compiled_step():
+    (lin, opt), (ref, ref_opt) = _sgd_step_pair()
+    schedule = ember.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
+    ref_schedule = ember.optim.lr_scheduler.StepLR(ref_opt, step_size=2, gamma=0.1)
+    x, y = ember.randn(8, 2), ember.randn(8, 1)
+
+    def step():
+        opt.zero_grad()
+        ((lin(x) - y) ** 2).mean().backward()
+        opt.step()
+
+    compiled = ember.compile(step)
+    for _ in range(6):
+        compiled()
+        schedule.step()
+        ref_opt.zero_grad()
+        ((ref(x) - y) ** 2).mean().backward()
+        ref_opt.step()
+        ref_schedule.step()
+    np.testing.assert_allclose(lin.weight.detach().numpy(), ref.weight.detach().numpy(), rtol=1e-5)
+    assert any("hyperparameters of opt" in r for r in compiled.report.recompiles)
+
+
+def test_freezing_a_closed_over_parameter_retraces():
+    (lin, opt), _ = _sgd_step_pair()
+    x, y = ember.randn(8, 2), ember.randn(8, 1)
+
+    def step():
+        opt.zero_grad()
+        ((lin(x) - y) ** 2).mean().backward()
+        opt.step()
+
+    compiled = ember.compile(step)
+    compiled(), compiled()
+    lin.weight.requires_grad_(False)
+    before = lin.weight.detach().numpy().copy()
+    compiled()
+    np.testing.assert_array_equal(lin.weight.detach().numpy(), before)
+
+
+def test_arguments_sharing_memory_run_eagerly_and_stay_right():
+    def f(a, b):
+        a.add_(1)
+        return b.sum()
+
+    compiled = ember.compile(f)
+    base = ember.zeros(2, 2)
+    assert compiled(base, base[0]).item() == 2.0  # b sees a's update, as in eager
+    x, y = ember.tensor([1.0, 2.0]), ember.tensor([10.0, 20.0])
+    assert compiled(x, y).item() == 30.0 and x.tolist() == [2.0, 3.0]
+    assert compiled.report.eager_calls == 1
+
+
+def test_an_argument_that_is_also_a_closed_over_tensor_is_told_apart():
+    w = ember.tensor([2.0, 3.0])
+    compiled = ember.compile(lambda x: x * w)
+    compiled(w), compiled(w)
+    assert compiled(ember.ones(2)).tolist() == [2.0, 3.0]
+
+
+def test_in_place_update_of_a_view_argument_reaches_its_base():
+    def h(a):
+        a.add_(1)
+
+    compiled = ember.compile(h)
+    for _ in range(3):
+        base = ember.zeros(2, 2)
+        compiled(base[:, 0])
+        assert base.tolist() == [[1.0, 0.0], [1.0, 0.0]]
+
+
+def test_global_python_values_and_module_settings_are_part_of_the_signature():
+    global SCALE
+    SCALE = 2.0
+    compiled = ember.compile(lambda x: x * SCALE)
+    assert compiled(ember.ones(1)).tolist() == [2.0]
+    SCALE = 3.0
+    assert compiled(ember.ones(1)).tolist() == [3.0]
+
+    drop = ember.compile(nn.Dropout(0.5))
+    drop(ember.ones(4)), drop(ember.ones(4))
+    drop._orig_mod.p = 0.0
+    assert drop(ember.ones(4)).tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+class Config:
+    def __init__(self, factor):
+        self.factor = factor
+
+
+def test_plain_attributes_of_object_arguments_are_part_of_the_signature():
+    compiled = ember.compile(lambda x, config: x * config.factor)
+    config = Config(2.0)
+    compiled(ember.ones(1), config)
+    config.factor = 5.0
+    assert compiled(ember.ones(1), config).tolist() == [5.0]
+
+
+def test_a_program_that_changes_every_call_falls_back_within_the_limit():
+    w = ember.zeros(1)
+
+    def count(x):
+        w.add_(1)
+        return x * int(w.item())  # the count is read back: every trace differs
+
+    compiled = ember.compile(count, recompile_limit=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = [compiled(ember.ones(1)).item() for _ in range(8)]
+    assert results == [float(i) for i in range(1, 9)]
+    assert compiled.report.fallback and len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
