@@ -82,6 +82,7 @@ class TraceTree:
         self.unconfirmed = False  # the trace mutated state: confirm it by tracing once more
         self.param_sources = None  # cached by CompiledFunction._bind_params
         self.trains_itself = False  # the program writes new values into params that require grad
+        self.segment_count = 0
 
 
 class CompiledFunction:
@@ -98,6 +99,7 @@ class CompiledFunction:
         self._signatures = []  # in the order first seen, for explaining misses
         self._eager = False
         self._views = {}  # cached module state, see _module_view
+        self._settings = {}  # cached module flags and settings, see _module_parts
         self._reached = reached_names(fn)  # globals and closure cells the function reads
         self.__wrapped__ = fn
 
@@ -106,7 +108,8 @@ class CompiledFunction:
         self.report.calls += 1
         if self._eager:
             return self.fn(*args, **kwargs)
-        signature = self._signature(args, kwargs)
+        flat = flatten_tensors((args, kwargs), "args")
+        signature = self._signature(args, kwargs, flat)
         if any(i >= 0 for i in signature[1][1]):
             # arguments sharing memory: an in-place update through one must be seen through the
             # other, which the traced (functional) program cannot express; run this call eagerly
@@ -117,10 +120,9 @@ class CompiledFunction:
             return self._trace(signature, args, kwargs, self._miss_reason(signature), None)
         if tree.unconfirmed:
             return self._trace(signature, args, kwargs, None, tree, confirming=True)
-        return self._execute(signature, tree, args, kwargs)
+        return self._execute(signature, tree, args, kwargs, [t for _, t in flat])
 
-    def _execute(self, signature, tree, args, kwargs):
-        inputs = [t for _, t in flatten_tensors((args, kwargs), "args")]
+    def _execute(self, signature, tree, args, kwargs, inputs):
         params = self._bind_params(tree)
         if params is None:
             return self._trace(signature, args, kwargs, "a closed-over tensor was freed", None)
@@ -150,7 +152,7 @@ class CompiledFunction:
     def _bind_params(self, tree):
         """{param name: tensor} for every param of the tree's segments: module state by name,
         closed-over tensors through their weak references. None if one was freed."""
-        segments = _count_segments(tree.root)  # a new branch may bring new params
+        segments = tree.segment_count  # a new branch may bring new params
         if tree.param_sources is None or tree.param_sources[0] != segments:
             sources, externals = {}, {}
             for segment in _walk(tree.root):
@@ -192,11 +194,17 @@ class CompiledFunction:
         """What of a module the program depends on besides tensor values: training flags, the
         identity, shape, dtype and requires_grad of its params and buffers, and its plain
         settings (Dropout.p, BatchNorm.momentum, attributes a forward reads)."""
-        _, state, modules, _ = self._module_view(module)
-        parts.append(("training", label, tuple(m.training for m in modules)))
+        from .nn.module import _settings_version
+        tree_version, state, modules, _ = self._module_view(module)
+        cached = self._settings.get(id(module))
+        if cached is None or cached[0] != (tree_version, _settings_version[0]) or cached[1] is not module:
+            cached = ((tree_version, _settings_version[0]), module, tuple(m.training for m in modules),
+                      tuple(_plain_settings(m) for m in modules))
+            self._settings[id(module)] = cached
+        parts.append(("training", label, cached[2]))
         parts.append(("state", label, tuple((id(t), t._data.shape, t._data.dtype, t.requires_grad)
                                             for t in state.values())))
-        parts.append(("settings", label, tuple(_plain_settings(m) for m in modules)))
+        parts.append(("settings", label, cached[3]))
 
     def _write_back(self, segment, env, params, inputs):
         for m in segment.mutations:
@@ -288,8 +296,10 @@ class CompiledFunction:
         built[-1].mutations = list(graph.mutations)
         if parent is not None:
             parent.children[pieces[start - 1][1].expected] = built[0]
+            tree.segment_count += len(built)
         else:
             tree = TraceTree(built[0], input_nodes)
+            tree.segment_count = len(built)
             if signature not in self._cache:
                 self._signatures.append(signature)
             self._cache[signature] = tree
@@ -316,14 +326,14 @@ class CompiledFunction:
                       RuntimeWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ signatures
-    def _signature(self, args, kwargs):
+    def _signature(self, args, kwargs, flat):
         """Everything a trace specialises on: arguments (tensor shapes, dtypes, requires_grad,
         which arguments alias each other, Python values), grad mode, and the state the function
         reaches: modules (flags, params, settings), optimizers (hyperparameters such as lr),
         plain global values and the identity of global tensors."""
-        parts = [("grad", STATE.grad_enabled), ("aliasing", _aliasing((args, kwargs)))]  # __call__ reads [1]
+        parts = [("grad", STATE.grad_enabled), ("aliasing", _aliasing(flat))]  # __call__ reads [1]
         _leaf_signature((args, kwargs), "args", parts)
-        argument_ids = {id(t) for _, t in flatten_tensors((args, kwargs), "args")}
+        argument_ids = {id(t) for _, t in flat}
         if self.module is not None:
             self._module_parts(self.module, "self", parts)
         for name, value in self._reached.values():
@@ -428,11 +438,13 @@ def _plain_settings(module):
                  and _is_plain(v))
 
 
-def _aliasing(args):
+def _aliasing(flat):
     """For each tensor argument, the index of the first earlier one sharing its memory (or -1):
     a program traced with distinct arguments is wrong for aliased ones, and the other way round."""
+    if len(flat) < 2:
+        return (-1,) * len(flat)
     pattern, seen = [], {}
-    for i, (_, t) in enumerate(flatten_tensors(args, "args")):
+    for i, (_, t) in enumerate(flat):
         base = t._data
         while base.base is not None and isinstance(base.base, np.ndarray):
             base = base.base
@@ -494,10 +506,6 @@ def _leaf_signature(value, path, parts):
     else:  # an object argument: its identity and its plain attributes
         settings = _plain_settings(value) if hasattr(value, "__dict__") else ()
         parts.append(("object", path, type(value).__name__, id(value), settings))
-
-
-def _count_segments(segment):
-    return sum(1 for _ in _walk(segment))
 
 
 def _walk(segment):

@@ -26,6 +26,7 @@ class Segment:
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor
         self.rng_inputs = [n for n in graph.inputs if graph.node(n).attrs.get("rng")]
+        self.param_nodes = tuple(graph.params.items())  # (name, node) pairs, read on every call
 
     def run(self, env, params, with_autograd, backend=None):
         """Compute this segment's outputs into `env` (arrays, or tensors when autograd records:
@@ -41,10 +42,10 @@ class Segment:
                 replay_with_autograd(self.graph, env, params)
             return
         inputs = {i: _array(env[i]) for i in self.graph.inputs}
-        arrays = {name: _array(t) for name, t in params.items() if name in self.graph.params}
+        arrays = {name: params[name]._data for name, _ in self.param_nodes}
         env.update(self.runner(inputs, arrays))
-        for name, node in self.graph.params.items():
-            env.setdefault(node, arrays[name])
+        for name, node in self.param_nodes:  # a guard or a later segment may read a param node
+            env[node] = arrays[name]
 
 
 def _array(value):

@@ -25,6 +25,11 @@ _tree_version = [0]
 _active_names = [None]
 
 
+# Bumped whenever a plain attribute of any module is assigned (training flags, Dropout.p, ...):
+# ember.compile caches each module's settings until it moves.
+_settings_version = [0]
+
+
 def _tree_changed():
     _tree_version[0] += 1
 
@@ -197,6 +202,7 @@ class Module:
                 buffers[name] = value
                 _tree_changed()
             return
+        _settings_version[0] += 1
         object.__setattr__(self, name, value)
 
     def _forget(self, name, keep):
@@ -369,6 +375,7 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
         object.__setattr__(self, "training", mode)
+        _settings_version[0] += 1
         for module in self.children():  # through each child's train(), which a subclass may override
             module.train(mode)
         return self
