@@ -3,7 +3,6 @@
 A port of PyTorch's single-tensor (foreach=False) update, written with Tensor in-place ops
 under no_grad so a trace records it functionally.
 """
-from ..autograd import no_grad
 from ..creation import zeros_like
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
 
@@ -24,18 +23,13 @@ class Adadelta(Optimizer):
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        loss = self._evaluate_closure(closure)
-        with no_grad():
-            for group in self.param_groups:
-                for param in self._params_with_grad(group):
-                    self._check_dense_grad(param)
-                    state = self.state[param]
-                    if len(state) == 0:
-                        state["step"] = scalar_step_tensor()
-                        state["square_avg"] = zeros_like(param)
-                        state["acc_delta"] = zeros_like(param)
-                    self._update(param, state, group)
-        return loss
+        return self._update_each_param(closure)
+
+    @staticmethod
+    def _init_state(param, state, group):
+        state["step"] = scalar_step_tensor()
+        state["square_avg"] = zeros_like(param)
+        state["acc_delta"] = zeros_like(param)
 
     @staticmethod
     def _update(param, state, group):

@@ -3,7 +3,6 @@
 A port of PyTorch's single-tensor (foreach=False) update, written with Tensor in-place ops
 under no_grad so a trace records it functionally.
 """
-from ..autograd import no_grad
 from ..creation import full_like
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
 
@@ -25,25 +24,16 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
         for group in self.param_groups:
             for param in group["params"]:
-                self._init_state(param, group)
+                self._state_for(param, group)  # PyTorch's Adagrad makes its state up front
 
-    def _init_state(self, param, group):
-        state = self.state[param]
-        if len(state) == 0:
-            state["step"] = scalar_step_tensor()
-            state["sum"] = full_like(param, group["initial_accumulator_value"])
-        return state
+    @staticmethod
+    def _init_state(param, state, group):
+        state["step"] = scalar_step_tensor()
+        state["sum"] = full_like(param, group["initial_accumulator_value"])
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        loss = self._evaluate_closure(closure)
-        with no_grad():
-            for group in self.param_groups:
-                for param in self._params_with_grad(group):
-                    self._check_dense_grad(param)
-                    # groups added later with add_param_group get their state here
-                    self._update(param, self._init_state(param, group), group)
-        return loss
+        return self._update_each_param(closure)
 
     @staticmethod
     def _update(param, state, group):

@@ -5,7 +5,6 @@ corrections as tensor ops on the step counter (PyTorch's capturable formula), so
 training step needs no guard on the step count and compiles once.
 """
 from ember.frontend.dispatch import STATE
-from ..autograd import no_grad
 from ..creation import zeros_like
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
 
@@ -32,20 +31,15 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        loss = self._evaluate_closure(closure)
-        with no_grad():
-            for group in self.param_groups:
-                for param in self._params_with_grad(group):
-                    self._check_dense_grad(param)
-                    state = self.state[param]
-                    if len(state) == 0:
-                        state["step"] = scalar_step_tensor()
-                        state["exp_avg"] = zeros_like(param)
-                        state["exp_avg_sq"] = zeros_like(param)
-                        if group["amsgrad"]:
-                            state["max_exp_avg_sq"] = zeros_like(param)
-                    self._update(param, state, group)
-        return loss
+        return self._update_each_param(closure)
+
+    @staticmethod
+    def _init_state(param, state, group):
+        state["step"] = scalar_step_tensor()
+        state["exp_avg"] = zeros_like(param)
+        state["exp_avg_sq"] = zeros_like(param)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = zeros_like(param)
 
     @staticmethod
     def _update(param, state, group):

@@ -155,6 +155,25 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} does not implement step(closure=None); an optimizer "
                                   f"subclass writes its update rule there")
 
+    def _update_each_param(self, closure):
+        """The body of the built-in optimizers' step: evaluate the closure, then under no_grad
+        give every parameter that has a gradient its state and its `_update`."""
+        loss = self._evaluate_closure(closure)
+        with no_grad():
+            for group in self.param_groups:
+                for param in self._params_with_grad(group):
+                    self._check_dense_grad(param)
+                    self._update(param, self._state_for(param, group), group)
+        return loss
+
+    def _state_for(self, param, group):
+        """The parameter's state, created by `_init_state` on first use (also for groups added
+        later with add_param_group)."""
+        state = self.state[param]
+        if len(state) == 0:
+            self._init_state(param, state, group)
+        return state
+
     @staticmethod
     def _evaluate_closure(closure):
         """The loss from `closure`, recomputed with gradients on (the step itself runs under no_grad)."""

@@ -3,7 +3,6 @@
 A port of PyTorch's single-tensor (foreach=False) update; the step runs under no_grad with
 Tensor in-place ops, so a trace records it as a functional update of params and buffers.
 """
-from ..autograd import no_grad
 from .optimizer import Optimizer, check_hyperparameter
 
 
@@ -27,15 +26,11 @@ class SGD(Optimizer):
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        loss = self._evaluate_closure(closure)
-        with no_grad():
-            for group in self.param_groups:
-                for param in self._params_with_grad(group):
-                    self._check_dense_grad(param)
-                    # torch keeps no state for a parameter until there is a momentum buffer
-                    state = self.state[param] if group["momentum"] != 0 else {}
-                    self._update(param, state, group)
-        return loss
+        return self._update_each_param(closure)
+
+    def _state_for(self, param, group):
+        # torch keeps no state for a parameter until there is a momentum buffer (made in _update)
+        return self.state[param] if group["momentum"] != 0 else {}
 
     @staticmethod
     def _update(param, state, group):
