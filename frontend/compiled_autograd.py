@@ -6,6 +6,7 @@ import numpy as np
 
 from ember.passes.autodiff import split_forward_backward
 from .autograd import Node
+from .segments import array_of
 from .tensor import Tensor
 
 
@@ -61,7 +62,7 @@ def run_with_compiled_backward(segment, env, params, backend):
     tensors.update({graph.params[name]: t for name, t in params.items() if name in graph.params})
     wrt_nodes = [n for n, t in tensors.items() if isinstance(t, Tensor) and t.requires_grad]
     plan = plan_for(segment, wrt_nodes, backend)
-    inputs = {i: _array(env[i]) for i in graph.inputs}
+    inputs = {i: array_of(env[i]) for i in graph.inputs}
     arrays = {name: t._data for name, t in params.items() if name in graph.params}
     values = plan.forward(inputs, arrays)
     env.update(values)
@@ -72,7 +73,3 @@ def run_with_compiled_backward(segment, env, params, backend):
     Node.attach(result, CompiledBackward(plan, saved, params), [tensors[n] for n in wrt_nodes], {})
     env[out_node] = result
     return result
-
-
-def _array(value):
-    return value._data if isinstance(value, Tensor) else value

@@ -14,7 +14,7 @@ import numpy as np
 
 from ember.compiler import get_backend
 from .dispatch import STATE
-from .segments import Segment, split_trace
+from .segments import Segment, split_trace, array_of
 from .tensor import Tensor
 from .tracer import (Tracer, recording, flatten_tensors, rebuild, template_of, module_state,
                      external_names, observed_value, _input_name)
@@ -136,8 +136,7 @@ class CompiledFunction:
             segment.run(env, params, with_autograd, self.backend)
             if segment.guard is None:
                 break
-            value = env[segment.guard.node]
-            outcome = observed_value(value._data if isinstance(value, Tensor) else value)
+            outcome = observed_value(array_of(env[segment.guard.node]))
             child = segment.children.get(outcome)
             if child is None:
                 g = segment.guard
@@ -209,8 +208,7 @@ class CompiledFunction:
     def _write_back(self, segment, env, params, inputs):
         for m in segment.mutations:
             target = params[m.target] if m.kind.startswith("param") else inputs[m.target]
-            value = env[m.node]
-            data = value._data if isinstance(value, Tensor) else value
+            data = array_of(env[m.node])
             if m.kind.endswith("_grad"):
                 grad = target.grad
                 if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable:

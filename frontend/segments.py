@@ -41,14 +41,15 @@ class Segment:
             else:
                 replay_with_autograd(self.graph, env, params)
             return
-        inputs = {i: _array(env[i]) for i in self.graph.inputs}
+        inputs = {i: array_of(env[i]) for i in self.graph.inputs}
         arrays = {name: params[name]._data for name, _ in self.param_nodes}
         env.update(self.runner(inputs, arrays))
         for name, node in self.param_nodes:  # a guard or a later segment may read a param node
             env[node] = arrays[name]
 
 
-def _array(value):
+def array_of(value):
+    """The numpy array of a tensor, or the value itself when it is one already."""
     return value._data if isinstance(value, Tensor) else value
 
 
