@@ -16,7 +16,7 @@ from ember.compiler import get_backend
 from .dispatch import STATE
 from .segments import Segment, split_trace, array_of
 from .tensor import Tensor
-from .tracer import (Tracer, recording, flatten_tensors, rebuild, template_of, module_state,
+from .tracer import (Tracer, ReachedState, recording, flatten_tensors, rebuild, template_of, module_state,
                      external_names, observed_value, _input_name)
 
 DEFAULT_RECOMPILE_LIMIT = 8
@@ -100,7 +100,7 @@ class CompiledFunction:
         self._eager = False
         self._views = {}  # cached module state, see _module_view
         self._settings = {}  # cached module flags and settings, see _module_parts
-        self._reached = reached_names(fn)  # globals and closure cells the function reads
+        self._reached = ReachedState(fn)  # globals and closure cells the function reads
         self.__wrapped__ = fn
 
     # ------------------------------------------------------------------ calling
@@ -455,36 +455,6 @@ def _aliasing(flat):
     return tuple(pattern)
 
 
-def reached_names(fn):
-    """{name: (label, value getter)} for the globals and closure cells `fn`'s code reads."""
-    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "forward", None), "__code__", None)
-    if code is None or hasattr(fn, "named_parameters"):
-        return _Reached({}, {}, ())
-    cells = dict(zip(code.co_freevars, getattr(fn, "__closure__", None) or ()))
-    return _Reached(getattr(fn, "__globals__", {}), cells, tuple(dict.fromkeys(code.co_names + code.co_freevars)))
-
-
-class _Reached:
-    """The current values of the names a function reads from its globals and closure."""
-
-    def __init__(self, globals_, cells, names):
-        self.globals, self.cells, self.names = globals_, cells, names
-
-    def values(self):
-        for name in self.names:
-            cell = self.cells.get(name)
-            if cell is not None:
-                try:
-                    value = cell.cell_contents
-                except ValueError:
-                    continue
-            elif name in self.globals:
-                value = self.globals[name]
-            else:
-                continue
-            if isinstance(value, type) or callable(value) and not hasattr(value, "named_parameters"):
-                continue  # functions, classes and modules of code are not state
-            yield name, value
 
 
 def _leaf_signature(value, path, parts):

@@ -335,27 +335,47 @@ def _input_name(fn, path):
     return path
 
 
+class ReachedState:
+    """The globals and closure cells a function's code reads, read afresh on each `values()`
+    (modules, optimizers, tensors, plain values; functions, classes and code modules skipped).
+    ember.compile puts them in its signature; the tracer names closed-over tensors after them."""
+
+    def __init__(self, fn):
+        code = getattr(fn, "__code__", None)
+        if code is None or hasattr(fn, "named_parameters"):
+            self.globals, self.cells, self.names = {}, {}, ()
+            return
+        self.globals = getattr(fn, "__globals__", {})
+        self.cells = dict(zip(code.co_freevars, getattr(fn, "__closure__", None) or ()))
+        self.names = tuple(dict.fromkeys(code.co_names + code.co_freevars))
+
+    def values(self):
+        for name in self.names:
+            cell = self.cells.get(name)
+            if cell is not None:
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+            elif name in self.globals:
+                value = self.globals[name]
+            else:
+                continue
+            if isinstance(value, type) or callable(value) and not hasattr(value, "named_parameters"):
+                continue  # functions, classes and modules of code are not state
+            yield name, value
+
+
 def external_names(fn):
     """Readable names for tensors a function reaches through its globals and closure:
     `net.fc1.weight` for a module's params, `opt.state[0].momentum_buffer` for optimizer state."""
-    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "forward", None), "__code__", None)
-    if code is None:
-        return {}
-    scope = dict(getattr(fn, "__globals__", {}))
-    for cell_name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
-        try:
-            scope[cell_name] = cell.cell_contents
-        except ValueError:
-            continue
+    values = list(ReachedState(fn).values())
     names = {}
-    values = [(var, scope.get(var)) for var in list(code.co_names) + list(code.co_freevars)]
     for var, value in values:  # modules first: a weight is `net.fc1.weight`, not `opt.param[0]`
         if hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
             for pname, t in module_state(value):
                 names.setdefault(id(t), f"{var}.{pname}")
     for var, value in values:
-        if value is None:
-            continue
         if hasattr(value, "param_groups") and hasattr(value, "state"):
             params = [p for group in value.param_groups for p in group["params"]]
             for i, p in enumerate(params):
