@@ -357,8 +357,8 @@ class CompiledFunction:
                              + (" requires_grad" if grad else ""))
             elif part[0] == "value":
                 words.append(f"{_input_name(self.fn, part[1])}={part[3]!r}")
-            elif part[0] == "training":
-                words.append(f"training={part[1][0] if part[1] else None}")
+            elif part[0] == "training" and part[1] == "self":
+                words.append(f"training={part[2][0] if part[2] else None}")
         return ", ".join(words) or "()"
 
     def _miss_reason(self, signature):
@@ -510,7 +510,8 @@ def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIM
 
     backend="llvm" (the default) runs native CPU code; backend="interpret" runs the graphs
     with the reference interpreter. Usable as `ember.compile(fn)`, `@ember.compile` and
-    `@ember.compile(backend=...)`."""
+    `@ember.compile(backend=...)`. fullgraph, dynamic, mode and options are accepted so that
+    PyTorch calls run; they change nothing (guards split graphs; shapes are specialised)."""
     if model is None:
         return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, disable=disable)
     if disable:

@@ -60,3 +60,4 @@ def test_explain_prints_the_report():
     result = run("explain", f"{SEED}:Net", "--input", "1x3x32x32")
     assert result.returncode == 0, result.stderr
     assert "ember.compile report for Net" in result.stdout and "trace #1: first call" in result.stdout
+    assert "signature: x: float32[1,3,32,32], training=False" in result.stdout
