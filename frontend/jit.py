@@ -9,6 +9,8 @@ function runs eagerly with one warning that says why and how to fix it.
 import time
 import warnings
 import weakref
+from collections import Counter
+from sys import getrefcount
 
 import numpy as np
 
@@ -206,19 +208,35 @@ class CompiledFunction:
         parts.append(("settings", label, cached[3]))
 
     def _write_back(self, segment, env, params, inputs):
+        """Give each mutation's new value to its target (a param, an input, or their .grad).
+
+        The target's memory is updated in place when anything besides the target may see it
+        (a numpy array or view the caller holds, autograd's saved tensors). When nothing does
+        (its reference count says so), the program's output array simply becomes the target's
+        array and the old one becomes that output's buffer for the next call: no copy."""
+        adoptable = segment.adoptable_mutations()
+        exchange = getattr(segment.runner, "exchange", None) if adoptable else None
+        in_env = Counter(map(id, env.values())) if exchange is not None else None
         for m in segment.mutations:
             target = params[m.target] if m.kind.startswith("param") else inputs[m.target]
             data = array_of(env[m.node])
+            adopt = exchange is not None and m.node in adoptable
             if m.kind.endswith("_grad"):
                 grad = target.grad
                 if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable:
-                    target.grad = Tensor._wrap(np.array(data, copy=True))
-                else:
-                    np.copyto(grad._data, data)
-                    grad._version += 1
-                continue
+                    if adopt and exchange(data):
+                        target.grad = Tensor._wrap(data)
+                    else:
+                        target.grad = Tensor._wrap(np.array(data, copy=True))
+                    continue
+                target = grad
             current = target._data
-            if current.flags.writeable and current.shape == data.shape and current.dtype == data.dtype:
+            # references to `current`: target._data, this frame, getrefcount's argument, env
+            private = adopt and getrefcount(current) == 3 + in_env[id(current)]
+            if private and current.shape == data.shape and current.dtype == data.dtype \
+                    and exchange(data, current):
+                target._data = data
+            elif current.flags.writeable and current.shape == data.shape and current.dtype == data.dtype:
                 np.copyto(current, data)  # through views too: memory shared with the caller sees it
             else:
                 target._data = np.array(data, copy=True)

@@ -5,6 +5,8 @@ before guard i and exports the guard's value plus every value a live Python tens
 held at that point (later code can only use what is alive). Segments form a tree keyed by
 guard outcomes; a new outcome compiles only the segments after the guard.
 """
+from collections import Counter
+
 import numpy as np
 
 from ember.ir import Graph
@@ -25,8 +27,17 @@ class Segment:
         self.result_nodes = []  # last segment: the node of each tensor in `result`, in order
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor
+        self._adoptable = None  # see adoptable_mutations
         self.rng_inputs = [n for n in graph.inputs if graph.node(n).attrs.get("rng")]
         self.param_nodes = tuple(graph.params.items())  # (name, node) pairs, read on every call
+
+    def adoptable_mutations(self):
+        """Mutation nodes whose array may become the target's own array after a run instead of
+        being copied into it: each written to one target only and not also returned."""
+        if self._adoptable is None:
+            written = Counter(m.node for m in self.mutations)
+            self._adoptable = frozenset(n for n, times in written.items() if times == 1) - set(self.result_nodes)
+        return self._adoptable
 
     def run(self, env, params, with_autograd, backend=None):
         """Compute this segment's outputs into `env` (arrays, or tensors when autograd records:

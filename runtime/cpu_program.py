@@ -19,6 +19,7 @@ resolves libgomp and the sgemm support library through symbols registered in the
 import builtins
 import ctypes
 import sys
+import weakref
 from sys import getrefcount
 
 import numpy as np
@@ -149,7 +150,8 @@ class CpuProgram:
                 self._live[position] = array
         for entry in self._params:
             array = params[entry[1]]
-            if array is not entry[4]:
+            known = entry[4]
+            if known is None or known() is not array:
                 position, name, shape, dtype = entry[:4]
                 checked = array
                 if not (type(array) is np.ndarray and array.dtype is dtype and array.shape == shape
@@ -158,7 +160,9 @@ class CpuProgram:
                     held.append(checked)
                     entry[4] = None
                 else:
-                    entry[4] = array
+                    # weakly: a param array this program does not keep alive can be handed to
+                    # it as an output buffer (see exchange)
+                    entry[4] = weakref.ref(array)
                 table[position] = id(checked)
                 if track:
                     self._live[position] = checked
@@ -182,6 +186,24 @@ class CpuProgram:
         if self._plain_results is not None:
             return {node: outputs[key] for node, key in self._plain_results}
         return self._collect(outputs, inputs, params)
+
+    def exchange(self, given, replacement=None):
+        """The caller keeps `given`, an output array of the last call, for good (a mutation's
+        new value becomes the param's array instead of being copied into it). `replacement`
+        (the param's old array, which nothing else references) becomes that output's buffer
+        for the next call if it is a plain aligned C-contiguous array of the output's shape
+        and dtype that owns its memory; otherwise the next call allocates one. False, and
+        nothing changes, if `given` is not a buffer this program recycles."""
+        for k, (_, _, shape, dtype) in enumerate(self._outputs):
+            if self._recycled[k] is given:
+                break
+        else:
+            return False
+        suitable = (type(replacement) is np.ndarray and replacement.dtype is dtype and replacement.shape == shape
+                    and replacement.flags.c_contiguous and replacement.flags.writeable
+                    and replacement.flags.owndata and replacement.flags.aligned)
+        self._recycled[k] = replacement if suitable else None
+        return True
 
     def _collect(self, outputs, inputs, params):
         result = {}
