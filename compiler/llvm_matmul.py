@@ -6,14 +6,12 @@ GotoBLAS/BLIS: the NC x KC block of B and the MC x KC block of A are packed into
 panels, and an MR x NR microkernel keeps MR * NR / lanes vector accumulators in registers,
 one FMA per (row, vector) and k. Row blocks (or column panels) run on libgomp's threads.
 """
-import ctypes
-import ctypes.util
 import os
-import subprocess
 from dataclasses import dataclass
 
 from llvmlite import ir
 
+from ember.runtime.thread_runtime import load_libgomp  # libgomp, loaded without llvmlite
 from . import llvm_target
 from .llvm_ir_loops import (F32, F32_PTR, I8_PTR, I32, I64, VOID, GOMP, ceil_div, counted_loop, declare,
                             entry_alloca, f32, i32, i64, smin, splat)
@@ -69,49 +67,6 @@ def default_num_threads():
             raise ValueError(f"EMBER_NUM_THREADS must be a positive integer, got {value!r}")
         return count
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-_libgomp_path = None
-
-
-def find_libgomp():
-    """Path of libgomp.so.1 (ctypes' search, then gcc's), or None."""
-    name = ctypes.util.find_library("gomp")
-    if name:
-        return name
-    try:
-        path = subprocess.run(["gcc", "-print-file-name=libgomp.so.1"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return path if os.path.isabs(path) and os.path.exists(path) else None
-
-
-# libgomp's idle threads spin this many pause instructions before they sleep. Its default
-# (300000, milliseconds) holds a core that other work wants: with another busy process on this
-# 2-core machine the compiled seed Net training step took 160 ms instead of 5 (30 ms with
-# 20000), and alternating compiled calls with numpy's multi-threaded OpenBLAS slowed both
-# 10-100x. On a quiet machine 20000 and the default measured the same (back-to-back kernels
-# of one program stay inside the spin).
-GOMP_SPINCOUNT_DEFAULT = "20000"
-
-
-def load_libgomp():
-    """Load libgomp into the process so JIT-compiled code resolves GOMP_parallel; returns its
-    path or None when it is not installed (then define_sgemm emits a single-threaded sgemm).
-    Unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, GOMP_SPINCOUNT is set to
-    GOMP_SPINCOUNT_DEFAULT first (libgomp reads it once, when it loads)."""
-    global _libgomp_path
-    if _libgomp_path is None:
-        path = find_libgomp()
-        if path is None:
-            _libgomp_path = ""
-        else:
-            if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-                os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT_DEFAULT
-            llvm_target.llvm_binding().load_library_permanently(path)
-            _libgomp_path = path
-    return _libgomp_path or None
 
 
 # ----------------------------------------------------------------------------- microkernel
