@@ -232,7 +232,7 @@ class CompiledFunction:
                 target = grad
             current = target._data
             # references to `current`: target._data, this frame, getrefcount's argument, env
-            private = adopt and getrefcount(current) == 3 + in_env[id(current)]
+            private = adopt and getrefcount(current) == 3 + in_env[id(current)] and _owns_memory_alone(current)
             if private and current.shape == data.shape and current.dtype == data.dtype \
                     and exchange(data, current):
                 target._data = data
@@ -514,6 +514,16 @@ def _same_program(tree, pieces):
 
 def _program_text(graph):
     return graph.to_json()
+
+
+def _owns_memory_alone(array):
+    """Does no other array see `array`'s memory? True if it owns it, or if it is a view of an
+    array that owns it and that nothing else references (an eager temporary's transpose)."""
+    base = array.base
+    if base is None:
+        return True
+    # references to base: array.base, this frame, getrefcount's argument
+    return type(base) is np.ndarray and base.flags.owndata and getrefcount(base) == 3
 
 
 def _as_tensor(value):
