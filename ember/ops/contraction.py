@@ -2,12 +2,14 @@
 
 They are primitives (not compositions) because their lowering matters: the backends emit
 tiled, packed kernels for them. conv2d's VJP is expressed with conv2d_grad_input and
-conv2d_grad_weight, whose own VJPs close the set, so higher-order gradients work.
+conv2d_grad_weight, whose own VJPs close the set, so higher-order gradients work. The conv
+numpy implementations (eager mode, the interpreter) live in conv_batch_last.
 """
 import numpy as np
 
 from . import compose as C
-from .movement import _unfold, _window_out
+from . import conv_batch_last
+from .movement import _window_out
 from .registry import OpError, Spec, describe, register, PRIMITIVES
 from .shape_rules import broadcast_shapes, same_dtype
 
@@ -66,34 +68,6 @@ def _conv2d_rule(x, w, stride, padding, dilation, groups):
     return Spec(_conv_geometry("conv2d", x, w.shape, stride, padding, dilation, groups), dtype)
 
 
-def _padded(x, padding):
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def _columns(x, kernel, stride, padding, dilation, groups):
-    """im2col as [G, Cg*KH*KW, N*OH*OW]: the long axis innermost, so the copy streams."""
-    windows = _unfold(_padded(x, padding), kernel, stride, dilation)  # N,C,OH,OW,KH,KW
-    n, c, oh, ow, kh, kw = windows.shape
-    cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(groups, (c // groups) * kh * kw, n * oh * ow)
-    return cols, (n, oh, ow)
-
-
-def _per_group(g, groups):
-    """[N,O,OH,OW] -> [G, Og, N*OH*OW]."""
-    n, o, oh, ow = g.shape
-    return g.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * oh * ow)
-
-
-def _conv2d(x, w, stride, padding, dilation, groups):
-    cols, (n, oh, ow) = _columns(x, w.shape[2:], stride, padding, dilation, groups)
-    out = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # G, Og, N*OH*OW
-    # contiguous NCHW: later reductions then sum in the same order whatever buffer holds it
-    return np.ascontiguousarray(out.reshape(w.shape[0], n, oh, ow).transpose(1, 0, 2, 3))
-
-
 def _conv2d_vjp(g, out, x, w, stride, padding, dilation, groups):
     attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     gx = PRIMITIVES["conv2d_grad_input"].bind(g, w, input_shape=tuple(x.shape), **attrs) if C.needs_grad(x) else None
@@ -101,7 +75,7 @@ def _conv2d_vjp(g, out, x, w, stride, padding, dilation, groups):
     return gx, gw
 
 
-register("conv2d", "contraction", _conv2d, _conv2d_rule, _conv2d_vjp)
+register("conv2d", "contraction", conv_batch_last.conv2d, _conv2d_rule, _conv2d_vjp)
 
 
 def _grad_input_rule(g, w, input_shape, stride, padding, dilation, groups):
@@ -113,23 +87,6 @@ def _grad_input_rule(g, w, input_shape, stride, padding, dilation, groups):
     return x
 
 
-def _conv2d_grad_input(g, w, input_shape, stride, padding, dilation, groups):
-    n, c, h, width = input_shape
-    o, cg, kh, kw = w.shape
-    oh, ow = g.shape[2:]
-    wmat = w.reshape(groups, o // groups, cg * kh * kw)
-    taps = np.matmul(wmat.transpose(0, 2, 1), _per_group(g, groups))  # G, Cg*KH*KW, N*OH*OW
-    taps = taps.reshape(c, kh, kw, n, oh, ow)
-    ph, pw = padding
-    sh, sw = stride
-    dh, dw = dilation
-    full = np.zeros((c, n, h + 2 * ph, width + 2 * pw), dtype=g.dtype)  # col2im, channels first
-    for i in range(kh):
-        for j in range(kw):
-            full[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += taps[:, i, j]
-    return np.ascontiguousarray(full[:, :, ph:ph + h, pw:pw + width].transpose(1, 0, 2, 3))
-
-
 def _grad_input_vjp(u, out, g, w, input_shape, stride, padding, dilation, groups):
     attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     gg = PRIMITIVES["conv2d"].bind(u, w, **attrs)
@@ -137,7 +94,7 @@ def _grad_input_vjp(u, out, g, w, input_shape, stride, padding, dilation, groups
     return gg, gw
 
 
-register("conv2d_grad_input", "contraction", _conv2d_grad_input, _grad_input_rule, _grad_input_vjp)
+register("conv2d_grad_input", "contraction", conv_batch_last.conv2d_grad_input, _grad_input_rule, _grad_input_vjp)
 
 
 def _grad_weight_rule(x, g, weight_shape, stride, padding, dilation, groups):
@@ -147,12 +104,6 @@ def _grad_weight_rule(x, g, weight_shape, stride, padding, dilation, groups):
     return Spec(tuple(weight_shape), same_dtype("conv2d_grad_weight", x, g))
 
 
-def _conv2d_grad_weight(x, g, weight_shape, stride, padding, dilation, groups):
-    cols, _ = _columns(x, weight_shape[2:], stride, padding, dilation, groups)
-    gw = np.matmul(_per_group(g, groups), cols.transpose(0, 2, 1))  # G, Og, Cg*KH*KW
-    return gw.reshape(weight_shape)
-
-
 def _grad_weight_vjp(v, out, x, g, weight_shape, stride, padding, dilation, groups):
     attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     gx = PRIMITIVES["conv2d_grad_input"].bind(g, v, input_shape=tuple(x.shape), **attrs)
@@ -160,4 +111,4 @@ def _grad_weight_vjp(v, out, x, g, weight_shape, stride, padding, dilation, grou
     return gx, gg
 
 
-register("conv2d_grad_weight", "contraction", _conv2d_grad_weight, _grad_weight_rule, _grad_weight_vjp)
+register("conv2d_grad_weight", "contraction", conv_batch_last.conv2d_grad_weight, _grad_weight_rule, _grad_weight_vjp)

@@ -219,7 +219,11 @@ register("where", "elementwise", np.where, _where_rule, _where_vjp)
 
 
 def _convert(x, dtype):
-    return x.astype(dtype, order="C")  # row-major, whatever the source's strides (clone() lands here)
+    if x.dtype == dtype:
+        return x.astype(dtype, order="C")  # clone() lands here: row-major, whatever the source's strides
+    # a cast keeps the source's memory order (as torch's preserve_format): a cast of a strided
+    # array then streams, and the elementwise ops that follow see operands of one layout
+    return x.astype(dtype, order="K")
 
 
 def _convert_rule(x, dtype):

@@ -206,23 +206,32 @@ def _fold_rule(g, size, stride, dilation):
 
 
 def _fold(g, size, stride, dilation):
-    """Sum each window back to where it came from: the transpose of unfold_windows."""
+    """Sum each window back to where it came from: the transpose of unfold_windows. The result
+    keeps the memory order of g's leading axes (a batch-last g gives a batch-last result)."""
     *lead, oh, ow, kh, kw = g.shape
     sh, sw = stride
     dh, dw = dilation
-    h, w = size
-    if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1):  # windows tile the input: a transpose, no sums
-        out = np.zeros(tuple(lead) + (h, w), dtype=g.dtype)
-        tiled = np.swapaxes(g, -3, -2).reshape(tuple(lead) + (oh * kh, ow * kw))
-        out[..., :oh * kh, :ow * kw] = tiled
-        return out
-    taps = np.moveaxis(g, (-2, -1), (0, 1))  # KH, KW, ..., OH, OW: each tap one contiguous block
-    out = np.zeros(tuple(lead) + (h, w), dtype=g.dtype)
+    out = _zeros_in_layout_of(g, tuple(lead) + tuple(size))
+    # windows that tile the input write each element once; overlapping ones add up
+    tiled = (sh, sw) == (kh, kw) and (dh, dw) == (1, 1)
     for i in range(kh):
         for j in range(kw):
-            out[..., i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += taps[i, j]
+            target = (Ellipsis, slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+                      slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+            if tiled:
+                out[target] = g[..., i, j]
+            else:
+                out[target] += g[..., i, j]
     return out
 
+
+def _zeros_in_layout_of(windows, shape):
+    """Zeros of `shape` ([..., H, W]) whose axes lie in memory in the order of the windows'
+    [..., OH, OW] axes (largest stride first)."""
+    strides = windows.strides[:-2]
+    order = sorted(range(len(shape)), key=lambda axis: -abs(strides[axis]))
+    memory = np.zeros(tuple(shape[axis] for axis in order), dtype=windows.dtype)
+    return memory.transpose(np.argsort(order))
 
 def _fold_vjp(g, out, windows, size, stride, dilation):
     kernel = tuple(windows.shape[-2:])

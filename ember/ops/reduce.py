@@ -27,12 +27,19 @@ def _sum(x, axes, keepdims):
         fast = _small_trailing_reduce(np.add, x, axes, keepdims)
         if fast is not None:
             return fast
-    out = np.sum(x, axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
+    out = np.sum(_row_major(x), axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
     return np.asarray(out)
 
 
+def _row_major(x):
+    """numpy's summation order follows the operand's memory layout (pairwise along a contiguous
+    axis, sequential across others): summing a row-major copy gives the same bits whatever
+    buffer holds the value (eager views, batch-last conv results, the executor's arena)."""
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
 def _prod(x, axes, keepdims):
-    out = np.prod(x, axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
+    out = np.prod(_row_major(x), axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
     return np.asarray(out)
 
 
