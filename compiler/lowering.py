@@ -54,6 +54,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         self.names = itertools.count()
         self.loaded_from = {}  # member node id -> (slot key it was written to, its strides or None)
         self.scratch = 0
+        self.reduced_buffers = {}  # reduce node id -> scratch slot (see reduced_rows)
 
     # ------------------------------------------------------------------ entry
     def lower(self):
@@ -401,8 +402,48 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
                                   lambda rvars: L.iadd(*[L.imul(v, s) for v, s in zip(rvars, sub_strides)]))
         combine = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}[node.op]
         dtype = node.dtype if node.dtype != "bool" else "int32"
+        if kept and kept[-1] == len(shape) - 1 and shape[-1] > 1 and count(extents) > UNROLL_REDUCTION:
+            slot = self.reduced_rows(node, source, kept, combine, dtype, scope)
+            kept_shape = tuple(shape[k] for k in kept)
+            offset = flat_offset(tuple(kept_idx[k] for k in kept), kept_shape)
+            return L.cast(L.load(slot, offset, dtype), node.dtype)
         result = self.reduction(scope, list(kept_idx.values()), extents, combine, dtype, body)
         return L.cast(result, node.dtype)
+
+    def reduced_rows(self, node, source, kept, combine, dtype, scope):
+        """A reduction that keeps the source's innermost axis (a column sum such as a bias
+        gradient) as a scratch buffer filled ahead of the kernel's store loops: walk the
+        source row by row and combine each contiguous row into the buffer, so the inner loop
+        vectorises (an accumulator per output would read the source with a stride, and sit
+        inside the store loop that varies the kept axis). Same combine order as the
+        accumulator: along the reduced axes in increasing order."""
+        if node.id in self.reduced_buffers:
+            return self.reduced_buffers[node.id]
+        shape = tuple(source.shape)
+        kept_shape = tuple(shape[k] for k in kept)
+        slot = self.scratch_slot(dtype, count(kept_shape))
+        self.reduced_buffers[node.id] = slot
+        init_idx, init_loops = self.loop_nest(kept_shape, prefix="z")
+        init = L.Store(slot, flat_offset(init_idx, kept_shape), _reduce_init(combine, dtype))
+        _nest_statement(init_loops, init, scope)
+        idx, loops = self.loop_nest(shape, prefix="c")
+        inner = Scope(scope.top, loops, None) if loops else Scope(scope.top, [], scope.loops[0] if scope.loops else None)
+        if loops:
+            scope.insert(0, loops[0])
+        value = L.cast(self.value(source.id, idx, inner), dtype)
+        offset = flat_offset(tuple(idx[k] for k in kept), kept_shape)
+        op = {"add": "add", "mul": "mul", "max": "maximum", "min": "minimum"}[combine]
+        inner.append(L.Store(slot, offset, L.apply(op, L.load(slot, offset, dtype), value)))
+        return slot
+
+def _nest_statement(loops, stmt, scope):
+    """Put `stmt` inside `loops` (or alone) at the top of the kernel, ahead of the store loops."""
+    if loops:
+        loops[-1].body.append(stmt)
+        scope.insert(0, loops[0])
+    else:
+        scope.insert(0, stmt)
+
 
 def _reduce_init(combine, dtype):
     if combine in REDUCE_INIT:

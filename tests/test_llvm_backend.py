@@ -119,6 +119,19 @@ def test_softmax_and_reductions(backend):
     assert_close(compiled_outputs(backend, graph, inputs), interpreted(graph, inputs))
 
 
+def test_reductions_that_keep_the_innermost_axis(backend):
+    # lowered as rows combined into a buffer (column sums, softmax over a leading axis)
+    def reductions(x, mask):
+        return (x.sum(dim=0), x.amax(dim=(0, 1), keepdim=True), x.amin(dim=1), x.prod(dim=0) * 2 + 1,
+                F.softmax(x, dim=0), mask.sum(dim=0), x.sum(dim=0) + x.sum(dim=0).exp())
+    x = ember.rand(9, 4, 37) * 0.5 + 0.75
+    mask = ember.rand(20, 37) > 0.5
+    with ember.no_grad():
+        graph = ember.trace(reductions, x, mask)
+    inputs = [x.numpy(), mask.numpy()]
+    assert_close(compiled_outputs(backend, graph, inputs), interpreted(graph, inputs))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_matmul_and_conv_with_epilogues(backend, dtype):
     def layers(x, w, b, v):

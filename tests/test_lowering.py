@@ -105,13 +105,26 @@ def test_pad_and_concat_select_between_clamped_loads():
 
 
 def test_a_reduction_puts_its_axes_innermost_with_an_accumulator():
-    _, _, (kernel,) = lowered(lambda x: x.sum(dim=0), ember.randn(50, 30))
+    _, _, (kernel,) = lowered(lambda x: x.sum(dim=1), ember.randn(30, 50))
     outer = loops_of(kernel)[0]
     declare = [s for s in outer.body if isinstance(s, L.Declare)]
     reduce_loop = [s for s in outer.body if isinstance(s, L.Loop)]
     assert outer.extent == 30 and declare and reduce_loop[0].extent == 50
     update = [s for s in L.walk_statements(kernel.body) if isinstance(s, L.Update)][0]
     assert update.combine == "add"
+
+
+def test_a_reduction_that_keeps_the_innermost_axis_adds_whole_rows_into_a_buffer():
+    # a column sum (a bias gradient): contiguous rows are added into a scratch row, so the
+    # inner loop runs along memory and vectorises, instead of a strided accumulator per column
+    _, _, (kernel,) = lowered(lambda x: x.sum(dim=0), ember.randn(50, 30))
+    init, accumulate, store = [s for s in kernel.body if isinstance(s, L.Loop)]
+    assert init.extent == 30 and accumulate.extent == 50 and store.extent == 30
+    (row,) = [s for s in accumulate.body if isinstance(s, L.Loop)]
+    (update,) = [s for s in row.body if isinstance(s, L.Store)]
+    assert row.extent == 30 and update.value.op == "add"
+    assert any(e.op == "load" and e.attr == update.slot for e in update.value.walk())
+    assert not any(isinstance(s, (L.Declare, L.Update)) for s in L.walk_statements(kernel.body))
 
 
 def test_pooling_windows_are_unrolled_into_one_expression():
