@@ -66,45 +66,88 @@ def _padded(x_cwhn, padding):
     return out
 
 
-def columns(x, kernel, stride, padding, dilation, groups):
-    """im2col as [G, Cg*KH*KW, OH*OW*N]: a row per weight tap in the weight's (C, KH, KW) order,
-    each row a copy of contiguous runs of OW*N values. Lives in the workspace: use it before
-    the next call."""
+def _windows(x, kernel, stride, padding, dilation):
+    """The input's windows as a view [C, KH, KW, OH, OW, N]: im2col's rows, before the copy."""
     padded = _padded(batch_last(x), padding)
     kh, kw = kernel
     (sh, sw), (dh, dw) = stride, dilation
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
     windows = sliding_window_view(padded, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]  # C,OH,OW,N,KH,KW
-    c, oh, ow, n = windows.shape[:4]
-    cols = _scratch((c, kh, kw, oh, ow, n), padded.dtype)
-    np.copyto(cols, windows.transpose(0, 4, 5, 1, 2, 3))
-    return cols.reshape(groups, (c // groups) * kh * kw, oh * ow * n), (oh, ow, n)
+    return windows.transpose(0, 4, 5, 1, 2, 3)
+
+
+def _row_blocks(taps, rows, row_values):
+    """Split OH output rows into blocks whose im2col columns (`taps` x `row_values` each row)
+    fit a cache-sized workspace."""
+    per_block = max(1, _BLOCK_BYTES // max(1, taps * row_values))
+    return [(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
+
+
+# im2col a block of output rows at a time, the matmul reading it while it is still in cache:
+# one pass over 15 MB of columns (the seed Net's conv1 at batch 64) is memory bound
+_BLOCK_BYTES = 2 << 20
+
+
+def column_blocks(x, kernel, stride, padding, dilation, groups):
+    """im2col by blocks of output rows: yields (first row, end row, columns [G, Cg*KH*KW,
+    rows*OW*N]), a row per weight tap in the weight's (C, KH, KW) order, each a copy of
+    contiguous runs of OW*N values. The columns live in the workspace until the next block."""
+    windows = _windows(x, kernel, stride, padding, dilation)
+    c, kh, kw, oh, ow, n = windows.shape
+    for start, stop in _row_blocks(c * kh * kw, oh, ow * n * windows.itemsize):
+        cols = _scratch((c, kh, kw, stop - start, ow, n), windows.dtype)
+        np.copyto(cols, windows[:, :, :, start:stop])
+        yield start, stop, cols.reshape(groups, (c // groups) * kh * kw, (stop - start) * ow * n)
 
 
 def conv2d(x, w, stride, padding, dilation, groups):
-    cols, (oh, ow, n) = columns(x, w.shape[2:], stride, padding, dilation, groups)
-    out = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # G, Og, OH*OW*N
-    return as_nchw(out.reshape(w.shape[0], oh, ow, n))
+    o = w.shape[0]
+    wmat = w.reshape(groups, o // groups, -1)
+    out = None
+    for start, stop, cols in column_blocks(x, w.shape[2:], stride, padding, dilation, groups):
+        if out is None:
+            oh, ow, n = _output_size(x, w.shape[2:], stride, padding, dilation)
+            out = np.empty((groups, o // groups, oh * ow * n), dtype=np.result_type(w, cols))
+        np.matmul(wmat, cols, out=out[:, :, start * ow * n:stop * ow * n])
+    return as_nchw(out.reshape(o, oh, ow, n))
+
+
+def _output_size(x, kernel, stride, padding, dilation):
+    n, _, h, w = x.shape
+    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return oh, ow, n
 
 
 def conv2d_grad_input(g, w, input_shape, stride, padding, dilation, groups):
+    """col2im of the taps wᵀ·g, a block of output rows at a time, into a batch-last input."""
     n, c, h, width = input_shape
     o, cg, kh, kw = w.shape
     oh, ow = g.shape[2:]
-    wmat = w.reshape(groups, o // groups, cg * kh * kw)
-    taps = np.matmul(wmat.transpose(0, 2, 1), _channel_rows(g, groups))  # G, Cg*KH*KW, OH*OW*N
-    taps = taps.reshape(c, kh, kw, oh, ow, n)
+    wmat_t = w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    rows = _channel_rows(g, groups)
     (ph, pw), (sh, sw), (dh, dw) = padding, stride, dilation
-    full = np.zeros((c, h + 2 * ph, width + 2 * pw, n), dtype=taps.dtype)  # col2im, batch last
-    for i in range(kh):
-        for j in range(kw):
-            full[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += taps[:, i, j]
+    full = np.zeros((c, h + 2 * ph, width + 2 * pw, n), dtype=np.result_type(w, g))
+    for start, stop in _row_blocks(c * kh * kw, oh, ow * n * full.itemsize):
+        taps = _scratch((groups, cg * kh * kw, (stop - start) * ow * n), full.dtype)
+        np.matmul(wmat_t, rows[:, :, start * ow * n:stop * ow * n], out=taps)
+        taps = taps.reshape(c, kh, kw, stop - start, ow, n)
+        for i in range(kh):
+            top = i * dh + start * sh
+            for j in range(kw):
+                full[:, top:top + sh * (stop - start - 1) + 1:sh,
+                     j * dw:j * dw + sw * (ow - 1) + 1:sw] += taps[:, i, j]
     if ph or pw:
         full = np.ascontiguousarray(full[:, ph:ph + h, pw:pw + width])
     return as_nchw(full)
 
 
 def conv2d_grad_weight(x, g, weight_shape, stride, padding, dilation, groups):
-    cols, _ = columns(x, weight_shape[2:], stride, padding, dilation, groups)
-    gw = np.matmul(_channel_rows(g, groups), cols.transpose(0, 2, 1))  # G, Og, Cg*KH*KW
+    o = weight_shape[0]
+    oh, ow, n = g.shape[2], g.shape[3], g.shape[0]
+    rows = _channel_rows(g, groups)
+    gw = None
+    for start, stop, cols in column_blocks(x, weight_shape[2:], stride, padding, dilation, groups):
+        part = np.matmul(rows[:, :, start * ow * n:stop * ow * n], cols.transpose(0, 2, 1))
+        gw = part if gw is None else np.add(gw, part, out=gw)  # G, Og, Cg*KH*KW
     return gw.reshape(weight_shape)

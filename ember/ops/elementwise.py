@@ -215,7 +215,28 @@ def _where_vjp(g, out, cond, a, b):
     return None, C.sum_to(C.where(cond, g, zero), a.shape), C.sum_to(C.where(cond, zero, g), b.shape)
 
 
-register("where", "elementwise", np.where, _where_rule, _where_vjp)
+def _where(cond, a, b):
+    """np.where branches per element and mispredicts on a data-dependent mask (a relu's VJP):
+    large selections pick the bits instead, with an all-ones/all-zeros integer mask. Exact."""
+    if a.dtype.kind not in "fiu" or a.dtype != b.dtype or cond.size < _BIT_SELECT_MIN_SIZE:
+        return np.where(cond, a, b)
+    shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    bits = np.dtype(f"i{a.dtype.itemsize}")
+    mask = np.subtract(bits.type(0), cond, dtype=bits)  # -1 (all ones) where cond holds, else 0
+    picked = np.bitwise_and(a.view(bits), mask)
+    if b.size != 1 or b.reshape(()).view(bits) != 0:  # b == +0 (a relu's VJP) adds nothing
+        np.invert(mask, out=mask)
+        other = np.bitwise_and(b.view(bits), mask)
+        picked = np.bitwise_or(picked, other, out=picked if picked.shape == shape else None)
+    if picked.shape != shape:
+        return np.where(cond, a, b)
+    return picked.view(a.dtype)
+
+
+_BIT_SELECT_MIN_SIZE = 4096
+
+
+register("where", "elementwise", _where, _where_rule, _where_vjp)
 
 
 def _convert(x, dtype):
