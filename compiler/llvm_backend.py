@@ -1,15 +1,15 @@
 """The `llvm` backend: a graph in, a native CPU program out, run by one foreign call.
 
-`LLVMBackend().compile(graph)` runs simplify -> fuse -> plan_memory (passes/) -> lower
-(compiler/lowering.py) -> LLVM IR (compiler/llvm_cpu.py) -> optimised object code (cached on
-disk, compiler/compile_cache.py) -> loaded by MCJIT -> a `CpuProgram` (runtime/) that is the
-runner: runner({input node: array}, {param name: array}) -> {output node: array}.
-
-Loading: object code goes to llvmlite's MCJIT (1.3-2.0 ms for the seed Net's program)
-rather than a shared library linked by the system C compiler (`cc -shared` took 106 ms per
-program, dlopen then ~0.2 ms): a cache hit loads in about 2 ms either way, and a miss saves
-the link. The sgemm/conv kernels live in a support library compiled once per cache
-(`ensure_support_library`) whose symbols programs link against.
+`LLVMBackend().compile(graph)` runs simplify -> fuse -> plan_memory (passes/), looks the
+planned graph up in the compile cache (compiler/compile_cache.py), and only on a miss lowers
+it (compiler/lowering.py), emits LLVM IR (compiler/llvm_cpu.py), optimises it to object code
+and links that with the support-library pieces it calls (compiler/support_library.py) into a
+shared library with the system C compiler (compiler/linker.py, ~10 ms). The cache entry keeps
+that library and a description of the program's buffers, so a hit loads it with ctypes
+(runtime/shared_library.py) without lowering again or importing llvmlite. Without a C
+compiler, object code is cached instead and loaded by llvmlite's MCJIT. Either way the
+result is a `CpuProgram` (runtime/): runner({input node: array}, {param name: array}) ->
+{output node: array}.
 
 Debugging (EMBER_DEBUG, ember/config.py): 1 prints each compile with its kernels and the
 time of every stage, 2 also builds programs instrumented with per-kernel cycle counters and
@@ -18,19 +18,22 @@ prints kernel times after every call, 3 prints the IR after each pass and the lo
 those two texts for `ember dump --stage`.
 """
 import sys
-import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ember import config
+from ember.ir.json_format import decode_value, encode_value
 from ember.ops import PRIMITIVES
 from ember.runtime.cpu_program import CpuProgram, External, ProgramSpec, load_object
-from . import compile_cache, llvm_target
-from . import loop_ir as L
+from ember.runtime.shared_library import load_shared_library
+from ember.runtime.thread_runtime import load_libgomp
+from . import compile_cache, linker, llvm_target, support_library
 
-STAGES = ("simplify", "fuse", "plan", "lower", "llvm ir", "optimize", "emit", "load")
+STAGES = ("simplify", "fuse", "plan", "lower", "llvm ir", "optimize", "emit", "support", "link", "load")
+DESCRIPTION_VERSION = 1  # of the program description stored beside the code (see `describe`)
 
 
 @dataclass
@@ -45,8 +48,17 @@ class CompileStats:
 
 
 @dataclass
+class Planned:
+    """A graph taken through the passes: what the cache key covers."""
+
+    graph: object  # the simplified graph the kernels compute
+    fusion: object
+    plan: object
+
+
+@dataclass
 class Prepared:
-    """A graph taken through the passes and lowering, ready for code generation."""
+    """A planned graph lowered, ready for code generation."""
 
     graph: object  # the simplified, fused graph the kernels compute
     fusion: object
@@ -55,8 +67,25 @@ class Prepared:
     program: object  # llvm_cpu.Program
     externals: list  # runtime External per external buffer
     arena_bytes: int
-    uses_gemm: bool
     threads: int
+    pieces: list = field(default_factory=list)  # support-library pieces the kernels call
+
+
+class LLVMProgram(CpuProgram):
+    """A loaded program that also knows its graph and, on demand, how the backend prepared it
+    (on a cache hit the kernels are lowered again only when someone asks for them)."""
+
+    def __init__(self, spec, entry_address, keepalive, graph, planned, prepared, threads, instrument):
+        super().__init__(spec, entry_address, keepalive=keepalive)
+        self.graph = graph
+        self._planned, self._prepared = planned, prepared
+        self._options = (threads, instrument)
+
+    @property
+    def prepared(self):
+        if self._prepared is None:
+            self._prepared = lower(self._planned, None, self._options[1], self._options[0])
+        return self._prepared
 
 
 class LLVMBackend:
@@ -74,41 +103,71 @@ class LLVMBackend:
     def compile(self, graph):
         timer = _StageTimer()
         instrument = self.debug >= 2
-        prepared = prepare(graph, timer, instrument, self.threads)
-        if self.debug >= 3:
-            _print_passes(graph, prepared)
-        key = program_key(prepared)
-        object_code = self.cache.load(key)
-        module_ref = None
-        if object_code is None:
-            module_ref = optimized_module(prepared, timer)
-            with timer("emit"):
-                object_code = llvm_target.host_target_machine().emit_object(module_ref)
-            self.cache.store(key, object_code)
+        planned = plan(graph, timer)
+        parallel = thread_runtime_loaded()
+        key = program_key(planned, self.threads, instrument, parallel)
+        shared = _linking_works()
+        kind = "so" if shared else "o"
+        entry = self.cache.load_entry(key, kind)
+        if entry is not None and not _is_description(entry.description):
+            self.cache.discard(key, kind, "has no valid program description; rebuilding it")
+            entry = None
+        prepared = module_ref = None
+        if entry is None:
+            prepared = lower(planned, timer, instrument, self.threads)
+            module_ref, payload, shared = self._build(prepared, timer, shared)
+            description = describe(prepared)
+            kind = "so" if shared else "o"
+            self.cache.store(key, payload, description, kind)
             self.stats.llvm_compiles += 1
         else:
+            description, payload = entry.description, entry.payload
             self.stats.cache_hits += 1
         with timer("load"):
-            if prepared.uses_gemm:
-                ensure_support_library(self.cache)
-            engine, address = load_object(object_code, llvm_target.new_host_target_machine(),
-                                          _entry_name())
-            runner = CpuProgram(self.spec_of(graph, prepared, instrument), address, keepalive=engine)
-        runner.graph = graph
-        runner.prepared = prepared
+            if kind == "so":
+                library, address = load_shared_library(payload, description["entry"], [self.cache.directory])
+            else:
+                support_library.register_with_mcjit(description["pieces"], self.cache, parallel)
+                library, address = load_object(payload, llvm_target.new_host_target_machine(), description["entry"])
+            spec = self.spec_of(graph, planned, description, instrument)
+            runner = LLVMProgram(spec, address, library, graph, planned, prepared, self.threads, instrument)
         self.stats.compiles += 1
         self.stats.stage_seconds = dict(timer.seconds)
         if self.debug >= 1:
-            _print_compile(graph, prepared, timer, module_ref is None)
+            _print_compile(graph, description, timer, entry is not None)
+        if self.debug >= 3:
+            _print_passes(graph, runner.prepared)
         if self.debug >= 4:
-            print(render_code(prepared, "llvm", module_ref), file=sys.stderr)
-            print(render_code(prepared, "asm", module_ref), file=sys.stderr)
+            print(render_code(runner.prepared, "llvm", module_ref), file=sys.stderr)
+            print(render_code(runner.prepared, "asm", module_ref), file=sys.stderr)
         return runner
 
-    def spec_of(self, graph, prepared, instrument):
-        simplified = prepared.graph
+    def _build(self, prepared, timer, shared):
+        """(optimised module, payload, shared): the program's object code linked with its
+        support pieces into a shared library, or (shared False, or linking failed: warned) the
+        object code alone."""
+        module_ref = optimized_module(prepared, timer)
+        with timer("emit"):
+            object_code = llvm_target.host_target_machine().emit_object(module_ref)
+        if not shared:
+            return module_ref, object_code, False
+        with timer("support"):
+            objects = [support_library.piece_object(piece, self.cache, prepared.program.parallel)
+                       for piece in prepared.pieces]
+        with timer("link"):
+            try:
+                return module_ref, linker.link_shared_library([object_code, *objects]), True
+            except linker.LinkError as error:
+                _LINKING["works"] = False
+                warnings.warn(f"ember: cannot link a shared library ({error}); loading programs with "
+                              f"llvmlite's MCJIT instead", stacklevel=3)
+                return module_ref, object_code, False
+
+    def spec_of(self, graph, planned, description, instrument):
+        simplified = planned.graph
+        externals = externals_of(description)
         results = []
-        outputs = {e.key for e in prepared.externals if e.kind == "output"}
+        outputs = {e.key for e in externals if e.kind == "output"}
         pairs = list(zip(graph.outputs, simplified.outputs))
         pairs += [(a.node, b.node) for a, b in zip(graph.mutations, simplified.mutations)]
         pairs += [(a.node, b.node) for a, b in zip(graph.guards, simplified.guards)]
@@ -118,10 +177,11 @@ class LLVMBackend:
                 continue
             seen.add(original)
             results.append((original, _result_source(simplified, node_id, outputs)))
-        fallbacks = {number: _fallback(simplified, kernel, prepared.program.locations)
-                     for number, kernel in enumerate(prepared.kernels) if kernel.kind == "callback"}
-        return ProgramSpec(graph.name, prepared.externals, prepared.arena_bytes, results,
-                           prepared.program.errors, fallbacks, [k.name for k in prepared.kernels],
+        locations = {node: (kind, where) for node, kind, where in description["locations"]}
+        fallbacks = {number: _fallback(simplified, node, locations) for number, node in description["callbacks"]}
+        kernel_names = [name for name, _, _ in description["kernels"]]
+        return ProgramSpec(graph.name, externals, description["arena_bytes"], results,
+                           [tuple(error) for error in description["errors"]], fallbacks, kernel_names,
                            self.threads, timed=instrument)
 
 
@@ -129,35 +189,54 @@ def get_llvm_backend():
     return LLVMBackend()
 
 
+_LINKING = {}  # "works": False once linking failed in this process
+
+
+def _linking_works():
+    return _LINKING.get("works", True) and linker.c_compiler() is not None
+
+
 # ----------------------------------------------------------------------------- preparing
 
-def prepare(graph, timer=None, instrument=False, threads=None):
-    """Passes, lowering and the buffer layout of `graph` (left untouched)."""
+def plan(graph, timer=None):
+    """simplify -> fuse -> plan_memory of `graph` (left untouched)."""
     from ember.passes.fusion import fuse
     from ember.passes.memory import plan_memory
     from ember.passes.simplify import simplify
-    from .llvm_cpu import ArgsLayout, Program
-    from .lowering import lower_program
     timer = timer or _StageTimer()
-    threads = threads or config.NUM_THREADS
     with timer("simplify"):
         simplified = simplify(graph)
     with timer("fuse"):
         fusion = fuse(simplified)
     with timer("plan"):
-        plan = plan_memory(simplified, fusion)
+        memory = plan_memory(simplified, fusion)
+    return Planned(simplified, fusion, memory)
+
+
+def lower(planned, timer=None, instrument=False, threads=None):
+    """The kernels and buffer layout of a planned graph."""
+    from .llvm_cpu import ArgsLayout, Program
+    from .lowering import lower_program
+    timer = timer or _StageTimer()
+    threads = threads or config.NUM_THREADS
+    simplified, fusion, memory = planned.graph, planned.fusion, planned.plan
     with timer("lower"):
         kernels = lower_program(simplified, fusion, use_gemm=True, threads=threads)
-        locations, externals, arena_bytes = _layout(simplified, plan, kernels)
+        locations, externals, arena_bytes = _layout(simplified, memory, kernels)
         errors, error_base = [], []
         for kernel in kernels:
             error_base.append(len(errors))
             errors.extend(kernel.errors)
-        aliasing = {frozenset(pair) for pair in plan.in_place.items()}
+        aliasing = {frozenset(pair) for pair in memory.in_place.items()}
         program = Program(simplified.name, kernels, locations, ArgsLayout(len(externals)), aliasing, errors,
                           error_base, instrument, parallel=thread_runtime_loaded())
-    uses_gemm = any(isinstance(s, (L.Gemm, L.ConvCall)) for k in kernels for s in L.walk_statements(k.body))
-    return Prepared(simplified, fusion, plan, kernels, program, externals, arena_bytes, uses_gemm, threads)
+    return Prepared(simplified, fusion, memory, kernels, program, externals, arena_bytes, threads,
+                    support_library.pieces_for(kernels))
+
+
+def prepare(graph, timer=None, instrument=False, threads=None):
+    """Passes, lowering and the buffer layout of `graph` (left untouched)."""
+    return lower(plan(graph, timer), timer, instrument, threads)
 
 
 def _layout(graph, plan, kernels):
@@ -205,10 +284,10 @@ def _result_source(graph, node_id, outputs):
     raise AssertionError(f"{graph.name}: output %{node_id} has no buffer")
 
 
-def _fallback(graph, kernel, locations):
-    """The numpy fallback of a callback kernel: read the operands, run the primitive's impl,
-    write the result where the program expects it."""
-    node = graph.node(kernel.nodes[0])
+def _fallback(graph, node_id, locations):
+    """The numpy fallback of a callback kernel computing `node_id`: read the operands, run the
+    primitive's impl, write the result where the program expects it."""
+    node = graph.node(node_id)
     impl = PRIMITIVES[node.op].impl
     attrs = dict(node.attrs)
     operands = []
@@ -224,21 +303,53 @@ def _fallback(graph, kernel, locations):
     return run
 
 
+# ----------------------------------------------------------------------------- the cached description
+
+def describe(prepared):
+    """What loading the program needs besides its code, as JSON data: the external buffers,
+    arena size, error messages, kernels (name, kind, nodes), the callback kernels' nodes and
+    the locations their operands live at, the support pieces and the entry symbol."""
+    from .llvm_cpu import ENTRY_NAME
+    program = prepared.program
+    callbacks = [(number, kernel.nodes[0]) for number, kernel in enumerate(prepared.kernels)
+                 if kernel.kind == "callback"]
+    wanted = set()
+    for _, node_id in callbacks:
+        wanted.add(node_id)
+        wanted.update(prepared.graph.node(node_id).inputs)
+    return {"version": DESCRIPTION_VERSION, "entry": ENTRY_NAME, "arena_bytes": prepared.arena_bytes,
+            "externals": [[e.kind, encode_value(e.key), encode_value(tuple(e.shape)), e.dtype.name]
+                          for e in prepared.externals],
+            "errors": [list(error) for error in program.errors],
+            "kernels": [[k.name, k.kind, list(k.nodes)] for k in prepared.kernels],
+            "callbacks": [list(callback) for callback in callbacks],
+            "locations": [[node, *program.locations[node]] for node in sorted(wanted)],
+            "pieces": list(prepared.pieces)}
+
+
+def _is_description(description):
+    return isinstance(description, dict) and description.get("version") == DESCRIPTION_VERSION
+
+
+def externals_of(description):
+    """The runtime's External per external buffer of a described program."""
+    return [External(position, kind, decode_value(key), decode_value(shape), dtype)
+            for position, (kind, key, shape, dtype) in enumerate(description["externals"])]
+
+
 # ----------------------------------------------------------------------------- code generation
 
-def _entry_name():
-    from .llvm_cpu import ENTRY_NAME
-    return ENTRY_NAME
-
-
-def program_key(prepared):
-    """The compile cache key: planned graph, target, ember version, code generator source."""
+def program_key(planned, threads, instrument, parallel):
+    """The compile cache key: the planned graph (with its kernels' grouping and buffer
+    offsets), target, ember version, code generator source and build options."""
     import ember
-    sources = compile_cache.code_generator_sources()
-    options = f"instrument={prepared.program.instrument} threads={prepared.threads} " \
-              f"parallel={prepared.program.parallel}"
-    return compile_cache.cache_key("program", prepared.graph.to_json(), llvm_target.target_key(),
-                                   ember.__version__, sources, options)
+    memory = planned.plan
+    layout = [f"{node}@{buffer.offset}+{buffer.nbytes}" for node, buffer in sorted(memory.buffers.items())]
+    layout += [f"{a}<-{b}" for a, b in sorted(memory.in_place.items())]
+    options = f"instrument={instrument} threads={threads} parallel={parallel}"
+    return compile_cache.cache_key("program", planned.graph.to_json(), planned.fusion.describe(), " ".join(layout),
+                                   str(memory.arena_bytes), llvm_target.target_key(), ember.__version__,
+                                   compile_cache.code_generator_sources(), options)
 
 
 def llvm_module(prepared):
@@ -294,7 +405,7 @@ def render_stage(graph, stage):
     return render_code(prepare(graph), stage)
 
 
-# ----------------------------------------------------------------------------- threads and the support library
+# ----------------------------------------------------------------------------- threads
 
 def thread_runtime_loaded():
     """Load libgomp (GOMP_parallel for parallel loops, sgemm and conv); False without it.
@@ -305,41 +416,7 @@ def thread_runtime_loaded():
     slower, while sleeping at once (OMP_WAIT_POLICY=PASSIVE) cost compiled programs a wake-up
     per parallel region (measured: seed Net training step at batch 64, 4.4 ms with the short
     spin against 6.9 ms passive; eager steps unchanged)."""
-    from .llvm_matmul import load_libgomp
     return load_libgomp() is not None
-
-
-_SUPPORT_LOCK = threading.Lock()
-_SUPPORT = {}  # process-wide: the loaded sgemm engine (its symbol is registered with LLVM)
-
-
-def ensure_support_library(cache):
-    """Compile (or load from the cache) llvm_matmul's sgemm and llvm_conv's convolutions
-    once per process and register their symbols, so programs' object code links to them."""
-    with _SUPPORT_LOCK:
-        if _SUPPORT:
-            return
-        from . import llvm_conv, llvm_matmul
-        from .llvm_cpu import CONV_SYMBOLS, SGEMM_SYMBOL
-        llvm = llvm_target.llvm_binding()
-        thread_runtime_loaded()
-        key = compile_cache.cache_key("support", llvm_target.target_key(), compile_cache.code_generator_sources())
-        object_code = cache.load(key)
-        if object_code is None:
-            module = llvm_target.new_module("ember_support")
-            llvm_matmul.define_sgemm(module)
-            for kind in CONV_SYMBOLS:
-                llvm_conv.define_conv2d(module, kind)
-            module_ref = llvm.parse_assembly(str(module))
-            module_ref.verify()
-            llvm_target.optimize_module(module_ref, opt=3)
-            object_code = llvm_target.host_target_machine().emit_object(module_ref)
-            cache.store(key, object_code)
-        engine, address = load_object(object_code, llvm_target.new_host_target_machine(), SGEMM_SYMBOL)
-        llvm.add_symbol(SGEMM_SYMBOL, address)
-        for symbol in CONV_SYMBOLS.values():
-            llvm.add_symbol(symbol, engine.get_function_address(symbol))
-        _SUPPORT["engine"] = engine
 
 
 # ----------------------------------------------------------------------------- debug output
@@ -361,12 +438,13 @@ class _StageTimer:
         return _Span()
 
 
-def _print_compile(graph, prepared, timer, cached):
-    lines = [f"ember llvm: compiled {graph.name}: {len(prepared.kernels)} kernels, arena {prepared.arena_bytes} "
-             f"bytes{' (object code from the cache)' if cached else ''}"]
-    for kernel in prepared.kernels:
-        nodes = " ".join(f"%{n}" for n in kernel.nodes)
-        lines.append(f"  {kernel.name:<48} {kernel.kind:<12} {nodes}")
+def _print_compile(graph, description, timer, cached):
+    kernels = description["kernels"]
+    lines = [f"ember llvm: compiled {graph.name}: {len(kernels)} kernels, arena {description['arena_bytes']} "
+             f"bytes{' (machine code from the cache)' if cached else ''}"]
+    for name, kind, nodes in kernels:
+        nodes = " ".join(f"%{n}" for n in nodes)
+        lines.append(f"  {name:<48} {kind:<12} {nodes}")
     stages = ", ".join(f"{s} {timer.seconds[s] * 1e3:.1f} ms" for s in STAGES if s in timer.seconds)
     lines.append(f"  time: {stages}")
     print("\n".join(lines), file=sys.stderr)

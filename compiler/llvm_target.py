@@ -3,9 +3,11 @@
 Every LLVM-emitting module (llvm_math, llvm_matmul, the kernel code generator) builds its
 `ir.Module` with `new_module` so triple and data layout match the machine code that
 `host_target_machine` produces, and optimises with `optimize_module`. Importing this file
-does not import llvmlite (0.17 s); the first call does.
+does not import llvmlite (0.17 s), and neither does asking what the host is (`target_key`,
+`host_cpu_features`): LLVM's answer is kept in the compile cache (`host_description`).
 """
 import functools
+import os
 import threading
 
 _INIT_LOCK = threading.Lock()
@@ -26,20 +28,76 @@ def llvm_binding():
     return llvm
 
 
+_DESCRIPTION_FIELDS = ("triple", "cpu", "features", "llvmlite")
+
+
 @functools.lru_cache(maxsize=None)
+def host_description():
+    """{"triple", "cpu", "features", "llvmlite"}: this machine as LLVM sees it.
+
+    Asking LLVM means importing llvmlite, which a program loaded from the compile cache does
+    not otherwise need, so the answer is stored in the cache (EMBER_CACHE_DIR) under a
+    fingerprint of the CPU (/proc/cpuinfo's identity and flags) and of the llvmlite install;
+    where there is no /proc/cpuinfo, LLVM is asked in every process."""
+    from . import compile_cache
+    fingerprint = _host_fingerprint()
+    if fingerprint is None:
+        return _ask_llvm()
+    cache = compile_cache.CompileCache()
+    key = compile_cache.cache_key("host", fingerprint)
+    entry = cache.load_entry(key, "json")
+    if entry is not None:
+        if sorted(entry.description) == sorted(_DESCRIPTION_FIELDS):
+            return entry.description
+        cache.discard(key, "json", "does not describe a host; asking LLVM again")
+    description = _ask_llvm()
+    cache.store(key, b"", description, "json")
+    return description
+
+
+def _ask_llvm():
+    import llvmlite
+    llvm = llvm_binding()
+    return {"triple": llvm.get_process_triple(), "cpu": llvm.get_host_cpu_name(),
+            "features": llvm.get_host_cpu_features().flatten(), "llvmlite": llvmlite.__version__}
+
+
+def _host_fingerprint():
+    """Bytes that change when LLVM's view of the host could: the first CPU's vendor, family,
+    model, stepping and flags, the machine, and llvmlite's binary (path, size, mtime). None
+    without /proc/cpuinfo or llvmlite."""
+    import importlib.util
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            first_cpu = f.read(1 << 15).split(b"\n\n")[0]
+        spec = importlib.util.find_spec("llvmlite")
+    except (OSError, ImportError, ValueError):
+        return None
+    fields = (b"vendor_id", b"cpu family", b"model", b"model name", b"stepping", b"cpuid level", b"flags")
+    lines = [line for line in first_cpu.splitlines() if line.split(b":")[0].strip() in fields]
+    if spec is None or not spec.submodule_search_locations or not any(line.startswith(b"flags") for line in lines):
+        return None
+    binding = os.path.join(spec.submodule_search_locations[0], "binding")
+    try:
+        libraries = sorted(name for name in os.listdir(binding) if "llvmlite" in name and "." in name)
+        stats = [(name, os.stat(os.path.join(binding, name))) for name in libraries]
+    except OSError:
+        return None
+    installed = [f"{binding}/{name}:{st.st_size}:{st.st_mtime_ns}".encode() for name, st in stats]
+    return b"\n".join([os.uname().machine.encode(), *lines, *installed])
+
+
 def host_triple():
-    return llvm_binding().get_process_triple()
+    return host_description()["triple"]
 
 
-@functools.lru_cache(maxsize=None)
 def host_cpu_name():
-    return llvm_binding().get_host_cpu_name()
+    return host_description()["cpu"]
 
 
-@functools.lru_cache(maxsize=None)
 def host_cpu_features():
     """The host's feature string, e.g. '+avx2,+fma,-avx512f,...' (LLVM's spelling)."""
-    return llvm_binding().get_host_cpu_features().flatten()
+    return host_description()["features"]
 
 
 def host_has_feature(name):
@@ -90,9 +148,9 @@ def host_data_layout():
 
 def target_key():
     """A string naming everything about the target that changes generated code (cache keys)."""
-    import llvmlite
-    return "|".join([host_triple(), host_cpu_name(), host_cpu_features(),
-                     f"llvmlite-{llvmlite.__version__}"])
+    description = host_description()
+    return "|".join([description["triple"], description["cpu"], description["features"],
+                     f"llvmlite-{description['llvmlite']}"])
 
 
 def new_module(name):

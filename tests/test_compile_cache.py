@@ -1,0 +1,218 @@
+"""The compile cache's artifacts: programs cached as shared libraries (or object code without a
+C compiler), each with the description that loads it without lowering; support-library pieces
+compiled only when a program calls them; the host description; corrupted or truncated entries
+rebuilt with a warning, never loaded; a cached program loads in a new process without llvmlite."""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import ember
+from ember import config
+from ember.compiler import compile_cache, linker, llvm_backend, llvm_target, support_library
+from ember.compiler.compile_cache import CompileCache
+from ember.compiler.llvm_backend import LLVMBackend
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "default"))
+    monkeypatch.setattr(llvm_backend, "_LINKING", {})  # a link failure in one test stays there
+
+
+def chain(x):
+    return ember.relu(x * 0.5 + 1) * ember.sigmoid(x)
+
+
+def chain_graph():
+    with ember.no_grad():
+        return ember.trace(chain, ember.randn(300))
+
+
+def run_chain(runner, graph):
+    x = np.linspace(-3, 3, 300, dtype=np.float32)
+    actual = runner({graph.inputs[0]: x}, {})[graph.outputs[0]]
+    np.testing.assert_allclose(actual, np.maximum(x * 0.5 + 1, 0) / (1 + np.exp(-x)), rtol=1e-6, atol=1e-7)
+
+
+def entries(folder, kind):
+    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith("." + kind)]
+
+
+# ----------------------------------------------------------------------------- entries
+
+def test_an_entry_keeps_its_payload_and_description_and_a_truncated_one_is_removed(tmp_path):
+    cache = CompileCache(str(tmp_path))
+    cache.store("cd" * 32, b"\x7fELF library bytes", {"entry": "ember_program", "sizes": [1, 2]}, "so")
+    entry = cache.load_entry("cd" * 32, "so")
+    assert entry.payload == b"\x7fELF library bytes" and entry.description == {"entry": "ember_program",
+                                                                                "sizes": [1, 2]}
+    path = cache.path("cd" * 32, "so")
+    data = open(path, "rb").read()
+    assert data.startswith(b"\x7fELF library bytes")  # the library first: tools read the entry as ELF
+    open(path, "wb").write(data[:-7])
+    with pytest.warns(UserWarning, match="corrupted"):
+        assert cache.load_entry("cd" * 32, "so") is None
+    assert not os.path.exists(path) and cache.corrupted == 1
+
+
+# ----------------------------------------------------------------------------- programs as shared libraries
+
+def test_a_program_is_cached_as_a_shared_library_that_a_second_backend_loads(tmp_path):
+    if linker.c_compiler() is None:
+        pytest.skip("no C compiler")
+    graph = chain_graph()
+    first = LLVMBackend(cache_dir=str(tmp_path))
+    run_chain(first.compile(graph), graph)
+    (library,) = entries(tmp_path, "so")
+    assert open(library, "rb").read(4) == b"\x7fELF"
+    second = LLVMBackend(cache_dir=str(tmp_path))
+    runner = second.compile(graph)
+    assert second.stats.cache_hits == 1 and second.stats.llvm_compiles == 0
+    assert set(second.stats.stage_seconds) == {"simplify", "fuse", "plan", "load"}  # no lowering either
+    run_chain(runner, graph)
+    assert [k.kind for k in runner.prepared.kernels] == ["elementwise"]  # lowered again when asked
+
+
+def test_a_truncated_shared_library_is_rebuilt_not_loaded(tmp_path):
+    if linker.c_compiler() is None:
+        pytest.skip("no C compiler")
+    graph = chain_graph()
+    LLVMBackend(cache_dir=str(tmp_path)).compile(graph)
+    (library,) = entries(tmp_path, "so")
+    data = open(library, "rb").read()
+    with open(library + ".new", "wb") as f:
+        f.write(data[:len(data) // 2])
+    os.replace(library + ".new", library)
+    backend = LLVMBackend(cache_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="corrupted"):
+        runner = backend.compile(graph)
+    assert backend.stats.llvm_compiles == 1 and backend.cache.corrupted == 1
+    run_chain(runner, graph)
+    assert open(library, "rb").read() == data  # whole again
+
+
+def test_an_entry_with_an_unknown_description_is_rebuilt(tmp_path):
+    graph = chain_graph()
+    LLVMBackend(cache_dir=str(tmp_path)).compile(graph)
+    (path,) = entries(tmp_path, "so") or entries(tmp_path, "o")
+    key, kind = os.path.basename(path).split(".")
+    cache = CompileCache(str(tmp_path))
+    cache.store(key, cache.load(key, kind), {"version": -1}, kind)
+    backend = LLVMBackend(cache_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="no valid program description"):
+        runner = backend.compile(graph)
+    assert backend.stats.llvm_compiles == 1
+    run_chain(runner, graph)
+
+
+def test_without_a_c_compiler_programs_are_cached_as_object_code_and_loaded_by_mcjit(tmp_path, monkeypatch):
+    monkeypatch.setattr(linker, "c_compiler", lambda: None)
+    graph = chain_graph()
+    run_chain(LLVMBackend(cache_dir=str(tmp_path)).compile(graph), graph)
+    assert entries(tmp_path, "o") and not entries(tmp_path, "so")
+    second = LLVMBackend(cache_dir=str(tmp_path))
+    run_chain(second.compile(graph), graph)
+    assert second.stats.cache_hits == 1
+
+
+def test_a_failing_link_warns_and_falls_back_to_mcjit(tmp_path, monkeypatch):
+    monkeypatch.setattr(linker, "c_compiler", lambda: [sys.executable, "-c", "import sys; sys.exit('no linking')"])
+    graph = chain_graph()
+    backend = LLVMBackend(cache_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="cannot link a shared library.*no linking"):
+        runner = backend.compile(graph)
+    run_chain(runner, graph)
+    assert entries(tmp_path, "o") and not entries(tmp_path, "so")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # linking is not tried again in this process
+        LLVMBackend(cache_dir=str(tmp_path)).compile(graph)
+
+
+def test_a_cached_program_loads_in_a_new_process_without_importing_llvmlite(tmp_path):
+    script = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "import ember\n"
+        "from ember.compiler.llvm_backend import LLVMBackend\n"
+        f"sys.path.insert(0, {HERE!r})\n"
+        "from test_compile_cache import chain_graph\n"
+        "graph = chain_graph()\n"
+        "backend = LLVMBackend()\n"
+        "x = np.linspace(-3, 3, 300, dtype=np.float32)\n"
+        "y = backend.compile(graph)({graph.inputs[0]: x}, {})[graph.outputs[0]]\n"
+        "expected = np.maximum(x * 0.5 + 1, 0) / (1 + np.exp(-x))\n"
+        "print(json.dumps({'hits': backend.stats.cache_hits, 'llvmlite': 'llvmlite' in sys.modules,\n"
+        "                  'error': float(np.abs(y - expected).max())}))\n")
+    environment = dict(os.environ, EMBER_CACHE_DIR=str(tmp_path))
+    reports = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert reports[0]["hits"] == 0 and reports[0]["llvmlite"] and reports[0]["error"] < 1e-6
+    assert reports[1]["hits"] == 1 and reports[1]["error"] < 1e-6
+    if linker.c_compiler() is not None:
+        assert not reports[1]["llvmlite"]
+
+
+# ----------------------------------------------------------------------------- the support library
+
+def test_an_inference_program_compiles_only_the_support_pieces_it_calls(tmp_path):
+    weight = ember.randn(4, 3, 3, 3)
+
+    def net(x):
+        return ember.relu(ember.nn.functional.conv2d(x, weight))
+    with ember.no_grad():
+        graph = ember.trace(net, ember.randn(2, 3, 8, 8))
+    backend = LLVMBackend(cache_dir=str(tmp_path))
+    runner = backend.compile(graph)
+    assert runner.prepared.pieces == ["sgemm", "conv2d"]
+    objects = entries(tmp_path, "o")
+    if linker.c_compiler() is not None:
+        assert len(objects) == 2  # the pieces; the program itself is a shared library
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with ember.no_grad():
+        expected = net(ember.from_numpy(x)).numpy()
+    actual = runner({graph.inputs[0]: x}, {"weight": weight.numpy()})[graph.outputs[0]]
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_convolution_piece_calls_the_sgemm_piece_instead_of_carrying_a_copy():
+    module = support_library.piece_module("conv2d", parallel=False)
+    functions = {f.name: f for f in module.functions}
+    assert not functions["ember_sgemm_threads"].blocks  # declared only
+    assert not any(name.startswith("ember_sgemm_kernel") and not name.endswith("indirect") for name in functions)
+    assert functions["ember_conv2d"].blocks
+    with pytest.raises(ValueError, match="unknown support library piece"):
+        support_library.piece_module("conv3d", parallel=False)
+
+
+# ----------------------------------------------------------------------------- the host description
+
+def test_the_host_description_is_cached_and_a_bad_entry_is_asked_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    llvm_target.host_description.cache_clear()
+    try:
+        asked = llvm_target.host_description()
+        if not entries(tmp_path, "json"):
+            pytest.skip("no /proc/cpuinfo: LLVM is asked in every process")
+        assert set(asked) == {"triple", "cpu", "features", "llvmlite"}
+        (path,) = entries(tmp_path, "json")
+        key = os.path.basename(path).split(".")[0]
+        CompileCache(str(tmp_path)).store(key, b"", {"triple": "nonsense"}, "json")
+        llvm_target.host_description.cache_clear()
+        with pytest.warns(UserWarning, match="does not describe a host"):
+            assert llvm_target.host_description() == asked
+        llvm_target.host_description.cache_clear()
+        assert llvm_target.host_description() == asked  # from the rewritten entry
+        assert compile_cache.CompileCache(str(tmp_path)).load_entry(key, "json").description == asked
+    finally:
+        llvm_target.host_description.cache_clear()
