@@ -185,6 +185,21 @@ class _Emitter:
             function = ir.Function(module, ir.FunctionType(self.type, [self.type] * 3), name=name)
         return self.b.call(function, [a, b, c])
 
+    def estrin(self, t, coefficients):
+        """sum(coefficients[n] * t**n) by Estrin's scheme: pairs c[2i] + c[2i+1]*t combined
+        with powers t^2, t^4, ...; the same terms as Horner's rule, but a dependency chain of
+        log2(n) multiply-adds instead of n, so a vectorised loop is not bound by FMA latency."""
+        terms = [self.muladd(self.const(coefficients[i + 1]), t, self.const(coefficients[i]))
+                 if i + 1 < len(coefficients) else self.const(coefficients[i])
+                 for i in range(0, len(coefficients), 2)]
+        power = self.mul(t, t)
+        while len(terms) > 1:
+            terms = [self.muladd(terms[i + 1], power, terms[i]) if i + 1 < len(terms) else terms[i]
+                     for i in range(0, len(terms), 2)]
+            if len(terms) > 1:
+                power = self.mul(power, power)
+        return terms[0]
+
     def horner(self, t, coefficients):
         """sum(coefficients[n] * t**n)."""
         result = self.const(coefficients[-1])
@@ -216,14 +231,15 @@ class _Emitter:
         """(r, k_float, k_int) with x = k*ln2 + r, |r| <= ln2/2 (Cody-Waite, two-part ln2)."""
         k_float, k_int = self.round_to_int(self.mul(x, self.const(1 / math.log(2))))
         ln2_hi, ln2_lo = _ln2_parts(self.double)
-        r = self.sub(x, self.mul(k_float, self.const(ln2_hi)))
-        r = self.sub(r, self.mul(k_float, self.const(ln2_lo)))
+        # k * ln2_hi is exact, so an FMA (or a multiply and a subtraction) subtracts it exactly
+        r = self.muladd(k_float, self.const(-ln2_hi), x)
+        r = self.muladd(k_float, self.const(-ln2_lo), r)
         return r, k_float, k_int
 
     def expm1_reduced(self, r):
         """exp(r) - 1 for |r| <= ln2/2: r + r^2 * (1/2 + r/6 + ...) (Taylor)."""
         degree = 13 if self.double else 7
-        tail = self.horner(r, _taylor_exp(degree)[2:])
+        tail = self.estrin(r, _taylor_exp(degree)[2:])
         return self.add(r, self.mul(self.mul(r, r), tail))
 
 
@@ -238,8 +254,8 @@ def emit_exp(builder, x):
     r, _, k = e.reduce_ln2(clamped)
     p = e.add(e.const(1.0), e.expm1_reduced(r))
     half = builder.ashr(k, e.iconst(1))
-    result = e.mul(e.mul(p, e.pow2(half)), e.pow2(builder.sub(k, half)))
-    return e.select(e.is_nan(x), x, result)
+    # a nan passes the clamp and makes r, p and so the product nan: no select needed
+    return e.mul(e.mul(p, e.pow2(half)), e.pow2(builder.sub(k, half)))
 
 
 def emit_expm1(builder, x):
