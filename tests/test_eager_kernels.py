@@ -167,3 +167,19 @@ def test_sums_give_the_same_bits_whatever_the_operand_layout():
     for axes in [(0, 2, 3), (0,), (1, 2)]:
         np.testing.assert_array_equal(PRIMITIVES["sum"].impl(batch_last, axes=axes, keepdims=True),
                                       PRIMITIVES["sum"].impl(x, axes=axes, keepdims=True))
+
+
+@pytest.mark.parametrize("op,ufunc", [("add", np.add), ("sub", np.subtract), ("mul", np.multiply),
+                                      ("div", np.true_divide), ("maximum", np.maximum)])
+@pytest.mark.parametrize("broadcast_first", [True, False])
+def test_binary_ops_on_a_broadcast_operand_held_in_another_layout_equal_the_ufunc(op, ufunc, broadcast_first):
+    rng = np.random.default_rng(0)
+    full = np.ascontiguousarray(rng.standard_normal((16, 5, 5, 2, 2, 64)).astype(np.float32))
+    full = full.transpose(5, 0, 1, 2, 3, 4)  # N innermost, as a pooling VJP's windows
+    share = rng.standard_normal((64, 16, 5, 1, 5, 1)).astype(np.float32).transpose(0, 1, 2, 4, 3, 5)
+    spread = np.broadcast_to(share, full.shape)  # row-major data, spread over the window axes
+    a, b = (spread, full) if broadcast_first else (full, spread)
+    got = PRIMITIVES[op].impl(a, b)
+    np.testing.assert_array_equal(got, ufunc(a, b))
+    assert got.transpose(1, 2, 3, 4, 5, 0).flags.c_contiguous  # computed in the full operand's order
+    assert share.shape == (64, 16, 5, 5, 1, 1) and np.shares_memory(spread, share)  # operands untouched

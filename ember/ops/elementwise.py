@@ -185,13 +185,55 @@ def _floor_divide(a, b):
         return np.floor_divide(a, b)
 
 
-register("add", "elementwise", np.add, _binary_rule("add"), _add_vjp)
-register("sub", "elementwise", np.subtract, _binary_rule("sub"), _sub_vjp)
-register("mul", "elementwise", np.multiply, _binary_rule("mul"), _mul_vjp)
-register("div", "elementwise", _quiet(np.true_divide), _binary_rule("div", float_only=True), _div_vjp)
+def _in_one_layout(ufunc):
+    """A binary ufunc whose broadcast operand is first laid out like the full one, when large.
+
+    numpy iterates in the memory order of the operands; a broadcast operand held in another
+    order than the full one (a pooling VJP's per-window share, row-major, against batch-last
+    windows) makes the inner loop stride across memory, 20x slower than one copy of the
+    (small) broadcast data into the full operand's order."""
+    def impl(a, b):
+        if a.size + b.size >= _RELAYOUT_MIN_SIZE and a.ndim == b.ndim > 1:
+            a, b = _broadcast_in_layout_of_full(a, b)
+        return ufunc(a, b)
+    impl.__name__ = ufunc.__name__
+    return impl
+
+
+_RELAYOUT_MIN_SIZE = 1 << 16
+
+
+def _broadcast_in_layout_of_full(a, b):
+    a_spread, b_spread = _is_spread(a, b), _is_spread(b, a)
+    if a_spread == b_spread:
+        return a, b
+    small, full = (a, b) if a_spread else (b, a)
+    shared = [axis for axis, (st, d, e) in enumerate(zip(small.strides, small.shape, full.shape))
+              if st != 0 and d > 1 and e > 1]
+    if sorted(shared, key=lambda axis: -abs(small.strides[axis])) == \
+            sorted(shared, key=lambda axis: -abs(full.strides[axis])):
+        return a, b
+    compact = small[tuple(slice(0, 1) if st == 0 else slice(None) for st in small.strides)]
+    order = sorted(range(full.ndim), key=lambda axis: -abs(full.strides[axis]))
+    relaid = np.empty([compact.shape[axis] for axis in order], dtype=compact.dtype)
+    relaid[...] = compact.transpose(order)
+    small = np.broadcast_to(relaid.transpose(np.argsort(order)), small.shape)
+    return (small, full) if a_spread else (full, small)
+
+
+def _is_spread(x, other):
+    """Is x broadcast (size 1 or stride 0) along an axis where `other` is not?"""
+    return any((d == 1 or st == 0) and e > 1 for st, d, e in zip(x.strides, x.shape, other.shape))
+
+
+register("add", "elementwise", _in_one_layout(np.add), _binary_rule("add"), _add_vjp)
+register("sub", "elementwise", _in_one_layout(np.subtract), _binary_rule("sub"), _sub_vjp)
+register("mul", "elementwise", _in_one_layout(np.multiply), _binary_rule("mul"), _mul_vjp)
+register("div", "elementwise", _quiet(_in_one_layout(np.true_divide)), _binary_rule("div", float_only=True),
+         _div_vjp)
 register("pow", "elementwise", _quiet(np.power), _binary_rule("pow"), _pow_vjp)
-register("maximum", "elementwise", np.maximum, _binary_rule("maximum"), _extremum_vjp("gt"))
-register("minimum", "elementwise", np.minimum, _binary_rule("minimum"), _extremum_vjp("lt"))
+register("maximum", "elementwise", _in_one_layout(np.maximum), _binary_rule("maximum"), _extremum_vjp("gt"))
+register("minimum", "elementwise", _in_one_layout(np.minimum), _binary_rule("minimum"), _extremum_vjp("lt"))
 register("remainder", "elementwise", _remainder, _binary_rule("remainder"), _remainder_vjp)
 register("floor_divide", "elementwise", _floor_divide, _binary_rule("floor_divide"))
 
