@@ -27,8 +27,27 @@ def _sum(x, axes, keepdims):
         fast = _small_trailing_reduce(np.add, x, axes, keepdims)
         if fast is not None:
             return fast
+        if 0 in axes and x.ndim > 1 and x.shape[0] > 1 and x.size >= _BATCH_TREE_MIN_SIZE:
+            x = _halve_leading_axis(x)  # then summing axis 0 (now of size 1) adds nothing
     out = np.sum(_row_major(x), axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
     return np.asarray(out)
+
+
+# A large sum over the leading (batch) axis first adds halves pairwise: elementwise adds give
+# the same bits in any layout, so a batch-last gradient (a conv bias's) needs no row-major copy
+# of all of it, only of the one remaining slice. The choice depends on shapes alone.
+_BATCH_TREE_MIN_SIZE = 1 << 16
+
+
+def _halve_leading_axis(x):
+    """Sum axis 0 down to size 1 as a tree of pairwise elementwise adds."""
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        pairs = np.add(x[:half], x[half:2 * half])
+        if x.shape[0] % 2:
+            pairs[:1] += x[2 * half:]
+        x = pairs
+    return x
 
 
 def _row_major(x):
