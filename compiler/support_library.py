@@ -62,27 +62,23 @@ def piece_module(piece, parallel):
         llvm_matmul.define_sgemm(module, parallel=parallel)
         return module
     llvm_conv.define_conv2d(module, piece, parallel=parallel)
-    scratch = llvm_target.new_module("sgemm_names")
-    llvm_matmul.define_sgemm(scratch, parallel=parallel)
-    _declare_only(module, {f.name for f in scratch.functions if f.blocks})
+    _declare_only(module, exported_symbols(SGEMM))
     return module
 
 
 def _declare_only(module, names):
-    """Turn the exported functions among `names` into declarations and drop the internal ones
-    nothing else calls any more (what a linker would take from another object)."""
+    """Turn the functions `names` into declarations and drop the internal functions nothing
+    calls any more (sgemm's helpers: what a linker would take from another object)."""
     for name in names:
-        function = module.globals[name]
-        if function.linkage not in ("internal", "private"):
-            function.blocks = []
+        module.globals[name].blocks = []
     while True:
         used = set()
         for function in module.functions:
             for block in function.blocks:
                 for instruction in block.instructions:
                     used.update(id(operand) for operand in getattr(instruction, "operands", ()))
-        dead = [name for name in names if name in module.globals and module.globals[name].blocks
-                and module.globals[name].linkage in ("internal", "private") and id(module.globals[name]) not in used]
+        dead = [f.name for f in module.functions
+                if f.blocks and f.linkage in ("internal", "private") and id(f) not in used]
         if not dead:
             return
         for name in dead:
