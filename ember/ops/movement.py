@@ -211,9 +211,10 @@ def _fold(g, size, stride, dilation):
     *lead, oh, ow, kh, kw = g.shape
     sh, sw = stride
     dh, dw = dilation
-    out = _zeros_in_layout_of(g, tuple(lead) + tuple(size))
     # windows that tile the input write each element once; overlapping ones add up
     tiled = (sh, sw) == (kh, kw) and (dh, dw) == (1, 1)
+    covered = tiled and tuple(size) == (oh * kh, ow * kw)  # every element written: no zero fill
+    out = _array_in_layout_of(g, tuple(lead) + tuple(size), np.empty if covered else np.zeros)
     for i in range(kh):
         for j in range(kw):
             target = (Ellipsis, slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
@@ -225,12 +226,12 @@ def _fold(g, size, stride, dilation):
     return out
 
 
-def _zeros_in_layout_of(windows, shape):
-    """Zeros of `shape` ([..., H, W]) whose axes lie in memory in the order of the windows'
-    [..., OH, OW] axes (largest stride first)."""
+def _array_in_layout_of(windows, shape, make):
+    """A new array (`make` is np.zeros or np.empty) of `shape` ([..., H, W]) whose axes lie in
+    memory in the order of the windows' [..., OH, OW] axes (largest stride first)."""
     strides = windows.strides[:-2]
     order = sorted(range(len(shape)), key=lambda axis: -abs(strides[axis]))
-    memory = np.zeros(tuple(shape[axis] for axis in order), dtype=windows.dtype)
+    memory = make(tuple(shape[axis] for axis in order), dtype=windows.dtype)
     return memory.transpose(np.argsort(order))
 
 def _fold_vjp(g, out, windows, size, stride, dilation):
