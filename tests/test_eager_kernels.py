@@ -189,3 +189,17 @@ def test_binary_ops_on_a_broadcast_operand_held_in_another_layout_equal_the_ufun
     np.testing.assert_array_equal(got, ufunc(a, b))
     assert got.transpose(1, 2, 3, 4, 5, 0).flags.c_contiguous  # computed in the full operand's order
     assert share.shape == (64, 16, 5, 5, 1, 1) and np.shares_memory(spread, share)  # operands untouched
+
+
+def test_fold_of_tiling_windows_laid_out_like_their_input_is_a_view_and_c_order_ones_are_copied():
+    x = np.arange(2 * 3 * 4 * 6, dtype=np.float32).reshape(3, 4, 6, 2).transpose(3, 0, 1, 2)
+    attrs = dict(stride=(2, 2), dilation=(1, 1))
+    windows = PRIMITIVES["unfold_windows"].impl(x, kernel=(2, 2), **attrs)
+    in_place_order = windows * 1.0
+    folded = PRIMITIVES["fold_windows"].impl(in_place_order, size=(4, 6), **attrs)
+    assert np.shares_memory(folded, in_place_order)
+    np.testing.assert_array_equal(folded, x)
+    row_major = np.ascontiguousarray(windows)
+    folded = PRIMITIVES["fold_windows"].impl(row_major, size=(4, 6), **attrs)
+    assert not np.shares_memory(folded, row_major)
+    np.testing.assert_array_equal(folded, x)

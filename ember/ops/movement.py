@@ -3,7 +3,7 @@ broadcast_to, slice, pad, concat, flip, unfold_windows) and fold_windows, the sc
 that is unfold's transpose. In eager mode most return numpy views.
 """
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from . import compose as C
 from .registry import OpError, Spec, describe, register, PRIMITIVES
@@ -214,6 +214,12 @@ def _fold(g, size, stride, dilation):
     # windows that tile the input write each element once; overlapping ones add up
     tiled = (sh, sw) == (kh, kw) and (dh, dw) == (1, 1)
     covered = tiled and tuple(size) == (oh * kh, ow * kw)  # every element written: no zero fill
+    if covered:
+        s_oh, s_ow, s_kh, s_kw = g.strides[-4:]
+        if s_kh and s_kw and s_oh == kh * s_kh and s_ow == kw * s_kw:
+            # g already lies in memory as the input does (a pooling VJP's windows follow the
+            # batch-last input's order): the fold is a view
+            return as_strided(g, tuple(lead) + tuple(size), g.strides[:-4] + (s_kh, s_kw))
     out = _array_in_layout_of(g, tuple(lead) + tuple(size), np.empty if covered else np.zeros)
     for i in range(kh):
         for j in range(kw):
