@@ -9,7 +9,8 @@ next conv or pool reads it without a copy.
 import threading
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+from .movement import window_view
 
 _TRANSPOSE_ROWS = 8  # images moved per block when making an NCHW array batch-last: stays in cache
 
@@ -68,12 +69,8 @@ def _padded(x_cwhn, padding):
 
 def _windows(x, kernel, stride, padding, dilation):
     """The input's windows as a view [C, KH, KW, OH, OW, N]: im2col's rows, before the copy."""
-    padded = _padded(batch_last(x), padding)
-    kh, kw = kernel
-    (sh, sw), (dh, dw) = stride, dilation
-    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    windows = sliding_window_view(padded, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]  # C,OH,OW,N,KH,KW
-    return windows.transpose(0, 4, 5, 1, 2, 3)
+    windows = window_view(_padded(batch_last(x), padding), kernel, stride, dilation, axes=(1, 2))
+    return windows.transpose(0, 4, 5, 1, 2, 3)  # from C, OH, OW, N, KH, KW
 
 
 def _row_blocks(taps, rows, row_values):

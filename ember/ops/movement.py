@@ -3,7 +3,7 @@ broadcast_to, slice, pad, concat, flip, unfold_windows) and fold_windows, the sc
 that is unfold's transpose. In eager mode most return numpy views.
 """
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from . import compose as C
 from .registry import OpError, Spec, describe, register, PRIMITIVES
@@ -182,13 +182,23 @@ def _unfold_rule(x, kernel, stride, dilation):
 
 def _unfold(x, kernel, stride, dilation):
     """[..., H, W] -> [..., OH, OW, KH, KW], a strided view (no copy)."""
-    kh, kw = kernel
-    dh, dw = dilation
-    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    windows = sliding_window_view(x, span, axis=(-2, -1))
-    oh = _window_out(x.shape[-2], kh, stride[0], dh)
-    ow = _window_out(x.shape[-1], kw, stride[1], dw)
-    return windows[..., :oh * stride[0]:stride[0], :ow * stride[1]:stride[1], ::dh, ::dw]
+    return window_view(x, kernel, stride, dilation, axes=(x.ndim - 2, x.ndim - 1))
+
+
+def window_view(x, kernel, stride, dilation, axes):
+    """The windows of x over two axes, as a read-only strided view: those axes become the
+    window counts (OH, OW) in place, and the window's own axes (KH, KW) go last. (One
+    as_strided call: numpy's sliding_window_view validates at 3x the cost.)"""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    row, col = axes
+    shape, strides = list(x.shape), list(x.strides)
+    shape[row] = _window_out(x.shape[row], kh, sh, dh)
+    shape[col] = _window_out(x.shape[col], kw, sw, dw)
+    if shape[row] < 1 or shape[col] < 1:
+        raise ValueError(f"window {tuple(kernel)} does not fit in {x.shape}")  # the shape rule explains
+    strides[row], strides[col] = x.strides[row] * sh, x.strides[col] * sw
+    return as_strided(x, tuple(shape) + (kh, kw),
+                      tuple(strides) + (x.strides[row] * dh, x.strides[col] * dw), writeable=False)
 
 
 def _unfold_vjp(g, out, x, kernel, stride, dilation):
