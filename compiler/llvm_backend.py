@@ -145,15 +145,20 @@ class LLVMBackend:
     def _build(self, prepared, timer, shared):
         """(optimised module, payload, shared): the program's object code linked with its
         support pieces into a shared library, or (shared False, or linking failed: warned) the
-        object code alone."""
-        module_ref = optimized_module(prepared, timer)
-        with timer("emit"):
-            object_code = llvm_target.host_target_machine().emit_object(module_ref)
+        object code alone. Missing pieces compile in other processes meanwhile."""
+        pieces, parallel = prepared.pieces, prepared.program.parallel
+        with support_library.compiled_alongside(pieces, self.cache, parallel, len(prepared.kernels)) as helpers:
+            module_ref = optimized_module(prepared, timer)
+            with timer("emit"):
+                object_code = llvm_target.host_target_machine().emit_object(module_ref)
+            with timer("support"):
+                own = {p: support_library.piece_object(p, self.cache, parallel) for p in pieces
+                       if p not in helpers.pieces}
+                helpers.wait()
+                objects = [own[p] if p in own else support_library.piece_object(p, self.cache, parallel)
+                           for p in pieces]
         if not shared:
             return module_ref, object_code, False
-        with timer("support"):
-            objects = [support_library.piece_object(piece, self.cache, prepared.program.parallel)
-                       for piece in prepared.pieces]
         with timer("link"):
             try:
                 return module_ref, linker.link_shared_library([object_code, *objects]), True

@@ -6,9 +6,15 @@ on first use into its own cached object, and a program gets only the pieces its 
 gradient kernels (which cost as much LLVM time again). The convolution pieces call sgemm
 from the sgemm piece instead of carrying a copy. A program is either linked with its pieces
 into one shared library (llvm_backend) or, without a C compiler, loaded by MCJIT after its
-pieces (`register_with_mcjit`).
+pieces (`register_with_mcjit`). A cold compile builds missing pieces in forked processes on
+the other CPUs while it compiles the program (`compiled_alongside`).
 """
+import contextlib
+import os
+import signal
 import threading
+import time
+import warnings
 
 from . import compile_cache, llvm_target
 from . import loop_ir as L
@@ -37,10 +43,14 @@ def exported_symbols(piece):
     return [SGEMM_SYMBOL, SGEMM_NAME] if piece == SGEMM else [CONV_SYMBOLS[piece]]
 
 
+def piece_key(piece, parallel):
+    return compile_cache.cache_key("support", piece, llvm_target.target_key(), compile_cache.code_generator_sources(),
+                                   f"parallel={parallel}")
+
+
 def piece_object(piece, cache, parallel):
     """Object code of one piece, from the cache or compiled (and stored) now."""
-    key = compile_cache.cache_key("support", piece, llvm_target.target_key(), compile_cache.code_generator_sources(),
-                                  f"parallel={parallel}")
+    key = piece_key(piece, parallel)
     object_code = cache.load(key)
     if object_code is None:
         llvm = llvm_target.llvm_binding()
@@ -84,6 +94,101 @@ def _declare_only(module, names):
         for name in dead:
             del module.globals[name]
 
+
+# ----------------------------------------------------------------------------- compiling beside the program
+
+# rough LLVM cost of a piece, against 1 for sgemm (about 0.35 s here), and of a program's kernel
+PIECE_WEIGHTS = {SGEMM: 1.0, "conv2d": 1.3, "conv2d_grad_input": 1.5, "conv2d_grad_weight": 1.5}
+KERNEL_WEIGHT = 0.05
+PATIENCE_SECONDS = 20.0  # at least this long for a child, before this process compiles its pieces itself
+
+
+@contextlib.contextmanager
+def compiled_alongside(pieces, cache, parallel, kernels):
+    """Fork a process per spare CPU to compile the missing `pieces` while the caller's block
+    compiles a program of `kernels` kernels (llvmlite runs one LLVM call at a time per
+    process). Yields `Helpers`: the caller compiles the pieces not in `helpers.pieces`, then
+    calls `helpers.wait()`, after which `piece_object` finds the others in the cache (or
+    compiles one itself, if its child failed or took far longer than the caller's own work).
+    Children still running on leaving the block are killed."""
+    llvm_target.llvm_binding()  # initialised and imported here, not in every child
+    from . import llvm_conv, llvm_matmul  # noqa: F401
+    missing = [p for p in pieces if not os.path.exists(cache.path(piece_key(p, parallel)))]
+    helpers = Helpers(_fork_children(_share_out(missing, kernels), cache, parallel))
+    try:
+        yield helpers
+    finally:
+        for pid, _ in helpers.children:
+            _reap(pid, kill=True)
+
+
+class Helpers:
+    """Forked children compiling pieces: `children` [(pid, pieces)], `pieces` all handed off."""
+
+    def __init__(self, children):
+        self.children = children
+        self.pieces = [piece for _, share in children for piece in share]
+        self.started = time.perf_counter()
+
+    def wait(self):
+        """Until every child is done, or PATIENCE_SECONDS (at least 3x the time since they
+        started) have passed."""
+        deadline = self.started + max(PATIENCE_SECONDS, 3 * (time.perf_counter() - self.started))
+        while self.children and time.perf_counter() < deadline:
+            self.children = [child for child in self.children if not _reap(child[0])]
+            if self.children:
+                time.sleep(0.002)
+
+
+def _share_out(missing, kernels):
+    """Pieces per child (the heaviest first, each to the least loaded worker, this process
+    starting with its program's weight); none without fork or a spare CPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not hasattr(os, "fork") or cpus < 2 or not missing:
+        return []
+    loads = [KERNEL_WEIGHT * kernels] + [0.0] * min(cpus - 1, len(missing))
+    shares = [[] for _ in loads]
+    for piece in sorted(missing, key=lambda p: -PIECE_WEIGHTS[p]):
+        worker = loads.index(min(loads))
+        loads[worker] += PIECE_WEIGHTS[piece]
+        shares[worker].append(piece)
+    return [share for share in shares[1:] if share]
+
+
+def _fork_children(shares, cache, parallel):
+    children = []
+    for share in shares:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12: fork of a threaded process
+                pid = os.fork()
+        except OSError:  # no memory or processes to spare: this process compiles the share
+            continue
+        if pid == 0:  # the child: compile, store, leave without running any of the parent's exit code
+            status = 1
+            try:
+                warnings.simplefilter("ignore")
+                for piece in share:
+                    piece_object(piece, cache, parallel)
+                status = 0
+            finally:
+                os._exit(status)
+        children.append((pid, share))
+    return children
+
+
+def _reap(pid, kill=False):
+    """True once the child `pid` is gone (killed first if `kill`)."""
+    try:
+        if kill:
+            os.kill(pid, signal.SIGKILL)
+        done, _ = os.waitpid(pid, 0 if kill else os.WNOHANG)
+        return done != 0
+    except (ChildProcessError, ProcessLookupError):
+        return True
+
+
+# ----------------------------------------------------------------------------- MCJIT
 
 _MCJIT_LOCK = threading.Lock()
 _MCJIT_PIECES = {}  # piece -> its MCJIT engine (process-wide: its symbols are registered with LLVM)

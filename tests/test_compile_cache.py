@@ -216,3 +216,34 @@ def test_the_host_description_is_cached_and_a_bad_entry_is_asked_again(tmp_path,
         assert compile_cache.CompileCache(str(tmp_path)).load_entry(key, "json").description == asked
     finally:
         llvm_target.host_description.cache_clear()
+
+
+def test_missing_pieces_are_shared_out_to_children_by_weight(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == [["conv2d"]]  # sgemm stays here
+    assert support_library._share_out([], kernels=7) == []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == []  # no spare CPU
+
+
+def test_pieces_compiled_by_children_are_used_and_a_failed_child_is_made_up_for(tmp_path, monkeypatch):
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    monkeypatch.setattr(support_library, "_share_out", lambda missing, kernels: [[p] for p in missing])
+    cache = CompileCache(str(tmp_path))
+    with support_library.compiled_alongside(["sgemm"], cache, False, kernels=1) as helpers:
+        assert helpers.pieces == ["sgemm"]
+        helpers.wait()
+    assert cache.load(support_library.piece_key("sgemm", False)) is not None  # the child stored it
+    real, parent = support_library.piece_object, os.getpid()
+
+    def fails_in_a_child(piece, cache, parallel):
+        if os.getpid() != parent:
+            raise RuntimeError("a child that fails")
+        return real(piece, cache, parallel)
+    monkeypatch.setattr(support_library, "piece_object", fails_in_a_child)
+    other = CompileCache(str(tmp_path / "other"))
+    with support_library.compiled_alongside(["sgemm"], other, False, kernels=1) as helpers:
+        helpers.wait()
+    assert helpers.children == [] and other.load(support_library.piece_key("sgemm", False)) is None
+    assert support_library.piece_object("sgemm", other, False)  # compiled here instead
