@@ -433,30 +433,54 @@ first = time.perf_counter() - start
 start = time.perf_counter()
 with ember.no_grad():
     compiled(x)
-print(json.dumps({{"first": first, "second": time.perf_counter() - start}}))
+second = time.perf_counter() - start
+stats = getattr(getattr(compiled._compiled, "backend", None), "stats", None)
+stages = dict(getattr(stats, "stage_seconds", {{}}))
+print(json.dumps({{"first": first, "second": second, "stages": stages, "llvmlite": "llvmlite" in sys.modules}}))
 """
 
 
-def section_compile(np, ember, torch, quick):
-    cache = tempfile.mkdtemp(prefix="ember-bench-cache-")
+def _compile_probe(cache):
     environment = dict(os.environ, EMBER_CACHE_DIR=cache)
-    results = {}
-    for label in ("cold (empty cache)", "warm (cache filled)"):
-        probe = subprocess.run([sys.executable, "-c", COMPILE_PROBE.format(here=HERE)], env=environment,
-                               capture_output=True, text=True, timeout=600)
-        try:
-            results[label] = json.loads(probe.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            results[label] = {"unavailable": f"probe failed: {probe.stderr.strip().splitlines()[-1:]}"}
+    probe = subprocess.run([sys.executable, "-c", COMPILE_PROBE.format(here=HERE)], env=environment,
+                           capture_output=True, text=True, timeout=600)
+    try:
+        return json.loads(probe.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"unavailable": f"probe failed: {probe.stderr.strip().splitlines()[-1:]}"}
+
+
+def section_compile(np, ember, torch, quick):
+    """Cold: each run a new process with its own empty cache; warm: new processes on the cache
+    the first cold run filled. Medians, the spread, and the stages of the median run."""
+    runs = 1 if quick else 5
+    caches = [tempfile.mkdtemp(prefix="ember-bench-cache-") for _ in range(runs)]
+    results = {"cold (empty cache)": [_compile_probe(cache) for cache in caches]}
+    results["warm (cache filled)"] = [_compile_probe(caches[0]) for _ in range(runs)]
     rows = []
-    for label, result in results.items():
-        if "unavailable" in result:
-            rows.append((f"seed Net first call, {label}", None, result["unavailable"]))
-        else:
-            rows.append((f"seed Net first call, {label}", result["first"] * 1e3,
-                         f"(next call {result['second'] * 1e6:.0f} us)"))
+    for label, runs_of_label in results.items():
+        failed = [r["unavailable"] for r in runs_of_label if "unavailable" in r]
+        if failed:
+            rows.append((f"seed Net first call, {label}", None, failed[0]))
+            continue
+        ordered = sorted(runs_of_label, key=lambda r: r["first"])
+        median = ordered[len(ordered) // 2]
+        spread = f"{ordered[0]['first'] * 1e3:.0f}-{ordered[-1]['first'] * 1e3:.0f} ms over {len(ordered)} runs, " \
+            if len(ordered) > 1 else ""
+        rows.append((f"seed Net first call, {label}", median["first"] * 1e3,
+                     f"({spread}next call {statistics.median(r['second'] for r in runs_of_label) * 1e6:.0f} us; "
+                     f"llvmlite {'imported' if median['llvmlite'] else 'not imported'})"))
     print_table("(e) seed Net compile time, new process, import not counted (jax 170-260 ms, "
                 "torch.compile 11.1 s per shared/PERF.md)", rows, "ms")
+    for label, runs_of_label in results.items():
+        ordered = sorted((r for r in runs_of_label if "stages" in r), key=lambda r: r["first"])
+        if ordered and ordered[len(ordered) // 2]["stages"]:
+            median = ordered[len(ordered) // 2]
+            stages = median["stages"]
+            rest = median["first"] - sum(stages.values())
+            print(f"  stages of the median {label.split()[0]} run: "
+                  + ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in stages.items())
+                  + f", tracing and the rest {rest * 1e3:.1f} ms")
 
 
 def main():
