@@ -21,14 +21,16 @@ _WORKSPACE_LIMIT_BYTES = 64 << 20
 _workspace = threading.local()
 
 
-def _scratch(shape, dtype):
-    """An uninitialised array of `shape` in this thread's workspace; valid until the next call."""
+def _scratch(shape, dtype, slot="columns"):
+    """An uninitialised array of `shape` in one of this thread's workspaces (`slot`: the
+    columns, or a matmul's block result); valid until the next call for that slot."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if nbytes > _WORKSPACE_LIMIT_BYTES:
         return np.empty(shape, dtype=dtype)
-    buffer = getattr(_workspace, "buffer", None)
+    buffer = getattr(_workspace, slot, None)
     if buffer is None or buffer.nbytes < nbytes:
-        buffer = _workspace.buffer = np.empty(nbytes, dtype=np.uint8)
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        setattr(_workspace, slot, buffer)
     return buffer[:nbytes].view(dtype).reshape(shape)
 
 
@@ -97,15 +99,57 @@ def column_blocks(x, kernel, stride, padding, dilation, groups):
         yield start, stop, cols.reshape(groups, (c // groups) * kh * kw, (stop - start) * ow * n)
 
 
+# A conv with few output channels is a matmul with few rows, which BLAS runs at a fraction of
+# its speed while packing the tall im2col operand for little arithmetic. Computing P adjacent
+# output columns per window instead (the kernel widened by P-1 taps and strided by P along the
+# width, the weights stacked P times, each copy shifted one tap) gives P*O rows and packs
+# (KW+P-1)/(P*KW) of the columns, for (KW+P-1)/KW of the arithmetic.
+_PHASE_ROWS = 12  # aim for this many matmul rows
+_PHASE_LIMIT = 4
+
+
+def _width_phases(out_channels, ow, kernel_w, stride, dilation, groups):
+    """How many adjacent output columns each window computes (1: a plain im2col conv)."""
+    if groups != 1 or stride[1] != 1 or dilation[1] != 1 or kernel_w < 3:
+        return 1
+    for phases in range(min(_PHASE_LIMIT, _PHASE_ROWS // out_channels), 1, -1):
+        if ow % phases == 0:
+            return phases
+    return 1
+
+
+def _phase_weights(w, phases):
+    """[O, C, KH, KW] -> [P*O, C, KH, KW+P-1]: copy p of the weights shifted right by p taps."""
+    o, c, kh, kw = w.shape
+    if phases == 1:
+        return w
+    stacked = np.zeros((phases, o, c, kh, kw + phases - 1), dtype=w.dtype)
+    for p in range(phases):
+        stacked[p, ..., p:p + kw] = w
+    return stacked.reshape(phases * o, c, kh, kw + phases - 1)
+
+
+def _phase_geometry(kernel, stride, phases):
+    """The widened kernel and stride that compute `phases` adjacent output columns at once."""
+    return (kernel[0], kernel[1] + phases - 1), (stride[0], stride[1] * phases)
+
+
 def conv2d(x, w, stride, padding, dilation, groups):
-    o = w.shape[0]
-    wmat = w.reshape(groups, o // groups, -1)
-    out = None
-    for start, stop, cols in column_blocks(x, w.shape[2:], stride, padding, dilation, groups):
-        if out is None:
-            oh, ow, n = _output_size(x, w.shape[2:], stride, padding, dilation)
-            out = np.empty((groups, o // groups, oh * ow * n), dtype=np.result_type(w, cols))
-        np.matmul(wmat, cols, out=out[:, :, start * ow * n:stop * ow * n])
+    o, _, kh, kw = w.shape
+    oh, ow, n = _output_size(x, (kh, kw), stride, padding, dilation)
+    phases = _width_phases(o, ow, kw, stride, dilation, groups)
+    wmat = _phase_weights(w, phases).reshape(groups, phases * o // groups, -1)
+    out = np.empty((o, oh, ow // phases, phases, n), dtype=np.result_type(w, x))  # [O, OH, OW, N]
+    per_row = ow // phases * n
+    kernel, strides = _phase_geometry((kh, kw), stride, phases)
+    for start, stop, cols in column_blocks(x, kernel, strides, padding, dilation, groups):
+        if phases == 1:
+            np.matmul(wmat, cols, out=out.reshape(groups, o // groups, -1)[:, :, start * per_row:stop * per_row])
+            continue
+        block = _scratch((phases * o, (stop - start) * per_row), out.dtype, slot="block")
+        np.matmul(wmat[0], cols[0], out=block)
+        # phase p holds output columns p, p+P, ...: interleave them while the block is in cache
+        out[:, start:stop] = block.reshape(phases, o, stop - start, ow // phases, n).transpose(1, 2, 3, 0, 4)
     return as_nchw(out.reshape(o, oh, ow, n))
 
 
@@ -140,11 +184,22 @@ def conv2d_grad_input(g, w, input_shape, stride, padding, dilation, groups):
 
 
 def conv2d_grad_weight(x, g, weight_shape, stride, padding, dilation, groups):
-    o = weight_shape[0]
-    oh, ow, n = g.shape[2], g.shape[3], g.shape[0]
+    o, cg, kh, kw = weight_shape
+    n, _, oh, ow = g.shape
+    phases = _width_phases(o, ow, kw, stride, dilation, groups)
     rows = _channel_rows(g, groups)
+    if phases > 1:  # each phase's output columns become rows of their own: [P*O, OH*(OW/P)*N]
+        split = rows.reshape(o, oh, ow // phases, phases, n).transpose(3, 0, 1, 2, 4)
+        rows = np.ascontiguousarray(split).reshape(1, phases * o, -1)
+    per_row = ow // phases * n
+    kernel, strides = _phase_geometry((kh, kw), stride, phases)
     gw = None
-    for start, stop, cols in column_blocks(x, weight_shape[2:], stride, padding, dilation, groups):
-        part = np.matmul(rows[:, :, start * ow * n:stop * ow * n], cols.transpose(0, 2, 1))
-        gw = part if gw is None else np.add(gw, part, out=gw)  # G, Og, Cg*KH*KW
+    for start, stop, cols in column_blocks(x, kernel, strides, padding, dilation, groups):
+        part = np.matmul(rows[:, :, start * per_row:stop * per_row], cols.transpose(0, 2, 1))
+        gw = part if gw is None else np.add(gw, part, out=gw)  # G, Og*P, Cg*KH*(KW+P-1)
+    if phases > 1:  # undo the shifts of _phase_weights and add the phases up
+        stacked = gw.reshape(phases, o, cg, kh, kw + phases - 1)
+        gw = stacked[0, ..., :kw].copy()
+        for p in range(1, phases):
+            gw += stacked[p, ..., p:p + kw]
     return gw.reshape(weight_shape)
