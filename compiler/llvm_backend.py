@@ -125,7 +125,12 @@ class LLVMBackend:
             self.stats.cache_hits += 1
         with timer("load"):
             if kind == "so":
-                library, address = load_shared_library(payload, description["entry"], [self.cache.directory])
+                try:
+                    library, address = load_shared_library(payload, description["entry"], [self.cache.directory])
+                except OSError as error:
+                    _LINKING["works"] = False
+                    warnings.warn(f"ember: {error}; loading programs with llvmlite's MCJIT instead", stacklevel=2)
+                    return self.compile(graph)
             else:
                 support_library.register_with_mcjit(description["pieces"], self.cache, parallel)
                 library, address = load_object(payload, llvm_target.new_host_target_machine(), description["entry"])

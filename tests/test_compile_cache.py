@@ -247,3 +247,19 @@ def test_pieces_compiled_by_children_are_used_and_a_failed_child_is_made_up_for(
         helpers.wait()
     assert helpers.children == [] and other.load(support_library.piece_key("sgemm", False)) is None
     assert support_library.piece_object("sgemm", other, False)  # compiled here instead
+
+
+def test_a_shared_library_that_cannot_be_loaded_falls_back_to_mcjit(tmp_path, monkeypatch):
+    if linker.c_compiler() is None:
+        pytest.skip("no C compiler")
+    graph = chain_graph()
+    LLVMBackend(cache_dir=str(tmp_path)).compile(graph)
+
+    def refused(data, entry_name, folders=()):
+        raise OSError("cannot map the library (noexec)")
+    monkeypatch.setattr(llvm_backend, "load_shared_library", refused)
+    backend = LLVMBackend(cache_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="noexec.*MCJIT"):
+        runner = backend.compile(graph)
+    run_chain(runner, graph)
+    assert entries(tmp_path, "o")
