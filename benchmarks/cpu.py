@@ -472,6 +472,9 @@ def section_compile(np, ember, torch, quick):
                      f"llvmlite {'imported' if median['llvmlite'] else 'not imported'})"))
     print_table("(e) seed Net compile time, new process, import not counted (jax 170-260 ms, "
                 "torch.compile 11.1 s per shared/PERF.md)", rows, "ms")
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("  PYTHONDONTWRITEBYTECODE is set: modules without an up-to-date .pyc compile from source in every "
+              "process (tens of ms on a first call)")
     for label, runs_of_label in results.items():
         ordered = sorted((r for r in runs_of_label if "stages" in r), key=lambda r: r["first"])
         if ordered and ordered[len(ordered) // 2]["stages"]:
