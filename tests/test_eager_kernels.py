@@ -179,7 +179,7 @@ def test_fold_windows_adds_windows_back_in_the_layout_of_its_operand(kernel, str
 @pytest.mark.parametrize("batch", [64, 37, 2])
 def test_sums_give_the_same_bits_whatever_the_operand_layout(batch):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 6, 28, 28)).astype(np.float32)
+    x = rng.standard_normal((batch, 6, 27, 29)).astype(np.float32)
     batch_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
     for axes in [(0, 2, 3), (0,), (1, 2), (0, 1, 2, 3)]:
         for keepdims in (True, False):
