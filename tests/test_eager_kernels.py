@@ -59,14 +59,14 @@ def test_conv2d_and_its_gradients_equal_the_defining_sums(config, blocks):
     check_against_defining_sums(x, w, config)
 
 
-@pytest.mark.parametrize("out_channels,ow,expected_phases", [(2, 12, 4), (3, 9, 3), (5, 14, 2), (4, 13, 1), (16, 14, 1)])
-@pytest.mark.parametrize("config", [((1, 1), (0, 0), (1, 1), 1), ((2, 1), (1, 1), (2, 1), 1)])
-def test_convs_with_few_output_channels_compute_adjacent_columns_together_and_stay_exact(
-        out_channels, ow, expected_phases, config, blocks):
+@pytest.mark.parametrize("out_channels,oh,expected_phases", [(2, 12, 4), (3, 9, 3), (5, 14, 2), (4, 13, 1), (16, 14, 1)])
+@pytest.mark.parametrize("config", [((1, 1), (0, 0), (1, 1), 1), ((1, 2), (1, 1), (1, 2), 1)])
+def test_convs_with_few_output_channels_compute_adjacent_rows_together_and_stay_exact(
+        out_channels, oh, expected_phases, config, blocks):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 2, 9, ow + 2 - 2 * config[1][1])).astype(np.float32)
+    x = rng.standard_normal((3, 2, oh + 2 - 2 * config[1][0], 9)).astype(np.float32)
     w = rng.standard_normal((out_channels, 2, 3, 3)).astype(np.float32)
-    assert conv_batch_last._width_phases(out_channels, ow, 3, config[0], config[2], 1) == expected_phases
+    assert conv_batch_last._row_phases(out_channels, oh, 3, config[0], config[2], 1) == expected_phases
     check_against_defining_sums(x, w, config)
 
 

@@ -101,46 +101,47 @@ def column_blocks(x, kernel, stride, padding, dilation, groups):
 
 # A conv with few output channels is a matmul with few rows, which BLAS runs at a fraction of
 # its speed while packing the tall im2col operand for little arithmetic. Computing P adjacent
-# output columns per window instead (the kernel widened by P-1 taps and strided by P along the
-# width, the weights stacked P times, each copy shifted one tap) gives P*O rows and packs
-# (KW+P-1)/(P*KW) of the columns, for (KW+P-1)/KW of the arithmetic.
+# output rows per window instead (the kernel P-1 taps taller and strided by P down the height,
+# the weights stacked P times, each copy shifted one tap) gives P*O matmul rows and packs
+# (KH+P-1)/(P*KH) of the columns, for (KH+P-1)/KH of the arithmetic. Along the height, so
+# the im2col rows stay long contiguous runs of OW*N values.
 _PHASE_ROWS = 12  # aim for this many matmul rows
 _PHASE_LIMIT = 4
 
 
-def _width_phases(out_channels, ow, kernel_w, stride, dilation, groups):
-    """How many adjacent output columns each window computes (1: a plain im2col conv)."""
-    if groups != 1 or stride[1] != 1 or dilation[1] != 1 or kernel_w < 3:
+def _row_phases(out_channels, oh, kernel_h, stride, dilation, groups):
+    """How many adjacent output rows each window computes (1: a plain im2col conv)."""
+    if groups != 1 or stride[0] != 1 or dilation[0] != 1 or kernel_h < 3:
         return 1
     for phases in range(min(_PHASE_LIMIT, _PHASE_ROWS // out_channels), 1, -1):
-        if ow % phases == 0:
+        if oh % phases == 0:
             return phases
     return 1
 
 
 def _phase_weights(w, phases):
-    """[O, C, KH, KW] -> [P*O, C, KH, KW+P-1]: copy p of the weights shifted right by p taps."""
+    """[O, C, KH, KW] -> [P*O, C, KH+P-1, KW]: copy p of the weights shifted down by p taps."""
     o, c, kh, kw = w.shape
     if phases == 1:
         return w
-    stacked = np.zeros((phases, o, c, kh, kw + phases - 1), dtype=w.dtype)
+    stacked = np.zeros((phases, o, c, kh + phases - 1, kw), dtype=w.dtype)
     for p in range(phases):
-        stacked[p, ..., p:p + kw] = w
-    return stacked.reshape(phases * o, c, kh, kw + phases - 1)
+        stacked[p, :, :, p:p + kh] = w
+    return stacked.reshape(phases * o, c, kh + phases - 1, kw)
 
 
 def _phase_geometry(kernel, stride, phases):
-    """The widened kernel and stride that compute `phases` adjacent output columns at once."""
-    return (kernel[0], kernel[1] + phases - 1), (stride[0], stride[1] * phases)
+    """The taller kernel and stride that compute `phases` adjacent output rows at once."""
+    return (kernel[0] + phases - 1, kernel[1]), (stride[0] * phases, stride[1])
 
 
 def conv2d(x, w, stride, padding, dilation, groups):
     o, _, kh, kw = w.shape
     oh, ow, n = _output_size(x, (kh, kw), stride, padding, dilation)
-    phases = _width_phases(o, ow, kw, stride, dilation, groups)
+    phases = _row_phases(o, oh, kh, stride, dilation, groups)
     wmat = _phase_weights(w, phases).reshape(groups, phases * o // groups, -1)
-    out = np.empty((o, oh, ow // phases, phases, n), dtype=np.result_type(w, x))  # [O, OH, OW, N]
-    per_row = ow // phases * n
+    out = np.empty((o, oh // phases, phases, ow, n), dtype=np.result_type(w, x))  # [O, OH, OW, N]
+    per_row = ow * n
     kernel, strides = _phase_geometry((kh, kw), stride, phases)
     for start, stop, cols in column_blocks(x, kernel, strides, padding, dilation, groups):
         if phases == 1:
@@ -148,8 +149,8 @@ def conv2d(x, w, stride, padding, dilation, groups):
             continue
         block = _scratch((phases * o, (stop - start) * per_row), out.dtype, slot="block")
         np.matmul(wmat[0], cols[0], out=block)
-        # phase p holds output columns p, p+P, ...: interleave them while the block is in cache
-        out[:, start:stop] = block.reshape(phases, o, stop - start, ow // phases, n).transpose(1, 2, 3, 0, 4)
+        # phase p holds output rows p, p+P, ...: interleave them while the block is in cache
+        out[:, start:stop] = block.reshape(phases, o, stop - start, ow, n).transpose(1, 2, 0, 3, 4)
     return as_nchw(out.reshape(o, oh, ow, n))
 
 
@@ -186,20 +187,20 @@ def conv2d_grad_input(g, w, input_shape, stride, padding, dilation, groups):
 def conv2d_grad_weight(x, g, weight_shape, stride, padding, dilation, groups):
     o, cg, kh, kw = weight_shape
     n, _, oh, ow = g.shape
-    phases = _width_phases(o, ow, kw, stride, dilation, groups)
+    phases = _row_phases(o, oh, kh, stride, dilation, groups)
     rows = _channel_rows(g, groups)
-    if phases > 1:  # each phase's output columns become rows of their own: [P*O, OH*(OW/P)*N]
-        split = rows.reshape(o, oh, ow // phases, phases, n).transpose(3, 0, 1, 2, 4)
+    if phases > 1:  # each phase's output rows become matmul rows of their own: [P*O, OH/P*OW*N]
+        split = rows.reshape(o, oh // phases, phases, ow * n).transpose(2, 0, 1, 3)
         rows = np.ascontiguousarray(split).reshape(1, phases * o, -1)
-    per_row = ow // phases * n
+    per_row = ow * n
     kernel, strides = _phase_geometry((kh, kw), stride, phases)
     gw = None
     for start, stop, cols in column_blocks(x, kernel, strides, padding, dilation, groups):
         part = np.matmul(rows[:, :, start * per_row:stop * per_row], cols.transpose(0, 2, 1))
-        gw = part if gw is None else np.add(gw, part, out=gw)  # G, Og*P, Cg*KH*(KW+P-1)
+        gw = part if gw is None else np.add(gw, part, out=gw)  # G, Og*P, Cg*(KH+P-1)*KW
     if phases > 1:  # undo the shifts of _phase_weights and add the phases up
-        stacked = gw.reshape(phases, o, cg, kh, kw + phases - 1)
-        gw = stacked[0, ..., :kw].copy()
+        stacked = gw.reshape(phases, o, cg, kh + phases - 1, kw)
+        gw = stacked[0, :, :, :kh].copy()
         for p in range(1, phases):
-            gw += stacked[p, ..., p:p + kw]
+            gw += stacked[p, :, :, p:p + kh]
     return gw.reshape(weight_shape)
