@@ -142,11 +142,16 @@ class Helpers:
 
 def _share_out(missing, kernels):
     """Pieces per child (the heaviest first, each to the least loaded worker, this process
-    starting with its program's weight); none without fork or a spare CPU."""
+    starting with its program's weight): one child per CPU that neither this process nor the
+    machine's recent load (1-minute average) occupies; none without fork. On a busy machine
+    a child only competes with this process (measured: 2 CPUs at load 1.5-2, the seed Net's
+    cold compile 0.85 s with a child against 0.77 s without; 0.5-0.6 s with one on an idle one)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if not hasattr(os, "fork") or cpus < 2 or not missing:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    spare = min(int(cpus - 1 - load + 0.5), cpus - 1, len(missing))
+    if not hasattr(os, "fork") or spare < 1:
         return []
-    loads = [KERNEL_WEIGHT * kernels] + [0.0] * min(cpus - 1, len(missing))
+    loads = [KERNEL_WEIGHT * kernels] + [0.0] * spare
     shares = [[] for _ in loads]
     for piece in sorted(missing, key=lambda p: -PIECE_WEIGHTS[p]):
         worker = loads.index(min(loads))

@@ -218,12 +218,18 @@ def test_the_host_description_is_cached_and_a_bad_entry_is_asked_again(tmp_path,
         llvm_target.host_description.cache_clear()
 
 
-def test_missing_pieces_are_shared_out_to_children_by_weight(monkeypatch):
+def test_missing_pieces_are_shared_out_to_idle_cpus_by_weight(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2), raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == [["conv2d"]]  # sgemm stays here
     assert support_library._share_out([], kernels=7) == []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == [["conv2d"], ["sgemm"]]
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == []  # no spare CPU
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.5, 1.5), raising=False)
+    assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == []  # the other CPU is busy
 
 
 def test_pieces_compiled_by_children_are_used_and_a_failed_child_is_made_up_for(tmp_path, monkeypatch):
