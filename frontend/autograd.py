@@ -61,7 +61,6 @@ class Node:
         """The inputs as they were when this node was recorded. A tensor rebound by an in-place
         op is replaced by a stand-in holding the old value and history; a tensor whose memory
         was overwritten in place is an error (its old value is gone)."""
-        from .tensor import Tensor
         values = []
         for i, (t, (data, fn, requires_grad, version)) in enumerate(zip(self.inputs, self.saved)):
             if t._data is data:
@@ -78,7 +77,6 @@ class Node:
 
     def saved_output(self, create_graph):
         """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
-        from .tensor import Tensor
         alive = self.out_ref() if self.out_ref is not None else None
         if alive is not None and alive._data is self.out and alive._version != self.out_version:
             raise_modified(alive, self, "output 0")
@@ -237,7 +235,6 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
 def _owned(g):
     """A gradient the leaf may keep: a fresh, writable, contiguous array (never a view of an
     activation or a broadcast)."""
-    from .tensor import Tensor
     data = g._data
     if not data.flags.writeable or not data.flags.c_contiguous or data.base is not None:
         data = np.array(data, copy=True)
@@ -245,7 +242,6 @@ def _owned(g):
 
 
 def _accumulate_into(existing, g):
-    from .tensor import Tensor
     if existing.requires_grad:
         return existing + g
     data = existing._data
@@ -443,3 +439,7 @@ def __getattr__(name):
         from . import custom_function
         return getattr(custom_function, name)
     raise AttributeError(f"module 'ember.autograd' has no attribute {name!r}")
+
+
+# at the end: tensor imports dispatch, which imports this module (hot paths use Tensor)
+from .tensor import Tensor  # noqa: E402

@@ -1,6 +1,8 @@
 """Reductions (sum, amax, amin, prod, argmax, argmin) and the scans and sorts (cumsum,
 argsort). `axes` is always a normalised tuple by the time a primitive is bound.
 """
+import itertools
+
 import numpy as np
 
 from . import compose as C
@@ -33,7 +35,9 @@ def _sum(x, axes, keepdims):
             for axis in sorted(axes, key=lambda a: a == 0):
                 x = _halve_axis(x, axis)
             # summing the now size-1 axes below adds nothing
-    out = np.sum(_row_major(x), axis=axes, keepdims=keepdims, dtype=np.int64 if x.dtype.kind in "biu" else None)
+    # add.reduce: np.sum's Python wrapper costs more than summing a small operand
+    out = np.add.reduce(_row_major(x), axis=axes, keepdims=keepdims,
+                        dtype=np.int64 if x.dtype.kind in "biu" else None)
     return np.asarray(out)
 
 
@@ -73,14 +77,17 @@ def _prod(x, axes, keepdims):
 def _small_trailing_reduce(ufunc, x, axes, keepdims):
     """Reductions over a few trailing elements (pooling windows) as elementwise ufunc calls
     over slices: numpy's generic reduce is slow for inner extents of 2-4. None if not such."""
-    nd = x.ndim
-    if not axes or nd < 3 or tuple(axes) != tuple(range(nd - len(axes), nd)) or len(axes) == nd:
+    nd, count = x.ndim, len(axes)
+    if not count or nd < 3 or count == nd or tuple(axes) != tuple(range(nd - count, nd)):
         return None
-    window_shape = tuple(x.shape[a] for a in axes)
-    window = int(np.prod(window_shape))
+    window_shape = x.shape[nd - count:]
+    window = 1
+    for extent in window_shape:
+        window *= extent
     if window > 16 or window < 2:
         return None
-    taps = [x[(Ellipsis,) + index] for index in np.ndindex(*window_shape)]  # views: no reshape copy
+    # views, no reshape copy (itertools: np.ndindex costs more than a small pooling pass)
+    taps = [x[(Ellipsis,) + index] for index in itertools.product(*[range(d) for d in window_shape])]
     out = ufunc(taps[0], taps[1])
     for tap in taps[2:]:
         ufunc(out, tap, out=out)
