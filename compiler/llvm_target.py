@@ -63,9 +63,9 @@ def _ask_llvm():
 
 
 def _host_fingerprint():
-    """Bytes that change when LLVM's view of the host could: the first CPU's vendor, family,
-    model, stepping and flags, the machine, and llvmlite's binary (path, size, mtime). None
-    without /proc/cpuinfo or llvmlite."""
+    """Bytes that change when LLVM's view of the host could: the first CPU's identity and
+    feature flags (x86 and Arm spellings), the machine, and llvmlite's binary (path, size,
+    mtime). None without /proc/cpuinfo or llvmlite."""
     import importlib.util
     try:
         with open("/proc/cpuinfo", "rb") as f:
@@ -73,9 +73,11 @@ def _host_fingerprint():
         spec = importlib.util.find_spec("llvmlite")
     except (OSError, ImportError, ValueError):
         return None
-    fields = (b"vendor_id", b"cpu family", b"model", b"model name", b"stepping", b"cpuid level", b"flags")
+    fields = (b"vendor_id", b"cpu family", b"model", b"model name", b"stepping", b"cpuid level", b"flags",
+              b"CPU implementer", b"CPU architecture", b"CPU variant", b"CPU part", b"CPU revision", b"Features")
     lines = [line for line in first_cpu.splitlines() if line.split(b":")[0].strip() in fields]
-    if spec is None or not spec.submodule_search_locations or not any(line.startswith(b"flags") for line in lines):
+    if spec is None or not spec.submodule_search_locations \
+            or not any(line.startswith((b"flags", b"Features")) for line in lines):
         return None
     binding = os.path.join(spec.submodule_search_locations[0], "binding")
     try:
