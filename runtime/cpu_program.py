@@ -13,8 +13,9 @@ allocating new memory (a fresh 64 MiB array costs ~20 ms of page faults). Interm
 in one arena allocated once per program and reused. Not thread-safe: one program runs one
 call at a time.
 
-Machine code comes from an object file loaded by llvmlite's MCJIT (`load_object`), which
-resolves libgomp and the sgemm support library through symbols registered in the process.
+Machine code comes from a shared library loaded with ctypes (runtime/shared_library.py), or,
+where no C compiler linked one, from an object file loaded by llvmlite's MCJIT (`load_object`),
+which resolves libgomp and the support library through symbols registered in the process.
 """
 import builtins
 import ctypes
