@@ -20,6 +20,7 @@ itself before numpy loads) so numpy's BLAS runs its own kernels; the header says
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -455,8 +456,12 @@ def section_compile(np, ember, torch, quick):
     the first cold run filled. Medians, the spread, and the stages of the median run."""
     runs = 1 if quick else 5
     caches = [tempfile.mkdtemp(prefix="ember-bench-cache-") for _ in range(runs)]
-    results = {"cold (empty cache)": [_compile_probe(cache) for cache in caches]}
-    results["warm (cache filled)"] = [_compile_probe(caches[0]) for _ in range(runs)]
+    try:
+        results = {"cold (empty cache)": [_compile_probe(cache) for cache in caches]}
+        results["warm (cache filled)"] = [_compile_probe(caches[0]) for _ in range(runs)]
+    finally:
+        for cache in caches:
+            shutil.rmtree(cache, ignore_errors=True)
     rows = []
     for label, runs_of_label in results.items():
         failed = [r["unavailable"] for r in runs_of_label if "unavailable" in r]
