@@ -51,6 +51,7 @@ def operands(config, batch=3, seed=0):
 def blocks(request, monkeypatch):
     if request.param:
         monkeypatch.setattr(conv_batch_last, "_BLOCK_BYTES", 1)  # forces one output row per block
+        monkeypatch.setattr(conv_batch_last, "_COL2IM_BLOCK_BYTES", 1)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

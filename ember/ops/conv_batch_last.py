@@ -75,16 +75,19 @@ def _windows(x, kernel, stride, padding, dilation):
     return windows.transpose(0, 4, 5, 1, 2, 3)  # from C, OH, OW, N, KH, KW
 
 
-def _row_blocks(taps, rows, row_values):
-    """Split OH output rows into blocks whose im2col columns (`taps` x `row_values` each row)
-    fit a cache-sized workspace."""
-    per_block = max(1, _BLOCK_BYTES // max(1, taps * row_values))
+def _row_blocks(taps, rows, row_values, budget):
+    """Split OH output rows into blocks whose columns (`taps` x `row_values` bytes each row)
+    fit `budget` bytes."""
+    per_block = max(1, budget // max(1, taps * row_values))
     return [(start, min(start + per_block, rows)) for start in range(0, rows, per_block)]
 
 
 # im2col a block of output rows at a time, the matmul reading it while it is still in cache:
 # one pass over 15 MB of columns (the seed Net's conv1 at batch 64) is memory bound
 _BLOCK_BYTES = 2 << 20
+# col2im adds 25 shifted slices of the taps: fewer, larger blocks measured faster (each
+# block's slices are shorter); the budget only bounds the workspace for large convs
+_COL2IM_BLOCK_BYTES = 16 << 20
 
 
 def column_blocks(x, kernel, stride, padding, dilation, groups):
@@ -93,7 +96,7 @@ def column_blocks(x, kernel, stride, padding, dilation, groups):
     contiguous runs of OW*N values. The columns live in the workspace until the next block."""
     windows = _windows(x, kernel, stride, padding, dilation)
     c, kh, kw, oh, ow, n = windows.shape
-    for start, stop in _row_blocks(c * kh * kw, oh, ow * n * windows.itemsize):
+    for start, stop in _row_blocks(c * kh * kw, oh, ow * n * windows.itemsize, _BLOCK_BYTES):
         cols = _scratch((c, kh, kw, stop - start, ow, n), windows.dtype)
         np.copyto(cols, windows[:, :, :, start:stop])
         yield start, stop, cols.reshape(groups, (c // groups) * kh * kw, (stop - start) * ow * n)
@@ -170,7 +173,7 @@ def conv2d_grad_input(g, w, input_shape, stride, padding, dilation, groups):
     rows = _channel_rows(g, groups)
     (ph, pw), (sh, sw), (dh, dw) = padding, stride, dilation
     full = np.zeros((c, h + 2 * ph, width + 2 * pw, n), dtype=np.result_type(w, g))
-    for start, stop in _row_blocks(c * kh * kw, oh, ow * n * full.itemsize):
+    for start, stop in _row_blocks(c * kh * kw, oh, ow * n * full.itemsize, _COL2IM_BLOCK_BYTES):
         taps = _scratch((groups, cg * kh * kw, (stop - start) * ow * n), full.dtype)
         np.matmul(wmat_t, rows[:, :, start * ow * n:stop * ow * n], out=taps)
         taps = taps.reshape(c, kh, kw, stop - start, ow, n)
