@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from .movement import window_view
+from .movement import _window_out, window_view
 
 _TRANSPOSE_ROWS = 8  # images moved per block when making an NCHW array batch-last: stays in cache
 
@@ -159,8 +159,8 @@ def conv2d(x, w, stride, padding, dilation, groups):
 
 def _output_size(x, kernel, stride, padding, dilation):
     n, _, h, w = x.shape
-    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    oh = _window_out(h + 2 * padding[0], kernel[0], stride[0], dilation[0])
+    ow = _window_out(w + 2 * padding[1], kernel[1], stride[1], dilation[1])
     return oh, ow, n
 
 
