@@ -219,3 +219,28 @@ def test_fold_of_tiling_windows_laid_out_like_their_input_is_a_view_and_c_order_
     folded = PRIMITIVES["fold_windows"].impl(row_major, size=(4, 6), **attrs)
     assert not np.shares_memory(folded, row_major)
     np.testing.assert_array_equal(folded, x)
+
+
+def test_the_seed_net_at_batch_64_with_every_fast_path_gives_numpy_lenets_loss_and_gradients():
+    """Batch 64 turns on what small test batches do not: conv row phases with several blocks,
+    the batch-sum tree, relaid broadcast operands, folds as views and bit-selecting wheres."""
+    import sys
+    from pathlib import Path
+
+    import ember
+    import zoo
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from numpy_lenet import NumpyLeNet
+
+    net = zoo.SeedNet()
+    reference = NumpyLeNet(net.state_dict())
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
+    targets = rng.integers(0, 10, 64)
+    loss = ember.nn.CrossEntropyLoss()(net(ember.tensor(images)), ember.tensor(targets))
+    loss.backward()
+    numpy_loss, grads = reference.loss_and_grads(images, targets)
+    assert numpy_loss == pytest.approx(loss.item(), rel=1e-5)
+    for name, param in net.named_parameters():
+        scale = float(np.abs(grads[name]).max())
+        np.testing.assert_allclose(param.grad.numpy(), grads[name], rtol=2e-4, atol=2e-5 * scale, err_msg=name)
