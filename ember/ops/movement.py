@@ -250,6 +250,7 @@ def _array_in_layout_of(windows, shape, make):
     memory = make(tuple(shape[axis] for axis in order), dtype=windows.dtype)
     return memory.transpose(np.argsort(order))
 
+
 def _fold_vjp(g, out, windows, size, stride, dilation):
     kernel = tuple(windows.shape[-2:])
     return (PRIMITIVES["unfold_windows"].bind(g, kernel=kernel, stride=stride, dilation=dilation),)
