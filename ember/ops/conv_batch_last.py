@@ -6,6 +6,7 @@ rows (OW*N floats, not OW), and the matmul writes [O, OH, OW, N] directly. Resul
 as [N, C, H, W]-shaped views of that memory; numpy's elementwise ops keep the layout, so the
 next conv or pool reads it without a copy.
 """
+import math
 import threading
 
 import numpy as np
@@ -24,7 +25,7 @@ _workspace = threading.local()
 def _scratch(shape, dtype, slot="columns"):
     """An uninitialised array of `shape` in one of this thread's workspaces (`slot`: the
     columns, or a matmul's block result); valid until the next call for that slot."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if nbytes > _WORKSPACE_LIMIT_BYTES:
         return np.empty(shape, dtype=dtype)
     buffer = getattr(_workspace, slot, None)
