@@ -142,13 +142,12 @@ class Helpers:
 
 def _share_out(missing, kernels):
     """Pieces per child (the heaviest first, each to the least loaded worker, this process
-    starting with its program's weight): one child per CPU that neither this process nor the
-    machine's recent load (1-minute average) occupies; none without fork. On a busy machine
+    starting with its program's weight): one child per CPU that neither this process nor any
+    other running task occupies now; none without fork. On a busy machine
     a child only competes with this process (measured: 2 CPUs at load 1.5-2, the seed Net's
     cold compile 0.85 s with a child against 0.77 s without; 0.5-0.6 s with one on an idle one)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    spare = min(int(cpus - 1 - load + 0.5), cpus - 1, len(missing))
+    spare = min(cpus - _busy_cpus(), cpus - 1, len(missing))
     if not hasattr(os, "fork") or spare < 1:
         return []
     loads = [KERNEL_WEIGHT * kernels] + [0.0] * spare
@@ -158,6 +157,19 @@ def _share_out(missing, kernels):
         loads[worker] += PIECE_WEIGHTS[piece]
         shares[worker].append(piece)
     return [share for share in shares[1:] if share]
+
+
+def _busy_cpus():
+    """CPUs busy right now, this process included: the kernel's count of runnable tasks
+    (/proc/loadavg's fourth field), not the 1-minute load average, which still counts work
+    that ended a minute ago (a benchmark's previous section, the previous test). Without
+    /proc, the load average rounded up, plus this process."""
+    try:
+        with open("/proc/loadavg") as f:
+            return max(1, int(f.read().split()[3].split("/")[0]))
+    except (OSError, ValueError, IndexError):
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return 1 + int(load + 0.5)
 
 
 def _fork_children(shares, cache, parallel):

@@ -219,7 +219,7 @@ def test_the_host_description_is_cached_and_a_bad_entry_is_asked_again(tmp_path,
 
 
 def test_missing_pieces_are_shared_out_to_idle_cpus_by_weight(monkeypatch):
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2), raising=False)
+    monkeypatch.setattr(support_library, "_busy_cpus", lambda: 1)  # only this process runs
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == [["conv2d"]]  # sgemm stays here
     assert support_library._share_out([], kernels=7) == []
@@ -228,8 +228,17 @@ def test_missing_pieces_are_shared_out_to_idle_cpus_by_weight(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == []  # no spare CPU
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.5, 1.5), raising=False)
+    monkeypatch.setattr(support_library, "_busy_cpus", lambda: 2)
     assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == []  # the other CPU is busy
+
+
+def test_busy_cpus_counts_the_tasks_running_now():
+    busy = support_library._busy_cpus()
+    assert busy >= 1  # this process at least
+    if os.path.exists("/proc/loadavg"):
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        assert abs(busy - running) <= 2  # a snapshot a moment later
 
 
 def test_pieces_compiled_by_children_are_used_and_a_failed_child_is_made_up_for(tmp_path, monkeypatch):
