@@ -305,28 +305,33 @@ def profile_ember_step(step, steps):
     print(f"\ncProfile of {steps} ember training steps, top functions by own time")
     pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(15)
 
-    totals, wall = time_primitive_impls(step, steps)
-    inside = sum(seconds for _, seconds in totals.values())
-    print(f"time inside primitive impls (numpy), per step: {inside / steps * 1e3:.2f} ms of "
-          f"{wall / steps * 1e3:.2f} ms; dispatch, autograd and Python around them: "
-          f"{(wall - inside) / steps * 1e3:.2f} ms")
+    per_step, walls = time_primitive_impls(step, steps)
+    # medians over the steps: a burst of other work on the machine lands in one op of one step
+    wall = statistics.median(walls)
+    typical = {key: (calls, statistics.median(times.get(key, (0, 0.0))[1] for times in per_step))
+               for times in per_step[:1] for key, (calls, _) in times.items()}
+    inside = sum(seconds for _, seconds in typical.values())
+    print(f"time inside primitive impls (numpy), per step (medians of {steps} steps): {inside * 1e3:.2f} ms "
+          f"of {wall * 1e3:.2f} ms; dispatch, autograd and Python around them: {(wall - inside) * 1e3:.2f} ms")
     print(f"  {'primitive and operand shapes':<64}{'calls':>6}{'ms/step':>10}{'share':>8}")
-    for (name, shapes), (calls, seconds) in sorted(totals.items(), key=lambda item: -item[1][1])[:20]:
+    for (name, shapes), (calls, seconds) in sorted(typical.items(), key=lambda item: -item[1][1])[:20]:
         operands = ", ".join("x".join(map(str, shape)) if shape else "scalar" for shape in shapes)
-        print(f"  {f'{name}({operands})':<64}{calls // steps:>6}{seconds / steps * 1e3:>10.2f}"
-              f"{seconds / wall:>8.1%}")
+        print(f"  {f'{name}({operands})':<64}{calls:>6}{seconds * 1e3:>10.2f}{seconds / wall:>8.1%}")
 
 
 def time_primitive_impls(step, steps):
-    """Run `step` with every primitive's impl wrapped in a timer (restored afterwards)."""
+    """Run `step` `steps` times with every primitive's impl wrapped in a timer (restored
+    afterwards) -> ([{(primitive, operand shapes): (calls, seconds)} per step], [wall seconds
+    per step])."""
     from ember.ops import PRIMITIVES
-    totals = {}
+    per_step, walls = [], []
     originals = {name: prim.impl for name, prim in PRIMITIVES.items()}
 
     def timed(name, impl):
         def run(*arrays, **attrs):
             start = time.perf_counter()
             result = impl(*arrays, **attrs)
+            totals = per_step[-1]
             key = (name, tuple(getattr(a, "shape", ()) for a in arrays))
             calls, seconds = totals.get(key, (0, 0.0))
             totals[key] = (calls + 1, seconds + time.perf_counter() - start)
@@ -336,14 +341,15 @@ def time_primitive_impls(step, steps):
     try:
         for name, prim in PRIMITIVES.items():
             prim.impl = timed(name, prim.impl)
-        start = time.perf_counter()
         for _ in range(steps):
+            per_step.append({})
+            start = time.perf_counter()
             step()
-        wall = time.perf_counter() - start
+            walls.append(time.perf_counter() - start)
     finally:
         for name, prim in PRIMITIVES.items():
             prim.impl = originals[name]
-    return totals, wall
+    return per_step, walls
 
 
 def main():
