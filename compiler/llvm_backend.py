@@ -114,8 +114,13 @@ class LLVMBackend:
             entry = None
         prepared = module_ref = None
         if entry is None:
-            prepared = lower(planned, timer, instrument, self.threads)
-            module_ref, payload, shared = self._build(prepared, timer, shared)
+            # the support pieces it will call start compiling in other processes now, while
+            # this one lowers and compiles the program
+            expected = support_library.pieces_expected(planned.graph, planned.fusion)
+            with support_library.compiled_alongside(expected, self.cache, parallel,
+                                                    len(planned.fusion.groups)) as helpers:
+                prepared = lower(planned, timer, instrument, self.threads)
+                module_ref, payload, shared = self._build(prepared, timer, shared, helpers)
             description = describe(prepared)
             kind = "so" if shared else "o"
             self.cache.store(key, payload, description, kind)
@@ -147,21 +152,21 @@ class LLVMBackend:
             print(render_code(runner.prepared, "asm", module_ref), file=sys.stderr)
         return runner
 
-    def _build(self, prepared, timer, shared):
+    def _build(self, prepared, timer, shared, helpers):
         """(optimised module, payload, shared): the program's object code linked with its
         support pieces into a shared library, or (shared False, or linking failed: warned) the
-        object code alone. Missing pieces compile in other processes meanwhile."""
+        object code alone. `helpers` (support_library.compiled_alongside) compile some of the
+        missing pieces in other processes meanwhile; this process compiles the rest."""
         pieces, parallel = prepared.pieces, prepared.program.parallel
-        with support_library.compiled_alongside(pieces, self.cache, parallel, len(prepared.kernels)) as helpers:
-            module_ref = optimized_module(prepared, timer)
-            with timer("emit"):
-                object_code = llvm_target.host_target_machine().emit_object(module_ref)
-            with timer("support"):
-                own = {p: support_library.piece_object(p, self.cache, parallel) for p in pieces
-                       if p not in helpers.pieces}
-                helpers.wait()
-                objects = [own[p] if p in own else support_library.piece_object(p, self.cache, parallel)
-                           for p in pieces]
+        module_ref = optimized_module(prepared, timer)
+        with timer("emit"):
+            object_code = llvm_target.host_target_machine().emit_object(module_ref)
+        with timer("support"):
+            own = {p: support_library.piece_object(p, self.cache, parallel) for p in pieces
+                   if p not in helpers.pieces}
+            helpers.wait()
+            objects = [own[p] if p in own else support_library.piece_object(p, self.cache, parallel)
+                       for p in pieces]
         if not shared:
             return module_ref, object_code, False
         with timer("link"):

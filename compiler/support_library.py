@@ -36,6 +36,28 @@ def pieces_for(kernels):
     return [piece for piece in PIECES if piece in needed]
 
 
+def pieces_expected(graph, fusion):
+    """The pieces a planned graph's kernels will call, known before lowering so that their
+    compilation can start at once: a float32 convolution calls its piece (and sgemm), and so
+    does a float32 matmul too big for loops and with more rows than a dot product. Lowering
+    decides (`pieces_for`); a piece expected wrongly is compiled for nothing, one missed is
+    compiled later."""
+    from .lowering_contractions import DOT_PRODUCT_ROWS, GEMM_MIN_WORK
+    needed = set()
+    for group in fusion.groups:
+        node = graph.node(group.anchor)
+        if node.dtype != "float32" or 0 in node.shape:
+            continue
+        if node.op in CONV_PIECES:
+            needed.update((SGEMM, node.op))
+        elif node.op == "matmul":
+            m, n = node.shape[-2:]
+            k = graph.node(node.inputs[0]).shape[-1]
+            if m * n * k >= GEMM_MIN_WORK and m > DOT_PRODUCT_ROWS:
+                needed.add(SGEMM)
+    return [piece for piece in PIECES if piece in needed]
+
+
 def exported_symbols(piece):
     """The symbols a piece defines for programs (and other pieces) to call."""
     from .llvm_cpu import CONV_SYMBOLS, SGEMM_SYMBOL
@@ -56,7 +78,7 @@ def piece_object(piece, cache, parallel):
         llvm = llvm_target.llvm_binding()
         module_ref = llvm.parse_assembly(str(piece_module(piece, parallel)))
         module_ref.verify()
-        llvm_target.optimize_module(module_ref, opt=3)
+        llvm_target.optimize_module(module_ref, opt=2)
         object_code = llvm_target.host_target_machine().emit_object(module_ref)
         cache.store(key, object_code)
     return object_code
