@@ -451,10 +451,22 @@ def _compile_probe(cache):
         return {"unavailable": f"probe failed: {probe.stderr.strip().splitlines()[-1:]}"}
 
 
+def byte_compile_ember(ember):
+    """Write .pyc files for ember's modules, as a regular (non-editable) install does when it
+    installs them: the probes then time compiling the model, not Python compiling ember's own
+    source (which every process would redo under PYTHONDONTWRITEBYTECODE). False if it could not."""
+    import compileall
+    import importlib
+    roots = {os.path.dirname(importlib.import_module(name).__file__) for name in
+             ("ember", "ember.frontend", "ember.passes", "ember.compiler", "ember.runtime")}
+    return all(compileall.compile_dir(root, quiet=2) for root in sorted(roots))
+
+
 def section_compile(np, ember, torch, quick):
     """Cold: each run a new process with its own empty cache; warm: new processes on the cache
     the first cold run filled. Medians, the spread, and the stages of the median run."""
     runs = 1 if quick else 5
+    byte_compiled = byte_compile_ember(ember)
     caches = [tempfile.mkdtemp(prefix="ember-bench-cache-") for _ in range(runs)]
     try:
         results = {"cold (empty cache)": [_compile_probe(cache) for cache in caches]}
@@ -477,9 +489,11 @@ def section_compile(np, ember, torch, quick):
                      f"llvmlite {'imported' if median['llvmlite'] else 'not imported'})"))
     print_table("(e) seed Net compile time, new process, import not counted (jax 170-260 ms, "
                 "torch.compile 11.1 s per shared/PERF.md)", rows, "ms")
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        print("  PYTHONDONTWRITEBYTECODE is set: modules without an up-to-date .pyc compile from source in every "
-              "process (tens of ms on a first call)")
+    if byte_compiled:
+        print("  ember's modules were byte-compiled first, as a regular install does")
+    elif os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("  PYTHONDONTWRITEBYTECODE is set and ember's modules could not be byte-compiled: modules compile "
+              "from source in every process (tens of ms on a first call)")
     for label, runs_of_label in results.items():
         ordered = sorted((r for r in runs_of_label if "stages" in r), key=lambda r: r["first"])
         if ordered and ordered[len(ordered) // 2]["stages"]:
