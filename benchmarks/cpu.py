@@ -7,7 +7,7 @@ Sections (--section NAME, repeatable; all by default):
   sgemm    ember_sgemm vs numpy's BLAS at n=256 and 1024 (and LeNet/MLP shapes), 1 and 2 threads
   seednet  the seed Net (LeNet): inference latency at batch 1, throughput at batch 64, training
            step at batch 64 (SGD momentum); compiled vs eager ember vs PyTorch
-  mlp      MLP 784-512-512-10 training step at batch 128
+  mlp      MLP 784-512-512-10 training step at batch 128 (and a hand-written numpy step)
   compile  cold compile of the seed Net (first call in a new process, empty EMBER_CACHE_DIR,
            import not counted) and warm (cache filled, new process)
 Every figure is a median over rounds; ratios compare figures of the same run.
@@ -408,8 +408,13 @@ def section_mlp(np, ember, torch, quick):
     rng = np.random.default_rng(1)
     inputs = rng.standard_normal((128, 784)).astype(np.float32)
     targets = rng.integers(0, 10, 128)
+    sys.path.insert(0, HERE)
+    import numpy_mlp
+    ember.manual_seed(0)
+    by_hand = numpy_mlp.NumpyMLP(mlp(ember).state_dict(), lr=0.01, momentum=0.9)
     run_model_table(np, ember, torch, "(d) MLP 784-512-512-10 training step, batch 128", mlp, inputs, targets,
-                    "train", 5 if quick else 21, reference="mlp")
+                    "train", 5 if quick else 21, reference="mlp",
+                    extra={"numpy by hand (numpy_mlp.py)": lambda: by_hand.train_step(inputs, targets)})
 
 
 # ----------------------------------------------------------------------------- (e) compile time
