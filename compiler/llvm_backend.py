@@ -414,10 +414,14 @@ def render_code(prepared, stage, module_ref=None):
 
 def render_stage(graph, stage):
     """The text `ember dump --stage llvm|asm` prints: the program's optimised LLVM IR, or its
-    assembly, each kernel a function named after its fusion group."""
+    assembly, each kernel a function named after its fusion group, followed by the support
+    library pieces its kernels call (the sgemm microkernel, the convolutions)."""
     if stage not in ("llvm", "asm"):
         raise ValueError(f"unknown stage {stage!r} for the llvm backend; stages: llvm, asm")
-    return render_code(prepare(graph), stage)
+    prepared = prepare(graph)
+    texts = [render_code(prepared, stage)]
+    texts += [support_library.piece_text(piece, prepared.program.parallel, stage) for piece in prepared.pieces]
+    return "\n".join(texts)
 
 
 # ----------------------------------------------------------------------------- threads

@@ -22,6 +22,12 @@ from . import loop_ir as L
 SGEMM = "sgemm"
 CONV_PIECES = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 PIECES = (SGEMM, *CONV_PIECES)
+PIECE_ROLES = {
+    SGEMM: "ember_sgemm, the packed, register-blocked matmul (compiler/llvm_matmul.py)",
+    "conv2d": "ember_conv2d, direct or im2col convolution on the sgemm microkernel (compiler/llvm_conv.py)",
+    "conv2d_grad_input": "ember_conv2d_grad_input (compiler/llvm_conv.py)",
+    "conv2d_grad_weight": "ember_conv2d_grad_weight (compiler/llvm_conv.py)",
+}
 
 
 def pieces_for(kernels):
@@ -75,13 +81,28 @@ def piece_object(piece, cache, parallel):
     key = piece_key(piece, parallel)
     object_code = cache.load(key)
     if object_code is None:
-        llvm = llvm_target.llvm_binding()
-        module_ref = llvm.parse_assembly(str(piece_module(piece, parallel)))
-        module_ref.verify()
-        llvm_target.optimize_module(module_ref, opt=2)
-        object_code = llvm_target.host_target_machine().emit_object(module_ref)
+        object_code = llvm_target.host_target_machine().emit_object(optimized_piece(piece, parallel))
         cache.store(key, object_code)
     return object_code
+
+
+def optimized_piece(piece, parallel):
+    """One piece as an optimised llvmlite ModuleRef (O2: its hot loops are vectorised by hand)."""
+    llvm = llvm_target.llvm_binding()
+    module_ref = llvm.parse_assembly(str(piece_module(piece, parallel)))
+    module_ref.verify()
+    return llvm_target.optimize_module(module_ref, opt=2)
+
+
+def piece_text(piece, parallel, stage):
+    """The optimised LLVM IR ("llvm") or assembly ("asm") of one piece, under a comment line
+    saying what it is (for `ember dump --stage llvm|asm`)."""
+    module_ref = optimized_piece(piece, parallel)
+    comment = ";" if stage == "llvm" else "#"
+    header = f"{comment} ---- support library piece {piece!r}: {PIECE_ROLES[piece]} ----\n"
+    if stage == "llvm":
+        return header + str(module_ref)
+    return header + llvm_target.host_target_machine().emit_assembly(module_ref)
 
 
 def piece_module(piece, parallel):

@@ -452,6 +452,9 @@ def test_seed_net_assembly_uses_vector_registers_in_elementwise_and_matmul_kerne
     assert len(contractions) == 5
     for kernel in contractions:
         assert re.search(PACKED_FLOAT_MATH, _kernel_code(bodies, kernel)), f"{kernel}: no packed math on ymm/zmm"
+    # the support library's sgemm microkernel, which the conv and matmul kernels call, follows them
+    microkernels = [name for name in bodies if name.startswith("ember_sgemm_kernel_")]
+    assert microkernels and all(re.search(r"\bvfmadd\w*ps\s.*%[yz]mm", bodies[name]) for name in microkernels)
     elementwise = _function_bodies(render_stage(chain_graph(), "asm"))
     assert re.search(PACKED_FLOAT_MATH, _kernel_code(elementwise, "elementwise_mul_add_relu_sigmoid_300"))
     assert "@ember_program(ptr" in render_stage(graph, "llvm")
