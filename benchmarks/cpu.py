@@ -18,6 +18,8 @@ itself before numpy loads) so numpy's BLAS runs its own kernels; the header says
     python3 benchmarks/cpu.py [--quick] [--section NAME ...]
 """
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -48,6 +50,7 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (a smoke test)")
     parser.add_argument("--section", action="append", choices=SECTIONS, help="run only this section")
     parser.add_argument("--in-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--torch-table", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -111,13 +114,30 @@ def llvm_backend_problem(ember):
     return None
 
 
-def torch_or_none():
-    try:
-        import torch
-    except ImportError:
+def torch_version():
+    """The installed PyTorch's version, or None; without importing it: PyTorch's candidates run in
+    processes of their own (`torch_times`), so its OpenMP pool and ember's libgomp and numpy's
+    OpenBLAS never wait for each other's spinning threads in one process."""
+    if importlib.util.find_spec("torch") is None:
         return None
-    torch.set_num_threads(1)
-    return torch
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"
+
+
+def torch_times(table, quick):
+    """({name: median seconds}, {name: error}) of PyTorch's candidates for one table, measured
+    in a new process that imports only numpy, ember (for the weights and inputs) and torch,
+    with torch's default threads (all CPUs, as ember's compiled programs use)."""
+    command = [sys.executable, os.path.abspath(__file__), "--torch-table", table] + (["--quick"] if quick else [])
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        return result["times"], result["failures"]
+    except (ValueError, IndexError, KeyError, subprocess.TimeoutExpired) as error:
+        reason = (run.stderr.strip().splitlines() or ["no output"])[-1] if "run" in locals() else str(error)
+        return {}, {"torch eager": f"torch's process failed: {reason}"}
 
 
 # ----------------------------------------------------------------------------- (a) fused chain
@@ -168,10 +188,17 @@ def jit_stream_kernels(np):
     return kernels
 
 
-def section_fused(np, ember, torch, quick):
-    n = (1 << 20) if quick else (16 << 20)
-    rounds = 3 if quick else 9
-    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+def fused_input(np, quick):
+    return np.random.default_rng(0).standard_normal((1 << 20) if quick else (16 << 20)).astype(np.float32)
+
+
+def fused_rounds(quick):
+    return 3 if quick else 9
+
+
+def section_fused(np, ember, quick):
+    x = fused_input(np, quick)
+    n, rounds = x.size, fused_rounds(quick)
     out, other = np.empty_like(x), np.empty_like(x)
     kernels = jit_stream_kernels(np)
     candidates = {
@@ -192,19 +219,20 @@ def section_fused(np, ember, torch, quick):
         compiled = ember.compile(chain, backend="llvm")
         candidates["ember.compile(backend='llvm')"] = lambda: compiled(x_tensor)
     candidates["ember eager"] = lambda: chain(x_tensor)
-    if torch is not None:
-        x_torch = torch.from_numpy(x)
-        candidates["torch eager"] = lambda: torch.relu(x_torch * 0.5 + 1) * torch.sigmoid(x_torch)
-        compiled_torch = torch.compile(lambda t: torch.relu(t * 0.5 + 1) * torch.sigmoid(t))
-        candidates["torch.compile"] = lambda: compiled_torch(x_torch)
     times, failures = compare(candidates, rounds)
+    if torch_version():
+        torch_seconds, torch_failures = torch_times("fused", quick)
+        times.update(torch_seconds)
+        failures.update(torch_failures)
+        candidates.update({name: None for name in ("torch eager", "torch.compile")
+                           if name in torch_seconds or name in torch_failures})
     rows = [(name, bytes_moved.get(name, 8) * n / times[name] / 1e9 if name in times else None,
              failures.get(name, "")) for name in candidates]
     if problem is not None:
         rows.append(("ember.compile(backend='llvm')", None, problem))
     print_table(f"(a) relu(x*0.5+1)*sigmoid(x), {n / 2**20:.0f}M floats, effective GB/s "
                 "(copy: 8, triad: 12 bytes/element)", rows, "GB/s", baseline="numpy",
-                reference=None if torch else "fused")
+                reference=None if torch_version() else "fused")
 
 
 # ----------------------------------------------------------------------------- (b) sgemm
@@ -251,7 +279,7 @@ def blas_threads(threads):
     return threadpool_limits(threads, user_api="blas")
 
 
-def section_sgemm(np, ember, torch, quick):
+def section_sgemm(np, ember, quick):
     bind, geometry = build_sgemm()
     sizes = [(128, 128, 128), (256, 256, 256)] if quick else [(256, 256, 256), (1024, 1024, 1024)]
     shapes = sizes + [(64, 120, 400), (128, 512, 784)]  # LeNet fc1 at batch 64, MLP layer 1 at batch 128
@@ -322,13 +350,12 @@ def training_step(lib, net):
     return step
 
 
-def model_candidates(np, ember, torch, make, inputs, targets, mode):
-    """{name: fn} for eager ember, compiled ember and torch on the same weights and data."""
+def model_candidates(np, ember, make, inputs, targets, mode):
+    """{name: fn} for eager and compiled ember on the same weights and data."""
     candidates, problems = {}, {}
     problem = llvm_backend_problem(ember)
     ember.manual_seed(0)
     net = make(ember)
-    weights = {name: value.detach().numpy().copy() for name, value in net.state_dict().items()}
     x, y = ember.from_numpy(inputs), ember.from_numpy(targets)
     if mode == "infer":
         net.eval()
@@ -346,20 +373,22 @@ def model_candidates(np, ember, torch, make, inputs, targets, mode):
             candidates["ember.compile(backend='llvm')"] = lambda: compiled_step(x, y)
     if problem is not None:
         problems["ember.compile(backend='llvm')"] = problem
-    if torch is not None:
-        torch_net = make(torch)
-        torch_net.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
-        tx, ty = torch.from_numpy(inputs), torch.from_numpy(targets)
-        if mode == "infer":
-            torch_net.eval()
-            candidates["torch eager"] = lambda: _no_grad_call(torch, torch_net, tx)
-            compiled_torch = torch.compile(torch_net)
-            candidates["torch.compile"] = lambda: _no_grad_call(torch, compiled_torch, tx)
-        else:
-            candidates["torch eager"] = lambda step=training_step(torch, torch_net): step(tx, ty)
-    else:
-        problems["torch"] = "PyTorch is not installed (shared/PERF.md has its figures for this machine)"
     return candidates, problems
+
+
+def torch_model_candidates(np, ember, torch, make, inputs, targets, mode):
+    """{name: fn} for PyTorch eager (and torch.compile for inference) with ember's initial weights."""
+    ember.manual_seed(0)
+    weights = {name: value.detach().numpy().copy() for name, value in make(ember).state_dict().items()}
+    torch_net = make(torch)
+    torch_net.load_state_dict({name: torch.from_numpy(value) for name, value in weights.items()})
+    tx, ty = torch.from_numpy(inputs), torch.from_numpy(targets)
+    if mode == "train":
+        return {"torch eager": lambda step=training_step(torch, torch_net): step(tx, ty)}
+    torch_net.eval()
+    compiled_torch = torch.compile(torch_net)
+    return {"torch eager": lambda: _no_grad_call(torch, torch_net, tx),
+            "torch.compile": lambda: _no_grad_call(torch, compiled_torch, tx)}
 
 
 def _no_grad_call(lib, net, x):
@@ -367,54 +396,88 @@ def _no_grad_call(lib, net, x):
         return net(x)
 
 
-def run_model_table(np, ember, torch, title, make, inputs, targets, mode, rounds, per_item=None, extra=None,
-                    reference=None):
-    candidates, problems = model_candidates(np, ember, torch, make, inputs, targets, mode)
-    candidates.update(extra or {})
-    times, failures = compare(candidates, rounds)
-    failures.update(problems)
-    if per_item:
-        rows = [(name, per_item / times[name] if name in times else None, failures.get(name, ""))
-                for name in list(candidates) + [p for p in problems if p not in candidates]]
-        print_table(title, rows, "img/s", baseline="ember eager", reference=None if torch else reference)
-    else:
-        rows = [(name, times[name] * 1e3 if name in times else None, failures.get(name, ""))
-                for name in list(candidates) + [p for p in problems if p not in candidates]]
-        print_table(title, rows, "ms", baseline="ember eager", reference=None if torch else reference)
-
-
-def section_seednet(np, ember, torch, quick):
-    rng = np.random.default_rng(0)
+def model_table(np, table, quick):
+    """(title, make, inputs, targets, mode, rounds, images per call or None, PERF.md key) of a
+    model table: the data comes from fixed seeds, so every process builds the same."""
     rounds = 5 if quick else 21
+    if table == "mlp":
+        rng = np.random.default_rng(1)
+        inputs = rng.standard_normal((128, 784)).astype(np.float32)
+        return ("(d) MLP 784-512-512-10 training step, batch 128", mlp, inputs, rng.integers(0, 10, 128), "train",
+                rounds, None, "mlp")
+    rng = np.random.default_rng(0)
     one = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     batch = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
     targets = rng.integers(0, 10, 64)
     make = lambda lib: seed_net_class(lib)()  # noqa: E731
-    run_model_table(np, ember, torch, "(c) seed Net inference latency, batch 1", make, one, targets[:1], "infer",
-                    rounds * 5, reference="infer1")
-    run_model_table(np, ember, torch, "(c) seed Net inference throughput, batch 64", make, batch, targets,
-                    "infer", rounds, per_item=64, reference="infer64")
+    return {"infer1": ("(c) seed Net inference latency, batch 1", make, one, targets[:1], "infer", rounds * 5, None,
+                       "infer1"),
+            "infer64": ("(c) seed Net inference throughput, batch 64", make, batch, targets, "infer", rounds, 64,
+                        "infer64"),
+            "train64": ("(c) seed Net training step, batch 64 (SGD momentum)", make, batch, targets, "train", rounds,
+                        None, "train64")}[table]
+
+
+def run_model_table(np, ember, table, quick, extra=None):
+    title, make, inputs, targets, mode, rounds, per_item, reference = model_table(np, table, quick)
+    candidates, problems = model_candidates(np, ember, make, inputs, targets, mode)
+    candidates.update(extra or {})
+    times, failures = compare(candidates, rounds)
+    failures.update(problems)
+    names = list(candidates) + [p for p in problems if p not in candidates]
+    if torch_version():
+        torch_seconds, torch_failures = torch_times(table, quick)
+        times.update(torch_seconds)
+        failures.update(torch_failures)
+        names += [name for name in ("torch eager", "torch.compile") if name in torch_seconds or name in torch_failures]
+    else:
+        names.append("torch")
+        failures["torch"] = "PyTorch is not installed (shared/PERF.md has its figures for this machine)"
+    if per_item:
+        rows = [(name, per_item / times[name] if name in times else None, failures.get(name, "")) for name in names]
+        print_table(title, rows, "img/s", baseline="ember eager", reference=None if torch_version() else reference)
+    else:
+        rows = [(name, times[name] * 1e3 if name in times else None, failures.get(name, "")) for name in names]
+        print_table(title, rows, "ms", baseline="ember eager", reference=None if torch_version() else reference)
+
+
+def section_seednet(np, ember, quick):
+    run_model_table(np, ember, "infer1", quick)
+    run_model_table(np, ember, "infer64", quick)
     sys.path.insert(0, HERE)
     import numpy_lenet
     ember.manual_seed(0)
-    weights = {name: value.detach().numpy().copy() for name, value in make(ember).state_dict().items()}
+    weights = {name: value.detach().numpy().copy() for name, value in seed_net_class(ember)().state_dict().items()}
     by_hand = numpy_lenet.NumpyLeNet(weights, lr=0.01, momentum=0.9)
-    run_model_table(np, ember, torch, "(c) seed Net training step, batch 64 (SGD momentum)", make, batch, targets,
-                    "train", rounds, reference="train64",
+    _, _, batch, targets, *_ = model_table(np, "train64", quick)
+    run_model_table(np, ember, "train64", quick,
                     extra={"numpy by hand (numpy_lenet.py)": lambda: by_hand.train_step(batch, targets)})
 
 
-def section_mlp(np, ember, torch, quick):
-    rng = np.random.default_rng(1)
-    inputs = rng.standard_normal((128, 784)).astype(np.float32)
-    targets = rng.integers(0, 10, 128)
+def section_mlp(np, ember, quick):
     sys.path.insert(0, HERE)
     import numpy_mlp
     ember.manual_seed(0)
     by_hand = numpy_mlp.NumpyMLP(mlp(ember).state_dict(), lr=0.01, momentum=0.9)
-    run_model_table(np, ember, torch, "(d) MLP 784-512-512-10 training step, batch 128", mlp, inputs, targets,
-                    "train", 5 if quick else 21, reference="mlp",
+    _, _, inputs, targets, *_ = model_table(np, "mlp", quick)
+    run_model_table(np, ember, "mlp", quick,
                     extra={"numpy by hand (numpy_mlp.py)": lambda: by_hand.train_step(inputs, targets)})
+
+
+def measure_torch_table(np, ember, table, quick):
+    """The --torch-table child: PyTorch's candidates of one table, as JSON on the last line."""
+    import torch
+    if table == "fused":
+        x_torch = torch.from_numpy(fused_input(np, quick))
+        compiled_torch = torch.compile(lambda t: torch.relu(t * 0.5 + 1) * torch.sigmoid(t))
+        candidates = {"torch eager": lambda: torch.relu(x_torch * 0.5 + 1) * torch.sigmoid(x_torch),
+                      "torch.compile": lambda: compiled_torch(x_torch)}
+        rounds = fused_rounds(quick)
+    else:
+        _, make, inputs, targets, mode, rounds, _, _ = model_table(np, table, quick)
+        candidates = torch_model_candidates(np, ember, torch, make, inputs, targets, mode)
+    times, failures = compare(candidates, rounds)
+    print(json.dumps({"times": times, "failures": failures}))
 
 
 # ----------------------------------------------------------------------------- (e) compile time
@@ -467,7 +530,7 @@ def byte_compile_ember(ember):
     return all(compileall.compile_dir(root, quiet=2) for root in sorted(roots))
 
 
-def section_compile(np, ember, torch, quick):
+def section_compile(np, ember, quick):
     """Cold: each run a new process with its own empty cache; warm: new processes on the cache
     the first cold run filled. Medians, the spread, and the stages of the median run."""
     runs = 1 if quick else 5
@@ -515,7 +578,9 @@ def main():
     args = parse_args()
     import numpy as np
     import ember
-    torch = torch_or_none()
+    if args.torch_table:
+        measure_torch_table(np, ember, args.torch_table, args.quick)
+        return
     if not args.in_child:
         print(f"ember CPU benchmark: {os.cpu_count()} CPUs, numpy {np.__version__}, BLAS: {blas_description()}")
         print(f"  removed for this process: {scrubbed}" if scrubbed else
@@ -523,9 +588,9 @@ def main():
     if args.in_child:
         print(f"\n[{args.section[0]}: 1-minute load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, "
               "earlier sections included; other busy processes spoil multi-threaded figures most]", end="")
-        globals()[f"section_{args.section[0]}"](np, ember, torch, args.quick)
+        globals()[f"section_{args.section[0]}"](np, ember, args.quick)
         return
-    print(f"  PyTorch: {'torch ' + torch.__version__ if torch else 'not installed'}; "
+    print(f"  PyTorch: {'torch ' + torch_version() + ' (each table in a process of its own)' if torch_version() else 'not installed'}; "
           f"llvm backend: {llvm_backend_problem(ember) or 'available'}")
     for name in args.section or SECTIONS:
         # each section in its own process: a crash in compiled code loses one section, not the run
