@@ -6,6 +6,7 @@ check guards between them, write mutations back. It never returns a silently wro
 a changed signature or a new guard outcome traces again, and past the recompile limit the
 function runs eagerly with one warning that says why and how to fix it.
 """
+import functools
 import time
 import warnings
 import weakref
@@ -16,6 +17,7 @@ import numpy as np
 
 from ember.compiler import get_backend
 from .dispatch import STATE
+from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .segments import Segment, split_trace, array_of
 from .tensor import Tensor
 from .tracer import (Tracer, ReachedState, recording, flatten_tensors, rebuild, template_of, module_state,
@@ -83,6 +85,7 @@ class TraceTree:
         self.input_nodes = input_nodes
         self.unconfirmed = False  # the trace mutated state: confirm it by tracing once more
         self.param_sources = None  # cached by CompiledFunction._bind_params
+        self.bound_params = None  # (segments, module view version, module, {name: tensor}): the same
         self.trains_itself = False  # the program writes new values into params that require grad
         self.segment_count = 0
 
@@ -110,8 +113,9 @@ class CompiledFunction:
         self.report.calls += 1
         if self._eager:
             return self.fn(*args, **kwargs)
-        flat = flatten_tensors((args, kwargs), "args")
-        signature = self._signature(args, kwargs, flat)
+        positional = not kwargs and all(type(a) is Tensor for a in args)  # the usual call: f(x, y)
+        flat = list(zip(_positional_paths(len(args)), args)) if positional else flatten_tensors((args, kwargs), "args")
+        signature = self._signature(args, kwargs, flat, positional)
         if any(i >= 0 for i in signature[1][1]):
             # arguments sharing memory: an in-place update through one must be seen through the
             # other, which the traced (functional) program cannot express; run this call eagerly
@@ -165,13 +169,14 @@ class CompiledFunction:
                         sources[name] = name
             tree.param_sources = (segments, sources, externals)
         _, sources, externals = tree.param_sources
-        state = self._module_view()[1] if self.module is not None else {}
-        params = {}
-        for name in sources:
-            tensor = state.get(name)
-            if tensor is None:
+        view = self._module_view() if self.module is not None else (None, {}, None, None)
+        bound = tree.bound_params
+        if bound is None or bound[0] != segments or bound[1] != view[0] or bound[2] is not view[3]:
+            state = view[1]
+            if any(state.get(name) is None for name in sources):
                 return None
-            params[name] = tensor
+            bound = tree.bound_params = (segments, view[0], view[3], {name: state[name] for name in sources})
+        params = dict(bound[3])
         for name, ref in externals.items():
             tensor = ref()
             if tensor is None:
@@ -183,7 +188,6 @@ class CompiledFunction:
         """(tree version, {name: param or buffer}, [modules]) of the compiled module (or of a
         module the function reaches), cached until the module tree changes (ember.nn bumps a
         version whenever a submodule, param or buffer is replaced)."""
-        from .nn.module import _tree_version
         module = self.module if module is None else module
         view = self._views.get(id(module))
         if view is None or view[0] != _tree_version[0] or view[3] is not module:
@@ -195,7 +199,6 @@ class CompiledFunction:
         """What of a module the program depends on besides tensor values: training flags, the
         identity, shape, dtype and requires_grad of its params and buffers, and its plain
         settings (Dropout.p, BatchNorm.momentum, attributes a forward reads)."""
-        from .nn.module import _settings_version
         tree_version, state, modules, _ = self._module_view(module)
         cached = self._settings.get(id(module))
         if cached is None or cached[0] != (tree_version, _settings_version[0]) or cached[1] is not module:
@@ -203,8 +206,8 @@ class CompiledFunction:
                       tuple(_plain_settings(m) for m in modules))
             self._settings[id(module)] = cached
         parts.append(("training", label, cached[2]))
-        parts.append(("state", label, tuple((id(t), t._data.shape, t._data.dtype, t.requires_grad)
-                                            for t in state.values())))
+        parts.append(("state", label, tuple([(id(t), t._data.shape, t._data.dtype, t.requires_grad)
+                                             for t in state.values()])))
         parts.append(("settings", label, cached[3]))
 
     def _write_back(self, segment, env, params, inputs):
@@ -342,13 +345,19 @@ class CompiledFunction:
                       RuntimeWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ signatures
-    def _signature(self, args, kwargs, flat):
+    def _signature(self, args, kwargs, flat, positional=False):
         """Everything a trace specialises on: arguments (tensor shapes, dtypes, requires_grad,
         which arguments alias each other, Python values), grad mode, and the state the function
         reaches: modules (flags, params, settings), optimizers (hyperparameters such as lr),
         plain global values and the identity of global tensors."""
         parts = [("grad", STATE.grad_enabled), ("aliasing", _aliasing(flat))]  # __call__ reads [1]
-        _leaf_signature((args, kwargs), "args", parts)
+        if positional:  # what _leaf_signature gives for ((tensor, ...), {}), without the walk
+            containers = _positional_containers(len(args))
+            parts += containers[:2]
+            parts += [("tensor", path, t._data.shape, t._data.dtype, t.requires_grad) for path, t in flat]
+            parts.append(containers[2])
+        else:
+            _leaf_signature((args, kwargs), "args", parts)
         argument_ids = {id(t) for _, t in flat}
         if self.module is not None:
             self._module_parts(self.module, "self", parts)
@@ -473,6 +482,19 @@ def _aliasing(flat):
     return tuple(pattern)
 
 
+
+
+@functools.lru_cache(maxsize=None)
+def _positional_paths(count):
+    """flatten_tensors' paths of the tensors in ((t0, t1, ...), {})."""
+    return tuple(f"args[0][{i}]" for i in range(count))
+
+
+@functools.lru_cache(maxsize=None)
+def _positional_containers(count):
+    """_leaf_signature's container parts for ((t0, ..., t{count-1}), {}): outer, args, kwargs."""
+    return (("container", "args", "tuple", 2), ("container", "args[0]", "tuple", count),
+            ("container", "args[1]", "dict", ()))
 
 
 def _leaf_signature(value, path, parts):

@@ -28,6 +28,7 @@ class Segment:
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor
         self._adoptable = None  # see adoptable_mutations
+        self._params_read_later = None  # see run
         self.rng_inputs = [n for n in graph.inputs if graph.node(n).attrs.get("rng")]
         self.param_nodes = tuple(graph.params.items())  # (name, node) pairs, read on every call
 
@@ -55,8 +56,12 @@ class Segment:
         inputs = {i: array_of(env[i]) for i in self.graph.inputs}
         arrays = {name: params[name]._data for name, _ in self.param_nodes}
         env.update(self.runner(inputs, arrays))
-        for name, node in self.param_nodes:  # a guard or a later segment may read a param node
-            env[node] = arrays[name]
+        if self._params_read_later is None:
+            params_out = {node for _, node in self.param_nodes} & set(self.result_nodes)
+            self._params_read_later = self.guard is not None or bool(params_out)
+        if self._params_read_later:  # a guard, a later segment or the result reads a param node
+            for name, node in self.param_nodes:
+                env[node] = arrays[name]
 
 
 def array_of(value):
