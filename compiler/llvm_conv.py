@@ -10,6 +10,9 @@ im2col matrix; other strides build im2col/col2im in the workspace around ember_s
 Images are spread over libgomp threads (each with its own slice of the caller's workspace);
 with a single image the threads go to sgemm instead. The kernel code generator (llvm_cpu)
 calls the entry points; the caller sizes the workspace with `conv2d_workspace_bytes`.
+Where the geometry is known to take the direct path (`direct_kernel_applies`), programs call
+`ember_<kind>_direct` instead: the same code without the other paths, so it needs no sgemm
+and compiles in less time (a cold compile of the seed Net needs no sgemm at all).
 """
 from llvmlite import ir
 
@@ -22,6 +25,7 @@ from .llvm_matmul import (PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_th
 
 KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 ENTRY_NAMES = {kind: f"ember_{kind}" for kind in KINDS}
+DIRECT_SUFFIX = "_direct"  # ember_<kind>_direct: the direct path alone (see direct_kernel_applies)
 
 
 _GEOMETRY = ("n", "c", "h", "w", "o", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "groups")
@@ -71,7 +75,7 @@ def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, gr
 class _Geometry:
     """The task's fields loaded in a function, plus derived sizes and the sgemm blocking."""
 
-    def __init__(self, builder, task, blocking):
+    def __init__(self, builder, task, blocking, direct_only=False):
         self.blocking = blocking
         for name in _TASK_FIELDS:
             index = _TASK_FIELDS.index(name)
@@ -89,8 +93,13 @@ class _Geometry:
         one = lambda value: b.icmp_signed("==", value, i64(1))  # noqa: E731
         zero = lambda value: b.icmp_signed("==", value, i64(0))  # noqa: E731
         self.unit_stride = b.and_(one(self.sh), one(self.sw))
+        self.unit_column_stride = one(self.sw)
         self.pointwise = b.and_(b.and_(b.and_(one(self.kh), one(self.kw)), b.and_(one(self.sh), one(self.sw))),
                                 b.and_(b.and_(zero(self.ph), zero(self.pw)), b.and_(one(self.dh), one(self.dw))))
+        if direct_only:  # the caller guarantees the direct kernel applies: the other paths fold away
+            true, false = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
+            self.unit_stride = self.unit_column_stride = true
+            self.pointwise = false
 
 
 def _valid_range(builder, offset, stride, size, count):
@@ -213,7 +222,7 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                     b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), x, geo.hw, i64(1),
                                    y, geo.ohow, f32(0.0), threads])
                 with windowed:
-                    with b.if_else(b.icmp_signed("==", geo.sw, i64(1))) as (direct, unfolded):
+                    with b.if_else(geo.unit_column_stride) as (direct, unfolded):
                         with direct:
                             b.call(define_direct_conv(module, geo.blocking), [
                                 x, geo.cg, geo.h, geo.w, geo.ph, geo.pw, weight, geo.og, i64(0),
@@ -267,13 +276,13 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
                                            geo.ohow, dw, geo.ckk, beta, threads])
 
 
-def _define_slice(module, kind, sgemm, blocking):
+def _define_slice(module, name, kind, sgemm, blocking, direct_only):
     """void slice(task*, i32 t, i32 T): images [N*t/T, N*(t+1)/T) with workspace slot t."""
-    fn = ir.Function(module, ir.FunctionType(VOID, [TASK.as_pointer(), I32, I32]), name=f"ember_{kind}_slice")
+    fn = ir.Function(module, ir.FunctionType(VOID, [TASK.as_pointer(), I32, I32]), name=f"{name}_slice")
     fn.linkage = "internal"
     task, thread, threads = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    geo = _Geometry(b, task, blocking)
+    geo = _Geometry(b, task, blocking, direct_only)
     t, count = b.sext(thread, I64), b.sext(threads, I64)
     first = b.sdiv(b.mul(geo.n, t), count)
     end = b.sdiv(b.mul(geo.n, b.add(t, i64(1))), count)
@@ -284,7 +293,16 @@ def _define_slice(module, kind, sgemm, blocking):
     return fn
 
 
-def define_conv2d(module, kind="conv2d", parallel=None, geometry=None):
+def direct_kernel_applies(kind, kernel, stride, padding, dilation):
+    """Does ember_<kind> run the direct kernel for this geometry (not 1x1 pointwise; unit column
+    stride for conv2d, unit strides for the gradients)? Then ember_<kind>_direct, which has
+    only that path and needs no sgemm, serves it."""
+    if _is_pointwise(kernel, stride, padding, dilation):
+        return False
+    return stride[1] == 1 if kind == "conv2d" else tuple(stride) == (1, 1)
+
+
+def define_conv2d(module, kind="conv2d", parallel=None, geometry=None, direct_only=False):
     """Add (once) and return ember_conv2d, ember_conv2d_grad_input or ember_conv2d_grad_weight
     (and ember_sgemm, which they call) to an llvmlite module. Signature:
 
@@ -304,16 +322,21 @@ def define_conv2d(module, kind="conv2d", parallel=None, geometry=None):
     """
     if kind not in KINDS:
         raise ValueError(f"define_conv2d: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    name = ENTRY_NAMES[kind]
+    name = ENTRY_NAMES[kind] + (DIRECT_SUFFIX if direct_only else "")
     if name in module.globals:
         return module.globals[name]
     if parallel is None:
         parallel = load_libgomp() is not None
     blocking = geometry or host_geometry()
-    define_sgemm(module, blocking, parallel)
-    sgemm = module.globals[SGEMM_THREADS_NAME]
+    if direct_only:  # its sgemm calls sit in branches that fold away: a declaration is enough
+        sgemm = module.globals.get(SGEMM_THREADS_NAME) or ir.Function(
+            module, ir.FunctionType(VOID, [I64, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64,
+                                           ir.FloatType(), I32]), name=SGEMM_THREADS_NAME)
+    else:
+        define_sgemm(module, blocking, parallel)
+        sgemm = module.globals[SGEMM_THREADS_NAME]
     gomp = GOMP(module) if parallel else None
-    slice_fn = _define_slice(module, kind, sgemm, blocking)
+    slice_fn = _define_slice(module, name, kind, sgemm, blocking, direct_only)
 
     arguments = [F32_PTR, F32_PTR, F32_PTR] + [I64] * len(_GEOMETRY) + [F32_PTR, I64, I32]
     fn = ir.Function(module, ir.FunctionType(VOID, arguments), name=name)
@@ -326,7 +349,7 @@ def define_conv2d(module, kind="conv2d", parallel=None, geometry=None):
 
     for field, value in zip(("in0", "in1", "out", *_GEOMETRY), (in0, in1, out, *geometry)):
         set_field(field, value)
-    geo = _Geometry(b, task, blocking)  # derived sizes (the fields read back are the ones just stored)
+    geo = _Geometry(b, task, blocking, direct_only)  # derived sizes (the fields read back are the ones just stored)
     col_floats = _emit_scratch_floats(b, kind, geo)
     partial_floats = i64(0) if kind != "conv2d_grad_weight" else b.mul(geo.o, geo.ckk)
     set_field("workspace", workspace)
@@ -350,7 +373,7 @@ def define_conv2d(module, kind="conv2d", parallel=None, geometry=None):
                 b.store(f32(0.0), b.gep(out, [index]))
             b.ret_void()
     if parallel:
-        worker = ir.Function(module, ir.FunctionType(VOID, [I8_PTR]), name=f"ember_{kind}_worker")
+        worker = ir.Function(module, ir.FunctionType(VOID, [I8_PTR]), name=f"{name}_worker")
         worker.linkage = "internal"
         wb = ir.IRBuilder(worker.append_basic_block("entry"))
         wb.call(slice_fn, [wb.bitcast(worker.args[0], TASK.as_pointer()),
@@ -377,7 +400,7 @@ def _emit_scratch_floats(b, kind, geo):
     if kind == "conv2d":
         direct = emit_workspace_floats(b, geo.cg, geo.og, geo.oh, geo.ow, geo.kh, geo.kw, geo.sh, geo.dh, geo.dw,
                                        geo.blocking)
-        windowed = b.select(b.icmp_signed("==", geo.sw, i64(1)), direct, unfolded)
+        windowed = b.select(geo.unit_column_stride, direct, unfolded)
     elif kind == "conv2d_grad_input":
         direct = emit_workspace_floats(b, geo.og, geo.cg, geo.h, geo.w, geo.kh, geo.kw, i64(1), geo.dh, geo.dw,
                                        geo.blocking)

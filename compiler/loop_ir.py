@@ -505,7 +505,8 @@ class Gemm:
 class ConvCall:
     """One of compiler/llvm_conv.py's kernels: kind conv2d (in0 = x, in1 = weight, out = y),
     conv2d_grad_input (in0 = dy, in1 = weight, out = dx) or conv2d_grad_weight (in0 = x,
-    in1 = dy, out = dW), contiguous NCHW float32 slots; `geometry` is (N, C, H, W, O, KH,
+    in1 = dy, out = dW), with suffix _direct where the geometry takes the direct path only;
+    contiguous NCHW float32 slots; `geometry` is (N, C, H, W, O, KH,
     KW, stride h/w, padding h/w, dilation h/w, groups); `workspace` a scratch slot of
     `workspace_slots` per-thread parts."""
 

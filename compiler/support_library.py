@@ -1,10 +1,11 @@
 """The support library programs call: llvm_matmul's sgemm and llvm_conv's convolutions, in pieces.
 
-Each piece (`sgemm`, `conv2d`, `conv2d_grad_input`, `conv2d_grad_weight`) is compiled at O3
-on first use into its own cached object, and a program gets only the pieces its kernels call
-(`pieces_for`): an inference program with convolutions needs sgemm and conv2d, not the two
-gradient kernels (which cost as much LLVM time again). The convolution pieces call sgemm
-from the sgemm piece instead of carrying a copy. A program is either linked with its pieces
+Each piece (`sgemm`, `conv2d`, `conv2d_grad_input`, `conv2d_grad_weight`, and the `_direct`
+variants of the convolutions: their direct path alone) is compiled at O2 on first use into
+its own cached object, and a program gets only the pieces its kernels call (`pieces_for`):
+the seed Net's inference needs conv2d_direct alone, not sgemm nor the gradient kernels
+(which cost as much LLVM time again). The general convolution pieces call sgemm from the
+sgemm piece instead of carrying a copy. A program is either linked with its pieces
 into one shared library (llvm_backend) or, without a C compiler, loaded by MCJIT after its
 pieces (`register_with_mcjit`). A cold compile builds missing pieces in forked processes on
 the other CPUs while it compiles the program (`compiled_alongside`).
@@ -21,12 +22,15 @@ from . import loop_ir as L
 
 SGEMM = "sgemm"
 CONV_PIECES = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
-PIECES = (SGEMM, *CONV_PIECES)
+DIRECT_PIECES = tuple(f"{kind}_direct" for kind in CONV_PIECES)  # the direct path alone: no sgemm
+PIECES = (SGEMM, *CONV_PIECES, *DIRECT_PIECES)
 PIECE_ROLES = {
     SGEMM: "ember_sgemm, the packed, register-blocked matmul (compiler/llvm_matmul.py)",
     "conv2d": "ember_conv2d, direct or im2col convolution on the sgemm microkernel (compiler/llvm_conv.py)",
     "conv2d_grad_input": "ember_conv2d_grad_input (compiler/llvm_conv.py)",
     "conv2d_grad_weight": "ember_conv2d_grad_weight (compiler/llvm_conv.py)",
+    **{piece: f"ember_{piece}, the direct path of ember_{piece[:-len('_direct')]} alone (compiler/llvm_conv.py)"
+       for piece in DIRECT_PIECES},
 }
 
 
@@ -38,7 +42,7 @@ def pieces_for(kernels):
             if isinstance(stmt, L.Gemm):
                 needed.add(SGEMM)
             elif isinstance(stmt, L.ConvCall):
-                needed.update((SGEMM, stmt.kind))
+                needed.update((stmt.kind,) if stmt.kind in DIRECT_PIECES else (SGEMM, stmt.kind))
     return [piece for piece in PIECES if piece in needed]
 
 
@@ -55,13 +59,23 @@ def pieces_expected(graph, fusion):
         if node.dtype != "float32" or 0 in node.shape:
             continue
         if node.op in CONV_PIECES:
-            needed.update((SGEMM, node.op))
+            needed.update(_conv_pieces(graph, node))
         elif node.op == "matmul":
             m, n = node.shape[-2:]
             k = graph.node(node.inputs[0]).shape[-1]
             if m * n * k >= GEMM_MIN_WORK and m > DOT_PRODUCT_ROWS:
                 needed.add(SGEMM)
     return [piece for piece in PIECES if piece in needed]
+
+
+def _conv_pieces(graph, node):
+    """The pieces a convolution node's kernel calls (as lowering_contractions.conv_call picks)."""
+    from .llvm_conv import direct_kernel_applies
+    attrs = node.attrs
+    weight_shape = attrs["weight_shape"] if node.op == "conv2d_grad_weight" else graph.node(node.inputs[1]).shape
+    if direct_kernel_applies(node.op, tuple(weight_shape[2:]), attrs["stride"], attrs["padding"], attrs["dilation"]):
+        return (node.op + "_direct",)
+    return (SGEMM, node.op)
 
 
 def exported_symbols(piece):
@@ -114,6 +128,9 @@ def piece_module(piece, parallel):
     if piece == SGEMM:
         llvm_matmul.define_sgemm(module, parallel=parallel)
         return module
+    if piece in DIRECT_PIECES:
+        llvm_conv.define_conv2d(module, piece[:-len("_direct")], parallel=parallel, direct_only=True)
+        return module
     llvm_conv.define_conv2d(module, piece, parallel=parallel)
     _declare_only(module, exported_symbols(SGEMM))
     return module
@@ -141,7 +158,8 @@ def _declare_only(module, names):
 # ----------------------------------------------------------------------------- compiling beside the program
 
 # rough LLVM cost of a piece, against 1 for sgemm (about 0.35 s here), and of a program's kernel
-PIECE_WEIGHTS = {SGEMM: 1.0, "conv2d": 1.3, "conv2d_grad_input": 1.5, "conv2d_grad_weight": 1.5}
+PIECE_WEIGHTS = {SGEMM: 1.0, "conv2d": 1.3, "conv2d_grad_input": 1.5, "conv2d_grad_weight": 1.5,
+                 "conv2d_direct": 1.0, "conv2d_grad_input_direct": 1.0, "conv2d_grad_weight_direct": 1.0}
 KERNEL_WEIGHT = 0.05
 PATIENCE_SECONDS = 20.0  # at least this long for a child, before this process compiles its pieces itself
 

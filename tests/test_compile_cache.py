@@ -165,24 +165,33 @@ def test_a_cached_program_loads_in_a_new_process_without_importing_llvmlite(tmp_
 
 # ----------------------------------------------------------------------------- the support library
 
-def test_an_inference_program_compiles_only_the_support_pieces_it_calls(tmp_path):
+@pytest.mark.parametrize("stride, pieces", [(1, ["conv2d_direct"]), (2, ["sgemm", "conv2d"])])
+def test_an_inference_program_compiles_only_the_support_pieces_it_calls(tmp_path, stride, pieces):
+    # a unit-stride 3x3 convolution takes the direct path alone (no sgemm); stride 2 needs im2col and sgemm
     weight = ember.randn(4, 3, 3, 3)
 
     def net(x):
-        return ember.relu(ember.nn.functional.conv2d(x, weight))
+        return ember.relu(ember.nn.functional.conv2d(x, weight, stride=stride))
     with ember.no_grad():
         graph = ember.trace(net, ember.randn(2, 3, 8, 8))
     backend = LLVMBackend(cache_dir=str(tmp_path))
     runner = backend.compile(graph)
-    assert runner.prepared.pieces == ["sgemm", "conv2d"]
+    assert runner.prepared.pieces == pieces
+    assert support_library.pieces_expected(runner.prepared.graph, runner.prepared.fusion) == pieces
     objects = entries(tmp_path, "o")
     if linker.c_compiler() is not None:
-        assert len(objects) == 2  # the pieces; the program itself is a shared library
+        assert len(objects) == len(pieces)  # the pieces; the program itself is a shared library
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     with ember.no_grad():
         expected = net(ember.from_numpy(x)).numpy()
     actual = runner({graph.inputs[0]: x}, {"weight": weight.numpy()})[graph.outputs[0]]
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_direct_piece_keeps_only_the_direct_path():
+    for piece in support_library.DIRECT_PIECES:
+        optimised = str(support_library.optimized_piece(piece, parallel=True))
+        assert f"@ember_{piece}(" in optimised and "ember_sgemm_threads" not in optimised and "im2col" not in optimised
 
 
 def test_a_convolution_piece_calls_the_sgemm_piece_instead_of_carrying_a_copy():
