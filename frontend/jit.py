@@ -47,7 +47,8 @@ class CompileReport:
         self.guards = {}  # (source, code, how) -> set of outcomes seen
         self.fallback = None
         self.calls = 0
-        self.eager_calls = 0  # calls whose arguments share memory, run eagerly
+        self.eager_calls = 0  # calls run eagerly: arguments sharing memory, or see `eager_reasons`
+        self.eager_reasons = []  # signatures whose traces the compiled program cannot reproduce
         self.compiled_calls = 0
 
     @property
@@ -55,7 +56,8 @@ class CompileReport:
         return sum(t.segments for t in self.traces)
 
     def __str__(self):
-        eager = f", {self.eager_calls} run eagerly (arguments sharing memory)" if self.eager_calls else ""
+        eager = f", {self.eager_calls} run eagerly (see below)" if self.eager_reasons and self.eager_calls else \
+            f", {self.eager_calls} run eagerly (arguments sharing memory)" if self.eager_calls else ""
         lines = [f"ember.compile report for {self.name} (backend={self.backend})",
                  f"calls: {self.calls} ({self.compiled_calls} served by compiled segments{eager}), "
                  f"traces: {len(self.traces)}, segments compiled: {self.segments}, "
@@ -70,6 +72,9 @@ class CompileReport:
         if self.recompiles:
             lines.append("recompiles:")
             lines.extend(f"  {r}" for r in self.recompiles)
+        if self.eager_reasons:
+            lines.append("run eagerly:")
+            lines.extend(f"  {r}" for r in self.eager_reasons)
         if self.fallback:
             lines.append(f"fallback: {self.fallback}")
         return "\n".join(lines)
@@ -106,6 +111,7 @@ class CompiledFunction:
         self._views = {}  # cached module state, see _module_view
         self._settings = {}  # cached module flags and settings, see _module_parts
         self._reached = ReachedState(fn)  # globals and closure cells the function reads
+        self._eager_signatures = set()  # see _returned_view_of_mutated
         self.__wrapped__ = fn
 
     # ------------------------------------------------------------------ calling
@@ -119,6 +125,9 @@ class CompiledFunction:
         if any(i >= 0 for i in signature[1][1]):
             # arguments sharing memory: an in-place update through one must be seen through the
             # other, which the traced (functional) program cannot express; run this call eagerly
+            self.report.eager_calls += 1
+            return self.fn(*args, **kwargs)
+        if signature in self._eager_signatures:
             self.report.eager_calls += 1
             return self.fn(*args, **kwargs)
         tree = self._cache.get(signature)
@@ -161,7 +170,8 @@ class CompiledFunction:
         if tree.param_sources is None or tree.param_sources[0] != segments:
             sources, externals = {}, {}
             for segment in _walk(tree.root):
-                for name in segment.graph.params:
+                written = [m.target for m in segment.mutations if m.kind.startswith("param")]
+                for name in list(segment.graph.params) + written:  # a closed-over tensor may be written only
                     ref = segment.externals.get(name)
                     if ref is not None:
                         externals[name] = ref
@@ -217,6 +227,9 @@ class CompiledFunction:
         (a numpy array or view the caller holds, autograd's saved tensors). When nothing does
         (its reference count says so), the program's output array simply becomes the target's
         array and the old one becomes that output's buffer for the next call: no copy."""
+        if not segment.mutations:
+            return
+        _keep_values_of_targets(segment, env, params, inputs)
         adoptable = segment.adoptable_mutations()
         exchange = getattr(segment.runner, "exchange", None) if adoptable else None
         in_env = Counter(map(id, env.values())) if exchange is not None else None
@@ -269,7 +282,16 @@ class CompiledFunction:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
         externals = {name: weakref.ref(t) for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
+        aliased = _returned_view_of_mutated(graph, outputs, watched + [("param", n, t) for n, t in tracer.externals])
         tracer.release()
+        if aliased is not None:
+            # a returned view of a tensor the function then updates in place: eager returns memory
+            # that shows the update, which a compiled program's fresh outputs cannot reproduce
+            self._eager_signatures.add(signature)
+            self.report.eager_reasons.append(
+                f"{self._describe_signature(signature)}: returns {aliased}; this signature runs eagerly")
+            self._cache.pop(signature, None)
+            return result
 
         if confirming:
             same = _same_program(tree, pieces)
@@ -304,9 +326,11 @@ class CompiledFunction:
                     break
                 node, depth = child, depth + 1
         built = []
+        written = {m.target for m in graph.mutations if m.kind.startswith("param")}
         for sub, guard in pieces[start:]:
             segment = Segment(sub, guard, self.backend.compile(sub))
-            segment.externals = {n: r for n, r in externals.items() if n in sub.params}
+            last = guard is None  # the last segment writes the mutations back
+            segment.externals = {n: r for n, r in externals.items() if n in sub.params or (last and n in written)}
             if built:
                 built[-1].children[built[-1].guard.expected] = segment
             built.append(segment)
@@ -536,6 +560,39 @@ def _same_program(tree, pieces):
 
 def _program_text(graph):
     return graph.to_json()
+
+
+def _returned_view_of_mutated(graph, outputs, watched):
+    """'<output path>, which shares memory with <tensor> that the call updates in place' for a
+    returned tensor (not the tensor's new value itself) sharing memory with an input, param or
+    closed-over tensor the trace mutates, else None."""
+    tensors = {(kind, target): tensor for kind, target, tensor in watched}
+    for m in graph.mutations:
+        tensor = tensors.get((m.kind, m.target))
+        if tensor is None:
+            continue
+        for (path, out), node in zip(outputs, graph.outputs):
+            if node != m.node and np.shares_memory(out._data, tensor._data):
+                what = f"argument {m.target}" if m.kind == "input" else repr(m.target)
+                return f"{path}, which shares memory with {what} that the call updates in place"
+    return None
+
+
+def _keep_values_of_targets(segment, env, params, inputs):
+    """A result or new value that is a mutation target's own array as it was (a param returned
+    unchanged while the optimizer updates it, `b.copy_(w)` before `w.add_(1)`) is copied
+    before any target is written, so it keeps that value."""
+    current = set()
+    for m in segment.mutations:
+        target = params[m.target] if m.kind.startswith("param") else inputs[m.target]
+        if m.kind.endswith("_grad"):
+            target = target.grad
+        if target is not None:
+            current.add(id(target._data))
+    for node in set(segment.result_nodes).union(m.node for m in segment.mutations):
+        value = env[node]
+        if type(value) is np.ndarray and id(value) in current:
+            env[node] = value.copy()
 
 
 def _owns_memory_alone(array):

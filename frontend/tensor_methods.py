@@ -229,7 +229,13 @@ def fill_(self, value):
 
 def copy_(self, src, non_blocking=False):
     src = src if isinstance(src, Tensor) else Tensor._wrap(np.asarray(src))
-    return self._inplace(lambda current: S.expand(M.to_dtype(src, current.dtype), tuple(current.shape)), "copy_")
+
+    def value(current):
+        result = S.expand(M.to_dtype(src, current.dtype), tuple(current.shape))
+        # src itself (nothing to convert or broadcast) or a view of it: when the new value is
+        # rebound rather than written (tracing, autograd), self must not share src's memory
+        return result.clone() if result is src or result._data.base is not None else result
+    return self._inplace(value, "copy_")
 
 
 def normal_(self, mean=0.0, std=1.0, generator=None):

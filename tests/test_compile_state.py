@@ -155,3 +155,72 @@ def test_a_program_that_changes_every_call_falls_back_within_the_limit():
         results = [compiled(ember.ones(1)).item() for _ in range(8)]
     assert results == [float(i) for i in range(1, 9)]
     assert compiled.report.fallback and len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+
+
+# ----------------------------------------------------------------------------- values that alias updated memory
+
+def test_copy_into_a_tensor_keeps_the_source_value_of_that_moment():
+    w, b = ember.ones(2), ember.zeros(2)
+
+    def f(x):
+        b.copy_(w)  # b takes w's value now; w changes afterwards
+        w.add_(x)
+        return x * 2
+
+    compiled = ember.compile(f)
+    for i in range(4):
+        compiled(ember.ones(2))
+        assert b.tolist() == [float(i + 1)] * 2 and w.tolist() == [float(i + 2)] * 2
+        assert not np.shares_memory(b.numpy(), w.numpy())
+    assert compiled.report.compiled_calls >= 2
+
+
+def test_a_returned_clone_of_a_param_taken_before_the_optimizer_step_keeps_the_old_value():
+    ember.manual_seed(0)
+    net = nn.Linear(3, 2)
+    optimizer = ember.optim.SGD(net.parameters(), lr=0.1)
+
+    def step(x):
+        optimizer.zero_grad()
+        loss = net(x).pow(2).mean()
+        loss.backward()
+        before = net.weight.detach().clone()
+        optimizer.step()
+        return loss, before
+
+    compiled = ember.compile(step)
+    x = ember.ones(4, 3)
+    for _ in range(4):
+        expected = net.weight.detach().numpy().copy()
+        _, before = compiled(x)
+        np.testing.assert_array_equal(before.numpy(), expected)
+        assert not np.array_equal(net.weight.detach().numpy(), expected)  # the step moved it
+    assert compiled.report.compiled_calls >= 2
+
+
+def test_a_returned_view_of_an_updated_argument_runs_eagerly_and_shows_the_update():
+    def f(x):
+        y = x.view(-1)
+        x.add_(1)
+        return y
+
+    compiled = ember.compile(f)
+    x = ember.zeros(2, 3)
+    for i in range(3):
+        y = compiled(x)
+        assert y.tolist() == [float(i + 1)] * 6 and np.shares_memory(y.numpy(), x.numpy())
+    assert compiled.report.eager_calls == 2 and "runs eagerly" in str(compiled.report)
+
+
+def test_a_closed_over_tensor_that_is_only_written_receives_each_value():
+    written = ember.zeros(4, 3)
+
+    def f(x):
+        written.copy_(x + 1)
+        return x.sum()
+
+    compiled = ember.compile(f)
+    for i in range(3):
+        compiled(ember.full((4, 3), float(i)))
+        assert written.tolist() == [[float(i + 1)] * 3] * 4
+    assert compiled.report.compiled_calls >= 1

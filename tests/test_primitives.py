@@ -359,3 +359,15 @@ def test_random_source_is_reproducible_and_in_range():
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     assert first.min() >= -1.0 and first.max() < 1.0 and abs(first.mean()) < 0.1
+
+
+def test_sigmoid_keeps_the_relative_precision_of_tiny_results():
+    x = np.array([-700.0, -100.0, -40.0, -20.0, -1e-9, 0.0, 20.0, 700.0, np.inf, -np.inf, np.nan])
+    d = np.exp(-np.abs(x))
+    expected = np.where(x >= 0, 1 / (1 + d), d / (1 + d))
+    for dtype, rtol in ((ember.float64, 1e-15), (ember.float32, 1e-6)):
+        got = ember.sigmoid(ember.tensor(x, dtype=dtype)).numpy()
+        reference = expected.astype(got.dtype)
+        normal = np.abs(reference) >= np.finfo(got.dtype).tiny  # subnormal results lose bits
+        np.testing.assert_allclose(got[normal], reference[normal], rtol=rtol)
+        assert got[-1] != got[-1] and got[-2] == 0 and got[-3] == 1

@@ -55,8 +55,10 @@ def _erf(x):
 
 
 def _sigmoid(x):
-    # tanh form: no overflow for large |x|
-    return (np.tanh(x * 0.5) * 0.5 + 0.5).astype(x.dtype, copy=False)
+    # from d = exp(-|x|) <= 1: no overflow, and d / (1 + d) keeps the relative precision of tiny
+    # results for very negative x (0.5 + 0.5 * tanh(x / 2) cancels to 0 below about -40 in float64)
+    d = np.exp(-np.abs(x))
+    return (np.where(x >= 0, 1, d) / (1 + d)).astype(x.dtype, copy=False)
 
 
 def _relu(x):
