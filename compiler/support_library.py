@@ -209,7 +209,9 @@ def _share_out(missing, kernels):
     cold compile 0.85 s with a child against 0.77 s without; 0.5-0.6 s with one on an idle one)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     spare = min(cpus - _busy_cpus(), cpus - 1, len(missing))
-    if not hasattr(os, "fork") or spare < 1:
+    # a fork while another thread may hold a lock (malloc's, LLVM's) could leave the child stuck
+    # until the parent gives up on it: only single-threaded processes fork
+    if not hasattr(os, "fork") or spare < 1 or threading.active_count() > 1:
         return []
     loads = [KERNEL_WEIGHT * kernels] + [0.0] * spare
     shares = [[] for _ in loads]

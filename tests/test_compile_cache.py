@@ -229,6 +229,7 @@ def test_the_host_description_is_cached_and_a_bad_entry_is_asked_again(tmp_path,
 
 def test_missing_pieces_are_shared_out_to_idle_cpus_by_weight(monkeypatch):
     monkeypatch.setattr(support_library, "_busy_cpus", lambda: 1)  # only this process runs
+    monkeypatch.setattr(support_library.threading, "active_count", lambda: 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == [["conv2d"]]  # sgemm stays here
     assert support_library._share_out([], kernels=7) == []
@@ -239,6 +240,9 @@ def test_missing_pieces_are_shared_out_to_idle_cpus_by_weight(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(support_library, "_busy_cpus", lambda: 2)
     assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == []  # the other CPU is busy
+    monkeypatch.setattr(support_library, "_busy_cpus", lambda: 1)
+    monkeypatch.setattr(support_library.threading, "active_count", lambda: 2)
+    assert support_library._share_out(["sgemm", "conv2d"], kernels=7) == []  # no fork beside other threads
 
 
 def test_busy_cpus_counts_the_tasks_running_now():
