@@ -31,10 +31,6 @@ class Adagrad(Optimizer):
         state["step"] = scalar_step_tensor()
         state["sum"] = full_like(param, group["initial_accumulator_value"])
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        return self._update_each_param(closure)
-
     @staticmethod
     def _update(param, state, group):
         lr, lr_decay, eps, weight_decay = group["lr"], group["lr_decay"], group["eps"], group["weight_decay"]

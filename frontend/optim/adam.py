@@ -29,10 +29,6 @@ class Adam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        return self._update_each_param(closure)
-
     @staticmethod
     def _init_state(param, state, group):
         state["step"] = scalar_step_tensor()

@@ -151,13 +151,17 @@ class Optimizer:
                         p.grad.requires_grad_(False)
                     p.grad.zero_()
 
+    @_with_step_hooks
     def step(self, closure=None):
-        raise NotImplementedError(f"{type(self).__name__} does not implement step(closure=None); an optimizer "
-                                  f"subclass writes its update rule there")
+        """One update of every parameter that has a gradient; returns closure()'s loss if given.
 
-    def _update_each_param(self, closure):
-        """The body of the built-in optimizers' step: evaluate the closure, then under no_grad
-        give every parameter that has a gradient its state and its `_update`."""
+        The built-in optimizers define only `_init_state(param, state, group)` and
+        `_update(param, state, group)`; this evaluates the closure, then under no_grad gives every
+        parameter with a gradient its state and its `_update`. A subclass written PyTorch's way
+        overrides step itself."""
+        if not hasattr(self, "_update"):
+            raise NotImplementedError(f"{type(self).__name__} does not implement step(closure=None); an optimizer "
+                                      f"subclass writes its update rule there")
         loss = self._evaluate_closure(closure)
         with no_grad():
             for group in self.param_groups:

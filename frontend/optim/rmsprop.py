@@ -23,10 +23,6 @@ class RMSprop(Optimizer):
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach, maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        return self._update_each_param(closure)
-
     @staticmethod
     def _init_state(param, state, group):
         state["step"] = scalar_step_tensor()

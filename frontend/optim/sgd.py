@@ -24,10 +24,6 @@ class SGD(Optimizer):
                         nesterov=nesterov, maximize=maximize, foreach=foreach)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss if given."""
-        return self._update_each_param(closure)
-
     def _state_for(self, param, group):
         # torch keeps no state for a parameter until there is a momentum buffer (made in _update)
         return self.state[param] if group["momentum"] != 0 else {}
