@@ -186,20 +186,7 @@ def define_microkernel(module, g, indirect=False):
 def _define_pack_a(module, g):
     """void pack_a(i64 mc, i64 kc, f32* a, i64 rsa, i64 csa, f32* ap): MR-row panels,
     ap[(p*kc + k)*MR + r] = a[(p*MR + r)*rsa + k*csa], rows past mc zero."""
-    name = f"ember_sgemm_pack_a_{g.mr}"
-    if name in module.globals:
-        return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, F32_PTR, I64, I64, F32_PTR]), name=name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("optsize")  # cold copy loops: no vectoriser versions (halves compile time)
-    mc, kc, a, rsa, csa, ap = fn.args
-    a.add_attribute("noalias")
-    ap.add_attribute("noalias")
-    builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    _pack_panels(builder, mc, kc, a, rsa, csa, ap, g.mr)
-    builder.ret_void()
-    return fn
+    return _define_packer(module, f"ember_sgemm_pack_a_{g.mr}", g.mr, None, b_side=False)
 
 
 def _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, width, lanes=None):
@@ -246,18 +233,27 @@ def _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, w
 def _define_pack_b(module, g):
     """void pack_b(i64 kc, i64 nc, f32* b, i64 rsb, i64 csb, f32* bp): NR-column panels,
     bp[(q*kc + k)*NR + j] = b[k*rsb + (q*NR + j)*csb], columns past nc zero."""
-    name = f"ember_sgemm_pack_b_{g.nr}"
+    return _define_packer(module, f"ember_sgemm_pack_b_{g.nr}", g.nr, g.lanes, b_side=True)
+
+
+def _define_packer(module, name, width, lanes, b_side):
+    """One packing function (once per module): A's (extent, kc, source, extent stride, k
+    stride) argument order, or B's (kc, extent, source, k stride, extent stride)."""
     if name in module.globals:
         return module.globals[name]
     fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, F32_PTR, I64, I64, F32_PTR]), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     fn.attributes.add("optsize")  # cold copy loops: no vectoriser versions (halves compile time)
-    kc, nc, b, rsb, csb, bp = fn.args
-    b.add_attribute("noalias")
-    bp.add_attribute("noalias")
+    first, second, source, first_stride, second_stride, packed = fn.args
+    source.add_attribute("noalias")
+    packed.add_attribute("noalias")
+    if b_side:
+        kc, extent, k_stride, extent_stride = first, second, first_stride, second_stride
+    else:
+        extent, kc, extent_stride, k_stride = first, second, first_stride, second_stride
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    _pack_panels(builder, nc, kc, b, csb, rsb, bp, g.nr, g.lanes)
+    _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, width, lanes)
     builder.ret_void()
     return fn
 

@@ -48,15 +48,7 @@ class OpaqueLowering:
             body.append(loops[0])
 
     def opaque_index_add(self, node, body, axis):
-        target, indices, source = node.inputs
-        self.copy_into_root(target, body)
-        q = len(self.graph.node(indices).shape)
-
-        def position(idx, scope):
-            p = self.checked_position(self.value(indices, idx[axis:axis + q], scope), node.shape[axis], node, scope)
-            return idx[:axis] + (p,) + idx[axis + q:]
-        self.indexed_stores(node, tuple(self.graph.node(source).shape), body, position,
-                            lambda idx, scope: self.value(source, idx, scope), "add")
+        self.indexed_update(node, body, axis, "add")
 
     def opaque_scatter_add(self, node, body, axis):
         target, indices, source = node.inputs
@@ -69,6 +61,11 @@ class OpaqueLowering:
                             lambda idx, scope: self.value(source, idx, scope), "add")
 
     def opaque_index_put(self, node, body, axis):
+        self.indexed_update(node, body, axis, None)
+
+    def indexed_update(self, node, body, axis, combine):
+        """index_add / index_put: the target copied into the root, then the source's elements
+        stored (combine "add": added) at the positions the index tensor gives along `axis`."""
         target, indices, source = node.inputs
         self.copy_into_root(target, body)
         q = len(self.graph.node(indices).shape)
@@ -77,7 +74,7 @@ class OpaqueLowering:
             p = self.checked_position(self.value(indices, idx[axis:axis + q], scope), node.shape[axis], node, scope)
             return idx[:axis] + (p,) + idx[axis + q:]
         self.indexed_stores(node, tuple(self.graph.node(source).shape), body, position,
-                            lambda idx, scope: self.value(source, idx, scope), None)
+                            lambda idx, scope: self.value(source, idx, scope), combine)
 
     def opaque_cumsum(self, node, body, axis):
         self.members = set()
