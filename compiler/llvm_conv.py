@@ -16,6 +16,7 @@ and compiles in less time (a cold compile of the seed Net needs no sgemm at all)
 """
 from llvmlite import ir
 
+from .loop_ir import CONV_KINDS, DIRECT_SUFFIX
 from .llvm_ir_loops import (F32_PTR, I8_PTR, I32, I64, VOID, GOMP, counted_loop, entry_alloca, f32, i32,
                             i64, smax, smin)
 from .llvm_conv_direct import (define_direct_conv, define_direct_grad_weight, emit_grad_weight_workspace_floats,
@@ -23,9 +24,8 @@ from .llvm_conv_direct import (define_direct_conv, define_direct_grad_weight, em
 from .llvm_matmul import (PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_threads, define_sgemm, host_geometry,
                           load_libgomp)
 
-KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
+KINDS = CONV_KINDS
 ENTRY_NAMES = {kind: f"ember_{kind}" for kind in KINDS}
-DIRECT_SUFFIX = "_direct"  # ember_<kind>_direct: the direct path alone (see direct_kernel_applies)
 
 
 _GEOMETRY = ("n", "c", "h", "w", "o", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "groups")

@@ -413,8 +413,8 @@ class _BodyWriter:
         self.emitter.forget_loads()
 
 
-CONV_SYMBOLS = {f"{kind}{suffix}": f"ember_{kind}{suffix}" for kind in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
-                for suffix in ("", "_direct")}  # llvm_conv's entry points (the _direct ones: that path only)
+CONV_SYMBOLS = {kind + suffix: f"ember_{kind}{suffix}" for kind in L.CONV_KINDS
+                for suffix in ("", L.DIRECT_SUFFIX)}  # llvm_conv's entry points
 
 
 def _to_word(b, value):

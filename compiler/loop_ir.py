@@ -501,6 +501,10 @@ class Gemm:
     beta: float = 0.0
 
 
+CONV_KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")  # ConvCall kinds, llvm_conv's entries
+DIRECT_SUFFIX = "_direct"  # kind + suffix: the entry with only the direct path (llvm_conv.direct_kernel_applies)
+
+
 @dataclass
 class ConvCall:
     """One of compiler/llvm_conv.py's kernels: kind conv2d (in0 = x, in1 = weight, out = y),

@@ -241,7 +241,7 @@ class ContractionLowering:
     def conv_call(self, kind, out_slot, body, in0, in1, x_shape, w_shape, stride, padding, dilation, groups):
         """A call of llvm_conv's kernel `kind` on contiguous operands (its direct-only entry where
         the geometry takes that path)."""
-        from .llvm_conv import DIRECT_SUFFIX, conv2d_workspace_bytes, direct_kernel_applies
+        from .llvm_conv import conv2d_workspace_bytes, direct_kernel_applies
         first = self.contiguous_operand(in0, body)
         second = self.contiguous_operand(in1, body)
         slots = max(1, min(self.threads, x_shape[0]))
@@ -250,7 +250,7 @@ class ContractionLowering:
         geometry = tuple(x_shape) + (w_shape[0],) + tuple(w_shape[2:]) + tuple(stride) + tuple(padding) \
             + tuple(dilation) + (groups,)
         if direct_kernel_applies(kind, tuple(w_shape[2:]), stride, padding, dilation):
-            kind += DIRECT_SUFFIX
+            kind += L.DIRECT_SUFFIX
         body.append(L.ConvCall(kind, first, second, out_slot, tuple(int(g) for g in geometry), workspace, slots))
 
     def gemm_conv2d(self, node, out_slot, body, stride, padding, dilation, groups):

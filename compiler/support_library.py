@@ -21,15 +21,20 @@ from . import compile_cache, llvm_target
 from . import loop_ir as L
 
 SGEMM = "sgemm"
-CONV_PIECES = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
-DIRECT_PIECES = tuple(f"{kind}_direct" for kind in CONV_PIECES)  # the direct path alone: no sgemm
+CONV_PIECES = L.CONV_KINDS
+DIRECT_PIECES = tuple(kind + L.DIRECT_SUFFIX for kind in CONV_PIECES)  # the direct path alone: no sgemm
 PIECES = (SGEMM, *CONV_PIECES, *DIRECT_PIECES)
+def _base_kind(piece):
+    """conv2d_direct -> conv2d."""
+    return piece[:-len(L.DIRECT_SUFFIX)]
+
+
 PIECE_ROLES = {
     SGEMM: "ember_sgemm, the packed, register-blocked matmul (compiler/llvm_matmul.py)",
     "conv2d": "ember_conv2d, direct or im2col convolution on the sgemm microkernel (compiler/llvm_conv.py)",
     "conv2d_grad_input": "ember_conv2d_grad_input (compiler/llvm_conv.py)",
     "conv2d_grad_weight": "ember_conv2d_grad_weight (compiler/llvm_conv.py)",
-    **{piece: f"ember_{piece}, the direct path of ember_{piece[:-len('_direct')]} alone (compiler/llvm_conv.py)"
+    **{piece: f"ember_{piece}, the direct path of ember_{_base_kind(piece)} alone (compiler/llvm_conv.py)"
        for piece in DIRECT_PIECES},
 }
 
@@ -74,7 +79,7 @@ def _conv_pieces(graph, node):
     attrs = node.attrs
     weight_shape = attrs["weight_shape"] if node.op == "conv2d_grad_weight" else graph.node(node.inputs[1]).shape
     if direct_kernel_applies(node.op, tuple(weight_shape[2:]), attrs["stride"], attrs["padding"], attrs["dilation"]):
-        return (node.op + "_direct",)
+        return (node.op + L.DIRECT_SUFFIX,)
     return (SGEMM, node.op)
 
 
@@ -129,7 +134,7 @@ def piece_module(piece, parallel):
         llvm_matmul.define_sgemm(module, parallel=parallel)
         return module
     if piece in DIRECT_PIECES:
-        llvm_conv.define_conv2d(module, piece[:-len("_direct")], parallel=parallel, direct_only=True)
+        llvm_conv.define_conv2d(module, _base_kind(piece), parallel=parallel, direct_only=True)
         return module
     llvm_conv.define_conv2d(module, piece, parallel=parallel)
     _declare_only(module, exported_symbols(SGEMM))
@@ -159,7 +164,7 @@ def _declare_only(module, names):
 
 # rough LLVM cost of a piece, against 1 for sgemm (about 0.35 s here), and of a program's kernel
 PIECE_WEIGHTS = {SGEMM: 1.0, "conv2d": 1.3, "conv2d_grad_input": 1.5, "conv2d_grad_weight": 1.5,
-                 "conv2d_direct": 1.0, "conv2d_grad_input_direct": 1.0, "conv2d_grad_weight_direct": 1.0}
+                 **{piece: 1.0 for piece in DIRECT_PIECES}}
 KERNEL_WEIGHT = 0.05
 PATIENCE_SECONDS = 20.0  # at least this long for a child, before this process compiles its pieces itself
 
