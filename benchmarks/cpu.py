@@ -32,6 +32,8 @@ import time
 SCRUBBED_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 SECTIONS = ("fused", "sgemm", "seednet", "mlp", "compile")
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchmark_models import mlp, seed_net_class  # noqa: E402
 
 
 def scrub_blas_environment():
@@ -308,35 +310,6 @@ def section_sgemm(np, ember, quick):
 
 # ----------------------------------------------------------------------------- (c, d) models
 
-def seed_net_class(lib):
-    nn, F = lib.nn, lib.nn.functional
-
-    class SeedNet(nn.Module):  # tests/zoo.py's SeedNet
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 6, 5)
-            self.pool = nn.MaxPool2d(2, 2)
-            self.conv2 = nn.Conv2d(6, 16, 5)
-            self.fc1 = nn.Linear(16 * 5 * 5, 120)
-            self.fc2 = nn.Linear(120, 84)
-            self.fc3 = nn.Linear(84, 10)
-
-        def forward(self, x):
-            x = self.pool(F.relu(self.conv1(x)))
-            x = self.pool(F.relu(self.conv2(x)))
-            x = x.view(-1, 16 * 5 * 5)
-            x = F.relu(self.fc1(x))
-            x = F.relu(self.fc2(x))
-            return self.fc3(x)
-
-    return SeedNet
-
-
-def mlp(lib):
-    nn = lib.nn
-    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-
-
 def training_step(lib, net):
     optimizer = lib.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
@@ -444,7 +417,6 @@ def run_model_table(np, ember, table, quick, extra=None):
 def section_seednet(np, ember, quick):
     run_model_table(np, ember, "infer1", quick)
     run_model_table(np, ember, "infer64", quick)
-    sys.path.insert(0, HERE)
     import numpy_lenet
     ember.manual_seed(0)
     weights = {name: value.detach().numpy().copy() for name, value in seed_net_class(ember)().state_dict().items()}
@@ -455,7 +427,6 @@ def section_seednet(np, ember, quick):
 
 
 def section_mlp(np, ember, quick):
-    sys.path.insert(0, HERE)
     import numpy_mlp
     ember.manual_seed(0)
     by_hand = numpy_mlp.NumpyMLP(mlp(ember).state_dict(), lr=0.01, momentum=0.9)
@@ -487,7 +458,8 @@ import json, sys, time
 sys.path.insert(0, {here!r})
 import numpy as np
 import ember
-from cpu import seed_net_class, llvm_backend_problem
+from benchmark_models import seed_net_class
+from cpu import llvm_backend_problem
 problem = llvm_backend_problem(ember)
 if problem:
     print(json.dumps({{"unavailable": problem}}))

@@ -21,6 +21,8 @@ import sys
 import time
 import timeit
 
+from benchmark_models import seed_net_class  # the script's folder is on sys.path
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPORTED_VARIABLES = THREAD_VARIABLES + ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "EMBER_STRICT")
 BATCH = 64
@@ -118,31 +120,6 @@ def tiny_add_timers(ember, np, torch):
         timers[name] = add(ones)
         timers[f"{name}, requires_grad"] = add(ones, requires_grad=True)
     return timers
-
-
-def seed_net_class(lib):
-    """The seed Net written once against a torch-like library (ember or torch)."""
-    nn = lib.nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 6, 5)
-            self.pool = nn.MaxPool2d(2, 2)
-            self.conv2 = nn.Conv2d(6, 16, 5)
-            self.fc1 = nn.Linear(16 * 5 * 5, 120)
-            self.fc2 = nn.Linear(120, 84)
-            self.fc3 = nn.Linear(84, 10)
-
-        def forward(self, x):
-            x = self.pool(lib.relu(self.conv1(x)))
-            x = self.pool(lib.relu(self.conv2(x)))
-            x = x.view(-1, 16 * 5 * 5)
-            x = lib.relu(self.fc1(x))
-            x = lib.relu(self.fc2(x))
-            return self.fc3(x)
-
-    return Net
 
 
 def training_step(lib, net, images, targets):

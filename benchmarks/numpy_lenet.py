@@ -22,6 +22,15 @@ def as_float32_array(value):
     return np.array(value, dtype=np.float32, copy=True)
 
 
+def sgd_momentum_step(params, buffers, grads, lr, momentum):
+    """In place, in PyTorch's order, for every name: buf = momentum * buf + grad; p -= lr * buf."""
+    for name, param in params.items():
+        buffer = buffers[name]
+        buffer *= momentum
+        buffer += grads[name]
+        param -= lr * buffer
+
+
 def im2col(activation):
     """[C,H,W,N] -> [C*K*K, OH*OW*N]: one row per weight tap, in the weight's (C,KH,KW) order."""
     channels = activation.shape[0]
@@ -140,12 +149,7 @@ class NumpyLeNet:
         return loss, grads
 
     def sgd_step(self, grads):
-        """In place, in PyTorch's order: buf = momentum * buf + grad; p -= lr * buf."""
-        for name, param in self.params.items():
-            buffer = self.momentum_buffers[name]
-            buffer *= self.momentum
-            buffer += grads[name]
-            param -= self.lr * buffer
+        sgd_momentum_step(self.params, self.momentum_buffers, grads, self.lr, self.momentum)
 
     def train_step(self, images, targets):
         """One forward, backward and SGD momentum update; returns the loss before the update."""

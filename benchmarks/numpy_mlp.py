@@ -9,6 +9,8 @@ Linear, ReLU, Linear) (names 0.*, 2.*, 4.*).
 """
 import numpy as np
 
+from numpy_lenet import as_float32_array, sgd_momentum_step
+
 LAYERS = ("0", "2", "4")
 
 
@@ -20,7 +22,7 @@ class NumpyMLP:
         missing = [name for name in names if name not in state_dict]
         if missing:
             raise KeyError(f"NumpyMLP: state_dict lacks {', '.join(missing)} (expected Linear layers 0, 2 and 4)")
-        self.params = {name: np.array(_array(state_dict[name]), dtype=np.float32, copy=True) for name in names}
+        self.params = {name: as_float32_array(state_dict[name]) for name in names}
         self.lr, self.momentum = lr, momentum
         self.momentum_buffers = {name: np.zeros_like(p) for name, p in self.params.items()}
 
@@ -61,18 +63,9 @@ class NumpyMLP:
         return loss, grads
 
     def sgd_step(self, grads):
-        """In place, in PyTorch's order: buf = momentum * buf + grad; p -= lr * buf."""
-        for name, param in self.params.items():
-            buffer = self.momentum_buffers[name]
-            buffer *= self.momentum
-            buffer += grads[name]
-            param -= self.lr * buffer
+        sgd_momentum_step(self.params, self.momentum_buffers, grads, self.lr, self.momentum)
 
     def train_step(self, inputs, targets):
         loss, grads = self.loss_and_grads(inputs, targets)
         self.sgd_step(grads)
         return loss
-
-
-def _array(value):
-    return value.detach().numpy() if hasattr(value, "detach") else value
