@@ -56,8 +56,8 @@ class CompileReport:
         return sum(t.segments for t in self.traces)
 
     def __str__(self):
-        eager = f", {self.eager_calls} run eagerly (see below)" if self.eager_reasons and self.eager_calls else \
-            f", {self.eager_calls} run eagerly (arguments sharing memory)" if self.eager_calls else ""
+        why = "see below" if self.eager_reasons else "arguments sharing memory"
+        eager = f", {self.eager_calls} run eagerly ({why})" if self.eager_calls else ""
         lines = [f"ember.compile report for {self.name} (backend={self.backend})",
                  f"calls: {self.calls} ({self.compiled_calls} served by compiled segments{eager}), "
                  f"traces: {len(self.traces)}, segments compiled: {self.segments}, "
@@ -234,7 +234,7 @@ class CompiledFunction:
         exchange = getattr(segment.runner, "exchange", None) if adoptable else None
         in_env = Counter(map(id, env.values())) if exchange is not None else None
         for m in segment.mutations:
-            target = params[m.target] if m.kind.startswith("param") else inputs[m.target]
+            target = _owner(m, params, inputs)
             data = array_of(env[m.node])
             adopt = exchange is not None and m.node in adoptable
             if m.kind.endswith("_grad"):
@@ -584,15 +584,19 @@ def _keep_values_of_targets(segment, env, params, inputs):
     before any target is written, so it keeps that value."""
     current = set()
     for m in segment.mutations:
-        target = params[m.target] if m.kind.startswith("param") else inputs[m.target]
-        if m.kind.endswith("_grad"):
-            target = target.grad
+        target = _owner(m, params, inputs)
+        target = target.grad if m.kind.endswith("_grad") else target
         if target is not None:
             current.add(id(target._data))
-    for node in set(segment.result_nodes).union(m.node for m in segment.mutations):
+    for node in segment.returned_or_written():
         value = env[node]
         if type(value) is np.ndarray and id(value) in current:
             env[node] = value.copy()
+
+
+def _owner(mutation, params, inputs):
+    """The tensor a mutation updates (for the _grad kinds: the tensor whose .grad it sets)."""
+    return params[mutation.target] if mutation.kind.startswith("param") else inputs[mutation.target]
 
 
 def _owns_memory_alone(array):

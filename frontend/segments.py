@@ -28,9 +28,16 @@ class Segment:
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor
         self._adoptable = None  # see adoptable_mutations
+        self._handed_out = None  # see returned_or_written
         self._params_read_later = None  # see run
         self.rng_inputs = [n for n in graph.inputs if graph.node(n).attrs.get("rng")]
         self.param_nodes = tuple(graph.params.items())  # (name, node) pairs, read on every call
+
+    def returned_or_written(self):
+        """The nodes whose values the caller receives: results and mutations' new values."""
+        if self._handed_out is None:
+            self._handed_out = frozenset(self.result_nodes).union(m.node for m in self.mutations)
+        return self._handed_out
 
     def adoptable_mutations(self):
         """Mutation nodes whose array may become the target's own array after a run instead of
