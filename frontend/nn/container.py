@@ -169,16 +169,56 @@ class ModuleList(Module):
         raise NotImplementedError("ModuleList has no forward; iterate over it and call its modules")
 
 
-class ModuleDict(Module):
+class _MemberDict:
+    """The mapping protocol ModuleDict and ParameterDict share, over the Module table named by
+    `_table` ("_modules" or "_parameters"); they differ in how a member is set and removed."""
+
+    _table = None
+
+    def _members(self):
+        return self.__dict__[self._table]
+
+    def __getitem__(self, key):
+        return self._members()[key]
+
+    def __len__(self):
+        return len(self._members())
+
+    def __iter__(self):
+        return iter(self._members())
+
+    def __contains__(self, key):
+        return key in self._members()
+
+    def pop(self, key):
+        value = self[key]
+        del self[key]
+        return value
+
+    def keys(self):
+        return self._members().keys()
+
+    def items(self):
+        return self._members().items()
+
+    def values(self):
+        return self._members().values()
+
+    def update(self, members):
+        pairs = members.items() if hasattr(members, "items") else members
+        for key, value in pairs:
+            self[key] = value
+
+
+class ModuleDict(_MemberDict, Module):
     """An ordered dict of submodules."""
+
+    _table = "_modules"
 
     def __init__(self, modules=None):
         super().__init__()
         if modules is not None:
             self.update(modules)
-
-    def __getitem__(self, key):
-        return self._modules[key]
 
     def __setitem__(self, key, module):
         self.add_module(key, module)
@@ -187,37 +227,9 @@ class ModuleDict(Module):
         del self._modules[key]
         _tree_changed()
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def __contains__(self, key):
-        return key in self._modules
-
     def clear(self):
         self._modules.clear()
         _tree_changed()
-
-    def pop(self, key):
-        module = self[key]
-        del self[key]
-        return module
-
-    def keys(self):
-        return self._modules.keys()
-
-    def items(self):
-        return self._modules.items()
-
-    def values(self):
-        return self._modules.values()
-
-    def update(self, modules):
-        pairs = modules.items() if hasattr(modules, "items") else modules
-        for key, module in pairs:
-            self[key] = module
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleDict has no forward; index it and call its modules")
@@ -269,45 +281,21 @@ class ParameterList(Module):
         raise NotImplementedError("ParameterList has no forward")
 
 
-class ParameterDict(Module):
+class ParameterDict(_MemberDict, Module):
     """An ordered dict of Parameters."""
+
+    _table = "_parameters"
 
     def __init__(self, parameters=None):
         super().__init__()
         if parameters is not None:
             self.update(parameters)
 
-    def __getitem__(self, key):
-        return self._parameters[key]
-
     def __setitem__(self, key, value):
         setattr(self, key, value if isinstance(value, Parameter) else Parameter(value))
 
     def __delitem__(self, key):
         del self._parameters[key]
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters)
-
-    def __contains__(self, key):
-        return key in self._parameters
-
-    def keys(self):
-        return self._parameters.keys()
-
-    def items(self):
-        return self._parameters.items()
-
-    def values(self):
-        return self._parameters.values()
-
-    def update(self, parameters):
-        pairs = parameters.items() if hasattr(parameters, "items") else parameters
-        for key, value in pairs:
-            self[key] = value
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ParameterDict has no forward")
