@@ -12,7 +12,7 @@ element a sum of products over the contracted axes, with guarded loads for paddi
 """
 from ember.ops import PRIMITIVES
 from . import loop_ir as L
-from .loop_nests import (Scope, broadcast_index, count, downstream, flat_offset, in_range, nest_into, pad_vars,
+from .loop_nests import (Scope, broadcast_index, count, downstream, in_range, nest_into, pad_vars,
                          same_strides, strides_of)
 
 GEMM_MIN_WORK = 4096  # m*n*k below which a float32 matmul runs as loops

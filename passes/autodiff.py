@@ -9,7 +9,6 @@ activations, chosen explicitly) and a backward program that starts from them.
 """
 from dataclasses import dataclass, field
 
-from ember import dtypes
 from ember.ir import Graph
 from ember.ops import PRIMITIVES, Spec
 from ember.ops.registry import dispatching_to

@@ -3,7 +3,6 @@ ember's dtype names: fixed, integer-valued and scientific float formats, ints, b
 empty tensors, dtype/grad suffixes, summarisation and 80-column wrapping; and __format__.
 """
 import numpy as np
-import pytest
 
 import ember
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import ember
-from ember import dtypes
 
 
 def t(values, dtype):

@@ -1,12 +1,7 @@
 """Convolution layers: Conv1d and Conv2d (torch.nn.Conv1d / Conv2d), zero padding only."""
-import math
-
-from ember.frontend.creation import empty
 from . import functional as F
-from . import init
-from .linear import factory, init_bias_uniform
+from .linear import add_weight_and_bias, reset_kaiming_uniform
 from .module import Module
-from .parameter import Parameter
 
 
 def _ntuple(value, n):
@@ -53,17 +48,11 @@ class _ConvNd(Module):
         self.groups = groups
         self.padding_mode = padding_mode
         shape = (out_channels, in_channels // groups) + self.kernel_size
-        self.weight = Parameter(empty(shape, dtype=factory(dtype)))
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=factory(dtype)))
-        else:
-            self.register_parameter("bias", None)
+        add_weight_and_bias(self, shape, bias, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            init_bias_uniform(self.bias, self.weight)
+        reset_kaiming_uniform(self.weight, self.bias)
 
     def _mode_padded(self, input):
         """Non-zero padding modes pad explicitly, then convolve without padding (as torch does)."""

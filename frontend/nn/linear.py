@@ -14,11 +14,24 @@ def factory(dtype):
     return dtypes.as_dtype(dtype) if dtype is not None else dtypes.defaults.floating
 
 
-def init_bias_uniform(bias, weight):
-    """torch's default bias init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
-    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-    init.uniform_(bias, -bound, bound)
+def add_weight_and_bias(module, weight_shape, bias, dtype):
+    """Register an uninitialised `weight` of `weight_shape` and a `bias` of weight_shape[0]
+    (None without bias), as Linear, Bilinear and the convolutions do."""
+    module.weight = Parameter(empty(weight_shape, dtype=factory(dtype)))
+    if bias:
+        module.bias = Parameter(empty(weight_shape[0], dtype=factory(dtype)))
+    else:
+        module.register_parameter("bias", None)
+
+
+def reset_kaiming_uniform(weight, bias):
+    """torch's default init of Linear and the convolutions: kaiming_uniform_(a=sqrt(5)) for the
+    weight, uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
 
 
 class Identity(Module):
@@ -38,17 +51,11 @@ class Linear(Module):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = Parameter(empty((out_features, in_features), dtype=factory(dtype)))
-        if bias:
-            self.bias = Parameter(empty(out_features, dtype=factory(dtype)))
-        else:
-            self.register_parameter("bias", None)
+        add_weight_and_bias(self, (out_features, in_features), bias, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            init_bias_uniform(self.bias, self.weight)
+        reset_kaiming_uniform(self.weight, self.bias)
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)
@@ -65,11 +72,7 @@ class Bilinear(Module):
         self.in1_features = in1_features
         self.in2_features = in2_features
         self.out_features = out_features
-        self.weight = Parameter(empty((out_features, in1_features, in2_features), dtype=factory(dtype)))
-        if bias:
-            self.bias = Parameter(empty(out_features, dtype=factory(dtype)))
-        else:
-            self.register_parameter("bias", None)
+        add_weight_and_bias(self, (out_features, in1_features, in2_features), bias, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
