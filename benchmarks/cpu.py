@@ -135,11 +135,26 @@ def torch_times(table, quick):
     command = [sys.executable, os.path.abspath(__file__), "--torch-table", table] + (["--quick"] if quick else [])
     try:
         run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired as error:
+        return {}, {"torch eager": f"torch's process failed: {error}"}
+    try:
         result = json.loads(run.stdout.strip().splitlines()[-1])
         return result["times"], result["failures"]
-    except (ValueError, IndexError, KeyError, subprocess.TimeoutExpired) as error:
-        reason = (run.stderr.strip().splitlines() or ["no output"])[-1] if "run" in locals() else str(error)
+    except (ValueError, IndexError, KeyError):
+        reason = (run.stderr.strip().splitlines() or ["no output"])[-1]
         return {}, {"torch eager": f"torch's process failed: {reason}"}
+
+
+def add_torch_times(table, quick, times, failures):
+    """PyTorch's candidates of a table merged into `times`/`failures`; returns their names in
+    table order (just "torch", failed as not installed, without PyTorch)."""
+    if not torch_version():
+        failures["torch"] = "PyTorch is not installed (shared/PERF.md has its figures for this machine)"
+        return ["torch"]
+    torch_seconds, torch_failures = torch_times(table, quick)
+    times.update(torch_seconds)
+    failures.update(torch_failures)
+    return [name for name in ("torch eager", "torch.compile") if name in torch_seconds or name in torch_failures]
 
 
 # ----------------------------------------------------------------------------- (a) fused chain
@@ -222,14 +237,9 @@ def section_fused(np, ember, quick):
         candidates["ember.compile(backend='llvm')"] = lambda: compiled(x_tensor)
     candidates["ember eager"] = lambda: chain(x_tensor)
     times, failures = compare(candidates, rounds)
-    if torch_version():
-        torch_seconds, torch_failures = torch_times("fused", quick)
-        times.update(torch_seconds)
-        failures.update(torch_failures)
-        candidates.update({name: None for name in ("torch eager", "torch.compile")
-                           if name in torch_seconds or name in torch_failures})
+    names = list(candidates) + add_torch_times("fused", quick, times, failures)
     rows = [(name, bytes_moved.get(name, 8) * n / times[name] / 1e9 if name in times else None,
-             failures.get(name, "")) for name in candidates]
+             failures.get(name, "")) for name in names if name != "torch"]
     if problem is not None:
         rows.append(("ember.compile(backend='llvm')", None, problem))
     print_table(f"(a) relu(x*0.5+1)*sigmoid(x), {n / 2**20:.0f}M floats, effective GB/s "
@@ -398,14 +408,7 @@ def run_model_table(np, ember, table, quick, extra=None):
     times, failures = compare(candidates, rounds)
     failures.update(problems)
     names = list(candidates) + [p for p in problems if p not in candidates]
-    if torch_version():
-        torch_seconds, torch_failures = torch_times(table, quick)
-        times.update(torch_seconds)
-        failures.update(torch_failures)
-        names += [name for name in ("torch eager", "torch.compile") if name in torch_seconds or name in torch_failures]
-    else:
-        names.append("torch")
-        failures["torch"] = "PyTorch is not installed (shared/PERF.md has its figures for this machine)"
+    names += add_torch_times(table, quick, times, failures)
     if per_item:
         rows = [(name, per_item / times[name] if name in times else None, failures.get(name, "")) for name in names]
         print_table(title, rows, "img/s", baseline="ember eager", reference=None if torch_version() else reference)
