@@ -1,12 +1,23 @@
 """`ember.save` / `ember.load`: checkpoints (tensors, state dicts, optimizer states, nested
 containers) in one safetensors-layout file, written and read without pickle.
 
-Layout: an 8-byte little-endian header length, a JSON header mapping each tensor's name to its
+Layout: an 8-byte little-endian header length, a JSON header mapping each entry's name to its
 dtype, shape and `data_offsets` (plus `"__metadata__"`, whose "ember.structure" entry is the
-JSON-encoded object tree with tensors replaced by their names), then the raw little-endian
-tensor bytes. Any safetensors reader can read the tensors; `ember.load` rebuilds the exact
-object: dict keys of any type, OrderedDict, tuple vs list, int vs float vs bool, None, and a
+JSON-encoded object tree with tensors replaced by references, and "ember.views" the table of
+views described below), then the raw little-endian bytes. Any safetensors reader can read the
+entries; `ember.load` rebuilds the exact object: dict keys of any type, OrderedDict, tuple vs
+list, int vs float vs bool, None, Parameters (as Parameters, with their requires_grad), and a
 tensor referenced twice loads as one tensor referenced twice.
+
+Shared memory, as torch.save keeps shared storages: tensors whose memory overlaps (views of one
+base, tied weights, a tensor and its slices, transposes, expansions) are stored once, as one
+entry spanning their memory, and each is a view of it (byte offset, shape, byte strides), so
+after loading they are numpy views of one buffer with the saved strides and an in-place write
+into one shows through the others. A tensor sharing memory with no other saved tensor is stored
+as its own values (a plain safetensors entry of its shape); it loads C-contiguous, while torch
+would keep its whole storage and strides. numpy arrays are saved by value, as pickle saves them
+for torch. `.grad` is not saved (as in torch); a tensor that requires grad loads as a leaf that
+requires grad.
 """
 import collections
 import io
@@ -23,15 +34,18 @@ from ember import dtypes
 from .tensor import Tensor, Device, Size
 
 FORMAT_NAME = "ember"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2 added tensors sharing storage ("view" nodes) and Parameters; 1 still loads
+READABLE_VERSIONS = ("1", "2")
 STRUCTURE_KEY = "ember.structure"
+VIEWS_KEY = "ember.views"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 # safetensors dtype names
 _CODE_OF = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
             "float16": "F16", "float32": "F32", "float64": "F64"}
 _NAME_OF = {code: name for name, code in _CODE_OF.items()}
-_STRUCTURE_TAGS = ("tuple", "dict", "odict", "float", "tensor", "ndarray", "numpy_scalar", "dtype", "size", "device")
+_STRUCTURE_TAGS = ("tuple", "dict", "odict", "float", "tensor", "view", "ndarray", "numpy_scalar", "dtype", "size",
+                   "device")
 
 
 # ----------------------------------------------------------------------------- encoding the object tree
@@ -39,14 +53,19 @@ class _Encoder:
     """Turns an object into a JSON-able tree; tensors and arrays are collected by name.
 
     Tree nodes: null, true/false, JSON ints and floats, strings and lists stand for themselves;
-    everything else is a one-key object: {"tuple": [...]}, {"dict": [[key, value], ...]},
-    {"odict": [...]}, {"float": "nan"|"inf"|"-inf"}, {"tensor": name, "requires_grad": bool},
-    {"ndarray": name}, {"numpy_scalar": name}, {"dtype": "float32"}, {"size": [...]},
-    {"device": "cpu"}."""
+    everything else is a one-key object (the tag is its first key): {"tuple": [...]},
+    {"dict": [[key, value], ...]}, {"odict": [...]}, {"float": "nan"|"inf"|"-inf"},
+    {"tensor": name} (the whole header entry `name`), {"view": index} (entry `index` of the views
+    table), both optionally with "requires_grad": true and "parameter": true, {"ndarray": name},
+    {"numpy_scalar": name}, {"dtype": "float32"}, {"size": [...]}, {"device": "cpu"}."""
 
     def __init__(self):
-        self.arrays = {}  # name -> numpy array, in first-seen order
-        self._name_of = {}  # id(tensor or array) -> name
+        self.entries = {}  # name -> numpy array (None: reserved for a tensor until `finish`), first-seen order
+        self.alignment = {}  # name -> byte alignment its data needs in the file (default: its itemsize)
+        self.views = []  # the views table, see `_Encoder.finish`
+        self._records = []  # [tensor, name, node] per distinct tensor object, first-seen order
+        self._node_of = {}  # id(tensor) -> its node (a tensor referenced twice is one node, written twice)
+        self._name_of = {}  # id(ndarray or numpy scalar) -> name
         self._keep_alive = []  # ids stay unique while we hold the objects
         self._open = set()  # ids of containers being encoded (cycle detection)
 
@@ -59,11 +78,8 @@ class _Encoder:
             return {"numpy_scalar": self._array_name(value, np.asarray(value), path)}
         if kind is float:
             return value if math.isfinite(value) else {"float": repr(value)}
-        if isinstance(value, Tensor):  # Parameters included: they load as tensors
-            node = {"tensor": self._array_name(value, value._data, path)}
-            if value.requires_grad:
-                node["requires_grad"] = True
-            return node
+        if isinstance(value, Tensor):
+            return self._tensor_node(value, path)
         if isinstance(value, np.ndarray):
             return {"ndarray": self._array_name(value, value, path)}
         if kind is dtypes.DType:
@@ -95,22 +111,138 @@ class _Encoder:
         finally:
             self._open.discard(id(value))
 
+    def _tensor_node(self, tensor, path):
+        """The node is completed by `finish`, once every tensor is known and sharing can be seen."""
+        node = self._node_of.get(id(tensor))
+        if node is None:
+            _check_dtype(tensor._data, path)
+            node = self._node_of[id(tensor)] = {}
+            self._records.append((tensor, self._reserve_name(path, None), node))
+            self._keep_alive.append(tensor)
+        return node
+
     def _array_name(self, owner, array, path):
         if id(owner) in self._name_of:
             return self._name_of[id(owner)]
-        if array.dtype.name not in _CODE_OF:
-            raise TypeError(f"ember.save: cannot save an array of dtype {array.dtype} at {_describe_path(path)} "
-                            f"(supported: {', '.join(_CODE_OF)})")
+        _check_dtype(array, path)
+        name = self._name_of[id(owner)] = self._reserve_name(path, array)
+        self._keep_alive.append(owner)
+        return name
+
+    def _reserve_name(self, path, array):
         # named by where it sits, so a saved state dict reads like a safetensors checkpoint
         name = ".".join(str(key) for key in path) or "tensor"
         unique, counter = name, 1
-        while unique in self.arrays or unique == "__metadata__":
+        while unique in self.entries or unique == "__metadata__":
             counter += 1
             unique = f"{name}#{counter}"
-        self.arrays[unique] = array
-        self._name_of[id(owner)] = unique
-        self._keep_alive.append(owner)
+        self.entries[unique] = array
         return unique
+
+    def finish(self):
+        """Decide how each tensor is stored. A tensor sharing memory with no other saved tensor
+        is stored as its values (a C-contiguous safetensors entry named by its path; it loads
+        contiguous, as `.contiguous()` would make it). Tensors whose memory ranges overlap share
+        one storage entry: the bytes spanning them all, in which each one is a view given by the
+        views table: {"storage": name, "dtype": code, "offset": bytes, "shape": [...],
+        "strides": [bytes...]}, plus "read_only": true for a read-only array (an expanded view)."""
+        spans = []
+        for index, (tensor, _, _) in enumerate(self._records):
+            array = tensor._data
+            extent = _byte_extent(array.shape, array.strides, array.itemsize)
+            if extent is not None:
+                address = _address(array)
+                spans.append((address + extent[0], address + extent[1], index))
+        groups, end = [], None  # memory ranges that overlap, transitively
+        for low, high, index in sorted(spans):
+            if end is not None and low < end:
+                groups[-1].append(index)
+                end = max(end, high)
+            else:
+                groups.append([index])
+                end = high
+        view_of = {}
+        for group in groups:
+            if len(group) > 1:
+                view_of.update(self._shared_storage(sorted(group)))
+        for index, (tensor, name, node) in enumerate(self._records):
+            if index in view_of:
+                node["view"] = view_of[index]
+            else:
+                self.entries[name] = tensor._data
+                node["tensor"] = name
+            if tensor.requires_grad:
+                node["requires_grad"] = True
+            if _is_parameter(tensor):
+                node["parameter"] = True
+        for name in [name for name, array in self.entries.items() if array is None]:
+            del self.entries[name]  # names of tensors stored as views of another entry
+
+    def _shared_storage(self, group):
+        """One storage entry for the tensors `group` (indices into the records, first-seen
+        order); returns {record index: views-table index}."""
+        arrays = [self._records[index][0]._data for index in group]
+        addresses = [_address(array) for array in arrays]
+        extents = [_byte_extent(array.shape, array.strides, array.itemsize) for array in arrays]
+        align = max(array.itemsize for array in arrays)
+        low = min(address + extent[0] for address, extent in zip(addresses, extents))
+        high = max(address + extent[1] for address, extent in zip(addresses, extents))
+        start = low - low % align  # keeps every view's offset aligned as it is in memory
+        length = -(-(high - start) // align) * align
+        storage = np.zeros(length, np.uint8)  # bytes no view reaches stay zero
+        for array, address in zip(arrays, addresses):
+            target = np.ndarray(array.shape, array.dtype.newbyteorder("<"), buffer=storage,
+                                offset=address - start, strides=array.strides)
+            once = tuple(slice(0, 1) if step == 0 else slice(None) for step in array.strides) + (Ellipsis,)
+            np.copyto(target[once], array[once])  # a repeated (expanded) element is written once
+        dtype = arrays[0].dtype
+        typed = all(array.dtype == dtype and (address - start) % dtype.itemsize == 0
+                    and all(step % dtype.itemsize == 0 for step in array.strides)
+                    for array, address in zip(arrays, addresses))
+        name = self._records[group[0]][1]
+        if typed:
+            storage = storage.view(dtype.newbyteorder("<"))
+            for index, array, address in zip(group, arrays, addresses):
+                if address == start and array.nbytes == length and array.flags.c_contiguous:
+                    storage = storage.reshape(array.shape)  # a safetensors reader sees this tensor whole
+                    name = self._records[index][1]
+                    break
+        self.entries[name] = storage
+        self.alignment[name] = align
+        view_of = {}
+        for index, array, address in zip(group, arrays, addresses):
+            view = {"storage": name, "dtype": _CODE_OF[array.dtype.name], "offset": address - start,
+                    "shape": list(array.shape), "strides": list(array.strides)}
+            if not array.flags.writeable:
+                view["read_only"] = True
+            view_of[index] = len(self.views)
+            self.views.append(view)
+        return view_of
+
+
+def _check_dtype(array, path):
+    if array.dtype.name not in _CODE_OF:
+        raise TypeError(f"ember.save: cannot save an array of dtype {array.dtype} at {_describe_path(path)} "
+                        f"(supported: {', '.join(_CODE_OF)})")
+
+
+def _is_parameter(tensor):
+    from .nn.parameter import Parameter  # nn imports much of the frontend: import on use
+    return isinstance(tensor, Parameter)
+
+
+def _address(array):
+    return array.__array_interface__["data"][0]
+
+
+def _byte_extent(shape, strides, itemsize):
+    """(first, end) byte positions, relative to element [0, ..., 0], of the memory the array
+    reaches (strides may be negative or zero); None for an empty array."""
+    if 0 in shape:
+        return None
+    first = sum(step * (size - 1) for size, step in zip(shape, strides) if step < 0)
+    last = sum(step * (size - 1) for size, step in zip(shape, strides) if step > 0)
+    return first, last + itemsize
 
 
 def _describe_path(path):
@@ -125,13 +257,18 @@ def _layout(obj):
     """(header bytes padded to 8, list of arrays in file order) for `obj`."""
     encoder = _Encoder()
     structure = encoder.encode(obj)
-    # widest items first keeps every tensor aligned to its itemsize (as safetensors does)
-    order = sorted(encoder.arrays, key=lambda name: -encoder.arrays[name].dtype.itemsize)
-    header = {"__metadata__": {"format": FORMAT_NAME, "ember.version": FORMAT_VERSION,
-                               STRUCTURE_KEY: json.dumps(structure, separators=(",", ":"))}}
+    encoder.finish()
+    entries = encoder.entries
+    # most aligned first keeps every tensor aligned to its itemsize (as safetensors does)
+    order = sorted(entries, key=lambda name: -encoder.alignment.get(name, entries[name].dtype.itemsize))
+    metadata = {"format": FORMAT_NAME, "ember.version": FORMAT_VERSION,
+                STRUCTURE_KEY: json.dumps(structure, separators=(",", ":"))}
+    if encoder.views:
+        metadata[VIEWS_KEY] = json.dumps(encoder.views, separators=(",", ":"))
+    header = {"__metadata__": metadata}
     offset, arrays = 0, []
     for name in order:
-        array = _little_endian(encoder.arrays[name])
+        array = _little_endian(entries[name])
         header[name] = {"dtype": _CODE_OF[array.dtype.name], "shape": list(array.shape),
                         "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
@@ -206,6 +343,11 @@ class _Reader:
 
     def __init__(self, source_name):
         self.source = source_name
+        self.arrays = {}  # header entry name -> numpy array (native byte order)
+        self.views = []  # the views table (format 2)
+        self.relocate = None  # map_location as a function of a tensor, if it is one
+        self._loaded = {}  # ("tensor", name) or ("view", index) -> the loaded tensor: one object per saved one
+        self._storages = {}  # entry name -> the array views of it are made from
 
     def fail(self, problem):
         raise RuntimeError(f"ember.load: {self.source} is not a valid ember checkpoint: {problem}")
@@ -272,26 +414,98 @@ class _Reader:
                       f"are present (truncated)")
         return position
 
-    def decode_structure(self, node, tensors):
+    def _tensor(self, tag, payload, node):
+        if tag == "tensor" and (not isinstance(payload, str) or payload not in self.arrays):
+            self.fail(f"the structure refers to tensor {payload!r}, which the header does not list")
+        if tag == "view" and (not isinstance(payload, int) or isinstance(payload, bool)
+                              or not 0 <= payload < len(self.views)):
+            self.fail(f"the structure refers to view {payload!r}, but the views table has "
+                      f"{len(self.views)} entries")
+        key = (tag, payload)
+        if key not in self._loaded:
+            if tag == "tensor":
+                tensor = Tensor._wrap(self.arrays[payload])
+                if self.relocate:
+                    tensor = self.relocate(tensor)
+            else:
+                tensor = Tensor._wrap(self._view(payload))
+            requires_grad = node.get("requires_grad") is True
+            if node.get("parameter") is True:
+                from .nn.parameter import Parameter  # nn imports much of the frontend: import on use
+                tensor = Parameter(tensor, requires_grad)
+            elif requires_grad and not tensor.requires_grad:
+                tensor.requires_grad_(True)
+            self._loaded[key] = tensor
+        return self._loaded[key]
+
+    def _view(self, index):
+        """The numpy view that views-table entry `index` describes, made from its storage's array,
+        so tensors that shared memory when saved share it again."""
+        view = self.views[index]
+        where = f"view {index}"
+        if not isinstance(view, dict) or not {"storage", "dtype", "offset", "shape", "strides"} <= view.keys():
+            self.fail(f"{where} needs storage, dtype, offset, shape and strides, got {view!r}")
+        name, code, offset, shape, strides = (view[key] for key in ("storage", "dtype", "offset", "shape", "strides"))
+        if not isinstance(name, str) or name not in self.arrays:
+            self.fail(f"{where} refers to storage {name!r}, which the header does not list")
+        if code not in _NAME_OF:
+            self.fail(f"{where} has dtype {code!r}, which ember does not support (supported: {', '.join(_NAME_OF)})")
+        if not _is_int_list(shape) or any(size < 0 for size in shape):
+            self.fail(f"{where} has an invalid shape {shape!r}")
+        if not _is_int_list(strides) or len(strides) != len(shape):
+            self.fail(f"{where} has strides {strides!r}, which do not match its shape {shape}")
+        if not _is_int_list([offset]):
+            self.fail(f"{where} has an invalid offset {offset!r}")
+        storage = self._storage(name)
+        dtype = np.dtype(_NAME_OF[code])
+        extent = _byte_extent(shape, strides, dtype.itemsize) or (0, 0)
+        if offset + extent[0] < 0 or offset + extent[1] > storage.nbytes:
+            self.fail(f"{where} ({code} {shape}, strides {strides} bytes, offset {offset}) reaches bytes "
+                      f"[{offset + extent[0]}, {offset + extent[1]}) outside its storage {name!r} of "
+                      f"{storage.nbytes} bytes")
+        little_endian = dtype.newbyteorder("<")
+        exact = little_endian == dtype or dtype.itemsize == 1 or storage.dtype == dtype
+        array = np.ndarray(tuple(shape), dtype if exact else little_endian, buffer=storage, offset=offset,
+                           strides=tuple(strides))
+        if not exact:  # a big-endian host reading bytes of mixed dtypes: this view gets its own copy
+            array = array.astype(dtype)
+        if view.get("read_only") is True:
+            array.flags.writeable = False
+        return array
+
+    def _storage(self, name):
+        """Entry `name` as a C-contiguous array; map_location (a function) is applied once per
+        storage, as torch applies it to storages."""
+        if name not in self._storages:
+            array = self.arrays[name]
+            if self.relocate:
+                moved = self.relocate(Tensor._wrap(array))
+                if (not isinstance(moved, Tensor) or moved._data.dtype != array.dtype
+                        or moved._data.shape != array.shape):
+                    self.fail(f"map_location returned {_describe_value(moved)} for the storage {name!r} "
+                              f"({array.dtype}, shape {list(array.shape)}), which tensors share; it must "
+                              f"return a tensor of the same dtype and shape")
+                array = moved._data
+            self._storages[name] = np.ascontiguousarray(array)
+        return self._storages[name]
+
+    def decode_structure(self, node):
         if node is None or isinstance(node, (bool, int, float, str)):
             return node
         if isinstance(node, list):
-            return [self.decode_structure(item, tensors) for item in node]
+            return [self.decode_structure(item) for item in node]
         if not isinstance(node, dict) or not node:
             self.fail(f"corrupted structure node {node!r}")
         tag = next(iter(node))
         payload = node[tag]
         if tag not in _STRUCTURE_TAGS:
             self.fail(f"unknown structure tag {tag!r}")
-        if tag in ("tensor", "ndarray", "numpy_scalar"):
-            if not isinstance(payload, str) or payload not in tensors:
+        if tag in ("tensor", "view"):
+            return self._tensor(tag, payload, node)
+        if tag in ("ndarray", "numpy_scalar"):
+            if not isinstance(payload, str) or payload not in self.arrays:
                 self.fail(f"the structure refers to tensor {payload!r}, which the header does not list")
-            if tag == "tensor":
-                tensor = tensors[payload]
-                if node.get("requires_grad") and not tensor.requires_grad:
-                    tensor.requires_grad_(True)
-                return tensor
-            array = tensors[payload]._data
+            array = self.arrays[payload]
             return array if tag == "ndarray" else array[()]
         if tag == "float":
             if payload not in ("nan", "inf", "-inf"):
@@ -309,18 +523,18 @@ class _Reader:
         if not isinstance(payload, list):
             self.fail(f"corrupted {tag} node: {payload!r}")
         if tag in ("tuple", "size"):
-            items = tuple(self.decode_structure(item, tensors) for item in payload)
+            items = tuple(self.decode_structure(item) for item in payload)
             if tag == "size":
-                    return Size(items)
+                return Size(items)
             return items
         if tag in ("dict", "odict"):
             result = collections.OrderedDict() if tag == "odict" else {}
             for pair in payload:
                 if not isinstance(pair, list) or len(pair) != 2:
                     self.fail(f"corrupted {tag} item {pair!r}")
-                key = self.decode_structure(pair[0], tensors)
+                key = self.decode_structure(pair[0])
                 try:
-                    result[key] = self.decode_structure(pair[1], tensors)
+                    result[key] = self.decode_structure(pair[1])
                 except TypeError:
                     self.fail(f"unhashable dict key {key!r}")
             return result
@@ -413,17 +627,38 @@ def _load_stream(stream, reader, use_mmap, relocate, whole_file):
                         f"(truncated)")
     if (whole_file or use_mmap) and present is not None and present > needed:
         reader.fail(f"{present - needed} unexpected bytes follow the tensor data")
-    tensors = {}
     for name, (dtype, shape, begin, _) in entries.items():
         array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=base + begin).reshape(shape)
-        if not dtype.isnative:
-            array = array.astype(dtype.newbyteorder("="))
-        tensor = Tensor._wrap(array)
-        tensors[name] = relocate(tensor) if relocate else tensor
+        reader.arrays[name] = array if dtype.isnative else array.astype(dtype.newbyteorder("="))
     if metadata.get("format") != FORMAT_NAME or STRUCTURE_KEY not in metadata:
-        return tensors  # a plain safetensors file: its tensors by name
+        # a plain safetensors file: its tensors by name
+        return {name: relocate(Tensor._wrap(array)) if relocate else Tensor._wrap(array)
+                for name, array in reader.arrays.items()}
+    version = metadata.get("ember.version", "1")
+    if version not in READABLE_VERSIONS:
+        reader.fail(f"it has format version {version!r}, written by a newer ember; this ember reads "
+                    f"versions {', '.join(READABLE_VERSIONS)}")
+    structure = _parse_json(reader, metadata[STRUCTURE_KEY], "the object structure")
+    if VIEWS_KEY in metadata:
+        reader.views = _parse_json(reader, metadata[VIEWS_KEY], "the views table")
+        if not isinstance(reader.views, list):
+            reader.fail(f"the views table in __metadata__ is a JSON {type(reader.views).__name__}, expected a list")
+    reader.relocate = relocate
+    return reader.decode_structure(structure)
+
+
+def _parse_json(reader, text, what):
     try:
-        structure = json.loads(metadata[STRUCTURE_KEY])
+        return json.loads(text)
     except (TypeError, json.JSONDecodeError) as error:
-        reader.fail(f"the object structure in __metadata__ is not valid JSON ({error})")
-    return reader.decode_structure(structure, tensors)
+        reader.fail(f"{what} in __metadata__ is not valid JSON ({error})")
+
+
+def _is_int_list(value):
+    return isinstance(value, list) and all(isinstance(item, int) and not isinstance(item, bool) for item in value)
+
+
+def _describe_value(value):
+    if isinstance(value, Tensor):
+        return f"a tensor of dtype {value.dtype.name}, shape {list(value.shape)}"
+    return f"a {type(value).__name__}"

@@ -1,6 +1,7 @@
 """ember.save / ember.load: exact round trips without pickle, the safetensors layout, clear
 errors for damaged files, atomic writes."""
 import ast
+import base64
 import collections
 import io
 import json
@@ -11,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ember
 from ember.frontend import serialization
@@ -84,11 +86,30 @@ def test_nested_structures_keep_exact_types():
     assert isinstance(loaded["numpy_scalar"], np.float32)
 
 
-def test_parameters_load_as_tensors_and_requires_grad_survives():
+def test_parameters_load_as_parameters_with_requires_grad_as_saved():
     weight = ember.nn.Parameter(ember.ones(2))
-    loaded = round_trip({"w": weight, "plain": ember.ones(2)})
-    assert type(loaded["w"]) is ember.Tensor and loaded["w"].requires_grad and loaded["w"].is_leaf
-    assert not loaded["plain"].requires_grad
+    frozen = ember.nn.Parameter(ember.zeros(3), requires_grad=False)
+    for saved, pick in [(weight, lambda x: x), ([weight], lambda x: x[0]), ({"w": weight}, lambda x: x["w"])]:
+        loaded = pick(round_trip(saved))
+        assert type(loaded) is ember.nn.Parameter and loaded.requires_grad and loaded.is_leaf
+        assert loaded.tolist() == [1.0, 1.0]
+    loaded = round_trip({"frozen": frozen, "plain": ember.ones(2)})
+    assert type(loaded["frozen"]) is ember.nn.Parameter and not loaded["frozen"].requires_grad
+    assert type(loaded["plain"]) is ember.Tensor and not loaded["plain"].requires_grad
+
+
+def test_tensor_requiring_grad_loads_as_a_leaf_requiring_grad_without_its_grad():
+    leaf = ember.tensor([1.0, 2.0], requires_grad=True)
+    computed = leaf * 3  # not a leaf: torch.load gives a leaf that requires grad, as here
+    (leaf * leaf).sum().backward()
+    weight = ember.nn.Parameter(ember.ones(2))
+    weight.sum().backward()
+    loaded = round_trip({"leaf": leaf, "computed": computed, "weight": weight})
+    assert leaf.grad is not None and weight.grad is not None
+    for name in ("leaf", "computed", "weight"):
+        assert loaded[name].requires_grad and loaded[name].is_leaf and loaded[name].grad is None, name
+    assert type(loaded["leaf"]) is ember.Tensor and type(loaded["computed"]) is ember.Tensor
+    assert loaded["computed"].tolist() == [3.0, 6.0]
 
 
 def test_model_and_optimizer_like_state_dicts():
@@ -312,3 +333,305 @@ def test_save_and_load_never_touch_pickle():
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "no pickle"
+
+
+# ----------------------------------------------------------------------------- shared memory (views)
+def _address(tensor):
+    return tensor.data_ptr()
+
+
+def test_views_of_one_base_share_memory_after_load():
+    x = ember.arange(12.0).reshape(3, 4)
+    loaded = round_trip({"a": x, "b": x[1:], "c": x.t(), "d": x[:, ::2]})
+    a, b, c, d = (loaded[k] for k in "abcd")
+    for name, view, expected in [("b", b, x[1:]), ("c", c, x.t()), ("d", d, x[:, ::2])]:
+        assert view.stride() == expected.stride(), name
+        assert _address(view) - _address(a) == _address(expected) - _address(x), name  # same storage offset
+    a.mul_(10)  # one in-place write, seen through every view
+    values = np.arange(12.0).reshape(3, 4) * 10
+    assert np.array_equal(b.numpy(), values[1:]) and np.array_equal(c.numpy(), values.T)
+    assert np.array_equal(d.numpy(), values[:, ::2])
+    c.add_(1)  # and a write through a transposed view reaches the base
+    values += 1
+    assert np.array_equal(a.numpy(), values)
+    b[0, 2] = -5.0  # an indexed assignment too
+    values[1, 2] = -5.0
+    assert np.array_equal(a.numpy(), values) and np.array_equal(c.numpy(), values.T)
+    assert np.array_equal(d.numpy(), values[:, ::2])
+    assert x.tolist() == np.arange(12.0).reshape(3, 4).tolist()  # the saved tensor is untouched
+
+
+def test_list_of_a_tensor_and_its_slices_stays_one_storage():
+    x = ember.arange(10, dtype=ember.int64)
+    loaded = round_trip([x, x[2:5], x[::3], (x[7], x[1::2])])
+    whole, middle, every_third, (seventh, odd) = loaded
+    middle.fill_(-1)
+    seventh.fill_(70)
+    expected = np.arange(10)
+    expected[2:5] = -1
+    expected[7] = 70
+    assert whole.tolist() == expected.tolist() and every_third.tolist() == expected[::3].tolist()
+    assert odd.tolist() == expected[1::2].tolist() and seventh.shape == ()
+    assert every_third.stride() == (3,) and odd.stride() == (2,) and whole.dtype is ember.int64
+
+
+def test_tied_weights_in_a_state_dict_share_memory_after_load(tmp_path):
+    def make():
+        model = ember.nn.Sequential(ember.nn.Embedding(5, 3), ember.nn.Linear(3, 5, bias=False))
+        model[1].weight = model[0].weight  # tied input and output embeddings
+        return model
+
+    ember.manual_seed(0)
+    model = make()
+    path = tmp_path / "tied.ember"
+    save(model.state_dict(), path)
+    state = load(path)
+    assert list(state) == ["0.weight", "1.weight"]
+    assert np.shares_memory(state["0.weight"].numpy(), state["1.weight"].numpy())
+    state["0.weight"].add_(1)
+    assert np.array_equal(state["1.weight"].numpy(), model[0].weight.detach().numpy() + 1)
+    restored = make()
+    restored.load_state_dict(state)
+    assert np.array_equal(restored[1].weight.detach().numpy(), state["0.weight"].numpy())
+    # the shared storage is one safetensors entry of the weight's own shape
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    entries = safetensors_numpy.load_file(str(path))
+    assert list(entries) == ["0.weight"] and entries["0.weight"].shape == (5, 3)
+
+
+def test_parameter_and_a_view_of_it_share_memory():
+    weight = ember.nn.Parameter(ember.arange(6.0).reshape(2, 3))
+    loaded = round_trip({"weight": weight, "row": weight[1], "frozen": weight.detach()})
+    assert type(loaded["weight"]) is ember.nn.Parameter and type(loaded["row"]) is ember.Tensor
+    assert loaded["row"].requires_grad and loaded["row"].is_leaf and not loaded["frozen"].requires_grad
+    with ember.no_grad():
+        loaded["weight"].mul_(2)
+    assert loaded["row"].tolist() == [6.0, 8.0, 10.0] and loaded["frozen"].tolist() == [[0, 2, 4], [6, 8, 10]]
+
+
+def test_expanded_and_zero_dim_views_keep_their_layout():
+    base = ember.arange(3.0)
+    scalar = ember.tensor(2.5, dtype=ember.float64)
+    loaded = round_trip({"base": base, "wide": base.expand(4, 3), "scalar": scalar,
+                         "scalar_alias": scalar.detach(), "lifted": scalar.unsqueeze(0)})
+    wide = loaded["wide"]
+    assert wide.stride() == (0, 1) and wide.shape == (4, 3)
+    assert not wide.numpy().flags.writeable  # as an expanded tensor is before saving
+    loaded["base"].add_(10)
+    assert wide.tolist() == [[10.0, 11.0, 12.0]] * 4
+    loaded["scalar"].fill_(-1)
+    assert loaded["scalar_alias"].item() == -1 and loaded["lifted"].tolist() == [-1.0]
+    assert loaded["scalar"].shape == () and loaded["scalar_alias"] is not loaded["scalar"]
+
+
+def test_negative_strides_and_mixed_dtypes_over_one_buffer():
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    base, reversed_rows = ember.from_numpy(array), ember.from_numpy(array[::-1, ::2])
+    bits = ember.from_numpy(array.reshape(-1).view(np.int32)[4:8])  # the same memory as int32
+    loaded = round_trip([base, reversed_rows, bits])
+    assert loaded[1].stride() == (-4, 2) and loaded[2].dtype is ember.int32
+    assert loaded[1].tolist() == array[::-1, ::2].tolist()
+    assert loaded[2].tolist() == array.reshape(-1).view(np.int32)[4:8].tolist()
+    loaded[0].fill_(1.0)
+    assert loaded[1].tolist() == [[1.0, 1.0]] * 3
+    assert loaded[2].tolist() == [np.float32(1.0).view(np.int32)] * 4
+
+
+def test_a_view_saved_alone_stores_only_its_elements():
+    big = ember.arange(1000.0).reshape(100, 10)
+    view = big[3:5, ::4].t()
+    buffer = io.BytesIO()
+    save({"view": view}, buffer)
+    assert len(buffer.getvalue()) < 1000  # not the 4000-byte base
+    buffer.seek(0)
+    loaded = load(buffer)["view"]
+    assert loaded.shape == (3, 2) and loaded.is_contiguous()
+    assert np.array_equal(loaded.numpy(), view.numpy())
+
+
+def test_sharing_survives_mmap_and_a_map_location_function(tmp_path):
+    x = ember.arange(6.0).reshape(2, 3)
+    path = tmp_path / "views.ember"
+    save({"x": x, "column": x[:, 1]}, path)
+    mapped = load(path, mmap=True, map_location="cpu", weights_only=True)
+    mapped["x"].add_(1)
+    assert mapped["column"].tolist() == [2.0, 5.0] and load(path)["column"].tolist() == [1.0, 4.0]
+    doubled = load(path, map_location=lambda storage, location: storage * 2)  # applied once per storage
+    assert doubled["column"].tolist() == [2.0, 8.0]
+    doubled["x"].fill_(0)
+    assert doubled["column"].tolist() == [0.0, 0.0]
+    with pytest.raises(RuntimeError, match=r"map_location returned a tensor of dtype float32, shape \[\] for the "
+                                           r"storage 'x' \(float32, shape \[2, 3\]\), which tensors share"):
+        load(path, map_location=lambda storage, location: storage.sum())
+
+
+def test_reloaded_checkpoint_saves_its_tensors_separately_again():
+    # tensors loaded from one file lie in one buffer; saving them again must not merge them
+    state = {"a": ember.ones(3), "b": ember.zeros(2), "x": ember.arange(4.0), "head": None}
+    state["head"] = state["x"][:2]
+    buffer = io.BytesIO()
+    save(round_trip(state), buffer)
+    raw = buffer.getvalue()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert sorted(name for name in header if name != "__metadata__") == ["a", "b", "x"]
+    assert header["a"]["shape"] == [3] and header["x"]["shape"] == [4]
+
+
+# a checkpoint written by format version 1 (before storage sharing): a state dict with a Parameter,
+# a tensor, its transpose (saved as a copy then), one tensor referenced twice, a tuple and an ndarray
+VERSION_1_FILE = base64.b64decode(
+    "YAIAAAAAAAB7Il9fbWV0YWRhdGFfXyI6eyJmb3JtYXQiOiJlbWJlciIsImVtYmVyLnZlcnNpb24iOiIxIiwiZW1iZXIuc3RydWN0dXJl"
+    "Ijoie1wiZGljdFwiOltbXCJtb2RlbFwiLHtcIm9kaWN0XCI6W1tcIndcIix7XCJ0ZW5zb3JcIjpcIm1vZGVsLndcIixcInJlcXVpcmVz"
+    "X2dyYWRcIjp0cnVlfV0sW1wieFwiLHtcInRlbnNvclwiOlwibW9kZWwueFwifV0sW1wieHRcIix7XCJ0ZW5zb3JcIjpcIm1vZGVsLnh0"
+    "XCJ9XV19XSxbXCJ0d2ljZVwiLFt7XCJ0ZW5zb3JcIjpcIm1vZGVsLnhcIn0se1widGVuc29yXCI6XCJtb2RlbC54XCJ9XV0sW1wic3Rl"
+    "cFwiLHtcInR1cGxlXCI6WzMsbnVsbF19XSxbXCJhcnJcIix7XCJuZGFycmF5XCI6XCJhcnJcIn1dXX0ifSwibW9kZWwudyI6eyJkdHlw"
+    "ZSI6IkYzMiIsInNoYXBlIjpbMl0sImRhdGFfb2Zmc2V0cyI6WzAsOF19LCJtb2RlbC54Ijp7ImR0eXBlIjoiRjMyIiwic2hhcGUiOlsy"
+    "LDNdLCJkYXRhX29mZnNldHMiOls4LDMyXX0sIm1vZGVsLnh0Ijp7ImR0eXBlIjoiRjMyIiwic2hhcGUiOlszLDJdLCJkYXRhX29mZnNl"
+    "dHMiOlszMiw1Nl19LCJhcnIiOnsiZHR5cGUiOiJJMTYiLCJzaGFwZSI6WzNdLCJkYXRhX29mZnNldHMiOls1Niw2Ml19fQAAwD8AAADA"
+    "AAAAAAAAgD8AAABAAABAQAAAgEAAAKBAAAAAAAAAQEAAAIA/AACAQAAAAEAAAKBAAAABAAIA")
+
+
+def test_files_written_by_format_version_1_still_load():
+    loaded = load(io.BytesIO(VERSION_1_FILE))
+    model = loaded["model"]
+    assert isinstance(model, collections.OrderedDict) and list(model) == ["w", "x", "xt"]
+    assert model["w"].tolist() == [1.5, -2.0] and model["w"].requires_grad  # version 1 kept no Parameter type
+    assert model["x"].tolist() == [[0, 1, 2], [3, 4, 5]] and model["xt"].tolist() == [[0, 3], [1, 4], [2, 5]]
+    assert loaded["twice"][0] is loaded["twice"][1] is model["x"]
+    assert loaded["step"] == (3, None) and loaded["arr"].dtype == np.int16 and loaded["arr"].tolist() == [0, 1, 2]
+
+
+@pytest.fixture
+def shared_file(tmp_path):
+    path = tmp_path / "shared.ember"
+    x = ember.arange(8.0)
+    save({"x": x, "tail": x[4:]}, path)
+    return path
+
+
+def _with_views(change):
+    def rewrite(header):
+        views = json.loads(header["__metadata__"]["ember.views"])
+        header["__metadata__"]["ember.views"] = json.dumps(change(views))
+        return header
+    return rewrite
+
+
+@pytest.mark.parametrize("change, message", [
+    (_with_views(lambda v: [v[0], {**v[1], "offset": 20}]),
+     r"view 1 \(F32 \[4\], strides \[4\] bytes, offset 20\) reaches bytes \[20, 36\) outside its storage 'x' "
+     r"of 32 bytes"),
+    (_with_views(lambda v: [v[0], {**v[1], "strides": [-8]}]), r"view 1 .* reaches bytes \[-8, 20\) outside"),
+    (_with_views(lambda v: [v[0], {**v[1], "storage": "nowhere"}]),
+     "view 1 refers to storage 'nowhere', which the header"),
+    (_with_views(lambda v: [v[0], {**v[1], "strides": [4, 4]}]), r"view 1 has strides \[4, 4\], which do not match"),
+    (_with_views(lambda v: [v[0], {**v[1], "dtype": "C64"}]), "view 1 has dtype 'C64', which ember does not support"),
+    (_with_views(lambda v: v[:1]), "the structure refers to view 1, but the views table has 1 entries"),
+    (lambda h: {**h, "__metadata__": {**h["__metadata__"], "ember.version": "3"}},
+     "format version '3', written by a newer ember; this ember reads versions 1, 2"),
+])
+def test_inconsistent_views_tables_are_rejected(shared_file, change, message):
+    _rewrite_header(shared_file, change)
+    with pytest.raises(RuntimeError, match=r"shared.ember' is not a valid ember checkpoint: .*" + message):
+        load(shared_file)
+
+
+# ----------------------------------------------------------------------------- randomized sharing structure
+VIEW_KINDS = ["slice", "permute", "reshape", "select", "unsqueeze", "expand", "detach", "reversed"]
+
+
+@st.composite
+def tensors_sharing_memory(draw):
+    """A few base tensors and random chains of views of them (slices with steps, permutes,
+    reshapes, selects, expands, negative steps through numpy), some picked (repeats allowed)."""
+    pool = []
+    for number in range(draw(st.integers(1, 3))):
+        shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.bool_]))
+        values = np.arange(100 * number, 100 * number + int(np.prod(shape))).reshape(shape)
+        pool.append(ember.from_numpy(values % 3 == 1 if dtype is np.bool_ else values.astype(dtype)))
+    for _ in range(draw(st.integers(0, 6))):
+        source = draw(st.sampled_from(pool))
+        kind = draw(st.sampled_from(VIEW_KINDS))
+        shape = tuple(source.shape)
+        if kind == "slice" and shape:
+            index = []
+            for size in shape:
+                start = draw(st.integers(0, size))
+                index.append(slice(start, draw(st.integers(start, size)), draw(st.integers(1, 3))))
+            pool.append(source[tuple(index)])
+        elif kind == "permute" and len(shape) >= 2:
+            pool.append(source.permute(*draw(st.permutations(range(len(shape))))))
+        elif kind == "reshape":
+            pool.append(source.reshape(-1) if draw(st.booleans()) else source.reshape(1, *shape))
+        elif kind == "select" and shape and shape[0]:
+            pool.append(source[draw(st.integers(0, shape[0] - 1))])
+        elif kind == "unsqueeze":
+            pool.append(source.unsqueeze(draw(st.integers(0, len(shape)))))
+        elif kind == "expand":
+            pool.append(source.unsqueeze(0).expand(2, *shape))
+        elif kind == "detach":
+            pool.append(source.detach())
+        elif kind == "reversed" and shape:
+            pool.append(ember.from_numpy(source.numpy()[::-draw(st.integers(1, 2))]))
+    picked = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=8))
+    return _arrange(draw, picked, depth=0)
+
+
+def _arrange(draw, leaves, depth):
+    """Nest `leaves`, in order, in random lists, tuples and dicts."""
+    if len(leaves) == 1 and (depth == 2 or draw(st.booleans())):
+        return leaves[0]
+    cuts = sorted(set(draw(st.lists(st.integers(1, len(leaves) - 1), max_size=2)))) if len(leaves) > 1 else []
+    chunks = [leaves[a:b] for a, b in zip([0] + cuts, cuts + [len(leaves)])]
+    children = [_arrange(draw, chunk, depth + 1) if depth < 2 else chunk for chunk in chunks]
+    kind = draw(st.sampled_from(["list", "tuple", "dict"]))
+    if kind == "dict":
+        return {f"part{i}": child for i, child in enumerate(children)}
+    return tuple(children) if kind == "tuple" else children
+
+
+def _leaves(obj):
+    if isinstance(obj, ember.Tensor):
+        return [obj]
+    items = obj.values() if isinstance(obj, dict) else obj
+    return [leaf for item in items for leaf in _leaves(item)]
+
+
+def _overlaps_itself(array):
+    return any(step == 0 and size > 1 for step, size in zip(array.strides, array.shape))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tensors_sharing_memory())
+def test_random_views_load_with_the_same_values_strides_and_sharing(obj):
+    loaded = round_trip(obj)
+    assert_same(obj, loaded)  # container types, dtypes, shapes and values
+    before, after = _leaves(obj), _leaves(loaded)
+    for i in range(len(before)):
+        shares_with_another = False
+        for j in range(len(before)):
+            if i == j:
+                continue
+            assert (before[i] is before[j]) == (after[i] is after[j])
+            shared = np.shares_memory(before[i].numpy(), before[j].numpy())
+            assert shared == np.shares_memory(after[i].numpy(), after[j].numpy()), (i, j)
+            if shared:
+                assert after[i].data_ptr() - after[j].data_ptr() == before[i].data_ptr() - before[j].data_ptr()
+                shares_with_another |= before[i] is not before[j]
+        if shares_with_another:
+            assert after[i].stride() == before[i].stride(), i
+        else:  # stored by value: the saved layout, or a contiguous one
+            assert after[i].stride() == before[i].stride() or after[i].is_contiguous(), i
+    writable = [i for i, t in enumerate(before) if t.numel() and t.numpy().flags.writeable
+                and not _overlaps_itself(t.numpy())]
+    if writable:  # one in-place write on both sides: every tensor must then agree again
+        i = writable[0]
+        flipped = not before[i].numpy().reshape(-1)[0]
+        for tensor in (before[i], after[i]):
+            if tensor.dtype is ember.bool:
+                tensor.fill_(flipped)
+            else:
+                tensor.add_(100)
+        for j, (expected, actual) in enumerate(zip(before, after)):
+            assert np.array_equal(expected.numpy(), actual.numpy()), j
