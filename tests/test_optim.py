@@ -50,6 +50,15 @@ def sgd_reference(p, grads, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, n
     return out
 
 
+def _float32_power(base, exponent):
+    """base ** exponent in float32 as ember's pow computes it: numpy's power ufunc on arrays.
+
+    That ufunc's last bit depends on the CPU (SVML's powf on AVX-512 gives 0.9f ** 4 = 0.6561,
+    libm's, which numpy's float32 scalars always use, 0.6560999), and near 1 (0.999 ** t) one
+    ulp of it is 1e-5 to 3e-5 of the bias correction, so the reference takes the same routine."""
+    return np.power(np.array(base, np.float32), np.array(exponent, np.float32))[()]
+
+
 def adam_reference(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                    maximize=False, decoupled=False, capturable=False):
     b1, b2 = betas
@@ -67,8 +76,8 @@ def adam_reference(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay
         v_hat = v_max if amsgrad else v
         if capturable:  # PyTorch's capturable form: bias corrections in the float32 step counter's dtype
             f32 = np.float32
-            step_size_neg = -(f32(lr) / (f32(1) - f32(b1) ** f32(t)))
-            bias_correction2_sqrt = np.sqrt(f32(1) - f32(b2) ** f32(t))
+            step_size_neg = -(f32(lr) / (f32(1) - _float32_power(b1, t)))
+            bias_correction2_sqrt = np.sqrt(f32(1) - _float32_power(b2, t))
             denom = np.sqrt(v_hat) / np.float64(bias_correction2_sqrt * step_size_neg) \
                 + np.float64(f32(eps) / step_size_neg)
             p = p + m / denom
