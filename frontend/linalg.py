@@ -2,21 +2,63 @@
 cross, and the `ember.linalg` functions (norm, svd).
 
 All products bind the one `matmul` contraction primitive (einsum lowers to permute, reshape
-and matmul), so the compiler sees every product the same way.
+and matmul), so the compiler sees every product the same way. As in PyTorch, products do not
+promote: operands of two dtypes (float32 @ float64, a float weight applied to int64 input)
+raise an error naming both dtypes.
 """
 import numpy as np
 
 from ember.ops import PRIMITIVES as P
 from ember.ops.registry import OpError, describe
 from .dispatch import current_module, spec_of
-from .math_ops import promote_operands, mul, sub
+from .math_ops import mul, promote_operands, sub
 from .reductions import sum as reduce_sum, norm as vector_norm_impl
 from .shape_ops import unsqueeze, squeeze, reshape, permute, _slice_axis
 from .tensor import Tensor
 
 
+# how PyTorch's messages spell dtypes: its C++ type names ("float != double") and its
+# ScalarType names ("got Long and Float")
+_CPP_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int",
+              "int32": "int", "int16": "short int", "int8": "signed char", "uint8": "unsigned char",
+              "bool": "bool"}
+_SCALAR_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+                      "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
+def cpp_type_name(dtype):
+    """float32 -> 'float', as in PyTorch's "expected m1 and m2 to have the same dtype"."""
+    return _CPP_NAMES[dtype.name]
+
+
+def scalar_type_name(dtype):
+    """int64 -> 'Long', as in PyTorch's "mat1 and mat2 must have the same dtype"."""
+    return _SCALAR_TYPE_NAMES[dtype.name]
+
+
+def _where(op):
+    module = current_module()
+    return f"{op} ({module})" if module else op
+
+
+def check_product_operands(op, a, b):
+    """Tensors of one dtype, and not bool (PyTorch's matmul neither promotes nor takes bools)."""
+    for position, (name, x) in enumerate((("input", a), ("other", b)), 1):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, not "
+                            f"{type(x).__name__}")
+    if a.dtype is not b.dtype:
+        raise RuntimeError(f"{_where(op)}: expected m1 and m2 to have the same dtype, but got: "
+                           f"{cpp_type_name(a.dtype)} != {cpp_type_name(b.dtype)} "
+                           f"({describe(spec_of(a))} and {describe(spec_of(b))})")
+    if a.dtype.category == 0:
+        raise NotImplementedError(f"{_where(op)}: not implemented for 'Bool' tensors "
+                                  f"({describe(spec_of(a))} and {describe(spec_of(b))})")
+
+
 def matmul(input, other):
-    a, b = promote_operands((input, other))
+    check_product_operands("matmul", input, other)
+    a, b = input, other
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(f"matmul: both arguments need at least 1 dimension, got {a.ndim}D and {b.ndim}D tensors")
     inner_a, inner_b = a._data.shape[-1], b._data.shape[0] if b.ndim == 1 else b._data.shape[-2]
@@ -43,12 +85,14 @@ def _need_dims(op, tensor, n, which):
 
 
 def mm(input, mat2):
+    check_product_operands("mm", input, mat2)
     _need_dims("mm", input, 2, "self")
     _need_dims("mm", mat2, 2, "mat2")
     return matmul(input, mat2)
 
 
 def bmm(input, mat2):
+    check_product_operands("bmm", input, mat2)
     _need_dims("bmm", input, 3, "batch1")
     _need_dims("bmm", mat2, 3, "batch2")
     if input.shape[0] != mat2.shape[0]:
@@ -57,12 +101,14 @@ def bmm(input, mat2):
 
 
 def mv(input, vec):
+    check_product_operands("mv", input, vec)
     _need_dims("mv", input, 2, "self")
     _need_dims("mv", vec, 1, "vec")
     return matmul(input, vec)
 
 
 def dot(input, other):
+    check_product_operands("dot", input, other)
     _need_dims("dot", input, 1, "self")
     _need_dims("dot", other, 1, "other")
     return matmul(input, other)
@@ -80,6 +126,10 @@ ger = outer
 
 def addmm(input, mat1, mat2, beta=1, alpha=1):
     product = mm(mat1, mat2)
+    if isinstance(input, Tensor) and input.dtype is not product.dtype:
+        raise RuntimeError(f"{_where('addmm')}: self and mat2 must have the same dtype, but got "
+                           f"{scalar_type_name(input.dtype)} and {scalar_type_name(mat2.dtype)} "
+                           f"(self {describe(spec_of(input))}, mat2 {describe(spec_of(mat2))})")
     if alpha != 1:
         product = mul(product, alpha)
     return product + (input if beta == 1 else mul(input, beta))
@@ -89,7 +139,14 @@ def einsum(equation, *operands):
     """Lowered to permute/reshape/slice and one matmul per pair of operands."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
-    operands = list(promote_operands(operands))
+    for i, op in enumerate(operands):
+        if not isinstance(op, Tensor):
+            raise TypeError(f"einsum(): operand {i} must be a Tensor, got {type(op).__name__}")
+        if op.dtype is not operands[0].dtype:
+            raise RuntimeError(f"{_where('einsum')}: expected scalar type {scalar_type_name(operands[0].dtype)} but "
+                               f"found {scalar_type_name(op.dtype)}: operands must have one dtype, got operand 0 "
+                               f"{describe(spec_of(operands[0]))} and operand {i} {describe(spec_of(op))}")
+    operands = list(operands)
     terms, output = _parse_einsum(equation.replace(" ", ""), operands)
     for i, (term, op) in enumerate(zip(terms, operands)):
         terms[i], operands[i] = _take_diagonals(term, op)

@@ -126,6 +126,8 @@ def pow(input, exponent):
             return P["sqrt"].bind(input)
         if exponent == -1 and input.is_floating_point():
             return P["reciprocal"].bind(input)
+        if exponent == -0.5 and input.is_floating_point():
+            return P["rsqrt"].bind(input)  # as PyTorch: (-0.0) ** -0.5 is -inf, (-inf) ** -0.5 nan
     return binary("pow", input, exponent)
 
 
@@ -187,9 +189,14 @@ def bitwise_xor(input, other):
 
 
 def bitwise_not(input):
+    """~x: logical not of bools; for integers -x - 1, which is ~x in two's complement (and
+    255 - x for uint8) with wrap-around at the ends of the range, as C's ~."""
     if input.dtype is dtypes.bool_:
         return logical_not(input)
-    raise TypeError(f"bitwise_not is supported for bool tensors only, got {input.dtype}")
+    if input.dtype.category != 1:
+        raise TypeError(f"bitwise_not (~) is only implemented on integer and Boolean tensors, got "
+                        f"{input.dtype.short}[{','.join(str(d) for d in input.shape)}]")
+    return sub(neg(input), 1)
 
 
 # ----------------------------------------------------------------------------- unary
@@ -268,13 +275,13 @@ def tan(input):
 
 
 def sinh(input):
-    e = exp(input)
-    return mul(sub(e, reciprocal(e)), 0.5)
+    # expm1 keeps small arguments exact ((e - 1/e) / 2 cancels), and exp(-x) rather than 1 / e
+    # keeps the slope finite where exp(x) underflows to 0
+    return mul(sub(expm1(input), expm1(neg(input))), 0.5)
 
 
 def cosh(input):
-    e = exp(input)
-    return mul(add(e, reciprocal(e)), 0.5)
+    return mul(add(exp(input), exp(neg(input))), 0.5)
 
 
 def where(condition, input=None, other=None):
@@ -289,19 +296,35 @@ def where(condition, input=None, other=None):
 
 
 def clamp(input, min=None, max=None):
+    """min(max(input, min), max), nan staying nan. The gradient passes where min <= input <= max
+    (at the bounds too) and is 0 elsewhere, at nan included, as in PyTorch."""
     if min is None and max is None:
         raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
     out = input
     if min is not None:
-        out = where(lt(out, min), min, out)  # the gradient passes at the boundary, as in PyTorch
+        out = where(lt(out, min), min, out)
     if max is not None:
         out = where(gt(out, max), max, out)
+    if input.is_floating_point():
+        out = where(ne(input, input), float("nan"), out)  # nan stays nan but takes no gradient
     if out.dtype is not input.dtype and not isinstance(min, Tensor) and not isinstance(max, Tensor):
         out = to_dtype(out, dtypes.promote(input.dtype, out.dtype))
     return out
 
 
 clip = clamp
+
+
+def clamp_guard(input, min=None, max=None):
+    """Clamp the operand of a branch that a `where` then discards beyond the bound (an exp that
+    would overflow): unlike clamp, nan passes through with its gradient, so a nan input still
+    gives the nan gradient PyTorch's fused kernels give."""
+    out = input
+    if min is not None:
+        out = where(lt(out, min), min, out)
+    if max is not None:
+        out = where(gt(out, max), max, out)
+    return out
 
 
 def clamp_min(input, min):
@@ -313,7 +336,21 @@ def clamp_max(input, max):
 
 
 def lerp(input, end, weight):
-    return add(input, mul(sub(end, input), weight))
+    """input + weight * (end - input), computed from the nearer end as PyTorch does (exact at
+    weight 1, and an infinite input gives an infinite result instead of inf - inf). As in
+    PyTorch, `end` (and a tensor weight) must have the input's dtype."""
+    for name, other in (("end", end), ("weight", weight)):
+        if isinstance(other, Tensor) and isinstance(input, Tensor) and other.dtype is not input.dtype:
+            raise RuntimeError(f"lerp: expected dtype {input.dtype.name} for `{name}` but got dtype {other.dtype.name}"
+                               f" (input {input.dtype.short}[{','.join(str(d) for d in input.shape)}], {name} "
+                               f"{other.dtype.short}[{','.join(str(d) for d in other.shape)}])")
+    if isinstance(weight, _NUMBER):
+        if -0.5 < weight < 0.5:
+            return add(input, mul(sub(end, input), weight))
+        return sub(end, mul(sub(end, input), 1.0 - weight))
+    near_start = add(input, mul(sub(end, input), weight))
+    near_end = sub(end, mul(sub(end, input), sub(1.0, weight)))
+    return where(lt(abs(weight), 0.5), near_start, near_end)
 
 
 def isnan(input):

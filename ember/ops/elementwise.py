@@ -3,6 +3,7 @@ and the `constant` source. Binary operands broadcast numpy-style and share one d
 frontend promotes first); each VJP sums its cotangent back to the operand's shape.
 """
 import math
+import warnings
 
 import numpy as np
 
@@ -10,6 +11,14 @@ from . import compose as C
 from .registry import OpError, Spec, describe, register
 from .shape_rules import broadcast_shapes, require_float, same_dtype
 from ember import dtypes
+
+
+# numpy ufuncs warn on inf/nan results (inf - inf, 0 * inf); PyTorch does not, so neither do we.
+# The hot binary ops would pay ~1 us a call (70% of an eager add) for np.errstate, so the
+# warnings numpy raises from this module's and reduce's calls are filtered instead, by module
+# and by numpy's wording: nothing else is silenced.
+warnings.filterwarnings("ignore", r"(invalid value|overflow|divide by zero|underflow) encountered",
+                        RuntimeWarning, r"ember\.ops\.(elementwise|reduce)$")
 
 
 def _quiet(fn):
@@ -84,14 +93,16 @@ _UNARY = {
     "rsqrt": (_quiet(_rsqrt), True,
               lambda g, out, x: (C.mul(g, C.mul(C.mul(out, C.mul(out, out)), C.scalar(-0.5, out))),)),
     "reciprocal": (_quiet(_reciprocal), True, lambda g, out, x: (C.neg(C.mul(g, C.mul(out, out))),)),
-    "sin": (np.sin, True, lambda g, out, x: (C.mul(g, _p("cos").bind(x)),)),
-    "cos": (np.cos, True, lambda g, out, x: (C.neg(C.mul(g, _p("sin").bind(x))),)),
+    "sin": (_quiet(np.sin), True, lambda g, out, x: (C.mul(g, _p("cos").bind(x)),)),
+    "cos": (_quiet(np.cos), True, lambda g, out, x: (C.neg(C.mul(g, _p("sin").bind(x))),)),
     "tanh": (np.tanh, True, lambda g, out, x: (C.mul(g, C.sub(C.scalar(1, out), C.mul(out, out))),)),
     "sigmoid": (_sigmoid, True, lambda g, out, x: (C.mul(g, C.mul(out, C.sub(C.scalar(1, out), out))),)),
     "erf": (_erf, True, lambda g, out, x: (
         C.mul(g, C.mul(C.scalar(2 / math.sqrt(math.pi), x), _p("exp").bind(C.neg(C.mul(x, x))))),)),
+    # PyTorch passes the gradient where relu(x) > 0 and where x is nan (threshold_backward's
+    # `out <= 0 ? 0 : g`); relu's output is never negative, so `out != 0` says the same
     "relu": (_relu, False, lambda g, out, x: (
-        C.where(_p("gt").bind(out, C.scalar(0, out)), g, C.scalar(0, g)),)),
+        C.where(_p("ne").bind(out, C.scalar(0, out)), g, C.scalar(0, g)),)),
     "abs": (np.abs, False, lambda g, out, x: (C.mul(g, _p("sign").bind(x)),)),
     "sign": (np.sign, False, _zero_vjp),
     "floor": (np.floor, True, _zero_vjp),
@@ -140,29 +151,41 @@ def _sub_vjp(g, out, a, b):
 
 
 def _mul_vjp(g, out, a, b):
-    return C.sum_to(C.mul(g, b), a.shape), C.sum_to(C.mul(g, a), b.shape)
+    # each cotangent only when wanted: the other operand's value may have been overwritten in
+    # place since (allowed, as in PyTorch, when nothing needs it)
+    return (C.sum_to(C.mul(g, b), a.shape) if C.needs_grad(a) else None,
+            C.sum_to(C.mul(g, a), b.shape) if C.needs_grad(b) else None)
 
 
 def _div_vjp(g, out, a, b):
-    return C.sum_to(C.div(g, b), a.shape), C.sum_to(C.neg(C.div(C.mul(g, out), b)), b.shape)
+    return (C.sum_to(C.div(g, b), a.shape) if C.needs_grad(a) else None,
+            C.sum_to(C.neg(C.div(C.mul(g, out), b)), b.shape) if C.needs_grad(b) else None)
 
 
 def _pow_vjp(g, out, a, b):
-    one = C.scalar(1, a)
-    ga = C.mul(g, C.mul(b, _p("pow").bind(a, C.sub(b, one))))
-    positive = _p("gt").bind(a, C.scalar(0, a))
-    safe_log = _p("log").bind(C.where(positive, a, one))
-    gb = C.mul(g, C.mul(out, C.where(positive, safe_log, C.scalar(0, a))))
-    return C.sum_to(ga, a.shape), C.sum_to(gb, b.shape)
+    """PyTorch's rules: d/da = b a^(b-1), taken as 0 where b == 0 (so x ** 0 has slope 0 at
+    x = 0 and at nan); d/db = a^b log(a), taken as 0 where a == 0 and b >= 0 (0 * log 0), nan
+    for a negative base."""
+    zero = C.scalar(0, g)
+    ga = gb = None
+    if C.needs_grad(a):
+        slope = C.mul(b, _p("pow").bind(a, C.sub(b, C.scalar(1, b))))
+        ga = C.sum_to(C.where(_p("eq").bind(b, zero), zero, C.mul(g, slope)), a.shape)
+    if C.needs_grad(b):
+        flat = _p("logical_and").bind(_p("eq").bind(a, zero), _p("ge").bind(b, zero))
+        gb = C.sum_to(C.where(flat, zero, C.mul(g, C.mul(out, _p("log").bind(a)))), b.shape)
+    return ga, gb
 
 
-def _extremum_vjp(strict):
+def _extremum_vjp(a_loses, b_loses):
+    """PyTorch's rule: the operand that lost gets 0, a tie splits the gradient evenly, and
+    where the comparison is unordered (a nan) both operands get all of it."""
     def vjp(g, out, a, b):
-        # ties split the gradient evenly, as PyTorch does
-        wins = C.add(C.mask_of(_p(strict).bind(a, b), g),
-                     C.mul(C.mask_of(_p("eq").bind(a, b), g), C.scalar(0.5, g)))
-        ga = C.mul(g, wins)
-        return C.sum_to(ga, a.shape), C.sum_to(C.sub(g, ga), b.shape)
+        zero = C.scalar(0, g)
+        shared = C.where(_p("eq").bind(a, b), C.mul(g, C.scalar(0.5, g)), g)
+        ga = C.sum_to(C.where(_p(a_loses).bind(a, b), zero, shared), a.shape) if C.needs_grad(a) else None
+        gb = C.sum_to(C.where(_p(b_loses).bind(a, b), zero, shared), b.shape) if C.needs_grad(b) else None
+        return ga, gb
     return vjp
 
 
@@ -234,8 +257,8 @@ register("mul", "elementwise", _in_one_layout(np.multiply), _binary_rule("mul"),
 register("div", "elementwise", _quiet(_in_one_layout(np.true_divide)), _binary_rule("div", float_only=True),
          _div_vjp)
 register("pow", "elementwise", _quiet(np.power), _binary_rule("pow"), _pow_vjp)
-register("maximum", "elementwise", _in_one_layout(np.maximum), _binary_rule("maximum"), _extremum_vjp("gt"))
-register("minimum", "elementwise", _in_one_layout(np.minimum), _binary_rule("minimum"), _extremum_vjp("lt"))
+register("maximum", "elementwise", _in_one_layout(np.maximum), _binary_rule("maximum"), _extremum_vjp("lt", "gt"))
+register("minimum", "elementwise", _in_one_layout(np.minimum), _binary_rule("minimum"), _extremum_vjp("gt", "lt"))
 register("remainder", "elementwise", _remainder, _binary_rule("remainder"), _remainder_vjp)
 register("floor_divide", "elementwise", _floor_divide, _binary_rule("floor_divide"))
 

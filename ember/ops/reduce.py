@@ -111,8 +111,12 @@ def _sum_vjp(g, out, x, axes, keepdims):
 
 
 def _extremum_vjp(g, out, x, axes, keepdims):
-    # ties share the gradient evenly (PyTorch's amax/amin rule)
-    hits = C.mask_of(PRIMITIVES["eq"].bind(x, C.expand_reduced(out, x.shape, axes, keepdims)), x)
+    # ties share the gradient evenly (PyTorch's amax/amin rule); a slice holding nan reduces to
+    # nan, and its nan entries share the gradient (PyTorch's max()/min(): eq alone matches none)
+    hits = PRIMITIVES["eq"].bind(x, C.expand_reduced(out, x.shape, axes, keepdims))
+    if x.dtype.is_floating_point:
+        hits = PRIMITIVES["logical_or"].bind(hits, PRIMITIVES["ne"].bind(x, x))
+    hits = C.mask_of(hits, x)
     count = C.reduce_sum(hits, axes, keepdims=True)
     if not keepdims:
         g = C.reshape(g, count.shape)

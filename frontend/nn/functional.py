@@ -15,7 +15,7 @@ from ember.frontend.tensor import Tensor
 from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
 from ember.frontend import shape_ops as S
-from ember.frontend.linalg import matmul
+from ember.frontend.linalg import cpp_type_name, matmul, scalar_type_name
 from .functional_conv import (conv1d, conv2d, max_pool1d, max_pool2d, avg_pool1d, avg_pool2d,  # noqa: F401
                               adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool2d, where_named,
                               pair)
@@ -31,8 +31,23 @@ def _shape_text(t):
 
 # ----------------------------------------------------------------------------- linear
 
+def _dtype_mismatch(op, torch_words, named):
+    """The error for operands of two dtypes (PyTorch's layers do not promote): PyTorch's
+    wording first, so its users recognise it, then every operand's dtype and shape."""
+    listed = ", ".join(f"{name} {_shape_text(t)}" for name, t in named if t is not None)
+    return RuntimeError(f"{where_named(op)}: {torch_words}: {listed}")
+
+
 def linear(input, weight, bias=None):
     """y = x @ weight.T + bias, for input [..., in_features] and weight [out_features, in_features]."""
+    if input.dtype is not weight.dtype:  # an int64 input or a float64 model: no silent promotion
+        raise _dtype_mismatch("linear", f"mat1 and mat2 must have the same dtype, but got "
+                                        f"{scalar_type_name(input.dtype)} and {scalar_type_name(weight.dtype)}",
+                              [("input", input), ("weight", weight)])
+    if bias is not None and bias.dtype is not input.dtype:
+        raise _dtype_mismatch("linear", f"self and mat2 must have the same dtype, but got "
+                                        f"{scalar_type_name(bias.dtype)} and {scalar_type_name(weight.dtype)}",
+                              [("input", input), ("weight", weight), ("bias", bias)])
     if input.shape[-1:] != weight.shape[-1:] and weight.ndim == 2:
         raise RuntimeError(f"{where_named('linear')}: input {_shape_text(input)} has {input.shape[-1]} "
                            f"features, weight {_shape_text(weight)} expects {weight.shape[-1]}")
@@ -44,6 +59,10 @@ def linear(input, weight, bias=None):
 
 def bilinear(input1, input2, weight, bias=None):
     """y[..., k] = x1 @ weight[k] @ x2 + bias[k], for weight [out, in1, in2]."""
+    named = [("input1", input1), ("input2", input2), ("weight", weight), ("bias", bias)]
+    if any(t is not None and t.dtype is not weight.dtype for _, t in named):
+        raise _dtype_mismatch("bilinear", "All tensors must have the same dtype, got " + ", ".join(
+            f"{name}: {cpp_type_name(t.dtype)}" for name, t in named if t is not None), named)
     out_features, in1, in2 = weight.shape
     lead = tuple(input1.shape[:-1])
     x1 = S.reshape(input1, (-1, in1))
@@ -76,7 +95,13 @@ def relu6(input, inplace=False):
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
-    return _maybe_inplace(input, M.clamp(input, min_val, max_val), inplace)
+    """input clamped to [min_val, max_val]. Unlike clamp, the gradient is 0 AT the bounds and
+    passes at nan (PyTorch's hardtanh_backward: `x <= min_val || x >= max_val ? 0 : g`)."""
+    if min_val > max_val:
+        raise ValueError(f"{where_named('hardtanh')}: min_val cannot be greater than max_val, got "
+                         f"min_val={min_val} and max_val={max_val}")
+    out = M.where(M.ge(input, max_val), max_val, M.where(M.le(input, min_val), min_val, input))
+    return _maybe_inplace(input, M.to_dtype(out, input.dtype), inplace)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
@@ -84,9 +109,11 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 
 def elu(input, alpha=1.0, inplace=False):
-    # expm1 of the clamped value: the unselected branch never overflows (no inf * 0 in the VJP)
+    # expm1 of the clamped value: the unselected branch never overflows (no inf * 0 in the VJP);
+    # `x <= 0` picks the exponential side, so nan takes the linear side's slope, as in PyTorch
+    # (clamp gives nan no gradient, so the discarded side adds 0, not nan)
     negative = M.mul(M.expm1(M.clamp_max(input, 0.0)), alpha)
-    return _maybe_inplace(input, M.where(M.gt(input, 0), input, negative), inplace)
+    return _maybe_inplace(input, M.where(M.le(input, 0), negative, input), inplace)
 
 
 def selu(input, inplace=False):
@@ -96,7 +123,7 @@ def selu(input, inplace=False):
 
 def celu(input, alpha=1.0, inplace=False):
     negative = M.mul(M.expm1(M.div(M.clamp_max(input, 0.0), alpha)), alpha)
-    return _maybe_inplace(input, M.where(M.gt(input, 0), input, negative), inplace)
+    return _maybe_inplace(input, M.where(M.le(input, 0), negative, input), inplace)
 
 
 def gelu(input, approximate="none"):
@@ -117,12 +144,25 @@ def mish(input, inplace=False):
     return _maybe_inplace(input, M.mul(input, M.tanh(softplus(input))), inplace)
 
 
+def _clamp_inside(input, low, high):
+    """clamp(input, low, high) whose gradient passes only strictly inside (low, high): 0 at the
+    bounds and at nan (PyTorch's hardsigmoid_backward)."""
+    out = M.where(M.gt(input, low), M.where(M.lt(input, high), input, high), low)
+    return M.where(M.ne(input, input), float("nan"), out)
+
+
 def hardsigmoid(input, inplace=False):
-    return _maybe_inplace(input, M.div(M.clamp(M.add(input, 3.0), 0.0, 6.0), 6.0), inplace)
+    return _maybe_inplace(input, M.div(_clamp_inside(M.add(input, 3.0), 0.0, 6.0), 6.0), inplace)
 
 
 def hardswish(input, inplace=False):
-    return _maybe_inplace(input, M.mul(input, hardsigmoid(input)), inplace)
+    """x * relu6(x + 3) / 6, with PyTorch's slopes: 0 up to -3 (inclusive), (2x + 3) / 6 below 3,
+    1 from 3 on and at nan."""
+    # the middle branch sees 0 outside (-3, 3): its discarded slope stays finite at +-inf
+    inside = M.where(M.lt(M.abs(input), 3.0), input, 0.0)
+    middle = M.div(M.mul(inside, M.add(inside, 3.0)), 6.0)
+    out = M.where(M.le(input, -3.0), 0.0, M.where(M.lt(input, 3.0), middle, input))
+    return _maybe_inplace(input, out, inplace)
 
 
 def sigmoid(input):
@@ -141,7 +181,7 @@ def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta x)) / beta, linear where beta x > threshold (torch's formula)."""
     scaled = M.mul(input, beta) if beta != 1 else input
     # exp of the clamped value: the linear branch never overflows into the VJP
-    soft = M.log1p(M.exp(M.clamp_max(scaled, float(threshold))))
+    soft = M.log1p(M.exp(M.clamp_guard(scaled, max=float(threshold))))
     if beta != 1:
         soft = M.div(soft, beta)
     return M.where(M.gt(scaled, threshold), input, soft)
@@ -152,10 +192,14 @@ def logsigmoid(input):
 
 
 def threshold(input, threshold, value, inplace=False):
-    return _maybe_inplace(input, M.where(M.gt(input, threshold), input, value), inplace)
+    # `x <= threshold ? value : x`: nan stays nan and keeps its gradient, as in PyTorch
+    return _maybe_inplace(input, M.where(M.le(input, threshold), value, input), inplace)
 
 
 def prelu(input, weight):
+    if weight.dtype is not input.dtype:
+        raise _dtype_mismatch("prelu", f"Type promoting not supported. Got {scalar_type_name(input.dtype)} and "
+                                       f"{scalar_type_name(weight.dtype)}", [("input", input), ("weight", weight)])
     if weight.numel() != 1 and input.ndim >= 2:
         weight = S.reshape(weight, (1, -1) + (1,) * (input.ndim - 2))
     return M.where(M.gt(input, 0), input, M.mul(input, weight))
@@ -252,12 +296,22 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
 
 # ----------------------------------------------------------------------------- normalization
 
+def _check_norm_dtypes(op, input, **others):
+    """PyTorch's normalizations do not promote: statistics, weight and bias must have the
+    input's dtype."""
+    if any(t is not None and t.dtype is not input.dtype for t in others.values()):
+        raise _dtype_mismatch(op, "mixed dtype (CPU): all inputs must share same datatype",
+                              [("input", input)] + list(others.items()))
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5):
     """Normalise over every dim but the channel dim 1; in training, update the running stats
     in place (under no_grad) with the unbiased batch variance, as torch does."""
     if input.ndim < 2:
         raise ValueError(f"{where_named('batch_norm')}: expected a 2-D or higher input, got {_shape_text(input)}")
+    _check_norm_dtypes("batch_norm", input, running_mean=running_mean, running_var=running_var, weight=weight,
+                       bias=bias)
     channels = input.shape[1]
     axes = (0,) + tuple(range(2, input.ndim))
     bshape = (1, channels) + (1,) * (input.ndim - 2)
@@ -299,6 +353,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     if tuple(input.shape[-n:]) != normalized_shape or input.ndim < n:
         raise RuntimeError(f"{where_named('layer_norm')}: input {_shape_text(input)} does not end with "
                            f"normalized_shape {list(normalized_shape)}")
+    _check_norm_dtypes("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - n, input.ndim))
     mean = R.mean(input, axes, keepdim=True)
     centered = M.sub(input, mean)
@@ -315,6 +370,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     n, c = input.shape[0], input.shape[1]
     if c % num_groups:
         raise RuntimeError(f"{where_named('group_norm')}: {c} channels do not divide into {num_groups} groups")
+    _check_norm_dtypes("group_norm", input, weight=weight, bias=bias)
     grouped = S.reshape(input, (n, num_groups, -1))
     mean = R.mean(grouped, -1, keepdim=True)
     centered = M.sub(grouped, mean)
@@ -331,6 +387,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                   momentum=0.1, eps=1e-5):
     n, c = input.shape[0], input.shape[1]
+    _check_norm_dtypes("instance_norm", input, weight=weight, bias=bias)
     out = group_norm(S.reshape(input, (1, n * c) + tuple(input.shape[2:])), n * c, eps=eps)
     out = S.reshape(out, tuple(input.shape))
     bshape = (1, c) + (1,) * (input.ndim - 2)

@@ -12,6 +12,7 @@ from ember.frontend.tensor import Tensor
 from ember.frontend import shape_ops as S
 from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
+from ember.frontend.linalg import cpp_type_name
 
 
 def pair(value, n=2, name="argument"):
@@ -61,6 +62,16 @@ def _conv_padding(padding, kernel, dilation, stride, op, n):
     return pair(padding, n, "padding"), None
 
 
+def check_conv_dtypes(op, input, weight, bias):
+    """PyTorch's convolutions do not promote: a float64 input to a float32 layer (or an int64
+    one) is an error naming both dtypes, in PyTorch's words and with the shapes."""
+    for name, other in (("weight", weight), ("bias", bias)):
+        if other is not None and other.dtype is not input.dtype:
+            raise RuntimeError(f"{where_named(op)}: Input type ({cpp_type_name(input.dtype)}) and {name} type "
+                               f"({cpp_type_name(other.dtype)}) should be the same: input {_shape_text(input)}, "
+                               f"{name} {_shape_text(other)}")
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution of input [N,C,H,W] (or unbatched [C,H,W]) with weight [O,C/groups,KH,KW]."""
     if input.ndim not in (3, 4):
@@ -68,11 +79,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                            f"got {_shape_text(input)}")
     if weight.ndim != 4:
         raise RuntimeError(f"{where_named('conv2d')}: expected a 4-D weight, got {_shape_text(weight)}")
+    check_conv_dtypes("conv2d", input, weight, bias)
     unbatched = input.ndim == 3
     x = S.unsqueeze(input, 0) if unbatched else input
-    if x.dtype is not weight.dtype:
-        raise RuntimeError(f"{where_named('conv2d')}: input {_shape_text(x)} and weight {_shape_text(weight)} "
-                           f"must have the same dtype")
     stride, dilation = pair(stride, 2, "stride"), pair(dilation, 2, "dilation")
     sym, extra = _conv_padding(padding, weight.shape[2:], dilation, stride, "conv2d", 2)
     if extra is not None:
@@ -89,6 +98,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if input.ndim not in (2, 3):
         raise RuntimeError(f"{where_named('conv1d')}: expected a 2-D (unbatched) or 3-D (batched) input, "
                            f"got {_shape_text(input)}")
+    check_conv_dtypes("conv1d", input, weight, bias)
     if not isinstance(padding, str):
         padding = (0, pair(padding, 1, "padding")[0])
     elif padding == "same":

@@ -14,6 +14,7 @@ from ember.frontend.tensor import Tensor
 from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
 from ember.frontend import shape_ops as S
+from ember.frontend.linalg import scalar_type_name
 from .functional_conv import where_named
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -97,9 +98,18 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     distance = M.abs(M.sub(input, target))
     if beta == 0:
         return _reduce(distance, reduction, "smooth_l1_loss")
-    quadratic = M.div(M.mul(M.mul(distance, distance), 0.5), beta)
-    loss = M.where(M.lt(distance, beta), quadratic, M.sub(distance, 0.5 * beta))
+    near = M.lt(distance, beta)
+    inside = _inside(distance, beta)
+    quadratic = M.div(M.mul(M.mul(inside, inside), 0.5), beta)
+    loss = M.where(near, quadratic, M.sub(distance, 0.5 * beta))
     return _reduce(loss, reduction, "smooth_l1_loss")
+
+
+def _inside(distance, bound):
+    """The distance where the quadratic branch is taken, 0 beyond `bound`: the branch the
+    `where` discards then has a finite slope (no 0 * inf = nan for an infinite distance),
+    while nan still reaches it and gives PyTorch's nan gradient."""
+    return M.where(M.ge(distance, bound), 0.0, distance)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0):
@@ -108,8 +118,10 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     target = _float_target(target, input)
     _same_size("huber_loss", input, target, warn=True)
     distance = M.abs(M.sub(input, target))
-    quadratic = M.mul(M.mul(distance, distance), 0.5)
-    loss = M.where(M.lt(distance, delta), quadratic, M.mul(M.sub(distance, 0.5 * delta), delta))
+    near = M.lt(distance, delta)
+    inside = _inside(distance, delta)
+    quadratic = M.mul(M.mul(inside, inside), 0.5)
+    loss = M.where(near, quadratic, M.mul(M.sub(distance, 0.5 * delta), delta))
     return _reduce(loss, reduction, "huber_loss")
 
 
@@ -149,26 +161,40 @@ def _class_weights(weight, logp, op):
     if tuple(weight.shape) != (classes,):
         raise RuntimeError(f"{where_named(op)}: weight {_shape_text(weight)} should hold one value per class "
                            f"({classes})")
+    if weight.dtype is not logp.dtype:  # PyTorch does not promote the class weights
+        raise RuntimeError(f"{where_named(op)}: expected scalar type {scalar_type_name(logp.dtype)} but found "
+                           f"{scalar_type_name(weight.dtype)}: weight {_shape_text(weight)} must have the dtype of "
+                           f"input {_shape_text(logp)}")
     return S.reshape(weight, (1, classes) + (1,) * (logp.ndim - 2))
 
 
 def _nll(op, logp, target, weight, ignore_index, reduction):
-    """-logp[n, target[n]] * w[target[n]]; ignored targets count 0; mean divides by the weights' sum.
-    Returns (reduced loss, per-sample weights) for label smoothing to reuse."""
+    """-logp[n, target[n]] * w[target[n]]; mean divides by the weights' sum.
+
+    An ignored target's loss is selected away (a `where`, not a product with 0), so it is +0
+    and passes exactly 0 gradient back: a batch whose targets are all ignored has a nan 'mean'
+    (0 / 0, as in PyTorch) whose gradient is 0, not nan. Returns (reduced loss, validity mask,
+    per-sample weights, class weights) for label smoothing to reuse."""
     hits = _class_hits(logp, target)
-    valid = M.to_dtype(M.ne(target, ignore_index), logp.dtype)
+    valid = M.ne(target, ignore_index)
     picked = M.neg(R.sum(M.where(hits, logp, 0.0), 1))
     class_weights = _class_weights(weight, logp, op)
     if class_weights is None:
-        sample_weights = valid
+        sample_weights = M.to_dtype(valid, logp.dtype)
+        losses = M.where(valid, picked, 0.0)
     else:
-        sample_weights = M.mul(R.sum(M.where(hits, class_weights, 0.0), 1), valid)
-    losses = M.mul(picked, sample_weights)
+        sample_weights = M.where(valid, R.sum(M.where(hits, class_weights, 0.0), 1), 0.0)
+        losses = M.where(valid, M.mul(picked, sample_weights), 0.0)
+    return _reduce_weighted(losses, sample_weights, reduction), valid, sample_weights, class_weights
+
+
+def _reduce_weighted(losses, sample_weights, reduction):
+    """'mean' divides by the total weight of the samples (nan when it is 0, as in PyTorch)."""
     if reduction == "none":
-        return losses, sample_weights, class_weights
+        return losses
     if reduction == "sum":
-        return R.sum(losses), sample_weights, class_weights
-    return M.div(R.sum(losses), R.sum(sample_weights)), sample_weights, class_weights
+        return R.sum(losses)
+    return M.div(R.sum(losses), R.sum(sample_weights))
 
 
 def _batched(input, target, op, class_index):
@@ -186,7 +212,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     _check_reduction(reduction, "nll_loss")
     input, target, unbatched = _batched(input, target, "nll_loss", True)
     target = _class_targets("nll_loss", input, target, ignore_index)
-    loss, _, _ = _nll("nll_loss", input, target, weight, ignore_index, reduction)
+    loss = _nll("nll_loss", input, target, weight, ignore_index, reduction)[0]
     return S.squeeze(loss, 0) if unbatched and reduction == "none" else loss
 
 
@@ -208,22 +234,18 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         loss = _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, classes)
     else:
         target = _class_targets("cross_entropy", input, target, ignore_index)
-        loss, sample_weights, class_weights = _nll("cross_entropy", logp, target, weight, ignore_index, reduction)
+        loss, valid, sample_weights, class_weights = _nll("cross_entropy", logp, target, weight, ignore_index,
+                                                          reduction)
         if label_smoothing > 0.0:
             weighted = logp if class_weights is None else M.mul(logp, class_weights)
-            smooth = M.mul(M.neg(R.sum(weighted, 1)), M.to_dtype(M.ne(target, ignore_index), logp.dtype))
-            if reduction == "sum":
-                smooth = R.sum(smooth)
-            elif reduction == "mean":
-                smooth = M.div(R.sum(smooth), R.sum(sample_weights))
+            smooth = _reduce_weighted(M.where(valid, M.neg(R.sum(weighted, 1)), 0.0), sample_weights, reduction)
             loss = M.add(M.mul(loss, 1.0 - label_smoothing), M.mul(smooth, label_smoothing / classes))
     return S.squeeze(loss, 0) if unbatched and reduction == "none" else loss
 
 
 def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, classes):
-    if target.dtype is not logp.dtype:
-        raise RuntimeError(f"{where_named('cross_entropy')}: probability target {_shape_text(target)} must have "
-                           f"the input's dtype {logp.dtype}")
+    # probabilities of another floating dtype promote, as in PyTorch (float32 logits with
+    # float64 targets give a float64 loss)
     if label_smoothing > 0.0:
         target = M.add(M.mul(target, 1.0 - label_smoothing), label_smoothing / classes)
     product = M.mul(logp, target)
@@ -238,33 +260,42 @@ def _soft_cross_entropy(logp, target, weight, reduction, label_smoothing, classe
     return M.div(total, float(logp.numel() // classes))
 
 
-def _safe_log(x):
-    """log clamped at -100 like torch's BCE, with a finite (zero) gradient where x == 0."""
-    positive = M.gt(x, 0)
-    logged = M.clamp_min(M.log(M.where(positive, x, 1.0)), -100.0)
-    return M.where(positive, logged, -100.0)
-
-
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
-    """-(t log x + (1 - t) log(1 - x)) with each log clamped at -100, as torch does."""
+    """-(t log x + (1 - t) log(1 - x)) with each log clamped at -100, and PyTorch's input
+    gradient (x - t) / max(x (1 - x), 1e-12), finite at x = 0 and x = 1. That is not the slope
+    of the clamped logs, so the loss is value + (x - x.detach()) * slope: exactly the value
+    forward, the chosen slope backward. (The target's gradient is the clamped logs' slope:
+    PyTorch's -logit(x), except at x = 0 or 1, where PyTorch's is infinite and this one is
+    +-100.)"""
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "binary_cross_entropy")
     target = _float_target(target, input)
     _same_size("binary_cross_entropy", input, target, warn=False)
+    for name, other in (("target", target), ("weight", weight)):
+        if other is not None and other.dtype is not input.dtype:  # PyTorch's BCE does not promote
+            raise RuntimeError(f"{where_named('binary_cross_entropy')}: Found dtype {scalar_type_name(other.dtype)} "
+                               f"but expected {scalar_type_name(input.dtype)}: {name} {_shape_text(other)} for input "
+                               f"{_shape_text(input)}")
     if STATE.recorder is None and input.numel() and (input._data.min() < 0 or input._data.max() > 1):
         raise RuntimeError(f"{where_named('binary_cross_entropy')}: all elements of input should be between "
                            f"0 and 1 (use BCEWithLogitsLoss for logits)")
-    loss = M.neg(M.add(M.mul(target, _safe_log(input)),
-                       M.mul(M.sub(1.0, target), _safe_log(M.sub(1.0, input)))))
+    x = input.detach()
+    loss = M.sub(M.mul(M.sub(target, 1.0), M.clamp_min(M.log1p(M.neg(x)), -100.0)),
+                 M.mul(target, M.clamp_min(M.log(x), -100.0)))
+    slope = M.div(M.sub(x, target.detach()), M.clamp_min(M.mul(M.sub(1.0, x), x), _BCE_EPSILON))
+    loss = M.add(loss, M.mul(M.sub(input, x), slope))
     if weight is not None:
         loss = M.mul(loss, weight)
     return _reduce(loss, reduction, "binary_cross_entropy")
 
 
+_BCE_EPSILON = 1e-12  # PyTorch's floor under x (1 - x) in the BCE gradient
+
+
 def _softplus_of_negative(x):
     """log(1 + exp(-x)) without overflow in either branch (so the VJP has no inf * 0)."""
-    negative_side = M.add(M.neg(x), M.log1p(M.exp(M.clamp_max(x, 0.0))))
-    positive_side = M.log1p(M.exp(M.neg(M.clamp_min(x, 0.0))))
+    negative_side = M.add(M.neg(x), M.log1p(M.exp(M.clamp_guard(x, max=0.0))))
+    positive_side = M.log1p(M.exp(M.neg(M.clamp_guard(x, min=0.0))))
     return M.where(M.lt(x, 0), negative_side, positive_side)
 
 
@@ -291,9 +322,10 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     if log_target:
         loss = M.mul(M.exp(target), M.sub(target, input))
     else:
-        positive = M.gt(target, 0)
-        log_t = M.log(M.where(positive, target, 1.0))
-        loss = M.where(positive, M.mul(target, M.sub(log_t, input)), M.mul(M.neg(input), 0.0))
+        # PyTorch's xlogy(t, t) - t * input: 0 log 0 = 0, a negative target gives nan
+        zero = M.eq(target, 0)
+        t_log_t = M.where(zero, 0.0, M.mul(target, M.log(M.where(zero, 1.0, target))))
+        loss = M.sub(t_log_t, M.mul(target, input))
     if reduction == "batchmean":
         return M.div(R.sum(loss), float(input.shape[0] if input.ndim else 1))
     return _reduce(loss, reduction, "kl_div")
