@@ -12,7 +12,8 @@ import weakref
 
 import numpy as np
 
-from .dispatch import STATE
+from .dispatch import STATE, ModifiedTensorError
+from .views import bump_version
 
 
 def _camel(name):
@@ -34,10 +35,14 @@ class Node:
         # each input as it was: its array, history and version (an in-place op may later
         # rebind the tensor object to a new value; the VJP must see this one)
         node.saved = [(t._data, t.grad_fn, t.requires_grad, t._version) for t in operands]
+        current = STATE.inplace_target
+        if current is not None:  # an in-place op computing its new value keeps the old one (original_self)
+            node.saved = [(data.copy() if t is current else data, *rest)
+                          for t, (data, *rest) in zip(operands, node.saved)]
         node.out = result._data
         # the output tensor, weakly: to check it was not overwritten before a VJP reads it
         node.out_ref = weakref.ref(result) if prim.vjp_uses_output else None
-        node.out_version = 0
+        node.out_version = result._version if prim.vjp_uses_output else 0
         node.freed = False
         node.hooks = None
         node.retain = False
@@ -58,15 +63,17 @@ class Node:
                      for t, (_, fn, requires_grad, _) in zip(self.inputs, self.saved))
 
     def unpack_inputs(self):
-        """The inputs as they were when this node was recorded. A tensor rebound by an in-place
-        op is replaced by a stand-in holding the old value and history; a tensor whose memory
-        was overwritten in place is an error (its old value is gone)."""
+        """The inputs as they were when this node was recorded. A tensor whose history changed
+        since (an in-place op rebased it) is replaced by a stand-in with the old history; one
+        whose memory was overwritten in place stands in with a value that raises PyTorch's
+        "modified by an inplace operation" error if, and only if, the VJP reads it (shapes and
+        dtypes stay readable: add's VJP needs no values, mul's does)."""
         values = []
         for i, (t, (data, fn, requires_grad, version)) in enumerate(zip(self.inputs, self.saved)):
             if t._data is data:
                 if t._version != version:
-                    raise_modified(t, self, f"input {i}", expected=version)
-                if t.grad_fn is fn:
+                    data = ModifiedValue(data, modified_message(t, self, f"input {i}", expected=version))
+                elif t.grad_fn is fn:
                     values.append(t)
                     continue
             stand_in = Tensor._wrap(data)
@@ -78,9 +85,10 @@ class Node:
     def saved_output(self, create_graph):
         """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
         alive = self.out_ref() if self.out_ref is not None else None
-        if alive is not None and alive._data is self.out and alive._version != self.out_version:
-            raise_modified(alive, self, "output 0")
-        out = Tensor._wrap(self.out)
+        value = self.out
+        if alive is not None and alive._data is value and alive._version != self.out_version:
+            value = ModifiedValue(value, modified_message(alive, self, "output 0", self.out_version))
+        out = Tensor._wrap(value)
         out._node = self.out_token
         if create_graph:
             out.grad_fn = self
@@ -117,14 +125,70 @@ def edge_of(t):
     return None
 
 
-def raise_modified(tensor, node, which, expected=None):
+def modified_message(tensor, node, which, expected):
     from .printing import type_name
+    return ("one of the variables needed for gradient computation has been modified by an inplace "
+            f"operation: [{type_name(tensor)} {list(tensor.shape)}], which is {which} of {node.name()}, "
+            f"is at version {tensor._version}; expected version {expected} instead. Hint: do the "
+            "in-place update on a clone, or after backward().")
+
+
+def raise_modified(tensor, node, which, expected=None):
     expected = tensor._version - 1 if expected is None else expected
-    raise RuntimeError(
-        "one of the variables needed for gradient computation has been modified by an inplace "
-        f"operation: [{type_name(tensor)} {list(tensor.shape)}], which is {which} of {node.name()}, "
-        f"is at version {tensor._version}; expected version {expected} instead. Hint: do the "
-        "in-place update on a clone, or after backward().")
+    raise ModifiedTensorError(modified_message(tensor, node, which, expected))
+
+
+class _FailingBackward:
+    """Quacks like a Primitive: its VJP raises the given error (see fails_backward)."""
+
+    name = "modified_saved_value"
+    vjp_uses_output = False
+    kind = "opaque"
+
+    def __init__(self, message):
+        self.message = message
+
+    def vjp(self, g, out, *inputs):
+        raise ModifiedTensorError(self.message)
+
+
+def fails_backward(tensor, message):
+    """`tensor`'s value, whose backward raises `message`: a compiled call whose eager twin would
+    have overwritten a value saved for backward gives its caller the same error."""
+    result = Tensor._wrap(tensor._data)
+    Node.attach(result, _FailingBackward(message), [tensor], {})
+    return result
+
+
+class ModifiedValue:
+    """Stands for a saved array that an in-place op has since overwritten: its shape and dtype
+    can be read, and any use of its values raises the error PyTorch gives."""
+
+    __slots__ = ("shape", "dtype", "ndim", "size", "itemsize", "message")
+    __array_priority__ = 10 ** 6
+
+    def __init__(self, array, message):
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.size, self.itemsize = array.size, array.itemsize
+        self.message = message
+
+    def _refuse(self, *args, **kwargs):
+        raise ModifiedTensorError(self.message)
+
+    __array__ = __array_function__ = __getitem__ = __float__ = __int__ = __bool__ = _refuse
+    __len__ = __iter__ = _refuse
+
+    def __array_ufunc__(self, *args, **kwargs):
+        raise ModifiedTensorError(self.message)
+
+    def __getattr__(self, name):
+        raise ModifiedTensorError(self.message)
+
+
+for _op in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "matmul", "lt", "le", "gt", "ge",
+            "and", "or", "xor", "neg", "abs"):
+    for _name in (f"__{_op}__", f"__r{_op}__"):
+        setattr(ModifiedValue, _name, ModifiedValue._refuse)
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -247,7 +311,7 @@ def _accumulate_into(existing, g):
     data = existing._data
     if data.flags.writeable and data.shape == g._data.shape:
         np.add(data, g._data, out=data)
-        existing._version += 1
+        bump_version(existing)
         return existing
     return Tensor._wrap(data + g._data)
 

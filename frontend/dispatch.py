@@ -20,6 +20,9 @@ class DispatchState:
         self.recorder = None  # a tracer or symbolic graph builder, or None for eager
         self.module_path = []  # names of the modules being called, for errors and IR names
         self.strict = config.STRICT  # also run shape rules in eager mode and compare (EMBER_STRICT)
+        # while an in-place op computes its new value: the tensor standing for the old value, which
+        # autograd nodes save a copy of (PyTorch's original_self), as the write is part of the op
+        self.inplace_target = None
 
 
 STATE = DispatchState()
@@ -39,7 +42,7 @@ def explain_failure(prim, operands, attrs, error):
         prim.infer(*[spec_of(t) for t in operands], **attrs)
     except OpError as nice:
         raise nice.in_module(current_module()) from None
-    if isinstance(error, (IndexError, OpError)):
+    if isinstance(error, (IndexError, OpError, ModifiedTensorError)):
         raise error
     where = f"{prim.name} ({current_module()})" if current_module() else prim.name
     shapes = ", ".join(registry.describe(spec_of(t)) for t in operands)
@@ -69,6 +72,17 @@ def eager_bind(prim, operands, attrs):
     if state.strict:
         check_against_rule(prim, operands, attrs, out)
     result = _new_tensor(Tensor)  # Tensor._wrap without the recorder check: no recorder is active here
+    if out.base is not None:
+        if prim.view:
+            if shares_memory_with(out, operands[0]._data):
+                register_view(result, operands[0], ViewStep(prim, attrs))
+        elif any(shares_memory_with(out, t._data) for t in operands):
+            out = out.copy()  # only view primitives may alias their inputs (PyTorch's flip copies)
+    else:
+        for t in operands:
+            if t._data is out:  # e.g. a conversion to the same dtype: a new tensor owns new memory
+                out = out.copy()
+                break
     result._data = out
     if state.grad_enabled and prim.vjp is not None:
         for t in operands:
@@ -93,7 +107,17 @@ def check_against_rule(prim, operands, attrs, out):
                              f"numpy gave {got[0]} {got[1]} for attrs {attrs}")
 
 
+def shares_memory_with(out, array):
+    """Is `out` a numpy view of `array`'s memory? (Same owner; cheap, no overlap analysis.)"""
+    return memory_owner(out) is memory_owner(array)
+
+
+class ModifiedTensorError(RuntimeError):
+    """A value saved for backward was overwritten in place before the backward read it."""
+
+
 registry.set_dispatcher(dispatch)
 
 from .tensor import Tensor  # noqa: E402  (Tensor uses dispatch; dispatch wraps into Tensor)
+from .views import ViewStep, register_view, memory_owner  # noqa: E402
 from .autograd import Node  # noqa: E402

@@ -12,6 +12,7 @@ from ember.ops import PRIMITIVES as P
 from .dispatch import STATE
 from .tensor import Tensor, _observe
 from .math_ops import promote_operands, to_dtype, where, constant
+from .views import IndexStep, bump_version, register_view
 
 
 def _numpy_key(key):
@@ -72,13 +73,35 @@ def getitem(x, key):
             if type(key) is tuple and _mixes_integers_and_arrays(key):
                 basic, advanced = _integers_first(key)
                 return Tensor._wrap(np.asarray(x._data[basic][advanced]))
+            if _is_basic(key):  # a view, as in PyTorch (x[0] of a vector too: a 0-d view)
+                view = Tensor._wrap(basic_view_array(x._data, key))
+                register_view(view, x, IndexStep(key))
+                return view
             return Tensor._wrap(np.asarray(x._data[key]))
         except IndexError as error:
             raise _index_error(error, x, "indexing") from None
     try:
-        return _lowered_getitem(x, key)
+        return lowered_getitem(x, key)
     except IndexError as error:
         raise _index_error(error, x, "indexing") from None
+
+
+def basic_view_array(array, key):
+    """numpy's view for a basic key; an int for every dim still gives a 0-d view, not a scalar."""
+    entries = key if type(key) is tuple else (key,)
+    return array[entries if Ellipsis in entries else entries + (Ellipsis,)]
+
+
+def _is_basic(key):
+    """Ints, slices, None and one Ellipsis only: numpy and PyTorch both return a view."""
+    entries = key if type(key) is tuple else (key,)
+    ellipses = 0
+    for k in entries:
+        if k is Ellipsis:
+            ellipses += 1
+        elif not (k is None or type(k) is slice or _is_int(k)):
+            return False
+    return ellipses <= 1
 
 
 def _index_error(error, x, doing):
@@ -148,7 +171,7 @@ def _basic_plan(x, entries):
     return starts, stops, steps, tuple(out_shape), advanced
 
 
-def _lowered_getitem(x, key):
+def lowered_getitem(x, key):
     entries = _expand_key(x, key)
     starts, stops, steps, out_shape, advanced = _basic_plan(x, entries)
     out = x
@@ -270,10 +293,7 @@ def setitem(x, key, value):
     if isinstance(value, (list, tuple)):
         value = Tensor._wrap(np.asarray(value, dtype=x._data.dtype))
     if not _recording(x, value):
-        if x.requires_grad and x.grad_fn is None and STATE.grad_enabled:
-            x._inplace(lambda cur: cur, "index assignment")  # raises the leaf error
-        if not x._data.flags.writeable:
-            x._data = np.array(x._data)
+        x._check_writable("index assignment", STATE.grad_enabled)
         key = _numpy_key(key)
         value = value._data if isinstance(value, Tensor) else value
         try:
@@ -284,15 +304,15 @@ def setitem(x, key, value):
                 x._data[key] = value
         except IndexError as error:
             raise _index_error(error, x, "assigning into") from None
-        x._version += 1
+        bump_version(x)
         return
     try:
-        x._inplace(lambda current: _functional_setitem(current, key, value), "index assignment")
+        x._inplace(lambda current: functional_setitem(current, key, value), "index assignment")
     except IndexError as error:
         raise _index_error(error, x, "assigning into") from None
 
 
-def _functional_setitem(x, key, value):
+def functional_setitem(x, key, value):
     """x with x[key] = value, built from primitives: slice_update for the basic part,
     index_put on the flattened indexed dims for index tensors and masks."""
     (value,) = promote_operands((value,)) if not isinstance(value, Tensor) else (value,)

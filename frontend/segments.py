@@ -25,6 +25,9 @@ class Segment:
         self.children = {}  # guard outcome -> Segment
         self.result = None  # last segment: the traced function's return value (tensors as templates)
         self.result_nodes = []  # last segment: the node of each tensor in `result`, in order
+        self.output_views = {}  # last segment: results that are views of inputs/params (see Tracer.finish)
+        self.outputs_without_grad = []  # last segment: positions of results that eagerly require no grad
+        self.backward_error = None  # last segment: the error eager backward() from the results raises
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor
         self._adoptable = None  # see adoptable_mutations

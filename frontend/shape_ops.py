@@ -9,7 +9,7 @@ import numpy as np
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from ember.ops.registry import OpError
-from .dispatch import current_module
+from .dispatch import STATE, current_module
 from .tensor import Tensor, _dim
 from .math_ops import promote_operands
 
@@ -58,7 +58,13 @@ def view(input, *shape):
     shape = _resolve(_sizes(shape), input.numel(), "view", input)
     if tuple(input.shape) == shape:
         return P["reshape"].bind(input, shape=shape) if input.requires_grad else input
-    return P["reshape"].bind(input, shape=shape)
+    out = P["reshape"].bind(input, shape=shape)
+    if out._base is None and input.numel() > 1:  # numpy had to copy: PyTorch refuses
+        raise RuntimeError(f"view size is not compatible with input tensor's size and stride (at least one "
+                           f"dimension spans across two contiguous subspaces): shape {list(input.shape)}, "
+                           f"strides {list(input.stride())}, requested {list(shape)}. Use .reshape(...) "
+                           f"instead.")
+    return out
 
 
 def view_as(input, other):
@@ -268,7 +274,7 @@ def split(input, split_size_or_sections, dim=0):
         for s in sections:
             bounds.append((start, start + s))
             start += s
-    return tuple(_slice_axis(input, dim, lo, hi) for lo, hi in bounds)
+    return _multi_output_views(tuple(_slice_axis(input, dim, lo, hi) for lo, hi in bounds))
 
 
 def chunk(input, chunks, dim=0):
@@ -279,7 +285,18 @@ def chunk(input, chunks, dim=0):
 
 def unbind(input, dim=0):
     dim = _dim(dim, input.ndim, "unbind")
-    return tuple(squeeze(_slice_axis(input, dim, i, i + 1), dim) for i in range(input.shape[dim]))
+    return _multi_output_views(tuple(squeeze(_slice_axis(input, dim, i, i + 1), dim)
+                                     for i in range(input.shape[dim])))
+
+
+def _multi_output_views(pieces):
+    """PyTorch refuses in-place ops that autograd records on the outputs of split, chunk and
+    unbind (one backward node serves them all); mark them so (see Tensor._check_view_rebase)."""
+    if STATE.grad_enabled:
+        for piece in pieces:
+            if piece._base is not None:
+                piece._creation = "multi_output"
+    return pieces
 
 
 def flip(input, dims):

@@ -10,6 +10,7 @@ import numpy as np
 
 from ember import dtypes
 from .dispatch import STATE
+from . import views
 
 
 class Size(tuple):
@@ -68,9 +69,16 @@ class Tensor:
     requires_grad = False
     grad = None
     grad_fn = None
-    _version = 0
     _node = None  # the IR value while tracing
     _hooks = None
+    # aliasing (see ember.frontend.views): the root a view or alias shares memory with, the
+    # steps that derive it from that root, whether autograd is cut there (detach, .data),
+    # and the version counter shared with the root
+    _base = None
+    _view_chain = ()
+    _detached = False
+    _vc = None
+    _creation = None  # how a view was made, when PyTorch limits in-place ops on it: "no_grad", "multi_output"
     __array_priority__ = 1000  # numpy defers to Tensor's reflected operators
 
     def __init__(self, *args, dtype=None, device=None, requires_grad=False):
@@ -151,6 +159,15 @@ class Tensor:
     def data_ptr(self):
         return self._data.ctypes.data
 
+    def storage_offset(self):
+        """Elements between the start of the memory this tensor shares and its first element."""
+        owner = views.memory_owner(self._data)
+        start = owner.__array_interface__["data"][0] if isinstance(owner, np.ndarray) else self._data.ctypes.data
+        return (self._data.ctypes.data - start) // self._data.itemsize
+
+    def _is_view(self):
+        return self._base is not None and not self._detached
+
     def __len__(self):
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
@@ -166,19 +183,35 @@ class Tensor:
 
     # ------------------------------------------------------------------ data access
     @property
+    def _version(self):
+        """How many in-place writes this tensor's memory has seen (shared with its views)."""
+        counter = self._vc
+        return 0 if counter is None else counter.value
+
+    @property
     def data(self):
-        """The same storage without autograd history (PyTorch's `.data`)."""
-        return self.detach()
+        """The same storage without autograd history, and with a version counter of its own so
+        that its in-place updates go unseen by autograd (PyTorch's `.data`)."""
+        alias = views.make_alias(self, share_version=False)
+        if STATE.recorder is not None:
+            STATE.recorder.record_alias(alias, self)
+        return alias
 
     @data.setter
     def data(self, value):
-        self._data = value._data if isinstance(value, Tensor) else np.asarray(value)
-        self._version += 1
+        value = value if isinstance(value, Tensor) else Tensor._wrap(np.asarray(value))
+        recorder = STATE.recorder
+        if recorder is not None:
+            recorder.record_data_assignment(self, value)
+        self._data = value._data
+        self._base, self._view_chain, self._detached, self._creation = None, (), False, None  # no longer a view
 
     def detach(self):
-        out = Tensor._wrap(self._data)
-        out._node = self._node
-        return out
+        """The same memory and version counter, cut from autograd."""
+        alias = views.make_alias(self, share_version=True)
+        if STATE.recorder is not None:
+            STATE.recorder.record_alias(alias, self)
+        return alias
 
     def detach_(self):
         self.grad_fn = None
@@ -265,49 +298,101 @@ class Tensor:
         backward(self, gradient, retain_graph, create_graph, inputs)
 
     # ------------------------------------------------------------------ in-place machinery
-    def _alias(self):
-        """A new tensor object standing for this one's current value and history (in-place ops
-        record against it, so the node keeps seeing the value from before the update)."""
-        alias = Tensor._wrap(self._data)
-        alias.requires_grad = self.requires_grad
-        alias.grad_fn = self.grad_fn
-        alias._version = self._version
-        recorder = STATE.recorder
-        alias._node = self._node if recorder is None else (recorder, recorder.node_of(self))
-        return alias
-
     def _inplace(self, compute, op_name):
-        """Run `compute(current) -> new value` and make it this tensor's value, as PyTorch's
-        in-place ops do: history is rebound when recorded, memory is written otherwise."""
-        recording = STATE.recorder is not None or (STATE.grad_enabled and self.requires_grad)
-        if STATE.grad_enabled and self.requires_grad and self.grad_fn is None and STATE.recorder is None:
-            raise RuntimeError(f"{op_name}: a leaf Variable that requires grad is being used in an in-place "
-                               f"operation (shape {list(self.shape)}, {self.dtype}); wrap it in "
-                               f"`with ember.no_grad():` or use the out-of-place form")
-        current = self._alias() if recording else self
-        result = compute(current)
-        if not recording and result.requires_grad:
-            recording = True  # an operand that requires grad made the result differentiable
+        """Run `compute(self) -> new value` and write it into this tensor's memory, as PyTorch's
+        in-place ops do: views and the base see the write, the shared version counter moves
+        (so autograd's saved tensors are checked), autograd history is rebased onto the root
+        when this tensor is a view (CopySlices), and a tracer records a functional update."""
+        state = STATE
+        grad_mode = state.grad_enabled
+        self._check_writable(op_name, grad_mode)
+        current = self._current_value()
+        previous_target, state.inplace_target = state.inplace_target, current
+        try:
+            result = compute(current)
+        finally:
+            state.inplace_target = previous_target
+        if result is current:  # nothing computed (e.g. an in-place no-op)
+            views.bump_version(self)
+            return self
         if result._data.dtype != self._data.dtype:
-            if dtypes.promote(result.dtype, self.dtype) is not self.dtype:
-                raise RuntimeError(f"{op_name}: result type {result.dtype} can't be cast to the desired "
-                                   f"output type {self.dtype}")
-            from .math_ops import to_dtype
-            result = to_dtype(result, self.dtype)
+            result = _cast_for_inplace(result, self, op_name)
         if result._data.shape != self._data.shape:
             raise RuntimeError(f"{op_name}: output with shape {list(self.shape)} doesn't match the "
                                f"broadcast shape {list(result.shape)}")
-        if recording:
-            self._data = result._data
-            self.grad_fn = result.grad_fn
-            self.requires_grad = result.requires_grad or self.requires_grad
-            self._node = result._node
-        else:
-            if not self._data.flags.writeable:
-                self._data = np.array(self._data)  # a broadcast or read-only view: own the memory
+        autograd_view = self._base is not None and not self._detached
+        root = self._base if autograd_view else self
+        records_history = grad_mode and (result.requires_grad or root.requires_grad)
+        if records_history and self._creation is not None:
+            self._check_view_rebase(op_name)
+        if records_history and not result.requires_grad:
+            result = _keeping_history(result, self)  # e.g. fill_ on a tensor with history: zero gradient
+        new_root = None
+        if records_history and autograd_view:
+            with _tracer_paused(state):
+                new_root = views.scatter_into_base(root, self._view_chain, result)
+        recorder = state.recorder
+        if recorder is not None:
+            recorder.before_write(self)
+        if result._data is not self._data:
             np.copyto(self._data, result._data)
-        self._version += 1
+        views.bump_version(self)
+        if records_history:
+            _rebase_history(self, root, new_root if new_root is not None else result)
+        if recorder is not None:
+            recorder.record_write(self, result, records_history)
         return self
+
+    def _current_value(self):
+        """A stand-in for this tensor's value before an in-place op writes it: same memory,
+        history and version counter, a distinct object (so `y.mul_(y)` tells self from other)."""
+        current = Tensor._wrap(self._data)
+        current.requires_grad, current.grad_fn = self.requires_grad, self.grad_fn
+        current._vc = views.version_counter(self)
+        current._base, current._view_chain, current._detached = self._base, self._view_chain, self._detached
+        recorder = STATE.recorder
+        if recorder is not None:
+            current._node = (recorder, recorder.node_of(self))
+        return current
+
+    def _check_view_rebase(self, op_name):
+        """PyTorch's refusals of in-place ops that autograd would record on some views."""
+        if self._creation == "multi_output":
+            raise RuntimeError(f"{op_name}: Output 0 is a view (shape {list(self.shape)}) and is being modified "
+                               "inplace. This view is the output of a function that returns multiple views. "
+                               "Such functions do not allow the output views to be modified inplace. You should "
+                               "replace the inplace operation by an out-of-place one.")
+        if self._creation == "no_grad" and self._base is not None and self._base.requires_grad:
+            raise RuntimeError(f"{op_name}: A view was created in no_grad mode and is being modified inplace with "
+                               "grad mode enabled. Given that this use case is ambiguous and error-prone, it is "
+                               "forbidden. You can clarify your code by moving both the view and the inplace "
+                               "either both inside the no_grad block (if you don't want the inplace to be "
+                               "tracked) or both outside (if you want the inplace to be tracked).")
+
+    def _check_writable(self, op_name, grad_mode):
+        if grad_mode:
+            if self._creation is not None and self.requires_grad:
+                self._check_view_rebase(op_name)
+            if self.requires_grad and self.grad_fn is None:
+                raise RuntimeError(f"{op_name}: a leaf Variable that requires grad is being used in an "
+                                   f"in-place operation (shape {list(self.shape)}, {self.dtype}); wrap it "
+                                   f"in `with ember.no_grad():` or use the out-of-place form")
+            base = self._base
+            if base is not None and not self._detached and base.requires_grad and base.grad_fn is None:
+                raise RuntimeError(f"{op_name}: a view of a leaf Variable that requires grad is being used "
+                                   f"in an in-place operation (view {list(self.shape)} of a leaf "
+                                   f"{list(base.shape)}, {self.dtype})")
+        data = self._data
+        if data.ndim and views.has_internal_overlap(data):
+            raise RuntimeError(f"{op_name}: unsupported operation: more than one element of the written-to "
+                               f"tensor (shape {list(self.shape)}, strides {list(self.stride())}) refers to "
+                               f"a single memory location. Please clone() the tensor before performing "
+                               f"the operation.")
+        if not data.flags.writeable:
+            if self._base is not None:
+                raise RuntimeError(f"{op_name}: the tensor (shape {list(self.shape)}) is a read-only view; "
+                                   f"clone() it before writing")
+            self._data = np.array(data)  # read-only memory from numpy: own a copy
 
     # ------------------------------------------------------------------ printing
     def __repr__(self):
@@ -335,6 +420,62 @@ class Tensor:
             out.grad = self.grad.__deepcopy__(memo)
         memo[id(self)] = out
         return out
+
+
+def _cast_for_inplace(result, target, op_name):
+    """An in-place result in the target's dtype. PyTorch casts down within a category
+    (float64 into float32) but never from a higher category (float into an integer tensor)."""
+    if _CATEGORY[result._data.dtype.kind] > _CATEGORY[target._data.dtype.kind]:
+        raise RuntimeError(f"{op_name}: result type {result.dtype} can't be cast to the desired output type "
+                           f"{target.dtype}")
+    from .math_ops import to_dtype
+    return to_dtype(result, target.dtype)
+
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def _keeping_history(result, target):
+    """`result`'s value connected to `target`'s history with a zero gradient (PyTorch keeps the
+    history of a tensor overwritten in place, e.g. by fill_ or copy_ of a constant)."""
+    from .math_ops import where
+    keep = Tensor._wrap(np.ones((), dtype=bool))
+    return where(keep, result, target)
+
+
+def _rebase_history(written, root, new_root):
+    """After an in-place write into `written` (the root itself, or one of its views): the root
+    takes `new_root`'s history and every live view of it is re-derived from the root."""
+    root.grad_fn = new_root.grad_fn
+    root.requires_grad = True
+    node = new_root.grad_fn
+    if node is not None and root is written:
+        # the node's output is now this tensor's memory: check its version when a VJP reads it
+        node.out = root._data
+        node.out_version = root._version
+        if node.out_ref is not None:
+            node.out_ref = weakref.ref(root)
+    with _tracer_paused(STATE):
+        for alias in views.live_aliases(root):
+            if not alias._detached:
+                derived = views.replay(alias._view_chain, root)
+                alias.grad_fn = derived.grad_fn
+                alias.requires_grad = derived.requires_grad
+
+
+class _tracer_paused:
+    """Eager-only work inside traced code (autograd bookkeeping the graph does not need)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def __enter__(self):
+        self.previous = self.state.recorder
+        self.state.recorder = None
+
+    def __exit__(self, *exc):
+        self.state.recorder = self.previous
+        return False
 
 
 def _rebuild(data, requires_grad):

@@ -17,6 +17,7 @@ import numpy as np
 from ember.ir import Graph, Guard
 from .dispatch import STATE, eager_bind
 from .tensor import Tensor
+from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
 
 _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
     sys.modules["ember"].__file__, __file__))
@@ -56,6 +57,16 @@ class Tracer:
         self.rng_inputs = []  # seed inputs of random draws
         self.values = {}  # node id -> the eager value seen while tracing (gives gradient nodes values)
         self.placeholder_tensors = {}  # placeholder node id -> its tensor
+        self.values_over = {}  # id(memory owner) -> nodes whose value in `values` lies in that memory
+        self.placeholders_under = {}  # id(root tensor) -> inputs and params that are it or views of it
+        self.deriving = False  # re-deriving views after a write (not new computation)
+        # Nodes through which the graph's autodiff would reach a param or input that requires
+        # grad. Where eager autograd did not connect such a value (computed under no_grad, or
+        # detach() / .data) and grad-mode code uses it, the use reads a stop_gradient of it, so
+        # the graph differentiates exactly as eager autograd did.
+        self.differentiable = set()
+        self.stopped = {}  # node -> its stop_gradient node
+        self.wrote = False  # did an in-place op run while tracing
 
     # ------------------------------------------------------------------ placeholders
     def add_input(self, tensor, name):
@@ -70,10 +81,19 @@ class Tracer:
 
     def _register(self, tensor, node):
         self.known[id(tensor)] = node
+        if tensor.requires_grad:
+            self.differentiable.add(node)
         self.keep.append(tensor)
-        self.values[node] = tensor._data
+        self._remember_value(node, tensor._data)
         self.placeholder_tensors[node] = tensor
-        tensor._node = (self, node)  # aliases made by in-place ops inherit the token
+        root = tensor._base if tensor._base is not None else tensor
+        self.placeholders_under.setdefault(id(root), []).append(tensor)
+        tensor._node = (self, node)
+
+    def _remember_value(self, node, array):
+        self.values[node] = array
+        if isinstance(array, np.ndarray):
+            self.values_over.setdefault(id(memory_owner(array)), []).append(node)
 
     def node_of(self, tensor):
         token = tensor._node
@@ -82,9 +102,107 @@ class Tracer:
         node = self.known.get(id(tensor))
         if node is not None:
             return node
+        if tensor._base is not None:  # a view made before the trace: derive it from what the trace knows
+            root, chain = self.functional_root(tensor)
+            if root is not tensor:
+                with self.deriving_views():
+                    node = self.node_of(replay(chain, root))
+                self.rebind(tensor, node)
+                return node
         if tensor.__dict__.get("_born") is self:
             return self._constant(tensor)
         return self._external(tensor)
+
+    def rebind(self, tensor, node):
+        """`tensor` now holds the value of `node` (after a functional update, or derived anew)."""
+        tensor._node = (self, node)
+        self.live[node] = weakref.ref(tensor)
+
+    # ------------------------------------------------------------------ aliasing (functionalization)
+    def functional_root(self, tensor):
+        """(root, chain): the tensor whose node a write through `tensor` updates, and the view
+        chain from it. That is the eager root, or the nearest input or param the tensor is a view
+        of (an argument may itself be a view of the caller's memory, which the trace never sees)."""
+        if id(tensor) in self.known or tensor._base is None:
+            return tensor, ()
+        root, chain = tensor._base, tensor._view_chain
+        best = None
+        for candidate in self.placeholders_under.get(id(root), ()):
+            suffix = chain_suffix(chain, candidate._view_chain)
+            if suffix is not None and (best is None or len(suffix) < len(best[1])):
+                best = (candidate, suffix)
+        if best is not None:
+            return best
+        if id(root) in self.known or id(root) in self.external_names or (
+                root._node is not None and root._node[0] is self):
+            return root, chain
+        return tensor, ()  # its root is out of the function's reach (a detached clone's source, say)
+
+    def before_write(self, tensor):
+        """An in-place op is about to overwrite `tensor`'s memory: the eager values recorded
+        over that memory are copied first, so they keep the values their nodes stand for."""
+        nodes = self.values_over.pop(id(memory_owner(tensor._data)), ())
+        for node in nodes:
+            value = self.values.get(node)
+            if isinstance(value, np.ndarray):
+                self.values[node] = value.copy()
+
+    def record_write(self, tensor, new_value, recorded_history):
+        """`tensor` was written in place with `new_value`: its root gets a functional update
+        (a scatter through the view chain) and every live view of the root is derived anew.
+        When eager autograd did not record the write into the root's history (no_grad, a write
+        through `.data` or `detach()`), the root keeps its gradient path: `overwrite(old, new)`."""
+        from ember.ops import PRIMITIVES
+        self.wrote = True
+        root, chain = self.functional_root(tensor)
+        old = self.node_of(root)
+        if chain:
+            new_root = scatter_into_base(root, chain, new_value)
+        else:
+            new_root = new_value
+        node = self.node_of(new_root)
+        if not recorded_history and root.requires_grad:
+            node = self.graph.add_node("overwrite", [old, node], root.shape, root.dtype, {}, "overwrite")
+            self._remember_value(node, root._data)
+            if old in self.differentiable:
+                self.differentiable.add(node)
+        self.rebind(root, node)
+        with self.deriving_views():
+            for alias in live_aliases(root._base if root._base is not None else root):
+                suffix = chain_suffix(alias._view_chain, root._view_chain)
+                token = alias._node
+                if alias is root or suffix is None or token is None or token[0] is not self:
+                    continue  # (a view the trace has not used yet is derived when first used)
+                derived = replay(suffix, root)
+                self.rebind(alias, derived._node[1])
+
+    def deriving_views(self):
+        return _Deriving(self)
+
+    def record_alias(self, alias, source):
+        """`detach()` / `.data` while tracing: the same value, cut from autodiff."""
+        self.rebind(alias, self.node_of(source))  # (a grad-mode use of it reads a stop_gradient)
+
+    def record_data_assignment(self, tensor, value):
+        """`t.data = value`: the tensor holds the value from now on, its gradient path unchanged."""
+        old, new = self.node_of(tensor), self.node_of(value)
+        if self.graph.spec(old) == self.graph.spec(new):
+            node = self.graph.add_node("overwrite", [old, new], tensor.shape, tensor.dtype, {}, "data")
+            if old in self.differentiable:
+                self.differentiable.add(node)
+        else:
+            node = self.graph.add_node("stop_gradient", [new], value.shape, value.dtype, {}, "data")
+        self._remember_value(node, value._data)
+        self.rebind(tensor, node)
+
+    def _stop_gradient(self, node):
+        stopped = self.stopped.get(node)
+        if stopped is None:
+            spec = self.graph.spec(node)
+            stopped = self.stopped[node] = self.graph.add_node("stop_gradient", [node], spec.shape, spec.dtype,
+                                                                {}, "stop_gradient")
+            self._remember_value(stopped, self.values.get(node))
+        return stopped
 
     def _external(self, tensor):
         """A tensor that existed before the trace and is not an argument (a closed-over
@@ -114,21 +232,28 @@ class Tracer:
                                    {"value": value, "shape": tuple(data.shape), "dtype": data.dtype.name},
                                    name="const")
         tensor._node = (self, node)
-        self.values[node] = data
+        self._remember_value(node, data)
         self.live[node] = weakref.ref(tensor)
         return node
 
     # ------------------------------------------------------------------ recording
     def bind(self, prim, operands, attrs):
         inputs = [self.node_of(t) for t in operands]
+        differentiable = self.differentiable
+        if STATE.grad_enabled and not self.deriving:
+            for i, t in enumerate(operands):
+                if inputs[i] in differentiable and (not t.requires_grad or t.grad_fn is None and id(t) not in self.known):
+                    inputs[i] = self._stop_gradient(inputs[i])  # eager autograd has no path from here to the node's
         STATE.recorder = None  # the eager computation below must not re-enter the tracer
         try:
             result = eager_bind(prim, operands, attrs)
         finally:
             STATE.recorder = self
         node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim))
+        if prim.vjp is not None and any(i in differentiable for i in inputs):
+            differentiable.add(node)
         result._node = (self, node)
-        self.values[node] = result._data
+        self._remember_value(node, result._data)
         if result.grad_fn is not None:
             result.grad_fn.out_token = result._node  # VJPs that read the output refer to this node
         self.live[node] = weakref.ref(result)
@@ -167,7 +292,7 @@ class Tracer:
         for node in self.graph.nodes():  # evaluate the gradient nodes just added
             if node.id not in self.values:
                 out = PRIMITIVES[node.op].impl(*[self.values[i] for i in node.inputs], **node.attrs)
-                self.values[node.id] = out if type(out) is np.ndarray else np.asarray(out)
+                self._remember_value(node.id, out if type(out) is np.ndarray else np.asarray(out))
         for leaf_node, grad_node in grads.items():
             if grad_node is None:
                 continue
@@ -184,6 +309,8 @@ class Tracer:
         tracing keep a token naming this tracer; this keeps that from holding every
         intermediate array of the trace alive."""
         self.values = {}
+        self.values_over = {}
+        self.placeholders_under = {}
         self.keep = []
         self.live = {}
         self.placeholder_tensors = {}
@@ -194,6 +321,38 @@ class Tracer:
         return {n for n, ref in self.live.items() if ref() is not None}
 
     # ------------------------------------------------------------------ finishing
+    def _eager_backward_error(self, outputs):
+        """The error eager backward() from these outputs would raise because an in-place op
+        overwrote a value saved for it (compiled calls must raise it too), or None. Found by a
+        trial backward that accumulates nothing."""
+        from .autograd import run_backward
+        from .dispatch import ModifiedTensorError
+        roots = [t for t in outputs if t.grad_fn is not None]
+        if not roots:
+            return None
+        seeds = [Tensor._wrap(np.ones(t.shape, t._data.dtype)) for t in roots]
+        recorder, STATE.recorder = STATE.recorder, None
+        try:
+            run_backward(roots, seeds, retain_graph=True, create_graph=False, inputs=roots)
+        except ModifiedTensorError as error:
+            return str(error)
+        finally:
+            STATE.recorder = recorder
+        return None
+
+    def _output_views(self, outputs, watched):
+        """{output position: (kind, target, view chain, detached)} for each returned tensor that
+        is an input, param or closed-over tensor, or a view of one: a compiled call returns it
+        as a view of the caller's tensor again (after writing mutations back), as eager does."""
+        owners = {id(t): (kind, target) for kind, target, t in watched}
+        found = {}
+        for position, tensor in enumerate(outputs):
+            root, chain = self.functional_root(tensor)
+            owner = owners.get(id(root))
+            if owner is not None:
+                found[position] = (*owner, chain, tensor._detached and root is not tensor)
+        return found
+
     def finish(self, outputs, watched):
         """Set the graph's outputs and turn rebound inputs/params into mutations.
 
@@ -201,28 +360,32 @@ class Tracer:
         (external) tensors are watched too."""
         self.graph.outputs = [self.node_of(t) for t in outputs]
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
+        self.output_facts = {"output_views": self._output_views(outputs, watched),
+                             "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],
+                             "backward_error": self._eager_backward_error(outputs) if self.wrote else None}
         for kind, target, tensor in watched:
             placeholder = self.known.get(id(tensor))
             token = tensor._node
             if token is not None and token[0] is self and token[1] != placeholder:
                 self.graph.add_mutation(kind, target, token[1])
-                self._restore_memory(tensor, placeholder)
             grad = tensor.grad  # set by a backward() inside the traced code
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
         return self.graph
 
-    def _restore_memory(self, tensor, placeholder):
-        """Tracing records in-place updates by rebinding a tensor to a new array; the real
-        update writes its final value back into the original memory, so numpy arrays and
-        tensor views sharing it see the change (as after an eager in-place op)."""
-        original = self.values.get(placeholder)
-        data = tensor._data
-        if (isinstance(original, np.ndarray) and original is not data and original.flags.writeable
-                and original.shape == data.shape and original.dtype == data.dtype):
-            np.copyto(original, data)
-            tensor._data = original
+
+class _Deriving:
+    def __init__(self, tracer):
+        self.tracer = tracer
+
+    def __enter__(self):
+        self.previous = self.tracer.deriving
+        self.tracer.deriving = True
+
+    def __exit__(self, *exc):
+        self.tracer.deriving = self.previous
+        return False
 
 
 class recording:

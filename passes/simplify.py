@@ -291,6 +291,11 @@ def where_known_condition(graph, node):
     return None
 
 
+def forget_gradient_flow(graph, node):
+    """stop_gradient(x) -> x and overwrite(old, new) -> new: after autodiff they are identities."""
+    return node.inputs[-1]
+
+
 def reduce_no_axes(graph, node):
     """A reduction over no axes that keeps the dtype -> x."""
     x = node.inputs[0]
@@ -442,5 +447,7 @@ RULES = {
     "flip": [flip_nothing, flip_flip],
     "concat": [concat_single],
     "constant": [constant_splat],
+    "stop_gradient": [forget_gradient_flow],
+    "overwrite": [forget_gradient_flow],
 }
 GENERIC_RULES = [fold_constants]  # tried on every node after its op's own rules

@@ -172,6 +172,9 @@ CASES = {
                        {"axis": 1}, None)],
     "slice_update": [Case("steps", [random(5, 6), random(2, 3, seed=1)],
                           {"starts": (1, 0), "stops": (5, 6), "steps": (2, 2)}, None)],
+    # --------------------------------------------------------------- gradient flow (identities on values)
+    "stop_gradient": [Case("matrix", [random(3, 4)], {}, lambda x: x)],
+    "overwrite": [Case("matrix", [random(3, 4), random(3, 4, seed=1)], {}, lambda old, new: new)],
     # --------------------------------------------------------------- contractions
     "matmul": [Case("batch_broadcast", [random(2, 1, 3, 4), random(5, 4, 2, seed=1)], {}, np.matmul),
                Case("plain", [random(3, 4), random(4, 2, seed=1)], {}, np.matmul)],
@@ -196,9 +199,14 @@ def _float_in_and_out(name, case):
         PRIMITIVES[name].infer(*specs, **case.attrs).dtype.is_floating_point
 
 
+# VJPs that are deliberately not the derivative of the value (they steer gradients the way
+# eager autograd did); test_overwrite_routes_the_gradient_to_the_old_value checks this one
+STEERING = {"overwrite"}
+
+
 def _all_cases(only_differentiable=False):
     for name, cases in CASES.items():
-        if only_differentiable and PRIMITIVES[name].vjp is None:
+        if only_differentiable and (PRIMITIVES[name].vjp is None or name in STEERING):
             continue
         for case in cases:
             if only_differentiable and not _float_in_and_out(name, case):
@@ -371,3 +379,20 @@ def test_sigmoid_keeps_the_relative_precision_of_tiny_results():
         normal = np.abs(reference) >= np.finfo(got.dtype).tiny  # subnormal results lose bits
         np.testing.assert_allclose(got[normal], reference[normal], rtol=rtol)
         assert got[-1] != got[-1] and got[-2] == 0 and got[-3] == 1
+
+
+def test_overwrite_routes_the_gradient_to_the_old_value():
+    old = ember.tensor(random(3, 4), requires_grad=True)
+    new = ember.tensor(random(3, 4, seed=1), requires_grad=True)
+    out = PRIMITIVES["overwrite"].bind(old * 1, new * 1)
+    np.testing.assert_array_equal(out.detach().numpy(), random(3, 4, seed=1))
+    (out * ember.tensor(random(3, 4, seed=2))).sum().backward()
+    np.testing.assert_array_equal(old.grad.numpy(), random(3, 4, seed=2))
+    assert new.grad is None
+
+
+def test_stop_gradient_passes_no_gradient():
+    x = ember.tensor(random(3, 4), requires_grad=True)
+    out = PRIMITIVES["stop_gradient"].bind(x * 2) + x
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((3, 4)))

@@ -154,6 +154,13 @@ def _():
     return g, ["exp(%0)"], ["sum("]
 
 
+@case("forget_gradient_flow")
+def _():
+    g, (x, y) = _graph((2, 3), (2, 3))
+    g.outputs = [_op(g, "exp", _op(g, "overwrite", _op(g, "stop_gradient", x), y))]
+    return g, ["exp(%1)"], ["stop_gradient(", "overwrite("]
+
+
 @case("reshape_same_shape")
 def _():
     g, (x,) = _graph((2, 3))

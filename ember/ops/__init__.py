@@ -4,7 +4,7 @@
 Composite ops (linear, softmax, cross_entropy, norms) live in the frontend, built from these.
 """
 from .registry import KINDS, OpError, PRIMITIVES, Primitive, Spec, describe, get, register, set_dispatcher
-from . import elementwise, reduce, movement, indexing, contraction, random_sources  # noqa: F401  (registers the primitives)
+from . import elementwise, reduce, movement, indexing, contraction, random_sources, gradient_flow  # noqa: F401  (registers the primitives)
 from . import compose  # noqa: F401
 
 __all__ = ["KINDS", "OpError", "PRIMITIVES", "Primitive", "Spec", "describe", "get", "register",

@@ -28,7 +28,8 @@ def _reshape_rule(x, shape):
 
 
 register("reshape", "movement", lambda x, shape: x.reshape(shape), _reshape_rule,
-         lambda g, out, x, shape: (C.reshape(g, x.shape),))
+         lambda g, out, x, shape: (C.reshape(g, x.shape),),
+         view=True, view_update=lambda base, new, shape: C.reshape(new, base.shape))
 
 
 def _permute_rule(x, perm):
@@ -45,7 +46,8 @@ def _inverse(perm):
 
 
 register("permute", "movement", lambda x, perm: x.transpose(perm), _permute_rule,
-         lambda g, out, x, perm: (C.permute(g, _inverse(perm)),))
+         lambda g, out, x, perm: (C.permute(g, _inverse(perm)),),
+         view=True, view_update=lambda base, new, perm: C.permute(new, _inverse(perm)))
 
 
 def _broadcast_rule(x, shape):
@@ -56,7 +58,7 @@ def _broadcast_rule(x, shape):
 
 
 register("broadcast_to", "movement", lambda x, shape: np.broadcast_to(x, shape), _broadcast_rule,
-         lambda g, out, x, shape: (C.sum_to(g, x.shape),))
+         lambda g, out, x, shape: (C.sum_to(g, x.shape),), view=True)  # never written through
 
 
 # ----------------------------------------------------------------------------- slice / pad
@@ -88,7 +90,11 @@ def _slice_vjp(g, out, x, starts, stops, steps):
     return (PRIMITIVES["pad"].bind(g, lo=tuple(lo), hi=tuple(hi), interior=tuple(interior), value=0),)
 
 
-register("slice", "movement", _slice, _slice_rule, _slice_vjp)
+def _slice_view_update(base, new, starts, stops, steps):
+    return PRIMITIVES["slice_update"].bind(base, new, starts=starts, stops=stops, steps=steps)
+
+
+register("slice", "movement", _slice, _slice_rule, _slice_vjp, view=True, view_update=_slice_view_update)
 
 
 def _pad_rule(x, lo, hi, interior, value):
@@ -205,7 +211,7 @@ def _unfold_vjp(g, out, x, kernel, stride, dilation):
     return (PRIMITIVES["fold_windows"].bind(g, size=tuple(x.shape[-2:]), stride=stride, dilation=dilation),)
 
 
-register("unfold_windows", "movement", _unfold, _unfold_rule, _unfold_vjp)
+register("unfold_windows", "movement", _unfold, _unfold_rule, _unfold_vjp, view=True)  # overlapping windows
 
 
 def _fold_rule(g, size, stride, dilation):

@@ -36,11 +36,17 @@ def describe(spec):
 
 class Primitive:
     """One op. `impl(*arrays, **attrs)`, `infer(*specs, **attrs) -> Spec`,
-    `vjp(g, out, *inputs, **attrs) -> tuple of cotangents (None where not differentiable)`."""
+    `vjp(g, out, *inputs, **attrs) -> tuple of cotangents (None where not differentiable)`.
 
-    __slots__ = ("name", "kind", "impl", "infer", "vjp", "vjp_uses_output")
+    A view primitive (`view=True`) returns memory shared with its input in eager mode, as the
+    PyTorch op it stands for does (reshape, permute, slice, expand). Its `view_update(base,
+    new_view, **attrs) -> new_base`, written in primitives, is the functional write through the
+    view: eager in-place ops on views and the tracer's functionalization both use it. None means
+    the view cannot be written through (an expanded or overlapping view)."""
 
-    def __init__(self, name, kind, impl, infer, vjp=None):
+    __slots__ = ("name", "kind", "impl", "infer", "vjp", "vjp_uses_output", "view", "view_update")
+
+    def __init__(self, name, kind, impl, infer, vjp=None, view=False, view_update=None):
         assert kind in KINDS, kind
         self.name = name
         self.kind = kind
@@ -49,6 +55,8 @@ class Primitive:
         self.vjp = vjp
         # does the VJP read the primary output? (autograd then keeps it and checks its version)
         self.vjp_uses_output = vjp is not None and "out" in _locals_read(vjp)
+        self.view = view
+        self.view_update = view_update
 
     def __repr__(self):
         return f"<primitive {self.name} ({self.kind})>"
@@ -91,10 +99,10 @@ class dispatching_to:
         return False
 
 
-def register(name, kind, impl, infer, vjp=None):
+def register(name, kind, impl, infer, vjp=None, view=False, view_update=None):
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name} is defined twice")
-    prim = Primitive(name, kind, impl, infer, vjp)
+    prim = Primitive(name, kind, impl, infer, vjp, view, view_update)
     PRIMITIVES[name] = prim
     return prim
 

@@ -12,6 +12,7 @@ from ember import dtypes
 from ember.frontend.autograd import no_grad
 from ember.frontend.dispatch import STATE
 from ember.frontend.tensor import Tensor, Device
+from ember.frontend.views import bump_version
 from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -416,7 +417,7 @@ class Module:
                 new = convert(param)
                 if new is not param:
                     param._data = new._data
-                    param._version += 1
+                    bump_version(param)
                 if param.grad is not None:
                     param.grad = convert(param.grad)
             for name, buf in module._buffers.items():
