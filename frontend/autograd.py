@@ -34,7 +34,7 @@ class Node:
         node.inputs = operands
         # each input as it was: its array, history and version (an in-place op may later
         # rebind the tensor object to a new value; the VJP must see this one)
-        node.saved = [(t._data, t.grad_fn, t.requires_grad, t._version) for t in operands]
+        node.saved = [(t._data, t.grad_fn, t.requires_grad, 0 if t._vc is None else t._vc.value) for t in operands]
         current = STATE.inplace_target
         if current is not None:  # an in-place op computing its new value keeps the old one (original_self)
             node.saved = [(data.copy() if t is current else data, *rest)

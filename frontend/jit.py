@@ -18,9 +18,12 @@ import numpy as np
 from ember.compiler import get_backend
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
+from .python_guards import PythonState, explain_change, explain_settings_change, is_plain_value
 from .segments import Segment, split_trace, array_of
 from .tensor import Tensor
-from .tracer import (Tracer, ReachedState, recording, flatten_tensors, rebuild, template_of, module_state,
+from .views import bump_version, replay
+from .autograd import fails_backward
+from .tracer import (Tracer, recording, flatten_tensors, rebuild, template_of, module_state,
                      external_names, observed_value, _input_name)
 
 DEFAULT_RECOMPILE_LIMIT = 8
@@ -110,7 +113,7 @@ class CompiledFunction:
         self._eager = False
         self._views = {}  # cached module state, see _module_view
         self._settings = {}  # cached module flags and settings, see _module_parts
-        self._reached = ReachedState(fn)  # globals and closure cells the function reads
+        self._reached = PythonState(fn, module, self._module_parts)  # the Python state fn reads: python_guards
         self._eager_signatures = set()  # see _returned_view_of_mutated
         self.__wrapped__ = fn
 
@@ -160,8 +163,16 @@ class CompiledFunction:
             segment = child
         self.report.compiled_calls += 1
         self._write_back(segment, env, params, inputs)
-        outputs = (_as_tensor(env[node]) for node in segment.result_nodes)
-        return rebuild(segment.result, outputs)
+        outputs = [_as_tensor(env[node]) for node in segment.result_nodes]
+        if with_autograd:
+            for position in segment.outputs_without_grad:  # as eagerly: e.g. a .grad read in the function
+                outputs[position] = outputs[position].detach()
+            if segment.backward_error is not None:  # eagerly, backward() would hit an overwritten saved value
+                outputs = [fails_backward(o, segment.backward_error) if o.requires_grad else o for o in outputs]
+        for position, (kind, target, chain, detached) in segment.output_views.items():
+            view = replay(chain, params[target] if kind == "param" else inputs[target])  # the caller's memory
+            outputs[position] = view.detach() if detached else view
+        return rebuild(segment.result, iter(outputs))
 
     def _bind_params(self, tree):
         """{param name: tensor} for every param of the tree's segments: module state by name,
@@ -256,7 +267,7 @@ class CompiledFunction:
                 np.copyto(current, data)  # through views too: memory shared with the caller sees it
             else:
                 target._data = np.array(data, copy=True)
-            target._version += 1
+            bump_version(target)
 
     # ------------------------------------------------------------------ tracing
     def _trace(self, signature, args, kwargs, reason, tree, confirming=False):
@@ -282,14 +293,20 @@ class CompiledFunction:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
         externals = {name: weakref.ref(t) for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
-        aliased = _returned_view_of_mutated(graph, outputs, watched + [("param", n, t) for n, t in tracer.externals])
+        output_facts = tracer.output_facts
+        output_views = output_facts["output_views"]
+        aliased = _returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
+                                            watched + [("param", n, t) for n, t in tracer.externals])
         tracer.release()
-        if aliased is not None:
-            # a returned view of a tensor the function then updates in place: eager returns memory
-            # that shows the update, which a compiled program's fresh outputs cannot reproduce
+        changed = self._python_state_changed_by_call(signature, args, kwargs)
+        if aliased is not None or changed is not None:
+            # a returned view of a tensor the function then updates in place (eager returns memory
+            # that shows the update, which a compiled program's fresh outputs cannot reproduce), or
+            # Python state the function both reads and changes (a compiled call would not change it)
+            why = f"returns {aliased}" if aliased is not None else f"the call changes {changed}, which it reads"
             self._eager_signatures.add(signature)
             self.report.eager_reasons.append(
-                f"{self._describe_signature(signature)}: returns {aliased}; this signature runs eagerly")
+                f"{self._describe_signature(signature)}: {why}; this signature runs eagerly")
             self._cache.pop(signature, None)
             return result
 
@@ -307,13 +324,13 @@ class CompiledFunction:
             self.report.recompiles.append(reason)
             tree = None
         new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes,
-                                           trainable)
+                                           trainable, output_facts)
         self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
                                               self._describe_signature(signature), len(graph), new_segments,
                                               len(graph.guards), time.perf_counter() - start))
         return result
 
-    def _attach(self, tree, pieces, externals, graph, result, signature, input_nodes, trainable):
+    def _attach(self, tree, pieces, externals, graph, result, signature, input_nodes, trainable, output_facts):
         """Add the trace's segments to the signature's tree, compiling only the new ones:
         follow the cached tree along the trace's guard outcomes to where it diverges."""
         start, parent = 0, None
@@ -336,6 +353,7 @@ class CompiledFunction:
             built.append(segment)
         built[-1].result = template_of(result)
         built[-1].result_nodes = list(graph.outputs)
+        vars(built[-1]).update(output_facts)  # output_views, outputs_without_grad, backward_error
         built[-1].mutations = list(graph.mutations)
         if parent is not None:
             parent.children[pieces[start - 1][1].expected] = built[0]
@@ -349,6 +367,23 @@ class CompiledFunction:
             tree.unconfirmed = bool(graph.mutations)
             tree.trains_itself = any(m.kind == "param" and m.target in trainable for m in graph.mutations)
         return len(built), start
+
+    def _python_state_changed_by_call(self, signature, args, kwargs):
+        """What Python state the traced call changed among the values its signature guards
+        (`state['flag'] = not state['flag']`), as the report words it, or None."""
+        before = [part for part in signature if part[0] == "python"]
+        if not before:
+            return None
+        after = []
+        flat = flatten_tensors((args, kwargs), "args")
+        self._reached.add_parts(after, {id(t) for _, t in flat})
+        after = [part for part in after if part[0] == "python"]
+        if len(after) != len(before):  # the state's shape itself changed: the next call re-traces
+            return None
+        for old, new in zip(before, after):  # (the same sources in the same order)
+            if old != new:
+                return explain_change(new[2], new[1], new[3], old[4], new[4])
+        return None
 
     def _fall_back(self, args, kwargs, reason):
         self._fall_back_after(reason)
@@ -372,31 +407,39 @@ class CompiledFunction:
     def _signature(self, args, kwargs, flat, positional=False):
         """Everything a trace specialises on: arguments (tensor shapes, dtypes, requires_grad,
         which arguments alias each other, Python values), grad mode, and the state the function
-        reaches: modules (flags, params, settings), optimizers (hyperparameters such as lr),
-        plain global values and the identity of global tensors."""
+        reaches: modules (flags, params, settings), optimizers (hyperparameters such as lr), and
+        every Python value its code reads (python_guards.PythonState: globals, closure cells,
+        containers, attributes of objects, classes and modules, tensors they hold). State that
+        cannot be guarded gives a signature that runs eagerly, with the reason in the report."""
         parts = [("grad", STATE.grad_enabled), ("aliasing", _aliasing(flat))]  # __call__ reads [1]
+        argument_ids = {id(t) for _, t in flat}
         if positional:  # what _leaf_signature gives for ((tensor, ...), {}), without the walk
             containers = _positional_containers(len(args))
             parts += containers[:2]
             parts += [("tensor", path, t._data.shape, t._data.dtype, t.requires_grad) for path, t in flat]
             parts.append(containers[2])
         else:
-            _leaf_signature((args, kwargs), "args", parts)
-        argument_ids = {id(t) for _, t in flat}
+            refusals = []  # of object arguments
+
+            def object_key(value, path):
+                key = self._reached.argument_key(value, _input_name(self.fn, path), argument_ids, parts)
+                if key[0] == "refused":
+                    refusals.append(key[1])
+                return key
+            _leaf_signature((args, kwargs), "args", parts, object_key)
         if self.module is not None:
             self._module_parts(self.module, "self", parts)
-        for name, value in self._reached.values():
-            if hasattr(value, "named_parameters") and hasattr(value, "modules"):
-                self._module_parts(value, name, parts)
-            elif hasattr(value, "param_groups") and hasattr(value, "state"):
-                parts.append(("optimizer", name, id(value), tuple(
-                    tuple((k, v) for k, v in group.items() if k != "params" and _is_plain(v))
-                    for group in value.param_groups)))
-            elif isinstance(value, Tensor):  # (also: is it passed as an argument too?)
-                parts.append(("global tensor", name, id(value), value._data.shape, value._data.dtype,
-                              value.requires_grad, id(value) in argument_ids))
-            elif _is_plain(value):
-                parts.append(("global", name, value))
+        refusal = self._reached.add_parts(parts, argument_ids)
+        if refusal is None and not positional and refusals:
+            refusal = refusals[0]
+        if refusal is not None:
+            parts.append(("refused", refusal))
+            signature = tuple(parts)
+            if signature not in self._eager_signatures:
+                self._eager_signatures.add(signature)
+                self.report.eager_reasons.append(f"{self._describe_signature(signature)}: {refusal}; ember cannot "
+                                                 f"guard it, so calls like this one run eagerly")
+            return signature
         return tuple(parts)
 
     def _describe_signature(self, signature):
@@ -429,8 +472,14 @@ def explain_signature_change(fn, old, new):
         if before == part:
             continue
         if before is None:
-            changes.append(f"new argument {_input_name(fn, key[1])}" if part[0] in ("tensor", "value", "object")
-                           else f"new {' '.join(map(str, key))}")
+            if part[0] == "python":
+                changes.append(f"{part[2]} {part[1]}" + (f" (read by {part[3]})" if part[3] else "")
+                               + " is read now (new code reached)")
+            elif part[0] == "refused":
+                changes.append(f"{part[1]} (not guarded: runs eagerly)")
+            else:
+                changes.append(f"new argument {_input_name(fn, key[1])}" if part[0] in (
+                    "tensor", "value", "object") else f"new {' '.join(map(str, key))}")
             continue
         kind = part[0]
         name = _input_name(fn, part[1]) if kind in ("tensor", "value", "object") else kind
@@ -456,35 +505,44 @@ def explain_signature_change(fn, old, new):
             owner = "" if part[1] == "self" else f" of {part[1]}"
             changes.append(f"parameters or buffers{owner} were replaced or changed requires_grad/dtype")
         elif kind == "settings":
-            changes.append(f"module settings of {part[1]} changed (e.g. Dropout.p)")
+            changes.append(f"module settings of {part[1]} changed: {explain_settings_change(before[2], part[2])}")
         elif kind == "optimizer":
             changes.append(f"hyperparameters of {part[1]} changed (e.g. lr from a scheduler): "
                            f"{before[3]} -> {part[3]}")
-        elif kind == "global":
-            changes.append(f"global {part[1]}: {before[2]!r} -> {part[2]!r}")
-        elif kind == "global tensor":
-            changes.append(f"global tensor {part[1]} was replaced or changed")
+        elif kind == "python":
+            _, label, what, reader, key = part
+            changes.append(explain_change(what, label, reader, before[4], key))
+        elif kind == "object":
+            changes.append(explain_change("argument", name, "", before[3], part[3]))
+        elif kind == "refused":
+            changes.append(f"{part[1]} (not guarded: runs eagerly)")
         elif kind == "aliasing":
             changes.append(f"which arguments share memory: {before[1]} -> {part[1]}")
         else:
             changes.append(f"{name} changed")
-    return "; ".join(changes) or "new call signature"
+    return "; ".join(dict.fromkeys(changes)) or "new call signature"
 
 
 def _part_key(part):
-    """Signature parts about an argument or a named piece of state are keyed by (kind, name)."""
+    """Signature parts about an argument or a named piece of state are keyed by (kind, name);
+    Python state by (kind, path, what it is, which function reads it)."""
+    if part[0] == "python":
+        return part[:4]
     return part[:1] if part[0] in ("grad", "aliasing") else part[:2]
 
 
 def _is_plain(value):
-    if value is None or isinstance(value, (bool, int, float, str, np.number)):
-        return True
-    return isinstance(value, tuple) and len(value) <= 8 and all(_is_plain(v) for v in value)
+    return is_plain_value(value)
 
 
 def _plain_settings(module):
-    return tuple((k, v) for k, v in vars(module).items() if not k.startswith("_") and k != "training"
-                 and _is_plain(v))
+    """A module's plain attributes (Dropout.p, flags a forward reads) and its forward hooks: the
+    module parts cache them until ember.nn's settings version moves."""
+    settings = tuple((k, v) for k, v in vars(module).items() if not k.startswith("_") and k != "training"
+                     and _is_plain(v))
+    hooks = tuple(hook for table in ("_forward_pre_hooks", "_forward_hooks")
+                  for hook in (vars(module).get(table) or {}).values())
+    return settings + ((("forward hooks", hooks),) if hooks else ())
 
 
 def _aliasing(flat):
@@ -521,23 +579,25 @@ def _positional_containers(count):
             ("container", "args[1]", "dict", ()))
 
 
-def _leaf_signature(value, path, parts):
+def _leaf_signature(value, path, parts, object_key):
+    """Signature parts of an argument: tensors by shape, dtype and requires_grad, containers by
+    their length or keys, Python values by value, other objects by `object_key(value, path)` (the
+    readable state of the object, python_guards.PythonState.argument_key)."""
     if isinstance(value, Tensor):
         data = value._data
         parts.append(("tensor", path, data.shape, data.dtype, value.requires_grad))
     elif isinstance(value, (tuple, list)):
         parts.append(("container", path, type(value).__name__, len(value)))
         for i, v in enumerate(value):
-            _leaf_signature(v, f"{path}[{i}]", parts)
+            _leaf_signature(v, f"{path}[{i}]", parts, object_key)
     elif isinstance(value, dict):
         parts.append(("container", path, "dict", tuple(value.keys())))
         for k, v in value.items():
-            _leaf_signature(v, f"{path}[{k!r}]", parts)
+            _leaf_signature(v, f"{path}[{k!r}]", parts, object_key)
     elif value is None or isinstance(value, (bool, int, float, str, bytes, np.number)):
         parts.append(("value", path, type(value).__name__, value))
-    else:  # an object argument: its identity and its plain attributes
-        settings = _plain_settings(value) if hasattr(value, "__dict__") else ()
-        parts.append(("object", path, type(value).__name__, id(value), settings))
+    else:  # an object argument: what code can read of it
+        parts.append(("object", path, type(value).__name__, object_key(value, path)))
 
 
 def _walk(segment):

@@ -46,6 +46,7 @@ class RemovableHandle:
 
     def remove(self):
         self.hooks.pop(self.id, None)
+        _settings_version[0] += 1
 
     def __enter__(self):
         return self
@@ -145,6 +146,7 @@ class Module:
 
     @staticmethod
     def _add_hook(hooks, with_kwargs_set, hook, prepend, with_kwargs):
+        _settings_version[0] += 1  # compiled callers re-read the module's settings (hooks included)
         handle = RemovableHandle(hooks)
         hooks[handle.id] = hook
         if with_kwargs:
