@@ -5,17 +5,22 @@ An entry is a payload (the shared library or object code of one program, the obj
 one support-library piece, or nothing) plus a small JSON description (what the runtime needs
 to call a program without lowering it again), keyed by a SHA-256 over everything that changes
 the code: the planned graph's JSON, the target (triple, CPU name and features, llvmlite
-version), ember's version, the code generator's own source and build options (`cache_key`).
+version), ember's version, the source of every module the code generator imports
+(`code_generator_sources`, derived from its import statements) and build options (`cache_key`).
 Files live under EMBER_CACHE_DIR (ember/config.py) as `<key[:2]>/<key>.<kind>` (kind `so`,
 `o` or `json`): the payload first (a cached library is an ELF file that `nm` can read), then
 the description, then a trailer with both lengths and a checksum. Entries are written atomically (a
 temporary file in the same folder, then os.replace), so a reader never sees half a file; a
 corrupted or truncated entry is reported with a warning, removed and rebuilt by the caller.
 """
+import functools
 import hashlib
+import importlib.machinery
 import json
 import os
+import re
 import struct
+import sys
 import tempfile
 import warnings
 
@@ -37,28 +42,132 @@ def cache_key(*parts):
     return digest.hexdigest()
 
 
-def source_digest(*paths):
-    """A hash of source files (paths or modules): generated code changes when they do."""
+# Where the code generator starts: the modules it imports, transitively, are its source.
+CODE_GENERATOR_ROOT = "ember.compiler.llvm_backend"
+# Packages whose output reaches the key as data rather than as code: the IR and the passes
+# (the planned graph's JSON, fusion groups and memory plan are hashed) and the frontend (it
+# only builds graphs). ember's top-level package is imported for its version, also hashed.
+KEYED_AS_DATA = ("ember.ir", "ember.passes", "ember.frontend")
+
+# one import statement from the start of its line: `from (module) import (names)` (in
+# parentheses or continued with backslashes) or `import (modules)`
+_IMPORT = re.compile(rb"[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|(?:[^\n#;\\]|\\\r?\n)*)"
+                     rb"|import[ \t]+((?:[^\n#;\\]|\\\r?\n)+))")
+_SEMICOLON = re.compile(rb"[ \t]*;")
+
+
+def _read_source(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@functools.lru_cache(maxsize=None)
+def code_generator_modules(root=CODE_GENERATOR_ROOT):
+    """{module name: source path} of `root` and every module of its package that it imports,
+    at module level or inside a function, transitively (with their packages), except the
+    top-level package and KEYED_AS_DATA. Found in the source text without importing anything
+    (a cached program loads without llvmlite), so the list follows the code: no one keeps it."""
+    return {name: path for name, (path, _) in _scan(root).items()}
+
+
+@functools.lru_cache(maxsize=None)
+def code_generator_sources(root=CODE_GENERATOR_ROOT):
+    """SHA-256 (hex) over the names and source bytes of `code_generator_modules(root)`, read
+    once per process (the code this process runs)."""
     digest = hashlib.sha256()
-    for path in paths:
-        path = getattr(path, "__file__", path)
-        digest.update(os.path.basename(path).encode())
-        with open(path, "rb") as f:
-            digest.update(f.read())
+    for name, (_, source) in _scan(root).items():
+        for part in (name.encode(), source):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
     return digest.hexdigest()
 
 
-def code_generator_sources():
-    """Every file whose change changes generated machine code: the lowering, the loop IR,
-    all compiler/llvm_*.py modules (kernels, math, sgemm, convolutions, target), the support
-    library's pieces, the linker and the runtime's calling convention."""
-    import glob
-    here = os.path.dirname(os.path.abspath(__file__))
-    runtime = os.path.join(os.path.dirname(here), "runtime")
-    files = sorted(glob.glob(os.path.join(here, "llvm_*.py")) + glob.glob(os.path.join(here, "lowering*.py")))
-    files += [os.path.join(here, name) for name in ("loop_ir.py", "support_library.py", "linker.py")]
-    files += [os.path.join(runtime, "cpu_program.py")]
-    return source_digest(*files)
+def _scan(root):
+    """{module name: (path, source bytes)} for `code_generator_modules`, sorted by name."""
+    top = root.split(".")[0]
+    data_packages = tuple(package + "." for package in KEYED_AS_DATA)
+    found, seen, pending, located = {}, set(), [root], {}
+    while pending:
+        name = pending.pop()
+        if name in seen or not name.startswith(top + ".") or name in KEYED_AS_DATA \
+                or name.startswith(data_packages):
+            continue
+        seen.add(name)
+        path, folders = _locate(name, located)
+        if path is None:  # an attribute (`from .loop_ir import Loop`) or no Python source
+            continue
+        source = _read_source(path)
+        found[name] = (path, source)
+        pending.append(name.rpartition(".")[0])  # importing a module runs its package first
+        for module, names in _imports(name, folders is not None, source):
+            pending.append(module)
+            if names and (module + ".").startswith(top + ".") and _locate(module, located)[1] is not None:
+                pending.extend(f"{module}.{leaf}" for leaf in names)  # `from package import module`
+    return dict(sorted(found.items()))
+
+
+def _locate(name, located):
+    """(source path or None, package folders or None) of module `name`, from sys.modules or
+    beside its parent package's source, never imported; `located` remembers answers."""
+    if name not in located:
+        module = sys.modules.get(name)
+        if module is not None:
+            path, folders = getattr(module, "__file__", None), getattr(module, "__path__", None)
+        elif "." not in name:  # a top-level package not imported yet: on sys.path
+            spec = importlib.machinery.PathFinder.find_spec(name)
+            path, folders = (spec.origin, spec.submodule_search_locations) if spec else (None, None)
+        else:
+            parent, _, leaf = name.rpartition(".")
+            path = folders = None
+            for folder in _locate(parent, located)[1] or []:
+                if os.path.isfile(os.path.join(folder, leaf + ".py")):
+                    path = os.path.join(folder, leaf + ".py")
+                    break
+                if os.path.isfile(os.path.join(folder, leaf, "__init__.py")):
+                    path, folders = os.path.join(folder, leaf, "__init__.py"), [os.path.join(folder, leaf)]
+                    break
+        located[name] = (path if path and path.endswith(".py") else None,
+                         list(folders) if folders is not None else None)
+    return located[name]
+
+
+def _imports(name, is_package, text):
+    """(module, names) per import statement of a module's source bytes, module names made
+    absolute: `import a.b` gives (a.b, []), `from .c import d, e` (package.c, [d, e]). A
+    docstring line that reads like an import adds a name at worst; a missing one is skipped."""
+    package = name if is_package else name.rpartition(".")[0]
+    for match in _import_statements(text):
+        source, names, plain = (None if group is None else group.decode().replace("\\", " ")
+                                for group in match.groups())
+        if plain is not None:
+            for part in plain.split(","):
+                if part.split():
+                    yield part.split()[0], ()
+            continue
+        dots = len(source) - len(source.lstrip("."))
+        if dots:
+            base = package.rsplit(".", dots - 1)[0] if dots > 1 else package
+            source = f"{base}.{source[dots:]}" if source[dots:] else base
+        yield source, [part.split()[0] for part in names.strip("()").split(",") if part.split()]
+
+
+def _import_statements(text):
+    """Matches of _IMPORT for the statements of every line holding the word `import` (found
+    by a literal search: several times faster than a multi-line regex over the whole text)."""
+    position = text.find(b"import")
+    while position >= 0:
+        start, end = text.rfind(b"\n", 0, position) + 1, position + 6
+        while True:
+            match = _IMPORT.match(text, start)
+            if match is None:
+                break
+            yield match
+            end = max(end, match.end())
+            separator = _SEMICOLON.match(text, match.end())  # `import a; import b`
+            if separator is None:
+                break
+            start = separator.end()
+        position = text.find(b"import", end)
 
 
 class Entry:

@@ -296,13 +296,16 @@ class _BodyWriter:
         b.position_at_end(done)
 
     def parallel_loop(self, stmt):
-        """Outline the loop into `name.loop(slots, status, threads, outer accumulators, lo, hi)`
-        and run it on libgomp's threads through a trampoline `name.par(ctx)`."""
+        """Outline the loop into `kernel.var.loop(slots, status, threads, outer accumulators,
+        lo, hi)` and run it on libgomp's threads through a trampoline `kernel.var.par(ctx)`."""
         writer = self.writer
         b = self.builder
         outer = sorted(n for n in _accumulators_read(stmt.body) if n in self.accumulators)
         outer_types = [VALUE_TYPES[writer.acc_dtypes[n]] for n in outer]
-        loop_fn = writer.new_function(f"{writer.symbol}.loop{id(stmt) % 100000}",
+        # named after the kernel and the loop's variable (content, not object identity), so
+        # the same program always gives the same symbols; get_unique_name guards repeats
+        base = f"{writer.symbol}.{stmt.name}"
+        loop_fn = writer.new_function(self.module.get_unique_name(base + ".loop"),
                                       writer.signature(outer_types + [I64, I64]))
         n_slots = len(writer.kernel.slots)
         inner_builder = ir.IRBuilder(loop_fn.append_basic_block("entry"))
@@ -315,7 +318,7 @@ class _BodyWriter:
 
         values = [b.load(self.accumulators[n], typ=t) for n, t in zip(outer, outer_types)]
         fixed = list(self.slots) + [self.status, self.threads] + values
-        trampoline = _write_trampoline(self.module, f"{writer.symbol}.par{id(stmt) % 100000}", loop_fn,
+        trampoline = _write_trampoline(self.module, self.module.get_unique_name(base + ".par"), loop_fn,
                                        [a.type for a in fixed], stmt.extent)
         with b.if_else(b.icmp_signed(">", self.threads, ir.Constant(I32, 1))) as (many, one):
             with many:

@@ -67,7 +67,10 @@ class Scope:
 
     @property
     def key(self):
-        return tuple(id(loop) for loop in self.loops) + (id(self.before),)
+        """Where this scope's statements go, by identity (the body, the loops, the statement
+        to precede): lowering memoizes values per key and keeps the scope alive beside each
+        entry, so no id is reused by a later object while the memo lives."""
+        return (id(self.top), *(id(loop) for loop in self.loops), id(self.before))
 
 
 def same_strides(strides, wanted, shape):

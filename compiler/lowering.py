@@ -193,8 +193,8 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
             return L.load(self.slot(key), offset, node.dtype, *bound)
         memo_key = (node_id, idx, scope.key)
         if memo_key not in self.memo:
-            self.memo[memo_key] = self.compute(node, idx, scope)
-        return self.memo[memo_key]
+            self.memo[memo_key] = (self.compute(node, idx, scope), scope)  # the scope pins its ids
+        return self.memo[memo_key][0]
 
     def compute(self, node, idx, scope):
         kind = PRIMITIVES[node.op].kind
