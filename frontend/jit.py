@@ -96,6 +96,7 @@ class TraceTree:
         self.bound_params = None  # (segments, module view version, module, {name: tensor}): the same
         self.trains_itself = False  # the program writes new values into params that require grad
         self.segment_count = 0
+        self.state_roots = set()  # ids of the roots of params and closed-over tensors (see _execute)
 
 
 class CompiledFunction:
@@ -144,6 +145,16 @@ class CompiledFunction:
         params = self._bind_params(tree)
         if params is None:
             return self._trace(signature, args, kwargs, "a closed-over tensor was freed", None)
+        roots = tree.state_roots
+        if roots:
+            for t in inputs:
+                base = t._base
+                if id(t if base is None else base) in roots:
+                    # an argument sharing memory with a param or closed-over tensor (e.g. a view of
+                    # it): a write through one must show through the other, which this program,
+                    # traced without that sharing, cannot do; run this call eagerly
+                    self.report.eager_calls += 1
+                    return self.fn(*args, **kwargs)
         # outputs carry autograd history unless the program updates its own trainable params
         # (a whole training step: its loss is for reading, not for another backward)
         with_autograd = STATE.grad_enabled and not tree.trains_itself and (
@@ -188,6 +199,8 @@ class CompiledFunction:
                         externals[name] = ref
                     else:
                         sources[name] = name
+            # (a .grad bound by path comes after the param it belongs to)
+            externals = sorted(externals.items(), key=lambda item: type(item[1]) is GradOf)
             tree.param_sources = (segments, sources, externals)
         _, sources, externals = tree.param_sources
         view = self._module_view() if self.module is not None else (None, {}, None, None)
@@ -198,8 +211,8 @@ class CompiledFunction:
                 return None
             bound = tree.bound_params = (segments, view[0], view[3], {name: state[name] for name in sources})
         params = dict(bound[3])
-        for name, ref in externals.items():
-            tensor = ref()
+        for name, ref in externals:
+            tensor = ref(params) if type(ref) is GradOf else ref()
             if tensor is None:
                 return None
             params[name] = tensor
@@ -283,15 +296,23 @@ class CompiledFunction:
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
+        histories = [t.grad_fn for _, t in arg_tensors]
         with recording(tracer):
             result = self.fn(*args, **kwargs)
+        if STATE.grad_enabled and any(t.grad_fn is not h for (_, t), h in zip(arg_tensors, histories)):
+            # an argument written in place with autograd recording: its new history is eager autograd's
+            tracer.eager_reason = "writes in place into an argument that has autograd history"
+        state_roots = {id(_root_of(t)) for t in [t for _, t in state] + [t for _, t in tracer.externals]}
+        if any(id(_root_of(t)) in state_roots for _, t in arg_tensors):
+            tracer.eager_reason = "an argument shares memory with a param or closed-over tensor it reads"
         outputs = flatten_tensors(result)
         watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
         graph = tracer.finish([t for _, t in outputs], watched)
         pieces = split_trace(tracer, graph)
         for g in graph.guards:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
-        externals = {name: weakref.ref(t) for name, t in tracer.externals}
+        externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else weakref.ref(t)
+                     for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
         output_facts = tracer.output_facts
         output_views = output_facts["output_views"]
@@ -299,11 +320,13 @@ class CompiledFunction:
                                             watched + [("param", n, t) for n, t in tracer.externals])
         tracer.release()
         changed = self._python_state_changed_by_call(signature, args, kwargs)
-        if aliased is not None or changed is not None:
+        if aliased is not None or changed is not None or tracer.eager_reason is not None:
             # a returned view of a tensor the function then updates in place (eager returns memory
-            # that shows the update, which a compiled program's fresh outputs cannot reproduce), or
-            # Python state the function both reads and changes (a compiled call would not change it)
-            why = f"returns {aliased}" if aliased is not None else f"the call changes {changed}, which it reads"
+            # that shows the update, which a compiled program's fresh outputs cannot reproduce),
+            # Python state the function both reads and changes (a compiled call would not change
+            # it), or autograd effects of the call that only eager mode has (tracer.eager_reason)
+            why = (f"returns {aliased}" if aliased is not None else
+                   f"the call changes {changed}, which it reads" if changed is not None else tracer.eager_reason)
             self._eager_signatures.add(signature)
             self.report.eager_reasons.append(
                 f"{self._describe_signature(signature)}: {why}; this signature runs eagerly")
@@ -325,6 +348,7 @@ class CompiledFunction:
             tree = None
         new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes,
                                            trainable, output_facts)
+        self._cache[signature].state_roots |= state_roots
         self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
                                               self._describe_signature(signature), len(graph), new_segments,
                                               len(graph.guards), time.perf_counter() - start))
@@ -365,7 +389,8 @@ class CompiledFunction:
                 self._signatures.append(signature)
             self._cache[signature] = tree
             tree.unconfirmed = bool(graph.mutations)
-            tree.trains_itself = any(m.kind == "param" and m.target in trainable for m in graph.mutations)
+            tree.trains_itself = output_facts["ran_backward"] and any(
+                m.kind == "param" and m.target in trainable for m in graph.mutations)
         return len(built), start
 
     def _python_state_changed_by_call(self, signature, args, kwargs):
@@ -598,6 +623,24 @@ def _leaf_signature(value, path, parts, object_key):
         parts.append(("value", path, type(value).__name__, value))
     else:  # an object argument: what code can read of it
         parts.append(("object", path, type(value).__name__, object_key(value, path)))
+
+
+def _root_of(tensor):
+    return tensor if tensor._base is None else tensor._base
+
+
+class GradOf:
+    """Binds a closed-over param's `.grad` by path: the param's `.grad` at each call (the trace
+    read that attribute, not one tensor object)."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    def __call__(self, params):
+        owner = params.get(self.owner)
+        return None if owner is None else owner.grad
 
 
 def _walk(segment):

@@ -67,6 +67,9 @@ class Tracer:
         self.differentiable = set()
         self.stopped = {}  # node -> its stop_gradient node
         self.wrote = False  # did an in-place op run while tracing
+        self.ran_backward = False  # did the traced code call backward() (a training step)
+        self.grads_of = {}  # external param name -> the param whose .grad it is (bound by path)
+        self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
     def add_input(self, tensor, name):
@@ -133,10 +136,10 @@ class Tracer:
                 best = (candidate, suffix)
         if best is not None:
             return best
-        if id(root) in self.known or id(root) in self.external_names or (
+        if not tensor._detached or id(root) in self.known or id(root) in self.external_names or (
                 root._node is not None and root._node[0] is self):
-            return root, chain
-        return tensor, ()  # its root is out of the function's reach (a detached clone's source, say)
+            return root, chain  # (a root the function never names is bound as a hidden param)
+        return tensor, ()  # a detached alias of memory out of the function's reach (a clone's source)
 
     def before_write(self, tensor):
         """An in-place op is about to overwrite `tensor`'s memory: the eager values recorded
@@ -155,6 +158,11 @@ class Tracer:
         from ember.ops import PRIMITIVES
         self.wrote = True
         root, chain = self.functional_root(tensor)
+        if not recorded_history and root.grad_fn is not None and STATE.grad_enabled:
+            # eager autograd's saved values see this unrecorded write (through .data or detach());
+            # the graph's autodiff would use the values from before it
+            self.eager_reason = (f"writes through .data or detach() into a tensor with autograd history "
+                                 f"(shape {list(root.shape)})")
         old = self.node_of(root)
         if chain:
             new_root = scatter_into_base(root, chain, new_value)
@@ -206,12 +214,18 @@ class Tracer:
 
     def _external(self, tensor):
         """A tensor that existed before the trace and is not an argument (a closed-over
-        module's weight, an optimizer's buffer): a param bound to that very tensor at each call."""
-        name = self.external_names.get(id(tensor)) or f"external_{len(self.externals)}"
+        module's weight, an optimizer's buffer): a param bound to that very tensor at each call,
+        or, for the `.grad` of a param, to that param's `.grad` at each call."""
+        owner = next((name for name, node in self.graph.params.items()
+                      if self.placeholder_tensors[node].grad is tensor), None)
+        name = f"{owner}.grad" if owner is not None else (
+            self.external_names.get(id(tensor)) or f"external_{len(self.externals)}")
         while name in self.graph.params:
             name += "_"
         node = self.add_param(tensor, name)
         self.externals.append((name, tensor))
+        if owner is not None:
+            self.grads_of[name] = owner
         return node
 
     def random(self, distribution, shape, dtype, a, b):
@@ -280,6 +294,7 @@ class Tracer:
         """`loss.backward()` inside traced code: the autodiff pass differentiates the recorded
         graph; the new gradient nodes get their values from the interpreter, so tracing goes
         on (an optimizer step can read `.grad`), and the whole step is one graph."""
+        self.ran_backward = True
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
         for t in tensors:
@@ -362,7 +377,8 @@ class Tracer:
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
         self.output_facts = {"output_views": self._output_views(outputs, watched),
                              "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],
-                             "backward_error": self._eager_backward_error(outputs) if self.wrote else None}
+                             "backward_error": self._eager_backward_error(outputs) if self.wrote else None,
+                             "ran_backward": self.ran_backward}
         for kind, target, tensor in watched:
             placeholder = self.known.get(id(tensor))
             token = tensor._node

@@ -355,3 +355,82 @@ def test_compiled_embedding_backward_leaves_the_padding_row_at_zero(backend):
     for _ in range(3):
         grad = compiled(ember.tensor([0, 1, 0, 2, 1])).numpy()
         np.testing.assert_array_equal(grad, [[0, 0, 0], [4, 4, 4], [2, 2, 2], [0, 0, 0], [0, 0, 0]])
+
+
+# ----------------------------------------------------------------------------- found by adversarial review
+
+def test_gradient_accumulation_over_compiled_calls_while_the_caller_keeps_old_grads():
+    w = ember.tensor([1.0, 2.0], requires_grad=True)
+
+    def f(x):
+        (w * x).sum().backward()
+        return x.sum()
+
+    compiled = ember.compile(f)
+    held = []
+    for step in range(1, 6):
+        compiled(ember.ones(2))
+        held.append(w.grad)  # the caller keeps every step's .grad object alive
+        assert w.grad.tolist() == [float(step)] * 2
+
+
+def test_a_compiled_forward_that_renormalises_its_weight_under_no_grad_still_trains_it():
+    ember.manual_seed(0)
+    emb = nn.Embedding(5, 3, max_norm=1.0)
+    head = nn.Linear(3, 1)
+    compiled = ember.compile(emb)
+    for _ in range(4):
+        emb.zero_grad()
+        head(compiled(ember.tensor([1, 2]))).sum().backward()
+        assert emb.weight.grad is not None and float(emb.weight.grad.abs().sum()) > 0
+
+
+def test_a_compiled_in_place_write_into_an_argument_with_history_keeps_the_history():
+    compiled = ember.compile(lambda y: y.mul_(2).sum())
+    for _ in range(3):
+        a = ember.ones(3, requires_grad=True)
+        y = a + 0
+        compiled(y)
+        y.sum().backward()
+        assert a.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_an_argument_that_is_a_view_of_a_closed_over_tensor_is_seen_through():
+    G = ember.ones(4, 4)
+
+    def f(v):
+        v.mul_(2)
+        return G.sum()
+
+    compiled = ember.compile(f)
+    expected = np.ones((4, 4))
+    for _ in range(4):
+        expected[1:3] *= 2
+        assert compiled(G[1:3]).item() == expected.sum()
+
+
+def test_overlapping_closed_over_views_of_one_base_stay_in_step():
+    flat = ember.zeros(8)
+    p, q = flat[:4], flat[2:6]
+
+    def g(x):
+        p.add_(x)
+        return q.sum()
+
+    compiled = ember.compile(g)
+    assert [compiled(ember.ones(4)).item() for _ in range(4)] == [2.0, 4.0, 6.0, 8.0]
+
+
+def test_a_data_write_into_a_saved_output_gives_the_eager_gradient_when_compiled():
+    def f(a):
+        y = a.sigmoid()
+        y.data.mul_(2)  # unseen by autograd: sigmoid's backward reads the doubled y
+        return y.sum()
+
+    compiled = ember.compile(f)
+    for _ in range(3):
+        av = np.array([0.0, 1.0])
+        a = t(av, requires_grad=True)
+        compiled(a).backward()
+        s = 2 / (1 + np.exp(-av))
+        np.testing.assert_allclose(a.grad.numpy(), s * (1 - s))
