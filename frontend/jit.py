@@ -20,6 +20,7 @@ from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .python_guards import PythonState, explain_change, explain_settings_change, is_plain_value
 from .segments import Segment, split_trace, array_of
+from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
 from .views import bump_version, replay
 from .autograd import fails_backward
@@ -174,6 +175,8 @@ class CompiledFunction:
             segment = child
         self.report.compiled_calls += 1
         self._write_back(segment, env, params, inputs)
+        if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
+            versions_after_write_back(segment, env)
         outputs = [_as_tensor(env[node]) for node in segment.result_nodes]
         if with_autograd:
             for position in segment.outputs_without_grad:  # as eagerly: e.g. a .grad read in the function
