@@ -82,6 +82,25 @@ class Node:
             values.append(stand_in)
         return values
 
+    def output_written_into(self, tensor):
+        """An in-place op wrote this node's output into `tensor`'s memory (the tensor it modified,
+        possibly a view): a VJP that reads the output reads that memory, and raises if a later
+        write moved the version counter it shares with its base and views, as PyTorch's saved
+        result does. A view is watched through a stand-in holding its array and counter (the
+        view itself is often a temporary, `y[0].exp_()`)."""
+        if not self.prim.vjp_uses_output:
+            if tensor._base is None and self.out_ref is not None:
+                self.out_ref = weakref.ref(tensor)  # retain_grad's tensor
+            return
+        self.out = tensor._data
+        self.out_version = tensor._version
+        if tensor._base is None:
+            self.out_ref = weakref.ref(tensor)
+        else:
+            watch = Tensor._wrap(tensor._data)
+            watch._vc = tensor._vc
+            self.out_ref = _Held(watch)
+
     def saved_output(self, create_graph):
         """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
         alive = self.out_ref() if self.out_ref is not None else None
@@ -95,6 +114,18 @@ class Node:
             out.requires_grad = True
         return out
 
+
+
+class _Held:
+    """A strong reference called like a weakref (a `Node.out_ref` that must outlive its tensor)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self):
+        return self.value
 
 
 class AccumulateGrad:
@@ -118,7 +149,7 @@ def edge_of(t):
     if t.grad_fn is not None:
         return t.grad_fn
     if t.requires_grad:
-        acc = t.__dict__.get("_accumulator")
+        acc = t._accumulator
         if acc is None:
             acc = t._accumulator = AccumulateGrad(t)
         return acc
@@ -277,13 +308,13 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
     if wanted is not None:
         for t, g in leaves:
             if id(t) in wanted:
-                for hook in t.__dict__.get("_hooks") or ():
+                for hook in t._hooks or ():
                     g = hook(g) or g
                 _accumulate(captured, id(t), g)
         return captured
     recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
     for t, g in leaves:
-        for hook in t.__dict__.get("_hooks") or ():
+        for hook in t._hooks or ():
             replaced = hook(g)
             if replaced is not None:
                 g = replaced

@@ -10,9 +10,9 @@ import numpy as np
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from .dispatch import STATE
-from .tensor import Tensor, _observe
+from .tensor import Tensor, _observe, internal_overlap_error, leaf_view_write_error
 from .math_ops import promote_operands, to_dtype, where, constant
-from .views import IndexStep, bump_version, register_view
+from .views import IndexStep, bump_version, has_internal_overlap, refuse_overlap, register_view, writable
 
 
 def _numpy_key(key):
@@ -292,16 +292,29 @@ def _drop_leading_ones(value, ndim):
 def setitem(x, key, value):
     if isinstance(value, (list, tuple)):
         value = Tensor._wrap(np.asarray(value, dtype=x._data.dtype))
+    grad_mode = STATE.grad_enabled
+    if grad_mode and x.requires_grad and x.grad_fn is None and _selects_a_view(x, key):
+        # PyTorch writes through the view x[key]: the error names a view of the leaf
+        raise leaf_view_write_error("index assignment", _basic_region(x, key).shape, x)
+    if isinstance(value, Tensor):
+        _refuse_overlapping_value(x, key, value, grad_mode)
     if not _recording(x, value):
-        x._check_writable("index assignment", STATE.grad_enabled)
+        x._check_writable("index assignment", grad_mode, False)  # (internal overlap: of the region)
         key = _numpy_key(key)
         value = value._data if isinstance(value, Tensor) else value
+        data = x._data
+        if data.ndim and has_internal_overlap(data):
+            _refuse_overlapping_region(data, key)
         try:
-            if type(key) is tuple and _mixes_integers_and_arrays(key):
-                basic, advanced = _integers_first(key)
-                x._data[basic][advanced] = value  # basic indexing gives a view: this writes x
-            else:
-                x._data[key] = value
+            try:
+                if type(key) is tuple and _mixes_integers_and_arrays(key):
+                    _assign(data, key, value)
+                else:
+                    data[key] = value
+            except ValueError:
+                if data.flags.writeable:
+                    raise
+                _assign(writable(data), key, value)  # an expanded tensor: writes its base's memory
         except IndexError as error:
             raise _index_error(error, x, "assigning into") from None
         bump_version(x)
@@ -310,6 +323,78 @@ def setitem(x, key, value):
         x._inplace(lambda current: functional_setitem(current, key, value), "index assignment")
     except IndexError as error:
         raise _index_error(error, x, "assigning into") from None
+
+
+def _assign(array, key, value):
+    """array[key] = value, with PyTorch's order for integer and index-array keys."""
+    if type(key) is tuple and _mixes_integers_and_arrays(key):
+        basic, advanced = _integers_first(key)
+        array[basic][advanced] = value  # basic indexing gives a view: this writes the array
+    else:
+        array[key] = value
+
+
+def _refuse_overlapping_region(data, key):
+    """An expanded tensor may be written where the key selects elements of distinct memory
+    (`e[0] = v`), as in PyTorch; index tensors and masks write it too (PyTorch deprecates that)."""
+    if _is_basic(key):
+        region = basic_view_array(data, key)
+        if region.ndim and has_internal_overlap(region):
+            raise internal_overlap_error("index assignment", region)
+
+
+def _basic_region(x, key):
+    """The view of x that PyTorch's setitem writes into: the key's basic part (ints, None,
+    slices), index tensors and masks taking whole dims."""
+    numpy_key = _numpy_key(key)
+    basic, _ = _integers_first(numpy_key if type(numpy_key) is tuple else (numpy_key,))
+    return basic_view_array(x._data, basic)
+
+
+def _selects_a_view(x, key):
+    """Does the key's basic part select less than all of x (`x[:]` and `x[...]` are x itself)?"""
+    try:
+        region, data = _basic_region(x, key), x._data
+    except (IndexError, ValueError, TypeError):
+        return False  # the assignment raises its own error
+    return (region.shape != data.shape or region.strides != data.strides
+            or region.__array_interface__["data"][0] != data.__array_interface__["data"][0])
+
+
+def _refuse_overlapping_value(x, key, value, grad_mode):
+    """PyTorch's overlap checks of `x[key] = value`, made after its autograd checks. A basic key
+    copies the value, expanded to the region's shape, into the view x[key]: a partial overlap is
+    refused, and a 0-d value fills, unchecked. Index tensors put the value into the basic part
+    of x, which it may not overlap at all; a mask with a 0-d value fills, unchecked."""
+    data = x._data
+    if value._data.base is None and data.base is None and value._data is not data:
+        return  # the value owns its memory (the usual case)
+    numpy_key = _numpy_key(key)
+    basic = _is_basic(numpy_key)
+    entries = numpy_key if type(numpy_key) is tuple else (numpy_key,)
+    if value._data.ndim == 0 and (basic or len(entries) == 1 and np.asarray(entries[0]).dtype == bool):
+        return
+    x._check_writable("index assignment", grad_mode, internal_overlap=False)
+    if data.ndim and has_internal_overlap(data):
+        _refuse_overlapping_region(data, numpy_key)
+    try:
+        region = Tensor._wrap(_basic_region(x, key))
+        if not basic:
+            refuse_overlap(region, value, "index assignment", refuse_full=True)
+            return
+        source = value._data
+        if source.shape != region.shape:  # PyTorch expands the value: a broadcast dim is not dense
+            source = np.broadcast_to(_without_leading_ones(source, region.ndim), region.shape)
+    except (IndexError, ValueError):
+        return  # the assignment itself raises its error
+    refuse_overlap(region, value if source is value._data else Tensor._wrap(source), "index assignment")
+
+
+def _without_leading_ones(array, ndim):
+    extra = array.ndim - ndim
+    if extra > 0 and all(d == 1 for d in array.shape[:extra]):
+        return array.reshape(array.shape[extra:])
+    return array
 
 
 def functional_setitem(x, key, value):

@@ -299,10 +299,10 @@ class CompiledFunction:
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
-        histories = [t.grad_fn for _, t in arg_tensors]
+        histories = [_history(t) for _, t in arg_tensors]
         with recording(tracer):
             result = self.fn(*args, **kwargs)
-        if STATE.grad_enabled and any(t.grad_fn is not h for (_, t), h in zip(arg_tensors, histories)):
+        if STATE.grad_enabled and any(_history(t) is not h for (_, t), h in zip(arg_tensors, histories)):
             # an argument written in place with autograd recording: its new history is eager autograd's
             tracer.eager_reason = "writes in place into an argument that has autograd history"
         state_roots = {id(_root_of(t)) for t in [t for _, t in state] + [t for _, t in tracer.externals]}
@@ -626,6 +626,15 @@ def _leaf_signature(value, path, parts, object_key):
         parts.append(("value", path, type(value).__name__, value))
     else:  # an object argument: what code can read of it
         parts.append(("object", path, type(value).__name__, object_key(value, path)))
+
+
+def _history(tensor):
+    """The tensor's grad_fn, or None where reading it raises (a view whose history PyTorch
+    cannot re-derive: using it in grad mode raises, which the traced call itself does)."""
+    try:
+        return tensor.grad_fn
+    except RuntimeError:
+        return None
 
 
 def _root_of(tensor):

@@ -12,6 +12,7 @@ from ember.ops.registry import OpError
 from .dispatch import STATE, current_module
 from .tensor import Tensor, _dim
 from .math_ops import promote_operands
+from .views import mark_multi_output
 
 
 def _sizes(shape):
@@ -274,7 +275,8 @@ def split(input, split_size_or_sections, dim=0):
         for s in sections:
             bounds.append((start, start + s))
             start += s
-    return _multi_output_views(tuple(_slice_axis(input, dim, lo, hi) for lo, hi in bounds))
+    name = "Split" if isinstance(split_size_or_sections, int) else "SplitWithSizes"
+    return _multi_output_views(tuple(_slice_axis(input, dim, lo, hi) for lo, hi in bounds), name)
 
 
 def chunk(input, chunks, dim=0):
@@ -286,16 +288,14 @@ def chunk(input, chunks, dim=0):
 def unbind(input, dim=0):
     dim = _dim(dim, input.ndim, "unbind")
     return _multi_output_views(tuple(squeeze(_slice_axis(input, dim, i, i + 1), dim)
-                                     for i in range(input.shape[dim])))
+                                     for i in range(input.shape[dim])), "Unbind")
 
 
-def _multi_output_views(pieces):
+def _multi_output_views(pieces, op_name):
     """PyTorch refuses in-place ops that autograd records on the outputs of split, chunk and
     unbind (one backward node serves them all); mark them so (see Tensor._check_view_rebase)."""
     if STATE.grad_enabled:
-        for piece in pieces:
-            if piece._base is not None:
-                piece._creation = "multi_output"
+        mark_multi_output(pieces, op_name)
     return pieces
 
 

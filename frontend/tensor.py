@@ -70,7 +70,9 @@ class Tensor:
     grad = None
     grad_fn = None
     _node = None  # the IR value while tracing
+    _born = None  # the tracer that was recording when this tensor was made (a constant of that trace)
     _hooks = None
+    _accumulator = None  # a leaf's AccumulateGrad node, made when first needed
     # aliasing (see ember.frontend.views): the root a view or alias shares memory with, the
     # steps that derive it from that root, whether autograd is cut there (detach, .data),
     # and the version counter shared with the root
@@ -78,7 +80,9 @@ class Tensor:
     _view_chain = ()
     _detached = False
     _vc = None
+    _aliases = None  # on a root: weak references to its live views and aliases
     _creation = None  # how a view was made, when PyTorch limits in-place ops on it: "no_grad", "multi_output"
+    _output_nr, _created_by = 0, None  # a multi-output view's place among its op's outputs, and the op
     __array_priority__ = 1000  # numpy defers to Tensor's reflected operators
 
     def __init__(self, *args, dtype=None, device=None, requires_grad=False):
@@ -267,6 +271,10 @@ class Tensor:
                                "use a computed variable in a subgraph that doesn't require differentiation "
                                "use var_no_grad = var.detach().")
         self.requires_grad = bool(requires_grad)
+        if requires_grad and self._base is None:
+            for view in views.live_aliases(self):  # as in PyTorch, a view requires grad when its base does
+                if not view._detached:
+                    view.requires_grad = True
         return self
 
     def retain_grad(self):
@@ -298,15 +306,25 @@ class Tensor:
         backward(self, gradient, retain_graph, create_graph, inputs)
 
     # ------------------------------------------------------------------ in-place machinery
-    def _inplace(self, compute, op_name):
+    def _inplace(self, compute, op_name, operands=(), refuse_full_overlap=False, internal_overlap=True):
         """Run `compute(self) -> new value` and write it into this tensor's memory, as PyTorch's
         in-place ops do: views and the base see the write, the shared version counter moves
         (so autograd's saved tensors are checked), autograd history is rebased onto the root
-        when this tensor is a view (CopySlices), and a tracer records a functional update."""
+        when this tensor is a view (CopySlices), and a tracer records a functional update.
+        `operands` (the op's arguments; tensors among them are checked) must not partially
+        overlap this tensor's memory, nor overlap it at all with `refuse_full_overlap`. Ops that
+        write one value everywhere (fill_, zero_) pass `internal_overlap=False`: they may write
+        an expanded tensor, as in PyTorch."""
         state = STATE
         grad_mode = state.grad_enabled
-        self._check_writable(op_name, grad_mode)
-        current = self._current_value()
+        self._check_writable(op_name, grad_mode, internal_overlap)
+        if operands:
+            data = self._data
+            for operand in operands:
+                if isinstance(operand, Tensor) and (operand._data.base is not None or data.base is not None
+                                                    or refuse_full_overlap):
+                    views.refuse_overlap(self, operand, op_name, refuse_full_overlap)
+        current = self._current_value(grad_mode)
         previous_target, state.inplace_target = state.inplace_target, current
         try:
             result = compute(current)
@@ -335,19 +353,25 @@ class Tensor:
         if recorder is not None:
             recorder.before_write(self)
         if result._data is not self._data:
-            np.copyto(self._data, result._data)
+            try:
+                np.copyto(self._data, result._data)
+            except ValueError:  # read-only: an expanded view (checked writable by _check_writable)
+                np.copyto(views.writable(self._data), result._data)
         views.bump_version(self)
         if records_history:
-            _rebase_history(self, root, new_root if new_root is not None else result)
+            _rebase_history(self, root, result, new_root if new_root is not None else result)
         if recorder is not None:
             recorder.record_write(self, result, records_history)
         return self
 
-    def _current_value(self):
+    def _current_value(self, grad_mode):
         """A stand-in for this tensor's value before an in-place op writes it: same memory,
-        history and version counter, a distinct object (so `y.mul_(y)` tells self from other)."""
+        history and version counter, a distinct object (so `y.mul_(y)` tells self from other).
+        (Without grad mode nothing reads its history, which a StaleView may not give.)"""
         current = Tensor._wrap(self._data)
-        current.requires_grad, current.grad_fn = self.requires_grad, self.grad_fn
+        current.requires_grad = self.requires_grad
+        if grad_mode:
+            current.grad_fn = self.grad_fn
         current._vc = views.version_counter(self)
         current._base, current._view_chain, current._detached = self._base, self._view_chain, self._detached
         recorder = STATE.recorder
@@ -356,43 +380,31 @@ class Tensor:
         return current
 
     def _check_view_rebase(self, op_name):
-        """PyTorch's refusals of in-place ops that autograd would record on some views."""
-        if self._creation == "multi_output":
-            raise RuntimeError(f"{op_name}: Output 0 is a view (shape {list(self.shape)}) and is being modified "
-                               "inplace. This view is the output of a function that returns multiple views. "
-                               "Such functions do not allow the output views to be modified inplace. You should "
-                               "replace the inplace operation by an out-of-place one.")
-        if self._creation == "no_grad" and self._base is not None and self._base.requires_grad:
-            raise RuntimeError(f"{op_name}: A view was created in no_grad mode and is being modified inplace with "
-                               "grad mode enabled. Given that this use case is ambiguous and error-prone, it is "
-                               "forbidden. You can clarify your code by moving both the view and the inplace "
-                               "either both inside the no_grad block (if you don't want the inplace to be "
-                               "tracked) or both outside (if you want the inplace to be tracked).")
+        """PyTorch's refusal of in-place ops that autograd would record on a view made under
+        no_grad or by split/chunk/unbind: its history could not be rebased."""
+        if self._creation is not None:
+            raise RuntimeError(f"{op_name}: {view_rebase_message(self, indirect=False)}")
 
-    def _check_writable(self, op_name, grad_mode):
+    def _check_writable(self, op_name, grad_mode, internal_overlap=True):
         if grad_mode:
             if self._creation is not None and self.requires_grad:
                 self._check_view_rebase(op_name)
+            base = self._base
+            if base is not None and not self._detached and base.requires_grad and base.grad_fn is None:
+                raise leaf_view_write_error(op_name, self.shape, base)
             if self.requires_grad and self.grad_fn is None:
                 raise RuntimeError(f"{op_name}: a leaf Variable that requires grad is being used in an "
                                    f"in-place operation (shape {list(self.shape)}, {self.dtype}); wrap it "
                                    f"in `with ember.no_grad():` or use the out-of-place form")
-            base = self._base
-            if base is not None and not self._detached and base.requires_grad and base.grad_fn is None:
-                raise RuntimeError(f"{op_name}: a view of a leaf Variable that requires grad is being used "
-                                   f"in an in-place operation (view {list(self.shape)} of a leaf "
-                                   f"{list(base.shape)}, {self.dtype})")
         data = self._data
-        if data.ndim and views.has_internal_overlap(data):
-            raise RuntimeError(f"{op_name}: unsupported operation: more than one element of the written-to "
-                               f"tensor (shape {list(self.shape)}, strides {list(self.stride())}) refers to "
-                               f"a single memory location. Please clone() the tensor before performing "
-                               f"the operation.")
+        if internal_overlap and data.ndim and views.has_internal_overlap(data):
+            raise internal_overlap_error(op_name, data)
         if not data.flags.writeable:
-            if self._base is not None:
+            if self._base is None:
+                self._data = np.array(data)  # read-only memory from numpy: own a copy
+            elif views.writable(data) is None:
                 raise RuntimeError(f"{op_name}: the tensor (shape {list(self.shape)}) is a read-only view; "
                                    f"clone() it before writing")
-            self._data = np.array(data)  # read-only memory from numpy: own a copy
 
     # ------------------------------------------------------------------ printing
     def __repr__(self):
@@ -443,24 +455,98 @@ def _keeping_history(result, target):
     return where(keep, result, target)
 
 
-def _rebase_history(written, root, new_root):
-    """After an in-place write into `written` (the root itself, or one of its views): the root
-    takes `new_root`'s history and every live view of it is re-derived from the root."""
+def _rebase_history(written, root, result, new_root):
+    """After an in-place write of `result` into `written` (the root itself, or one of its views):
+    the root takes `new_root`'s history and every live view of it is re-derived from the root,
+    but for the views PyTorch cannot re-derive (`views.bump_version` made them StaleViews)."""
     root.grad_fn = new_root.grad_fn
     root.requires_grad = True
-    node = new_root.grad_fn
-    if node is not None and root is written:
-        # the node's output is now this tensor's memory: check its version when a VJP reads it
-        node.out = root._data
-        node.out_version = root._version
-        if node.out_ref is not None:
-            node.out_ref = weakref.ref(root)
+    node = result.grad_fn
+    if node is not None:
+        node.output_written_into(written)  # a VJP reading the op's output reads `written`'s memory
     with _tracer_paused(STATE):
         for alias in views.live_aliases(root):
-            if not alias._detached:
+            if alias._detached:
+                continue
+            if alias._creation is None:
                 derived = views.replay(alias._view_chain, root)
                 alias.grad_fn = derived.grad_fn
                 alias.requires_grad = derived.requires_grad
+            else:
+                alias.requires_grad = True  # as its base, whose history it cannot take
+
+
+def internal_overlap_error(op_name, array):
+    strides = [s // array.itemsize for s in array.strides]
+    return RuntimeError(f"{op_name}: unsupported operation: more than one element of the written-to tensor "
+                        f"(shape {list(array.shape)}, strides {strides}) refers to a single memory location. "
+                        f"Please clone() the tensor before performing the operation.")
+
+
+def leaf_view_write_error(op_name, view_shape, leaf):
+    return RuntimeError(f"{op_name}: a view of a leaf Variable that requires grad is being used in an "
+                        f"in-place operation (view {list(view_shape)} of a leaf {list(leaf.shape)}, {leaf.dtype})")
+
+
+def view_rebase_message(view, indirect):
+    """PyTorch's message (handle_view_on_rebase) for a view made under no_grad or by a
+    multi-output op (split, chunk, unbind) that is written in place with autograd recording
+    (`indirect=False`), or whose history is read after its memory was written (`indirect=True`)."""
+    fn = view.__dict__.get("grad_fn")
+    modified = "its base or another view of its base has been" if indirect else "is being"
+    name = view._created_by or (fn.name().removesuffix("Backward0") if fn is not None else None)
+    if view._creation == "no_grad" or fn is None:
+        prefix = (f"Output {view._output_nr} of {name} is a view of a view which was created in" if fn is not None
+                  else "A view was created in")
+        message = f"{prefix} no_grad mode and {modified} modified inplace with grad mode enabled."
+    else:
+        message = f"Output {view._output_nr} of {name} is a view and {modified} modified inplace."
+    if view._creation == "multi_output":
+        message += (" This view is the output of a function that returns multiple views. Such functions do not "
+                    "allow the output views to be modified inplace. You should replace the inplace operation by "
+                    "an out-of-place one.")
+    else:
+        message += (" Given that this use case is ambiguous and error-prone, it is forbidden. You can clarify "
+                    "your code by moving both the view and the inplace either both inside the no_grad block (if "
+                    "you don't want the inplace to be tracked) or both outside (if you want the inplace to be "
+                    "tracked).")
+    base = view._base
+    return message + f" (view of shape {list(view.shape)}, base of shape {list(base.shape)}, {view.dtype})"
+
+
+class StaleView(Tensor):
+    """A view whose memory was written since it was made, when PyTorch cannot re-derive its
+    history: an output of split, chunk or unbind, or a view made under no_grad. Reading its
+    `grad_fn` (any grad-mode op on it, backward, `is_leaf`) raises PyTorch's error once it has
+    or should have history. `views.bump_version` gives such views this class, so that ordinary
+    tensors pay nothing for the check."""
+
+    @property
+    def grad_fn(self):
+        fn = self.__dict__.get("grad_fn")
+        if self._creation is not None and (fn is not None or self._base.requires_grad):
+            raise RuntimeError(view_rebase_message(self, indirect=True))
+        return fn
+
+    @grad_fn.setter
+    def grad_fn(self, fn):
+        self.__dict__["grad_fn"] = fn
+
+    def __repr__(self):
+        try:
+            return super().__repr__()
+        except RuntimeError:  # as PyTorch prints it
+            shown = Tensor._wrap(self._data)
+            shown.requires_grad, shown.grad_fn = True, _INVALID_HISTORY
+            return repr(shown)
+
+
+class _InvalidHistory:
+    def name(self):
+        return "Invalid"
+
+
+_INVALID_HISTORY = _InvalidHistory()
 
 
 class _tracer_paused:

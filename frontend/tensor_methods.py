@@ -193,10 +193,22 @@ def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=Fals
 # ----------------------------------------------------------------------------- in-place
 
 def _inplace_of(fn, name):
-    def method(self, *args, **kwargs):
-        return self._inplace(lambda current: fn(current, *args, **kwargs), name)
+    """The in-place form of `fn`. Its tensor arguments are checked against the written memory
+    as PyTorch checks them: a partial overlap is refused (`x[1:].add_(x[:-1])`), and by the
+    index ops any overlap; masked_fill_ reads its value as a scalar."""
+    refuse_full = name in _REFUSING_ANY_OVERLAP
+    if name == "masked_fill_":  # (PyTorch also lets it write an expanded tensor)
+        def method(self, mask, value):
+            return self._inplace(lambda current: fn(current, mask, value), name, (mask,), internal_overlap=False)
+    else:
+        def method(self, *args, **kwargs):
+            operands = args + tuple(kwargs.values()) if kwargs else args
+            return self._inplace(lambda current: fn(current, *args, **kwargs), name, operands, refuse_full)
     method.__name__ = name
     return method
+
+
+_REFUSING_ANY_OVERLAP = {"index_add_", "scatter_", "scatter_add_"}  # PyTorch's assert_no_overlap
 
 
 _INPLACE = {
@@ -212,19 +224,21 @@ _INPLACE = {
 }
 
 
-def _constant_fill(self, values, name):
+def _constant_fill(self, values, name, one_value=False):
+    """Write `values` (broadcast); one value everywhere may go into an expanded tensor, as in PyTorch."""
     values = np.asarray(values, dtype=self._data.dtype)
-    return self._inplace(lambda current: Tensor._wrap(np.broadcast_to(values, current.shape).copy()), name)
+    return self._inplace(lambda current: Tensor._wrap(np.broadcast_to(values, current.shape).copy()), name,
+                         internal_overlap=not one_value)
 
 
 def zero_(self):
-    return _constant_fill(self, 0, "zero_")
+    return _constant_fill(self, 0, "zero_", one_value=True)
 
 
 def fill_(self, value):
     if isinstance(value, Tensor):
         return self._inplace(lambda current: S.expand(M.to_dtype(value, current.dtype), tuple(current.shape)), "fill_")
-    return _constant_fill(self, value, "fill_")
+    return _constant_fill(self, value, "fill_", one_value=True)
 
 
 def copy_(self, src, non_blocking=False):
@@ -235,7 +249,7 @@ def copy_(self, src, non_blocking=False):
         # src itself (nothing to convert or broadcast) or a view of it: when the new value is
         # rebound rather than written (tracing, autograd), self must not share src's memory
         return result.clone() if result is src or result._data.base is not None else result
-    return self._inplace(value, "copy_")
+    return self._inplace(value, "copy_", (src,) if src is not self else ())
 
 
 def normal_(self, mean=0.0, std=1.0, generator=None):

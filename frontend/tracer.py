@@ -112,7 +112,7 @@ class Tracer:
                     node = self.node_of(replay(chain, root))
                 self.rebind(tensor, node)
                 return node
-        if tensor.__dict__.get("_born") is self:
+        if tensor._born is self:
             return self._constant(tensor)
         return self._external(tensor)
 
@@ -314,7 +314,7 @@ class Tracer:
             leaf = leaves[leaf_node]
             g = Tensor._wrap(self.values[grad_node])
             g._node = (self, grad_node)
-            for hook in leaf.__dict__.get("_hooks") or ():
+            for hook in leaf._hooks or ():
                 replaced = hook(g)
                 g = g if replaced is None else replaced
             leaf.grad = g if leaf.grad is None else leaf.grad + g

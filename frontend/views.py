@@ -7,7 +7,9 @@ the root that autograd does not connect. A root and its views share one `Version
 (`.data` gets its own, as in PyTorch), bumped by every in-place write. Eager autograd checks the
 versions of what it saved; `Tensor._inplace` writes through views and rebases autograd history
 onto the root (CopySlices); the tracer uses the same chains to functionalize writes
-(`scatter_into_base`) and to regenerate live views after one.
+(`scatter_into_base`) and to regenerate live views after one. A write also invalidates the
+history of views PyTorch cannot re-derive (`bump_version`), and `refuse_overlap` applies
+PyTorch's checks of an in-place op's operands against the memory it writes.
 """
 import weakref
 
@@ -17,12 +19,15 @@ from .dispatch import STATE
 
 
 class VersionCounter:
-    """Counts in-place writes to one piece of memory; shared by a root and its views."""
+    """Counts in-place writes to one piece of memory; shared by a root and its views. `shared`
+    turns True once a view or alias takes the counter: only then can a write affect another
+    tensor's history (a plain tensor's write checks no views)."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "shared")
 
     def __init__(self):
         self.value = 0
+        self.shared = False
 
 
 def version_counter(tensor):
@@ -33,7 +38,23 @@ def version_counter(tensor):
 
 
 def bump_version(tensor):
-    version_counter(tensor).value += 1
+    """Record an in-place write into `tensor`'s memory (every writer calls this)."""
+    counter = version_counter(tensor)
+    counter.value += 1
+    if counter.shared:
+        _invalidate_views(tensor, counter)
+
+
+def _invalidate_views(written, counter):
+    """PyTorch re-derives a view's history after a write to its memory, except for the views whose
+    history it cannot re-derive: the outputs of split, chunk and unbind (one node serves them all)
+    and views made under no_grad (they have none). Those become `StaleView`s: reading their history
+    raises PyTorch's error, so that using them in grad mode, or backward through them, fails."""
+    for alias in live_aliases(written._base if written._base is not None else written):
+        if alias._creation is not None and alias._vc is counter and not alias._detached:
+            from .tensor import Tensor, StaleView
+            if type(alias) is Tensor:
+                alias.__class__ = StaleView
 
 
 class ViewStep:
@@ -98,7 +119,8 @@ def register_view(view, source, step):
     root = source._base if source._base is not None else source
     view._base = root
     view._view_chain = source._view_chain + (step,)
-    view._vc = version_counter(source)
+    view._vc = counter = version_counter(source)
+    counter.shared = True
     if source._detached:
         view._detached = True
     creation = source._creation
@@ -119,16 +141,28 @@ def make_alias(source, share_version):
     alias._view_chain = source._view_chain
     alias._detached = True
     if share_version:
-        alias._vc = version_counter(source)
+        alias._vc = counter = version_counter(source)
+        counter.shared = True
     _remember(root, alias)
     return alias
+
+
+def mark_multi_output(pieces, op_name):
+    """The views `op_name` (split, chunk, unbind) returns, as PyTorch marks them: in-place ops
+    that autograd would record are refused on them, and a write to their memory invalidates
+    their history (one backward node serves all of them, so none can be re-derived alone)."""
+    for number, piece in enumerate(pieces):
+        if piece._base is not None:
+            piece._creation = "multi_output"
+            piece._output_nr, piece._created_by = number, op_name
+    return pieces
 
 
 _PRUNE_AT = 64
 
 
 def _remember(root, alias):
-    aliases = root.__dict__.get("_aliases")
+    aliases = root._aliases  # (an attribute, not root.__dict__: reading __dict__ slows every later access)
     if aliases is None:
         aliases = root._aliases = {}
     elif len(aliases) >= _PRUNE_AT:  # forget the dead ones now and then
@@ -139,7 +173,7 @@ def _remember(root, alias):
 
 def live_aliases(root):
     """The live tensors derived from `root` (views and detached aliases), not `root` itself."""
-    aliases = root.__dict__.get("_aliases")
+    aliases = root._aliases
     if not aliases:
         return []
     found = []
@@ -203,9 +237,90 @@ def has_internal_overlap(array):
     return False
 
 
+def writable(array):
+    """`array` if numpy lets it be written; else, when its memory can be written, the same
+    elements made writable (numpy's broadcast_to views are read-only, PyTorch writes through an
+    expand); else None. Only a target to write into: its `.base` does not lead to the owner."""
+    if array.flags.writeable:
+        return array
+    owner = memory_owner(array)
+    if not isinstance(owner, np.ndarray) or not owner.flags.writeable:
+        return None
+    interface = dict(array.__array_interface__)
+    interface["data"] = (interface["data"][0], False)  # (address, read-only)
+    return np.asarray(_Memory(interface, owner))
+
+
+class _Memory:
+    """An array interface over memory `owner` holds (numpy keeps this object, and so the owner, alive)."""
+
+    def __init__(self, interface, owner):
+        self.__array_interface__ = interface
+        self.owner = owner
+
+
 def memory_owner(array):
     """The object owning an array's memory (numpy keeps views' `.base` pointing at it)."""
     base = array.base
     while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
     return array if base is None else base
+
+
+# ----------------------------------------------------------------------------- operands overlapping the output
+
+def refuse_overlap(target, operand, op_name, refuse_full=False):
+    """PyTorch's check of an in-place op's operand against the tensor it writes: an operand
+    that shares some, but not all, of the written memory (`x[1:].copy_(x[:-1])`,
+    `x.add_(x.t())`) is refused, since the result would depend on the order of reads and
+    writes; the same memory read as written (`y.mul_(y)`) is allowed. Index ops (index_add_,
+    scatter_) refuse any overlap (`refuse_full`). As at::get_overlap_status, tensors that are
+    not dense are not compared."""
+    a, b = target._data, operand._data
+    if a is b:
+        overlap = "full"
+    elif a.base is None and b.base is None:
+        return  # two arrays that each own their memory
+    elif memory_owner(a) is not memory_owner(b) or not a.size or not b.size:
+        return
+    elif not (_non_overlapping_and_dense(a) and _non_overlapping_and_dense(b)):
+        return  # PyTorch's "too hard": not checked
+    else:
+        a_begin, b_begin = a.__array_interface__["data"][0], b.__array_interface__["data"][0]
+        a_end, b_end = a_begin + a.nbytes, b_begin + b.nbytes
+        if a_begin == b_begin and a_end == b_end:
+            overlap = "full" if _same_strides(a, b) else "partial"
+        elif a_begin < b_end and b_begin < a_end:
+            overlap = "partial"
+        else:
+            return
+    if overlap == "partial" or refuse_full:
+        raise RuntimeError(
+            f"{op_name}: unsupported operation: some elements of the input tensor and the written-to tensor "
+            f"refer to a single memory location. Please clone() the tensor before performing the operation. "
+            f"(written-to: {_geometry(target)}; input: {_geometry(operand)})")
+
+
+def _same_strides(a, b):
+    """PyTorch compares the strides; numpy's strides of size-1 dims are arbitrary (0 after
+    broadcasting, where PyTorch's expand keeps a dense stride), so those are not compared."""
+    return a.ndim == b.ndim and all(sa == sb for sa, sb, na, nb in zip(a.strides, b.strides, a.shape, b.shape)
+                                    if na != 1 or nb != 1)
+
+
+def _non_overlapping_and_dense(array):
+    """Do the elements fill a block of memory exactly, in some order of the dimensions?"""
+    if array.flags.c_contiguous or array.flags.f_contiguous:
+        return True
+    expected = array.itemsize
+    for stride, size in sorted((s, n) for s, n in zip(array.strides, array.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _geometry(tensor):
+    data = tensor._data
+    return (f"shape {list(data.shape)}, strides {[s // data.itemsize for s in data.strides]}, "
+            f"storage offset {tensor.storage_offset()}")
