@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 
 from .dispatch import STATE, ModifiedTensorError
-from .views import bump_version
+from .views import bump_version, version_counter
 
 
 def _camel(name):
@@ -24,7 +24,7 @@ class Node:
     """One recorded primitive application: the `grad_fn` of its output tensor."""
 
     __slots__ = ("prim", "attrs", "inputs", "saved", "out", "out_ref", "out_version",
-                 "freed", "hooks", "retain", "out_token", "__weakref__")
+                 "freed", "hooks", "retain", "out_token", "checked", "__weakref__")
 
     @staticmethod
     def attach(result, prim, operands, attrs):
@@ -45,6 +45,7 @@ class Node:
         node.out_version = result._version if prim.vjp_uses_output else 0
         node.freed = False
         node.hooks = None
+        node.checked = None  # see saves_like_pytorch
         node.retain = False
         node.out_token = None  # the output's IR value while tracing
         result.grad_fn = node
@@ -169,6 +170,23 @@ def raise_modified(tensor, node, which, expected=None):
     raise ModifiedTensorError(modified_message(tensor, node, which, expected))
 
 
+def saves_like_pytorch(result, inputs=(), output=False):
+    """A composite op built from primitives stands for one PyTorch op whose backward saves
+    `inputs` (and its output, with output=True). Its last node checks their versions at backward,
+    so an in-place write to them since raises PyTorch's error, as for the op it stands for (the
+    primitives' own VJPs may not read those values)."""
+    node = result.grad_fn
+    if node is not None and STATE.grad_enabled:
+        current = STATE.inplace_target  # (an in-place op keeps the old value itself: original_self)
+        saved = [(t, f"input {i}") for i, t in enumerate(inputs) if isinstance(t, Tensor) and t is not current]
+        if output:
+            saved.append((result, "output 0"))
+        # counters and weak references: the node must not keep its own output alive (a cycle)
+        node.checked = (node.checked or []) + [(version_counter(t), t._version, which, weakref.ref(t))
+                                               for t, which in saved]
+    return result
+
+
 class _FailingBackward:
     """Quacks like a Primitive: its VJP raises the given error (see fails_backward)."""
 
@@ -291,6 +309,15 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
                 g = _run_tensor_hooks(node, g)
             if wanted_nodes is not None and id(node) in wanted_nodes:
                 _accumulate(captured, id(wanted_nodes[id(node)]), g)
+            if node.checked is not None:
+                for counter, version, which, ref in node.checked:
+                    if counter.value != version:
+                        t = ref()
+                        raise ModifiedTensorError(modified_message(t, node, which, version) if t is not None else
+                                                  f"one of the variables needed for gradient computation has "
+                                                  f"been modified by an inplace operation: {which} of "
+                                                  f"{node.name()} is at version {counter.value}; expected "
+                                                  f"version {version} instead.")
             values = node.unpack_inputs()
             out = node.saved_output(create_graph) if _uses_output(node) else None
             grads = node.prim.vjp(g, out, *values, **node.attrs)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
+from .autograd import saves_like_pytorch
 from .tensor import Tensor
 
 _NUMBER = (int, float, bool, np.number, np.bool_)
@@ -309,7 +310,7 @@ def clamp(input, min=None, max=None):
         out = where(ne(input, input), float("nan"), out)  # nan stays nan but takes no gradient
     if out.dtype is not input.dtype and not isinstance(min, Tensor) and not isinstance(max, Tensor):
         out = to_dtype(out, dtypes.promote(input.dtype, out.dtype))
-    return out
+    return saves_like_pytorch(out, (input,))  # ClampBackward saves the input
 
 
 clip = clamp

@@ -11,6 +11,7 @@ from ember.ops import PRIMITIVES as P
 from ember.ops.shape_rules import normalize_axes
 from .math_ops import to_dtype, sub, mul, div, sqrt, log, exp, add, abs, pow, promote_operands
 from .tensor import Tensor
+from .autograd import saves_like_pytorch
 
 values_indices = namedtuple("values_indices", "values indices")
 
@@ -107,7 +108,7 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
     axes = _axes("var", dim, input.ndim)
     centered = sub(input, mean(input, axes, keepdim=True))
     total = P["sum"].bind(mul(centered, centered), axes=axes, keepdims=keepdim)
-    return div(total, float(_count(input.shape, axes) - correction))
+    return saves_like_pytorch(div(total, float(_count(input.shape, axes) - correction)), (input,))
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
@@ -125,8 +126,8 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = to_dtype(input, dtype)
-    if p in ("fro", 2, 2.0):
-        return _root_at_zero_safe(sum(mul(input, input), dim, keepdim), sqrt)
+    if p in ("fro", 2, 2.0):  # (NormBackward saves the input and the norm)
+        return saves_like_pytorch(_root_at_zero_safe(sum(mul(input, input), dim, keepdim), sqrt), (input,), True)
     if p in (float("inf"), "inf"):
         return amax(abs(input), dim if dim is not None else (), keepdim)
     if p in (float("-inf"),):

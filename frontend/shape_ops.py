@@ -13,6 +13,7 @@ from .dispatch import STATE, current_module
 from .tensor import Tensor, _dim
 from .math_ops import promote_operands
 from .views import mark_multi_output
+from .autograd import saves_like_pytorch
 
 
 def _sizes(shape):
@@ -328,7 +329,8 @@ def roll(input, shifts, dims=None):
 
 
 def gather(input, dim, index, sparse_grad=False):
-    return P["gather"].bind(input, index, axis=_dim(dim, input.ndim, "gather"))
+    out = P["gather"].bind(input, index, axis=_dim(dim, input.ndim, "gather"))
+    return saves_like_pytorch(out, (input,))  # GatherBackward saves the input (and the index)
 
 
 def take_along_dim(input, indices, dim):

@@ -295,6 +295,10 @@ class Tracer:
         graph; the new gradient nodes get their values from the interpreter, so tracing goes
         on (an optimizer step can read `.grad`), and the whole step is one graph."""
         self.ran_backward = True
+        error = self._eager_backward_error(tensors) if self.wrote else None
+        if error is not None:  # eager backward() would raise here: so does the traced call
+            from .dispatch import ModifiedTensorError
+            raise ModifiedTensorError(error)
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
         for t in tensors:

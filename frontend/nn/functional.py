@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from ..autograd import saves_like_pytorch
+
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from ember.frontend.autograd import no_grad
@@ -228,7 +230,8 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     dim = _softmax_dim("log_softmax", input.ndim, dim)
     shift = R.amax(input.detach(), dim, keepdim=True)
     shifted = M.sub(input, shift)
-    return M.sub(shifted, M.log(R.sum(M.exp(shifted), dim, keepdim=True)))
+    out = M.sub(shifted, M.log(R.sum(M.exp(shifted), dim, keepdim=True)))
+    return saves_like_pytorch(out, output=True)  # LogSoftmaxBackward saves its output
 
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
