@@ -434,3 +434,24 @@ def test_a_data_write_into_a_saved_output_gives_the_eager_gradient_when_compiled
         compiled(a).backward()
         s = 2 / (1 + np.exp(-av))
         np.testing.assert_allclose(a.grad.numpy(), s * (1 - s))
+
+
+@pytest.mark.parametrize("op, overwrite", [("clamp", "input"), ("gather", "input"), ("var", "input"),
+                                           ("log_softmax", "output"), ("norm", "output")])
+def test_composite_ops_refuse_a_backward_through_what_pytorchs_op_saves(op, overwrite):
+    a = t([[0.1, -0.7], [0.9, 0.3]], requires_grad=True)
+    x = a * 1
+    y = {"clamp": lambda: x.clamp(-0.5, 0.5), "gather": lambda: x.gather(1, ember.tensor([[0], [1]])),
+         "var": lambda: x.var(), "log_softmax": lambda: x.log_softmax(1), "norm": lambda: x.norm()}[op]()
+    (x if overwrite == "input" else y).add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_clamp_in_place_keeps_its_own_old_value():
+    a = t([0.2, -2.0, 3.0], requires_grad=True)
+    y = a * 1
+    y.clamp_(-1.0, 1.0)
+    y.mul_(2)
+    y.sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), [2.0, 0.0, 0.0])
