@@ -396,3 +396,13 @@ def test_stop_gradient_passes_no_gradient():
     out = PRIMITIVES["stop_gradient"].bind(x * 2) + x
     out.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("name, case", list(_all_cases()))
+def test_only_view_primitives_return_memory_of_their_inputs(name, case):
+    """Eager dispatch relies on this: a non-view result never aliases an operand (no runtime
+    check on the hot path), so in-place writes to one cannot change the other."""
+    arrays = [np.asarray(a) for a in case.arrays]
+    out = np.asarray(PRIMITIVES[name].impl(*arrays, **case.attrs))
+    if not PRIMITIVES[name].view:
+        assert not any(np.shares_memory(out, a) for a in arrays), f"{name} returned memory of an operand"

@@ -164,7 +164,7 @@ def _flip_rule(x, axes):
     return Spec(x.shape, x.dtype)
 
 
-register("flip", "movement", lambda x, axes: np.flip(x, axes), _flip_rule,
+register("flip", "movement", lambda x, axes: np.flip(x, axes).copy(), _flip_rule,  # a copy, as PyTorch's
          lambda g, out, x, axes: (PRIMITIVES["flip"].bind(g, axes=axes),))
 
 
