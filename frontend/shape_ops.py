@@ -47,10 +47,16 @@ def _shape_error(op, shape, source):
                         f"of size {source.numel()}")
 
 
+def same_view(input):
+    """A view op that changes nothing still returns a new view, as in PyTorch (not the tensor
+    itself: a view taken under no_grad, or in-place errors, must see a view)."""
+    return P["reshape"].bind(input, shape=tuple(input.shape))
+
+
 def reshape(input, *shape):
     shape = _resolve(_sizes(shape), input.numel(), "reshape", input)
     if tuple(input.shape) == shape:
-        return input
+        return same_view(input)
     return P["reshape"].bind(input, shape=shape)
 
 
@@ -59,7 +65,7 @@ def view(input, *shape):
         raise RuntimeError("view(dtype) is not supported; use .to(dtype)")
     shape = _resolve(_sizes(shape), input.numel(), "view", input)
     if tuple(input.shape) == shape:
-        return P["reshape"].bind(input, shape=shape) if input.requires_grad else input
+        return same_view(input)
     out = P["reshape"].bind(input, shape=shape)
     if out._base is None and input.numel() > 1:  # numpy had to copy: PyTorch refuses
         raise RuntimeError(f"view size is not compatible with input tensor's size and stride (at least one "
@@ -84,14 +90,14 @@ def permute(input, *dims):
                            f"tensor of shape {list(input.shape)} once")
     dims = tuple(_dim(d, input.ndim, "permute") for d in dims)
     if dims == tuple(range(input.ndim)):
-        return input
+        return same_view(input)
     return P["permute"].bind(input, perm=dims)
 
 
 def transpose(input, dim0, dim1):
     n = input.ndim
     if n < 2 and dim0 in (0, -1) and dim1 in (0, -1):
-        return input
+        return same_view(input)
     perm = list(range(n))
     a, b = _dim(dim0, n, "transpose"), _dim(dim1, n, "transpose")
     perm[a], perm[b] = perm[b], perm[a]
@@ -151,7 +157,7 @@ def squeeze(input, dim=None):
         axes = {_dim(d, input.ndim, "squeeze") for d in dims}
         axes = {a for a in axes if shape and shape[a] == 1}
     if not axes:
-        return input
+        return same_view(input)
     return P["reshape"].bind(input, shape=tuple(d for i, d in enumerate(shape) if i not in axes))
 
 
@@ -164,7 +170,7 @@ def expand(input, *sizes):
     shape = tuple(input.shape)
     target = tuple(shape[i - lead] if d == -1 else d for i, d in enumerate(sizes))
     if target == shape:
-        return input
+        return same_view(input)
     return _bind_movement("broadcast_to", input, shape=target)
 
 
@@ -253,7 +259,7 @@ def _slice_axis(input, axis, start, stop, step=1):
     if not 0 <= start <= stop <= shape[axis]:
         raise IndexError(f"slice [{start}:{stop}] is out of range for dim {axis} of size {shape[axis]}")
     if start == 0 and stop == shape[axis] and step == 1:
-        return input
+        return same_view(input)
     starts = [0] * len(shape)
     stops = list(shape)
     steps = [1] * len(shape)
