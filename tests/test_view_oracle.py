@@ -141,7 +141,7 @@ def test_values_cut_from_autograd_are_frozen_in_the_finite_differences():
 def test_generated_programs_cover_every_statement_and_outcome():
     ops, outcomes, forms = set(), set(), set()
 
-    @settings(max_examples=150, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+    @settings(max_examples=600, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(programs())
     def collect(program):
