@@ -18,7 +18,9 @@ import numpy as np
 from ember.compiler import get_backend
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
-from .python_guards import PythonState, explain_change, explain_settings_change, is_plain_value
+from .python_guards import PythonState, explain_change
+from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _plain_settings,
+                         _positional_containers, _positional_paths, _is_plain)
 from .segments import Segment, split_trace, array_of
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
@@ -498,144 +500,6 @@ class CompiledFunction:
             return None
         previous = self._signatures[-1]
         return explain_signature_change(self.fn, previous, signature)
-
-
-def explain_signature_change(fn, old, new):
-    """`dim 0 of x: 8 -> 16`, `lr: 0.1 -> 0.2`, `training: True -> False`, ..."""
-    old_parts = {_part_key(p): p for p in old}
-    changes = []
-    for part in new:
-        key = _part_key(part)
-        before = old_parts.get(key)
-        if before == part:
-            continue
-        if before is None:
-            if part[0] == "python":
-                changes.append(f"{part[2]} {part[1]}" + (f" (read by {part[3]})" if part[3] else "")
-                               + " is read now (new code reached)")
-            elif part[0] == "refused":
-                changes.append(f"{part[1]} (not guarded: runs eagerly)")
-            else:
-                changes.append(f"new argument {_input_name(fn, key[1])}" if part[0] in (
-                    "tensor", "value", "object") else f"new {' '.join(map(str, key))}")
-            continue
-        kind = part[0]
-        name = _input_name(fn, part[1]) if kind in ("tensor", "value", "object") else kind
-        if kind == "tensor":
-            _, _, shape, dtype, grad = part
-            _, _, old_shape, old_dtype, old_grad = before
-            if len(shape) != len(old_shape):
-                changes.append(f"rank of {name}: {len(old_shape)} -> {len(shape)}")
-            else:
-                changes += [f"dim {i} of {name}: {a} -> {b}" for i, (a, b) in enumerate(zip(old_shape, shape)) if a != b]
-            if dtype != old_dtype:
-                changes.append(f"dtype of {name}: {old_dtype} -> {dtype}")
-            if grad != old_grad:
-                changes.append(f"requires_grad of {name}: {old_grad} -> {grad}")
-        elif kind == "value":
-            changes.append(f"{name}: {before[3]!r} -> {part[3]!r} (Python values are specialised)")
-        elif kind == "training":
-            owner = "" if part[1] == "self" else f" of {part[1]}"
-            changes.append(f"training flags{owner}: {before[2]} -> {part[2]}")
-        elif kind == "grad":
-            changes.append(f"grad mode: {before[1]} -> {part[1]}")
-        elif kind == "state":
-            owner = "" if part[1] == "self" else f" of {part[1]}"
-            changes.append(f"parameters or buffers{owner} were replaced or changed requires_grad/dtype")
-        elif kind == "settings":
-            changes.append(f"module settings of {part[1]} changed: {explain_settings_change(before[2], part[2])}")
-        elif kind == "optimizer":
-            changes.append(f"hyperparameters of {part[1]} changed (e.g. lr from a scheduler): "
-                           f"{before[3]} -> {part[3]}")
-        elif kind == "python":
-            _, label, what, reader, key = part
-            changes.append(explain_change(what, label, reader, before[4], key))
-        elif kind == "object":
-            changes.append(explain_change("argument", name, "", before[3], part[3]))
-        elif kind == "refused":
-            changes.append(f"{part[1]} (not guarded: runs eagerly)")
-        elif kind == "aliasing":
-            changes.append(f"which arguments share memory: {before[1]} -> {part[1]}")
-        else:
-            changes.append(f"{name} changed")
-    return "; ".join(dict.fromkeys(changes)) or "new call signature"
-
-
-def _part_key(part):
-    """Signature parts about an argument or a named piece of state are keyed by (kind, name);
-    Python state by (kind, path, what it is, which function reads it)."""
-    if part[0] == "python":
-        return part[:4]
-    return part[:1] if part[0] in ("grad", "aliasing") else part[:2]
-
-
-def _is_plain(value):
-    return is_plain_value(value)
-
-
-def _plain_settings(module):
-    """A module's plain attributes (Dropout.p, flags a forward reads) and its forward hooks: the
-    module parts cache them until ember.nn's settings version moves."""
-    settings = tuple((k, v) for k, v in vars(module).items() if not k.startswith("_") and k != "training"
-                     and _is_plain(v))
-    hooks = tuple(hook for table in ("_forward_pre_hooks", "_forward_hooks")
-                  for hook in (vars(module).get(table) or {}).values())
-    return settings + ((("forward hooks", hooks),) if hooks else ())
-
-
-def _aliasing(flat):
-    """For each tensor argument, the index of the first earlier one sharing its memory (or -1):
-    a program traced with distinct arguments is wrong for aliased ones, and the other way round."""
-    if len(flat) < 2:
-        return (-1,) * len(flat)
-    pattern, seen = [], {}
-    for i, (_, t) in enumerate(flat):
-        base = t._data
-        while base.base is not None and isinstance(base.base, np.ndarray):
-            base = base.base
-        key = (base.__array_interface__["data"][0], base.nbytes)
-        if key in seen:
-            pattern.append(seen[key])
-        else:
-            seen[key] = i
-            pattern.append(-1)
-    return tuple(pattern)
-
-
-
-
-@functools.lru_cache(maxsize=None)
-def _positional_paths(count):
-    """flatten_tensors' paths of the tensors in ((t0, t1, ...), {})."""
-    return tuple(f"args[0][{i}]" for i in range(count))
-
-
-@functools.lru_cache(maxsize=None)
-def _positional_containers(count):
-    """_leaf_signature's container parts for ((t0, ..., t{count-1}), {}): outer, args, kwargs."""
-    return (("container", "args", "tuple", 2), ("container", "args[0]", "tuple", count),
-            ("container", "args[1]", "dict", ()))
-
-
-def _leaf_signature(value, path, parts, object_key):
-    """Signature parts of an argument: tensors by shape, dtype and requires_grad, containers by
-    their length or keys, Python values by value, other objects by `object_key(value, path)` (the
-    readable state of the object, python_guards.PythonState.argument_key)."""
-    if isinstance(value, Tensor):
-        data = value._data
-        parts.append(("tensor", path, data.shape, data.dtype, value.requires_grad))
-    elif isinstance(value, (tuple, list)):
-        parts.append(("container", path, type(value).__name__, len(value)))
-        for i, v in enumerate(value):
-            _leaf_signature(v, f"{path}[{i}]", parts, object_key)
-    elif isinstance(value, dict):
-        parts.append(("container", path, "dict", tuple(value.keys())))
-        for k, v in value.items():
-            _leaf_signature(v, f"{path}[{k!r}]", parts, object_key)
-    elif value is None or isinstance(value, (bool, int, float, str, bytes, np.number)):
-        parts.append(("value", path, type(value).__name__, value))
-    else:  # an object argument: what code can read of it
-        parts.append(("object", path, type(value).__name__, object_key(value, path)))
 
 
 def _history(tensor):
