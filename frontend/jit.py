@@ -180,16 +180,21 @@ class CompiledFunction:
         if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
             versions_after_write_back(segment, env)
         outputs = [_as_tensor(env[node]) for node in segment.result_nodes]
-        callers = {id(t._data) for t in inputs}
-        callers.update(id(t._data) for t in params.values())
-        for position, out in enumerate(outputs):
-            if id(out._data) in callers and position not in segment.output_views:
-                # simplify made this result an input or param unchanged (x * 1, clone()): the
-                # caller gets new memory, as eagerly, not its own
-                if any(out is t for t in inputs) or any(out is t for t in params.values()):
-                    outputs[position] = Tensor._wrap(out._data.copy())
-                else:
-                    out._data = out._data.copy()  # (a fresh result tensor: its autograd node stays)
+        passthrough = segment.passthrough.get(with_autograd)
+        if passthrough is None:  # which results are an input or param unchanged: fixed per program
+            callers = {id(t._data) for t in inputs}
+            callers.update(id(t._data) for t in params.values())
+            passthrough = segment.passthrough[with_autograd] = [
+                position for position, out in enumerate(outputs)
+                if id(out._data) in callers and position not in segment.output_views]
+        for position in passthrough:
+            # simplify made this result an input or param unchanged (x * 1, clone()): the caller
+            # gets new memory, as eagerly, not its own
+            out = outputs[position]
+            if any(out is t for t in inputs) or any(out is t for t in params.values()):
+                outputs[position] = Tensor._wrap(out._data.copy())
+            else:
+                out._data = out._data.copy()  # (a fresh result tensor: its autograd node stays)
         if with_autograd:
             for position in segment.outputs_without_grad:  # as eagerly: e.g. a .grad read in the function
                 outputs[position] = outputs[position].detach()

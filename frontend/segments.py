@@ -27,6 +27,7 @@ class Segment:
         self.result_nodes = []  # last segment: the node of each tensor in `result`, in order
         self.output_views = {}  # last segment: results that are views of inputs/params (see Tracer.finish)
         self.outputs_without_grad = []  # last segment: positions of results that eagerly require no grad
+        self.passthrough = {}  # with_autograd -> positions of results that are an input or param unchanged
         self.backward_error = None  # last segment: the error eager backward() from the results raises
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor
