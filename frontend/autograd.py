@@ -34,7 +34,7 @@ class Node:
         node.inputs = operands
         # each input as it was: its array, history and version (an in-place op may later
         # rebind the tensor object to a new value; the VJP must see this one)
-        node.saved = [(t._data, t.grad_fn, t.requires_grad, 0 if t._vc is None else t._vc.value) for t in operands]
+        node.saved = [(t._data, t.grad_fn, has_grad_edge(t), 0 if t._vc is None else t._vc.value) for t in operands]
         current = STATE.inplace_target
         if current is not None:  # an in-place op computing its new value keeps the old one (original_self)
             node.saved = [(data.copy() if t is current else data, *rest)
@@ -74,7 +74,7 @@ class Node:
             if t._data is data:
                 if t._version != version:
                     data = ModifiedValue(data, modified_message(t, self, f"input {i}", expected=version))
-                elif t.grad_fn is fn:
+                elif t.grad_fn is fn and t.requires_grad is requires_grad:
                     values.append(t)
                     continue
             stand_in = Tensor._wrap(data)
@@ -146,6 +146,14 @@ class AccumulateGrad:
         return f"<AccumulateGrad object at {hex(id(self))}>"
 
 
+def has_grad_edge(t):
+    """Does a gradient flow from an op back into `t`? Not when it needs none, and not for a view
+    made under no_grad of a tensor that requires grad: such a view says requires_grad=True but
+    has no history and no .grad of its own (PyTorch gives it no edge, so its users save nothing
+    for it)."""
+    return t.requires_grad and (t.grad_fn is not None or t._creation != "no_grad")
+
+
 def edge_of(t):
     if t.grad_fn is not None:
         return t.grad_fn
@@ -198,7 +206,28 @@ class _FailingBackward:
         self.message = message
 
     def vjp(self, g, out, *inputs):
+        if self.message == BACKWARD_TWICE:
+            raise RuntimeError(self.message)
         raise ModifiedTensorError(self.message)
+
+
+class _NoGradient:
+    """Quacks like a Primitive with no operands: a history that passes no gradient anywhere."""
+
+    name = "no_gradient"
+    vjp_uses_output = False
+    kind = "opaque"
+
+    def vjp(self, g, out):
+        return ()
+
+
+def without_gradient_edges(tensor):
+    """`tensor`'s value, requiring grad with a history that leads nowhere: as an op's result in
+    PyTorch whose operands all require grad without an edge (views made under no_grad)."""
+    result = Tensor._wrap(tensor._data)
+    Node.attach(result, _NoGradient(), [], {})
+    return result
 
 
 def fails_backward(tensor, message):
@@ -242,6 +271,18 @@ for _op in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "matmul", 
 
 # ----------------------------------------------------------------------------- the engine
 
+def _consume_history(tensors, retain_graph):
+    """The eager bookkeeping of a backward() the tracer differentiated symbolically: a history
+    freed before raises PyTorch's error; without retain_graph, this one is freed now."""
+    nodes = [n for n in _topological_order([t.grad_fn for t in tensors]) if isinstance(n, Node)]
+    for node in nodes:
+        if node.freed:
+            raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")
+    if not retain_graph:
+        for node in nodes:
+            node.freed = True
+
+
 def _topological_order(roots):
     """Nodes reachable from the roots, each after every node that consumes its output."""
     order, seen = [], set()
@@ -276,6 +317,12 @@ def _accumulate_leaf(table, tensor, g):
     table[id(tensor)] = (tensor, g if prior is None else prior[1] + g)
 
 
+BACKWARD_TWICE = ("Trying to backward through the graph a second time (or directly access saved tensors after "
+                  "they have already been freed). Saved intermediate values of the graph are freed when you call "
+                  ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+                  "graph a second time.")
+
+
 def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None):
     """Propagate cotangents from `outputs`. With `inputs`, return their gradients (autograd.grad);
     otherwise accumulate into the `.grad` of the leaves."""
@@ -300,11 +347,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
             if g is None:
                 continue
             if node.freed:
-                raise RuntimeError(
-                    f"{node.name()}: trying to backward through the graph a second time (or directly "
-                    "access saved tensors after they have already been freed). Saved intermediate "
-                    "values of the graph are freed when you call .backward() or autograd.grad(). "
-                    "Specify retain_graph=True if you need to backward through the graph a second time.")
+                raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")
             if node.hooks or node.retain:
                 g = _run_tensor_hooks(node, g)
             if wanted_nodes is not None and id(node) in wanted_nodes:
@@ -400,10 +443,11 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
     grads = [_default_grad(t, g) for t, g in zip(tensors, grad_tensors)]
     recorder = STATE.recorder
+    retain = create_graph if retain_graph is None else retain_graph
     if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None:
         recorder.backward(tensors, grads)  # the autodiff pass, on the graph being recorded
+        _consume_history(tensors, retain)  # as eager backward() would: a second one raises
         return
-    retain = create_graph if retain_graph is None else retain_graph
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
         captured = run_backward(tensors, grads, retain, create_graph, inputs=inputs)

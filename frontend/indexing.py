@@ -177,7 +177,7 @@ def lowered_getitem(x, key):
     out = x
     if (starts, stops, steps) != ([0] * x.ndim, list(x.shape), [1] * x.ndim):
         out = P["slice"].bind(x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
-    if tuple(out.shape) != out_shape:
+    if tuple(out.shape) != out_shape or out is x and not advanced:  # (x[:] is a new view too, as in PyTorch)
         out = P["reshape"].bind(out, shape=out_shape)
     if advanced:
         out = _take_advanced(out, advanced)
@@ -297,6 +297,9 @@ def setitem(x, key, value):
         # PyTorch writes through the view x[key]: the error names a view of the leaf
         raise leaf_view_write_error("index assignment", _basic_region(x, key).shape, x)
     if isinstance(value, Tensor):
+        if _rewrites_its_own_memory(x, key, value):  # as PyTorch's copy_: nothing to do
+            bump_version(x)
+            return
         _refuse_overlapping_value(x, key, value, grad_mode)
     if not _recording(x, value):
         x._check_writable("index assignment", grad_mode, False)  # (internal overlap: of the region)
@@ -319,8 +322,12 @@ def setitem(x, key, value):
             raise _index_error(error, x, "assigning into") from None
         bump_version(x)
         return
+    overlapping = x._data.ndim and has_internal_overlap(x._data)
+    if overlapping:  # an expanded tensor: only the region written must not overlap
+        _refuse_overlapping_region(x._data, _numpy_key(key))
     try:
-        x._inplace(lambda current: functional_setitem(current, key, value), "index assignment")
+        x._inplace(lambda current: functional_setitem(current, key, value), "index assignment",
+                   internal_overlap=not overlapping)
     except IndexError as error:
         raise _index_error(error, x, "assigning into") from None
 
@@ -341,6 +348,25 @@ def _refuse_overlapping_region(data, key):
         region = basic_view_array(data, key)
         if region.ndim and has_internal_overlap(region):
             raise internal_overlap_error("index assignment", region)
+
+
+def _rewrites_its_own_memory(x, key, value):
+    """`x[key] = value` where the value, expanded to the region x[key], is that region's own
+    memory (same address, shape, strides and dtype): PyTorch's copy_ returns at once."""
+    data = value._data
+    if data.base is None and x._data.base is None and data is not x._data:
+        return False
+    numpy_key = _numpy_key(key)
+    if not _is_basic(numpy_key):
+        return False
+    try:
+        region = basic_view_array(x._data, numpy_key)
+        if data.shape != region.shape:
+            data = np.broadcast_to(_without_leading_ones(data, region.ndim), region.shape)
+    except (IndexError, ValueError):
+        return False
+    return (data.dtype == region.dtype and data.strides == region.strides
+            and data.__array_interface__["data"][0] == region.__array_interface__["data"][0])
 
 
 def _basic_region(x, key):

@@ -25,7 +25,7 @@ from .segments import Segment, split_trace, array_of
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
 from .views import bump_version, replay
-from .autograd import fails_backward
+from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
 from .tracer import (Tracer, recording, flatten_tensors, rebuild, template_of, module_state,
                      external_names, observed_value, _input_name)
 
@@ -176,9 +176,6 @@ class CompiledFunction:
                 return self._trace(signature, args, kwargs, reason, tree)
             segment = child
         self.report.compiled_calls += 1
-        self._write_back(segment, env, params, inputs)
-        if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
-            versions_after_write_back(segment, env)
         outputs = [_as_tensor(env[node]) for node in segment.result_nodes]
         passthrough = segment.passthrough.get(with_autograd)
         if passthrough is None:  # which results are an input or param unchanged: fixed per program
@@ -195,14 +192,28 @@ class CompiledFunction:
                 outputs[position] = Tensor._wrap(out._data.copy())
             else:
                 out._data = out._data.copy()  # (a fresh result tensor: its autograd node stays)
+        # (before the write-back: a result that is an input unchanged shows its value before the writes)
+        self._write_back(segment, env, params, inputs)
+        if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
+            versions_after_write_back(segment, env)
         if with_autograd:
             for position in segment.outputs_without_grad:  # as eagerly: e.g. a .grad read in the function
                 outputs[position] = outputs[position].detach()
             if segment.backward_error is not None:  # eagerly, backward() would hit an overwritten saved value
                 outputs = [fails_backward(o, segment.backward_error) if o.requires_grad else o for o in outputs]
-        for position, (kind, target, chain, detached) in segment.output_views.items():
-            view = replay(chain, params[target] if kind == "param" else inputs[target])  # the caller's memory
-            outputs[position] = view.detach() if detached else view
+            for position in segment.outputs_requiring_grad:  # eagerly; even where no gradient reaches it
+                if not outputs[position].requires_grad:
+                    outputs[position] = without_gradient_edges(outputs[position])
+            for position, error in segment.stale_outputs.items():  # eagerly, its history cannot be read
+                if outputs[position].requires_grad:
+                    outputs[position] = fails_backward(outputs[position], error)
+        if STATE.grad_enabled:
+            for position in segment.freed_outputs:  # eagerly, backward() inside the function freed its history
+                if with_autograd or position not in segment.output_views:
+                    outputs[position] = fails_backward(outputs[position], BACKWARD_TWICE)
+        for position, (kind, target, chain, detached, creation) in segment.output_views.items():
+            source = params[target] if kind == "param" else inputs[target]  # the caller's memory
+            outputs[position] = returned_view(source, chain, detached, creation)
         return rebuild(segment.result, iter(outputs))
 
     def _bind_params(self, tree):
@@ -397,7 +408,7 @@ class CompiledFunction:
             built.append(segment)
         built[-1].result = template_of(result)
         built[-1].result_nodes = list(graph.outputs)
-        vars(built[-1]).update(output_facts)  # output_views, outputs_without_grad, backward_error
+        vars(built[-1]).update(output_facts)  # output_views, outputs_without_grad, backward_error, ...
         built[-1].mutations = list(graph.mutations)
         if parent is not None:
             parent.children[pieces[start - 1][1].expected] = built[0]
@@ -409,8 +420,9 @@ class CompiledFunction:
                 self._signatures.append(signature)
             self._cache[signature] = tree
             tree.unconfirmed = bool(graph.mutations)
+            # (only when no result has history left for another backward: eagerly, the rest fail it)
             tree.trains_itself = output_facts["ran_backward"] and any(
-                m.kind == "param" and m.target in trainable for m in graph.mutations)
+                m.kind == "param" and m.target in trainable for m in graph.mutations) and not output_facts["live_histories"]
         return len(built), start
 
     def _python_state_changed_by_call(self, signature, args, kwargs):
@@ -554,6 +566,20 @@ def _same_program(tree, pieces):
 
 def _program_text(graph):
     return graph.to_json()
+
+
+def returned_view(source, chain, detached, creation):
+    """A result that eagerly was a view of an input or param, made again on the caller's tensor:
+    detached, or in the mode it was made in (a view made under no_grad passes no gradient)."""
+    if detached:
+        return replay(chain, source).detach()
+    if creation is not None and creation[0] == "no_grad":
+        with no_grad():
+            return replay(chain, source)
+    view = replay(chain, source)
+    if creation is not None:
+        view._creation, view._output_nr, view._created_by = creation
+    return view
 
 
 def _returned_view_of_mutated(graph, outputs, watched):

@@ -10,6 +10,7 @@ from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from .autograd import saves_like_pytorch
 from .tensor import Tensor
+from .views import version_counter
 
 _NUMBER = (int, float, bool, np.number, np.bool_)
 
@@ -19,6 +20,15 @@ def to_dtype(t, dtype):
     if t._data.dtype == dtype.np:
         return t
     return P["convert"].bind(t, dtype=dtype.name)
+
+
+def cast_operand(t, dtype):
+    """`t` converted to `dtype` as an operand of the op about to run (never handed to the user).
+    The copy shares `t`'s version counter: PyTorch's op saves `t` itself for backward, so a later
+    in-place write to `t` must still fail that backward."""
+    cast = P["convert"].bind(t, dtype=dtype.name)
+    cast._vc = version_counter(t)
+    return cast
 
 
 def constant(value, dtype):
@@ -46,7 +56,7 @@ def promote_operands(operands, at_least=None):
     out = []
     for x in operands:
         if isinstance(x, Tensor):
-            out.append(x if x._data.dtype == result.np else P["convert"].bind(x, dtype=result.name))
+            out.append(x if x._data.dtype == result.np else cast_operand(x, result))
         else:
             out.append(constant(x, result))
     return out

@@ -28,6 +28,9 @@ class Segment:
         self.output_views = {}  # last segment: results that are views of inputs/params (see Tracer.finish)
         self.outputs_without_grad = []  # last segment: positions of results that eagerly require no grad
         self.passthrough = {}  # with_autograd -> positions of results that are an input or param unchanged
+        self.outputs_requiring_grad = []  # last segment: positions of results that eagerly require grad
+        self.freed_outputs = []  # last segment: results whose history a backward() in the function freed
+        self.stale_outputs = {}  # last segment: {position: error} of results whose history eagerly cannot be read
         self.backward_error = None  # last segment: the error eager backward() from the results raises
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor

@@ -218,8 +218,6 @@ def cat(tensors, dim=0, out=None):
     if not tensors:
         raise RuntimeError("cat(): expected a non-empty list of Tensors")
     tensors = promote_operands(tensors)
-    if len(tensors) == 1:
-        return tensors[0]
     dim = _dim(dim, tensors[0].ndim, "cat")
     return P["concat"].bind(*tensors, axis=dim)
 

@@ -9,6 +9,7 @@ from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from . import math_ops as M, reductions as R, shape_ops as S, indexing as I, linalg as L, sorting as O
 from .random import generator_or_default
+from .dispatch import STATE
 from .tensor import Tensor, Device
 
 
@@ -248,7 +249,10 @@ def copy_(self, src, non_blocking=False):
         result = S.expand(M.to_dtype(src, current.dtype), tuple(current.shape))
         # src itself (nothing to convert or broadcast) or a view of it: when the new value is
         # rebound rather than written (tracing, autograd), self must not share src's memory
-        return result.clone() if result is src or result._data.base is not None else result
+        result = result.clone() if result is src or result._data.base is not None else result
+        if current.requires_grad and STATE.grad_enabled:  # the old history gets a zero gradient, as in PyTorch
+            return P["replace_value"].bind(current, result)
+        return result
     return self._inplace(value, "copy_", (src,) if src is not self else ())
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ember.ir import Graph, Guard
 from .dispatch import STATE, eager_bind
-from .tensor import Tensor
+from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
 
 _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
@@ -344,7 +344,7 @@ class Tracer:
         """The error eager backward() from these outputs would raise because an in-place op
         overwrote a value saved for it (compiled calls must raise it too), or None. Found by a
         trial backward that accumulates nothing."""
-        from .autograd import run_backward
+        from .autograd import BACKWARD_TWICE, run_backward
         from .dispatch import ModifiedTensorError
         roots = [t for t in outputs if t.grad_fn is not None]
         if not roots:
@@ -355,6 +355,9 @@ class Tracer:
             run_backward(roots, seeds, retain_graph=True, create_graph=False, inputs=roots)
         except ModifiedTensorError as error:
             return str(error)
+        except RuntimeError as error:  # a history a backward() freed: see Tracer.output_facts' freed_outputs
+            if BACKWARD_TWICE not in str(error):
+                raise
         finally:
             STATE.recorder = recorder
         return None
@@ -369,7 +372,8 @@ class Tracer:
             root, chain = self.functional_root(tensor)
             owner = owners.get(id(root))
             if owner is not None:
-                found[position] = (*owner, chain, tensor._detached and root is not tensor)
+                creation = (tensor._creation, tensor._output_nr, tensor._created_by) if tensor._creation else None
+                found[position] = (*owner, chain, tensor._detached and root is not tensor, creation)
         return found
 
     def finish(self, outputs, watched):
@@ -379,9 +383,19 @@ class Tracer:
         (external) tensors are watched too."""
         self.graph.outputs = [self.node_of(t) for t in outputs]
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
-        self.output_facts = {"output_views": self._output_views(outputs, watched),
+        stale = _stale_histories(outputs)
+        freed = _freed_histories(outputs, stale)
+        views = self._output_views(outputs, watched)
+        self.output_facts = {"output_views": views,
                              "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],
-                             "backward_error": self._eager_backward_error(outputs) if self.wrote else None,
+                             "stale_outputs": stale,
+                             "freed_outputs": freed,
+                             "outputs_requiring_grad": [i for i, t in enumerate(outputs) if t.requires_grad
+                                                        and i not in views],
+                             "live_histories": [i for i, t in enumerate(outputs) if t.requires_grad and i not in views
+                                                and i not in stale and i not in freed and t.grad_fn is not None],
+                             "backward_error": self._eager_backward_error(
+                                 [t for i, t in enumerate(outputs) if i not in stale]) if self.wrote else None,
                              "ran_backward": self.ran_backward}
         for kind, target, tensor in watched:
             placeholder = self.known.get(id(tensor))
@@ -393,6 +407,39 @@ class Tracer:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
         return self.graph
+
+
+def _stale_histories(outputs):
+    """{position: PyTorch's error} for each result whose history cannot be read any more (an
+    output of split/chunk/unbind or a no_grad view, whose memory was written since): a compiled
+    call's result fails backward with that error, as eagerly."""
+    stale = {}
+    for position, tensor in enumerate(outputs):
+        if type(tensor) is StaleView:
+            try:
+                tensor.grad_fn
+            except RuntimeError as error:
+                stale[position] = str(error)
+    return stale
+
+
+def _freed_histories(outputs, skip):
+    """Positions of results whose history a backward() in the traced code has already run
+    through and freed: eagerly, another backward() from them raises PyTorch's "a second time"."""
+    freed = []
+    for position, tensor in enumerate(outputs):
+        fn = tensor.grad_fn if position not in skip else None
+        pending, seen = [fn] if fn is not None else [], set()
+        while pending:
+            node = pending.pop()
+            if getattr(node, "freed", False):
+                freed.append(position)
+                break
+            for _, child, _, _ in getattr(node, "saved", ()):
+                if child is not None and id(child) not in seen:
+                    seen.add(id(child))
+                    pending.append(child)
+    return freed
 
 
 class _Deriving:

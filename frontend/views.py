@@ -71,11 +71,13 @@ class ViewStep:
     def apply_array(self, array):
         return self.prim.impl(array, **self.attrs)
 
+    def writable_through(self):
+        """Does the primitive say how a write through it changes its input? (Views that repeat
+        elements, expand and unfold, do not: see _scatter_by_position.)"""
+        return self.prim.view_update is not None
+
     def update(self, base, new_view):
         """`base` with this step's view of it replaced by `new_view` (in primitives)."""
-        if self.prim.view_update is None:
-            raise RuntimeError(f"{self.prim.name}: this view cannot be written through (its elements overlap "
-                               "in memory); clone() it before writing")
         return self.prim.view_update(base, new_view, **self.attrs)
 
     def __eq__(self, other):
@@ -101,6 +103,9 @@ class IndexStep:
         from .indexing import basic_view_array
         return basic_view_array(array, self.key)
 
+    def writable_through(self):
+        return True
+
     def update(self, base, new_view):
         from .indexing import functional_setitem
         return functional_setitem(base, self.key, new_view)
@@ -123,11 +128,12 @@ def register_view(view, source, step):
     counter.shared = True
     if source._detached:
         view._detached = True
-    creation = source._creation
-    if creation is not None or not STATE.grad_enabled:
-        view._creation = creation or "no_grad"
-        if source.requires_grad and not STATE.grad_enabled:
+    if not STATE.grad_enabled:  # (as PyTorch: the mode a view is made in replaces what it inherits)
+        view._creation = "no_grad"
+        if source.requires_grad:
             view.requires_grad = True  # as PyTorch: a view of a tensor that requires grad does, with no history
+    elif source._creation is not None:
+        view._creation = source._creation
     _remember(root, view)
 
 
@@ -152,7 +158,7 @@ def mark_multi_output(pieces, op_name):
     that autograd would record are refused on them, and a write to their memory invalidates
     their history (one backward node serves all of them, so none can be re-derived alone)."""
     for number, piece in enumerate(pieces):
-        if piece._base is not None:
+        if piece._base is not None and STATE.grad_enabled:  # (under no_grad they are no_grad views)
             piece._creation = "multi_output"
             piece._output_nr, piece._created_by = number, op_name
     return pieces
@@ -214,8 +220,30 @@ def scatter_into_base(base, chain, new_view):
     if not chain:
         return new_view
     step = chain[0]
+    if not step.writable_through():
+        return _scatter_by_position(base, chain, new_view)
     inner = step.apply(base)
     return step.update(base, scatter_into_base(inner, chain[1:], new_view))
+
+
+def _scatter_by_position(base, chain, new_view):
+    """The write through a chain with a step that repeats elements (expand): which element of
+    `base` each element of the view is, found by replaying the chain on the positions
+    0..n-1, and an index_put of the view's values there. Where several view elements are one
+    base element, the writes PyTorch allows give them one value (fill_, a copy of the same
+    memory); the first is taken."""
+    from ember.ops import PRIMITIVES
+    from .tensor import Tensor
+    positions = np.arange(int(np.prod(base.shape)), dtype=np.int64).reshape(base.shape)
+    for step in chain:
+        positions = step.apply_array(positions)
+    positions, first = np.unique(np.asarray(positions).reshape(-1), return_index=True)
+    values = PRIMITIVES["reshape"].bind(new_view, shape=(int(np.prod(new_view.shape)),))
+    if len(first) != values.shape[0]:
+        values = PRIMITIVES["take"].bind(values, Tensor._wrap(first.astype(np.int64)), axis=0)
+    flat = PRIMITIVES["reshape"].bind(base, shape=(int(np.prod(base.shape)),))
+    updated = PRIMITIVES["index_put"].bind(flat, Tensor._wrap(positions), values, axis=0)
+    return PRIMITIVES["reshape"].bind(updated, shape=tuple(base.shape))
 
 
 def has_internal_overlap(array):

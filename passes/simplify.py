@@ -292,7 +292,8 @@ def where_known_condition(graph, node):
 
 
 def forget_gradient_flow(graph, node):
-    """stop_gradient(x) -> x and overwrite(old, new) -> new: after autodiff they are identities."""
+    """stop_gradient(x) -> x, overwrite(old, new) and replace_value(old, new) -> new: after
+    autodiff they are identities."""
     return node.inputs[-1]
 
 
@@ -449,5 +450,6 @@ RULES = {
     "constant": [constant_splat],
     "stop_gradient": [forget_gradient_flow],
     "overwrite": [forget_gradient_flow],
+    "replace_value": [forget_gradient_flow],
 }
 GENERIC_RULES = [fold_constants]  # tried on every node after its op's own rules

@@ -175,6 +175,7 @@ CASES = {
     # --------------------------------------------------------------- gradient flow (identities on values)
     "stop_gradient": [Case("matrix", [random(3, 4)], {}, lambda x: x)],
     "overwrite": [Case("matrix", [random(3, 4), random(3, 4, seed=1)], {}, lambda old, new: new)],
+    "replace_value": [Case("matrix", [random(3, 4), random(3, 4, seed=1)], {}, lambda old, new: new)],
     # --------------------------------------------------------------- contractions
     "matmul": [Case("batch_broadcast", [random(2, 1, 3, 4), random(5, 4, 2, seed=1)], {}, np.matmul),
                Case("plain", [random(3, 4), random(4, 2, seed=1)], {}, np.matmul)],
