@@ -214,6 +214,8 @@ class CompiledFunction:
         for position, (kind, target, chain, detached, creation) in segment.output_views.items():
             source = params[target] if kind == "param" else inputs[target]  # the caller's memory
             outputs[position] = returned_view(source, chain, detached, creation)
+        for position, source, chain, detached, creation in segment.views_of_outputs:
+            outputs[position] = returned_view(outputs[source], chain, detached, creation)
         return rebuild(segment.result, iter(outputs))
 
     def _bind_params(self, tree):

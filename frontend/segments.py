@@ -30,6 +30,7 @@ class Segment:
         self.passthrough = {}  # with_autograd -> positions of results that are an input or param unchanged
         self.outputs_requiring_grad = []  # last segment: positions of results that eagerly require grad
         self.freed_outputs = []  # last segment: results whose history a backward() in the function freed
+        self.views_of_outputs = []  # last segment: results that are views of other results (Tracer.finish)
         self.stale_outputs = {}  # last segment: {position: error} of results whose history eagerly cannot be read
         self.backward_error = None  # last segment: the error eager backward() from the results raises
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)

@@ -389,6 +389,7 @@ class Tracer:
         self.output_facts = {"output_views": views,
                              "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],
                              "stale_outputs": stale,
+                             "views_of_outputs": _views_of_outputs(outputs, set(views) | set(stale)),
                              "freed_outputs": freed,
                              "outputs_requiring_grad": [i for i, t in enumerate(outputs) if t.requires_grad
                                                         and i not in views],
@@ -421,6 +422,30 @@ def _stale_histories(outputs):
             except RuntimeError as error:
                 stale[position] = str(error)
     return stale
+
+
+def _views_of_outputs(outputs, skip):
+    """[(position, source position, chain, detached, creation)] for each result that is a view
+    of another result (`return h, h.view(-1)`), sources first: a compiled call derives it from
+    that result again, so the two share memory, as eagerly."""
+    found = []
+    for position, tensor in enumerate(outputs):
+        if position in skip or tensor._base is None:
+            continue
+        best = None
+        for source, other in enumerate(outputs):
+            if source == position or (other._base if other._base is not None else other) is not tensor._base:
+                continue
+            suffix = chain_suffix(tensor._view_chain, other._view_chain if other._base is not None else ())
+            if suffix is None or not suffix and source > position:  # (the same view twice: from the first)
+                continue
+            if best is None or len(suffix) < len(best[1]):
+                best = (source, suffix)
+        if best is not None:
+            creation = (tensor._creation, tensor._output_nr, tensor._created_by) if tensor._creation else None
+            detached = tensor._detached and not outputs[best[0]]._detached
+            found.append((len(tensor._view_chain), position, best[0], best[1], detached, creation))
+    return [entry[1:] for entry in sorted(found, key=lambda entry: entry[:2])]
 
 
 def _freed_histories(outputs, skip):

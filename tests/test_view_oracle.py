@@ -159,7 +159,6 @@ def test_generated_programs_cover_every_statement_and_outcome():
 # ---------------------------------------------------------------- what the long runs found
 # One minimal program per class of disagreement that tests/torch_oracle.py's runs against
 # PyTorch 2.13 found and that is now fixed; each runs eagerly and compiled with both backends.
-# (tests/view_findings.py holds the classes still open.)
 FOUND_AND_FIXED = [
     # compiled llvm: an output computed as x * 1 (or a clone) is returned in the argument's own buffer
     ("output_of_x_times_1_does_not_alias_the_argument",
@@ -216,6 +215,10 @@ FOUND_AND_FIXED = [
     ("loss_from_a_view_made_under_no_grad_can_run_backward",
      hand_written([("with", ["t1 = s0.t()"])], [("s0", (4, 4), True, "float32")], outputs=("t1",),
                   backward="outside")),
+    # compiled: returned views of one intermediate share memory
+    ("returned_views_of_one_intermediate_share_memory",
+     hand_written(["t1 = T.ones(1, 4, dtype=T.float64)", "t2 = t1.narrow(0, 0, 1)", "t3 = t2.expand(2, 1, 4)"], [],
+                  outputs=("t3", "t2"))),
     # eager: a view made under no_grad of a multi-output view is a no_grad view (creation mode order)
     ("no_grad_view_of_a_chunk_piece_reports_no_grad_mode",
      hand_written(["t1, t2 = s0.chunk(3, 0)", ("with", ["t3 = t1.transpose(0, 1)"]), "t3.relu_()"],
