@@ -1,8 +1,10 @@
-"""The one dispatch function every Tensor operation goes through, and the state it reads.
+"""Eager mode, the base of the mode stack every Tensor operation goes through, and the state it reads.
 
-`dispatch(prim, operands, attrs)` is installed as the primitives' binder. Eager mode computes
-with the numpy implementation and records an autograd node; when a recorder is active
-(tracing or symbolic autodiff, see ember.frontend.tracer) the recorder handles the call.
+`Primitive.bind` sends each call to the mode on top of one stack (ember.ops.registry): eager
+mode (`eager_bind`: the numpy implementation plus an autograd node) at the bottom, a tracer
+above it while ember.compile records (ember.frontend.tracer), the autodiff pass's graph builder
+while it differentiates symbolically. `STATE.recorder` is the tracer on top of that stack, if
+any, kept in step with it (it is read on hot paths: an attribute, not a lookup).
 """
 import numpy as np
 
@@ -17,7 +19,7 @@ class DispatchState:
 
     def __init__(self):
         self.grad_enabled = True
-        self.recorder = None  # a tracer or symbolic graph builder, or None for eager
+        self.recorder = None  # the tracer on top of the mode stack, or None (set only by _follow_modes)
         self.module_path = []  # names of the modules being called, for errors and IR names
         self.strict = config.STRICT  # also run shape rules in eager mode and compare (EMBER_STRICT)
         # while an in-place op computes its new value: the tensor standing for the old value, which
@@ -48,12 +50,6 @@ def explain_failure(prim, operands, attrs, error):
     shapes = ", ".join(registry.describe(spec_of(t)) for t in operands)
     raise RuntimeError(f"{where}: failed on {shapes} with {attrs}: {error}") from error
 
-
-def dispatch(prim, operands, attrs):
-    recorder = STATE.recorder
-    if recorder is not None:
-        return recorder.bind(prim, operands, attrs)
-    return eager_bind(prim, operands, attrs)
 
 
 def eager_bind(prim, operands, attrs):
@@ -112,7 +108,19 @@ class ModifiedTensorError(RuntimeError):
     """A value saved for backward was overwritten in place before the backward read it."""
 
 
-registry.set_dispatcher(dispatch)
+class EagerMode:
+    """The base mode: numpy values, autograd nodes."""
+
+    records_tensors = False
+    bind = staticmethod(eager_bind)
+
+
+def _follow_modes(top):
+    STATE.recorder = top if getattr(top, "records_tensors", False) else None
+
+
+registry.install_base_mode(EagerMode())
+registry.on_mode_change(_follow_modes)
 
 from .tensor import Tensor  # noqa: E402  (Tensor uses dispatch; dispatch wraps into Tensor)
 from .views import ViewStep, register_view, memory_owner  # noqa: E402

@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 
 from ember import dtypes
+from ember.ops import in_mode
 from .dispatch import STATE
 from . import views
 
@@ -549,19 +550,9 @@ class _InvalidHistory:
 _INVALID_HISTORY = _InvalidHistory()
 
 
-class _tracer_paused:
+def _tracer_paused(state):
     """Eager-only work inside traced code (autograd bookkeeping the graph does not need)."""
-
-    def __init__(self, state):
-        self.state = state
-
-    def __enter__(self):
-        self.previous = self.state.recorder
-        self.state.recorder = None
-
-    def __exit__(self, *exc):
-        self.state.recorder = self.previous
-        return False
+    return in_mode(None)
 
 
 def _rebuild(data, requires_grad):

@@ -15,6 +15,7 @@ from collections import Counter
 import numpy as np
 
 from ember.ir import Graph, Guard
+from ember.ops import in_mode
 from .dispatch import STATE, eager_bind
 from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
@@ -42,7 +43,10 @@ def user_frame():
 
 
 class Tracer:
-    """Installed as `STATE.recorder` while tracing. `bind` computes eagerly and records."""
+    """A mode on top of the mode stack while tracing (`recording`); `STATE.recorder` then names
+    it. `bind` computes eagerly and records."""
+
+    records_tensors = True
 
     def __init__(self, name="graph"):
         self.graph = Graph(name)
@@ -258,11 +262,8 @@ class Tracer:
             for i, t in enumerate(operands):
                 if inputs[i] in differentiable and (not t.requires_grad or t.grad_fn is None and id(t) not in self.known):
                     inputs[i] = self._stop_gradient(inputs[i])  # eager autograd has no path from here to the node's
-        STATE.recorder = None  # the eager computation below must not re-enter the tracer
-        try:
+        with in_mode(None):  # the eager computation below must not re-enter the tracer
             result = eager_bind(prim, operands, attrs)
-        finally:
-            STATE.recorder = self
         node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim))
         if prim.vjp is not None and any(i in differentiable for i in inputs):
             differentiable.add(node)
@@ -350,16 +351,14 @@ class Tracer:
         if not roots:
             return None
         seeds = [Tensor._wrap(np.ones(t.shape, t._data.dtype)) for t in roots]
-        recorder, STATE.recorder = STATE.recorder, None
         try:
-            run_backward(roots, seeds, retain_graph=True, create_graph=False, inputs=roots)
+            with in_mode(None):
+                run_backward(roots, seeds, retain_graph=True, create_graph=False, inputs=roots)
         except ModifiedTensorError as error:
             return str(error)
         except RuntimeError as error:  # a history a backward() freed: see Tracer.output_facts' freed_outputs
             if BACKWARD_TWICE not in str(error):
                 raise
-        finally:
-            STATE.recorder = recorder
         return None
 
     def _output_views(self, outputs, watched):
@@ -480,20 +479,9 @@ class _Deriving:
         return False
 
 
-class recording:
-    """Context manager that makes `tracer` the dispatcher's recorder."""
-
-    def __init__(self, tracer):
-        self.tracer = tracer
-
-    def __enter__(self):
-        self.previous = STATE.recorder
-        STATE.recorder = self.tracer
-        return self.tracer
-
-    def __exit__(self, *exc):
-        STATE.recorder = self.previous
-        return False
+def recording(tracer):
+    """Context manager that puts `tracer` on top of the mode stack."""
+    return in_mode(tracer)
 
 
 def flatten_tensors(value, path="out"):

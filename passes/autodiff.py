@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ember.ir import Graph
 from ember.ops import PRIMITIVES, Spec
-from ember.ops.registry import dispatching_to
+from ember.ops.registry import in_mode
 
 
 class SymbolicValue:
@@ -67,7 +67,7 @@ def gradients(graph, outputs, wrt, seeds=None, name_prefix="grad"):
     builder = GraphBuilder(graph, name_prefix)
     relevant = _between(graph, outputs, wrt)
     cotangent = {}
-    with dispatching_to(builder.bind):
+    with in_mode(builder):  # VJP rules bind on IR values: the builder records them
         for i, out in enumerate(outputs):
             if seeds is not None:
                 seed = builder.value(seeds[i])

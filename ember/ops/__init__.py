@@ -3,9 +3,10 @@
 `PRIMITIVES` maps a name to its `Primitive` (kind, shape rule, numpy implementation, VJP).
 Composite ops (linear, softmax, cross_entropy, norms) live in the frontend, built from these.
 """
-from .registry import KINDS, OpError, PRIMITIVES, Primitive, Spec, describe, get, register, set_dispatcher
+from .registry import (KINDS, OpError, PRIMITIVES, Primitive, Spec, current_mode, describe, get, in_mode,
+                       install_base_mode, register)
 from . import elementwise, reduce, movement, indexing, contraction, random_sources, gradient_flow  # noqa: F401  (registers the primitives)
 from . import compose  # noqa: F401
 
 __all__ = ["KINDS", "OpError", "PRIMITIVES", "Primitive", "Spec", "describe", "get", "register",
-           "set_dispatcher", "compose"]
+           "in_mode", "current_mode", "install_base_mode", "compose"]

@@ -62,8 +62,8 @@ class Primitive:
         return f"<primitive {self.name} ({self.kind})>"
 
     def bind(self, *operands, **attrs):
-        """Apply this primitive to tensors (eager values or IR values) through the dispatcher."""
-        return _dispatcher[0](self, operands, attrs)
+        """Apply this primitive to tensors (eager values or IR values) in the current mode."""
+        return _modes[-1].bind(self, operands, attrs)
 
 
 def _locals_read(fn):
@@ -74,28 +74,55 @@ def _locals_read(fn):
 
 PRIMITIVES = {}
 
-# The dispatcher is installed by ember.frontend.dispatch at import; it is the one global hook.
-_dispatcher = [None]
+# ----------------------------------------------------------------------------- the mode stack
+# Every `bind` goes to the mode on top of one stack, as PyTorch's dispatch modes and JAX's
+# trace stack: eager at the bottom (installed by ember.frontend.dispatch at import), a tracer
+# above it while ember.compile records (ember.frontend.tracer), the autodiff pass's graph builder
+# while it applies VJP rules to IR values (ember.passes.autodiff), and eager again where traced
+# code pauses the tracer. A mode is an object with `bind(prim, operands, attrs)`.
+_modes = [None]
+_listeners = []  # called with the new top mode whenever it changes
 
 
-def set_dispatcher(fn):
-    _dispatcher[0] = fn
+def install_base_mode(mode):
+    """The bottom of the stack: the mode that runs when nothing else is active (eager)."""
+    _modes[0] = mode
+    _changed()
 
 
-class dispatching_to:
-    """Send every `bind` to `fn` inside the block: the autodiff pass applies VJP rules to IR
-    values this way (symbolic mode), without the frontend."""
+def current_mode():
+    return _modes[-1]
 
-    def __init__(self, fn):
-        self.fn = fn
+
+def on_mode_change(listener):
+    """`listener(top)` runs whenever the top mode changes (the frontend keeps its view of the
+    active tracer in step this way)."""
+    _listeners.append(listener)
+    listener(_modes[-1])
+
+
+def _changed():
+    top = _modes[-1]
+    for listener in _listeners:
+        listener(top)
+
+
+class in_mode:
+    """Send every `bind` inside the block to `mode`; `in_mode(None)` runs the base (eager) mode."""
+
+    __slots__ = ("mode",)
+
+    def __init__(self, mode):
+        self.mode = mode
 
     def __enter__(self):
-        self.previous = _dispatcher[0]
-        _dispatcher[0] = self.fn
-        return self
+        _modes.append(self.mode if self.mode is not None else _modes[0])
+        _changed()
+        return self.mode
 
     def __exit__(self, *exc):
-        _dispatcher[0] = self.previous
+        _modes.pop()
+        _changed()
         return False
 
 
