@@ -163,7 +163,8 @@ def jit_stream_kernels(np):
     """Hand-written LLVM loops: the fused chain (llvm_math's sigmoid) and a triad, JIT-compiled."""
     import ctypes
     from llvmlite import ir
-    from ember.compiler import llvm_math, llvm_target
+    from ember.compiler.cpu import host as llvm_target
+    from ember.compiler.llvm import math as llvm_math
     llvm = llvm_target.llvm_binding()
     module = llvm_target.new_module("stream_kernels")
     f32, i64 = ir.FloatType(), ir.IntType(64)
@@ -251,7 +252,7 @@ def section_fused(np, ember, quick):
 
 def build_sgemm():
     import ctypes
-    from ember.compiler import llvm_matmul, llvm_target
+    from ember.compiler.cpu import host as llvm_target, sgemm as llvm_matmul
     llvm = llvm_target.llvm_binding()
     module = llvm_target.new_module("benchmark_sgemm")
     llvm_matmul.define_sgemm(module)

@@ -2,15 +2,33 @@
 
 A backend is an object with `name` and `compile(graph) -> runner`, where
 runner({input node id: array}, {param name: array}) returns {node id: array} for every node
-in graph.outputs (see compiler/interpret_backend.py for the reference one).
+in graph.outputs (see compiler/interpret_backend.py for the reference one). A compiling
+backend is the driver (compiler/driver.py) with a target: "llvm" is the CPU target.
 """
+from .driver import Driver
 from .interpret_backend import InterpretBackend
-from .llvm_backend import LLVMBackend
 
-BACKENDS = {"interpret": InterpretBackend, "llvm": LLVMBackend}
+
+def llvm_backend(cache_dir=None, threads=None, debug=None):
+    """ember.compile(..., backend="llvm"): native code for this CPU. `cache_dir` defaults to
+    EMBER_CACHE_DIR, `threads` to EMBER_NUM_THREADS, `debug` to EMBER_DEBUG (2 and above
+    build programs that time their kernels)."""
+    from ember import config
+    from .cpu.target import CpuTarget
+    debug = config.DEBUG if debug is None else debug
+    return Driver(CpuTarget(threads, instrument=debug >= 2), "llvm", cache_dir, debug)
+
+
+BACKENDS = {"interpret": InterpretBackend, "llvm": llvm_backend}
 
 
 def get_backend(name):
     if name not in BACKENDS:
         raise ValueError(f"unknown ember.compile backend {name!r}; available: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[name]()
+
+
+def render_code(graph, stage, backend="llvm"):
+    """The text `ember dump --stage STAGE` prints for one of a backend's code stages
+    ("llvm": the optimised LLVM IR, "asm": the assembly)."""
+    return get_backend(backend).render(graph, stage)

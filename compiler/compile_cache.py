@@ -42,8 +42,10 @@ def cache_key(*parts):
     return digest.hexdigest()
 
 
-# Where the code generator starts: the modules it imports, transitively, are its source.
-CODE_GENERATOR_ROOT = "ember.compiler.llvm_backend"
+# Where the code generator starts: the modules it imports, transitively, are its source. The
+# driver; its package's registry (compiler/backends.py) brings in every target, with its
+# compiler/llvm/ and compiler/<target>/ modules, so one key covers every target's code.
+CODE_GENERATOR_ROOT = "ember.compiler.driver"
 # Packages whose output reaches the key as data rather than as code: the IR and the passes
 # (the planned graph's JSON, fusion groups and memory plan are hashed) and the frontend (it
 # only builds graphs). ember's top-level package is imported for its version, also hashed.

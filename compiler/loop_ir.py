@@ -1,5 +1,5 @@
-"""Loop-nest kernel descriptions: what lowering (compiler/lowering.py) produces and the code
-generators (compiler/llvm_cpu.py, later a PTX backend) consume.
+"""Loop-nest kernel descriptions: what lowering (compiler/lowering.py) produces and every
+target's code generator (compiler/llvm/kernels.py and the targets built on it) consumes.
 
 A `Kernel` is one fused group: statements (loops, accumulators, stores, bounds checks,
 matrix-multiply calls, numpy fallbacks) over numbered buffer slots. Values are `Expr` trees:
@@ -501,13 +501,13 @@ class Gemm:
     beta: float = 0.0
 
 
-CONV_KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")  # ConvCall kinds, llvm_conv's entries
-DIRECT_SUFFIX = "_direct"  # kind + suffix: the entry with only the direct path (llvm_conv.direct_kernel_applies)
+CONV_KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")  # ConvCall kinds, cpu/conv.py's entries
+DIRECT_SUFFIX = "_direct"  # kind + suffix: the entry with only the direct path (cpu/conv.py direct_kernel_applies)
 
 
 @dataclass
 class ConvCall:
-    """One of compiler/llvm_conv.py's kernels: kind conv2d (in0 = x, in1 = weight, out = y),
+    """One of compiler/cpu/conv.py's kernels: kind conv2d (in0 = x, in1 = weight, out = y),
     conv2d_grad_input (in0 = dy, in1 = weight, out = dx) or conv2d_grad_weight (in0 = x,
     in1 = dy, out = dW), with suffix _direct where the geometry takes the direct path only;
     contiguous NCHW float32 slots; `geometry` is (N, C, H, W, O, KH,

@@ -1,5 +1,5 @@
 """Lowering: each fused group (passes/fusion.py) becomes one loop-nest `Kernel`
-(compiler/loop_ir.py), shared by the LLVM CPU backend and a later PTX backend.
+(compiler/loop_ir.py), shared by every target (compiler/driver.py runs it).
 
 How a group becomes loops. The kernel iterates over its root's shape (an anchored group:
 over its anchor's output, carried to the root through the spine) and stores
@@ -33,20 +33,25 @@ REDUCE_INIT = {"add": 0, "mul": 1}
 UNROLL_REDUCTION = 16  # reductions over at most this many elements become one expression
 
 
-def lower_program(graph, fusion, use_gemm=False, threads=1):
+def lower_program(graph, fusion, use_gemm=False, threads=1, library=None):
     """One Kernel per fusion group, in schedule order. `use_gemm`: float32 contractions call
-    the sgemm/conv kernels (else they run as loops); `threads` sizes their workspaces."""
-    return [lower_group(graph, group, use_gemm, threads) for group in fusion.groups]
+    the target's `library` (Gemm and ConvCall statements; else they run as loops), whose
+    workspaces `threads` sizes. Without a `library`, the CPU target's (compiler/cpu/library.py)."""
+    if use_gemm and library is None:
+        from .cpu.library import CpuLibrary
+        library = CpuLibrary()
+    return [lower_group(graph, group, use_gemm, threads, library) for group in fusion.groups]
 
 
-def lower_group(graph, group, use_gemm=False, threads=1):
+def lower_group(graph, group, use_gemm=False, threads=1, library=None):
     """The loop-nest Kernel of one fusion group (see the module docstring)."""
-    return _GroupLowering(graph, group, use_gemm, threads).lower()
+    return _GroupLowering(graph, group, use_gemm, threads, library).lower()
 
 
 class _GroupLowering(ContractionLowering, OpaqueLowering):
-    def __init__(self, graph, group, use_gemm, threads):
+    def __init__(self, graph, group, use_gemm, threads, library):
         self.graph, self.group, self.use_gemm, self.threads = graph, group, use_gemm, threads
+        self.library = library
         self.members = set(group.nodes)
         self.slots, self.slot_of = [], {}
         self.errors = []

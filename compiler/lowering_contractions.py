@@ -1,10 +1,10 @@
 """Lowering of contraction groups (matmul, conv2d and its two gradients) and window groups
 (fold_windows), a part of compiler/lowering.py's group lowering.
 
-float32 contractions call the packed kernels: `ember_sgemm_threads` (compiler/llvm_matmul.py)
-on strided views of the operands (a prologue of index-map movement ops costs nothing when it
-is a strided view, else the operand is materialised into scratch), and llvm_conv's conv2d,
-conv2d_grad_input and conv2d_grad_weight on contiguous NCHW operands. The output goes
+float32 contractions call the target's library (for the CPU, compiler/cpu/library.py): a Gemm
+(`ember_sgemm_threads`) on strided views of the operands (a prologue of index-map movement ops
+costs nothing when it is a strided view, else the operand is materialised into scratch), and
+a ConvCall (conv2d, conv2d_grad_input, conv2d_grad_weight) on contiguous NCHW operands. The output goes
 straight into the group's root buffer when the epilogue keeps its layout (the epilogue then
 runs in place), else into scratch. Small matmuls and those of a few rows with k-contiguous
 operands (a Linear layer at batch 1) run as loops instead, as do other dtypes: each output
@@ -127,8 +127,9 @@ class ContractionLowering:
     def gemm_applies(self, anchor):
         """float32 contractions call the packed kernels, except matrix products too small to
         pay for packing, and products of few rows whose operands both run contiguously along
-        k (a Linear layer at batch 1: dot products vectorise better than packing)."""
-        if anchor.dtype != "float32" or 0 in anchor.shape:
+        k (a Linear layer at batch 1: dot products vectorise better than packing). Only where
+        the target's library offers that call."""
+        if anchor.dtype != "float32" or 0 in anchor.shape or anchor.op not in self.library.calls:
             return False
         if anchor.op != "matmul":
             return True
@@ -239,17 +240,17 @@ class ContractionLowering:
         return slot
 
     def conv_call(self, kind, out_slot, body, in0, in1, x_shape, w_shape, stride, padding, dilation, groups):
-        """A call of llvm_conv's kernel `kind` on contiguous operands (its direct-only entry where
-        the geometry takes that path)."""
-        from .llvm_conv import conv2d_workspace_bytes, direct_kernel_applies
+        """A call of the library's convolution `kind` on contiguous operands (its direct-only
+        entry where the geometry takes that path)."""
         first = self.contiguous_operand(in0, body)
         second = self.contiguous_operand(in1, body)
         slots = max(1, min(self.threads, x_shape[0]))
-        workspace_bytes = conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots)
+        workspace_bytes = self.library.conv_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation,
+                                                            groups, slots)
         workspace = self.scratch_slot("float32", max(workspace_bytes // 4, 1))
         geometry = tuple(x_shape) + (w_shape[0],) + tuple(w_shape[2:]) + tuple(stride) + tuple(padding) \
             + tuple(dilation) + (groups,)
-        if direct_kernel_applies(kind, tuple(w_shape[2:]), stride, padding, dilation):
+        if self.library.direct_conv_applies(kind, tuple(w_shape[2:]), stride, padding, dilation):
             kind += L.DIRECT_SUFFIX
         body.append(L.ConvCall(kind, first, second, out_slot, tuple(int(g) for g in geometry), workspace, slots))
 

@@ -125,7 +125,7 @@ def cmd_dump(args):
     if args.format != "text":
         raise SystemExit("ember: --stage other than traced prints text only; use EMBER_DUMP=DIR for DOT files")
     if args.stage in ("llvm", "asm"):
-        from ember.compiler.llvm_backend import render_stage as render_code
+        from ember.compiler.backends import render_code
         _write(render_code(graph, args.stage), args.output)
         return
     from ember.passes.pipeline import render_stage

@@ -1,8 +1,8 @@
 """Fusion: partition a graph into kernels (groups), each lowerable to ONE loop nest.
 
 Sits after autodiff and (optional) simplify, before memory planning and lowering:
-`fuse(graph)` returns a `Fusion` (also attached as `graph.fusion`) whose groups, in schedule
-order, are the program's kernels. The pass mutates `graph` in place (see "Recomputation").
+`fuse(graph)` returns a `Fusion` whose groups, in schedule order, are the program's kernels
+(a result, not a graph attribute: passes/pipeline.py keeps it). The pass mutates `graph` in place (see "Recomputation").
 
 Every group has one output read by other kernels, its `root` (the last node); every other
 member is used only inside the group. Values crossing groups are roots, graph inputs, params
@@ -334,7 +334,7 @@ def _rewire(graph, user, old, new):
 # ----------------------------------------------------------------------------- groups
 
 def fuse(graph):
-    """Partition `graph` into kernels; returns the `Fusion` and sets `graph.fusion`.
+    """Partition `graph` into kernels; returns the `Fusion`.
 
     Mutates `graph` in place only by cloning recomputed producers (new ids; surviving node
     ids, outputs, mutations and guards are untouched)."""
@@ -343,9 +343,7 @@ def fuse(graph):
     drafts.sort(key=lambda d: position[d.root])
     groups = [_finish_group(graph, i, d, position) for i, d in enumerate(drafts)]
     _unique_names(groups)
-    fusion = Fusion(graph, groups, {n: g.id for g in groups for n in g.nodes})
-    graph.fusion = fusion
-    return fusion
+    return Fusion(graph, groups, {n: g.id for g in groups for n in g.nodes})
 
 
 def _finish_group(graph, group_id, draft, position):

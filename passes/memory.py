@@ -1,7 +1,7 @@
 """Memory planning: one arena for every intermediate buffer of a fused program.
 
-Runs after fusion, before lowering: `plan_memory(graph, fusion)` returns a `MemoryPlan` (also
-`graph.plan`) giving each kernel output that is not external an offset in one arena.
+Runs after fusion, before lowering: `plan_memory(graph, fusion)` returns a `MemoryPlan` giving
+each kernel output that is not external an offset in one arena.
 
 - Liveness over the group schedule: a buffer lives from the step (group index) that writes it
   to the last step that reads it, both ends included. External values (graph inputs, params,
@@ -125,9 +125,10 @@ def nbytes_of(graph, node_id):
 
 
 def plan_memory(graph, fusion=None):
-    """Plan the arena for `graph` fused by `fusion` (default: `graph.fusion`, else `fuse(graph)`).
-    Returns the `MemoryPlan` and sets `graph.plan`; the graph is not changed."""
-    fusion = fusion or getattr(graph, "fusion", None) or fuse(graph)
+    """Plan the arena for `graph` fused by `fusion` (default: `fuse(graph)`, which may clone
+    recomputed producers into the graph). Returns the `MemoryPlan`."""
+    if fusion is None:
+        fusion = fuse(graph)
     buffers = _live_intervals(graph, fusion)
     in_place = _in_place_choices(graph, fusion, buffers)
     slots = _chains(buffers, in_place)
@@ -139,7 +140,6 @@ def plan_memory(graph, fusion=None):
             live[step] += size
     plan = MemoryPlan(buffers, in_place, arena, sum(b.size for b in buffers.values()), max(live, default=0),
                       len(fusion.groups), graph.name)
-    graph.plan = plan
     return plan
 
 

@@ -1,37 +1,68 @@
-"""The pass pipeline: traced -> autodiff -> simplified -> fused -> planned, with dumps.
+"""The pass manager: the ordered list of passes (traced -> autodiff -> simplified -> fused ->
+planned) that the compile driver, `ember dump --stage`, EMBER_DEBUG=3 and EMBER_DUMP all use.
 
-`run_passes(graph)` applies the passes in order and returns every stage. With
-EMBER_DUMP=DIR (or `dump_dir=`) each stage is written as text and DOT, plus a unified diff
-against the previous stage, as DIR/<graph>/<n>_<stage>.{txt,dot,diff}. `render_stage`
-gives the text one stage prints in `ember dump --stage`.
+Each `Pass` has a name, the stage its output is called, a run function returning
+`(graph, result)` (fuse returns its Fusion, plan_memory its MemoryPlan: results, not graph
+attributes) and a describe function giving the stage's text. `run_passes(graph)` applies them
+in order (the graph passed in is left as it was) and returns `Stages`: every stage's graph
+and every pass's result. Adding a pass is one entry in PASSES. With EMBER_DUMP=DIR (or
+`dump_dir=`) each stage is written as text and DOT, plus a unified diff against the previous
+stage, as DIR/<graph>/<n>_<stage>.{txt,dot,diff}.
 """
 import difflib
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ember import config
 from ember.ir.text import format_graph
 
-STAGES = ("traced", "autodiff", "simplified", "fused", "planned")
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass: `run(graph, stages) -> (graph, result)` reads earlier results from `stages`
+    (a `Stages`); `describe(graph, stages) -> str` is the text of its stage; `applies(options)`
+    says whether it runs for these run_passes options (a pass that does not apply leaves the
+    graph as it is); `check(result)` verifies its result where run_passes is asked to."""
+
+    name: str
+    stage: str
+    run: Callable
+    describe: Callable = None
+    applies: Callable = None
+    check: Callable = None
+
+    def text(self, graph, stages):
+        return self.describe(graph, stages) if self.describe else format_graph(graph)
 
 
 @dataclass
 class Stages:
-    """Each stage's graph, plus the fusion and memory plan of the last two."""
+    """Each stage's graph (stage name -> Graph), each pass's result (pass name -> result) and
+    the passes that ran, in order."""
 
-    graphs: dict = field(default_factory=dict)  # stage name -> Graph
-    fusion: object = None
-    plan: object = None
+    graphs: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    ran: list = field(default_factory=list)
+
+    @property
+    def fusion(self):
+        return self.results.get("fuse")
+
+    @property
+    def plan(self):
+        return self.results.get("plan")
 
     def text(self, stage):
         graph = self.graphs[stage]
-        if stage == "fused":
-            return fused_text(graph, self.fusion)
-        if stage == "planned":
-            return planned_text(graph, self.fusion, self.plan)
+        for each in PASSES:
+            if each.stage == stage:
+                return each.text(graph, self)
         return format_graph(graph)
 
+
+# ----------------------------------------------------------------------------- the passes
 
 def with_gradients(graph):
     """The autodiff stage of a forward graph: the joint graph with the gradients of its
@@ -50,29 +81,24 @@ def with_gradients(graph):
     return joint
 
 
-def run_passes(graph, differentiate=False, dump_dir=None, stop_after="planned"):
-    """Run the pipeline on `graph` (left untouched); returns `Stages`."""
+def _autodiff(graph, stages):
+    return with_gradients(graph), None
+
+
+def _simplify(graph, stages):
     from .simplify import simplify
-    stages = Stages()
-    stages.graphs["traced"] = graph
-    current = with_gradients(graph) if differentiate else graph
-    stages.graphs["autodiff"] = current
-    if stop_after not in ("traced", "autodiff"):
-        current = simplify(current)
-        stages.graphs["simplified"] = current
-    if stop_after in ("fused", "planned"):
-        from .fusion import fuse
-        stages.fusion = fuse(current)
-        stages.graphs["fused"] = current
-    if stop_after == "planned":
-        from .memory import plan_memory
-        stages.plan = plan_memory(current, stages.fusion)
-        stages.plan.check()
-        stages.graphs["planned"] = current
-    dump_dir = dump_dir if dump_dir is not None else config.DUMP_DIR
-    if dump_dir:
-        write_dumps(stages, dump_dir)
-    return stages
+    simplified = simplify(graph)
+    return simplified, simplified.simplify_stats
+
+
+def _fuse(graph, stages):
+    from .fusion import fuse
+    return graph, fuse(graph)
+
+
+def _plan(graph, stages):
+    from .memory import plan_memory
+    return graph, plan_memory(graph, stages.results["fuse"])
 
 
 def fused_text(graph, fusion):
@@ -97,21 +123,69 @@ def planned_text(graph, fusion, plan):
     return format_graph(graph, annotate) + "\n" + plan.describe()
 
 
+PASSES = (
+    Pass("autodiff", "autodiff", _autodiff, applies=lambda options: options["differentiate"]),
+    Pass("simplify", "simplified", _simplify),
+    Pass("fuse", "fused", _fuse, lambda graph, stages: fused_text(graph, stages.fusion)),
+    Pass("plan", "planned", _plan, lambda graph, stages: planned_text(graph, stages.fusion, stages.plan),
+         check=lambda plan: plan.check()),
+)
+STAGES = ("traced",) + tuple(each.stage for each in PASSES)
+
+
+def stage_names(passes=None):
+    """("traced", then each pass's stage) for `passes` (default PASSES, read at call time)."""
+    return ("traced",) + tuple(each.stage for each in (PASSES if passes is None else passes))
+
+
+# ----------------------------------------------------------------------------- running them
+
+def run_passes(graph, differentiate=False, dump_dir=None, stop_after=None, timer=None, check=True):
+    """Run PASSES on `graph` (left untouched) up to the stage `stop_after` (default: all of
+    them); returns `Stages`.
+    `differentiate` adds the parameter gradients of a forward graph (the autodiff pass);
+    `timer` (compiler's StageTimer) times each pass that runs under its name; `check`
+    verifies the results that passes can check (the memory plan's non-overlap)."""
+    names = stage_names()
+    stop_after = names[-1] if stop_after is None else stop_after
+    if stop_after not in names:
+        raise ValueError(f"unknown stage {stop_after!r}; stages: {', '.join(names)}")
+    options = {"differentiate": differentiate}
+    stages = Stages()
+    stages.graphs["traced"] = current = graph
+    for each in PASSES[:names.index(stop_after)]:
+        if each.applies is None or each.applies(options):
+            if timer is None:
+                current, result = each.run(current, stages)
+            else:
+                with timer(each.name):
+                    current, result = each.run(current, stages)
+            stages.results[each.name] = result
+            stages.ran.append(each)
+            if check and each.check is not None:
+                each.check(result)
+        stages.graphs[each.stage] = current
+    dump_dir = dump_dir if dump_dir is not None else config.DUMP_DIR
+    if dump_dir:
+        write_dumps(stages, dump_dir)
+    return stages
+
+
 def write_dumps(stages, dump_dir):
     """Text, DOT and a diff against the previous stage for every stage, written atomically."""
+    from ember.ir.dot import graph_to_dot
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", next(iter(stages.graphs.values())).name) or "graph"
     folder = os.path.join(dump_dir, name)
     os.makedirs(folder, exist_ok=True)
+    fusion = stages.fusion
     previous = None
-    for index, stage in enumerate(s for s in STAGES if s in stages.graphs):
+    for index, stage in enumerate(s for s in stage_names() if s in stages.graphs):
         text = stages.text(stage)
         graph = stages.graphs[stage]
         group_of = None
-        if stage in ("fused", "planned") and stages.fusion is not None:
-            fusion = stages.fusion
+        if stage in ("fused", "planned") and fusion is not None:
             group_of = lambda n: ((fusion.group_of[n], fusion.groups[fusion.group_of[n]].name)  # noqa: E731
                                   if n in fusion.group_of else None)
-        from ember.ir.dot import graph_to_dot
         stem = os.path.join(folder, f"{index}_{stage}")
         _write_atomically(stem + ".txt", text)
         _write_atomically(stem + ".dot", graph_to_dot(graph, group_of))
@@ -129,8 +203,6 @@ def _write_atomically(path, text):
 
 
 def render_stage(graph, stage, differentiate=False):
-    """The text `ember dump --stage STAGE` prints."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    """The text `ember dump --stage` prints for a pass stage."""
     stages = run_passes(graph, differentiate=differentiate, dump_dir="", stop_after=stage)
     return stages.text(stage)

@@ -1,6 +1,6 @@
 """Running a compiled CPU program: load its machine code and call it, one foreign call per run.
 
-The program's entry `int ember_program(void **table)` (compiler/llvm_cpu.py) reads the
+The program's entry `int ember_program(void **table)` (compiler/cpu/program.py) reads the
 fixed head of `table` (arena, fallback callback, timings, thread count, the offset of an
 ndarray's data pointer inside the numpy object) and then one entry per external buffer:
 the address of the numpy array object itself, whose data pointer the entry loads. So a call

@@ -15,8 +15,10 @@ import pytest
 import ember
 import zoo
 from ember import config
-from ember.compiler import compile_cache, llvm_backend, llvm_target, support_library
-from ember.compiler.llvm_backend import LLVMBackend
+from ember.compiler import compile_cache, driver
+from ember.compiler.backends import llvm_backend as LLVMBackend
+from ember.compiler.cpu import host as llvm_target, support_library
+from ember.compiler.cpu.target import CpuTarget
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,12 +38,12 @@ def generated_code(graph):
     """{artifact: text or bytes} of one program: its LLVM IR as written, optimised, its object
     code, and the LLVM IR of the support-library pieces it calls. Built for threads (outlined
     parallel loops) whether or not this host has libgomp."""
-    prepared = llvm_backend.prepare(graph, threads=4)
-    prepared.program.parallel = True
-    optimized = llvm_backend.optimized_module(prepared)
-    code = {"llvm ir": str(llvm_backend.llvm_module(prepared)), "optimized llvm ir": str(optimized),
+    target = CpuTarget(threads=4, parallel=True)
+    lowered = driver.lower(driver.plan(graph), target)
+    optimized = target.optimize(target.emit(lowered))
+    code = {"llvm ir": str(target.emit(lowered)), "optimized llvm ir": str(optimized),
             "object code": llvm_target.host_target_machine().emit_object(optimized)}
-    for piece in prepared.pieces:
+    for piece in support_library.pieces_for(lowered.kernels):
         code[f"{piece} llvm ir"] = str(support_library.piece_module(piece, True))
     return code
 
@@ -60,7 +62,7 @@ def report_of_this_process():
     for name, graph in graphs.items():
         for artifact, data in generated_code(graph).items():
             code[f"{name}: {artifact}"] = digest(data)
-        code[f"{name}: cache key"] = llvm_backend.program_key(llvm_backend.plan(graph), 4, False, True)
+        code[f"{name}: cache key"] = driver.program_key(driver.plan(graph), CpuTarget(threads=4, parallel=True))
     for piece in support_library.PIECES:
         code[f"{piece}: cache key"] = support_library.piece_key(piece, True)
     loaded = {m for m in sys.modules if m.startswith(("ember.compiler.", "ember.ops."))}
@@ -136,8 +138,8 @@ def test_fresh_processes_with_different_hash_seeds_generate_identical_code_and_k
 # ----------------------------------------------------------------------------- the cache key covers the code generator
 
 def test_the_cache_keys_change_when_any_code_generator_module_changes(monkeypatch, key_memo_cleared):
-    planned = llvm_backend.plan(training_step_graph())
-    program_key = lambda: llvm_backend.program_key(planned, 4, False, True)  # noqa: E731
+    planned = driver.plan(training_step_graph())
+    program_key = lambda: driver.program_key(planned, CpuTarget(threads=4, parallel=True))  # noqa: E731
     piece_key = lambda: support_library.piece_key("sgemm", True)  # noqa: E731
     keys = program_key(), piece_key()
     modules = compile_cache.code_generator_modules()
@@ -156,8 +158,8 @@ def test_the_cache_keys_change_when_any_code_generator_module_changes(monkeypatc
 def test_every_module_a_fresh_process_loads_to_generate_code_is_keyed(fresh_processes):
     for report in fresh_processes:
         keyed, loaded = set(report["keyed"]), set(report["loaded"])
-        assert {"ember.compiler.lowering", "ember.compiler.llvm_cpu", "ember.compiler.llvm_matmul",
-                "ember.compiler.llvm_conv_direct"} <= loaded  # it did generate code
+        assert {"ember.compiler.lowering", "ember.compiler.cpu.program", "ember.compiler.cpu.sgemm",
+                "ember.compiler.cpu.conv_direct", "ember.compiler.llvm.kernels"} <= loaded  # it did generate code
         assert not loaded - keyed, f"loaded to generate code but not in the cache key: {sorted(loaded - keyed)}"
         assert {"ember.compiler.loop_nests", "ember.runtime.cpu_program", "ember.ops.registry"} <= keyed
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 import ember
 import ember.nn.functional as F
 from ember import config
-from ember.compiler.llvm_backend import LLVMBackend, prepare, render_stage
+from ember.compiler.backends import llvm_backend as LLVMBackend, render_code as render_stage
 from ember.ir import run_graph
 import zoo
 from graph_gen import random_graphs
@@ -446,7 +446,7 @@ def test_seed_net_assembly_uses_vector_registers_in_elementwise_and_matmul_kerne
     with ember.no_grad():
         graph = ember.trace(net, ember.randn(batch, 3, 32, 32))
     bodies = _function_bodies(render_stage(graph, "asm"))
-    kernels = prepare(graph).kernels
+    kernels = LLVMBackend().prepare(graph).kernels
     assert kernels and all(k.name in bodies for k in kernels)
     contractions = [k.name for k in kernels if k.kind == "contraction"]
     assert len(contractions) == 5

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("llvmlite")
 
-from ember.compiler import llvm_matmul, llvm_target  # noqa: E402
+from ember.compiler.cpu import host as llvm_target, sgemm as llvm_matmul  # noqa: E402
 
 _P, _I64, _F32, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int32
 SGEMM_THREADS_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _F32, _I32)
@@ -167,7 +167,7 @@ def test_num_threads_from_environment(monkeypatch):
 
 # ----------------------------------------------------------------------------- conv2d
 
-from ember.compiler import llvm_conv  # noqa: E402
+from ember.compiler.cpu import conv as llvm_conv  # noqa: E402
 from ember.ops import PRIMITIVES  # noqa: E402
 
 CANARY = np.arange(0x7F7A0000, 0x7F7A0040, dtype=np.uint32).view(np.float32)
@@ -286,7 +286,7 @@ def test_conv2d_grad_weight_of_an_empty_batch_is_zero(conv):
 
 
 def test_conv2d_workspace_bytes():
-    from ember.compiler.llvm_conv_direct import grad_weight_workspace_floats, workspace_floats
+    from ember.compiler.cpu.conv_direct import grad_weight_workspace_floats, workspace_floats
     args = ((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
     direct = workspace_floats(6, 16, 10, 10, 5, 5, 1, 1, 1)
     assert llvm_conv.conv2d_workspace_bytes("conv2d", *args, slots=2) == 4 * 2 * direct

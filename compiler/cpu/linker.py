@@ -1,6 +1,6 @@
 """Linking object code into a shared library with the system C compiler.
 
-The LLVM backend links each program's object code with the support-library pieces it calls
+The CPU target links each program's object code with the support-library pieces it calls
 into one shared library, which later processes load with ctypes alone (no llvmlite: a cache
 hit costs a dlopen). The library is linked without the C runtime (`-nostdlib`): libc and
 libgomp symbols resolve against the process that loads it (ember.runtime.thread_runtime

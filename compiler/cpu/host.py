@@ -1,31 +1,15 @@
-"""The host target of ember's LLVM CPU backend: llvmlite set up once, lazily, for this CPU.
+"""The machine the CPU target compiles for: this host, as LLVM sees it.
 
-Every LLVM-emitting module (llvm_math, llvm_matmul, the kernel code generator) builds its
-`ir.Module` with `new_module` so triple and data layout match the machine code that
-`host_target_machine` produces, and optimises with `optimize_module`. Importing this file
-does not import llvmlite (0.17 s), and neither does asking what the host is (`target_key`,
-`host_cpu_features`): LLVM's answer is kept in the compile cache (`host_description`).
+The CPU target (compiler/cpu/target.py), sgemm and the convolutions build their `ir.Module`
+with `new_module` so triple and data layout match the machine code that `host_target_machine`
+produces, and optimise with `optimize_module`. Importing this file does not import llvmlite
+(0.17 s), and neither does asking what the host is (`target_key`, `host_cpu_features`):
+LLVM's answer is kept in the compile cache (`host_description`).
 """
 import functools
 import os
-import threading
 
-_INIT_LOCK = threading.Lock()
-_initialized = False
-
-
-def llvm_binding():
-    """llvmlite.binding with the native target and asm printer initialised (once)."""
-    global _initialized
-    import llvmlite.binding as llvm
-    if not _initialized:
-        with _INIT_LOCK:
-            if not _initialized:
-                llvm.initialize_native_target()
-                llvm.initialize_native_asmprinter()
-                llvm.initialize_native_asmparser()
-                _initialized = True
-    return llvm
+from ..llvm.target import llvm_binding, run_pipeline
 
 
 _DESCRIPTION_FIELDS = ("triple", "cpu", "features", "llvmlite")
@@ -39,7 +23,7 @@ def host_description():
     not otherwise need, so the answer is stored in the cache (EMBER_CACHE_DIR) under a
     fingerprint of the CPU (/proc/cpuinfo's identity and flags) and of the llvmlite install;
     where there is no /proc/cpuinfo, LLVM is asked in every process."""
-    from . import compile_cache
+    from .. import compile_cache
     fingerprint = _host_fingerprint()
     if fingerprint is None:
         return _ask_llvm()
@@ -187,12 +171,4 @@ def optimize_module(module_ref, opt=3):
     `module_ref` is an llvmlite.binding ModuleRef (llvm.parse_assembly(str(ir_module))); it is
     optimised in place for the host target machine and returned.
     """
-    llvm = llvm_binding()
-    machine = host_target_machine(opt)
-    tuning = llvm.create_pipeline_tuning_options(speed_level=opt)
-    tuning.loop_vectorization = opt >= 2
-    tuning.slp_vectorization = opt >= 2
-    tuning.loop_unrolling = opt >= 2
-    builder = llvm.create_pass_builder(machine, tuning)
-    builder.getModulePassManager().run(module_ref, builder)
-    return module_ref
+    return run_pipeline(module_ref, host_target_machine(opt), opt, unrolling=opt >= 2, vectorize=opt >= 2)

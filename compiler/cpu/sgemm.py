@@ -1,7 +1,7 @@
-"""sgemm for ember's LLVM CPU backend: a tiled, packed, register-blocked float32 matmul.
+"""sgemm for ember's CPU target: a tiled, packed, register-blocked float32 matmul.
 
 `define_sgemm(module)` adds `ember_sgemm` to an llvmlite module; the kernel code generator
-(llvm_cpu) calls it for matmul nodes and llvm_conv builds conv2d on it. The structure is
+(cpu/program.py) calls it for matmul nodes and conv.py builds conv2d on it. The structure is
 GotoBLAS/BLIS: the NC x KC block of B and the MC x KC block of A are packed into contiguous
 panels, and an MR x NR microkernel keeps MR * NR / lanes vector accumulators in registers,
 one FMA per (row, vector) and k. Row blocks (or column panels) run on libgomp's threads.
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ember.runtime.thread_runtime import load_libgomp  # libgomp, loaded without llvmlite
-from . import llvm_target
-from .llvm_ir_loops import (F32, F32_PTR, I8_PTR, I32, I64, VOID, GOMP, ceil_div, counted_loop, declare,
-                            entry_alloca, f32, i32, i64, smin, splat)
+from ..llvm.loops import (F32, F32_PTR, I8_PTR, I32, I64, VOID, ceil_div, counted_loop, declare,
+                          entry_alloca, f32, i32, i64, smin, splat)
+from . import host
+from .openmp import GOMP
 
 SGEMM_NAME = "ember_sgemm"
 SGEMM_THREADS_NAME = "ember_sgemm_threads"
@@ -47,7 +48,7 @@ def host_geometry():
     """The blocking for this CPU: 6x16 on AVX2 (12 of 16 ymm registers accumulate), 8x32 on
     AVX-512 (16 of 32 zmm registers: enough independent FMA chains, and small output-channel
     counts such as LeNet's 6 and 16 still fill most of a tile)."""
-    lanes = llvm_target.host_vector_lanes(32)
+    lanes = host.host_vector_lanes(32)
     if lanes >= 16:
         return SgemmGeometry(lanes=16, mr=8, nr=32, mc=8 * 20, kc=384, nc=4096)
     if lanes == 8:
@@ -80,7 +81,7 @@ def define_microkernel(module, g, indirect=False):
 
     indirect=True adds a last argument `i32* offsets` and reads row k of B at
     b + offsets[k] instead (NR floats from there, any alignment): direct convolution reads
-    its B rows straight out of a padded image this way (llvm_conv_direct).
+    its B rows straight out of a padded image this way (conv_direct.py).
     """
     name = f"ember_sgemm_kernel_{g.name}" + ("_indirect" if indirect else "")
     if name in module.globals:

@@ -4,23 +4,21 @@
 position, reusing values already computed in the same or an enclosing loop body. Semantics
 follow the numpy implementations in ember/ops: NaN-propagating maximum/minimum, floor
 division and modulo with Python's signs, round half to even, bool stored as one byte.
-Transcendentals come from compiler/llvm_math.py as inlined polynomials (no calls), so the
-loops holding them vectorise. Index arithmetic is int64. No fast-math flags: results are
-IEEE-exact except inside the polynomial approximations.
+The target's tables say how a float op is computed: `math_functions` (op -> emitter writing
+it inline; by default the polynomials of compiler/llvm/math.py, no calls, so the loops holding
+them vectorise) and `float_intrinsics` (op -> LLVM intrinsic). Index arithmetic is int64. No
+fast-math flags: results are IEEE-exact except inside the polynomial approximations.
 """
 from llvmlite import ir
 
-from . import llvm_math
+from .target import LLVMTarget
+from . import math as llvm_math
 
 F32, F64, I1, I8, I32, I64 = ir.FloatType(), ir.DoubleType(), ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 VALUE_TYPES = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "bool": I1}
 STORAGE_TYPES = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "bool": I8}
-POLYNOMIAL = {"exp": llvm_math.emit_exp, "log": llvm_math.emit_log, "log1p": llvm_math.emit_log1p,
-              "expm1": llvm_math.emit_expm1, "tanh": llvm_math.emit_tanh, "sigmoid": llvm_math.emit_sigmoid,
-              "erf": llvm_math.emit_erf}
-FLOAT_INTRINSICS = {"sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos", "floor": "llvm.floor",
-                    "ceil": "llvm.ceil", "round": "llvm.roundeven", "abs": "llvm.fabs",
-                    "maximum": "llvm.maximum", "minimum": "llvm.minimum", "pow": "llvm.pow"}
+POLYNOMIAL = llvm_math.EMITTERS  # the default math table
+FLOAT_INTRINSICS = LLVMTarget.float_intrinsics  # the default intrinsic table
 FCMP = {"eq": ("==", True), "ne": ("!=", False), "lt": ("<", True), "le": ("<=", True),
         "gt": (">", True), "ge": (">=", True)}
 ICMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -85,10 +83,14 @@ def convert(builder, value, source, target):
 
 class ScalarEmitter:
     """Emits Exprs with a builder. `slots` maps slot numbers to buffer pointers, `names` maps
-    loop-variable names to their values, `accumulators` accumulator names to allocas."""
+    loop-variable names to their values, `accumulators` accumulator names to allocas;
+    `math_functions` and `float_intrinsics` are the target's tables (see module docstring)."""
 
-    def __init__(self, builder, module, slots, names, accumulators, dtypes_of_accumulators):
+    def __init__(self, builder, module, slots, names, accumulators, dtypes_of_accumulators, math_functions=None,
+                 float_intrinsics=None):
         self.builder, self.module = builder, module
+        self.math_functions = POLYNOMIAL if math_functions is None else math_functions
+        self.float_intrinsics = FLOAT_INTRINSICS if float_intrinsics is None else float_intrinsics
         self.slots, self.names = slots, names
         self.accumulators, self.acc_dtypes = accumulators, dtypes_of_accumulators
         self.scopes = [{}]  # one cache per open loop body; inner bodies see outer values
@@ -190,8 +192,8 @@ class ScalarEmitter:
         t = VALUE_TYPES[dtype]
         x = args[0]
         zero, one = ir.Constant(t, 0.0), ir.Constant(t, 1.0)
-        if op in POLYNOMIAL:
-            return POLYNOMIAL[op](b, x)
+        if op in self.math_functions:
+            return self.math_functions[op](b, x)
         if op == "add":
             return b.fadd(*args)
         if op == "sub":
@@ -207,7 +209,7 @@ class ScalarEmitter:
         if op == "reciprocal":
             return b.fdiv(one, x)
         if op == "rsqrt":
-            return b.fdiv(one, b.call(intrinsic(self.module, "llvm.sqrt", t), [x]))
+            return b.fdiv(one, b.call(self.float_intrinsic("sqrt", t), [x]))
         if op == "sign":
             positive = b.select(b.fcmp_ordered(">", x, zero), one, x)
             return b.select(b.fcmp_ordered("<", x, zero), ir.Constant(t, -1.0), positive)
@@ -217,10 +219,15 @@ class ScalarEmitter:
             return self._float_remainder(*args, t)
         if op == "floor_divide":
             return self._float_floor_divide(*args, t)
-        if op in FLOAT_INTRINSICS:
-            fn = intrinsic(self.module, FLOAT_INTRINSICS[op], t, len(args))
-            return b.call(fn, args)
-        raise NotImplementedError(f"llvm_cpu: no float lowering for {op}")
+        if op in self.float_intrinsics:
+            return b.call(self.float_intrinsic(op, t, len(args)), args)
+        raise NotImplementedError(f"llvm: no float lowering for {op} on this target")
+
+    def float_intrinsic(self, op, value_type, arity=1):
+        """The target's intrinsic for float op `op` (its `float_intrinsics` table)."""
+        if op not in self.float_intrinsics:
+            raise NotImplementedError(f"llvm: no float lowering for {op} on this target")
+        return intrinsic(self.module, self.float_intrinsics[op], value_type, arity)
 
     def _pow(self, x, y, t):
         b = self.builder
@@ -230,10 +237,10 @@ class ScalarEmitter:
             if y.constant == 1.0:
                 return x
             if y.constant == 0.5:
-                return b.call(intrinsic(self.module, "llvm.sqrt", t), [x])
+                return b.call(self.float_intrinsic("sqrt", t), [x])
             if y.constant == -1.0:
                 return b.fdiv(ir.Constant(t, 1.0), x)
-        return b.call(intrinsic(self.module, "llvm.pow", t, 2), [x, y])
+        return b.call(self.float_intrinsic("pow", t, 2), [x, y])
 
     def _float_remainder(self, x, y, t):
         """Python's x % y: the sign of y."""
@@ -254,10 +261,10 @@ class ScalarEmitter:
         fix = b.and_(b.fcmp_ordered("!=", mod, zero),
                      b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
         div = b.select(fix, b.fsub(div, one), div)
-        floored = b.call(intrinsic(self.module, "llvm.floor", t), [div])
+        floored = b.call(self.float_intrinsic("floor", t), [div])
         floored = b.select(b.fcmp_ordered(">", b.fsub(div, floored), half), b.fadd(floored, one), floored)
         nonzero_div = b.select(b.fcmp_ordered("==", div, zero), b.call(
-            intrinsic(self.module, "llvm.copysign", t, 2), [zero, b.fdiv(x, y)]), floored)
+            self.float_intrinsic("copysign", t, 2), [zero, b.fdiv(x, y)]), floored)
         return b.select(b.fcmp_ordered("==", y, zero), b.fdiv(x, y), nonzero_div)
 
     # ------------------------------------------------------------------ int ops
@@ -292,7 +299,7 @@ class ScalarEmitter:
             return b.xor(*args)
         if op == "shift_right_logical":
             return b.lshr(*args)
-        raise NotImplementedError(f"llvm_cpu: no integer lowering for {op}")
+        raise NotImplementedError(f"llvm: no integer lowering for {op}")
 
     def _int_divide(self, op, x, y, t):
         """Floor division / modulo with Python's signs. Division by zero gives 0 here (the

@@ -1,14 +1,14 @@
-"""conv2d and its two gradient contractions for ember's LLVM CPU backend.
+"""conv2d and its two gradient contractions for ember's CPU target.
 
 NCHW float32, any stride, padding, dilation and groups. Per image and group:
   conv2d              y   = W_g @ im2col(x)                       (O_g x OH*OW)
   conv2d_grad_input   dx  = col2im(W_g^T @ dy)                    (W^T is a stride swap)
   conv2d_grad_weight  dW += dy @ im2col(x)^T                      (summed over images)
 Which kernel computes it: 1x1 convolutions with stride 1 and no padding are one ember_sgemm
-call; with unit (column) strides the direct kernels of llvm_conv_direct run without any
+call; with unit (column) strides the direct kernels of conv_direct.py run without any
 im2col matrix; other strides build im2col/col2im in the workspace around ember_sgemm.
 Images are spread over libgomp threads (each with its own slice of the caller's workspace);
-with a single image the threads go to sgemm instead. The kernel code generator (llvm_cpu)
+with a single image the threads go to sgemm instead. The kernel code generator (cpu/program.py)
 calls the entry points; the caller sizes the workspace with `conv2d_workspace_bytes`.
 Where the geometry is known to take the direct path (`direct_kernel_applies`), programs call
 `ember_<kind>_direct` instead: the same code without the other paths, so it needs no sgemm
@@ -16,13 +16,13 @@ and compiles in less time (a cold compile of the seed Net needs no sgemm at all)
 """
 from llvmlite import ir
 
-from .loop_ir import CONV_KINDS, DIRECT_SUFFIX
-from .llvm_ir_loops import (F32_PTR, I8_PTR, I32, I64, VOID, GOMP, counted_loop, entry_alloca, f32, i32,
-                            i64, smax, smin)
-from .llvm_conv_direct import (define_direct_conv, define_direct_grad_weight, emit_grad_weight_workspace_floats,
-                               emit_workspace_floats, grad_weight_workspace_floats, workspace_floats)
-from .llvm_matmul import (PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_threads, define_sgemm, host_geometry,
-                          load_libgomp)
+from ..llvm.loops import F32_PTR, I8_PTR, I32, I64, VOID, counted_loop, entry_alloca, f32, i32, i64, smax, smin
+from ..loop_ir import CONV_KINDS, DIRECT_SUFFIX
+from .conv_direct import (define_direct_conv, define_direct_grad_weight, emit_grad_weight_workspace_floats,
+                          emit_workspace_floats, grad_weight_workspace_floats, workspace_floats)
+from .openmp import GOMP
+from .sgemm import (PARALLEL_MIN_FLOPS, SGEMM_THREADS_NAME, default_num_threads, define_sgemm, host_geometry,
+                    load_libgomp)
 
 KINDS = CONV_KINDS
 ENTRY_NAMES = {kind: f"ember_{kind}" for kind in KINDS}
@@ -46,7 +46,7 @@ def _is_pointwise(kernel, stride, padding, dilation):
 def conv2d_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation, groups, slots=None, geometry=None):
     """Bytes of workspace ember_<kind> needs for these shapes with `slots` images in flight
     (default: default_num_threads(), capped by the batch): per slot, the direct kernel's
-    scratch (llvm_conv_direct.workspace_floats) where it applies, else one im2col matrix
+    scratch (conv_direct.workspace_floats) where it applies, else one im2col matrix
     (C/groups*KH*KW x OH*OW floats), plus a partial dW for conv2d_grad_weight. Pass the same
     slot count as `workspace_slots`."""
     if kind not in KINDS:

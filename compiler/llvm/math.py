@@ -1,6 +1,6 @@
 """Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf without calls.
 
-The kernel code generator (llvm_cpu) calls `emit_<fn>(builder, x)` for float or double
+Scalar expressions (compiler/llvm/scalar.py) call `emit_<fn>(builder, x)` for float or double
 scalars or vectors. Each emitter writes a polynomial approximation with fmul/fadd/fdiv (and
 the llvm.fmuladd intrinsic), fcmp/select and integer bit operations only, no library calls,
 so LLVM's loop vectoriser vectorises the loops that contain them (a call to expf blocks it). Special values follow numpy: exp(-inf) = 0,

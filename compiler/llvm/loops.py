@@ -1,7 +1,8 @@
-"""Small llvmlite IR-building helpers shared by the hand-written LLVM kernels (sgemm, conv2d).
+"""Small llvmlite IR-building helpers every LLVM target shares: counted loops, vector splats,
+typed constants, declarations once per module, entry-block allocas.
 
-Counted loops, vector splats, typed constants, and libgomp's entry points declared once per
-module. The generated kernels of llvm_cpu may use them too.
+The hand-written CPU kernels (compiler/cpu/sgemm.py, conv.py) are built from them; so may
+any target's generated kernels. Nothing here depends on the machine the code is for.
 """
 from contextlib import contextmanager
 
@@ -95,13 +96,3 @@ def entry_alloca(builder, element_type, count, align=64, name=""):
     builder.position_at_end(saved)
     return slot
 
-
-class GOMP:
-    """libgomp's entry points as declared in one module (see llvm_matmul.load_libgomp)."""
-
-    def __init__(self, module):
-        task_type = ir.FunctionType(VOID, [I8_PTR]).as_pointer()
-        self.parallel = declare(module, "GOMP_parallel", VOID, [task_type, I8_PTR, I32, I32])
-        self.thread_num = declare(module, "omp_get_thread_num", I32, [])
-        self.num_threads = declare(module, "omp_get_num_threads", I32, [])
-        self.max_threads = declare(module, "omp_get_max_threads", I32, [])

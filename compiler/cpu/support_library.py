@@ -1,4 +1,4 @@
-"""The support library programs call: llvm_matmul's sgemm and llvm_conv's convolutions, in pieces.
+"""The CPU support library programs call: sgemm.py's sgemm and conv.py's convolutions, in pieces.
 
 Each piece (`sgemm`, `conv2d`, `conv2d_grad_input`, `conv2d_grad_weight`, and the `_direct`
 variants of the convolutions: their direct path alone) is compiled at O2 on first use into
@@ -6,7 +6,7 @@ its own cached object, and a program gets only the pieces its kernels call (`pie
 the seed Net's inference needs conv2d_direct alone, not sgemm nor the gradient kernels
 (which cost as much LLVM time again). The general convolution pieces call sgemm from the
 sgemm piece instead of carrying a copy. A program is either linked with its pieces
-into one shared library (llvm_backend) or, without a C compiler, loaded by MCJIT after its
+into one shared library (cpu/target.py) or, without a C compiler, loaded by MCJIT after its
 pieces (`register_with_mcjit`). A cold compile builds missing pieces in forked processes on
 the other CPUs while it compiles the program (`compiled_alongside`).
 """
@@ -17,8 +17,9 @@ import threading
 import time
 import warnings
 
-from . import compile_cache, llvm_target
-from . import loop_ir as L
+from .. import compile_cache
+from .. import loop_ir as L
+from . import host
 
 SGEMM = "sgemm"
 CONV_PIECES = L.CONV_KINDS
@@ -30,11 +31,11 @@ def _base_kind(piece):
 
 
 PIECE_ROLES = {
-    SGEMM: "ember_sgemm, the packed, register-blocked matmul (compiler/llvm_matmul.py)",
-    "conv2d": "ember_conv2d, direct or im2col convolution on the sgemm microkernel (compiler/llvm_conv.py)",
-    "conv2d_grad_input": "ember_conv2d_grad_input (compiler/llvm_conv.py)",
-    "conv2d_grad_weight": "ember_conv2d_grad_weight (compiler/llvm_conv.py)",
-    **{piece: f"ember_{piece}, the direct path of ember_{_base_kind(piece)} alone (compiler/llvm_conv.py)"
+    SGEMM: "ember_sgemm, the packed, register-blocked matmul (compiler/cpu/sgemm.py)",
+    "conv2d": "ember_conv2d, direct or im2col convolution on the sgemm microkernel (compiler/cpu/conv.py)",
+    "conv2d_grad_input": "ember_conv2d_grad_input (compiler/cpu/conv.py)",
+    "conv2d_grad_weight": "ember_conv2d_grad_weight (compiler/cpu/conv.py)",
+    **{piece: f"ember_{piece}, the direct path of ember_{_base_kind(piece)} alone (compiler/cpu/conv.py)"
        for piece in DIRECT_PIECES},
 }
 
@@ -57,7 +58,7 @@ def pieces_expected(graph, fusion):
     does a float32 matmul too big for loops and with more rows than a dot product. Lowering
     decides (`pieces_for`); a piece expected wrongly is compiled for nothing, one missed is
     compiled later."""
-    from .lowering_contractions import DOT_PRODUCT_ROWS, GEMM_MIN_WORK
+    from ..lowering_contractions import DOT_PRODUCT_ROWS, GEMM_MIN_WORK
     needed = set()
     for group in fusion.groups:
         node = graph.node(group.anchor)
@@ -75,7 +76,7 @@ def pieces_expected(graph, fusion):
 
 def _conv_pieces(graph, node):
     """The pieces a convolution node's kernel calls (as lowering_contractions.conv_call picks)."""
-    from .llvm_conv import direct_kernel_applies
+    from .conv import direct_kernel_applies
     attrs = node.attrs
     weight_shape = attrs["weight_shape"] if node.op == "conv2d_grad_weight" else graph.node(node.inputs[1]).shape
     if direct_kernel_applies(node.op, tuple(weight_shape[2:]), attrs["stride"], attrs["padding"], attrs["dilation"]):
@@ -85,13 +86,13 @@ def _conv_pieces(graph, node):
 
 def exported_symbols(piece):
     """The symbols a piece defines for programs (and other pieces) to call."""
-    from .llvm_cpu import CONV_SYMBOLS, SGEMM_SYMBOL
-    from .llvm_matmul import SGEMM_NAME
+    from .program import CONV_SYMBOLS, SGEMM_SYMBOL
+    from .sgemm import SGEMM_NAME
     return [SGEMM_SYMBOL, SGEMM_NAME] if piece == SGEMM else [CONV_SYMBOLS[piece]]
 
 
 def piece_key(piece, parallel):
-    return compile_cache.cache_key("support", piece, llvm_target.target_key(), compile_cache.code_generator_sources(),
+    return compile_cache.cache_key("support", piece, host.target_key(), compile_cache.code_generator_sources(),
                                    f"parallel={parallel}")
 
 
@@ -100,17 +101,17 @@ def piece_object(piece, cache, parallel):
     key = piece_key(piece, parallel)
     object_code = cache.load(key)
     if object_code is None:
-        object_code = llvm_target.host_target_machine().emit_object(optimized_piece(piece, parallel))
+        object_code = host.host_target_machine().emit_object(optimized_piece(piece, parallel))
         cache.store(key, object_code)
     return object_code
 
 
 def optimized_piece(piece, parallel):
     """One piece as an optimised llvmlite ModuleRef (O2: its hot loops are vectorised by hand)."""
-    llvm = llvm_target.llvm_binding()
+    llvm = host.llvm_binding()
     module_ref = llvm.parse_assembly(str(piece_module(piece, parallel)))
     module_ref.verify()
-    return llvm_target.optimize_module(module_ref, opt=2)
+    return host.optimize_module(module_ref, opt=2)
 
 
 def piece_text(piece, parallel, stage):
@@ -121,22 +122,22 @@ def piece_text(piece, parallel, stage):
     header = f"{comment} ---- support library piece {piece!r}: {PIECE_ROLES[piece]} ----\n"
     if stage == "llvm":
         return header + str(module_ref)
-    return header + llvm_target.host_target_machine().emit_assembly(module_ref)
+    return header + host.host_target_machine().emit_assembly(module_ref)
 
 
 def piece_module(piece, parallel):
     """The llvmlite ir.Module of one piece; a convolution's copy of sgemm becomes a declaration."""
-    from . import llvm_conv, llvm_matmul
+    from . import conv, sgemm
     if piece not in PIECES:
         raise ValueError(f"unknown support library piece {piece!r}; pieces: {', '.join(PIECES)}")
-    module = llvm_target.new_module(f"ember_support_{piece}")
+    module = host.new_module(f"ember_support_{piece}")
     if piece == SGEMM:
-        llvm_matmul.define_sgemm(module, parallel=parallel)
+        sgemm.define_sgemm(module, parallel=parallel)
         return module
     if piece in DIRECT_PIECES:
-        llvm_conv.define_conv2d(module, _base_kind(piece), parallel=parallel, direct_only=True)
+        conv.define_conv2d(module, _base_kind(piece), parallel=parallel, direct_only=True)
         return module
-    llvm_conv.define_conv2d(module, piece, parallel=parallel)
+    conv.define_conv2d(module, piece, parallel=parallel)
     _declare_only(module, exported_symbols(SGEMM))
     return module
 
@@ -177,10 +178,10 @@ def compiled_alongside(pieces, cache, parallel, kernels):
     calls `helpers.wait()`, after which `piece_object` finds the others in the cache (or
     compiles one itself, if its child failed or took far longer than the caller's own work).
     Children still running on leaving the block are killed."""
-    llvm_target.llvm_binding()  # initialised and imported here, not in every child
-    from . import llvm_conv, llvm_matmul  # noqa: F401
+    host.llvm_binding()  # initialised and imported here, not in every child
+    from . import conv, sgemm  # noqa: F401
     missing = [p for p in pieces if not os.path.exists(cache.path(piece_key(p, parallel)))]
-    helpers = Helpers(_fork_children(_share_out(missing, kernels), cache, parallel))
+    helpers = Helpers(_fork_children(_share_out(missing, kernels), cache, parallel), cache)
     try:
         yield helpers
     finally:
@@ -189,10 +190,11 @@ def compiled_alongside(pieces, cache, parallel, kernels):
 
 
 class Helpers:
-    """Forked children compiling pieces: `children` [(pid, pieces)], `pieces` all handed off."""
+    """Forked children compiling pieces: `children` [(pid, pieces)], `pieces` all handed off,
+    into `cache`."""
 
-    def __init__(self, children):
-        self.children = children
+    def __init__(self, children, cache):
+        self.children, self.cache = children, cache
         self.pieces = [piece for _, share in children for piece in share]
         self.started = time.perf_counter()
 
@@ -287,9 +289,9 @@ def register_with_mcjit(pieces, cache, parallel):
         for piece in pieces:
             if piece in _MCJIT_PIECES:
                 continue
-            llvm = llvm_target.llvm_binding()
+            llvm = host.llvm_binding()
             symbols = exported_symbols(piece)
-            engine, _ = load_object(piece_object(piece, cache, parallel), llvm_target.new_host_target_machine(),
+            engine, _ = load_object(piece_object(piece, cache, parallel), host.new_host_target_machine(),
                                     symbols[0])
             for symbol in symbols:
                 llvm.add_symbol(symbol, engine.get_function_address(symbol))

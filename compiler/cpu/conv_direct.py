@@ -1,16 +1,16 @@
 """Direct convolution for one image group: no im2col matrix, B rows read from a padded image.
 
-llvm_conv uses it for conv2d with unit column stride and for conv2d_grad_input with unit
+conv.py uses it for conv2d with unit column stride and for conv2d_grad_input with unit
 strides (a convolution of the padded output gradient with the flipped, transposed weights).
 The image is copied once into a zero-padded buffer; output row y, columns x..x+NR of output
-channel block m..m+MR is an MR x NR tile of llvm_matmul's microkernel whose B row for tap
+channel block m..m+MR is an MR x NR tile of sgemm.py's microkernel whose B row for tap
 k = (channel, ky, kx) starts at padded + offsets[k] + y*stride_h*Wp + x: the "indirect" variant
 of the microkernel loads it there. Weights are packed into MR-row panels once per call.
 """
 from llvmlite import ir
 
-from .llvm_ir_loops import F32, F32_PTR, I32, I64, VOID, ceil_div, counted_loop, declare, f32, i64, smax, smin
-from .llvm_matmul import define_microkernel, host_geometry
+from ..llvm.loops import F32, F32_PTR, I32, I64, VOID, ceil_div, counted_loop, declare, f32, i64, smax, smin
+from .sgemm import define_microkernel, host_geometry
 
 NAME = "ember_conv_direct"
 DIRECT_KC = 1024  # K block of the direct kernel: its B rows come from the image, not a packed block

@@ -1,0 +1,288 @@
+"""The CPU target's program: its loop kernels in one LLVM module with one entry function.
+
+`build_module` writes every kernel as an internal function over `noalias` buffer pointers
+(compiler/llvm/kernels.py writes their statements) and one entry function `ember_program(void **table)` that runs them in schedule order over
+the arena, so a compiled call is one foreign call. The table (filled by
+runtime/cpu_program.py, see `ArgsLayout`) holds the arena, the numpy-fallback callback
+`int (*)(int kernel)`, an int64 array of per-kernel cycle counts (instrumented builds), the
+thread count, the offset of the data pointer inside a numpy array object, and then the
+address of the numpy array object of each external buffer (inputs, params, constants,
+outputs). The entry returns 0, the 1-based number of the error that stopped it
+(`Program.errors`), or -1 when a numpy fallback raised.
+
+Loops marked parallel whose work passes PARALLEL_MIN_WORK are outlined and split across
+threads by libgomp's GOMP_parallel (static chunks of the outermost loop); the rest run on
+the calling thread. Innermost loops are plain counted loops over unit-stride loads and
+stores, so LLVM's loop vectoriser turns them into vector code for the host CPU. Matrix
+multiplies call `ember_sgemm_threads` (compiler/cpu/sgemm.py) and convolutions
+`ember_conv2d*` (compiler/cpu/conv.py), from the support library (cpu/support_library.py).
+"""
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ember.runtime.cpu_program import HEAD
+from .. import loop_ir as L
+from ..llvm import kernels
+from ..llvm.kernels import PTR, statement_work
+from ..llvm.loops import declare
+from ..llvm.scalar import F32, I8, I32, I64, VALUE_TYPES
+
+ENTRY_NAME = "ember_program"
+SGEMM_SYMBOL = "ember_sgemm_threads"
+# element-ops below which a loop stays on the calling thread: a parallel region costs ~5 us
+# on idle cores, and whole scheduler time slices when another process holds a core
+PARALLEL_MIN_WORK = 1 << 20
+
+
+@dataclass
+class ArgsLayout:
+    """Positions in the entry function's `void **table` (runtime/cpu_program.py fills it):
+    the fixed head (arena, callback, timings, threads, data offset), then one numpy array
+    object address per external buffer."""
+
+    externals: int
+
+    def head(self, name):
+        return HEAD.index(name)
+
+    def external(self, k):
+        return len(HEAD) + k
+
+    @property
+    def size(self):
+        return len(HEAD) + self.externals
+
+
+@dataclass
+class Program(kernels.Program):
+    """A CPU program: the kernels' Program plus the entry's table layout, whether it counts
+    cycles per kernel (`instrument`) and whether big parallel loops may use threads."""
+
+    layout: ArgsLayout = None
+    instrument: bool = False
+    parallel: bool = True  # libgomp is loaded: big parallel loops may use threads
+
+
+def build_module(target, program, module):
+    """Add the kernels and the entry function of `program` to the llvmlite `module`; `target`
+    (an LLVMTarget) gives the intrinsic and math tables."""
+    functions = []
+    for number, kernel in enumerate(program.kernels):
+        if kernel.kind == "callback" or not kernel.body:
+            functions.append(None)
+            continue
+        functions.append(CpuKernelWriter(target, module, program, kernel, number).write())
+    _write_entry(module, program, functions)
+    return module
+
+
+# ----------------------------------------------------------------------------- entry
+
+def _write_entry(module, program, functions):
+    layout = program.layout
+    entry = ir.Function(module, ir.FunctionType(I32, [PTR]), name=ENTRY_NAME)
+    table = entry.args[0]
+    table.add_attribute("noalias")
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+
+    def word(position):
+        return b.load(b.gep(table, [ir.Constant(I64, position)], source_etype=PTR), typ=PTR)
+
+    arena = word(layout.head("arena"))
+    callback = word(layout.head("callback"))
+    timings = word(layout.head("timings")) if program.instrument else None
+    threads = b.trunc(b.ptrtoint(word(layout.head("threads")), I64), I32)
+    data_offset = b.ptrtoint(word(layout.head("data_offset")), I64)
+    externals = {}
+
+    def data_pointer(k):
+        """The data pointer of the numpy array whose object address is entry k."""
+        if k not in externals:
+            obj = word(layout.external(k))
+            externals[k] = b.load(b.gep(obj, [data_offset], source_etype=I8), typ=PTR)
+        return externals[k]
+
+    # every data pointer is read once, up front: kernels see plain pointers
+    for k in sorted({where for kind, where in program.locations.values() if kind == "arg"}):
+        data_pointer(k)
+    status = b.alloca(I32, name="status")
+    b.store(ir.Constant(I32, 0), status)
+    clock = intrinsic_cycle_counter(module) if program.instrument else None
+    callback = _FunctionPointer(callback, ir.FunctionType(I32, [I32]))
+    for number, (kernel, function) in enumerate(zip(program.kernels, functions)):
+        if kernel.kind != "callback" and function is None:
+            continue
+        start = b.call(clock, []) if clock else None
+        if kernel.kind == "callback":
+            b.store(b.call(callback, [ir.Constant(I32, number)]), status)
+        else:
+            pointers = [_slot_pointer(b, program, slot.key, data_pointer, arena) for slot in kernel.slots]
+            b.call(function, pointers + [status, threads])
+        if clock:
+            spent = b.sub(b.call(clock, []), start)
+            cell = b.gep(timings, [ir.Constant(I64, number)], source_etype=I64)
+            b.store(b.add(b.load(cell, typ=I64), spent), cell)
+        code = b.load(status, typ=I32)
+        with b.if_then(b.icmp_signed("!=", code, ir.Constant(I32, 0)), likely=False):
+            b.ret(code)
+    b.ret(ir.Constant(I32, 0))
+
+
+class _FunctionPointer:
+    """A loaded function pointer as llvmlite's IRBuilder.call wants a callee: with a type."""
+
+    def __init__(self, pointer, function_type):
+        self.pointer, self.function_type, self.type = pointer, function_type, PTR
+
+    def get_reference(self):
+        return self.pointer.get_reference()
+
+
+def intrinsic_cycle_counter(module):
+    existing = module.globals.get("llvm.readcyclecounter")
+    return existing or ir.Function(module, ir.FunctionType(I64, []), name="llvm.readcyclecounter")
+
+
+def _slot_pointer(b, program, key, data_pointer, arena):
+    kind, where = program.locations[key]
+    if kind == "arg":
+        return data_pointer(where)
+    return b.gep(arena, [ir.Constant(I64, where)], source_etype=I8)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+class CpuKernelWriter(kernels.KernelWriter):
+    """Writes one Kernel as an internal `void @name(ptr noalias slots..., ptr status, i32 threads)`."""
+
+    def extra_arguments(self):
+        return [I32]
+
+    def new_function(self, name, function_type):
+        fn = super().new_function(name, function_type)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        return fn
+
+
+class CpuBodyWriter(kernels.BodyWriter):
+    """Statements on the CPU: big top-level parallel loops go to libgomp's threads, matrix
+    multiplies and convolutions call the support library."""
+
+    @property
+    def threads(self):
+        return self.extra[0]
+
+    def distributes(self, loop):
+        return loop.parallel and self.writer.program.parallel and statement_work([loop]) >= PARALLEL_MIN_WORK
+
+    def parallel_loop(self, stmt):
+        """Outline the loop into `kernel.var.loop(slots, status, threads, outer accumulators,
+        lo, hi)` and run it on libgomp's threads through a trampoline `kernel.var.par(ctx)`."""
+        writer = self.writer
+        b = self.builder
+        outer = sorted(n for n in kernels.accumulators_read(stmt.body) if n in self.accumulators)
+        outer_types = [VALUE_TYPES[writer.acc_dtypes[n]] for n in outer]
+        # named after the kernel and the loop's variable (content, not object identity), so
+        # the same program always gives the same symbols; get_unique_name guards repeats
+        base = f"{writer.symbol}.{stmt.name}"
+        loop_fn = writer.new_function(self.module.get_unique_name(base + ".loop"),
+                                      writer.signature(outer_types + [I64, I64]))
+        n_slots = len(writer.kernel.slots)
+        inner_builder = ir.IRBuilder(loop_fn.append_basic_block("entry"))
+        inner = CpuBodyWriter(writer, inner_builder, list(loop_fn.args[:n_slots]), loop_fn.args[n_slots],
+                              [loop_fn.args[n_slots + 1]])
+        for name, value in zip(outer, loop_fn.args[n_slots + 2:n_slots + 2 + len(outer)]):
+            inner_builder.store(value, inner.accumulator(name))
+        inner.loop(stmt, loop_fn.args[-2], loop_fn.args[-1])
+        inner_builder.ret_void()
+
+        values = [b.load(self.accumulators[n], typ=t) for n, t in zip(outer, outer_types)]
+        fixed = list(self.slots) + [self.status, self.threads] + values
+        trampoline = _write_trampoline(self.module, self.module.get_unique_name(base + ".par"), loop_fn,
+                                       [a.type for a in fixed], stmt.extent)
+        with b.if_else(b.icmp_signed(">", self.threads, ir.Constant(I32, 1))) as (many, one):
+            with many:
+                context = b.alloca(I64, size=ir.Constant(I64, len(fixed)))
+                for k, value in enumerate(fixed):
+                    b.store(_to_word(b, value), b.gep(context, [ir.Constant(I64, k)], source_etype=I64))
+                gomp_parallel = declare(self.module, "GOMP_parallel", ir.VoidType(), [PTR, PTR, I32, I32])
+                b.call(gomp_parallel, [trampoline, context, self.threads, ir.Constant(I32, 0)])
+            with one:
+                b.call(loop_fn, fixed + [ir.Constant(I64, 0), ir.Constant(I64, stmt.extent)])
+
+    def gemm(self, stmt):
+        b = self.builder
+        sgemm = declare(self.module, SGEMM_SYMBOL, ir.VoidType(),
+                         [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, F32, I32])
+
+        def pointer(view):
+            return b.gep(self.slots[view.slot], [self.emitter.emit(view.offset)], source_etype=F32)
+
+        a, bb, c = stmt.a, stmt.b, stmt.c
+        const = lambda v: ir.Constant(I64, v)  # noqa: E731
+        b.call(sgemm, [const(stmt.m), const(stmt.n), const(stmt.k), pointer(a), const(a.rows), const(a.cols),
+                       pointer(bb), const(bb.rows), const(bb.cols), pointer(c), const(c.rows),
+                       ir.Constant(F32, stmt.beta), self.threads])
+        self.emitter.forget_loads()
+
+    def conv(self, stmt):
+        """void ember_<kind>(in0, in1, out, 14 x i64 geometry, workspace, i64 slots, i32 threads)."""
+        b = self.builder
+        function = declare(self.module, CONV_SYMBOLS[stmt.kind], ir.VoidType(),
+                            [PTR, PTR, PTR] + [I64] * len(stmt.geometry) + [PTR, I64, I32])
+        geometry = [ir.Constant(I64, g) for g in stmt.geometry]
+        b.call(function, [self.slots[stmt.in0], self.slots[stmt.in1], self.slots[stmt.out]] + geometry
+               + [self.slots[stmt.workspace], ir.Constant(I64, stmt.workspace_slots), self.threads])
+        self.emitter.forget_loads()
+
+
+CONV_SYMBOLS = {kind + suffix: f"ember_{kind}{suffix}" for kind in L.CONV_KINDS
+                for suffix in ("", L.DIRECT_SUFFIX)}  # conv.py's entry points
+
+
+def _to_word(b, value):
+    """Any kernel argument as an i64 word of the parallel-loop context."""
+    t = value.type
+    if isinstance(t, ir.PointerType):
+        return b.ptrtoint(value, I64)
+    if isinstance(t, (ir.FloatType, ir.DoubleType)):
+        value = b.bitcast(value, ir.IntType(32 if isinstance(t, ir.FloatType) else 64))
+        t = value.type
+    return b.zext(value, I64) if t.width < 64 else value
+
+
+def _from_word(b, word, t):
+    if isinstance(t, ir.PointerType):
+        return b.inttoptr(word, PTR)
+    if isinstance(t, (ir.FloatType, ir.DoubleType)):
+        bits = ir.IntType(32 if isinstance(t, ir.FloatType) else 64)
+        return b.bitcast(b.trunc(word, bits) if bits.width < 64 else word, t)
+    return b.trunc(word, t) if t.width < 64 else word
+
+
+def _write_trampoline(module, name, loop_fn, field_types, extent):
+    """void name(i64 *ctx): this thread's static chunk of [0, extent) through loop_fn."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name=name)
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    context = fn.args[0]
+    fields = [_from_word(b, b.load(b.gep(context, [ir.Constant(I64, k)], source_etype=I64), typ=I64), t)
+              for k, t in enumerate(field_types)]
+    thread = b.sext(b.call(declare(module, "omp_get_thread_num", I32, []), []), I64)
+    count = b.sext(b.call(declare(module, "omp_get_num_threads", I32, []), []), I64)
+    chunk = b.sdiv(b.add(ir.Constant(I64, extent), b.sub(count, ir.Constant(I64, 1))), count)
+    lo = b.mul(thread, chunk)
+    hi = b.add(lo, chunk)
+    hi = b.select(b.icmp_signed("<", hi, ir.Constant(I64, extent)), hi, ir.Constant(I64, extent))
+    with b.if_then(b.icmp_signed("<", lo, hi)):
+        b.call(loop_fn, fields + [lo, hi])
+    b.ret_void()
+    return fn
+
+
+CpuKernelWriter.body_writer = CpuBodyWriter
+
+__all__ = ["ArgsLayout", "Program", "build_module", "ENTRY_NAME", "SGEMM_SYMBOL", "CONV_SYMBOLS"]

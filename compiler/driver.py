@@ -1,0 +1,258 @@
+"""The compile driver: passes -> lowering -> target code generation -> cache -> load, for every
+target, and the only place that orders those stages.
+
+`Driver(target).compile(graph)` runs the pass pipeline (passes/pipeline.py: simplify, fuse,
+plan_memory), looks the planned graph up in the compile cache (compiler/compile_cache.py)
+and only on a miss lowers it to loop kernels (compiler/lowering.py), lays out its buffers,
+and has the target emit and link code (compiler/target.py: `emit`, `link`); the cache keeps
+the payload with a JSON description of the program (`describe`), so a hit goes straight to
+the target's `load` without lowering again. The result is the target's runner:
+runner({input node: array}, {param name: array}) -> {output node: array}.
+
+Debugging (EMBER_DEBUG, ember/config.py): 1 prints each compile with its kernels and the
+time of every stage, 2 also builds programs instrumented with per-kernel timers (the target
+prints kernel times after every call), 3 prints each pass's stage and the loop kernels,
+4 the target's code stages (optimised LLVM IR and assembly).
+"""
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ember import config
+from ember.ir.json_format import encode_value
+from ember.runtime.cpu_program import External
+from . import compile_cache
+from .stage_timer import StageTimer
+from .target import LoadRefused
+
+STAGES = ("simplify", "fuse", "plan", "lower", "llvm ir", "optimize", "emit", "support", "link", "load")
+DESCRIPTION_VERSION = 2  # of the program description stored beside the code (see `describe`)
+
+
+@dataclass
+class CompileStats:
+    """What a driver did: compiles, code generations (cache misses; `llvm_compiles`, as every
+    target so far is an LLVM one), cache hits, and the seconds per stage of the last compile."""
+
+    compiles: int = 0
+    llvm_compiles: int = 0
+    cache_hits: int = 0
+    stage_seconds: dict = field(default_factory=dict)
+
+
+@dataclass
+class Planned:
+    """A graph taken through the passes: what the cache key covers. `stages` holds every
+    stage of the pipeline (for EMBER_DEBUG=3)."""
+
+    graph: object  # the simplified graph the kernels compute
+    fusion: object
+    plan: object
+    stages: object = None
+
+
+@dataclass
+class Lowered:
+    """A planned program lowered: one loop Kernel per fusion group, and where every buffer a
+    kernel slot names lives: ("arena", byte offset) or ("arg", k) for external buffer k."""
+
+    graph: object
+    fusion: object
+    plan: object
+    kernels: list
+    locations: dict
+    externals: list  # runtime External per external buffer
+    arena_bytes: int
+    errors: list  # (exception name, message) of every kernel's checks, numbered from 1
+    error_base: list  # per kernel: the number of its first error - 1
+    aliasing: set  # frozenset({key, key}): slots that may share bytes (in-place updates)
+
+
+class Driver:
+    """A compiler for one target: `compile(graph) -> runner` (the ember.compile backend
+    interface), `prepare(graph) -> Lowered`, `render(graph, stage) -> text`. `name` is the
+    backend name (ember.compile(backend=...)); `cache_dir` defaults to EMBER_CACHE_DIR,
+    `debug` to EMBER_DEBUG."""
+
+    def __init__(self, target, name=None, cache_dir=None, debug=None):
+        self.target = target
+        self.name = name or target.name
+        self.cache = compile_cache.CompileCache(cache_dir)
+        self.debug = config.DEBUG if debug is None else debug
+        self.stats = CompileStats()
+
+    def compile(self, graph):
+        target, timer = self.target, StageTimer()
+        planned = plan(graph, timer)
+        key = program_key(planned, target)
+        kind = target.payload_kind()
+        entry = self.cache.load_entry(key, kind)
+        if entry is not None and not _is_description(entry.description):
+            self.cache.discard(key, kind, "has no valid program description; rebuilding it")
+            entry = None
+        lowered = artifact = None
+        if entry is None:
+            with target.building(planned, self.cache) as build:
+                lowered = lower(planned, target, timer)
+                with timer("llvm ir"):
+                    module = target.emit(lowered)
+                artifact = target.link(module, lowered, build, timer)
+            description = {**describe(lowered), **target.describe(lowered, artifact)}
+            payload, kind = artifact.payload, artifact.kind
+            self.cache.store(key, payload, description, kind)
+            self.stats.llvm_compiles += 1
+        else:
+            description, payload = entry.description, entry.payload
+            self.stats.cache_hits += 1
+
+        def lower_again():
+            return lowered if lowered is not None else lower(planned, target)
+        with timer("load"):
+            try:
+                runner = target.load(payload, kind, description, self.cache, graph, planned, lower_again)
+            except LoadRefused:
+                if target.payload_kind() == kind:
+                    raise  # the target asked for the same kind again: no way to load it
+                return self.compile(graph)
+        self.stats.compiles += 1
+        self.stats.stage_seconds = dict(timer.seconds)
+        if self.debug >= 1:
+            self._print_compile(graph, description, timer, entry is not None)
+        if self.debug >= 3:
+            self._print_passes(graph, planned, lower_again())
+        if self.debug >= 4:
+            for stage in target.code_stages:
+                print(target.render(lower_again(), stage, artifact.module if artifact else None), file=sys.stderr)
+        return runner
+
+    def prepare(self, graph):
+        """The passes and lowering of `graph` (left untouched): the target's input."""
+        return lower(plan(graph), self.target)
+
+    def render(self, graph, stage):
+        """The text `ember dump --stage STAGE` prints for one of the target's code stages."""
+        if stage not in self.target.code_stages:
+            raise ValueError(f"unknown stage {stage!r} for the {self.name} backend; "
+                             f"stages: {', '.join(self.target.code_stages)}")
+        return self.target.render(self.prepare(graph), stage)
+
+    def _print_compile(self, graph, description, timer, cached):
+        kernels = description["kernels"]
+        lines = [f"ember {self.name}: compiled {graph.name}: {len(kernels)} kernels, arena "
+                 f"{description['arena_bytes']} bytes{' (machine code from the cache)' if cached else ''}"]
+        for name, kind, nodes in kernels:
+            nodes = " ".join(f"%{n}" for n in nodes)
+            lines.append(f"  {name:<48} {kind:<12} {nodes}")
+        order = list(STAGES) + [s for s in timer.seconds if s not in STAGES]
+        stages = ", ".join(f"{s} {timer.seconds[s] * 1e3:.1f} ms" for s in order if s in timer.seconds)
+        lines.append(f"  time: {stages}")
+        print("\n".join(lines), file=sys.stderr)
+
+    def _print_passes(self, original, planned, lowered):
+        print(f"ember {self.name}: {original.name} as given:", file=sys.stderr)
+        print(original, file=sys.stderr)
+        stages = planned.stages
+        for each in stages.ran:
+            print(f"ember {self.name}: {original.name} after {each.name}:", file=sys.stderr)
+            print(each.text(stages.graphs[each.stage], stages), file=sys.stderr)
+        for kernel in lowered.kernels:
+            print(kernel.describe(), file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- the stages
+
+def plan(graph, timer=None):
+    """The pass pipeline on `graph` (left untouched): every pass of passes/pipeline.py's list
+    that applies (simplify, fuse, plan_memory), each timed under its name. Lowering takes the
+    last stage's graph with the fusion and memory plan results."""
+    from ember.passes.pipeline import run_passes
+    stages = run_passes(graph, timer=timer, check=False)
+    return Planned(stages.graphs[list(stages.graphs)[-1]], stages.fusion, stages.plan, stages)
+
+
+def lower(planned, target, timer=None):
+    """The loop kernels of a planned graph and the layout of their buffers, for `target`:
+    contractions call its library (`capabilities.library_calls`) where it has one."""
+    from .lowering import lower_program
+    timer = timer or StageTimer()
+    graph, fusion, memory = planned.graph, planned.fusion, planned.plan
+    with timer("lower"):
+        kernels = lower_program(graph, fusion, use_gemm=bool(target.capabilities.library_calls),
+                                threads=target.threads, library=target.library())
+        locations, externals, arena_bytes = layout(graph, memory, kernels)
+        errors, error_base = [], []
+        for kernel in kernels:
+            error_base.append(len(errors))
+            errors.extend(kernel.errors)
+        aliasing = {frozenset(pair) for pair in memory.in_place.items()}
+    return Lowered(graph, fusion, memory, kernels, locations, externals, arena_bytes, errors, error_base, aliasing)
+
+
+def layout(graph, plan, kernels):
+    """Where every slot key lives: ("arena", byte offset) for planned buffers and scratch
+    (placed after the plan's arena; groups run one at a time so they share it), ("arg", k)
+    for external buffers. Returns (locations, externals, arena bytes)."""
+    scratch_base = -(-plan.arena_bytes // 64) * 64
+    scratch = max((k.scratch_bytes for k in kernels), default=0)
+    locations, externals = {}, []
+    for kernel in kernels:
+        for slot in kernel.slots:
+            key = slot.key
+            if key in locations:
+                continue
+            if isinstance(key, tuple):
+                locations[key] = ("arena", scratch_base + key[5])
+            elif key in plan.buffers:
+                locations[key] = ("arena", plan.buffers[key].offset)
+            else:
+                node = graph.node(key)
+                kind = {"input": "input", "param": "param", "constant": "constant"}.get(node.op, "output")
+                identity = {"input": key, "param": node.attrs.get("name"),
+                            "constant": node.attrs.get("value")}.get(kind, key)
+                locations[key] = ("arg", len(externals))
+                externals.append(External(len(externals), kind, identity, node.shape, node.dtype))
+    # computed outputs no kernel slot mentions still need their arrays (zero-size kernels)
+    for node_id in list(graph.outputs) + [m.node for m in graph.mutations] + [g.node for g in graph.guards]:
+        node = graph.node(node_id)
+        if node_id not in locations and node.op not in ("input", "param", "constant"):
+            locations[node_id] = ("arg", len(externals))
+            externals.append(External(len(externals), "output", node_id, node.shape, node.dtype))
+    return locations, externals, scratch_base + scratch
+
+
+def program_key(planned, target):
+    """The compile cache key: the planned graph (with its kernels' grouping and buffer
+    offsets), the target (`target.key()`), ember's version and the code generators' source."""
+    import ember
+    memory = planned.plan
+    layout_text = [f"{node}@{buffer.offset}+{buffer.nbytes}" for node, buffer in sorted(memory.buffers.items())]
+    layout_text += [f"{a}<-{b}" for a, b in sorted(memory.in_place.items())]
+    return compile_cache.cache_key("program", planned.graph.to_json(), planned.fusion.describe(),
+                                   " ".join(layout_text), str(memory.arena_bytes), target.key(), ember.__version__,
+                                   compile_cache.code_generator_sources())
+
+
+# ----------------------------------------------------------------------------- the cached description
+
+def describe(lowered):
+    """What loading a program needs besides its code and the target's own fields, as JSON
+    data: the external buffers, arena size, error messages, kernels (name, kind, nodes), the
+    callback kernels' nodes and the locations their operands live at."""
+    callbacks = [(number, kernel.nodes[0]) for number, kernel in enumerate(lowered.kernels)
+                 if kernel.kind == "callback"]
+    wanted = set()
+    for _, node_id in callbacks:
+        wanted.add(node_id)
+        wanted.update(lowered.graph.node(node_id).inputs)
+    return {"version": DESCRIPTION_VERSION, "arena_bytes": lowered.arena_bytes,
+            "externals": [[e.kind, encode_value(e.key), encode_value(tuple(e.shape)), np.dtype(e.dtype).name]
+                          for e in lowered.externals],
+            "errors": [list(error) for error in lowered.errors],
+            "kernels": [[k.name, k.kind, list(k.nodes)] for k in lowered.kernels],
+            "callbacks": [list(callback) for callback in callbacks],
+            "locations": [[node, *lowered.locations[node]] for node in sorted(wanted)]}
+
+
+def _is_description(description):
+    return isinstance(description, dict) and description.get("version") == DESCRIPTION_VERSION
