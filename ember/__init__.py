@@ -2,8 +2,13 @@
 
 `import ember as torch` gives the eager API (Tensor, autograd, nn, optim, utils.data);
 `ember.compile` records what ran into an IR graph and compiles it (see DESIGN.md).
+`import ember` loads numpy and the dtypes only. The frontend loads on first use of one of its
+names (PEP 562 `__getattr__`), so `import ember.ir` and `import ember.runtime` stand alone;
+networkx loads when the first IR graph is built, the compiler and llvmlite at `ember.compile`.
 """
 import builtins as _builtins
+import importlib as _importlib
+import importlib.machinery as _machinery
 import sys as _sys
 
 import numpy as _np
@@ -13,65 +18,114 @@ __version__ = "0.1.0"
 from ember import dtypes as _dtypes
 from ember.dtypes import (bool_ as bool, uint8, int8, int16, int32, int64, float16, float32, float64,  # noqa: A001
                           half, float, double, short, int, long, DType as dtype)
-from ember.ops import OpError
-from ember.frontend import dispatch as _dispatch  # installs the dispatcher
-from ember.frontend.tensor import Tensor, Size, Device as device
-from ember.frontend import autograd
-from ember.frontend.autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled, inference_mode
-from ember.frontend.creation import (tensor, as_tensor, from_numpy, zeros, ones, empty, full, zeros_like,
-                                     ones_like, empty_like, full_like, arange, linspace, logspace, eye, rand,
-                                     randn, randint, randperm, rand_like, randn_like, randint_like,
-                                     FloatTensor, DoubleTensor, LongTensor, IntTensor, BoolTensor, ByteTensor)
-from ember.frontend.random import Generator, manual_seed, seed, initial_seed, get_rng_state, set_rng_state
-from ember.frontend.math_ops import (add, sub, subtract, mul, multiply, div, divide, true_divide, floor_divide,
-                                     remainder, pow, maximum, minimum, neg, negative, eq, ne, lt, le, gt, ge,
-                                     greater, greater_equal, less, less_equal, not_equal, logical_and,
-                                     logical_or, logical_xor, logical_not, exp, log, log1p, expm1, log2, log10,
-                                     exp2, sqrt, rsqrt, reciprocal, sin, cos, tan, tanh, sinh, cosh, sigmoid, erf,
-                                     abs, sign, relu, floor, ceil, round, trunc, frac, square, where, clamp, clip,
-                                     clamp_min, clamp_max, lerp, isnan, isinf, isfinite, nan_to_num, addcmul,
-                                     addcdiv, clone)
-from ember.frontend.reductions import (sum, mean, max, min, amax, amin, argmax, argmin, prod, var, std,
-                                       var_mean, std_mean, norm, logsumexp, all, any, count_nonzero, cumsum,
-                                       aminmax, dist)
-from ember.frontend.shape_ops import (reshape, permute, transpose, swapaxes, swapdims, t, movedim, flatten,
-                                      unflatten, unsqueeze, squeeze, broadcast_to, broadcast_tensors, cat,
-                                      concat, concatenate, stack, hstack, vstack, split, chunk, unbind, flip,
-                                      fliplr, flipud, roll, narrow, gather, take_along_dim, index_select,
-                                      scatter_add, tril, triu, tile)
-from ember.frontend.indexing import nonzero, masked_fill, masked_select, argwhere
-from ember.frontend.shape_ops import scatter, index_add, repeat_interleave, diag
-from ember.frontend.reductions import median  # (the matrix trace is Tensor.trace(); ember.trace records IR)
-from ember.frontend.math_ops import fmod
-from ember.frontend.linalg import matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, einsum, cross, svd
-from ember.frontend.linalg import linalg
-from ember.frontend.sorting import sort, argsort, topk, unique, kthvalue, msort
 
-from ember.frontend import nn, optim  # noqa: E402
-from ember.frontend.tracer import trace  # noqa: E402
-from ember.frontend.jit import compile, explain  # noqa: E402
-from ember import ir  # noqa: E402
-from ember import cuda, backends, accelerator, functional  # noqa: E402
-from ember.functional import broadcast_shapes, meshgrid, tensordot, atleast_1d, atleast_2d  # noqa: E402
-from ember.frontend import utils  # noqa: E402
-from ember.frontend import transforms  # noqa: E402
-from ember.frontend.serialization import save, load  # noqa: E402
-
-
-def _alias(name, module):
-    """Make `import ember.nn` (etc.) find the frontend module: one definition, two names."""
-    _sys.modules[f"ember.{name}"] = module
+# The frontend's public names, by the module that defines them ("public=defined" renames them).
+# The first read of any of them imports all these modules together (see _load_frontend).
+_FRONTEND_EXPORTS = {
+    "ember.ops": "OpError",
+    "ember.frontend.tensor": "Tensor Size device=Device",
+    "ember.frontend.autograd": "no_grad enable_grad set_grad_enabled is_grad_enabled inference_mode",
+    "ember.frontend.creation": """
+        tensor as_tensor from_numpy zeros ones empty full zeros_like ones_like empty_like full_like arange linspace
+        logspace eye rand randn randint randperm rand_like randn_like randint_like FloatTensor DoubleTensor
+        LongTensor IntTensor BoolTensor ByteTensor""",
+    "ember.frontend.random": "Generator manual_seed seed initial_seed get_rng_state set_rng_state",
+    "ember.frontend.math_ops": """
+        add sub subtract mul multiply div divide true_divide floor_divide remainder pow maximum minimum neg negative
+        eq ne lt le gt ge greater greater_equal less less_equal not_equal logical_and logical_or logical_xor
+        logical_not exp log log1p expm1 log2 log10 exp2 sqrt rsqrt reciprocal sin cos tan tanh sinh cosh sigmoid erf
+        abs sign relu floor ceil round trunc frac square where clamp clip clamp_min clamp_max lerp isnan isinf
+        isfinite nan_to_num addcmul addcdiv clone fmod""",
+    # median too; the matrix trace is Tensor.trace(), while ember.trace records IR (below)
+    "ember.frontend.reductions": """
+        sum mean max min amax amin argmax argmin prod var std var_mean std_mean norm logsumexp all any
+        count_nonzero cumsum aminmax dist median""",
+    "ember.frontend.shape_ops": """
+        reshape permute transpose swapaxes swapdims t movedim flatten unflatten unsqueeze squeeze broadcast_to
+        broadcast_tensors cat concat concatenate stack hstack vstack split chunk unbind flip fliplr flipud roll
+        narrow gather take_along_dim index_select scatter_add tril triu tile scatter index_add repeat_interleave
+        diag""",
+    "ember.frontend.indexing": "nonzero masked_fill masked_select argwhere",
+    "ember.frontend.linalg": "matmul mm bmm mv dot inner outer ger addmm einsum cross svd linalg linalg_module=linalg",
+    "ember.frontend.sorting": "sort argsort topk unique kthvalue msort",
+    "ember.frontend.tracer": "trace",
+    "ember.frontend.jit": "compile explain",
+    "ember.functional": "broadcast_shapes meshgrid tensordot atleast_1d atleast_2d",
+    "ember.frontend.serialization": "save load",
+}
+# Frontend modules ember also names as its own: `ember.nn` is `ember.frontend.nn`, one module
+# under two names, and so are their submodules (`import ember.nn.functional as F`).
+_FRONTEND_MODULES = ("nn", "optim", "autograd", "utils", "transforms")
+# Submodules that _load_frontend imports, so that `ember.utils.data.DataLoader` works after `import ember`.
+_FRONTEND_SUBMODULES = ("nn.functional", "nn.init", "nn.parameter", "nn.modules", "optim.lr_scheduler", "utils.data")
+# ember's own subpackages, imported when first read as attributes (`ember.cuda.is_available()`).
+_SUBPACKAGES = ("ir", "cuda", "backends", "accelerator", "functional", "config", "dtypes", "ops", "frontend",
+                "passes", "compiler", "runtime")
 
 
-for _name in ("nn", "optim", "autograd", "utils", "transforms"):
-    _alias(_name, globals()[_name])
-for _sub in ("nn.functional", "nn.init", "nn.parameter", "nn.modules", "optim.lr_scheduler", "utils.data"):
-    _module = __import__(f"ember.frontend.{_sub}", fromlist=["_"])
-    _alias(_sub, _module)
-linalg_module = linalg
+def _export_table():
+    table = {}  # public name -> (module, name there)
+    for module_name, names in _FRONTEND_EXPORTS.items():
+        for entry in names.split():
+            public, _, defined = entry.partition("=")
+            table[public] = (module_name, defined or public)
+    return table
+
+
+_FRONTEND_NAMES = _export_table()
+
+
+class _FrontendAliases:
+    """Makes `import ember.nn...` (and optim, autograd, utils, transforms) find the frontend
+    module, `ember.frontend.nn...`, whether or not the frontend has loaded yet."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        head, _, rest = fullname.partition(".")
+        if head != "ember" or rest.partition(".")[0] not in _FRONTEND_MODULES:
+            return None
+        return _machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        return None  # a placeholder module: exec_module puts the frontend's in its place
+
+    def exec_module(self, module):
+        # The import system hands out whatever sys.modules holds for the name once this returns.
+        _sys.modules[module.__name__] = _importlib.import_module("ember.frontend." + module.__name__[len("ember."):])
+
+
+_sys.meta_path.insert(0, _FrontendAliases())  # first, so that ember.nn.X is never loaded a second time as a copy
+
+
+def _load_frontend():
+    """Import the frontend and bind its public names in this module (once)."""
+    for public, (module_name, defined) in _FRONTEND_NAMES.items():
+        globals()[public] = getattr(_importlib.import_module(module_name), defined)
+    for name in _FRONTEND_MODULES + _FRONTEND_SUBMODULES:
+        _importlib.import_module("ember." + name)  # the import binds `ember.nn` (etc.) here
+
+
+def __getattr__(name):
+    if name in _FRONTEND_NAMES or name in _FRONTEND_MODULES:
+        _load_frontend()
+        return globals()[name]
+    if name in _SUBPACKAGES:
+        return _importlib.import_module("ember." + name)
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")
+
+
+__all__ = sorted([*_FRONTEND_NAMES, *_FRONTEND_MODULES, "ir", "cuda", "backends", "accelerator", "functional",
+                  "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "half", "float",
+                  "double", "short", "int", "long", "dtype", "is_tensor", "numel", "is_floating_point", "allclose",
+                  "isclose", "equal", "set_default_dtype", "get_default_dtype", "set_default_device",
+                  "get_default_device", "promote_types", "result_type", "can_cast"])
+
+
+def __dir__():
+    return sorted({*globals(), *__all__, *_SUBPACKAGES})
 
 
 def is_tensor(obj):
+    from ember.frontend.tensor import Tensor
     return isinstance(obj, Tensor)
 
 
@@ -88,6 +142,7 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    from ember.frontend.tensor import Tensor
     return Tensor._wrap(_np.isclose(input._data, other._data, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
@@ -107,12 +162,14 @@ def get_default_dtype():
 
 
 def set_default_device(device_name):
-    if device_name is not None and device(device_name).type not in ("cpu",):
+    from ember.frontend.tensor import Device
+    if device_name is not None and Device(device_name).type not in ("cpu",):
         raise RuntimeError(f"ember's eager tensors live on the CPU; cannot default to {device_name}")
 
 
 def get_default_device():
-    return device("cpu")
+    from ember.frontend.tensor import Device
+    return Device("cpu")
 
 
 def promote_types(type1, type2):

@@ -15,7 +15,6 @@ from sys import getrefcount
 
 import numpy as np
 
-from ember.compiler import get_backend
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .python_guards import PythonState, explain_change
@@ -108,6 +107,7 @@ class CompiledFunction:
     def __init__(self, fn, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None):
         self.fn = fn
         self.module = module
+        from ember.compiler import get_backend  # here: the compiler and llvmlite load on first compile, not at import
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.recompile_limit = recompile_limit
         self.name = type(module).__name__ if module is not None else getattr(fn, "__name__", "function")

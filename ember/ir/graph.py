@@ -4,10 +4,9 @@ A node is one primitive application (or an `input` / `param` placeholder) with o
 operands, shape, dtype, static attrs and a readable name from the user's model. The graph
 also lists its inputs, named params, outputs, mutations (values written back to a param
 or input after a run) and guards (values the Python code branched on while tracing).
+networkx (about 0.1 s to import) loads when the first graph is built, not with `ember.ir`.
 """
 from dataclasses import dataclass, field
-
-import networkx as nx
 
 from ember import dtypes
 from ember.ops import PRIMITIVES, Spec, describe
@@ -68,6 +67,7 @@ class Graph:
     `nodes()`, `node(i)`, `users(i)`; print with `str(graph)`; check with `verify()`."""
 
     def __init__(self, name="graph"):
+        import networkx as nx  # here, not at import: `import ember` stays cheap (see the docstring)
         self.name = name
         self.nx = nx.MultiDiGraph()
         self.inputs = []  # node ids of `input` placeholders, in call order
@@ -156,7 +156,11 @@ class Graph:
     def nodes(self):
         """Every node in a valid execution order (ids ascending is topological for traced
         graphs; passes that insert nodes keep it by construction, verified by `verify`)."""
-        order = sorted(self.nx.nodes) if self._ids_are_topological() else nx.topological_sort(self.nx)
+        if self._ids_are_topological():
+            order = sorted(self.nx.nodes)
+        else:
+            import networkx as nx  # loaded already by __init__
+            order = nx.topological_sort(self.nx)
         return [self.node(i) for i in order]
 
     def _ids_are_topological(self):

@@ -2,8 +2,6 @@
 op's rule, the graph is acyclic, and inputs, params, outputs, guards and mutations name
 real nodes. Every pass's output is verified in the tests.
 """
-import networkx as nx
-
 from ember import dtypes
 from ember.ops import PRIMITIVES, OpError, Spec
 
@@ -13,6 +11,7 @@ class VerifyError(ValueError):
 
 
 def verify(graph):
+    import networkx as nx  # a Graph has loaded it already; `import ember.ir` does not (see graph.py)
     from .text import format_node
     if not nx.is_directed_acyclic_graph(graph.nx):
         raise VerifyError(f"{graph.name}: the graph has a cycle")
