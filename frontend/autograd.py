@@ -34,7 +34,9 @@ class Node:
         node.inputs = operands
         # each input as it was: its array, history and version (an in-place op may later
         # rebind the tensor object to a new value; the VJP must see this one)
-        node.saved = [(t._data, t.grad_fn, has_grad_edge(t), 0 if t._vc is None else t._vc.value) for t in operands]
+        # (has_grad_edge inlined: the hot path of eager autograd)
+        node.saved = [(t._data, t.grad_fn, t.requires_grad and (t.grad_fn is not None or t._creation != "no_grad"),
+                       0 if t._vc is None else t._vc.value) for t in operands]
         current = STATE.inplace_target
         if current is not None:  # an in-place op computing its new value keeps the old one (original_self)
             node.saved = [(data.copy() if t is current else data, *rest)
@@ -271,16 +273,15 @@ for _op in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "matmul", 
 
 # ----------------------------------------------------------------------------- the engine
 
-def _consume_history(tensors, retain_graph):
-    """The eager bookkeeping of a backward() the tracer differentiated symbolically: a history
-    freed before raises PyTorch's error; without retain_graph, this one is freed now."""
+def _consumed_history(tensors):
+    """The eager nodes a backward() from `tensors` runs through, for the bookkeeping of one the
+    tracer differentiates symbolically (freed unless retain_graph); a history freed before
+    raises PyTorch's error."""
     nodes = [n for n in _topological_order([t.grad_fn for t in tensors]) if isinstance(n, Node)]
     for node in nodes:
         if node.freed:
             raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")
-    if not retain_graph:
-        for node in nodes:
-            node.freed = True
+    return nodes
 
 
 def _topological_order(roots):
@@ -445,8 +446,11 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     recorder = STATE.recorder
     retain = create_graph if retain_graph is None else retain_graph
     if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None:
+        nodes = _consumed_history(tensors)  # as eager backward(): a freed history raises, before any gradient
         recorder.backward(tensors, grads)  # the autodiff pass, on the graph being recorded
-        _consume_history(tensors, retain)  # as eager backward() would: a second one raises
+        if not retain:
+            for node in nodes:
+                node.freed = True
         return
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)

@@ -12,7 +12,7 @@ from ember.ops import PRIMITIVES as P
 from .dispatch import STATE
 from .tensor import Tensor, _observe, internal_overlap_error, leaf_view_write_error
 from .math_ops import promote_operands, to_dtype, where, constant
-from .views import IndexStep, bump_version, has_internal_overlap, refuse_overlap, register_view, writable
+from .views import IndexStep, bump_version, has_internal_overlap, refuse_overlap, register_view, same_elements, writable
 
 
 def _numpy_key(key):
@@ -297,7 +297,8 @@ def setitem(x, key, value):
         # PyTorch writes through the view x[key]: the error names a view of the leaf
         raise leaf_view_write_error("index assignment", _basic_region(x, key).shape, x)
     if isinstance(value, Tensor):
-        if _rewrites_its_own_memory(x, key, value):  # as PyTorch's copy_: nothing to do
+        if _rewrites_its_own_memory(x, key, value):  # as PyTorch's copy_: nothing to write
+            x._check_writable("index assignment", grad_mode, internal_overlap=False)  # (its checks stay)
             bump_version(x)
             return
         _refuse_overlapping_value(x, key, value, grad_mode)
@@ -324,7 +325,18 @@ def setitem(x, key, value):
         return
     overlapping = x._data.ndim and has_internal_overlap(x._data)
     if overlapping:  # an expanded tensor: only the region written must not overlap
-        _refuse_overlapping_region(x._data, _numpy_key(key))
+        numpy_key = _numpy_key(key)
+        _refuse_overlapping_region(x._data, numpy_key)
+        if _is_basic(numpy_key):
+            # write through the region's view, so that the write reaches the base's elements
+            # under the region (each base element appears several times in x)
+            x._check_writable("index assignment", grad_mode, internal_overlap=False)
+            region = getitem(x, key)
+            try:
+                region._inplace(lambda current: functional_setitem(current, Ellipsis, value), "index assignment")
+            except IndexError as error:
+                raise _index_error(error, x, "assigning into") from None
+            return
     try:
         x._inplace(lambda current: functional_setitem(current, key, value), "index assignment",
                    internal_overlap=not overlapping)
@@ -352,7 +364,7 @@ def _refuse_overlapping_region(data, key):
 
 def _rewrites_its_own_memory(x, key, value):
     """`x[key] = value` where the value, expanded to the region x[key], is that region's own
-    memory (same address, shape, strides and dtype): PyTorch's copy_ returns at once."""
+    memory: PyTorch's copy_ returns at once."""
     data = value._data
     if data.base is None and x._data.base is None and data is not x._data:
         return False
@@ -361,12 +373,10 @@ def _rewrites_its_own_memory(x, key, value):
         return False
     try:
         region = basic_view_array(x._data, numpy_key)
-        if data.shape != region.shape:
-            data = np.broadcast_to(_without_leading_ones(data, region.ndim), region.shape)
+        data = _without_leading_ones(data, region.ndim)
     except (IndexError, ValueError):
         return False
-    return (data.dtype == region.dtype and data.strides == region.strides
-            and data.__array_interface__["data"][0] == region.__array_interface__["data"][0])
+    return same_elements(region, data)
 
 
 def _basic_region(x, key):

@@ -576,11 +576,13 @@ def returned_view(source, chain, detached, creation):
     if detached:
         return replay(chain, source).detach()
     if creation is not None and creation[0] == "no_grad":
+        with_history = creation[3] and chain
         with no_grad():
-            return replay(chain, source)
+            view = replay(chain[:-1] if with_history else chain, source)
+        return replay(chain[-1:], view) if with_history else view  # (its last step taken in grad mode)
     view = replay(chain, source)
     if creation is not None:
-        view._creation, view._output_nr, view._created_by = creation
+        view._creation, view._output_nr, view._created_by = creation[:3]
     return view
 
 

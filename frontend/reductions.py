@@ -99,7 +99,9 @@ def argmin(input, dim=None, keepdim=False):
 def prod(input, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = to_dtype(input, dtype)
-    return P["prod"].bind(input, axes=_axes("prod", dim, input.ndim), keepdims=keepdim)
+    # (PyTorch's backward reads the input and the result: a write to either fails it)
+    return saves_like_pytorch(P["prod"].bind(input, axes=_axes("prod", dim, input.ndim), keepdims=keepdim),
+                              (input,), output=True)
 
 
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
@@ -158,7 +160,7 @@ def logsumexp(input, dim, keepdim=False):
     if not keepdim:
         from .shape_ops import reshape
         out = reshape(out, tuple(d for i, d in enumerate(input.shape) if i not in axes))
-    return out
+    return saves_like_pytorch(out, (input,), output=True)  # (PyTorch's backward reads both)
 
 
 def _logical_reduce(op, prim, empty_value, input, dim, keepdim):

@@ -350,6 +350,10 @@ class Tensor:
         if records_history and autograd_view:
             with _tracer_paused(state):
                 new_root = views.scatter_into_base(root, self._view_chain, result)
+                if self._data.ndim and views.has_internal_overlap(self._data):
+                    # (fill_ of an expanded view: PyTorch's backward of the write raises)
+                    from .autograd import fails_backward
+                    new_root = fails_backward(new_root, str(internal_overlap_error(op_name, self._data)))
         recorder = state.recorder
         if recorder is not None:
             recorder.before_write(self)

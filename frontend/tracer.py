@@ -371,8 +371,7 @@ class Tracer:
             root, chain = self.functional_root(tensor)
             owner = owners.get(id(root))
             if owner is not None:
-                creation = (tensor._creation, tensor._output_nr, tensor._created_by) if tensor._creation else None
-                found[position] = (*owner, chain, tensor._detached and root is not tensor, creation)
+                found[position] = (*owner, chain, tensor._detached and root is not tensor, _creation_of(tensor))
         return found
 
     def finish(self, outputs, watched):
@@ -423,6 +422,15 @@ def _stale_histories(outputs):
     return stale
 
 
+def _creation_of(view):
+    """(mode, output number, op, has history) of a view PyTorch limits in-place ops on, else None:
+    what a compiled call needs to make the view again as eagerly (a view taken in grad mode of
+    a no_grad view has a history that passes no gradient)."""
+    if not view._creation:
+        return None
+    return view._creation, view._output_nr, view._created_by, view.__dict__.get("grad_fn") is not None
+
+
 def _views_of_outputs(outputs, skip):
     """[(position, source position, chain, detached, creation)] for each result that is a view
     of another result (`return h, h.view(-1)`), sources first: a compiled call derives it from
@@ -435,16 +443,18 @@ def _views_of_outputs(outputs, skip):
         for source, other in enumerate(outputs):
             if source == position or (other._base if other._base is not None else other) is not tensor._base:
                 continue
+            if other._detached and not tensor._detached:
+                continue  # (a detached alias cannot give a view its autograd history)
             suffix = chain_suffix(tensor._view_chain, other._view_chain if other._base is not None else ())
-            if suffix is None or not suffix and source > position:  # (the same view twice: from the first)
-                continue
+            if suffix is None or not suffix and other._detached == tensor._detached and source > position:
+                continue  # (the same view twice: from the first)
             if best is None or len(suffix) < len(best[1]):
                 best = (source, suffix)
         if best is not None:
-            creation = (tensor._creation, tensor._output_nr, tensor._created_by) if tensor._creation else None
+            creation = _creation_of(tensor)
             detached = tensor._detached and not outputs[best[0]]._detached
-            found.append((len(tensor._view_chain), position, best[0], best[1], detached, creation))
-    return [entry[1:] for entry in sorted(found, key=lambda entry: entry[:2])]
+            found.append(((len(tensor._view_chain), tensor._detached, position), position, *best, detached, creation))
+    return [entry[1:] for entry in sorted(found, key=lambda entry: entry[0])]
 
 
 def _freed_histories(outputs, skip):

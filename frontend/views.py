@@ -329,6 +329,20 @@ def refuse_overlap(target, operand, op_name, refuse_full=False):
             f"(written-to: {_geometry(target)}; input: {_geometry(operand)})")
 
 
+def same_elements(a, b):
+    """Do arrays `a` and `b` (b broadcast to a's shape) hold the same elements at the same
+    addresses, in the same dtype? PyTorch's copy_ then returns at once: nothing to write."""
+    if a.dtype != b.dtype or memory_owner(a) is not memory_owner(b):
+        return False
+    if b.shape != a.shape:
+        try:
+            b = np.broadcast_to(b, a.shape)
+        except ValueError:
+            return False
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n != 1))
+
+
 def _same_strides(a, b):
     """PyTorch compares the strides; numpy's strides of size-1 dims are arbitrary (0 after
     broadcasting, where PyTorch's expand keeps a dense stride), so those are not compared."""

@@ -158,8 +158,10 @@ def _mul_vjp(g, out, a, b):
 
 
 def _div_vjp(g, out, a, b):
+    """PyTorch's rule, from the operands (not the result: writing the result in place later
+    leaves the backward valid, writing an operand fails it, as in PyTorch)."""
     return (C.sum_to(C.div(g, b), a.shape) if C.needs_grad(a) else None,
-            C.sum_to(C.neg(C.div(C.mul(g, out), b)), b.shape) if C.needs_grad(b) else None)
+            C.sum_to(C.neg(C.div(C.mul(g, a), C.mul(b, b))), b.shape) if C.needs_grad(b) else None)
 
 
 def _pow_vjp(g, out, a, b):
@@ -309,9 +311,22 @@ register("where", "elementwise", _where, _where_rule, _where_vjp)
 def _convert(x, dtype):
     if x.dtype == dtype:
         return x.astype(dtype, order="C")  # clone() lands here: row-major, whatever the source's strides
-    # a cast keeps the source's memory order (as torch's preserve_format): a cast of a strided
-    # array then streams, and the elementwise ops that follow see operands of one layout
-    return x.astype(dtype, order="K")
+    # a cast keeps the source's memory order (as torch's preserve_format) when its elements fill
+    # a block of memory exactly: a cast of a transposed array then streams, and the elementwise
+    # ops that follow see operands of one layout; others (expanded, sliced) become row-major
+    return x.astype(dtype, order="K" if _dense(x) else "C")
+
+
+def _dense(x):
+    """Do x's elements fill a block of memory exactly, in some order of its dims?"""
+    if x.flags.c_contiguous or x.flags.f_contiguous:
+        return True
+    extent = x.itemsize
+    for stride, n in sorted((abs(s), n) for s, n in zip(x.strides, x.shape) if n > 1):
+        if stride != extent:
+            return False
+        extent *= n
+    return True
 
 
 def _convert_rule(x, dtype):
