@@ -75,7 +75,8 @@ class Node:
         for i, (t, (data, fn, requires_grad, version)) in enumerate(zip(self.inputs, self.saved)):
             if t._data is data:
                 if t._version != version:
-                    data = ModifiedValue(data, modified_message(t, self, f"input {i}", expected=version))
+                    data = ModifiedValue(data, _stale_view_message(t) or
+                                         modified_message(t, self, f"input {i}", expected=version))
                 elif t.grad_fn is fn and t.requires_grad is requires_grad:
                     values.append(t)
                     continue
@@ -164,6 +165,18 @@ def edge_of(t):
         if acc is None:
             acc = t._accumulator = AccumulateGrad(t)
         return acc
+    return None
+
+
+def _stale_view_message(tensor):
+    """PyTorch's error for unpacking a saved view whose history can no longer be read (an
+    output of split/chunk/unbind or a no_grad view whose memory was written), else None."""
+    if type(tensor) is not StaleView:
+        return None
+    try:
+        tensor.grad_fn
+    except RuntimeError as error:
+        return str(error)
     return None
 
 
@@ -357,6 +370,9 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
                 for counter, version, which, ref in node.checked:
                     if counter.value != version:
                         t = ref()
+                        stale = _stale_view_message(t) if t is not None else None
+                        if stale is not None:  # (PyTorch unpacks a saved view's history first)
+                            raise RuntimeError(stale)
                         raise ModifiedTensorError(modified_message(t, node, which, version) if t is not None else
                                                   f"one of the variables needed for gradient computation has "
                                                   f"been modified by an inplace operation: {which} of "
@@ -612,4 +628,4 @@ def __getattr__(name):
 
 
 # at the end: tensor imports dispatch, which imports this module (hot paths use Tensor)
-from .tensor import Tensor  # noqa: E402
+from .tensor import StaleView, Tensor  # noqa: E402

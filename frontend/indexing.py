@@ -12,7 +12,8 @@ from ember.ops import PRIMITIVES as P
 from .dispatch import STATE
 from .tensor import Tensor, _observe, internal_overlap_error, leaf_view_write_error
 from .math_ops import promote_operands, to_dtype, where, constant
-from .views import IndexStep, bump_version, has_internal_overlap, refuse_overlap, register_view, same_elements, writable
+from .views import (IndexStep, bump_version, has_internal_overlap, refuse_overlap, register_view, same_elements,
+                    writable, wrote_in_place)
 
 
 def _numpy_key(key):
@@ -299,7 +300,7 @@ def setitem(x, key, value):
     if isinstance(value, Tensor):
         if _rewrites_its_own_memory(x, key, value):  # as PyTorch's copy_: nothing to write
             x._check_writable("index assignment", grad_mode, internal_overlap=False)  # (its checks stay)
-            bump_version(x)
+            wrote_in_place(x)
             return
         _refuse_overlapping_value(x, key, value, grad_mode)
     if not _recording(x, value):

@@ -201,13 +201,18 @@ class CompiledFunction:
                 outputs[position] = outputs[position].detach()
             if segment.backward_error is not None:  # eagerly, backward() would hit an overwritten saved value
                 outputs = [fails_backward(o, segment.backward_error) if o.requires_grad else o for o in outputs]
-            for position in segment.outputs_requiring_grad:  # eagerly; even where no gradient reaches it
-                if not outputs[position].requires_grad:
-                    outputs[position] = without_gradient_edges(outputs[position])
             for position, error in segment.stale_outputs.items():  # eagerly, its history cannot be read
                 if outputs[position].requires_grad:
                     outputs[position] = fails_backward(outputs[position], error)
         if STATE.grad_enabled:
+            for position, has_history in segment.outputs_requiring_grad:  # eagerly, even where no gradient reaches it
+                out = outputs[position]
+                if not out.requires_grad:
+                    if has_history:
+                        outputs[position] = without_gradient_edges(out)
+                    else:  # (a view made under no_grad of an intermediate that requires grad)
+                        outputs[position] = out = Tensor._wrap(out._data)
+                        out.requires_grad = True
             for position in segment.freed_outputs:  # eagerly, backward() inside the function freed its history
                 if with_autograd or position not in segment.output_views:
                     outputs[position] = fails_backward(outputs[position], BACKWARD_TWICE)

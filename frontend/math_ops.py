@@ -9,6 +9,7 @@ import numpy as np
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from .autograd import saves_like_pytorch
+from .dispatch import STATE
 from .tensor import Tensor
 from .views import version_counter
 
@@ -27,7 +28,8 @@ def cast_operand(t, dtype):
     The copy shares `t`'s version counter: PyTorch's op saves `t` itself for backward, so a later
     in-place write to `t` must still fail that backward."""
     cast = P["convert"].bind(t, dtype=dtype.name)
-    cast._vc = version_counter(t)
+    if t is not STATE.inplace_target:  # (the op's own write must not invalidate what it saved)
+        cast._vc = version_counter(t)
     return cast
 
 

@@ -28,7 +28,7 @@ class Segment:
         self.output_views = {}  # last segment: results that are views of inputs/params (see Tracer.finish)
         self.outputs_without_grad = []  # last segment: positions of results that eagerly require no grad
         self.passthrough = {}  # with_autograd -> positions of results that are an input or param unchanged
-        self.outputs_requiring_grad = []  # last segment: positions of results that eagerly require grad
+        self.outputs_requiring_grad = []  # last segment: (position, has history) of results that eagerly require grad
         self.freed_outputs = []  # last segment: results whose history a backward() in the function freed
         self.views_of_outputs = []  # last segment: results that are views of other results (Tracer.finish)
         self.stale_outputs = {}  # last segment: {position: error} of results whose history eagerly cannot be read

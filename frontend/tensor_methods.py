@@ -9,7 +9,7 @@ from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from . import math_ops as M, reductions as R, shape_ops as S, indexing as I, linalg as L, sorting as O
 from .random import generator_or_default
-from .views import bump_version, same_elements
+from .views import same_elements, wrote_in_place
 from .dispatch import STATE
 from .tensor import Tensor, Device
 
@@ -245,9 +245,9 @@ def fill_(self, value):
 
 def copy_(self, src, non_blocking=False):
     src = src if isinstance(src, Tensor) else Tensor._wrap(np.asarray(src))
-    if src is not self and src._data.base is not None and same_elements(self._data, src._data):
+    if src is self or src._data.base is not None and same_elements(self._data, src._data):
         self._check_writable("copy_", STATE.grad_enabled, internal_overlap=False)  # as PyTorch: no write
-        bump_version(self)
+        wrote_in_place(self)
         return self
 
     def value(current):

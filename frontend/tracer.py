@@ -389,8 +389,9 @@ class Tracer:
                              "stale_outputs": stale,
                              "views_of_outputs": _views_of_outputs(outputs, set(views) | set(stale)),
                              "freed_outputs": freed,
-                             "outputs_requiring_grad": [i for i, t in enumerate(outputs) if t.requires_grad
-                                                        and i not in views],
+                             "outputs_requiring_grad": [(i, t.__dict__.get("grad_fn") is not None)
+                                                        for i, t in enumerate(outputs)
+                                                        if t.requires_grad and i not in views and i not in stale],
                              "live_histories": [i for i, t in enumerate(outputs) if t.requires_grad and i not in views
                                                 and i not in stale and i not in freed and t.grad_fn is not None],
                              "backward_error": self._eager_backward_error(

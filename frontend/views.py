@@ -37,6 +37,14 @@ def version_counter(tensor):
     return counter
 
 
+def wrote_in_place(tensor):
+    """An in-place op that found nothing to write (x[:] = x, a copy_ of the same memory): the
+    version still moves, as in PyTorch, and a tracer learns that saved values may be stale."""
+    bump_version(tensor)
+    if STATE.recorder is not None:
+        STATE.recorder.wrote = True
+
+
 def bump_version(tensor):
     """Record an in-place write into `tensor`'s memory (every writer calls this)."""
     counter = version_counter(tensor)
@@ -344,10 +352,10 @@ def same_elements(a, b):
 
 
 def _same_strides(a, b):
-    """PyTorch compares the strides; numpy's strides of size-1 dims are arbitrary (0 after
-    broadcasting, where PyTorch's expand keeps a dense stride), so those are not compared."""
+    """PyTorch compares the strides, those of size-1 dims too; numpy gives a size-1 dim stride 0
+    where PyTorch keeps a dense one (expand, a new axis), so a 0 there is not compared."""
     return a.ndim == b.ndim and all(sa == sb for sa, sb, na, nb in zip(a.strides, b.strides, a.shape, b.shape)
-                                    if na != 1 or nb != 1)
+                                    if na != 1 or nb != 1 or (sa and sb))
 
 
 def _non_overlapping_and_dense(array):

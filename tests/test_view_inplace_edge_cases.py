@@ -174,3 +174,91 @@ def test_a_view_taken_in_grad_mode_of_a_no_grad_view_is_returned_with_a_history(
         assert out.requires_grad and not out.is_leaf
         out.sum().backward()
         assert x.grad is None  # a no_grad view passes no gradient
+
+
+# ---------------------------------------------------------------- from the 10,000-program run against PyTorch
+
+def test_t_of_a_vector_is_a_view_so_no_grad_cuts_it_and_writes_name_a_view_of_a_leaf(run):
+    def f(p):
+        with ember.no_grad():
+            t = p.t()
+        loss = (t * t).sum()
+        loss.backward()
+        return t
+
+    fn = run(f)
+    for _ in range(3):
+        p = ember.randn(4, requires_grad=True)
+        fn(p)
+        assert p.grad is None
+    with pytest.raises(RuntimeError, match="a view of a leaf Variable"):
+        ember.randn(4, requires_grad=True).t().copy_(ember.ones(4))
+
+
+def test_an_in_place_op_with_a_wider_dtype_operand_keeps_its_own_backward_valid(run):
+    def f(x):
+        t = ember.ones(2, 1, 4)
+        t.mul_(x)  # float32 target, float64 operand
+        loss = (t * t).sum()
+        loss.backward()
+        return t
+
+    fn = run(f)
+    for _ in range(3):
+        value = np.random.default_rng(0).standard_normal((2, 1, 4))
+        x = ember.tensor(value, requires_grad=True)
+        fn(x)
+        np.testing.assert_allclose(x.grad.numpy(), 2 * value.astype(np.float32), rtol=1e-6)
+
+
+def test_operands_sharing_memory_with_different_strides_overlap_partially():
+    x0 = ember.randn(2, 1, 4)
+    x1 = x0[:, ::2]  # the same elements, another stride for the size-1 dim (as in PyTorch)
+    with pytest.raises(RuntimeError, match="some elements of the input tensor and the written-to tensor"):
+        x1.sub_(x0)
+
+
+def test_copy_of_an_expanded_tensor_into_itself_writes_nothing(run):
+    def f(s):
+        e = s.sum(1).expand(2, 4)
+        e.copy_(e)
+        return e.transpose(0, 1)[1:2] * 1
+
+    fn = run(f)
+    for _ in range(3):
+        s = ember.randn(4, 4)
+        np.testing.assert_allclose(fn(s).numpy(), s.numpy().sum(1)[1:2, None].repeat(2, 1), rtol=1e-6)
+
+
+def test_a_saved_chunk_piece_whose_base_was_written_fails_backward_with_the_view_error(run):
+    def f(x):
+        t1, _, _ = x.chunk(3, 0)
+        t4 = t1.reshape(1)
+        t5 = t1.clamp(-0.6, 0.6)
+        with ember.no_grad():
+            t4[0] = 1.5
+        (t5 * t5).sum().backward()
+
+    fn = run(f)
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="output of a function that returns multiple views"):
+            fn(ember.randn(3, 1, requires_grad=True))
+
+
+def test_a_no_grad_view_of_an_intermediate_returned_by_a_training_step_requires_grad(run):
+    weight = ember.nn.Parameter(ember.randn(4))
+
+    def step():
+        with ember.no_grad():
+            weight[1] = 1.5
+        t = weight * 1
+        with ember.no_grad():
+            view = t.expand(2, 4)
+        loss = (view * view).sum()
+        loss.backward()
+        return view
+
+    fn = run(step)
+    for _ in range(3):
+        out = fn()
+        assert out.requires_grad and out.grad_fn is None
