@@ -1,0 +1,89 @@
+"""PTX entries for the launches of a lowered kernel (launches.py), written with compiler/llvm's
+shared kernel and statement writers.
+
+Each launch is `define ptx_kernel void @entry(ptr slots..., ptr status)` over all of its
+kernel's slots (global memory; NVPTX's argument lowering turns the generic kernel pointers
+into global ones), with `.maxntid` BLOCK_THREADS. A "grid" launch runs its parallel loop
+as a grid-stride loop: thread (block index x block size + thread index) takes iterations
+i, i + grid size, ...; a "thread" launch runs its statements on the grid's first thread.
+Failed checks store their error number into the status cell, as on the CPU.
+"""
+from llvmlite import ir
+
+from ..llvm import kernels
+from ..llvm.loops import I32, I64, counted_loop, declare
+from .launches import BLOCK_THREADS
+
+SPECIAL_REGISTER = "llvm.nvvm.read.ptx.sreg.{}.x"  # tid, ctaid, ntid, nctaid
+
+
+class _KernelAttributes(ir.values.FunctionAttributes):
+    """Function attributes that also accept NVPTX's `"nvvm.maxntid"` string attribute."""
+
+    _known = ir.values.FunctionAttributes._known | {f'"nvvm.maxntid"="{BLOCK_THREADS}"'}
+
+
+def special_register(builder, name):
+    """The x component of a PTX special register (`tid`, `ctaid`, `ntid`, `nctaid`) as i64."""
+    function = declare(builder.module, SPECIAL_REGISTER.format(name), I32, [])
+    return builder.zext(builder.call(function, []), I64, name=name)
+
+
+class PtxKernelWriter(kernels.KernelWriter):
+    """Writes one Launch of the kernel as a `ptx_kernel` entry."""
+
+    def __init__(self, target, module, program, kernel, number, launch):
+        super().__init__(target, module, program, kernel, number)
+        self.launch = launch
+        self.symbol = launch.entry
+
+    def new_function(self, name, function_type):
+        fn = super().new_function(name, function_type)
+        fn.calling_convention = "ptx_kernel"
+        fn.attributes = _KernelAttributes()
+        fn.attributes.add(f'"nvvm.maxntid"="{BLOCK_THREADS}"')
+        fn.attributes.add("nounwind")
+        return fn
+
+    def write(self):
+        fn = self.new_function(self.symbol, self.signature())
+        count = len(self.kernel.slots)
+        builder = ir.IRBuilder(fn.append_basic_block("entry"))
+        body = self.body_writer(self, builder, list(fn.args[:count]), fn.args[count])
+        if self.launch.mode == "grid":
+            body.statements(self.launch.statements, top=True)
+        else:
+            first = builder.icmp_unsigned("==", builder.or_(special_register(builder, "tid"),
+                                                            special_register(builder, "ctaid")), ir.Constant(I64, 0))
+            with builder.if_then(first):
+                body.statements(self.launch.statements)
+        builder.ret_void()
+        return fn
+
+
+class PtxBodyWriter(kernels.BodyWriter):
+    """Statements on the GPU: the launch's top-level parallel loop spreads over the grid."""
+
+    def distributes(self, loop):
+        return self.writer.launch.mode == "grid" and loop.parallel
+
+    def parallel_loop(self, stmt):
+        """for var = global thread index; var < extent; var += grid size: body."""
+        b = self.builder
+        block, block_size = special_register(b, "ctaid"), special_register(b, "ntid")
+        start = b.add(b.mul(block, block_size), special_register(b, "tid"), name=f"{stmt.name}.first")
+        stride = b.mul(special_register(b, "nctaid"), block_size, name=f"{stmt.name}.stride")
+        with counted_loop(b, start, ir.Constant(I64, stmt.extent), stride, name=stmt.name) as index:
+            self.emitter.names[stmt.name] = index
+            self.emitter.push()
+            self.statements(stmt.body)
+            self.emitter.pop()
+
+
+PtxKernelWriter.body_writer = PtxBodyWriter
+
+
+def write_launches(target, module, program, launches):
+    """Every launch's entry into `module`; returns the llvmlite functions, in launch order."""
+    return [PtxKernelWriter(target, module, program, program.kernels[launch.kernel], launch.kernel, launch).write()
+            for launch in launches]

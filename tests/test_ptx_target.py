@@ -1,0 +1,341 @@
+"""The PTX target (compiler/ptx/): real ember programs taken through the driver's stages
+(passes -> lowering -> PtxTarget.emit/link) for sm_80 and sm_90, and the PTX checked by
+`ptxas`; the lowered kernels are the ones the CPU target runs correctly. No GPU needed:
+the tests that run ptxas skip when it is not on PATH."""
+import ctypes
+import json
+import re
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import ember
+from ember import config
+from ember.compiler import driver, loop_ir as L
+from ember.compiler.cpu.target import CpuTarget
+from ember.compiler.driver import Driver
+from ember.compiler.ptx.launches import BLOCK_THREADS, plan_launches
+from ember.compiler.ptx.target import COMPUTE_CAPABILITIES, PtxTarget
+from ember.compiler.stage_timer import StageTimer
+from ember.compiler.target import Capabilities
+from ember.ir import run_graph
+from ember.runtime.cpu_program import External
+
+PTXAS = shutil.which("ptxas")
+needs_ptxas = pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not on PATH")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _chain(x, y):
+    """add/mul/exp/tanh/where, a broadcast row, casts to float64 and int32 and back."""
+    mixed = ember.where(x > 0, ember.tanh(x) * y, ember.exp(x) + 1)
+    counts = (x * 4).to(ember.int32) // 3
+    return mixed.to(ember.float64) * 0.5 + counts.to(ember.float64)
+
+
+def _math(x):
+    """Every inline polynomial and the NVPTX intrinsics the target keeps."""
+    a = ember.sqrt(ember.abs(x)) + ember.log1p(ember.abs(x)) + ember.expm1(x) + ember.sigmoid(x)
+    b = ember.erf(x) + ember.floor(x) + ember.ceil(x) + ember.round(x) + ember.rsqrt(ember.abs(x) + 1)
+    c = ember.maximum(x, 0.25) - ember.minimum(x, -0.25) + ember.remainder(x, 0.7) + ember.log(ember.abs(x) + 2)
+    return a * b + c + ember.exp(x.to(ember.float64)).to(ember.float32)
+
+
+def _softmax_rows(x):
+    shifted = x - x.amax(1, keepdim=True)
+    e = ember.exp(shifted)
+    return e / e.sum(1, keepdim=True)
+
+
+PROGRAMS = {
+    "chain": (_chain, ((32, 64), (64,))),
+    "math": (_math, ((1000,),)),
+    "row_sum": (lambda x: x.sum(1), ((32, 64),)),
+    "row_amax": (lambda x: x.amax(1), ((32, 64),)),
+    "row_mean": (lambda x: x.mean(1), ((32, 64),)),
+    "column_sum": (lambda x: x.sum(0), ((40, 32),)),
+    "sum_all": (lambda x: x.sum(), ((40, 32),)),
+    "mean_all": (lambda x: x.mean(), ((40, 32),)),
+    "centered": (lambda x: x - x.mean(), ((40, 32),)),
+    "softmax_rows": (_softmax_rows, ((16, 100),)),
+    "matmul_as_loops": (lambda x, w: ember.relu(x @ w), ((8, 24), (24, 16))),
+}
+
+
+def trace(program):
+    fn, shapes = PROGRAMS[program]
+    with ember.no_grad():
+        return ember.trace(fn, *[ember.randn(*shape) for shape in shapes])
+
+
+def compile_ptx(graph, compute_capability):
+    """(lowered program, PTX text, description) through the driver's stages."""
+    target = PtxTarget(compute_capability)
+    lowered = driver.lower(driver.plan(graph), target)
+    artifact = target.link(target.emit(lowered), lowered, None, StageTimer())
+    assert artifact.kind == "ptx"
+    return lowered, artifact.payload.decode(), target.describe(lowered, artifact)
+
+
+def entries(ptx):
+    """{entry name: (parameter count, body text)} of the PTX's `.entry` functions."""
+    found = {}
+    for match in re.finditer(r"\.visible \.entry (\w+)\(\n(.*?)\n\)(.*?)\n}\n", ptx, re.S):
+        name, params, body = match.groups()
+        found[name] = (params.count(".param"), body)
+    return found
+
+
+def ptxas(ptx, compute_capability, tmp_path):
+    source = tmp_path / "program.ptx"
+    source.write_text(ptx)
+    return subprocess.run([PTXAS, f"-arch={compute_capability}", str(source), "-o", str(tmp_path / "program.cubin")],
+                          capture_output=True, text=True, timeout=120)
+
+
+# ----------------------------------------------------------------------------- ptxas accepts the PTX
+
+@needs_ptxas
+@pytest.mark.parametrize("compute_capability", COMPUTE_CAPABILITIES)
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_ptxas_accepts_the_ptx_of_every_kernel_the_lowering_produced(program, compute_capability, tmp_path):
+    lowered, ptx, description = compile_ptx(trace(program), compute_capability)
+    assert f".target {compute_capability}" in ptx and ".address_size 64" in ptx
+    result = ptxas(ptx, compute_capability, tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = entries(ptx)
+    launches = description["launches"]
+    assert sorted(found) == sorted(launch["entry"] for launch in launches)
+    assert {launch["kernel"] for launch in launches} == set(range(len(lowered.kernels)))
+    for launch in launches:  # every entry takes its kernel's slots and the status cell
+        kernel = lowered.kernels[launch["kernel"]]
+        assert found[launch["entry"]][0] == len(kernel.slots) + 1
+        assert launch["slots"] == [list(lowered.locations[slot.key]) for slot in kernel.slots]
+
+
+@needs_ptxas
+def test_ptxas_rejects_ptx_for_a_newer_machine_than_it_targets(tmp_path):
+    """The check has teeth: sm_90 PTX is not valid for sm_80."""
+    _, ptx, _ = compile_ptx(trace("chain"), "sm_90")
+    result = ptxas(ptx, "sm_80", tmp_path)
+    assert result.returncode != 0 and "SM version specified by .target is higher" in result.stderr
+
+
+# ----------------------------------------------------------------------------- the grid
+
+@pytest.mark.parametrize("program", ["chain", "row_sum", "softmax_rows"])
+def test_parallel_loops_become_grid_stride_loops(program):
+    lowered, ptx, description = compile_ptx(trace(program), "sm_80")
+    found = entries(ptx)
+    assert all(launch["mode"] == "grid" for launch in description["launches"])
+    for launch in description["launches"]:
+        _, body = found[launch["entry"]]
+        for register in ("%ctaid.x", "%ntid.x", "%tid.x", "%nctaid.x"):
+            assert register in body, (launch["entry"], register)
+        assert ".maxntid 256" in ptx and launch["threads"] == BLOCK_THREADS
+        extent = lowered.kernels[launch["kernel"]].body[0].extent
+        assert launch["blocks"] == -(-extent // BLOCK_THREADS)
+        assert "ld.global" in body and "st.global" in body  # kernel pointers are global memory
+
+
+def test_a_sum_over_all_elements_runs_on_the_first_thread_alone():
+    lowered, ptx, description = compile_ptx(trace("sum_all"), "sm_90")
+    (launch,) = description["launches"]
+    assert (launch["mode"], launch["blocks"], launch["threads"]) == ("thread", 1, 1)
+    _, body = entries(ptx)[launch["entry"]]
+    assert "%tid.x" in body and "%ctaid.x" in body and "%nctaid.x" not in body
+
+
+def test_a_kernel_with_steps_in_order_becomes_launches_in_that_order():
+    """A column sum zeroes and fills scratch rows (one thread: the fill is a serial
+    read-modify-write) before its grid copies them out; a grid cannot wait for itself."""
+    lowered = driver.lower(driver.plan(trace("column_sum")), PtxTarget())
+    (kernel,) = lowered.kernels
+    launches = plan_launches(kernel, 0)
+    assert [(launch.entry, launch.mode) for launch in launches] == [(kernel.name + "_0", "thread"),
+                                                                     (kernel.name + "_1", "grid")]
+    assert [len(launch.statements) for launch in launches] == [len(kernel.body) - 1, 1]
+    # a mean subtracted everywhere: a one-thread sum, then a grid launch reading it
+    lowered = driver.lower(driver.plan(trace("centered")), PtxTarget())
+    modes = [[launch.mode for launch in plan_launches(k, n)] for n, k in enumerate(lowered.kernels)]
+    assert modes == [["thread"], ["grid"]]
+
+
+# ----------------------------------------------------------------------------- an emulated grid
+
+SPECIAL_REGISTERS = ("tid", "ntid", "ctaid", "nctaid")
+
+
+class EmulatedGrid:
+    """The PTX target's own LLVM module run on this host: the special registers become
+    globals the test sets, and every launch is called once per (block, thread) of a grid, in
+    launch order. This checks what the GPU-specific code decides (grid-stride loops, the
+    first-thread guard, the split into ordered launches) with real numbers, no GPU needed."""
+
+    def __init__(self, lowered):
+        import llvmlite.binding as llvm
+        from ember.compiler.cpu import host
+        self.target, self.lowered = PtxTarget("sm_80"), lowered
+        self.launches = self.target.describe(self.lowered, None)["launches"]
+        text = str(self.target.emit(self.lowered))
+        text = re.sub(r'target (triple|datalayout) = ".*"\n', "", text).replace("define ptx_kernel", "define")
+        for name in SPECIAL_REGISTERS:
+            text = text.replace(f'declare i32 @"llvm.nvvm.read.ptx.sreg.{name}.x"()', "")
+            text = text.replace(f'@"llvm.nvvm.read.ptx.sreg.{name}.x"', f'@"grid.{name}"')
+            text += (f'\n@"grid.{name}.value" = global i32 0\n'
+                     f'define i32 @"grid.{name}"() {{\n  %v = load i32, ptr @"grid.{name}.value"\n  ret i32 %v\n}}\n')
+        module = llvm.parse_assembly(f'target triple = "{host.host_triple()}"\n' + text)
+        module.verify()
+        self.engine = llvm.create_mcjit_compiler(module, host.new_host_target_machine())
+        self.engine.finalize_object()
+        self.registers = {name: ctypes.c_int32.from_address(self.engine.get_global_value_address(f"grid.{name}.value"))
+                          for name in SPECIAL_REGISTERS}
+
+    def run(self, inputs, grid=None):
+        """{planned output node: array}; `grid` (blocks, threads) replaces every launch's own."""
+        lowered = self.lowered
+        arena = np.zeros(max(lowered.arena_bytes, 1), dtype=np.uint8)
+        arrays = []
+        for external in lowered.externals:
+            assert external.kind in ("input", "output"), external.kind
+            array = (np.ascontiguousarray(inputs[external.key], dtype=external.dtype) if external.kind == "input"
+                     else np.zeros(external.shape, dtype=external.dtype))
+            arrays.append(array)
+        status = np.zeros(1, dtype=np.int32)
+        for launch in self.launches:
+            pointers = [arrays[where].ctypes.data if kind == "arg" else arena.ctypes.data + where
+                        for kind, where in launch["slots"]] + [status.ctypes.data]
+            entry = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(pointers))(
+                self.engine.get_function_address(launch["entry"]))
+            blocks, threads = grid or (launch["blocks"], launch["threads"])
+            self.registers["nctaid"].value, self.registers["ntid"].value = blocks, threads
+            for block in range(blocks):
+                for thread in range(threads):
+                    self.registers["ctaid"].value, self.registers["tid"].value = block, thread
+                    entry(*pointers)
+        assert status[0] == 0
+        return {external.key: array for external, array in zip(lowered.externals, arrays)
+                if external.kind == "output"}
+
+
+@pytest.mark.parametrize("grid", [None, (3, 32), (1, 1)], ids=["described grid", "small grid", "one thread"])
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_the_ptx_targets_kernels_compute_the_program_on_an_emulated_grid(program, grid):
+    graph = trace(program)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(graph.node(i).shape).astype(graph.node(i).dtype) for i in graph.inputs]
+    emulated = EmulatedGrid(driver.lower(driver.plan(graph), PtxTarget("sm_80")))
+    got = emulated.run(dict(zip(emulated.lowered.graph.inputs, inputs)), grid)
+    expected = run_graph(graph, inputs, {})
+    for original, planned in zip(graph.outputs, emulated.lowered.graph.outputs):
+        np.testing.assert_allclose(got[planned], expected[original], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("grid", [None, (3, 32), (2, 7), (1, 1)])
+def test_every_iteration_runs_once_on_any_grid(grid):
+    """Kernels that add 1 where they run: a grid-stride loop over 1000 counters, and a step
+    for the first thread alone, whatever the grid (a duplicated or missed iteration shows)."""
+    counts, total = L.Slot("counts", "float32", 1000, writes=True), L.Slot("total", "float32", 1, writes=True)
+    i = L.var("i", 1000)
+    once = L.Store(1, L.index(0), L.const(1.0, "float32"), combine="add")
+    kernels = [L.Kernel("count_each", "elementwise", (), [counts, total],
+                        [L.Loop(i, [L.Store(0, i, L.const(1.0, "float32"), combine="add")], parallel=True)]),
+               L.Kernel("count_once", "elementwise", (), [counts, total], [once, once])]
+    locations = {"counts": ("arg", 0), "total": ("arg", 1)}
+    externals = [External(0, "output", "counts", (1000,), "float32"), External(1, "output", "total", (1,), "float32")]
+    lowered = driver.Lowered(SimpleNamespace(name="counting"), None, None, kernels, locations, externals, 0,
+                             [], [0, 0], set())
+    emulated = EmulatedGrid(lowered)
+    assert [launch["mode"] for launch in emulated.launches] == ["grid", "thread"]
+    got = emulated.run({}, grid)
+    np.testing.assert_array_equal(got["counts"], np.ones(1000, np.float32))
+    np.testing.assert_array_equal(got["total"], [2.0])
+
+
+# ----------------------------------------------------------------------------- shared with the CPU
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_the_ptx_target_emits_the_kernels_the_cpu_target_runs_correctly(program, tmp_path):
+    """Lowering is shared: the PTX target gets the very loop kernels the CPU target compiles,
+    and those compute what the interpreter does (the CPU target calls its sgemm for a
+    matmul; without library calls both get the same loops, checked the same way)."""
+    graph = trace(program)
+    planned = driver.plan(graph)
+    ptx_kernels = driver.lower(planned, PtxTarget()).kernels
+
+    class LoopsOnlyCpu(CpuTarget):
+        capabilities = Capabilities(threads=True)
+
+        def library(self):
+            return None
+    cpu_kernels = driver.lower(planned, LoopsOnlyCpu()).kernels
+    assert [k.describe() for k in ptx_kernels] == [k.describe() for k in cpu_kernels]
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(graph.node(i).shape).astype(graph.node(i).dtype) for i in graph.inputs]
+    got = Driver(LoopsOnlyCpu(), "loops", str(tmp_path)).compile(graph)(dict(zip(graph.inputs, inputs)), {})
+    expected = run_graph(graph, inputs, {})
+    for output in graph.outputs:
+        np.testing.assert_allclose(got[output], expected[output], rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the target's contract
+
+def test_the_ptx_target_declares_a_grid_and_no_library():
+    target = PtxTarget("sm_80")
+    caps = target.capabilities
+    assert caps.grid and not caps.threads and caps.shared_memory_bytes == 48 * 1024 and not caps.library_calls
+    assert target.triple() == "nvptx64-nvidia-cuda" and target.payload_kind() == "ptx"
+    assert target.library() is None and target.code_stages == ("llvm", "ptx")
+    assert "exp" in target.math_functions() and "sqrt" in target.float_intrinsics
+    assert PtxTarget("sm_80").key() != PtxTarget("sm_90").key() == PtxTarget("sm_90").key()
+    with pytest.raises(ValueError, match="sm_70.*sm_80, sm_90"):
+        PtxTarget("sm_70")
+
+
+def test_an_op_nvptx_cannot_lower_is_named_in_the_error():
+    with ember.no_grad():
+        graph = ember.trace(lambda x: ember.sin(x) + 1, ember.randn(10))
+    target = PtxTarget()
+    lowered = driver.lower(driver.plan(graph), target)
+    with pytest.raises(NotImplementedError, match="no float lowering for sin"):
+        target.emit(lowered)
+
+
+def test_the_driver_compiles_and_caches_ptx_and_load_says_what_is_missing(tmp_path):
+    graph = trace("softmax_rows")
+    first = Driver(PtxTarget("sm_80"), "ptx", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"ember ptx target: cannot run .*(libcuda\.so\.1|no CUDA program loader)"):
+        first.compile(graph)
+    assert first.stats.llvm_compiles == 1
+    second = Driver(PtxTarget("sm_80"), "ptx", str(tmp_path))
+    with pytest.raises(RuntimeError, match="ember ptx target: cannot run"):
+        second.compile(graph)
+    assert second.stats.cache_hits == 1 and second.stats.llvm_compiles == 0
+
+
+def test_driver_render_gives_llvm_ir_and_ptx():
+    backend = Driver(PtxTarget("sm_90"), "ptx")
+    graph = trace("chain")
+    assert "define ptx_kernel void @" in backend.render(graph, "llvm")
+    ptx = backend.render(graph, "ptx")
+    assert ".target sm_90" in ptx and ".visible .entry" in ptx
+
+
+def test_package_writes_the_ptx_and_its_description(tmp_path):
+    target = PtxTarget("sm_90")
+    lowered = driver.lower(driver.plan(trace("centered")), target)
+    artifact = target.link(target.emit(lowered), lowered, None, StageTimer())
+    description = {**driver.describe(lowered), **target.describe(lowered, artifact)}
+    paths = target.package(artifact.payload, artifact.kind, description, str(tmp_path / "export"), "centered")
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["centered.ptx", "centered.json"]
+    assert open(paths[0], "rb").read() == artifact.payload
+    written = json.load(open(paths[1]))
+    assert written["compute_capability"] == "sm_90" and written["arena_bytes"] == lowered.arena_bytes
+    assert [launch["mode"] for launch in written["launches"]] == ["thread", "grid"]
