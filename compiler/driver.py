@@ -9,6 +9,11 @@ the payload with a JSON description of the program (`describe`), so a hit goes s
 the target's `load` without lowering again. The result is the target's runner:
 runner({input node: array}, {param name: array}) -> {output node: array}.
 
+Host-only primitives (ember/ops `host_only=True`, e.g. argsort) run as numpy callbacks where
+the target allows them (`capabilities.host_callbacks`) and are listed in the runner's
+`host_only_ops`, the EMBER_DEBUG=1 output and `render`'s text; elsewhere compiling fails with
+a `HostOnlyError` naming each one.
+
 Debugging (EMBER_DEBUG, ember/config.py): 1 prints each compile with its kernels and the
 time of every stage, 2 also builds programs instrumented with per-kernel timers (the target
 prints kernel times after every call), 3 prints each pass's stage and the loop kernels,
@@ -21,10 +26,11 @@ import numpy as np
 
 from ember import config
 from ember.ir.json_format import encode_value
+from ember.ops import PRIMITIVES
 from ember.runtime.cpu_program import External
 from . import compile_cache
 from .stage_timer import StageTimer
-from .target import LoadRefused
+from .target import HostOnlyError, LoadRefused
 
 STAGES = ("simplify", "fuse", "plan", "lower", "llvm ir", "optimize", "emit", "support", "link", "load")
 DESCRIPTION_VERSION = 2  # of the program description stored beside the code (see `describe`)
@@ -85,6 +91,7 @@ class Driver:
     def compile(self, graph):
         target, timer = self.target, StageTimer()
         planned = plan(graph, timer)
+        host_only = refuse_host_only(planned.graph, target)
         key = program_key(planned, target)
         kind = target.payload_kind()
         entry = self.cache.load_entry(key, kind)
@@ -115,6 +122,7 @@ class Driver:
                 if target.payload_kind() == kind:
                     raise  # the target asked for the same kind again: no way to load it
                 return self.compile(graph)
+        runner.host_only_ops = host_only
         self.stats.compiles += 1
         self.stats.stage_seconds = dict(timer.seconds)
         if self.debug >= 1:
@@ -135,7 +143,13 @@ class Driver:
         if stage not in self.target.code_stages:
             raise ValueError(f"unknown stage {stage!r} for the {self.name} backend; "
                              f"stages: {', '.join(self.target.code_stages)}")
-        return self.target.render(self.prepare(graph), stage)
+        lowered = self.prepare(graph)
+        text = self.target.render(lowered, stage)
+        host_only = host_only_ops(lowered.graph)
+        if host_only:
+            mark = ";" if stage == "llvm" else "#"
+            text = "\n".join(f"{mark} host-only (a numpy callback, CPU only): {op}" for op in host_only) + "\n" + text
+        return text
 
     def _print_compile(self, graph, description, timer, cached):
         kernels = description["kernels"]
@@ -144,6 +158,8 @@ class Driver:
         for name, kind, nodes in kernels:
             nodes = " ".join(f"%{n}" for n in nodes)
             lines.append(f"  {name:<48} {kind:<12} {nodes}")
+        for op in description.get("host_only", ()):
+            lines.append(f"  host-only (a numpy callback): {op}")
         order = list(STAGES) + [s for s in timer.seconds if s not in STAGES]
         stages = ", ".join(f"{s} {timer.seconds[s] * 1e3:.1f} ms" for s in order if s in timer.seconds)
         lines.append(f"  time: {stages}")
@@ -171,15 +187,41 @@ def plan(graph, timer=None):
     return Planned(stages.graphs[list(stages.graphs)[-1]], stages.fusion, stages.plan, stages)
 
 
+def host_only_ops(graph):
+    """How each host-only node of `graph` reads in reports: `argsort (%12 argsort_12)`, with
+    ` at model.py:41` where the node records its source line."""
+    found = []
+    for node in graph.nodes():
+        prim = PRIMITIVES.get(node.op)
+        if prim is not None and prim.host_only:
+            source = getattr(node, "source", "")
+            found.append(f"{node.op} (%{node.id} {node.name}){f' at {source}' if source else ''}")
+    return found
+
+
+def refuse_host_only(graph, target):
+    """The host-only ops of `graph` (see host_only_ops); HostOnlyError when `target` cannot
+    call back into Python to run them."""
+    found = host_only_ops(graph)
+    if found and not target.capabilities.host_callbacks:
+        raise HostOnlyError(f"ember: {graph.name} cannot compile for the {target.name} target: "
+                            f"{'; '.join(found)} {'is' if len(found) == 1 else 'are'} host-only (numpy, run as a "
+                            f"callback from CPU code), and the {target.name} target cannot call back into Python")
+    return found
+
+
 def lower(planned, target, timer=None):
     """The loop kernels of a planned graph and the layout of their buffers, for `target`:
-    contractions call its library (`capabilities.library_calls`) where it has one."""
+    contractions call its library (`capabilities.library_calls`) where it has one, elementwise
+    ops take the target's own lowering rules where it registered any. Host-only ops are
+    refused unless the target takes host callbacks."""
     from .lowering import lower_program
     timer = timer or StageTimer()
     graph, fusion, memory = planned.graph, planned.fusion, planned.plan
+    refuse_host_only(graph, target)
     with timer("lower"):
         kernels = lower_program(graph, fusion, use_gemm=bool(target.capabilities.library_calls),
-                                threads=target.threads, library=target.library())
+                                threads=target.threads, library=target.library(), target=target.name)
         locations, externals, arena_bytes = layout(graph, memory, kernels)
         errors, error_base = [], []
         for kernel in kernels:
@@ -238,7 +280,7 @@ def program_key(planned, target):
 def describe(lowered):
     """What loading a program needs besides its code and the target's own fields, as JSON
     data: the external buffers, arena size, error messages, kernels (name, kind, nodes), the
-    callback kernels' nodes and the locations their operands live at."""
+    callback kernels' nodes and the locations their operands live at, the host-only ops."""
     callbacks = [(number, kernel.nodes[0]) for number, kernel in enumerate(lowered.kernels)
                  if kernel.kind == "callback"]
     wanted = set()
@@ -251,6 +293,7 @@ def describe(lowered):
             "errors": [list(error) for error in lowered.errors],
             "kernels": [[k.name, k.kind, list(k.nodes)] for k in lowered.kernels],
             "callbacks": [list(callback) for callback in callbacks],
+            "host_only": host_only_ops(lowered.graph),
             "locations": [[node, *lowered.locations[node]] for node in sorted(wanted)]}
 
 

@@ -7,7 +7,8 @@ over its anchor's output, carried to the root through the spine) and stores
 the group's members backwards, turning movement ops into index maps (reshape, permute,
 broadcast, slice, flip, unfold_windows as affine index arithmetic; pad and concat as clamped
 loads chosen by a select; slice_update as a select; take/gather as loads through a loaded,
-bounds-checked index) and elementwise ops into scalar expressions. A reduction
+bounds-checked index) and elementwise ops into the scalar expressions their lowering rules
+build (registered beside each primitive in ember/ops, per target). A reduction
 (sum/prod/amax/amin/argmax/argmin) becomes an accumulator whose loop over the reduced axes
 sits innermost, hoisted to the deepest store loop its kept index depends on; one over at
 most UNROLL_REDUCTION elements (a pooling window) becomes a single expression instead.
@@ -28,30 +29,30 @@ from .loop_nests import Scope, broadcast_index, collapse_loops, count, flat_offs
 from .lowering_contractions import ContractionLowering
 from .lowering_opaque import OpaqueLowering
 
-CONTRACTIONS = ("matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight")
 REDUCE_INIT = {"add": 0, "mul": 1}
 UNROLL_REDUCTION = 16  # reductions over at most this many elements become one expression
 
 
-def lower_program(graph, fusion, use_gemm=False, threads=1, library=None):
+def lower_program(graph, fusion, use_gemm=False, threads=1, library=None, target=None):
     """One Kernel per fusion group, in schedule order. `use_gemm`: float32 contractions call
     the target's `library` (Gemm and ConvCall statements; else they run as loops), whose
-    workspaces `threads` sizes. Without a `library`, the CPU target's (compiler/cpu/library.py)."""
+    workspaces `threads` sizes. Without a `library`, the CPU target's (compiler/cpu/library.py).
+    `target`: the target's name, which picks its own elementwise lowering rules where it has any."""
     if use_gemm and library is None:
         from .cpu.library import CpuLibrary
         library = CpuLibrary()
-    return [lower_group(graph, group, use_gemm, threads, library) for group in fusion.groups]
+    return [lower_group(graph, group, use_gemm, threads, library, target) for group in fusion.groups]
 
 
-def lower_group(graph, group, use_gemm=False, threads=1, library=None):
+def lower_group(graph, group, use_gemm=False, threads=1, library=None, target=None):
     """The loop-nest Kernel of one fusion group (see the module docstring)."""
-    return _GroupLowering(graph, group, use_gemm, threads, library).lower()
+    return _GroupLowering(graph, group, use_gemm, threads, library, target).lower()
 
 
 class _GroupLowering(ContractionLowering, OpaqueLowering):
-    def __init__(self, graph, group, use_gemm, threads, library):
+    def __init__(self, graph, group, use_gemm, threads, library, target=None):
         self.graph, self.group, self.use_gemm, self.threads = graph, group, use_gemm, threads
-        self.library = library
+        self.library, self.target = library, target
         self.members = set(group.nodes)
         self.slots, self.slot_of = [], {}
         self.errors = []
@@ -202,19 +203,13 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         return self.memo[memo_key][0]
 
     def compute(self, node, idx, scope):
-        kind = PRIMITIVES[node.op].kind
-        if kind == "elementwise":
+        if PRIMITIVES[node.op].kind == "elementwise":
             return self.elementwise(node, idx, scope)
-        if kind == "movement":
-            return getattr(self, "move_" + node.op)(node, idx, scope, **node.attrs)
-        if kind == "reduce":
-            return self.reduce(node, idx, scope)
-        if node.op in CONTRACTIONS:
-            return getattr(self, "loops_" + node.op)(node, idx, scope, **node.attrs)
-        if node.op == "fold_windows":
-            return self.fold_windows(node, idx, scope, **node.attrs)
-        raise NotImplementedError(f"lowering: no loop form for {node.op} (%{node.id}, {node.name}) "
-                                  f"inside {self.group.name}")
+        rule = LOOP_RULES.get(node.op)
+        if rule is None:
+            raise NotImplementedError(f"lowering: no loop form for {node.op} (%{node.id}, {node.name}) "
+                                      f"inside {self.group.name}")
+        return rule(self, node, idx, scope, **node.attrs)
 
     def operand(self, node, k, idx, scope):
         """Operand k of an elementwise node, broadcast to the node's shape."""
@@ -223,18 +218,19 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         return self.value(source, broadcast_index(idx, shape, node.shape), scope)
 
     def elementwise(self, node, idx, scope):
+        """The expression the primitive's lowering rule (ember/ops) builds from its operands'."""
+        rule = PRIMITIVES[node.op].lowering_for(self.target)
+        if rule is None:
+            raise NotImplementedError(f"lowering: {node.op} (%{node.id}, {node.name}) has no scalar lowering rule "
+                                      f"for the {self.target or 'default'} target")
+
+        def check(cond, exception, message):
+            self.errors.append((exception, f"{node.op} ({node.name}): {message}"))
+            scope.append(L.Check(cond, len(self.errors) - 1))
         args = [self.operand(node, k, idx, scope) for k in range(len(node.inputs))]
-        if node.op == "where":
-            return L.select(*args)
-        if node.op == "convert":
-            return L.cast(args[0], node.dtype)
-        if node.op.startswith("logical_"):  # numpy: any nonzero value is true
-            args = [L.cast(a, "bool") for a in args]
-        if node.op in ("floor_divide", "remainder") and node.dtype not in L.FLOATS:
-            divisor_ok = L.apply("ne", args[1], L.const(0, args[1].dtype))
-            self.errors.append(("ZeroDivisionError", f"{node.op} ({node.name}): integer division by zero"))
-            scope.append(L.Check(divisor_ok, len(self.errors) - 1))
-        return L.apply(node.op, *args, dtype=node.dtype)
+        value = rule(L.ScalarBuilder(check), *args, **node.attrs)
+        assert value.dtype == node.dtype, f"{node.op}'s lowering rule gives {value.dtype}, not {node.dtype}"
+        return value
 
     # ------------------------------------------------------------------ movement: index maps
     def move_reshape(self, node, idx, scope, shape):
@@ -384,7 +380,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
             return L.index(0) if combine in ("argmax", "argmin") else _reduce_init(combine, dtype)
         return position if combine in ("argmax", "argmin") else best
 
-    def reduce(self, node, idx, scope):
+    def reduce(self, node, idx, scope, **attrs):
         source = self.graph.node(node.inputs[0])
         shape = tuple(source.shape)
         attrs = node.attrs
@@ -456,3 +452,21 @@ def _reduce_init(combine, dtype):
     if combine in ("max", "argmax"):
         return L.const(-np.inf if dtype in L.FLOATS else np.iinfo(dtype).min, dtype)
     return L.const(np.inf if dtype in L.FLOATS else np.iinfo(dtype).max, dtype)
+
+
+# How each non-elementwise primitive inside a fused group becomes loops (elementwise ones: their
+# lowering rules in ember/ops; opaque ones: compiler/lowering_opaque.py OPAQUE_RULES). Called
+# as rule(lowering, node, idx, scope, **attrs); tests/test_lowering_coverage.py reads it.
+LOOP_RULES = {
+    "reshape": _GroupLowering.move_reshape, "permute": _GroupLowering.move_permute,
+    "broadcast_to": _GroupLowering.move_broadcast_to, "slice": _GroupLowering.move_slice,
+    "flip": _GroupLowering.move_flip, "pad": _GroupLowering.move_pad, "concat": _GroupLowering.move_concat,
+    "unfold_windows": _GroupLowering.move_unfold_windows, "take": _GroupLowering.move_take,
+    "gather": _GroupLowering.move_gather, "slice_update": _GroupLowering.move_slice_update,
+    "sum": _GroupLowering.reduce, "prod": _GroupLowering.reduce, "amax": _GroupLowering.reduce,
+    "amin": _GroupLowering.reduce, "argmax": _GroupLowering.reduce, "argmin": _GroupLowering.reduce,
+    "matmul": ContractionLowering.loops_matmul, "conv2d": ContractionLowering.loops_conv2d,
+    "conv2d_grad_input": ContractionLowering.loops_conv2d_grad_input,
+    "conv2d_grad_weight": ContractionLowering.loops_conv2d_grad_weight,
+    "fold_windows": ContractionLowering.fold_windows,
+}

@@ -1,33 +1,36 @@
 """Lowering of opaque groups, a part of compiler/lowering.py's group lowering.
 
-Loops: cumsum (a serial scan along its axis), index_add / scatter_add / index_put (a copy of
-the target, then a serial loop of bounds-checked indexed stores), random with
-distribution="uniform" (splitmix64 in integer arithmetic, bit-exact with
-ember/ops/random_sources.py). Numpy fallbacks (`Callback`, run from Python inside the
-program's one foreign call): argsort, random with distribution="normal" (its float64
-log/cos must match numpy bit for bit), and any opaque op not listed here.
+Loops (OPAQUE_RULES): cumsum (a serial scan along its axis), index_add / scatter_add /
+index_put (a copy of the target, then a serial loop of bounds-checked indexed stores),
+random (splitmix64 in integer arithmetic, bit-exact with ember/ops/random_sources.py for
+uniform numbers; normal ones by the same Box-Muller transform in float64, with the target's
+log1p and cos, so within a few float64 ulp of numpy's). A host-only primitive (ember/ops
+`host_only=True`: argsort) becomes a `Callback` to its numpy implementation, run from Python
+inside the program's one foreign call, on targets whose capabilities allow host callbacks.
 """
+import math
+
+from ember.ops import PRIMITIVES
 from ember.ops.random_sources import _GOLDEN, _MIX1, _MIX2
 from . import loop_ir as L
 from .loop_nests import Scope, count, flat_offset
 
-LOOPED_OPAQUE = ("cumsum", "index_add", "scatter_add", "index_put")
-
 
 class OpaqueLowering:
-    """Mixin of _GroupLowering: opaque ops as loops or numpy fallbacks."""
+    """Mixin of _GroupLowering: opaque ops as loops, host-only ones as numpy callbacks."""
 
     def lower_opaque(self, node, body):
-        if node.op == "random" and node.attrs["distribution"] == "uniform":
-            self.random_uniform(node, body, **node.attrs)
+        rule = OPAQUE_RULES.get(node.op)
+        if rule is not None:
+            rule(self, node, body, **node.attrs)
             return "opaque"
-        if node.op in LOOPED_OPAQUE:
-            getattr(self, "opaque_" + node.op)(node, body, **node.attrs)
-            return "opaque"
+        if not PRIMITIVES[node.op].host_only:
+            raise NotImplementedError(f"lowering: {node.op} (%{node.id}, {node.name}) has no loop form and is not "
+                                      f"declared host-only")
         for source in node.inputs:
             self.slot(source)
         self.root_slot()
-        body.append(L.Callback(node.id))
+        body.append(L.Callback(node.id, node.op))
         return "callback"
 
     def copy_into_root(self, source, body):
@@ -104,21 +107,45 @@ class OpaqueLowering:
             for s in statements:
                 scope.insert(len(loops), s)
 
-    def random_uniform(self, node, body, distribution, shape, dtype, a, b):
+    def random(self, node, body, distribution, shape, dtype, a, b):
+        """ember/ops/random_sources.py's generator: element i of stream k is splitmix64 of the
+        counter i + k * count; normal numbers take streams 0 and 1 through Box-Muller."""
         seed = L.load(self.slot(node.inputs[0]), L.index(0), "int64")
         elements = count(shape)
         if elements == 0:
             return
         i = self.fresh("i", elements) if elements > 1 else L.index(0)
-        z = L.apply("add", seed, L.apply("mul", L.iadd(i, 1), _u64(_GOLDEN)))
-        for shift, mix in ((30, _MIX1), (27, _MIX2)):
-            z = L.apply("mul", L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(shift))), _u64(mix))
-        z = L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(31)))
-        bits = L.apply("shift_right_logical", z, L.index(40))
-        unit = L.apply("mul", L.cast(bits, "float64"), L.const(1.0 / (1 << 24), "float64"))
-        value = L.apply("add", L.const(a, "float64"), L.apply("mul", L.const(b - a, "float64"), unit))
+        if distribution == "uniform":
+            value = L.apply("add", L.const(a, "float64"),
+                            L.apply("mul", L.const(b - a, "float64"), _uniform_bits(seed, i)))
+        else:  # a + b * sqrt(-2 log(1 - u1)) * cos(2 pi u2), in numpy's order of operations
+            u1, u2 = _uniform_bits(seed, i), _uniform_bits(seed, L.iadd(i, elements))
+            radius = L.apply("sqrt", L.apply("mul", L.const(-2.0, "float64"), L.apply("log1p", L.apply("neg", u1))))
+            angle = L.apply("cos", L.apply("mul", L.const(2.0 * math.pi, "float64"), u2))
+            value = L.apply("add", L.const(a, "float64"),
+                            L.apply("mul", L.apply("mul", L.const(b, "float64"), radius), angle))
         store = L.Store(self.root_slot(), i, L.cast(value, dtype))
         body.append(L.Loop(i, [store], parallel=True) if elements > 1 else store)
+
+
+# How each opaque primitive (and the random source) becomes loops: rule(lowering, node, body,
+# **attrs). A primitive in none of the tables must be declared host-only (ember/ops).
+OPAQUE_RULES = {"cumsum": OpaqueLowering.opaque_cumsum, "index_add": OpaqueLowering.opaque_index_add,
+                "scatter_add": OpaqueLowering.opaque_scatter_add, "index_put": OpaqueLowering.opaque_index_put,
+                "random": OpaqueLowering.random}
+# the float math functions (loop_ir.MATH_FUNCTIONS) those loops use, which a target must supply
+OPAQUE_MATH_FUNCTIONS = {"random": ("sqrt", "log1p", "cos")}  # normal numbers
+
+
+def _uniform_bits(seed, counter):
+    """A float64 in [0, 1) with 24 random bits: splitmix64 of seed + (counter + 1) * golden."""
+    z = L.apply("add", seed, L.apply("mul", L.iadd(counter, 1), _u64(_GOLDEN)))
+    for shift, mix in ((30, _MIX1), (27, _MIX2)):
+        z = L.apply("mul", L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(shift))), _u64(mix))
+    z = L.apply("bitwise_xor", z, L.apply("shift_right_logical", z, L.index(31)))
+    bits = L.apply("shift_right_logical", z, L.index(40))
+    return L.apply("mul", L.cast(bits, "float64"), L.const(1.0 / (1 << 24), "float64"))
+
 
 def _u64(value):
     """A uint64 constant as the int64 with the same bits."""

@@ -18,12 +18,16 @@ class Capabilities:
     threads: top-level parallel loops run on the host's threads; grid: kernels launch over a
     grid of blocks and threads (a GPU), with `shared_memory_bytes` per block; library_calls:
     the ops a native library kernel computes instead of loops (lowering then emits Gemm and
-    ConvCall statements for them, `Target.library()` sizes their scratch)."""
+    ConvCall statements for them, `Target.library()` sizes their scratch); host_callbacks:
+    compiled code may call back into this Python process to run a host-only primitive's numpy
+    implementation (ember/ops `host_only=True`); without it, compiling a program that holds
+    one fails with an error naming the op."""
 
     threads: bool = False
     grid: bool = False
     shared_memory_bytes: int = 0
     library_calls: frozenset = field(default_factory=frozenset)
+    host_callbacks: bool = False
 
 
 @dataclass
@@ -34,6 +38,12 @@ class Artifact:
     payload: bytes
     kind: str
     module: object = None
+
+
+class HostOnlyError(RuntimeError):
+    """A program holds a host-only primitive (ember/ops `host_only=True`) and the target it is
+    compiled, loaded or packaged for cannot call back into Python. The message names each such
+    op, its node and, where the tracer recorded it, its source line."""
 
 
 class LoadRefused(RuntimeError):
@@ -56,6 +66,15 @@ class Target:
         """A string naming everything about the target that changes its code (the cache key
         covers it besides the planned graph and the code generators' sources)."""
         raise NotImplementedError(f"{type(self).__name__}.key")
+
+    def math_function_names(self):
+        """The float math functions (compiler/loop_ir.py MATH_FUNCTIONS) this target computes:
+        an elementwise lowering rule using another has no code here. For an LLVM target (and
+        by default) the keys of its `float_intrinsics` and `math_functions()` tables."""
+        names = set(getattr(self, "float_intrinsics", {}))
+        if hasattr(self, "math_functions"):
+            names |= set(self.math_functions())
+        return frozenset(names)
 
     def library(self):
         """The library calls' sizing rules lowering consults (`conv_workspace_bytes`,

@@ -21,7 +21,7 @@ from ember.runtime.cpu_program import CpuProgram, External, ProgramSpec, load_ob
 from ember.runtime.shared_library import load_shared_library
 from ember.runtime.thread_runtime import load_libgomp
 from ..llvm.target import LLVMTarget
-from ..target import Artifact, Capabilities, LoadRefused
+from ..target import Artifact, Capabilities, HostOnlyError, LoadRefused
 from . import host, linker, support_library
 from .library import CpuLibrary
 
@@ -50,7 +50,7 @@ class CpuTarget(LLVMTarget):
     builds programs that count cycles per kernel and print kernel times after each call."""
 
     name = "cpu"
-    capabilities = Capabilities(threads=True, library_calls=CpuLibrary.calls)
+    capabilities = Capabilities(threads=True, library_calls=CpuLibrary.calls, host_callbacks=True)
     # LLVM's O3 pipeline without loop unrolling: the kernels' loops have static trip counts
     # that full unrolling would blow up (4x the code and compile time on the seed Net for no
     # speed); lowering already unrolls small reductions, and the vectoriser still interleaves
@@ -172,8 +172,12 @@ class CpuTarget(LLVMTarget):
     def package(self, payload, kind, description, directory, name):
         """`<name>.so` (the program linked with its support pieces: loadable with ctypes alone,
         entry `ember_program`) and `<name>.json` (its description), written atomically.
-        Object code (no C compiler here) cannot be packaged."""
+        Object code (no C compiler here) cannot be packaged, nor a program that calls back into
+        Python for a host-only op."""
         import json
+        if description.get("callbacks"):
+            raise HostOnlyError(f"ember: cannot package {name}: it calls back into Python for host-only "
+                                f"{'; '.join(description.get('host_only', ()))}")
         if kind != "so":
             raise RuntimeError(f"ember: cannot package {name}: no C compiler linked it into a shared library")
         os.makedirs(directory, exist_ok=True)

@@ -1,10 +1,12 @@
 """Scalar expressions of loop kernels (compiler/loop_ir.py Exprs) as LLVM IR.
 
 `ScalarEmitter.emit(expr)` writes the instructions computing one Expr at the builder's
-position, reusing values already computed in the same or an enclosing loop body. Semantics
-follow the numpy implementations in ember/ops: NaN-propagating maximum/minimum, floor
-division and modulo with Python's signs, round half to even, bool stored as one byte.
-The target's tables say how a float op is computed: `math_functions` (op -> emitter writing
+position, reusing values already computed in the same or an enclosing loop body. It compiles
+the loop IR's core ops (loop_ir.CORE_OPS: arithmetic, comparisons, C's truncating division,
+integer pow); each primitive's own expression in those terms is its lowering rule in ember/ops
+(relu, sign, floor division with Python's signs...). Semantics follow numpy's: NaN-propagating
+maximum/minimum, round half to even, bool stored as one byte.
+The target's tables say how a float math function (loop_ir.MATH_FUNCTIONS) is computed: `math_functions` (op -> emitter writing
 it inline; by default the polynomials of compiler/llvm/math.py, no calls, so the loops holding
 them vectorise) and `float_intrinsics` (op -> LLVM intrinsic). Index arithmetic is int64. No
 fast-math flags: results are IEEE-exact except inside the polynomial approximations.
@@ -189,11 +191,8 @@ class ScalarEmitter:
     # ------------------------------------------------------------------ float ops
     def _float_op(self, op, dtype, args):
         b = self.builder
-        t = VALUE_TYPES[dtype]
-        x = args[0]
-        zero, one = ir.Constant(t, 0.0), ir.Constant(t, 1.0)
         if op in self.math_functions:
-            return self.math_functions[op](b, x)
+            return self.math_functions[op](b, args[0])
         if op == "add":
             return b.fadd(*args)
         if op == "sub":
@@ -203,24 +202,11 @@ class ScalarEmitter:
         if op == "div":
             return b.fdiv(*args)
         if op == "neg":
-            return b.fneg(x)
-        if op == "relu":
-            return b.select(b.fcmp_ordered("<", x, zero), zero, x)
-        if op == "reciprocal":
-            return b.fdiv(one, x)
-        if op == "rsqrt":
-            return b.fdiv(one, b.call(self.float_intrinsic("sqrt", t), [x]))
-        if op == "sign":
-            positive = b.select(b.fcmp_ordered(">", x, zero), one, x)
-            return b.select(b.fcmp_ordered("<", x, zero), ir.Constant(t, -1.0), positive)
-        if op == "pow":
-            return self._pow(x, args[1], t)
-        if op == "remainder":
-            return self._float_remainder(*args, t)
-        if op == "floor_divide":
-            return self._float_floor_divide(*args, t)
+            return b.fneg(args[0])
+        if op == "trunc_rem":
+            return b.frem(*args)
         if op in self.float_intrinsics:
-            return b.call(self.float_intrinsic(op, t, len(args)), args)
+            return b.call(self.float_intrinsic(op, VALUE_TYPES[dtype], len(args)), args)
         raise NotImplementedError(f"llvm: no float lowering for {op} on this target")
 
     def float_intrinsic(self, op, value_type, arity=1):
@@ -229,50 +215,10 @@ class ScalarEmitter:
             raise NotImplementedError(f"llvm: no float lowering for {op} on this target")
         return intrinsic(self.module, self.float_intrinsics[op], value_type, arity)
 
-    def _pow(self, x, y, t):
-        b = self.builder
-        if isinstance(y, ir.Constant) and isinstance(y.constant, float):
-            if y.constant == 2.0:
-                return b.fmul(x, x)
-            if y.constant == 1.0:
-                return x
-            if y.constant == 0.5:
-                return b.call(self.float_intrinsic("sqrt", t), [x])
-            if y.constant == -1.0:
-                return b.fdiv(ir.Constant(t, 1.0), x)
-        return b.call(self.float_intrinsic("pow", t, 2), [x, y])
-
-    def _float_remainder(self, x, y, t):
-        """Python's x % y: the sign of y."""
-        b = self.builder
-        zero = ir.Constant(t, 0.0)
-        r = b.frem(x, y)
-        fix = b.and_(b.fcmp_ordered("!=", r, zero),
-                     b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
-        return b.select(fix, b.fadd(r, y), r)
-
-    def _float_floor_divide(self, x, y, t):
-        """numpy's float floor_divide: (x - fmod(x, y)) / y rounded to the nearest integer
-        below, as npy_divmod computes it; x / y when y == 0."""
-        b = self.builder
-        zero, one, half = ir.Constant(t, 0.0), ir.Constant(t, 1.0), ir.Constant(t, 0.5)
-        mod = b.frem(x, y)
-        div = b.fdiv(b.fsub(x, mod), y)
-        fix = b.and_(b.fcmp_ordered("!=", mod, zero),
-                     b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
-        div = b.select(fix, b.fsub(div, one), div)
-        floored = b.call(self.float_intrinsic("floor", t), [div])
-        floored = b.select(b.fcmp_ordered(">", b.fsub(div, floored), half), b.fadd(floored, one), floored)
-        nonzero_div = b.select(b.fcmp_ordered("==", div, zero), b.call(
-            self.float_intrinsic("copysign", t, 2), [zero, b.fdiv(x, y)]), floored)
-        return b.select(b.fcmp_ordered("==", y, zero), b.fdiv(x, y), nonzero_div)
-
     # ------------------------------------------------------------------ int ops
     def _int_op(self, op, dtype, args):
         b = self.builder
         t = VALUE_TYPES[dtype]
-        x = args[0]
-        zero = ir.Constant(t, 0)
         if op == "add":
             return b.add(*args)
         if op == "sub":
@@ -280,19 +226,15 @@ class ScalarEmitter:
         if op == "mul":
             return b.mul(*args)
         if op == "neg":
-            return b.sub(zero, x)
+            return b.sub(ir.Constant(t, 0), args[0])
         if op in ("maximum", "minimum"):
             if dtype == "bool":
                 return b.or_(*args) if op == "maximum" else b.and_(*args)
             return b.select(b.icmp_signed(">" if op == "maximum" else "<", *args), *args)
-        if op == "relu":
-            return b.select(b.icmp_signed("<", x, zero), zero, x)
-        if op == "abs":
-            return b.select(b.icmp_signed("<", x, zero), b.sub(zero, x), x)
-        if op == "sign":
-            return b.sub(b.zext(b.icmp_signed(">", x, zero), t), b.zext(b.icmp_signed("<", x, zero), t))
-        if op in ("floor_divide", "remainder"):
-            return self._int_divide(op, *args, t)
+        if op == "trunc_div":
+            return b.sdiv(*args)
+        if op == "trunc_rem":
+            return b.srem(*args)
         if op == "pow":
             return b.call(self._int_pow(t), args)
         if op == "bitwise_xor":
@@ -300,22 +242,6 @@ class ScalarEmitter:
         if op == "shift_right_logical":
             return b.lshr(*args)
         raise NotImplementedError(f"llvm: no integer lowering for {op}")
-
-    def _int_divide(self, op, x, y, t):
-        """Floor division / modulo with Python's signs. Division by zero gives 0 here (the
-        kernel's bounds check reports it); x // -1 negates without the INT_MIN trap."""
-        b = self.builder
-        zero, one = ir.Constant(t, 0), ir.Constant(t, 1)
-        minus_one = b.icmp_signed("==", y, ir.Constant(t, -1))
-        unsafe = b.or_(b.icmp_signed("==", y, zero), minus_one)
-        safe = b.select(unsafe, one, y)
-        q, r = b.sdiv(x, safe), b.srem(x, safe)
-        fix = b.and_(b.icmp_signed("!=", r, zero), b.icmp_signed("<", b.xor(r, y), zero))
-        if op == "floor_divide":
-            q = b.select(fix, b.sub(q, one), q)
-            return b.select(minus_one, b.sub(zero, x), b.select(unsafe, zero, q))
-        r = b.select(fix, b.add(r, y), r)
-        return b.select(unsafe, zero, r)
 
     def _int_pow(self, t):
         """An internal function: x ** y by squaring (y < 0 gives 0, as numpy refuses it)."""

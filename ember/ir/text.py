@@ -1,11 +1,15 @@
 """The readable text form of a graph: one line per node, shapes and dtypes on every line.
 
     %7 = add(%5, %6) : f32[64,120]  # fc1
+    %9 = argsort(%8, axis=1, descending=False) : i64[4,6]  # argsort_9 (host-only)
+
+A host-only primitive (ember/ops `host_only=True`) says so: compiled code runs it as a numpy
+callback on the CPU, and no other target takes it.
 """
 import numpy as np
 
 from ember import dtypes
-from ember.ops import Spec, describe
+from ember.ops import PRIMITIVES, Spec, describe
 
 
 def format_attr(value):
@@ -32,6 +36,9 @@ def format_node(graph, node):
         operands += [f"{k}={format_attr(v)}" for k, v in node.attrs.items()]
         head = f"%{node.id} = {node.op}({', '.join(operands)})"
     comment = f"  # {node.name}" if node.name and node.op != "param" else ""
+    prim = PRIMITIVES.get(node.op)
+    if prim is not None and prim.host_only:
+        comment = (comment or "  #") + " (host-only)"
     return f"{head} : {spec}{comment}"
 
 

@@ -1,6 +1,7 @@
 """Elementwise primitives: unary math, binary arithmetic and comparisons, where, convert,
 and the `constant` source. Binary operands broadcast numpy-style and share one dtype (the
-frontend promotes first); each VJP sums its cotangent back to the operand's shape.
+frontend promotes first); each VJP sums its cotangent back to the operand's shape. Each row
+also holds the primitive's scalar lowering rule, which every compiler target reads.
 """
 import math
 import warnings
@@ -82,32 +83,59 @@ def _reciprocal(x):
     return 1 / x
 
 
+# ----------------------------------------------------------------------------- scalar lowering rules
+# `rule(s, *operands, **attrs)`: the primitive's value per element, built with the loop IR's
+# vocabulary `s` (compiler/loop_ir.py ScalarBuilder). Targets compile the core ops themselves and
+# supply the float math functions (`s.op("exp", x)`) from their intrinsic tables.
+
+def _math(function):
+    """A float math function every target supplies (exp, sqrt, floor, ...)."""
+    return lambda s, x: s.op(function, x)
+
+
+def _relu_lowering(s, x):
+    return s.where(s.lt(x, 0), 0, x)
+
+
+def _abs_lowering(s, x):
+    return s.op("abs", x) if s.is_float(x) else s.where(s.lt(x, 0), s.neg(x), x)
+
+
+def _sign_lowering(s, x):
+    if s.is_float(x):  # nan stays nan, -0.0 stays -0.0
+        return s.where(s.lt(x, 0), -1, s.where(s.gt(x, 0), 1, x))
+    return s.sub(s.cast(s.gt(x, 0), x.dtype), s.cast(s.lt(x, 0), x.dtype))
+
+
 _UNARY = {
-    # name: (impl, float-only, vjp(g, out, x))
-    "neg": (np.negative, False, lambda g, out, x: (C.neg(g),)),
-    "exp": (_quiet(np.exp), True, lambda g, out, x: (C.mul(g, out),)),
-    "log": (_quiet(np.log), True, lambda g, out, x: (C.div(g, x),)),
-    "log1p": (_quiet(np.log1p), True, lambda g, out, x: (C.div(g, C.add(x, C.scalar(1, x))),)),
-    "expm1": (_quiet(np.expm1), True, lambda g, out, x: (C.mul(g, C.add(out, C.scalar(1, out))),)),
-    "sqrt": (_quiet(np.sqrt), True, lambda g, out, x: (C.div(C.mul(g, C.scalar(0.5, g)), out),)),
+    # name: (impl, float-only, vjp(g, out, x), lowering)
+    "neg": (np.negative, False, lambda g, out, x: (C.neg(g),), lambda s, x: s.neg(x)),
+    "exp": (_quiet(np.exp), True, lambda g, out, x: (C.mul(g, out),), _math("exp")),
+    "log": (_quiet(np.log), True, lambda g, out, x: (C.div(g, x),), _math("log")),
+    "log1p": (_quiet(np.log1p), True, lambda g, out, x: (C.div(g, C.add(x, C.scalar(1, x))),), _math("log1p")),
+    "expm1": (_quiet(np.expm1), True, lambda g, out, x: (C.mul(g, C.add(out, C.scalar(1, out))),), _math("expm1")),
+    "sqrt": (_quiet(np.sqrt), True, lambda g, out, x: (C.div(C.mul(g, C.scalar(0.5, g)), out),), _math("sqrt")),
     "rsqrt": (_quiet(_rsqrt), True,
-              lambda g, out, x: (C.mul(g, C.mul(C.mul(out, C.mul(out, out)), C.scalar(-0.5, out))),)),
-    "reciprocal": (_quiet(_reciprocal), True, lambda g, out, x: (C.neg(C.mul(g, C.mul(out, out))),)),
-    "sin": (_quiet(np.sin), True, lambda g, out, x: (C.mul(g, _p("cos").bind(x)),)),
-    "cos": (_quiet(np.cos), True, lambda g, out, x: (C.neg(C.mul(g, _p("sin").bind(x))),)),
-    "tanh": (np.tanh, True, lambda g, out, x: (C.mul(g, C.sub(C.scalar(1, out), C.mul(out, out))),)),
-    "sigmoid": (_sigmoid, True, lambda g, out, x: (C.mul(g, C.mul(out, C.sub(C.scalar(1, out), out))),)),
+              lambda g, out, x: (C.mul(g, C.mul(C.mul(out, C.mul(out, out)), C.scalar(-0.5, out))),),
+              lambda s, x: s.div(1, s.op("sqrt", x))),
+    "reciprocal": (_quiet(_reciprocal), True, lambda g, out, x: (C.neg(C.mul(g, C.mul(out, out))),),
+                   lambda s, x: s.div(1, x)),
+    "sin": (_quiet(np.sin), True, lambda g, out, x: (C.mul(g, _p("cos").bind(x)),), _math("sin")),
+    "cos": (_quiet(np.cos), True, lambda g, out, x: (C.neg(C.mul(g, _p("sin").bind(x))),), _math("cos")),
+    "tanh": (np.tanh, True, lambda g, out, x: (C.mul(g, C.sub(C.scalar(1, out), C.mul(out, out))),), _math("tanh")),
+    "sigmoid": (_sigmoid, True, lambda g, out, x: (C.mul(g, C.mul(out, C.sub(C.scalar(1, out), out))),),
+                _math("sigmoid")),
     "erf": (_erf, True, lambda g, out, x: (
-        C.mul(g, C.mul(C.scalar(2 / math.sqrt(math.pi), x), _p("exp").bind(C.neg(C.mul(x, x))))),)),
+        C.mul(g, C.mul(C.scalar(2 / math.sqrt(math.pi), x), _p("exp").bind(C.neg(C.mul(x, x))))),), _math("erf")),
     # PyTorch passes the gradient where relu(x) > 0 and where x is nan (threshold_backward's
     # `out <= 0 ? 0 : g`); relu's output is never negative, so `out != 0` says the same
     "relu": (_relu, False, lambda g, out, x: (
-        C.where(_p("ne").bind(out, C.scalar(0, out)), g, C.scalar(0, g)),)),
-    "abs": (np.abs, False, lambda g, out, x: (C.mul(g, _p("sign").bind(x)),)),
-    "sign": (np.sign, False, _zero_vjp),
-    "floor": (np.floor, True, _zero_vjp),
-    "ceil": (np.ceil, True, _zero_vjp),
-    "round": (np.round, True, _zero_vjp),
+        C.where(_p("ne").bind(out, C.scalar(0, out)), g, C.scalar(0, g)),), _relu_lowering),
+    "abs": (np.abs, False, lambda g, out, x: (C.mul(g, _p("sign").bind(x)),), _abs_lowering),
+    "sign": (np.sign, False, _zero_vjp, _sign_lowering),
+    "floor": (np.floor, True, _zero_vjp, _math("floor")),
+    "ceil": (np.ceil, True, _zero_vjp, _math("ceil")),
+    "round": (np.round, True, _zero_vjp, _math("round")),  # half to even, as numpy
 }
 
 
@@ -116,16 +144,17 @@ def _p(name):
     return PRIMITIVES[name]
 
 
-for _name, (_impl, _float_only, _vjp) in _UNARY.items():
+for _name, (_impl, _float_only, _vjp, _lowering) in _UNARY.items():
     _rule = _float_unary_rule(_name) if _float_only else _any_unary_rule(_name)
-    register(_name, "elementwise", _impl, _rule, _vjp)
+    register(_name, "elementwise", _impl, _rule, _vjp, lowering=_lowering)
 
 
 def _logical_not_rule(x):
     return Spec(x.shape, dtypes.bool_)
 
 
-register("logical_not", "elementwise", np.logical_not, _logical_not_rule)
+register("logical_not", "elementwise", np.logical_not, _logical_not_rule,
+         lowering=lambda s, x: s.logical_not(s.cast(x, "bool")))  # numpy: any nonzero value is true
 
 
 # ----------------------------------------------------------------------------- binary
@@ -253,21 +282,86 @@ def _is_spread(x, other):
     return any((d == 1 or st == 0) and e > 1 for st, d, e in zip(x.strides, x.shape, other.shape))
 
 
-register("add", "elementwise", _in_one_layout(np.add), _binary_rule("add"), _add_vjp)
-register("sub", "elementwise", _in_one_layout(np.subtract), _binary_rule("sub"), _sub_vjp)
-register("mul", "elementwise", _in_one_layout(np.multiply), _binary_rule("mul"), _mul_vjp)
+def _pow_lowering(s, x, y):
+    if s.is_float(x) and y.is_const:  # the common constant exponents need no call
+        if y.attr == 2.0:
+            return s.mul(x, x)
+        if y.attr == 1.0:
+            return x
+        if y.attr == 0.5:
+            return s.op("sqrt", x)
+        if y.attr == -1.0:
+            return s.div(1, x)
+    return s.op("pow", x, y)
+
+
+def _python_division(s, x, y, want):
+    """Python's signs for floor division (`want` "quotient") and modulo ("remainder")."""
+    if s.is_float(x):
+        return _float_floor_divide(s, x, y) if want == "quotient" else _float_remainder(s, x, y)
+    s.check(s.ne(y, 0), "ZeroDivisionError", "integer division by zero")
+    # a zero divisor gives 0 (the check reports it); x // -1 negates without C's INT_MIN trap
+    minus_one = s.eq(y, -1)
+    unsafe = s.logical_or(s.eq(y, 0), minus_one)
+    safe = s.where(unsafe, 1, y)
+    q, r = s.trunc_div(x, safe), s.trunc_rem(x, safe)
+    fix = s.logical_and(s.ne(r, 0), s.lt(s.bitwise_xor(r, y), 0))  # r and y of opposite signs
+    if want == "quotient":
+        return s.where(minus_one, s.neg(x), s.where(unsafe, 0, s.where(fix, s.sub(q, 1), q)))
+    return s.where(unsafe, 0, s.where(fix, s.add(r, y), r))
+
+
+def _float_remainder(s, x, y):
+    """Python's x % y: C's fmod moved to the sign of y."""
+    r = s.trunc_rem(x, y)
+    fix = s.logical_and(s.ne(r, 0), s.logical_xor(s.lt(r, 0), s.lt(y, 0)))
+    return s.where(fix, s.add(r, y), r)
+
+
+def _float_floor_divide(s, x, y):
+    """numpy's float floor_divide: (x - fmod(x, y)) / y rounded to the nearest integer below,
+    as npy_divmod computes it; x / y when y == 0."""
+    mod = s.trunc_rem(x, y)
+    div = s.div(s.sub(x, mod), y)
+    fix = s.logical_and(s.ne(mod, 0), s.logical_xor(s.lt(y, 0), s.lt(mod, 0)))
+    div = s.where(fix, s.sub(div, 1), div)
+    floored = s.op("floor", div)
+    floored = s.where(s.gt(s.sub(div, floored), 0.5), s.add(floored, 1), floored)
+    quotient = s.div(x, y)
+    nonzero_div = s.where(s.eq(div, 0), s.op("copysign", s.const(0.0, x.dtype), quotient), floored)
+    return s.where(s.eq(y, 0), quotient, nonzero_div)
+
+
+def _op_lowering(name):
+    """An op the targets compute directly (arithmetic, comparisons, maximum/minimum)."""
+    return lambda s, a, b: s.op(name, a, b)
+
+
+def _logical_lowering(name):
+    return lambda s, a, b: s.op(name, s.cast(a, "bool"), s.cast(b, "bool"))  # any nonzero value is true
+
+
+register("add", "elementwise", _in_one_layout(np.add), _binary_rule("add"), _add_vjp, lowering=_op_lowering("add"))
+register("sub", "elementwise", _in_one_layout(np.subtract), _binary_rule("sub"), _sub_vjp, lowering=_op_lowering("sub"))
+register("mul", "elementwise", _in_one_layout(np.multiply), _binary_rule("mul"), _mul_vjp, lowering=_op_lowering("mul"))
 register("div", "elementwise", _quiet(_in_one_layout(np.true_divide)), _binary_rule("div", float_only=True),
-         _div_vjp)
-register("pow", "elementwise", _quiet(np.power), _binary_rule("pow"), _pow_vjp)
-register("maximum", "elementwise", _in_one_layout(np.maximum), _binary_rule("maximum"), _extremum_vjp("lt", "gt"))
-register("minimum", "elementwise", _in_one_layout(np.minimum), _binary_rule("minimum"), _extremum_vjp("gt", "lt"))
-register("remainder", "elementwise", _remainder, _binary_rule("remainder"), _remainder_vjp)
-register("floor_divide", "elementwise", _floor_divide, _binary_rule("floor_divide"))
+         _div_vjp, lowering=_op_lowering("div"))
+register("pow", "elementwise", _quiet(np.power), _binary_rule("pow"), _pow_vjp, lowering=_pow_lowering)
+register("maximum", "elementwise", _in_one_layout(np.maximum), _binary_rule("maximum"), _extremum_vjp("lt", "gt"),
+         lowering=_op_lowering("maximum"))  # nan-propagating, as numpy's
+register("minimum", "elementwise", _in_one_layout(np.minimum), _binary_rule("minimum"), _extremum_vjp("gt", "lt"),
+         lowering=_op_lowering("minimum"))
+register("remainder", "elementwise", _remainder, _binary_rule("remainder"), _remainder_vjp,
+         lowering=lambda s, a, b: _python_division(s, a, b, "remainder"))
+register("floor_divide", "elementwise", _floor_divide, _binary_rule("floor_divide"),
+         lowering=lambda s, a, b: _python_division(s, a, b, "quotient"))
 
 for _name, _impl in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
-                     ("gt", np.greater), ("ge", np.greater_equal), ("logical_and", np.logical_and),
-                     ("logical_or", np.logical_or), ("logical_xor", np.logical_xor)):
-    register(_name, "elementwise", _impl, _binary_rule(_name, result=dtypes.bool_))
+                     ("gt", np.greater), ("ge", np.greater_equal)):
+    register(_name, "elementwise", _impl, _binary_rule(_name, result=dtypes.bool_), lowering=_op_lowering(_name))
+for _name, _impl in (("logical_and", np.logical_and), ("logical_or", np.logical_or),
+                     ("logical_xor", np.logical_xor)):
+    register(_name, "elementwise", _impl, _binary_rule(_name, result=dtypes.bool_), lowering=_logical_lowering(_name))
 
 
 # ----------------------------------------------------------------------------- where, convert, constant
@@ -305,7 +399,7 @@ def _where(cond, a, b):
 _BIT_SELECT_MIN_SIZE = 4096
 
 
-register("where", "elementwise", _where, _where_rule, _where_vjp)
+register("where", "elementwise", _where, _where_rule, _where_vjp, lowering=lambda s, cond, a, b: s.where(cond, a, b))
 
 
 def _convert(x, dtype):
@@ -339,7 +433,7 @@ def _convert_vjp(g, out, x, dtype):
     return (C.convert(g, x.dtype),)
 
 
-register("convert", "elementwise", _convert, _convert_rule, _convert_vjp)
+register("convert", "elementwise", _convert, _convert_rule, _convert_vjp, lowering=lambda s, x, dtype: s.cast(x, dtype))
 
 
 def _constant(value, shape, dtype):

@@ -7,7 +7,8 @@ is a tensor given a new value without autograd seeing it (an in-place op under `
 tensor that requires grad: its gradient still flows to its history, as eagerly);
 `replace_value(old, new)` is `copy_` as PyTorch differentiates it (the old value gets a zero
 gradient, so backward still runs, and version-checks, its history). The simplify pass removes
-all three once autodiff has run, so no target ever lowers them.
+all three once autodiff has run; their lowering rules (the identity) keep a graph that still
+holds one compilable anyway.
 """
 import numpy as np
 
@@ -23,7 +24,8 @@ def _copy(x):
     return np.array(x, copy=True)
 
 
-register("stop_gradient", "elementwise", _copy, _identity_rule)  # no VJP: nothing flows through
+register("stop_gradient", "elementwise", _copy, _identity_rule,  # no VJP: nothing flows through
+         lowering=lambda s, x: x)
 
 
 def _overwrite_rule(old, new, name="overwrite"):
@@ -33,9 +35,10 @@ def _overwrite_rule(old, new, name="overwrite"):
 
 
 register("overwrite", "elementwise", lambda old, new: np.array(new, copy=True), _overwrite_rule,
-         lambda g, out, old, new: (g, None))
+         lambda g, out, old, new: (g, None), lowering=lambda s, old, new: new)
 
 
 register("replace_value", "elementwise", lambda old, new: np.array(new, copy=True),
          lambda old, new: _overwrite_rule(old, new, "replace_value"),
-         lambda g, out, old, new: (zeros(g.shape, g) if needs_grad(old) else None, g))
+         lambda g, out, old, new: (zeros(g.shape, g) if needs_grad(old) else None, g),
+         lowering=lambda s, old, new: new)

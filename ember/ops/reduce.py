@@ -217,4 +217,6 @@ def _argsort(x, axis, descending):
     return np.argsort(x, axis=axis, kind="stable").astype(np.int64)
 
 
-register("argsort", "opaque", _argsort, _argsort_rule)
+# host-only: no target sorts yet (a loop form needs data-dependent loops the loop IR lacks);
+# the CPU target calls this numpy implementation back, a GPU target refuses the program
+register("argsort", "opaque", _argsort, _argsort_rule, host_only=True)

@@ -1,9 +1,11 @@
 """The primitive registry: one `Primitive` object per op, holding every rule each stage needs.
 
 A primitive carries its kind (for fusion and lowering), a shape/dtype rule, a numpy
-implementation (eager mode and the IR interpreter) and a VJP rule written in terms of other
-primitives, so the same rule serves eager autograd and the autodiff pass. `Primitive.bind`
-hands an application to the dispatcher the frontend installs (eager, tracing or symbolic).
+implementation (eager mode and the IR interpreter), a VJP rule written in terms of other
+primitives, so the same rule serves eager autograd and the autodiff pass, and for elementwise
+ops its scalar lowering rule (`register_lowering`, per target as JAX's). A primitive no target
+compiles is declared `host_only`: its numpy implementation runs as a callback from compiled
+code, where the target allows that. `Primitive.bind` hands an application to the current mode.
 """
 from collections import namedtuple
 
@@ -42,11 +44,20 @@ class Primitive:
     PyTorch op it stands for does (reshape, permute, slice, expand). Its `view_update(base,
     new_view, **attrs) -> new_base`, written in primitives, is the functional write through the
     view: eager in-place ops on views and the tracer's functionalization both use it. None means
-    the view cannot be written through (an expanded or overlapping view)."""
+    the view cannot be written through (an expanded or overlapping view).
 
-    __slots__ = ("name", "kind", "impl", "infer", "vjp", "vjp_uses_output", "view", "view_update")
+    An elementwise primitive's `lowering` rule, `rule(s, *operands, **attrs)`, returns its value
+    as a scalar expression built with `s`, the loop IR's vocabulary (compiler/loop_ir.py
+    `ScalarBuilder`: arithmetic, comparisons, select, casts, and the math functions every
+    target supplies from its intrinsic tables); operands are expressions of the operands'
+    elements. `lowerings` maps a target name to its own rule (None: every target's).
+    `host_only`: no target compiles it; compiled programs call its numpy implementation."""
 
-    def __init__(self, name, kind, impl, infer, vjp=None, view=False, view_update=None):
+    __slots__ = ("name", "kind", "impl", "infer", "vjp", "vjp_uses_output", "view", "view_update", "lowerings",
+                 "host_only")
+
+    def __init__(self, name, kind, impl, infer, vjp=None, view=False, view_update=None, lowering=None,
+                 host_only=False):
         assert kind in KINDS, kind
         self.name = name
         self.kind = kind
@@ -57,6 +68,13 @@ class Primitive:
         self.vjp_uses_output = vjp is not None and "out" in _locals_read(vjp)
         self.view = view
         self.view_update = view_update
+        self.lowerings = {} if lowering is None else {None: lowering}
+        self.host_only = host_only
+
+    def lowering_for(self, target=None):
+        """The scalar lowering rule for the target named `target`: its own, else the shared one
+        (None when the primitive has none)."""
+        return self.lowerings.get(target, self.lowerings.get(None))
 
     def __repr__(self):
         return f"<primitive {self.name} ({self.kind})>"
@@ -126,12 +144,23 @@ class in_mode:
         return False
 
 
-def register(name, kind, impl, infer, vjp=None, view=False, view_update=None):
+def register(name, kind, impl, infer, vjp=None, view=False, view_update=None, lowering=None, host_only=False):
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name} is defined twice")
-    prim = Primitive(name, kind, impl, infer, vjp, view, view_update)
+    prim = Primitive(name, kind, impl, infer, vjp, view, view_update, lowering, host_only)
     PRIMITIVES[name] = prim
     return prim
+
+
+def register_lowering(name, rule, target=None):
+    """`rule(s, *operands, **attrs)` lowers primitive `name` to a scalar expression on the
+    target named `target` (None: on every target without its own rule), as JAX's
+    `mlir.register_lowering(prim, rule, platform=...)`."""
+    prim = get(name)
+    if prim.kind != "elementwise":
+        raise ValueError(f"{name} is a {prim.kind} primitive; only elementwise ones lower to scalar expressions")
+    prim.lowerings[target] = rule
+    return rule
 
 
 def get(name):
