@@ -32,15 +32,17 @@ class Node:
         node.prim = prim
         node.attrs = attrs
         node.inputs = operands
-        # each input as it was: its array, history and version (an in-place op may later
-        # rebind the tensor object to a new value; the VJP must see this one)
-        # (has_grad_edge inlined: the hot path of eager autograd)
-        node.saved = [(t._data, t.grad_fn, t.requires_grad and (t.grad_fn is not None or t._creation != "no_grad"),
-                       0 if t._vc is None else t._vc.value) for t in operands]
-        current = STATE.inplace_target
-        if current is not None:  # an in-place op computing its new value keeps the old one (original_self)
-            node.saved = [(data.copy() if t is current else data, *rest)
-                          for t, (data, *rest) in zip(operands, node.saved)]
+        # each input as it was: its array, history, requires_grad and version (an in-place op may
+        # later rebind the tensor object to a new value; the VJP must see this one). (A plain
+        # loop: the hot path of eager autograd. Whether a gradient flows back into an input,
+        # has_grad_edge, is decided at backward.)
+        saved = []
+        current = STATE.inplace_target  # while an in-place op computes: its old value (original_self)
+        for t in operands:
+            counter = t._vc
+            saved.append((t._data if t is not current else t._data.copy(), t.grad_fn, t.requires_grad,
+                          0 if counter is None else counter.value))
+        node.saved = saved
         node.out = result._data
         # the output tensor, weakly: to check it was not overwritten before a VJP reads it
         node.out_ref = weakref.ref(result) if prim.vjp_uses_output else None
@@ -62,7 +64,7 @@ class Node:
 
     @property
     def next_functions(self):
-        return tuple((fn if fn is not None else (edge_of(t) if requires_grad else None), 0)
+        return tuple((fn if fn is not None else (edge_of(t) if requires_grad and has_grad_edge(t) else None), 0)
                      for t, (_, fn, requires_grad, _) in zip(self.inputs, self.saved))
 
     def unpack_inputs(self):
@@ -73,6 +75,8 @@ class Node:
         dtypes stay readable: add's VJP needs no values, mul's does)."""
         values = []
         for i, (t, (data, fn, requires_grad, version)) in enumerate(zip(self.inputs, self.saved)):
+            if requires_grad and fn is None and t._creation == "no_grad":
+                requires_grad = False  # a view made under no_grad: no gradient flows into it (has_grad_edge)
             if t._data is data:
                 if t._version != version:
                     data = ModifiedValue(data, _stale_view_message(t) or
@@ -384,8 +388,8 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
             if not retain_graph:
                 node.freed = True
             for t, (_, fn, requires_grad, _), gi in zip(node.inputs, node.saved, grads):
-                if gi is None or not requires_grad:
-                    continue
+                if gi is None or not requires_grad or fn is None and t._creation == "no_grad":
+                    continue  # (no edge: see has_grad_edge)
                 if fn is not None:
                     _accumulate(node_grads, id(fn), gi)
                 else:
