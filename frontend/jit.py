@@ -55,6 +55,7 @@ class CompileReport:
         self.eager_calls = 0  # calls run eagerly: arguments sharing memory, or see `eager_reasons`
         self.eager_reasons = []  # signatures whose traces the compiled program cannot reproduce
         self.compiled_calls = 0
+        self.host_only_ops = []  # ops compiled code runs as numpy callbacks (CPU only; see ember.ops host_only)
 
     @property
     def segments(self):
@@ -74,6 +75,9 @@ class CompileReport:
             for (source, code, how), outcomes in self.guards.items():
                 seen = ", ".join(repr(o) for o in sorted(outcomes, key=repr)[:6])
                 lines.append(f"  {source or '<unknown>'}: {code or '?'}  [{how}]  outcomes seen: {seen}")
+        if self.host_only_ops:
+            lines.append("host-only ops (numpy callbacks from the CPU code; no export or GPU):")
+            lines.extend(f"  {op}" for op in self.host_only_ops)
         if self.recompiles:
             lines.append("recompiles:")
             lines.extend(f"  {r}" for r in self.recompiles)
@@ -408,6 +412,9 @@ class CompiledFunction:
         written = {m.target for m in graph.mutations if m.kind.startswith("param")}
         for sub, guard in pieces[start:]:
             segment = Segment(sub, guard, self.backend.compile(sub))
+            for op in getattr(segment.runner, "host_only_ops", ()):
+                if op not in self.report.host_only_ops:
+                    self.report.host_only_ops.append(op)
             last = guard is None  # the last segment writes the mutations back
             segment.externals = {n: r for n, r in externals.items() if n in sub.params or (last and n in written)}
             if built:

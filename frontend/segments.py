@@ -138,7 +138,8 @@ def _subgraph(graph, lo, hi, wanted, name):
         for i in node.inputs:
             if i not in inside:
                 bring(i)
-        sub.add_node(node.op, node.inputs, node.shape, node.dtype, node.attrs, node.name, node_id=node.id)
+        sub.add_node(node.op, node.inputs, node.shape, node.dtype, node.attrs, node.name, node_id=node.id,
+                     source=node.source)
     for n in wanted:
         if n not in inside and graph.node(n).op == "param":
             bring(n)  # a guard on, or a return of, a param no op here reads

@@ -264,7 +264,8 @@ class Tracer:
                     inputs[i] = self._stop_gradient(inputs[i])  # eager autograd has no path from here to the node's
         with in_mode(None):  # the eager computation below must not re-enter the tracer
             result = eager_bind(prim, operands, attrs)
-        node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim))
+        node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim),
+                                   source=user_frame()[0] if prim.host_only else "")  # (reports place host-only ops)
         if prim.vjp is not None and any(i in differentiable for i in inputs):
             differentiable.add(node)
         result._node = (self, node)

@@ -156,7 +156,8 @@ def split_forward_backward(graph, wrt, outputs=None):
         for i in node.inputs:
             if i not in backward and joint.node(i).op == "param":
                 backward.add_param(joint.node(i).attrs["name"], joint.node(i).shape, joint.node(i).dtype, node_id=i)
-        backward.add_node(node.op, node.inputs, node.shape, node.dtype, node.attrs, node.name, node_id=n)
+        backward.add_node(node.op, node.inputs, node.shape, node.dtype, node.attrs, node.name, node_id=n,
+                          source=node.source)
     present = [w for w in wrt if grads[w] is not None]
     backward.outputs = [grads[w] for w in present]
     return ForwardBackward(forward, backward, saved, present, list(backward.outputs),

@@ -15,6 +15,7 @@ from ember.compiler import driver
 from ember.compiler.cpu.target import CpuTarget
 from ember.compiler.target import Capabilities, HostOnlyError
 from ember.ir import Graph, interpret
+from ember.ir.json_format import graph_from_json
 from ember.ops import PRIMITIVES
 
 
@@ -62,6 +63,39 @@ def test_a_target_without_host_callbacks_refuses_the_program_naming_the_op(tmp_p
         driver.Driver(NoCallbackCpu(), cache_dir=str(tmp_path)).compile(graph)
     with pytest.raises(HostOnlyError, match="argsort"):
         driver.lower(driver.plan(graph), NoCallbackCpu())
+
+
+def sort_rows_and_scale(x):
+    order = ember.argsort(x, dim=1)  # the host-only op, on this line
+    return order.float() * 2
+
+
+SORT_LINE = f"test_host_only_ops.py:{sort_rows_and_scale.__code__.co_firstlineno + 1}"
+
+
+def test_a_traced_host_only_op_is_reported_with_its_source_line():
+    compiled = ember.compile(sort_rows_and_scale)
+    x = ember.randn(3, 4)
+    for _ in range(2):
+        np.testing.assert_array_equal(compiled(x).numpy(), 2 * np.argsort(x.numpy(), axis=1, kind="stable"))
+    assert compiled.report.host_only_ops == [f"argsort (%1 argsort_1) at {SORT_LINE}"]
+    assert f"host-only ops (numpy callbacks from the CPU code; no export or GPU):\n  argsort" in str(compiled.report)
+
+
+def test_a_target_without_host_callbacks_names_the_source_line_of_the_host_only_op(tmp_path):
+    compiled = ember.compile(sort_rows_and_scale, backend=driver.Driver(NoCallbackCpu(), cache_dir=str(tmp_path)))
+    with pytest.raises(HostOnlyError, match=f"argsort \\(%1 argsort_1\\) at {SORT_LINE} is host-only"):
+        compiled(ember.randn(3, 4))
+
+
+def test_the_source_line_of_a_node_survives_json():
+    graph = Graph("g")
+    x = graph.add_input((3,), "float32", "x")
+    graph.outputs = [graph.add_node("argsort", [x], (3,), "int64", {"axis": 0, "descending": False},
+                                    source="model.py:7")]
+    again = graph_from_json(graph.to_json())
+    assert again.node(graph.outputs[0]).source == "model.py:7"
+    assert "(host-only, model.py:7)" in str(again)
 
 
 def test_a_program_with_a_host_only_op_cannot_be_packaged(tmp_path):

@@ -52,6 +52,7 @@ class NodeView:
     dtype: str
     attrs: dict = field(default_factory=dict)
     name: str = ""
+    source: str = ""  # "model.py:41": recorded for nodes reports must place (host-only ops)
 
     @property
     def spec(self):
@@ -104,11 +105,13 @@ class Graph:
         self.params[param_name] = node_id
         return node_id
 
-    def add_node(self, op, inputs, shape, dtype, attrs=None, name="", node_id=None):
+    def add_node(self, op, inputs, shape, dtype, attrs=None, name="", node_id=None, source=""):
         node_id = self._new_id(node_id)
         inputs = tuple(inputs)
         self.nx.add_node(node_id, op=op, inputs=inputs, shape=tuple(shape), dtype=_dtype_name(dtype),
                          attrs=dict(attrs or {}), name=name or f"{op}_{node_id}")
+        if source:
+            self.nx.nodes[node_id]["source"] = source
         for position, source in enumerate(inputs):
             self.nx.add_edge(source, node_id, key=position)
         return node_id
@@ -151,7 +154,8 @@ class Graph:
 
     def node(self, node_id):
         data = self.nx.nodes[node_id]
-        return NodeView(node_id, data["op"], data["inputs"], data["shape"], data["dtype"], data["attrs"], data["name"])
+        return NodeView(node_id, data["op"], data["inputs"], data["shape"], data["dtype"], data["attrs"], data["name"],
+                        data.get("source", ""))
 
     def nodes(self):
         """Every node in a valid execution order (ids ascending is topological for traced

@@ -79,6 +79,8 @@ def graph_to_json(graph, indent=None):
         nodes.append({"id": node.id, "op": node.op, "inputs": list(node.inputs), "shape": list(node.shape),
                       "dtype": node.dtype, "attrs": {k: encode_value(v) for k, v in node.attrs.items()},
                       "name": node.name})
+        if node.source:
+            nodes[-1]["source"] = node.source
     doc = {
         "format": "ember-ir", "version": FORMAT_VERSION, "name": graph.name, "next_id": graph._next_id,
         "inputs": list(graph.inputs), "params": [[k, v] for k, v in graph.params.items()],
@@ -100,6 +102,8 @@ def graph_from_json(text):
         graph.nx.add_node(n["id"], op=n["op"], inputs=tuple(n["inputs"]), shape=tuple(n["shape"]),
                           dtype=n["dtype"], attrs={k: decode_value(v) for k, v in n["attrs"].items()},
                           name=n["name"])
+        if n.get("source"):
+            graph.nx.nodes[n["id"]]["source"] = n["source"]
     for n in doc["nodes"]:
         for position, source in enumerate(n["inputs"]):
             graph.nx.add_edge(source, n["id"], key=position)

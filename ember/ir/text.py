@@ -38,7 +38,7 @@ def format_node(graph, node):
     comment = f"  # {node.name}" if node.name and node.op != "param" else ""
     prim = PRIMITIVES.get(node.op)
     if prim is not None and prim.host_only:
-        comment = (comment or "  #") + " (host-only)"
+        comment = (comment or "  #") + f" (host-only{f', {node.source}' if node.source else ''})"
     return f"{head} : {spec}{comment}"
 
 
