@@ -109,6 +109,9 @@ def _training_step(model, inputs):
     return train_step
 
 
+CODE_STAGES = ("llvm", "asm")  # the CPU target's code, after the passes (compiler/backends.py: render_code)
+
+
 def cmd_dump(args):
     import ember
     target = _load_target(args.target)
@@ -124,7 +127,7 @@ def cmd_dump(args):
         return
     if args.format != "text":
         raise SystemExit("ember: --stage other than traced prints text only; use EMBER_DUMP=DIR for DOT files")
-    if args.stage in ("llvm", "asm"):
+    if args.stage in CODE_STAGES:
         from ember.compiler.backends import render_code
         _write(render_code(graph, args.stage), args.output)
         return
@@ -155,9 +158,9 @@ def main(argv=None):
         sub.add_argument("--dtype", default="float32", help="dtype of the inputs (default float32)")
         sub.add_argument("-o", "--output", help="write to this file instead of standard output")
         if name == "dump":
+            from ember.passes.pipeline import stage_names  # every pass of the pass list is a stage
             sub.add_argument("--format", default="text", choices=("text", "dot", "json", "graphml", "svg"))
-            sub.add_argument("--stage", default="traced",
-                             choices=("traced", "autodiff", "simplified", "fused", "planned", "llvm", "asm"),
+            sub.add_argument("--stage", default="traced", choices=stage_names() + CODE_STAGES,
                              help="which pipeline stage to print (default: the traced graph)")
             sub.add_argument("--train", action="store_true",
                              help="dump the model's training step (cross-entropy, SGD) instead of its forward")
