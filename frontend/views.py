@@ -348,7 +348,8 @@ def same_elements(a, b):
         except ValueError:
             return False
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n != 1))
+            and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n != 1 or (sa and sb)))
+    # (PyTorch compares size-1 dims' strides too; numpy's 0 there may stand for a dense one)
 
 
 def _same_strides(a, b):

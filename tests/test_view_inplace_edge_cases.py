@@ -262,3 +262,9 @@ def test_a_no_grad_view_of_an_intermediate_returned_by_a_training_step_requires_
     for _ in range(3):
         out = fn()
         assert out.requires_grad and out.grad_fn is None
+
+
+def test_assigning_a_tensor_to_a_region_with_other_strides_over_the_same_elements_overlaps_partially():
+    t = ember.randn(2, 1, 4).transpose(0, 1)  # [1, 2, 4]
+    with pytest.raises(RuntimeError, match="some elements of the input tensor and the written-to tensor"):
+        t[::2] = t  # the same elements, another stride for the size-1 dim
