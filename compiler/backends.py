@@ -3,7 +3,9 @@
 A backend is an object with `name` and `compile(graph) -> runner`, where
 runner({input node id: array}, {param name: array}) returns {node id: array} for every node
 in graph.outputs (see compiler/interpret_backend.py for the reference one). A compiling
-backend is the driver (compiler/driver.py) with a target: "llvm" is the CPU target.
+backend is the driver (compiler/driver.py) with a target: "llvm" is the CPU target, "ptx"
+an NVIDIA GPU's (compile only, see `ptx_backend`). Tests that run programs on every backend
+take RUNNABLE_BACKENDS.
 """
 from .driver import Driver
 from .interpret_backend import InterpretBackend
@@ -19,7 +21,21 @@ def llvm_backend(cache_dir=None, threads=None, debug=None):
     return Driver(CpuTarget(threads, instrument=debug >= 2), "llvm", cache_dir, debug)
 
 
-BACKENDS = {"interpret": InterpretBackend, "llvm": llvm_backend}
+def ptx_backend(cache_dir=None, compute_capability="sm_90"):
+    """ember.compile(..., backend="ptx"): PTX for an NVIDIA GPU (`compute_capability` "sm_80"
+    or "sm_90"). It compiles on any machine; running a program needs the CUDA driver and a
+    CUDA program loader, which ember does not have yet: the compile fails at `load` with an
+    error saying which is missing (`ember dump --stage ptx` and `package` work)."""
+    from .ptx.target import PtxTarget
+    return Driver(PtxTarget(compute_capability), "ptx", cache_dir)
+
+
+BACKENDS = {"interpret": InterpretBackend, "llvm": llvm_backend, "ptx": ptx_backend}
+# backends that compile but cannot run a program in this process: PTX until ember has a CUDA
+# loader (then: only where a GPU is)
+COMPILE_ONLY_BACKENDS = frozenset({"ptx"})
+# the backends a test (or a user) can run programs on here, in name order
+RUNNABLE_BACKENDS = tuple(name for name in sorted(BACKENDS) if name not in COMPILE_ONLY_BACKENDS)
 
 
 def get_backend(name):

@@ -8,6 +8,7 @@ writes one to a folder for deployment. Everything else (ordering, caching, timin
 output) is the driver's. Modelled on tinygrad's Renderer and numba's target contexts.
 """
 import contextlib
+import os
 from dataclasses import dataclass, field
 
 
@@ -119,3 +120,19 @@ class Target:
     def render(self, lowered, stage):
         """The text of one of `code_stages` for `ember dump --stage`."""
         raise ValueError(f"the {self.name} target has no code stage {stage!r}")
+
+
+def write_files_atomically(directory, name, files):
+    """Write {suffix: bytes} as `directory/<name><suffix>`, creating the folder; each file is
+    written to a temporary name and renamed over the target, so a reader never sees one half
+    written. Returns the paths, in `files`' order (what `Target.package` returns)."""
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for suffix, data in files.items():
+        path = os.path.join(directory, name + suffix)
+        temporary = f"{path}.tmp{os.getpid()}"
+        with open(temporary, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+        paths.append(path)
+    return paths

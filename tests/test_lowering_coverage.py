@@ -2,8 +2,8 @@
 host-only (issue 12 item 4): elementwise ones through the scalar lowering rule beside the
 primitive in ember/ops, using only core ops and the math functions the target supplies; the
 others through compiler/lowering.py's and compiler/lowering_opaque.py's loop forms. A target
-registered in compiler/backends.py (the CPU's "llvm"; a GPU one when it is added) is checked
-without being named here."""
+registered in compiler/backends.py (the CPU's "llvm", the GPU's "ptx") is checked without
+being named here."""
 import numpy as np
 import pytest
 
@@ -35,8 +35,9 @@ def test_every_primitive_has_a_lowering_on_every_registered_target_or_is_host_on
     assert not missing, f"primitives the {target.name} target ({backend} backend) cannot compile:\n{report(missing)}"
 
 
-def test_the_cpu_target_is_among_the_registered_ones():
-    assert "cpu" in [target.name for _, target in registered_targets()]
+def test_the_cpu_and_ptx_targets_are_among_the_registered_ones():
+    names = [target.name for _, target in registered_targets()]
+    assert "cpu" in names and "ptx" in names
 
 
 def test_host_only_primitives_are_declared_and_elementwise_ones_all_have_rules():
@@ -77,7 +78,7 @@ def scratch_primitive():
 
 
 def test_a_primitive_without_a_lowering_fails_coverage_until_it_gets_a_rule(scratch_primitive):
-    _, cpu = registered_targets()[0]
+    cpu = dict(registered_targets())["llvm"]
     scratch_primitive("negate_twice")
     scratch_primitive("mystery_sort", kind="opaque")
     scratch_primitive("host_sort", kind="opaque", host_only=True)
@@ -90,7 +91,7 @@ def test_a_primitive_without_a_lowering_fails_coverage_until_it_gets_a_rule(scra
 
 def test_a_rule_registered_for_one_target_replaces_the_shared_one_there_only(scratch_primitive):
     scratch_primitive("cube_root_ish", lowering=lambda s, x: s.op("cbrt", x))
-    cpu = registered_targets()[0][1]
+    cpu = dict(registered_targets())["llvm"]
     assert "'cbrt'" in missing_lowerings(cpu)["cube_root_ish"]
     register_lowering("cube_root_ish", lambda s, x: s.mul(x, x), target=cpu.name)
     assert "cube_root_ish" not in missing_lowerings(cpu)

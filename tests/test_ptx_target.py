@@ -48,6 +48,13 @@ def _math(x):
     return a * b + c + ember.exp(x.to(ember.float64)).to(ember.float32)
 
 
+def _trig_pow(x, y):
+    """sin, cos and pow, which the target computes without libm (float and double)."""
+    powers = ember.pow(ember.abs(x) + 0.5, y) + ember.pow(x, 3.0)
+    powers = powers + ember.pow(x.to(ember.float64), 2.0).to(ember.float32)
+    return ember.sin(x * 3) * ember.cos(y) + powers + ember.sin(y.to(ember.float64)).to(ember.float32)
+
+
 def _softmax_rows(x):
     shifted = x - x.amax(1, keepdim=True)
     e = ember.exp(shifted)
@@ -66,6 +73,8 @@ PROGRAMS = {
     "centered": (lambda x: x - x.mean(), ((40, 32),)),
     "softmax_rows": (_softmax_rows, ((16, 100),)),
     "matmul_as_loops": (lambda x, w: ember.relu(x @ w), ((8, 24), (24, 16))),
+    "trig_pow": (_trig_pow, ((500,), (500,))),
+    "random_normal": (lambda x: x + ember.randn(*x.shape), ((1000,),)),  # Box-Muller: log, sqrt, cos
 }
 
 
@@ -294,15 +303,27 @@ def test_the_ptx_target_declares_a_grid_and_no_library():
     assert target.triple() == "nvptx64-nvidia-cuda" and target.payload_kind() == "ptx"
     assert target.library() is None and target.code_stages == ("llvm", "ptx")
     assert "exp" in target.math_functions() and "sqrt" in target.float_intrinsics
+    assert {"sin", "cos"} <= set(target.math_functions()) and target.float_intrinsics["pow"] == "ember.pow"
     assert PtxTarget("sm_80").key() != PtxTarget("sm_90").key() == PtxTarget("sm_90").key()
     with pytest.raises(ValueError, match="sm_70.*sm_80, sm_90"):
         PtxTarget("sm_70")
 
 
-def test_an_op_nvptx_cannot_lower_is_named_in_the_error():
+def test_sin_cos_and_pow_compile_to_ptx_without_calls():
+    """NVPTX cannot lower llvm.sin/cos/pow (libcalls, no libm on the GPU): the target's own
+    inline code leaves no call in the PTX, nor the "ember.pow" function itself."""
+    _, ptx, _ = compile_ptx(trace("trig_pow"), "sm_90")
+    assert "call" not in ptx and "ember.pow" not in ptx and "sin.approx" not in ptx
+    assert "fma.rn.f64" in ptx  # the reductions' exact FMAs
+
+
+def test_an_op_missing_from_the_targets_tables_is_named_in_the_error():
+    class NoSinPtx(PtxTarget):
+        def math_functions(self):
+            return {op: f for op, f in super().math_functions().items() if op != "sin"}
     with ember.no_grad():
         graph = ember.trace(lambda x: ember.sin(x) + 1, ember.randn(10))
-    target = PtxTarget()
+    target = NoSinPtx()
     lowered = driver.lower(driver.plan(graph), target)
     with pytest.raises(NotImplementedError, match="no float lowering for sin"):
         target.emit(lowered)
@@ -339,3 +360,27 @@ def test_package_writes_the_ptx_and_its_description(tmp_path):
     written = json.load(open(paths[1]))
     assert written["compute_capability"] == "sm_90" and written["arena_bytes"] == lowered.arena_bytes
     assert [launch["mode"] for launch in written["launches"]] == ["thread", "grid"]
+
+
+# ----------------------------------------------------------------------------- the "ptx" backend
+
+def test_the_ptx_backend_is_registered_and_compile_only_here():
+    from ember.compiler import backends
+    backend = backends.get_backend("ptx")
+    assert isinstance(backend.target, PtxTarget) and backend.target.compute_capability == "sm_90"
+    assert backends.ptx_backend(compute_capability="sm_80").target.compute_capability == "sm_80"
+    assert "ptx" in backends.BACKENDS and "ptx" not in backends.RUNNABLE_BACKENDS
+    assert set(backends.RUNNABLE_BACKENDS) == set(backends.BACKENDS) - {"ptx"}
+
+
+def test_ember_compile_for_ptx_compiles_then_says_it_cannot_run_here():
+    compiled = ember.compile(lambda x: ember.sin(x) * ember.pow(x, 2.0), backend="ptx")
+    with pytest.raises(RuntimeError, match=r"ember ptx target: cannot run .*(libcuda\.so\.1|no CUDA program loader)"):
+        compiled(ember.randn(16))
+
+
+def test_ember_compile_for_ptx_refuses_a_host_only_op_naming_it():
+    from ember.compiler.target import HostOnlyError
+    compiled = ember.compile(lambda x: ember.argsort(x) + 1, backend="ptx")
+    with pytest.raises(HostOnlyError, match=r"cannot compile for the ptx target: argsort \(%\d+ argsort_\d+\)"):
+        compiled(ember.randn(16))

@@ -9,7 +9,6 @@ a payload a `CpuRunner` (runtime/cpu_program.py) with ctypes alone, so a program
 compile cache needs no llvmlite. Parallel loops, sgemm and the convolutions run on libgomp's
 threads (runtime/thread_runtime.py). Importing this file does not import llvmlite.
 """
-import os
 import warnings
 
 import numpy as np
@@ -21,7 +20,7 @@ from ember.runtime.cpu_program import CpuProgram, External, ProgramSpec, load_ob
 from ember.runtime.shared_library import load_shared_library
 from ember.runtime.thread_runtime import load_libgomp
 from ..llvm.target import LLVMTarget
-from ..target import Artifact, Capabilities, HostOnlyError, LoadRefused
+from ..target import Artifact, Capabilities, HostOnlyError, LoadRefused, write_files_atomically
 from . import host, linker, support_library
 from .library import CpuLibrary
 
@@ -180,16 +179,8 @@ class CpuTarget(LLVMTarget):
                                 f"{'; '.join(description.get('host_only', ()))}")
         if kind != "so":
             raise RuntimeError(f"ember: cannot package {name}: no C compiler linked it into a shared library")
-        os.makedirs(directory, exist_ok=True)
-        paths = []
-        for suffix, data in ((".so", bytes(payload)), (".json", json.dumps(description, indent=1).encode())):
-            path = os.path.join(directory, name + suffix)
-            temporary = f"{path}.tmp{os.getpid()}"
-            with open(temporary, "wb") as f:
-                f.write(data)
-            os.replace(temporary, path)
-            paths.append(path)
-        return paths
+        return write_files_atomically(directory, name, {".so": bytes(payload),
+                                                        ".json": json.dumps(description, indent=1).encode()})
 
 
 class CpuRunner(CpuProgram):

@@ -65,7 +65,7 @@ def accumulators_read(body):
 class KernelWriter:
     """Writes kernel number `number` of `program` into `module` as `void @name(ptr slots...,
     ptr status, extra...)`. Subclasses set `body_writer` and may override `extra_arguments`,
-    `new_function` and `write`."""
+    `new_function`, `write_body` and `write`."""
 
     body_writer = None  # the BodyWriter subclass of the target
 
@@ -101,13 +101,19 @@ class KernelWriter:
         return fn
 
     def write(self):
+        """The kernel's function: `write_body` at its entry block, then `ret void`."""
         fn = self.new_function(self.symbol, self.signature())
         count = len(self.kernel.slots)
         builder = ir.IRBuilder(fn.append_basic_block("entry"))
         body = self.body_writer(self, builder, list(fn.args[:count]), fn.args[count], fn.args[count + 1:])
-        body.statements(self.kernel.body, top=True)
+        self.write_body(body)
         builder.ret_void()
         return fn
+
+    def write_body(self, body):
+        """The kernel's statements, through `body` (its BodyWriter). A target that runs part
+        of a kernel per function (the PTX target: one launch) writes that part instead."""
+        body.statements(self.kernel.body, top=True)
 
 
 class BodyWriter:

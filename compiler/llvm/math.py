@@ -1,4 +1,5 @@
-"""Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf without calls.
+"""Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf (and, for targets
+without libm, sin, cos and pow) without calls.
 
 Scalar expressions (compiler/llvm/scalar.py) call `emit_<fn>(builder, x)` for float or double
 scalars or vectors. Each emitter writes a polynomial approximation with fmul/fadd/fdiv (and
@@ -16,9 +17,17 @@ these instructions: the range reductions depend on exact IEEE rounding.
 Coefficients are derived here, not copied: Taylor coefficients for exp/expm1/log (their
 reduced ranges are small enough) and Chebyshev interpolants of erf computed with numpy at
 import (`chebyshev_coefficients`), evaluated with Clenshaw's recurrence.
+
+sin, cos (TRIG_EMITTERS) and pow (`emit_pow`, two operands) are for targets without libm
+(the PTX target; the CPU keeps llvm.sin/cos/pow). They compute in doubles, floats widened
+first (a float result is then within about half an ulp: measured, numpy's float64 result
+rounded); they use llvm.fma for exact products and llvm.floor. sin/cos: Cody-Waite reduction by pi/2 in four parts, exact
+for |x| < 2^50 (nan from there on: no Payne-Hanek), Taylor polynomials on |r| <= pi/4;
+float64 within 4 ulp (measured 3). pow: exp(y * log|x|) with log|x| in double-double, C's
+special cases; float64 within 4 ulp (measured 1). tests/test_ptx_math.py checks them.
 """
 import math
-from decimal import Decimal, getcontext
+from decimal import Decimal, getcontext, localcontext
 
 import numpy as np
 from llvmlite import ir
@@ -176,14 +185,33 @@ class _Emitter:
     def muladd(self, a, b, c):
         """a * b + c through llvm.fmuladd: one FMA where the target has fast FMA (one rounding,
         never less accurate than the two), a multiply and an add elsewhere."""
+        return self.intrinsic("llvm.fmuladd", a, b, c)
+
+    def fma(self, a, b, c):
+        """a * b + c with one rounding (llvm.fma: an FMA instruction, or libm's fma where the
+        machine has none): what an exact product error (`fma(a, b, -a*b)`) needs."""
+        return self.intrinsic("llvm.fma", a, b, c)
+
+    def floor(self, a):
+        return self.intrinsic("llvm.floor", a)
+
+    def intrinsic(self, name, *operands):
+        """A call of the overloaded LLVM intrinsic `name` on operands of this type, declared
+        once per module."""
         element = "f64" if self.double else "f32"
         suffix = f"v{self.type.count}{element}" if isinstance(self.type, ir.VectorType) else element
-        name = f"llvm.fmuladd.{suffix}"
+        full = f"{name}.{suffix}"
         module = self.b.module
-        function = module.globals.get(name)
+        function = module.globals.get(full)
         if function is None:
-            function = ir.Function(module, ir.FunctionType(self.type, [self.type] * 3), name=name)
-        return self.b.call(function, [a, b, c])
+            function = ir.Function(module, ir.FunctionType(self.type, [self.type] * len(operands)), name=full)
+        return self.b.call(function, list(operands))
+
+    def neg(self, a):
+        return self.b.fneg(a)
+
+    def sign_bit_set(self, a):
+        return self.b.icmp_signed("<", self.to_bits(a), self.iconst(0))
 
     def estrin(self, t, coefficients):
         """sum(coefficients[n] * t**n) by Estrin's scheme: pairs c[2i] + c[2i+1]*t combined
@@ -248,14 +276,21 @@ class _Emitter:
 def emit_exp(builder, x):
     """exp(x): 2^k * (1 + expm1(r)) with the 2^k built in two halves so that results down to
     the smallest subnormal and the overflow to inf come out right."""
-    e = _Emitter(builder, x, "exp")
+    return _exp_core(_Emitter(builder, x, "exp"), x)
+
+
+def _exp_core(e, x, tail=None):
+    """exp(x + tail) for a `tail` far below x's last place (pow's double-double exponent), or
+    exp(x) without one."""
     low, high = (-746.0, 710.0) if e.double else (-104.0, 89.0)
     clamped = e.clamp(x, low, high)
     r, _, k = e.reduce_ln2(clamped)
+    if tail is not None:
+        r = e.add(r, tail)
     p = e.add(e.const(1.0), e.expm1_reduced(r))
-    half = builder.ashr(k, e.iconst(1))
+    half = e.b.ashr(k, e.iconst(1))
     # a nan passes the clamp and makes r, p and so the product nan: no select needed
-    return e.mul(e.mul(p, e.pow2(half)), e.pow2(builder.sub(k, half)))
+    return e.mul(e.mul(p, e.pow2(half)), e.pow2(e.b.sub(k, half)))
 
 
 def emit_expm1(builder, x):
@@ -279,6 +314,23 @@ def emit_expm1(builder, x):
 
 def _log_core(e, x):
     """log(x) for finite x > 0 (subnormals included); other inputs give garbage."""
+    m, k = _log_reduce(e, x)
+    # log(1+f) = 2 atanh(s), s = f/(2+f): log = f - hfsq + s*(hfsq + R(s^2)),
+    # R(w) = sum_{n>=1} 2/(2n+1) w^n
+    f = e.sub(m, e.const(1.0))
+    s = e.div(f, e.add(f, e.const(2.0)))
+    w = e.mul(s, s)
+    terms = 11 if e.double else 5
+    series = [0.0] + [2.0 / (2 * n + 1) for n in range(1, terms + 1)]
+    R = e.horner(w, series)
+    hfsq = e.mul(e.const(0.5), e.mul(f, f))
+    ln2_hi, ln2_lo = _ln2_parts(e.double)
+    inner = e.add(e.mul(s, e.add(hfsq, R)), e.mul(k, e.const(ln2_lo)))
+    return e.sub(e.mul(k, e.const(ln2_hi)), e.sub(e.sub(hfsq, inner), f))
+
+
+def _log_reduce(e, x):
+    """(m, k) with x = 2^k * m, m in [sqrt(2)/2, sqrt(2)), k a float, for finite x > 0."""
     b = e.b
     # subnormals: scale into the normal range first
     subnormal = e.lt(x, e.const(2.0 ** (1 - e.bias)))
@@ -294,18 +346,7 @@ def _log_core(e, x):
     k = b.sitofp(exponent, e.type)
     k = e.add(k, e.select(big, e.const(1.0), e.const(0.0)))
     k = e.sub(k, e.select(subnormal, e.const(float(scale_bits)), e.const(0.0)))
-    # log(1+f) = 2 atanh(s), s = f/(2+f): log = f - hfsq + s*(hfsq + R(s^2)),
-    # R(w) = sum_{n>=1} 2/(2n+1) w^n
-    f = e.sub(m, e.const(1.0))
-    s = e.div(f, e.add(f, e.const(2.0)))
-    w = e.mul(s, s)
-    terms = 11 if e.double else 5
-    series = [0.0] + [2.0 / (2 * n + 1) for n in range(1, terms + 1)]
-    R = e.horner(w, series)
-    hfsq = e.mul(e.const(0.5), e.mul(f, f))
-    ln2_hi, ln2_lo = _ln2_parts(e.double)
-    inner = e.add(e.mul(s, e.add(hfsq, R)), e.mul(k, e.const(ln2_lo)))
-    return e.sub(e.mul(k, e.const(ln2_hi)), e.sub(e.sub(hfsq, inner), f))
+    return m, k
 
 
 def _log_specials(e, x, result):
@@ -388,7 +429,180 @@ def emit_erf(builder, x):
     return e.select(e.is_nan(x), x, e.copysign(result, x))
 
 
+# ----------------------------------------------------------------------------- sin, cos, pow
+
+def _pi(digits):
+    """pi to `digits` decimal digits by Machin's formula, 16 atan(1/5) - 4 atan(1/239)."""
+    with localcontext() as context:
+        context.prec = digits + 10
+        tiny = Decimal(10) ** -(digits + 5)
+
+        def atan_of_inverse(n):
+            total, power, k, sign = Decimal(0), Decimal(1) / n, 1, 1
+            while power > tiny:
+                total += sign * power / k
+                power, k, sign = power / (n * n), k + 2, -sign
+            return total
+        return +(16 * atan_of_inverse(5) - 4 * atan_of_inverse(239))
+
+
+def _half_pi_parts():
+    """pi/2 as four doubles: three of 33 significant bits and the rest rounded, 152 bits in
+    all. With r = fma(-k, part, r) each step is exact for integers |k| < 2^51: k * part is a
+    multiple of the part's last bit, and so is the remainder, which is small enough to fit."""
+    with localcontext() as context:
+        context.prec = 70
+        rest, parts = _pi(60) / 2, []
+        for _ in range(3):
+            parts.append(_split_high(float(rest), 20))
+            rest -= Decimal(parts[-1])
+        return parts + [float(rest)]
+
+
+_HALF_PI_PARTS = _half_pi_parts()
+# Taylor series on |r| <= pi/4, truncated below 2^-60 of the result:
+# sin r = r + r z S(z), cos r = 1 - z/2 + z^2 C(z) with z = r^2
+_SIN_SERIES = [(-1) ** n / math.factorial(2 * n + 1) for n in range(1, 9)]
+_COS_SERIES = [(-1) ** n / math.factorial(2 * n) for n in range(2, 9)]
+# k = round(x * 2/pi) must fit round_to_int (|k| < 2^51); beyond, there is no reduction
+_TRIG_LIMIT = 2.0 ** 50
+# log(m) = 2 atanh(s) = 2s + 2s^3/3 + 2s^5 (1/5 + s^2/7 + ...), |s| <= 0.172: terms to s^23
+_ATANH_TAIL = [1.0 / (2 * n + 1) for n in range(2, 12)]
+
+
+def _two_thirds():
+    """2/3 as a double and the double nearest to what it lacks."""
+    with localcontext() as context:
+        context.prec = 40
+        return 2.0 / 3.0, float(Decimal(2) / 3 - Decimal(2.0 / 3.0))
+
+
+_TWO_THIRDS = _two_thirds()
+
+
+def _in_double(builder, op, compute, *operands):
+    """compute(emitter, *operands) in double precision: float operands are widened and the
+    result rounded back once, so a float result is within about half an ulp of the double."""
+    e = _Emitter(builder, operands[0], op)
+    if e.double:
+        return compute(e, *operands)
+    value_type = operands[0].type
+    double = (ir.VectorType(ir.DoubleType(), value_type.count) if isinstance(value_type, ir.VectorType)
+              else ir.DoubleType())
+    wide = [builder.fpext(operand, double) for operand in operands]
+    return builder.fptrunc(compute(_Emitter(builder, wide[0], op), *wide), value_type)
+
+
+def _sin_cos(e, x, quarter_turns):
+    """sin(x + quarter_turns * pi/2) in doubles: x = k*pi/2 + r, |r| <= pi/4, by Cody-Waite
+    with pi/2 in four parts; then +-sin(r) or +-cos(r) by the quadrant k + quarter_turns."""
+    b = e.b
+    k_float, k_int = e.round_to_int(e.mul(x, e.const(2 / math.pi)))
+    r = x
+    for part in _HALF_PI_PARTS:  # FMAs: each step exact while |k| < 2^51 (see _half_pi_parts)
+        r = e.fma(k_float, e.const(-part), r)
+    z = e.mul(r, r)
+    sine = e.add(r, e.mul(e.mul(r, z), e.estrin(z, _SIN_SERIES)))
+    # 1 - z/2 rounded, plus what that rounding lost (computed exactly), plus the rest
+    half_z = e.mul(z, e.const(0.5))
+    w = e.sub(e.const(1.0), half_z)
+    lost = e.sub(e.sub(e.const(1.0), w), half_z)
+    cosine = e.add(w, e.add(lost, e.mul(e.mul(z, z), e.estrin(z, _COS_SERIES))))
+    quadrant = b.add(k_int, e.iconst(quarter_turns)) if quarter_turns else k_int
+    odd = b.icmp_unsigned("!=", b.and_(quadrant, e.iconst(1)), e.iconst(0))
+    negative = b.icmp_unsigned("!=", b.and_(quadrant, e.iconst(2)), e.iconst(0))
+    value = e.select(odd, cosine, sine)
+    value = e.select(negative, e.neg(value), value)
+    if not quarter_turns:  # sin(-0) = -0 (the polynomial's r + r*z*S(z) gives +0)
+        value = e.select(e.eq(x, e.const(0.0)), x, value)
+    # inf and nan give nan (r is nan already); so do arguments past the reduction's range
+    return e.select(e.lt(e.abs(x), e.const(_TRIG_LIMIT)), value, e.const(math.nan))
+
+
+def emit_sin(builder, x):
+    """sin(x): Cody-Waite reduction by pi/2 and Taylor polynomials, in doubles (floats are
+    widened first); accuracy and range in the module docstring."""
+    return _in_double(builder, "sin", lambda e, v: _sin_cos(e, v, 0), x)
+
+
+def emit_cos(builder, x):
+    """cos(x) = sin(x + pi/2): the quadrant moved on by one (see emit_sin)."""
+    return _in_double(builder, "cos", lambda e, v: _sin_cos(e, v, 1), x)
+
+
+def _log_double_double(e, a):
+    """(hi, lo) with hi + lo = log(a) to about 2^-60 relative, for finite doubles a > 0:
+    a = 2^k m, log m = 2 atanh(s) = 2s + 2s^3/3 + 2s^5 R(s^2) with s = (m-1)/(m+1). The
+    terms up to 2s^3/3 (over 99.98% of log m) are carried with their rounding errors, from
+    exact FMA products and remainders and Fast2Sum; the rest is small enough for doubles."""
+    m, k = _log_reduce(e, a)
+    f = e.sub(m, e.const(1.0))  # exact: m is within a factor 2 of 1
+    u = e.add(f, e.const(2.0))
+    u_lo = e.sub(f, e.sub(u, e.const(2.0)))  # 2 + f = u + u_lo exactly
+    s = e.div(f, u)
+    s_lo = e.div(e.sub(e.fma(e.neg(s), u, f), e.mul(s, u_lo)), u)  # f/(2+f) - s
+    w = e.mul(s, s)
+    w_lo = e.fma(s, s, e.neg(w))
+    cube = e.mul(s, w)
+    cube_lo = e.muladd(s, w_lo, e.fma(s, w, e.neg(cube)))  # s^3 = cube + cube_lo
+    two_thirds_hi, two_thirds_lo = _TWO_THIRDS
+    lead = e.mul(cube, e.const(two_thirds_hi))
+    lead_lo = e.add(e.fma(cube, e.const(two_thirds_hi), e.neg(lead)),
+                    e.muladd(cube, e.const(two_thirds_lo), e.mul(cube_lo, e.const(two_thirds_hi))))
+    rest = e.mul(e.mul(e.add(cube, cube), w), e.estrin(w, _ATANH_TAIL))
+    # s_lo moves 2s + 2s^3/3 by (2 + 2s^2) s_lo
+    slope = e.mul(e.add(s_lo, s_lo), e.add(e.const(1.0), w))
+    two_s = e.add(s, s)
+    head = e.add(two_s, lead)
+    head_lo = e.add(e.add(e.sub(two_s, head), lead), e.add(e.add(lead_lo, slope), rest))
+    ln2_hi, ln2_lo = _ln2_parts(True)
+    k_hi = e.mul(k, e.const(ln2_hi))  # exact; |k_hi| >= |head| unless k = 0
+    hi = e.add(k_hi, head)
+    lo = e.add(e.add(e.sub(k_hi, hi), head), e.muladd(k, e.const(ln2_lo), head_lo))
+    total = e.add(hi, lo)
+    return total, e.add(e.sub(hi, total), lo)
+
+
+def _pow(e, x, y):
+    """x ** y in doubles with C's (and numpy's, PyTorch's) special cases; see emit_pow."""
+    b = e.b
+    zero, one, inf, nan = (e.const(v) for v in (0.0, 1.0, math.inf, math.nan))
+    a = e.abs(x)
+    finite_positive = b.and_(e.gt(a, zero), e.lt(a, inf))
+    hi, lo = _log_double_double(e, e.select(finite_positive, a, one))
+    log_special = e.select(e.eq(a, zero), e.neg(inf), e.select(e.eq(a, inf), inf, nan))
+    hi, lo = e.select(finite_positive, hi, log_special), e.select(finite_positive, lo, zero)
+    # y * (hi + lo) = t + t_lo, the product's rounding error from an FMA
+    t = e.mul(y, hi)
+    t_lo = e.add(e.fma(y, hi, e.neg(t)), e.mul(y, lo))
+    saturates = b.not_(b.and_(e.gt(t, e.const(-746.0)), e.lt(t, e.const(710.0))))  # 0, inf, or nan
+    magnitude = _exp_core(e, t, e.select(saturates, zero, t_lo))
+    magnitude = e.select(b.and_(e.eq(a, one), e.eq(e.abs(y), inf)), one, magnitude)  # (-1) ** +-inf
+    integer = e.eq(e.floor(y), y)  # infinities count as even integers
+    half = e.mul(y, e.const(0.5))
+    odd = b.and_(integer, b.fcmp_ordered("!=", e.floor(half), half))
+    result = e.select(b.and_(odd, e.sign_bit_set(x)), e.neg(magnitude), magnitude)
+    negative_finite = b.and_(e.lt(x, zero), e.gt(x, e.neg(inf)))
+    result = e.select(b.and_(negative_finite, b.not_(integer)), nan, result)
+    result = e.select(e.eq(y, zero), one, result)  # x ** 0 = 1, nan included
+    return e.select(e.eq(x, one), one, result)  # 1 ** y = 1, nan included
+
+
+def emit_pow(builder, x, y):
+    """x ** y = exp(y * log|x|) with log|x| in double-double and the product's error fed into
+    exp's reduced argument, so float64 results stay within a few ulp even where y*log|x| is
+    large; floats are computed in doubles. Signs and special values as C's pow: a negative x
+    gives the signed power for an integer y and nan for another finite y; x ** +-0 = 1 and
+    1 ** y = 1 (nan included), (-1) ** +-inf = 1; zeros and infinities as C."""
+    return _in_double(builder, "pow", _pow, x, y)
+
+
 EMITTERS = {
     "exp": emit_exp, "log": emit_log, "log1p": emit_log1p, "expm1": emit_expm1,
     "tanh": emit_tanh, "sigmoid": emit_sigmoid, "erf": emit_erf,
 }
+
+# sin and cos without libm calls, for targets whose LLVM backend has none (NVPTX; pow, of two
+# operands, is `emit_pow` behind an intrinsic name of the target's own); the CPU keeps
+# llvm.sin/llvm.cos/llvm.pow, which its libm computes
+TRIG_EMITTERS = {"sin": emit_sin, "cos": emit_cos}

@@ -53,14 +53,19 @@ class LLVMTarget(Target):
 
     Subclasses give `triple()`, `data_layout()` and `target_machine()`, and may replace the
     tables: `float_intrinsics` (op -> overloaded LLVM intrinsic, e.g. "sqrt" -> "llvm.sqrt";
-    an op missing here and in `math_functions()` has no lowering on the target) and
-    `math_functions()` (op -> emitter(builder, x) writing the value inline)."""
+    an op missing here and in `math_functions()` has no lowering on the target),
+    `math_functions()` (op -> emitter(builder, x) writing the value inline) and
+    `defined_intrinsics` (for an op of several operands that LLVM cannot lower on the target:
+    an intrinsic name of the target's own whose body `define_intrinsics` writes)."""
 
     code_stages = ("llvm", "asm")
     float_intrinsics = {"sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos", "floor": "llvm.floor",
                         "ceil": "llvm.ceil", "round": "llvm.roundeven", "abs": "llvm.fabs",
                         "maximum": "llvm.maximum", "minimum": "llvm.minimum", "pow": "llvm.pow",
                         "copysign": "llvm.copysign"}
+    # intrinsic names of `float_intrinsics` the target computes itself (name -> emitter(builder,
+    # *operands)): `define_intrinsics` gives their declarations an inlined body
+    defined_intrinsics = {}
     all_llvm_targets = False  # a target other than the host's needs every LLVM target initialised
     optimize_speed_level = 3
     optimize_unrolling = True
@@ -69,6 +74,21 @@ class LLVMTarget(Target):
         """{op: emitter(builder, x)}: the inlined polynomials of compiler/llvm/math.py."""
         from . import math as llvm_math
         return dict(llvm_math.EMITTERS)
+
+    def define_intrinsics(self, module):
+        """Give every function of `module` declared for one of `defined_intrinsics` (as
+        "<name>.f32", "<name>.f64", by compiler/llvm/scalar.py's `intrinsic`) an internal,
+        always-inlined body: the emitter's code, so optimisation leaves no call behind."""
+        from llvmlite import ir
+        for function in list(module.functions):
+            emitter = self.defined_intrinsics.get(function.name.rsplit(".", 1)[0])
+            if emitter is None or not function.is_declaration:
+                continue
+            function.linkage = "internal"
+            function.attributes.add("alwaysinline")
+            builder = ir.IRBuilder(function.append_basic_block("entry"))
+            builder.ret(emitter(builder, *function.args))
+        return module
 
     def triple(self):
         raise NotImplementedError(f"{type(self).__name__} names no target triple")

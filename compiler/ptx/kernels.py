@@ -45,20 +45,16 @@ class PtxKernelWriter(kernels.KernelWriter):
         fn.attributes.add("nounwind")
         return fn
 
-    def write(self):
-        fn = self.new_function(self.symbol, self.signature())
-        count = len(self.kernel.slots)
-        builder = ir.IRBuilder(fn.append_basic_block("entry"))
-        body = self.body_writer(self, builder, list(fn.args[:count]), fn.args[count])
+    def write_body(self, body):
+        """The launch's statements: over the grid, or guarded to the grid's first thread."""
         if self.launch.mode == "grid":
             body.statements(self.launch.statements, top=True)
-        else:
-            first = builder.icmp_unsigned("==", builder.or_(special_register(builder, "tid"),
-                                                            special_register(builder, "ctaid")), ir.Constant(I64, 0))
-            with builder.if_then(first):
-                body.statements(self.launch.statements)
-        builder.ret_void()
-        return fn
+            return
+        b = body.builder
+        first = b.icmp_unsigned("==", b.or_(special_register(b, "tid"), special_register(b, "ctaid")),
+                                ir.Constant(I64, 0))
+        with b.if_then(first):
+            body.statements(self.launch.statements)
 
 
 class PtxBodyWriter(kernels.BodyWriter):

@@ -3,24 +3,26 @@
 `emit` splits every lowered kernel into launches (launches.py) and writes each as a
 `ptx_kernel` entry (kernels.py) into one module; `link` optimises it with LLVM's NVPTX
 backend and prints PTX, which the CUDA driver compiles for the device at load time (or
-`ptxas` ahead of time). Math is compiler/llvm/math.py's inline polynomials: NVPTX has no
-lowering of llvm.exp/sin/pow (they would be libcalls), so ops that only such an intrinsic
-computes (sin, cos, float pow) are missing until libdevice is linked in. Running programs
-needs the CUDA driver and a loader (runtime/, the GPU issue); `load` says which is missing.
-Importing this file does not import llvmlite.
+`ptxas` ahead of time). Math is compiler/llvm/math.py's inline code: NVPTX has no lowering
+of llvm.exp/sin/cos/pow (they would be libcalls, and there is no libm on the GPU), so the
+target takes the shared polynomials (exp, log, tanh...), the call-free sin and cos, and pow
+as an always-inlined function of its own ("ember.pow", `define_intrinsics`). Running
+programs needs the CUDA driver and a loader (runtime/, the GPU issue); `load` says which is
+missing. Importing this file does not import llvmlite.
 """
 import ctypes
 import json
-import os
 
 from ..llvm.target import LLVMTarget
-from ..target import Artifact, Capabilities
+from ..target import Artifact, Capabilities, write_files_atomically
 
 TRIPLE = "nvptx64-nvidia-cuda"
 COMPUTE_CAPABILITIES = ("sm_80", "sm_90")
 CUDA_DRIVER = "libcuda.so.1"
-# NVPTX lowers these LLVM intrinsics to PTX instructions; sin, cos and pow would be libcalls
-NVPTX_INTRINSICS = {op: name for op, name in LLVMTarget.float_intrinsics.items() if op not in ("sin", "cos", "pow")}
+# NVPTX lowers these LLVM intrinsics to PTX instructions; sin and cos are inline code
+# (math_functions) and pow a function of the module's own (defined_intrinsics)
+NVPTX_INTRINSICS = {**{op: name for op, name in LLVMTarget.float_intrinsics.items() if op not in ("sin", "cos", "pow")},
+                    "pow": "ember.pow"}
 
 
 class PtxTarget(LLVMTarget):
@@ -40,6 +42,16 @@ class PtxTarget(LLVMTarget):
                              f"{', '.join(COMPUTE_CAPABILITIES)}")
         self.compute_capability = compute_capability
         self._machine = None
+
+    @property
+    def defined_intrinsics(self):
+        from ..llvm import math as llvm_math
+        return {"ember.pow": llvm_math.emit_pow}
+
+    def math_functions(self):
+        """The shared inline polynomials and the call-free sin and cos."""
+        from ..llvm import math as llvm_math
+        return {**super().math_functions(), **llvm_math.TRIG_EMITTERS}
 
     def key(self):
         import llvmlite
@@ -77,7 +89,7 @@ class PtxTarget(LLVMTarget):
                           lowered.errors, lowered.error_base)
         module = self.new_module(lowered.graph.name)
         write_launches(self, module, program, self.launches(lowered))
-        return module
+        return self.define_intrinsics(module)
 
     def link(self, module, lowered, build, timer):
         """The module optimised at O3 and printed as PTX text."""
@@ -113,18 +125,8 @@ class PtxTarget(LLVMTarget):
     def package(self, payload, kind, description, directory, name):
         """`<name>.ptx` (the entries, for cuModuleLoadData or ptxas) and `<name>.json` (the
         description: launches in order, buffers, arena size), written atomically."""
-        os.makedirs(directory, exist_ok=True)
-        files = {".ptx": bytes(payload), ".json": json.dumps(description, indent=1).encode()}
-        return [_write_atomically(os.path.join(directory, name + suffix), data) for suffix, data in files.items()]
-
-
-def _write_atomically(path, data):
-    """`data` at `path`, never half written (a temporary file renamed over it); returns the path."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "wb") as f:
-        f.write(data)
-    os.replace(temporary, path)
-    return path
+        return write_files_atomically(directory, name, {".ptx": bytes(payload),
+                                                        ".json": json.dumps(description, indent=1).encode()})
 
 
 __all__ = ["PtxTarget", "TRIPLE", "COMPUTE_CAPABILITIES"]
