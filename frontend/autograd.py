@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-from .dispatch import STATE, ModifiedTensorError
+from .dispatch import STATE, ModifiedTensorError, run_eagerly
 from .views import bump_version, version_counter
 
 
@@ -465,7 +465,10 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     grads = [_default_grad(t, g) for t, g in zip(tensors, grad_tensors)]
     recorder = STATE.recorder
     retain = create_graph if retain_graph is None else retain_graph
-    if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None:
+    if create_graph or inputs is not None:
+        run_eagerly("calls backward() with create_graph or inputs")
+    if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None \
+            and recorder.eager_reason is None:  # (a call that will run eagerly gets eager autograd now)
         nodes = _consumed_history(tensors)  # as eager backward(): a freed history raises, before any gradient
         recorder.backward(tensors, grads)  # the autodiff pass, on the graph being recorded
         if not retain:
@@ -506,6 +509,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
          allow_unused=False, materialize_grads=False):
     """ember.autograd.grad: gradients of outputs with respect to inputs, returned (not accumulated)."""
     from .tensor import Tensor
+    run_eagerly("calls autograd.grad")
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
@@ -540,6 +544,8 @@ class set_grad_enabled:
 
     def __init__(self, mode=True):
         self.mode = bool(mode)
+        if self.mode and not STATE.grad_enabled:
+            run_eagerly("enables gradients inside a call made without them")
         self.prev = STATE.grad_enabled
         STATE.grad_enabled = self.mode  # torch applies it immediately, also as a plain call
 
@@ -560,6 +566,8 @@ class _GradModeContext:
 
     def __enter__(self):
         self.prev = STATE.grad_enabled
+        if self.mode and not self.prev:
+            run_eagerly("enables gradients inside a call made without them")
         STATE.grad_enabled = self.mode
         return self
 

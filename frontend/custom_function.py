@@ -63,7 +63,31 @@ class _CustomBackward:
         result = self.function.backward(self.ctx, *grads)
         if not isinstance(result, tuple):
             result = (result,)
-        return tuple(result[p] if p < len(result) else None for p in self.arg_positions)
+        if len(result) != self.arg_count:  # PyTorch's checks of what a custom backward returns
+            raise RuntimeError(f"function {self.name}Backward returned an incorrect number of gradients "
+                               f"(expected {self.arg_count}, got {len(result)})")
+        checked = []
+        for position, value in zip(self.arg_positions, inputs):
+            grad = result[position]
+            if isinstance(grad, Tensor):
+                if tuple(grad.shape) != tuple(value.shape):
+                    if not _sums_to(tuple(grad.shape), tuple(value.shape)):
+                        raise RuntimeError(f"Function {self.name}Backward returned an invalid gradient at index "
+                                           f"{position} - got {list(grad.shape)} but expected shape compatible "
+                                           f"with {list(value.shape)}")
+                    from .reductions import sum_to_size
+                    grad = sum_to_size(grad, *value.shape)
+                if grad.dtype != value.dtype:  # PyTorch casts a gradient to its input's dtype
+                    grad = grad.to(value.dtype)
+            checked.append(grad)
+        return tuple(checked)
+
+
+def _sums_to(shape, target):
+    """Can a gradient of `shape` be summed to `target` (PyTorch's is_expandable_to(target, shape))?"""
+    if len(target) > len(shape):
+        return False
+    return all(t == s or t == 1 for t, s in zip(target[::-1], shape[::-1]))
 
 
 class Function:
@@ -104,7 +128,9 @@ class Function:
                     continue
                 if any(out is a for a in args):
                     out = out.detach()  # forward returned an input: give the result its own history
-                Node.attach(out, _CustomBackward(cls, ctx, index, meta, positions), tensors, {})
+                node = _CustomBackward(cls, ctx, index, meta, positions)
+                node.arg_count = len(args)
+                Node.attach(out, node, tensors, {})
                 linked.append(out)
             outputs_tuple = tuple(linked)
         return outputs_tuple[0] if single else outputs_tuple

@@ -30,6 +30,15 @@ class DispatchState:
 STATE = DispatchState()
 
 
+def run_eagerly(reason):
+    """Code being traced did something whose effect a compiled program cannot reproduce on
+    later calls (a tensor hook, autograd.grad, a leaf created inside): this call signature
+    runs eagerly, and the compile report says why."""
+    recorder = STATE.recorder
+    if recorder is not None and getattr(recorder, "eager_reason", None) is None:
+        recorder.eager_reason = reason
+
+
 def current_module():
     return STATE.module_path[-1] if STATE.module_path else None
 

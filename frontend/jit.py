@@ -128,7 +128,9 @@ class CompiledFunction:
     # ------------------------------------------------------------------ calling
     def __call__(self, *args, **kwargs):
         self.report.calls += 1
-        if self._eager:
+        if self._eager or STATE.recorder is not None:
+            # (called from code being traced: its ops become part of that trace, inlined, as
+            # torch.compile does; its own program would be a constant to the outer trace)
             return self.fn(*args, **kwargs)
         positional = not kwargs and all(type(a) is Tensor for a in args)  # the usual call: f(x, y)
         flat = list(zip(_positional_paths(len(args)), args)) if positional else flatten_tensors((args, kwargs), "args")
@@ -211,12 +213,12 @@ class CompiledFunction:
         if STATE.grad_enabled:
             for position, has_history in segment.outputs_requiring_grad:  # eagerly, even where no gradient reaches it
                 out = outputs[position]
-                if not out.requires_grad:
-                    if has_history:
-                        outputs[position] = without_gradient_edges(out)
-                    else:  # (a view made under no_grad of an intermediate that requires grad)
-                        outputs[position] = out = Tensor._wrap(out._data)
-                        out.requires_grad = True
+                if has_history and not out.requires_grad:
+                    outputs[position] = without_gradient_edges(out)
+                elif not has_history and (out.grad_fn is not None or not out.requires_grad):
+                    # (a view made under no_grad of an intermediate that requires grad: no history)
+                    outputs[position] = out = Tensor._wrap(out._data)
+                    out.requires_grad = True
             for position in segment.freed_outputs:  # eagerly, backward() inside the function freed its history
                 if with_autograd or position not in segment.output_views:
                     outputs[position] = fails_backward(outputs[position], BACKWARD_TWICE)

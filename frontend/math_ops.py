@@ -98,7 +98,12 @@ def mul(input, other):
 
 def div(input, other, rounding_mode=None):
     if rounding_mode == "floor":
-        return floor_divide(input, other)
+        out = floor_divide(input, other)
+        if STATE.grad_enabled and out.is_floating_point() and any(
+                isinstance(t, Tensor) and t.requires_grad for t in (input, other)):
+            # as PyTorch: the result requires grad, and its gradient is zero
+            out = P["replace_value"].bind(P["floor"].bind(div(input, other)), out)
+        return out
     a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
     out = P["div"].bind(a, b)
     if rounding_mode == "trunc":
@@ -135,12 +140,13 @@ def pow(input, exponent):
             return mul(input, input)
         if exponent == 1:
             return P["convert"].bind(input, dtype=input.dtype.name)
+        # (PyTorch's pow saves its input: a later write to it fails the backward)
         if exponent == 0.5 and input.is_floating_point():
-            return P["sqrt"].bind(input)
+            return saves_like_pytorch(P["sqrt"].bind(input), (input,))
         if exponent == -1 and input.is_floating_point():
-            return P["reciprocal"].bind(input)
-        if exponent == -0.5 and input.is_floating_point():
-            return P["rsqrt"].bind(input)  # as PyTorch: (-0.0) ** -0.5 is -inf, (-inf) ** -0.5 nan
+            return saves_like_pytorch(P["reciprocal"].bind(input), (input,))
+        if exponent == -0.5 and input.is_floating_point():  # as PyTorch: (-0.0) ** -0.5 is -inf, (-inf) ** -0.5 nan
+            return saves_like_pytorch(P["rsqrt"].bind(input), (input,))
     return binary("pow", input, exponent)
 
 

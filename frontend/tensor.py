@@ -10,7 +10,7 @@ import numpy as np
 
 from ember import dtypes
 from ember.ops import in_mode
-from .dispatch import STATE
+from .dispatch import STATE, run_eagerly
 from . import views
 
 
@@ -219,6 +219,10 @@ class Tensor:
         return alias
 
     def detach_(self):
+        if self._base is not None and not self._detached:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead. (detach_ on a view of shape "
+                               f"{list(self.shape)} of a tensor of shape {list(self._base.shape)})")
+        run_eagerly("detaches a tensor in place (detach_)")
         self.grad_fn = None
         self.requires_grad = False
         return self
@@ -271,6 +275,8 @@ class Tensor:
             raise RuntimeError("you can only change requires_grad flags of leaf variables. If you want to "
                                "use a computed variable in a subgraph that doesn't require differentiation "
                                "use var_no_grad = var.detach().")
+        if requires_grad and not self.requires_grad:
+            run_eagerly("makes a tensor require grad inside the function (a leaf of its own)")
         self.requires_grad = bool(requires_grad)
         if requires_grad and self._base is None:
             for view in views.live_aliases(self):  # as in PyTorch, a view requires grad when its base does
@@ -279,6 +285,7 @@ class Tensor:
         return self
 
     def retain_grad(self):
+        run_eagerly("calls retain_grad()")
         if self.grad_fn is None:
             if not self.requires_grad:
                 raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
@@ -295,6 +302,7 @@ class Tensor:
         """Call `hook(grad)` when this tensor's gradient is computed; a returned tensor replaces it."""
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        run_eagerly("registers a tensor hook (register_hook)")
         if self.grad_fn is not None:
             hooks = self.grad_fn.hooks = self.grad_fn.hooks or []
         else:

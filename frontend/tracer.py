@@ -207,6 +207,16 @@ class Tracer:
         self._remember_value(node, value._data)
         self.rebind(tensor, node)
 
+    def _cut_if_eager_cuts(self, tensor, node):
+        """A result eager autograd gives no history (a value computed under no_grad, a view
+        made there) passes no gradient from the compiled call either, even where the graph
+        connects it to an input that requires grad."""
+        if not STATE.grad_enabled or id(tensor) in self.known or node not in self.differentiable:
+            return node  # (a call made under no_grad returns nothing with history anyway)
+        if not tensor.requires_grad or tensor.__dict__.get("grad_fn") is None:
+            return self._stop_gradient(node)
+        return node
+
     def _stop_gradient(self, node):
         stopped = self.stopped.get(node)
         if stopped is None:
@@ -267,7 +277,7 @@ class Tracer:
         node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim),
                                    source=user_frame()[0] if prim.host_only else "")  # (reports place host-only ops)
         if prim.vjp is not None and any(i in differentiable for i in inputs):
-            differentiable.add(node)
+            differentiable.add(node)  # (connected in the graph: a grad-mode use of it may need a cut)
         result._node = (self, node)
         self._remember_value(node, result._data)
         if result.grad_fn is not None:
@@ -371,6 +381,9 @@ class Tracer:
         for position, tensor in enumerate(outputs):
             root, chain = self.functional_root(tensor)
             owner = owners.get(id(root))
+            if owner is not None and tensor._detached and root is not tensor and tensor.__dict__.get("grad_fn"):
+                # a detached alias of an argument that an in-place op gave a history of its own
+                self.eager_reason = self.eager_reason or "returns a detached alias of an argument written in place with autograd recording"
             if owner is not None:
                 found[position] = (*owner, chain, tensor._detached and root is not tensor, _creation_of(tensor))
         return found
@@ -380,7 +393,7 @@ class Tracer:
 
         `watched` lists (kind, target, tensor) for every input and param; closed-over
         (external) tensors are watched too."""
-        self.graph.outputs = [self.node_of(t) for t in outputs]
+        self.graph.outputs = [self._cut_if_eager_cuts(t, self.node_of(t)) for t in outputs]
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
         stale = _stale_histories(outputs)
         freed = _freed_histories(outputs, stale)

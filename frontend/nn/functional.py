@@ -221,7 +221,7 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
         return M.div(input, input) if input.is_floating_point() else input
     shift = R.amax(input.detach(), dim, keepdim=True)
     e = M.exp(M.sub(input, shift))
-    return M.div(e, R.sum(e, dim, keepdim=True))
+    return saves_like_pytorch(M.div(e, R.sum(e, dim, keepdim=True)), output=True)  # SoftmaxBackward saves its output
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
