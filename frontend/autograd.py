@@ -348,7 +348,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
     roots = []
     for out, g in zip(outputs, grad_outputs):
         if out.grad_fn is None:
-            if out.requires_grad:
+            if out.requires_grad and has_grad_edge(out):  # (a view made under no_grad has none)
                 _accumulate_leaf(leaf_grads, out, g)
                 continue
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")

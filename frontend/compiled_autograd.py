@@ -10,7 +10,7 @@ import numpy as np
 from ember.ops import PRIMITIVES
 from ember.passes.autodiff import split_forward_backward
 from .autograd import Node, modified_message
-from .dispatch import ModifiedTensorError
+from .dispatch import STATE, ModifiedTensorError
 from .segments import array_of
 from .tensor import Tensor
 
@@ -36,6 +36,10 @@ class CompiledBackward:
         self.result_version = 0 if result is None else result._version
 
     def vjp(self, g, out, *wrt_tensors):
+        if STATE.grad_enabled:  # backward(create_graph=True) / autograd.grad(create_graph=True) through it
+            raise RuntimeError("ember.compile: a double backward (create_graph=True) through the result of a "
+                               "compiled call is not supported: its backward is machine code without history. "
+                               "Compute the gradient inside the compiled function, or call the function eagerly.")
         self.check_saved_versions()
         fb = self.plan.split
         inputs = dict(self.saved)

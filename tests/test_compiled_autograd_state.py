@@ -192,3 +192,22 @@ def test_floor_division_of_a_tensor_that_requires_grad_has_a_zero_gradient():
     assert y.requires_grad and y.tolist() == [0.0, 1.0, 1.0]
     y.sum().backward()
     assert a.grad.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_double_backward_through_a_compiled_result_is_refused_clearly():
+    compiled = ember.compile(lambda x: (x ** 3).sum())
+    compiled(ember.tensor([1.0, 2.0], requires_grad=True))  # the traced call
+    for _ in range(2):
+        x = ember.tensor([1.0, 2.0], requires_grad=True)
+        with pytest.raises(RuntimeError, match="double backward .* compiled call is not supported"):
+            ember.autograd.grad(compiled(x), x, create_graph=True)
+        compiled(x).backward()  # a single backward is fine
+        assert x.grad.tolist() == [3.0, 12.0]
+
+
+def test_backward_from_a_no_grad_view_itself_raises():
+    x = ember.ones(3, requires_grad=True)
+    with ember.no_grad():
+        v = x[:2]
+    with pytest.raises(RuntimeError, match="does not require grad and does not have a grad_fn"):
+        ember.autograd.grad(v, [x], grad_outputs=ember.ones(2), allow_unused=True)
