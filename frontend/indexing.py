@@ -374,10 +374,10 @@ def _rewrites_its_own_memory(x, key, value):
         return False
     try:
         region = basic_view_array(x._data, numpy_key)
-        data = _without_leading_ones(data, region.ndim)
+        strides = _strides_of_torch_expand(data, region.shape)
     except (IndexError, ValueError):
         return False
-    return same_elements(region, data)
+    return same_elements(region, data, strides)
 
 
 def _basic_region(x, key):
@@ -422,9 +422,33 @@ def _refuse_overlapping_value(x, key, value, grad_mode):
         source = value._data
         if source.shape != region.shape:  # PyTorch expands the value: a broadcast dim is not dense
             source = np.broadcast_to(_without_leading_ones(source, region.ndim), region.shape)
+        strides = _strides_of_torch_expand(value._data, region.shape)
     except (IndexError, ValueError):
         return  # the assignment itself raises its error
-    refuse_overlap(region, value if source is value._data else Tensor._wrap(source), "index assignment")
+    refuse_overlap(region, value if source is value._data else Tensor._wrap(source), "index assignment",
+                   operand_strides=strides)
+
+
+def _strides_of_torch_expand(array, shape):
+    """The strides PyTorch's expand gives `array` expanded to `shape` (its overlap checks compare
+    strides): a new leading dim of size 1 gets the dense stride of the dims after it, where
+    numpy gives 0; a dim the expand repeats gets 0."""
+    source = _without_leading_ones(array, len(shape))
+    lead = len(shape) - source.ndim
+    if lead < 0:
+        raise ValueError("value has more dims than the region")
+    strides = [0] * len(shape)
+    for i in range(len(shape) - 1, -1, -1):
+        j = i - lead
+        size = source.shape[j] if j >= 0 else 1
+        stride = source.strides[j] if j >= 0 else (strides[i + 1] * shape[i + 1] if i + 1 < len(shape)
+                                                     else source.itemsize)
+        if size != shape[i]:
+            if size != 1:
+                raise ValueError(f"cannot expand {source.shape} to {shape}")
+            stride = 0
+        strides[i] = stride
+    return tuple(strides)
 
 
 def _without_leading_ones(array, ndim):

@@ -441,9 +441,9 @@ def diag(input, diagonal=0):
 def contiguous(input, memory_format=None):
     if input._data.flags.c_contiguous:
         return input
-    # flattening a strided array copies it into row-major order; the reshape back is a view
-    shape = tuple(input.shape)
-    return P["reshape"].bind(P["reshape"].bind(input, shape=(input.numel(),)), shape=shape)
+    # a row-major copy (convert to its own dtype copies in C order): a reshape could give back a
+    # view of the same strided memory (numpy drops a size-1 dim without copying)
+    return P["convert"].bind(input, dtype=input.dtype.name)
 
 
 def _triangle_mask(input, diagonal, lower):

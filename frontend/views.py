@@ -305,13 +305,14 @@ def memory_owner(array):
 
 # ----------------------------------------------------------------------------- operands overlapping the output
 
-def refuse_overlap(target, operand, op_name, refuse_full=False):
+def refuse_overlap(target, operand, op_name, refuse_full=False, operand_strides=None):
     """PyTorch's check of an in-place op's operand against the tensor it writes: an operand
     that shares some, but not all, of the written memory (`x[1:].copy_(x[:-1])`,
     `x.add_(x.t())`) is refused, since the result would depend on the order of reads and
     writes; the same memory read as written (`y.mul_(y)`) is allowed. Index ops (index_add_,
     scatter_) refuse any overlap (`refuse_full`). As at::get_overlap_status, tensors that are
-    not dense are not compared."""
+    not dense are not compared. `operand_strides`: the operand's strides as PyTorch has them,
+    where numpy's differ (an expanded value), compared exactly."""
     a, b = target._data, operand._data
     if a is b:
         overlap = "full"
@@ -325,7 +326,8 @@ def refuse_overlap(target, operand, op_name, refuse_full=False):
         a_begin, b_begin = a.__array_interface__["data"][0], b.__array_interface__["data"][0]
         a_end, b_end = a_begin + a.nbytes, b_begin + b.nbytes
         if a_begin == b_begin and a_end == b_end:
-            overlap = "full" if _same_strides(a, b) else "partial"
+            same = a.strides == operand_strides if operand_strides is not None else _same_strides(a, b)
+            overlap = "full" if same else "partial"
         elif a_begin < b_end and b_begin < a_end:
             overlap = "partial"
         else:
@@ -337,9 +339,10 @@ def refuse_overlap(target, operand, op_name, refuse_full=False):
             f"(written-to: {_geometry(target)}; input: {_geometry(operand)})")
 
 
-def same_elements(a, b):
+def same_elements(a, b, b_strides=None):
     """Do arrays `a` and `b` (b broadcast to a's shape) hold the same elements at the same
-    addresses, in the same dtype? PyTorch's copy_ then returns at once: nothing to write."""
+    addresses, in the same dtype? PyTorch's copy_ then returns at once: nothing to write.
+    `b_strides`: b's strides as PyTorch has them (an expanded value), compared exactly."""
     if a.dtype != b.dtype or memory_owner(a) is not memory_owner(b):
         return False
     if b.shape != a.shape:
@@ -347,6 +350,8 @@ def same_elements(a, b):
             b = np.broadcast_to(b, a.shape)
         except ValueError:
             return False
+    if b_strides is not None:
+        return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.strides == b_strides
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
             and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n != 1 or (sa and sb)))
     # (PyTorch compares size-1 dims' strides too; numpy's 0 there may stand for a dense one)

@@ -268,3 +268,17 @@ def test_assigning_a_tensor_to_a_region_with_other_strides_over_the_same_element
     t = ember.randn(2, 1, 4).transpose(0, 1)  # [1, 2, 4]
     with pytest.raises(RuntimeError, match="some elements of the input tensor and the written-to tensor"):
         t[::2] = t  # the same elements, another stride for the size-1 dim
+
+
+def test_contiguous_of_a_strided_tensor_is_a_copy_whatever_numpy_could_view():
+    x0 = ember.rand(1, 4)
+    x1 = x0[:, ::2]  # numpy could drop the size-1 dim and view it
+    t = x1.contiguous()
+    x1.fill_(-5.0)
+    assert t.is_contiguous() and (t != -5.0).all()
+
+
+def test_assigning_a_tensor_into_a_region_of_its_own_expansion_overlaps_partially():
+    x = ember.randn(3, 4)
+    with pytest.raises(RuntimeError, match="some elements of the input tensor and the written-to tensor"):
+        x.expand(2, 3, 4)[:1, :] = x  # the value's new leading dim has a dense stride, the region's 0
