@@ -23,7 +23,7 @@ from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _
 from .segments import Segment, split_trace, array_of
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
-from .views import bump_version, replay
+from .views import bump_version, replay, writable
 from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
 from .tracer import (Tracer, recording, flatten_tensors, rebuild, template_of, module_state,
                      external_names, observed_value, _input_name)
@@ -183,6 +183,10 @@ class CompiledFunction:
             segment = child
         self.report.compiled_calls += 1
         outputs = [_as_tensor(env[node]) for node in segment.result_nodes]
+        for out in outputs:
+            if not out._data.flags.writeable:  # an expanded view from the interpreter: writes reach its one
+                data = writable(out._data)  # element for all, as in PyTorch (else: a copy of its own)
+                out._data = data if data is not None else np.array(out._data)
         passthrough = segment.passthrough.get(with_autograd)
         if passthrough is None:  # which results are an input or param unchanged: fixed per program
             callers = {id(t._data) for t in inputs}

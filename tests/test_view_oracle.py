@@ -219,6 +219,10 @@ FOUND_AND_FIXED = [
     ("returned_views_of_one_intermediate_share_memory",
      hand_written(["t1 = T.ones(1, 4, dtype=T.float64)", "t2 = t1.narrow(0, 0, 1)", "t3 = t2.expand(2, 1, 4)"], [],
                   outputs=("t3", "t2"))),
+    # compiled interpret: an expanded result and a view of it share memory on every call
+    ("expanded_result_and_its_view_share_memory",
+     hand_written(["t1 = b0.sum(0)", "t2 = t1.expand(2)", "t3 = t2.squeeze(0)"], [("b0", (4,), False)],
+                  outputs=("t3", "t2"))),
     # eager: a view made under no_grad of a multi-output view is a no_grad view (creation mode order)
     ("no_grad_view_of_a_chunk_piece_reports_no_grad_mode",
      hand_written(["t1, t2 = s0.chunk(3, 0)", ("with", ["t3 = t1.transpose(0, 1)"]), "t3.relu_()"],
