@@ -539,13 +539,20 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 # ----------------------------------------------------------------------------- grad mode
 
+def _enabling_grad():
+    """Grad mode is switched on: inside a compiled call made under no_grad, the program (traced
+    for a call without autograd) cannot give its results history, so such calls run eagerly."""
+    if getattr(STATE.recorder, "called_without_grad", False):
+        run_eagerly("enables gradients inside a call made without them")
+
+
 class set_grad_enabled:
     """Context manager and decorator that switches gradient recording on or off."""
 
     def __init__(self, mode=True):
         self.mode = bool(mode)
         if self.mode and not STATE.grad_enabled:
-            run_eagerly("enables gradients inside a call made without them")
+            _enabling_grad()
         self.prev = STATE.grad_enabled
         STATE.grad_enabled = self.mode  # torch applies it immediately, also as a plain call
 
@@ -567,7 +574,7 @@ class _GradModeContext:
     def __enter__(self):
         self.prev = STATE.grad_enabled
         if self.mode and not self.prev:
-            run_eagerly("enables gradients inside a call made without them")
+            _enabling_grad()
         STATE.grad_enabled = self.mode
         return self
 

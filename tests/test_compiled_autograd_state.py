@@ -211,3 +211,25 @@ def test_backward_from_a_no_grad_view_itself_raises():
         v = x[:2]
     with pytest.raises(RuntimeError, match="does not require grad and does not have a grad_fn"):
         ember.autograd.grad(v, [x], grad_outputs=ember.ones(2), allow_unused=True)
+
+
+def test_a_compiled_training_step_with_an_optimizer_closure_stays_compiled():
+    weight = ember.nn.Parameter(ember.tensor([1.0, -2.0]))
+    optimizer = ember.optim.SGD([weight], lr=0.1)
+
+    def step(x):
+        def closure():
+            optimizer.zero_grad()
+            loss = (weight * x).pow(2).sum()
+            loss.backward()
+            return loss
+        return optimizer.step(closure)
+
+    compiled = ember.compile(step)
+    expected = np.array([1.0, -2.0])
+    for _ in range(3):
+        x = np.array([0.5, 1.5])
+        compiled(ember.tensor(x))
+        expected = expected - 0.1 * 2 * expected * x * x
+        np.testing.assert_allclose(weight.detach().numpy(), expected, rtol=1e-6)
+    assert compiled.report.compiled_calls >= 1 and not compiled.report.eager_reasons
