@@ -81,7 +81,7 @@ class Primitive:
 
     def bind(self, *operands, **attrs):
         """Apply this primitive to tensors (eager values or IR values) in the current mode."""
-        return _modes[-1].bind(self, operands, attrs)
+        return _top_bind[0](self, operands, attrs)
 
 
 def _locals_read(fn):
@@ -99,6 +99,7 @@ PRIMITIVES = {}
 # while it applies VJP rules to IR values (ember.passes.autodiff), and eager again where traced
 # code pauses the tracer. A mode is an object with `bind(prim, operands, attrs)`.
 _modes = [None]
+_top_bind = [None]  # the top mode's bind, looked up once per change (Primitive.bind is the hot path)
 _listeners = []  # called with the new top mode whenever it changes
 
 
@@ -121,6 +122,7 @@ def on_mode_change(listener):
 
 def _changed():
     top = _modes[-1]
+    _top_bind[0] = top.bind
     for listener in _listeners:
         listener(top)
 
