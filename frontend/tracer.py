@@ -388,20 +388,32 @@ class Tracer:
                 found[position] = (*owner, chain, tensor._detached and root is not tensor, _creation_of(tensor))
         return found
 
+    def _shared_roots(self, outputs, skip):
+        """Roots (not results, inputs or params themselves) of which two or more results are views."""
+        by_root = {}
+        for position, tensor in enumerate(outputs):
+            if position not in skip and tensor._base is not None and not tensor._detached:
+                by_root.setdefault(id(tensor._base), [tensor._base, 0])[1] += 1
+        return [root for root, count in by_root.values()
+                if count > 1 and id(root) not in self.known and not any(root is t for t in outputs)]
+
     def finish(self, outputs, watched):
         """Set the graph's outputs and turn rebound inputs/params into mutations.
 
         `watched` lists (kind, target, tensor) for every input and param; closed-over
         (external) tensors are watched too."""
-        self.graph.outputs = [self._cut_if_eager_cuts(t, self.node_of(t)) for t in outputs]
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
         stale = _stale_histories(outputs)
         freed = _freed_histories(outputs, stale)
         views = self._output_views(outputs, watched)
+        # views of one intermediate that is not returned (`return h.t(), h.expand(...)`): the
+        # graph returns that intermediate too, after the results, to derive them from
+        extended = list(outputs) + self._shared_roots(outputs, set(views) | set(stale))
+        self.graph.outputs = [self._cut_if_eager_cuts(t, self.node_of(t)) for t in extended]
         self.output_facts = {"output_views": views,
                              "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],
                              "stale_outputs": stale,
-                             "views_of_outputs": _views_of_outputs(outputs, set(views) | set(stale)),
+                             "views_of_outputs": _views_of_outputs(extended, set(views) | set(stale)),
                              "freed_outputs": freed,
                              "outputs_requiring_grad": [(i, t.__dict__.get("grad_fn") is not None)
                                                         for i, t in enumerate(outputs)

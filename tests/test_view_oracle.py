@@ -223,6 +223,10 @@ FOUND_AND_FIXED = [
     ("expanded_result_and_its_view_share_memory",
      hand_written(["t1 = b0.sum(0)", "t2 = t1.expand(2)", "t3 = t2.squeeze(0)"], [("b0", (4,), False)],
                   outputs=("t3", "t2"))),
+    # compiled llvm: two different views of an intermediate that is not returned share memory
+    ("views_of_an_unreturned_intermediate_share_memory",
+     hand_written(["t1 = s0 * 1", "t2 = t1.expand(2, 3, 4)", "t3 = t1.transpose(0, 1)"],
+                  [("s0", (3, 4), False, "float32")], outputs=("t3", "t2"))),
     # eager: a view made under no_grad of a multi-output view is a no_grad view (creation mode order)
     ("no_grad_view_of_a_chunk_piece_reports_no_grad_mode",
      hand_written(["t1, t2 = s0.chunk(3, 0)", ("with", ["t3 = t1.transpose(0, 1)"]), "t3.relu_()"],
