@@ -42,11 +42,11 @@ def _dtype_mismatch(op, torch_words, named):
 
 def linear(input, weight, bias=None):
     """y = x @ weight.T + bias, for input [..., in_features] and weight [out_features, in_features]."""
-    if input.dtype is not weight.dtype:  # an int64 input or a float64 model: no silent promotion
+    if input._data.dtype != weight._data.dtype:  # an int64 input or a float64 model: no silent promotion
         raise _dtype_mismatch("linear", f"mat1 and mat2 must have the same dtype, but got "
                                         f"{scalar_type_name(input.dtype)} and {scalar_type_name(weight.dtype)}",
                               [("input", input), ("weight", weight)])
-    if bias is not None and bias.dtype is not input.dtype:
+    if bias is not None and bias._data.dtype != input._data.dtype:
         raise _dtype_mismatch("linear", f"self and mat2 must have the same dtype, but got "
                                         f"{scalar_type_name(bias.dtype)} and {scalar_type_name(weight.dtype)}",
                               [("input", input), ("weight", weight), ("bias", bias)])

@@ -66,7 +66,7 @@ def check_conv_dtypes(op, input, weight, bias):
     """PyTorch's convolutions do not promote: a float64 input to a float32 layer (or an int64
     one) is an error naming both dtypes, in PyTorch's words and with the shapes."""
     for name, other in (("weight", weight), ("bias", bias)):
-        if other is not None and other.dtype is not input.dtype:
+        if other is not None and other._data.dtype != input._data.dtype:  # (numpy's: cheap)
             raise RuntimeError(f"{where_named(op)}: Input type ({cpp_type_name(input.dtype)}) and {name} type "
                                f"({cpp_type_name(other.dtype)}) should be the same: input {_shape_text(input)}, "
                                f"{name} {_shape_text(other)}")
