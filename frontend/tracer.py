@@ -402,18 +402,20 @@ class Tracer:
 
         `watched` lists (kind, target, tensor) for every input and param; closed-over
         (external) tensors are watched too."""
+        for tensor in outputs:  # (first: a closed-over tensor the function only returns becomes a param here)
+            self.node_of(tensor)
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
         stale = _stale_histories(outputs)
         freed = _freed_histories(outputs, stale)
         views = self._output_views(outputs, watched)
         # views of one intermediate that is not returned (`return h.t(), h.expand(...)`): the
         # graph returns that intermediate too, after the results, to derive them from
-        extended = list(outputs) + self._shared_roots(outputs, set(views) | set(stale))
+        extended = list(outputs) + self._shared_roots(outputs, set(views))
         self.graph.outputs = [self._cut_if_eager_cuts(t, self.node_of(t)) for t in extended]
         self.output_facts = {"output_views": views,
                              "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],
                              "stale_outputs": stale,
-                             "views_of_outputs": _views_of_outputs(extended, set(views) | set(stale)),
+                             "views_of_outputs": _views_of_outputs(extended, set(views)),
                              "freed_outputs": freed,
                              "outputs_requiring_grad": [(i, t.__dict__.get("grad_fn") is not None)
                                                         for i, t in enumerate(outputs)

@@ -227,6 +227,14 @@ FOUND_AND_FIXED = [
     ("views_of_an_unreturned_intermediate_share_memory",
      hand_written(["t1 = s0 * 1", "t2 = t1.expand(2, 3, 4)", "t3 = t1.transpose(0, 1)"],
                   [("s0", (3, 4), False, "float32")], outputs=("t3", "t2"))),
+    # compiled: a closed-over tensor the function only returns is returned itself, not a copy
+    ("returned_closed_over_tensor_is_the_callers_own",
+     hand_written([], [InputSpec("s0", (4,), "float32", False, "state", fresh=False)], outputs=("s0",),
+                  form="closure")),
+    # compiled: a no_grad split piece of a result, whose memory was written, still requires grad
+    ("stale_no_grad_piece_of_a_result_requires_grad",
+     hand_written(["t1 = s1.sigmoid()", ("with", ["t2, t3, t4 = t1.split(1, 1)", "t3.zero_()"])],
+                  [("s1", (2, 3, 4), True)], outputs=("t1", "t2"))),
     # eager: a view made under no_grad of a multi-output view is a no_grad view (creation mode order)
     ("no_grad_view_of_a_chunk_piece_reports_no_grad_mode",
      hand_written(["t1, t2 = s0.chunk(3, 0)", ("with", ["t3 = t1.transpose(0, 1)"]), "t3.relu_()"],
