@@ -211,9 +211,8 @@ class CompiledFunction:
                 outputs[position] = outputs[position].detach()
             if segment.backward_error is not None:  # eagerly, backward() would hit an overwritten saved value
                 outputs = [fails_backward(o, segment.backward_error) if o.requires_grad else o for o in outputs]
-            for position, error in segment.stale_outputs.items():  # eagerly, its history cannot be read
-                if outputs[position].requires_grad:
-                    outputs[position] = fails_backward(outputs[position], error)
+            for position, error in segment.stale_outputs.items():  # eagerly it requires grad, and its
+                outputs[position] = fails_backward(outputs[position], error)  # history cannot be read
         if STATE.grad_enabled:
             for position, has_history in segment.outputs_requiring_grad:  # eagerly, even where no gradient reaches it
                 out = outputs[position]

@@ -392,7 +392,7 @@ class Tracer:
         """Roots (not results, inputs or params themselves) of which two or more results are views."""
         by_root = {}
         for position, tensor in enumerate(outputs):
-            if position not in skip and tensor._base is not None and not tensor._detached:
+            if position not in skip and tensor._base is not None:  # (a detached alias shares it too)
                 by_root.setdefault(id(tensor._base), [tensor._base, 0])[1] += 1
         return [root for root, count in by_root.values()
                 if count > 1 and id(root) not in self.known and not any(root is t for t in outputs)]

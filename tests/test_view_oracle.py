@@ -235,6 +235,14 @@ FOUND_AND_FIXED = [
     ("stale_no_grad_piece_of_a_result_requires_grad",
      hand_written(["t1 = s1.sigmoid()", ("with", ["t2, t3, t4 = t1.split(1, 1)", "t3.zero_()"])],
                   [("s1", (2, 3, 4), True)], outputs=("t1", "t2"))),
+    # compiled: a detached alias and a view of one unreturned intermediate share memory
+    ("detached_alias_and_view_of_an_intermediate_share_memory",
+     hand_written(["t1 = T.zeros(3, 1, dtype=T.float64)", "t3 = t1.expand(3, 1)", "t4 = t1.detach()"], [],
+                  outputs=("t4", "t3"))),
+    # compiled: a stale no_grad view of an intermediate still requires grad
+    ("stale_no_grad_view_of_an_intermediate_requires_grad",
+     hand_written(["t2 = s0 * 1", ("with", ["t3 = t2.reshape(1, 4)", "t3.div_(-1.5)"]), "t8 = s0 * 1"],
+                  [("s0", (1, 4), True, "float32")], outputs=("t8", "t3"))),
     # eager: a view made under no_grad of a multi-output view is a no_grad view (creation mode order)
     ("no_grad_view_of_a_chunk_piece_reports_no_grad_mode",
      hand_written(["t1, t2 = s0.chunk(3, 0)", ("with", ["t3 = t1.transpose(0, 1)"]), "t3.relu_()"],
