@@ -489,20 +489,9 @@ def _views_of_outputs(outputs, skip):
 def _freed_histories(outputs, skip):
     """Positions of results whose history a backward() in the traced code has already run
     through and freed: eagerly, another backward() from them raises PyTorch's "a second time"."""
-    freed = []
-    for position, tensor in enumerate(outputs):
-        fn = tensor.grad_fn if position not in skip else None
-        pending, seen = [fn] if fn is not None else [], set()
-        while pending:
-            node = pending.pop()
-            if getattr(node, "freed", False):
-                freed.append(position)
-                break
-            for _, child, _, _ in getattr(node, "saved", ()):
-                if child is not None and id(child) not in seen:
-                    seen.add(id(child))
-                    pending.append(child)
-    return freed
+    from .autograd import _topological_order  # (the engine's own walk over a history)
+    return [position for position, tensor in enumerate(outputs) if position not in skip
+            and any(getattr(node, "freed", False) for node in _topological_order([tensor.grad_fn]))]
 
 
 class _Deriving:
