@@ -60,7 +60,7 @@ _FRONTEND_MODULES = ("nn", "optim", "autograd", "utils", "transforms")
 _FRONTEND_SUBMODULES = ("nn.functional", "nn.init", "nn.parameter", "nn.modules", "optim.lr_scheduler", "utils.data")
 # ember's own subpackages, imported when first read as attributes (`ember.cuda.is_available()`).
 _SUBPACKAGES = ("ir", "cuda", "backends", "accelerator", "functional", "config", "dtypes", "ops", "frontend",
-                "passes", "compiler", "runtime")
+                "passes", "compiler", "runtime", "distributed")
 
 
 def _export_table():

@@ -87,13 +87,20 @@ def _write(text, out):
         print(text)
 
 
-def _training_step(model, inputs):
-    """The model's training step: cross-entropy on its output, SGD with momentum."""
+def _training_step(model, inputs, distributed=False):
+    """The model's training step: cross-entropy on its output, SGD with momentum; with
+    `distributed`, of the model in DistributedDataParallel (a process group of this one rank
+    unless run under mpirun), so the step holds the gradient allreduces."""
     import ember
     if not isinstance(model, ember.nn.Module):
         raise SystemExit("ember: --train needs an nn.Module target")
     model.train()
     optimizer = ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if distributed:
+        import ember.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group("mpi")
+        model = ember.nn.parallel.DistributedDataParallel(model)
     with ember.no_grad():
         classes = model(*inputs).shape[-1]
     target = ember.randint(0, classes, (inputs[0].shape[0],))
@@ -116,8 +123,10 @@ def cmd_dump(args):
     import ember
     target = _load_target(args.target)
     inputs = _inputs(args.input, args.dtype)
+    if args.distributed and not args.train:
+        raise SystemExit("ember: --distributed needs --train (it shows the gradient allreduces of a training step)")
     if args.train:
-        graph = ember.trace(_training_step(target, inputs), *inputs)
+        graph = ember.trace(_training_step(target, inputs, args.distributed), *inputs)
     else:
         with ember.no_grad():
             graph = ember.trace(target, *inputs)
@@ -164,6 +173,9 @@ def main(argv=None):
                              help="which pipeline stage to print (default: the traced graph)")
             sub.add_argument("--train", action="store_true",
                              help="dump the model's training step (cross-entropy, SGD) instead of its forward")
+            sub.add_argument("--distributed", action="store_true",
+                             help="with --train: the model in DistributedDataParallel, so the step holds its "
+                                  "gradient allreduces (one rank unless run under mpirun)")
     args = parser.parse_args(argv)
     {"dump": cmd_dump, "explain": cmd_explain}[args.command](args)
     return 0

@@ -5,6 +5,12 @@ transforms.Normalize, DataLoader, CrossEntropyLoss, SGD with momentum, a tqdm ba
 epoch, test accuracy, then the trained state dict saved with ember.save and reloaded.
 
     python examples/train_digits.py [--epochs 12] [--batch-size 32] [--compile] [--min-accuracy 0.95]
+
+Data-parallel on N processes (DistributedDataParallel, a DistributedSampler; each rank takes
+batch-size / N samples of every batch, so the global batch is the single-process one):
+
+    python -m ember.distributed.run --nproc 2 examples/train_digits.py --distributed
+    mpirun -n 2 python examples/train_digits.py --distributed
 """
 import argparse
 import os
@@ -19,6 +25,7 @@ import ember as torch
 from ember import nn
 from ember import transforms
 from ember.utils.data import DataLoader, Dataset
+from ember.utils.data.distributed import DistributedSampler
 
 
 class Net(nn.Module):
@@ -79,11 +86,20 @@ def main():
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="train with ember.compile'd model")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over the ranks of an MPI job (launch with mpirun or ember.distributed.run)")
     parser.add_argument("--min-accuracy", type=float, default=0.95,
                         help="exit with an error below this test accuracy (default 0.95)")
     args = parser.parse_args()
 
     start = time.perf_counter()
+    rank, world = 0, 1
+    if args.distributed:
+        import ember.distributed as dist
+        dist.init_process_group(backend="mpi")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if args.batch_size % world:
+            raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of the {world} ranks")
     torch.manual_seed(args.seed)
     digits = load_digits()
     order = np.random.default_rng(args.seed).permutation(len(digits.target))
@@ -93,17 +109,22 @@ def main():
     transform = transforms.Normalize((mean,) * 3, (std,) * 3)
     train_set = Digits(digits.data[train_idx], digits.target[train_idx], transform)
     test_set = Digits(digits.data[test_idx], digits.target[test_idx], transform)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
+    sampler = DistributedSampler(train_set, seed=args.seed) if args.distributed else None
+    train_loader = DataLoader(train_set, batch_size=args.batch_size // world, shuffle=sampler is None,
+                              sampler=sampler)
     test_loader = DataLoader(test_set, batch_size=256)
 
     net = Net()
-    model = torch.compile(net) if args.compile else net
+    model = nn.parallel.DistributedDataParallel(net) if args.distributed else net
+    model = torch.compile(model) if args.compile else model
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
 
     for epoch in range(1, args.epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         running = 0.0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False)
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=rank != 0)
         for images, labels in bar:
             optimizer.zero_grad()
             loss = criterion(model(images), labels)
@@ -112,11 +133,15 @@ def main():
             running += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         accuracy = evaluate(net, test_loader)
-        print(f"epoch {epoch}: loss {running / len(train_loader):.4f}, test accuracy {accuracy:.2%}")
+        if rank == 0:  # (every rank holds the same weights)
+            print(f"epoch {epoch}: loss {running / len(train_loader):.4f} (rank 0's batches), "
+                  f"test accuracy {accuracy:.2%}")
 
     accuracy = evaluate(net, test_loader)
     elapsed = time.perf_counter() - start
-    print(f"test accuracy: {accuracy:.2%} on {len(test_set)} images, trained in {elapsed:.1f} s")
+    where = f" on {world} ranks" if args.distributed else ""
+    if rank == 0:
+        print(f"test accuracy: {accuracy:.2%} on {len(test_set)} images, trained{where} in {elapsed:.1f} s")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "digits_net.safetensors")
@@ -125,8 +150,9 @@ def main():
         restored.load_state_dict(torch.load(path, weights_only=True))
         same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), restored.state_dict().values()))
         reloaded_accuracy = evaluate(restored, test_loader)
-        print(f"saved and reloaded the state dict ({os.path.getsize(path)} bytes): "
-              f"weights identical: {same}, test accuracy {reloaded_accuracy:.2%}")
+        if rank == 0:
+            print(f"saved and reloaded the state dict ({os.path.getsize(path)} bytes): "
+                  f"weights identical: {same}, test accuracy {reloaded_accuracy:.2%}")
     if accuracy < args.min_accuracy or not same or reloaded_accuracy != accuracy:
         raise SystemExit(f"training did not reach {args.min_accuracy:.0%} test accuracy or the reload differs")
 

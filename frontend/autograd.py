@@ -343,7 +343,12 @@ BACKWARD_TWICE = ("Trying to backward through the graph a second time (or direct
 
 def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None):
     """Propagate cotangents from `outputs`. With `inputs`, return their gradients (autograd.grad);
-    otherwise accumulate into the `.grad` of the leaves."""
+    otherwise accumulate into the `.grad` of the leaves, then run the callbacks queued meanwhile."""
+    with final_callbacks():
+        return _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs)
+
+
+def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
     node_grads, leaf_grads = {}, {}
     roots = []
     for out, g in zip(outputs, grad_outputs):
@@ -359,8 +364,25 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
     wanted_nodes = None if inputs is None else {id(t.grad_fn): t for t in inputs if t.grad_fn is not None}
     captured = {}
 
+    order = _topological_order(roots)
+    # A leaf's gradient is accumulated as soon as the last node that can contribute to it has
+    # run (PyTorch's AccumulateGrad), so post-accumulate-grad hooks (DDP's buckets) fire during
+    # backward; autograd.grad (`inputs`) accumulates nothing.
+    ready_after = {} if wanted is None else None
+    if ready_after is not None:
+        last = {}
+        for position, node in enumerate(order):
+            for t, (_, fn, requires_grad, _) in zip(node.inputs, node.saved) if isinstance(node, Node) else ():
+                if fn is None and requires_grad:
+                    last[id(t)] = position
+        for key, position in last.items():
+            ready_after.setdefault(position, []).append(key)
+    recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
+
     with set_grad_enabled(create_graph):
-        for node in _topological_order(roots):
+        for position, node in enumerate(order):
+            if ready_after is not None and position - 1 in ready_after:
+                _accumulate_ready(leaf_grads, ready_after.pop(position - 1), create_graph, recorded)
             g = node_grads.pop(id(node), None)
             if g is None:
                 continue
@@ -403,19 +425,61 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None)
                     g = hook(g) or g
                 _accumulate(captured, id(t), g)
         return captured
-    recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
     for t, g in leaves:
-        for hook in t._hooks or ():
-            replaced = hook(g)
-            if replaced is not None:
-                g = replaced
-        if not create_graph:
-            g = g.detach()
-        if t.grad is None:
-            t.grad = g if recorded else _owned(g)
-        else:
-            t.grad = t.grad + g if recorded else _accumulate_into(t.grad, g)
+        _accumulate_leaf_grad(t, g, create_graph, recorded)
     return None
+
+
+def _accumulate_ready(leaf_grads, keys, create_graph, recorded):
+    for key in keys:
+        entry = leaf_grads.pop(key, None)
+        if entry is not None:
+            _accumulate_leaf_grad(entry[0], entry[1], create_graph, recorded)
+
+
+def _accumulate_leaf_grad(t, g, create_graph, recorded):
+    """AccumulateGrad: the leaf's tensor hooks, `.grad += g`, then its post-accumulate-grad hooks."""
+    for hook in t._hooks or ():
+        replaced = hook(g)
+        if replaced is not None:
+            g = replaced
+    if not create_graph:
+        g = g.detach()
+    if t.grad is None:
+        t.grad = g if recorded else _owned(g)
+    else:
+        t.grad = t.grad + g if recorded else _accumulate_into(t.grad, g)
+    for hook in t._post_accumulate_hooks or ():
+        hook(t)
+
+
+_callback_queues = []  # one list per backward pass running (innermost last)
+
+
+def queue_callback(callback):
+    """Run `callback()` when the backward pass now running ends (PyTorch's
+    `Variable._execution_engine.queue_callback`; DDP waits for its allreduces there)."""
+    if not _callback_queues:
+        raise RuntimeError("queue_callback: no backward pass is running")
+    _callback_queues[-1].append(callback)
+
+
+def current_backward():
+    """A token of the backward pass now running (its callback queue), or None."""
+    return _callback_queues[-1] if _callback_queues else None
+
+
+class final_callbacks:
+    """Around one backward pass: callbacks queued during it run when it ends without error."""
+
+    def __enter__(self):
+        _callback_queues.append([])
+
+    def __exit__(self, kind, *rest):
+        queued = _callback_queues.pop()
+        while kind is None and queued:
+            queued.pop(0)()
+        return False
 
 
 def _owned(g):

@@ -73,6 +73,7 @@ class Tensor:
     _node = None  # the IR value while tracing
     _born = None  # the tracer that was recording when this tensor was made (a constant of that trace)
     _hooks = None
+    _post_accumulate_hooks = None
     _accumulator = None  # a leaf's AccumulateGrad node, made when first needed
     # aliasing (see ember.frontend.views): the root a view or alias shares memory with, the
     # steps that derive it from that root, whether autograd is cut there (detach, .data),
@@ -307,6 +308,17 @@ class Tensor:
             hooks = self.grad_fn.hooks = self.grad_fn.hooks or []
         else:
             hooks = self._hooks = self._hooks or []
+        hooks.append(hook)
+        return _HookHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call `hook(self)` after a backward pass has accumulated this leaf's `.grad`."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        run_eagerly("registers a post-accumulate-grad hook")
+        hooks = self._post_accumulate_hooks = self._post_accumulate_hooks or []
         hooks.append(hook)
         return _HookHandle(hooks, hook)
 

@@ -313,6 +313,7 @@ class Tracer:
             raise ModifiedTensorError(error)
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
+        from .autograd import final_callbacks
         for t in tensors:
             if not t.requires_grad:
                 raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
@@ -324,16 +325,19 @@ class Tracer:
             if node.id not in self.values:
                 out = PRIMITIVES[node.op].impl(*[self.values[i] for i in node.inputs], **node.attrs)
                 self._remember_value(node.id, out if type(out) is np.ndarray else np.asarray(out))
-        for leaf_node, grad_node in grads.items():
-            if grad_node is None:
-                continue
-            leaf = leaves[leaf_node]
-            g = Tensor._wrap(self.values[grad_node])
-            g._node = (self, grad_node)
-            for hook in leaf._hooks or ():
-                replaced = hook(g)
-                g = g if replaced is None else replaced
-            leaf.grad = g if leaf.grad is None else leaf.grad + g
+        with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
+            for leaf_node, grad_node in grads.items():
+                if grad_node is None:
+                    continue
+                leaf = leaves[leaf_node]
+                g = Tensor._wrap(self.values[grad_node])
+                g._node = (self, grad_node)
+                for hook in leaf._hooks or ():
+                    replaced = hook(g)
+                    g = g if replaced is None else replaced
+                leaf.grad = g if leaf.grad is None else leaf.grad + g
+                for hook in leaf._post_accumulate_hooks or ():
+                    hook(leaf)
 
     def release(self):
         """Drop what only tracing needed (eager values, kept tensors). Tensors touched while

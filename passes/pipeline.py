@@ -1,5 +1,5 @@
-"""The pass manager: the ordered list of passes (traced -> autodiff -> simplified -> fused ->
-planned) that the compile driver, `ember dump --stage`, EMBER_DEBUG=3 and EMBER_DUMP all use.
+"""The pass manager: the ordered list of passes (traced -> autodiff -> simplified -> scheduled ->
+fused -> planned) that the compile driver, `ember dump --stage`, EMBER_DEBUG=3 and EMBER_DUMP all use.
 
 Each `Pass` has a name, the stage its output is called, a run function returning
 `(graph, result)` (fuse returns its Fusion, plan_memory its MemoryPlan: results, not graph
@@ -91,6 +91,11 @@ def _simplify(graph, stages):
     return simplified, simplified.simplify_stats
 
 
+def _schedule(graph, stages):
+    from .collective_schedule import schedule_collectives
+    return schedule_collectives(graph)
+
+
 def _fuse(graph, stages):
     from .fusion import fuse
     return graph, fuse(graph)
@@ -126,6 +131,7 @@ def planned_text(graph, fusion, plan):
 PASSES = (
     Pass("autodiff", "autodiff", _autodiff, applies=lambda options: options["differentiate"]),
     Pass("simplify", "simplified", _simplify),
+    Pass("schedule", "scheduled", _schedule),
     Pass("fuse", "fused", _fuse, lambda graph, stages: fused_text(graph, stages.fusion)),
     Pass("plan", "planned", _plan, lambda graph, stages: planned_text(graph, stages.fusion, stages.plan),
          check=lambda plan: plan.check()),

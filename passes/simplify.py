@@ -8,13 +8,13 @@ fusion, so fusion and memory planning see fewer, simpler nodes.
      it (`Graph.replace_uses`, so outputs, mutations and guards follow) or a `Rewrite` that
      turns the node into another op in place (same id, same shape and dtype);
   2. common subexpression elimination: nodes with equal op, attrs (canonicalised, arrays
-     by content), operands, shape and dtype merge into the first one; `random` never merges;
+     by content), operands, shape and dtype merge into the first one; `random` and ops with effects never merge;
   3. dead code elimination: nodes that reach no output, mutation or guard go; `input`
      placeholders stay (they are the call signature), unused params go unless mutated;
 until a round changes nothing. Surviving nodes keep their ids; no node is ever added, so
 ids stay in topological order. The result carries `.simplify_stats` (`SimplifyStats`).
 
-Constant folding: a node other than `random` whose operands are all `constant` nodes and
+Constant folding: a node other than `random` or an op with effects (a collective) whose operands are all `constant` nodes and
 whose result has at most FOLD_LIMIT elements becomes a `constant` holding the value the
 primitive's numpy impl computes (a scalar value when every element is the same).
 
@@ -126,7 +126,7 @@ def _rewrite_in_place(graph, node_id, rewrite):
 def _eliminate_common_subexpressions(graph, stats):
     first_of = {}
     for node in graph.nodes():
-        if node.is_placeholder or node.op == "random":
+        if node.is_placeholder or node.op == "random" or PRIMITIVES[node.op].effects:
             continue
         node = graph.node(node.id)  # operands may have been merged above
         if node.op == "constant":  # by value: 1 and 1.0 in a float32 constant are the same constant
@@ -410,7 +410,8 @@ def constant_splat(graph, node):
 
 def fold_constants(graph, node):
     """An op (not random) of constants only, with a small result -> a constant."""
-    if node.op in ("constant", "random") or not node.inputs or _count(node.shape) > FOLD_LIMIT:
+    if node.op in ("constant", "random") or not node.inputs or _count(node.shape) > FOLD_LIMIT \
+            or PRIMITIVES[node.op].effects:
         return None
     operands = []
     for i in node.inputs:

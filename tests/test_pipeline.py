@@ -30,11 +30,11 @@ def test_every_stage_verifies_and_dumps_text_dot_and_diff(tmp_path):
         assert f"{index}_{stage}.txt" in files and f"{index}_{stage}.dot" in files
         if index:
             assert f"{index}_{stage}.diff" in files
-    assert (folder / "3_fused.txt").read_text().rstrip().endswith(f"kernels: {stages.fusion.kernel_count}")
-    assert (folder / "4_planned.txt").read_text().rstrip().splitlines()[-1].startswith("arena: ")
+    assert (folder / "4_fused.txt").read_text().rstrip().endswith(f"kernels: {stages.fusion.kernel_count}")
+    assert (folder / "5_planned.txt").read_text().rstrip().splitlines()[-1].startswith("arena: ")
     diff = (folder / "1_autodiff.diff").read_text()
     assert diff.startswith("--- traced") and "+  %" in diff and "grad." in diff
-    assert "cluster_" in (folder / "3_fused.dot").read_text()
+    assert "cluster_" in (folder / "4_fused.dot").read_text()
 
 
 def test_ember_dump_env_flag_writes_dumps_when_the_pipeline_runs(tmp_path, monkeypatch):

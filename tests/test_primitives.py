@@ -215,8 +215,13 @@ def _all_cases(only_differentiable=False):
             yield pytest.param(name, case, id=f"{name}-{case.label}")
 
 
+# primitives that need a process group: tests/distributed/ddp_training.py checks them under mpirun
+# (tests/test_distributed.py), eagerly, interpreted by tracing and compiled
+NEED_A_PROCESS_GROUP = {"all_reduce_start", "all_reduce_wait"}
+
+
 def test_every_primitive_has_a_case():
-    missing = sorted(set(PRIMITIVES) - set(CASES))
+    missing = sorted(set(PRIMITIVES) - set(CASES) - NEED_A_PROCESS_GROUP)
     assert not missing, f"primitives without a test case (add them to CASES): {missing}"
     unknown = sorted(set(CASES) - set(PRIMITIVES))
     assert not unknown, f"cases for primitives that do not exist: {unknown}"

@@ -101,7 +101,7 @@ def test_the_driver_compiles_caches_and_loads_for_the_cpu_target(tmp_path):
     second = Driver(CpuTarget(), "llvm", str(tmp_path))
     got_again, _, _ = run_both(second, graph)
     assert second.stats.cache_hits == 1 and second.stats.llvm_compiles == 0
-    assert set(second.stats.stage_seconds) == {"simplify", "fuse", "plan", "load"}
+    assert set(second.stats.stage_seconds) == {"simplify", "schedule", "fuse", "plan", "load"}
     np.testing.assert_array_equal(got_again[0], got[0])
     assert [k.kind for k in runner.prepared.kernels] == ["elementwise"]
 
@@ -232,7 +232,7 @@ def test_passes_return_their_results_instead_of_setting_graph_attributes():
     plan = plan_memory(graph, fusion)
     assert not hasattr(graph, "fusion") and not hasattr(graph, "plan")
     stages = pipeline.run_passes(graph, dump_dir="")
-    assert [each.name for each in stages.ran] == ["simplify", "fuse", "plan"]
+    assert [each.name for each in stages.ran] == ["simplify", "schedule", "fuse", "plan"]
     assert stages.results["fuse"].kernel_count == fusion.kernel_count == 7
     assert stages.results["plan"].arena_bytes == plan.arena_bytes
     assert not hasattr(stages.graphs["planned"], "fusion")
@@ -247,7 +247,7 @@ def test_adding_a_pass_is_one_entry_that_the_driver_dumps_and_stages_pick_up(tmp
     graph = chain_graph()
     assert pipeline.render_stage(graph, "counted") == "1 kernels counted"
     pipeline.run_passes(graph, dump_dir=str(tmp_path / "dumps"))
-    assert (tmp_path / "dumps" / "chain" / "5_counted.txt").read_text() == "1 kernels counted\n"
+    assert (tmp_path / "dumps" / "chain" / "6_counted.txt").read_text() == "1 kernels counted\n"
     backend = Driver(CpuTarget(), "llvm", str(tmp_path / "cache"), debug=3)
     got, expected, _ = run_both(backend, graph)
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-6)
@@ -263,7 +263,7 @@ def test_ember_dump_writes_every_stage_when_the_driver_compiles(tmp_path, monkey
     graph = chain_graph()
     Driver(CpuTarget(), "llvm", str(tmp_path / "cache")).compile(graph)
     files = sorted(os.listdir(tmp_path / "dumps" / "chain"))
-    assert "4_planned.txt" in files and "3_fused.dot" in files and "2_simplified.diff" in files
+    assert "5_planned.txt" in files and "4_fused.dot" in files and "2_simplified.diff" in files
 
 
 def test_driver_render_gives_the_targets_code_stages():

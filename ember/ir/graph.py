@@ -193,6 +193,37 @@ class Graph:
         other._next_id = self._next_id
         return other
 
+    def renumbered(self, order, name=None):
+        """A copy whose nodes run in `order` (every node id, a topological order): inputs and
+        params keep their ids (callers bind arguments by them); the other nodes are numbered
+        after the last of those, ascending in `order` (a scheduling pass's result)."""
+        placeholders = [n for n in order if self.nx.nodes[n]["op"] in PLACEHOLDERS]
+        first = max(placeholders, default=-1) + 1
+        new_id = {n: n for n in placeholders}
+        for n in order:
+            if n not in new_id:
+                new_id[n] = first + len(new_id) - len(placeholders)
+        order = sorted(order, key=new_id.__getitem__)
+        if len(new_id) != len(self.nx) or set(new_id) != set(self.nx.nodes):
+            raise ValueError(f"renumbered: the order must list each of the {len(self.nx)} nodes of {self.name} once")
+        other = Graph(name or self.name)
+        for old in order:
+            data = dict(self.nx.nodes[old])
+            data["attrs"] = dict(data["attrs"])
+            data["inputs"] = tuple(new_id[i] for i in data["inputs"])
+            other.nx.add_node(new_id[old], **data)
+            for position, source in enumerate(data["inputs"]):
+                if source >= new_id[old]:
+                    raise ValueError(f"renumbered: %{old} comes before its operand in the order")
+                other.nx.add_edge(source, new_id[old], key=position)
+        other.inputs = [new_id[i] for i in self.inputs]
+        other.params = {k: new_id[v] for k, v in self.params.items()}
+        other.outputs = [new_id[o] for o in self.outputs]
+        other.mutations = [Mutation(m.kind, m.target, new_id[m.node]) for m in self.mutations]
+        other.guards = [Guard(new_id[g.node], g.expected, g.how, g.source, g.code) for g in self.guards]
+        other._next_id = max(new_id.values(), default=-1) + 1
+        return other
+
     # ------------------------------------------------------------------ dumps and checks
     def __str__(self):
         from .text import format_graph

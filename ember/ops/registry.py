@@ -51,13 +51,15 @@ class Primitive:
     `ScalarBuilder`: arithmetic, comparisons, select, casts, and the math functions every
     target supplies from its intrinsic tables); operands are expressions of the operands'
     elements. `lowerings` maps a target name to its own rule (None: every target's).
-    `host_only`: no target compiles it; compiled programs call its numpy implementation."""
+    `host_only`: no target compiles it; compiled programs call its numpy implementation.
+    `effects`: it acts outside the program (a collective talks to the other processes), so
+    passes neither fold it into a constant nor merge two of them."""
 
     __slots__ = ("name", "kind", "impl", "infer", "vjp", "vjp_uses_output", "view", "view_update", "lowerings",
-                 "host_only")
+                 "host_only", "effects")
 
     def __init__(self, name, kind, impl, infer, vjp=None, view=False, view_update=None, lowering=None,
-                 host_only=False):
+                 host_only=False, effects=False):
         assert kind in KINDS, kind
         self.name = name
         self.kind = kind
@@ -70,6 +72,7 @@ class Primitive:
         self.view_update = view_update
         self.lowerings = {} if lowering is None else {None: lowering}
         self.host_only = host_only
+        self.effects = effects
 
     def lowering_for(self, target=None):
         """The scalar lowering rule for the target named `target`: its own, else the shared one
@@ -146,10 +149,11 @@ class in_mode:
         return False
 
 
-def register(name, kind, impl, infer, vjp=None, view=False, view_update=None, lowering=None, host_only=False):
+def register(name, kind, impl, infer, vjp=None, view=False, view_update=None, lowering=None, host_only=False,
+             effects=False):
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name} is defined twice")
-    prim = Primitive(name, kind, impl, infer, vjp, view, view_update, lowering, host_only)
+    prim = Primitive(name, kind, impl, infer, vjp, view, view_update, lowering, host_only, effects)
     PRIMITIVES[name] = prim
     return prim
 

@@ -4,4 +4,4 @@ submodules, with torch.nn's names (`from ember import nn` reads like `from torch
 from .parameter import Parameter
 from .module import Module
 from .modules import *  # noqa: F401,F403
-from . import functional, init, utils, modules, parameter  # noqa: F401
+from . import functional, init, utils, modules, parameter, parallel  # noqa: F401

@@ -5,17 +5,18 @@ the calling process or in worker processes (`num_workers > 0`, see worker_pool.p
 the same batches in the same order either way. Shuffling draws from `generator` or ember's
 default generator, so `ember.manual_seed` makes epochs reproducible.
 """
-from .collate import default_collate, default_convert
-from .datasets import (Dataset, IterableDataset, TensorDataset, Subset, ConcatDataset, ChainDataset,
+from ..collate import default_collate, default_convert
+from ..datasets import (Dataset, IterableDataset, TensorDataset, Subset, ConcatDataset, ChainDataset,
                        random_split)
-from .loader_iterator import InfiniteConstantSampler, SingleProcessIterator
-from .samplers import (Sampler, SequentialSampler, RandomSampler, SubsetRandomSampler, WeightedRandomSampler,
+from ..loader_iterator import InfiniteConstantSampler, SingleProcessIterator
+from ..samplers import (Sampler, SequentialSampler, RandomSampler, SubsetRandomSampler, WeightedRandomSampler,
                        BatchSampler)
-from .worker_pool import WorkerInfo, get_worker_info, MultiProcessIterator
+from ..worker_pool import WorkerInfo, get_worker_info, MultiProcessIterator
+from .distributed import DistributedSampler
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "ChainDataset",
            "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-           "WeightedRandomSampler", "BatchSampler", "DataLoader", "default_collate", "default_convert",
+           "WeightedRandomSampler", "BatchSampler", "DistributedSampler", "DataLoader", "default_collate", "default_convert",
            "get_worker_info", "WorkerInfo"]
 
 
