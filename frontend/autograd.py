@@ -8,6 +8,7 @@ The VJP rules come from ember.ops, so the autodiff pass uses the very same deriv
 import contextlib
 import functools
 import inspect
+import itertools
 import weakref
 
 import numpy as np
@@ -20,15 +21,19 @@ def _camel(name):
     return "".join(part.capitalize() for part in name.split("_"))
 
 
+_sequence = itertools.count()
+
+
 class Node:
     """One recorded primitive application: the `grad_fn` of its output tensor."""
 
     __slots__ = ("prim", "attrs", "inputs", "saved", "out", "out_ref", "out_version",
-                 "freed", "hooks", "retain", "out_token", "checked", "__weakref__")
+                 "freed", "hooks", "retain", "out_token", "checked", "seq", "__weakref__")
 
     @staticmethod
     def attach(result, prim, operands, attrs):
         node = Node()
+        node.seq = next(_sequence)  # creation order: the engine runs later nodes first
         node.prim = prim
         node.attrs = attrs
         node.inputs = operands
@@ -302,27 +307,28 @@ def _consumed_history(tensors):
 
 
 def _topological_order(roots):
-    """Nodes reachable from the roots, each after every node that consumes its output."""
-    order, seen = [], set()
-    for root in roots:
-        if root is None or id(root) in seen:
+    """Nodes reachable from the roots, later-created first, as PyTorch's engine prioritises them
+    (a node is always created after the nodes whose outputs it reads, so each node comes after
+    every node that consumes its output). Backward then reaches the last layers' weights first
+    and accumulates each leaf's gradient as early as it can (DDP's buckets start sooner)."""
+    found, seen = [], set()
+    stack = [root for root in roots if root is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
             continue
-        stack = [(root, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            if isinstance(node, Node):
-                for _, child, _, _ in node.saved:
-                    if child is not None and id(child) not in seen:
-                        stack.append((child, False))
-    order.reverse()
-    return order
+        seen.add(id(node))
+        found.append(node)
+        if isinstance(node, Node):
+            for _, child, _, _ in node.saved:
+                if child is not None and id(child) not in seen:
+                    stack.append(child)
+    found.sort(key=_creation, reverse=True)
+    return found
+
+
+def _creation(node):
+    return getattr(node, "seq", float("inf"))  # (a history marker that is no Node goes first)
 
 
 def _accumulate(table, key, value):
