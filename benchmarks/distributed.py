@@ -9,9 +9,9 @@ prints the tables (rank 0 measures; every rank takes part).
   steps       the seed Net (global batch 64) and the MLP 784-512-512-10 (global batch 128)
               training step (SGD momentum) in DistributedDataParallel, eager and compiled, at
               1 and 2 processes (each rank takes global batch / processes samples)
-  timeline    one MLP step at 2 processes: each gradient bucket's allreduce (submitted,
-              started, finished, in ms from the step's start) and when backward ended, showing
-              bucket 0's allreduce running while bucket 1's gradients are computed
+  timeline    one MLP step at 2 processes, eager and compiled: each gradient bucket's allreduce
+              (submitted, started, finished, in ms from the step's start), showing bucket 0's
+              allreduce running while bucket 1's gradients are computed
 
 On 2 cores, 2 processes share the cores that 1 process used alone: expect little speed-up;
 the figures show the overhead of the collectives.
@@ -123,7 +123,8 @@ def step_section(quick):
     return results
 
 
-def timeline_section():
+def timeline_section(compiled):
+    """One MLP step's bucket allreduces (ms from the step's start), eager or compiled."""
     import numpy as np
     import ember
     import ember.distributed as dist
@@ -136,24 +137,31 @@ def timeline_section():
     net = mlp(ember)
     model = DDP(net)
     criterion = ember.nn.CrossEntropyLoss()
+    optimizer = ember.optim.SGD(net.parameters(), lr=0.01)
     marks = {}
 
     def step():
+        optimizer.zero_grad()
         loss = criterion(model(x), y)
         marks["backward_start"] = time.perf_counter()
         loss.backward()  # (returns after DDP's final callback has waited for every bucket)
         marks["backward_end"] = time.perf_counter()
-        net.zero_grad()
+        optimizer.step()
+        return loss
 
+    run = ember.compile(step) if compiled else step
     for _ in range(5):
-        step()
+        run()
     timeline = []
     model.record_timeline(timeline)
+    marks.clear()
     start = time.perf_counter()
-    step()
+    run()
+    end = time.perf_counter()
     model.record_timeline(None)
     to_ms = lambda t: round((t - start) * 1e3, 3)  # noqa: E731
-    return {"backward_start": to_ms(marks["backward_start"]), "backward_end": to_ms(marks["backward_end"]),
+    return {"backward_start": to_ms(marks["backward_start"]) if marks else None,
+            "backward_end": to_ms(marks["backward_end"]) if marks else None, "end": to_ms(end),
             "buckets": [{"label": r.label, "submitted": to_ms(r.submitted), "started": to_ms(r.started),
                          "finished": to_ms(r.finished)} for r in timeline],
             "bucket_params": model.bucket_sizes()}
@@ -165,7 +173,8 @@ def worker(quick):
     results = {"size": dist.get_world_size()}
     if dist.get_world_size() > 1:
         results["allreduce"] = allreduce_section(quick)
-        results["timeline"] = timeline_section()
+        results["timeline"] = timeline_section(compiled=False)
+        results["timeline_compiled"] = timeline_section(compiled=True)
     results["steps"] = step_section(quick)
     if dist.get_rank() == 0:
         print("RESULTS " + json.dumps(results), flush=True)
@@ -194,17 +203,20 @@ def report(one, two):
     for a, b in zip(one["steps"], two["steps"]):
         print(f"{a['model']:>9} {a['mode']:>9} {a['seconds'] * 1e3:>8.2f}ms {b['seconds'] * 1e3:>10.2f}ms "
               f"{b['seconds'] / a['seconds']:>6.2f}  {b['buckets']}")
-    t = two["timeline"]
-    print("\none eager MLP step (batch 64 per rank) at 2 processes, ms from the step's start:")
-    print(f"  backward() from {t['backward_start']:.3f} to {t['backward_end']:.3f} (it returns after the waits)")
-    for row, (nbytes, names) in zip(t["buckets"], t["bucket_params"]):
-        print(f"  {row['label']}: submitted {row['submitted']:.3f}, started {row['started']:.3f}, "
-              f"finished {row['finished']:.3f}   [{', '.join(names)}]")
-    buckets = t["buckets"]
-    if len(buckets) >= 2:
-        overlap = buckets[0]["started"] < buckets[1]["submitted"]
-        print(f"  bucket 0's allreduce started {'before' if overlap else 'after'} bucket 1 was ready: "
-              f"{'it ran while bucket 1 gradients were computed' if overlap else 'no overlap'}")
+    for key, what in (("timeline", "eager"), ("timeline_compiled", "compiled")):
+        t = two[key]
+        print(f"\none {what} MLP step (batch 64 per rank) at 2 processes, ms from the step's start "
+              f"(it ends at {t['end']:.3f}):")
+        if t["backward_start"] is not None:
+            print(f"  backward() from {t['backward_start']:.3f} to {t['backward_end']:.3f} (it returns after the waits)")
+        for row, (nbytes, names) in zip(t["buckets"], t["bucket_params"]):
+            print(f"  {row['label']}: submitted {row['submitted']:.3f}, started {row['started']:.3f}, "
+                  f"finished {row['finished']:.3f}   [{', '.join(names)}]")
+        buckets = t["buckets"]
+        if len(buckets) >= 2:
+            overlap = buckets[0]["started"] < buckets[1]["submitted"]
+            print(f"  bucket 0's allreduce started {'before' if overlap else 'after'} bucket 1's gradients were "
+                  f"ready{': it ran while they were computed' if overlap else ''}")
 
 
 def main():

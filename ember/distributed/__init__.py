@@ -19,6 +19,9 @@ import threading
 
 import numpy as np
 
+from ember.frontend.dispatch import STATE as _STATE
+from ember.frontend.tensor import Tensor as _Tensor
+from ember.frontend.views import bump_version as _bump_version
 from ember.runtime import communicator as _comm
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
@@ -228,8 +231,7 @@ class Work:
 def _buffer(tensor, what):
     """The tensor's numpy array when MPI can write it in place, else a contiguous copy (written
     back by `_written`)."""
-    from ember.frontend.tensor import Tensor
-    if not isinstance(tensor, Tensor):
+    if not isinstance(tensor, _Tensor):
         raise TypeError(f"ember.distributed.{what}: expected a Tensor, got {type(tensor).__name__}")
     data = tensor._data
     if data.flags.c_contiguous and data.flags.writeable:
@@ -238,10 +240,9 @@ def _buffer(tensor, what):
 
 
 def _written(tensor, buffer):
-    from ember.frontend.views import bump_version
     if buffer is not tensor._data:
         np.copyto(tensor._data, buffer)
-    bump_version(tensor)
+    _bump_version(tensor)
 
 
 def _run(what, tensors_and_buffers, collective, async_op):
@@ -261,8 +262,7 @@ def _run(what, tensors_and_buffers, collective, async_op):
 
 
 def _tracing():
-    from ember.frontend.dispatch import STATE
-    return STATE.recorder is not None
+    return _STATE.recorder is not None
 
 
 def _eager_only(what):
@@ -272,21 +272,32 @@ def _eager_only(what):
 
 def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     """Reduce `tensor` over every rank, in place (op: ReduceOp.SUM, AVG, PRODUCT, MIN, MAX)."""
-    _check_group(group, "all_reduce")
+    if group is not None:
+        _check_group(group, "all_reduce")
     world = _world()
     op = _reduce_op(op, tensor, "all_reduce")
-    if _tracing():
+    if _STATE.recorder is not None:
         return _traced_all_reduce(tensor, op)
+    data = tensor._data
+    if not async_op and data.flags.c_contiguous and data.flags.writeable:  # the common case, no copy
+        world.all_reduce(data, op)
+        _bump_version(tensor)
+        return None
     buffer = _buffer(tensor, "all_reduce")
     return _run(f"all_reduce ({buffer.nbytes} bytes)", [(tensor, buffer)],
                 lambda comm: world.all_reduce(buffer, op, comm), async_op)
 
 
+_OP_NAMES = {op: op for op in _comm.REDUCE_OPS}
+
+
 def _reduce_op(op, tensor, what):
-    name = str(op).lower().rpartition(".")[2]
+    if not isinstance(tensor, _Tensor):
+        raise TypeError(f"ember.distributed.{what}: expected a Tensor, got {type(tensor).__name__}")
+    name = _OP_NAMES.get(op) or str(op).lower().rpartition(".")[2]
     if name not in _comm.REDUCE_OPS:
         raise ValueError(f"ember.distributed.{what}: unknown op {op!r}; use ReduceOp.SUM, AVG, PRODUCT, MIN or MAX")
-    if name == "avg" and not tensor.is_floating_point():
+    if name == "avg" and tensor._data.dtype.kind != "f":
         raise ValueError(f"ember.distributed.{what}: ReduceOp.AVG needs a floating-point tensor, got "
                          f"{tensor.dtype} of shape {list(tensor.shape)}")
     return name
