@@ -381,8 +381,11 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
             for t, (_, fn, requires_grad, _) in zip(node.inputs, node.saved) if isinstance(node, Node) else ():
                 if fn is None and requires_grad:
                     last[id(t)] = position
-        for key, position in last.items():
-            ready_after.setdefault(position, []).append(key)
+        for position, node in enumerate(order):  # (leaves ready together: in the node's operand order)
+            for t in node.inputs if isinstance(node, Node) else ():
+                if last.get(id(t)) == position:
+                    ready_after.setdefault(position, []).append(id(t))
+                    del last[id(t)]
     recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
 
     with set_grad_enabled(create_graph):
@@ -423,16 +426,17 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
                 else:
                     _accumulate_leaf(leaf_grads, t, gi)
 
-    leaves = list(leaf_grads.values())
-    if wanted is not None:
-        for t, g in leaves:
-            if id(t) in wanted:
-                for hook in t._hooks or ():
-                    g = hook(g) or g
-                _accumulate(captured, id(t), g)
-        return captured
-    for t, g in leaves:
-        _accumulate_leaf_grad(t, g, create_graph, recorded)
+        if wanted is not None:
+            for t, g in leaf_grads.values():
+                if id(t) in wanted:
+                    for hook in t._hooks or ():
+                        g = hook(g) or g
+                    _accumulate(captured, id(t), g)
+            return captured
+        for position in sorted(ready_after):  # (the leaves the last nodes feed)
+            _accumulate_ready(leaf_grads, ready_after[position], create_graph, recorded)
+        for t, g in list(leaf_grads.values()):  # (outputs that are leaves themselves)
+            _accumulate_leaf_grad(t, g, create_graph, recorded)
     return None
 
 
@@ -443,9 +447,9 @@ def _accumulate_ready(leaf_grads, keys, create_graph, recorded):
             _accumulate_leaf_grad(entry[0], entry[1], create_graph, recorded)
 
 
-def _accumulate_leaf_grad(t, g, create_graph, recorded):
+def _accumulate_leaf_grad(t, g, create_graph, recorded, tensor_hooks=True):
     """AccumulateGrad: the leaf's tensor hooks, `.grad += g`, then its post-accumulate-grad hooks."""
-    for hook in t._hooks or ():
+    for hook in t._hooks or () if tensor_hooks else ():
         replaced = hook(g)
         if replaced is not None:
             g = replaced
@@ -456,7 +460,8 @@ def _accumulate_leaf_grad(t, g, create_graph, recorded):
     else:
         t.grad = t.grad + g if recorded else _accumulate_into(t.grad, g)
     for hook in t._post_accumulate_hooks or ():
-        hook(t)
+        if hook(t) is not None:
+            raise RuntimeError("Tensor post accumulate grad hooks should return None.")
 
 
 _callback_queues = []  # one list per backward pass running (innermost last)
@@ -466,7 +471,7 @@ def queue_callback(callback):
     """Run `callback()` when the backward pass now running ends (PyTorch's
     `Variable._execution_engine.queue_callback`; DDP waits for its allreduces there)."""
     if not _callback_queues:
-        raise RuntimeError("queue_callback: no backward pass is running")
+        raise RuntimeError("Final callbacks can only be installed during backward pass.")
     _callback_queues[-1].append(callback)
 
 
@@ -476,25 +481,28 @@ def current_backward():
 
 
 class final_callbacks:
-    """Around one backward pass: callbacks queued during it run when it ends without error."""
+    """Around one backward pass: callbacks queued during it (or by those callbacks) run, with
+    grad mode off, when it ends without error."""
 
     def __enter__(self):
         _callback_queues.append([])
 
     def __exit__(self, kind, *rest):
-        queued = _callback_queues.pop()
-        while kind is None and queued:
-            queued.pop(0)()
+        try:
+            queued = _callback_queues[-1]
+            if kind is None and queued:
+                with set_grad_enabled(False):
+                    while queued:
+                        queued.pop(0)()
+        finally:
+            _callback_queues.pop()
         return False
 
 
 def _owned(g):
-    """A gradient the leaf may keep: a fresh, writable, contiguous array (never a view of an
-    activation or a broadcast)."""
-    data = g._data
-    if not data.flags.writeable or not data.flags.c_contiguous or data.base is not None:
-        data = np.array(data, copy=True)
-    return Tensor._wrap(data)
+    """A gradient the leaf may keep: a copy (the cotangent may be the caller's grad_output, or
+    reach two leaves, or a retained .grad: later accumulation adds into the leaf's own memory)."""
+    return Tensor._wrap(np.array(g._data, copy=True, order="C"))
 
 
 def _accumulate_into(existing, g):
@@ -547,11 +555,14 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         return
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-        captured = run_backward(tensors, grads, retain, create_graph, inputs=inputs)
-        for t in inputs:
-            g = captured.get(id(t))
-            if g is not None:
-                t.grad = g if t.grad is None else t.grad + g
+        recorded = create_graph or recorder is not None
+        with final_callbacks():
+            captured = _propagate(tensors, grads, retain, create_graph, inputs)
+            with set_grad_enabled(create_graph):
+                for t in inputs:  # (their tensor hooks ran as they were captured)
+                    g = captured.get(id(t))
+                    if g is not None:
+                        _accumulate_leaf_grad(t, g, create_graph, recorded, tensor_hooks=False)
         return
     run_backward(tensors, grads, retain, create_graph)
 

@@ -10,7 +10,10 @@ smallest key:
   then its allreduce starts, then the next bucket's values are computed, ...;
 - other nodes come after every start (key = number of starts);
 - a collective's wait comes last of all (it blocks), so each wait runs only when nothing
-  else can; the nodes that read its result (the optimizer's update) follow it.
+  else can; the nodes that read its result (the optimizer's update) follow it;
+- the starts keep their traced order (each waits for the one before): the collective worker
+  runs them in submission order, and every rank must submit the same collectives in the same
+  order, even where ranks' graphs differ (a constant folded on one rank only).
 
 So a compiled training step starts bucket k's allreduce, computes bucket k+1's gradients while
 the collective worker reduces bucket k, and waits only where the reduced values are needed.
@@ -41,13 +44,16 @@ def schedule_collectives(graph):
         if n.id not in key:
             key[n.id] = last + 1 if n.op in WAITS else last
     waiting = {n.id: len(set(n.inputs)) for n in nodes}
+    next_start = {before: after for before, after in zip(starts, starts[1:])}
+    for after in starts[1:]:
+        waiting[after] += 1  # (the start before it)
     ready = [(key[n.id], position[n.id], n.id) for n in nodes if waiting[n.id] == 0]
     heapq.heapify(ready)
     order = []
     while ready:
         _, _, node_id = heapq.heappop(ready)
         order.append(node_id)
-        for user in graph.users(node_id):
+        for user in graph.users(node_id) + ([next_start[node_id]] if node_id in next_start else []):
             waiting[user] -= 1
             if waiting[user] == 0:
                 heapq.heappush(ready, (key[user], position[user], user))
@@ -55,3 +61,15 @@ def schedule_collectives(graph):
         return graph, len(starts)
     return graph.renumbered(order), len(starts)
 
+
+
+def check_start_order(fusion):
+    """The kernels start the collectives in traced (tag) order, as every rank must: raises
+    AssertionError naming the kernel that breaks it."""
+    graph = fusion.graph
+    tags = [(group.name, graph.node(group.root).attrs["tag"]) for group in fusion.groups
+            if graph.node(group.root).op in STARTS]
+    for (_, before), (name, tag) in zip(tags, tags[1:]):
+        if tag < before:
+            raise AssertionError(f"{graph.name}: kernel {name} starts collective #{tag} after #{before}; every "
+                                 f"rank must start collectives in traced order")

@@ -97,8 +97,12 @@ def _schedule(graph, stages):
 
 
 def _fuse(graph, stages):
+    from .collective_schedule import check_start_order
     from .fusion import fuse
-    return graph, fuse(graph)
+    fusion = fuse(graph)
+    if stages.results.get("schedule"):  # (a graph with collectives)
+        check_start_order(fusion)
+    return graph, fusion
 
 
 def _plan(graph, stages):

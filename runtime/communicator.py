@@ -113,6 +113,8 @@ class Communicator:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.timeout = timeout  # seconds, for waits
         self._ops = {"sum": MPI.SUM, "avg": MPI.SUM, "product": MPI.PROD, "min": MPI.MIN, "max": MPI.MAX}
+        # bool tensors reduce logically, as torch.distributed's: sum/max are or, product/min are and
+        self._bool_ops = {"sum": MPI.LOR, "max": MPI.LOR, "product": MPI.LAND, "min": MPI.LAND}
         self._async_comm = comm.Dup()  # (collective: every rank opens the group at the same point)
         self._queue = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._serve, name="ember-collectives", daemon=True)
@@ -123,7 +125,8 @@ class Communicator:
     # ------------------------------------------------------------------ blocking collectives
     def all_reduce(self, array, op="sum", comm=None):
         """Reduce `array` (C-contiguous, writable) in place over every rank."""
-        (comm or self.comm).Allreduce(self.MPI.IN_PLACE, array, self._ops[op])
+        mpi_op = self._ops[op] if array.dtype.kind != "b" else self._bool_ops[op]
+        (comm or self.comm).Allreduce(self.MPI.IN_PLACE, array, mpi_op)
         if op == "avg":
             np.divide(array, self.size, out=array, casting="unsafe")
         return array
@@ -139,7 +142,8 @@ class Communicator:
 
     def reduce_scatter(self, out, array, op="sum", comm=None):
         """`out` receives this rank's block of the reduction of `array` (size blocks)."""
-        (comm or self.comm).Reduce_scatter_block(array, out, self._ops[op])
+        mpi_op = self._ops[op] if array.dtype.kind != "b" else self._bool_ops[op]
+        (comm or self.comm).Reduce_scatter_block(array, out, mpi_op)
         if op == "avg":
             np.divide(out, self.size, out=out, casting="unsafe")
         return out

@@ -236,6 +236,10 @@ def _buffer(tensor, what):
     data = tensor._data
     if data.flags.c_contiguous and data.flags.writeable:
         return data
+    if not data.flags.writeable or 0 in data.strides and data.size > 1:
+        raise ValueError(f"ember.distributed.{what}: the {tensor.dtype}{list(tensor.shape)} tensor cannot be "
+                         f"written in place (an expanded view whose elements share memory, or read-only); "
+                         f"pass a contiguous tensor (.contiguous() or .clone())")
     return np.ascontiguousarray(data)
 
 

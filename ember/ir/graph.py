@@ -158,13 +158,14 @@ class Graph:
                         data.get("source", ""))
 
     def nodes(self):
-        """Every node in a valid execution order (ids ascending is topological for traced
-        graphs; passes that insert nodes keep it by construction, verified by `verify`)."""
+        """Every node in a valid execution order: ids ascending (topological for traced graphs;
+        passes that insert nodes keep it by construction, verified by `verify`), else the
+        topological order that takes the smallest ready id first (fusion's recomputed clones)."""
         if self._ids_are_topological():
             order = sorted(self.nx.nodes)
-        else:
+        else:  # (a pass added a node that earlier ids read): the topological order closest to ids
             import networkx as nx  # loaded already by __init__
-            order = nx.topological_sort(self.nx)
+            order = nx.lexicographical_topological_sort(self.nx)
         return [self.node(i) for i in order]
 
     def _ids_are_topological(self):

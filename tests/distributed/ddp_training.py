@@ -178,6 +178,68 @@ def unused_parameters():
     ok("find_unused_parameters")
 
 
+def backward_with_inputs():
+    """loss.backward(inputs=params) also averages (post-accumulate-grad hooks fire)."""
+    torch.manual_seed(2)
+    net = nn.Linear(3, 2)
+    model = DDP(net)
+    x = torch.ones(4, 3) * (dist.get_rank() + 1)
+    model(x).sum().backward(inputs=list(net.parameters()))
+    expected = np.full((2, 3), 4.0 * np.mean([r + 1 for r in range(dist.get_world_size())]), np.float32)
+    np.testing.assert_allclose(net.weight.grad.numpy(), expected)
+    ok("backward_with_inputs")
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(2, 2)
+        self.b = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.a(x), self.b(x)
+
+
+def unused_output():
+    """find_unused_parameters: parameters reached only by an output the loss ignores."""
+    torch.manual_seed(4)
+    net = TwoOutputs()
+    model = DDP(net, find_unused_parameters=True)
+    for step in (1, 2):
+        first, _ = model(torch.ones(1, 2))
+        first.sum().backward()
+        assert net.a.bias.grad.tolist() == [float(step)] * 2 and net.b.bias.grad is None
+    ok("unused_output")
+
+
+def compiled_step_with_buffers():
+    """A compiled DDP training step of a BatchNorm model equals the eager DDP step."""
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(6)
+        net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+        model = DDP(net, bucket_cap_mb=0.0001)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x, y):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run = torch.compile(step) if compiled else step
+        rng = np.random.default_rng(dist.get_rank())
+        for _ in range(4):
+            run(torch.from_numpy(rng.standard_normal((6, 4)).astype(np.float32)),
+                torch.from_numpy(rng.integers(0, 3, 6).astype(np.int64)))
+        results.append([t.detach().numpy().copy() for t in list(net.parameters()) + list(net.buffers())])
+        check_identical_across_ranks(net, f"BatchNorm DDP {'compiled' if compiled else 'eager'}")
+    for eager, compiled in zip(*results):
+        np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
+    ok("compiled_step_with_buffers")
+
+
 def buffers_follow_rank_0(compiled):
     """Each forward starts from rank 0's buffers (BatchNorm's running statistics), then updates
     them with this rank's batch."""
@@ -233,6 +295,18 @@ def collectives():
     block = torch.zeros(2)
     dist.reduce_scatter_tensor(block, torch.arange(world * 2, dtype=torch.float32), op=dist.ReduceOp.SUM)
     np.testing.assert_array_equal(block.numpy(), world * np.arange(rank * 2, rank * 2 + 2, dtype=np.float32))
+    flags = torch.tensor([rank == 0, False, True])  # bool: sum and max are or, min and product are and
+    dist.all_reduce(flags)
+    assert flags.tolist() == [True, False, True]
+    flags = torch.tensor([rank == 0, True])
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    assert flags.tolist() == [world == 1, True]
+    try:
+        dist.all_reduce(torch.ones(1).expand(3))
+    except ValueError as error:
+        assert "cannot be written in place" in str(error), error
+    else:
+        raise AssertionError("all_reduce into an expanded view did not raise")
     objects = [None] * world
     dist.all_gather_object(objects, {"rank": rank})
     assert objects == [{"rank": r} for r in range(world)]
@@ -282,6 +356,9 @@ def main():
     unused_parameters()
     buffers_follow_rank_0(compiled=False)
     buffers_follow_rank_0(compiled=True)
+    backward_with_inputs()
+    unused_output()
+    compiled_step_with_buffers()
     rank = dist.get_rank()
     dist.destroy_process_group()
     print(f"ALL OK rank {rank}", flush=True)

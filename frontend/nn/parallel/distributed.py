@@ -98,6 +98,9 @@ class DistributedDataParallel(Module):
         if device_ids not in (None, [], ["cpu"]) or output_device not in (None, "cpu"):
             raise ValueError(f"DistributedDataParallel: ember's tensors live on the CPU; leave device_ids and "
                              f"output_device unset (got device_ids={device_ids!r}, output_device={output_device!r})")
+        if not communicator.is_open():
+            raise ValueError("Default process group has not been initialized, please make sure to call "
+                             "init_process_group.")
         world = communicator.world()
         self.module = module
         self.broadcast_buffers = broadcast_buffers
@@ -214,6 +217,13 @@ class _Reducer:
     def finish(self):
         """The final callback of a synchronised backward: every bucket reduced, `.grad` = average."""
         self.backward = None
+        unused_now = set()
+        if self.owner.find_unused_parameters:  # reached from the output, yet no gradient came (an
+            for bucket in self.buckets:       # output the loss does not use): unused this time too
+                for k, ready in enumerate(bucket.ready):
+                    if not ready:
+                        unused_now.add(id(bucket.entries[k][0]))
+                        self._mark_ready(bucket, k, None)
         missing = [name for b in self.buckets for (_, name, _, _), ready in zip(b.entries, b.ready) if not ready]
         if missing:
             raise RuntimeError(
@@ -221,7 +231,8 @@ class _Reducer:
                 f"pass: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. They were not used to "
                 f"compute the loss; pass find_unused_parameters=True to DistributedDataParallel, or make them "
                 f"not require grad. (Every rank must reduce the same buckets, so training cannot go on.)")
-        globally_unused = self._globally_unused() if self.unused else set()
+        unused = self.unused | unused_now
+        globally_unused = self._globally_unused(unused) if self.owner.find_unused_parameters else set()
         for bucket in self.buckets:
             if bucket.reduced is not None:
                 self._write_traced(bucket, globally_unused)
@@ -244,10 +255,10 @@ class _Reducer:
             if id(param) not in globally_unused:
                 param.grad = reduced[offset:offset + numel].reshape(tuple(param.shape))
 
-    def _globally_unused(self):
+    def _globally_unused(self, unused):
         """Parameters no rank used (their .grad stays as it is): an allreduce of the usage map."""
         keys = list(self.location)
-        used = np.array([0 if key in self.unused else 1 for key in keys], np.int32)
+        used = np.array([0 if key in unused else 1 for key in keys], np.int32)
         self.world.submit("unused-parameter map all_reduce",
                           lambda comm: self.world.all_reduce(used, "sum", comm)).wait(self.world.timeout)
         return {key for key, count in zip(keys, used) if count == 0}

@@ -18,9 +18,8 @@ class DistributedSampler(Sampler):
         if num_replicas is None or rank is None:
             import ember.distributed as dist
             if not dist.is_initialized():
-                raise RuntimeError("DistributedSampler: the default process group is not initialized; call "
-                                   "ember.distributed.init_process_group(backend='mpi') first, or pass "
-                                   "num_replicas and rank")
+                raise ValueError("Default process group has not been initialized, please make sure to call "
+                                 "init_process_group (DistributedSampler: or pass num_replicas and rank).")
             num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
             rank = dist.get_rank() if rank is None else rank
         if not isinstance(num_replicas, int) or num_replicas < 1:
