@@ -2,6 +2,7 @@
 seed Net checked against one process training on the global batch, eagerly and compiled, plus
 no_sync accumulation, unused parameters, buffer broadcast and the collectives' semantics.
 Each check prints `OK <name>` on every rank; any failure raises (and aborts the job)."""
+import os
 import sys
 
 import numpy as np
@@ -13,26 +14,10 @@ from ember.nn.parallel import DistributedDataParallel as DDP
 from ember.utils.data import DataLoader, TensorDataset
 from ember.utils.data.distributed import DistributedSampler
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, for the zoo
+from zoo import SeedNet as Net  # noqa: E402
+
 STEPS, PER_RANK = 20, 4
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(torch.relu(self.conv1(x)))
-        x = self.pool(torch.relu(self.conv2(x)))
-        x = x.view(-1, 16 * 5 * 5)
-        x = torch.relu(self.fc1(x))
-        x = torch.relu(self.fc2(x))
-        return self.fc3(x)
 
 
 def ok(name):
