@@ -9,7 +9,10 @@ so the compiled program runs it; the other collectives make that call run eagerl
 
 After `init_process_group`, an uncaught exception on any rank prints its traceback and calls
 MPI_Abort, so the other ranks stop with it instead of waiting forever at their next
-collective; waits longer than the group's `timeout` raise (and so abort too).
+collective. `barrier()` and the waits of asynchronous work (`Work.wait`, DDP's buckets,
+compiled programs' collectives) raise after the group's `timeout` (and so abort too); a
+blocking all_reduce/broadcast/all_gather/reduce_scatter cannot time out (MPI cannot cancel a
+blocking collective): use `async_op=True` and `wait()` where that matters.
 `import ember` does not import this module, nor mpi4py.
 """
 import datetime

@@ -15,6 +15,12 @@ averaged over the ranks during backward, so the replicas stay identical. As in P
   backward reduces the sum); `find_unused_parameters=True` marks parameters the forward did
   not reach as ready (zero contribution) and leaves `.grad` alone for parameters no rank used.
 
+Differences from PyTorch: every synchronised backward pass is averaged, also a second
+backward over one forward (`retain_graph=True`; PyTorch averages only the first);
+`gradient_as_bucket_view` changes nothing (the values are the same; gradients are copied into
+the buckets); an unused parameter without `find_unused_parameters` raises at the end of that
+backward (PyTorch raises at the next forward).
+
 Inside `ember.compile` the same hooks run on traced gradients: a full bucket becomes a
 `cat` of its gradients and an `all_reduce_start`, the final callback an `all_reduce_wait`
 and the slices written into `.grad` (ember/ops/collectives.py), so a compiled training step
