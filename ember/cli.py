@@ -4,6 +4,10 @@
     ember explain FILE.py:NAME --input 1x3x32x32
 
 NAME is an nn.Module subclass (constructed with no arguments) or a function in FILE.py.
+
+A mistake on the command line, or in the user's file (a syntax error, an exception on import
+or in the model's forward), ends with one line saying what went wrong (after the user's own
+traceback, ember's frames left out) and a non-zero exit status, never ember's traceback.
 """
 import argparse
 import contextlib
@@ -13,35 +17,130 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
+
+_EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # (the package's parent)
+
+
+class UsageError(Exception):
+    """A mistake on the command line: one line, exit status 2."""
+
+
+class UserCodeError(Exception):
+    """The user's file raised (on import, in the model or function): their traceback and a line."""
+
+    def __init__(self, what, error):
+        super().__init__(what)
+        self.what, self.error = what, error
+
+
+@contextlib.contextmanager
+def _running_user_code(what):
+    try:
+        yield
+    except (UsageError, UserCodeError, SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        raise UserCodeError(what, error) from error
+
+
+def _user_frames(error):
+    """The traceback entries of `error` outside ember (and outside importlib's machinery)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ember_dirs = tuple(os.path.join(_EMBER_DIR, d) + os.sep for d in ("ember", "frontend", "passes", "compiler",
+                                                                      "runtime"))
+    return [f for f in frames if not f.filename.startswith(ember_dirs) and "importlib" not in f.filename
+            and not f.filename.startswith("<frozen")]
+
+
+def _report_user_error(failure):
+    error = failure.error
+    frames = _user_frames(error)
+    if isinstance(error, SyntaxError):
+        where = f"{error.filename}:{error.lineno}"
+        sys.stderr.write("".join(traceback.format_exception_only(type(error), error)))
+        return f"{failure.what}: syntax error at {where}: {error.msg}"
+    if frames:
+        sys.stderr.write("Traceback (most recent call last, ember's frames left out):\n")
+        sys.stderr.write("".join(traceback.format_list(frames)))
+        last = frames[-1]
+        where = f" at {os.path.relpath(last.filename)}:{last.lineno} ({(last.line or '').strip()})"
+    else:
+        where = ""
+    return f"{failure.what} raised {type(error).__name__}{where}: {error}"
 
 
 def _load_target(spec):
     import ember
     path, sep, name = spec.rpartition(":")
     if not sep or not path or not name:
-        raise SystemExit(f"ember: expected FILE.py:NAME, got {spec!r}")
+        raise UsageError(f"expected FILE.py:NAME, got {spec!r}")
     if not os.path.exists(path):
-        raise SystemExit(f"ember: no such file: {path}")
+        raise UsageError(f"no such file: {path}")
     module_name = "_ember_target_" + os.path.splitext(os.path.basename(path))[0]
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     # the file may be a script that prints as it runs; keep the dump clean
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _running_user_code(f"importing {path}"):
         loader_spec.loader.exec_module(module)
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise SystemExit(f"ember: {path} has no {name!r}; callables there: {', '.join(found)}")
+        raise UsageError(f"{path} has no {name!r}; callables there: {', '.join(found)}")
     target = getattr(module, name)
     if isinstance(target, type) and issubclass(target, ember.nn.Module):
+        _check_no_arguments_needed(target, spec)
         ember.manual_seed(0)
-        target = target()
+        with _running_user_code(f"{name}()"):
+            target = target()
         target.eval()
+    elif not callable(target):
+        raise UsageError(f"{spec}: {name} is a {type(target).__name__}, not an nn.Module subclass or a function")
     return target
+
+
+def _check_no_arguments_needed(cls, spec):
+    import inspect
+    try:
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return
+    needed = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                                p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if needed:
+        raise UsageError(f"{spec}: {cls.__name__} needs constructor arguments ({', '.join(needed)}), and ember builds "
+                         f"it with none; add a subclass or a function to the file that builds it with its arguments "
+                         f"(def model(x): return {cls.__name__}(...)(x)) and name that instead")
+
+
+def _check_inputs(target, inputs, spec):
+    """As many --input as the forward (or function) takes positional arguments without defaults."""
+    import inspect
+    import ember
+    function = target.forward if isinstance(target, ember.nn.Module) else target
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    needed = [p.name for p in positional if p.default is p.empty]
+    if not needed and not inputs:
+        return
+    if len(inputs) < len(needed) or len(inputs) > len(positional):
+        count = f"{len(needed)}" if len(needed) == len(positional) else f"{len(needed)} to {len(positional)}"
+        raise UsageError(f"{spec} takes {count} input(s) ({', '.join(p.name for p in positional)}), got "
+                         f"{len(inputs)} --input; give one --input SIZES per input, e.g. --input 1x3x32x32")
+
+
+DTYPE_NAMES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
 def _inputs(shapes, dtype_name):
     import ember
+    if dtype_name not in DTYPE_NAMES:
+        raise UsageError(f"unknown --dtype {dtype_name!r}; choose one of {', '.join(DTYPE_NAMES)}")
     dtype = ember.dtypes.as_dtype(dtype_name)
     ember.manual_seed(0)
     tensors = []
@@ -49,7 +148,9 @@ def _inputs(shapes, dtype_name):
         try:
             shape = tuple(int(d) for d in text.lower().split("x") if d)
         except ValueError:
-            raise SystemExit(f"ember: --input takes sizes like 1x3x32x32, got {text!r}") from None
+            raise UsageError(f"--input takes sizes like 1x3x32x32, got {text!r}") from None
+        if any(d < 0 for d in shape) or not shape and text.strip() not in ("", "scalar"):
+            raise UsageError(f"--input {text}: sizes must be non-negative integers, like 1x3x32x32")
         if dtype.is_floating_point:
             tensors.append(ember.randn(*shape, dtype=dtype))
         else:
@@ -69,20 +170,25 @@ def _render(graph, fmt):
     if fmt == "svg":
         dot = shutil.which("dot")
         if dot is None:
-            raise SystemExit("ember: --format svg needs Graphviz's `dot` program, which is not installed. "
+            raise UsageError("--format svg needs Graphviz's `dot` program, which is not installed. "
                              "Install it (apt-get install graphviz, brew install graphviz, conda install "
                              "graphviz) or use --format dot and render it elsewhere.")
         return subprocess.run([dot, "-Tsvg"], input=graph.to_dot(), capture_output=True, text=True,
                               check=True).stdout
-    raise SystemExit(f"ember: unknown format {fmt!r}")
+    raise UsageError(f"unknown format {fmt!r}")
 
 
 def _write(text, out):
     if out:
         tmp = f"{out}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.replace(tmp, out)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text if text.endswith("\n") else text + "\n")
+            os.replace(tmp, out)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise UsageError(f"cannot write -o {out}: {error.strerror or error}") from None
     else:
         print(text)
 
@@ -93,7 +199,7 @@ def _training_step(model, inputs, distributed=False):
     unless run under mpirun), so the step holds the gradient allreduces."""
     import ember
     if not isinstance(model, ember.nn.Module):
-        raise SystemExit("ember: --train needs an nn.Module target")
+        raise UsageError("--train needs an nn.Module target")
     model.train()
     optimizer = ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     if distributed:
@@ -123,19 +229,21 @@ def cmd_dump(args):
     import ember
     target = _load_target(args.target)
     inputs = _inputs(args.input, args.dtype)
+    _check_inputs(target, inputs, args.target)
     if args.distributed and not args.train:
-        raise SystemExit("ember: --distributed needs --train (it shows the gradient allreduces of a training step)")
-    if args.train:
-        graph = ember.trace(_training_step(target, inputs, args.distributed), *inputs)
-    else:
-        with ember.no_grad():
-            graph = ember.trace(target, *inputs)
+        raise UsageError("--distributed needs --train (it shows the gradient allreduces of a training step)")
+    with _running_user_code(args.target):
+        if args.train:
+            graph = ember.trace(_training_step(target, inputs, args.distributed), *inputs)
+        else:
+            with ember.no_grad():
+                graph = ember.trace(target, *inputs)
     graph.verify()
     if args.stage == "traced":
         _write(_render(graph, args.format), args.output)
         return
     if args.format != "text":
-        raise SystemExit("ember: --stage other than traced prints text only; use EMBER_DUMP=DIR for DOT files")
+        raise UsageError("--stage other than traced prints text only; use EMBER_DUMP=DIR for DOT files")
     if args.stage in CODE_STAGES:
         from ember.compiler.backends import render_code
         _write(render_code(graph, args.stage), args.output)
@@ -150,8 +258,9 @@ def cmd_explain(args):
     import ember
     target = _load_target(args.target)
     inputs = _inputs(args.input, args.dtype)
+    _check_inputs(target, inputs, args.target)
     compiled = ember.compile(target)
-    with ember.no_grad():
+    with ember.no_grad(), _running_user_code(args.target):
         compiled(*inputs)
     _write(str(compiled.report), args.output)
 
@@ -177,7 +286,21 @@ def main(argv=None):
                              help="with --train: the model in DistributedDataParallel, so the step holds its "
                                   "gradient allreduces (one rank unless run under mpirun)")
     args = parser.parse_args(argv)
-    {"dump": cmd_dump, "explain": cmd_explain}[args.command](args)
+    try:
+        {"dump": cmd_dump, "explain": cmd_explain}[args.command](args)
+        sys.stdout.flush()
+    except UsageError as error:
+        print(f"ember {args.command}: {error}", file=sys.stderr)
+        return 2
+    except UserCodeError as failure:
+        print(f"ember {args.command}: {_report_user_error(failure)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # (output piped into head, which has stopped reading)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
