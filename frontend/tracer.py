@@ -275,7 +275,7 @@ class Tracer:
         with in_mode(None):  # the eager computation below must not re-enter the tracer
             result = eager_bind(prim, operands, attrs)
         node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim),
-                                   source=user_frame()[0] if prim.host_only else "")  # (reports place host-only ops)
+                                   source=user_frame()[0])  # (provenance: the model line each node came from)
         if prim.vjp is not None and any(i in differentiable for i in inputs):
             differentiable.add(node)  # (connected in the graph: a grad-mode use of it may need a cut)
         result._node = (self, node)

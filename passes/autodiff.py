@@ -33,6 +33,7 @@ class GraphBuilder:
         self.graph = graph
         self.prefix = name_prefix
         self.added = []
+        self.source = ""  # the model line of the forward node being differentiated (provenance)
 
     def value(self, node_id):
         spec = self.graph.spec(node_id)
@@ -42,7 +43,7 @@ class GraphBuilder:
         specs = [Spec(v.shape, v.dtype) for v in operands]
         out = prim.infer(*specs, **attrs)
         node = self.graph.add_node(prim.name, [v.node for v in operands], out.shape, out.dtype, attrs,
-                                   f"{self.prefix}.{prim.name}")
+                                   f"{self.prefix}.{prim.name}", source=self.source)
         self.added.append(node)
         return SymbolicValue(node, out.shape, out.dtype)
 
@@ -84,6 +85,7 @@ def gradients(graph, outputs, wrt, seeds=None, name_prefix="grad"):
             if prim.vjp is None:
                 continue
             operands = [builder.value(i) for i in node.inputs]
+            builder.source = node.source
             grads = prim.vjp(g, builder.value(node.id), *operands, **node.attrs)
             for source, gi in zip(node.inputs, grads):
                 if gi is not None and source in relevant:

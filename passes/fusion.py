@@ -314,7 +314,7 @@ class _Partitioner:
         graph = self.graph
         node = graph.node(node_id)
         clone = graph.add_node(node.op, node.inputs, node.shape, node.dtype, dict(node.attrs),
-                               name=f"{node.name}.recompute")
+                               name=f"{node.name}.recompute", source=node.source)
         for user in graph.users(node_id):
             if user in draft.members:
                 _rewire(graph, user, node_id, clone)

@@ -4,6 +4,8 @@ materialise, kernel names and dumps, and on random graphs that fusing keeps the
 interpreter's results."""
 import dataclasses
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -246,11 +248,13 @@ def test_repeated_kernel_names_are_made_unique_in_schedule_order():
 
 
 def test_the_dump_shows_each_nodes_kernel_and_the_kernel_count():
+    line = sys._getframe().f_lineno + 1
     graph = ember.trace(lambda x: F.softmax(x, dim=1), ember.randn(4, 5))
     fusion = fused(graph)
     text = fusion.format()
-    assert "amax(%0, axes=(1,), keepdims=True) : f32[4,1]  # amax_1  [g0 reduce_amax_4x1]" in text
-    assert "[g2 elementwise_sub_exp_div_4x5]" in text and "sub_1.recompute" in text
+    # each node with its kernel and the model line it came from (a recomputed clone keeps it)
+    assert f"amax(%0, axes=(1,), keepdims=True) : f32[4,1]  # amax_1 (test_fusion.py:{line})  [g0 reduce_amax_4x1]" in text
+    assert "[g2 elementwise_sub_exp_div_4x5]" in text and f"sub_1.recompute (test_fusion.py:{line})" in text
     assert text.endswith("kernels: 3")
     lines = fusion.describe().splitlines()
     assert lines[0] == "g0 reduce_amax_4x1 (reduce): %1  reads %0  writes %1"

@@ -39,6 +39,8 @@ def format_node(graph, node):
     prim = PRIMITIVES.get(node.op)
     if prim is not None and prim.host_only:
         comment = (comment or "  #") + f" (host-only{f', {node.source}' if node.source else ''})"
+    elif node.source:
+        comment = (comment or "  #") + f" ({node.source})"
     return f"{head} : {spec}{comment}"
 
 
