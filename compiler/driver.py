@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ember.ir.provenance import describe_sources
 from ember import config
 from ember.ir.json_format import encode_value
 from ember.ops import PRIMITIVES
@@ -139,7 +140,10 @@ class Driver:
         return lower(plan(graph), self.target)
 
     def render(self, graph, stage):
-        """The text `ember dump --stage STAGE` prints for one of the target's code stages."""
+        """The text `ember dump --stage STAGE` prints for one of the target's code stages, or
+        for "kernels" (each kernel's loop nest, with the model lines it came from)."""
+        if stage == "kernels":
+            return kernels_text(self.prepare(graph))
         if stage not in self.target.code_stages:
             raise ValueError(f"unknown stage {stage!r} for the {self.name} backend; "
                              f"stages: {', '.join(self.target.code_stages)}")
@@ -292,9 +296,21 @@ def describe(lowered):
                           for e in lowered.externals],
             "errors": [list(error) for error in lowered.errors],
             "kernels": [[k.name, k.kind, list(k.nodes)] for k in lowered.kernels],
+            "kernel_sources": [describe_sources(lowered.graph, k.nodes) for k in lowered.kernels],
             "callbacks": [list(callback) for callback in callbacks],
             "host_only": host_only_ops(lowered.graph),
             "locations": [[node, *lowered.locations[node]] for node in sorted(wanted)]}
+
+
+def kernels_text(lowered):
+    """Each kernel's loop nest (the kernel IR), headed by the model lines its nodes came from."""
+    blocks = []
+    for kernel in lowered.kernels:
+        head, _, body = kernel.describe().partition("\n")
+        sources = describe_sources(lowered.graph, kernel.nodes, limit=6)
+        blocks.append(head + (f"\n  # from: {sources}" if sources else "") + (f"\n{body}" if body else ""))
+    blocks.append(f"kernels: {len(lowered.kernels)}, arena {lowered.arena_bytes} bytes")
+    return "\n\n".join(blocks)
 
 
 def _is_description(description):

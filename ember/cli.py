@@ -222,7 +222,7 @@ def _training_step(model, inputs, distributed=False):
     return train_step
 
 
-CODE_STAGES = ("llvm", "asm")  # the CPU target's code, after the passes (compiler/backends.py: render_code)
+CODE_STAGES = ("kernels", "llvm", "asm")  # the CPU target's code, after the passes (compiler/backends.py: render_code)
 
 
 def cmd_dump(args):

@@ -65,14 +65,16 @@ class ProgramSpec:
     is ("output", node) | ("input", node) | ("param", name) | ("constant", array);
     errors: [(exception name, message)]; fallbacks: {kernel number: callable(arrays) that
     runs a numpy fallback, given `read(location)` (see CpuProgram.location_array)};
-    kernel_names: names for timing reports; threads: int; timed: instrumented build."""
+    kernel_names: names for timing reports, kernel_sources the model lines each came from;
+    threads: int; timed: instrumented build."""
 
     def __init__(self, name, externals, arena_bytes, results, errors=(), fallbacks=None, kernel_names=(),
-                 threads=1, timed=False):
+                 threads=1, timed=False, kernel_sources=None):
         self.name, self.externals, self.arena_bytes = name, list(externals), int(arena_bytes)
         self.results, self.errors = list(results), list(errors)
         self.fallbacks = dict(fallbacks or {})
         self.kernel_names, self.threads, self.timed = list(kernel_names), int(threads), timed
+        self.kernel_sources = list(kernel_sources or [""] * len(self.kernel_names))
 
 
 def load_object(object_code, target_machine, entry_name):
@@ -259,9 +261,10 @@ class CpuProgram:
     def report_timings(self, file=None):
         """Per-kernel time of the last call (instrumented builds), in microseconds."""
         rate = cycles_per_second()
-        lines = [f"{self.spec.name}: kernel times of call {self.calls}"]
-        for name, cycles in zip(self.spec.kernel_names, self.timings):
-            lines.append(f"  {cycles / rate * 1e6:10.1f} us  {name}")
+        lines = [f"{self.spec.name}: kernel times of call {self.calls} (and the model lines each came from)"]
+        width = max((len(n) for n in self.spec.kernel_names), default=0)
+        for name, cycles, source in zip(self.spec.kernel_names, self.timings, self.spec.kernel_sources):
+            lines.append(f"  {cycles / rate * 1e6:10.1f} us  {name:<{width}}  {source}".rstrip())
         self.timings[:] = 0
         print("\n".join(lines), file=file or sys.stderr)
 

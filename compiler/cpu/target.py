@@ -166,7 +166,8 @@ class CpuTarget(LLVMTarget):
         kernel_names = [name for name, _, _ in description["kernels"]]
         return ProgramSpec(graph.name, externals, description["arena_bytes"], results,
                            [tuple(error) for error in description["errors"]], fallbacks, kernel_names,
-                           self.threads, timed=self.instrumented)
+                           self.threads, timed=self.instrumented,
+                           kernel_sources=description.get("kernel_sources"))
 
     def package(self, payload, kind, description, directory, name):
         """`<name>.so` (the program linked with its support pieces: loadable with ctypes alone,

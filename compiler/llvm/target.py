@@ -9,6 +9,7 @@ sin and the like on that machine. Importing this file does not import llvmlite (
 """
 import threading
 
+from ember.ir.provenance import annotate_functions, describe_sources
 from ..stage_timer import StageTimer
 from ..target import Target
 
@@ -136,4 +137,6 @@ class LLVMTarget(Target):
             raise ValueError(f"unknown code stage {stage!r} for the {self.name} target; "
                              f"stages: {', '.join(self.code_stages)}")
         module_ref = module_ref or self.optimize(self.emit(lowered))
-        return str(module_ref) if stage == "llvm" else self.assembly(module_ref)
+        text = str(module_ref) if stage == "llvm" else self.assembly(module_ref)
+        notes = {k.name: describe_sources(lowered.graph, k.nodes) for k in lowered.kernels}
+        return annotate_functions(text, notes, ";" if stage == "llvm" else "#")
