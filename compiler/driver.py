@@ -19,6 +19,7 @@ time of every stage, 2 also builds programs instrumented with per-kernel timers 
 prints kernel times after every call), 3 prints each pass's stage and the loop kernels,
 4 the target's code stages (optimised LLVM IR and assembly).
 """
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -124,6 +125,8 @@ class Driver:
                     raise  # the target asked for the same kind again: no way to load it
                 return self.compile(graph)
         runner.host_only_ops = host_only
+        if planned.stages.dump_folder:
+            self.write_code_dumps(planned.stages.dump_folder, lower_again(), artifact.module if artifact else None)
         self.stats.compiles += 1
         self.stats.stage_seconds = dict(timer.seconds)
         if self.debug >= 1:
@@ -134,6 +137,24 @@ class Driver:
             for stage in target.code_stages:
                 print(target.render(lower_again(), stage, artifact.module if artifact else None), file=sys.stderr)
         return runner
+
+    def write_code_dumps(self, folder, lowered, module=None):
+        """EMBER_DUMP's files after the pass stages: the kernels (loop nests with their model
+        lines), the memory plan, and each of the target's code stages (LLVM IR, assembly)."""
+        from ember.passes.pipeline import stage_names, write_atomically
+        index = len(stage_names())
+        write_atomically(os.path.join(folder, f"{index}_kernels.txt"), kernels_text(lowered))
+        write_atomically(os.path.join(folder, f"{index}_memory_plan.txt"), lowered.plan.describe())
+        for k, stage in enumerate(self.target.code_stages, start=index + 1):
+            extension = {"llvm": "ll", "asm": "s", "ptx": "ptx"}.get(stage, "txt")
+            write_atomically(os.path.join(folder, f"{k}_{stage}.{extension}"),
+                             self.target.render(lowered, stage, module))
+
+    def dump(self, graph):
+        """EMBER_DUMP's files for `graph` without compiling it (`ember dump`, `ember explain`)."""
+        planned = plan(graph)
+        if planned.stages.dump_folder:
+            self.write_code_dumps(planned.stages.dump_folder, lower(planned, self.target))
 
     def prepare(self, graph):
         """The passes and lowering of `graph` (left untouched): the target's input."""

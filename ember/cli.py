@@ -14,8 +14,6 @@ import contextlib
 import importlib.util
 import io
 import os
-import shutil
-import subprocess
 import sys
 import traceback
 
@@ -158,26 +156,6 @@ def _inputs(shapes, dtype_name):
     return tensors
 
 
-def _render(graph, fmt):
-    if fmt == "text":
-        return str(graph)
-    if fmt == "json":
-        return graph.to_json(indent=1)
-    if fmt == "dot":
-        return graph.to_dot()
-    if fmt == "graphml":
-        return graph.to_graphml()
-    if fmt == "svg":
-        dot = shutil.which("dot")
-        if dot is None:
-            raise UsageError("--format svg needs Graphviz's `dot` program, which is not installed. "
-                             "Install it (apt-get install graphviz, brew install graphviz, conda install "
-                             "graphviz) or use --format dot and render it elsewhere.")
-        return subprocess.run([dot, "-Tsvg"], input=graph.to_dot(), capture_output=True, text=True,
-                              check=True).stdout
-    raise UsageError(f"unknown format {fmt!r}")
-
-
 def _write(text, out):
     if out:
         tmp = f"{out}.tmp{os.getpid()}"
@@ -222,7 +200,7 @@ def _training_step(model, inputs, distributed=False):
     return train_step
 
 
-CODE_STAGES = ("kernels", "llvm", "asm")  # the CPU target's code, after the passes (compiler/backends.py: render_code)
+from ember.compiler.stage_rendering import CODE_STAGES, FORMATS  # noqa: E402  (kernels, llvm, asm: after the passes)
 
 
 def cmd_dump(args):
@@ -239,19 +217,18 @@ def cmd_dump(args):
             with ember.no_grad():
                 graph = ember.trace(target, *inputs)
     graph.verify()
-    if args.stage == "traced":
-        _write(_render(graph, args.format), args.output)
-        return
-    if args.format != "text":
-        raise UsageError("--stage other than traced prints text only; use EMBER_DUMP=DIR for DOT files")
-    if args.stage in CODE_STAGES:
-        from ember.compiler.backends import render_code
-        _write(render_code(graph, args.stage), args.output)
-        return
-    from ember.passes.pipeline import render_stage
-    # the autodiff stage of a forward dump shows the parameter gradients; later stages of a
-    # forward dump stay forward-only (a --train dump already contains its gradients)
-    _write(render_stage(graph, args.stage, differentiate=args.stage == "autodiff"), args.output)
+    from ember import config
+    if config.DUMP_DIR:  # EMBER_DUMP: every stage, the kernels and the code, whatever --stage shows
+        from ember.compiler.backends import get_backend
+        get_backend("llvm").dump(graph)
+    from ember.compiler.stage_rendering import StageFormatError, render
+    try:
+        # the autodiff stage of a forward dump shows the parameter gradients; later stages of a
+        # forward dump stay forward-only (a --train dump already contains its gradients)
+        text = render(graph, args.stage, args.format, differentiate=args.stage == "autodiff")
+    except StageFormatError as error:
+        raise UsageError(str(error)) from None
+    _write(text, args.output)
 
 
 def cmd_explain(args):
@@ -277,7 +254,7 @@ def main(argv=None):
         sub.add_argument("-o", "--output", help="write to this file instead of standard output")
         if name == "dump":
             from ember.passes.pipeline import stage_names  # every pass of the pass list is a stage
-            sub.add_argument("--format", default="text", choices=("text", "dot", "json", "graphml", "svg"))
+            sub.add_argument("--format", default="text", choices=FORMATS)
             sub.add_argument("--stage", default="traced", choices=stage_names() + CODE_STAGES,
                              help="which pipeline stage to print (default: the traced graph)")
             sub.add_argument("--train", action="store_true",

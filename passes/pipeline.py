@@ -7,7 +7,8 @@ attributes) and a describe function giving the stage's text. `run_passes(graph)`
 in order (the graph passed in is left as it was) and returns `Stages`: every stage's graph
 and every pass's result. Adding a pass is one entry in PASSES. With EMBER_DUMP=DIR (or
 `dump_dir=`) each stage is written as text and DOT, plus a unified diff against the previous
-stage, as DIR/<graph>/<n>_<stage>.{txt,dot,diff}.
+stage, as DIR/<graph>/<n>_<stage>.{txt,dot,diff}; the compile driver adds the kernels, the memory
+plan and the generated code there.
 """
 import difflib
 import os
@@ -45,6 +46,7 @@ class Stages:
     graphs: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
     ran: list = field(default_factory=list)
+    dump_folder: str = None  # where EMBER_DUMP wrote the stages (the driver adds the code there)
 
     @property
     def fusion(self):
@@ -177,15 +179,30 @@ def run_passes(graph, differentiate=False, dump_dir=None, stop_after=None, timer
         stages.graphs[each.stage] = current
     dump_dir = dump_dir if dump_dir is not None else config.DUMP_DIR
     if dump_dir:
-        write_dumps(stages, dump_dir)
+        stages.dump_folder = write_dumps(stages, dump_dir)
     return stages
 
 
+_DUMPED = {}  # folder -> the traced text dumped there by this process
+
+
+def dump_folder(dump_dir, graph):
+    """DIR/<program>.<segment>: a program traced again with other contents (another batch
+    size, a recompile) gets DIR/<program>.<segment>-2, -3, ... instead of overwriting."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", graph.name) or "graph"
+    text = str(graph)
+    for n in range(1, 1000):
+        folder = os.path.join(dump_dir, name if n == 1 else f"{name}-{n}")
+        if _DUMPED.setdefault(folder, text) == text:
+            return folder
+    return folder
+
+
 def write_dumps(stages, dump_dir):
-    """Text, DOT and a diff against the previous stage for every stage, written atomically."""
+    """Text, DOT and a diff against the previous stage for every stage, written atomically;
+    returns the folder."""
     from ember.ir.dot import graph_to_dot
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", next(iter(stages.graphs.values())).name) or "graph"
-    folder = os.path.join(dump_dir, name)
+    folder = dump_folder(dump_dir, stages.graphs["traced"])
     os.makedirs(folder, exist_ok=True)
     fusion = stages.fusion
     previous = None
@@ -197,15 +214,16 @@ def write_dumps(stages, dump_dir):
             group_of = lambda n: ((fusion.group_of[n], fusion.groups[fusion.group_of[n]].name)  # noqa: E731
                                   if n in fusion.group_of else None)
         stem = os.path.join(folder, f"{index}_{stage}")
-        _write_atomically(stem + ".txt", text)
-        _write_atomically(stem + ".dot", graph_to_dot(graph, group_of))
+        write_atomically(stem + ".txt", text)
+        write_atomically(stem + ".dot", graph_to_dot(graph, group_of))
         if previous is not None:
             diff = difflib.unified_diff(previous[1].splitlines(), text.splitlines(), previous[0], stage, lineterm="")
-            _write_atomically(stem + ".diff", "\n".join(diff))
+            write_atomically(stem + ".diff", "\n".join(diff))
         previous = (stage, text)
+    return folder
 
 
-def _write_atomically(path, text):
+def write_atomically(path, text):
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text if text.endswith("\n") else text + "\n")
@@ -214,5 +232,5 @@ def _write_atomically(path, text):
 
 def render_stage(graph, stage, differentiate=False):
     """The text `ember dump --stage` prints for a pass stage."""
-    stages = run_passes(graph, differentiate=differentiate, dump_dir="", stop_after=stage)
+    stages = run_passes(graph, differentiate=differentiate, stop_after=stage)
     return stages.text(stage)
