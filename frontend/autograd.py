@@ -350,7 +350,7 @@ BACKWARD_TWICE = ("Trying to backward through the graph a second time (or direct
 def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None):
     """Propagate cotangents from `outputs`. With `inputs`, return their gradients (autograd.grad);
     otherwise accumulate into the `.grad` of the leaves, then run the callbacks queued meanwhile."""
-    with final_callbacks():
+    with final_callbacks(create_graph):
         return _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs)
 
 
@@ -381,6 +381,7 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
             for t, (_, fn, requires_grad, _) in zip(node.inputs, node.saved) if isinstance(node, Node) else ():
                 if fn is None and requires_grad:
                     last[id(t)] = position
+        last_use = set(last)
         for position, node in enumerate(order):  # (leaves ready together: in the node's operand order)
             for t in node.inputs if isinstance(node, Node) else ():
                 if last.get(id(t)) == position:
@@ -389,6 +390,9 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
     recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
 
     with set_grad_enabled(create_graph):
+        if ready_after is not None:  # leaves passed as roots themselves go first (as in PyTorch)
+            for key in [key for key in leaf_grads if key not in last_use]:
+                _accumulate_ready(leaf_grads, [key], create_graph, recorded)
         for position, node in enumerate(order):
             if ready_after is not None and position - 1 in ready_after:
                 _accumulate_ready(leaf_grads, ready_after.pop(position - 1), create_graph, recorded)
@@ -430,7 +434,9 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
             for t, g in leaf_grads.values():
                 if id(t) in wanted:
                     for hook in t._hooks or ():
-                        g = hook(g) or g
+                        replaced = hook(g)
+                        if replaced is not None:
+                            g = replaced
                     _accumulate(captured, id(t), g)
             return captured
         for position in sorted(ready_after):  # (the leaves the last nodes feed)
@@ -456,6 +462,8 @@ def _accumulate_leaf_grad(t, g, create_graph, recorded, tensor_hooks=True):
     if not create_graph:
         g = g.detach()
     if t.grad is None:
+        if create_graph:
+            g = g.clone()  # (differentiable; never the caller's tensor nor another leaf's .grad)
         t.grad = g if recorded else _owned(g)
     else:
         t.grad = t.grad + g if recorded else _accumulate_into(t.grad, g)
@@ -481,8 +489,11 @@ def current_backward():
 
 
 class final_callbacks:
-    """Around one backward pass: callbacks queued during it (or by those callbacks) run, with
-    grad mode off, when it ends without error."""
+    """Around one backward pass: callbacks queued during it (or by those callbacks) run when it
+    ends without error, with grad mode on only under create_graph (as PyTorch's engine)."""
+
+    def __init__(self, create_graph=False):
+        self.create_graph = create_graph
 
     def __enter__(self):
         _callback_queues.append([])
@@ -491,7 +502,7 @@ class final_callbacks:
         try:
             queued = _callback_queues[-1]
             if kind is None and queued:
-                with set_grad_enabled(False):
+                with set_grad_enabled(self.create_graph):
                     while queued:
                         queued.pop(0)()
         finally:
@@ -554,14 +565,14 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
                 node.freed = True
         return
     if inputs is not None:
-        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        inputs = list({id(t): t for t in ([inputs] if isinstance(inputs, Tensor) else inputs)}.values())
         recorded = create_graph or recorder is not None
-        with final_callbacks():
+        with final_callbacks(create_graph):
             captured = _propagate(tensors, grads, retain, create_graph, inputs)
             with set_grad_enabled(create_graph):
                 for t in inputs:  # (their tensor hooks ran as they were captured)
                     g = captured.get(id(t))
-                    if g is not None:
+                    if g is not None and not t.retains_grad:  # (retain_grad filled it already)
                         _accumulate_leaf_grad(t, g, create_graph, recorded, tensor_hooks=False)
         return
     run_backward(tensors, grads, retain, create_graph)

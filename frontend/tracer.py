@@ -337,7 +337,8 @@ class Tracer:
                     g = g if replaced is None else replaced
                 leaf.grad = g if leaf.grad is None else leaf.grad + g
                 for hook in leaf._post_accumulate_hooks or ():
-                    hook(leaf)
+                    if hook(leaf) is not None:
+                        raise RuntimeError("Tensor post accumulate grad hooks should return None.")
 
     def release(self):
         """Drop what only tracing needed (eager values, kept tensors). Tensors touched while

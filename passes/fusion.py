@@ -194,6 +194,7 @@ class _Partitioner:
         self.required = required_roots(graph)
         self.draft_of = {}
         self.drafts = []
+        self.clone_of = {}  # recomputed clone -> the node it copies
 
     def new_draft(self, root, **kw):
         draft = _Draft(root, **kw)
@@ -315,6 +316,7 @@ class _Partitioner:
         node = graph.node(node_id)
         clone = graph.add_node(node.op, node.inputs, node.shape, node.dtype, dict(node.attrs),
                                name=f"{node.name}.recompute", source=node.source)
+        self.clone_of[clone] = self.clone_of.get(node_id, node_id)
         for user in graph.users(node_id):
             if user in draft.members:
                 _rewire(graph, user, node_id, clone)
@@ -338,8 +340,13 @@ def fuse(graph):
 
     Mutates `graph` in place only by cloning recomputed producers (new ids; surviving node
     ids, outputs, mutations and guards are untouched)."""
-    drafts = _Partitioner(graph).run()
+    # kernels run in the order of the graph as given (a schedule pass may have chosen it): a
+    # recomputed clone takes its original's place, however networkx would order the new ids
     position = {n.id: i for i, n in enumerate(graph.nodes())}
+    partitioner = _Partitioner(graph)
+    drafts = partitioner.run()
+    for clone, original in partitioner.clone_of.items():
+        position[clone] = position[original] - 0.5 + clone / (4 * graph._next_id)
     drafts.sort(key=lambda d: position[d.root])
     groups = [_finish_group(graph, i, d, position) for i, d in enumerate(drafts)]
     _unique_names(groups)

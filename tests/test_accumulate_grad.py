@@ -98,3 +98,66 @@ def test_values_are_unchanged_by_early_accumulation():
     np.testing.assert_allclose(w2.grad.numpy(), h.T @ (2 * out))
     dh = (2 * out) @ w2.detach().numpy().T * (1 - h ** 2)
     np.testing.assert_allclose(w1.grad.numpy(), x.numpy().T @ dh + 2 * w1.detach().numpy())
+
+
+def test_hooks_of_requested_inputs_replace_the_gradient_whatever_it_holds():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    x.register_hook(lambda g: g * 2)
+    (grad,) = torch.autograd.grad((x * x).sum(), [x])
+    assert grad.tolist() == [4.0, 8.0]  # (a tensor of several elements: no truth test)
+    s = torch.tensor([3.0], requires_grad=True)
+    s.register_hook(lambda g: g * 0)
+    assert torch.autograd.grad((s * s).sum(), [s])[0].tolist() == [0.0]  # (a zero gradient is a gradient)
+    (s * s).sum().backward(inputs=[s])
+    assert s.grad.tolist() == [0.0]
+
+
+def test_backward_inputs_count_each_tensor_once():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    (x * x * 3).sum().backward(inputs=[x, x])
+    assert x.grad.tolist() == [6.0, 12.0]
+    p = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = p * 1
+    y.retain_grad()
+    (y * y * 3).sum().backward(inputs=[y, y])
+    assert y.grad.tolist() == [6.0, 12.0] and p.grad is None
+
+
+def test_create_graph_gradients_are_tensors_of_their_own():
+    a, b = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    (a + b).sum().backward(create_graph=True)
+    assert a.grad is not b.grad and a.grad.stride() == (1,)
+    with torch.no_grad():
+        a.grad.mul_(5)
+    assert a.grad.tolist() == [5.0, 5.0] and b.grad.tolist() == [1.0, 1.0]
+    x = torch.ones(2, requires_grad=True)
+    g = torch.ones(2)
+    x.backward(g, create_graph=True)
+    g.add_(10)
+    assert x.grad.tolist() == [1.0, 1.0]
+
+
+def test_final_callbacks_see_the_backward_grad_mode_and_leaf_roots_accumulate_first():
+    w = torch.ones(2, requires_grad=True)
+    modes = []
+    w.register_post_accumulate_grad_hook(lambda t: queue_callback(lambda: modes.append(torch.is_grad_enabled())))
+    (w * 2).sum().backward(create_graph=True)
+    (w * 2).sum().backward()
+    assert modes == [True, False]
+    a, b = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    seen = []
+    b.register_post_accumulate_grad_hook(lambda t: seen.append(a.grad is not None))
+    torch.autograd.backward([a, (b * 2).sum()], [torch.ones(2), torch.ones(())])
+    assert seen == [True]
+
+
+def test_a_compiled_step_checks_post_accumulate_hooks_return_none():
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    w.register_post_accumulate_grad_hook(lambda p: p.grad.mul_(0.5))
+
+    def step(x):
+        (w * x).sum().backward()
+        return w.grad
+
+    with pytest.raises(RuntimeError, match="Tensor post accumulate grad hooks should return None."):
+        torch.compile(step)(torch.ones(2))

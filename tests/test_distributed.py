@@ -52,7 +52,7 @@ def test_ddp_training_on_two_ranks_matches_one_process_eager_and_compiled():
     for check in ("collectives", "compiled_all_reduce", "ddp_eager_matches_one_process",
                   "ddp_compiled_matches_one_process", "no_sync_accumulation", "find_unused_parameters",
                   "broadcast_buffers", "broadcast_buffers_compiled", "backward_with_inputs", "unused_output",
-                  "compiled_step_with_buffers"):
+                  "compiled_step_with_buffers", "compiled_step_two_branches_tiny_buckets"):
         for rank in (0, 1):
             assert f"OK {check} rank {rank}" in output, f"{check} on rank {rank}:\n{output[-6000:]}"
     assert "ALL OK rank 0" in output and "ALL OK rank 1" in output

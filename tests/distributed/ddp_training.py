@@ -197,13 +197,24 @@ def unused_output():
     ok("unused_output")
 
 
-def compiled_step_with_buffers():
-    """A compiled DDP training step of a BatchNorm model equals the eager DDP step."""
+class TwoBranches4(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l2b, self.l3 = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.l1(x))
+        return self.l3(torch.relu(self.l2(h)) + self.l2b(h))
+
+
+def compiled_step_equals_eager(build, name, bucket_cap_mb):
+    """A compiled DDP training step equals the eager DDP step (many tiny buckets: the compiled
+    program must start them in traced order on every rank, whatever fusion recomputes)."""
     results = []
     for compiled in (False, True):
         torch.manual_seed(6)
-        net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-        model = DDP(net, bucket_cap_mb=0.0001)
+        net = build()
+        model = DDP(net, bucket_cap_mb=bucket_cap_mb)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
 
         def step(x, y):
@@ -219,10 +230,10 @@ def compiled_step_with_buffers():
             run(torch.from_numpy(rng.standard_normal((6, 4)).astype(np.float32)),
                 torch.from_numpy(rng.integers(0, 3, 6).astype(np.int64)))
         results.append([t.detach().numpy().copy() for t in list(net.parameters()) + list(net.buffers())])
-        check_identical_across_ranks(net, f"BatchNorm DDP {'compiled' if compiled else 'eager'}")
+        check_identical_across_ranks(net, f"{name} DDP {'compiled' if compiled else 'eager'}")
     for eager, compiled in zip(*results):
         np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
-    ok("compiled_step_with_buffers")
+    ok(f"compiled_step_{name}")
 
 
 def buffers_follow_rank_0(compiled):
@@ -343,7 +354,9 @@ def main():
     buffers_follow_rank_0(compiled=True)
     backward_with_inputs()
     unused_output()
-    compiled_step_with_buffers()
+    compiled_step_equals_eager(lambda: nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)),
+                               "with_buffers", 0.0001)
+    compiled_step_equals_eager(TwoBranches4, "two_branches_tiny_buckets", 0.00005)
     rank = dist.get_rank()
     dist.destroy_process_group()
     print(f"ALL OK rank {rank}", flush=True)
