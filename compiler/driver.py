@@ -34,7 +34,7 @@ from . import compile_cache
 from .stage_timer import StageTimer
 from .target import HostOnlyError, LoadRefused
 
-STAGES = ("simplify", "fuse", "plan", "lower", "llvm ir", "optimize", "emit", "support", "link", "load")
+STAGES = ("simplify", "schedule", "fuse", "plan", "lower", "llvm ir", "optimize", "emit", "support", "link", "load")
 DESCRIPTION_VERSION = 2  # of the program description stored beside the code (see `describe`)
 
 

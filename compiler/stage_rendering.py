@@ -1,8 +1,9 @@
 """Every stage of the pipeline in every format: what `ember dump --stage S --format F`, EMBER_DUMP
 and the HTML report show.
 
-Graph stages (traced, autodiff, simplified, scheduled, fused, planned) come as text, JSON, DOT,
-GraphML and SVG. Fused and planned JSON add the kernels (name, kind, nodes, model lines) and
+Graph stages (traced, autodiff, simplified, scheduled, fused, planned) come as text, JSON (the
+graph's own, which `Graph.from_json` reads back, plus its stage), DOT, GraphML and SVG. Fused and
+planned JSON add the kernels (name, kind, nodes, model lines) and
 the memory plan (each buffer's offset, size and steps); fused and planned DOT draw a training
 step's kernels as boxes inside forward/backward/update clusters (ember/ir/dot.py), planned DOT
 labels nodes with their arena offsets; planned SVG is the memory chart (passes/memory_chart.py,
@@ -51,7 +52,8 @@ def render(graph, stage, fmt, differentiate=False, backend="llvm"):
     if fmt == "text":
         return stages.text(stage)
     if fmt == "json":
-        data = {"stage": stage, "graph": json.loads(current.to_json())}
+        data = json.loads(current.to_json())  # (the graph's own JSON, which Graph.from_json reads back)
+        data["stage"] = stage
         if fusion is not None:
             data["kernels"] = kernels_data(current, fusion)
         if plan is not None:

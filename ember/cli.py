@@ -2,6 +2,7 @@
 
     ember dump FILE.py:NAME --input 1x3x32x32 [--format text|dot|json|graphml|svg] [-o OUT]
     ember explain FILE.py:NAME --input 1x3x32x32
+    ember report FILE.py:NAME --input 1x3x32x32 [--train] -o report.html
 
 NAME is an nn.Module subclass (constructed with no arguments) or a function in FILE.py.
 
@@ -242,16 +243,45 @@ def cmd_explain(args):
     _write(str(compiled.report), args.output)
 
 
+def cmd_report(args):
+    """Compile the model (or its training step) and write the HTML compile report."""
+    import ember
+    target = _load_target(args.target)
+    inputs = _inputs(args.input, args.dtype)
+    _check_inputs(target, inputs, args.target)
+    output = args.output or "ember_report.html"
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise UsageError(f"cannot write -o {output}: {directory} is not a writable folder")
+    with _running_user_code(args.target):
+        if args.train:
+            compiled = ember.compile(_training_step(target, inputs))
+            for _ in range(2):
+                compiled(*inputs)
+        else:
+            compiled = ember.compile(target)
+            with ember.no_grad():
+                for _ in range(2):
+                    compiled(*inputs)
+    compiled.report.to_html(output)
+    print(f"ember report: wrote {output} ({os.path.getsize(output)} bytes): open it in a browser")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ember", description="Dump and explain ember models.")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("dump", "trace a model or function and print its IR"),
-                            ("explain", "compile a model or function and print the compile report")):
+                            ("explain", "compile a model or function and print the compile report"),
+                            ("report", "compile a model (or its training step) and write the compile report as "
+                                       "one HTML page")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("target", help="FILE.py:NAME (an nn.Module subclass or a function)")
         sub.add_argument("--input", action="append", metavar="SIZES", help="an input's sizes, e.g. 1x3x32x32")
         sub.add_argument("--dtype", default="float32", help="dtype of the inputs (default float32)")
-        sub.add_argument("-o", "--output", help="write to this file instead of standard output")
+        sub.add_argument("-o", "--output", help="write to this file instead of standard output" if name != "report"
+                         else "the HTML file to write (default ember_report.html)")
+        if name == "report":
+            sub.add_argument("--train", action="store_true", help="report on the model's training step")
         if name == "dump":
             from ember.passes.pipeline import stage_names  # every pass of the pass list is a stage
             sub.add_argument("--format", default="text", choices=FORMATS)
@@ -263,8 +293,11 @@ def main(argv=None):
                              help="with --train: the model in DistributedDataParallel, so the step holds its "
                                   "gradient allreduces (one rank unless run under mpirun)")
     args = parser.parse_args(argv)
+    if sys.argv and sys.argv[0] and os.path.exists(sys.argv[0]):
+        from ember.frontend.tracer import not_user_code
+        not_user_code(sys.argv[0])  # (the console script: ops of --train's step have no model line)
     try:
-        {"dump": cmd_dump, "explain": cmd_explain}[args.command](args)
+        {"dump": cmd_dump, "explain": cmd_explain, "report": cmd_report}[args.command](args)
         sys.stdout.flush()
     except UsageError as error:
         print(f"ember {args.command}: {error}", file=sys.stderr)

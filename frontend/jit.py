@@ -56,6 +56,7 @@ class CompileReport:
         self.eager_reasons = []  # signatures whose traces the compiled program cannot reproduce
         self.compiled_calls = 0
         self.host_only_ops = []  # ops compiled code runs as numpy callbacks (CPU only; see ember.ops host_only)
+        self.programs = []  # the traced graph of every compiled segment (to_html draws them)
 
     @property
     def segments(self):
@@ -80,7 +81,9 @@ class CompileReport:
             lines.extend(f"  {op}" for op in self.host_only_ops)
         if self.recompiles:
             lines.append("recompiles:")
-            lines.extend(f"  {r}" for r in self.recompiles)
+            for reason in self.recompiles:
+                lines.append(f"  {reason}")
+                lines.append(f"    to avoid it: {recompile_advice(reason)}")
         if self.eager_reasons:
             lines.append("run eagerly:")
             lines.extend(f"  {r}" for r in self.eager_reasons)
@@ -89,6 +92,43 @@ class CompileReport:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+    def to_html(self, path):
+        """This report as one self-contained HTML page at `path` (compiler/html_report.py): the
+        summary, guards and recompiles, and for each compiled program its graph at every stage,
+        its kernels with their model lines and times, its memory chart and its compile times."""
+        from ember.compiler.html_report import write_report
+        guards = [(source, code, how, ", ".join(repr(o) for o in sorted(outcomes, key=repr)[:6]))
+                  for (source, code, how), outcomes in self.guards.items()]
+        return write_report(path, f"ember.compile report for {self.name}", str(self), guards,
+                            [f"{r} (to avoid it: {recompile_advice(r)})" for r in self.recompiles], self.programs)
+
+
+_ADVICE = (
+    ("guard at ", "the branch on that line reads a tensor's value: express it with tensor ops (torch.where, "
+                  "masks) to keep one program"),
+    ("rank of ", "call it with tensors of one rank"),
+    ("dim ", "each new size is traced and compiled again: keep shapes fixed (pad the last batch, or "
+             "DataLoader(drop_last=True))"),
+    ("dtype of ", "convert the inputs to one dtype before the call"),
+    ("requires_grad of ", "keep requires_grad of each argument the same from call to call"),
+    ("Python values are specialised", "a Python number is baked into the program: pass it as a tensor if it "
+                                      "changes often"),
+    ("training flags", "train() and eval() each get a program: expected once per mode"),
+    ("grad mode", "no_grad and grad mode each get a program: expected once per mode"),
+    ("hyperparameters of", "scalar hyperparameters are baked into the program: a scheduler that changes lr "
+                           "every step recompiles every step; change it less often"),
+    ("the traced program changed", "expected once, when the first step creates the optimizer's state"),
+    ("module settings", "set module attributes before the first call, not between calls"),
+)
+
+
+def recompile_advice(reason):
+    """How to avoid a recompile, from the reason the report gives."""
+    for marker, advice in _ADVICE:
+        if marker in reason:
+            return advice
+    return "keep what the reason names the same from call to call"
 
 
 class TraceTree:
@@ -418,6 +458,7 @@ class CompiledFunction:
         written = {m.target for m in graph.mutations if m.kind.startswith("param")}
         for sub, guard in pieces[start:]:
             segment = Segment(sub, guard, self.backend.compile(sub))
+            self.report.programs.append(sub)
             for op in getattr(segment.runner, "host_only_ops", ()):
                 if op not in self.report.host_only_ops:
                     self.report.host_only_ops.append(op)

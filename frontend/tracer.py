@@ -31,6 +31,13 @@ def observed_value(data):
     return (tuple(data.shape), data.dtype.name, np.ascontiguousarray(data).tobytes())
 
 
+def not_user_code(path):
+    """Frames from `path` (a file or folder) are ember's too: the `ember` command's own script,
+    whose training step is ember's code, not the user's."""
+    global _PACKAGE_DIRS
+    _PACKAGE_DIRS = _PACKAGE_DIRS + (os.path.abspath(path),)
+
+
 def user_frame():
     """The first stack frame outside ember: where the user's code turned a tensor into Python."""
     frame = sys._getframe(2)

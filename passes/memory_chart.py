@@ -45,10 +45,11 @@ def plan_to_svg(plan, graph):
                      f'<title>{escape(tip)}</title></rect>')
         if right - left > 6 * len(name) * 0.6 and low - high > 12:
             parts.append(f'<text x="{left + 3:.1f}" y="{high + 12:.1f}" pointer-events="none">{escape(name)}</text>')
-    for value, label, color in ((plan.arena_bytes, "arena", "#333"), (plan.lower_bound_bytes, "lower bound", "#c00")):
+    for value, label, color, anchor, at in ((plan.arena_bytes, "arena", "#333", "end", WIDTH - 22),
+                                            (plan.lower_bound_bytes, "lower bound", "#c00", "start", MARGIN_LEFT + 4)):
         parts.append(f'<line class="{label.replace(" ", "-")}" x1="{MARGIN_LEFT}" x2="{WIDTH - 20}" y1="{y(value):.1f}" '
                      f'y2="{y(value):.1f}" stroke="{color}" stroke-dasharray="6 4"/>')
-        parts.append(f'<text x="{WIDTH - 22}" y="{y(value) - 4:.1f}" text-anchor="end" fill="{color}">{label} '
+        parts.append(f'<text x="{at}" y="{y(value) - 4:.1f}" text-anchor="{anchor}" fill="{color}">{label} '
                      f'{value} bytes</text>')
     base = MARGIN_TOP + plot_h
     parts.append(f'<line x1="{MARGIN_LEFT}" x2="{WIDTH - 20}" y1="{base}" y2="{base}" stroke="black"/>')

@@ -136,6 +136,8 @@ class CpuProgram:
         self._plain_results = [(node, key) for node, (kind, key) in spec.results] \
             if len(keys) == len(spec.results) and len(set(keys)) == len(keys) else None
         self._timed = spec.timed
+        self.print_timings = True  # (instrumented builds: EMBER_DEBUG=2 prints each call's kernel times)
+        self.kernel_seconds = None
 
     # ------------------------------------------------------------------ calling
     def __call__(self, inputs, params):
@@ -259,14 +261,17 @@ class CpuProgram:
             return -1
 
     def report_timings(self, file=None):
-        """Per-kernel time of the last call (instrumented builds), in microseconds."""
+        """Per-kernel time of the last call (instrumented builds): kept in `kernel_seconds`,
+        printed in microseconds unless `print_timings` is off."""
         rate = cycles_per_second()
-        lines = [f"{self.spec.name}: kernel times of call {self.calls} (and the model lines each came from)"]
-        width = max((len(n) for n in self.spec.kernel_names), default=0)
-        for name, cycles, source in zip(self.spec.kernel_names, self.timings, self.spec.kernel_sources):
-            lines.append(f"  {cycles / rate * 1e6:10.1f} us  {name:<{width}}  {source}".rstrip())
+        self.kernel_seconds = self.timings / rate
+        if self.print_timings:
+            lines = [f"{self.spec.name}: kernel times of call {self.calls} (and the model lines each came from)"]
+            width = max((len(n) for n in self.spec.kernel_names), default=0)
+            for name, seconds, source in zip(self.spec.kernel_names, self.kernel_seconds, self.spec.kernel_sources):
+                lines.append(f"  {seconds * 1e6:10.1f} us  {name:<{width}}  {source}".rstrip())
+            print("\n".join(lines), file=file or sys.stderr)
         self.timings[:] = 0
-        print("\n".join(lines), file=file or sys.stderr)
 
 
 _CYCLES = []
