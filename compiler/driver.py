@@ -145,6 +145,8 @@ class Driver:
         index = len(stage_names())
         write_atomically(os.path.join(folder, f"{index}_kernels.txt"), kernels_text(lowered))
         write_atomically(os.path.join(folder, f"{index}_memory_plan.txt"), lowered.plan.describe())
+        from ember.passes.memory_chart import plan_to_svg
+        write_atomically(os.path.join(folder, f"{index}_memory_plan.svg"), plan_to_svg(lowered.plan, lowered.graph))
         for k, stage in enumerate(self.target.code_stages, start=index + 1):
             extension = {"llvm": "ll", "asm": "s", "ptx": "ptx"}.get(stage, "txt")
             write_atomically(os.path.join(folder, f"{k}_{stage}.{extension}"),

@@ -65,6 +65,7 @@ def _dumped(folder):
 EXPECTED_FILES = {f"{k}_{stage}.{ext}" for k, stage in enumerate(stage_names()) for ext in ("txt", "dot")} | {
     f"{k}_{stage}.diff" for k, stage in enumerate(stage_names()) if k} | {
     f"{len(stage_names())}_kernels.txt", f"{len(stage_names())}_memory_plan.txt",
+    f"{len(stage_names())}_memory_plan.svg",
     f"{len(stage_names()) + 1}_llvm.ll", f"{len(stage_names()) + 2}_asm.s"}
 
 
