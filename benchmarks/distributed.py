@@ -83,7 +83,7 @@ def allreduce_section(quick):
     for size in SIZES[:5] if quick else SIZES:
         buffer = np.ones(size // 4, np.float32)
         tensor = ember.from_numpy(buffer)  # the same memory
-        rounds = max(9, min(300, (256 << 20) // size // 4)) if not quick else 6
+        rounds = max(9, min(400, (1 << 30) // size // 4)) if not quick else 6
         candidates = {"mpi4py": lambda: comm.Allreduce(MPI.IN_PLACE, buffer, MPI.SUM),
                       "ember": lambda: dist.all_reduce(tensor),
                       "ember_async": lambda: dist.all_reduce(tensor, async_op=True).wait()}

@@ -281,8 +281,9 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     """Reduce `tensor` over every rank, in place (op: ReduceOp.SUM, AVG, PRODUCT, MIN, MAX)."""
     if group is not None:
         _check_group(group, "all_reduce")
-    world = _world()
-    op = _reduce_op(op, tensor, "all_reduce")
+    world = _comm._world or _world()
+    if op != "sum" or type(tensor) is not _Tensor:
+        op = _reduce_op(op, tensor, "all_reduce")
     if _STATE.recorder is not None:
         return _traced_all_reduce(tensor, op)
     data = tensor._data
