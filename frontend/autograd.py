@@ -347,14 +347,16 @@ BACKWARD_TWICE = ("Trying to backward through the graph a second time (or direct
                   "graph a second time.")
 
 
-def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None):
+def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None, prune=True):
     """Propagate cotangents from `outputs`. With `inputs`, return their gradients (autograd.grad);
-    otherwise accumulate into the `.grad` of the leaves, then run the callbacks queued meanwhile."""
+    otherwise accumulate into the `.grad` of the leaves, then run the callbacks queued meanwhile.
+    `prune=False` runs every node even with `inputs` (the tracer's trial backward, which looks
+    for the errors a full backward would raise)."""
     with final_callbacks(create_graph):
-        return _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs)
+        return _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune)
 
 
-def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
+def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=True):
     node_grads, leaf_grads = {}, {}
     roots = []
     for out, g in zip(outputs, grad_outputs):
@@ -389,6 +391,10 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
                     del last[id(t)]
     recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
 
+    # autograd.grad / backward(inputs=): only the nodes on a path to a requested input run (their
+    # VJPs, hooks and saved-value checks), as PyTorch prunes the graph
+    leads_to_inputs = None if wanted is None or not prune else _leading_to(order, wanted, wanted_nodes)
+
     with set_grad_enabled(create_graph):
         if ready_after is not None:  # leaves passed as roots themselves go first (as in PyTorch)
             for key in [key for key in leaf_grads if key not in last_use]:
@@ -399,12 +405,16 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
             g = node_grads.pop(id(node), None)
             if g is None:
                 continue
+            if leads_to_inputs is not None and id(node) not in wanted_nodes and not leads_to_inputs[id(node)]:
+                continue
             if node.freed:
                 raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")
             if node.hooks or node.retain:
                 g = _run_tensor_hooks(node, g)
             if wanted_nodes is not None and id(node) in wanted_nodes:
                 _accumulate(captured, id(wanted_nodes[id(node)]), g)
+                if leads_to_inputs is not None and not leads_to_inputs[id(node)]:
+                    continue  # (nothing requested lies beyond it)
             if node.checked is not None:
                 for counter, version, which, ref in node.checked:
                     if counter.value != version:
@@ -444,6 +454,21 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs):
         for t, g in list(leaf_grads.values()):  # (outputs that are leaves themselves)
             _accumulate_leaf_grad(t, g, create_graph, recorded)
     return None
+
+
+def _leading_to(order, wanted, wanted_nodes):
+    """{id(node): does its VJP lead to a requested input} (a requested leaf among its operands,
+    or an operand's node that is requested or leads to one)."""
+    leads = {}
+    for node in reversed(order):  # (producers first)
+        found = False
+        for t, (_, fn, requires_grad, _) in zip(node.inputs, node.saved) if isinstance(node, Node) else ():
+            if fn is not None:
+                found = found or leads.get(id(fn), False) or id(fn) in wanted_nodes
+            elif requires_grad and id(t) in wanted:
+                found = True
+        leads[id(node)] = found
+    return leads
 
 
 def _accumulate_ready(leaf_grads, keys, create_graph, recorded):

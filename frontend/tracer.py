@@ -376,7 +376,7 @@ class Tracer:
         seeds = [Tensor._wrap(np.ones(t.shape, t._data.dtype)) for t in roots]
         try:
             with in_mode(None):
-                run_backward(roots, seeds, retain_graph=True, create_graph=False, inputs=roots)
+                run_backward(roots, seeds, retain_graph=True, create_graph=False, inputs=roots, prune=False)
         except ModifiedTensorError as error:
             return str(error)
         except RuntimeError as error:  # a history a backward() freed: see Tracer.output_facts' freed_outputs

@@ -161,3 +161,20 @@ def test_a_compiled_step_checks_post_accumulate_hooks_return_none():
 
     with pytest.raises(RuntimeError, match="Tensor post accumulate grad hooks should return None."):
         torch.compile(step)(torch.ones(2))
+
+
+def test_grad_and_backward_inputs_run_only_what_leads_to_the_inputs():
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    b = torch.tensor([3.0, 4.0], requires_grad=True)
+    fired = []
+    bb = b * 1
+    bb.register_hook(lambda g: fired.append("bb"))
+    c = bb.exp()  # exp saves its output ...
+    c.mul_(2)  # ... which is then overwritten: only a backward through c fails
+    loss = (a * a).sum() + c.sum()
+    loss.backward(inputs=[a], retain_graph=True)
+    assert a.grad.tolist() == [2.0, 4.0] and b.grad is None
+    assert torch.autograd.grad(loss, [a], retain_graph=True)[0].tolist() == [2.0, 4.0]
+    assert fired == []
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
