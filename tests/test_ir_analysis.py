@@ -167,7 +167,19 @@ def test_a_kernel_points_at_the_model_line_it_came_from(step_graph):
     kernels = render(step_graph, "kernels", "text")
     assert re.search(rf"kernel conv2d_bias_relu_2x6x28x28 \(contraction\).*\n  # from: {re.escape(where)}", kernels)
     assert f"; kernel conv2d_bias_relu_2x6x28x28 from: {where}" in render(step_graph, "llvm", "text")
-    assert f"# kernel conv2d_bias_relu_2x6x28x28 from: {where}" in render(step_graph, "asm", "text")
+    asm = render(step_graph, "asm", "text")
+    assert f"# kernel conv2d_bias_relu_2x6x28x28 from: {where}" in asm
+    # every instruction carries a debug location: the kernel's model line (file base name, line)
+    llvm = render(step_graph, "llvm", "text")
+    zoo_file = re.search(r'!(\d+) = !DIFile\(filename: "zoo.py"', llvm).group(1)
+    assert re.search(rf'DISubprogram\(name: "conv2d_bias_relu_2x6x28x28".*file: !{zoo_file}, line: {CONV1_LINE},',
+                     llvm)
+    body = llvm.split('@conv2d_bias_relu_2x6x28x28(')[1].split("\n}\n")[0]
+    instructions = [line for line in body.splitlines()[1:] if line.startswith("  ") and "=" in line]
+    # (every instruction as emitted; LLVM's optimiser gives some instructions it creates none)
+    carrying = sum("!dbg" in line for line in instructions) / len(instructions)
+    assert carrying > 0.6, carrying
+    assert re.search(rf"\.loc\s+\d+ {CONV1_LINE} 0", asm)
     grads = [line for line in kernels.splitlines() if "# from:" in line and "grad." in line]
     # gradients point at the forward line of what they differentiate (the model's, or the loss's)
     assert grads and all(re.search(r"(zoo|test_ir_analysis)\.py:\d+ \(", line) for line in grads)

@@ -23,6 +23,7 @@ from llvmlite import ir
 
 from ember.runtime.cpu_program import HEAD
 from .. import loop_ir as L
+from ..llvm.debug_locations import attach_debug_locations
 from ..llvm import kernels
 from ..llvm.kernels import PTR, statement_work
 from ..llvm.loops import declare
@@ -64,9 +65,10 @@ class Program(kernels.Program):
     parallel: bool = True  # libgomp is loaded: big parallel loops may use threads
 
 
-def build_module(target, program, module):
+def build_module(target, program, module, sources=None):
     """Add the kernels and the entry function of `program` to the llvmlite `module`; `target`
-    (an LLVMTarget) gives the intrinsic and math tables."""
+    (an LLVMTarget) gives the intrinsic and math tables; `sources` ({kernel name: "model.py:15"})
+    become debug locations on every instruction (compiler/llvm/debug_locations.py)."""
     functions = []
     for number, kernel in enumerate(program.kernels):
         if kernel.kind == "callback" or not kernel.body:
@@ -74,6 +76,7 @@ def build_module(target, program, module):
             continue
         functions.append(CpuKernelWriter(target, module, program, kernel, number).write())
     _write_entry(module, program, functions)
+    attach_debug_locations(module, sources or {})
     return module
 
 

@@ -78,11 +78,16 @@ class CpuTarget(LLVMTarget):
 
     # ------------------------------------------------------------------ code
     def emit(self, lowered):
+        from ember.ir.provenance import sources_of
         from .program import ArgsLayout, Program, build_module
         program = Program(lowered.graph.name, lowered.kernels, lowered.locations, lowered.aliasing,
                           lowered.errors, lowered.error_base, layout=ArgsLayout(len(lowered.externals)),
                           instrument=self.instrumented, parallel=self.parallel)
-        return build_module(self, program, self.new_module(lowered.graph.name))
+        sources = {}
+        for kernel in lowered.kernels:
+            found = sources_of(lowered.graph, kernel.nodes)
+            sources[kernel.name] = found[0][0] if found else ""
+        return build_module(self, program, self.new_module(lowered.graph.name), sources)
 
     def payload_kind(self):
         return "so" if linking_works() else "o"
