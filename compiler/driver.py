@@ -126,7 +126,11 @@ class Driver:
                 return self.compile(graph)
         runner.host_only_ops = host_only
         if planned.stages.dump_folder:
-            self.write_code_dumps(planned.stages.dump_folder, lower_again(), artifact.module if artifact else None)
+            try:
+                self.write_code_dumps(planned.stages.dump_folder, lower_again(), artifact.module if artifact else None)
+            except OSError as error:
+                from ember.passes.pipeline import _warn_unwritable
+                _warn_unwritable(planned.stages.dump_folder, error)
         self.stats.compiles += 1
         self.stats.stage_seconds = dict(timer.seconds)
         if self.debug >= 1:

@@ -13,10 +13,11 @@ traceback, ember's frames left out) and a non-zero exit status, never ember's tr
 import argparse
 import contextlib
 import importlib.util
-import io
 import os
 import sys
 import traceback
+
+import numpy as np
 
 _EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # (the package's parent)
 
@@ -37,8 +38,11 @@ class UserCodeError(Exception):
 def _running_user_code(what):
     try:
         yield
-    except (UsageError, UserCodeError, SystemExit, KeyboardInterrupt):
+    except (UsageError, UserCodeError, KeyboardInterrupt):
         raise
+    except SystemExit as exit_:
+        raise UsageError(f"{what} called sys.exit({exit_.code!r}): ember cannot dump or compile a program that "
+                         f"exits; guard the script's own work with `if __name__ == '__main__':`") from None
     except Exception as error:
         raise UserCodeError(what, error) from error
 
@@ -80,8 +84,8 @@ def _load_target(spec):
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-    # the file may be a script that prints as it runs; keep the dump clean
-    with contextlib.redirect_stdout(io.StringIO()), _running_user_code(f"importing {path}"):
+    # the file may be a script that prints as it runs: its prints go to stderr, the dump stays clean
+    with contextlib.redirect_stdout(sys.stderr), _running_user_code(f"importing {path}"):
         loader_spec.loader.exec_module(module)
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
@@ -93,8 +97,9 @@ def _load_target(spec):
         with _running_user_code(f"{name}()"):
             target = target()
         target.eval()
-    elif not callable(target):
-        raise UsageError(f"{spec}: {name} is a {type(target).__name__}, not an nn.Module subclass or a function")
+    elif isinstance(target, type) or not callable(target):
+        kind = "class that is not an nn.Module subclass" if isinstance(target, type) else type(target).__name__
+        raise UsageError(f"{spec}: {name} is a {kind}; name an nn.Module subclass or a function")
     return target
 
 
@@ -144,12 +149,18 @@ def _inputs(shapes, dtype_name):
     ember.manual_seed(0)
     tensors = []
     for text in shapes or []:
-        try:
-            shape = tuple(int(d) for d in text.lower().split("x") if d)
-        except ValueError:
-            raise UsageError(f"--input takes sizes like 1x3x32x32, got {text!r}") from None
-        if any(d < 0 for d in shape) or not shape and text.strip() not in ("", "scalar"):
+        parts = text.lower().replace(" ", "").split("x")
+        if text.strip().lower() == "scalar":
+            parts = []
+        elif not all(p.lstrip("-").isdigit() for p in parts):
+            raise UsageError(f"--input takes sizes like 1x3x32x32 (or 'scalar'), got {text!r}")
+        shape = tuple(int(p) for p in parts)
+        if any(d < 0 for d in shape):
             raise UsageError(f"--input {text}: sizes must be non-negative integers, like 1x3x32x32")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else 0
+        if nbytes > 2 ** 40:
+            size = f"{nbytes / 2 ** 50:.1f} PiB" if nbytes >= 2 ** 50 else f"{nbytes / 2 ** 40:.1f} TiB"
+            raise UsageError(f"--input {text}: {size} of {dtype_name} is more than this machine holds")
         if dtype.is_floating_point:
             tensors.append(ember.randn(*shape, dtype=dtype))
         else:

@@ -356,7 +356,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs=None,
         return _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune)
 
 
-def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=True):
+def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=True, run_input_nodes=False):
     node_grads, leaf_grads = {}, {}
     roots = []
     for out, g in zip(outputs, grad_outputs):
@@ -413,8 +413,8 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                 g = _run_tensor_hooks(node, g)
             if wanted_nodes is not None and id(node) in wanted_nodes:
                 _accumulate(captured, id(wanted_nodes[id(node)]), g)
-                if leads_to_inputs is not None and not leads_to_inputs[id(node)]:
-                    continue  # (nothing requested lies beyond it)
+                if leads_to_inputs is not None and not leads_to_inputs[id(node)] and not run_input_nodes:
+                    continue  # (nothing requested lies beyond it; backward(inputs=) still runs the node)
             if node.checked is not None:
                 for counter, version, which, ref in node.checked:
                     if counter.value != version:
@@ -593,7 +593,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         inputs = list({id(t): t for t in ([inputs] if isinstance(inputs, Tensor) else inputs)}.values())
         recorded = create_graph or recorder is not None
         with final_callbacks(create_graph):
-            captured = _propagate(tensors, grads, retain, create_graph, inputs)
+            captured = _propagate(tensors, grads, retain, create_graph, inputs, run_input_nodes=True)
             with set_grad_enabled(create_graph):
                 for t in inputs:  # (their tensor hooks ran as they were captured)
                     g = captured.get(id(t))

@@ -41,7 +41,7 @@ def not_user_code(path):
 def user_frame():
     """The first stack frame outside ember: where the user's code turned a tensor into Python."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS):
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS + ("<frozen",)):
         frame = frame.f_back
     if frame is None:
         return "", ""

@@ -179,8 +179,23 @@ def run_passes(graph, differentiate=False, dump_dir=None, stop_after=None, timer
         stages.graphs[each.stage] = current
     dump_dir = dump_dir if dump_dir is not None else config.DUMP_DIR
     if dump_dir:
-        stages.dump_folder = write_dumps(stages, dump_dir)
+        try:
+            stages.dump_folder = write_dumps(stages, dump_dir)
+        except OSError as error:
+            _warn_unwritable(dump_dir, error)
     return stages
+
+
+_WARNED = set()
+
+
+def _warn_unwritable(dump_dir, error):
+    """EMBER_DUMP names a place that cannot be written: say so once; compiling goes on."""
+    if dump_dir not in _WARNED:
+        _WARNED.add(dump_dir)
+        import warnings
+        warnings.warn(f"ember: EMBER_DUMP={dump_dir}: cannot write the dumps there ({error.strerror or error}); "
+                      f"set it to a writable folder", stacklevel=3)
 
 
 _DUMPED = {}  # folder -> the traced text dumped there by this process

@@ -178,3 +178,29 @@ def test_grad_and_backward_inputs_run_only_what_leads_to_the_inputs():
     assert fired == []
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_backward_inputs_runs_the_node_of_a_non_leaf_input():
+    """backward(inputs=[y]) runs y's own node (checking its saved values, freeing it), as
+    PyTorch; autograd.grad(loss, [y]) does not."""
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    a = torch.tensor([3.0, 4.0], requires_grad=True)
+    y = a * w
+    loss = (y * y).sum()
+    loss.backward(inputs=[y])
+    assert y.grad.tolist() == [6.0, 16.0] and w.grad is None
+    with pytest.raises(RuntimeError, match="a second time"):
+        y.sum().backward()
+    b = torch.tensor([3.0, 4.0], requires_grad=True)
+    z = b * w
+    with torch.no_grad():
+        pass
+    zz = (z * z).sum()
+    w2 = w.detach().clone().requires_grad_()
+    y2 = b * w2
+    loss2 = (y2 * y2).sum()
+    with torch.no_grad():
+        w2.mul_(10)  # y2's node saved w2
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss2.backward(inputs=[y2])
+    assert torch.autograd.grad(zz, [z])[0].tolist() == [6.0, 16.0]

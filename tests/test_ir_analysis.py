@@ -99,6 +99,17 @@ def test_ember_dump_from_compile_keeps_each_traced_program(tmp_path, monkeypatch
     assert "f32[2,3,32,32]" in (tmp_path / "SeedNet.0-2" / "0_traced.txt").read_text()
 
 
+def test_an_unwritable_ember_dump_warns_and_compiling_goes_on(tmp_path, monkeypatch):
+    from ember import config
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(config, "DUMP_DIR", str(not_a_folder))
+    compiled = ember.compile(lambda x: x * 2)
+    with pytest.warns(UserWarning, match=r"EMBER_DUMP=.*file: cannot write the dumps there"):
+        for _ in range(2):
+            assert compiled(ember.ones(2)).tolist() == [2.0, 2.0]
+
+
 # ----------------------------------------------------------------------------- every stage x format
 
 @pytest.mark.parametrize("stage", stage_names() + CODE_STAGES)
