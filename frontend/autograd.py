@@ -5,15 +5,14 @@ Each primitive application on a tensor that requires grad gets a `Node` (the ten
 orders the nodes reachable from the roots and applies each VJP once, summing fan-out.
 The VJP rules come from ember.ops, so the autodiff pass uses the very same derivatives.
 """
-import contextlib
-import functools
-import inspect
 import itertools
 import weakref
 
 import numpy as np
 
 from .dispatch import STATE, ModifiedTensorError, run_eagerly
+from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
+from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd's grad-mode names)
 from .views import bump_version, version_counter
 
 
@@ -652,106 +651,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             g = g.detach()
         result.append(g)
     return tuple(result)
-
-
-# ----------------------------------------------------------------------------- grad mode
-
-def _enabling_grad():
-    """Grad mode is switched on: inside a compiled call made under no_grad, the program (traced
-    for a call without autograd) cannot give its results history, so such calls run eagerly."""
-    if getattr(STATE.recorder, "called_without_grad", False):
-        run_eagerly("enables gradients inside a call made without them")
-
-
-class set_grad_enabled:
-    """Context manager and decorator that switches gradient recording on or off."""
-
-    def __init__(self, mode=True):
-        self.mode = bool(mode)
-        if self.mode and not STATE.grad_enabled:
-            _enabling_grad()
-        self.prev = STATE.grad_enabled
-        STATE.grad_enabled = self.mode  # torch applies it immediately, also as a plain call
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        STATE.grad_enabled = self.prev
-        return False
-
-    def __call__(self, fn):
-        STATE.grad_enabled = self.prev  # used as a decorator: undo the immediate switch
-        return _decorate(fn, lambda: set_grad_enabled(self.mode))
-
-
-class _GradModeContext:
-    mode = None
-
-    def __enter__(self):
-        self.prev = STATE.grad_enabled
-        if self.mode and not self.prev:
-            _enabling_grad()
-        STATE.grad_enabled = self.mode
-        return self
-
-    def __exit__(self, *exc):
-        STATE.grad_enabled = self.prev
-        return False
-
-    def __call__(self, fn):
-        return _decorate(fn, type(self))
-
-
-class no_grad(_GradModeContext):
-    """Disable gradient recording inside the block or the decorated function (and generator)."""
-    mode = False
-
-
-class enable_grad(_GradModeContext):
-    """Enable gradient recording inside the block, even within no_grad."""
-    mode = True
-
-
-class inference_mode(no_grad):
-    def __init__(self, mode=True):
-        self.mode = not mode
-
-
-def _decorate(fn, make_context):
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def generator(*args, **kwargs):
-            gen = fn(*args, **kwargs)
-            value = None
-            while True:
-                with make_context():
-                    try:
-                        value = gen.send(value)
-                    except StopIteration as stop:
-                        return stop.value
-                value = yield value
-        return generator
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with make_context():
-            return fn(*args, **kwargs)
-    return wrapper
-
-
-def is_grad_enabled():
-    return STATE.grad_enabled
-
-
-@contextlib.contextmanager
-def _no_recording():
-    prev = STATE.grad_enabled
-    STATE.grad_enabled = False
-    try:
-        yield
-    finally:
-        STATE.grad_enabled = prev
 
 
 def __getattr__(name):

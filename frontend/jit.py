@@ -377,7 +377,7 @@ class CompiledFunction:
             self.report.recompiles.append(reason)
         start = time.perf_counter()
         tracer = Tracer(self.name)
-        tracer.called_without_grad = not STATE.grad_enabled  # (see autograd._enabling_grad)
+        tracer.called_without_grad = not STATE.grad_enabled  # (see grad_mode._enabling_grad)
         tracer.external_names = external_names(self.fn)
         arg_tensors = flatten_tensors((args, kwargs), "args")
         input_nodes = [tracer.add_input(t, _input_name(self.fn, path)) for path, t in arg_tensors]
