@@ -38,7 +38,13 @@ class set_grad_enabled:
 
 
 class _GradModeContext:
+    """`with no_grad():`, `@no_grad()` and, as in current PyTorch, `@no_grad` without parentheses."""
     mode = None
+
+    def __new__(cls, orig_func=None, *args, **kwargs):
+        if callable(orig_func) and not args and not kwargs:  # used bare as a decorator
+            return cls()(orig_func)
+        return super().__new__(cls)
 
     def __enter__(self):
         self.prev = STATE.grad_enabled

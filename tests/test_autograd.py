@@ -203,6 +203,30 @@ def test_set_grad_enabled_as_a_plain_call_switches_immediately():
     assert ember.is_grad_enabled()
 
 
+def test_grad_mode_decorators_without_parentheses_as_in_current_pytorch():
+    x = ember.ones(2, requires_grad=True)
+
+    @ember.no_grad
+    def double(t):
+        return t * 2
+
+    @ember.no_grad
+    def steps(t):
+        yield t * 2
+
+    @ember.enable_grad
+    def tracked(t):
+        return t * 2
+
+    assert not double(x).requires_grad and double.__name__ == "double"
+    assert [s.requires_grad for s in steps(x)] == [False]
+    with ember.no_grad():
+        assert tracked(x).requires_grad
+    assert ember.is_grad_enabled()
+    with ember.inference_mode(False):  # (a bool is a mode, not a function)
+        assert (x * 2).requires_grad
+
+
 def test_grad_mode_decorators_on_functions_and_generators():
     x = ember.ones(2, requires_grad=True)
 
