@@ -25,6 +25,7 @@ from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cro
                               binary_cross_entropy, binary_cross_entropy_with_logits, kl_div,
                               soft_margin_loss)
 from .embedding import embedding, embedding_bag  # noqa: F401
+from .functional_attention import scaled_dot_product_attention  # noqa: F401
 
 
 def _shape_text(t):
@@ -367,6 +368,22 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     if bias is not None:
         out = M.add(out, bias)
     return out
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """input / sqrt(mean(input^2 over the trailing normalized_shape dims) + eps) * weight; eps
+    None is the dtype's machine epsilon, as PyTorch."""
+    normalized_shape = tuple(normalized_shape) if isinstance(normalized_shape, (list, tuple)) \
+        else (int(normalized_shape),)
+    n = len(normalized_shape)
+    if tuple(input.shape[-n:]) != normalized_shape or input.ndim < n:
+        raise RuntimeError(f"{where_named('rms_norm')}: input {_shape_text(input)} does not end with "
+                           f"normalized_shape {list(normalized_shape)}")
+    _check_norm_dtypes("rms_norm", input, weight=weight)
+    eps = float(np.finfo(input._data.dtype).eps) if eps is None else eps
+    axes = tuple(range(input.ndim - n, input.ndim))
+    out = M.mul(input, M.rsqrt(M.add(R.mean(M.mul(input, input), axes, keepdim=True), eps)))
+    return out if weight is None else M.mul(out, weight)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
