@@ -18,7 +18,7 @@ import numpy as np
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .python_guards import PythonState, explain_change
-from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _plain_settings,
+from .signatures import (explain_signature_change, recompile_advice, _aliasing, _leaf_signature, _plain_settings,
                          _positional_containers, _positional_paths, _is_plain)
 from .segments import Segment, split_trace, array_of
 from .compiled_autograd import versions_after_write_back
@@ -102,33 +102,6 @@ class CompileReport:
                   for (source, code, how), outcomes in self.guards.items()]
         return write_report(path, f"ember.compile report for {self.name}", str(self), guards,
                             [f"{r} (to avoid it: {recompile_advice(r)})" for r in self.recompiles], self.programs)
-
-
-_ADVICE = (
-    ("guard at ", "the branch on that line reads a tensor's value: express it with tensor ops (torch.where, "
-                  "masks) to keep one program"),
-    ("rank of ", "call it with tensors of one rank"),
-    ("dim ", "each new size is traced and compiled again: keep shapes fixed (pad the last batch, or "
-             "DataLoader(drop_last=True))"),
-    ("dtype of ", "convert the inputs to one dtype before the call"),
-    ("requires_grad of ", "keep requires_grad of each argument the same from call to call"),
-    ("Python values are specialised", "a Python number is baked into the program: pass it as a tensor if it "
-                                      "changes often"),
-    ("training flags", "train() and eval() each get a program: expected once per mode"),
-    ("grad mode", "no_grad and grad mode each get a program: expected once per mode"),
-    ("hyperparameters of", "scalar hyperparameters are baked into the program: a scheduler that changes lr "
-                           "every step recompiles every step; change it less often"),
-    ("the traced program changed", "expected once, when the first step creates the optimizer's state"),
-    ("module settings", "set module attributes before the first call, not between calls"),
-)
-
-
-def recompile_advice(reason):
-    """How to avoid a recompile, from the reason the report gives."""
-    for marker, advice in _ADVICE:
-        if marker in reason:
-            return advice
-    return "keep what the reason names the same from call to call"
 
 
 class TraceTree:

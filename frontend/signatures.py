@@ -148,3 +148,30 @@ def _leaf_signature(value, path, parts, object_key):
         parts.append(("value", path, type(value).__name__, value))
     else:  # an object argument: what code can read of it
         parts.append(("object", path, type(value).__name__, object_key(value, path)))
+
+
+_ADVICE = (
+    ("guard at ", "the branch on that line reads a tensor's value: express it with tensor ops (torch.where, "
+                  "masks) to keep one program"),
+    ("rank of ", "call it with tensors of one rank"),
+    ("dim ", "each new size is traced and compiled again: keep shapes fixed (pad the last batch, or "
+             "DataLoader(drop_last=True))"),
+    ("dtype of ", "convert the inputs to one dtype before the call"),
+    ("requires_grad of ", "keep requires_grad of each argument the same from call to call"),
+    ("Python values are specialised", "a Python number is baked into the program: pass it as a tensor if it "
+                                      "changes often"),
+    ("training flags", "train() and eval() each get a program: expected once per mode"),
+    ("grad mode", "no_grad and grad mode each get a program: expected once per mode"),
+    ("hyperparameters of", "scalar hyperparameters are baked into the program: a scheduler that changes lr "
+                           "every step recompiles every step; change it less often"),
+    ("the traced program changed", "expected once, when the first step creates the optimizer's state"),
+    ("module settings", "set module attributes before the first call, not between calls"),
+)
+
+
+def recompile_advice(reason):
+    """How to avoid a recompile, from the reason the report gives."""
+    for marker, advice in _ADVICE:
+        if marker in reason:
+            return advice
+    return "keep what the reason names the same from call to call"

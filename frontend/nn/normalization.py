@@ -94,14 +94,17 @@ class BatchNorm2d(_BatchNorm):
     expected_dims = (4,)
 
 
+def _trailing_shape(normalized_shape):
+    """LayerNorm's and RMSNorm's normalized_shape, an int or a sequence, as a tuple."""
+    return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+
+
 class LayerNorm(Module):
     """Normalise over the trailing `normalized_shape` dims, with an elementwise affine."""
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, int):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(normalized_shape)
+        self.normalized_shape = _trailing_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         kind = factory(dtype)
@@ -159,9 +162,7 @@ class RMSNorm(Module):
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, int):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(normalized_shape)
+        self.normalized_shape = _trailing_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:

@@ -31,7 +31,7 @@ import contextlib
 import numpy as np
 
 from ember.runtime import communicator
-from ...autograd import Node, current_backward, queue_callback
+from ...autograd import Node, current_backward, no_grad, queue_callback
 from ...dispatch import STATE
 from ...tensor import Tensor
 from ...views import bump_version
@@ -119,7 +119,7 @@ class DistributedDataParallel(Module):
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if any(p._data.dtype == np.float16 for _, p in named):
             raise ValueError("DistributedDataParallel: float16 parameters are not supported by the MPI backend")
-        with _no_grad():
+        with no_grad():
             for _, tensor in list(module.named_parameters()) + list(module.named_buffers()):
                 _broadcast_in_place(world, tensor)
         cap = int(self.bucket_cap_mb * 1024 * 1024)
@@ -294,11 +294,6 @@ def _leaves_reached(output):
     return reached
 
 
-def _no_grad():
-    from ...autograd import no_grad
-    return no_grad()
-
-
 def _broadcast_in_place(world, tensor):
     """rank 0's value of `tensor` on every rank (construction: straight on the numpy buffer)."""
     data = tensor._data
@@ -315,7 +310,7 @@ def _broadcast_buffers(world, module):
     buffers = [b for _, b in module.named_buffers()]
     if not buffers:
         return
-    with _no_grad():
+    with no_grad():
         if STATE.recorder is None:
             for b in buffers:
                 _broadcast_in_place(world, b)
