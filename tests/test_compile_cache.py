@@ -209,23 +209,23 @@ def test_a_convolution_piece_calls_the_sgemm_piece_instead_of_carrying_a_copy():
 
 def test_the_host_description_is_cached_and_a_bad_entry_is_asked_again(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
-    llvm_target.host_description.cache_clear()
+    llvm_target.this_machine.cache_clear()
     try:
-        asked = llvm_target.host_description()
+        asked = llvm_target.this_machine()
         if not entries(tmp_path, "json"):
             pytest.skip("no /proc/cpuinfo: LLVM is asked in every process")
         assert set(asked) == {"triple", "cpu", "features", "llvmlite"}
         (path,) = entries(tmp_path, "json")
         key = os.path.basename(path).split(".")[0]
         CompileCache(str(tmp_path)).store(key, b"", {"triple": "nonsense"}, "json")
-        llvm_target.host_description.cache_clear()
+        llvm_target.this_machine.cache_clear()
         with pytest.warns(UserWarning, match="does not describe a host"):
-            assert llvm_target.host_description() == asked
-        llvm_target.host_description.cache_clear()
-        assert llvm_target.host_description() == asked  # from the rewritten entry
+            assert llvm_target.this_machine() == asked
+        llvm_target.this_machine.cache_clear()
+        assert llvm_target.this_machine() == asked  # from the rewritten entry
         assert compile_cache.CompileCache(str(tmp_path)).load_entry(key, "json").description == asked
     finally:
-        llvm_target.host_description.cache_clear()
+        llvm_target.this_machine.cache_clear()
 
 
 def test_missing_pieces_are_shared_out_to_idle_cpus_by_weight(monkeypatch):

@@ -4,8 +4,11 @@ The CPU target (compiler/cpu/target.py), sgemm and the convolutions build their 
 with `new_module` so triple and data layout match the machine code that `host_target_machine`
 produces, and optimise with `optimize_module`. Importing this file does not import llvmlite
 (0.17 s), and neither does asking what the host is (`target_key`, `host_cpu_features`):
-LLVM's answer is kept in the compile cache (`host_description`).
+LLVM's answer is kept in the compile cache (`host_description`). `compiling_for("x86-64-v3")`
+makes everything here describe a class of machines instead (ember.export_library's `cpu=`).
 """
+import contextlib
+import contextvars
 import functools
 import os
 
@@ -14,9 +17,59 @@ from ..llvm.target import llvm_binding, run_pipeline
 
 _DESCRIPTION_FIELDS = ("triple", "cpu", "features", "llvmlite")
 
+# The x86-64 micro-architecture levels of the psABI (LLVM knows their names as CPUs): the
+# features each adds to the one before. Code built for a level runs on every CPU that has them.
+_LEVEL_FEATURES = {
+    "x86-64": ["sse", "sse2", "cx8", "fxsr", "mmx", "cmov"],
+    "x86-64-v2": ["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "cx16", "sahf"],
+    "x86-64-v3": ["avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave"],
+    "x86-64-v4": ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"],
+}
+CPU_LEVELS = tuple(_LEVEL_FEATURES)
+_COMPILING_FOR = contextvars.ContextVar("ember_compiling_for", default=None)
+
+
+def level_features(level):
+    """LLVM's feature string for an x86-64 level ("x86-64-v3" or "generic-x86-64-v3")."""
+    level = level.removeprefix("generic-")
+    if level not in _LEVEL_FEATURES:
+        raise ValueError(f"unknown CPU {level!r}: choose 'host' or one of {', '.join(CPU_LEVELS)} "
+                         f"(also spelled generic-x86-64-v3)")
+    wanted = []
+    for name in CPU_LEVELS[:CPU_LEVELS.index(level) + 1]:
+        wanted += _LEVEL_FEATURES[name]
+    return ",".join(f"+{feature}" for feature in wanted)
+
+
+@contextlib.contextmanager
+def compiling_for(cpu):
+    """Within the block, the "host" is `cpu`: "host" (this machine), or an x86-64 level such
+    as "x86-64-v3" (code for every machine of that class). Cache keys, vector widths, the
+    target machine and the support library all follow it."""
+    if cpu in (None, "host"):
+        yield
+        return
+    level = cpu.removeprefix("generic-")
+    features = level_features(level)
+    machine = host_description()
+    if not machine["triple"].startswith("x86_64"):
+        raise ValueError(f"cpu={cpu!r} names an x86-64 level, and this machine is {machine['triple']}")
+    token = _COMPILING_FOR.set({**machine, "cpu": level, "features": features})
+    try:
+        yield
+    finally:
+        _COMPILING_FOR.reset(token)
+
+
+def host_description():
+    """{"triple", "cpu", "features", "llvmlite"}: the machine code is compiled for (this one
+    unless `compiling_for` says otherwise)."""
+    chosen = _COMPILING_FOR.get()
+    return chosen if chosen is not None else this_machine()
+
 
 @functools.lru_cache(maxsize=None)
-def host_description():
+def this_machine():
     """{"triple", "cpu", "features", "llvmlite"}: this machine as LLVM sees it.
 
     Asking LLVM means importing llvmlite, which a program loaded from the compile cache does
@@ -91,7 +144,6 @@ def host_has_feature(name):
     return f"+{name}" in host_cpu_features().split(",")
 
 
-@functools.lru_cache(maxsize=None)
 def host_vector_bits():
     """Width in bits of the widest vector registers the host computes with (512, 256, 128)."""
     if host_has_feature("avx512f"):
@@ -136,14 +188,17 @@ def new_host_target_machine(opt=3, reloc="pic", codemodel="jitdefault"):
                                         opt=opt, reloc=reloc, codemodel=codemodel)
 
 
-@functools.lru_cache(maxsize=None)
 def host_target_machine(opt=3, reloc="pic", codemodel="jitdefault"):
     """The shared TargetMachine for optimising and emitting objects/assembly (cached per
-    argument set). Not for execution engines: see `new_host_target_machine`."""
+    machine and argument set). Not for execution engines: see `new_host_target_machine`."""
+    return _shared_target_machine(host_cpu_name(), host_codegen_features(), opt, reloc, codemodel)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_target_machine(cpu, features, opt, reloc, codemodel):
     return new_host_target_machine(opt, reloc, codemodel)
 
 
-@functools.lru_cache(maxsize=None)
 def host_data_layout():
     return str(host_target_machine().target_data)
 
