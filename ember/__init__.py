@@ -50,6 +50,8 @@ _FRONTEND_EXPORTS = {
     "ember.frontend.sorting": "sort argsort topk unique kthvalue msort",
     "ember.frontend.tracer": "trace",
     "ember.frontend.jit": "compile explain",
+    "ember.frontend.export_library": "export_library",
+    "ember.runtime.exported_library": "load_exported",
     "ember.functional": "broadcast_shapes meshgrid tensordot atleast_1d atleast_2d",
     "ember.frontend.serialization": "save load",
 }
@@ -60,7 +62,7 @@ _FRONTEND_MODULES = ("nn", "optim", "autograd", "utils", "transforms")
 _FRONTEND_SUBMODULES = ("nn.functional", "nn.init", "nn.parameter", "nn.modules", "optim.lr_scheduler", "utils.data")
 # ember's own subpackages, imported when first read as attributes (`ember.cuda.is_available()`).
 _SUBPACKAGES = ("ir", "cuda", "backends", "accelerator", "functional", "config", "dtypes", "ops", "frontend",
-                "passes", "compiler", "runtime", "distributed")
+                "passes", "compiler", "runtime", "distributed", "export")
 
 
 def _export_table():

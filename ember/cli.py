@@ -278,19 +278,62 @@ def cmd_report(args):
     print(f"ember report: wrote {output} ({os.path.getsize(output)} bytes): open it in a browser")
 
 
+def cmd_export(args):
+    """Export the model as a C library (ember.export_library) into the -o directory."""
+    import ember
+    from ember.compiler.export.library import ExportError, c_identifier
+    target = _load_target(args.target)
+    inputs = _inputs(args.input, args.dtype)
+    _check_inputs(target, inputs, args.target)
+    if not args.output:
+        raise UsageError("give the directory to write with -o DIR")
+    from ember.compiler.cpu.host import level_features
+    if args.cpu != "host":
+        try:
+            level_features(args.cpu)
+        except ValueError as error:
+            raise UsageError(f"--cpu: {error}") from None
+    name = c_identifier(args.target.rpartition(":")[2])
+    try:
+        with _running_user_code(args.target):
+            paths = ember.export_library(target, tuple(inputs), args.output, dynamic_batch=args.dynamic_batch,
+                                         weights=args.weights, cpu=args.cpu, name=name)
+    except UserCodeError as failure:
+        if isinstance(failure.error, ExportError):
+            raise ExportFailed(str(failure.error)) from None
+        raise
+    sizes = ", ".join(f"{os.path.basename(p)} ({os.path.getsize(p)} bytes)" for p in paths)
+    print(f"ember export: wrote {args.output}: {sizes}")
+
+
+class ExportFailed(Exception):
+    """The model cannot be exported as asked (one line says why)."""
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ember", description="Dump and explain ember models.")
+    parser = argparse.ArgumentParser(prog="ember", description="Dump, explain, report on and export ember models.")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("dump", "trace a model or function and print its IR"),
                             ("explain", "compile a model or function and print the compile report"),
                             ("report", "compile a model (or its training step) and write the compile report as "
-                                       "one HTML page")):
+                                       "one HTML page"),
+                            ("export", "compile a model into a C library (NAME.so, NAME.h, manifest.json, README) "
+                                       "that runs without Python")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("target", help="FILE.py:NAME (an nn.Module subclass or a function)")
         sub.add_argument("--input", action="append", metavar="SIZES", help="an input's sizes, e.g. 1x3x32x32")
         sub.add_argument("--dtype", default="float32", help="dtype of the inputs (default float32)")
-        sub.add_argument("-o", "--output", help="write to this file instead of standard output" if name != "report"
-                         else "the HTML file to write (default ember_report.html)")
+        sub.add_argument("-o", "--output", help={"report": "the HTML file to write (default ember_report.html)",
+                                                 "export": "the directory to write the library into"}.get(
+                                                     name, "write to this file instead of standard output"))
+        if name == "export":
+            sub.add_argument("--dynamic-batch", action="store_true",
+                             help="the library takes any batch size (dim 0 of every input and output)")
+            sub.add_argument("--weights", default="embed", choices=("embed", "file"),
+                             help="the weights inside the library (default) or in NAME.safetensors beside it")
+            sub.add_argument("--cpu", default="host",
+                             help="the CPU to compile for: host (default) or an x86-64 level such as x86-64-v3 "
+                                  "(also spelled generic-x86-64-v3)")
         if name == "report":
             sub.add_argument("--train", action="store_true", help="report on the model's training step")
         if name == "dump":
@@ -308,13 +351,16 @@ def main(argv=None):
         from ember.frontend.tracer import not_user_code
         not_user_code(sys.argv[0])  # (the console script: ops of --train's step have no model line)
     try:
-        {"dump": cmd_dump, "explain": cmd_explain, "report": cmd_report}[args.command](args)
+        {"dump": cmd_dump, "explain": cmd_explain, "report": cmd_report, "export": cmd_export}[args.command](args)
         sys.stdout.flush()
     except UsageError as error:
         print(f"ember {args.command}: {error}", file=sys.stderr)
         return 2
     except UserCodeError as failure:
         print(f"ember {args.command}: {_report_user_error(failure)}", file=sys.stderr)
+        return 1
+    except ExportFailed as error:
+        print(f"ember {args.command}: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # (output piped into head, which has stopped reading)
         with contextlib.suppress(OSError):

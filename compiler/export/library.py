@@ -1,0 +1,353 @@
+"""Building an exported library: traced graphs -> one shared library, its C header, the weights,
+a manifest and a README, in one directory (ember.export_library's back end).
+
+Each traced graph (one per compiled batch size) goes through the driver's passes and lowering
+and the CPU target's code generation like any program, with its entry renamed
+`NAME_program_bN` and everything else internal; the wrapper (compiler/export/c_api.py), the
+weights (embedded with the assembler's .incbin, or a safetensors file: weights_file.py) and
+the support-library pieces the kernels call are linked by the system's C compiler into
+NAME.so, whose only exported symbols are the API's. The directory is built beside its final
+place and renamed into it, so nobody sees a half-written export.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ember.ir.json_format import decode_value
+from ..driver import describe, host_only_ops, lower, plan
+from ..cpu import host, linker, support_library
+from ..cpu.program import ENTRY_NAME
+from ..cpu.target import CpuTarget, thread_runtime_loaded
+from ..stage_timer import StageTimer
+from . import c_api, weights_file
+
+C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
+              "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short",
+              "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile",
+              "while", "model", "batch", "inputs", "outputs"}
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as asked (the message says why and what to do)."""
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple  # None for the batch dim of a dynamic export
+    row_bytes: int  # one batch row (dynamic), else the whole tensor
+
+
+@dataclass
+class ProgramSpec:
+    batch: int
+    entry: str
+    arena_bytes: int
+    externals: list  # (kind, index, weights offset, bytes): kind input/output/weight/constant
+    results: list  # per output: (kind, index, weights offset)
+    failures: list  # (exception name, message) per error status
+    kernels: list = field(default_factory=list)
+    ir: str = ""
+    memory_plan: str = ""
+
+
+@dataclass
+class ExportSpec:
+    name: str
+    version: str
+    inputs: list
+    outputs: list
+    programs: list
+    weights: object  # weights_file.WeightsLayout
+    weights_file: str  # the file name next to the library, or "" when embedded
+    dynamic: bool
+    batch: int
+    features: list
+    cpu: str
+    threads: int
+    parallel: bool  # the code runs parallel loops on libgomp's threads
+    constants: list  # bytes of every constant buffer (programs refer to them by number)
+
+
+def c_identifier(text, taken=()):
+    """`text` made a C identifier not in `taken` (and no C keyword)."""
+    name = re.sub(r"\W", "_", str(text)).strip("_") or "tensor"
+    if name[0].isdigit():
+        name = "t_" + name
+    base, k = name, 2
+    while name in taken or name in C_KEYWORDS:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def build_library(name, programs, params, directory, *, dynamic, weights="embed", cpu="host", threads=None,
+                  input_names=(), extra_manifest=None):
+    """Export `programs` ([(batch size, traced graph)], largest first: one for a static export,
+    a ladder of chunk sizes for a dynamic batch) with `params` ({name: ndarray}) into
+    `directory`. Returns the paths written."""
+    if not re.fullmatch(r"[A-Za-z_]\w*", name):
+        raise ExportError(f"export: the library name {name!r} must be a C identifier (letters, digits, _)")
+    if weights not in ("embed", "file"):
+        raise ExportError(f"export: weights={weights!r}; choose 'embed' (inside the library) or 'file' "
+                          f"(a safetensors file beside it)")
+    compiler = linker.c_compiler()
+    if compiler is None:
+        raise ExportError("export: no C compiler found to build the library (install cc, gcc or clang, or set CC); "
+                          "ember links the exported library with it")
+    with host.compiling_for(cpu):
+        target = CpuTarget(threads=threads, parallel=thread_runtime_loaded())
+        compiled = [_compile_program(name, batch, graph, target) for batch, graph in programs]
+        pieces = [p for p in support_library.PIECES if any(p in c["pieces"] for c in compiled)]
+        cache = _cache()
+        piece_objects = [support_library.piece_object(p, cache, target.parallel) for p in pieces]
+        features = _checked_features(host.host_cpu_features())
+        cpu_name = host.host_cpu_name()
+    graph = programs[0][1]
+    used = [p for p in graph.params if any(p in c["params"] for c in compiled)]
+    layout = weights_file.layout({p: np.ascontiguousarray(params[p], dtype=graph.node(graph.params[p]).dtype)
+                                  for p in used}, packed=weights == "file")
+    spec = _export_spec(name, programs, compiled, layout, dynamic, weights, features, cpu_name, target,
+                        input_names)
+    files = {f"{name}.h": c_api.header(spec).encode(), f"{name}.c": c_api.source(spec).encode()}
+    with tempfile.TemporaryDirectory(prefix="ember-export-") as work:
+        objects = []
+        for k, code in enumerate([c["object"] for c in compiled] + piece_objects):
+            objects.append(os.path.join(work, f"part{k}.o"))
+            with open(objects[-1], "wb") as f:
+                f.write(code)
+        for file_name, data in files.items():
+            with open(os.path.join(work, file_name), "wb") as f:
+                f.write(data)
+        sources = [os.path.join(work, f"{name}.c")]
+        if weights == "embed":
+            blob = os.path.join(work, "weights.bin")
+            with open(blob, "wb") as f:
+                f.write(layout.data)
+            with open(os.path.join(work, "weights.s"), "w") as f:
+                f.write(weights_file.incbin_assembly(f"{name}_weights_data", blob))
+            sources.append(os.path.join(work, "weights.s"))
+        else:
+            files[spec.weights_file] = weights_file.safetensors_bytes(layout)
+        with open(os.path.join(work, "exports.map"), "w") as f:
+            f.write(f"{{ global: {'; '.join(c_api.api_functions(name))}; local: *; }};\n")
+        library = os.path.join(work, f"{name}.so")
+        command = [*compiler, "-shared", "-fPIC", "-O2", "-o", library, *sources, *objects,
+                   f"-Wl,--version-script={os.path.join(work, 'exports.map')}", "-lm"]
+        if target.parallel:
+            command.append("-lgomp")
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise ExportError(f"export: {' '.join(compiler)} could not build {name}.so ({result.returncode}):\n"
+                              f"{result.stderr.strip()[-3000:]}")
+        with open(library, "rb") as f:
+            files[f"{name}.so"] = f.read()
+    manifest = _manifest(spec, layout, host.this_machine()["triple"], extra_manifest)
+    files["manifest.json"] = json.dumps(manifest, indent=1).encode()
+    files["README"] = _readme(spec).encode()
+    return write_directory(directory, files)
+
+
+def _cache():
+    from ..compile_cache import CompileCache
+    return CompileCache()
+
+
+def _compile_program(name, batch, graph, target):
+    """One traced graph compiled to object code with its entry named NAME_program_bBATCH."""
+    planned = plan(graph, StageTimer())
+    found = host_only_ops(planned.graph)
+    if found:
+        raise ExportError(f"export: {name} cannot be exported: {'; '.join(found)} "
+                          f"{'is' if len(found) == 1 else 'are'} host-only (run by numpy through a callback into "
+                          f"Python), and an exported library runs without Python")
+    lowered = lower(planned, target)
+    module_ref = target.optimize(target.emit(lowered))
+    entry = f"{name}_program_b{batch}"
+    module_ref.get_function(ENTRY_NAME).name = entry
+    description = {**describe(lowered), **target.describe(lowered, None)}
+    return {"batch": batch, "entry": entry, "object": target.object_code(module_ref), "lowered": lowered,
+            "description": description, "pieces": support_library.pieces_for(lowered.kernels),
+            "params": {decode_value(key) for kind, key, _, _ in description["externals"] if kind == "param"}}
+
+
+def _checked_features(feature_string):
+    """The enabled features of an LLVM feature string that a C compiler's __builtin_cpu_supports knows."""
+    known = {"sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi", "bmi2", "f16c", "lzcnt",
+             "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512vnni", "avx512ifma",
+             "avx512vbmi", "avx512vbmi2", "avx512bitalg", "avx512vpopcntdq", "gfni", "vpclmulqdq", "vaes", "aes",
+             "pclmul", "sha", "adx"}
+    return [f[1:] for f in feature_string.split(",") if f.startswith("+") and f[1:] in known]
+
+
+def _export_spec(name, programs, compiled, layout, dynamic, weights, features, cpu_name, target, input_names):
+    import ember
+    graph = programs[0][1]
+    taken = set()
+    inputs = []
+    for k, node_id in enumerate(graph.inputs):
+        node = graph.node(node_id)
+        label = c_identifier(input_names[k] if k < len(input_names) else node.name or f"input{k}", taken)
+        taken.add(label)
+        inputs.append(_tensor(label, node, dynamic))
+    outputs = []
+    for k, node_id in enumerate(graph.outputs):
+        label = c_identifier(f"output{k}" if len(graph.outputs) > 1 else "output", taken)
+        taken.add(label)
+        outputs.append(_tensor(label, graph.node(node_id), dynamic))
+    constants = []
+    specs = [_program_spec(c, layout, constants) for c in compiled]
+    return ExportSpec(name, ember.__version__, inputs, outputs, specs, layout,
+                      f"{name}.safetensors" if weights == "file" else "", dynamic, programs[0][0], features,
+                      cpu_name, target.threads, target.parallel, constants)
+
+
+def _tensor(label, node, dynamic):
+    itemsize = np.dtype(node.dtype).itemsize
+    shape = tuple(node.shape)
+    if dynamic:
+        return TensorSpec(label, np.dtype(node.dtype).name, (None,) + shape[1:], int(np.prod(shape[1:])) * itemsize)
+    return TensorSpec(label, np.dtype(node.dtype).name, shape, int(np.prod(shape)) * itemsize)
+
+
+def _program_spec(compiled, layout, constants):
+    lowered, description = compiled["lowered"], compiled["description"]
+    graph = lowered.graph
+    inputs = {node: k for k, node in enumerate(graph.inputs)}
+    outputs = {}
+    for k, node in enumerate(graph.outputs):
+        outputs.setdefault(node, k)
+    externals = []
+    for kind, key, shape, dtype in description["externals"]:
+        key, shape = decode_value(key), decode_value(shape)
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if kind == "input":
+            externals.append(("input", inputs[key], 0, nbytes))
+        elif kind == "param":
+            externals.append(("weight", 0, layout.offsets[key], nbytes))
+        elif kind == "constant":
+            constants.append(c_api.fill_bytes(key, shape, dtype))
+            externals.append(("constant", len(constants) - 1, 0, nbytes))
+        else:
+            externals.append(("output", outputs[key], 0, nbytes))
+    results = []
+    params_by_node = {node: name for name, node in graph.params.items()}
+    for k, node_id in enumerate(graph.outputs):
+        node = graph.node(node_id)
+        if node.op == "input":
+            results.append(("input", inputs[node_id], 0))
+        elif node.op == "param":
+            results.append(("weight", 0, layout.offsets[params_by_node[node_id]]))
+        elif node.op == "constant":
+            constants.append(c_api.fill_bytes(node.attrs["value"], node.shape, node.dtype))
+            results.append(("constant", len(constants) - 1, 0))
+        else:
+            results.append(("output", outputs[node_id], 0))
+    failures = [tuple(error) for error in description["errors"]]
+    return ProgramSpec(compiled["batch"], compiled["entry"], description["arena_bytes"], externals, results,
+                       failures, kernels=[k[0] for k in description["kernels"]], ir=str(graph),
+                       memory_plan=lowered.plan.describe())
+
+
+def _manifest(spec, layout, triple, extra):
+    def tensor(t):
+        return {"name": t.name, "dtype": t.dtype, "shape": ["batch" if d is None else d for d in t.shape]}
+    return {
+        "name": spec.name, "ember_version": spec.version,
+        "library": f"{spec.name}.so", "header": f"{spec.name}.h",
+        "inputs": [tensor(t) for t in spec.inputs], "outputs": [tensor(t) for t in spec.outputs],
+        "batch": {"dynamic": spec.dynamic, "size": None if spec.dynamic else spec.batch,
+                  "chunks": [p.batch for p in spec.programs]},
+        "target": {"triple": triple, "cpu": spec.cpu, "features": spec.features, "threads": spec.threads},
+        "weights": {"mode": "file" if spec.weights_file else "embed", "file": spec.weights_file or None,
+                    "bytes": layout.nbytes, "crc32": f"{layout.crc32:08x}",
+                    "tensors": [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape), "offset": layout.offsets[n]}
+                                for n, a in layout.arrays.items()]},
+        "programs": [{"batch": p.batch, "entry": p.entry, "arena_bytes": p.arena_bytes, "kernels": p.kernels,
+                      "ir": p.ir, "memory_plan": p.memory_plan} for p in spec.programs],
+        **(extra or {}),
+    }
+
+
+def _readme(spec):
+    n = spec.name
+    weights = f'"{spec.weights_file}"' if spec.weights_file else "NULL"
+    declare = "\n".join(f"        static {c_api.C_TYPES[t.dtype]} {t.name}[{_count(t, 'BATCH')}];"
+                        for t in spec.inputs + spec.outputs)
+    call = ", ".join(t.name for t in spec.inputs + spec.outputs)
+    batch = "3" if spec.dynamic else str(spec.batch)
+    return f"""{n}: a model exported by ember {spec.version}
+
+Files: {n}.so (the code{'' if spec.weights_file else ' and the weights'}), {n}.h (the C API)
+{f'{spec.weights_file} (the weights, safetensors; the library checks its size and checksum), ' if spec.weights_file else ''}manifest.json (inputs, outputs, batch, target CPU, the IR and memory plan of each program).
+The library needs libc, libm{' and libgomp (threads)' if spec.parallel else ''}; no Python.
+It was compiled for the CPU {spec.cpu} and refuses to load, with a message, on a CPU without
+the features listed in manifest.json.
+
+A minimal C program (main.c):
+
+    #include <stdio.h>
+    #include "{n}.h"
+    #define BATCH {batch}
+
+    int main(void) {{
+{declare}
+        {n}_t *model;
+        if ({n}_create({weights}, &model) != {n.upper()}_OK) {{
+            fprintf(stderr, "%s\\n", {n}_last_error(NULL));
+            return 1;
+        }}
+        if ({n}_run(model, {call}, BATCH) != {n.upper()}_OK) {{
+            fprintf(stderr, "%s\\n", {n}_last_error(model));
+            return 1;
+        }}
+        printf("%g\\n", (double){spec.outputs[0].name}[0]);
+        {n}_destroy(model);
+        return 0;
+    }}
+
+Build and run it here:
+
+    cc main.c -o main -L. -l:{n}.so -Wl,-rpath,'$ORIGIN' && ./main
+
+From Python (numpy only; no model source needed): `ember.load_exported("THIS_DIRECTORY")(inputs...)`.
+"""
+
+
+def _count(tensor, batch):
+    dims = [batch if d is None else str(d) for d in tensor.shape] or ["1"]
+    return " * ".join(dims)
+
+
+def write_directory(directory, files):
+    """Write {file name: bytes} as the whole of `directory`, replacing what was there at once:
+    the files go to a new folder beside it, which is then renamed into place."""
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    fresh = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.new-", dir=parent)
+    try:
+        for file_name, data in files.items():
+            with open(os.path.join(fresh, file_name), "wb") as f:
+                f.write(data)
+        os.chmod(fresh, 0o755)
+        old = None
+        if os.path.exists(directory):
+            if not os.path.isdir(directory):
+                raise ExportError(f"export: {directory} exists and is not a directory")
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
+            os.rmdir(old)
+            os.rename(directory, old)
+        os.rename(fresh, directory)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    return [os.path.join(directory, file_name) for file_name in files]

@@ -1,0 +1,128 @@
+"""`ember.export_library`: a model traced for inference and handed to the compiler's export back
+end (compiler/export/library.py), which writes a C library that runs it without Python.
+
+The model is traced under no_grad like `ember.trace`. A static export compiles one program at
+the example inputs' shapes. With `dynamic_batch=True` the model is traced again at a ladder of
+batch sizes (1, 2, 4, ... up to the example's batch, at least 8) and at 3 and 4N+3 (only to
+compare); passes/batch_axes.py checks that these are one program whose batch rows never mix,
+and the library runs any batch as chunks of the ladder's sizes. (Python code that changes
+what it computes only beyond the sizes traced cannot be seen; without symbolic shapes the
+trace sees numbers.) What a library cannot do is refused with the reason: Python callbacks
+(host-only ops), random numbers, writes to inputs or weights, values read back into Python.
+"""
+import re
+
+import numpy as np
+
+from ember.passes.batch_axes import BatchDependence, batch_axes
+from .autograd import no_grad
+from .tensor import Tensor
+from .tracer import Tracer, external_names, flatten_tensors, module_state, recording, _input_name
+
+MIN_LARGEST_CHUNK = 8
+
+
+def export_library(model_or_fn, example_inputs, path, *, dynamic_batch=False, target="cpu", weights="embed",
+                   cpu="host", name=None, threads=None):
+    """Compile `model_or_fn` at `example_inputs` (a tensor or a tuple of them) into the directory
+    `path`: NAME.so, NAME.h, manifest.json, README, and NAME.safetensors when `weights="file"`.
+    `dynamic_batch`: the library takes any batch size (dim 0 of every input and output).
+    `cpu`: "host", or an x86-64 level ("x86-64-v3", "generic-x86-64-v3", ...) to run on every
+    machine of that class. Returns the paths written."""
+    from ember.compiler.export.library import ExportError, build_library, c_identifier
+    if target != "cpu":
+        raise ExportError(f"export_library: target={target!r}; ember exports for the CPU only (target='cpu')")
+    if cpu not in (None, "host"):
+        from ember.compiler.cpu.host import level_features
+        try:
+            level_features(cpu)
+        except ValueError as error:
+            raise ExportError(f"export_library: {error}") from None
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if not inputs or not all(isinstance(t, Tensor) for t in inputs):
+        kinds = ", ".join(type(t).__name__ for t in inputs) or "nothing"
+        raise ExportError(f"export_library: example_inputs must be ember tensors (one, or a tuple), got {kinds}")
+    label = name or getattr(model_or_fn, "__name__", None) or type(model_or_fn).__name__
+    label = c_identifier(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", label).lower()) if name is None else label
+    if dynamic_batch:
+        bad = [k for k, t in enumerate(inputs) if t.ndim == 0 or t.shape[0] < 1]
+        if bad:
+            raise ExportError(f"export_library: dynamic_batch=True needs every input to have a batch dim first; "
+                              f"input {bad[0]} has shape {list(inputs[bad[0]].shape)}")
+        largest = 1 << max(inputs[0].shape[0], MIN_LARGEST_CHUNK).bit_length() - 1
+        sizes = [1 << k for k in range(largest.bit_length() - 1, -1, -1)]
+        traced = [(size, _trace(model_or_fn, _with_batch(inputs, size), label)) for size in sizes]
+        # two more sizes, traced only to be compared: Python code that uses the batch size
+        # where the ladder's powers of two would not show it (x.shape[0] % 2, > 8...)
+        checks = [_trace(model_or_fn, _with_batch(inputs, size), label)[0] for size in (3, 4 * largest + 3)]
+        graphs = [g for _, (g, _) in traced] + checks
+        try:
+            for other in graphs[1:-1]:
+                axes = batch_axes(graphs[0], other)
+            batch_axes(graphs[-1], graphs[0])  # (the largest trace)
+            unbatched = [k for k, node in enumerate(graphs[0].outputs) if axes[node] != 0]
+            if unbatched:
+                raise BatchDependence(f"output {unbatched[0]} {list(graphs[0].node(graphs[0].outputs[unbatched[0]]).shape)}"
+                                      f" does not carry the batch along its first dim")
+        except BatchDependence as error:
+            raise ExportError(f"export_library({label}, dynamic_batch=True): rows of a batch must be computed "
+                              f"apart for a dynamic batch, and here they are not: {error}") from None
+        params = traced[0][1][1]
+        programs = [(size, graph) for size, (graph, _) in traced]
+    else:
+        graph, params = _trace(model_or_fn, inputs, label)
+        programs = [(inputs[0].shape[0] if inputs[0].ndim else 1, graph)]
+    names = [_input_name(model_or_fn, f"args[0][{k}]") for k in range(len(inputs))]
+    return build_library(label, programs, params, path, dynamic=dynamic_batch, weights=weights, cpu=cpu,
+                         threads=threads, input_names=names)
+
+
+def _with_batch(inputs, size):
+    """The example inputs with `size` rows (their rows repeated or cut)."""
+    from .creation import from_numpy
+    return tuple(from_numpy(np.ascontiguousarray(np.resize(t.numpy(), (size,) + tuple(t.shape[1:])))) for t in inputs)
+
+
+def _trace(fn, inputs, label):
+    """(graph, {param name: ndarray}) of `fn(*inputs)` traced for inference; ExportError for what a
+    library cannot reproduce."""
+    from ember.compiler.export.library import ExportError
+    tracer = Tracer(label)
+    tracer.external_names = external_names(fn)
+    module = fn if hasattr(fn, "named_parameters") else getattr(fn, "__self__", None)
+    if module is not None and not hasattr(module, "named_parameters"):
+        module = None
+    arg_tensors = flatten_tensors((inputs, {}), "args")
+    for path, t in arg_tensors:
+        tracer.add_input(t, _input_name(fn, path))
+    state = module_state(module)
+    for pname, t in state:
+        tracer.add_param(t, pname)
+    with no_grad(), recording(tracer):
+        result = fn(*inputs)
+    outputs = [t for _, t in flatten_tensors(result)]
+    if not outputs:
+        raise ExportError(f"export_library({label}): the model returned no tensors")
+    watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
+    graph = tracer.finish(outputs, watched)
+    values = {n: np.asarray(t._data) for n, t in list(state) + list(tracer.externals) if t is not None}
+    tracer.release()
+    graph.verify()
+    if graph.mutations:
+        written = ", ".join(f"{m.kind} {m.target!r}" for m in graph.mutations)
+        raise ExportError(f"export_library({label}): the model writes to {written} while it runs (BatchNorm in "
+                          f"training mode, an in-place op on an input?); an exported library keeps its weights "
+                          f"fixed: call model.eval() first, or avoid the write")
+    if graph.guards:
+        raise ExportError(f"export_library({label}): the model's Python code reads tensor values "
+                          f"({graph.guards[0].describe()}); an exported library cannot run that Python: "
+                          f"compute the condition with tensor ops (torch.where) instead")
+    random = [n for n in graph.nodes() if n.op == "random"]
+    if random:
+        where = f" at {random[0].source}" if getattr(random[0], "source", "") else ""
+        raise ExportError(f"export_library({label}): the model draws random numbers (%{random[0].id} "
+                          f"{random[0].name}{where}: dropout in training mode?); call model.eval() first")
+    missing = [p for p in graph.params if p not in values]
+    if missing:
+        raise ExportError(f"export_library({label}): no value for the tensor(s) {', '.join(missing)}")
+    return graph, values

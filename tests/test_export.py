@@ -1,0 +1,297 @@
+"""ember.export_library: a model as a C library (NAME.so, NAME.h, manifest, README, weights),
+checked against eager ember from Python (ember.load_exported) and from a C program, with a
+dynamic batch where rows provably never mix and clear refusals everywhere else."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ember
+import ember.nn as nn
+import ember.nn.functional as F
+from ember.compiler.cpu import host
+from ember.compiler.export.library import ExportError
+from ember.runtime.exported_library import ExportedLibraryError
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from benchmark_models import seed_net_class  # noqa: E402
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                              reason="exporting links the library with the system C compiler (cc/gcc)")
+pytestmark = needs_cc
+
+
+def eager(model, *inputs):
+    with ember.no_grad():
+        out = model(*inputs)
+    return out.numpy() if not isinstance(out, tuple) else tuple(o.numpy() for o in out)
+
+
+def mlp():
+    ember.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+class TinyGPT(nn.Module):
+    """Token and position embeddings, causal attention, GELU MLP, layer norm: a GPT block."""
+
+    def __init__(self, vocab=65, dim=32, heads=4, block=16):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(vocab, dim), nn.Embedding(block, dim)
+        self.ln = nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.head, self.heads = nn.Linear(dim, vocab), heads
+
+    def forward(self, idx):
+        batch, length = idx.shape
+        h = self.emb(idx) + self.pos(ember.arange(length))
+        q, k, v = self.qkv(self.ln(h)).split(h.shape[-1], dim=-1)
+        q, k, v = [t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v)]
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.proj(a.transpose(1, 2).reshape(batch, length, -1))
+        return self.head(h + self.mlp(self.ln(h)))
+
+
+# ----------------------------------------------------------------------------- static exports
+
+def test_static_export_matches_eager_and_exports_only_the_c_api(tmp_path):
+    model, x = mlp(), ember.randn(5, 4)
+    paths = ember.export_library(model, x, tmp_path / "out")
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == ["README", "manifest.json", "sequential.c", "sequential.h", "sequential.so"]
+    lib = ember.load_exported(str(tmp_path / "out"))
+    np.testing.assert_allclose(lib(x.numpy()), eager(model, x), rtol=1e-6, atol=1e-6)
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(tmp_path / "out" / "sequential.so")],
+                             capture_output=True, text=True, check=True).stdout.split()
+    exported = sorted(s for s in symbols if s.startswith("sequential"))
+    assert "sequential_create" in exported and "sequential_run" in exported
+    assert not [s for s in exported if "program" in s or "weights" in s or "sgemm" in s], exported
+    needed = subprocess.run(["readelf", "-d", str(tmp_path / "out" / "sequential.so")], capture_output=True,
+                            text=True, check=True).stdout
+    libraries = {line.split("[")[1].split("]")[0] for line in needed.splitlines() if "NEEDED" in line}
+    assert libraries <= {"libc.so.6", "libm.so.6", "libgomp.so.1", "ld-linux-x86-64.so.2"}, libraries
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": [5, 4]}]
+    assert manifest["outputs"] == [{"name": "output", "dtype": "float32", "shape": [5, 3]}]
+    assert manifest["batch"] == {"dynamic": False, "size": 5, "chunks": [5]}
+    assert manifest["programs"][0]["ir"].startswith("graph") and manifest["programs"][0]["memory_plan"]
+
+
+def test_a_static_export_refuses_another_batch_with_a_message(tmp_path):
+    ember.export_library(mlp(), ember.randn(5, 4), tmp_path / "out")
+    lib = ember.load_exported(str(tmp_path / "out"))
+    with pytest.raises(ExportedLibraryError, match=r"input input has shape \[3, 4\], the library takes \[5, 4\]"):
+        lib(np.zeros((3, 4), np.float32))
+
+
+def test_the_readme_c_program_builds_and_prints_what_python_computes(tmp_path):
+    model = mlp()
+    ember.export_library(model, ember.randn(2, 4), tmp_path / "out", name="classifier")
+    folder = tmp_path / "out"
+    readme = (folder / "README").read_text()
+    program = readme.split("main.c):\n", 1)[1].split("Build and run it here:")[0]
+    (folder / "main.c").write_text("\n".join(line[4:] for line in program.splitlines()))
+    command = readme.split("Build and run it here:\n\n", 1)[1].splitlines()[0].strip()
+    run = subprocess.run(command, shell=True, cwd=folder, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    expected = eager(model, ember.zeros(2, 4))[0, 0]
+    assert abs(float(run.stdout) - expected) < 1e-5
+
+
+def test_several_inputs_and_outputs_int64_inputs_and_outputs_that_are_not_computed(tmp_path):
+    def f(x, idx):
+        y = x * 2
+        return y, x, y, idx + 1
+    x, idx = ember.randn(3, 4), ember.randint(0, 9, (3, 2))
+    ember.export_library(f, (x, idx), tmp_path / "out", dynamic_batch=True)
+    lib = ember.load_exported(str(tmp_path / "out"))
+    for rows in (1, 6, 13):
+        xb, ib = ember.randn(rows, 4), ember.randint(0, 9, (rows, 2))
+        for got, want in zip(lib(xb, ib), eager(f, xb, ib)):
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- dynamic batch
+
+def test_dynamic_batch_seed_net_runs_every_batch_size_as_eager_does(tmp_path):
+    ember.manual_seed(0)
+    net = seed_net_class(ember)().eval()
+    ember.export_library(net, ember.randn(4, 3, 32, 32), tmp_path / "out", dynamic_batch=True)
+    lib = ember.load_exported(str(tmp_path / "out"))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["batch"] == {"dynamic": True, "size": None, "chunks": [8, 4, 2, 1]}
+    assert manifest["inputs"][0]["shape"] == ["batch", 3, 32, 32]
+    for rows in (1, 7, 13, 31):
+        x = ember.randn(rows, 3, 32, 32)
+        np.testing.assert_allclose(lib(x), eager(net, x), rtol=1e-5, atol=1e-6)
+
+
+def test_dynamic_batch_transformer_with_token_ids_and_weights_in_a_file(tmp_path):
+    ember.manual_seed(0)
+    gpt = TinyGPT().eval()
+    paths = ember.export_library(gpt, ember.randint(0, 65, (2, 16)), tmp_path / "out", dynamic_batch=True,
+                                 weights="file")
+    assert any(p.endswith("/tiny_gpt.safetensors") for p in paths)
+    lib = ember.load_exported(str(tmp_path / "out"))
+    for rows in (1, 5, 11):
+        idx = ember.randint(0, 65, (rows, 16))
+        np.testing.assert_allclose(lib(idx), eager(gpt, idx), rtol=1e-4, atol=1e-5)
+
+
+def test_the_exported_library_runs_parallel_loops_on_threads(tmp_path):
+    def big(x):
+        return (x * 2 + 1).relu() * x.sigmoid()
+    ember.export_library(big, ember.randn(16, 1 << 17), tmp_path / "out", dynamic_batch=True)
+    x = ember.randn(20, 1 << 17)
+    for threads in (1, 2):
+        lib = ember.load_exported(str(tmp_path / "out"), threads=threads)
+        np.testing.assert_allclose(lib(x), eager(big, x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ExportedLibraryError, match="give at least 1"):
+        lib.set_num_threads(0)
+
+
+ROWS_MIX = {
+    "mean_over_batch": (lambda x: x - x.mean(0), "depends on the batch size"),
+    "sum_of_all": (lambda x: x.sum(), "reduces over the batch"),
+    "flatten_everything": (lambda x: x.reshape(-1), "folds the batch axis"),
+    "first_row": (lambda x: x[0:1] * 2, "slices the batch axis"),
+    "softmax_over_batch": (lambda x: F.softmax(x, dim=0), "reduces over the batch"),
+    "cumsum_over_batch": (lambda x: x.cumsum(0), "runs along the batch axis"),
+    "gram_of_rows": (lambda x: x @ x.t(), "one batch axis per value"),
+    "batch_dependent_branch": (lambda x: x * 2 if x.shape[0] > 4 else x * 3, "depends on the batch size"),
+    "batch_moved_to_the_end": (lambda x: x.t() * 1, "does not carry the batch along its first dim"),
+    "flip_rows": (lambda x: x.flip(0), "runs along the batch axis"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROWS_MIX))
+def test_dynamic_batch_is_refused_where_rows_mix_naming_the_op(tmp_path, case):
+    function, message = ROWS_MIX[case]
+    function.__name__ = case
+    with pytest.raises(ExportError, match=message):
+        ember.export_library(function, ember.randn(4, 6), tmp_path / "out", dynamic_batch=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_rows_that_stay_apart_are_accepted_through_reshapes_concat_and_filled_constants(tmp_path):
+    def f(x):
+        y = ember.cat([x, x * 2], dim=1).view(x.shape[0], 2, 2, 3).flatten(1)
+        return F.softmax(y, dim=1) + ember.zeros(x.shape[0], 12)
+    ember.export_library(f, ember.randn(4, 6), tmp_path / "out", dynamic_batch=True)
+    lib = ember.load_exported(str(tmp_path / "out"))
+    x = ember.randn(21, 6)
+    np.testing.assert_allclose(lib(x), eager(f, x), rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- refusals
+
+class WithBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(4, 4), nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+def test_refusals_say_what_cannot_be_exported_and_what_to_do(tmp_path):
+    x = ember.randn(3, 4)
+
+    def sorts(x):
+        return x.argsort(1)
+
+    def branches(x):
+        return x * 2 if x.sum() > 0 else x
+
+    with pytest.raises(ExportError, match=r"argsort \(%1 argsort_1\) at test_export.py:\d+ is host-only"):
+        ember.export_library(sorts, x, tmp_path / "a")
+    with pytest.raises(ExportError, match=r"writes to param 'bn.running_mean'.*call model.eval\(\)"):
+        ember.export_library(WithBatchNorm().train(), x, tmp_path / "b")
+    with pytest.raises(ExportError, match=r"reads tensor values \(guard at test_export.py:\d+"):
+        ember.export_library(branches, x, tmp_path / "c")
+    with pytest.raises(ExportError, match=r"draws random numbers.*call model.eval\(\)"):
+        ember.export_library(nn.Dropout(0.5).train(), x, tmp_path / "d")
+    with pytest.raises(ExportError, match="weights='paper'"):
+        ember.export_library(mlp(), x, tmp_path / "e", weights="paper")
+    with pytest.raises(ExportError, match="unknown CPU 'pentium'"):
+        ember.export_library(mlp(), x, tmp_path / "f", cpu="pentium")
+    assert not any((tmp_path / d).exists() for d in "abcdef")
+    # the BatchNorm model in eval mode exports, and computes with its running statistics
+    model = WithBatchNorm().eval()
+    ember.export_library(model, x, tmp_path / "g")
+    np.testing.assert_allclose(ember.load_exported(str(tmp_path / "g"))(x), eager(model, x), rtol=1e-6, atol=1e-6)
+
+
+def test_a_wrong_weights_file_is_refused_with_a_message(tmp_path):
+    model, x = mlp(), ember.randn(2, 4)
+    ember.export_library(model, x, tmp_path / "out", weights="file")
+    weights = tmp_path / "out" / "sequential.safetensors"
+    from ember.compiler.export.weights_file import read_safetensors
+    assert np.array_equal(read_safetensors(weights)["0.weight"], model[0].weight.detach().numpy())
+    np.testing.assert_allclose(ember.load_exported(str(tmp_path / "out"))(x), eager(model, x), rtol=1e-6)
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x40
+    (tmp_path / "tampered.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ExportedLibraryError, match="is not sequential's weights file"):
+        ember.load_exported(str(tmp_path / "out"), weights_path=str(tmp_path / "tampered.safetensors"))
+    (tmp_path / "short.safetensors").write_bytes(bytes(data[:-8]))
+    with pytest.raises(ExportedLibraryError, match=r"has \d+ bytes; sequential's weights file has \d+"):
+        ember.load_exported(str(tmp_path / "out"), weights_path=str(tmp_path / "short.safetensors"))
+    with pytest.raises(ExportedLibraryError, match="cannot open the weights file"):
+        ember.load_exported(str(tmp_path / "out"), weights_path=str(tmp_path / "missing.safetensors"))
+    ember.export_library(model, x, tmp_path / "embedded")
+    with pytest.raises(ExportedLibraryError, match="holds its weights inside the library; pass NULL"):
+        ember.load_exported(str(tmp_path / "embedded"), weights_path=str(weights))
+
+
+# ----------------------------------------------------------------------------- CPUs, the CLI, names
+
+def test_an_export_for_a_cpu_level_uses_only_that_levels_features(tmp_path):
+    model, x = mlp(), ember.randn(3, 4)
+    ember.export_library(model, x, tmp_path / "v2", cpu="generic-x86-64-v2")
+    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    assert manifest["target"]["cpu"] == "x86-64-v2"
+    assert "sse4.2" in manifest["target"]["features"] and "avx" not in manifest["target"]["features"]
+    np.testing.assert_allclose(ember.load_exported(str(tmp_path / "v2"))(x), eager(model, x), rtol=1e-6)
+    # x86-64-v4 needs AVX-512: it runs where the CPU has it, and is refused with a message where not
+    ember.export_library(model, x, tmp_path / "v4", cpu="x86-64-v4")
+    if all(host.host_has_feature(f) for f in ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")):
+        np.testing.assert_allclose(ember.load_exported(str(tmp_path / "v4"))(x), eager(model, x), rtol=1e-6)
+    else:
+        with pytest.raises(ExportedLibraryError, match=r"this CPU lacks avx512\w+, which sequential's code"):
+            ember.load_exported(str(tmp_path / "v4"))
+    assert host.host_cpu_name() == host.this_machine()["cpu"]  # the level applied only inside the export
+
+
+def test_cli_export_writes_a_library_and_explains_mistakes(tmp_path):
+    model_file = tmp_path / "model.py"
+    model_file.write_text("import ember.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                          "        super().__init__()\n        self.fc = nn.Linear(6, 2)\n\n"
+                          "    def forward(self, x):\n        return self.fc(x).relu()\n")
+    command = [sys.executable, "-m", "ember", "export", f"{model_file}:Net", "--input", "2x6"]
+    done = subprocess.run(command + ["--dynamic-batch", "-o", str(tmp_path / "lib")], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ember export: wrote" in done.stdout and (tmp_path / "lib" / "Net.so").exists()
+    out = ember.load_exported(str(tmp_path / "lib"))(np.ones((3, 6), np.float32))
+    assert out.shape == (3, 2)
+    bad = subprocess.run(command + ["--cpu", "x86-64-v9", "-o", str(tmp_path / "lib2")], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown CPU 'x86-64-v9'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_exporting_again_replaces_the_directory_whole(tmp_path):
+    ember.export_library(mlp(), ember.randn(2, 4), tmp_path / "out", weights="file")
+    ember.export_library(mlp(), ember.randn(2, 4), tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert not (tmp_path / "out" / "sequential.safetensors").exists()
+
+
+def test_torch_export_names_point_to_export_library():
+    with pytest.raises(NotImplementedError, match=r"ember.export_library\(model, example_inputs"):
+        ember.export.export(mlp(), (ember.randn(1, 4),))
