@@ -3,9 +3,9 @@ library size and dependencies, and the latency of one call from C (a timing harn
 against the library), from Python (ember.load_exported) and, side by side in the same run,
 ember.compile in Python and PyTorch eager when installed.
 
-Batches: 1 (a static export for batch 1) and 64 / 63 / 100 from one dynamic-batch export (63 and
-100 run as chunks of 8, 4, 2, 1 rows... see passes/batch_axes.py), against ember.compile at the
-same batch. Medians over rounds.
+Batches: 1 (a static export for batch 1) and 64 / 63 / 100 from one dynamic-batch export whose
+example had 64 rows (programs for 64, 32, ..., 1 rows; 63 runs as 32+16+8+4+2+1, 100 as 64+32+4:
+see passes/batch_axes.py), against ember.compile at the same batch. Medians over rounds.
 
     python3 benchmarks/export.py [--quick]
 """
@@ -61,9 +61,12 @@ def median_seconds(function, calls, rounds):
 
 
 def cold_export(folder, dynamic):
-    """Seconds of export_library in a new process with an empty compile cache (import not counted)."""
+    """Seconds of export_library in a new process with an empty compile cache (import not counted).
+    The dynamic export's example has 64 rows: its largest chunk."""
+    rows = 64 if dynamic else 1
     code = (f"import sys, time; sys.path.insert(0, {HERE!r}); import ember; from benchmark_models import "
-            f"seed_net_class; net = seed_net_class(ember)().eval(); x = ember.randn(1, 3, 32, 32); "
+            f"seed_net_class; ember.manual_seed(0); net = seed_net_class(ember)().eval(); "
+            f"x = ember.randn({rows}, 3, 32, 32); "
             f"start = time.perf_counter(); ember.export_library(net, x, {folder!r}, name='Net', "
             f"dynamic_batch={dynamic}); print(time.perf_counter() - start)")
     with tempfile.TemporaryDirectory() as cache:

@@ -42,39 +42,67 @@ def export_library(model_or_fn, example_inputs, path, *, dynamic_batch=False, ta
     if not inputs or not all(isinstance(t, Tensor) for t in inputs):
         kinds = ", ".join(type(t).__name__ for t in inputs) or "nothing"
         raise ExportError(f"export_library: example_inputs must be ember tensors (one, or a tuple), got {kinds}")
-    label = name or getattr(model_or_fn, "__name__", None) or type(model_or_fn).__name__
-    label = c_identifier(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", label).lower()) if name is None else label
+    if name is not None and not (isinstance(name, str) and re.fullmatch(r"[A-Za-z_]\w*", name)):
+        raise ExportError(f"export_library: name={name!r} must be a C identifier (letters, digits, _)")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ExportError(f"export_library: threads={threads!r}; give a whole number >= 1 (or None: "
+                          f"EMBER_NUM_THREADS)")
+    label = name or c_identifier(re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", getattr(model_or_fn, "__name__", None)
+                                        or type(model_or_fn).__name__).lower())
     if dynamic_batch:
-        bad = [k for k, t in enumerate(inputs) if t.ndim == 0 or t.shape[0] < 1]
-        if bad:
-            raise ExportError(f"export_library: dynamic_batch=True needs every input to have a batch dim first; "
-                              f"input {bad[0]} has shape {list(inputs[bad[0]].shape)}")
-        largest = 1 << max(inputs[0].shape[0], MIN_LARGEST_CHUNK).bit_length() - 1
-        sizes = [1 << k for k in range(largest.bit_length() - 1, -1, -1)]
-        traced = [(size, _trace(model_or_fn, _with_batch(inputs, size), label)) for size in sizes]
-        # two more sizes, traced only to be compared: Python code that uses the batch size
-        # where the ladder's powers of two would not show it (x.shape[0] % 2, > 8...)
-        checks = [_trace(model_or_fn, _with_batch(inputs, size), label)[0] for size in (3, 4 * largest + 3)]
-        graphs = [g for _, (g, _) in traced] + checks
-        try:
-            for other in graphs[1:-1]:
-                axes = batch_axes(graphs[0], other)
-            batch_axes(graphs[-1], graphs[0])  # (the largest trace)
-            unbatched = [k for k, node in enumerate(graphs[0].outputs) if axes[node] != 0]
-            if unbatched:
-                raise BatchDependence(f"output {unbatched[0]} {list(graphs[0].node(graphs[0].outputs[unbatched[0]]).shape)}"
-                                      f" does not carry the batch along its first dim")
-        except BatchDependence as error:
-            raise ExportError(f"export_library({label}, dynamic_batch=True): rows of a batch must be computed "
-                              f"apart for a dynamic batch, and here they are not: {error}") from None
-        params = traced[0][1][1]
-        programs = [(size, graph) for size, (graph, _) in traced]
+        programs, params = _dynamic_batch_programs(model_or_fn, inputs, label)
     else:
         graph, params = _trace(model_or_fn, inputs, label)
         programs = [(inputs[0].shape[0] if inputs[0].ndim else 1, graph)]
     names = [_input_name(model_or_fn, f"args[0][{k}]") for k in range(len(inputs))]
     return build_library(label, programs, params, path, dynamic=dynamic_batch, weights=weights, cpu=cpu,
                          threads=threads, input_names=names)
+
+
+def _dynamic_batch_programs(fn, inputs, label):
+    """[(batch size, graph)] of the ladder, largest first, and the params, after proving that the
+    traces are one program whose rows never mix (passes/batch_axes.py) and that the tensors the
+    model reads do not change with the batch."""
+    from ember.compiler.export.library import ExportError
+    batches = {t.shape[0] if t.ndim else None for t in inputs}
+    if None in batches or 0 in batches or len(batches) > 1:
+        shapes = ", ".join(str(list(t.shape)) for t in inputs)
+        raise ExportError(f"export_library({label}, dynamic_batch=True): every input must have the same batch "
+                          f"(>= 1) as its first dim; the example inputs have shapes {shapes}")
+    largest = 1 << max(inputs[0].shape[0], MIN_LARGEST_CHUNK).bit_length() - 1
+    ladder = [1 << k for k in range(largest.bit_length() - 1, -1, -1)]
+    # two more sizes, traced only to be compared: Python code that uses the batch size where
+    # the ladder's powers of two would not show it (x.shape[0] % 2, > 8...)
+    sizes = ladder + [3, 4 * largest + 3]
+    traced = []
+    for size in sizes:
+        try:
+            traced.append(_trace(fn, _with_batch(inputs, size), label))
+        except ExportError:
+            raise
+        except Exception as error:
+            raise ExportError(f"export_library({label}, dynamic_batch=True): the model fails at batch {size} "
+                              f"(ember traces it at {', '.join(map(str, sizes))} to prove the batch dynamic): "
+                              f"{type(error).__name__}: {error}") from error
+    (biggest, params), check = traced[0], traced[-1]
+    try:
+        for size, (graph, values) in zip(sizes[1:], traced[1:]):
+            pair = (check[0], biggest, (sizes[-1], sizes[0])) if graph is check[0] else \
+                (biggest, graph, (sizes[0], size))
+            axes = batch_axes(*pair)
+            changed = [n for n in params if n not in values or not np.array_equal(params[n], values[n])]
+            if changed or set(values) != set(params):
+                raise BatchDependence(f"the tensor {(changed or sorted(set(values) ^ set(params)))[0]!r} the model "
+                                      f"reads is another one at batch {size}")
+        axes = batch_axes(biggest, traced[1][0], (sizes[0], sizes[1]))
+        unbatched = [k for k, node in enumerate(biggest.outputs) if axes[node] != 0]
+        if unbatched:
+            raise BatchDependence(f"output {unbatched[0]} {list(biggest.node(biggest.outputs[unbatched[0]]).shape)}"
+                                  f" does not carry the batch along its first dim")
+    except BatchDependence as error:
+        raise ExportError(f"export_library({label}, dynamic_batch=True): rows of a batch must be computed apart "
+                          f"for a dynamic batch, and here they are not: {error}") from None
+    return [(size, graph) for size, (graph, _) in zip(ladder, traced)], params
 
 
 def _with_batch(inputs, size):

@@ -20,11 +20,12 @@ class BatchDependence(ValueError):
     """Rows of the batch mix (or might mix) somewhere in the program."""
 
 
-def batch_axes(big, small):
-    """{node id: batch axis or None} for graph `big` (traced at the larger batch), after checking
-    that `small` is the same program at a smaller batch and that rows never mix."""
+def batch_axes(big, small, sizes):
+    """{node id: batch axis or None} for graph `big` (traced at batch sizes[0]), after checking
+    that `small` (traced at sizes[1]) is the same program with the batch changed and that rows
+    never mix."""
     axes = {}
-    compare_programs(big, small, axes)
+    compare_programs(big, small, axes, sizes)
     for node in big.nodes():
         if node.op in ("input", "param", "constant"):
             if node.op == "input" and axes[node.id] != 0:
@@ -32,8 +33,13 @@ def batch_axes(big, small):
                                       f"the batch (every input of a dynamic-batch export is batched along dim 0)")
             continue
         operands = [axes[i] for i in node.inputs]
-        if axes[node.id] is None and all(a is None for a in operands):
-            continue  # computed from params and constants alone: the same for every row
+        if all(a is None for a in operands):
+            if axes[node.id] is None:
+                continue  # computed from params and constants alone: the same for every row
+            if node.op != "broadcast_to":  # (spreading one value over every row is fine)
+                raise BatchDependence(f"{_where(node)}: it makes a batch-sized value from values without a batch "
+                                      f"(row b would be picked by its position, e.g. table[:x.shape[0]])")
+            continue
         rule = RULES.get(node.op)
         problem = "ember has no batch rule for this op" if rule is None else \
             rule(big, node, [big.node(i) for i in node.inputs], operands, axes[node.id])
@@ -42,9 +48,9 @@ def batch_axes(big, small):
     return axes
 
 
-def compare_programs(big, small, axes):
-    """Fill `axes` from the shapes of the two traces; BatchDependence where they are not one
-    program with the batch changed."""
+def compare_programs(big, small, axes, sizes):
+    """Fill `axes` from the shapes of the two traces (at batch sizes `sizes`); BatchDependence
+    where they are not one program with the batch changed."""
     big_ids, small_ids = [n.id for n in big.nodes()], [n.id for n in small.nodes()]
     if sorted(big_ids) != sorted(small_ids) or big.outputs != small.outputs or big.inputs != small.inputs:
         raise BatchDependence(f"{big.name}: the traced program changes with the batch size ({len(big_ids)} nodes at "
@@ -58,6 +64,10 @@ def compare_programs(big, small, axes):
         if len(node.shape) != len(other.shape) or len(changed) > 1:
             raise BatchDependence(f"{_where(node)}: shape {list(node.shape)} becomes {list(other.shape)} at a smaller "
                                   f"batch; a dynamic batch needs one batch axis per value")
+        if changed and (node.shape[changed[0]], other.shape[changed[0]]) != tuple(sizes):
+            raise BatchDependence(f"{_where(node)}: shape {list(node.shape)} at batch {sizes[0]} becomes "
+                                  f"{list(other.shape)} at batch {sizes[1]}: a dim changes with the batch without "
+                                  f"being the batch")
         axes[node.id] = changed[0] if changed else None
         _compare_attrs(node, other, axes[node.id])
 
@@ -74,7 +84,8 @@ def _compare_attrs(node, other, axis):
         if axis is not None and node.op in ("slice", "slice_update") and name == "stops" and len(a) == len(b) \
                 and [k for k in range(len(a)) if a[k] != b[k]] == [axis]:
             continue  # the batch axis taken whole: the slice rules check it against the operand
-        if node.op == "constant" and name == "value" and _uniform(a) is not None and _uniform(a) == _uniform(b):
+        if node.op == "constant" and name == "value" and _uniform(a) is not None and _uniform(b) is not None \
+                and _same(_uniform(a), _uniform(b)):
             continue  # the same fill at both sizes (torch.zeros(x.shape[0], 6))
         raise BatchDependence(f"{_where(node)}: its {name} depends on the batch size ({_short(a)} at one size, "
                               f"{_short(b)} at another)")
@@ -84,10 +95,11 @@ _SIZE_ATTRS = {("reshape", "shape"), ("broadcast_to", "shape"), ("random", "shap
 
 
 def _uniform(value):
-    """The one value every element of `value` has, or None."""
+    """The one value every element of `value` has (as a 1-element array: NaN compares equal
+    through _same), or None."""
     import numpy as np
     flat = np.asarray(value).reshape(-1)
-    return flat[0].item() if flat.size and (flat == flat[0]).all() else None
+    return flat[:1] if flat.size and _same(flat, np.broadcast_to(flat[:1], flat.shape)) else None
 
 
 def _short(value):
@@ -97,8 +109,18 @@ def _short(value):
 
 
 def _same(a, b):
+    """Equal values (NaN equal to NaN: a clamp's or an ELU's NaN-propagating constants)."""
+    import numpy as np
+    if hasattr(a, "shape") or hasattr(b, "shape") or isinstance(a, float) or isinstance(b, float):
+        try:
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
+                return False
+            return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+        except (TypeError, ValueError):
+            return False
     try:
-        return bool(a == b) if not hasattr(a, "shape") else (a.shape == b.shape and bool((a == b).all()))
+        return bool(a == b)
     except (TypeError, ValueError):
         return False
 

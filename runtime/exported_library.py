@@ -7,6 +7,7 @@ NAME_last_error...) does the rest, so this runs exactly what a C program would.
 import ctypes
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -21,6 +22,7 @@ class ExportedModel:
     """A loaded exported library: `model(*inputs)` returns the output array (or a tuple of them)."""
 
     def __init__(self, directory, weights_path=None, threads=None):
+        self._lock = threading.Lock()  # one call at a time per instance (the C API's rule; ctypes drops the GIL)
         manifest_path = os.path.join(directory, "manifest.json")
         try:
             with open(manifest_path) as f:
@@ -57,8 +59,9 @@ class ExportedModel:
         self.dynamic = self.manifest["batch"]["dynamic"]
 
     def set_num_threads(self, threads):
-        if self._threads(self._handle, int(threads)):
-            raise ExportedLibraryError(self._error(self._handle).decode())
+        with self._lock:
+            if self._threads(self._handle, int(threads)):
+                raise ExportedLibraryError(self._error(self._handle).decode())
 
     def __call__(self, *arrays):
         if len(arrays) != len(self.inputs):
@@ -67,7 +70,12 @@ class ExportedModel:
         batch = None
         inputs = []
         for given, spec in zip(arrays, self.inputs):
-            array = np.ascontiguousarray(getattr(given, "_data", given), dtype=spec["dtype"])
+            array = np.asarray(getattr(given, "_data", given))
+            kinds = {"f": "f", "i": "i", "u": "i", "b": "b"}  # floats, integers, bools: never mixed silently
+            if kinds.get(array.dtype.kind) != kinds.get(np.dtype(spec["dtype"]).kind):
+                raise ExportedLibraryError(f"{self.name}: input {spec['name']} is {array.dtype}, the library takes "
+                                           f"{spec['dtype']}")
+            array = np.ascontiguousarray(array, dtype=spec["dtype"])
             shape = list(array.shape)
             expected = [shape[0] if d == "batch" and shape else d for d in spec["shape"]]
             if shape != expected or (self.dynamic and batch is not None and shape[0] != batch):
@@ -81,14 +89,18 @@ class ExportedModel:
                    for spec in self.outputs]
         in_table = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
         out_table = (ctypes.c_void_p * max(len(outputs), 1))(*[a.ctypes.data for a in outputs])
-        if self._run(self._handle, in_table, out_table, batch):
-            raise ExportedLibraryError(self._error(self._handle).decode())
+        with self._lock:
+            if not self._handle:
+                raise ExportedLibraryError(f"{self.name}: the library was closed")
+            if self._run(self._handle, in_table, out_table, batch):
+                raise ExportedLibraryError(self._error(self._handle).decode())
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def close(self):
         if getattr(self, "_handle", None):
-            self._destroy(self._handle)
-            self._handle = None
+            with self._lock:
+                self._destroy(self._handle)
+                self._handle = None
 
     def __del__(self):
         self.close()

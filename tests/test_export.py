@@ -82,11 +82,35 @@ def test_static_export_matches_eager_and_exports_only_the_c_api(tmp_path):
     assert manifest["programs"][0]["ir"].startswith("graph") and manifest["programs"][0]["memory_plan"]
 
 
-def test_a_static_export_refuses_another_batch_with_a_message(tmp_path):
+def test_a_static_export_refuses_another_batch_or_another_kind_of_dtype(tmp_path):
     ember.export_library(mlp(), ember.randn(5, 4), tmp_path / "out")
     lib = ember.load_exported(str(tmp_path / "out"))
     with pytest.raises(ExportedLibraryError, match=r"input input has shape \[3, 4\], the library takes \[5, 4\]"):
         lib(np.zeros((3, 4), np.float32))
+    with pytest.raises(ExportedLibraryError, match="input input is int64, the library takes float32"):
+        lib(np.zeros((5, 4), np.int64))
+    assert lib(np.zeros((5, 4), np.float64)).dtype == np.float32  # (float64 -> float32, as numpy casts)
+
+
+def test_one_loaded_library_serves_calls_from_several_threads_one_at_a_time(tmp_path):
+    import threading
+    model = mlp()
+    ember.export_library(model, ember.randn(8, 4), tmp_path / "out", dynamic_batch=True)
+    lib = ember.load_exported(str(tmp_path / "out"))
+    inputs = [ember.randn(13, 4) for _ in range(8)]
+    expected = [eager(model, x) for x in inputs]
+    wrong = []
+
+    def work(k):
+        for _ in range(50):
+            if np.abs(lib(inputs[k]) - expected[k]).max() > 1e-5:
+                wrong.append(k)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
 
 
 def test_the_readme_c_program_builds_and_prints_what_python_computes(tmp_path):
@@ -158,7 +182,7 @@ def test_the_exported_library_runs_parallel_loops_on_threads(tmp_path):
 ROWS_MIX = {
     "mean_over_batch": (lambda x: x - x.mean(0), "depends on the batch size"),
     "sum_of_all": (lambda x: x.sum(), "reduces over the batch"),
-    "flatten_everything": (lambda x: x.reshape(-1), "folds the batch axis"),
+    "flatten_everything": (lambda x: x.reshape(-1), "changes with the batch without being the batch"),
     "first_row": (lambda x: x[0:1] * 2, "slices the batch axis"),
     "softmax_over_batch": (lambda x: F.softmax(x, dim=0), "reduces over the batch"),
     "cumsum_over_batch": (lambda x: x.cumsum(0), "runs along the batch axis"),
@@ -166,7 +190,13 @@ ROWS_MIX = {
     "batch_dependent_branch": (lambda x: x * 2 if x.shape[0] > 4 else x * 3, "depends on the batch size"),
     "batch_moved_to_the_end": (lambda x: x.t() * 1, "does not carry the batch along its first dim"),
     "flip_rows": (lambda x: x.flip(0), "runs along the batch axis"),
+    "table_cut_to_the_batch": (lambda x: x + POSITIONS[:x.shape[0], None], "batch-sized value from values without"),
+    "tensor_chosen_by_batch_size": (lambda x: x * SCALES[x.shape[0]], "reads is another one at batch"),
+    "one_row_more_than_the_batch": (lambda x: ember.ones(x.shape[0] + 1, 6) * 3, "without being the batch"),
+    "weight_of_the_example_batch": (lambda x: x + ember.ones(4, 6), "the model fails at batch 8"),
 }
+POSITIONS = ember.arange(200.0)
+SCALES = {b: ember.tensor(1.0 / b) for b in range(1, 200)}
 
 
 @pytest.mark.parametrize("case", sorted(ROWS_MIX))
@@ -181,7 +211,7 @@ def test_dynamic_batch_is_refused_where_rows_mix_naming_the_op(tmp_path, case):
 def test_rows_that_stay_apart_are_accepted_through_reshapes_concat_and_filled_constants(tmp_path):
     def f(x):
         y = ember.cat([x, x * 2], dim=1).view(x.shape[0], 2, 2, 3).flatten(1)
-        return F.softmax(y, dim=1) + ember.zeros(x.shape[0], 12)
+        return F.softmax(y, dim=1).clamp(min=0.01) + F.elu(y) + ember.zeros(x.shape[0], 12)  # (NaN constants)
     ember.export_library(f, ember.randn(4, 6), tmp_path / "out", dynamic_batch=True)
     lib = ember.load_exported(str(tmp_path / "out"))
     x = ember.randn(21, 6)
