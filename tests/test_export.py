@@ -63,7 +63,7 @@ def test_static_export_matches_eager_and_exports_only_the_c_api(tmp_path):
     model, x = mlp(), ember.randn(5, 4)
     paths = ember.export_library(model, x, tmp_path / "out")
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["README", "manifest.json", "sequential.c", "sequential.h", "sequential.so"]
+    assert names == ["README", "manifest.json", "sequential.h", "sequential.so"]
     lib = ember.load_exported(str(tmp_path / "out"))
     np.testing.assert_allclose(lib(x.numpy()), eager(model, x), rtol=1e-6, atol=1e-6)
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(tmp_path / "out" / "sequential.so")],
@@ -75,6 +75,11 @@ def test_static_export_matches_eager_and_exports_only_the_c_api(tmp_path):
                             text=True, check=True).stdout
     libraries = {line.split("[")[1].split("]")[0] for line in needed.splitlines() if "NEEDED" in line}
     assert libraries <= {"libc.so.6", "libm.so.6", "libgomp.so.1", "ld-linux-x86-64.so.2"}, libraries
+    if shutil.which("objcopy"):  # the embedded weights lie read-only at a 64-byte boundary
+        table = subprocess.run(["readelf", "-sW", str(tmp_path / "out" / "sequential.so")], capture_output=True,
+                               text=True, check=True).stdout
+        (address,) = [line.split()[1] for line in table.splitlines() if line.endswith("_binary_weights_bin_start")]
+        assert int(address, 16) % 64 == 0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": [5, 4]}]
     assert manifest["outputs"] == [{"name": "output", "dtype": "float32", "shape": [5, 3]}]
@@ -325,3 +330,50 @@ def test_exporting_again_replaces_the_directory_whole(tmp_path):
 def test_torch_export_names_point_to_export_library():
     with pytest.raises(NotImplementedError, match=r"ember.export_library\(model, example_inputs"):
         ember.export.export(mlp(), (ember.randn(1, 4),))
+
+
+# ----------------------------------------------------------------------------- no C compiler, the CPU check
+
+def test_without_a_c_compiler_the_library_is_linked_by_ld_alone(tmp_path, monkeypatch):
+    from ember.compiler.cpu import linker
+    if shutil.which("ld") is None:
+        pytest.skip("no ld on this machine")
+    monkeypatch.setattr(linker, "c_compiler", lambda: None)
+    model = mlp()
+    for weights in ("embed", "file"):
+        ember.export_library(model, ember.randn(3, 4), tmp_path / weights, dynamic_batch=True, weights=weights)
+        x = ember.randn(11, 4)
+        np.testing.assert_allclose(ember.load_exported(str(tmp_path / weights))(x), eager(model, x), rtol=1e-6,
+                                   atol=1e-6)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ExportError, match=r"no C compiler \(cc, gcc or clang; or set CC\) and no linker \(ld\)"):
+        ember.export_library(model, ember.randn(3, 4), tmp_path / "none")
+
+
+CPUINFO_FLAGS = {"sse3": "pni", "pclmul": "pclmulqdq", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "bmi": "bmi1",
+                 "sha": "sha_ni", "avx512vbmi2": "avx512_vbmi2", "avx512vnni": "avx512_vnni",
+                 "avx512bitalg": "avx512_bitalg", "avx512vpopcntdq": "avx512_vpopcntdq", "lzcnt": "abm"}
+
+
+def test_the_libraries_cpu_check_reads_each_feature_as_the_kernel_reports_it():
+    """missing_cpu_feature (cpuid + xgetbv in the wrapper) against /proc/cpuinfo, feature by feature."""
+    import ctypes
+    from types import SimpleNamespace
+    from ember.compiler.export.wrapper import CPUID_BITS, WrapperWriter
+    from ember.compiler.llvm.target import llvm_binding
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo")
+    llvm = llvm_binding()
+    for feature in CPUID_BITS:
+        writer = WrapperWriter(SimpleNamespace(name="probe", features=[feature]), llvm.get_process_triple(), "")
+        writer.write_cpu_check()
+        writer.missing_feature.linkage = ""
+        module = llvm.parse_assembly(str(writer.module))  # (MCJIT cannot allocate the thread-local error buffer)
+        engine = llvm.create_mcjit_compiler(module, host.new_host_target_machine())
+        engine.finalize_object()
+        check = ctypes.CFUNCTYPE(ctypes.c_char_p)(engine.get_function_address("missing_cpu_feature"))
+        has = CPUINFO_FLAGS.get(feature, feature) in flags
+        assert check() == (None if has else feature.encode()), feature

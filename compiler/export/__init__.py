@@ -1,1 +1,2 @@
-"""Exporting compiled models as C libraries: c_api.py (header and wrapper), weights_file.py, library.py (the build)."""
+"""Exporting compiled models as C libraries: library.py (the build), c_api.py (the header),
+wrapper.py (the API's implementation, LLVM IR), weights_file.py (embedded or safetensors)."""

@@ -3,11 +3,12 @@ a manifest and a README, in one directory (ember.export_library's back end).
 
 Each traced graph (one per compiled batch size) goes through the driver's passes and lowering
 and the CPU target's code generation like any program, with its entry renamed
-`NAME_program_bN` and everything else internal; the wrapper (compiler/export/c_api.py), the
-weights (embedded with the assembler's .incbin, or a safetensors file: weights_file.py) and
-the support-library pieces the kernels call are linked by the system's C compiler into
-NAME.so, whose only exported symbols are the API's. The directory is built beside its final
-place and renamed into it, so nobody sees a half-written export.
+`NAME_program_bN` and everything else internal; the C API's implementation (wrapper.py, LLVM
+IR), the weights (linked in through `ld -r -b binary`, or a safetensors file: weights_file.py)
+and the support-library pieces the kernels call are linked into NAME.so by the system's C
+compiler, or without one by its linker (ld) alone; only the API's symbols are exported. The
+directory is built beside its final place and renamed into it, so nobody sees a half-written
+export.
 """
 import json
 import os
@@ -26,6 +27,7 @@ from ..cpu.program import ENTRY_NAME
 from ..cpu.target import CpuTarget, thread_runtime_loaded
 from ..stage_timer import StageTimer
 from . import c_api, weights_file
+from .wrapper import CPUID_BITS, wrapper_module
 
 C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
               "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short",
@@ -97,10 +99,7 @@ def build_library(name, programs, params, directory, *, dynamic, weights="embed"
     if weights not in ("embed", "file"):
         raise ExportError(f"export: weights={weights!r}; choose 'embed' (inside the library) or 'file' "
                           f"(a safetensors file beside it)")
-    compiler = linker.c_compiler()
-    if compiler is None:
-        raise ExportError("export: no C compiler found to build the library (install cc, gcc or clang, or set CC); "
-                          "ember links the exported library with it")
+    tools = _link_tools()
     with host.compiling_for(cpu):
         target = CpuTarget(threads=threads, parallel=thread_runtime_loaded())
         compiled = [_compile_program(name, batch, graph, target) for batch, graph in programs]
@@ -109,49 +108,93 @@ def build_library(name, programs, params, directory, *, dynamic, weights="embed"
         piece_objects = [support_library.piece_object(p, cache, target.parallel) for p in pieces]
         features = _checked_features(host.host_cpu_features())
         cpu_name = host.host_cpu_name()
-    graph = programs[0][1]
-    used = [p for p in graph.params if any(p in c["params"] for c in compiled)]
-    layout = weights_file.layout({p: np.ascontiguousarray(params[p], dtype=graph.node(graph.params[p]).dtype)
-                                  for p in used}, packed=weights == "file")
-    spec = _export_spec(name, programs, compiled, layout, dynamic, weights, features, cpu_name, target,
-                        input_names)
-    files = {f"{name}.h": c_api.header(spec).encode(), f"{name}.c": c_api.source(spec).encode()}
-    with tempfile.TemporaryDirectory(prefix="ember-export-") as work:
-        objects = []
-        for k, code in enumerate([c["object"] for c in compiled] + piece_objects):
-            objects.append(os.path.join(work, f"part{k}.o"))
-            with open(objects[-1], "wb") as f:
-                f.write(code)
-        for file_name, data in files.items():
-            with open(os.path.join(work, file_name), "wb") as f:
-                f.write(data)
-        sources = [os.path.join(work, f"{name}.c")]
-        if weights == "embed":
-            blob = os.path.join(work, "weights.bin")
-            with open(blob, "wb") as f:
-                f.write(layout.data)
-            with open(os.path.join(work, "weights.s"), "w") as f:
-                f.write(weights_file.incbin_assembly(f"{name}_weights_data", blob))
-            sources.append(os.path.join(work, "weights.s"))
-        else:
-            files[spec.weights_file] = weights_file.safetensors_bytes(layout)
-        with open(os.path.join(work, "exports.map"), "w") as f:
-            f.write(f"{{ global: {'; '.join(c_api.api_functions(name))}; local: *; }};\n")
-        library = os.path.join(work, f"{name}.so")
-        command = [*compiler, "-shared", "-fPIC", "-O2", "-o", library, *sources, *objects,
-                   f"-Wl,--version-script={os.path.join(work, 'exports.map')}", "-lm"]
-        if target.parallel:
-            command.append("-lgomp")
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:
-            raise ExportError(f"export: {' '.join(compiler)} could not build {name}.so ({result.returncode}):\n"
-                              f"{result.stderr.strip()[-3000:]}")
-        with open(library, "rb") as f:
-            files[f"{name}.so"] = f.read()
+        graph = programs[0][1]
+        used = [p for p in graph.params if any(p in c["params"] for c in compiled)]
+        layout = weights_file.layout({p: np.ascontiguousarray(params[p], dtype=graph.node(graph.params[p]).dtype)
+                                      for p in used}, packed=weights == "file")
+        spec = _export_spec(name, programs, compiled, layout, dynamic, weights, features, cpu_name, target,
+                            input_names)
+        wrapper_object = _wrapper_object(spec, target)
+    files = {f"{name}.h": c_api.header(spec).encode()}
+    if weights == "file":
+        files[spec.weights_file] = weights_file.safetensors_bytes(layout)
+    files[f"{name}.so"] = _link(name, [wrapper_object] + [c["object"] for c in compiled] + piece_objects,
+                                None if weights == "file" else layout.data, target.parallel, tools)
     manifest = _manifest(spec, layout, host.this_machine()["triple"], extra_manifest)
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     files["README"] = _readme(spec).encode()
     return write_directory(directory, files)
+
+
+def _link_tools():
+    """("cc", command) with a C compiler, else ("ld", path) with the system linker alone."""
+    compiler = linker.c_compiler()
+    if compiler is not None:
+        return "cc", compiler
+    found = shutil.which("ld")
+    if found is None:
+        raise ExportError("export: no C compiler (cc, gcc or clang; or set CC) and no linker (ld) found to link "
+                          "the library; install binutils (ld) or a C compiler")
+    return "ld", [found]
+
+
+def _wrapper_object(spec, target):
+    """Object code of the C API's implementation (compiler/export/wrapper.py) for the target CPU."""
+    from ..llvm.target import llvm_binding, run_pipeline
+    llvm = llvm_binding()
+    module_ref = llvm.parse_assembly(wrapper_module(spec, target.triple(), target.data_layout()))
+    module_ref.verify()
+    run_pipeline(module_ref, target.target_machine(), 2)
+    return target.object_code(module_ref)
+
+
+def _link(name, objects, weights_data, parallel, tools):
+    """The bytes of NAME.so: `objects` and, when given, the weights (as the symbol
+    _binary_weights_bin_start, through `ld -r -b binary`), exporting only the C API."""
+    kind, command = tools
+    with tempfile.TemporaryDirectory(prefix="ember-export-") as work:
+        paths = []
+        for k, code in enumerate(objects):
+            paths.append(f"part{k}.o")
+            with open(os.path.join(work, paths[-1]), "wb") as f:
+                f.write(code)
+        ld = command[0] if kind == "ld" else _linker_of(command)
+        if weights_data is not None:
+            with open(os.path.join(work, "weights.bin"), "wb") as f:
+                f.write(weights_data)
+            _run([ld, "-r", "-b", "binary", "-o", "weights.o", "weights.bin"], work, "embed the weights")
+            objcopy = shutil.which("objcopy") or shutil.which(os.path.join(os.path.dirname(ld), "objcopy"))
+            if objcopy:  # read-only and 64-byte aligned (binutils' objcopy comes with its ld; x86 copes without)
+                _run([objcopy, "--rename-section", ".data=.rodata,alloc,load,readonly,data,contents",
+                      "--set-section-alignment", ".data=64", "weights.o"], work, "align the weights")
+            paths.append("weights.o")
+        with open(os.path.join(work, "exports.map"), "w") as f:
+            f.write(f"{{ global: {'; '.join(c_api.api_functions(name))}; local: *; }};\n")
+        if kind == "cc":
+            link = [*command, "-shared", "-o", f"{name}.so", *paths, "-Wl,--version-script=exports.map",
+                    "-Wl,-z,noexecstack", "-lm"] + (["-lgomp"] if parallel else [])
+        else:  # the linker alone: the C library by its file names
+            link = [ld, "-shared", "-o", f"{name}.so", *paths, "--version-script=exports.map", "-z", "noexecstack",
+                    "-l:libm.so.6", "-l:libc.so.6"] + (["-l:libgomp.so.1"] if parallel else [])
+        _run(link, work, f"link {name}.so")
+        with open(os.path.join(work, f"{name}.so"), "rb") as f:
+            return f.read()
+
+
+def _linker_of(compiler):
+    """The linker a C compiler drives (`cc -print-prog-name=ld`)."""
+    found = subprocess.run([*compiler, "-print-prog-name=ld"], capture_output=True, text=True).stdout.strip()
+    return shutil.which(found) or shutil.which("ld") or found
+
+
+def _run(command, folder, what):
+    try:
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise ExportError(f"export: cannot {what}: {' '.join(command[:2])} could not run ({error})") from None
+    if result.returncode != 0:
+        raise ExportError(f"export: cannot {what}: {' '.join(command)} failed ({result.returncode}):\n"
+                          f"{result.stderr.strip()[-3000:]}")
 
 
 def _cache():
@@ -178,12 +221,9 @@ def _compile_program(name, batch, graph, target):
 
 
 def _checked_features(feature_string):
-    """The enabled features of an LLVM feature string that a C compiler's __builtin_cpu_supports knows."""
-    known = {"sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi", "bmi2", "f16c", "lzcnt",
-             "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512vnni", "avx512ifma",
-             "avx512vbmi", "avx512vbmi2", "avx512bitalg", "avx512vpopcntdq", "gfni", "vpclmulqdq", "vaes", "aes",
-             "pclmul", "sha", "adx"}
-    return [f[1:] for f in feature_string.split(",") if f.startswith("+") and f[1:] in known]
+    """The enabled features of an LLVM feature string that the library checks at load (those
+    wrapper.CPUID_BITS can read)."""
+    return [f[1:] for f in feature_string.split(",") if f.startswith("+") and f[1:] in CPUID_BITS]
 
 
 def _export_spec(name, programs, compiled, layout, dynamic, weights, features, cpu_name, target, input_names):

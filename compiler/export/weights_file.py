@@ -1,6 +1,7 @@
 """The weights of an exported library: where each tensor lies in one blob, the blob as a
-safetensors file (weights="file") or as an object linked into the library (weights="embed",
-through the assembler's .incbin), and the CRC-32 the library checks a weights file against.
+safetensors file (weights="file") or linked into the library (weights="embed": library.py
+makes an object of the blob with `ld -r -b binary`), and the CRC-32 the library checks a
+weights file against.
 
 safetensors (https://huggingface.co/docs/safetensors): 8 bytes of little-endian header
 length, a JSON header {name: {dtype, shape, data_offsets}}, then the tensors' bytes with no
@@ -83,11 +84,3 @@ def read_safetensors(path):
         chunk = data[8 + size + start:8 + size + stop]
         arrays[name] = np.frombuffer(chunk, dtype=names[entry["dtype"]]).reshape(entry["shape"])
     return arrays
-
-
-def incbin_assembly(symbol, path):
-    """Assembly (GNU as) that puts the file at `path` into read-only data as `symbol`."""
-    quoted = path.replace("\\", "\\\\").replace('"', '\\"')
-    return (f'\t.section .rodata\n\t.balign {ALIGNMENT}\n\t.globl {symbol}\n\t.type {symbol}, @object\n'
-            f'{symbol}:\n\t.incbin "{quoted}"\n\t.byte 0\n\t.size {symbol}, .-{symbol}\n'
-            f'\t.section .note.GNU-stack,"",@progbits\n')
