@@ -105,6 +105,13 @@ def main():
               f"{'; torch ' + torch.__version__ if torch else '; PyTorch not installed'}")
         print(f"cold export (new process, empty cache): static batch 1 {cold_export(static, False):.2f} s, "
               f"dynamic batch {cold_export(dynamic, True):.2f} s")
+        separate = os.path.join(work, "separate")
+        import ember as _ember
+        _ember.manual_seed(0)
+        _ember.export_library(seed_net_class(_ember)().eval(), _ember.randn(1, 3, 32, 32), separate, name="Net",
+                              weights="file")
+        print(f"  weights in a file: Net.so {os.path.getsize(os.path.join(separate, 'Net.so')) / 1e3:.0f} kB + "
+              f"Net.safetensors {os.path.getsize(os.path.join(separate, 'Net.safetensors')) / 1e3:.0f} kB")
         for folder in (static, dynamic):
             library = os.path.join(folder, "Net.so")
             needed = subprocess.run(["readelf", "-d", library], capture_output=True, text=True).stdout
@@ -143,6 +150,14 @@ def main():
                     torch_text = f"{median_seconds(lambda: torch_net(tx), calls, rounds) * 1e6:12.1f}"
             print(f"  {batch:>5} {threads:>7} {library_s * 1e6:10.1f} {python_s * 1e6:12.1f} {compiled_s * 1e6:14.1f} "
                   f"{torch_text:>12} {compiled_s / library_s:6.2f}")
+        harness_seconds(static, 1, 1, 1, 1)  # (builds the harness)
+        firsts = []
+        for _ in range(max(3, rounds)):
+            start = time.perf_counter()
+            subprocess.run([os.path.join(static, "harness"), "1", "1", "1", "1"], check=True, capture_output=True)
+            firsts.append(time.perf_counter() - start)
+        print(f"\nfresh process to first result (the C harness: exec, load Net.so, create, 4 runs at batch 1): "
+              f"{statistics.median(firsts) * 1e3:.1f} ms")
         np.testing.assert_allclose(loaded["dynamic"](x.numpy()), compiled[1](x).detach().numpy(), rtol=1e-4, atol=1e-5)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -63,7 +63,7 @@ def test_static_export_matches_eager_and_exports_only_the_c_api(tmp_path):
     model, x = mlp(), ember.randn(5, 4)
     paths = ember.export_library(model, x, tmp_path / "out")
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["README", "manifest.json", "sequential.h", "sequential.so"]
+    assert names == ["README", "example.c", "manifest.json", "sequential.h", "sequential.so"]
     lib = ember.load_exported(str(tmp_path / "out"))
     np.testing.assert_allclose(lib(x.numpy()), eager(model, x), rtol=1e-6, atol=1e-6)
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(tmp_path / "out" / "sequential.so")],
@@ -118,18 +118,140 @@ def test_one_loaded_library_serves_calls_from_several_threads_one_at_a_time(tmp_
     assert not wrong
 
 
-def test_the_readme_c_program_builds_and_prints_what_python_computes(tmp_path):
+def test_the_example_program_builds_with_the_readmes_command_and_prints_what_python_computes(tmp_path):
     model = mlp()
     ember.export_library(model, ember.randn(2, 4), tmp_path / "out", name="classifier")
     folder = tmp_path / "out"
     readme = (folder / "README").read_text()
-    program = readme.split("main.c):\n", 1)[1].split("Build and run it here:")[0]
-    (folder / "main.c").write_text("\n".join(line[4:] for line in program.splitlines()))
-    command = readme.split("Build and run it here:\n\n", 1)[1].splitlines()[0].strip()
+    command = readme.split("Build and run the example here:\n\n", 1)[1].splitlines()[0].strip()
     run = subprocess.run(command, shell=True, cwd=folder, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    expected = eager(model, ember.zeros(2, 4))[0, 0]
-    assert abs(float(run.stdout) - expected) < 1e-5
+    assert abs(float(run.stdout) - eager(model, ember.zeros(2, 4))[0, 0]) < 1e-5
+
+
+# A C program against any exported library: sizes from the query API, inputs from a file, outputs
+# to a file; exit 2 when create fails, 3 when run fails (the message on stderr).
+HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "NAME.h"
+static size_t itemsize(const char *dtype) {
+    if (!strcmp(dtype, "float64") || !strcmp(dtype, "int64")) return 8;
+    if (!strcmp(dtype, "float32") || !strcmp(dtype, "int32")) return 4;
+    if (!strcmp(dtype, "float16") || !strcmp(dtype, "int16")) return 2;
+    return 1;
+}
+static size_t bytes_of(int rank, int64_t (*dim)(int, int), int index, const char *dtype, long batch) {
+    size_t count = 1;
+    for (int d = 0; d < rank; d++) { int64_t n = dim(index, d); count *= n < 0 ? (size_t)batch : (size_t)n; }
+    return count * itemsize(dtype);
+}
+int main(int argc, char **argv) {
+    long batch = atol(argv[1]);
+    NAME_t *model;
+    if (NAME_create(argc > 4 ? argv[4] : NULL, &model)) { fprintf(stderr, "%s\n", NAME_last_error(NULL)); return 2; }
+    void *inputs[16], *outputs[16];
+    size_t output_bytes[16];
+    FILE *in = fopen(argv[2], "rb");
+    for (int i = 0; i < NAME_num_inputs(); i++) {
+        size_t size = bytes_of(NAME_input_rank(i), NAME_input_dim, i, NAME_input_dtype(i), batch);
+        inputs[i] = malloc(size);
+        if (fread(inputs[i], 1, size, in) != size) { fprintf(stderr, "short input file\n"); return 4; }
+    }
+    fclose(in);
+    for (int i = 0; i < NAME_num_outputs(); i++) {
+        output_bytes[i] = bytes_of(NAME_output_rank(i), NAME_output_dim, i, NAME_output_dtype(i), batch);
+        outputs[i] = malloc(output_bytes[i]);
+    }
+    if (NAME_run_buffers(model, (const void *const *)inputs, outputs, batch)) {
+        fprintf(stderr, "%s\n", NAME_last_error(model));
+        return 3;
+    }
+    FILE *out = fopen(argv[3], "wb");
+    for (int i = 0; i < NAME_num_outputs(); i++) fwrite(outputs[i], 1, output_bytes[i], out);
+    fclose(out);
+    NAME_destroy(model);
+    return 0;
+}
+"""
+
+
+def build_harness(folder, name):
+    (folder / "harness.c").write_text(HARNESS.replace("NAME", name))
+    subprocess.run(["cc", "-O1", "harness.c", "-o", "harness", "-L.", f"-l:{name}.so", "-Wl,-rpath,$ORIGIN"],
+                   cwd=folder, check=True, capture_output=True)
+    return folder / "harness"
+
+
+def run_harness(harness, inputs, batch, *weights):
+    """The harness in a fresh process on `inputs` (numpy arrays): (exit code, output bytes, stderr)."""
+    folder = harness.parent
+    (folder / "in.bin").write_bytes(b"".join(np.ascontiguousarray(a).tobytes() for a in inputs))
+    done = subprocess.run([str(harness), str(batch), "in.bin", "out.bin", *weights], cwd=folder,
+                          capture_output=True, text=True)
+    output = (folder / "out.bin").read_bytes() if done.returncode == 0 else b""
+    return done.returncode, output, done.stderr
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_a_c_program_in_a_fresh_process_gets_eager_embers_outputs_for_the_seed_net_and_an_mlp(tmp_path, dynamic):
+    ember.manual_seed(0)
+    models = {"net": (seed_net_class(ember)().eval(), (3, 32, 32)), "mlp": (mlp(), (4,))}
+    for label, (model, row) in models.items():
+        folder = tmp_path / label
+        ember.export_library(model, ember.randn(7, *row), folder, dynamic_batch=dynamic, name=label)
+        harness = build_harness(folder, label)
+        for batch in ((1, 7, 64) if dynamic else (7,)):
+            x = ember.randn(batch, *row)
+            code, output, errors = run_harness(harness, [x.numpy()], batch)
+            assert code == 0, errors
+            got = np.frombuffer(output, np.float32).reshape(batch, -1)
+            np.testing.assert_allclose(got, eager(model, x), rtol=1e-5, atol=1e-6)
+        if not dynamic:  # the wrong batch: an error code and a message
+            code, _, errors = run_harness(harness, [np.zeros((7, *row), np.float32)], 5)
+            assert code == 3 and f"{label}_run: batch 5; {label} was exported for batch 7" in errors
+
+
+def test_corrupt_weights_give_an_error_code_and_message_in_c(tmp_path):
+    ember.export_library(mlp(), ember.randn(2, 4), tmp_path, weights="file", name="mlp")
+    harness = build_harness(tmp_path, "mlp")
+    code, _, errors = run_harness(harness, [np.zeros((2, 4), np.float32)], 2, "mlp.safetensors")
+    assert code == 0, errors
+    data = bytearray((tmp_path / "mlp.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+    code, _, errors = run_harness(harness, [np.zeros((2, 4), np.float32)], 2, "bad.safetensors")
+    assert code == 2 and "bad.safetensors is not mlp's weights file" in errors
+
+
+def test_a_cpu_without_a_needed_feature_is_refused_before_any_of_its_code_runs(tmp_path, monkeypatch):
+    """Exported as if the code needed a feature this CPU lacks (AMD's sse4a on Intel, Intel's
+    AVX-512 on older AMD...): create refuses, with a code and a message, in C and in Python."""
+    from ember.compiler.export import library
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    lacking = [f for f in ("sse4a", "xop", "fma4", "avx512f", "avx512vl") if f not in flags]
+    if not lacking:
+        pytest.skip("this CPU has every feature the test could pretend to need")
+    real = library._checked_features
+    monkeypatch.setattr(library, "_checked_features", lambda features: real(features) + lacking[:1])
+    ember.export_library(mlp(), ember.randn(2, 4), tmp_path, name="mlp")
+    with pytest.raises(ExportedLibraryError, match=f"mlp_create: this CPU lacks {lacking[0]}, which mlp's code"):
+        ember.load_exported(str(tmp_path))
+    code, _, errors = run_harness(build_harness(tmp_path, "mlp"), [np.zeros((2, 4), np.float32)], 2)
+    assert code == 2 and f"this CPU lacks {lacking[0]}" in errors
+
+
+def test_exporting_twice_from_fresh_processes_with_empty_caches_gives_identical_libraries(tmp_path):
+    script = ("import sys, ember, ember.nn as nn; ember.manual_seed(0); "
+              "m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval(); "
+              "ember.export_library(m, ember.randn(2, 3, 8, 8), sys.argv[1], dynamic_batch=True, name='net')")
+    for k in (1, 2):
+        env = dict(os.environ, EMBER_CACHE_DIR=str(tmp_path / f"cache{k}"))
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"out{k}")], check=True, env=env, cwd=tmp_path)
+    for file_name in ("net.so", "net.h", "manifest.json", "example.c", "README"):
+        assert (tmp_path / "out1" / file_name).read_bytes() == (tmp_path / "out2" / file_name).read_bytes(), file_name
 
 
 def test_several_inputs_and_outputs_int64_inputs_and_outputs_that_are_not_computed(tmp_path):

@@ -114,8 +114,12 @@ def build_library(name, programs, params, directory, *, dynamic, weights="embed"
                                       for p in used}, packed=weights == "file")
         spec = _export_spec(name, programs, compiled, layout, dynamic, weights, features, cpu_name, target,
                             input_names)
+    # the API (and its CPU check) for the baseline of the architecture: it must run on any x86-64
+    # before the check has refused a CPU that lacks what the programs use
+    baseline = "x86-64" if host.this_machine()["triple"].startswith("x86_64") else "host"
+    with host.compiling_for(baseline):
         wrapper_object = _wrapper_object(spec, target)
-    files = {f"{name}.h": c_api.header(spec).encode()}
+    files = {f"{name}.h": c_api.header(spec).encode(), "example.c": _example_program(spec).encode()}
     if weights == "file":
         files[spec.weights_file] = weights_file.safetensors_bytes(layout)
     files[f"{name}.so"] = _link(name, [wrapper_object] + [c["object"] for c in compiled] + piece_objects,
@@ -315,46 +319,60 @@ def _manifest(spec, layout, triple, extra):
     }
 
 
-def _readme(spec):
+def _example_program(spec):
+    """example.c: create, run once on zeros, print the first output value."""
     n = spec.name
     weights = f'"{spec.weights_file}"' if spec.weights_file else "NULL"
-    declare = "\n".join(f"        static {c_api.C_TYPES[t.dtype]} {t.name}[{_count(t, 'BATCH')}];"
+    declare = "\n".join(f"    static {c_api.C_TYPES[t.dtype]} {t.name}[{_count(t, 'BATCH')}];"
                         for t in spec.inputs + spec.outputs)
     call = ", ".join(t.name for t in spec.inputs + spec.outputs)
     batch = "3" if spec.dynamic else str(spec.batch)
+    return f"""/* example.c: run {n} once on zeros and print its first output value. */
+#include <stdio.h>
+#include "{n}.h"
+#define BATCH {batch}
+
+int main(void) {{
+{declare}
+    {n}_t *model;
+    if ({n}_create({weights}, &model) != {n.upper()}_OK) {{
+        fprintf(stderr, "%s\\n", {n}_last_error(NULL));
+        return 1;
+    }}
+    if ({n}_run(model, {call}, BATCH) != {n.upper()}_OK) {{
+        fprintf(stderr, "%s\\n", {n}_last_error(model));
+        {n}_destroy(model);
+        return 1;
+    }}
+    printf("%g\\n", (double){spec.outputs[0].name}[0]);
+    {n}_destroy(model);
+    return 0;
+}}
+"""
+
+
+def example_command(name, directory="."):
+    """The shell command that builds example.c against the library in `directory` and runs it."""
+    d = directory.rstrip("/")
+    return (f"cc {d}/example.c -I{d} -L{d} -l:{name}.so -Wl,-rpath,'$ORIGIN' -o {d}/example && "
+            f"(cd {d} && ./example)") if d != "." else \
+        f"cc example.c -L. -l:{name}.so -Wl,-rpath,'$ORIGIN' -o example && ./example"
+
+
+def _readme(spec):
+    n = spec.name
     return f"""{n}: a model exported by ember {spec.version}
 
-Files: {n}.so (the code{'' if spec.weights_file else ' and the weights'}), {n}.h (the C API)
-{f'{spec.weights_file} (the weights, safetensors; the library checks its size and checksum), ' if spec.weights_file else ''}manifest.json (inputs, outputs, batch, target CPU, the IR and memory plan of each program).
-The library needs libc, libm{' and libgomp (threads)' if spec.parallel else ''}; no Python.
-It was compiled for the CPU {spec.cpu} and refuses to load, with a message, on a CPU without
-the features listed in manifest.json.
+Files: {n}.so (the code{'' if spec.weights_file else ' and the weights'}), {n}.h (the C API, documented there),
+{f'{spec.weights_file} (the weights, safetensors; the library checks its size and checksum), ' if spec.weights_file else ''}manifest.json (inputs, outputs, batch, target CPU, the IR and memory plan of each program),
+example.c (a minimal C program: create, run on zeros, print the first output value).
+The library needs libc{', libm and libgomp (threads)' if spec.parallel else ' and libm'}; no Python.
+It was compiled for the CPU {spec.cpu}; on a CPU without one of the features listed in
+manifest.json, {n}_create refuses with {n.upper()}_ERROR_CPU and a message.
 
-A minimal C program (main.c):
+Build and run the example here:
 
-    #include <stdio.h>
-    #include "{n}.h"
-    #define BATCH {batch}
-
-    int main(void) {{
-{declare}
-        {n}_t *model;
-        if ({n}_create({weights}, &model) != {n.upper()}_OK) {{
-            fprintf(stderr, "%s\\n", {n}_last_error(NULL));
-            return 1;
-        }}
-        if ({n}_run(model, {call}, BATCH) != {n.upper()}_OK) {{
-            fprintf(stderr, "%s\\n", {n}_last_error(model));
-            return 1;
-        }}
-        printf("%g\\n", (double){spec.outputs[0].name}[0]);
-        {n}_destroy(model);
-        return 0;
-    }}
-
-Build and run it here:
-
-    cc main.c -o main -L. -l:{n}.so -Wl,-rpath,'$ORIGIN' && ./main
+    {example_command(n)}
 
 From Python (numpy only; no model source needed): `ember.load_exported("THIS_DIRECTORY")(inputs...)`.
 """
