@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 
+from .shared_library import load_shared_library
 from .thread_runtime import load_libgomp
 
 
@@ -33,7 +34,10 @@ class ExportedModel:
         self.name = name = self.manifest["name"]
         self.directory = directory
         load_libgomp()  # (a no-op when the library was built without threads: it then needs none)
-        self._library = ctypes.CDLL(os.path.join(directory, self.manifest["library"]))
+        # from a private copy: the dynamic loader would hand back an earlier library loaded from
+        # the same path, which exporting again to this directory has since replaced
+        with open(os.path.join(directory, self.manifest["library"]), "rb") as f:
+            self._library, _ = load_shared_library(f.read(), f"{name}_create", [directory])
         lib = self._library
         self._create = getattr(lib, f"{name}_create")
         self._create.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
@@ -75,7 +79,7 @@ class ExportedModel:
             if kinds.get(array.dtype.kind) != kinds.get(np.dtype(spec["dtype"]).kind):
                 raise ExportedLibraryError(f"{self.name}: input {spec['name']} is {array.dtype}, the library takes "
                                            f"{spec['dtype']}")
-            array = np.ascontiguousarray(array, dtype=spec["dtype"])
+            array = np.require(array.astype(spec["dtype"], copy=False), requirements="C")  # (0-d stays 0-d)
             shape = list(array.shape)
             expected = [shape[0] if d == "batch" and shape else d for d in spec["shape"]]
             if shape != expected or (self.dynamic and batch is not None and shape[0] != batch):

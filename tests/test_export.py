@@ -28,7 +28,7 @@ pytestmark = needs_cc
 def eager(model, *inputs):
     with ember.no_grad():
         out = model(*inputs)
-    return out.numpy() if not isinstance(out, tuple) else tuple(o.numpy() for o in out)
+    return out.detach().numpy() if not isinstance(out, tuple) else tuple(o.detach().numpy() for o in out)
 
 
 def mlp():
@@ -499,3 +499,74 @@ def test_the_libraries_cpu_check_reads_each_feature_as_the_kernel_reports_it():
         check = ctypes.CFUNCTYPE(ctypes.c_char_p)(engine.get_function_address("missing_cpu_feature"))
         has = CPUINFO_FLAGS.get(feature, feature) in flags
         assert check() == (None if has else feature.encode()), feature
+
+
+# ----------------------------------------------------------------------------- found by adversarial rounds
+
+def test_two_libraries_of_one_name_in_one_process_each_run_their_own_model(tmp_path):
+    import ctypes
+    first, second = mlp(), nn.Sequential(nn.Linear(4, 3), nn.Tanh()).eval()
+    ember.export_library(first, ember.randn(2, 4), tmp_path / "a", name="same")
+    ember.export_library(second, ember.randn(2, 4), tmp_path / "b", name="same")
+    ctypes.CDLL(str(tmp_path / "a" / "same.so"), mode=ctypes.RTLD_GLOBAL)  # as if a C program linked it
+    lib = ember.load_exported(str(tmp_path / "b"))
+    x = np.ascontiguousarray(ember.randn(2, 4).numpy())
+    out = np.empty((2, 3), np.float32)
+    run = lib._library.same_run  # NAME_run calls NAME_run_buffers: it must be b's own
+    run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    assert run(lib._handle, x.ctypes.data, out.ctypes.data, 2) == 0
+    np.testing.assert_allclose(out, eager(second, ember.from_numpy(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_loading_again_after_exporting_again_to_the_same_directory_runs_the_new_model(tmp_path):
+    first, second = mlp(), nn.Sequential(nn.Linear(4, 5), nn.Tanh()).eval()
+    x = ember.randn(2, 4)
+    ember.export_library(first, x, tmp_path / "out", name="model")
+    old = ember.load_exported(str(tmp_path / "out"))
+    ember.export_library(second, x, tmp_path / "out", name="model")
+    new = ember.load_exported(str(tmp_path / "out"))
+    np.testing.assert_allclose(old(x), eager(first, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(new(x), eager(second, x), rtol=1e-6, atol=1e-6)
+
+
+def test_odd_signatures_names_that_clash_with_libc_and_weights_paths_that_are_folders(tmp_path):
+    import ctypes
+    weight = nn.Parameter(ember.randn(3))
+
+    def returns_a_weight(a, b):
+        return a + 1, weight, b.sum()
+    a, b = ember.randn(1, 1, 2, 1, 2, 1, 2, 1, 3), ember.randn(5, 6)
+    ember.export_library(returns_a_weight, (a, b), tmp_path / "odd", name="odd")
+    lib = ember.load_exported(str(tmp_path / "odd"))
+    for got, want in zip(lib(a, b), eager(returns_a_weight, a, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    dim = lib._library.odd_input_dim
+    dim.argtypes, dim.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int64
+    assert [dim(0, d) for d in range(9)] == list(a.shape) and [dim(1, 0), dim(1, 1), dim(1, 2)] == [5, 6, 0]
+
+    def scalar(x):
+        return x * 2
+    ember.export_library(scalar, ember.tensor(3.0), tmp_path / "scalar")
+    assert ember.load_exported(str(tmp_path / "scalar"))(np.array(4.0, np.float32)) == 8.0
+    with pytest.raises(ExportError, match="would define timer_create, which the C library"):
+        ember.export_library(mlp(), ember.randn(2, 4), tmp_path / "timer", name="timer")
+    ember.export_library(mlp(), ember.randn(2, 4), tmp_path / "file", weights="file")
+    with pytest.raises(ExportedLibraryError, match=r"cannot read the weights file .* \(is it a directory\?\)"):
+        ember.load_exported(str(tmp_path / "file"), weights_path=str(tmp_path))
+
+
+def test_a_negative_embedding_index_is_refused_by_compiled_and_exported_programs_too(tmp_path):
+    table = nn.Embedding(10, 3)
+
+    def look_up(ids):
+        return table(ids)
+    ids = ember.tensor([[1, 2], [3, 4]])
+    ember.export_library(look_up, ids, tmp_path / "out")
+    lib = ember.load_exported(str(tmp_path / "out"))
+    np.testing.assert_array_equal(lib(ids), eager(look_up, ids))
+    with pytest.raises(ExportedLibraryError, match="index out of bounds for a dim of size 10"):
+        lib(np.array([[1, -1], [3, 4]]))
+    compiled = ember.compile(look_up)
+    compiled(ids)
+    with pytest.raises(IndexError, match="index out of bounds for a dim of size 10"):
+        compiled(ember.tensor([[1, -1], [3, 4]]))

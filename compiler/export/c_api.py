@@ -68,7 +68,8 @@ int {n}_run_buffers({n}_t *model, const void *const *inputs, void *const *output
 /* Threads the next calls may use (>= 1). */
 int {n}_set_num_threads({n}_t *model, int threads);
 void {n}_destroy({n}_t *model);
-/* The message of the last error of `model`, or with NULL, of the last failed {n}_create on this thread. */
+/* The message of the last error of `model`; with NULL, of the last call on this thread that failed
+   without a model ({n}_create, or a call given a NULL model). */
 const char *{n}_last_error(const {n}_t *model);
 
 /* Shapes: -1 stands for the batch. Names and dtypes as in manifest.json. */

@@ -96,6 +96,10 @@ def build_library(name, programs, params, directory, *, dynamic, weights="embed"
     `directory`. Returns the paths written."""
     if not re.fullmatch(r"[A-Za-z_]\w*", name):
         raise ExportError(f"export: the library name {name!r} must be a C identifier (letters, digits, _)")
+    taken = _symbols_taken(name)
+    if taken:
+        raise ExportError(f"export: the library name {name!r} would define {taken[0]}, which the C library (or "
+                          f"another library loaded here) already defines; choose another name (name=...)")
     if weights not in ("embed", "file"):
         raise ExportError(f"export: weights={weights!r}; choose 'embed' (inside the library) or 'file' "
                           f"(a safetensors file beside it)")
@@ -109,7 +113,8 @@ def build_library(name, programs, params, directory, *, dynamic, weights="embed"
         features = _checked_features(host.host_cpu_features())
         cpu_name = host.host_cpu_name()
         graph = programs[0][1]
-        used = [p for p in graph.params if any(p in c["params"] for c in compiled)]
+        used = [p for p in graph.params if any(p in c["params"] for c in compiled)
+                or any(graph.params[p] == node for c in compiled for node in c["lowered"].graph.outputs)]
         layout = weights_file.layout({p: np.ascontiguousarray(params[p], dtype=graph.node(graph.params[p]).dtype)
                                       for p in used}, packed=weights == "file")
         spec = _export_spec(name, programs, compiled, layout, dynamic, weights, features, cpu_name, target,
@@ -128,6 +133,14 @@ def build_library(name, programs, params, directory, *, dynamic, weights="embed"
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     files["README"] = _readme(spec).encode()
     return write_directory(directory, files)
+
+
+def _symbols_taken(name):
+    """The API symbols of `name` that this process already resolves (libc's timer_create for a
+    model named Timer): a C program linking both would call the wrong one."""
+    import ctypes
+    process = ctypes.CDLL(None)
+    return [symbol for symbol in c_api.api_functions(name) if hasattr(process, symbol)]
 
 
 def _link_tools():
@@ -154,7 +167,9 @@ def _wrapper_object(spec, target):
 
 def _link(name, objects, weights_data, parallel, tools):
     """The bytes of NAME.so: `objects` and, when given, the weights (as the symbol
-    _binary_weights_bin_start, through `ld -r -b binary`), exporting only the C API."""
+    _binary_weights_bin_start, through `ld -r -b binary`), exporting only the C API. -Bsymbolic:
+    the library's calls bind to its own functions, never to another loaded library's of the
+    same name."""
     kind, command = tools
     with tempfile.TemporaryDirectory(prefix="ember-export-") as work:
         paths = []
@@ -176,9 +191,10 @@ def _link(name, objects, weights_data, parallel, tools):
             f.write(f"{{ global: {'; '.join(c_api.api_functions(name))}; local: *; }};\n")
         if kind == "cc":
             link = [*command, "-shared", "-o", f"{name}.so", *paths, "-Wl,--version-script=exports.map",
-                    "-Wl,-z,noexecstack", "-lm"] + (["-lgomp"] if parallel else [])
+                    "-Wl,-Bsymbolic", "-Wl,-z,noexecstack", "-lm"] + (["-lgomp"] if parallel else [])
         else:  # the linker alone: the C library by its file names
-            link = [ld, "-shared", "-o", f"{name}.so", *paths, "--version-script=exports.map", "-z", "noexecstack",
+            link = [ld, "-shared", "-o", f"{name}.so", *paths, "--version-script=exports.map", "-Bsymbolic",
+                    "-z", "noexecstack",
                     "-l:libm.so.6", "-l:libc.so.6"] + (["-l:libgomp.so.1"] if parallel else [])
         _run(link, work, f"link {name}.so")
         with open(os.path.join(work, f"{name}.so"), "rb") as f:

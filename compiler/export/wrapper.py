@@ -219,6 +219,10 @@ class WrapperWriter:
             b.call(libc["fseek"], [stream, i64(0), i32(2)])  # SEEK_END
             size = b.call(libc["ftell"], [stream])
             expected = spec.weights.data_start + weights_bytes
+            with b.if_then(b.icmp_unsigned(">=", size, i64(1 << 62)), likely=False):  # (ftell's answer for a directory)
+                b.call(libc["fclose"], [stream])
+                self.fail(b, None, STATUS["ERROR_WEIGHTS"], f"{n}_create: cannot read the weights file %s (is it a "
+                          f"directory?)", path)
             with b.if_then(b.icmp_signed("!=", size, i64(expected)), likely=False):
                 b.call(libc["fclose"], [stream])
                 self.fail(b, None, STATUS["ERROR_WEIGHTS"], f"{n}_create: %s has %lld bytes; {n}'s weights file has "
@@ -304,7 +308,8 @@ class WrapperWriter:
             with b.if_then(b.not_(inside)):
                 b.ret(i32(-1))
             b.ret(b.load(b.gep(ranks, [i64(0), b.sext(index, I64)]), typ=I32))
-            flat = [(-1 if d is None else d) for t in tensors for d in list(t.shape) + [0] * (8 - len(t.shape))]
+            stride = max([len(t.shape) for t in tensors] + [1])
+            flat = [(-1 if d is None else d) for t in tensors for d in list(t.shape) + [0] * (stride - len(t.shape))]
             dims = self.constant_table(f"{kind}_dims", I64, flat)
             dim, b = self.function(f"{n}_{kind}_dim", I64, [I32, I32])
             index, axis = dim.args
@@ -312,7 +317,7 @@ class WrapperWriter:
             inside = b.and_(b.icmp_signed(">=", axis, i32(0)), b.icmp_signed("<", axis, known))
             with b.if_then(b.not_(inside)):
                 b.ret(i64(0))
-            position = b.add(b.mul(b.sext(index, I64), i64(8)), b.sext(axis, I64))
+            position = b.add(b.mul(b.sext(index, I64), i64(stride)), b.sext(axis, I64))
             b.ret(b.load(b.gep(dims, [i64(0), position]), typ=I64))
 
     def write_program(self, number, program):
