@@ -25,7 +25,7 @@ from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cro
                               binary_cross_entropy, binary_cross_entropy_with_logits, kl_div,
                               soft_margin_loss)
 from .embedding import embedding, embedding_bag  # noqa: F401
-from .functional_attention import scaled_dot_product_attention  # noqa: F401
+from .functional_attention import scaled_dot_product_attention, multi_head_attention_forward  # noqa: F401
 
 
 def _shape_text(t):

@@ -13,6 +13,8 @@ from .container import Sequential, ModuleList, ModuleDict, ParameterList, Parame
 from .flatten import Flatten, Unflatten
 from .embedding import Embedding, EmbeddingBag
 from .recurrent import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell
+from .transformer import (MultiheadAttention, TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer,
+                          TransformerDecoder, Transformer)
 from .loss import (MSELoss, L1Loss, SmoothL1Loss, HuberLoss, CrossEntropyLoss, NLLLoss, BCELoss,
                    BCEWithLogitsLoss, KLDivLoss, SoftMarginLoss)
 
