@@ -39,14 +39,16 @@ _FRONTEND_EXPORTS = {
     # median too; the matrix trace is Tensor.trace(), while ember.trace records IR (below)
     "ember.frontend.reductions": """
         sum mean max min amax amin argmax argmin prod var std var_mean std_mean norm logsumexp all any
-        count_nonzero cumsum aminmax dist median""",
+        count_nonzero cumsum cumprod aminmax dist median""",
     "ember.frontend.shape_ops": """
         reshape permute transpose swapaxes swapdims t movedim flatten unflatten unsqueeze squeeze broadcast_to
         broadcast_tensors cat concat concatenate stack hstack vstack split chunk unbind flip fliplr flipud roll
         narrow gather take_along_dim index_select scatter_add tril triu tile scatter index_add repeat_interleave
-        diag""",
+        diag select diagonal""",
     "ember.frontend.indexing": "nonzero masked_fill masked_select argwhere",
-    "ember.frontend.linalg": "matmul mm bmm mv dot inner outer ger addmm einsum cross svd linalg linalg_module=linalg",
+    "ember.frontend.linalg": "matmul mm bmm mv dot inner outer ger addmm baddbmm addbmm einsum cross svd linalg linalg_module=linalg",
+    "ember.frontend.sampling": "multinomial",
+    "ember.frontend.nn.functional": "softmax log_softmax",
     "ember.frontend.sorting": "sort argsort topk unique kthvalue msort",
     "ember.frontend.tracer": "trace",
     "ember.frontend.jit": "compile explain",
@@ -57,7 +59,7 @@ _FRONTEND_EXPORTS = {
 }
 # Frontend modules ember also names as its own: `ember.nn` is `ember.frontend.nn`, one module
 # under two names, and so are their submodules (`import ember.nn.functional as F`).
-_FRONTEND_MODULES = ("nn", "optim", "autograd", "utils", "transforms")
+_FRONTEND_MODULES = ("nn", "optim", "autograd", "utils", "transforms", "testing")
 # Submodules that _load_frontend imports, so that `ember.utils.data.DataLoader` works after `import ember`.
 _FRONTEND_SUBMODULES = ("nn.functional", "nn.init", "nn.parameter", "nn.modules", "optim.lr_scheduler", "utils.data")
 # ember's own subpackages, imported when first read as attributes (`ember.cuda.is_available()`).

@@ -130,9 +130,38 @@ def addmm(input, mat1, mat2, beta=1, alpha=1):
         raise RuntimeError(f"{_where('addmm')}: self and mat2 must have the same dtype, but got "
                            f"{scalar_type_name(input.dtype)} and {scalar_type_name(mat2.dtype)} "
                            f"(self {describe(spec_of(input))}, mat2 {describe(spec_of(mat2))})")
+    return _scaled_sum(input, product, beta, alpha)
+
+
+def _scaled_sum(input, product, beta, alpha):
+    """beta * input + alpha * product; with beta == 0 the input is ignored (its nan and inf
+    are not propagated), as torch documents for addmm, baddbmm and addbmm."""
     if alpha != 1:
         product = mul(product, alpha)
+    if beta == 0:
+        return product
     return product + (input if beta == 1 else mul(input, beta))
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    """beta * input + alpha * (batch1 @ batch2) over a batch of matrices."""
+    result = _scaled_sum(input, bmm(batch1, batch2), beta, alpha)
+    return _into(out, result, "baddbmm")
+
+
+def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    """beta * input + alpha * (the sum over the batch of batch1[i] @ batch2[i])."""
+    from .reductions import sum as reduce_sum
+    result = _scaled_sum(input, reduce_sum(bmm(batch1, batch2), dim=0), beta, alpha)
+    return _into(out, result, "addbmm")
+
+
+def _into(out, result, op):
+    """`result` written into `out` (torch's out=), which is returned."""
+    if out is None:
+        return result
+    from .out_arguments import write_out
+    return write_out(out, result, op)
 
 
 def einsum(equation, *operands):

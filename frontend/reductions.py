@@ -229,3 +229,26 @@ def sum_to_size(input, *size):
     out = P["sum"].bind(input, axes=axes, keepdims=True) if axes else input
     from .shape_ops import reshape
     return reshape(out, size)
+
+
+def cumprod(input, dim, *, dtype=None, out=None):
+    """Running products along `dim`, by doubling (log2(n) rounds: y[k:] *= y[:-k]), so that its
+    gradient, zeros included, is the product rule's through plain multiplications."""
+    if dtype is not None:
+        input = to_dtype(input, dtype)
+    elif input.dtype.category < 2:
+        input = to_dtype(input, dtypes.int64)  # PyTorch accumulates bools and integers as int64
+    from .shape_ops import _slice_axis, cat
+    axis = dim % builtins.max(input.ndim, 1)
+    result = input
+    size = input.shape[axis] if input.ndim else 1
+    step = 1
+    while step < size:
+        head = _slice_axis(result, axis, 0, step)
+        tail = mul(_slice_axis(result, axis, step, size), _slice_axis(result, axis, 0, size - step))
+        result = cat([head, tail], dim=axis)
+        step *= 2
+    if out is not None:
+        from .out_arguments import write_out
+        return write_out(out, result, "cumprod")
+    return result

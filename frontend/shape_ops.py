@@ -460,3 +460,38 @@ def tril(input, diagonal=0):
 def triu(input, diagonal=0):
     from .math_ops import where
     return where(_triangle_mask(input, diagonal, False), input, 0)
+
+
+def select(input, dim, index):
+    """The slice at `index` along `dim`, without that dim: a view, as torch.select."""
+    dim = _dim(dim, input.ndim, "select")
+    size = input.shape[dim]
+    if not -size <= index < size:
+        raise IndexError(f"select(): index {index} out of range for tensor of size {list(input.shape)} at "
+                         f"dimension {dim}")
+    return input[(slice(None),) * dim + (int(index),)]
+
+
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """input[..., i, i + offset] over dims dim1 and dim2, that new dim last: a view of input's
+    memory, as torch.diagonal. ember makes that view where the two dims are adjacent in a
+    contiguous tensor (a strided slice of them flattened) and refuses the rest rather than
+    return a copy that later writes would not reach."""
+    dim1, dim2 = _dim(dim1, input.ndim, "diagonal"), _dim(dim2, input.ndim, "diagonal")
+    if dim1 == dim2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    if dim1 > dim2:
+        dim1, dim2, offset = dim2, dim1, -offset
+    if dim2 != dim1 + 1 or not input._data.flags.c_contiguous:
+        raise NotImplementedError(f"diagonal(dim1={dim1}, dim2={dim2}) of {list(input.shape)}: ember makes the "
+                                  f"diagonal view only over two adjacent dims of a contiguous tensor; use "
+                                  f"x.movedim(({dim1}, {dim2}), (-2, -1)).contiguous().diagonal(offset, -2, -1) (a copy)")
+    rows, cols = input.shape[dim1], input.shape[dim2]
+    count = max(0, min(rows, cols - offset) if offset >= 0 else min(rows + offset, cols))
+    start = offset if offset >= 0 else -offset * cols
+    lead, tail = tuple(input.shape[:dim1]), tuple(input.shape[dim2 + 1:])
+    flat = reshape(input, lead + (rows * cols,) + tail)
+    stop = start + (count - 1) * (cols + 1) + 1 if count else start
+    taken = _slice_axis(flat, dim1, start if count else 0, stop if count else 0, cols + 1)
+    return movedim(taken, dim1, -1) if tail else taken
+

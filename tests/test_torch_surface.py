@@ -1,0 +1,124 @@
+"""torch.* functions a transformer or convnet script reaches for: multinomial, cumprod, select,
+diagonal, baddbmm/addbmm, top-level softmax, testing.assert_close, out=, compile(mode=), checked
+against numpy, float64 finite differences, ember.compile and torch's documented messages."""
+import warnings
+
+import numpy as np
+import pytest
+
+import ember
+from finite_differences import check_vjp
+
+RNG = np.random.default_rng(0)
+
+
+def test_multinomial_draws_follow_the_weights_with_and_without_replacement():
+    ember.manual_seed(0)
+    weights = ember.tensor([[1.0, 0.0, 3.0, 4.0], [0.0, 0.0, 1.0, 0.0]])
+    draws = ember.multinomial(weights, 20000, replacement=True)
+    assert draws.dtype == ember.int64 and draws.shape == (2, 20000)
+    counts = np.bincount(draws[0].numpy(), minlength=4) / 20000
+    np.testing.assert_allclose(counts, [0.125, 0.0, 0.375, 0.5], atol=0.015)
+    assert (draws[1] == 2).all()
+    firsts = np.array([ember.multinomial(weights[0], 3)[0].item() for _ in range(3000)])
+    np.testing.assert_allclose(np.bincount(firsts, minlength=4) / 3000, [0.125, 0.0, 0.375, 0.5], atol=0.03)
+    without = ember.multinomial(weights[0], 3)
+    assert sorted(without.tolist()) == [0, 2, 3]  # every non-zero weight once
+    compiled = ember.compile(lambda w: ember.multinomial(w, 2))
+    for _ in range(3):
+        assert sorted(compiled(weights[0]).tolist()) in ([0, 2], [0, 3], [2, 3])
+
+
+def test_multinomial_refuses_what_torch_refuses():
+    with pytest.raises(RuntimeError, match="cannot sample n_sample > prob_dist.size"):
+        ember.multinomial(ember.tensor([1.0, 2.0]), 3)
+    with pytest.raises(RuntimeError, match="probability tensor contains either `inf`, `nan` or element < 0"):
+        ember.multinomial(ember.tensor([1.0, -2.0]), 1)
+    with pytest.raises(RuntimeError, match="invalid multinomial distribution"):
+        ember.multinomial(ember.tensor([0.0, 0.0]), 1, replacement=True)
+    with pytest.raises(RuntimeError, match="prob_dist must be 1 or 2 dim"):
+        ember.multinomial(ember.ones(2, 2, 2), 1)
+
+
+def test_cumprod_matches_numpy_its_gradient_handles_zeros_and_it_compiles():
+    x = RNG.standard_normal((3, 9))
+    x[1, 4] = 0.0
+    np.testing.assert_allclose(ember.cumprod(ember.from_numpy(x), 1).numpy(), np.cumprod(x, 1), rtol=1e-12)
+    check_vjp(lambda t: ember.cumprod(t, 1), [x])
+    check_vjp(lambda t: ember.cumprod(t, 0), [x])
+    ints = ember.tensor([[1, 2, 3]])
+    assert ember.cumprod(ints, 1).tolist() == [[1, 2, 6]] and ember.cumprod(ints, 1).dtype == ember.int64
+    f32 = ember.from_numpy(x.astype(np.float32))
+    compiled = ember.compile(lambda t: t.cumsum(0) + ember.cumprod(t, 1))
+    np.testing.assert_allclose(compiled(f32).numpy(), (f32.cumsum(0) + ember.cumprod(f32, 1)).numpy(), rtol=1e-6)
+
+
+def test_select_and_diagonal_are_views_as_in_torch():
+    x = ember.arange(24.0).reshape(2, 3, 4)
+    for offset in (-2, 0, 1, 3):
+        for dims in ((0, 1), (1, 2), (2, 1)):
+            np.testing.assert_array_equal(ember.diagonal(x, offset, *dims).numpy(),
+                                          np.diagonal(x.numpy(), offset, *dims))
+    square = ember.zeros(3, 3)
+    ember.diagonal(square).fill_(1.0)
+    ember.select(square, 0, -1).add_(5.0)
+    assert square.tolist() == [[1, 0, 0], [0, 1, 0], [5, 5, 6]]
+    with pytest.raises(IndexError, match=r"select\(\): index 3 out of range for tensor of size \[3, 3\] at dimension 0"):
+        ember.select(square, 0, 3)
+    with pytest.raises(NotImplementedError, match="adjacent dims of a contiguous tensor"):
+        ember.diagonal(x, 0, 0, 2)
+    check_vjp(lambda t: ember.diagonal(t, 1, 1, 2) * 2, [RNG.standard_normal((2, 3, 4))])
+
+
+def test_baddbmm_and_addbmm_scale_and_ignore_the_input_when_beta_is_zero():
+    a, b = RNG.standard_normal((2, 3, 4)), RNG.standard_normal((2, 4, 5))
+    c = np.full((2, 3, 5), np.nan)
+    got = ember.baddbmm(ember.from_numpy(c), ember.from_numpy(a), ember.from_numpy(b), beta=0, alpha=2)
+    np.testing.assert_allclose(got.numpy(), 2 * a @ b, rtol=1e-12)
+    c = RNG.standard_normal((3, 5))
+    got = ember.addbmm(ember.from_numpy(c), ember.from_numpy(a), ember.from_numpy(b), beta=0.5)
+    np.testing.assert_allclose(got.numpy(), 0.5 * c + (a @ b).sum(0), rtol=1e-12)
+    out = ember.empty(0, dtype=ember.float64)
+    assert ember.baddbmm(ember.from_numpy(c), ember.from_numpy(a), ember.from_numpy(b), out=out) is out
+    np.testing.assert_allclose(out.numpy(), c + a @ b, rtol=1e-12)
+    check_vjp(lambda x, y, z: ember.baddbmm(x, y, z, beta=0.5, alpha=1.5), [c, a, b])
+    with pytest.raises(RuntimeError, match="result type Float can't be cast to the desired output type Long"):
+        ember.baddbmm(ember.zeros(2, 3, 5), ember.randn(2, 3, 4), ember.randn(2, 4, 5),
+                      out=ember.zeros(2, 3, 5, dtype=ember.int64))
+
+
+def test_top_level_softmax_and_log_softmax():
+    x = ember.randn(3, 4)
+    np.testing.assert_allclose(ember.softmax(x, 1).numpy(), ember.nn.functional.softmax(x, 1).numpy())
+    np.testing.assert_allclose(ember.log_softmax(x, dim=0).exp().sum(0).numpy(), np.ones(4), rtol=1e-6)
+
+
+def test_assert_close_tolerances_and_messages_follow_torch():
+    x = ember.tensor([1.0, 2.0, 3.0])
+    ember.testing.assert_close(x, x + 1e-6)
+    ember.testing.assert_close({"a": [x, 1]}, {"a": [x.clone(), 1]})
+    with pytest.raises(AssertionError, match=r"(?s)Tensor-likes are not close!.*Mismatched elements: 1 / 3 \(33.3%\)"
+                                             r".*Greatest absolute difference: 0.5 at index \(1,\)"):
+        ember.testing.assert_close(x, ember.tensor([1.0, 2.5, 3.0]))
+    with pytest.raises(AssertionError, match=r"The values for attribute 'dtype' do not match"):
+        ember.testing.assert_close(x, x.double())
+    with pytest.raises(AssertionError, match=r"The values for attribute 'shape' do not match"):
+        ember.testing.assert_close(x, x[:2])
+    with pytest.raises(AssertionError, match=r"The failure occurred for item \['a'\]\[0\]"):
+        ember.testing.assert_close({"a": [x]}, {"a": [x + 1]})
+    ember.testing.assert_close(x, x.double(), check_dtype=False)
+    ember.testing.assert_close(ember.tensor([float("nan")]), ember.tensor([float("nan")]), equal_nan=True)
+    with pytest.raises(ValueError, match="Both 'rtol' and 'atol' must be either specified or omitted"):
+        ember.testing.assert_close(x, x, rtol=1e-3)
+
+
+def test_compile_modes_are_torchs_and_say_when_they_change_nothing():
+    x = ember.randn(3)
+    with pytest.warns(UserWarning, match=r"mode='max-autotune'\) compiles as mode='default'"):
+        compiled = ember.compile(lambda t: t * 2, mode="max-autotune")
+    np.testing.assert_allclose(compiled(x).numpy(), (x * 2).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ember.compile(lambda t: t * 2, mode="default")
+    with pytest.raises(RuntimeError, match="Unrecognized mode=fastest, should be one of: default, reduce-overhead"):
+        ember.compile(lambda t: t, mode="fastest")
