@@ -102,8 +102,10 @@ _sys.meta_path.insert(0, _FrontendAliases())  # first, so that ember.nn.X is nev
 
 def _load_frontend():
     """Import the frontend and bind its public names in this module (once)."""
+    from ember.frontend.out_arguments import OUT_FUNCTIONS, with_out
     for public, (module_name, defined) in _FRONTEND_NAMES.items():
-        globals()[public] = getattr(_importlib.import_module(module_name), defined)
+        value = getattr(_importlib.import_module(module_name), defined)
+        globals()[public] = with_out(value, public) if public in OUT_FUNCTIONS else value
     for name in _FRONTEND_MODULES + _FRONTEND_SUBMODULES:
         _importlib.import_module("ember." + name)  # the import binds `ember.nn` (etc.) here
 

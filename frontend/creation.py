@@ -103,15 +103,15 @@ def _leaf(array, requires_grad):
     return t
 
 
-def zeros(*size, dtype=None, device=None, requires_grad=False, out=None):
+def zeros(*size, dtype=None, device=None, requires_grad=False):
     return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False, out=None):
+def ones(*size, dtype=None, device=None, requires_grad=False):
     return _leaf(np.ones(_sizes(size), _float(dtype)), requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False, out=None, memory_format=None, pin_memory=False):
+def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=None, pin_memory=False):
     return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad)
 
 

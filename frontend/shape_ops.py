@@ -213,7 +213,7 @@ def tile(input, dims):
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
 
 
-def cat(tensors, dim=0, out=None):
+def cat(tensors, dim=0):
     tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or list(tensors)[:1]
     if not tensors:
         raise RuntimeError("cat(): expected a non-empty list of Tensors")
@@ -225,7 +225,7 @@ def cat(tensors, dim=0, out=None):
 concat = concatenate = cat
 
 
-def stack(tensors, dim=0, out=None):
+def stack(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")

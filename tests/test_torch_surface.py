@@ -87,6 +87,29 @@ def test_baddbmm_and_addbmm_scale_and_ignore_the_input_when_beta_is_zero():
                       out=ember.zeros(2, 3, 5, dtype=ember.int64))
 
 
+def test_out_arguments_write_into_the_given_tensor_as_torch_does():
+    x = ember.randn(3, 4)
+    out = ember.empty(3, 4)
+    assert ember.add(x, 1, out=out) is out and ember.equal(out, x + 1)
+    values, indices = ember.empty(3), ember.empty(3, dtype=ember.int64)
+    result = ember.max(x, 1, out=(values, indices))
+    assert result.values is values and ember.equal(indices, x.argmax(1))
+    assert ember.cat([x, x], out=ember.empty(0)).shape == (6, 4)  # an empty out= takes the result's shape
+    view = ember.zeros(2, 3, 4)[1]
+    ember.mul(x, 2, out=view)
+    assert ember.equal(view, x * 2)
+    ember.add(x, 1, out=x)  # out= may be an input: computed first, then written
+    assert ember.add(ember.tensor([1, 2]), 1, out=ember.empty(2)).dtype == ember.float32  # int -> float casts
+    with pytest.raises(RuntimeError, match="result type Float can't be cast to the desired output type Long"):
+        ember.add(x, 1, out=ember.empty(3, 4, dtype=ember.int64))
+    with pytest.raises(RuntimeError, match="functions with out=... arguments don't support automatic differentiation"):
+        ember.add(x, 1, out=ember.empty(3, 4, requires_grad=True))
+    with pytest.raises(RuntimeError, match=r"out= has shape \[2, 2\] and the result \[3, 4\]"):
+        ember.add(x, 1, out=ember.empty(2, 2))
+    with pytest.raises(TypeError, match=r"max\(\): argument 'out' must be tuple of 2 Tensors"):
+        ember.max(x, 1, out=values)
+
+
 def test_top_level_softmax_and_log_softmax():
     x = ember.randn(3, 4)
     np.testing.assert_allclose(ember.softmax(x, 1).numpy(), ember.nn.functional.softmax(x, 1).numpy())
