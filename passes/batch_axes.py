@@ -91,7 +91,8 @@ def _compare_attrs(node, other, axis):
                               f"{_short(b)} at another)")
 
 
-_SIZE_ATTRS = {("reshape", "shape"), ("broadcast_to", "shape"), ("random", "shape"), ("constant", "shape")}
+_SIZE_ATTRS = {("reshape", "shape"), ("broadcast_to", "shape"), ("random", "shape"), ("constant", "shape"),
+               ("conv2d_grad_input", "input_shape")}
 
 
 def _uniform(value):
@@ -277,5 +278,6 @@ RULES = {
     "slice": _slice, "slice_update": _slice, "pad": _pad,
     "unfold_windows": _windows(2), "fold_windows": _windows(4),
     "take": _take, "gather": _gather, "matmul": _matmul, "conv2d": _conv,
+    "conv2d_grad_input": _conv,  # (a transposed convolution)
     **{op: _scatter_like for op in ("index_add", "scatter_add", "index_put")},
 }

@@ -26,6 +26,12 @@ from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cro
                               soft_margin_loss)
 from .embedding import embedding, embedding_bag  # noqa: F401
 from .functional_attention import scaled_dot_product_attention, multi_head_attention_forward  # noqa: F401
+from .functional_conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
+from .functional_resize import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401
+from .padding import pad  # noqa: F401
+from .instance_norm import instance_norm  # noqa: F401
+from .fold import unfold, fold  # noqa: F401
+from .functional_dropout import dropout1d, dropout2d, dropout3d  # noqa: F401
 
 
 def _shape_text(t):
@@ -266,25 +272,6 @@ def dropout(input, p=0.5, training=True, inplace=False):
     return _maybe_inplace(input, M.mul(input, _mask(tuple(input.shape), p, input)), inplace)
 
 
-def dropout2d(input, p=0.5, training=True, inplace=False):
-    """Zero whole channels of [N,C,H,W] (or unbatched [C,H,W])."""
-    _check_p(p, "dropout2d")
-    if input.ndim not in (3, 4):
-        raise RuntimeError(f"dropout2d: expected a 3-D or 4-D input, got {_shape_text(input)}")
-    if not training or p == 0.0:
-        return input
-    shape = tuple(input.shape[:-2]) + (1, 1)
-    return _maybe_inplace(input, M.mul(input, _mask(shape, p, input)), inplace)
-
-
-def dropout1d(input, p=0.5, training=True, inplace=False):
-    _check_p(p, "dropout1d")
-    if not training or p == 0.0:
-        return input
-    shape = tuple(input.shape[:-1]) + (1,)
-    return _maybe_inplace(input, M.mul(input, _mask(shape, p, input)), inplace)
-
-
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
     _check_p(p, "alpha_dropout")
     if not training or p == 0.0:
@@ -404,20 +391,6 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return out
 
 
-def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5):
-    n, c = input.shape[0], input.shape[1]
-    _check_norm_dtypes("instance_norm", input, weight=weight, bias=bias)
-    out = group_norm(S.reshape(input, (1, n * c) + tuple(input.shape[2:])), n * c, eps=eps)
-    out = S.reshape(out, tuple(input.shape))
-    bshape = (1, c) + (1,) * (input.ndim - 2)
-    if weight is not None:
-        out = M.mul(out, S.reshape(weight, bshape))
-    if bias is not None:
-        out = M.add(out, S.reshape(bias, bshape))
-    return out
-
-
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     norm = R.norm(input, p, dim, keepdim=True)
     return M.div(input, M.clamp_min(norm, eps))
@@ -436,55 +409,6 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
 
 # ----------------------------------------------------------------------------- padding
 
-def pad(input, pad, mode="constant", value=None):
-    """torch.nn.functional.pad: `pad` lists (left, right) pairs starting from the last dim.
-    Negative amounts crop. Modes: constant, reflect, replicate, circular."""
-    if len(pad) % 2 or len(pad) // 2 > input.ndim:
-        raise ValueError(f"pad: padding length must be even and at most 2 * {input.ndim}, got {len(pad)}")
-    lo = [0] * input.ndim
-    hi = [0] * input.ndim
-    for i in range(len(pad) // 2):
-        axis = input.ndim - 1 - i
-        lo[axis], hi[axis] = int(pad[2 * i]), int(pad[2 * i + 1])
-    out = input
-    # crop first (negative padding), then pad
-    for axis in range(input.ndim):
-        if lo[axis] < 0 or hi[axis] < 0:
-            start = -min(lo[axis], 0)
-            stop = out.shape[axis] + min(hi[axis], 0)
-            out = S.narrow(out, axis, start, stop - start)
-    lo = [max(v, 0) for v in lo]
-    hi = [max(v, 0) for v in hi]
-    if not any(lo) and not any(hi):
-        return out
-    if mode == "constant":
-        fill = 0 if value is None else value
-        return P["pad"].bind(out, lo=tuple(lo), hi=tuple(hi), interior=(0,) * out.ndim, value=fill)
-    if mode not in ("reflect", "replicate", "circular"):
-        raise NotImplementedError(f"pad: mode {mode!r} is not supported (constant, reflect, replicate, circular)")
-    for axis in range(out.ndim):
-        if lo[axis] or hi[axis]:
-            index = _pad_index(out.shape[axis], lo[axis], hi[axis], mode)
-            out = S.index_select(out, axis, Tensor._wrap(index))
-    return out
-
-
-def _pad_index(size, lo, hi, mode):
-    positions = np.arange(-lo, size + hi)
-    if mode == "replicate":
-        return np.clip(positions, 0, size - 1).astype(np.int64)
-    if mode == "circular":
-        if lo > size or hi > size:
-            raise ValueError(f"pad: circular padding {lo},{hi} exceeds dim size {size}")
-        return (positions % size).astype(np.int64)
-    if lo >= size or hi >= size:
-        raise ValueError(f"pad: reflect padding {lo},{hi} must be smaller than the dim size {size}")
-    period = 2 * (size - 1) if size > 1 else 1
-    folded = np.abs(positions) % period
-    return np.where(folded >= size, period - folded, folded).astype(np.int64)
-
-
-# ----------------------------------------------------------------------------- embeddings and encodings
 
 def one_hot(tensor, num_classes=-1):
     """int64 [..., num_classes] with a 1 at each index (compares against an arange)."""
@@ -498,16 +422,3 @@ def one_hot(tensor, num_classes=-1):
 
 def flatten(input, start_dim=0, end_dim=-1):
     return S.flatten(input, start_dim, end_dim)
-
-
-def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
-    """im2col: [N,C,H,W] -> [N, C*KH*KW, L] (torch.nn.functional.unfold)."""
-    kernel, dilation = pair(kernel_size, 2, "kernel_size"), pair(dilation, 2, "dilation")
-    padding, stride = pair(padding, 2, "padding"), pair(stride, 2, "stride")
-    x = input
-    if any(padding):
-        x = P["pad"].bind(x, lo=(0, 0) + padding, hi=(0, 0) + padding, interior=(0,) * 4, value=0)
-    windows = P["unfold_windows"].bind(x, kernel=kernel, stride=stride, dilation=dilation)  # N,C,OH,OW,KH,KW
-    n, c, oh, ow, kh, kw = windows.shape
-    cols = S.permute(windows, (0, 1, 4, 5, 2, 3))
-    return S.reshape(cols, (n, c * kh * kw, oh * ow))

@@ -2,6 +2,8 @@
 from .module import Module
 from .linear import Identity, Linear, Bilinear
 from .conv import Conv1d, Conv2d
+from .conv_transpose import ConvTranspose1d, ConvTranspose2d
+from .upsampling import Upsample, UpsamplingNearest2d, UpsamplingBilinear2d, PixelShuffle, PixelUnshuffle
 from .pooling import (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, AdaptiveAvgPool1d, AdaptiveAvgPool2d,
                       AdaptiveMaxPool2d)
 from .activation import (ReLU, ReLU6, LeakyReLU, ELU, CELU, SELU, GELU, SiLU, Mish, Sigmoid, Tanh, Softplus,
@@ -11,6 +13,12 @@ from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm, RMSNo
 from .dropout import Dropout, Dropout1d, Dropout2d, AlphaDropout
 from .container import Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict
 from .flatten import Flatten, Unflatten
+from .padding import (ZeroPad1d, ZeroPad2d, ZeroPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d, ReflectionPad1d,
+                      ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d, ReplicationPad3d,
+                      CircularPad1d, CircularPad2d, CircularPad3d)
+from .instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .fold import Fold, Unfold
+from .dropout3d import Dropout3d
 from .embedding import Embedding, EmbeddingBag
 from .recurrent import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell
 from .transformer import (MultiheadAttention, TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer,
