@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ember
-from ember.frontend.nn.dropout3d import Dropout3d
+from ember.frontend.nn.dropout import Dropout3d
 from ember.frontend.nn.fold import Fold, Unfold, fold, unfold
 from ember.frontend.nn.functional_dropout import dropout1d, dropout2d, dropout3d
 from ember.frontend.nn.instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, instance_norm

@@ -35,5 +35,10 @@ class Dropout2d(_DropoutNd):
     function = staticmethod(F.dropout2d)
 
 
+class Dropout3d(_DropoutNd):
+    """Zero whole channels of [N, C, D, H, W] or unbatched [C, D, H, W]."""
+    function = staticmethod(F.dropout3d)
+
+
 class AlphaDropout(_DropoutNd):
     function = staticmethod(F.alpha_dropout)

@@ -10,7 +10,7 @@ from .activation import (ReLU, ReLU6, LeakyReLU, ELU, CELU, SELU, GELU, SiLU, Mi
                          Softsign, LogSigmoid, Hardtanh, Hardswish, Hardsigmoid, Threshold, PReLU, Softmax,
                          LogSoftmax, Softmin, GLU)
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm, RMSNorm
-from .dropout import Dropout, Dropout1d, Dropout2d, AlphaDropout
+from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d, AlphaDropout
 from .container import Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict
 from .flatten import Flatten, Unflatten
 from .padding import (ZeroPad1d, ZeroPad2d, ZeroPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d, ReflectionPad1d,
@@ -18,7 +18,6 @@ from .padding import (ZeroPad1d, ZeroPad2d, ZeroPad3d, ConstantPad1d, ConstantPa
                       CircularPad1d, CircularPad2d, CircularPad3d)
 from .instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .fold import Fold, Unfold
-from .dropout3d import Dropout3d
 from .embedding import Embedding, EmbeddingBag
 from .recurrent import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell
 from .transformer import (MultiheadAttention, TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer,
