@@ -54,6 +54,7 @@ _FRONTEND_EXPORTS = {
     "ember.frontend.jit": "compile explain",
     "ember.frontend.export_library": "export_library",
     "ember.runtime.exported_library": "load_exported",
+    "ember.runtime.thread_runtime": "set_num_threads get_num_threads",
     "ember.functional": "broadcast_shapes meshgrid tensordot atleast_1d atleast_2d",
     "ember.frontend.serialization": "save load",
 }

@@ -25,8 +25,11 @@ from sys import getrefcount
 
 import numpy as np
 
+from .thread_runtime import CHOSEN_THREADS
+
 ALIGNMENT = 64
 HEAD = ("arena", "callback", "timings", "threads", "data_offset")
+THREADS = HEAD.index("threads")
 CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
@@ -182,6 +185,8 @@ class CpuProgram:
             outputs[node] = array
             if track:
                 self._live[position] = array
+        if CHOSEN_THREADS and CHOSEN_THREADS[0] != table[THREADS]:  # (ember.set_num_threads ran)
+            table[THREADS] = CHOSEN_THREADS[0]
         status = self._entry(self._table_address)
         self.calls += 1
         if status:

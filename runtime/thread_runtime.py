@@ -3,6 +3,8 @@
 `load_libgomp()` finds libgomp once per process and loads it with RTLD_GLOBAL, so machine
 code resolves GOMP_parallel and omp_* whether it was loaded by llvmlite's MCJIT or as a
 shared library through ctypes. Plain ctypes: loading a cached program needs no llvmlite.
+`set_num_threads(n)` (torch.set_num_threads) sets the threads every compiled program runs on
+from its next call (CHOSEN_THREADS, read by runtime/cpu_program.py) and compiles after it use.
 """
 import ctypes
 import ctypes.util
@@ -19,6 +21,7 @@ import threading
 GOMP_SPINCOUNT_DEFAULT = "20000"
 
 _LOCK = threading.Lock()
+CHOSEN_THREADS = []  # [n] once set_num_threads(n) ran: every compiled program's thread count
 _loaded = {}  # "path": the loaded libgomp's path, or "" when there is none
 
 
@@ -53,3 +56,20 @@ def load_libgomp():
                         path = None
                 _loaded["path"] = path or ""
     return _loaded["path"] or None
+
+
+def set_num_threads(n):
+    """Threads for ember's compiled programs from now on (PyTorch's torch.set_num_threads)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise RuntimeError(f"set_num_threads expects an int, but got {type(n).__name__}")
+    if n < 1:
+        raise RuntimeError("set_num_threads expects a positive integer")
+    from ember import config
+    config.NUM_THREADS = n
+    CHOSEN_THREADS[:] = [n]
+
+
+def get_num_threads():
+    """The threads compiled programs run on (EMBER_NUM_THREADS, or what set_num_threads chose)."""
+    from ember import config
+    return CHOSEN_THREADS[0] if CHOSEN_THREADS else config.NUM_THREADS

@@ -145,3 +145,31 @@ def test_compile_modes_are_torchs_and_say_when_they_change_nothing():
         ember.compile(lambda t: t * 2, mode="default")
     with pytest.raises(RuntimeError, match="Unrecognized mode=fastest, should be one of: default, reduce-overhead"):
         ember.compile(lambda t: t, mode="fastest")
+
+
+def test_set_num_threads_sets_the_threads_of_compiled_programs_from_their_next_call(monkeypatch):
+    import gc
+    from ember import config
+    from ember.runtime import thread_runtime
+    from ember.runtime.cpu_program import THREADS, CpuProgram
+    monkeypatch.setattr(thread_runtime, "CHOSEN_THREADS", thread_runtime.CHOSEN_THREADS)
+    monkeypatch.setattr(config, "NUM_THREADS", config.NUM_THREADS)
+    saved = list(thread_runtime.CHOSEN_THREADS)
+    try:
+        x = ember.randn(64, 64)
+        compiled = ember.compile(lambda a: (a @ a).relu())
+        compiled(x)
+        programs = [p for p in gc.get_objects() if isinstance(p, CpuProgram)]
+        for threads in (1, 3):
+            ember.set_num_threads(threads)
+            assert ember.get_num_threads() == threads and config.NUM_THREADS == threads
+            before = {id(p): p.calls for p in programs}
+            np.testing.assert_allclose(compiled(x).numpy(), (x @ x).relu().numpy(), rtol=1e-5)
+            ran = [p for p in programs if p.calls > before[id(p)]]
+            assert ran and all(p._table[THREADS] == threads for p in ran)
+        with pytest.raises(RuntimeError, match="set_num_threads expects a positive integer"):
+            ember.set_num_threads(0)
+        with pytest.raises(RuntimeError, match="set_num_threads expects an int, but got float"):
+            ember.set_num_threads(1.5)
+    finally:
+        thread_runtime.CHOSEN_THREADS[:] = saved
