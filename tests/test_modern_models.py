@@ -1,0 +1,191 @@
+"""Today's model code after `import ember as torch`: a GPT-style language model (written by hand
+with F.scaled_dot_product_attention, and again with nn.TransformerEncoderLayer) and a small
+U-Net, each trained for several steps eagerly and compiled with equal losses; generation with
+top-k and multinomial."""
+import math
+
+import numpy as np
+import pytest
+
+import ember as torch
+import ember.nn as nn
+import ember.nn.functional as F
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.qkv, self.proj, self.heads = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim), heads
+
+    def forward(self, x):
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).split(dim, dim=2)
+        q, k, v = (t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).contiguous().view(batch, length, dim))
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(dim), CausalSelfAttention(dim, heads), nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab=32, block=16, dim=32, heads=4, layers=2, library_blocks=False):
+        super().__init__()
+        self.block = block
+        self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Embedding(block, dim)
+        if library_blocks:  # the same architecture from torch.nn's own layers
+            self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0,
+                                                                    activation="gelu", batch_first=True,
+                                                                    norm_first=True) for _ in range(layers)])
+        else:
+            self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(layers)])
+        self.library_blocks = library_blocks
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.tokens.weight  # tied output weights
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx, targets=None):
+        batch, length = idx.shape
+        x = self.tokens(idx) + self.positions(torch.arange(length))
+        mask = nn.Transformer.generate_square_subsequent_mask(length) if self.library_blocks else None
+        for block in self.blocks:
+            x = block(x, src_mask=mask, is_causal=True) if self.library_blocks else block(x)
+        logits = self.head(self.ln(x))
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+    def optimizer(self, lr=3e-3, weight_decay=0.1):
+        decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+    @torch.no_grad()
+    def generate(self, idx, new_tokens, temperature=1.0, top_k=None):
+        for _ in range(new_tokens):
+            logits = self(idx[:, -self.block:])[:, -1, :] / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("Inf")
+            probs = F.softmax(logits, dim=-1)
+            idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)
+        return idx
+
+
+def train(model, step_fn, batches):
+    return [step_fn(x, y).item() for x, y in batches]
+
+
+def gpt_batches(count=4, batch=4, block=16, vocab=32, seed=0):
+    rng = np.random.default_rng(seed)
+    text = rng.integers(0, vocab, 2000)
+    out = []
+    for _ in range(count):
+        starts = rng.integers(0, len(text) - block - 1, batch)
+        x = np.stack([text[s:s + block] for s in starts])
+        y = np.stack([text[s + 1:s + block + 1] for s in starts])
+        out.append((torch.from_numpy(x), torch.from_numpy(y)))
+    return out
+
+
+@pytest.mark.parametrize("library_blocks", [False, True], ids=["hand_written", "transformer_encoder_layer"])
+def test_gpt_trains_with_equal_losses_eagerly_and_compiled(library_blocks):
+    batches = gpt_batches(count=1) * 5  # one batch, learnt by heart: the loss must fall
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = GPT(library_blocks=library_blocks)
+        optimizer = model.optimizer()
+
+        def step(x, y):
+            loss = model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            return loss
+        losses[compiled] = train(model, torch.compile(step) if compiled else step, batches)
+    assert abs(losses[False][0] - math.log(32)) < 0.1  # an untrained model predicts uniformly
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    assert losses[False][-1] < losses[False][0]
+
+
+def test_gpt_generates_tokens_with_top_k_and_multinomial():
+    torch.manual_seed(0)
+    model = GPT().eval()
+    start = torch.zeros((2, 1), dtype=torch.long)
+    out = model.generate(start, 20, top_k=5)
+    assert out.shape == (2, 21) and out.dtype == torch.int64
+    assert int(out.min()) >= 0 and int(out.max()) < 32
+    torch.manual_seed(1)
+    greedy_like = model.generate(start, 5, temperature=1e-4, top_k=1)
+    with torch.no_grad():
+        first = model(start)[:, -1].argmax(-1)
+    assert torch.equal(greedy_like[:, 1], first)
+
+
+class UNet(nn.Module):
+    """Two levels: conv blocks with InstanceNorm, a ConvTranspose2d and an Upsample path, skips."""
+
+    def __init__(self, channels=3, width=8):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout, affine=True),
+                                 nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+        self.down1, self.down2 = block(channels, width), block(width, 2 * width)
+        self.bottom = block(2 * width, 4 * width)
+        self.pool = nn.MaxPool2d(2)
+        self.up2 = nn.ConvTranspose2d(4 * width, 2 * width, 2, stride=2)
+        self.dec2 = block(4 * width, 2 * width)
+        self.up1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                                 nn.Conv2d(2 * width, width, 1))
+        self.dec1 = block(2 * width, width)
+        self.out = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x):
+        d1 = self.down1(x)
+        d2 = self.down2(self.pool(d1))
+        b = self.bottom(self.pool(d2))
+        u2 = self.dec2(torch.cat([self.up2(b), d2], dim=1))
+        u1 = self.dec1(torch.cat([self.up1(u2), d1], dim=1))
+        return self.out(u1)
+
+
+def test_unet_trains_with_equal_losses_eagerly_and_compiled():
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.standard_normal((4, 3, 16, 16)).astype(np.float32))
+    masks = torch.from_numpy((rng.random((4, 1, 16, 16)) > 0.5).astype(np.float32))
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = UNet()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+        def step(x, y):
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+        run = torch.compile(step) if compiled else step
+        losses[compiled] = [run(images, masks).item() for _ in range(4)]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    assert losses[False][-1] < losses[False][0]
