@@ -309,8 +309,8 @@ def test_dropout_with_one_layer_warns_like_torch():
 
 
 def test_recurrent_errors_name_the_module_and_shapes():
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
+        LSTM(3, 4, proj_size=4)
     with pytest.raises(ValueError, match="nonlinearity"):
         RNN(3, 4, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="dropout"):

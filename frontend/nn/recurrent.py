@@ -12,8 +12,8 @@ import warnings
 from ember import dtypes
 from ember.frontend.autograd import no_grad
 from ember.frontend.creation import empty, zeros
-from ember.frontend.math_ops import add, mul, relu, sigmoid, sub, tanh
-from ember.frontend.shape_ops import cat, chunk, squeeze, stack, transpose, unbind, unsqueeze
+from ember.frontend.math_ops import add, mul, relu, sigmoid, sub, tanh, where
+from ember.frontend.shape_ops import cat, chunk, index_select, squeeze, stack, transpose, unbind, unsqueeze
 from ember.frontend.tensor import Tensor
 from .functional import dropout, linear
 from .module import Module
@@ -69,12 +69,21 @@ _MODES = {
 }
 
 
-def run_sequence(step, x, state, w_ih, w_hh, b_ih, b_hh, reverse=False):
-    """Run one direction of one layer over x (T, B, features): returns (outputs (T, B, H), state)."""
+def run_sequence(step, x, state, w_ih, w_hh, b_ih, b_hh, w_hr=None, reverse=False, running=None):
+    """Run one direction of one layer over x (T, B, features): returns (outputs (T, B, H), state).
+    `running` (packed input): per step a (B, 1) bool tensor, True for the sequences still going;
+    the others keep their state, so each final state is the one after its own last step (and a
+    reverse pass starts at each sequence's own end). `w_hr` (LSTM proj_size): h is projected."""
     steps = unbind(linear(x, w_ih, b_ih), 0)
     outputs = [None] * len(steps)
     for t in (reversed(range(len(steps))) if reverse else range(len(steps))):
-        state = step(steps[t], state, w_hh, b_hh)
+        new = step(steps[t], state, w_hh, b_hh)
+        if w_hr is not None:
+            new = (linear(new[0], w_hr), new[1])
+        if running is not None:
+            new = tuple(where(running[t], n, o) for n, o in zip(new, state)) if isinstance(new, tuple) \
+                else where(running[t], new, state)
+        state = new
         outputs[t] = _hidden_of(state)
     return stack(outputs, 0), state
 
@@ -131,9 +140,12 @@ class RNNBase(Module):
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1:
             raise ValueError(f"{name}: dropout should be a number in range [0, 1] representing the "
                              f"probability of an element being zeroed, got {dropout!r}")
-        if proj_size != 0:
-            raise NotImplementedError(f"{name}: proj_size={proj_size} (LSTM with projections) is not supported "
-                                      "by ember; use proj_size=0 and a Linear layer on the output")
+        if not isinstance(proj_size, numbers.Integral) or proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        if proj_size and mode != "LSTM":
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if dropout > 0 and num_layers == 1:
             warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so non-zero "
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
@@ -154,13 +166,16 @@ class RNNBase(Module):
 
         self._flat_weights_names = []
         self._all_weights = []
+        real_hidden = proj_size or hidden_size  # the size of h (c keeps hidden_size)
         for layer in range(self.num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * directions
+            layer_input = input_size if layer == 0 else real_hidden * directions
             for direction in range(directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = [("weight_ih", (gate_size, layer_input)), ("weight_hh", (gate_size, hidden_size))]
+                shapes = [("weight_ih", (gate_size, layer_input)), ("weight_hh", (gate_size, real_hidden))]
                 if bias:
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
+                if proj_size:
+                    shapes.append(("weight_hr", (proj_size, hidden_size)))
                 names = []
                 for prefix, shape in shapes:
                     setattr(self, prefix + suffix, Parameter(empty(*shape, dtype=dtype, device=device)))
@@ -185,9 +200,11 @@ class RNNBase(Module):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def _layer_weights(self, layer, direction):
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction (None where absent)."""
         names = self._all_weights[layer * (2 if self.bidirectional else 1) + direction]
         weights = [getattr(self, n) for n in names]
-        return weights if self.bias else weights + [None, None]
+        projection = weights.pop() if self.proj_size else None
+        return (weights if self.bias else weights + [None, None]) + [projection]
 
     @property
     def _name(self):
@@ -212,6 +229,9 @@ class RNNBase(Module):
     # ---------------------------------------------------------------- forward
 
     def forward(self, input, hx=None):
+        from .utils.rnn import PackedSequence
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         name = self._name
         _check_tensor(name, "input", input)
         if input.ndim not in (2, 3):
@@ -222,7 +242,18 @@ class RNNBase(Module):
             x = transpose(x, 0, 1)
         self._check_input(x, input)
         state = self._initial_state(hx, x, batched)
+        x, final_state = self._layers(x, state)
+        if batched and self.batch_first:
+            x = transpose(x, 0, 1)
+        if not batched:
+            x = squeeze(x, 1)
+            final_state = tuple(squeeze(s, 1) for s in final_state) if isinstance(final_state, tuple) \
+                else squeeze(final_state, 1)
+        return x, final_state
 
+    def _layers(self, x, state, running=None):
+        """Every layer and direction over x (T, B, features) from `state` (see _initial_state):
+        (outputs (T, B, directions * H), final state (layers * directions, B, H), or a pair)."""
         directions = 2 if self.bidirectional else 1
         finals = []
         for layer in range(self.num_layers):
@@ -231,24 +262,36 @@ class RNNBase(Module):
                 index = layer * directions + direction
                 start = tuple(part[index] for part in state) if len(state) == 2 else state[0][index]
                 out, final = run_sequence(self._step, x, start, *self._layer_weights(layer, direction),
-                                          reverse=direction == 1)
+                                          reverse=direction == 1, running=running)
                 outputs.append(out)
                 finals.append(final)
             x = outputs[0] if directions == 1 else cat(outputs, 2)
             if layer < self.num_layers - 1:
                 x = dropout(x, self.dropout, self.training)
-
         if isinstance(finals[0], tuple):
-            final_state = tuple(stack([f[k] for f in finals], 0) for k in range(len(finals[0])))
-        else:
-            final_state = stack(finals, 0)
-        if batched and self.batch_first:
-            x = transpose(x, 0, 1)
-        if not batched:
-            x = squeeze(x, 1)
-            final_state = tuple(squeeze(s, 1) for s in final_state) if isinstance(final_state, tuple) \
-                else squeeze(final_state, 1)
-        return x, final_state
+            return x, tuple(stack([f[k] for f in finals], 0) for k in range(len(finals[0])))
+        return x, stack(finals, 0)
+
+    def _forward_packed(self, packed, hx):
+        """A PackedSequence in, a PackedSequence out (same batch_sizes and permutations), and the
+        final state of each sequence after its own last step, in the caller's order."""
+        from ember.frontend.creation import tensor
+        from .utils.rnn import PackedSequence, packed_steps, padded_steps
+        sizes = [int(v) for v in packed.batch_sizes.tolist()]
+        x = padded_steps(packed.data, sizes, len(sizes))  # (T, B, features), longest first
+        self._check_input(x, packed.data)
+        if hx is not None and packed.sorted_indices is not None:  # the caller's order -> longest first
+            hx = tuple(index_select(h, 1, packed.sorted_indices) for h in hx) if isinstance(hx, (tuple, list)) \
+                else index_select(hx, 1, packed.sorted_indices)
+        state = self._initial_state(hx, x, True)
+        running = [tensor([[k < size] for k in range(sizes[0])]) for size in sizes]
+        x, final_state = self._layers(x, state, running)
+        if packed.unsorted_indices is not None:
+            final_state = tuple(index_select(f, 1, packed.unsorted_indices) for f in final_state) \
+                if isinstance(final_state, tuple) else index_select(final_state, 1, packed.unsorted_indices)
+        output = PackedSequence(packed_steps(x, sizes), packed.batch_sizes, packed.sorted_indices,
+                                packed.unsorted_indices)
+        return output, final_state
 
     def _check_input(self, x, original):
         name = self._name
@@ -265,10 +308,11 @@ class RNNBase(Module):
     def _initial_state(self, hx, x, batched):
         """hx split per layer and direction: [h_0 parts] or [h_0 parts, c_0 parts]; zeros when not given."""
         name = self._name
-        expected = (self.num_layers * (2 if self.bidirectional else 1), x.shape[1], self.hidden_size)
+        count = self.num_layers * (2 if self.bidirectional else 1)
         parts = 2 if self.mode == "LSTM" else 1
+        shapes = [(count, x.shape[1], self.proj_size or self.hidden_size), (count, x.shape[1], self.hidden_size)]
         if hx is None:
-            state = [zeros(*expected, dtype=x.dtype) for _ in range(parts)]
+            state = [zeros(*shapes[k], dtype=x.dtype) for k in range(parts)]
         else:
             if parts == 2 and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
                 raise TypeError(f"{name}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
@@ -281,7 +325,7 @@ class RNNBase(Module):
                                        f"{label} should also be {3 if batched else 2}-D but got "
                                        f"{s.ndim}-D tensor {_short(s)}")
             state = [s if batched else unsqueeze(s, 1) for s in state]
-            for label, s in zip(labels, state):
+            for label, s, expected in zip(labels, state, shapes):
                 if tuple(s.shape) != expected:
                     shown = expected if batched else (expected[0], expected[2])
                     raise RuntimeError(f"{name}: expected {label} of shape {list(shown)}, got {_short(s)}")
@@ -294,11 +338,12 @@ class RNN(RNNBase):
     """Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
+                 batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size,
-                         num_layers, bias, batch_first, dropout, bidirectional, device=device, dtype=dtype)
+                         num_layers, bias, batch_first, dropout, bidirectional, proj_size, device=device,
+                         dtype=dtype)
         self.nonlinearity = nonlinearity
 
 
@@ -315,9 +360,9 @@ class GRU(RNNBase):
     """Gated recurrent unit: returns output, h_n; gates r, z, n in torch's order."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
+                 bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, device=device, dtype=dtype)
+                         bidirectional, proj_size, device=device, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- cells

@@ -1,4 +1,4 @@
-"""ember.nn.utils: gradient clipping and flat parameter vectors (torch.nn.utils)."""
+"""ember.nn.utils: gradient clipping, flat parameter vectors (torch.nn.utils) and, in rnn.py, padded and packed sequences."""
 import math
 
 from ember.frontend.autograd import no_grad
@@ -6,6 +6,7 @@ from ember.frontend.tensor import Tensor
 from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
 from ember.frontend import shape_ops as S
+from . import rnn  # noqa: F401  (ember.nn.utils.rnn)
 
 
 def _grads(parameters):
