@@ -173,3 +173,30 @@ def test_set_num_threads_sets_the_threads_of_compiled_programs_from_their_next_c
             ember.set_num_threads(1.5)
     finally:
         thread_runtime.CHOSEN_THREADS[:] = saved
+
+
+def test_checkpoint_recomputes_in_backward_with_the_same_dropout_masks_and_gradients():
+    from ember.utils.checkpoint import checkpoint, checkpoint_sequential
+    ember.manual_seed(0)
+    block = ember.nn.Sequential(ember.nn.Linear(4, 8), ember.nn.GELU(), ember.nn.Dropout(0.3), ember.nn.Linear(8, 4))
+    x = ember.randn(5, 4, requires_grad=True)
+    results = []
+    for wrapped in (False, True):
+        x.grad = None
+        block.zero_grad()
+        ember.manual_seed(1)
+        y = checkpoint(block, x, use_reentrant=False) if wrapped else block(x)
+        assert y.requires_grad
+        y.pow(2).sum().backward()
+        results.append((y.detach().numpy(), x.grad.numpy().copy(), block[0].weight.grad.numpy().copy()))
+    for plain, checkpointed in zip(*results):
+        np.testing.assert_array_equal(plain, checkpointed)
+    block.zero_grad()
+    constant = ember.randn(5, 4)  # no input needs a gradient: the parameters still get theirs
+    checkpoint(block.eval(), constant, use_reentrant=False).sum().backward()
+    assert block[3].weight.grad is not None and block[3].weight.grad.abs().sum().item() > 0
+    with pytest.warns(UserWarning, match="the use_reentrant parameter should be passed explicitly"):
+        checkpoint(block, x)
+    layers = ember.nn.Sequential(*[ember.nn.Linear(4, 4) for _ in range(4)])
+    np.testing.assert_allclose(checkpoint_sequential(layers, 2, x, use_reentrant=False).detach().numpy(),
+                               layers(x).detach().numpy(), rtol=1e-6)
