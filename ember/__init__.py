@@ -60,7 +60,7 @@ _FRONTEND_EXPORTS = {
 }
 # Frontend modules ember also names as its own: `ember.nn` is `ember.frontend.nn`, one module
 # under two names, and so are their submodules (`import ember.nn.functional as F`).
-_FRONTEND_MODULES = ("nn", "optim", "autograd", "utils", "transforms", "testing")
+_FRONTEND_MODULES = ("nn", "optim", "autograd", "utils", "transforms", "testing", "text")
 # Submodules that _load_frontend imports, so that `ember.utils.data.DataLoader` works after `import ember`.
 _FRONTEND_SUBMODULES = ("nn.functional", "nn.init", "nn.parameter", "nn.modules", "optim.lr_scheduler", "utils.data")
 # ember's own subpackages, imported when first read as attributes (`ember.cuda.is_available()`).

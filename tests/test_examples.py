@@ -19,3 +19,10 @@ def test_digits_demo_trains_saves_and_reloads():
                              "--min-accuracy", "0.5"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "test accuracy:" in result.stdout and "weights identical: True" in result.stdout
+
+
+def test_text_classifier_example_trains_on_packed_sequences():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_text_classifier.py"), "--epochs",
+                             "2", "--min-accuracy", "0.8"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "vocabulary: " in result.stdout and "test accuracy:" in result.stdout
