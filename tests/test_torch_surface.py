@@ -200,3 +200,40 @@ def test_checkpoint_recomputes_in_backward_with_the_same_dropout_masks_and_gradi
     layers = ember.nn.Sequential(*[ember.nn.Linear(4, 4) for _ in range(4)])
     np.testing.assert_allclose(checkpoint_sequential(layers, 2, x, use_reentrant=False).detach().numpy(),
                                layers(x).detach().numpy(), rtol=1e-6)
+
+
+def test_full_backward_hooks_see_and_replace_gradients_as_torchs_do():
+    linear = ember.nn.Linear(3, 2)
+    with ember.no_grad():
+        linear.weight.copy_(ember.arange(6.0).reshape(2, 3) / 10)
+    seen = []
+
+    def pre_hook(module, grad_output):
+        seen.append(("pre", grad_output[0].numpy().copy()))
+        return (grad_output[0] * 3,)
+
+    def hook(module, grad_input, grad_output):
+        seen.append(("full", grad_input[0].numpy().copy(), grad_output[0].numpy().copy()))
+        return (grad_input[0] * 2,)
+    linear.register_full_backward_pre_hook(pre_hook)
+    handle = linear.register_full_backward_hook(hook)
+    x = ember.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]], requires_grad=True)
+    linear(x).sum().backward()
+    weight = linear.weight.detach().numpy()
+    assert seen[0][0] == "pre" and (seen[0][1] == 1).all()
+    np.testing.assert_allclose(seen[1][1], 3 * np.ones((2, 2)) @ weight, rtol=1e-6)  # after the pre hook's x3
+    np.testing.assert_allclose(x.grad.numpy(), 2 * 3 * np.ones((2, 2)) @ weight, rtol=1e-6)
+    np.testing.assert_allclose(linear.weight.grad.numpy(), 3 * np.ones((2, 2)).T @ x.detach().numpy(), rtol=1e-6)
+    handle.remove()
+    seen.clear()
+    linear(x).sum().backward()
+    assert [s[0] for s in seen] == ["pre"]
+    frozen = ember.nn.Linear(3, 2)
+    calls = []
+    frozen.register_full_backward_hook(lambda m, gi, go: calls.append((gi, tuple(go[0].shape))))
+    with pytest.warns(UserWarning, match="Full backward hook is firing when gradients are computed with respect"):
+        out = frozen(ember.ones(1, 3))
+    out.sum().backward()
+    assert calls == [((None,), (1, 2))]
+    with pytest.raises(RuntimeError, match="ember.compile cannot run a module's full backward hooks"):
+        ember.compile(lambda t: linear(t).sum())(x)

@@ -83,6 +83,8 @@ class Module:
         set_attr(self, "_forward_pre_hooks", OrderedDict())
         set_attr(self, "_forward_hooks_with_kwargs", set())
         set_attr(self, "_forward_pre_hooks_with_kwargs", set())
+        set_attr(self, "_backward_hooks", OrderedDict())
+        set_attr(self, "_backward_pre_hooks", OrderedDict())
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
@@ -98,7 +100,8 @@ class Module:
             name = type(self).__name__
         path.append(name)
         try:
-            if self._forward_pre_hooks or self._forward_hooks:
+            if self._forward_pre_hooks or self._forward_hooks or self.__dict__.get("_backward_hooks") \
+                    or self.__dict__.get("_backward_pre_hooks"):
                 return self._call_with_hooks(args, kwargs)
             return self.forward(*args, **kwargs)
         finally:
@@ -124,6 +127,11 @@ class Module:
                 result = hook(self, args)
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
+        backward = None
+        if (self.__dict__.get("_backward_hooks") or self.__dict__.get("_backward_pre_hooks")) and STATE.grad_enabled:
+            from .backward_hooks import BackwardHook
+            backward = BackwardHook(self, self._backward_hooks, self._backward_pre_hooks)
+            args = backward.wrap_inputs(args)
         output = self.forward(*args, **kwargs)
         for hook_id, hook in list(self._forward_hooks.items()):
             if hook_id in self._forward_hooks_with_kwargs:
@@ -132,7 +140,7 @@ class Module:
                 result = hook(self, args, output)
             if result is not None:
                 output = result
-        return output
+        return backward.wrap_outputs(output) if backward is not None else output
 
     def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
         """`hook(module, args)` runs before forward; a returned value replaces the args."""
@@ -143,6 +151,17 @@ class Module:
         """`hook(module, args, output)` runs after forward; a returned value replaces the output."""
         return self._add_hook(self._forward_hooks, self._forward_hooks_with_kwargs,
                               hook, prepend, with_kwargs)
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """`hook(module, grad_input, grad_output)` runs when the gradients for the module's
+        positional inputs are computed; a returned tuple replaces grad_input."""
+        return self._add_hook(self.__dict__.setdefault("_backward_hooks", OrderedDict()), set(), hook, prepend, False)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """`hook(module, grad_output)` runs when the gradients for the module's outputs are
+        computed, before anything else uses them; a returned tuple replaces grad_output."""
+        return self._add_hook(self.__dict__.setdefault("_backward_pre_hooks", OrderedDict()), set(), hook, prepend,
+                              False)
 
     @staticmethod
     def _add_hook(hooks, with_kwargs_set, hook, prepend, with_kwargs):
