@@ -39,7 +39,7 @@ _FRONTEND_EXPORTS = {
     # median too; the matrix trace is Tensor.trace(), while ember.trace records IR (below)
     "ember.frontend.reductions": """
         sum mean max min amax amin argmax argmin prod var std var_mean std_mean norm logsumexp all any
-        count_nonzero cumsum cumprod aminmax dist median""",
+        count_nonzero cumsum cumprod cummax cummin aminmax dist median""",
     "ember.frontend.shape_ops": """
         reshape permute transpose swapaxes swapdims t movedim flatten unflatten unsqueeze squeeze broadcast_to
         broadcast_tensors cat concat concatenate stack hstack vstack split chunk unbind flip fliplr flipud roll

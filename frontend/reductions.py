@@ -252,3 +252,45 @@ def cumprod(input, dim, *, dtype=None, out=None):
         from .out_arguments import write_out
         return write_out(out, result, "cumprod")
     return result
+
+
+def cummax(input, dim):
+    """(values, indices): the running maximum along `dim` and where it was last reached (a NaN,
+    once seen, stays the maximum, at its first index), as torch.cummax."""
+    return _running_extreme(input, dim, "cummax")
+
+
+def cummin(input, dim):
+    """(values, indices): the running minimum along `dim` (see cummax)."""
+    return _running_extreme(input, dim, "cummin")
+
+
+def _running_extreme(input, dim, op):
+    """By doubling over (value, index) pairs: the later element wins when it is at least as good
+    (or is a NaN and the earlier is not); the values are then gathered from the input at the
+    indices, so that gradients flow to the elements chosen."""
+    from .math_ops import ge, le, isnan, logical_and, logical_not, logical_or, where
+    from .shape_ops import _slice_axis, cat, gather
+    from .creation import arange
+    axis = dim % builtins.max(input.ndim, 1)
+    if input.ndim == 0:
+        return namedtuple(op, "values indices")(input.clone(), Tensor._wrap(np.zeros((), np.int64)))
+    size = input.shape[axis]
+    shape = [1] * input.ndim
+    shape[axis] = size
+    index = arange(size).reshape(shape).expand(*input.shape).contiguous()
+    value = input.detach()
+    better = ge if op == "cummax" else le
+    floating = input.is_floating_point()
+    step = 1
+    while step < size:
+        left_v, left_i = _slice_axis(value, axis, 0, size - step), _slice_axis(index, axis, 0, size - step)
+        right_v, right_i = _slice_axis(value, axis, step, size), _slice_axis(index, axis, step, size)
+        wins = better(right_v, left_v)
+        if floating:
+            wins = logical_or(logical_and(wins, logical_not(isnan(left_v))),
+                              logical_and(isnan(right_v), logical_not(isnan(left_v))))
+        value = cat([_slice_axis(value, axis, 0, step), where(wins, right_v, left_v)], dim=axis)
+        index = cat([_slice_axis(index, axis, 0, step), where(wins, right_i, left_i)], dim=axis)
+        step *= 2
+    return namedtuple(op, "values indices")(gather(input, axis, index), index)

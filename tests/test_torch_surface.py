@@ -237,3 +237,29 @@ def test_full_backward_hooks_see_and_replace_gradients_as_torchs_do():
     assert calls == [((None,), (1, 2))]
     with pytest.raises(RuntimeError, match="ember.compile cannot run a module's full backward hooks"):
         ember.compile(lambda t: linear(t).sum())(x)
+
+
+def reference_running_extreme(x, maximum=True):
+    values, indices = np.empty_like(x), np.empty(x.shape, np.int64)
+    best, where_best = None, 0
+    for k, v in enumerate(x):
+        if best is None or (not np.isnan(best) and (np.isnan(v) or (v >= best if maximum else v <= best))):
+            best, where_best = v, k
+        values[k], indices[k] = best, where_best
+    return values, indices
+
+
+@pytest.mark.parametrize("op", ["cummax", "cummin"])
+def test_cummax_and_cummin_follow_torch_on_ties_and_nan_and_differentiate(op):
+    x = RNG.integers(0, 4, (3, 9)).astype(np.float64)
+    x[1, 5] = np.nan
+    values, indices = getattr(ember, op)(ember.from_numpy(x), 1)
+    for row in range(3):
+        want_v, want_i = reference_running_extreme(x[row], op == "cummax")
+        np.testing.assert_array_equal(values[row].numpy(), want_v)
+        np.testing.assert_array_equal(indices[row].numpy(), want_i)
+    smooth = RNG.standard_normal((4, 6))
+    check_vjp(lambda t: getattr(ember, op)(t, 0).values, [smooth])
+    compiled = ember.compile(lambda t: getattr(ember, op)(t, 1).values * 2)
+    f32 = ember.from_numpy(smooth.astype(np.float32))
+    np.testing.assert_array_equal(compiled(f32).numpy(), (getattr(ember, op)(f32, 1).values * 2).numpy())
