@@ -48,7 +48,12 @@ _FRONTEND_EXPORTS = {
     "ember.frontend.indexing": "nonzero masked_fill masked_select argwhere",
     "ember.frontend.linalg": "matmul mm bmm mv dot inner outer ger addmm baddbmm addbmm einsum cross svd linalg linalg_module=linalg",
     "ember.frontend.sampling": "multinomial",
-    "ember.frontend.nn.functional": "softmax log_softmax",
+    # torch.* forms of nn.functional whose torch signatures match F's (torch.dropout, torch.embedding,
+    # torch.batch_norm and torch.instance_norm take other arguments: they are left out)
+    "ember.frontend.nn.functional": """
+        softmax log_softmax conv1d conv2d conv_transpose1d conv_transpose2d avg_pool1d adaptive_avg_pool1d
+        max_pool1d max_pool2d pixel_shuffle pixel_unshuffle prelu bilinear layer_norm group_norm rms_norm selu
+        celu threshold""",
     "ember.frontend.sorting": "sort argsort topk unique kthvalue msort",
     "ember.frontend.tracer": "trace",
     "ember.frontend.jit": "compile explain",

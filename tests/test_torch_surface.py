@@ -263,3 +263,19 @@ def test_cummax_and_cummin_follow_torch_on_ties_and_nan_and_differentiate(op):
     compiled = ember.compile(lambda t: getattr(ember, op)(t, 1).values * 2)
     f32 = ember.from_numpy(smooth.astype(np.float32))
     np.testing.assert_array_equal(compiled(f32).numpy(), (getattr(ember, op)(f32, 1).values * 2).numpy())
+
+
+def test_top_level_forms_of_functional_ops_match_nn_functional():
+    F = ember.nn.functional
+    x = ember.randn(2, 3, 8, 8)
+    w = ember.randn(4, 3, 3, 3)
+    np.testing.assert_allclose(ember.conv2d(x, w, None, 1, 1).numpy(), F.conv2d(x, w, padding=1).numpy())
+    np.testing.assert_allclose(ember.layer_norm(x, [8]).numpy(), F.layer_norm(x, [8]).numpy())
+    np.testing.assert_allclose(ember.group_norm(x, 3).numpy(), F.group_norm(x, 3).numpy())
+    np.testing.assert_allclose(ember.max_pool2d(x, 2).numpy(), F.max_pool2d(x, 2).numpy())
+    np.testing.assert_allclose(ember.pixel_shuffle(ember.randn(1, 4, 2, 2), 2).shape, (1, 1, 4, 4))
+    np.testing.assert_allclose(ember.selu(x).numpy(), F.selu(x).numpy())
+    np.testing.assert_allclose(ember.celu(x, 0.5).numpy(), F.celu(x, 0.5).numpy())
+    np.testing.assert_allclose(ember.threshold(x, 0.1, -1.0).numpy(), F.threshold(x, 0.1, -1.0).numpy())
+    np.testing.assert_allclose(ember.prelu(x, ember.tensor([0.25])).numpy(),
+                               np.where(x.numpy() > 0, x.numpy(), 0.25 * x.numpy()), rtol=1e-6)
