@@ -32,6 +32,10 @@ from .padding import pad  # noqa: F401
 from .instance_norm import instance_norm  # noqa: F401
 from .fold import unfold, fold  # noqa: F401
 from .functional_dropout import dropout1d, dropout2d, dropout3d  # noqa: F401
+from .functional_loss_more import (cosine_embedding_loss, hinge_embedding_loss, margin_ranking_loss,  # noqa: F401
+                                   multi_margin_loss, multilabel_margin_loss, multilabel_soft_margin_loss,
+                                   poisson_nll_loss, gaussian_nll_loss, triplet_margin_loss,
+                                   triplet_margin_with_distance_loss, cosine_similarity, pairwise_distance, pdist)
 
 
 def _shape_text(t):
@@ -394,20 +398,6 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     norm = R.norm(input, p, dim, keepdim=True)
     return M.div(input, M.clamp_min(norm, eps))
-
-
-def cosine_similarity(x1, x2, dim=1, eps=1e-8):
-    x1, x2 = S.broadcast_tensors(x1, x2)
-    n1 = M.clamp_min(R.norm(x1, 2, dim, keepdim=True), eps)
-    n2 = M.clamp_min(R.norm(x2, 2, dim, keepdim=True), eps)
-    return R.sum(M.mul(M.div(x1, n1), M.div(x2, n2)), dim)
-
-
-def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
-    return R.norm(M.add(M.sub(x1, x2), eps), p, -1, keepdim)
-
-
-# ----------------------------------------------------------------------------- padding
 
 
 def one_hot(tensor, num_classes=-1):

@@ -24,5 +24,8 @@ from .transformer import (MultiheadAttention, TransformerEncoderLayer, Transform
                           TransformerDecoder, Transformer)
 from .loss import (MSELoss, L1Loss, SmoothL1Loss, HuberLoss, CrossEntropyLoss, NLLLoss, BCELoss,
                    BCEWithLogitsLoss, KLDivLoss, SoftMarginLoss)
+from .loss_more import (CosineEmbeddingLoss, HingeEmbeddingLoss, MarginRankingLoss, MultiMarginLoss,
+                        MultiLabelMarginLoss, MultiLabelSoftMarginLoss, PoissonNLLLoss, GaussianNLLLoss,
+                        TripletMarginLoss, TripletMarginWithDistanceLoss, CosineSimilarity, PairwiseDistance)
 
 __all__ = [name for name in dir() if not name.startswith("_")]
