@@ -32,6 +32,10 @@ from .padding import pad  # noqa: F401
 from .instance_norm import instance_norm  # noqa: F401
 from .fold import unfold, fold  # noqa: F401
 from .functional_dropout import dropout1d, dropout2d, dropout3d  # noqa: F401
+from .functional_activation_more import (hardshrink, softshrink, tanhshrink, rrelu, rrelu_, elu_, celu_,  # noqa: F401
+                                         selu_, leaky_relu_, hardtanh_, threshold_, softmin, gumbel_softmax,
+                                         channel_shuffle, local_response_norm, feature_alpha_dropout, upsample,
+                                         upsample_nearest, upsample_bilinear)
 from .functional_loss_more import (cosine_embedding_loss, hinge_embedding_loss, margin_ranking_loss,  # noqa: F401
                                    multi_margin_loss, multilabel_margin_loss, multilabel_soft_margin_loss,
                                    poisson_nll_loss, gaussian_nll_loss, triplet_margin_loss,
@@ -243,10 +247,6 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     shifted = M.sub(input, shift)
     out = M.sub(shifted, M.log(R.sum(M.exp(shifted), dim, keepdim=True)))
     return saves_like_pytorch(out, output=True)  # LogSoftmaxBackward saves its output
-
-
-def softmin(input, dim=None, _stacklevel=3, dtype=None):
-    return softmax(M.neg(input), dim, dtype=dtype)
 
 
 def glu(input, dim=-1):

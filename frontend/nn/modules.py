@@ -11,6 +11,8 @@ from .activation import (ReLU, ReLU6, LeakyReLU, ELU, CELU, SELU, GELU, SiLU, Mi
                          LogSoftmax, Softmin, GLU)
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm, RMSNorm
 from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d, AlphaDropout
+from .activation_more import (Hardshrink, Softshrink, Tanhshrink, RReLU, Softmax2d, ChannelShuffle, LocalResponseNorm,
+                              FeatureAlphaDropout)
 from .container import Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict
 from .flatten import Flatten, Unflatten
 from .padding import (ZeroPad1d, ZeroPad2d, ZeroPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d, ReflectionPad1d,
