@@ -581,7 +581,8 @@ class ChainedScheduler(_SchedulerComposition, LRScheduler):
 
 
 from .reduce_lr_on_plateau import ReduceLROnPlateau  # noqa: E402  (it subclasses LRScheduler)
+from .cyclic_lr import CyclicLR  # noqa: E402  (it subclasses LRScheduler)
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
            "ExponentialLR", "PolynomialLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "OneCycleLR",
-           "SequentialLR", "ChainedScheduler", "ReduceLROnPlateau"]
+           "SequentialLR", "ChainedScheduler", "ReduceLROnPlateau", "CyclicLR"]
