@@ -644,3 +644,20 @@ def test_compiled_random_ops_draw_afresh_with_the_right_structure():
         kept = np.isclose(out, scale * x.numpy() + shift, rtol=1e-5)
         assert np.all(kept | np.isclose(out, dropped_value, rtol=1e-5))
         assert np.all(kept == kept[..., :1])
+
+
+@pytest.mark.parametrize("name", ["relu", "relu6", "silu", "mish", "hardsigmoid", "hardswish", "elu", "selu", "celu",
+                                  "leaky_relu", "hardtanh"])
+def test_functional_inplace_true_writes_the_input_and_differentiates_as_out_of_place(name):
+    """torch differentiates F.silu(x, inplace=True) and friends from the value before the write."""
+    import ember.nn.functional as F
+    base = ember.tensor([-4.0, -1.5, -0.2, 0.0, 0.3, 2.0, 5.0], dtype=ember.float64)
+    x = base.clone().requires_grad_()
+    getattr(F, name)(x * 1).sum().backward()
+    expected = x.grad.numpy().copy()
+    x.grad = None
+    y = x * 1
+    out = getattr(F, name)(y, inplace=True)
+    assert out is y
+    out.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12)

@@ -93,14 +93,21 @@ def bilinear(input1, input2, weight, bias=None):
 # ----------------------------------------------------------------------------- activations
 
 def relu(input, inplace=False):
-    return _maybe_inplace(input, P["relu"].bind(input) if input.is_floating_point() else M.relu(input), inplace)
+    return _maybe_inplace(input, lambda x: P["relu"].bind(x) if x.is_floating_point() else M.relu(x), inplace)
 
 
-def _maybe_inplace(input, result, inplace):
-    """inplace=True writes the result into `input` through the in-place machinery."""
+def _maybe_inplace(input, compute, inplace):
+    """compute(input), or with inplace=True written into `input` through the in-place machinery
+    (which hands `compute` the value before the write, so gradients are taken from it)."""
     if not inplace:
-        return result
-    return input._inplace(lambda current: result, "inplace activation")
+        return compute(input)
+    return input._inplace(compute, "inplace activation")
+
+
+def _in_place_form(name):
+    """The torch-exact in-place variant (elu_, celu_, ...: they also check their saved result)."""
+    from . import functional_activation_more
+    return getattr(functional_activation_more, name)
 
 
 def relu_(input):
@@ -117,30 +124,40 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     if min_val > max_val:
         raise ValueError(f"{where_named('hardtanh')}: min_val cannot be greater than max_val, got "
                          f"min_val={min_val} and max_val={max_val}")
+    if inplace:
+        return _in_place_form("hardtanh_")(input, min_val, max_val)
     out = M.where(M.ge(input, max_val), max_val, M.where(M.le(input, min_val), min_val, input))
-    return _maybe_inplace(input, M.to_dtype(out, input.dtype), inplace)
+    return M.to_dtype(out, input.dtype)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
-    return _maybe_inplace(input, M.where(M.gt(input, 0), input, M.mul(input, negative_slope)), inplace)
+    if inplace:
+        return _in_place_form("leaky_relu_")(input, negative_slope)
+    return M.where(M.gt(input, 0), input, M.mul(input, negative_slope))
 
 
 def elu(input, alpha=1.0, inplace=False):
     # expm1 of the clamped value: the unselected branch never overflows (no inf * 0 in the VJP);
     # `x <= 0` picks the exponential side, so nan takes the linear side's slope, as in PyTorch
     # (clamp gives nan no gradient, so the discarded side adds 0, not nan)
+    if inplace:
+        return _in_place_form("elu_")(input, alpha)
     negative = M.mul(M.expm1(M.clamp_max(input, 0.0)), alpha)
-    return _maybe_inplace(input, M.where(M.le(input, 0), negative, input), inplace)
+    return M.where(M.le(input, 0), negative, input)
 
 
 def selu(input, inplace=False):
+    if inplace:
+        return _in_place_form("selu_")(input)
     alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
-    return _maybe_inplace(input, M.mul(elu(input, alpha), scale), inplace)
+    return M.mul(elu(input, alpha), scale)
 
 
 def celu(input, alpha=1.0, inplace=False):
+    if inplace:
+        return _in_place_form("celu_")(input, alpha)
     negative = M.mul(M.expm1(M.div(M.clamp_max(input, 0.0), alpha)), alpha)
-    return _maybe_inplace(input, M.where(M.le(input, 0), negative, input), inplace)
+    return M.where(M.le(input, 0), negative, input)
 
 
 def gelu(input, approximate="none"):
@@ -154,11 +171,11 @@ def gelu(input, approximate="none"):
 
 
 def silu(input, inplace=False):
-    return _maybe_inplace(input, M.mul(input, M.sigmoid(input)), inplace)
+    return _maybe_inplace(input, lambda x: M.mul(x, M.sigmoid(x)), inplace)
 
 
 def mish(input, inplace=False):
-    return _maybe_inplace(input, M.mul(input, M.tanh(softplus(input))), inplace)
+    return _maybe_inplace(input, lambda x: M.mul(x, M.tanh(softplus(x))), inplace)
 
 
 def _clamp_inside(input, low, high):
@@ -169,17 +186,18 @@ def _clamp_inside(input, low, high):
 
 
 def hardsigmoid(input, inplace=False):
-    return _maybe_inplace(input, M.div(_clamp_inside(M.add(input, 3.0), 0.0, 6.0), 6.0), inplace)
+    return _maybe_inplace(input, lambda x: M.div(_clamp_inside(M.add(x, 3.0), 0.0, 6.0), 6.0), inplace)
 
 
 def hardswish(input, inplace=False):
     """x * relu6(x + 3) / 6, with PyTorch's slopes: 0 up to -3 (inclusive), (2x + 3) / 6 below 3,
     1 from 3 on and at nan."""
-    # the middle branch sees 0 outside (-3, 3): its discarded slope stays finite at +-inf
-    inside = M.where(M.lt(M.abs(input), 3.0), input, 0.0)
-    middle = M.div(M.mul(inside, M.add(inside, 3.0)), 6.0)
-    out = M.where(M.le(input, -3.0), 0.0, M.where(M.lt(input, 3.0), middle, input))
-    return _maybe_inplace(input, out, inplace)
+    def compute(x):
+        # the middle branch sees 0 outside (-3, 3): its discarded slope stays finite at +-inf
+        inside = M.where(M.lt(M.abs(x), 3.0), x, 0.0)
+        middle = M.div(M.mul(inside, M.add(inside, 3.0)), 6.0)
+        return M.where(M.le(x, -3.0), 0.0, M.where(M.lt(x, 3.0), middle, x))
+    return _maybe_inplace(input, compute, inplace)
 
 
 def sigmoid(input):
@@ -210,7 +228,9 @@ def logsigmoid(input):
 
 def threshold(input, threshold, value, inplace=False):
     # `x <= threshold ? value : x`: nan stays nan and keeps its gradient, as in PyTorch
-    return _maybe_inplace(input, M.where(M.le(input, threshold), value, input), inplace)
+    if inplace:
+        return _in_place_form("threshold_")(input, threshold, value)
+    return M.where(M.le(input, threshold), value, input)
 
 
 def prelu(input, weight):
@@ -273,7 +293,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
     _check_p(p, "dropout")
     if not training or p == 0.0:
         return input
-    return _maybe_inplace(input, M.mul(input, _mask(tuple(input.shape), p, input)), inplace)
+    mask = _mask(tuple(input.shape), p, input)
+    return _maybe_inplace(input, lambda x: M.mul(x, mask), inplace)
 
 
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
@@ -285,8 +306,8 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
     keep = M.to_dtype(M.ge(rand(*tuple(input.shape), dtype=input.dtype), p), input.dtype)
     a = 1.0 / math.sqrt((alpha * alpha * p + 1) * (1 - p))
     b = -a * alpha * p
-    dropped = M.add(M.mul(input, keep), M.mul(M.sub(1.0, keep), alpha))
-    return _maybe_inplace(input, M.add(M.mul(dropped, a), b), inplace)
+    return _maybe_inplace(input, lambda x: M.add(M.mul(M.add(M.mul(x, keep), M.mul(M.sub(1.0, keep), alpha)), a), b),
+                          inplace)
 
 
 # ----------------------------------------------------------------------------- normalization
