@@ -53,7 +53,8 @@ _FRONTEND_EXPORTS = {
     "ember.frontend.nn.functional": """
         softmax log_softmax conv1d conv2d conv_transpose1d conv_transpose2d avg_pool1d adaptive_avg_pool1d
         max_pool1d max_pool2d pixel_shuffle pixel_unshuffle prelu bilinear layer_norm group_norm rms_norm selu
-        celu threshold cosine_similarity pairwise_distance pdist hardshrink channel_shuffle""",
+        celu threshold cosine_similarity pairwise_distance pdist hardshrink channel_shuffle conv3d conv_transpose3d
+        max_pool3d max_pool1d_with_indices""",
     "ember.frontend.sorting": "sort argsort topk unique kthvalue msort",
     "ember.frontend.tracer": "trace",
     "ember.frontend.jit": "compile explain",

@@ -18,15 +18,20 @@ from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
 from ember.frontend import shape_ops as S
 from ember.frontend.linalg import cpp_type_name, matmul, scalar_type_name
-from .functional_conv import (conv1d, conv2d, max_pool1d, max_pool2d, avg_pool1d, avg_pool2d,  # noqa: F401
-                              adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool2d, where_named,
-                              pair)
+from .functional_conv import (conv1d, conv2d, avg_pool1d, avg_pool2d, adaptive_avg_pool1d,  # noqa: F401
+                              adaptive_avg_pool2d, where_named, pair)
 from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cross_entropy, nll_loss,  # noqa: F401
                               binary_cross_entropy, binary_cross_entropy_with_logits, kl_div,
                               soft_margin_loss)
 from .embedding import embedding, embedding_bag  # noqa: F401
 from .functional_attention import scaled_dot_product_attention, multi_head_attention_forward  # noqa: F401
 from .functional_conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
+from .functional_conv3d import conv3d, conv_transpose3d, max_pool3d, avg_pool3d, adaptive_avg_pool3d  # noqa: F401
+from .functional_pool_more import (max_pool1d, max_pool2d, max_pool1d_with_indices,  # noqa: F401
+                                   max_pool2d_with_indices, max_pool3d_with_indices, adaptive_max_pool1d,
+                                   adaptive_max_pool2d, adaptive_max_pool3d, adaptive_max_pool1d_with_indices,
+                                   adaptive_max_pool2d_with_indices, adaptive_max_pool3d_with_indices,
+                                   max_unpool1d, max_unpool2d, max_unpool3d, lp_pool1d, lp_pool2d, lp_pool3d)
 from .functional_resize import interpolate, pixel_shuffle, pixel_unshuffle  # noqa: F401
 from .padding import pad  # noqa: F401
 from .instance_norm import instance_norm  # noqa: F401

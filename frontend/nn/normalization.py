@@ -94,6 +94,11 @@ class BatchNorm2d(_BatchNorm):
     expected_dims = (4,)
 
 
+class BatchNorm3d(_BatchNorm):
+    """Batch normalization over [N, C, D, H, W]: statistics over N, D, H and W per channel."""
+    expected_dims = (5,)
+
+
 def _trailing_shape(normalized_shape):
     """LayerNorm's and RMSNorm's normalized_shape, an int or a sequence, as a tuple."""
     return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
