@@ -35,7 +35,8 @@ _FRONTEND_EXPORTS = {
         eq ne lt le gt ge greater greater_equal less less_equal not_equal logical_and logical_or logical_xor
         logical_not exp log log1p expm1 log2 log10 exp2 sqrt rsqrt reciprocal sin cos tan tanh sinh cosh sigmoid erf
         abs sign relu floor ceil round trunc frac square where clamp clip clamp_min clamp_max lerp isnan isinf
-        isfinite nan_to_num addcmul addcdiv clone fmod""",
+        isfinite nan_to_num addcmul addcdiv clone fmod atan asin acos atan2 arctan arcsin arccos arctan2 asinh acosh
+        atanh arcsinh arccosh arctanh erfinv hypot logaddexp logaddexp2""",
     # median too; the matrix trace is Tensor.trace(), while ember.trace records IR (below)
     "ember.frontend.reductions": """
         sum mean max min amax amin argmax argmin prod var std var_mean std_mean norm logsumexp all any

@@ -4,6 +4,8 @@ Operands are promoted with PyTorch's rules (ember.dtypes.result_type) and cast w
 `convert` primitive, so the primitives always see one dtype. Python scalars become 0-d
 constant tensors that broadcast.
 """
+import math
+
 import numpy as np
 
 from ember import dtypes
@@ -301,6 +303,113 @@ def sinh(input):
 
 def cosh(input):
     return mul(add(exp(input), exp(neg(input))), 0.5)
+
+
+# ----------------------------------------------------------------------------- inverse trigonometric and hyperbolic
+# atan, asin, acos, atan2 and erfinv are primitives (one arctangent and erfinv's pieces are the
+# polynomials the compiler emits); the rest are compositions, accurate over the whole domain:
+# no cancellation, overflow or underflow short of the result's own.
+
+atan, asin, acos, erfinv = (_float_unary(n) for n in ("atan", "asin", "acos", "erfinv"))
+arctan, arcsin, arccos = atan, asin, acos
+
+
+def atan2(input, other):
+    """The angle of (other, input) in (-pi, pi], C's signed zeros and infinities; integer and
+    bool operands give the default float dtype, as in PyTorch."""
+    a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
+    return P["atan2"].bind(a, b)
+
+
+arctan2 = atan2
+
+
+def _float_operands(name, input, other):
+    """Promoted operands of an op PyTorch has no integer kernel for (hypot, logaddexp)."""
+    a, b = promote_operands((input, other))
+    if a._data.dtype.kind != "f":
+        from .linalg import scalar_type_name
+        raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{scalar_type_name(a.dtype)}'")
+    return a, b
+
+
+def _big_threshold(x):
+    """Where asinh and acosh switch to log(2|x|): 1/sqrt(eps) of x's dtype (float32 2^12, float64
+    2^26), from which on the neglected 1/(4x^2) is below half an ulp; x^2 is far from overflow."""
+    return 2.0 ** math.ceil(-math.log2(np.finfo(x._data.dtype).eps) / 2)
+
+
+def asinh(input):
+    """log(|x| + sqrt(x^2 + 1)) with the sign of x: log1p(|x| + |x| q), q = |x| / (1 + sqrt(1 + x^2))
+    (exact near 0) below the threshold, log(|x|) + log(2) above it. |x| is x times +-1, so the
+    slope at 0 is 1 (abs's would be 0); each branch reads an operand guarded to its own range,
+    so the branch a `where` discards puts no 0 * inf into the gradient; zeros pass as they are
+    (-0 included)."""
+    x = input if input._data.dtype.kind == "f" else to_dtype(input, dtypes.defaults.floating)
+    big = _big_threshold(x)
+    sign = where(lt(x, 0), constant(-1.0, x.dtype), constant(1.0, x.dtype))
+    a = mul(x, sign)
+    large = gt(a, big)
+    small = where(large, 0.0, a)
+    near = log1p(add(small, mul(small, div(small, add(sqrt(add(mul(small, small), 1.0)), 1.0)))))
+    far = add(log(where(large, a, big)), float(np.log(2.0)))
+    out = where(eq(x, 0), x, mul(where(large, far, near), sign))
+    return saves_like_pytorch(out, (input,))
+
+
+def acosh(input):
+    """log(x + sqrt(x^2 - 1)) as log1p(t + sqrt(t) sqrt(t + 2)), t = x - 1 (exact near 1), below
+    the threshold, log(x) + log(2) above it, each branch reading an operand guarded to its own
+    range. sqrt(t) makes every x < 1 nan (sqrt(t (t + 2)) is real again below -1, and its
+    product's gradient would be inf * 0 at 1, where PyTorch's is inf)."""
+    x = input if input._data.dtype.kind == "f" else to_dtype(input, dtypes.defaults.floating)
+    big = _big_threshold(x)
+    large = gt(x, big)
+    t = sub(where(large, big, x), 1.0)
+    near = log1p(add(t, mul(sqrt(t), sqrt(add(t, 2.0)))))
+    far = add(log(where(large, x, big)), float(np.log(2.0)))
+    return saves_like_pytorch(where(large, far, near), (input,))
+
+
+def atanh(input):
+    """(log1p(x) - log1p(-x)) / 2: the two logs have opposite signs, so nothing cancels; +-inf
+    at +-1, nan beyond."""
+    x = input if input._data.dtype.kind == "f" else to_dtype(input, dtypes.defaults.floating)
+    return saves_like_pytorch(mul(sub(log1p(x), log1p(neg(x))), 0.5), (input,))
+
+
+arcsinh, arccosh, arctanh = asinh, acosh, atanh
+
+
+def hypot(input, other):
+    """sqrt(x^2 + y^2) as big * sqrt(1 + (small / big)^2) over |x|, |y|: no overflow or
+    underflow in between; C's hypot at the edges (0 at the origin, inf where either is inf,
+    even beside a nan). The gradient is x / hypot, y / hypot as PyTorch's (nan at the origin),
+    except beside an infinity: 0 for both (PyTorch: 0 for the finite operand, nan for the other)."""
+    a, b = _float_operands("hypot", input, other)
+    ax, ay = abs(a), abs(b)
+    infinite = logical_or(isinf(ax), isinf(ay))
+    big = where(infinite, 1.0, maximum(ax, ay))  # (guarded: the discarded branch's slopes stay finite)
+    ratio = div(minimum(ax, ay), big)
+    out = where(eq(big, 0), big, mul(big, sqrt(add(mul(ratio, ratio), 1.0))))
+    out = where(infinite, float("inf"), out)
+    return saves_like_pytorch(out, (a, b), output=True)
+
+
+def logaddexp(input, other):
+    """log(exp(x) + exp(y)) as max + log1p(exp(-|x - y|)) (PyTorch's formula); equal operands
+    add log(2) directly, so equal infinities give themselves rather than inf - inf."""
+    a, b = _float_operands("logaddexp", input, other)
+    tail = log1p(exp(neg(abs(sub(a, b)))))
+    return saves_like_pytorch(add(maximum(a, b), where(eq(a, b), float(np.log(2.0)), tail)), (a, b))
+
+
+def logaddexp2(input, other):
+    """log2(2^x + 2^y) as max + log1p(2^-|x - y|) / log(2); 2^-d is pow (exp(-d log 2) would
+    lose d * eps of the small term to rounding)."""
+    a, b = _float_operands("logaddexp2", input, other)
+    tail = mul(log1p(pow(2.0, neg(abs(sub(a, b))))), float(1 / np.log(2.0)))
+    return saves_like_pytorch(add(maximum(a, b), where(eq(a, b), 1.0, tail)), (a, b))
 
 
 def where(condition, input=None, other=None):

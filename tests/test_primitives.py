@@ -4,6 +4,7 @@ differences, its shape/dtype rule agrees with its numpy implementation, its kind
 The case table below must cover every registered primitive (a test enumerates PRIMITIVES),
 so a new primitive cannot land without a gradient check.
 """
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -36,6 +37,17 @@ def _nonzero(*shape, seed=0):
     return rng.uniform(0.5, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
 
 
+def _erfinv_by_bisection(x):
+    """erfinv to the last bit: 100 halvings of [-6, 6] against math.erf."""
+    def one(value):
+        low, high = -6.0, 6.0
+        for _ in range(100):
+            middle = (low + high) / 2
+            low, high = (middle, high) if math.erf(middle) < value else (low, middle)
+        return low
+    return np.vectorize(one, otypes=[np.float64])(x)
+
+
 CONV_ATTRS = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
 
 CASES = {
@@ -54,6 +66,10 @@ CASES = {
     "sigmoid": [Case("matrix", [random(3, 4) * 3], {}, lambda x: 1 / (1 + np.exp(-x)))],
     "erf": [Case("matrix", [random(3, 4)], {},
                  np.vectorize(__import__("math").erf, otypes=[np.float64]))],
+    "atan": [Case("matrix", [random(3, 4) * 2], {}, np.arctan)],
+    "asin": [Case("inside", [random(3, 4, low=-0.9, high=0.9)], {}, np.arcsin)],
+    "acos": [Case("inside", [random(3, 4, low=-0.9, high=0.9)], {}, np.arccos)],
+    "erfinv": [Case("inside", [random(3, 4, low=-0.9, high=0.9)], {}, _erfinv_by_bisection)],
     "relu": [Case("matrix", [random(3, 4)], {}, lambda x: np.maximum(x, 0))],
     "abs": [Case("matrix", [random(3, 4)], {}, np.abs)],
     "sign": [Case("matrix", [random(3, 4)], {}, np.sign)],
@@ -73,6 +89,7 @@ CASES = {
     "pow": [Case("positive_base", [_positive(3, 1, 4), random(2, 4, seed=1)], {}, np.power),
             Case("negative_base_integer_exponent", [_nonzero(2, 3), np.array([2.0, 3.0, -1.0])], {},
                  np.power)],
+    "atan2": [Case("broadcast", [random(3, 1, 4), random(2, 4, seed=1)], {}, np.arctan2)],
     "maximum": [Case("broadcast", [random(3, 1, 4), random(2, 4, seed=1)], {}, np.maximum)],
     "minimum": [Case("broadcast", [random(3, 1, 4), random(2, 4, seed=1)], {}, np.minimum)],
     "remainder": [Case("mixed_signs", [random(3, 4) * 3, _nonzero(4, seed=1)], {}, np.remainder)],

@@ -1,5 +1,5 @@
-"""Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf (and, for targets
-without libm, sin, cos and pow) without calls.
+"""Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf, atan, erfinv
+(and, for targets without libm, sin, cos and pow) without calls.
 
 Scalar expressions (compiler/llvm/scalar.py) call `emit_<fn>(builder, x)` for float or double
 scalars or vectors. Each emitter writes a polynomial approximation with fmul/fadd/fdiv (and
@@ -9,14 +9,17 @@ exp(large) = inf, log(0) = -inf, log(negative) = nan, nan in gives nan out, tanh
 saturate, results reach into the subnormal range where numpy's do.
 
 Accuracy against float64 numpy (tests/test_llvm_math.py measures it over millions of float32
-points and checks the bounds): float32 within 2 ulp for exp, log, log1p, expm1 and erf, within
-2.5 ulp for tanh and sigmoid. float64 uses the same algorithms with longer polynomials and
-stays within 4 ulp (measured 1-2; relative error under 1e-15). No fast-math flags are set on
-these instructions: the range reductions depend on exact IEEE rounding.
+points and checks the bounds): float32 within 2 ulp for exp, log, log1p, expm1, erf and atan,
+within 2.5 ulp for tanh, sigmoid and erfinv. float64 uses the same algorithms with longer
+polynomials and stays within 4 ulp (measured 1-2; relative error under 1e-15), erfinv within 6
+(measured 5, just below 4 = erfinv(1 - 3e-8), where the ulp halves). No fast-math flags are set
+on these instructions: the range reductions depend on exact IEEE rounding.
 
 Coefficients are derived here, not copied: Taylor coefficients for exp/expm1/log (their
-reduced ranges are small enough) and Chebyshev interpolants of erf computed with numpy at
-import (`chebyshev_coefficients`), evaluated with Clenshaw's recurrence.
+reduced ranges are small enough) and Chebyshev interpolants of erf and of atan's tail computed
+with numpy at import (`chebyshev_coefficients`), evaluated with Clenshaw's recurrence; erfinv's
+pieces come from ember/ops (`erfinv_pieces`, which numpy evaluates eagerly), so eager and
+compiled erfinv are one approximation. asin, acos and atan2 lower to atan (their rules in ember/ops).
 
 sin, cos (TRIG_EMITTERS) and pow (`emit_pow`, two operands) are for targets without libm
 (the PTX target; the CPU keeps llvm.sin/cos/pow). They compute in doubles, floats widened
@@ -26,11 +29,14 @@ for |x| < 2^50 (nan from there on: no Payne-Hanek), Taylor polynomials on |r| <=
 float64 within 4 ulp (measured 3). pow: exp(y * log|x|) with log|x| in double-double, C's
 special cases; float64 within 4 ulp (measured 1). tests/test_ptx_math.py checks them.
 """
+import functools
 import math
 from decimal import Decimal, getcontext, localcontext
 
 import numpy as np
 from llvmlite import ir
+
+from ember.ops.elementwise import erfinv_pieces
 
 
 # ----------------------------------------------------------------------------- constants
@@ -90,6 +96,47 @@ _ERF_SPLIT = 1.0  # Taylor below, the erfc form above
 _ERF_SMALL = {False: _taylor_erf_over_x(11), True: _taylor_erf_over_x(19)}
 _ERF_LARGE = {double: chebyshev_coefficients(_scaled_erfc, 1 / _ERF_SATURATION[double], 1 / _ERF_SPLIT, n)
               for double, n in ((False, 14), (True, 30))}
+
+
+def _atan_decimal(t):
+    """atan(t) for a Decimal |t| <= 2/3 by its Taylor series (the context's precision)."""
+    total, power, k, sign = Decimal(0), t, 1, 1
+    tiny = Decimal(10) ** -(getcontext().prec + 2)
+    while abs(power) > tiny:
+        total += sign * power / k
+        power, k, sign = power * t * t, k + 2, -sign
+    return total
+
+
+@functools.cache
+def _atan_anchors():
+    """{double: [(hi, lo) of atan(c)]} for fdlibm's anchors c = 1/2, 1, 3/2, inf: hi the nearest
+    float (or double), lo the rest rounded, so hi + (small + lo) adds the anchor unrounded."""
+    with localcontext() as context:
+        context.prec = 50
+        half_pi = _pi(45) / 2
+        values = [_atan_decimal(Decimal("0.5")), half_pi / 2, half_pi - _atan_decimal(Decimal(2) / 3), half_pi]
+        anchors = {}
+        for double, cast in ((False, np.float32), (True, np.float64)):
+            parts = []
+            for value in values:
+                hi = cast(value)
+                parts.append((float(hi), float(cast(value - Decimal(float(hi))))))
+            anchors[double] = parts
+        return anchors
+
+
+def _atan_tail(z):
+    """(atan(t) / t - 1) / z for z = t*t in [0, 0.2]: sum((-1)^(n+1) z^n / (2n + 3)) (no cancellation)."""
+    return sum((-1) ** (n + 1) * z ** n / (2 * n + 3) for n in range(60))
+
+
+# atan: fdlibm's reduction of |x| by the interval it falls in (upper bounds below) to
+# t = (|x| - c) / (1 + c|x|), |t| <= 7/16, atan|x| = atan(c) + t + t z Q(z) with z = t^2 and Q a
+# Chebyshev interpolant of _atan_tail on [0, (7/16)^2]
+_ATAN_BOUNDS = (7 / 16, 11 / 16, 19 / 16, 39 / 16)
+_ATAN_Z_MAX = (7 / 16) ** 2
+_ATAN_TAIL = {double: chebyshev_coefficients(_atan_tail, 0.0, _ATAN_Z_MAX, n) for double, n in ((False, 7), (True, 14))}
 
 
 # ----------------------------------------------------------------------------- typed helpers
@@ -429,6 +476,62 @@ def emit_erf(builder, x):
     return e.select(e.is_nan(x), x, e.copysign(result, x))
 
 
+def emit_atan(builder, x):
+    """atan(x): |x| reduced by fdlibm's intervals to t = (|x| - c) / (1 + c|x|) (the numerators
+    exact), atan(c) + t + t z Q(z) summed from the small end with atan(c) in two parts; the
+    sign copied back. atan(+-inf) = +-pi/2, nan stays nan."""
+    e = _Emitter(builder, x, "atan")
+    a = e.abs(x)
+    one = e.const(1.0)
+    half_pi, three_halves, unit, half = _atan_anchors()[e.double][::-1]
+    # from the top interval down: |x| >= 39/16 takes c = inf (t = -1/|x|), nan included
+    numerator, denominator, (hi, lo) = e.const(-1.0), a, (e.const(part) for part in half_pi)
+    intervals = [
+        (e.sub(a, e.const(1.5)), e.add(one, e.mul(e.const(1.5), a)), three_halves),
+        (e.sub(a, one), e.add(a, one), unit),
+        (e.sub(e.add(a, a), one), e.add(e.const(2.0), a), half),
+        (a, one, (0.0, 0.0)),
+    ]
+    for bound, (num, den, (c_hi, c_lo)) in zip(reversed(_ATAN_BOUNDS), intervals):
+        inside = e.lt(a, e.const(bound))
+        numerator, denominator = e.select(inside, num, numerator), e.select(inside, den, denominator)
+        hi, lo = e.select(inside, e.const(c_hi), hi), e.select(inside, e.const(c_lo), lo)
+    t = e.div(numerator, denominator)
+    z = e.mul(t, t)
+    q = e.clenshaw(e.add(e.mul(z, e.const(2.0 / _ATAN_Z_MAX)), e.const(-1.0)), _ATAN_TAIL[e.double])
+    small = e.add(e.muladd(e.mul(t, z), q, lo), t)
+    return e.copysign(e.add(hi, small), x)
+
+
+def emit_erfinv(builder, x):
+    """erfinv(x) = x * g(w), w = -log((1 - x)(1 + x)), g from the pieces ember/ops defines
+    (`erfinv_pieces`: Chebyshev interpolants in w and sqrt(w)), each evaluated with its variable
+    clamped to its interval and the right one selected. +-1 gives +-inf, |x| > 1 nan."""
+    e = _Emitter(builder, x, "erfinv")
+    pieces = erfinv_pieces(e.double)
+    one = e.const(1.0)
+    w = e.neg(_log_core(e, e.mul(e.sub(one, x), e.add(one, x))))  # garbage where |x| >= 1: replaced below
+    variables = {"w": w, "sqrt_w": e.intrinsic("llvm.sqrt", e.clamp(w, 0.0, math.inf))}
+    g = following = None
+    for variable, low, high, coefficients in reversed(pieces):
+        v = e.clamp(variables[variable], low, high)
+        y = e.add(e.mul(v, e.const(2 / (high - low))), e.const(-(high + low) / (high - low)))
+        value = e.clenshaw(y, coefficients)
+        if variable == "w":  # g = sqrt(pi)/2 + w * r(w)
+            value = e.muladd(v, value, e.const(math.sqrt(math.pi) / 2))
+        if g is None:
+            g = value
+        else:
+            next_variable, next_low = following
+            g = e.select(e.lt(variables[next_variable], e.const(next_low)), value, g)
+        following = variable, low
+    a = e.abs(x)
+    result = e.mul(x, g)
+    result = e.select(e.eq(a, one), e.copysign(e.const(math.inf), x), result)
+    result = e.select(e.gt(a, one), e.const(math.nan), result)
+    return e.select(e.is_nan(x), x, result)
+
+
 # ----------------------------------------------------------------------------- sin, cos, pow
 
 def _pi(digits):
@@ -599,7 +702,7 @@ def emit_pow(builder, x, y):
 
 EMITTERS = {
     "exp": emit_exp, "log": emit_log, "log1p": emit_log1p, "expm1": emit_expm1,
-    "tanh": emit_tanh, "sigmoid": emit_sigmoid, "erf": emit_erf,
+    "tanh": emit_tanh, "sigmoid": emit_sigmoid, "erf": emit_erf, "atan": emit_atan, "erfinv": emit_erfinv,
 }
 
 # sin and cos without libm calls, for targets whose LLVM backend has none (NVPTX; pow, of two

@@ -2,9 +2,13 @@
 and the `constant` source. Binary operands broadcast numpy-style and share one dtype (the
 frontend promotes first); each VJP sums its cotangent back to the operand's shape. Each row
 also holds the primitive's scalar lowering rule, which every compiler target reads.
+erfinv's approximation (pieces of Chebyshev interpolants) is defined here once: numpy
+evaluates it eagerly, compiler/llvm/math.py emits it.
 """
+import functools
 import math
 import warnings
+from decimal import Decimal, localcontext
 
 import numpy as np
 
@@ -83,6 +87,120 @@ def _reciprocal(x):
     return 1 / x
 
 
+# ----------------------------------------------------------------------------- erfinv
+# erfinv(x) = x * g(w) in Giles's variable w = -log((1 - x)(1 + x)) (1 - x is exact near 1):
+# g is smooth in w for moderate |x| and in sqrt(w) towards |x| = 1. Each piece interpolates g
+# (Chebyshev) on an interval of its variable; the first holds r(w) = (g(w) - sqrt(pi)/2) / w, so
+# g = sqrt(pi)/2 + w * r(w) keeps its precision at small |x|. The split points cover every |x|
+# below 1 in the dtype (|x| = 1 - 2^-24 has w = 15.9, 1 - 2^-53 has w = 36.0). Accuracy, with
+# the pieces evaluated in that arithmetic: float32 within 2.5 ulp, float64 within 6 ulp.
+# (variable, low, high, interpolation nodes); piece i + 1 takes over from its `low` on
+_ERFINV_SPLITS = {False: (("w", 0.0, 5.0, 10), ("sqrt_w", 5.0 ** 0.5, 4.0, 10)),
+                  True: (("w", 0.0, 6.25, 24), ("sqrt_w", 2.5, 4.0, 20), ("sqrt_w", 4.0, 6.05, 21))}
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+_DIGITS = 60  # working precision of the derivation (Decimal digits)
+
+
+@functools.cache
+def erfinv_pieces(double):
+    """((variable, low, high, Chebyshev coefficients), ...) of erfinv's approximation for float64
+    (`double`) or float32 arithmetic, derived in Decimal arithmetic on first use (~30 ms)."""
+    with localcontext() as context:
+        context.prec = _DIGITS
+        half_sqrt_pi = _PI.sqrt() / 2
+        pieces = []
+        for variable, low, high, count in _ERFINV_SPLITS[double]:
+            if variable == "w":
+                function = lambda w: (_erfinv_ratio(w) - half_sqrt_pi) / w  # noqa: E731
+            else:
+                function = lambda v: _erfinv_ratio(v * v)  # noqa: E731
+            pieces.append((variable, low, high, _chebyshev_decimal(function, low, high, count)))
+    return tuple(pieces)
+
+
+def _erfinv(x):
+    """numpy's missing erfinv: the pieces for x's dtype, evaluated in float64 (so float32
+    results are rounded once), in blocks that stay in cache through the Chebyshev sums."""
+    pieces = erfinv_pieces(x.dtype == np.float64)
+    flat = x.reshape(-1).astype(np.float64)
+    out = np.empty_like(flat)
+    with np.errstate(all="ignore"):
+        for start in range(0, flat.size, _ERFINV_BLOCK):
+            out[start:start + _ERFINV_BLOCK] = _erfinv_block(flat[start:start + _ERFINV_BLOCK], pieces)
+    return out.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+_ERFINV_BLOCK = 8192
+
+
+def _erfinv_block(x, pieces):
+    """erfinv of a float64 block: each piece where its variable is in range, +-inf at +-1."""
+    w = -np.log((1 - x) * (1 + x))
+    variables = {"w": w, "sqrt_w": np.sqrt(w)}
+    g = np.full(x.shape, np.nan)
+    ends = [piece[1] for piece in pieces[1:]] + [np.inf]
+    for n, ((variable, low, high, coefficients), end) in enumerate(zip(pieces, ends)):
+        v = variables[variable]
+        following = variables[pieces[n + 1][0]] if n + 1 < len(pieces) else v
+        inside = (v >= low) & (following < end)  # where piece n + 1's variable is below its start
+        y = np.clip((2 * v[inside] - (low + high)) / (high - low), -1, 1)
+        value = np.polynomial.chebyshev.chebval(y, coefficients)
+        g[inside] = math.sqrt(math.pi) / 2 + v[inside] * value if variable == "w" else value
+    out = x * g
+    ones = np.abs(x) == 1
+    out[ones] = np.copysign(np.inf, x[ones])
+    return out
+
+
+def _erfinv_ratio(w):
+    """erfinv(x) / x for x = sqrt(1 - exp(-w)), a Decimal w > 0, to the context's precision:
+    Winitzki's closed form (2e-3), Newton in floats (erfc near 1), two Newton steps in Decimal."""
+    x = (1 - (-w).exp()).sqrt()
+    wf, a = float(w), 0.147
+    t = 2 / (math.pi * a) - wf / 2
+    y = math.sqrt((wf / a) / (math.sqrt(t * t + wf / a) + t))
+    tail, near = float((-w).exp() / (1 + x)), float(x)  # 1 - x, x
+    for _ in range(4):
+        miss = tail - math.erfc(y) if y > 0.5 else math.erf(y) - near
+        y -= miss / (2 / math.sqrt(math.pi) * math.exp(-y * y))
+    y = Decimal(y)
+    for _ in range(2):
+        y -= (_erf_decimal(y) - x) * _PI.sqrt() / 2 * (y * y).exp()
+    return y / x
+
+
+def _erf_decimal(y):
+    """erf(y) = 2/sqrt(pi) * sum((-1)^n y^(2n+1) / (n! (2n+1))) for 0 <= y < 7 (the terms
+    cancel to at most 10^-22 of themselves there: the working precision absorbs it)."""
+    square, term, total, n = y * y, y, y, 0
+    tiny = Decimal(10) ** -(_DIGITS - 5)
+    while abs(term) > tiny:
+        n += 1
+        term = -term * square / n
+        total += term / (2 * n + 1)
+    return total * 2 / _PI.sqrt()
+
+
+def _chebyshev_decimal(function, low, high, count):
+    """Chebyshev interpolation coefficients (floats) of `function` (Decimal -> Decimal) on
+    [low, high] at `count` nodes, the cosine sums in Decimal so the coefficients are the
+    interpolant's own rounded (float sums would leave errors of a few ulp in it)."""
+    def cosine(m):  # cos(pi * m / (2 count)) by its Taylor series
+        angle = _PI * (m % (4 * count)) / (2 * count)
+        total = term = Decimal(1)
+        n, tiny = 0, Decimal(10) ** -(_DIGITS - 5)
+        while abs(term) > tiny:
+            n += 2
+            term = -term * angle * angle / (n * (n - 1))
+            total += term
+        return total
+    cosines = [cosine(m) for m in range(4 * count)]
+    low, high = Decimal(low), Decimal(high)
+    values = [function((high - low) / 2 * cosines[2 * k + 1] + (high + low) / 2) for k in range(count)]
+    return [float(sum(values[k] * cosines[j * (2 * k + 1) % (4 * count)] for k in range(count))
+                  * (1 if j else Decimal("0.5")) * 2 / count) for j in range(count)]
+
+
 # ----------------------------------------------------------------------------- scalar lowering rules
 # `rule(s, *operands, **attrs)`: the primitive's value per element, built with the loop IR's
 # vocabulary `s` (compiler/loop_ir.py ScalarBuilder). Targets compile the core ops themselves and
@@ -107,6 +225,66 @@ def _sign_lowering(s, x):
     return s.sub(s.cast(s.gt(x, 0), x.dtype), s.cast(s.lt(x, 0), x.dtype))
 
 
+def _in_float64(ufunc):
+    """numpy's float32 loops of arcsin, arctan and arctan2 are up to 3 ulp off (PyTorch's within
+    1): float32 operands are computed in float64 and rounded once."""
+    def impl(*arrays):
+        with np.errstate(all="ignore"):
+            return ufunc(*[a.astype(np.float64, copy=False) for a in arrays]).astype(arrays[0].dtype, copy=False)
+    impl.__name__ = ufunc.__name__
+    return impl
+
+
+def _split(value, dtype):
+    """(hi, lo): the Decimal `value` as the nearest `dtype` number plus the rest, rounded."""
+    cast = np.float32 if dtype == "float32" else np.float64
+    with localcontext() as context:
+        context.prec = _DIGITS
+        hi = cast(value)
+        return float(hi), float(cast(value - Decimal(float(hi))))
+
+
+_PI_PARTS = {dtype: _split(_PI, dtype) for dtype in ("float32", "float64")}
+_HALF_PI_PARTS = {dtype: (hi / 2, lo / 2) for dtype, (hi, lo) in _PI_PARTS.items()}  # (exact halvings)
+
+
+def _atan2_lowering(s, y, x):
+    """atan2 from one arctangent of a ratio in [0, 1] (the targets' "atan"): atan(min/max of
+    |x|, |y|), reflected into its octant as pi/2 -+ a or pi - a (pi in two parts, so the
+    constant's rounding adds nothing), the sign of y copied on. x's sign bit decides the
+    half-plane, so atan2(+-0, -0) = +-pi as in C; 0/0 and inf/inf take the ratios 0 and 1."""
+    dtype = x.dtype
+    ay, ax = s.op("abs", y), s.op("abs", x)
+    big, small = s.op("maximum", ax, ay), s.op("minimum", ax, ay)
+    ratio = s.where(s.eq(big, 0), 0, s.where(s.eq(small, big), 1, s.div(small, big)))  # nan stays nan
+    a = s.op("atan", ratio)
+    swapped = s.gt(ay, ax)
+    negative_x = s.lt(s.op("copysign", s.const(1.0, dtype), x), 0)
+    (half_hi, half_lo), (pi_hi, pi_lo) = _HALF_PI_PARTS[dtype], _PI_PARTS[dtype]
+    zero = s.const(0.0, dtype)
+    hi = s.where(swapped, s.const(half_hi, dtype), s.where(negative_x, s.const(pi_hi, dtype), zero))
+    lo = s.where(swapped, s.const(half_lo, dtype), s.where(negative_x, s.const(pi_lo, dtype), zero))
+    signed = s.where(s.logical_xor(swapped, negative_x), s.neg(a), a)
+    return s.op("copysign", s.add(s.add(lo, signed), hi), y)
+
+
+def _cosine_of_asin(s, x):
+    """sqrt(1 - x^2), nan beyond |x| = 1: as (1 - x)(1 + x) from |x| = 1/2 on, where 1 - |x| is
+    exact (the relative precision near +-1 that asin and acos need), 1 - x*x below."""
+    square = s.where(s.lt(s.op("abs", x), 0.5), s.sub(1, s.mul(x, x)), s.mul(s.sub(1, x), s.add(1, x)))
+    return s.op("sqrt", square)
+
+
+def _asin_vjp(g, out, x):
+    """PyTorch's rule: g * rsqrt(1 - x^2) (inf at +-1, nan beyond)."""
+    return (C.mul(g, _p("rsqrt").bind(C.sub(C.scalar(1, x), C.mul(x, x)))),)
+
+
+def _erfinv_vjp(g, out, x):
+    """PyTorch's rule: sqrt(pi)/2 * exp(erfinv(x)^2) * g."""
+    return (C.mul(C.mul(C.scalar(math.sqrt(math.pi) / 2, out), _p("exp").bind(C.mul(out, out))), g),)
+
+
 _UNARY = {
     # name: (impl, float-only, vjp(g, out, x), lowering)
     "neg": (np.negative, False, lambda g, out, x: (C.neg(g),), lambda s, x: s.neg(x)),
@@ -125,6 +303,12 @@ _UNARY = {
     "tanh": (np.tanh, True, lambda g, out, x: (C.mul(g, C.sub(C.scalar(1, out), C.mul(out, out))),), _math("tanh")),
     "sigmoid": (_sigmoid, True, lambda g, out, x: (C.mul(g, C.mul(out, C.sub(C.scalar(1, out), out))),),
                 _math("sigmoid")),
+    "atan": (_in_float64(np.arctan), True, lambda g, out, x: (C.div(g, C.add(C.mul(x, x), C.scalar(1, x))),),
+             _math("atan")),
+    "asin": (_in_float64(np.arcsin), True, _asin_vjp, lambda s, x: _atan2_lowering(s, x, _cosine_of_asin(s, x))),
+    "acos": (_in_float64(np.arccos), True, lambda g, out, x: (C.neg(_asin_vjp(g, out, x)[0]),),
+             lambda s, x: _atan2_lowering(s, _cosine_of_asin(s, x), x)),
+    "erfinv": (_erfinv, True, _erfinv_vjp, _math("erfinv")),
     "erf": (_erf, True, lambda g, out, x: (
         C.mul(g, C.mul(C.scalar(2 / math.sqrt(math.pi), x), _p("exp").bind(C.neg(C.mul(x, x))))),), _math("erf")),
     # PyTorch passes the gradient where relu(x) > 0 and where x is nan (threshold_backward's
@@ -188,9 +372,10 @@ def _mul_vjp(g, out, a, b):
 
 def _div_vjp(g, out, a, b):
     """PyTorch's rule, from the operands (not the result: writing the result in place later
-    leaves the backward valid, writing an operand fails it, as in PyTorch)."""
+    leaves the backward valid, writing an operand fails it, as in PyTorch): -g * ((a / b) / b)
+    for b, which overflows only where the slope does (b * b would from |b| ~ 1e19 in float32)."""
     return (C.sum_to(C.div(g, b), a.shape) if C.needs_grad(a) else None,
-            C.sum_to(C.neg(C.div(C.mul(g, a), C.mul(b, b))), b.shape) if C.needs_grad(b) else None)
+            C.sum_to(C.neg(C.mul(g, C.div(C.div(a, b), b))), b.shape) if C.needs_grad(b) else None)
 
 
 def _pow_vjp(g, out, a, b):
@@ -218,6 +403,16 @@ def _extremum_vjp(a_loses, b_loses):
         gb = C.sum_to(C.where(_p(b_loses).bind(a, b), zero, shared), b.shape) if C.needs_grad(b) else None
         return ga, gb
     return vjp
+
+
+def _atan2_vjp(g, out, y, x):
+    """PyTorch's rule: g * x / (x^2 + y^2) for y and -g * y / (x^2 + y^2) for x, with the
+    reciprocal taken as 0 where x^2 + y^2 is 0 (the origin, and where the squares underflow)."""
+    zero = C.scalar(0, g)
+    squares = C.add(C.mul(y, y), C.mul(x, x))
+    recip = C.where(_p("eq").bind(squares, zero), zero, _p("reciprocal").bind(squares))
+    return (C.sum_to(C.mul(C.mul(g, x), recip), y.shape) if C.needs_grad(y) else None,
+            C.sum_to(C.mul(C.mul(g, C.neg(y)), recip), x.shape) if C.needs_grad(x) else None)
 
 
 def _remainder_vjp(g, out, a, b):
@@ -351,6 +546,8 @@ register("maximum", "elementwise", _in_one_layout(np.maximum), _binary_rule("max
          lowering=_op_lowering("maximum"))  # nan-propagating, as numpy's
 register("minimum", "elementwise", _in_one_layout(np.minimum), _binary_rule("minimum"), _extremum_vjp("gt", "lt"),
          lowering=_op_lowering("minimum"))
+register("atan2", "elementwise", _in_float64(np.arctan2), _binary_rule("atan2", float_only=True), _atan2_vjp,
+         lowering=_atan2_lowering)
 register("remainder", "elementwise", _remainder, _binary_rule("remainder"), _remainder_vjp,
          lowering=lambda s, a, b: _python_division(s, a, b, "remainder"))
 register("floor_divide", "elementwise", _floor_divide, _binary_rule("floor_divide"),
