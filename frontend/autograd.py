@@ -426,6 +426,9 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                                                   f"been modified by an inplace operation: {which} of "
                                                   f"{node.name()} is at version {counter.value}; expected "
                                                   f"version {version} instead.")
+            siblings = getattr(node.prim, "siblings", None)
+            if siblings:  # the other outputs of one custom Function call: one backward call for all
+                node.prim.sibling_grads = _gather_siblings(node_grads, siblings, retain_graph)
             values = node.unpack_inputs()
             out = node.saved_output(create_graph) if _uses_output(node) else None
             grads = node.prim.vjp(g, out, *values, **node.attrs)
@@ -453,6 +456,23 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
         for t, g in list(leaf_grads.values()):  # (outputs that are leaves themselves)
             _accumulate_leaf_grad(t, g, create_graph, recorded)
     return None
+
+
+def _gather_siblings(node_grads, siblings, retain_graph):
+    """{output index: gradient} of a custom Function's other outputs, taken from the pending
+    gradients (their nodes then have none left and are skipped). Every node that feeds one of
+    them was created later and has already run, since nodes run later-created first: the
+    gradients are complete."""
+    found = {}
+    for index, sibling in siblings:
+        g = node_grads.pop(id(sibling), None)
+        if g is not None and (sibling.hooks or sibling.retain):
+            g = _run_tensor_hooks(sibling, g)
+        if g is not None:
+            found[index] = g
+            if not retain_graph:
+                sibling.freed = True
+    return found
 
 
 def _leading_to(order, wanted, wanted_nodes):

@@ -47,11 +47,17 @@ class _CustomBackward:
         self.function, self.ctx, self.index = function, ctx, index
         self.outputs_meta, self.arg_positions = outputs_meta, arg_positions
 
+    siblings = None  # [(output index, node)] of the same call's other differentiable outputs
+    sibling_grads = None  # {output index: gradient}, gathered by the engine before vjp
+
     def vjp(self, g, out, *inputs):
         grads = []
+        gathered, self.sibling_grads = self.sibling_grads or {}, None
         for i, (shape, dtype) in enumerate(self.outputs_meta):
             if i == self.index:
                 grads.append(g)
+            elif i in gathered:
+                grads.append(gathered[i])
             elif self.ctx.materialize_grads:
                 grads.append(Tensor._wrap(np.zeros(shape, dtype)))  # backward is linear in its grads
             else:
@@ -133,6 +139,12 @@ class Function:
                 Node.attach(out, node, tensors, {})
                 linked.append(out)
             outputs_tuple = tuple(linked)
+            # several differentiable outputs: backward runs once, with all of their gradients
+            nodes = [(k, o.grad_fn) for k, o in enumerate(outputs_tuple)
+                     if isinstance(o, Tensor) and isinstance(getattr(o.grad_fn, "prim", None), _CustomBackward)]
+            if len(nodes) > 1:
+                for k, node in nodes:
+                    node.prim.siblings = [(j, other) for j, other in nodes if j != k]
         return outputs_tuple[0] if single else outputs_tuple
 
 

@@ -139,6 +139,10 @@ def _scaled_sum(input, product, beta, alpha):
     if alpha != 1:
         product = mul(product, alpha)
     if beta == 0:
+        if isinstance(input, Tensor) and input.requires_grad:  # a zero gradient edge, as torch: nan not read
+            from .math_ops import where
+            from .creation import tensor
+            return product + where(tensor(False), input, 0.0)
         return product
     return product + (input if beta == 1 else mul(input, beta))
 

@@ -1,9 +1,9 @@
 """torch's `out=` keyword: a result written into a tensor the caller gave, which is returned.
 
-`write_out(out, result)` follows PyTorch's rules: out must not need gradients, the result's dtype
-must cast safely to out's (same kind or wider), and an out of another shape is refused unless it
-holds no elements (torch resizes it then; ember replaces its storage the same way). The write is an
-in-place copy: views of out see it, autograd's version counter moves.
+`write_out(out, result)` follows PyTorch's rules: out must not need gradients (nor, in grad mode,
+the result), the result's dtype must cast safely to out's (same kind or wider), and an out of
+another shape (not a view) is resized, with torch's deprecation warning when it held elements.
+The write is an in-place copy: views of out see it, autograd's version counter moves.
 """
 import functools
 import inspect
@@ -34,6 +34,7 @@ OUT_FUNCTIONS = frozenset("""
     rsqrt searchsorted sgn sigmoid sign signbit sin sinc sinh sqrt square stack std std_mean sub
     svd take_along_dim tan tanh topk triangular_solve tril triu trunc var var_mean vdot vstack
     where xlogy zeros
+    sum prod sort argsort argmax argmin median cumsum
 """.split())
 
 
@@ -50,6 +51,10 @@ def with_out(function, name):
         result = function(*args, **kwargs)
         if out is None:
             return result
+        if STATE.grad_enabled and any(isinstance(r, Tensor) and r.requires_grad
+                                      for r in (result if isinstance(result, tuple) else (result,))):
+            raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic differentiation, "
+                               f"but one of the arguments requires grad.")
         if isinstance(result, tuple):
             if not isinstance(out, (tuple, list)) or len(out) != len(result):
                 raise TypeError(f"{name}(): argument 'out' must be tuple of {len(result)} Tensors")
@@ -71,9 +76,16 @@ def write_out(out, result, op="out="):
         raise RuntimeError(f"{op}: result type {scalar_type_name(source)} can't be cast to the desired output type "
                            f"{scalar_type_name(target)}")
     if tuple(out.shape) != tuple(result.shape):
-        if out.numel() != 0 or out._base is not None:
-            raise RuntimeError(f"{op}: out= has shape {list(out.shape)} and the result {list(result.shape)}; ember "
-                               f"resizes only an empty out= tensor (as torch does without a warning)")
+        if out._base is not None:
+            raise RuntimeError(f"{op}: out= is a view of shape {list(out.shape)} and the result has shape "
+                               f"{list(result.shape)}; a view cannot be resized")
+        if out.numel() != 0:
+            import warnings
+            warnings.warn(f"An output with one or more elements was resized since it had shape {list(out.shape)}, "
+                          f"which does not match the required output shape {list(result.shape)}. This behavior is "
+                          f"deprecated, and in a future PyTorch release outputs will not be resized unless they "
+                          f"have zero elements. You can explicitly reuse an out tensor t by resizing it, inplace, to "
+                          f"zero elements with t.resize_(0).", UserWarning, stacklevel=3)
         out.data = Tensor._wrap(np.empty(tuple(result.shape), target.np))
     from ember.frontend.autograd import no_grad
     with no_grad():

@@ -189,7 +189,13 @@ def count_nonzero(input, dim=None):
 def cumsum(input, dim, dtype=None):
     if dtype is not None:
         input = to_dtype(input, dtype)
-    return P["cumsum"].bind(input, axis=dim % builtins.max(input.ndim, 1))
+    return P["cumsum"].bind(input, axis=_cumulative_axis(input, dim, "cumsum"))
+
+
+def _cumulative_axis(input, dim, op):
+    """`dim` checked as torch checks it (a 0-d tensor takes 0 or -1) and made non-negative."""
+    from .tensor import _dim
+    return _dim(dim, builtins.max(input.ndim, 1), op)
 
 
 def aminmax(input, dim=None, keepdim=False):
@@ -239,7 +245,7 @@ def cumprod(input, dim, *, dtype=None, out=None):
     elif input.dtype.category < 2:
         input = to_dtype(input, dtypes.int64)  # PyTorch accumulates bools and integers as int64
     from .shape_ops import _slice_axis, cat
-    axis = dim % builtins.max(input.ndim, 1)
+    axis = _cumulative_axis(input, dim, "cumprod")
     result = input
     size = input.shape[axis] if input.ndim else 1
     step = 1
@@ -266,13 +272,13 @@ def cummin(input, dim):
 
 
 def _running_extreme(input, dim, op):
-    """By doubling over (value, index) pairs: the later element wins when it is at least as good
-    (or is a NaN and the earlier is not); the values are then gathered from the input at the
-    indices, so that gradients flow to the elements chosen."""
+    """By doubling over (value, index) pairs: the later element wins when it is a NaN, or when it
+    is at least as good and the earlier is no NaN (torch's rule); the values are then gathered
+    from the input at the indices, so that gradients flow to the elements chosen."""
     from .math_ops import ge, le, isnan, logical_and, logical_not, logical_or, where
     from .shape_ops import _slice_axis, cat, gather
     from .creation import arange
-    axis = dim % builtins.max(input.ndim, 1)
+    axis = _cumulative_axis(input, dim, op)
     if input.ndim == 0:
         return namedtuple(op, "values indices")(input.clone(), Tensor._wrap(np.zeros((), np.int64)))
     size = input.shape[axis]
@@ -288,8 +294,7 @@ def _running_extreme(input, dim, op):
         right_v, right_i = _slice_axis(value, axis, step, size), _slice_axis(index, axis, step, size)
         wins = better(right_v, left_v)
         if floating:
-            wins = logical_or(logical_and(wins, logical_not(isnan(left_v))),
-                              logical_and(isnan(right_v), logical_not(isnan(left_v))))
+            wins = logical_or(isnan(right_v), logical_and(wins, logical_not(isnan(left_v))))
         value = cat([_slice_axis(value, axis, 0, step), where(wins, right_v, left_v)], dim=axis)
         index = cat([_slice_axis(index, axis, 0, step), where(wins, right_i, left_i)], dim=axis)
         step *= 2

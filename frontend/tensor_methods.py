@@ -84,7 +84,7 @@ _METHODS = {
     "sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "amax": R.amax, "amin": R.amin,
     "argmax": R.argmax, "argmin": R.argmin, "prod": R.prod, "var": R.var, "std": R.std, "norm": R.norm,
     "logsumexp": R.logsumexp, "all": R.all, "any": R.any, "cumsum": R.cumsum, "count_nonzero": R.count_nonzero,
-    "aminmax": R.aminmax, "dist": R.dist,
+    "aminmax": R.aminmax, "dist": R.dist, "cumprod": R.cumprod, "cummax": R.cummax, "cummin": R.cummin,
     # shape
     "reshape": S.reshape, "view": S.view, "view_as": S.view_as, "reshape_as": S.reshape_as,
     "permute": S.permute, "transpose": S.transpose, "swapaxes": S.transpose, "swapdims": S.transpose,
@@ -95,10 +95,13 @@ _METHODS = {
     "narrow": S.narrow, "gather": S.gather, "take_along_dim": S.take_along_dim, "index_select": S.index_select,
     "scatter_add": S.scatter_add, "contiguous": S.contiguous, "tril": S.tril, "triu": S.triu,
     "scatter": S.scatter, "index_add": S.index_add, "repeat_interleave": S.repeat_interleave, "diag": S.diag,
+    "select": S.select, "diagonal": S.diagonal,
     "trace": R.trace, "median": R.median, "sum_to_size": R.sum_to_size, "fmod": M.fmod, "argwhere": I.argwhere,
     # products
     "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "outer": L.outer,
-    "cross": L.cross,
+    "cross": L.cross, "addmm": L.addmm, "baddbmm": L.baddbmm, "addbmm": L.addbmm,
+    "multinomial": lambda self, num_samples, replacement=False, *, generator=None:
+        _sampling().multinomial(self, num_samples, replacement, generator=generator),
     # sorting
     "sort": O.sort, "argsort": O.argsort, "topk": O.topk, "unique": O.unique, "kthvalue": O.kthvalue,
     "msort": O.msort,
@@ -225,7 +228,8 @@ _INPLACE = {
     "sinh_": M.sinh, "cosh_": M.cosh, "asin_": M.asin, "acos_": M.acos, "atan_": M.atan, "atan2_": M.atan2,
     "asinh_": M.asinh, "acosh_": M.acosh, "atanh_": M.atanh, "arcsin_": M.asin, "arccos_": M.acos,
     "arctan_": M.atan, "arctan2_": M.atan2, "arcsinh_": M.asinh, "arccosh_": M.acosh, "arctanh_": M.atanh,
-    "erfinv_": M.erfinv, "hypot_": M.hypot,
+    "erfinv_": M.erfinv, "hypot_": M.hypot, "tril_": S.tril, "triu_": S.triu, "cumsum_": R.cumsum,
+    "cumprod_": R.cumprod,
     "masked_fill_": I.masked_fill, "lerp_": M.lerp, "addcmul_": M.addcmul, "addcdiv_": M.addcdiv,
     "maximum_": M.maximum, "minimum_": M.minimum, "remainder_": M.remainder,
     "scatter_add_": S.scatter_add, "scatter_": S.scatter, "index_add_": S.index_add, "fmod_": M.fmod,
@@ -300,6 +304,11 @@ def index_fill_(self, dim, index, value):
     key = (slice(None),) * (dim % self.ndim) + (index,)
     I.setitem(self, key, value)
     return self
+
+
+def _sampling():
+    from . import sampling
+    return sampling
 
 
 def _install():

@@ -41,6 +41,9 @@ def _compare(actual, expected, rtol, atol, equal_nan, check_dtype, msg, path):
         a, e = np.asarray(actual), np.asarray(expected)
         if check_dtype and type(actual) is not type(expected):
             _fail(f"The values for attribute 'dtype' do not match: {type(actual)} != {type(expected)}.", msg, path)
+        if rtol is None:  # Python floats compare as float64 (torch's default), ints and bools exactly
+            rtol, atol = DEFAULT_TOLERANCES["float64"] if isinstance(actual, float) or isinstance(expected, float) \
+                else (0.0, 0.0)
         _values(a, e, rtol, atol, equal_nan, msg, path, "Scalars")
         return
     if not isinstance(actual, Tensor) or not isinstance(expected, Tensor):
@@ -75,7 +78,7 @@ def _values(a, e, rtol, atol, equal_nan, msg, path, what):
     mismatched = int((~close).sum())
     total = close.size
     if a.ndim == 0:
-        detail = (f"{what[:-1] if what == 'Scalars' else 'Tensor-likes'} are not close!\n\n"
+        detail = (f"Scalars are not close!\n\n"
                   f"Expected {e.item()} but got {a.item()}.\n"
                   f"Absolute difference: {abs(float(a) - float(e))} (up to {atol} allowed)\n"
                   f"Relative difference: {_relative(float(a), float(e))} (up to {rtol} allowed)")

@@ -104,8 +104,14 @@ def test_out_arguments_write_into_the_given_tensor_as_torch_does():
         ember.add(x, 1, out=ember.empty(3, 4, dtype=ember.int64))
     with pytest.raises(RuntimeError, match="functions with out=... arguments don't support automatic differentiation"):
         ember.add(x, 1, out=ember.empty(3, 4, requires_grad=True))
-    with pytest.raises(RuntimeError, match=r"out= has shape \[2, 2\] and the result \[3, 4\]"):
-        ember.add(x, 1, out=ember.empty(2, 2))
+    with pytest.warns(UserWarning, match=r"An output with one or more elements was resized since it had shape \[2, 2\]"):
+        resized = ember.add(x, 1, out=ember.empty(2, 2))
+    assert resized.shape == (3, 4)
+    with pytest.raises(RuntimeError, match="a view cannot be resized"):
+        ember.add(x, 1, out=ember.zeros(4, 4)[:2])
+    with pytest.raises(RuntimeError, match=r"exp\(\): functions with out=... arguments don't support automatic"):
+        ember.exp(ember.randn(3, requires_grad=True), out=ember.empty(3))
+    assert ember.sum(ember.ones(3), out=ember.empty(0)).item() == 3.0
     with pytest.raises(TypeError, match=r"max\(\): argument 'out' must be tuple of 2 Tensors"):
         ember.max(x, 1, out=values)
 
@@ -243,7 +249,7 @@ def reference_running_extreme(x, maximum=True):
     values, indices = np.empty_like(x), np.empty(x.shape, np.int64)
     best, where_best = None, 0
     for k, v in enumerate(x):
-        if best is None or (not np.isnan(best) and (np.isnan(v) or (v >= best if maximum else v <= best))):
+        if best is None or np.isnan(v) or (not np.isnan(best) and (v >= best if maximum else v <= best)):
             best, where_best = v, k
         values[k], indices[k] = best, where_best
     return values, indices
@@ -252,7 +258,7 @@ def reference_running_extreme(x, maximum=True):
 @pytest.mark.parametrize("op", ["cummax", "cummin"])
 def test_cummax_and_cummin_follow_torch_on_ties_and_nan_and_differentiate(op):
     x = RNG.integers(0, 4, (3, 9)).astype(np.float64)
-    x[1, 5] = np.nan
+    x[1, 5] = x[1, 7] = x[2, 0] = np.nan  # (a later NaN takes the index, as in torch)
     values, indices = getattr(ember, op)(ember.from_numpy(x), 1)
     for row in range(3):
         want_v, want_i = reference_running_extreme(x[row], op == "cummax")
@@ -279,3 +285,77 @@ def test_top_level_forms_of_functional_ops_match_nn_functional():
     np.testing.assert_allclose(ember.threshold(x, 0.1, -1.0).numpy(), F.threshold(x, 0.1, -1.0).numpy())
     np.testing.assert_allclose(ember.prelu(x, ember.tensor([0.25])).numpy(),
                                np.where(x.numpy() > 0, x.numpy(), 0.25 * x.numpy()), rtol=1e-6)
+
+
+
+def test_attention_rows_that_may_attend_to_nothing_give_zeros_and_finite_gradients():
+    q = ember.randn(1, 3, 4, requires_grad=True)
+    allowed = ember.tensor([[True, False, True], [False, False, False], [True, True, True]])
+    out = ember.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=allowed)
+    assert (out[0, 1] == 0).all()
+    out.pow(2).sum().backward()
+    assert np.isfinite(q.grad.numpy()).all()
+    kept = ember.nn.functional.scaled_dot_product_attention(q[:, [0, 2]], q, q, attn_mask=allowed[[0, 2]])
+    np.testing.assert_allclose(out[0, [0, 2]].detach().numpy(), kept[0].detach().numpy(), rtol=1e-6)
+
+
+def test_cumulative_ops_check_their_dim():
+    with pytest.raises(IndexError, match=r"cumprod: Dimension out of range \(expected to be in range of \[-2, 1\]"):
+        ember.cumprod(ember.ones(2, 3), 2)
+    with pytest.raises(IndexError, match="cummax"):
+        ember.cummax(ember.ones(2, 3), -3)
+    assert ember.cumsum(ember.tensor(2.0), 0).item() == 2.0
+
+
+def test_a_custom_function_with_two_outputs_runs_backward_once_with_both_gradients():
+    calls = []
+
+    class ProductAndSum(ember.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            ctx.save_for_backward(a, b)
+            return a * b, a + b
+
+        @staticmethod
+        def backward(ctx, grad_product, grad_sum):
+            calls.append((grad_product, grad_sum))
+            a, b = ctx.saved_tensors
+            return grad_product * b + grad_sum, grad_product * a + grad_sum
+    a = ember.tensor([1.0, 2.0], requires_grad=True)
+    b = ember.tensor([3.0, 4.0], requires_grad=True)
+    product, total = ProductAndSum.apply(a, b)
+    (product * 2 + total).sum().backward()
+    assert len(calls) == 1 and calls[0][0].tolist() == [2.0, 2.0] and calls[0][1].tolist() == [1.0, 1.0]
+    assert a.grad.tolist() == [7.0, 9.0] and b.grad.tolist() == [3.0, 5.0]
+
+
+def test_a_backward_hook_on_a_module_of_two_inputs_fires_once_with_both_gradients():
+    class Pair(ember.nn.Module):
+        def forward(self, a, b):
+            return a * b, a + b
+    seen = []
+    pair = Pair()
+    pair.register_full_backward_hook(lambda m, grad_input, grad_output: seen.append(
+        ([g.tolist() for g in grad_input], [None if g is None else g.tolist() for g in grad_output])))
+    a = ember.tensor([1.0, 2.0], requires_grad=True)
+    b = ember.tensor([3.0, 4.0], requires_grad=True)
+    product, _ = pair(a, b)
+    (product * 2).sum().backward()
+    assert seen == [([[6.0, 8.0], [2.0, 4.0]], [[2.0, 2.0], None])]
+
+
+def test_more_tensor_methods_and_scalar_tolerances():
+    x = ember.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    assert x.select(1, 0).tolist() == [1.0, 4.0, 7.0] and x.diagonal(1).tolist() == [2.0, 6.0]
+    assert x.cumprod(1)[0].tolist() == [1.0, 2.0, 6.0] and x.cummax(0).indices[2].tolist() == [2, 2, 2]
+    np.testing.assert_allclose(x.addmm(x, x, beta=0.5).numpy(), 0.5 * x.numpy() + x.numpy() @ x.numpy())
+    assert x.multinomial(2).shape == (3, 2)
+    lower = x.clone()
+    assert lower.tril_() is lower and lower.tolist() == [[1, 0, 0], [4, 5, 0], [7, 8, 9]]
+    ember.testing.assert_close(1.0, 1.0 + 1e-7)  # Python floats: float64 tolerances
+    with pytest.raises(AssertionError, match="Scalars are not close!"):
+        ember.testing.assert_close(1.0, 1.001)
+    inp = ember.full((3, 5), float("nan"), requires_grad=True)
+    out = ember.addbmm(inp, ember.randn(2, 3, 4), ember.randn(2, 4, 5), beta=0)
+    out.sum().backward()
+    assert not out.isnan().any().item() and inp.grad is not None and (inp.grad == 0).all()

@@ -41,7 +41,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             weights = masked_fill(weights, M.logical_not(attn_mask), float("-inf"))
         else:
             weights = M.add(weights, attn_mask)
-    weights = softmax(weights, dim=-1)
+    # rows that may attend to nothing (every score -inf) give 0, not nan, as torch's safe softmax:
+    # their scores become 0 before softmax, so no nan reaches the gradients either
+    masked = M.eq(weights.amax(dim=-1, keepdim=True), float("-inf"))
+    weights = M.where(masked, 0.0, softmax(M.where(masked, 0.0, weights), dim=-1))
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p, training=True)
     return matmul(weights, value)
@@ -81,6 +84,8 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
             key_padding_mask = S.unsqueeze(key_padding_mask, 0)
     length, batch, embed_dim = query.shape
     source = key.shape[0]
+    if tuple(key.shape[:-1]) != tuple(value.shape[:-1]):
+        raise AssertionError(f"key shape {tuple(key.shape)} does not match value shape {tuple(value.shape)}")
     if embed_dim != embed_dim_to_check:
         raise AssertionError(f"was expecting embedding dimension of {embed_dim_to_check}, but got {embed_dim}")
     head_dim = embed_dim // num_heads
