@@ -49,6 +49,10 @@ _FRONTEND_EXPORTS = {
     "ember.frontend.indexing": "nonzero masked_fill masked_select argwhere",
     "ember.frontend.linalg": "matmul mm bmm mv dot inner outer ger addmm baddbmm addbmm einsum cross svd linalg linalg_module=linalg",
     "ember.frontend.sampling": "multinomial",
+    "ember.frontend.tensor_methods": """
+        abs_ acos_ acosh_ arccos_ arccosh_ arcsin_ arcsinh_ arctan_ arctanh_ asin_ asinh_ atan_ atanh_ ceil_ clamp_
+        clamp_max_ clamp_min_ clip_ cos_ cosh_ erf_ exp_ expm1_ floor_ frac_ log10_ log1p_ log2_ log_ nan_to_num_
+        neg_ negative_ reciprocal_ relu_ round_ rsqrt_ sigmoid_ sin_ sinh_ sqrt_ square_ tan_ tanh_ trunc_""",
     # torch.* forms of nn.functional whose torch signatures match F's (torch.dropout, torch.embedding,
     # torch.batch_norm and torch.instance_norm take other arguments: they are left out)
     "ember.frontend.nn.functional": """

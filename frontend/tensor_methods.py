@@ -229,7 +229,14 @@ _INPLACE = {
     "asinh_": M.asinh, "acosh_": M.acosh, "atanh_": M.atanh, "arcsin_": M.asin, "arccos_": M.acos,
     "arctan_": M.atan, "arctan2_": M.atan2, "arcsinh_": M.asinh, "arccosh_": M.acosh, "arctanh_": M.atanh,
     "erfinv_": M.erfinv, "hypot_": M.hypot, "tril_": S.tril, "triu_": S.triu, "cumsum_": R.cumsum,
-    "cumprod_": R.cumprod,
+    "cumprod_": R.cumprod, "absolute_": M.abs, "cos_": M.cos, "sin_": M.sin, "tan_": M.tan, "erf_": M.erf,
+    "expm1_": M.expm1, "log1p_": M.log1p, "log2_": M.log2, "log10_": M.log10, "rsqrt_": M.rsqrt,
+    "frac_": M.frac, "trunc_": M.trunc, "sign_": M.sign, "square_": M.square, "negative_": M.neg,
+    "nan_to_num_": M.nan_to_num, "subtract_": M.sub, "multiply_": M.mul, "divide_": M.div, "true_divide_": M.div,
+    "floor_divide_": M.floor_divide, "eq_": M.eq, "ne_": M.ne, "lt_": M.lt, "le_": M.le, "gt_": M.gt, "ge_": M.ge,
+    "less_": M.lt, "greater_": M.gt, "logical_and_": M.logical_and, "logical_or_": M.logical_or,
+    "logical_xor_": M.logical_xor, "logical_not_": M.logical_not, "addmm_": L.addmm, "baddbmm_": L.baddbmm,
+    "addbmm_": L.addbmm,
     "masked_fill_": I.masked_fill, "lerp_": M.lerp, "addcmul_": M.addcmul, "addcdiv_": M.addcdiv,
     "maximum_": M.maximum, "minimum_": M.minimum, "remainder_": M.remainder,
     "scatter_add_": S.scatter_add, "scatter_": S.scatter, "index_add_": S.index_add, "fmod_": M.fmod,
@@ -333,3 +340,21 @@ def _install():
 
 
 _install()
+
+
+# torch's in-place functions at the top level (torch.abs_(x) is x.abs_()): each calls the method
+TORCH_INPLACE_FUNCTIONS = (
+    "abs_ acos_ acosh_ arccos_ arccosh_ arcsin_ arcsinh_ arctan_ arctanh_ asin_ asinh_ atan_ atanh_ ceil_ clamp_ "
+    "clamp_max_ clamp_min_ clip_ cos_ cosh_ erf_ exp_ expm1_ floor_ frac_ log10_ log1p_ log2_ log_ nan_to_num_ "
+    "neg_ negative_ reciprocal_ relu_ round_ rsqrt_ sigmoid_ sin_ sinh_ sqrt_ square_ tan_ tanh_ trunc_").split()
+
+
+def _function_form(name):
+    def function(input, *args, **kwargs):
+        return getattr(input, name)(*args, **kwargs)
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = f"torch.{name}(input, ...): input.{name}(...), in place."
+    return function
+
+
+globals().update({name: _function_form(name) for name in TORCH_INPLACE_FUNCTIONS})

@@ -359,3 +359,34 @@ def test_more_tensor_methods_and_scalar_tolerances():
     out = ember.addbmm(inp, ember.randn(2, 3, 4), ember.randn(2, 4, 5), beta=0)
     out.sum().backward()
     assert not out.isnan().any().item() and inp.grad is not None and (inp.grad == 0).all()
+
+
+IN_PLACE_UNARY = ["absolute_", "cos_", "sin_", "tan_", "erf_", "expm1_", "log1p_", "log2_", "log10_", "rsqrt_",
+                  "frac_", "trunc_", "sign_", "square_", "negative_", "nan_to_num_"]
+
+
+@pytest.mark.parametrize("name", IN_PLACE_UNARY)
+def test_in_place_methods_write_what_the_function_returns_and_differentiate(name):
+    values = np.array([0.3, 1.7, 2.2, 0.9])
+    x = ember.from_numpy(values.copy())
+    expected = getattr(x.clone(), name[:-1])().numpy()
+    assert getattr(x, name)() is x
+    np.testing.assert_array_equal(x.numpy(), expected)
+    leaf = ember.from_numpy(values.copy()).requires_grad_()
+    getattr(leaf * 1, name)().sum().backward()
+    reference = ember.from_numpy(values.copy()).requires_grad_()
+    getattr(reference, name[:-1])().sum().backward()
+    np.testing.assert_allclose(leaf.grad.numpy(), reference.grad.numpy(), rtol=1e-12)
+
+
+def test_in_place_comparisons_and_top_level_in_place_functions():
+    x = ember.tensor([1.0, 2.0, 3.0])
+    assert x.ge_(2.0) is x and x.tolist() == [0.0, 1.0, 1.0] and x.dtype == ember.float32
+    y = ember.tensor([4.0, 9.0])
+    assert ember.sqrt_(y) is y and y.tolist() == [2.0, 3.0]
+    z = ember.tensor([-1.0, 2.0])
+    assert ember.clamp_(z, min=0.0) is z and z.tolist() == [0.0, 2.0]
+    a = ember.randn(2, 3)
+    expected = (2 * a + a @ ember.eye(3)).numpy()
+    a.addmm_(a, ember.eye(3), beta=2)
+    np.testing.assert_allclose(a.numpy(), expected, rtol=1e-6)
