@@ -428,7 +428,7 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                                                   f"version {version} instead.")
             siblings = getattr(node.prim, "siblings", None)
             if siblings:  # the other outputs of one custom Function call: one backward call for all
-                node.prim.sibling_grads = _gather_siblings(node_grads, siblings, retain_graph)
+                node.prim.sibling_grads = _gather_siblings(node_grads, siblings, retain_graph, wanted_nodes, captured)
             values = node.unpack_inputs()
             out = node.saved_output(create_graph) if _uses_output(node) else None
             grads = node.prim.vjp(g, out, *values, **node.attrs)
@@ -458,20 +458,26 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
     return None
 
 
-def _gather_siblings(node_grads, siblings, retain_graph):
+def _gather_siblings(node_grads, siblings, retain_graph, wanted_nodes, captured):
     """{output index: gradient} of a custom Function's other outputs, taken from the pending
-    gradients (their nodes then have none left and are skipped). Every node that feeds one of
-    them was created later and has already run, since nodes run later-created first: the
-    gradients are complete."""
+    gradients (their nodes then have none left and are skipped; an output autograd.grad asked
+    for is captured here). Every node that feeds one of them was created later and has already
+    run, since nodes run later-created first: the gradients are complete. Without retain_graph
+    the siblings are freed with this node when it saved tensors: in PyTorch they are one node,
+    whose saved tensors a second backward would miss."""
     found = {}
     for index, sibling in siblings:
         g = node_grads.pop(id(sibling), None)
+        if g is not None and sibling.freed:
+            raise RuntimeError(f"{sibling.name()}: {BACKWARD_TWICE}")
         if g is not None and (sibling.hooks or sibling.retain):
             g = _run_tensor_hooks(sibling, g)
         if g is not None:
             found[index] = g
-            if not retain_graph:
-                sibling.freed = True
+            if wanted_nodes is not None and id(sibling) in wanted_nodes:
+                _accumulate(captured, id(wanted_nodes[id(sibling)]), g)
+        if not retain_graph and getattr(sibling.prim.ctx, "saved_tensors", ()):
+            sibling.freed = True
     return found
 
 

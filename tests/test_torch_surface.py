@@ -390,3 +390,44 @@ def test_in_place_comparisons_and_top_level_in_place_functions():
     expected = (2 * a + a @ ember.eye(3)).numpy()
     a.addmm_(a, ember.eye(3), beta=2)
     np.testing.assert_allclose(a.numpy(), expected, rtol=1e-6)
+
+
+def test_grad_of_a_multi_output_functions_output_and_second_backwards_follow_torch():
+    class Twice(ember.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2, x * 3
+
+        @staticmethod
+        def backward(ctx, grad_a, grad_b):
+            return 2 * grad_a + 3 * grad_b
+
+    class Saving(Twice):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * 2, x * 3
+    x = ember.ones(3, requires_grad=True)
+    a, b = Twice.apply(x)
+    grad_a, grad_x = ember.autograd.grad(a.sum() + b.sum(), [a, x])
+    assert grad_a.tolist() == [1.0] * 3 and grad_x.tolist() == [5.0] * 3
+    a, b = Twice.apply(x)
+    a.sum().backward()
+    b.sum().backward()  # nothing saved: torch allows it
+    a, b = Saving.apply(x)
+    a.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        b.sum().backward()
+
+
+def test_backward_hooks_hand_zeros_for_inputs_that_get_no_gradient():
+    class FirstOnly(ember.nn.Module):
+        def forward(self, x, y, z):
+            return x * 2
+    seen = []
+    module = FirstOnly()
+    module.register_full_backward_hook(lambda m, grad_input, grad_output: seen.append(
+        [g.tolist() for g in grad_input]))
+    x, y, z = ember.ones(2, requires_grad=True), ember.ones(2), ember.ones(2, requires_grad=True)
+    module(x, y, z).sum().backward()
+    assert seen == [[[2.0, 2.0], [0.0, 0.0], [0.0, 0.0]]] and z.grad.tolist() == [0.0, 0.0]

@@ -12,17 +12,20 @@ from ember.frontend.tensor import Tensor
 
 class _PassThrough(Function):
     """Identity on tensors; its backward hands the incoming gradients to `callback`, whose
-    result (one gradient per tensor) flows on."""
+    result (one gradient per tensor) flows on. With `materialize`, a tensor that gets no
+    gradient (or needs none: it is marked non-differentiable) is handed zeros, as torch's
+    BackwardHookFunction does for a module's inputs."""
 
     @staticmethod
-    def forward(ctx, callback, *tensors):
+    def forward(ctx, callback, materialize, *tensors):
         ctx.callback = callback
-        ctx.set_materialize_grads(False)
+        ctx.set_materialize_grads(materialize)
+        ctx.mark_non_differentiable(*[t for t in tensors if not t.requires_grad])
         return tensors
 
     @staticmethod
     def backward(ctx, *grads):
-        return (None,) + tuple(ctx.callback(grads))
+        return (None, None) + tuple(ctx.callback(grads))
 
 
 class BackwardHook:
@@ -40,8 +43,8 @@ class BackwardHook:
                                f"hooks (their Python runs during backward); remove the hook, or call the module "
                                f"outside the compiled function")
         self.input_count = len(args)
-        positions = [k for k, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
-        if not positions:
+        positions = [k for k, a in enumerate(args) if isinstance(a, Tensor)]
+        if not any(args[k].requires_grad for k in positions):
             if self.hooks:
                 import warnings
                 warnings.warn("Full backward hook is firing when gradients are computed with respect to module "
@@ -50,7 +53,7 @@ class BackwardHook:
                               "details.", stacklevel=4)
             return args
         self.inputs_wrapped = True
-        passed = _PassThrough.apply(self._input_grads(positions), *[args[k] for k in positions])
+        passed = _PassThrough.apply(self._input_grads(positions), True, *[args[k] for k in positions])
         args = list(args)
         for k, tensor in zip(positions, passed):
             args[k] = tensor
@@ -64,7 +67,8 @@ class BackwardHook:
         positions = [k for k, o in enumerate(outputs) if isinstance(o, Tensor) and o.requires_grad]
         if not positions:
             return output
-        passed = _PassThrough.apply(self._output_grads(positions, len(outputs)), *[outputs[k] for k in positions])
+        passed = _PassThrough.apply(self._output_grads(positions, len(outputs)), False,
+                                    *[outputs[k] for k in positions])
         outputs = list(outputs)
         for k, tensor in zip(positions, passed):
             outputs[k] = tensor
