@@ -333,7 +333,9 @@ def roll(input, shifts, dims=None):
 
 
 def gather(input, dim, index, sparse_grad=False):
-    out = P["gather"].bind(input, index, axis=_dim(dim, input.ndim, "gather"))
+    axis = _dim(dim, input.ndim, "gather")
+    index = _no_negative_indices(index, input.shape[axis] if input.ndim else 1, "gather", axis)
+    out = P["gather"].bind(input, index, axis=axis)
     return saves_like_pytorch(out, (input,))  # GatherBackward saves the input (and the index)
 
 
@@ -342,7 +344,25 @@ def take_along_dim(input, indices, dim):
 
 
 def index_select(input, dim, index):
-    return P["take"].bind(input, index, axis=_dim(dim, input.ndim, "index_select"))
+    """input's slices at `index` along `dim`. A negative index is out of range, as in torch."""
+    axis = _dim(dim, input.ndim, "index_select")
+    return P["take"].bind(input, _no_negative_indices(index, input.shape[axis] if input.ndim else 1,
+                                                      "index_select", axis), axis=axis)
+
+
+def _no_negative_indices(index, size, op, axis):
+    """`index` whose negative entries are refused, as torch's index_select and gather do (the
+    take and gather primitives wrap them, as Python indexing does): eagerly with torch's words,
+    and in compiled code by sending them past the end, where the primitive's bounds check fails."""
+    if not isinstance(index, Tensor) or index.dtype.category != 1:
+        return index
+    if STATE.recorder is None:
+        values = index._data
+        if values.size and values.min() < 0:
+            raise IndexError(f"{op}(): index {int(values.min())} is out of range in self (dim {axis} of size {size})")
+        return index
+    from .math_ops import lt, where
+    return where(lt(index, 0), size, index)
 
 
 def scatter_add(input, dim, index, src):
