@@ -49,10 +49,18 @@ _FRONTEND_EXPORTS = {
     "ember.frontend.indexing": "nonzero masked_fill masked_select argwhere",
     "ember.frontend.linalg": "matmul mm bmm mv dot inner outer ger addmm baddbmm addbmm einsum cross svd linalg linalg_module=linalg",
     "ember.frontend.sampling": "multinomial",
+    "ember.frontend.math_more": """
+        deg2rad rad2deg erfc fix float_power fmax fmin copysign heaviside logit sinc xlogy signbit sgn positive
+        isneginf isposinf isreal is_complex is_signed rsub scalar_tensor""",
+    "ember.frontend.array_more": """
+        nansum nanmean logcumsumexp diff trapezoid trapz cumulative_trapezoid kron vdot addr addmv rot90
+        tensor_split hsplit vsplit dsplit atleast_3d dstack column_stack row_stack moveaxis ravel take diagflat
+        block_diag""",
     "ember.frontend.tensor_methods": """
         abs_ acos_ acosh_ arccos_ arccosh_ arcsin_ arcsinh_ arctan_ arctanh_ asin_ asinh_ atan_ atanh_ ceil_ clamp_
         clamp_max_ clamp_min_ clip_ cos_ cosh_ erf_ exp_ expm1_ floor_ frac_ log10_ log1p_ log2_ log_ nan_to_num_
-        neg_ negative_ reciprocal_ relu_ round_ rsqrt_ sigmoid_ sin_ sinh_ sqrt_ square_ tan_ tanh_ trunc_""",
+        neg_ negative_ reciprocal_ relu_ round_ rsqrt_ sigmoid_ sin_ sinh_ sqrt_ square_ tan_ tanh_ trunc_
+        deg2rad_ rad2deg_ exp2_ erfc_ fix_ logit_ sinc_ xlogy_ addmv_""",
     # torch.* forms of nn.functional whose torch signatures match F's (torch.dropout, torch.embedding,
     # torch.batch_norm and torch.instance_norm take other arguments: they are left out)
     "ember.frontend.nn.functional": """

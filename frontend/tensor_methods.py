@@ -8,6 +8,7 @@ import numpy as np
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from . import math_ops as M, reductions as R, shape_ops as S, indexing as I, linalg as L, sorting as O
+from . import math_more as MM, array_more as A
 from .random import generator_or_default
 from .views import same_elements, wrote_in_place
 from .dispatch import STATE
@@ -105,7 +106,29 @@ _METHODS = {
     # sorting
     "sort": O.sort, "argsort": O.argsort, "topk": O.topk, "unique": O.unique, "kthvalue": O.kthvalue,
     "msort": O.msort,
+    # math_more, array_more
+    "exp2": M.exp2, "deg2rad": MM.deg2rad, "rad2deg": MM.rad2deg, "erfc": MM.erfc, "fix": MM.fix,
+    "float_power": MM.float_power, "fmax": MM.fmax, "fmin": MM.fmin, "copysign": MM.copysign,
+    "heaviside": MM.heaviside, "logit": MM.logit, "sinc": MM.sinc, "xlogy": MM.xlogy, "signbit": MM.signbit,
+    "sgn": MM.sgn, "positive": MM.positive, "isneginf": MM.isneginf, "isposinf": MM.isposinf,
+    "isreal": MM.isreal, "is_complex": MM.is_complex, "is_signed": MM.is_signed,
+    "not_equal": M.ne, "greater_equal": M.ge, "less_equal": M.le,
+    "type_as": lambda self, other: M.to_dtype(self, other.dtype),
+    "allclose": lambda self, other, rtol=1e-05, atol=1e-08, equal_nan=False:
+        _ember().allclose(self, other, rtol, atol, equal_nan),
+    "isclose": lambda self, other, rtol=1e-05, atol=1e-08, equal_nan=False:
+        _ember().isclose(self, other, rtol, atol, equal_nan),
+    "equal": lambda self, other: _ember().equal(self, other),
+    "nansum": A.nansum, "nanmean": A.nanmean, "logcumsumexp": A.logcumsumexp, "diff": A.diff, "kron": A.kron,
+    "inner": L.inner, "ger": L.ger, "vdot": A.vdot, "addr": A.addr, "addmv": A.addmv, "rot90": A.rot90,
+    "tensor_split": A.tensor_split, "hsplit": A.hsplit, "vsplit": A.vsplit, "dsplit": A.dsplit,
+    "moveaxis": A.moveaxis, "ravel": A.ravel, "take": A.take, "diagflat": A.diagflat,
 }
+
+
+def _ember():
+    import ember
+    return ember
 
 
 def _softmax(self, dim, dtype=None):
@@ -240,6 +263,10 @@ _INPLACE = {
     "masked_fill_": I.masked_fill, "lerp_": M.lerp, "addcmul_": M.addcmul, "addcdiv_": M.addcdiv,
     "maximum_": M.maximum, "minimum_": M.minimum, "remainder_": M.remainder,
     "scatter_add_": S.scatter_add, "scatter_": S.scatter, "index_add_": S.index_add, "fmod_": M.fmod,
+    "exp2_": M.exp2, "deg2rad_": MM.deg2rad, "rad2deg_": MM.rad2deg, "erfc_": MM.erfc, "fix_": MM.fix,
+    "float_power_": MM.float_power, "copysign_": MM.copysign, "heaviside_": MM.heaviside, "logit_": MM.logit,
+    "sinc_": MM.sinc, "xlogy_": MM.xlogy, "sgn_": MM.sgn, "not_equal_": M.ne, "greater_equal_": M.ge,
+    "less_equal_": M.le, "addr_": A.addr, "addmv_": A.addmv,
     "__iadd__": M.add, "__isub__": M.sub, "__imul__": M.mul, "__itruediv__": M.div, "__ipow__": M.pow,
     "__ifloordiv__": M.floor_divide, "__imod__": M.remainder,
 }
@@ -346,7 +373,8 @@ _install()
 TORCH_INPLACE_FUNCTIONS = (
     "abs_ acos_ acosh_ arccos_ arccosh_ arcsin_ arcsinh_ arctan_ arctanh_ asin_ asinh_ atan_ atanh_ ceil_ clamp_ "
     "clamp_max_ clamp_min_ clip_ cos_ cosh_ erf_ exp_ expm1_ floor_ frac_ log10_ log1p_ log2_ log_ nan_to_num_ "
-    "neg_ negative_ reciprocal_ relu_ round_ rsqrt_ sigmoid_ sin_ sinh_ sqrt_ square_ tan_ tanh_ trunc_").split()
+    "neg_ negative_ reciprocal_ relu_ round_ rsqrt_ sigmoid_ sin_ sinh_ sqrt_ square_ tan_ tanh_ trunc_ "
+    "deg2rad_ rad2deg_ exp2_ erfc_ fix_ logit_ sinc_ xlogy_ addmv_").split()
 
 
 def _function_form(name):
