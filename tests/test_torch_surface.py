@@ -431,3 +431,9 @@ def test_backward_hooks_hand_zeros_for_inputs_that_get_no_gradient():
     x, y, z = ember.ones(2, requires_grad=True), ember.ones(2), ember.ones(2, requires_grad=True)
     module(x, y, z).sum().backward()
     assert seen == [[[2.0, 2.0], [0.0, 0.0], [0.0, 0.0]]] and z.grad.tolist() == [0.0, 0.0]
+
+
+def test_sign_of_nan_and_negative_zero_is_zero_as_in_torch_eagerly_and_compiled():
+    x = ember.tensor([float("nan"), -0.0, 2.0, -3.0])
+    assert ember.sign(x).tolist() == [0.0, 0.0, 1.0, -1.0]
+    assert ember.compile(lambda t: ember.sign(t) * 1)(x).tolist() == [0.0, 0.0, 1.0, -1.0]

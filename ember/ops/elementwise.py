@@ -220,9 +220,15 @@ def _abs_lowering(s, x):
 
 
 def _sign_lowering(s, x):
-    if s.is_float(x):  # nan stays nan, -0.0 stays -0.0
-        return s.where(s.lt(x, 0), -1, s.where(s.gt(x, 0), 1, x))
+    """(x > 0) - (x < 0): as torch, nan and -0.0 give 0."""
     return s.sub(s.cast(s.gt(x, 0), x.dtype), s.cast(s.lt(x, 0), x.dtype))
+
+
+def _sign(x):
+    """torch.sign: -1, 0 or 1; nan and -0.0 give 0 (numpy keeps nan and -0.0)."""
+    if x.dtype.kind != "f":
+        return np.sign(x)
+    return np.where(x < 0, -1, np.where(x > 0, 1, 0)).astype(x.dtype)
 
 
 def _in_float64(ufunc):
@@ -316,7 +322,7 @@ _UNARY = {
     "relu": (_relu, False, lambda g, out, x: (
         C.where(_p("ne").bind(out, C.scalar(0, out)), g, C.scalar(0, g)),), _relu_lowering),
     "abs": (np.abs, False, lambda g, out, x: (C.mul(g, _p("sign").bind(x)),), _abs_lowering),
-    "sign": (np.sign, False, _zero_vjp, _sign_lowering),
+    "sign": (_sign, False, _zero_vjp, _sign_lowering),
     "floor": (np.floor, True, _zero_vjp, _math("floor")),
     "ceil": (np.ceil, True, _zero_vjp, _math("ceil")),
     "round": (np.round, True, _zero_vjp, _math("round")),  # half to even, as numpy
