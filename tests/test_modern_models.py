@@ -3,6 +3,8 @@ with F.scaled_dot_product_attention, and again with nn.TransformerEncoderLayer) 
 U-Net, each trained for several steps eagerly and compiled with equal losses; generation with
 top-k and multinomial."""
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -11,82 +13,15 @@ import ember as torch
 import ember.nn as nn
 import ember.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from benchmark_models import gpt_class  # noqa: E402
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.qkv, self.proj, self.heads = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim), heads
-
-    def forward(self, x):
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(x).split(dim, dim=2)
-        q, k, v = (t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).contiguous().view(batch, length, dim))
+GPT_CLASS = gpt_class(torch)
 
 
-class Block(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.ln1, self.attn, self.ln2 = nn.LayerNorm(dim), CausalSelfAttention(dim, heads), nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, vocab=32, block=16, dim=32, heads=4, layers=2, library_blocks=False):
-        super().__init__()
-        self.block = block
-        self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Embedding(block, dim)
-        if library_blocks:  # the same architecture from torch.nn's own layers
-            self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0,
-                                                                    activation="gelu", batch_first=True,
-                                                                    norm_first=True) for _ in range(layers)])
-        else:
-            self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(layers)])
-        self.library_blocks = library_blocks
-        self.ln = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, vocab, bias=False)
-        self.head.weight = self.tokens.weight  # tied output weights
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-    def forward(self, idx, targets=None):
-        batch, length = idx.shape
-        x = self.tokens(idx) + self.positions(torch.arange(length))
-        mask = nn.Transformer.generate_square_subsequent_mask(length) if self.library_blocks else None
-        for block in self.blocks:
-            x = block(x, src_mask=mask, is_causal=True) if self.library_blocks else block(x)
-        logits = self.head(self.ln(x))
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-
-    def optimizer(self, lr=3e-3, weight_decay=0.1):
-        decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.named_parameters() if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-
-    @torch.no_grad()
-    def generate(self, idx, new_tokens, temperature=1.0, top_k=None):
-        for _ in range(new_tokens):
-            logits = self(idx[:, -self.block:])[:, -1, :] / temperature
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float("Inf")
-            probs = F.softmax(logits, dim=-1)
-            idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)
-        return idx
+def GPT(vocab=32, block=16, dim=32, heads=4, layers=2, library_blocks=False):
+    """The benchmarks' GPT (benchmarks/benchmark_models.py), small."""
+    return GPT_CLASS(vocab, block, dim, heads, layers, library_blocks)
 
 
 def train(model, step_fn, batches):
