@@ -41,10 +41,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             weights = masked_fill(weights, M.logical_not(attn_mask), float("-inf"))
         else:
             weights = M.add(weights, attn_mask)
-    # rows that may attend to nothing (every score -inf) give 0, not nan, as torch's safe softmax:
-    # their scores become 0 before softmax, so no nan reaches the gradients either
-    masked = M.eq(weights.amax(dim=-1, keepdim=True), float("-inf"))
-    weights = M.where(masked, 0.0, softmax(M.where(masked, 0.0, weights), dim=-1))
+    if attn_mask is not None:
+        # rows that may attend to nothing (every score -inf) give 0, not nan, as torch's safe
+        # softmax: their scores become 0 before softmax, so no nan reaches the gradients either
+        # (a causal mask alone always leaves each row its first key)
+        masked = M.eq(weights.amax(dim=-1, keepdim=True), float("-inf"))
+        weights = M.where(masked, 0.0, softmax(M.where(masked, 0.0, weights), dim=-1))
+    else:
+        weights = softmax(weights, dim=-1)
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p, training=True)
     return matmul(weights, value)
