@@ -679,14 +679,12 @@ def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIM
     with the reference interpreter. Usable as `ember.compile(fn)`, `@ember.compile` and
     `@ember.compile(backend=...)`.
 
-    mode takes PyTorch's values (COMPILE_MODES). "default" is ember's one way of compiling.
-    "reduce-overhead" (CUDA graphs in PyTorch) changes nothing: a compiled ember program already
-    runs all its kernels in one foreign call. "max-autotune" and "max-autotune-no-cudagraphs"
-    (Triton autotuning) change nothing either: ember's kernels have fixed tilings chosen for the
-    machine. Each of those warns once. fullgraph, dynamic and options are accepted so that
+    mode takes PyTorch's values; only "default" changes anything in ember, the others warn
+    (frontend/compile_modes.py says why). fullgraph, dynamic and options are accepted so that
     PyTorch calls run (guards split graphs; shapes are specialised)."""
     if mode is not None:
-        _check_mode(mode, options)
+        from .compile_modes import check_mode
+        check_mode(mode, options)
     if model is None:
         return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, disable=disable)
     if disable:
@@ -695,21 +693,6 @@ def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIM
         from .compiled_module import CompiledModule
         return CompiledModule(model, CompiledFunction(model, backend, recompile_limit, module=model))
     return CompiledFunction(model, backend, recompile_limit)
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def _check_mode(mode, options):
-    if options is not None:
-        raise RuntimeError("Either mode or options can be specified, but both can't be specified at the same time.")
-    if mode not in COMPILE_MODES:
-        raise RuntimeError(f"Unrecognized mode={mode}, should be one of: {', '.join(COMPILE_MODES)}")
-    if mode != "default":
-        import warnings
-        what = ("ember already runs a compiled program's kernels in one call (what CUDA graphs buy PyTorch)"
-                if mode == "reduce-overhead" else "ember's kernels have fixed tilings chosen for this machine")
-        warnings.warn(f"ember.compile(mode={mode!r}) compiles as mode='default': {what}", UserWarning, stacklevel=3)
 
 
 def explain(fn, *args, **kwargs):
