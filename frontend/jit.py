@@ -15,6 +15,7 @@ from sys import getrefcount
 
 import numpy as np
 
+from .compile_modes import check_mode
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .python_guards import PythonState, explain_change
@@ -679,11 +680,9 @@ def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIM
     with the reference interpreter. Usable as `ember.compile(fn)`, `@ember.compile` and
     `@ember.compile(backend=...)`.
 
-    mode takes PyTorch's values; only "default" changes anything in ember, the others warn
-    (frontend/compile_modes.py says why). fullgraph, dynamic and options are accepted so that
-    PyTorch calls run (guards split graphs; shapes are specialised)."""
+    mode takes PyTorch's values (frontend/compile_modes.py); fullgraph, dynamic and options
+    are accepted so that PyTorch calls run (guards split graphs; shapes are specialised)."""
     if mode is not None:
-        from .compile_modes import check_mode
         check_mode(mode, options)
     if model is None:
         return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, disable=disable)
