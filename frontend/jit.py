@@ -1,11 +1,10 @@
 """`ember.compile`: the signature cache, the tree of guarded segments, recompiles and the report.
 
-This is the one place that drives the whole pipeline: trace (eagerly, on the real inputs),
-split at guards, hand each new segment to a backend, run compiled segments on later calls,
-check guards between them, write mutations back. It never returns a silently wrong result:
-a changed signature or a new guard outcome traces again, and past the recompile limit the
-function runs eagerly with one warning that says why and how to fix it.
-"""
+The one place that drives the whole pipeline: trace (eagerly, on the real inputs), split at
+guards, hand each new segment to a backend, run compiled segments on later calls, check guards
+between them, write mutations back. Never a silently wrong result: a changed signature or a new
+guard outcome traces again; past the recompile limit the function runs eagerly, with one warning
+that says why and how to fix it."""
 import functools
 import time
 import warnings
