@@ -12,7 +12,8 @@ import ember
 from ember.frontend.nn.dropout import Dropout3d
 from ember.frontend.nn.fold import Fold, Unfold, fold, unfold
 from ember.frontend.nn.functional_dropout import dropout1d, dropout2d, dropout3d
-from ember.frontend.nn.instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, instance_norm
+from ember.frontend.nn.instance_norm import instance_norm
+from ember.frontend.nn.normalization import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from ember.frontend.nn import padding
 from ember.frontend.nn.padding import pad
 from finite_differences import check_vjp

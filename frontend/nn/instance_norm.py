@@ -10,15 +10,11 @@ import warnings
 
 from ember import dtypes
 from ember.frontend.autograd import no_grad
-from ember.frontend.creation import empty, ones, zeros, tensor
 from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
 from ember.frontend import shape_ops as S
 from ember.frontend.linalg import scalar_type_name
-from . import init, linear  # (modules, not names: functional.py imports this file)
 from .functional_conv import _shape_text, where_named
-from .module import Module
-from .parameter import Parameter
 
 
 def _verify_spatial_size(input):
@@ -97,98 +93,3 @@ def _update_running_stats(running_mean, running_var, mean, var, momentum, batch,
         unbiased = M.mul(S.reshape(var, (batch, channels)), count / (count - 1) if count > 1 else float("nan"))
         running_mean.copy_(M.add(M.mul(running_mean, 1.0 - momentum), M.mul(R.mean(instance_mean, 0), momentum)))
         running_var.copy_(M.add(M.mul(running_var, 1.0 - momentum), M.mul(R.mean(unbiased, 0), momentum)))
-
-
-# ----------------------------------------------------------------------------- modules
-
-class _InstanceNorm(Module):
-    """torch's _InstanceNorm (on _NormBase): optional affine weight/bias and running stats
-    buffers; instance statistics in training, and in eval unless track_running_stats."""
-
-    _version = 2
-    dims = None  # spatial dims: an input has dims + 1 (unbatched) or dims + 2 dims
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
-                 device=None, dtype=None, *, bias=True):
-        super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        kind = linear.factory(dtype)
-        if affine:
-            self.weight = Parameter(empty(num_features, dtype=kind))
-            if bias:
-                self.bias = Parameter(empty(num_features, dtype=kind))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", zeros(num_features, dtype=kind))
-            self.register_buffer("running_var", ones(num_features, dtype=kind))
-            self.register_buffer("num_batches_tracked", tensor(0, dtype=dtypes.int64))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self):
-        if self.track_running_stats:
-            with no_grad():
-                self.running_mean.zero_()
-                self.running_var.fill_(1)
-                self.num_batches_tracked.zero_()
-
-    def reset_parameters(self):
-        self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
-
-    def forward(self, input):
-        unbatched = self.dims + 1
-        if input.dim() not in (unbatched, unbatched + 1):
-            raise ValueError(f"{where_named(type(self).__name__)}: expected {unbatched}D or {unbatched + 1}D input "
-                             f"(got {input.dim()}D input) (input {_shape_text(input)})")
-        feature_dim = input.dim() - unbatched
-        features = input.shape[feature_dim]
-        if features != self.num_features:
-            if self.affine:
-                raise ValueError(f"{where_named(type(self).__name__)}: expected input's size at dim={feature_dim} "
-                                 f"to match num_features ({self.num_features}), but got: {features}. "
-                                 f"(input {_shape_text(input)})")
-            warnings.warn(f"input's size at dim={feature_dim} does not match num_features. You can silence this "
-                          f"warning by not passing in num_features, which is not used because affine=False",
-                          stacklevel=3)
-        if input.dim() == unbatched:
-            return S.squeeze(self._apply_instance_norm(S.unsqueeze(input, 0)), 0)
-        return self._apply_instance_norm(input)
-
-    def _apply_instance_norm(self, input):
-        return instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                             self.training or not self.track_running_stats,
-                             self.momentum if self.momentum is not None else 0.0, self.eps)
-
-    def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
-
-
-class InstanceNorm1d(_InstanceNorm):
-    """Instance normalization over [N, C, L] or unbatched [C, L]."""
-    dims = 1
-
-
-class InstanceNorm2d(_InstanceNorm):
-    """Instance normalization over [N, C, H, W] or unbatched [C, H, W]."""
-    dims = 2
-
-
-class InstanceNorm3d(_InstanceNorm):
-    """Instance normalization over [N, C, D, H, W] or unbatched [C, D, H, W]."""
-    dims = 3

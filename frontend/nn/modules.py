@@ -11,7 +11,8 @@ from .conv3d import Conv3d, ConvTranspose3d
 from .activation import (ReLU, ReLU6, LeakyReLU, ELU, CELU, SELU, GELU, SiLU, Mish, Sigmoid, Tanh, Softplus,
                          Softsign, LogSigmoid, Hardtanh, Hardswish, Hardsigmoid, Threshold, PReLU, Softmax,
                          LogSoftmax, Softmin, GLU)
-from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, LayerNorm, GroupNorm, RMSNorm
+from .normalization import (BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d,
+                            LayerNorm, GroupNorm, RMSNorm)
 from .dropout import Dropout, Dropout1d, Dropout2d, Dropout3d, AlphaDropout
 from .activation_more import (Hardshrink, Softshrink, Tanhshrink, RReLU, Softmax2d, ChannelShuffle, LocalResponseNorm,
                               FeatureAlphaDropout)
@@ -20,7 +21,6 @@ from .flatten import Flatten, Unflatten
 from .padding import (ZeroPad1d, ZeroPad2d, ZeroPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d, ReflectionPad1d,
                       ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d, ReplicationPad3d,
                       CircularPad1d, CircularPad2d, CircularPad3d)
-from .instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .fold import Fold, Unfold
 from .embedding import Embedding, EmbeddingBag
 from .recurrent import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell

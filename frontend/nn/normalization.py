@@ -1,23 +1,25 @@
-"""Normalization layers: BatchNorm1d/2d (running stats as buffers), LayerNorm, GroupNorm."""
+"""Normalization layers: BatchNorm1d/2d/3d and InstanceNorm1d/2d/3d (on NormBase: running stats as
+buffers), LayerNorm, GroupNorm, RMSNorm."""
+import warnings
+
 from ember import dtypes
 from ember.frontend.autograd import no_grad
 from ember.frontend.creation import empty, ones, zeros, tensor
 from . import functional as F
 from . import init
+from .functional_conv import _shape_text, where_named
 from .linear import factory
 from .module import Module
 from .parameter import Parameter
 
 
-class _BatchNorm(Module):
-    """torch's _BatchNorm: affine weight/bias, running_mean/var and num_batches_tracked buffers;
-    momentum=None means a cumulative moving average."""
+class NormBase(Module):
+    """torch's _NormBase, shared by BatchNorm and InstanceNorm: an optional affine weight (and
+    bias), and running_mean/running_var/num_batches_tracked buffers when tracking statistics."""
 
     _version = 2
-    expected_dims = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 device=None, dtype=None):
+    def __init__(self, num_features, eps, momentum, affine, track_running_stats, dtype=None, bias=True):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
@@ -27,7 +29,10 @@ class _BatchNorm(Module):
         kind = factory(dtype)
         if affine:
             self.weight = Parameter(empty(num_features, dtype=kind))
-            self.bias = Parameter(empty(num_features, dtype=kind))
+            if bias:
+                self.bias = Parameter(empty(num_features, dtype=kind))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -52,7 +57,18 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+
+class _BatchNorm(NormBase):
+    """torch's _BatchNorm: momentum=None means a cumulative moving average."""
+
+    expected_dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
 
     def _check_input_dim(self, input):
         if input.dim() not in self.expected_dims:
@@ -97,6 +113,60 @@ class BatchNorm2d(_BatchNorm):
 class BatchNorm3d(_BatchNorm):
     """Batch normalization over [N, C, D, H, W]: statistics over N, D, H and W per channel."""
     expected_dims = (5,)
+
+
+class _InstanceNorm(NormBase):
+    """torch's _InstanceNorm (on _NormBase): optional affine weight/bias and running stats
+    buffers; instance statistics in training, and in eval unless track_running_stats."""
+
+    dims = None  # spatial dims: an input has dims + 1 (unbatched) or dims + 2 dims
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
+                 device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, bias)
+
+    def forward(self, input):
+        unbatched = self.dims + 1
+        if input.dim() not in (unbatched, unbatched + 1):
+            raise ValueError(f"{where_named(type(self).__name__)}: expected {unbatched}D or {unbatched + 1}D input "
+                             f"(got {input.dim()}D input) (input {_shape_text(input)})")
+        feature_dim = input.dim() - unbatched
+        features = input.shape[feature_dim]
+        if features != self.num_features:
+            if self.affine:
+                raise ValueError(f"{where_named(type(self).__name__)}: expected input's size at dim={feature_dim} "
+                                 f"to match num_features ({self.num_features}), but got: {features}. "
+                                 f"(input {_shape_text(input)})")
+            warnings.warn(f"input's size at dim={feature_dim} does not match num_features. You can silence this "
+                          f"warning by not passing in num_features, which is not used because affine=False",
+                          stacklevel=3)
+        if input.dim() == unbatched:
+            return self._apply_instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._apply_instance_norm(input)
+
+    def _apply_instance_norm(self, input):
+        return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                             self.training or not self.track_running_stats,
+                             self.momentum if self.momentum is not None else 0.0, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalization over [N, C, L] or unbatched [C, L]."""
+    dims = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalization over [N, C, H, W] or unbatched [C, H, W]."""
+    dims = 2
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalization over [N, C, D, H, W] or unbatched [C, D, H, W]."""
+    dims = 3
 
 
 def _trailing_shape(normalized_shape):
