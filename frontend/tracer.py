@@ -192,8 +192,12 @@ class Tracer:
                 token = alias._node
                 if alias is root or suffix is None or token is None or token[0] is not self:
                     continue  # (a view the trace has not used yet is derived when first used)
-                derived = replay(suffix, root)
-                self.rebind(alias, derived._node[1])
+                node = replay(suffix, root)._node[1]
+                if alias._creation == "no_grad" and node in self.differentiable:
+                    # a view made under no_grad (or a view of one) passes no gradient to the root in
+                    # eager autograd; derived again from the root, it must not either
+                    node = self._stop_gradient(node)
+                self.rebind(alias, node)
 
     def deriving_views(self):
         return _Deriving(self)

@@ -118,3 +118,24 @@ def test_in_place_ops_on_leaves_that_require_grad_are_refused_compiled_as_eagerl
             out = compiled(w)
         assert not np.array_equal(w.detach().numpy(), before) or op in ("clamp_",)
         np.testing.assert_array_equal(out.numpy(), w.detach().numpy())
+
+
+def test_views_made_under_no_grad_pass_no_gradient_after_a_write_through_data():
+    """(torch_oracle seed 7) A write through `.data` re-derives the live views of the tensor; one
+    made under no_grad, or a view of one, still passes no gradient to it, as in eager autograd."""
+    def program(s0):
+        data = s0.data
+        with ember.no_grad():
+            _, second = s0.chunk(3, 2)
+        row = second[1, :]
+        data.masked_fill_(s0 > 0, 1.5)
+        picked = row[0, 0]
+        (picked * picked).sum().backward()
+        return picked
+
+    compiled = ember.compile(program)
+    for _ in range(2):
+        for run in (program, compiled):
+            s0 = (ember.rand(2, 1, 4) * 2 - 1).requires_grad_()
+            run(s0)
+            assert s0.grad is None
