@@ -437,3 +437,11 @@ def test_sign_of_nan_and_negative_zero_is_zero_as_in_torch_eagerly_and_compiled(
     x = ember.tensor([float("nan"), -0.0, 2.0, -3.0])
     assert ember.sign(x).tolist() == [0.0, 0.0, 1.0, -1.0]
     assert ember.compile(lambda t: ember.sign(t) * 1)(x).tolist() == [0.0, 0.0, 1.0, -1.0]
+
+
+def test_pools_take_a_numpy_integer_stride_and_an_empty_one():
+    F = ember.nn.functional
+    x = ember.randn(1, 2, 8, 8)
+    assert F.max_pool2d(x, 2, stride=np.int64(2)).shape == (1, 2, 4, 4)
+    assert F.avg_pool2d(x, 2, stride=()).shape == (1, 2, 4, 4)
+    assert F.max_pool1d(ember.randn(1, 2, 8), 2, stride=np.int64(2)).shape == (1, 2, 4)

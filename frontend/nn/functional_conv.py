@@ -15,6 +15,11 @@ from ember.frontend import reductions as R
 from ember.frontend.linalg import cpp_type_name
 
 
+def _empty_sequence(value):
+    """stride=() or [] means "the kernel size" in torch's pools (a numpy integer is no sequence)."""
+    return isinstance(value, (tuple, list)) and len(value) == 0
+
+
 def pair(value, n=2, name="argument"):
     """An int or a sequence -> an n-tuple of ints (torch's _pair / _single)."""
     if isinstance(value, (list, tuple)):
@@ -122,7 +127,7 @@ def _pool_out(size, kernel, stride, pad, dilation, ceil_mode):
 
 def _pool_geometry(op, x, kernel, stride, padding, dilation, ceil_mode):
     kernel = pair(kernel, 2, "kernel_size")
-    stride = kernel if stride is None or stride == [] or stride == () else pair(stride, 2, "stride")
+    stride = kernel if stride is None or _empty_sequence(stride) else pair(stride, 2, "stride")
     padding, dilation = pair(padding, 2, "padding"), pair(dilation, 2, "dilation")
     for k, p in zip(kernel, padding):
         if p > k // 2:
@@ -199,7 +204,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 def _as_2d_pool(fn, input, kernel_size, stride, padding, extra):
     """Run a 2-D pool over [..., 1, L] for the 1-D variants."""
     k = pair(kernel_size, 1, "kernel_size")[0]
-    s = k if stride is None or stride == () else pair(stride, 1, "stride")[0]
+    s = k if stride is None or _empty_sequence(stride) else pair(stride, 1, "stride")[0]
     p = pair(padding, 1, "padding")[0]
     out = fn(S.unsqueeze(input, -2), (1, k), (1, s), (0, p), **extra)
     return S.squeeze(out, -2)
