@@ -17,7 +17,7 @@ import numpy as np
 from ember.passes.batch_axes import BatchDependence, batch_axes
 from .autograd import no_grad
 from .tensor import Tensor
-from .tracer import Tracer, external_names, flatten_tensors, module_state, recording, _input_name
+from .tracer import _input_name, trace_with_values
 
 MIN_LARGEST_CHUNK = 8
 
@@ -115,26 +115,10 @@ def _trace(fn, inputs, label):
     """(graph, {param name: ndarray}) of `fn(*inputs)` traced for inference; ExportError for what a
     library cannot reproduce."""
     from ember.compiler.export.library import ExportError
-    tracer = Tracer(label)
-    tracer.external_names = external_names(fn)
-    module = fn if hasattr(fn, "named_parameters") else getattr(fn, "__self__", None)
-    if module is not None and not hasattr(module, "named_parameters"):
-        module = None
-    arg_tensors = flatten_tensors((inputs, {}), "args")
-    for path, t in arg_tensors:
-        tracer.add_input(t, _input_name(fn, path))
-    state = module_state(module)
-    for pname, t in state:
-        tracer.add_param(t, pname)
-    with no_grad(), recording(tracer):
-        result = fn(*inputs)
-    outputs = [t for _, t in flatten_tensors(result)]
-    if not outputs:
+    with no_grad():
+        graph, values = trace_with_values(fn, tuple(inputs), name=label)
+    if not graph.outputs:
         raise ExportError(f"export_library({label}): the model returned no tensors")
-    watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
-    graph = tracer.finish(outputs, watched)
-    values = {n: np.asarray(t._data) for n, t in list(state) + list(tracer.externals) if t is not None}
-    tracer.release()
     graph.verify()
     if graph.mutations:
         written = ", ".join(f"{m.kind} {m.target!r}" for m in graph.mutations)
