@@ -11,9 +11,9 @@ from ember import dtypes
 from ember.frontend.autograd import no_grad
 from ember.frontend.creation import arange, empty, ones, zeros
 from ember.frontend.dispatch import STATE
-from ember.frontend.math_ops import add, clamp_min, div, eq, gt, le, logical_and, lt, mul, ne, sub, to_dtype, where
+from ember.frontend.math_ops import add, clamp_min, div, eq, gt, le, logical_and, mul, ne, sub, to_dtype, where
 from ember.frontend.reductions import amax, norm, sum as reduce_sum
-from ember.frontend.shape_ops import expand, reshape, scatter_add, unsqueeze
+from ember.frontend.shape_ops import _no_negative_indices, expand, reshape, scatter_add, unsqueeze
 from ember.frontend.tensor import Tensor
 from .module import Module
 from .parameter import Parameter
@@ -82,10 +82,10 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     padding_idx = _normalize_padding_idx("embedding", padding_idx, rows)
     if max_norm is not None:
         _renorm_rows(weight, input, max_norm, norm_type)
+    # negative indices are out of range for embedding (indexing would wrap them); the eager check
+    # above refused them, and a compiled program refuses them too
     indices = to_dtype(input, dtypes.int64)
-    # negative indices are out of range for embedding (indexing would wrap them): send them past
-    # the end, so that a compiled program's bounds check refuses them as the eager check above does
-    out = weight[where(lt(indices, 0), rows, indices)]
+    out = weight[_no_negative_indices(indices, rows, "embedding", 0)]
     if not (weight.requires_grad and STATE.grad_enabled):
         return out
     if scale_grad_by_freq:
