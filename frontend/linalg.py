@@ -147,25 +147,15 @@ def _scaled_sum(input, product, beta, alpha):
     return product + (input if beta == 1 else mul(input, beta))
 
 
-def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """beta * input + alpha * (batch1 @ batch2) over a batch of matrices."""
-    result = _scaled_sum(input, bmm(batch1, batch2), beta, alpha)
-    return _into(out, result, "baddbmm")
+    return _scaled_sum(input, bmm(batch1, batch2), beta, alpha)
 
 
-def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """beta * input + alpha * (the sum over the batch of batch1[i] @ batch2[i])."""
     from .reductions import sum as reduce_sum
-    result = _scaled_sum(input, reduce_sum(bmm(batch1, batch2), dim=0), beta, alpha)
-    return _into(out, result, "addbmm")
-
-
-def _into(out, result, op):
-    """`result` written into `out` (torch's out=), which is returned."""
-    if out is None:
-        return result
-    from .out_arguments import write_out
-    return write_out(out, result, op)
+    return _scaled_sum(input, reduce_sum(bmm(batch1, batch2), dim=0), beta, alpha)
 
 
 def einsum(equation, *operands):

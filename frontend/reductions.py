@@ -237,7 +237,7 @@ def sum_to_size(input, *size):
     return reshape(out, size)
 
 
-def cumprod(input, dim, *, dtype=None, out=None):
+def cumprod(input, dim, *, dtype=None):
     """Running products along `dim`, by doubling (log2(n) rounds: y[k:] *= y[:-k]), so that its
     gradient, zeros included, is the product rule's through plain multiplications."""
     if dtype is not None:
@@ -254,9 +254,6 @@ def cumprod(input, dim, *, dtype=None, out=None):
         tail = mul(_slice_axis(result, axis, step, size), _slice_axis(result, axis, 0, size - step))
         result = cat([head, tail], dim=axis)
         step *= 2
-    if out is not None:
-        from .out_arguments import write_out
-        return write_out(out, result, "cumprod")
     return result
 
 

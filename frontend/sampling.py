@@ -16,7 +16,7 @@ from .creation import rand
 from .tensor import Tensor
 
 
-def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):
+def multinomial(input, num_samples, replacement=False, *, generator=None):
     if not isinstance(input, Tensor):
         raise TypeError(f"multinomial(): argument 'input' must be Tensor, not {type(input).__name__}")
     if input.ndim not in (1, 2):
@@ -47,8 +47,4 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         races = M.div(M.neg(M.log(M.sub(1.0, draws))), rows)  # exponential, infinite where the weight is 0
         from .sorting import topk
         chosen = topk(races, num_samples, dim=-1, largest=False, sorted=True)[1]
-    result = S.reshape(chosen, tuple(input.shape[:-1]) + (num_samples,))
-    if out is not None:
-        from .out_arguments import write_out
-        return write_out(out, result, "multinomial")
-    return result
+    return S.reshape(chosen, tuple(input.shape[:-1]) + (num_samples,))
