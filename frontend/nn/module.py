@@ -100,8 +100,7 @@ class Module:
             name = type(self).__name__
         path.append(name)
         try:
-            if self._forward_pre_hooks or self._forward_hooks or self.__dict__.get("_backward_hooks") \
-                    or self.__dict__.get("_backward_pre_hooks"):
+            if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or self._backward_pre_hooks:
                 return self._call_with_hooks(args, kwargs)
             return self.forward(*args, **kwargs)
         finally:
@@ -128,7 +127,7 @@ class Module:
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
         backward = None
-        if (self.__dict__.get("_backward_hooks") or self.__dict__.get("_backward_pre_hooks")) and STATE.grad_enabled:
+        if (self._backward_hooks or self._backward_pre_hooks) and STATE.grad_enabled:
             from .backward_hooks import BackwardHook
             backward = BackwardHook(self, self._backward_hooks, self._backward_pre_hooks)
             args = backward.wrap_inputs(args)
@@ -155,13 +154,12 @@ class Module:
     def register_full_backward_hook(self, hook, prepend=False):
         """`hook(module, grad_input, grad_output)` runs when the gradients for the module's
         positional inputs are computed; a returned tuple replaces grad_input."""
-        return self._add_hook(self.__dict__.setdefault("_backward_hooks", OrderedDict()), set(), hook, prepend, False)
+        return self._add_hook(self._backward_hooks, set(), hook, prepend, False)
 
     def register_full_backward_pre_hook(self, hook, prepend=False):
         """`hook(module, grad_output)` runs when the gradients for the module's outputs are
         computed, before anything else uses them; a returned tuple replaces grad_output."""
-        return self._add_hook(self.__dict__.setdefault("_backward_pre_hooks", OrderedDict()), set(), hook, prepend,
-                              False)
+        return self._add_hook(self._backward_pre_hooks, set(), hook, prepend, False)
 
     @staticmethod
     def _add_hook(hooks, with_kwargs_set, hook, prepend, with_kwargs):
