@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 INDEX = "int64"
-FLOATS = ("float32", "float64")
+FLOATS = ("float32", "float64", "float16", "bfloat16")
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 
 
@@ -108,7 +108,7 @@ def const(value, dtype):
         value = float(value)
     else:
         value = int(value)
-    bound = int(value) if dtype in ("int32", "int64", "bool") else None
+    bound = int(value) if dtype in ("int8", "uint8", "int16", "int32", "int64", "bool") else None
     return Expr("const", (), value, dtype, bound, bound)
 
 

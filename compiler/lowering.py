@@ -227,7 +227,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         def check(cond, exception, message):
             self.errors.append((exception, f"{node.op} ({node.name}): {message}"))
             scope.append(L.Check(cond, len(self.errors) - 1))
-        args = [self.operand(node, k, idx, scope) for k in range(len(node.inputs))]
+        args = _common_float_dtype([self.operand(node, k, idx, scope) for k in range(len(node.inputs))])
         value = rule(L.ScalarBuilder(check), *args, **node.attrs)
         assert value.dtype == node.dtype, f"{node.op}'s lowering rule gives {value.dtype}, not {node.dtype}"
         return value
@@ -470,3 +470,17 @@ LOOP_RULES = {
     "conv2d_grad_weight": ContractionLowering.loops_conv2d_grad_weight,
     "fold_windows": ContractionLowering.fold_windows,
 }
+
+
+_FLOAT_WIDTH = {"bfloat16": 0, "float16": 0, "float32": 1, "float64": 2}
+
+
+def _common_float_dtype(args):
+    """Float operands of differing dtypes (a bfloat16 tensor times a float32 scalar, as an
+    optimizer writes it) cast to the widest, as the primitive's numpy implementation promotes."""
+    floats = {a.dtype for a in args if a.dtype in _FLOAT_WIDTH}
+    if len(floats) < 2:
+        return args
+    widest = max(floats, key=_FLOAT_WIDTH.get)
+    widest = "float32" if _FLOAT_WIDTH[widest] == 0 else widest  # float16 with bfloat16
+    return [L.cast(a, widest) if a.dtype in _FLOAT_WIDTH and a.dtype != widest else a for a in args]

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 from ember import dtypes as _dtypes
 from ember.dtypes import (bool_ as bool, uint8, int8, int16, int32, int64, float16, float32, float64,  # noqa: A001
-                          half, float, double, short, int, long, DType as dtype)
+                          half, float, double, short, int, long, DType as dtype, finfo, iinfo)
 
 # The frontend's public names, by the module that defines them ("public=defined" renames them).
 # The first read of any of them imports all these modules together (see _load_frontend).
@@ -136,12 +136,16 @@ def __getattr__(name):
         return globals()[name]
     if name in _SUBPACKAGES:
         return _importlib.import_module("ember." + name)
+    if name == "bfloat16":  # loads ml_dtypes (see ember/dtypes.py)
+        globals()[name] = _dtypes.bfloat16
+        return globals()[name]
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
 __all__ = sorted([*_FRONTEND_NAMES, *_FRONTEND_MODULES, "ir", "cuda", "backends", "accelerator", "functional",
-                  "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "half", "float",
-                  "double", "short", "int", "long", "dtype", "is_tensor", "numel", "is_floating_point", "allclose",
+                  "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64",
+                  "half", "finfo", "iinfo", "float", "double", "short", "int", "long", "dtype", "is_tensor", "numel",
+                  "is_floating_point", "allclose",
                   "isclose", "equal", "set_default_dtype", "get_default_dtype", "set_default_device",
                   "get_default_device", "promote_types", "result_type", "can_cast"])
 

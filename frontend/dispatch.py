@@ -8,7 +8,7 @@ any, kept in step with it (it is read on hot paths: an attribute, not a lookup).
 """
 import numpy as np
 
-from ember import config
+from ember import config, dtypes
 from ember.ops import registry
 from ember.ops.registry import OpError, Spec
 
@@ -66,9 +66,17 @@ def eager_bind(prim, operands, attrs):
     (The hot path of eager mode: keep it short.)"""
     try:
         if len(operands) == 2 and not attrs:  # the common binary op: no list, no kwargs
-            out = prim.impl(operands[0]._data, operands[1]._data)
+            a, b = operands[0]._data, operands[1]._data
+            if a.dtype in LOW_PRECISION or b.dtype in LOW_PRECISION:
+                out = in_float32(prim, operands, attrs)
+            else:
+                out = prim.impl(a, b)
         else:
-            out = prim.impl(*[t._data for t in operands], **attrs)
+            arrays = [t._data for t in operands]
+            if any(x.dtype in LOW_PRECISION for x in arrays) and not prim.view:
+                out = in_float32(prim, operands, attrs)
+            else:
+                out = prim.impl(*arrays, **attrs)
     except Exception as error:  # numpy's message is rewritten by the shape rule
         explain_failure(prim, operands, attrs, error)
     if type(out) is not np.ndarray:
@@ -88,13 +96,24 @@ def eager_bind(prim, operands, attrs):
     if state.grad_enabled and prim.vjp is not None:
         for t in operands:
             if t.requires_grad:
-                if out.dtype.kind == "f":  # only floating-point results have gradients
+                if out.dtype.kind == "f" or out.dtype in LOW_PRECISION:  # only floating-point results have gradients
                     Node.attach(result, prim, operands, attrs)
                 break
     return result
 
 
 _new_tensor = object.__new__
+LOW_PRECISION = dtypes.LOW_PRECISION_NP  # float16, bfloat16 once loaded (one set, shared)
+
+
+def in_float32(prim, operands, attrs):
+    """An op on float16/bfloat16 operands as PyTorch's CPU computes it: in float32, the result
+    rounded once to the dtype the op's rule gives (numpy would accumulate sums and products in
+    the 2-byte type, and ml_dtypes' matmul returns float32)."""
+    arrays = [t._data.astype(np.float32) if t._data.dtype in LOW_PRECISION else t._data for t in operands]
+    out = np.asarray(prim.impl(*arrays, **attrs))
+    expected = prim.infer(*[spec_of(t) for t in operands], **attrs).dtype.np
+    return out if out.dtype == expected else out.astype(expected)
 
 
 def check_against_rule(prim, operands, attrs, out):

@@ -15,7 +15,7 @@ from .tensor import Tensor
 
 
 def _floating(input):
-    return input if input._data.dtype.kind == "f" else to_dtype(input, dtypes.defaults.floating)
+    return input if dtypes.is_floating_np(input._data.dtype) else to_dtype(input, dtypes.defaults.floating)
 
 
 def deg2rad(input):
@@ -54,7 +54,7 @@ def _nan_ignoring(name, input, other):
         raise TypeError(f"{name}(): argument 'other' (position 2) must be Tensor, not {type(other).__name__}")
     a, b = promote_operands((input, other))
     pick = M.maximum(a, b) if name == "fmax" else M.minimum(a, b)
-    if a._data.dtype.kind != "f":
+    if not dtypes.is_floating_np(a._data.dtype):
         return pick
     return where(M.isnan(a), b, where(M.isnan(b), a, pick))
 

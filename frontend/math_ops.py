@@ -71,12 +71,27 @@ _BOOL = np.dtype(bool)
 _LOGICAL_FOR_BOOL = {"add": "logical_or", "mul": "logical_and", "maximum": "logical_or", "minimum": "logical_and"}
 
 
+# with a Python number, PyTorch's CPU kernels of these ops compute on float16/bfloat16 tensors in
+# float32 with the number unrounded, and round the result once (div too: see div); the others
+# (add, sub, pow, remainder...) round the number to the tensor's dtype first, as ember does
+_SCALAR_KEPT_IN_FLOAT32 = {"mul", "floor_divide"}
+
+
+def _with_number_in_float32(name, a, b, dtype):
+    wide = [to_dtype(x, dtypes.float32) if isinstance(x, Tensor) else constant(x, dtypes.float32) for x in (a, b)]
+    return to_dtype(P[name].bind(*wide), dtype)
+
+
 def binary(name, a, b):
     if type(a) is Tensor and type(b) is Tensor:
         dtype = a._data.dtype
         if dtype == b._data.dtype and (dtype is not _BOOL or name not in _LOGICAL_FOR_BOOL):
             return P[name].bind(a, b)
+    a_in, b_in = a, b
     a, b = promote_operands((a, b))
+    if a._data.dtype in dtypes.LOW_PRECISION_NP and name in _SCALAR_KEPT_IN_FLOAT32 \
+            and not (isinstance(a_in, Tensor) and isinstance(b_in, Tensor)):
+        return _with_number_in_float32(name, a_in, b_in, a.dtype)
     if a._data.dtype is _BOOL and name in _LOGICAL_FOR_BOOL:
         name = _LOGICAL_FOR_BOOL[name]
     return P[name].bind(a, b)
@@ -84,14 +99,25 @@ def binary(name, a, b):
 
 def add(input, other, alpha=1):
     if alpha != 1:
+        if _both_low_precision(input, other):  # as PyTorch: alpha rounded to the dtype, the rest in float32
+            alpha = float(np.asarray(alpha, input._data.dtype).astype(np.float32))
+            return to_dtype(add(to_dtype(input, dtypes.float32), to_dtype(other, dtypes.float32), alpha), input.dtype)
         other = mul(other, alpha)
     return binary("add", input, other)
 
 
 def sub(input, other, alpha=1):
     if alpha != 1:
+        if _both_low_precision(input, other):
+            alpha = float(np.asarray(alpha, input._data.dtype).astype(np.float32))
+            return to_dtype(sub(to_dtype(input, dtypes.float32), to_dtype(other, dtypes.float32), alpha), input.dtype)
         other = mul(other, alpha)
     return binary("sub", input, other)
+
+
+def _both_low_precision(input, other):
+    return (isinstance(input, Tensor) and isinstance(other, Tensor) and input._data.dtype == other._data.dtype
+            and input._data.dtype in dtypes.LOW_PRECISION_NP)
 
 
 def mul(input, other):
@@ -107,7 +133,10 @@ def div(input, other, rounding_mode=None):
             out = P["replace_value"].bind(P["floor"].bind(div(input, other)), out)
         return out
     a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
-    out = P["div"].bind(a, b)
+    if a._data.dtype in dtypes.LOW_PRECISION_NP and not (isinstance(input, Tensor) and isinstance(other, Tensor)):
+        out = _with_number_in_float32("div", input, other, a.dtype)
+    else:
+        out = P["div"].bind(a, b)
     if rounding_mode == "trunc":
         out = trunc(out)
         result = dtypes.result_type(*_operand_dtypes((input, other)))
@@ -226,7 +255,7 @@ def _float_unary(name):
     prim = P[name]
 
     def unary(input):
-        if input._data.dtype.kind != "f":
+        if not dtypes.is_floating_np(input._data.dtype):
             input = to_dtype(input, dtypes.defaults.floating)
         return prim.bind(input)
     unary.__name__ = name
@@ -254,7 +283,7 @@ def _rounding(name):
     prim = P[name]
 
     def unary(input, **kwargs):
-        if input._data.dtype.kind != "f":
+        if not dtypes.is_floating_np(input._data.dtype):
             return input  # rounding an integer tensor is the identity
         if kwargs.get("decimals"):
             scale = 10.0 ** kwargs["decimals"]
@@ -327,7 +356,7 @@ arctan2 = atan2
 def _float_operands(name, input, other):
     """Promoted operands of an op PyTorch has no integer kernel for (hypot, logaddexp)."""
     a, b = promote_operands((input, other))
-    if a._data.dtype.kind != "f":
+    if not dtypes.is_floating_np(a._data.dtype):
         from .linalg import scalar_type_name
         raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{scalar_type_name(a.dtype)}'")
     return a, b
@@ -345,7 +374,7 @@ def asinh(input):
     slope at 0 is 1 (abs's would be 0); each branch reads an operand guarded to its own range,
     so the branch a `where` discards puts no 0 * inf into the gradient; zeros pass as they are
     (-0 included)."""
-    x = input if input._data.dtype.kind == "f" else to_dtype(input, dtypes.defaults.floating)
+    x = input if dtypes.is_floating_np(input._data.dtype) else to_dtype(input, dtypes.defaults.floating)
     big = _big_threshold(x)
     sign = where(lt(x, 0), constant(-1.0, x.dtype), constant(1.0, x.dtype))
     a = mul(x, sign)
@@ -362,7 +391,7 @@ def acosh(input):
     the threshold, log(x) + log(2) above it, each branch reading an operand guarded to its own
     range. sqrt(t) makes every x < 1 nan (sqrt(t (t + 2)) is real again below -1, and its
     product's gradient would be inf * 0 at 1, where PyTorch's is inf)."""
-    x = input if input._data.dtype.kind == "f" else to_dtype(input, dtypes.defaults.floating)
+    x = input if dtypes.is_floating_np(input._data.dtype) else to_dtype(input, dtypes.defaults.floating)
     big = _big_threshold(x)
     large = gt(x, big)
     t = sub(where(large, big, x), 1.0)
@@ -374,7 +403,7 @@ def acosh(input):
 def atanh(input):
     """(log1p(x) - log1p(-x)) / 2: the two logs have opposite signs, so nothing cancels; +-inf
     at +-1, nan beyond."""
-    x = input if input._data.dtype.kind == "f" else to_dtype(input, dtypes.defaults.floating)
+    x = input if dtypes.is_floating_np(input._data.dtype) else to_dtype(input, dtypes.defaults.floating)
     return saves_like_pytorch(mul(sub(log1p(x), log1p(neg(x))), 0.5), (input,))
 
 

@@ -27,7 +27,7 @@ class _Formatter:
     """How every element of one tensor is written, and the width they share."""
 
     def __init__(self, values):
-        self.floating = values.dtype.kind == "f"
+        self.floating = dtypes.is_floating_np(values.dtype)
         self.int_mode = True
         self.sci_mode = False
         self.width = 1
@@ -128,7 +128,7 @@ def tensor_repr(tensor, prefix="tensor("):
             suffixes.append(f"dtype={dtype!r}")
     else:
         summarize = data.size > THRESHOLD
-        values = data.astype(np.float32) if data.dtype == np.float16 else data
+        values = data.astype(np.float32) if data.dtype in dtypes.LOW_PRECISION_NP else data
         fmt = _Formatter(_summarized(values) if summarize else values)
         body = _nested(values, fmt, indent, summarize)
         if dtype not in (dtypes.defaults.floating, dtypes.int64, dtypes.bool_):

@@ -12,6 +12,7 @@ from ember.ops.shape_rules import normalize_axes
 from .math_ops import to_dtype, sub, mul, div, sqrt, log, exp, add, abs, pow, promote_operands
 from .tensor import Tensor
 from .autograd import saves_like_pytorch
+from .low_precision import computes_in_float32
 
 values_indices = namedtuple("values_indices", "values indices")
 
@@ -41,6 +42,7 @@ def sum(input, dim=None, keepdim=False, dtype=None):
     return P["sum"].bind(input, axes=axes, keepdims=keepdim)
 
 
+@computes_in_float32
 def mean(input, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = to_dtype(input, dtype)
@@ -104,6 +106,7 @@ def prod(input, dim=None, keepdim=False, dtype=None):
                               (input,), output=True)
 
 
+@computes_in_float32
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
@@ -113,18 +116,22 @@ def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
     return saves_like_pytorch(div(total, float(_count(input.shape, axes) - correction)), (input,))
 
 
+@computes_in_float32
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
     return sqrt(var(input, dim, unbiased, keepdim, correction))
 
 
+@computes_in_float32
 def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
     return var(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
 
 
+@computes_in_float32
 def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
     return std(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
 
 
+@computes_in_float32
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = to_dtype(input, dtype)
@@ -150,6 +157,7 @@ def _root_at_zero_safe(total, root):
     return where(is_zero, 0.0, root(where(is_zero, 1.0, total)))
 
 
+@computes_in_float32
 def logsumexp(input, dim, keepdim=False):
     axes = _axes("logsumexp", dim, input.ndim)
     shift = P["amax"].bind(input.detach(), axes=axes, keepdims=True)

@@ -42,7 +42,7 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 # safetensors dtype names
 _CODE_OF = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
-            "float16": "F16", "float32": "F32", "float64": "F64"}
+            "float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
 _NAME_OF = {code: name for name, code in _CODE_OF.items()}
 _STRUCTURE_TAGS = ("tuple", "dict", "odict", "float", "tensor", "view", "ndarray", "numpy_scalar", "dtype", "size",
                    "device")
@@ -220,6 +220,12 @@ class _Encoder:
         return view_of
 
 
+def _np_dtype(code):
+    """The little-endian numpy dtype of a safetensors code (bfloat16 loads ml_dtypes)."""
+    dtype = dtypes.from_name(_NAME_OF[code]).np
+    return dtype if dtype.itemsize == 1 or dtype.name == "bfloat16" else dtype.newbyteorder("<")
+
+
 def _check_dtype(array, path):
     if array.dtype.name not in _CODE_OF:
         raise TypeError(f"ember.save: cannot save an array of dtype {array.dtype} at {_describe_path(path)} "
@@ -283,7 +289,7 @@ def _write(stream, header, arrays):
     stream.write(header)
     for array in arrays:
         if array.size:
-            stream.write(memoryview(array.reshape(-1)).cast("B"))
+            stream.write(memoryview(array.reshape(-1).view(np.uint8)))  # bytes of any dtype (bfloat16 too)
 
 
 def save(obj, f):
@@ -394,7 +400,7 @@ class _Reader:
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1]):
             self.fail(f"tensor {name!r} has invalid data_offsets {offsets!r}")
-        dtype = np.dtype(_NAME_OF[code]).newbyteorder("<")
+        dtype = _np_dtype(code)
         needed = math.prod(shape) * dtype.itemsize
         if offsets[1] - offsets[0] != needed:
             self.fail(f"tensor {name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, but "
@@ -457,7 +463,7 @@ class _Reader:
         if not _is_int_list([offset]):
             self.fail(f"{where} has an invalid offset {offset!r}")
         storage = self._storage(name)
-        dtype = np.dtype(_NAME_OF[code])
+        dtype = _np_dtype(code)
         extent = _byte_extent(shape, strides, dtype.itemsize) or (0, 0)
         if offset + extent[0] < 0 or offset + extent[1] > storage.nbytes:
             self.fail(f"{where} ({code} {shape}, strides {strides} bytes, offset {offset}) reaches bytes "

@@ -153,7 +153,7 @@ class Tensor:
         return int(self._data.nbytes)
 
     def is_floating_point(self):
-        return self._data.dtype.kind == "f"
+        return dtypes.is_floating_np(self._data.dtype)
 
     def is_contiguous(self):
         return bool(self._data.flags.c_contiguous)
@@ -269,7 +269,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ autograd
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self._data.dtype.kind != "f":
+        if requires_grad and not dtypes.is_floating_np(self._data.dtype):
             raise RuntimeError(f"only Tensors of floating point dtype can require gradients "
                                f"(got {self.dtype})")
         if not requires_grad and self.grad_fn is not None:
@@ -462,14 +462,13 @@ class Tensor:
 def _cast_for_inplace(result, target, op_name):
     """An in-place result in the target's dtype. PyTorch casts down within a category
     (float64 into float32) but never from a higher category (float into an integer tensor)."""
-    if _CATEGORY[result._data.dtype.kind] > _CATEGORY[target._data.dtype.kind]:
+    if result.dtype.category > target.dtype.category:
         raise RuntimeError(f"{op_name}: result type {result.dtype} can't be cast to the desired output type "
                            f"{target.dtype}")
     from .math_ops import to_dtype
     return to_dtype(result, target.dtype)
 
 
-_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
 
 def _keeping_history(result, target):

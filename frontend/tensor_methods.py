@@ -357,6 +357,7 @@ def _install():
         uniform_=uniform_, bernoulli_=bernoulli_, random_=random_, exponential_=exponential_,
         index_fill_=index_fill_,
         float=_cast(dtypes.float32), double=_cast(dtypes.float64), half=_cast(dtypes.float16),
+        bfloat16=lambda self, memory_format=None: self.to(dtypes.bfloat16),
         long=_cast(dtypes.int64), int=_cast(dtypes.int32), bool=_cast(dtypes.bool_), byte=_cast(dtypes.uint8),
         short=_cast(dtypes.int16), char=_cast(dtypes.int8),
         T=property(lambda self: S.permute(self, tuple(reversed(range(self.ndim))))),

@@ -11,14 +11,24 @@ it inline; by default the polynomials of compiler/llvm/math.py, no calls, so the
 them vectorise) and `float_intrinsics` (op -> LLVM intrinsic). Index arithmetic is int64. No
 fast-math flags: results are IEEE-exact except inside the polynomial approximations.
 """
+import math
+import struct
+
 from llvmlite import ir
 
 from .target import LLVMTarget
 from . import math as llvm_math
 
 F32, F64, I1, I8, I32, I64 = ir.FloatType(), ir.DoubleType(), ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
-VALUE_TYPES = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "bool": I1}
-STORAGE_TYPES = {"float32": F32, "float64": F64, "int32": I32, "int64": I64, "bool": I8}
+F16, I16 = ir.HalfType(), ir.IntType(16)
+# float16 and bfloat16 are stored as they are and computed in float32, as PyTorch's CPU does
+# (inside a fused kernel they round once, at the store); bfloat16 is stored as its 16 bits
+VALUE_TYPES = {"float32": F32, "float64": F64, "float16": F32, "bfloat16": F32, "int8": I8, "uint8": I8,
+               "int16": I16, "int32": I32, "int64": I64, "bool": I1}
+STORAGE_TYPES = {"float32": F32, "float64": F64, "float16": F16, "bfloat16": I16, "int8": I8, "uint8": I8,
+                 "int16": I16, "int32": I32, "int64": I64, "bool": I8}
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+UNSIGNED = ("uint8", "bool")  # compared, divided and widened without sign
 POLYNOMIAL = llvm_math.EMITTERS  # the default math table
 FLOAT_INTRINSICS = LLVMTarget.float_intrinsics  # the default intrinsic table
 FCMP = {"eq": ("==", True), "ne": ("!=", False), "lt": ("<", True), "le": ("<=", True),
@@ -27,7 +37,20 @@ ICMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
 def is_float(dtype):
-    return dtype in ("float32", "float64")
+    return dtype in FLOAT_DTYPES
+
+
+def round_constant(dtype, value):
+    """A Python float as the nearest value of a 2-byte float dtype (unchanged for others)."""
+    if dtype == "float16":
+        return float(struct.unpack("<e", struct.pack("<e", value))[0]) if abs(value) < 65520 or value != value \
+            else math.copysign(math.inf, value)
+    if dtype == "bfloat16":
+        bits = struct.unpack("<I", struct.pack("<f", value))[0]
+        if value == value:
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return struct.unpack("<f", struct.pack("<I", bits & 0xFFFF0000 | (0x400000 if value != value else 0)))[0]
+    return value
 
 
 def intrinsic(module, name, value_type, arity=1):
@@ -43,22 +66,50 @@ def intrinsic(module, name, value_type, arity=1):
 def const_value(dtype, value):
     if dtype == "bool":
         return ir.Constant(I1, int(bool(value)))
-    return ir.Constant(VALUE_TYPES[dtype], value)
+    return ir.Constant(VALUE_TYPES[dtype], round_constant(dtype, value) if is_float(dtype) else value)
 
 
 def load_value(builder, pointer, dtype, offset):
     """Element `offset` of a buffer of `dtype` (bool as a byte, turned into i1)."""
     address = builder.gep(pointer, [offset], source_etype=STORAGE_TYPES[dtype])
     value = builder.load(address, typ=STORAGE_TYPES[dtype])
-    return builder.icmp_unsigned("!=", value, ir.Constant(I8, 0)) if dtype == "bool" else value
+    if dtype == "bool":
+        return builder.icmp_unsigned("!=", value, ir.Constant(I8, 0))
+    if dtype == "float16":
+        return builder.fpext(value, F32)
+    if dtype == "bfloat16":
+        return builder.bitcast(builder.shl(builder.zext(value, I32), ir.Constant(I32, 16)), F32)
+    return value
 
 
 def store_value(builder, pointer, dtype, offset, value):
     address = builder.gep(pointer, [offset], source_etype=STORAGE_TYPES[dtype])
     if dtype == "bool":
         value = builder.zext(value, I8)
+    elif dtype == "float16":
+        value = builder.fptrunc(value, F16)
+    elif dtype == "bfloat16":
+        value = bfloat16_bits(builder, value)
     builder.store(value, address)
     return address
+
+
+def bfloat16_bits(builder, value):
+    """The bfloat16 nearest a float32 value (ties to even; NaN stays a quiet NaN), as i16."""
+    bits = builder.bitcast(value, I32)
+    lowest_kept = builder.and_(builder.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+    rounded = builder.add(bits, builder.add(ir.Constant(I32, 0x7FFF), lowest_kept))
+    quiet_nan = builder.or_(bits, ir.Constant(I32, 0x400000))
+    chosen = builder.select(builder.fcmp_unordered("uno", value, value), quiet_nan, rounded)
+    return builder.trunc(builder.lshr(chosen, ir.Constant(I32, 16)), I16)
+
+
+def round_to(builder, value, dtype):
+    """A float32 value rounded to a 2-byte float dtype and widened back (a cast's rounding)."""
+    if dtype == "float16":
+        return builder.fpext(builder.fptrunc(value, F16), F32)
+    bits = builder.zext(bfloat16_bits(builder, value), I32)
+    return builder.bitcast(builder.shl(bits, ir.Constant(I32, 16)), F32)
 
 
 def convert(builder, value, source, target):
@@ -72,14 +123,24 @@ def convert(builder, value, source, target):
         return builder.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
     if is_float(target):
         if is_float(source):
+            if target in ("float16", "bfloat16"):
+                if source == "float64" and target == "float16":  # one rounding, not two
+                    return builder.fpext(builder.fptrunc(value, F16), F32)
+                value = builder.fptrunc(value, F32) if source == "float64" else value
+                return round_to(builder, value, target)
+            if value.type == to_type:
+                return value
             return builder.fpext(value, to_type) if target == "float64" else builder.fptrunc(value, to_type)
-        return builder.uitofp(value, to_type) if source == "bool" else builder.sitofp(value, to_type)
+        widened = builder.uitofp(value, to_type) if source in UNSIGNED else builder.sitofp(value, to_type)
+        return round_to(builder, widened, target) if target in ("float16", "bfloat16") else widened
     if is_float(source):
+        if to_type.width < 32:  # through int32 and wrapped, as numpy's casts do on x86
+            return builder.trunc(builder.fptosi(value, I32), to_type)
         return builder.fptosi(value, to_type)
-    if source == "bool":
-        return builder.zext(value, to_type)
     if to_type.width > value.type.width:
-        return builder.sext(value, to_type)
+        return builder.zext(value, to_type) if source in UNSIGNED else builder.sext(value, to_type)
+    if to_type.width == value.type.width:
+        return value
     return builder.trunc(value, to_type)
 
 
@@ -178,7 +239,7 @@ class ScalarEmitter:
         if is_float(dtype):
             symbol, ordered = FCMP[op]
             return b.fcmp_ordered(symbol, x, y) if ordered else b.fcmp_unordered(symbol, x, y)
-        if dtype == "bool":
+        if dtype in UNSIGNED:
             return b.icmp_unsigned(ICMP[op], x, y)
         return b.icmp_signed(ICMP[op], x, y)
 
@@ -230,11 +291,12 @@ class ScalarEmitter:
         if op in ("maximum", "minimum"):
             if dtype == "bool":
                 return b.or_(*args) if op == "maximum" else b.and_(*args)
-            return b.select(b.icmp_signed(">" if op == "maximum" else "<", *args), *args)
+            compare = b.icmp_unsigned if dtype in UNSIGNED else b.icmp_signed
+            return b.select(compare(">" if op == "maximum" else "<", *args), *args)
         if op == "trunc_div":
-            return b.sdiv(*args)
+            return b.udiv(*args) if dtype in UNSIGNED else b.sdiv(*args)
         if op == "trunc_rem":
-            return b.srem(*args)
+            return b.urem(*args) if dtype in UNSIGNED else b.srem(*args)
         if op == "pow":
             return b.call(self._int_pow(t), args)
         if op == "bitwise_xor":

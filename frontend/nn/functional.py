@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..autograd import saves_like_pytorch
+from ..low_precision import computes_in_float32
 
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
@@ -141,6 +142,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     return M.where(M.gt(input, 0), input, M.mul(input, negative_slope))
 
 
+@computes_in_float32
 def elu(input, alpha=1.0, inplace=False):
     # expm1 of the clamped value: the unselected branch never overflows (no inf * 0 in the VJP);
     # `x <= 0` picks the exponential side, so nan takes the linear side's slope, as in PyTorch
@@ -151,6 +153,7 @@ def elu(input, alpha=1.0, inplace=False):
     return M.where(M.le(input, 0), negative, input)
 
 
+@computes_in_float32
 def selu(input, inplace=False):
     if inplace:
         return _in_place_form("selu_")(input)
@@ -165,6 +168,7 @@ def celu(input, alpha=1.0, inplace=False):
     return M.where(M.le(input, 0), negative, input)
 
 
+@computes_in_float32
 def gelu(input, approximate="none"):
     if approximate == "tanh":
         cube = M.mul(M.mul(input, input), input)
@@ -175,10 +179,12 @@ def gelu(input, approximate="none"):
     return M.mul(M.mul(input, 0.5), M.add(M.erf(M.mul(input, 1.0 / math.sqrt(2.0))), 1.0))
 
 
+@computes_in_float32
 def silu(input, inplace=False):
     return _maybe_inplace(input, lambda x: M.mul(x, M.sigmoid(x)), inplace)
 
 
+@computes_in_float32
 def mish(input, inplace=False):
     return _maybe_inplace(input, lambda x: M.mul(x, M.tanh(softplus(x))), inplace)
 
@@ -217,6 +223,7 @@ def softsign(input):
     return M.div(input, M.add(M.abs(input), 1.0))
 
 
+@computes_in_float32
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta x)) / beta, linear where beta x > threshold (torch's formula)."""
     scaled = M.mul(input, beta) if beta != 1 else input
@@ -227,6 +234,7 @@ def softplus(input, beta=1.0, threshold=20.0):
     return M.where(M.gt(scaled, threshold), input, soft)
 
 
+@computes_in_float32
 def logsigmoid(input):
     return M.neg(softplus(M.neg(input)))
 
@@ -253,6 +261,7 @@ def _softmax_dim(name, ndim, dim):
     return dim
 
 
+@computes_in_float32
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
     if dtype is not None:
         input = M.to_dtype(input, dtype)
@@ -264,6 +273,7 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
     return saves_like_pytorch(M.div(e, R.sum(e, dim, keepdim=True)), output=True)  # SoftmaxBackward saves its output
 
 
+@computes_in_float32
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     if dtype is not None:
         input = M.to_dtype(input, dtype)
@@ -367,6 +377,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return out
 
 
+@computes_in_float32
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     normalized_shape = tuple(normalized_shape) if isinstance(normalized_shape, (list, tuple)) \
         else (int(normalized_shape),)
@@ -387,6 +398,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return out
 
 
+@computes_in_float32
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """input / sqrt(mean(input^2 over the trailing normalized_shape dims) + eps) * weight; eps
     None is the dtype's machine epsilon, as PyTorch."""
@@ -403,6 +415,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     return out if weight is None else M.mul(out, weight)
 
 
+@computes_in_float32
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     n, c = input.shape[0], input.shape[1]
     if c % num_groups:
@@ -421,6 +434,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return out
 
 
+@computes_in_float32
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     norm = R.norm(input, p, dim, keepdim=True)
     return M.div(input, M.clamp_min(norm, eps))

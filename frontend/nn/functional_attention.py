@@ -10,8 +10,10 @@ from ember.frontend import shape_ops as S
 from ember.frontend.creation import ones
 from ember.frontend.indexing import masked_fill
 from ember.frontend.linalg import matmul
+from ..low_precision import computes_in_float32
 
 
+@computes_in_float32
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     from .functional import dropout, softmax

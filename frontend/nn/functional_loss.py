@@ -16,6 +16,7 @@ from ember.frontend import reductions as R
 from ember.frontend import shape_ops as S
 from ember.frontend.linalg import scalar_type_name
 from .functional_conv import where_named
+from ..low_precision import computes_in_float32
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -70,6 +71,7 @@ def _float_target(target, input):
 
 # ----------------------------------------------------------------------------- regression losses
 
+@computes_in_float32
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "mse_loss")
@@ -216,6 +218,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     return S.squeeze(loss, 0) if unbatched and reduction == "none" else loss
 
 
+@computes_in_float32
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
     """log_softmax over dim 1 then the NLL of class-index targets [N,...] (any integer dtype) or
@@ -299,6 +302,7 @@ def _softplus_of_negative(x):
     return M.where(M.lt(x, 0), negative_side, positive_side)
 
 
+@computes_in_float32
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     """BCE of sigmoid(input) in the stable form (1 - t) x + (1 + (pw - 1) t) log(1 + exp(-x))."""

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ember import dtypes
+from ..low_precision import computes_in_float32
 from ember.frontend.creation import full_like
 from ember.frontend.dispatch import STATE
 from ember.frontend.grad_mode import is_grad_enabled
@@ -307,6 +308,7 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     return _vector_norm(M.add(M.sub(x1, x2), eps), p, innermost, keepdim)
 
 
+@computes_in_float32
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """sum(x1 / max(||x1||, eps) * x2 / max(||x2||, eps)) over `dim` of the broadcast inputs
     (each normalised first, so |result| <= 1); the clamped norms pass their gradient through,

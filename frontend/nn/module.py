@@ -483,6 +483,9 @@ class Module:
     def half(self):
         return self._cast_floating(dtypes.float16)
 
+    def bfloat16(self):
+        return self._cast_floating(dtypes.bfloat16)
+
     def type(self, dst_type):
         return self._cast_floating(dtypes.as_dtype(dst_type))
 
