@@ -249,3 +249,23 @@ def test_a_module_that_clamps_its_weight_through_data_gets_the_eager_gradient(ba
         np.testing.assert_allclose(x.grad.numpy(), np.clip(w0, -0.1, 0.1).sum(axis=0, keepdims=True), rtol=1e-6)
         np.testing.assert_allclose(module.linear.weight.detach().numpy(), np.clip(w0, -0.1, 0.1))
     assert compiled.report.compiled_calls >= 1
+
+
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
+def test_a_write_through_data_under_a_saved_no_grad_view_gives_the_eager_gradient(backend):
+    # eagerly, backward of x * v reads v = x[0] (a view taken under no_grad) after the write
+    # through .data: the gradient is the new x[0]; a compiled program would use the old one
+    def f(x):
+        with ember.no_grad():
+            v = x[0]
+        loss = (x * v).sum()
+        x.data.mul_(2)
+        return loss
+
+    compiled = _compiled(f, backend, ember.tensor([1.0, 2.0, 3.0], requires_grad=True))
+    for expected_first in (2.0, 4.0):
+        x = ember.tensor([expected_first / 2, 2.0, 3.0], requires_grad=True)
+        compiled(x).backward()
+        np.testing.assert_allclose(x.grad.numpy(), [expected_first] * 3)
+        np.testing.assert_allclose(x.detach().numpy(), [expected_first, 4.0, 6.0])
+    assert any("no_grad view" in reason for reason in compiled.report.eager_reasons)
