@@ -7,6 +7,8 @@ from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
 from ember.frontend import shape_ops as S
 from . import rnn  # noqa: F401  (ember.nn.utils.rnn)
+from . import parametrize, parametrizations  # noqa: F401  (ember.nn.utils.parametrize, .parametrizations)
+from .weight_norm import remove_spectral_norm, remove_weight_norm, spectral_norm, weight_norm  # noqa: F401
 
 
 def _grads(parameters):
