@@ -458,3 +458,24 @@ def test_seed_net_assembly_uses_vector_registers_in_elementwise_and_matmul_kerne
     elementwise = _function_bodies(render_stage(chain_graph(), "asm"))
     assert re.search(PACKED_FLOAT_MATH, _kernel_code(elementwise, "elementwise_mul_add_relu_sigmoid_300"))
     assert "@ember_program(ptr" in render_stage(graph, "llvm")
+
+
+def test_an_elementwise_kernel_updating_a_buffer_in_place_vectorises_without_a_scalar_copy():
+    # GELU's backward writes its result over the buffer it reads (the memory plan's in-place
+    # reuse): the kernel must see one pointer, or LLVM guards the vector loop with an overlap
+    # check that fails for exactly this case and runs a scalar copy of the erf polynomial
+    import re
+    model = ember.nn.Sequential(ember.nn.Linear(16, 64), ember.nn.GELU(), ember.nn.Linear(64, 16))
+
+    def step(x):
+        loss = model(x).sum()
+        loss.backward()
+        return loss
+
+    llvm = render_stage(ember.trace(step, ember.randn(8, 16)), "llvm")
+    kernels = re.findall(r"define internal fastcc void @(elementwise_\w*erf\w*)\(", llvm)
+    assert len(kernels) == 2  # the forward and the backward
+    for name in kernels:
+        body = llvm.split(f"@{name}(")[1].split("\n}\n")[0]
+        assert re.search(r"@llvm\.fmuladd\.v\d+f32\(", body), f"{name} did not vectorise"
+        assert "@llvm.fmuladd.f32(" not in body, f"{name} keeps a scalar loop (512 elements: no remainder)"

@@ -75,17 +75,36 @@ class KernelWriter:
         self.symbol = f"{kernel.name}"
         self.first_error = program.error_base[number] if program.error_base else 0
         self.math_functions = target.math_functions()
+        self.same_as = self.in_place_slots()
 
     def extra_arguments(self):
         """LLVM types of the arguments after the slots and the status cell."""
         return []
 
+    def in_place_slots(self):
+        """{slot number: earlier slot number} for slots the memory plan put at one location (an
+        in-place update, read only at the index it writes): the body uses one pointer for both,
+        so LLVM sees the same address, not two pointers that may overlap (which costs the
+        vectoriser a runtime overlap check that fails for exactly this case, and so a scalar loop)."""
+        locations = getattr(self.program, "locations", None) or {}
+        first_at, same_as = {}, {}
+        for number, slot in enumerate(self.kernel.slots):
+            where = locations.get(slot.key)
+            earlier = first_at.get(where) if where is not None and where[0] == "arena" else None
+            if earlier is not None and frozenset((self.kernel.slots[earlier].key, slot.key)) in self.program.aliasing:
+                same_as[number] = earlier
+            elif where is not None:
+                first_at.setdefault(where, number)
+        return same_as
+
     def noalias_slots(self):
         keys = [s.key for s in self.kernel.slots]
+        merged = {frozenset((keys[j], keys[i])) for j, i in self.same_as.items()}
         shared = set()
         for a in keys:
             for other in keys:
-                if a != other and frozenset((a, other)) in self.program.aliasing:
+                pair = frozenset((a, other))
+                if a != other and pair in self.program.aliasing and pair not in merged:
                     shared.add(a)
         return [key not in shared for key in keys]
 
@@ -122,6 +141,7 @@ class BodyWriter:
 
     def __init__(self, writer, builder, slots, status, extra=(), names=None):
         self.writer, self.builder = writer, builder
+        slots = [slots[writer.same_as.get(k, k)] for k in range(len(slots))]  # in-place pairs: one pointer
         self.slots, self.status, self.extra = slots, status, list(extra)
         self.module = writer.module
         self.accumulators = {}
