@@ -213,6 +213,14 @@ class ContractionLowering:
         b_slot, b_off, b_strides = self.operand_view(b.id, body)
         *batch, m, n = node.shape
         k = a.shape[-1]
+        if not transposed and _rows_merge(a.shape, a_strides, node.shape, b.shape, b_strides):
+            # one matrix times a stack (a Linear layer on [batch, tokens, features]) whose rows
+            # lie evenly spaced: one product over all the rows, as PyTorch folds it
+            rows = m * count(tuple(batch))
+            nest_into(body, [], L.Gemm(rows, n, k, L.View(a_slot, L.iadd(a_off), a_strides[-2], a_strides[-1]),
+                                       L.View(b_slot, L.iadd(b_off), b_strides[-2], b_strides[-1]),
+                                       L.View(out_slot, L.iadd(0), n, 1)))
+            return
         bidx, loops = self.loop_nest(tuple(batch), prefix="b")
         a_batch = broadcast_index(tuple(bidx) + (None,), a.shape[:-1], node.shape[:-1])[:-1]
         b_batch = broadcast_index(tuple(bidx) + (None,), b.shape[:-1], node.shape[:-1])[:-1]
@@ -267,3 +275,15 @@ class ContractionLowering:
         x, g = (self.graph.node(i) for i in node.inputs)
         self.conv_call("conv2d_grad_weight", out_slot, body, x.id, g.id, x.shape, weight_shape, stride, padding,
                        dilation, groups)
+
+
+def _rows_merge(a_shape, a_strides, out_shape, b_shape, b_strides):
+    """Is a batched matmul one product of all of `a`'s rows with one matrix: `b` the same for
+    every batch index (no batch dims, or broadcast ones), `a` not broadcast, and `a`'s batch
+    and row axes stepping through memory evenly (batch stride = rows * row stride)?"""
+    batch = len(out_shape) - 2
+    if batch == 0 or len(a_shape) != len(out_shape) or tuple(a_shape[:-1]) != tuple(out_shape[:-1]):
+        return False
+    if any(size != 1 and stride != 0 for size, stride in zip(b_shape[:-2], b_strides[:-2])):
+        return False
+    return all(a_strides[d] == a_strides[d + 1] * a_shape[d + 1] or a_shape[d] == 1 for d in range(batch))

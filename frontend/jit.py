@@ -20,7 +20,7 @@ from .nn.module import _settings_version, _tree_version  # bumped when a module'
 from .python_guards import PythonState, explain_change
 from .signatures import (explain_signature_change, recompile_advice, _aliasing, _leaf_signature, _plain_settings,
                          _positional_containers, _positional_paths, _is_plain)
-from .segments import Segment, split_trace, array_of
+from .segments import Segment, same_program, split_trace, array_of, walk_segments
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
 from .views import bump_version, replay, writable
@@ -251,7 +251,7 @@ class CompiledFunction:
         segments = tree.segment_count  # a new branch may bring new params
         if tree.param_sources is None or tree.param_sources[0] != segments:
             sources, externals = {}, {}
-            for segment in _walk(tree.root):
+            for segment in walk_segments(tree.root):
                 written = [m.target for m in segment.mutations if m.kind.startswith("param")]
                 for name in list(segment.graph.params) + written:  # a closed-over tensor may be written only
                     ref = segment.externals.get(name)
@@ -395,9 +395,10 @@ class CompiledFunction:
             return result
 
         if confirming:
-            same = _same_program(tree, pieces)
+            same = same_program(tree, pieces)
             tree.unconfirmed = not same
             if same:
+                self._compile_deferred(tree)
                 return result
             reason = ("the traced program changed between two calls with the same signature (Python "
                       "state such as optimizer buffers created on the first step, or a value read with "
@@ -429,12 +430,14 @@ class CompiledFunction:
                 node, depth = child, depth + 1
         built = []
         written = {m.target for m in graph.mutations if m.kind.startswith("param")}
+        # a new trace that mutates state is confirmed by the next call's trace before any call
+        # runs it: it compiles then, so a trace the next call does not repeat (an optimizer
+        # creating its state on the first step) costs no compile
+        deferred = parent is None and bool(graph.mutations)
         for sub, guard in pieces[start:]:
-            segment = Segment(sub, guard, self.backend.compile(sub))
-            self.report.programs.append(sub)
-            for op in getattr(segment.runner, "host_only_ops", ()):
-                if op not in self.report.host_only_ops:
-                    self.report.host_only_ops.append(op)
+            segment = Segment(sub, guard, None)
+            if not deferred:
+                self._compile_segment(segment)
             last = guard is None  # the last segment writes the mutations back
             segment.externals = {n: r for n, r in externals.items() if n in sub.params or (last and n in written)}
             if built:
@@ -458,6 +461,19 @@ class CompiledFunction:
             tree.trains_itself = output_facts["ran_backward"] and any(
                 m.kind == "param" and m.target in trainable for m in graph.mutations) and not output_facts["live_histories"]
         return len(built), start
+
+    def _compile_segment(self, segment):
+        segment.runner = self.backend.compile(segment.graph)
+        self.report.programs.append(segment.graph)
+        for op in getattr(segment.runner, "host_only_ops", ()):
+            if op not in self.report.host_only_ops:
+                self.report.host_only_ops.append(op)
+
+    def _compile_deferred(self, tree):
+        """Compile the segments of a trace confirmed by a second trace (see _attach)."""
+        for segment in walk_segments(tree.root):
+            if segment.runner is None:
+                self._compile_segment(segment)
 
     def _python_state_changed_by_call(self, signature, args, kwargs):
         """What Python state the traced call changed among the values its signature guards
@@ -578,28 +594,6 @@ class GradOf:
     def __call__(self, params):
         owner = params.get(self.owner)
         return None if owner is None else owner.grad
-
-
-def _walk(segment):
-    stack = [segment]
-    while stack:
-        s = stack.pop()
-        yield s
-        stack.extend(s.children.values())
-
-
-def _same_program(tree, pieces):
-    """Does a new trace follow the cached tree with the same segment graphs?"""
-    segment = tree.root
-    for k, (sub, guard) in enumerate(pieces):
-        if segment is None or _program_text(segment.graph) != _program_text(sub):
-            return False
-        segment = segment.children.get(guard.expected) if guard is not None else None
-    return True
-
-
-def _program_text(graph):
-    return graph.to_json()
 
 
 def returned_view(source, chain, detached, creation):

@@ -79,6 +79,25 @@ class Segment:
                 env[node] = arrays[name]
 
 
+def walk_segments(segment):
+    """Every segment of a trace tree, from `segment` down."""
+    stack = [segment]
+    while stack:
+        s = stack.pop()
+        yield s
+        stack.extend(s.children.values())
+
+
+def same_program(tree, pieces):
+    """Does a new trace (split_trace's pieces) follow the cached tree with the same segment graphs?"""
+    segment = tree.root
+    for sub, guard in pieces:
+        if segment is None or segment.graph.to_json() != sub.to_json():
+            return False
+        segment = segment.children.get(guard.expected) if guard is not None else None
+    return True
+
+
 def array_of(value):
     """The numpy array of a tensor, or the value itself when it is one already."""
     return value._data if isinstance(value, Tensor) else value

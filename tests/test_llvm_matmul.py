@@ -299,3 +299,28 @@ def test_conv2d_workspace_bytes():
     assert llvm_conv.conv2d_workspace_bytes("conv2d", *pointwise, slots=2) == 0
     with pytest.raises(ValueError, match="unknown kind 'conv3d'"):
         llvm_conv.conv2d_workspace_bytes("conv3d", *args)
+
+
+def test_a_linear_layer_on_a_stack_of_rows_is_one_product_forward_and_backward():
+    # [batch, tokens, features] @ [features, out]: one sgemm over batch * tokens rows (as PyTorch
+    # folds it), not one per batch entry; its weight gradient one sgemm with k = batch * tokens
+    import ember
+    from ember.compiler.stage_rendering import render
+    weight = ember.randn(128, 32, requires_grad=True)
+
+    def step(x):
+        out = x @ weight
+        out.sum().backward()
+        return out
+
+    x = ember.randn(8, 64, 128)
+    text = render(ember.trace(step, x), "kernels", "text")
+    products = sorted(line.split(":")[0].strip() for line in text.splitlines() if "sgemm" in line)
+    assert products == ["sgemm 128x32x512", "sgemm 512x32x128"], text
+    compiled = ember.compile(step)
+    for _ in range(3):
+        weight.grad = None
+        out = compiled(x)
+        np.testing.assert_allclose(out.detach().numpy(), x.numpy() @ weight.detach().numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(weight.grad.numpy(), x.numpy().reshape(-1, 128).sum(0)[:, None].repeat(32, 1),
+                                   rtol=1e-4, atol=1e-3)

@@ -69,15 +69,33 @@ def build_module(target, program, module, sources=None):
     """Add the kernels and the entry function of `program` to the llvmlite `module`; `target`
     (an LLVMTarget) gives the intrinsic and math tables; `sources` ({kernel name: "model.py:15"})
     become debug locations on every instruction (compiler/llvm/debug_locations.py)."""
-    functions = []
+    functions, written = [], {}
     for number, kernel in enumerate(program.kernels):
         if kernel.kind == "callback" or not kernel.body:
             functions.append(None)
             continue
-        functions.append(CpuKernelWriter(target, module, program, kernel, number).write())
+        # the transformer blocks of a model give the same kernels once per block: one function
+        # serves every kernel of one structure (LLVM's time grows with the code it compiles)
+        key = kernel_structure(program, kernel)
+        if key not in written:
+            written[key] = CpuKernelWriter(target, module, program, kernel, number).write()
+        functions.append(written[key])
     _write_entry(module, program, functions)
     attach_debug_locations(module, sources or {})
     return module
+
+
+def kernel_structure(program, kernel):
+    """What a kernel's function depends on: its statements over slot numbers, the slots'
+    dtypes and sizes, which slots may overlap and which share one location (in-place), and
+    how many errors it raises (numbered from 1 per kernel: the entry adds the program's base).
+    Buffer names and locations are not part of it: the entry passes the pointers."""
+    keys = [slot.key for slot in kernel.slots]
+    pairs = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys))
+             if frozenset((keys[i], keys[j])) in program.aliasing]
+    same_place = tuple((i, j) for i, j in pairs if program.locations.get(keys[i]) == program.locations.get(keys[j]))
+    return (kernel.kind, tuple((slot.dtype, slot.size, slot.writes) for slot in kernel.slots),
+            "\n".join(L.describe_statements(kernel.body, "")), tuple(pairs), same_place, len(kernel.errors))
 
 
 # ----------------------------------------------------------------------------- entry
@@ -128,7 +146,8 @@ def _write_entry(module, program, functions):
             b.store(b.add(b.load(cell, typ=I64), spent), cell)
         code = b.load(status, typ=I32)
         with b.if_then(b.icmp_signed("!=", code, ir.Constant(I32, 0)), likely=False):
-            b.ret(code)
+            base = program.error_base[number] if program.error_base and kernel.kind != "callback" else 0
+            b.ret(b.add(code, ir.Constant(I32, base)) if base else code)  # kernels number their errors from 1
     b.ret(ir.Constant(I32, 0))
 
 
@@ -161,6 +180,9 @@ class CpuKernelWriter(kernels.KernelWriter):
 
     def extra_arguments(self):
         return [I32]
+
+    def error_offset(self, program, number):
+        return 0  # the entry adds the kernel's error base (see build_module: kernels are shared)
 
     def new_function(self, name, function_type):
         fn = super().new_function(name, function_type)

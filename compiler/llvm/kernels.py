@@ -73,13 +73,19 @@ class KernelWriter:
         self.target, self.module, self.program, self.kernel, self.number = target, module, program, kernel, number
         self.acc_dtypes = accumulator_dtypes(kernel.body)
         self.symbol = f"{kernel.name}"
-        self.first_error = program.error_base[number] if program.error_base else 0
+        self.first_error = self.error_offset(program, number)
         self.math_functions = target.math_functions()
         self.same_as = self.in_place_slots()
 
     def extra_arguments(self):
         """LLVM types of the arguments after the slots and the status cell."""
         return []
+
+    def error_offset(self, program, number):
+        """What the kernel adds to its own 1-based error numbers when it sets the status: the
+        program's numbering (`Program.error_base`). A target whose caller adds it instead
+        returns 0, so kernels that differ only in it are one function."""
+        return program.error_base[number] if program.error_base else 0
 
     def in_place_slots(self):
         """{slot number: earlier slot number} for slots the memory plan put at one location (an

@@ -36,11 +36,28 @@ def _matmul_rule(a, b):
 def _matmul_vjp(g, out, a, b):
     matmul = PRIMITIVES["matmul"]
     ga = C.sum_to(matmul.bind(g, C.swap_last(b)), a.shape) if C.needs_grad(a) else None
-    gb = C.sum_to(matmul.bind(C.swap_last(a), g), b.shape) if C.needs_grad(b) else None
+    if not C.needs_grad(b):
+        gb = None
+    elif len(b.shape) == 2 and len(a.shape) > 2:
+        # a matrix applied to every row of a batch (a Linear layer on [batch, tokens, features]):
+        # its gradient sums a^T @ g over the batch, one product over all rows (k = batch * rows)
+        # instead of one per batch entry and a sum
+        rows = int(np.prod(a.shape[:-1]))
+        gb = matmul.bind(C.swap_last(C.reshape(a, (rows, a.shape[-1]))), C.reshape(g, (rows, g.shape[-1])))
+    else:
+        gb = C.sum_to(matmul.bind(C.swap_last(a), g), b.shape)
     return ga, gb
 
 
-register("matmul", "contraction", np.matmul, _matmul_rule, _matmul_vjp)
+def _matmul(a, b):
+    """numpy's matmul; a stack of matrices times one matrix as one product over all rows (one
+    BLAS call, as PyTorch folds it, where numpy would call BLAS per matrix of the stack)."""
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+    return np.matmul(a, b)
+
+
+register("matmul", "contraction", _matmul, _matmul_rule, _matmul_vjp)
 
 
 # ----------------------------------------------------------------------------- conv2d
