@@ -1,29 +1,40 @@
 """Products of tensors: matmul (with PyTorch's 1-d rules), mm, bmm, mv, dot, outer, einsum,
-cross, and the `ember.linalg` functions (norm, svd).
+cross, and the torch.* forms of linear algebra (det, inverse, svd, qr, lu, ...) with their
+Tensor methods; `ember.linalg` itself lives in frontend/linalg_functions.py.
 
 All products bind the one `matmul` contraction primitive (einsum lowers to permute, reshape
 and matmul), so the compiler sees every product the same way. As in PyTorch, products do not
 promote: operands of two dtypes (float32 @ float64, a float weight applied to int64 input)
 raise an error naming both dtypes.
 """
+import math
+import os
+import sys
+import warnings
+from collections import namedtuple
+
 import numpy as np
 
 from ember.ops import PRIMITIVES as P
 from ember.ops.registry import OpError, describe
 from .dispatch import current_module, spec_of
-from .math_ops import mul, promote_operands, sub
-from .reductions import sum as reduce_sum, norm as vector_norm_impl
+from . import math_ops as M
+from .math_ops import mul, promote_operands
+from .reductions import sum as reduce_sum
 from .shape_ops import unsqueeze, squeeze, reshape, permute, _slice_axis
 from .tensor import Tensor
+from . import linalg_functions as LF
+from .linalg_functions import linalg  # noqa: F401  (ember.linalg)
 
 
 # how PyTorch's messages spell dtypes: its C++ type names ("float != double") and its
 # ScalarType names ("got Long and Float")
 _CPP_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int",
               "int32": "int", "int16": "short int", "int8": "signed char", "uint8": "unsigned char",
-              "bool": "bool"}
+              "bool": "bool", "bfloat16": "c10::BFloat16"}
 _SCALAR_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
-                      "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+                      "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool",
+                      "bfloat16": "BFloat16"}
 
 
 def cpp_type_name(dtype):
@@ -259,44 +270,230 @@ def _prod(sizes, letters):
 
 
 def cross(input, other, dim=None):
+    """torch.cross: without dim, along the first dim of size 3 (deprecated, as torch warns)."""
     a, b = promote_operands((input, other))
     if dim is None:
+        _deprecated("Using torch.cross without specifying the dim arg is deprecated.\nPlease either pass the dim "
+                    "explicitly or simply use torch.linalg.cross.\nThe default value of dim will change to agree with "
+                    "that of linalg.cross in a future release.")
         dim = next(i for i, d in enumerate(a.shape) if d == 3)
-    from .shape_ops import unbind, stack
-    a0, a1, a2 = unbind(a, dim)
-    b0, b1, b2 = unbind(b, dim)
-    return stack([sub(mul(a1, b2), mul(a2, b1)), sub(mul(a2, b0), mul(a0, b2)), sub(mul(a0, b1), mul(a1, b0))], dim)
+    return LF.cross_along(a, b, dim)
 
 
-class linalg:
-    """`ember.linalg`: the norms and decompositions tutorials use."""
+# ----------------------------------------------------------------------------- torch.* linear algebra
+# torch's older spellings of ember.linalg's functions; the deprecated ones warn as torch does
 
-    @staticmethod
-    def norm(input, ord=None, dim=None, keepdim=False, dtype=None):
-        if ord is None:
-            ord = 2 if (dim is None and input.ndim == 1) or isinstance(dim, int) else "fro"
-        return vector_norm_impl(input, ord, dim, keepdim, dtype)
+slogdet_result = namedtuple("slogdet", "sign logabsdet")
+qr_result = namedtuple("qr", "Q R")
+svd_result = namedtuple("svd", "U S V")
+triangular_solve_result = namedtuple("triangular_solve", "solution cloned_coefficient")
+lu_with_info_result = namedtuple("_lu_with_info", "LU pivots info")
+lu_unpack_result = namedtuple("lu_unpack", "P L U")
 
-    @staticmethod
-    def vector_norm(input, ord=2, dim=None, keepdim=False, dtype=None):
-        return vector_norm_impl(input, ord, dim, keepdim, dtype)
+det = LF.det
+inverse = LF.inv
+matrix_power = LF.matrix_power
+matrix_exp = LF.matrix_exp
 
-    @staticmethod
-    def svd(A, full_matrices=True):
-        """Forward only (numpy): the result does not carry gradients."""
-        u, s, vh = np.linalg.svd(A._data, full_matrices=full_matrices)
-        return tuple(Tensor._wrap(np.ascontiguousarray(m)) for m in (u, s, vh))
 
-    @staticmethod
-    def inv(A):
-        return Tensor._wrap(np.linalg.inv(A._data))
+def logdet(input):
+    """log(det): nan for a negative determinant, -inf for a singular matrix (as torch)."""
+    LF.check_matrices("logdet", input)
+    sign, logabsdet = LF.slogdet(input)
+    return M.where(M.lt(sign, 0), math.nan, logabsdet)
 
-    @staticmethod
-    def det(A):
-        return Tensor._wrap(np.asarray(np.linalg.det(A._data)))
+
+def slogdet(input):
+    return slogdet_result(*LF.slogdet(input))
+
+
+def pinverse(input, rcond=1e-15):
+    return LF.pinv(input, rtol=rcond)
+
+
+_FRONTEND_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _deprecated(message):
+    """torch's deprecation warning, at the user's line (the first frame outside the frontend: the
+    out= wrapper adds one)."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_FRONTEND_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def cholesky(input, upper=False):
+    _deprecated("torch.cholesky is deprecated in favor of torch.linalg.cholesky and will be removed in a future "
+                "PyTorch release.\nL = torch.cholesky(A)\nshould be replaced with\nL = torch.linalg.cholesky(A)\nand\n"
+                "U = torch.cholesky(A, upper=True)\nshould be replaced with\nU = torch.linalg.cholesky(A).mH\nThis "
+                "transform will produce equivalent results for all valid (symmetric positive definite) inputs.")
+    try:
+        return LF.cholesky(input, upper=upper)
+    except LF.LinAlgError as error:
+        raise LF.LinAlgError("cholesky", error.detail) from None
+    except RuntimeError as error:
+        raise RuntimeError(str(error).replace("linalg.cholesky:", "cholesky:", 1)) from None
+
+
+def _gram(L, upper):
+    """L L^T (U^T U when upper): the matrix whose Cholesky factor L is. torch's gradients for
+    cholesky_solve and cholesky_inverse are those of this product, on all of L."""
+    return matmul(LF.mT(L), L) if upper else matmul(L, LF.mT(L))
+
+
+def cholesky_solve(B, L, upper=False):
+    if B.ndim < 2:
+        raise RuntimeError(f"b should have at least 2 dimensions, but has {B.ndim} dimensions instead")
+    if L.ndim < 2:
+        raise RuntimeError(f"u should have at least 2 dimensions, but has {L.ndim} dimensions instead")
+    if B.dtype is not L.dtype:
+        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {scalar_type_name(B.dtype)} "
+                           f"and A of type {scalar_type_name(L.dtype)} instead.")
+    if L.shape[-1] != L.shape[-2] or B.shape[-2] != L.shape[-1]:
+        raise RuntimeError(f"Incompatible matrix sizes for cholesky_solve: each A matrix is {L.shape[-2]} by "
+                           f"{L.shape[-1]} but each b matrix is {B.shape[-2]} by {B.shape[-1]}")
+    LF.check_float("cholesky_solve", L)
+    return P["linalg_solve"].bind(_gram(L, upper), B, check_errors=True)
+
+
+def cholesky_inverse(L, upper=False):
+    if not L.dtype.is_floating_point:
+        raise NotImplementedError(f"\"cholesky_inverse_out_cpu\" not implemented for '{scalar_type_name(L.dtype)}'")
+    LF.check_matrices("cholesky_inverse", L)
+    return P["linalg_inv"].bind(_gram(L, upper), check_errors=True)
+
+
+def qr(input, some=True):
+    return qr_result(*LF.qr(input, "reduced" if some else "complete"))
 
 
 def svd(input, some=True, compute_uv=True):
-    """PyTorch's legacy svd: returns U, S, V (not V^H); forward only."""
-    u, s, vh = np.linalg.svd(input._data, full_matrices=not some)
-    return Tensor._wrap(u), Tensor._wrap(s), Tensor._wrap(np.ascontiguousarray(np.swapaxes(vh, -1, -2)))
+    """The legacy SVD: U, S and V (not V^H); without compute_uv, U and V are zeros of (m, m) and (n, n)."""
+    if not compute_uv:
+        LF.check_matrices("linalg.svd", input, square=False)
+        m, n = input.shape[-2:]
+        batch = tuple(input.shape[:-2])
+        zeros = (Tensor._wrap(np.zeros(batch + (k, k), input.dtype.np)) for k in (m, n))
+        U, V = zeros
+        return svd_result(U, LF.svdvals(input), V)
+    U, S, Vh = LF.svd(input, full_matrices=not some)
+    return svd_result(U, S, LF.mT(Vh))
+
+
+def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
+    """A^-1 b (A^-T b when transpose) for triangular A, and a copy of A (broadcast as b's batch)."""
+    _deprecated("torch.triangular_solve is deprecated in favor of torch.linalg.solve_triangularand will be removed "
+                "in a future PyTorch release.\ntorch.linalg.solve_triangular has its arguments reversed and does not "
+                "return a copy of one of the inputs.\nX = torch.triangular_solve(B, A).solution\nshould be replaced "
+                "with\nX = torch.linalg.solve_triangular(A, B).")
+    coefficients = LF.mT(A) if transpose else A
+    solution = LF.solve_triangular(coefficients, b, upper=upper != bool(transpose), unitriangular=unitriangular)
+    batch = tuple(solution.shape[:-2])
+    return triangular_solve_result(solution, M.clone(A.expand(*batch, *A.shape[-2:])))
+
+
+def chain_matmul(*matrices):
+    _deprecated("torch.chain_matmul is deprecated and will be removed in a future PyTorch release. Use "
+                "torch.linalg.multi_dot instead, which accepts a list of two or more tensors rather than multiple "
+                "parameters.")
+    if not matrices:
+        raise RuntimeError("chain_matmul(): Expected one or more matrices")
+    for m in matrices:
+        if m.ndim != 2:
+            raise RuntimeError(f"Tensor dimension is {m.ndim}, expected 2 instead.")
+    return M.clone(matrices[0]) if len(matrices) == 1 else LF.multi_dot(matrices)
+
+
+def frobenius_norm(input, dim, keepdim=False):
+    _deprecated("at::frobenius_norm is deprecated and it is just left for JIT compatibility. It will be removed in a "
+                "future PyTorch release. Please use `linalg.vector_norm(A, 2., dim, keepdim)` instead")
+    dims = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+    if len(dims) > 2:
+        raise RuntimeError(f"Expected at most 2 dimensions, but got {len(dims)} dimensions instead.")
+    return LF.vector_norm(input, 2, dims, keepdim)
+
+
+def nuclear_norm(input, dim=None, keepdim=False):
+    """torch.nuclear_norm(input, keepdim=False) or (input, dim, keepdim=False)."""
+    _deprecated("at::nuclear_norm is deprecated and it is just left for JIT compatibility. It will be removed in a "
+                "future PyTorch release. Please use `linalg.matrix_norm(A, 'nuc', dim, keepdim)` instead")
+    if isinstance(dim, bool):
+        dim, keepdim = None, dim
+    return LF.matrix_norm(input, "nuc", (-2, -1) if dim is None else dim, keepdim)
+
+
+def lu(A, pivot=True, get_infos=False):
+    _deprecated("torch.lu is deprecated in favor of torch.linalg.lu_factor / torch.linalg.lu_factor_ex and will be "
+                "removed in a future PyTorch release.\nLU, pivots = torch.lu(A, compute_pivots)\nshould be replaced "
+                "with\nLU, pivots = torch.linalg.lu_factor(A, compute_pivots)\nand\nLU, pivots, info = torch.lu(A, "
+                "compute_pivots, get_infos=True)\nshould be replaced with\nLU, pivots, info = "
+                "torch.linalg.lu_factor_ex(A, compute_pivots)")
+    factors = LF.lu_factor_ex(A, pivot=pivot)
+    return lu_with_info_result(*factors) if get_infos else (factors.LU, factors.pivots)
+
+
+def lu_solve(b, LU_data, LU_pivots):
+    return LF.lu_solve(LU_data, LU_pivots, b)
+
+
+def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True):
+    if LU_pivots.dtype.name != "int32":
+        raise RuntimeError("torch.lu_unpack: LU_pivots is expected to be a contiguous tensor of torch.int32 dtype.\n"
+                           "Note: this function is intended to be used with the output produced by "
+                           "torch.linalg.lu_factor")
+    if unpack_pivots and bool(M.logical_or(M.lt(LU_pivots, 1), M.gt(LU_pivots, LU_data.shape[-2])).any()):
+        raise RuntimeError("pivots passed to lu_unpack must be between 1 and LU.size(-2) inclusive.Did you properly "
+                           "pass the result of lu_factor?")
+    empty = Tensor._wrap(np.zeros((0,), LU_data.dtype.np))
+    L, U = LF.unpack_lu(LU_data) if unpack_data else (empty, empty)
+    perm = LF.permutation(LU_pivots, LU_data.shape[-2], LU_data.dtype) if unpack_pivots else empty
+    return lu_unpack_result(perm, L, U)
+
+
+# functions torch 1.9 removed: calling them raises torch's message saying what replaces them
+_REMOVED = {
+    "solve": "`torch.solve` is deprecated in favor of `torch.linalg.solve`. `torch.linalg.solve` has its arguments "
+             "reversed and does not return the LU factorization.\n\nTo get the LU factorization see `torch.lu`, which "
+             "can be used with `torch.lu_solve` or `torch.lu_unpack`.\nX = torch.solve(B, A).solution should be "
+             "replaced with:\nX = torch.linalg.solve(A, B)",
+    "lstsq": "`torch.lstsq` is deprecated in favor of `torch.linalg.lstsq`.\n`torch.linalg.lstsq` has reversed "
+             "arguments and does not return the QR decomposition in the returned tuple (although it returns other "
+             "information about the problem).\n\nTo get the QR decomposition consider using `torch.linalg.qr`.\n\nThe "
+             "returned solution in `torch.lstsq` stored the residuals of the solution in the last m - n columns of the "
+             "returned value whenever m > n. In torch.linalg.lstsq, the residuals are in the field 'residuals' of the "
+             "returned named tuple.\n\nThe unpacking of the solution, as in\nX, _ = torch.lstsq(B, A).solution[:A.size("
+             "1)]\nshould be replaced with:\nX = torch.linalg.lstsq(A, B).solution",
+    "symeig": "The default behavior has changed from using the upper triangular portion of the matrix by default "
+              "to using the lower triangular portion.\n\nL, _ = torch.symeig(A, upper=upper) should be replaced "
+              "with:\nL = torch.linalg.eigvalsh(A, UPLO='U' if upper else 'L')\n\nand\n\nL, V = torch.symeig(A, "
+              "eigenvectors=True) should be replaced with:\nL, V = torch.linalg.eigh(A, UPLO='U' if upper else 'L')",
+    "eig": "`torch.linalg.eig` returns complex tensors of dtype `cfloat` or `cdouble` rather than real tensors "
+           "mimicking complex tensors.\n\nL, _ = torch.eig(A) should be replaced with:\nL_complex = "
+           "torch.linalg.eigvals(A)\n\nand\n\nL, V = torch.eig(A, eigenvectors=True) should be replaced with:\n"
+           "L_complex, V_complex = torch.linalg.eig(A)",
+    "matrix_rank": "\nPlease use the `torch.linalg.matrix_rank` function instead. The parameter 'symmetric' was "
+                   "renamed in `torch.linalg.matrix_rank()` to 'hermitian'.",
+}
+
+
+def _removed(name):
+    def function(*args, **kwargs):
+        separator = "" if _REMOVED[name].startswith("\n") else " "
+        raise RuntimeError(f"This function was deprecated since version 1.9 and is now removed.{separator}"
+                           f"{_REMOVED[name]}")
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = f"torch.{name}: removed in torch 1.9; raises torch's message naming its replacement."
+    return function
+
+
+solve, lstsq, symeig, eig, matrix_rank = (_removed(name) for name in ("solve", "lstsq", "symeig", "eig", "matrix_rank"))
+
+
+# Tensor methods of these (frontend/tensor_methods.py installs them)
+TENSOR_METHODS = {
+    "det": det, "logdet": logdet, "slogdet": slogdet, "inverse": inverse, "pinverse": pinverse,
+    "matrix_power": matrix_power, "matrix_exp": matrix_exp, "cholesky": cholesky, "cholesky_solve": cholesky_solve,
+    "cholesky_inverse": cholesky_inverse, "qr": qr, "svd": svd, "triangular_solve": triangular_solve,
+    "lu": lu, "lu_solve": lu_solve, "solve": solve, "lstsq": lstsq, "symeig": symeig, "eig": eig,
+}
