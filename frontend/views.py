@@ -300,6 +300,10 @@ def memory_owner(array):
     base = array.base
     while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
+    if base is not None and not isinstance(base, np.ndarray):
+        inner = getattr(base, "base", None)  # numpy's as_strided holds its source in a DummyArray
+        if isinstance(inner, np.ndarray):
+            return memory_owner(inner)
     return array if base is None else base
 
 
