@@ -47,7 +47,11 @@ _FRONTEND_EXPORTS = {
         narrow gather take_along_dim index_select scatter_add tril triu tile scatter index_add repeat_interleave
         diag select diagonal""",
     "ember.frontend.indexing": "nonzero masked_fill masked_select argwhere",
-    "ember.frontend.linalg": "matmul mm bmm mv dot inner outer ger addmm baddbmm addbmm einsum cross svd linalg linalg_module=linalg",
+    "ember.frontend.linalg": """
+        matmul mm bmm mv dot inner outer ger addmm baddbmm addbmm einsum cross svd linalg linalg_module=linalg det
+        logdet slogdet inverse pinverse matrix_power matrix_exp cholesky cholesky_solve cholesky_inverse qr
+        triangular_solve chain_matmul frobenius_norm nuclear_norm lu lu_solve lu_unpack solve lstsq symeig eig
+        matrix_rank""",
     "ember.frontend.sampling": "multinomial",
     "ember.frontend.math_more": """
         deg2rad rad2deg erfc fix float_power fmax fmin copysign heaviside logit sinc xlogy signbit sgn positive
@@ -76,6 +80,26 @@ _FRONTEND_EXPORTS = {
     "ember.runtime.thread_runtime": "set_num_threads get_num_threads",
     "ember.functional": "broadcast_shapes meshgrid tensordot atleast_1d atleast_2d",
     "ember.frontend.serialization": "save load",
+    "ember.frontend.special_functions": "lgamma digamma polygamma mvlgamma i0 i0_ special",
+    "ember.frontend.bitwise": """
+        bitwise_and bitwise_or bitwise_xor bitwise_not bitwise_left_shift bitwise_right_shift gcd gcd_ lcm lcm_ frexp
+        ldexp ldexp_ nextafter""",
+    "ember.frontend.statistics": "cov corrcoef quantile nanquantile nanmedian mode histc histogram bincount",
+    "ember.frontend.searching": "searchsorted bucketize isin unique_consecutive",
+    "ember.frontend.combinatorics": "cartesian_prod combinations tril_indices triu_indices vander",
+    "ember.frontend.distances": "cdist renorm",
+    "ember.frontend.windows": "hann_window hamming_window blackman_window bartlett_window kaiser_window",
+    "ember.frontend.global_settings": """
+        use_deterministic_algorithms are_deterministic_algorithms_enabled is_deterministic_algorithms_warn_only_enabled
+        set_deterministic_debug_mode get_deterministic_debug_mode set_float32_matmul_precision
+        get_float32_matmul_precision set_printoptions""",
+    "ember.frontend.scatter_ops": """
+        index_put index_put_ index_copy index_fill index_reduce scatter_reduce select_scatter slice_scatter
+        diagonal_scatter masked_scatter put fill fill_ zero_ detach detach_ is_same_size diag_embed""",
+    "ember.frontend.copy_variants": """
+        alias_copy expand_copy permute_copy select_copy slice_copy split_copy split_with_sizes_copy squeeze_copy
+        t_copy transpose_copy unbind_copy unsqueeze_copy view_copy diagonal_copy detach_copy narrow_copy
+        unfold_copy split_with_sizes unsafe_split unsafe_chunk unsafe_split_with_sizes""",
 }
 # Frontend modules ember also names as its own: `ember.nn` is `ember.frontend.nn`, one module
 # under two names, and so are their submodules (`import ember.nn.functional as F`).

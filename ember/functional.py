@@ -1,6 +1,7 @@
 """`ember.functional`: the functions PyTorch exposes as `torch.functional` (and at top level)."""
 import numpy as np
 
+from ember.frontend.array_more import at_least
 from ember.frontend.linalg import einsum
 from ember.frontend.reductions import norm
 from ember.frontend.shape_ops import broadcast_tensors, split, reshape
@@ -46,13 +47,15 @@ def tensordot(a, b, dims=2):
 
 
 def atleast_1d(*tensors):
-    out = [t if t.ndim >= 1 else reshape(t, (1,)) for t in tensors]
-    return out[0] if len(out) == 1 else tuple(out)
+    """Each tensor with at least one dim: () -> (1,); one tensor in, one out; several, or a list
+    or tuple of them, give a tuple."""
+    return at_least("atleast_1d", tensors, lambda t: t if t.ndim >= 1 else reshape(t, (1,)))
 
 
 def atleast_2d(*tensors):
-    out = [t if t.ndim >= 2 else reshape(t, (1,) * (2 - t.ndim) + tuple(t.shape)) for t in tensors]
-    return out[0] if len(out) == 1 else tuple(out)
+    """Each tensor with at least two dims: () -> (1, 1), (n,) -> (1, n) (see atleast_1d)."""
+    return at_least("atleast_2d", tensors,
+                    lambda t: t if t.ndim >= 2 else reshape(t, (1,) * (2 - t.ndim) + tuple(t.shape)))
 
 
 __all__ = ["broadcast_shapes", "broadcast_tensors", "einsum", "meshgrid", "norm", "split", "tensordot",

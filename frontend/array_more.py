@@ -198,6 +198,25 @@ def _split_family(name, min_ndim, axis):
 hsplit, vsplit, dsplit = _split_family("hsplit", 1, 1), _split_family("vsplit", 2, 0), _split_family("dsplit", 3, 2)
 
 
+def at_least(name, tensors, lift):
+    """torch.atleast_Nd's calling conventions: one tensor gives one tensor; several tensors, or
+    one list or tuple of them (of any length), give a tuple."""
+    if len(tensors) == 1 and isinstance(tensors[0], Tensor):
+        return lift(tensors[0])
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    elif len(tensors) == 1:
+        kind = type(tensors[0]).__name__
+        raise TypeError(f"{name}() received an invalid combination of arguments - got ({kind}), but expected one "
+                        f"of:\n * (Tensor input)\n      didn't match because some of the arguments have invalid "
+                        f"types: (!{kind}!)\n * (tuple of Tensors tensors)\n      didn't match because some of "
+                        f"the arguments have invalid types: (!{kind}!)\n")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"expected Tensor as element {i} in argument 0, but got {type(t).__name__}")
+    return tuple(lift(t) for t in tensors)
+
+
 def atleast_3d(*tensors):
     """Each tensor viewed with at least three dims: () -> (1,1,1), (n,) -> (1,n,1), (m,n) -> (m,n,1)."""
     def lift(t):
@@ -208,10 +227,7 @@ def atleast_3d(*tensors):
         if t.ndim == 2:
             return S.unsqueeze(t, -1)
         return t
-    if len(tensors) == 1 and isinstance(tensors[0], Tensor):
-        return lift(tensors[0])
-    tensors = tensors[0] if len(tensors) == 1 else tensors
-    return tuple(lift(t) for t in tensors)
+    return at_least("atleast_3d", tensors, lift)
 
 
 def dstack(tensors):

@@ -13,7 +13,7 @@ import numpy as np
 from .dispatch import STATE, ModifiedTensorError, run_eagerly
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd's grad-mode names)
-from .views import bump_version, version_counter
+from .views import bump_version, memory_owner, version_counter
 
 
 def _camel(name):
@@ -88,6 +88,9 @@ class Node:
                 elif t.grad_fn is fn and t.requires_grad is requires_grad:
                     values.append(t)
                     continue
+            elif t._version != version and memory_owner(t._data) is memory_owner(data):
+                # the same memory under a new array (t_(), transpose_() rearranged it), written since
+                data = ModifiedValue(data, modified_message(t, self, f"input {i}", expected=version))
             stand_in = Tensor._wrap(data)
             stand_in.grad_fn = fn
             stand_in.requires_grad = requires_grad
@@ -99,7 +102,11 @@ class Node:
         possibly a view): a VJP that reads the output reads that memory, and raises if a later
         write moved the version counter it shares with its base and views, as PyTorch's saved
         result does. A view is watched through a stand-in holding its array and counter (the
-        view itself is often a temporary, `y[0].exp_()`)."""
+        view itself is often a temporary, `y[0].exp_()`). The output a composite op checks
+        (saves_like_pytorch) is watched in `tensor` from now on, likewise."""
+        if self.checked is not None:
+            watch = (version_counter(tensor), tensor._version, "output 0", weakref.ref(tensor))
+            self.checked = [watch if entry[2] == "output 0" else entry for entry in self.checked]
         if not self.prim.vjp_uses_output:
             if tensor._base is None and self.out_ref is not None:
                 self.out_ref = weakref.ref(tensor)  # retain_grad's tensor
@@ -117,7 +124,8 @@ class Node:
         """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
         alive = self.out_ref() if self.out_ref is not None else None
         value = self.out
-        if alive is not None and alive._data is value and alive._version != self.out_version:
+        if alive is not None and alive._version != self.out_version and (
+                alive._data is value or memory_owner(alive._data) is memory_owner(value)):
             value = ModifiedValue(value, modified_message(alive, self, "output 0", self.out_version))
         out = Tensor._wrap(value)
         out._node = self.out_token

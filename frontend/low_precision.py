@@ -4,7 +4,8 @@ Primitives get this in eager mode from `dispatch.in_float32`. The composite func
 in several primitives (mean, softmax, layer_norm, gelu, the losses...) are single kernels in
 PyTorch that compute in float32 inside; `computes_in_float32` gives ember's composites the same
 rounding: a 2-byte floating `input` (and tensor arguments of its dtype, a norm's weights) is
-cast to float32, the function runs, and its floating results are cast back (the casts are ops like any other: autograd and ember.compile see them).
+cast to float32, the function runs, and its floating results are cast back (the casts are ops
+like any other: autograd and ember.compile see them).
 """
 import functools
 

@@ -220,24 +220,6 @@ def logical_not(input):
     return P["logical_not"].bind(to_dtype(input, dtypes.bool_))
 
 
-def bitwise_and(input, other):
-    if input.dtype is dtypes.bool_:
-        return logical_and(input, other)
-    raise TypeError(f"bitwise_and is supported for bool tensors only, got {input.dtype}")
-
-
-def bitwise_or(input, other):
-    if input.dtype is dtypes.bool_:
-        return logical_or(input, other)
-    raise TypeError(f"bitwise_or is supported for bool tensors only, got {input.dtype}")
-
-
-def bitwise_xor(input, other):
-    if input.dtype is dtypes.bool_:
-        return logical_xor(input, other)
-    raise TypeError(f"bitwise_xor is supported for bool tensors only, got {input.dtype}")
-
-
 def bitwise_not(input):
     """~x: logical not of bools; for integers -x - 1, which is ~x in two's complement (and
     255 - x for uint8) with wrap-around at the ends of the range, as C's ~."""
@@ -262,9 +244,9 @@ def _float_unary(name):
     return unary
 
 
-(exp, log, log1p, expm1, sqrt, rsqrt, reciprocal, sin, cos, tanh, sigmoid, erf) = (
+(exp, log, log1p, expm1, sqrt, rsqrt, reciprocal, sin, cos, tanh, sigmoid, erf, erfc) = (
     _float_unary(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal",
-                              "sin", "cos", "tanh", "sigmoid", "erf"))
+                              "sin", "cos", "tanh", "sigmoid", "erf", "erfc"))
 
 
 def _same_dtype_unary(name):

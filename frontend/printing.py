@@ -11,10 +11,12 @@ from ember import dtypes
 
 PRECISION = 4
 THRESHOLD = 1000
+SCI_MODE = None  # set_printoptions(sci_mode=True/False); None lets each tensor choose
 EDGEITEMS = 3
 LINEWIDTH = 80
 
 _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "bfloat16": "BFloat16Tensor",
                "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
                "uint8": "ByteTensor", "bool": "BoolTensor"}
 
@@ -42,8 +44,11 @@ class _Formatter:
         magnitudes = np.abs(shown)
         low, high = magnitudes.min(), magnitudes.max()
         self.int_mode = bool(np.all(shown == np.ceil(shown)))
-        wide = high / low > 1000.0 or high > 1.0e8
+        with np.errstate(over="ignore"):  # (a subnormal low: the ratio is inf, and wide)
+            wide = high / low > 1000.0 or high > 1.0e8
         self.sci_mode = wide if self.int_mode else wide or low < 1.0e-4
+        if SCI_MODE is not None:  # set_printoptions(sci_mode=...) decides for every tensor
+            self.sci_mode = SCI_MODE
         if self.sci_mode:
             self.width = max(len(f"{v:.{PRECISION}e}") for v in shown.tolist())
         elif self.int_mode:

@@ -2,6 +2,7 @@
 norm, logsumexp, all, any, cumsum. `dim` may be an int, a tuple of ints or None (all dims).
 """
 import builtins
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -9,7 +10,8 @@ import numpy as np
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
 from ember.ops.shape_rules import normalize_axes
-from .math_ops import to_dtype, sub, mul, div, sqrt, log, exp, add, abs, pow, promote_operands
+from .math_ops import to_dtype, sub, mul, div, sqrt, log, exp, add, abs, pow, promote_operands, clone
+from .dispatch import STATE
 from .tensor import Tensor
 from .autograd import saves_like_pytorch
 from .low_precision import computes_in_float32
@@ -108,27 +110,39 @@ def prod(input, dim=None, keepdim=False, dtype=None):
 
 @computes_in_float32
 def var(input, dim=None, unbiased=None, keepdim=False, correction=None):
+    return _variance("var", input, dim, unbiased, keepdim, correction)
+
+
+def _variance(op, input, dim, unbiased, keepdim, correction):
+    """sum((x - mean)^2) / max(0, N - correction) over `dim`, N the elements reduced into each
+    output (numel over output numel, as PyTorch counts it): with no degrees of freedom left
+    the division by 0 gives inf or nan, and PyTorch's warning names `op`."""
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    axes = _axes("var", dim, input.ndim)
+    axes = _axes(op, dim, input.ndim)
+    outputs = _count(input.shape, [a for a in range(input.ndim) if a not in axes])
+    freedom = input.numel() // builtins.max(outputs, 1) - correction
+    if freedom <= 0:
+        warnings.warn(f"{op}(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
+                      f"factor (input numel divided by output numel).", UserWarning, stacklevel=4)
     centered = sub(input, mean(input, axes, keepdim=True))
     total = P["sum"].bind(mul(centered, centered), axes=axes, keepdims=keepdim)
-    return saves_like_pytorch(div(total, float(_count(input.shape, axes) - correction)), (input,))
+    return saves_like_pytorch(div(total, float(builtins.max(freedom, 0))), (input,))
 
 
 @computes_in_float32
 def std(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return sqrt(var(input, dim, unbiased, keepdim, correction))
+    return sqrt(_variance("std", input, dim, unbiased, keepdim, correction))
 
 
 @computes_in_float32
 def var_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return var(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
+    return _variance("var_mean", input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
 
 
 @computes_in_float32
 def std_mean(input, dim=None, unbiased=None, keepdim=False, correction=None):
-    return std(input, dim, unbiased, keepdim, correction), mean(input, dim, keepdim)
+    return sqrt(_variance("std_mean", input, dim, unbiased, keepdim, correction)), mean(input, dim, keepdim)
 
 
 @computes_in_float32
@@ -196,8 +210,17 @@ def count_nonzero(input, dim=None):
 
 def cumsum(input, dim, dtype=None):
     if dtype is not None:
+        _check_inplace_dtype(input, dtype)
         input = to_dtype(input, dtype)
     return P["cumsum"].bind(input, axis=_cumulative_axis(input, dim, "cumsum"))
+
+
+def _check_inplace_dtype(input, dtype):
+    """cumsum_/cumprod_ with a `dtype` other than the tensor's: PyTorch refuses the call."""
+    if input is STATE.inplace_target and dtypes.as_dtype(dtype).name != input.dtype.name:
+        from .linalg import cpp_type_name
+        raise RuntimeError(f"Bad in-place call: input tensor dtype {cpp_type_name(input.dtype)} and output tensor "
+                           f"dtype {cpp_type_name(dtypes.as_dtype(dtype))} should match")
 
 
 def _cumulative_axis(input, dim, op):
@@ -247,22 +270,29 @@ def sum_to_size(input, *size):
 
 def cumprod(input, dim, *, dtype=None):
     """Running products along `dim`, by doubling (log2(n) rounds: y[k:] *= y[:-k]), so that its
-    gradient, zeros included, is the product rule's through plain multiplications."""
+    gradient, zeros included, is the product rule's through plain multiplications. As PyTorch's
+    CumprodBackward, it saves its input and its output: writing either in place fails backward."""
+    given = input
     if dtype is not None:
+        _check_inplace_dtype(input, dtype)
         input = to_dtype(input, dtype)
     elif input.dtype.category < 2:
         input = to_dtype(input, dtypes.int64)  # PyTorch accumulates bools and integers as int64
     from .shape_ops import _slice_axis, cat
     axis = _cumulative_axis(input, dim, "cumprod")
-    result = input
     size = input.shape[axis] if input.ndim else 1
+    if size < 2:
+        return input
+    # cumprod_: the products below save slices of the input, which the write would overwrite;
+    # they take them from a copy (PyTorch's cumprod_ keeps the original values too)
+    result = clone(input) if input is STATE.inplace_target else input
     step = 1
     while step < size:
         head = _slice_axis(result, axis, 0, step)
         tail = mul(_slice_axis(result, axis, step, size), _slice_axis(result, axis, 0, size - step))
         result = cat([head, tail], dim=axis)
         step *= 2
-    return result
+    return saves_like_pytorch(result, (given,), output=True)
 
 
 def cummax(input, dim):

@@ -337,7 +337,9 @@ class Tensor:
         write one value everywhere (fill_, zero_) pass `internal_overlap=False`: they may write
         an expanded tensor, as in PyTorch."""
         state = STATE
-        grad_mode = state.grad_enabled
+        # the logical ops have no derivative in PyTorch: their in-place forms leave autograd
+        # alone (a leaf that requires grad may be written, a tensor keeps its history)
+        grad_mode = state.grad_enabled and op_name not in _OUTSIDE_AUTOGRAD
         self._check_writable(op_name, grad_mode, internal_overlap)
         if operands:
             data = self._data
@@ -477,6 +479,9 @@ def _keeping_history(result, target):
     from .math_ops import where
     keep = Tensor._wrap(np.ones((), dtype=bool))
     return where(keep, result, target)
+
+
+_OUTSIDE_AUTOGRAD = frozenset(("logical_and_", "logical_or_", "logical_xor_", "logical_not_"))
 
 
 def _rebase_history(written, root, result, new_root):

@@ -56,8 +56,7 @@ _OPERATORS = {
     "__pow__": M.pow, "__rpow__": _reflected(M.pow), "__matmul__": L.matmul, "__rmatmul__": _reflected(L.matmul),
     "__neg__": M.neg, "__pos__": lambda self: self, "__abs__": M.abs, "__invert__": M.bitwise_not,
     "__eq__": _equality(M.eq), "__ne__": _equality(M.ne), "__lt__": M.lt, "__le__": M.le, "__gt__": M.gt, "__ge__": M.ge,
-    "__and__": M.bitwise_and, "__or__": M.bitwise_or, "__xor__": M.bitwise_xor,
-    "__rand__": _reflected(M.bitwise_and), "__ror__": _reflected(M.bitwise_or),
+    # & | ^ << >> and their reflected and in-place forms: frontend/bitwise.py's TENSOR_METHODS
     "__getitem__": I.getitem, "__setitem__": I.setitem,
 }
 
@@ -365,6 +364,16 @@ def _install():
     )
     for name, fn in extra.items():
         setattr(Tensor, name, fn)
+    from . import scatter_ops, copy_variants, inplace_views  # (modules that define their own methods)
+    for module in (scatter_ops, copy_variants, inplace_views, L):
+        for name, fn in module.TENSOR_METHODS.items():
+            setattr(Tensor, name, fn)
+    from . import special_functions, bitwise, statistics, searching, distances
+    for module in (special_functions, bitwise, statistics, searching, distances):  # their in-place names map to
+        for name, fn in module.TENSOR_METHODS.items():                            # the out-of-place function
+            in_place = name in ("__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__") or \
+                (name.endswith("_") and not name.endswith("__"))
+            setattr(Tensor, name, _inplace_of(fn, name) if in_place else fn)
 
 
 _install()

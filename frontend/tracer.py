@@ -76,7 +76,7 @@ class Tracer:
         # detach() / .data) and grad-mode code uses it, the use reads a stop_gradient of it, so
         # the graph differentiates exactly as eager autograd did.
         self.differentiable = set()
-        self.autograd_nodes = []  # weakrefs to the eager autograd nodes this trace's ops created
+        self.autograd_nodes = []  # weakrefs to the eager autograd nodes of this trace's ops
         self.stopped = {}  # node -> its stop_gradient node
         self.wrote = False  # did an in-place op run while tracing
         self.ran_backward = False  # did the traced code call backward() (a training step)
@@ -176,8 +176,7 @@ class Tracer:
             self.eager_reason = (f"writes through .data or detach() into a tensor with autograd history "
                                  f"(shape {list(root.shape)})")
         elif not recorded_history and tensor._detached and root.requires_grad and self._no_grad_view_saved_over(root):
-            # x * x[0] with x[0] taken under no_grad: eager backward reads the written x[0]
-            # (PyTorch's .data does not bump the version counter that would refuse it)
+            # x * x[0], x[0] taken under no_grad (.data does not bump the version counter)
             self.eager_reason = (f"writes through .data or detach() into a leaf whose no_grad view is saved for "
                                  f"a backward not run yet (shape {list(root.shape)})")
         old = self.node_of(root)
@@ -304,17 +303,11 @@ class Tracer:
         return result
 
     def _no_grad_view_saved_over(self, tensor):
-        """Does an autograd node of this trace, not yet run by a backward, save a view made under
-        no_grad of `tensor`'s memory? Eager backward reads what a write into that memory leaves;
-        the graph derives such a view again after the write only as a value without gradient,
-        which the backward program would read from before it."""
+        """Does a node of this trace not yet run by a backward save a no_grad view of `tensor`?"""
         owner = memory_owner(tensor._data)
-        for ref in self.autograd_nodes:
-            node = ref()
-            if node is not None and not node.freed and any(
-                    t._creation == "no_grad" and memory_owner(t._data) is owner for t in node.inputs):
-                return True
-        return False
+        return any(node is not None and not node.freed and any(t._creation == "no_grad" and memory_owner(t._data)
+                                                                is owner for t in node.inputs)
+                   for node in (ref() for ref in self.autograd_nodes))
 
     def _name(self, prim):
         # ops in the root module's own forward are named by op ("relu_3"); inside a submodule

@@ -268,8 +268,8 @@ def _scatter_like(graph, node, operands, axes, out):
 
 RULES = {
     **{op: _elementwise for op in (
-        "abs", "add", "ceil", "convert", "cos", "div", "eq", "erf", "exp", "expm1", "floor", "floor_divide", "ge",
-        "gt", "le", "log", "log1p", "logical_and", "logical_not", "logical_or", "logical_xor", "lt", "maximum",
+        "abs", "add", "ceil", "convert", "cos", "div", "eq", "erf", "erfc", "exp", "expm1", "floor", "floor_divide",
+        "ge", "gt", "le", "log", "log1p", "logical_and", "logical_not", "logical_or", "logical_xor", "lt", "maximum",
         "minimum", "mul", "ne", "neg", "overwrite", "pow", "reciprocal", "relu", "remainder", "replace_value",
         "round", "rsqrt", "sigmoid", "sign", "sin", "sqrt", "stop_gradient", "sub", "tanh", "where")},
     **{op: _reduce for op in ("sum", "prod", "amax", "amin", "argmax", "argmin")},

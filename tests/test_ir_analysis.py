@@ -261,7 +261,7 @@ def html_report(tmp_path_factory):
         optimizer.step()
         return loss
     compiled = ember.compile(train_step)
-    for batch in (4, 4, 2):
+    for batch in (4, 4, 4, 2, 2):  # (a trace that writes state compiles when the next call confirms it)
         compiled(ember.randn(batch, 3, 32, 32), ember.randint(0, 10, (batch,)))
     path = compiled.report.to_html(str(folder / "report.html"))
     return folder, path, compiled.report

@@ -14,6 +14,7 @@ import ember
 from ember.ops import KINDS, PRIMITIVES, Primitive, Spec
 from ember.frontend.dispatch import STATE
 from finite_differences import check_vjp, random
+from test_linalg import SYMMETRIC_GRADIENTS, primitive_cases
 
 Case = namedtuple("Case", "label arrays attrs reference tolerance", defaults=(None, None))
 Case.__doc__ = """One application of a primitive: numpy operands, attrs, an optional numpy
@@ -66,6 +67,8 @@ CASES = {
     "sigmoid": [Case("matrix", [random(3, 4) * 3], {}, lambda x: 1 / (1 + np.exp(-x)))],
     "erf": [Case("matrix", [random(3, 4)], {},
                  np.vectorize(__import__("math").erf, otypes=[np.float64]))],
+    "erfc": [Case("matrix", [random(3, 4) * 2], {},
+                  np.vectorize(__import__("math").erfc, otypes=[np.float64]))],
     "atan": [Case("matrix", [random(3, 4) * 2], {}, np.arctan)],
     "asin": [Case("inside", [random(3, 4, low=-0.9, high=0.9)], {}, np.arcsin)],
     "acos": [Case("inside", [random(3, 4, low=-0.9, high=0.9)], {}, np.arccos)],
@@ -157,6 +160,26 @@ CASES = {
                      {"axis": 1, "descending": True}, lambda x, axis, descending: np.array([[0, 2, 3, 1, 4]])),
                 Case("axis0", [random(4, 3)], {"axis": 0, "descending": False},
                      lambda x, axis, descending: np.argsort(x, 0, kind="stable"))],
+    # --------------------------------------------------------------- special functions (ember/ops/special.py)
+    "lgamma": [Case("both_signs", [_away_from_integers(3, 4) + 0.05], {}, np.vectorize(math.lgamma))],
+    "digamma": [Case("both_signs", [_away_from_integers(3, 4)], {})],
+    "polygamma": [Case("trigamma", [_away_from_integers(3, 4)], {"n": 1}),
+                  Case("n3", [_positive(3, 4)], {"n": 3})],
+    "zeta": [Case("hurwitz", [_positive(3, 4) + 1.5, _positive(4, seed=1)], {})],
+    "bessel_i0": [Case("matrix", [random(3, 4) * 3], {}, np.i0)],
+    "bessel_i0e": [Case("matrix", [random(3, 4) * 3], {}, lambda x: np.i0(x) * np.exp(-np.abs(x)))],
+    "bessel_i1": [Case("away_from_zero", [_nonzero(3, 4) * 3], {})],
+    "bessel_i1e": [Case("away_from_zero", [_nonzero(3, 4) * 3], {})],
+    "erfcx": [Case("both_signs", [random(3, 4) * 1.5], {})],
+    "log_ndtr": [Case("both_signs", [random(3, 4) * 4], {})],
+    "ndtri": [Case("inside", [random(3, 4, low=0.02, high=0.98)], {})],
+    "nextafter": [Case("broadcast", [random(3, 4), random(4, seed=1)], {"dtype": "float64"}, np.nextafter)],
+    "searchsorted": [Case("rows", [np.sort(random(3, 5), -1), random(3, 4, seed=1)], {"right": False},
+                          lambda s, v, right: np.stack([np.searchsorted(a, b) for a, b in zip(s, v)]))],
+    "gcd": [Case("integers", [np.array([12, -18, 0, 7]), np.array([8, 12, 0, -3])], {}, np.gcd)],
+    **{name: [Case("integers", [np.array([[12, -7, 0, 255]]), np.array([10, 3, -1, -256])], {}, fn)]
+       for name, fn in (("bitwise_and", np.bitwise_and), ("bitwise_or", np.bitwise_or),
+                        ("bitwise_xor", np.bitwise_xor))},
     # --------------------------------------------------------------- movement
     "reshape": [Case("merge", [random(2, 3, 4)], {"shape": (6, 4)}, lambda x, shape: x.reshape(shape))],
     "permute": [Case("rotate", [random(2, 3, 4)], {"perm": (2, 0, 1)}, lambda x, perm: x.transpose(perm))],
@@ -219,7 +242,8 @@ def _float_in_and_out(name, case):
 
 # VJPs that are deliberately not the derivative of the value (they steer gradients the way
 # eager autograd did); test_overwrite_routes_the_gradient_to_the_old_value checks this one
-STEERING = {"overwrite"}
+STEERING = {"overwrite"} | SYMMETRIC_GRADIENTS  # (cholesky, eigh: torch's symmetric gradient, not one triangle's)
+CASES.update(primitive_cases(Case))  # the linear-algebra primitives (ember/ops/linalg_ops.py)
 
 
 def _all_cases(only_differentiable=False):

@@ -529,8 +529,8 @@ def test_embedding_bag_per_sample_weights_in_sum_mode():
         embedding_bag(indices, weight, offsets=ember.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"offsets\[0\] has to be 0"):
         embedding_bag(ember.tensor([1, 2]), weight, offsets=ember.tensor([1]))
-    assert repr(EmbeddingBag(10, 3)) == "EmbeddingBag(10, 3, mode=mean)"
-    assert repr(EmbeddingBag(10, 3, mode="max", padding_idx=0)) == "EmbeddingBag(10, 3, mode=max, padding_idx=0)"
+    assert repr(EmbeddingBag(10, 3)) == "EmbeddingBag(10, 3, mode='mean')"
+    assert repr(EmbeddingBag(10, 3, mode="max", padding_idx=0)) == "EmbeddingBag(10, 3, mode='max', padding_idx=0)"
 
 
 def test_traced_embedding_lstm_and_bag_replay_on_new_indices():

@@ -1,4 +1,4 @@
-"""Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf, atan, erfinv
+"""Inlined math for LLVM kernels: exp, log, log1p, expm1, tanh, sigmoid, erf, erfc, atan, erfinv
 (and, for targets without libm, sin, cos and pow) without calls.
 
 Scalar expressions (compiler/llvm/scalar.py) call `emit_<fn>(builder, x)` for float or double
@@ -12,17 +12,20 @@ Accuracy against float64 numpy (tests/test_llvm_math.py measures it over million
 points and checks the bounds): float32 within 2 ulp for exp, log, log1p, expm1, erf and atan,
 within 2.5 ulp for tanh, sigmoid and erfinv. float64 uses the same algorithms with longer
 polynomials and stays within 4 ulp (measured 1-2; relative error under 1e-15), erfinv within 6
-(measured 5, just below 4 = erfinv(1 - 3e-8), where the ulp halves). No fast-math flags are set
-on these instructions: the range reductions depend on exact IEEE rounding.
+(measured 5, just below 4 = erfinv(1 - 3e-8), where the ulp halves). erfc computes in doubles
+(floats widened: their results are float64's rounded once) and keeps the tail's relative precision
+down to the subnormals: float64 within 2 ulp of 40-digit values (4 of libm's erfc, itself 2 off).
+No fast-math flags are set on these instructions: the range reductions depend on exact IEEE rounding.
 
 Coefficients are derived here, not copied: Taylor coefficients for exp/expm1/log (their
 reduced ranges are small enough) and Chebyshev interpolants of erf and of atan's tail computed
 with numpy at import (`chebyshev_coefficients`), evaluated with Clenshaw's recurrence; erfinv's
 pieces come from ember/ops (`erfinv_pieces`, which numpy evaluates eagerly), so eager and
-compiled erfinv are one approximation. asin, acos and atan2 lower to atan (their rules in ember/ops).
+compiled erfinv are one approximation; erfc's pieces (of erfcx, `erfc_pieces`) come from there
+too (eager erfc is libm's). asin, acos and atan2 lower to atan (their rules in ember/ops).
 
-sin, cos (TRIG_EMITTERS) and pow (`emit_pow`, two operands) are for targets without libm
-(the PTX target; the CPU keeps llvm.sin/cos/pow). They compute in doubles, floats widened
+sin, cos (TRIG_EMITTERS) and pow (`emit_pow`, two operands), in compiler/llvm/math_without_libm.py,
+are for targets without libm (the PTX target; the CPU keeps llvm.sin/cos/pow). They compute in doubles, floats widened
 first (a float result is then within about half an ulp: measured, numpy's float64 result
 rounded); they use llvm.fma for exact products and llvm.floor. sin/cos: Cody-Waite reduction by pi/2 in four parts, exact
 for |x| < 2^50 (nan from there on: no Payne-Hanek), Taylor polynomials on |r| <= pi/4;
@@ -36,7 +39,7 @@ from decimal import Decimal, getcontext, localcontext
 import numpy as np
 from llvmlite import ir
 
-from ember.ops.elementwise import erfinv_pieces
+from ember.ops.elementwise import ERFC_CUTOFF, erfc_pieces, erfinv_pieces
 
 
 # ----------------------------------------------------------------------------- constants
@@ -282,13 +285,18 @@ class _Emitter:
             result = self.muladd(result, t, self.const(c))
         return result
 
-    def clenshaw(self, y, coefficients):
-        """sum(coefficients[j] * T_j(y)) by Clenshaw's recurrence (stable for Chebyshev)."""
+    def clenshaw(self, y, coefficients, first_rest=0.0):
+        """sum(coefficients[j] * T_j(y)) by Clenshaw's recurrence (stable for Chebyshev);
+        `first_rest` is added to the other terms before the first coefficient (what rounding
+        took off that coefficient, where it dominates the sum)."""
         two_y = self.add(y, y)
         b1, b2 = self.const(0.0), self.const(0.0)
         for c in reversed(coefficients[1:]):
             b1, b2 = self.add(self.sub(self.mul(two_y, b1), b2), self.const(c)), b1
-        return self.add(self.sub(self.mul(y, b1), b2), self.const(coefficients[0]))
+        rest = self.sub(self.mul(y, b1), b2)
+        if first_rest:
+            rest = self.add(rest, self.const(first_rest))
+        return self.add(rest, self.const(coefficients[0]))
 
     def round_to_int(self, a):
         """(nearest integer as float, as int) for |a| < 2^22 (float) / 2^51 (double).
@@ -476,6 +484,41 @@ def emit_erf(builder, x):
     return e.select(e.is_nan(x), x, e.copysign(result, x))
 
 
+def emit_erfc(builder, x):
+    """erfc(x) in doubles (floats are widened, so their results are rounded once; the float loop
+    vectorises at the double width): exp(-a^2) * erfcx(a) for a = |x|, erfcx from the Chebyshev
+    pieces ember/ops derives (`erfc_pieces`), erfc(-a) = 2 - erfc(a). a^2 = h^2 + (a - h)(a + h)
+    for h, a with the low 27 bits of its mantissa cleared (h^2 exact): exp's reduction takes k
+    from a^2 and subtracts k ln2 from h^2 exactly, then the rest, so the tail keeps its relative
+    precision down to the subnormals. erfcx is multiplied into exp's 1 + q by one FMA before the
+    scaling by 2^k (one rounding in the subnormals). +-inf give 0 and 2, nan stays nan."""
+    return _in_double(builder, "erfc", _erfc, x)
+
+
+def _erfc(e, x):
+    a = e.clamp(e.abs(x), 0.0, ERFC_CUTOFF)  # erfc rounds to 0 from the cutoff on; nan stays nan
+    erfcx = None
+    for variable, low, high, coefficients, first_rest in reversed(erfc_pieces()):
+        v = e.clamp(a if variable == "a" else e.div(e.const(1.0), a), low, high)
+        y = e.add(e.mul(v, e.const(2 / (high - low))), e.const(-(high + low) / (high - low)))
+        value = e.clenshaw(y, coefficients, first_rest)
+        if low == 0.0:  # (erfcx(a) - 1) / a
+            value = e.muladd(value, a, e.const(1.0))
+        else:  # a * erfcx(a)
+            value = e.div(value, a)
+        erfcx = value if erfcx is None else e.select(e.lt(a, e.const(high)), value, erfcx)
+    head = e.from_bits(e.b.and_(e.to_bits(a), e.iconst(-(1 << 27))))
+    square = e.mul(head, head)  # exact: 26 significant bits squared
+    tail = e.mul(e.sub(a, head), e.add(a, head))
+    k_float, k = e.round_to_int(e.mul(e.add(square, tail), e.const(-1 / math.log(2))))
+    ln2_hi, ln2_lo = _ln2_parts(True)
+    r = e.sub(e.muladd(k_float, e.const(-ln2_hi), e.neg(square)), tail)
+    q = e.expm1_reduced(e.muladd(k_float, e.const(-ln2_lo), r))
+    half = e.b.ashr(k, e.iconst(1))
+    scaled = e.mul(e.mul(e.muladd(q, erfcx, erfcx), e.pow2(half)), e.pow2(e.b.sub(k, half)))
+    return e.select(e.sign_bit_set(x), e.sub(e.const(2.0), scaled), scaled)
+
+
 def emit_atan(builder, x):
     """atan(x): |x| reduced by fdlibm's intervals to t = (|x| - c) / (1 + c|x|) (the numerators
     exact), atan(c) + t + t z Q(z) summed from the small end with atan(c) in two parts; the
@@ -532,8 +575,6 @@ def emit_erfinv(builder, x):
     return e.select(e.is_nan(x), x, result)
 
 
-# ----------------------------------------------------------------------------- sin, cos, pow
-
 def _pi(digits):
     """pi to `digits` decimal digits by Machin's formula, 16 atan(1/5) - 4 atan(1/239)."""
     with localcontext() as context:
@@ -549,40 +590,6 @@ def _pi(digits):
         return +(16 * atan_of_inverse(5) - 4 * atan_of_inverse(239))
 
 
-def _half_pi_parts():
-    """pi/2 as four doubles: three of 33 significant bits and the rest rounded, 152 bits in
-    all. With r = fma(-k, part, r) each step is exact for integers |k| < 2^51: k * part is a
-    multiple of the part's last bit, and so is the remainder, which is small enough to fit."""
-    with localcontext() as context:
-        context.prec = 70
-        rest, parts = _pi(60) / 2, []
-        for _ in range(3):
-            parts.append(_split_high(float(rest), 20))
-            rest -= Decimal(parts[-1])
-        return parts + [float(rest)]
-
-
-_HALF_PI_PARTS = _half_pi_parts()
-# Taylor series on |r| <= pi/4, truncated below 2^-60 of the result:
-# sin r = r + r z S(z), cos r = 1 - z/2 + z^2 C(z) with z = r^2
-_SIN_SERIES = [(-1) ** n / math.factorial(2 * n + 1) for n in range(1, 9)]
-_COS_SERIES = [(-1) ** n / math.factorial(2 * n) for n in range(2, 9)]
-# k = round(x * 2/pi) must fit round_to_int (|k| < 2^51); beyond, there is no reduction
-_TRIG_LIMIT = 2.0 ** 50
-# log(m) = 2 atanh(s) = 2s + 2s^3/3 + 2s^5 (1/5 + s^2/7 + ...), |s| <= 0.172: terms to s^23
-_ATANH_TAIL = [1.0 / (2 * n + 1) for n in range(2, 12)]
-
-
-def _two_thirds():
-    """2/3 as a double and the double nearest to what it lacks."""
-    with localcontext() as context:
-        context.prec = 40
-        return 2.0 / 3.0, float(Decimal(2) / 3 - Decimal(2.0 / 3.0))
-
-
-_TWO_THIRDS = _two_thirds()
-
-
 def _in_double(builder, op, compute, *operands):
     """compute(emitter, *operands) in double precision: float operands are widened and the
     result rounded back once, so a float result is within about half an ulp of the double."""
@@ -596,116 +603,13 @@ def _in_double(builder, op, compute, *operands):
     return builder.fptrunc(compute(_Emitter(builder, wide[0], op), *wide), value_type)
 
 
-def _sin_cos(e, x, quarter_turns):
-    """sin(x + quarter_turns * pi/2) in doubles: x = k*pi/2 + r, |r| <= pi/4, by Cody-Waite
-    with pi/2 in four parts; then +-sin(r) or +-cos(r) by the quadrant k + quarter_turns."""
-    b = e.b
-    k_float, k_int = e.round_to_int(e.mul(x, e.const(2 / math.pi)))
-    r = x
-    for part in _HALF_PI_PARTS:  # FMAs: each step exact while |k| < 2^51 (see _half_pi_parts)
-        r = e.fma(k_float, e.const(-part), r)
-    z = e.mul(r, r)
-    sine = e.add(r, e.mul(e.mul(r, z), e.estrin(z, _SIN_SERIES)))
-    # 1 - z/2 rounded, plus what that rounding lost (computed exactly), plus the rest
-    half_z = e.mul(z, e.const(0.5))
-    w = e.sub(e.const(1.0), half_z)
-    lost = e.sub(e.sub(e.const(1.0), w), half_z)
-    cosine = e.add(w, e.add(lost, e.mul(e.mul(z, z), e.estrin(z, _COS_SERIES))))
-    quadrant = b.add(k_int, e.iconst(quarter_turns)) if quarter_turns else k_int
-    odd = b.icmp_unsigned("!=", b.and_(quadrant, e.iconst(1)), e.iconst(0))
-    negative = b.icmp_unsigned("!=", b.and_(quadrant, e.iconst(2)), e.iconst(0))
-    value = e.select(odd, cosine, sine)
-    value = e.select(negative, e.neg(value), value)
-    if not quarter_turns:  # sin(-0) = -0 (the polynomial's r + r*z*S(z) gives +0)
-        value = e.select(e.eq(x, e.const(0.0)), x, value)
-    # inf and nan give nan (r is nan already); so do arguments past the reduction's range
-    return e.select(e.lt(e.abs(x), e.const(_TRIG_LIMIT)), value, e.const(math.nan))
-
-
-def emit_sin(builder, x):
-    """sin(x): Cody-Waite reduction by pi/2 and Taylor polynomials, in doubles (floats are
-    widened first); accuracy and range in the module docstring."""
-    return _in_double(builder, "sin", lambda e, v: _sin_cos(e, v, 0), x)
-
-
-def emit_cos(builder, x):
-    """cos(x) = sin(x + pi/2): the quadrant moved on by one (see emit_sin)."""
-    return _in_double(builder, "cos", lambda e, v: _sin_cos(e, v, 1), x)
-
-
-def _log_double_double(e, a):
-    """(hi, lo) with hi + lo = log(a) to about 2^-60 relative, for finite doubles a > 0:
-    a = 2^k m, log m = 2 atanh(s) = 2s + 2s^3/3 + 2s^5 R(s^2) with s = (m-1)/(m+1). The
-    terms up to 2s^3/3 (over 99.98% of log m) are carried with their rounding errors, from
-    exact FMA products and remainders and Fast2Sum; the rest is small enough for doubles."""
-    m, k = _log_reduce(e, a)
-    f = e.sub(m, e.const(1.0))  # exact: m is within a factor 2 of 1
-    u = e.add(f, e.const(2.0))
-    u_lo = e.sub(f, e.sub(u, e.const(2.0)))  # 2 + f = u + u_lo exactly
-    s = e.div(f, u)
-    s_lo = e.div(e.sub(e.fma(e.neg(s), u, f), e.mul(s, u_lo)), u)  # f/(2+f) - s
-    w = e.mul(s, s)
-    w_lo = e.fma(s, s, e.neg(w))
-    cube = e.mul(s, w)
-    cube_lo = e.muladd(s, w_lo, e.fma(s, w, e.neg(cube)))  # s^3 = cube + cube_lo
-    two_thirds_hi, two_thirds_lo = _TWO_THIRDS
-    lead = e.mul(cube, e.const(two_thirds_hi))
-    lead_lo = e.add(e.fma(cube, e.const(two_thirds_hi), e.neg(lead)),
-                    e.muladd(cube, e.const(two_thirds_lo), e.mul(cube_lo, e.const(two_thirds_hi))))
-    rest = e.mul(e.mul(e.add(cube, cube), w), e.estrin(w, _ATANH_TAIL))
-    # s_lo moves 2s + 2s^3/3 by (2 + 2s^2) s_lo
-    slope = e.mul(e.add(s_lo, s_lo), e.add(e.const(1.0), w))
-    two_s = e.add(s, s)
-    head = e.add(two_s, lead)
-    head_lo = e.add(e.add(e.sub(two_s, head), lead), e.add(e.add(lead_lo, slope), rest))
-    ln2_hi, ln2_lo = _ln2_parts(True)
-    k_hi = e.mul(k, e.const(ln2_hi))  # exact; |k_hi| >= |head| unless k = 0
-    hi = e.add(k_hi, head)
-    lo = e.add(e.add(e.sub(k_hi, hi), head), e.muladd(k, e.const(ln2_lo), head_lo))
-    total = e.add(hi, lo)
-    return total, e.add(e.sub(hi, total), lo)
-
-
-def _pow(e, x, y):
-    """x ** y in doubles with C's (and numpy's, PyTorch's) special cases; see emit_pow."""
-    b = e.b
-    zero, one, inf, nan = (e.const(v) for v in (0.0, 1.0, math.inf, math.nan))
-    a = e.abs(x)
-    finite_positive = b.and_(e.gt(a, zero), e.lt(a, inf))
-    hi, lo = _log_double_double(e, e.select(finite_positive, a, one))
-    log_special = e.select(e.eq(a, zero), e.neg(inf), e.select(e.eq(a, inf), inf, nan))
-    hi, lo = e.select(finite_positive, hi, log_special), e.select(finite_positive, lo, zero)
-    # y * (hi + lo) = t + t_lo, the product's rounding error from an FMA
-    t = e.mul(y, hi)
-    t_lo = e.add(e.fma(y, hi, e.neg(t)), e.mul(y, lo))
-    saturates = b.not_(b.and_(e.gt(t, e.const(-746.0)), e.lt(t, e.const(710.0))))  # 0, inf, or nan
-    magnitude = _exp_core(e, t, e.select(saturates, zero, t_lo))
-    magnitude = e.select(b.and_(e.eq(a, one), e.eq(e.abs(y), inf)), one, magnitude)  # (-1) ** +-inf
-    integer = e.eq(e.floor(y), y)  # infinities count as even integers
-    half = e.mul(y, e.const(0.5))
-    odd = b.and_(integer, b.fcmp_ordered("!=", e.floor(half), half))
-    result = e.select(b.and_(odd, e.sign_bit_set(x)), e.neg(magnitude), magnitude)
-    negative_finite = b.and_(e.lt(x, zero), e.gt(x, e.neg(inf)))
-    result = e.select(b.and_(negative_finite, b.not_(integer)), nan, result)
-    result = e.select(e.eq(y, zero), one, result)  # x ** 0 = 1, nan included
-    return e.select(e.eq(x, one), one, result)  # 1 ** y = 1, nan included
-
-
-def emit_pow(builder, x, y):
-    """x ** y = exp(y * log|x|) with log|x| in double-double and the product's error fed into
-    exp's reduced argument, so float64 results stay within a few ulp even where y*log|x| is
-    large; floats are computed in doubles. Signs and special values as C's pow: a negative x
-    gives the signed power for an integer y and nan for another finite y; x ** +-0 = 1 and
-    1 ** y = 1 (nan included), (-1) ** +-inf = 1; zeros and infinities as C."""
-    return _in_double(builder, "pow", _pow, x, y)
-
 
 EMITTERS = {
     "exp": emit_exp, "log": emit_log, "log1p": emit_log1p, "expm1": emit_expm1,
-    "tanh": emit_tanh, "sigmoid": emit_sigmoid, "erf": emit_erf, "atan": emit_atan, "erfinv": emit_erfinv,
+    "tanh": emit_tanh, "sigmoid": emit_sigmoid, "erf": emit_erf, "erfc": emit_erfc, "atan": emit_atan,
+    "erfinv": emit_erfinv,
 }
 
-# sin and cos without libm calls, for targets whose LLVM backend has none (NVPTX; pow, of two
-# operands, is `emit_pow` behind an intrinsic name of the target's own); the CPU keeps
-# llvm.sin/llvm.cos/llvm.pow, which its libm computes
-TRIG_EMITTERS = {"sin": emit_sin, "cos": emit_cos}
+# sin, cos and pow without libm calls (compiler/llvm/math_without_libm.py), for targets whose LLVM
+# backend has none (NVPTX); re-exported here beside the others
+from .math_without_libm import TRIG_EMITTERS, emit_cos, emit_pow, emit_sin  # noqa: E402,F401

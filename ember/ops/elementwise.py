@@ -3,7 +3,8 @@ and the `constant` source. Binary operands broadcast numpy-style and share one d
 frontend promotes first); each VJP sums its cotangent back to the operand's shape. Each row
 also holds the primitive's scalar lowering rule, which every compiler target reads.
 erfinv's approximation (pieces of Chebyshev interpolants) is defined here once: numpy
-evaluates it eagerly, compiler/llvm/math.py emits it.
+evaluates it eagerly, compiler/llvm/math.py emits it; erfc's compiled pieces are derived here too
+(eager erfc is libm's).
 """
 import functools
 import math
@@ -62,10 +63,17 @@ def _zero_vjp(g, out, x):
 
 
 _erf_scalar = np.frompyfunc(math.erf, 1, 1)
+_erfc_scalar = np.frompyfunc(math.erfc, 1, 1)
 
 
 def _erf(x):
-    return _erf_scalar(x).astype(x.dtype)
+    return np.asarray(_erf_scalar(x)).astype(x.dtype)  # (frompyfunc gives a 0-d array a Python float)
+
+
+def _erfc(x):
+    """libm's erfc in float64 (1 - erf would lose the tail: erfc(4) in float32, erfc(6) in
+    float64 would round to 0), then rounded once to x's dtype."""
+    return np.asarray(_erfc_scalar(x)).astype(x.dtype)
 
 
 def _sigmoid(x):
@@ -152,6 +160,40 @@ def _erfinv_block(x, pieces):
     return out
 
 
+# ----------------------------------------------------------------------------- erfc (compiled)
+# erfc(a) = exp(-a^2) erfcx(a), a = |x| (erfc(-a) = 2 - erfc(a)); erfcx by Chebyshev in three pieces:
+# (erfcx(a) - 1) / a on [0, 1/2], a erfcx(a) on [1/2, 2] and in t = 1/a from a = 2 to 27.3 (erfc is
+# 0 beyond in float64); errors below 1e-18. compiler/llvm/math.py `emit_erfc` evaluates them in doubles.
+ERFC_CUTOFF = 27.3
+# (variable, low, high, interpolation nodes)
+_ERFC_SPLITS = (("a", 0.0, 0.5, 15), ("a", 0.5, 2.0, 21), ("t", 1 / ERFC_CUTOFF, 0.5, 24))
+
+
+@functools.cache
+def erfc_pieces():
+    """((variable, low, high, Chebyshev coefficients, the first coefficient's rounding error),
+    ...) of erfcx for the compiled erfc, derived in Decimal arithmetic on first use (~70 ms)."""
+    with localcontext() as context:
+        context.prec = _DIGITS
+        functions = (lambda a: (_erfcx_decimal(a) - 1) / a, lambda a: a * _erfcx_decimal(a),
+                     lambda t: _erfcx_decimal(1 / t) / t)
+        return tuple((variable, low, high, *_chebyshev_decimal(function, low, high, count, first_rest=True))
+                     for (variable, low, high, count), function in zip(_ERFC_SPLITS, functions))
+
+
+def _erfcx_decimal(a):
+    """exp(a^2) erfc(a) for a Decimal a > 0: exp(a^2) (1 - erf(a)) by erf's series below 1 (no
+    cancellation worth a digit there); above, Laplace's continued fraction
+    1 / (sqrt(pi) (a + (1/2) / (a + (2/2) / (a + (3/2) / ...)))), whose error falls as
+    exp(-2.8 a sqrt(terms)): 1600 / a^2 terms are beyond the working precision."""
+    if a < 1:
+        return (a * a).exp() * (1 - _erf_decimal(a))
+    tail = a
+    for n in range(int(1600 / (a * a)) + 20, 0, -1):
+        tail = a + Decimal(n) / 2 / tail
+    return 1 / (_PI.sqrt() * tail)
+
+
 def _erfinv_ratio(w):
     """erfinv(x) / x for x = sqrt(1 - exp(-w)), a Decimal w > 0, to the context's precision:
     Winitzki's closed form (2e-3), Newton in floats (erfc near 1), two Newton steps in Decimal."""
@@ -181,10 +223,11 @@ def _erf_decimal(y):
     return total * 2 / _PI.sqrt()
 
 
-def _chebyshev_decimal(function, low, high, count):
+def _chebyshev_decimal(function, low, high, count, first_rest=False):
     """Chebyshev interpolation coefficients (floats) of `function` (Decimal -> Decimal) on
     [low, high] at `count` nodes, the cosine sums in Decimal so the coefficients are the
-    interpolant's own rounded (float sums would leave errors of a few ulp in it)."""
+    interpolant's own rounded (float sums would leave errors of a few ulp in it). With
+    `first_rest`, (coefficients, what rounding took off the first one)."""
     def cosine(m):  # cos(pi * m / (2 count)) by its Taylor series
         angle = _PI * (m % (4 * count)) / (2 * count)
         total = term = Decimal(1)
@@ -197,8 +240,10 @@ def _chebyshev_decimal(function, low, high, count):
     cosines = [cosine(m) for m in range(4 * count)]
     low, high = Decimal(low), Decimal(high)
     values = [function((high - low) / 2 * cosines[2 * k + 1] + (high + low) / 2) for k in range(count)]
-    return [float(sum(values[k] * cosines[j * (2 * k + 1) % (4 * count)] for k in range(count))
-                  * (1 if j else Decimal("0.5")) * 2 / count) for j in range(count)]
+    sums = [sum(values[k] * cosines[j * (2 * k + 1) % (4 * count)] for k in range(count))
+            * (1 if j else Decimal("0.5")) * 2 / count for j in range(count)]
+    coefficients = [float(c) for c in sums]
+    return (coefficients, float(sums[0] - Decimal(coefficients[0]))) if first_rest else coefficients
 
 
 # ----------------------------------------------------------------------------- scalar lowering rules
@@ -317,6 +362,8 @@ _UNARY = {
     "erfinv": (_erfinv, True, _erfinv_vjp, _math("erfinv")),
     "erf": (_erf, True, lambda g, out, x: (
         C.mul(g, C.mul(C.scalar(2 / math.sqrt(math.pi), x), _p("exp").bind(C.neg(C.mul(x, x))))),), _math("erf")),
+    "erfc": (_erfc, True, lambda g, out, x: (
+        C.mul(g, C.mul(C.scalar(-2 / math.sqrt(math.pi), x), _p("exp").bind(C.neg(C.mul(x, x))))),), _math("erfc")),
     # PyTorch passes the gradient where relu(x) > 0 and where x is nan (threshold_backward's
     # `out <= 0 ? 0 : g`); relu's output is never negative, so `out != 0` says the same
     "relu": (_relu, False, lambda g, out, x: (

@@ -41,9 +41,15 @@ class Mish(_Inplace):
 class Hardswish(_Inplace):
     function = staticmethod(F.hardswish)
 
+    def extra_repr(self):
+        return ""  # (PyTorch's repr leaves out inplace here)
+
 
 class Hardsigmoid(_Inplace):
     function = staticmethod(F.hardsigmoid)
+
+    def extra_repr(self):
+        return ""  # (PyTorch's repr leaves out inplace here)
 
 
 class SELU(_Inplace):

@@ -1,8 +1,10 @@
 """Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict."""
 import operator
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from itertools import islice
 
+from ember.frontend.printing import type_name
 from .module import Module, _addindent, _tree_changed
 from .parameter import Parameter
 
@@ -282,7 +284,9 @@ class ParameterList(Module):
 
 
 class ParameterDict(_MemberDict, Module):
-    """An ordered dict of Parameters."""
+    """An ordered dict of Parameters (tensors are wrapped). As PyTorch's, a plain dict given to
+    the constructor or to update() goes in sorted by key; an OrderedDict, a ParameterDict or a
+    sequence of pairs keeps its order."""
 
     _table = "_parameters"
 
@@ -296,6 +300,34 @@ class ParameterDict(_MemberDict, Module):
 
     def __delitem__(self, key):
         del self._parameters[key]
+
+    def update(self, parameters):
+        if not isinstance(parameters, Iterable):
+            raise TypeError("ParametersDict.update should be called with an iterable of key/value pairs, but got "
+                            + type(parameters).__name__)
+        if isinstance(parameters, (OrderedDict, ParameterDict)):
+            pairs = parameters.items()
+        elif isinstance(parameters, Mapping):
+            pairs = sorted(parameters.items())
+        else:
+            pairs = list(parameters)
+            for j, pair in enumerate(pairs):
+                if not isinstance(pair, Iterable):
+                    raise TypeError(f"ParameterDict update sequence element #{j} should be Iterable; is"
+                                    + type(pair).__name__)
+                if len(pair) != 2:
+                    raise ValueError(f"ParameterDict update sequence element #{j} has length {len(pair)}; "
+                                     f"2 is required")
+        for key, value in pairs:
+            self[key] = value
+
+    def extra_repr(self):
+        lines = []
+        for key, p in self.items():
+            kind = "Parameter" if isinstance(p, Parameter) else "Tensor"
+            size = "x".join(str(d) for d in p.shape)
+            lines.append(f"  ({key}): {kind} containing: [{type_name(p)} of size {size}]")
+        return "\n".join(lines)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ParameterDict has no forward")

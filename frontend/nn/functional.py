@@ -285,7 +285,15 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
 
 
 def glu(input, dim=-1):
-    a, b = S.chunk(input, 2, dim)
+    """a * sigmoid(b) for the halves a, b of `input` along `dim`, which must have an even size."""
+    if input.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    from ..tensor import _dim
+    axis = _dim(dim, input.ndim, "glu")
+    if input.shape[axis] % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {axis} is size {input.shape[axis]}")
+    half = input.shape[axis] // 2
+    a, b = S.narrow(input, axis, 0, half), S.narrow(input, axis, half, half)
     return M.mul(a, M.sigmoid(b))
 
 

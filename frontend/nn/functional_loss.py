@@ -337,4 +337,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
 
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
+    if isinstance(target, Tensor) and target.requires_grad and STATE.grad_enabled:
+        raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument "
+                           "'target'. This input cannot have requires_grad True.")  # (PyTorch's words exactly)
     return _reduce(_softplus_of_negative(M.mul(input, target)), reduction, "soft_margin_loss")

@@ -227,8 +227,9 @@ class RNNBase(Module):
         return s
 
     # ---------------------------------------------------------------- forward
+    # (RNN, LSTM and GRU define forward; RNNBase itself has none, as in PyTorch)
 
-    def forward(self, input, hx=None):
+    def _run(self, input, hx=None):
         from .utils.rnn import PackedSequence
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx)
@@ -346,6 +347,9 @@ class RNN(RNNBase):
                          dtype=dtype)
         self.nonlinearity = nonlinearity
 
+    def forward(self, input, hx=None):
+        return self._run(input, hx)
+
 
 class LSTM(RNNBase):
     """Long short-term memory: returns output, (h_n, c_n); gates i, f, g, o in torch's order."""
@@ -355,6 +359,9 @@ class LSTM(RNNBase):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype)
 
+    def forward(self, input, hx=None):
+        return self._run(input, hx)
+
 
 class GRU(RNNBase):
     """Gated recurrent unit: returns output, h_n; gates r, z, n in torch's order."""
@@ -363,6 +370,9 @@ class GRU(RNNBase):
                  bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype)
+
+    def forward(self, input, hx=None):
+        return self._run(input, hx)
 
 
 # ----------------------------------------------------------------------------- cells
