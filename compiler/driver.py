@@ -31,6 +31,7 @@ from ember.ir.json_format import encode_value
 from ember.ops import PRIMITIVES
 from ember.runtime.cpu_program import External
 from . import compile_cache
+from .compile_progress import showing_progress
 from .stage_timer import StageTimer
 from .target import HostOnlyError, LoadRefused
 
@@ -102,8 +103,11 @@ class Driver:
             entry = None
         lowered = artifact = None
         if entry is None:
-            with target.building(planned, self.cache) as build:
+            with showing_progress(graph.name or self.name, timer) as progress, \
+                    target.building(planned, self.cache) as build:
                 lowered = lower(planned, target, timer)
+                if progress is not None:
+                    progress.kernels = len(lowered.kernels)
                 with timer("llvm ir"):
                     module = target.emit(lowered)
                 artifact = target.link(module, lowered, build, timer)

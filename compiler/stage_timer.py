@@ -8,6 +8,7 @@ class StageTimer:
 
     def __init__(self):
         self.seconds = {}
+        self.current = None  # the stage running now (compiler/compile_progress.py shows it)
 
     def __call__(self, stage):
         return _Span(self, stage)
@@ -21,8 +22,10 @@ class _Span:
 
     def __enter__(self):
         self.start = time.perf_counter()
+        self.timer.current = self.stage
 
     def __exit__(self, *exc):
         seconds = self.timer.seconds
         seconds[self.stage] = seconds.get(self.stage, 0.0) + time.perf_counter() - self.start
+        self.timer.current = None
         return False

@@ -87,3 +87,57 @@ def test_a_step_creating_optimizer_state_compiles_once_after_confirming():
     # and compiles it; calls 4-6 run the one program
     assert len(report.programs) == 1 and report.compiled_calls == 3, str(report)
     assert report.fallback is None and losses[-1] < losses[0]
+
+
+class _Terminal:
+    """A stderr stand-in that says it is a terminal and keeps what was written."""
+
+    def __init__(self):
+        self.parts = []
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.parts.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_a_long_compile_shows_its_stage_on_a_terminal_and_clears_the_line(monkeypatch):
+    import time
+    from ember.compiler import compile_progress
+    from ember.compiler.stage_timer import StageTimer
+    monkeypatch.setattr(compile_progress, "DELAY", 0.05)
+    monkeypatch.setattr(compile_progress, "INTERVAL", 0.02)
+    timer, terminal = StageTimer(), _Terminal()
+    with compile_progress.showing_progress("step.0", timer, terminal) as progress:
+        progress.kernels = 12
+        with timer("optimize"):
+            time.sleep(0.2)
+    text = "".join(terminal.parts)
+    assert "ember: compiling step.0 (12 kernels): optimize" in text
+    assert text.endswith("\r") and text.rstrip("\r").split("\r")[-1].strip() == ""  # the line is cleared
+    quiet = _Terminal()
+    with compile_progress.showing_progress("step.0", timer, quiet):
+        pass  # a compile shorter than the delay shows nothing
+    assert quiet.parts == []
+
+
+def test_no_progress_line_off_a_terminal_or_with_ember_progress_0(monkeypatch):
+    import io
+    import time
+    from ember import config
+    from ember.compiler import compile_progress
+    from ember.compiler.stage_timer import StageTimer
+    monkeypatch.setattr(compile_progress, "DELAY", 0.0)
+    pipe = io.StringIO()
+    with compile_progress.showing_progress("step.0", StageTimer(), pipe) as progress:
+        time.sleep(0.05)
+    assert progress is None and pipe.getvalue() == ""
+    monkeypatch.setattr(config, "PROGRESS", False)
+    terminal = _Terminal()
+    with compile_progress.showing_progress("step.0", StageTimer(), terminal):
+        time.sleep(0.05)
+    assert terminal.parts == []
