@@ -52,7 +52,7 @@ _FRONTEND_EXPORTS = {
         logdet slogdet inverse pinverse matrix_power matrix_exp cholesky cholesky_solve cholesky_inverse qr
         triangular_solve chain_matmul frobenius_norm nuclear_norm lu lu_solve lu_unpack solve lstsq symeig eig
         matrix_rank""",
-    "ember.frontend.sampling": "multinomial",
+    "ember.frontend.sampling": "multinomial normal bernoulli poisson",
     "ember.frontend.math_more": """
         deg2rad rad2deg erfc fix float_power fmax fmin copysign heaviside logit sinc xlogy signbit sgn positive
         isneginf isposinf isreal is_complex is_signed rsub scalar_tensor""",

@@ -170,10 +170,21 @@ def _traced_random(distribution, size, dtype, a, b, requires_grad):
     return out.requires_grad_(True) if requires_grad else out
 
 
+def untraceable_draw(what):
+    """Inside traced code, a draw the program cannot make afresh on every call (numpy's, from a
+    given generator, or of integers) makes this call signature run eagerly: a compiled program
+    would repeat the trace's values on every call."""
+    from .dispatch import STATE, run_eagerly
+    if STATE.recorder is not None:
+        run_eagerly(f"draws random numbers with {what}, which a compiled program would not draw afresh")
+
+
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
     from .dispatch import STATE
     if STATE.recorder is not None and generator is None:
         return _traced_random("uniform", size, dtype, 0.0, 1.0, requires_grad)
+    if generator is not None:
+        untraceable_draw("rand(generator=...)")
     rng = generator_or_default(generator)
     return _leaf(rng.random(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
 
@@ -182,6 +193,8 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     from .dispatch import STATE
     if STATE.recorder is not None and generator is None:
         return _traced_random("normal", size, dtype, 0.0, 1.0, requires_grad)
+    if generator is not None:
+        untraceable_draw("randn(generator=...)")
     rng = generator_or_default(generator)
     return _leaf(rng.standard_normal(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
 
@@ -191,12 +204,14 @@ def randint(low, high=None, size=None, generator=None, dtype=None, device=None, 
         low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
+    untraceable_draw("randint")
     rng = generator_or_default(generator)
     dtype = dtypes.as_dtype(dtype) or dtypes.int64
     return _leaf(rng.integers(low, high, size=_sizes((size,))).astype(dtype.np), requires_grad)
 
 
 def randperm(n, generator=None, dtype=None, device=None, requires_grad=False):
+    untraceable_draw("randperm")
     rng = generator_or_default(generator)
     dtype = dtypes.as_dtype(dtype) or dtypes.int64
     return _leaf(rng.permutation(int(n)).astype(dtype.np), requires_grad)

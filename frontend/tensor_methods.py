@@ -284,6 +284,9 @@ def zero_(self):
 
 def fill_(self, value):
     if isinstance(value, Tensor):
+        if value.ndim:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} "
+                               f"dimensions.")
         return self._inplace(lambda current: S.expand(M.to_dtype(value, current.dtype), tuple(current.shape)), "fill_")
     return _constant_fill(self, value, "fill_", one_value=True)
 
@@ -306,31 +309,45 @@ def copy_(self, src, non_blocking=False):
     return self._inplace(value, "copy_", (src,) if src is not self else ())
 
 
-def normal_(self, mean=0.0, std=1.0, generator=None):
-    rng = generator_or_default(generator)
-    return _constant_fill(self, rng.normal(mean, std, self.shape), "normal_")
+def normal_(self, mean=0.0, std=1.0, *, generator=None):
+    return _sampling().normal_(self, mean, std, generator=generator)
 
 
-def uniform_(self, a=0.0, b=1.0, generator=None):
-    rng = generator_or_default(generator)
-    return _constant_fill(self, rng.uniform(a, b, self.shape), "uniform_")
+def uniform_(self, *args, generator=None, **kwargs):  # uniform_(from=0, to=1): `from` is a keyword too
+    if "from" in kwargs:
+        kwargs["a"] = kwargs.pop("from")
+    if "to" in kwargs:
+        kwargs["b"] = kwargs.pop("to")
+    return _sampling().uniform_(self, *args, generator=generator, **kwargs)
 
 
-def bernoulli_(self, p=0.5, generator=None):
-    rng = generator_or_default(generator)
-    return _constant_fill(self, rng.random(self.shape) < p, "bernoulli_")
+# the random fills and Tensor.bernoulli: frontend/sampling.py (torch's overloads, checks and messages)
+def bernoulli_(self, p=0.5, *, generator=None):
+    return _sampling().bernoulli_(self, p, generator=generator)
 
 
-def random_(self, low=0, high=None, generator=None):
-    rng = generator_or_default(generator)
-    if high is None:
-        low, high = 0, low if low else 2 ** 24
-    return _constant_fill(self, rng.integers(low, high, self.shape), "random_")
+def random_(self, *args, generator=None, **kwargs):  # random_(from=0, to=None): `from` is a keyword too
+    return _sampling().random_(self, *args, generator=generator, **kwargs)
 
 
-def exponential_(self, lambd=1.0, generator=None):
-    rng = generator_or_default(generator)
-    return _constant_fill(self, rng.exponential(1.0 / lambd, self.shape), "exponential_")
+def exponential_(self, lambd=1.0, *, generator=None):
+    return _sampling().exponential_(self, lambd, generator=generator)
+
+
+def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
+    return _sampling().cauchy_(self, median, sigma, generator=generator)
+
+
+def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
+    return _sampling().log_normal_(self, mean, std, generator=generator)
+
+
+def geometric_(self, p, *, generator=None):
+    return _sampling().geometric_(self, p, generator=generator)
+
+
+def bernoulli(self, p=None, *, generator=None):
+    return _sampling().tensor_bernoulli(self, p, generator=generator)
 
 
 def index_fill_(self, dim, index, value):
@@ -354,6 +371,7 @@ def _install():
         __contains__=__contains__, new_tensor=new_tensor, new_zeros=_new_filled(0), new_ones=_new_filled(1),
         new_empty=_new_filled(0), new_full=new_full, zero_=zero_, fill_=fill_, copy_=copy_, normal_=normal_,
         uniform_=uniform_, bernoulli_=bernoulli_, random_=random_, exponential_=exponential_,
+        cauchy_=cauchy_, log_normal_=log_normal_, geometric_=geometric_, bernoulli=bernoulli,
         index_fill_=index_fill_,
         float=_cast(dtypes.float32), double=_cast(dtypes.float64), half=_cast(dtypes.float16),
         bfloat16=lambda self, memory_format=None: self.to(dtypes.bfloat16),

@@ -10,8 +10,16 @@ import warnings
 import numpy as np
 
 from ember.frontend.autograd import no_grad
+from ember.frontend.creation import untraceable_draw
 from ember.frontend.random import generator_or_default
 from ember.frontend.tensor import Tensor
+
+
+def _rng(generator):
+    """The generator to draw from; inside traced code the call runs eagerly (numpy's draws would
+    be fixed in a compiled program)."""
+    untraceable_draw("ember.nn.init")
+    return generator_or_default(generator)
 
 
 def _fill(tensor, values):
@@ -62,16 +70,16 @@ def _calculate_correct_fan(tensor, mode):
 
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
-    return _fill(tensor, generator_or_default(generator).uniform(a, b, tuple(tensor.shape)))
+    return _fill(tensor, _rng(generator).uniform(a, b, tuple(tensor.shape)))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
-    return _fill(tensor, generator_or_default(generator).normal(mean, std, tuple(tensor.shape)))
+    return _fill(tensor, _rng(generator).normal(mean, std, tuple(tensor.shape)))
 
 
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """Normal(mean, std) restricted to [a, b] (values outside are redrawn)."""
-    rng = generator_or_default(generator)
+    rng = _rng(generator)
     values = rng.normal(mean, std, tuple(tensor.shape))
     outside = (values < a) | (values > b)
     for _ in range(1000):
@@ -154,7 +162,7 @@ def orthogonal_(tensor, gain=1, generator=None):
         return tensor
     rows = tensor.shape[0]
     cols = tensor.numel() // rows
-    flat = generator_or_default(generator).normal(0.0, 1.0, (rows, cols))
+    flat = _rng(generator).normal(0.0, 1.0, (rows, cols))
     if rows < cols:
         flat = flat.T
     q, r = np.linalg.qr(flat)
@@ -167,7 +175,7 @@ def orthogonal_(tensor, gain=1, generator=None):
 def sparse_(tensor, sparsity, std=0.01, generator=None):
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    rng = generator_or_default(generator)
+    rng = _rng(generator)
     rows, cols = tensor.shape
     values = rng.normal(0.0, std, (rows, cols))
     zeros_per_column = int(math.ceil(sparsity * rows))
