@@ -31,6 +31,7 @@ from .lowering_opaque import OpaqueLowering
 
 REDUCE_INIT = {"add": 0, "mul": 1}
 UNROLL_REDUCTION = 16  # reductions over at most this many elements become one expression
+UNROLL_ARG_REDUCTION = 4  # argmax/argmin: their expressions grow as 2^elements
 
 
 def lower_program(graph, fusion, use_gemm=False, threads=1, library=None, target=None):
@@ -340,7 +341,9 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         folded in. Hoisted to the deepest enclosing loop that `depends` (Exprs) reads. A
         reduction of at most UNROLL_REDUCTION elements becomes one expression instead
         (pooling windows), so the loop around it stays innermost and vectorises."""
-        if count(extents) <= UNROLL_REDUCTION:
+        # (an argmax's select chain reads the running best twice per element: unrolled, its
+        # expression tree doubles with every element, so only short ones are unrolled)
+        if count(extents) <= (UNROLL_ARG_REDUCTION if combine in ("argmax", "argmin") else UNROLL_REDUCTION):
             return self.unrolled_reduction(scope, extents, combine, dtype, body_fn, position_fn)
         used = set().union(*[L.vars_in(e) for e in depends]) if depends else set()
         depth = max((k + 1 for k, loop in enumerate(scope.loops) if loop.name in used), default=0)

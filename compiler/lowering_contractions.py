@@ -286,4 +286,6 @@ def _rows_merge(a_shape, a_strides, out_shape, b_shape, b_strides):
         return False
     if any(size != 1 and stride != 0 for size, stride in zip(b_shape[:-2], b_strides[:-2])):
         return False
-    return all(a_strides[d] == a_strides[d + 1] * a_shape[d + 1] or a_shape[d] == 1 for d in range(batch))
+    # the batch and row axes of more than one element, each stepping over all of the next one
+    axes = [d for d in range(batch + 1) if a_shape[d] != 1]
+    return all(a_strides[d] == a_strides[e] * a_shape[e] for d, e in zip(axes, axes[1:]))

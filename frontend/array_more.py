@@ -7,6 +7,7 @@ ember.compile handle them without new primitives.
 import numpy as np
 
 from ember import dtypes
+from .low_precision import computes_in_float32
 from . import math_ops as M, shape_ops as S, reductions as R, linalg as L
 from .math_ops import where
 from .tensor import Tensor, _dim
@@ -32,6 +33,7 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None):
     return M.div(total, R.sum(present, dim, keepdim))
 
 
+@computes_in_float32
 def logcumsumexp(input, dim):
     """log(cumsum(exp(x))) as a prefix scan of logaddexp (log2 n steps, as cumprod's): exact
     for any spread of values, where one shift by the maximum would underflow the small ones."""

@@ -62,6 +62,8 @@ def to_array(data, dtype=None):
             elif kind not in "b":
                 raise TypeError(f"ember.tensor: unsupported data type {array.dtype}")
     if want is not None and array.dtype != want.np:
+        if want.np in dtypes.LOW_PRECISION_NP and array.dtype.itemsize > (4 if array.dtype.kind == "f" else 2):
+            array = array.astype(np.float32)  # as PyTorch: Python floats reach 2-byte floats through float32
         array = array.astype(want.np)
     return array
 

@@ -122,6 +122,10 @@ def _restride(self, name, step):
     recorder = STATE.recorder
     if recorder is not None and not _made_in_trace(recorder, self):
         run_eagerly(f"changes the shape of a tensor from outside the function in place ({name})")
+    elif recorder is not None and grad_mode and self.requires_grad:
+        # the version bump fails backwards that saved the tensor (eagerly, as torch); the traced
+        # program records a rebind only, which would not
+        run_eagerly(f"changes the shape of a tensor with autograd history in place ({name})")
     old_shape = tuple(self.shape)
     current = self._current_value(grad_mode)
     new = step.apply(current)

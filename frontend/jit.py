@@ -5,7 +5,6 @@ guards, hand each new segment to a backend, run compiled segments on later calls
 between them, write mutations back. Never a silently wrong result: a changed signature or a new
 guard outcome traces again; past the recompile limit the function runs eagerly, with one warning
 that says why and how to fix it."""
-import functools
 import time
 import warnings
 import weakref
@@ -19,14 +18,14 @@ from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .python_guards import PythonState, explain_change
 from .signatures import (explain_signature_change, recompile_advice, _aliasing, _leaf_signature, _plain_settings,
-                         _positional_containers, _positional_paths, _is_plain)
+                         _positional_containers, _positional_paths)
 from .segments import Segment, same_program, split_trace, array_of, walk_segments
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
 from .views import bump_version, replay, writable
 from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
-from .tracer import (Tracer, recording, flatten_tensors, rebuild, template_of, module_state,
-                     external_names, observed_value, _input_name)
+from .tracer import Tracer, recording, module_state, external_names, observed_value, _input_name
+from .value_trees import flatten_tensors, rebuild, template_of
 
 DEFAULT_RECOMPILE_LIMIT = 8
 

@@ -37,8 +37,9 @@ def type_name(dtype):
     return scalar_type_name(dtype)
 
 
-def check_float(op, A):
-    if A.dtype.name in ("float16", "bfloat16"):
+def check_float(op, A, low_precision=False):
+    """A floating tensor; float16/bfloat16 only where torch takes them (`low_precision`: norms)."""
+    if not low_precision and A.dtype.name in ("float16", "bfloat16"):
         raise RuntimeError(f"{op}: Low precision dtypes not supported. Got {type_name(A.dtype)}")
     if not A.dtype.is_floating_point:
         raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {type_name(A.dtype)}")
@@ -424,7 +425,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     op = "linalg.vector_norm"
     if isinstance(ord, str):
         raise TypeError(f"linalg_vector_norm(): argument 'ord' must be Number, not str")
-    check_float(op, x)
+    check_float(op, x, low_precision=True)
     if dtype is not None:
         dtype = dtypes.as_dtype(dtype)
         if not dtype.is_floating_point:
@@ -439,7 +440,7 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
     op = "linalg.matrix_norm"
     if A.ndim < 2:
         raise RuntimeError(f"{op}: The input tensor A must have at least 2 dimensions.")
-    check_float(op, A)
+    check_float(op, A, low_precision=ord not in ("nuc", 2, -2))  # (the spectral norms take an SVD)
     if dtype is not None:
         dtype = dtypes.as_dtype(dtype)
         if not dtype.is_floating_point:
@@ -550,7 +551,7 @@ def cross(input, other, *, dim=-1):
 
 
 def vecdot(x, y, *, dim=-1):
-    check_float("linalg.vecdot", x)
+    check_float("linalg.vecdot", x, low_precision=True)
     check_same_dtype("linalg.vecdot", x, y, "x", "y")
     return R.sum(M.mul(x, y), dim)
 

@@ -18,7 +18,8 @@ def computes_in_float32(fn):
 
     @functools.wraps(fn)
     def wrapper(input, *args, **kwargs):
-        if input._data.dtype not in dtypes.LOW_PRECISION_NP:
+        data = getattr(input, "_data", None)
+        if data is None or data.dtype not in dtypes.LOW_PRECISION_NP:
             return fn(input, *args, **kwargs)
         from .math_ops import to_dtype
         low = input._data.dtype

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ember import dtypes
+from .low_precision import computes_in_float32
 from . import math_ops as M
 from .math_ops import promote_operands, to_dtype, where, constant
 from .dispatch import STATE
@@ -83,7 +84,8 @@ def signbit(input):
 def copysign(input, other):
     """|input| with the sign of `other` (signed zeros included); float result."""
     a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
-    return M.mul(M.abs(a), where(signbit(b.detach()), -1.0, 1.0))
+    magnitude = M.abs(a)
+    return where(signbit(b.detach()), M.neg(magnitude), magnitude)  # (a's dtype, float16 included)
 
 
 def heaviside(input, values):
@@ -106,6 +108,7 @@ def logit(input, eps=None):
     return M.log(M.div(p, M.sub(1.0, p)))
 
 
+@computes_in_float32
 def sinc(input):
     """sin(pi x) / (pi x), 1 at 0; the quotient reads a guarded operand at 0, so the gradient
     there is 0 rather than nan."""

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ember import dtypes
+from .low_precision import computes_in_float32
 from ember.ops import PRIMITIVES as P
 from .autograd import saves_like_pytorch
 from .dispatch import STATE
@@ -36,8 +37,12 @@ def cast_operand(t, dtype):
 
 
 def constant(value, dtype):
-    """A 0-d tensor for a Python scalar operand."""
-    return Tensor._wrap(np.asarray(value, dtype=dtype.np))
+    """A 0-d tensor for a Python scalar operand (an integer outside a small integer dtype's range
+    wraps around, as PyTorch casts it: int8 + 200 adds -56)."""
+    try:
+        return Tensor._wrap(np.asarray(value, dtype=dtype.np))
+    except OverflowError:
+        return Tensor._wrap(np.asarray(value, dtype=np.int64).astype(dtype.np))
 
 
 def _operand_dtypes(operands):
@@ -77,6 +82,12 @@ _LOGICAL_FOR_BOOL = {"add": "logical_or", "mul": "logical_and", "maximum": "logi
 _SCALAR_KEPT_IN_FLOAT32 = {"mul", "floor_divide"}
 
 
+def _wrapped_number(x, result_dtype):
+    """Is `x` what PyTorch's kernels take as a number beside a 2-byte float tensor: a Python
+    number, or a 0-d tensor of another dtype (its value is used unrounded)?"""
+    return not isinstance(x, Tensor) or (x._data.ndim == 0 and x._data.dtype != result_dtype)
+
+
 def _with_number_in_float32(name, a, b, dtype):
     wide = [to_dtype(x, dtypes.float32) if isinstance(x, Tensor) else constant(x, dtypes.float32) for x in (a, b)]
     return to_dtype(P[name].bind(*wide), dtype)
@@ -90,7 +101,7 @@ def binary(name, a, b):
     a_in, b_in = a, b
     a, b = promote_operands((a, b))
     if a._data.dtype in dtypes.LOW_PRECISION_NP and name in _SCALAR_KEPT_IN_FLOAT32 \
-            and not (isinstance(a_in, Tensor) and isinstance(b_in, Tensor)):
+            and (_wrapped_number(a_in, a._data.dtype) or _wrapped_number(b_in, a._data.dtype)):
         return _with_number_in_float32(name, a_in, b_in, a.dtype)
     if a._data.dtype is _BOOL and name in _LOGICAL_FOR_BOOL:
         name = _LOGICAL_FOR_BOOL[name]
@@ -133,7 +144,8 @@ def div(input, other, rounding_mode=None):
             out = P["replace_value"].bind(P["floor"].bind(div(input, other)), out)
         return out
     a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
-    if a._data.dtype in dtypes.LOW_PRECISION_NP and not (isinstance(input, Tensor) and isinstance(other, Tensor)):
+    if a._data.dtype in dtypes.LOW_PRECISION_NP and (_wrapped_number(input, a._data.dtype)
+                                                     or _wrapped_number(other, a._data.dtype)):
         out = _with_number_in_float32("div", input, other, a.dtype)
     else:
         out = P["div"].bind(a, b)
@@ -158,7 +170,15 @@ def remainder(input, other):
 
 
 def fmod(input, other):
-    """The remainder with the dividend's sign (C's fmod), from remainder (which takes the divisor's)."""
+    """The remainder with the dividend's sign (C's fmod), from remainder (which takes the divisor's).
+    On a 2-byte float tensor a Python number is rounded to its dtype, the rest runs in float32."""
+    if isinstance(input, Tensor) and input._data.dtype in dtypes.LOW_PRECISION_NP and isinstance(other, _NUMBER):
+        other = float(np.asarray(other, input._data.dtype).astype(np.float32))
+    return _fmod(input, other)
+
+
+@computes_in_float32
+def _fmod(input, other):
     a, b = promote_operands((input, other))
     r = remainder(a, b)
     differs = logical_and(ne(r, 0), ne(lt(r, 0), lt(a, 0)))
@@ -290,28 +310,34 @@ def square(input):
     return mul(input, input)
 
 
+@computes_in_float32
 def log2(input):
     return div(log(input), float(np.log(2.0)))
 
 
+@computes_in_float32
 def log10(input):
     return div(log(input), float(np.log(10.0)))
 
 
+@computes_in_float32
 def exp2(input):
     return exp(mul(input, float(np.log(2.0))))
 
 
+@computes_in_float32
 def tan(input):
     return div(sin(input), cos(input))
 
 
+@computes_in_float32
 def sinh(input):
     # expm1 keeps small arguments exact ((e - 1/e) / 2 cancels), and exp(-x) rather than 1 / e
     # keeps the slope finite where exp(x) underflows to 0
     return mul(sub(expm1(input), expm1(neg(input))), 0.5)
 
 
+@computes_in_float32
 def cosh(input):
     return mul(add(exp(input), exp(neg(input))), 0.5)
 
@@ -350,6 +376,7 @@ def _big_threshold(x):
     return 2.0 ** math.ceil(-math.log2(np.finfo(x._data.dtype).eps) / 2)
 
 
+@computes_in_float32
 def asinh(input):
     """log(|x| + sqrt(x^2 + 1)) with the sign of x: log1p(|x| + |x| q), q = |x| / (1 + sqrt(1 + x^2))
     (exact near 0) below the threshold, log(|x|) + log(2) above it. |x| is x times +-1, so the
@@ -368,6 +395,7 @@ def asinh(input):
     return saves_like_pytorch(out, (input,))
 
 
+@computes_in_float32
 def acosh(input):
     """log(x + sqrt(x^2 - 1)) as log1p(t + sqrt(t) sqrt(t + 2)), t = x - 1 (exact near 1), below
     the threshold, log(x) + log(2) above it, each branch reading an operand guarded to its own
@@ -382,6 +410,7 @@ def acosh(input):
     return saves_like_pytorch(where(large, far, near), (input,))
 
 
+@computes_in_float32
 def atanh(input):
     """(log1p(x) - log1p(-x)) / 2: the two logs have opposite signs, so nothing cancels; +-inf
     at +-1, nan beyond."""
@@ -392,6 +421,7 @@ def atanh(input):
 arcsinh, arccosh, arctanh = asinh, acosh, atanh
 
 
+@computes_in_float32
 def hypot(input, other):
     """sqrt(x^2 + y^2) as big * sqrt(1 + (small / big)^2) over |x|, |y|: no overflow or
     underflow in between; C's hypot at the edges (0 at the origin, inf where either is inf,
@@ -407,6 +437,7 @@ def hypot(input, other):
     return saves_like_pytorch(out, (a, b), output=True)
 
 
+@computes_in_float32
 def logaddexp(input, other):
     """log(exp(x) + exp(y)) as max + log1p(exp(-|x - y|)) (PyTorch's formula); equal operands
     add log(2) directly, so equal infinities give themselves rather than inf - inf."""
@@ -415,6 +446,7 @@ def logaddexp(input, other):
     return saves_like_pytorch(add(maximum(a, b), where(eq(a, b), float(np.log(2.0)), tail)), (a, b))
 
 
+@computes_in_float32
 def logaddexp2(input, other):
     """log2(2^x + 2^y) as max + log1p(2^-|x - y|) / log(2); 2^-d is pow (exp(-d log 2) would
     lose d * eps of the small term to rounding)."""
@@ -474,6 +506,7 @@ def clamp_max(input, max):
     return clamp(input, max=max)
 
 
+@computes_in_float32
 def lerp(input, end, weight):
     """input + weight * (end - input), computed from the nearer end as PyTorch does (exact at
     weight 1, and an infinite input gives an infinite result instead of inf - inf). As in
@@ -510,16 +543,18 @@ def zeros_bool(input):
 
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
-    finfo = np.finfo(input._data.dtype)
+    finfo = dtypes.finfo(input.dtype)  # (bfloat16's limits come from ml_dtypes)
     out = where(isnan(input), nan, input)
     out = where(eq(out, float("inf")), finfo.max if posinf is None else posinf, out)
     return where(eq(out, float("-inf")), finfo.min if neginf is None else neginf, out)
 
 
+@computes_in_float32
 def addcmul(input, tensor1, tensor2, value=1):
     return add(input, mul(mul(tensor1, tensor2), value))
 
 
+@computes_in_float32
 def addcdiv(input, tensor1, tensor2, value=1):
     return add(input, mul(div(tensor1, tensor2), value))
 

@@ -41,7 +41,12 @@ def sum(input, dim=None, keepdim=False, dtype=None):
     axes = _axes("sum", dim, input.ndim)
     if not axes and input.ndim:
         return P["convert"].bind(input, dtype=input.dtype.name)
-    return P["sum"].bind(input, axes=axes, keepdims=keepdim)
+    return _as_requested(P["sum"].bind(input, axes=axes, keepdims=keepdim), dtype)
+
+
+def _as_requested(result, dtype):
+    """A sum or product in the `dtype=` asked for (integers otherwise widen to int64)."""
+    return result if dtype is None else to_dtype(result, dtype)
 
 
 @computes_in_float32
@@ -104,8 +109,8 @@ def prod(input, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = to_dtype(input, dtype)
     # (PyTorch's backward reads the input and the result: a write to either fails it)
-    return saves_like_pytorch(P["prod"].bind(input, axes=_axes("prod", dim, input.ndim), keepdims=keepdim),
-                              (input,), output=True)
+    return _as_requested(saves_like_pytorch(P["prod"].bind(input, axes=_axes("prod", dim, input.ndim),
+                                                           keepdims=keepdim), (input,), output=True), dtype)
 
 
 @computes_in_float32
@@ -212,7 +217,7 @@ def cumsum(input, dim, dtype=None):
     if dtype is not None:
         _check_inplace_dtype(input, dtype)
         input = to_dtype(input, dtype)
-    return P["cumsum"].bind(input, axis=_cumulative_axis(input, dim, "cumsum"))
+    return _as_requested(P["cumsum"].bind(input, axis=_cumulative_axis(input, dim, "cumsum")), dtype)
 
 
 def _check_inplace_dtype(input, dtype):
@@ -268,6 +273,7 @@ def sum_to_size(input, *size):
     return reshape(out, size)
 
 
+@computes_in_float32
 def cumprod(input, dim, *, dtype=None):
     """Running products along `dim`, by doubling (log2(n) rounds: y[k:] *= y[:-k]), so that its
     gradient, zeros included, is the product rule's through plain multiplications. As PyTorch's

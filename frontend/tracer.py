@@ -19,6 +19,7 @@ from ember.ops import in_mode
 from .dispatch import STATE, eager_bind
 from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
+from .value_trees import flatten_tensors
 
 _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
     sys.modules["ember"].__file__, __file__))
@@ -212,7 +213,12 @@ class Tracer:
         self.rebind(alias, self.node_of(source))  # (a grad-mode use of it reads a stop_gradient)
 
     def record_data_assignment(self, tensor, value):
-        """`t.data = value`: the tensor holds the value from now on, its gradient path unchanged."""
+        """`t.data = value`: the tensor holds the value from now on, its gradient path unchanged.
+        Eagerly `t` moves to new memory and what still reads the old (a view, a value saved for
+        backward) keeps the old values; a compiled call writes the new value into the old memory."""
+        if live_aliases(tensor) or self._saved_for_backward_over(tensor):
+            self.eager_reason = (f"assigns .data of a tensor whose old memory a view or a value saved for backward "
+                                 f"still reads (shape {list(tensor.shape)})")
         old, new = self.node_of(tensor), self.node_of(value)
         if self.graph.spec(old) == self.graph.spec(new):
             node = self.graph.add_node("overwrite", [old, new], tensor.shape, tensor.dtype, {}, "data")
@@ -272,6 +278,8 @@ class Tracer:
     def _constant(self, tensor):
         data = tensor._data
         value = data.reshape(()).item() if data.size == 1 else np.array(data, copy=True)
+        if data.size > 1 and _uniform(data):  # one fill (an optimizer's zero state): one number
+            value = data.reshape(-1)[0].item()
         node = self.graph.add_node("constant", (), data.shape, tensor.dtype,
                                    {"value": value, "shape": tuple(data.shape), "dtype": data.dtype.name},
                                    name="const")
@@ -301,6 +309,12 @@ class Tracer:
             self.autograd_nodes.append(weakref.ref(result.grad_fn))
         self.live[node] = weakref.ref(result)
         return result
+
+    def _saved_for_backward_over(self, tensor):
+        """Does a node of this trace not yet run by a backward save an array over `tensor`'s memory?"""
+        owner = memory_owner(tensor._data)
+        return any(node is not None and not node.freed and any(isinstance(saved[0], np.ndarray) and memory_owner(
+            saved[0]) is owner for saved in node.saved) for node in (ref() for ref in self.autograd_nodes))
 
     def _no_grad_view_saved_over(self, tensor):
         """Does a node of this trace not yet run by a backward save a no_grad view of `tensor`?"""
@@ -541,45 +555,6 @@ def recording(tracer):
     return in_mode(tracer)
 
 
-def flatten_tensors(value, path="out"):
-    """Tensors inside nested tuples/lists/dicts, with a readable path for each."""
-    if isinstance(value, Tensor):
-        return [(path, value)]
-    if isinstance(value, (tuple, list)):
-        return [item for i, v in enumerate(value) for item in flatten_tensors(v, f"{path}[{i}]")]
-    if isinstance(value, dict):
-        return [item for k, v in value.items() for item in flatten_tensors(v, f"{path}[{k!r}]")]
-    return []
-
-
-class TensorSlot:
-    """Stands for a returned tensor in a result template (the template keeps no trace data)."""
-
-    def __repr__(self):
-        return "<tensor>"
-
-
-TENSOR_SLOT = TensorSlot()
-
-
-def template_of(value):
-    """The traced function's return value with every tensor replaced by TENSOR_SLOT."""
-    return rebuild(value, iter(lambda: TENSOR_SLOT, None))
-
-
-def rebuild(value, replacements):
-    """`value` with each tensor (or TENSOR_SLOT) replaced by the next item of `replacements`."""
-    if isinstance(value, Tensor) or value is TENSOR_SLOT:
-        return next(replacements)
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(rebuild(v, replacements) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(rebuild(v, replacements) for v in value)
-    if isinstance(value, dict):
-        return type(value)((k, rebuild(v, replacements)) for k, v in value.items())
-    return value
-
-
 def module_state(module):
     """Named params and buffers of a module (params first), the tensors a trace binds by name."""
     if module is None:
@@ -697,3 +672,9 @@ def external_names(fn):
         elif isinstance(value, Tensor):
             names.setdefault(id(value), var)
     return names
+
+
+def _uniform(data):
+    """Do all elements of `data` have one value, signs of zeros included (not NaN)?"""
+    first = data.reshape(-1)[0]
+    return bool((data == first).all()) and (data.dtype.kind != "f" or bool((np.signbit(data) == np.signbit(first)).all()))

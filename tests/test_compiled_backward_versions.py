@@ -269,3 +269,45 @@ def test_a_write_through_data_under_a_saved_no_grad_view_gives_the_eager_gradien
         np.testing.assert_allclose(x.grad.numpy(), [expected_first] * 3)
         np.testing.assert_allclose(x.detach().numpy(), [expected_first, 4.0, 6.0])
     assert any("no_grad view" in reason for reason in compiled.report.eager_reasons)
+
+
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
+def test_assigning_data_keeps_the_old_memory_for_what_still_reads_it(backend):
+    # eagerly x.data = ... points x at new memory: a view held outside and a value saved for
+    # backward keep the old values (a compiled call must not write the new value into them)
+    def doubled(x):
+        x.data = x.data * 2
+        return x.sum()
+
+    compiled = ember.compile(doubled, backend=backend)
+    for _ in range(3):
+        x = ember.tensor([1.0, 2.0, 3.0])
+        held = x[0]
+        assert compiled(x).item() == 12.0 and held.item() == 1.0 and x[0].item() == 2.0
+
+    def saved(x):
+        with ember.no_grad():
+            v = x[0]
+        loss = (x * v).sum()
+        x.data = x.data * 2
+        return loss
+
+    compiled = ember.compile(saved, backend=backend)
+    for _ in range(3):
+        x = ember.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        compiled(x).backward()
+        np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
+def test_a_tensor_rearranged_in_place_after_being_saved_fails_backward_compiled(backend):
+    def f(a):
+        x = a * 1
+        y = x.sin()
+        x.t_()  # bumps x's version: sin's backward reads x
+        return y
+
+    compiled = ember.compile(f, backend=backend)
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            compiled(ember.ones(2, 3, requires_grad=True)).sum().backward()

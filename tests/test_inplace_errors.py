@@ -381,3 +381,4 @@ def test_in_place_on_a_view_made_before_its_base_required_grad_names_the_view():
     x.requires_grad_()
     with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
         middle.mul_(2)
+

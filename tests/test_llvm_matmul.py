@@ -324,3 +324,24 @@ def test_a_linear_layer_on_a_stack_of_rows_is_one_product_forward_and_backward()
         np.testing.assert_allclose(out.detach().numpy(), x.numpy() @ weight.detach().numpy(), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(weight.grad.numpy(), x.numpy().reshape(-1, 128).sum(0)[:, None].repeat(32, 1),
                                    rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", ["expanded", "sliced_rows", "unsqueezed_slice", "reshaped", "transposed_then_reshaped"])
+def test_stacks_of_rows_that_are_not_evenly_spaced_are_not_merged(case):
+    # a size-1 axis between the batch and the rows says nothing about the spacing of the rest:
+    # merging such stacks into one sgemm read past the operand (found by an adversarial round)
+    import ember
+    a, b = ember.randn(64, 64), ember.randn(64, 48)
+    forms = {"expanded": lambda a, b: a.expand(2, 1, 64, 64) @ b,
+             "sliced_rows": lambda a, b: a[:, :32][:, None] @ b[:32],
+             "unsqueezed_slice": lambda a, b: a[:, :32].unsqueeze(1) @ b[:32],
+             "reshaped": lambda a, b: a.reshape(4, 16, 64) @ b,
+             "transposed_then_reshaped": lambda a, b: a.t().reshape(4, 16, 64) @ b}
+    compiled = ember.compile(forms[case])
+    for _ in range(2):
+        np.testing.assert_allclose(compiled(a, b).numpy(), forms[case](a, b).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_stack_of_empty_rows_times_a_matrix_is_zeros():
+    import ember
+    assert (ember.zeros(2, 3, 0) @ ember.zeros(0, 5)).tolist() == [[[0.0] * 5] * 3] * 2

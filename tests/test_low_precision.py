@@ -205,3 +205,40 @@ def test_bfloat16_save_load_and_state_dict():
     assert loaded["state"]["weight"].dtype is torch.bfloat16
     np.testing.assert_array_equal(values(loaded["state"]["weight"]), values(model.weight))
     assert loaded["view"].shape == (1, 3)
+
+
+def test_float64_and_wide_integers_reach_two_byte_floats_through_float32():
+    # as PyTorch: two roundings (1 + 2^-8 + 2^-30 -> float32 1 + 2^-8, a tie -> bfloat16 1.0)
+    value = 1 + 2 ** -8 + 2 ** -30
+    assert torch.tensor([value], dtype=torch.bfloat16).item() == 1.0
+    assert torch.tensor([value], dtype=torch.float64).to(torch.bfloat16).item() == 1.0
+    assert torch.compile(lambda x: x.to(torch.bfloat16))(torch.tensor([value], dtype=torch.float64)).item() == 1.0
+    assert torch.tensor([1 + 2 ** -11 + 2 ** -40], dtype=torch.float16).item() == 1.0
+    assert torch.tensor([2 ** 30 + 2 ** 22 + 1], dtype=torch.int32).to(torch.bfloat16).item() == 2.0 ** 30
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+def test_composites_and_zero_dim_operands_compute_in_float32(name):
+    dtype = getattr(torch, name)
+    x = as_low([3.3, -7.25, 11.1, 0.2890625], name)
+    exact = values(x)
+    # a 0-d float32 tensor is used unrounded, as a Python number
+    np.testing.assert_array_equal(values(x * torch.tensor(1.1)), rounded(exact.astype(np.float32) * np.float32(1.1), name))
+    # cosh(11.1) = 33152 fits float16; exp(x) / 2 on the way (rounded) would overflow to inf
+    np.testing.assert_array_equal(values(torch.cosh(x)), rounded(np.cosh(exact), name))
+    np.testing.assert_array_equal(values(torch.fmod(x, 2.1)), rounded(np.fmod(exact, float(rounded(2.1, name))), name))
+    assert torch.copysign(x, -1.0).dtype is dtype and torch.nan_to_num(x).dtype is dtype
+    nan_inf = torch.tensor([float("nan"), float("inf"), -float("inf")]).to(dtype)
+    assert values(torch.nan_to_num(nan_inf)).tolist() == [0.0, torch.finfo(dtype).max, torch.finfo(dtype).min]
+    assert abs(torch.linalg.vector_norm(x).item() - np.linalg.norm(exact)) < 0.01 * np.linalg.norm(exact)
+
+
+def test_numbers_outside_a_small_integer_dtype_wrap_and_integer_sums_keep_a_requested_dtype():
+    int8 = torch.tensor([-128, 5], dtype=torch.int8)
+    uint8 = torch.tensor([255, 3], dtype=torch.uint8)
+    assert (int8 + 200).tolist() == [72, -51] and (uint8 == -1).tolist() == [True, False]
+    assert torch.where(uint8 > 3, uint8, -1).tolist() == [255, 255]
+    hundreds = torch.tensor([100, 100], dtype=torch.int8)
+    assert hundreds.sum(dtype=torch.int8).item() == -56 and hundreds.sum(dtype=torch.int8).dtype is torch.int8
+    assert hundreds.prod(dtype=torch.int8).item() == 16 and hundreds.cumsum(0, dtype=torch.int16).tolist() == [100, 200]
+    assert hundreds.sum().dtype is torch.int64 and hundreds.sum().item() == 200

@@ -123,9 +123,7 @@ def convert(builder, value, source, target):
         return builder.icmp_unsigned("!=", value, ir.Constant(value.type, 0))
     if is_float(target):
         if is_float(source):
-            if target in ("float16", "bfloat16"):
-                if source == "float64" and target == "float16":  # one rounding, not two
-                    return builder.fpext(builder.fptrunc(value, F16), F32)
+            if target in ("float16", "bfloat16"):  # as PyTorch: float64 through float32 (two roundings)
                 value = builder.fptrunc(value, F32) if source == "float64" else value
                 return round_to(builder, value, target)
             if value.type == to_type:

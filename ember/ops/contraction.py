@@ -53,7 +53,8 @@ def _matmul(a, b):
     """numpy's matmul; a stack of matrices times one matrix as one product over all rows (one
     BLAS call, as PyTorch folds it, where numpy would call BLAS per matrix of the stack)."""
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
-        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+        rows = int(np.prod(a.shape[:-1]))
+        return np.matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
     return np.matmul(a, b)
 
 

@@ -62,8 +62,7 @@ def _zero_vjp(g, out, x):
     return (C.mul(g, C.scalar(0, g)),)
 
 
-_erf_scalar = np.frompyfunc(math.erf, 1, 1)
-_erfc_scalar = np.frompyfunc(math.erfc, 1, 1)
+_erf_scalar, _erfc_scalar = np.frompyfunc(math.erf, 1, 1), np.frompyfunc(math.erfc, 1, 1)
 
 
 def _erf(x):
@@ -655,6 +654,8 @@ register("where", "elementwise", _where, _where_rule, _where_vjp, lowering=lambd
 def _convert(x, dtype):
     if x.dtype == dtype:
         return x.astype(dtype, order="C")  # clone() lands here: row-major, whatever the source's strides
+    if dtype in ("float16", "bfloat16") and x.dtype.itemsize > (4 if x.dtype.kind == "f" else 2):
+        x = x.astype(np.float32)  # as PyTorch: float64 and int32/int64 reach 2-byte floats through float32
     # a cast keeps the source's memory order (as torch's preserve_format) when its elements fill
     # a block of memory exactly: a cast of a transposed array then streams, and the elementwise
     # ops that follow see operands of one layout; others (expanded, sliced) become row-major

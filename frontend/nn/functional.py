@@ -161,6 +161,7 @@ def selu(input, inplace=False):
     return M.mul(elu(input, alpha), scale)
 
 
+@computes_in_float32
 def celu(input, alpha=1.0, inplace=False):
     if inplace:
         return _in_place_form("celu_")(input, alpha)
@@ -196,10 +197,12 @@ def _clamp_inside(input, low, high):
     return M.where(M.ne(input, input), float("nan"), out)
 
 
+@computes_in_float32
 def hardsigmoid(input, inplace=False):
     return _maybe_inplace(input, lambda x: M.div(_clamp_inside(M.add(x, 3.0), 0.0, 6.0), 6.0), inplace)
 
 
+@computes_in_float32
 def hardswish(input, inplace=False):
     """x * relu6(x + 3) / 6, with PyTorch's slopes: 0 up to -3 (inclusive), (2x + 3) / 6 below 3,
     1 from 3 on and at nan."""
@@ -284,6 +287,7 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     return saves_like_pytorch(out, output=True)  # LogSoftmaxBackward saves its output
 
 
+@computes_in_float32
 def glu(input, dim=-1):
     """a * sigmoid(b) for the halves a, b of `input` along `dim`, which must have an even size."""
     if input.ndim == 0:

@@ -7,6 +7,7 @@ takes sliding windows with the `unfold_windows` primitive and reduces the last t
 import numpy as np
 
 from ember.ops import PRIMITIVES as P
+from ..low_precision import computes_in_float32
 from ember.frontend.dispatch import current_module
 from ember.frontend.tensor import Tensor
 from ember.frontend import shape_ops as S
@@ -186,6 +187,7 @@ def _avg_divisor(sizes, kernel, stride, padding, outs, count_include_pad):
     return np.multiply.outer(per_axis[0], per_axis[1])
 
 
+@computes_in_float32
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     _check_pool_input("avg_pool2d", input, 2)
@@ -217,6 +219,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                        dict(dilation=(1, d), ceil_mode=ceil_mode, return_indices=return_indices))
 
 
+@computes_in_float32
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     _check_pool_input("avg_pool1d", input, 1)
     return _as_2d_pool(avg_pool2d, input, kernel_size, stride, padding,
@@ -242,6 +245,7 @@ def _adaptive_sizes(op, input, output_size, dims):
     return tuple(input.shape[-dims + i] if s is None else int(s) for i, s in enumerate(sizes))
 
 
+@computes_in_float32
 def adaptive_avg_pool2d(input, output_size):
     _check_pool_input("adaptive_avg_pool2d", input, 2)
     oh, ow = _adaptive_sizes("adaptive_avg_pool2d", input, output_size, 2)

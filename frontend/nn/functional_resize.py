@@ -8,6 +8,7 @@ gathered rows, 'area' is adaptive average pooling. The pixel shuffles are reshap
 import numpy as np
 
 from ember.frontend.tensor import Tensor
+from ..low_precision import computes_in_float32
 from ember.frontend import math_ops as M
 from ember.frontend import shape_ops as S
 from ember.frontend.linalg import scalar_type_name
@@ -171,6 +172,7 @@ def _unsupported_mode(input, mode):
                                                f"{dims}D) for the modes: {_MODES} (got {mode})")
 
 
+@computes_in_float32
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """Resize the spatial dims of [N, C, L] or [N, C, H, W] to `size`, or by `scale_factor`
