@@ -55,7 +55,8 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     if dim is not None:
         values, inverse, counts = np.unique(input._data, return_inverse=True, return_counts=True, axis=dim)
     else:
-        values, inverse, counts = np.unique(input._data, return_inverse=True, return_counts=True)
+        # (each NaN its own value, as PyTorch's sorted unique)
+        values, inverse, counts = np.unique(input._data, return_inverse=True, return_counts=True, equal_nan=False)
         inverse = inverse.reshape(input.shape)
     out = [Tensor._wrap(values)]
     if return_inverse:

@@ -640,3 +640,19 @@ def test_scale_grad_by_freq_with_padding_gives_each_used_row_its_own_slope(compi
     (ember.compile(step) if compiled else step)(ember.tensor(INDICES))
     # row r is looked up k times, each gradient divided by k: 3 per used row, 0 for padding
     assert np.array_equal(emb.weight.grad.numpy()[:, 0], np.array([3.0, 0.0, 3.0, 3.0, 0.0], np.float32))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_integers_to_negative_powers_are_zero_but_for_one_and_minus_one(compiled):
+    # as PyTorch (numpy refuses them): 1 ** -n = 1, (-1) ** -n = +-1 by parity, anything else 0
+    base = ember.tensor([2, 1, -1, 0, -2, 3, -1])
+    exponent = ember.tensor([-1, -3, -3, 2, -2, 0, -4])
+    power = ember.compile(lambda a, b: a ** b) if compiled else (lambda a, b: a ** b)
+    assert power(base, exponent).tolist() == [0, 1, -1, 0, 0, 1, 1]
+
+
+def test_unique_keeps_each_nan_apart_as_pytorch():
+    values, inverse, counts = ember.unique(ember.tensor([1.0, float("nan"), 2.0, float("nan")]),
+                                           return_inverse=True, return_counts=True)
+    assert values.numpy()[:2].tolist() == [1.0, 2.0] and np.isnan(values.numpy()[2:]).all() and len(values) == 4
+    assert counts.tolist() == [1, 1, 1, 1] and inverse.tolist()[0] == 0 and inverse.tolist()[2] == 1

@@ -39,7 +39,7 @@ from decimal import Decimal, getcontext, localcontext
 import numpy as np
 from llvmlite import ir
 
-from ember.ops.elementwise import ERFC_CUTOFF, erfc_pieces, erfinv_pieces
+from ember.ops.erf_coefficients import ERFC_CUTOFF, erfc_pieces, erfinv_pieces
 
 
 # ----------------------------------------------------------------------------- constants

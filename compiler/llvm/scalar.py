@@ -304,7 +304,7 @@ class ScalarEmitter:
         raise NotImplementedError(f"llvm: no integer lowering for {op}")
 
     def _int_pow(self, t):
-        """An internal function: x ** y by squaring (y < 0 gives 0, as numpy refuses it)."""
+        """An internal function: x ** y by squaring (y < 0: 0 but for bases 1 and -1, as PyTorch)."""
         name = f"ember_ipow_i{t.width}"
         existing = self.module.globals.get(name)
         if existing is not None:
@@ -334,5 +334,10 @@ class ScalarEmitter:
         negative = b.icmp_signed("<", exponent, ir.Constant(t, 0))
         zero_exponent = b.icmp_signed("==", exponent, ir.Constant(t, 0))
         value = b.select(zero_exponent, ir.Constant(t, 1), new_result)
-        b.ret(b.select(negative, ir.Constant(t, 0), value))
+        # a negative exponent, as PyTorch: 1 for base 1, +-1 for base -1 (by the exponent's parity), else 0
+        odd_exponent = b.trunc(exponent, I1)
+        minus_one = b.select(odd_exponent, ir.Constant(t, -1), ir.Constant(t, 1))
+        small = b.select(b.icmp_signed("==", base, ir.Constant(t, 1)), ir.Constant(t, 1),
+                         b.select(b.icmp_signed("==", base, ir.Constant(t, -1)), minus_one, ir.Constant(t, 0)))
+        b.ret(b.select(negative, small, value))
         return fn
