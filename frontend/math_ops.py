@@ -187,6 +187,9 @@ def _fmod(input, other):
 
 def pow(input, exponent):
     if isinstance(exponent, _NUMBER) and isinstance(input, Tensor):
+        if exponent < 0 and isinstance(exponent, (int, np.integer)) and input.dtype.category <= 1:
+            # (a tensor of negative exponents gives 0 or +-1 instead: see ember/ops/elementwise.py)
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
         if exponent == 2:
             return mul(input, input)
         if exponent == 1:

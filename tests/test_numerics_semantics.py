@@ -649,6 +649,8 @@ def test_integers_to_negative_powers_are_zero_but_for_one_and_minus_one(compiled
     exponent = ember.tensor([-1, -3, -3, 2, -2, 0, -4])
     power = ember.compile(lambda a, b: a ** b) if compiled else (lambda a, b: a ** b)
     assert power(base, exponent).tolist() == [0, 1, -1, 0, 0, 1, 1]
+    with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed"):
+        base ** -1  # a Python number exponent: torch refuses
 
 
 def test_unique_keeps_each_nan_apart_as_pytorch():
