@@ -142,7 +142,8 @@ class finfo:
     def __init__(self, type=None):
         dtype = defaults.floating if type is None else as_dtype(type)
         if not dtype.is_floating_point:
-            raise TypeError(f"torch.finfo() requires a floating point input type. Use torch.iinfo to handle '{dtype!r}'")
+            raise TypeError(f"torch.finfo() requires a floating point input type. Use torch.iinfo to handle "
+                            f"'{dtype!r}'")
         if dtype.name == "bfloat16":
             import ml_dtypes
             info = ml_dtypes.finfo(dtype.np)
@@ -167,7 +168,8 @@ class iinfo:
         if dtype.is_floating_point or dtype is bool_:
             raise TypeError(f"torch.iinfo() requires an integer input type. Use torch.finfo to handle '{dtype!r}'")
         info = np.iinfo(dtype.np)
-        self.bits, self.min, self.max, self.dtype = info.bits, builtins.int(info.min), builtins.int(info.max), dtype.name
+        self.bits, self.dtype = info.bits, dtype.name
+        self.min, self.max = builtins.int(info.min), builtins.int(info.max)
 
     def __repr__(self):
         return f"iinfo(min={self.min}, max={self.max}, dtype={self.dtype})"
