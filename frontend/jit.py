@@ -13,7 +13,7 @@ from sys import getrefcount
 
 import numpy as np
 
-from .compile_modes import check_mode
+from .compile_modes import check_dynamic_and_options, check_mode, refuse_graph_break
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .python_guards import PythonState, explain_change
@@ -120,8 +120,8 @@ class TraceTree:
 class CompiledFunction:
     """The callable `ember.compile(fn)` returns for a function (see CompiledModule for modules)."""
 
-    def __init__(self, fn, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None):
-        self.fn = fn
+    def __init__(self, fn, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None, fullgraph=False):
+        self.fn, self.fullgraph = fn, fullgraph
         self.module = module
         from ember.compiler import get_backend  # here: the compiler and llvmlite load on first compile, not at import
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
@@ -369,6 +369,8 @@ class CompiledFunction:
         watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
         graph = tracer.finish([t for _, t in outputs], watched)
         pieces = split_trace(tracer, graph)
+        if self.fullgraph:
+            refuse_graph_break(self.name, graph, tracer.eager_reason)
         for g in graph.guards:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
         externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else weakref.ref(t)
@@ -387,6 +389,8 @@ class CompiledFunction:
             # it), or autograd effects of the call that only eager mode has (tracer.eager_reason)
             why = (f"returns {aliased}" if aliased is not None else
                    f"the call changes {changed}, which it reads" if changed is not None else tracer.eager_reason)
+            if self.fullgraph:
+                refuse_graph_break(self.name, graph, why)
             self._eager_signatures.add(signature)
             self.report.eager_reasons.append(
                 f"{self._describe_signature(signature)}: {why}; this signature runs eagerly")
@@ -672,18 +676,21 @@ def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIM
     with the reference interpreter. Usable as `ember.compile(fn)`, `@ember.compile` and
     `@ember.compile(backend=...)`.
 
-    mode takes PyTorch's values (frontend/compile_modes.py); fullgraph, dynamic and options
-    are accepted so that PyTorch calls run (guards split graphs; shapes are specialised)."""
+    mode takes PyTorch's values, fullgraph=True raises at the first graph break with its source
+    line, dynamic=True and options warn that they change nothing (frontend/compile_modes.py)."""
     if mode is not None:
         check_mode(mode, options)
+    check_dynamic_and_options(dynamic, options)
     if model is None:
-        return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, disable=disable)
+        return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, fullgraph=fullgraph,
+                                  disable=disable)
     if disable:
         return model
     if hasattr(model, "named_parameters") and hasattr(model, "forward"):
         from .compiled_module import CompiledModule
-        return CompiledModule(model, CompiledFunction(model, backend, recompile_limit, module=model))
-    return CompiledFunction(model, backend, recompile_limit)
+        return CompiledModule(model, CompiledFunction(model, backend, recompile_limit, module=model,
+                                                      fullgraph=fullgraph))
+    return CompiledFunction(model, backend, recompile_limit, fullgraph=fullgraph)
 
 
 def explain(fn, *args, **kwargs):

@@ -153,6 +153,46 @@ def test_compile_modes_are_torchs_and_say_when_they_change_nothing():
         ember.compile(lambda t: t, mode="fastest")
 
 
+def test_compile_fullgraph_refuses_a_graph_break_with_its_line():
+    def branchy(t):
+        if t.sum() > 0:  # Python reads a tensor's value: a guard, which splits the graph
+            return t * 2
+        return t
+
+    with pytest.raises(RuntimeError, match=r"fullgraph=True\): the function breaks the graph at guard at "
+                                           r"test_torch_surface.py:\d+ \(if t.sum\(\) > 0:"):
+        ember.compile(branchy, fullgraph=True)(ember.ones(3))
+    assert ember.compile(branchy)(ember.ones(3)).tolist() == [2.0, 2.0, 2.0]  # (without it, guards split)
+
+    def writes_history(t):
+        t.data.mul_(2)  # a write autograd does not see, into a tensor with history: runs eagerly
+        return t.sum()
+
+    with pytest.raises(RuntimeError, match="fullgraph=True\\): the call cannot be compiled as one graph"):
+        ember.compile(writes_history, fullgraph=True)(ember.ones(3, requires_grad=True) * 1)
+
+    @ember.compile(fullgraph=True)
+    def straight(t):
+        return t * 2 + 1
+
+    for _ in range(3):
+        assert straight(ember.ones(2)).tolist() == [3.0, 3.0]
+    assert straight.report.compiled_calls == 2
+
+
+def test_compile_dynamic_and_options_say_they_change_nothing(monkeypatch):
+    from ember.frontend import compile_modes
+    monkeypatch.setattr(compile_modes, "_WARNED", set())
+    with pytest.warns(UserWarning, match="dynamic=True.*shapes are specialised"):
+        ember.compile(lambda t: t, dynamic=True)
+    with pytest.warns(UserWarning, match="no inductor options"):
+        ember.compile(lambda t: t, options={"trace.enabled": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ember.compile(lambda t: t, dynamic=False)
+        ember.compile(lambda t: t, dynamic=True)  # (once per process)
+
+
 def test_set_num_threads_sets_the_threads_of_compiled_programs_from_their_next_call(monkeypatch):
     import gc
     from ember import config
