@@ -58,7 +58,7 @@ def explain_signature_change(fn, old, new):
             changes.append(f"module settings of {part[1]} changed: {explain_settings_change(before[2], part[2])}")
         elif kind == "optimizer":
             changes.append(f"hyperparameters of {part[1]} changed (e.g. lr from a scheduler): "
-                           f"{before[3]} -> {part[3]}")
+                           f"{_hyperparameter_changes(before[3], part[3])}")
         elif kind == "python":
             _, label, what, reader, key = part
             changes.append(explain_change(what, label, reader, before[4], key))
@@ -175,3 +175,21 @@ def recompile_advice(reason):
         if marker in reason:
             return advice
     return "keep what the reason names the same from call to call"
+
+
+def _hyperparameter_changes(before, after):
+    """Only what changed between two optimizers' hyperparameters (one tuple of (name, value) pairs
+    per param group): `lr 0.1 -> 0.05` (with the group where there are several)."""
+    if not (isinstance(before, tuple) and isinstance(after, tuple) and len(before) == len(after)):
+        return f"{before} -> {after}"
+    changes = []
+    for number, (old, new) in enumerate(zip(before, after)):
+        try:
+            old_values, new_values = dict(old), dict(new)
+        except (TypeError, ValueError):
+            return f"{before} -> {after}"
+        group = f" (group {number})" if len(before) > 1 else ""
+        names = dict.fromkeys([*old_values, *new_values])  # (in order, once)
+        changes += [f"{name} {old_values.get(name)!r} -> {new_values.get(name)!r}{group}"
+                    for name in names if old_values.get(name) != new_values.get(name)]
+    return ", ".join(changes) or f"{before} -> {after}"

@@ -65,6 +65,9 @@ def test_learning_rate_changes_from_a_scheduler_reach_the_compiled_step():
         ref_schedule.step()
     np.testing.assert_allclose(lin.weight.detach().numpy(), ref.weight.detach().numpy(), rtol=1e-5)
     assert any("hyperparameters of opt" in r for r in compiled.report.recompiles)
+    # the reason names only what changed: the learning rate, not every hyperparameter
+    changed = [r for r in compiled.report.recompiles if "hyperparameters of opt" in r][0]
+    assert changed.endswith("lr 0.1 -> 0.010000000000000002") and "momentum" not in changed, changed
 
 
 def test_freezing_a_closed_over_parameter_retraces():
