@@ -109,26 +109,21 @@ def binary(name, a, b):
 
 
 def add(input, other, alpha=1):
-    if alpha != 1:
-        if _both_low_precision(input, other):  # as PyTorch: alpha rounded to the dtype, the rest in float32
-            alpha = float(np.asarray(alpha, input._data.dtype).astype(np.float32))
-            return to_dtype(add(to_dtype(input, dtypes.float32), to_dtype(other, dtypes.float32), alpha), input.dtype)
-        other = mul(other, alpha)
-    return binary("add", input, other)
+    return binary("add", input, other) if alpha == 1 else _with_alpha("add", add, input, other, alpha)
 
 
 def sub(input, other, alpha=1):
-    if alpha != 1:
-        if _both_low_precision(input, other):
-            alpha = float(np.asarray(alpha, input._data.dtype).astype(np.float32))
-            return to_dtype(sub(to_dtype(input, dtypes.float32), to_dtype(other, dtypes.float32), alpha), input.dtype)
-        other = mul(other, alpha)
-    return binary("sub", input, other)
+    return binary("sub", input, other) if alpha == 1 else _with_alpha("sub", sub, input, other, alpha)
 
 
-def _both_low_precision(input, other):
-    return (isinstance(input, Tensor) and isinstance(other, Tensor) and input._data.dtype == other._data.dtype
-            and input._data.dtype in dtypes.LOW_PRECISION_NP)
+def _with_alpha(name, op, input, other, alpha):
+    """input +- alpha * other. On two tensors of one 2-byte float dtype, as PyTorch: alpha
+    rounded to the dtype, the rest in float32, rounded once."""
+    if (isinstance(input, Tensor) and isinstance(other, Tensor) and input._data.dtype == other._data.dtype
+            and input._data.dtype in dtypes.LOW_PRECISION_NP):
+        alpha = float(np.asarray(alpha, input._data.dtype).astype(np.float32))
+        return to_dtype(op(to_dtype(input, dtypes.float32), to_dtype(other, dtypes.float32), alpha), input.dtype)
+    return binary(name, input, other if alpha == 1 else mul(other, alpha))
 
 
 def mul(input, other):

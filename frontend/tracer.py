@@ -176,7 +176,7 @@ class Tracer:
             # the graph's autodiff would use the values from before it
             self.eager_reason = (f"writes through .data or detach() into a tensor with autograd history "
                                  f"(shape {list(root.shape)})")
-        elif not recorded_history and tensor._detached and root.requires_grad and self._no_grad_view_saved_over(root):
+        elif not recorded_history and tensor._detached and root.requires_grad and self._saved_over(root, no_grad_views_only=True):
             # x * x[0], x[0] taken under no_grad (.data does not bump the version counter)
             self.eager_reason = (f"writes through .data or detach() into a leaf whose no_grad view is saved for "
                                  f"a backward not run yet (shape {list(root.shape)})")
@@ -216,7 +216,7 @@ class Tracer:
         """`t.data = value`: the tensor holds the value from now on, its gradient path unchanged.
         Eagerly `t` moves to new memory and what still reads the old (a view, a value saved for
         backward) keeps the old values; a compiled call writes the new value into the old memory."""
-        if live_aliases(tensor) or self._saved_for_backward_over(tensor):
+        if live_aliases(tensor) or self._saved_over(tensor):
             self.eager_reason = (f"assigns .data of a tensor whose old memory a view or a value saved for backward "
                                  f"still reads (shape {list(tensor.shape)})")
         old, new = self.node_of(tensor), self.node_of(value)
@@ -310,18 +310,18 @@ class Tracer:
         self.live[node] = weakref.ref(result)
         return result
 
-    def _saved_for_backward_over(self, tensor):
-        """Does a node of this trace not yet run by a backward save an array over `tensor`'s memory?"""
+    def _saved_over(self, tensor, no_grad_views_only=False):
+        """Does a node of this trace not yet run by a backward save an array over `tensor`'s memory
+        (with `no_grad_views_only`: a view of it made under no_grad)?"""
         owner = memory_owner(tensor._data)
-        return any(node is not None and not node.freed and any(isinstance(saved[0], np.ndarray) and memory_owner(
-            saved[0]) is owner for saved in node.saved) for node in (ref() for ref in self.autograd_nodes))
-
-    def _no_grad_view_saved_over(self, tensor):
-        """Does a node of this trace not yet run by a backward save a no_grad view of `tensor`?"""
-        owner = memory_owner(tensor._data)
-        return any(node is not None and not node.freed and any(t._creation == "no_grad" and memory_owner(t._data)
-                                                                is owner for t in node.inputs)
-                   for node in (ref() for ref in self.autograd_nodes))
+        for node in (ref() for ref in self.autograd_nodes):
+            if node is None or node.freed:
+                continue
+            saved = ([t._data for t in node.inputs if t._creation == "no_grad"] if no_grad_views_only
+                     else [entry[0] for entry in node.saved if isinstance(entry[0], np.ndarray)])
+            if any(memory_owner(array) is owner for array in saved):
+                return True
+        return False
 
     def _name(self, prim):
         # ops in the root module's own forward are named by op ("relu_3"); inside a submodule
