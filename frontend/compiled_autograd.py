@@ -77,13 +77,21 @@ class DifferentiablePlan:
     """Forward and backward programs for one segment and one choice of `wrt` placeholders,
     and what the backward reads of the caller's memory."""
 
+    @property
+    def backward(self):
+        """The backward program, compiled when a backward() first needs it: a model called with
+        grad enabled but never differentiated (eval() without no_grad) compiles no backward."""
+        if self._backward is None:
+            self._backward = self._backend.compile(self.split.backward)
+        return self._backward
+
     def __init__(self, segment, wrt_nodes, backend):
         graph = segment.graph
         self.wrt_nodes = list(wrt_nodes)
         self.output = segment.result_nodes[0]
         self.split = split_forward_backward(graph, self.wrt_nodes, outputs=[self.output])
         self.forward = backend.compile(self.split.forward)
-        self.backward = backend.compile(self.split.backward)
+        self._backend, self._backward = backend, None  # compiled on the first backward() (see `backward`)
         self.param_names = list(graph.params)
         saved = self.split.saved
         roots = {s: _caller_root(graph, s) for s in saved}

@@ -17,7 +17,9 @@ from .compile_modes import check_dynamic_and_options, check_mode, refuse_graph_b
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
 from .python_guards import PythonState, explain_change
-from .signatures import (explain_signature_change, recompile_advice, _aliasing, _leaf_signature, _plain_settings,
+from .runtime_scalars import RuntimeScalars, plain_numbers
+from .compile_report import CompileReport, TraceRecord
+from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _plain_settings,
                          _positional_containers, _positional_paths)
 from .segments import Segment, same_program, split_trace, array_of, walk_segments
 from .compiled_autograd import versions_after_write_back
@@ -28,79 +30,6 @@ from .tracer import Tracer, recording, module_state, external_names, observed_va
 from .value_trees import flatten_tensors, rebuild, template_of
 
 DEFAULT_RECOMPILE_LIMIT = 8
-
-
-class TraceRecord:
-    def __init__(self, number, reason, signature, nodes, segments, guards, seconds):
-        self.number, self.reason, self.signature = number, reason, signature
-        self.nodes, self.segments, self.guards, self.seconds = nodes, segments, guards, seconds
-
-    def __str__(self):
-        return (f"trace #{self.number}: {self.reason}\n      signature: {self.signature}\n"
-                f"      {self.nodes} nodes recorded, {self.segments} new segment(s) compiled, "
-                f"{self.guards} guard(s), {self.seconds * 1e3:.1f} ms")
-
-
-class CompileReport:
-    """What ember.compile did: traces, segments, guards (with source lines), recompiles."""
-
-    def __init__(self, name, backend):
-        self.name, self.backend = name, backend
-        self.traces = []
-        self.recompiles = []  # reasons, one per trace after the first
-        self.guards = {}  # (source, code, how) -> set of outcomes seen
-        self.fallback = None
-        self.calls = 0
-        self.eager_calls = 0  # calls run eagerly: arguments sharing memory, or see `eager_reasons`
-        self.eager_reasons = []  # signatures whose traces the compiled program cannot reproduce
-        self.compiled_calls = 0
-        self.host_only_ops = []  # ops compiled code runs as numpy callbacks (CPU only; see ember.ops host_only)
-        self.programs = []  # the traced graph of every compiled segment (to_html draws them)
-
-    @property
-    def segments(self):
-        return sum(t.segments for t in self.traces)
-
-    def __str__(self):
-        why = "see below" if self.eager_reasons else "arguments sharing memory"
-        eager = f", {self.eager_calls} run eagerly ({why})" if self.eager_calls else ""
-        lines = [f"ember.compile report for {self.name} (backend={self.backend})",
-                 f"calls: {self.calls} ({self.compiled_calls} served by compiled segments{eager}), "
-                 f"traces: {len(self.traces)}, segments compiled: {self.segments}, "
-                 f"recompiles: {len(self.recompiles)}"]
-        for t in self.traces:
-            lines.append("  " + str(t))
-        if self.guards:
-            lines.append("guards:")
-            for (source, code, how), outcomes in self.guards.items():
-                seen = ", ".join(repr(o) for o in sorted(outcomes, key=repr)[:6])
-                lines.append(f"  {source or '<unknown>'}: {code or '?'}  [{how}]  outcomes seen: {seen}")
-        if self.host_only_ops:
-            lines.append("host-only ops (numpy callbacks from the CPU code; no export or GPU):")
-            lines.extend(f"  {op}" for op in self.host_only_ops)
-        if self.recompiles:
-            lines.append("recompiles:")
-            for reason in self.recompiles:
-                lines.append(f"  {reason}")
-                lines.append(f"    to avoid it: {recompile_advice(reason)}")
-        if self.eager_reasons:
-            lines.append("run eagerly:")
-            lines.extend(f"  {r}" for r in self.eager_reasons)
-        if self.fallback:
-            lines.append(f"fallback: {self.fallback}")
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-    def to_html(self, path):
-        """This report as one self-contained HTML page at `path` (compiler/html_report.py): the
-        summary, guards and recompiles, and for each compiled program its graph at every stage,
-        its kernels with their model lines and times, its memory chart and its compile times."""
-        from ember.compiler.html_report import write_report
-        guards = [(source, code, how, ", ".join(repr(o) for o in sorted(outcomes, key=repr)[:6]))
-                  for (source, code, how), outcomes in self.guards.items()]
-        return write_report(path, f"ember.compile report for {self.name}", str(self), guards,
-                            [f"{r} (to avoid it: {recompile_advice(r)})" for r in self.recompiles], self.programs)
 
 
 class TraceTree:
@@ -115,6 +44,7 @@ class TraceTree:
         self.trains_itself = False  # the program writes new values into params that require grad
         self.segment_count = 0
         self.state_roots = set()  # ids of the roots of params and closed-over tensors (see _execute)
+        self.scalar_slots = []  # the runtime scalars its programs read, in input order
 
 
 class CompiledFunction:
@@ -135,6 +65,7 @@ class CompiledFunction:
         self._settings = {}  # cached module flags and settings, see _module_parts
         self._reached = PythonState(fn, module, self._module_parts)  # the Python state fn reads: python_guards
         self._eager_signatures = set()  # see _returned_view_of_mutated
+        self._scalars = RuntimeScalars(lambda path: _input_name(fn, path))  # floats read as program inputs
         self.__wrapped__ = fn
 
     # ------------------------------------------------------------------ calling
@@ -157,10 +88,19 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)
         tree = self._cache.get(signature)
         if tree is None:
-            return self._trace(signature, args, kwargs, self._miss_reason(signature), None)
+            reason = self._miss_reason(signature)
+            became_dynamic = self._signatures and self._scalars.learn(self._signatures[-1], signature)
+            if became_dynamic:  # floats that changed are inputs from now on: signatures leave them out
+                reason += f"; from now on inputs of the program (runtime scalars): {', '.join(became_dynamic)}"
+                self.report.runtime_scalars = list(self._scalars.dynamic.values())
+                signature = self._signature(args, kwargs, flat, positional)
+            return self._trace(signature, args, kwargs, reason, None)
         if tree.unconfirmed:
             return self._trace(signature, args, kwargs, None, tree, confirming=True)
-        return self._execute(signature, tree, args, kwargs, [t for _, t in flat])
+        inputs = [t for _, t in flat]
+        if tree.scalar_slots:
+            inputs += self._scalars.input_tensors(tree.scalar_slots)
+        return self._execute(signature, tree, args, kwargs, inputs)
 
     def _execute(self, signature, tree, args, kwargs, inputs):
         params = self._bind_params(tree)
@@ -357,8 +297,11 @@ class CompiledFunction:
         for name, t in state:
             tracer.add_param(t, name)
         histories = [_history(t) for _, t in arg_tensors]
-        with recording(tracer):
-            result = self.fn(*args, **kwargs)
+        with self._scalars.substituted(tracer, args, kwargs) as (call_args, call_kwargs, scalar_slots, scalar_nodes):
+            with recording(tracer):
+                result = plain_numbers(self.fn(*call_args, **call_kwargs))
+        input_nodes += scalar_nodes
+        signature = self._scalars.refresh(signature)  # (with the outcomes of tests this trace added)
         if STATE.grad_enabled and any(_history(t) is not h for (_, t), h in zip(arg_tensors, histories)):
             # an argument written in place with autograd recording: its new history is eager autograd's
             tracer.eager_reason = "writes in place into an argument that has autograd history"
@@ -414,6 +357,7 @@ class CompiledFunction:
         new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes,
                                            trainable, output_facts)
         self._cache[signature].state_roots |= state_roots
+        self._cache[signature].scalar_slots = scalar_slots
         self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
                                               self._describe_signature(signature), len(graph), new_segments,
                                               len(graph.guards), time.perf_counter() - start))
@@ -550,7 +494,7 @@ class CompiledFunction:
                 self.report.eager_reasons.append(f"{self._describe_signature(signature)}: {refusal}; ember cannot "
                                                  f"guard it, so calls like this one run eagerly")
             return signature
-        return tuple(parts)
+        return tuple(self._scalars.rewrite(parts) if self._scalars.dynamic else parts)
 
     def _describe_signature(self, signature):
         words = []

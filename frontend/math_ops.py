@@ -13,6 +13,7 @@ from .low_precision import computes_in_float32
 from ember.ops import PRIMITIVES as P
 from .autograd import saves_like_pytorch
 from .dispatch import STATE
+from .runtime_scalars import ScalarInput
 from .tensor import Tensor
 from .views import version_counter
 
@@ -38,7 +39,10 @@ def cast_operand(t, dtype):
 
 def constant(value, dtype):
     """A 0-d tensor for a Python scalar operand (an integer outside a small integer dtype's range
-    wraps around, as PyTorch casts it: int8 + 200 adds -56)."""
+    wraps around, as PyTorch casts it: int8 + 200 adds -56). A runtime scalar of a trace
+    (frontend/runtime_scalars.py) gives its input tensor, rounded to `dtype` as the number would be."""
+    if type(value) is ScalarInput:
+        return to_dtype(value.tensor, dtype)
     try:
         return Tensor._wrap(np.asarray(value, dtype=dtype.np))
     except OverflowError:
@@ -52,6 +56,8 @@ def _operand_dtypes(operands):
             (dimensioned if x._data.ndim else zero_dim).append(x.dtype)
         elif isinstance(x, _NUMBER):
             scalars.append(dtypes.scalar_dtype(x))
+        elif type(x) is ScalarInput:
+            scalars.append(dtypes.scalar_dtype(x.value))
         else:
             raise TypeError(f"unsupported operand type {type(x).__name__}; expected a Tensor or a number")
     return dimensioned, zero_dim, scalars
@@ -109,10 +115,14 @@ def binary(name, a, b):
 
 
 def add(input, other, alpha=1):
+    if type(alpha) is Tensor:  # (a tensor learning rate, -lr: no value read, so no guard when traced)
+        return binary("add", input, mul(other, alpha))
     return binary("add", input, other) if alpha == 1 else _with_alpha("add", add, input, other, alpha)
 
 
 def sub(input, other, alpha=1):
+    if type(alpha) is Tensor:
+        return binary("sub", input, mul(other, alpha))
     return binary("sub", input, other) if alpha == 1 else _with_alpha("sub", sub, input, other, alpha)
 
 
@@ -509,6 +519,8 @@ def lerp(input, end, weight):
     """input + weight * (end - input), computed from the nearer end as PyTorch does (exact at
     weight 1, and an infinite input gives an infinite result instead of inf - inf). As in
     PyTorch, `end` (and a tensor weight) must have the input's dtype."""
+    if type(weight) is ScalarInput:  # a runtime scalar of a trace: a 0-d weight of the input's dtype
+        weight = constant(weight, input.dtype)
     for name, other in (("end", end), ("weight", weight)):
         if isinstance(other, Tensor) and isinstance(input, Tensor) and other.dtype is not input.dtype:
             raise RuntimeError(f"lerp: expected dtype {input.dtype.name} for `{name}` but got dtype {other.dtype.name}"

@@ -154,8 +154,10 @@ def _unlisted_attribute(key, value):
 
 def _optimizer(value, ctx, depth):
     if ctx.parts is not None and ctx.first(value):
+        # (a tensor hyperparameter, such as a tensor lr, by identity: its value is read by the program)
         ctx.parts.append(("optimizer", ctx.label(value, depth), id(value), tuple(
-            tuple((k, v) for k, v in group.items() if k != "params" and is_plain_value(v))
+            tuple((k, v) if is_plain_value(v) else (k, ("tensor", id(v), v._data.shape, v._data.dtype))
+                  for k, v in group.items() if k != "params" and (is_plain_value(v) or type(v) in _TENSORS))
             for group in value.param_groups)))
     return ("optimizer", value)
 

@@ -158,6 +158,8 @@ _ADVICE = (
              "DataLoader(drop_last=True))"),
     ("dtype of ", "convert the inputs to one dtype before the call"),
     ("requires_grad of ", "keep requires_grad of each argument the same from call to call"),
+    ("runtime scalars", "expected once: a float that changes between calls is an input of the program after "
+                        "its first change"),
     ("Python values are specialised", "a Python number is baked into the program: pass it as a tensor if it "
                                       "changes often"),
     ("training flags", "train() and eval() each get a program: expected once per mode"),

@@ -17,6 +17,7 @@ import numpy as np
 from ember.ir import Graph, Guard
 from ember.ops import in_mode
 from .dispatch import STATE, eager_bind
+from .runtime_scalars import ScalarInput
 from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
 from .value_trees import flatten_tensors
@@ -290,6 +291,9 @@ class Tracer:
 
     # ------------------------------------------------------------------ recording
     def bind(self, prim, operands, attrs):
+        if attrs and any(type(v) is ScalarInput for v in attrs.values()):
+            # a runtime scalar kept as an attribute: the program holds its value (pinned)
+            attrs = {k: v.pinned() if type(v) is ScalarInput else v for k, v in attrs.items()}
         inputs = [self.node_of(t) for t in operands]
         differentiable = self.differentiable
         if STATE.grad_enabled and not self.deriving:
@@ -369,7 +373,7 @@ class Tracer:
                     continue
                 leaf = leaves[leaf_node]
                 g = Tensor._wrap(self.values[grad_node])
-                g._node = (self, grad_node)
+                self.rebind(g, grad_node)  # (live: a later segment of the trace may read it)
                 for hook in leaf._hooks or ():
                     replaced = hook(g)
                     g = g if replaced is None else replaced

@@ -67,7 +67,10 @@ def test_learning_rate_changes_from_a_scheduler_reach_the_compiled_step():
     assert any("hyperparameters of opt" in r for r in compiled.report.recompiles)
     # the reason names only what changed: the learning rate, not every hyperparameter
     changed = [r for r in compiled.report.recompiles if "hyperparameters of opt" in r][0]
-    assert changed.endswith("lr 0.1 -> 0.010000000000000002") and "momentum" not in changed, changed
+    assert "lr 0.1 -> 0.010000000000000002;" in changed and "momentum" not in changed, changed
+    # and from then on lr is an input of the program: the later changes compile nothing
+    assert changed.endswith("runtime scalars): opt.param_groups[0]['lr']"), changed
+    assert len(compiled.report.recompiles) == 1, compiled.report.recompiles
 
 
 def test_freezing_a_closed_over_parameter_retraces():
@@ -227,3 +230,22 @@ def test_a_closed_over_tensor_that_is_only_written_receives_each_value():
         compiled(ember.full((4, 3), float(i)))
         assert written.tolist() == [[float(i + 1)] * 3] * 4
     assert compiled.report.compiled_calls >= 1
+
+
+def test_a_model_compiled_in_eval_mode_builds_its_backward_only_when_differentiated(monkeypatch):
+    from ember.compiler.driver import Driver
+    compiled_graphs = []
+    original = Driver.compile
+    monkeypatch.setattr(Driver, "compile", lambda self, graph, *a, **k: (compiled_graphs.append(graph.name),
+                                                                         original(self, graph, *a, **k))[1])
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    compiled = ember.compile(model)
+    for _ in range(3):  # grad mode on, params require grad: the outputs require grad, as eagerly
+        out = compiled(ember.randn(3, 4))
+    assert out.requires_grad
+    before = len(compiled_graphs)
+    assert not any("backward" in name for name in compiled_graphs), compiled_graphs
+    out.sum().backward()  # the first backward() compiles the backward program, once
+    assert len(compiled_graphs) == before + 1 and model[0].weight.grad is not None
+    compiled(ember.randn(3, 4)).sum().backward()
+    assert len(compiled_graphs) == before + 1

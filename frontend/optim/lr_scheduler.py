@@ -11,6 +11,7 @@ import warnings
 from bisect import bisect_right
 from collections import Counter
 
+from ..tensor import Tensor
 from .optimizer import Optimizer
 
 EPOCH_DEPRECATION_WARNING = (
@@ -37,6 +38,16 @@ def _per_group(name, optimizer, value):
     return [value] * len(optimizer.param_groups)
 
 
+def set_group_value(group, key, value):
+    """group[key] = value; a tensor there (a tensor lr) is filled in place, as PyTorch does, so
+    a compiled step that reads it sees the new value without tracing again."""
+    current = group.get(key)
+    if isinstance(current, Tensor):
+        current.fill_(value.item() if isinstance(value, Tensor) else value)
+    else:
+        group[key] = value
+
+
 class LRScheduler:
     """Base class: subclasses define `get_lr()` (the chainable form, from each group's current lr)
     and optionally `_get_closed_form_lr()` (from base_lrs and last_epoch)."""
@@ -49,7 +60,8 @@ class LRScheduler:
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
+                initial = group["lr"]
+                group.setdefault("initial_lr", initial.clone() if isinstance(initial, Tensor) else initial)
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
@@ -113,7 +125,7 @@ class LRScheduler:
         finally:
             self._get_lr_called_within_step = False
         for i, (group, lr) in enumerate(zip(self.optimizer.param_groups, values)):
-            group["lr"] = lr
+            set_group_value(group, "lr", lr)
             self.print_lr(self.verbose, i, lr, epoch)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
@@ -386,7 +398,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         finally:
             self._get_lr_called_within_step = False
         for i, (group, lr) in enumerate(zip(self.optimizer.param_groups, values)):
-            group["lr"] = lr
+            set_group_value(group, "lr", lr)
             self.print_lr(self.verbose, i, lr, epoch)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
@@ -542,7 +554,7 @@ class SequentialLR(_SchedulerComposition, LRScheduler):
         self.last_epoch = last_epoch + 1
         self.optimizer = optimizer
         for group in optimizer.param_groups:  # undo what the children's construction did
-            group["lr"] = group["initial_lr"]
+            set_group_value(group, "lr", group["initial_lr"])
         for scheduler in self._schedulers:
             scheduler.last_epoch -= 1
         self._schedulers[0]._initial_step()

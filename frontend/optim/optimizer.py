@@ -7,6 +7,7 @@ ops under `no_grad`, so eager runs write memory and a trace records the update f
 import copy
 import functools
 import itertools
+import weakref
 import warnings
 from collections import OrderedDict, defaultdict
 
@@ -86,6 +87,7 @@ class Optimizer:
             cls.step = _with_step_hooks(step)
 
     def __init__(self, params, defaults):
+        _LIVE[id(self)] = self
         self.defaults = defaults
         self._step_pre_hooks = OrderedDict()
         self._step_post_hooks = OrderedDict()
@@ -259,6 +261,7 @@ class Optimizer:
         return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
 
     def __setstate__(self, state):
+        _LIVE[id(self)] = self
         self.__dict__.update(state)
         self.__dict__.setdefault("_step_pre_hooks", OrderedDict())
         self.__dict__.setdefault("_step_post_hooks", OrderedDict())
@@ -289,6 +292,14 @@ def _cast_state(param, value, key=None):
     if isinstance(value, (list, tuple)):
         return type(value)(_cast_state(param, v, key=key) for v in value)
     return copy.deepcopy(value)
+
+
+_LIVE = weakref.WeakValueDictionary()  # id -> optimizer, for runtime scalars (frontend/runtime_scalars.py)
+
+
+def live_optimizer(identity):
+    """The optimizer whose id a compiled function's signature holds."""
+    return _LIVE[identity]
 
 
 def scalar_step_tensor():

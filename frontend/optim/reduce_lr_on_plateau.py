@@ -6,7 +6,7 @@ it is stepped with the metric: `scheduler.step(val_loss)`.
 import warnings
 from math import inf
 
-from .lr_scheduler import EPOCH_DEPRECATION_WARNING, LRScheduler, _check_verbose
+from .lr_scheduler import EPOCH_DEPRECATION_WARNING, LRScheduler, _check_verbose, set_group_value
 from .optimizer import Optimizer
 
 
@@ -84,7 +84,7 @@ class ReduceLROnPlateau(LRScheduler):
             old_lr = float(group["lr"])
             new_lr = max(old_lr * self.factor, self.min_lrs[i])
             if old_lr - new_lr > self.eps:
-                group["lr"] = new_lr
+                set_group_value(group, "lr", new_lr)
                 if self.verbose:
                     epoch_str = ("%.2f" if isinstance(epoch, float) else "%.5d") % epoch
                     print(f"Epoch {epoch_str}: reducing learning rate of group {i} to {new_lr:.4e}.")

@@ -1,0 +1,363 @@
+"""Runtime scalars: the Python floats of a compiled function that are inputs of its program.
+
+ember.compile specialises a program on the Python numbers it reads (frontend/signatures.py), so
+a float that changes between calls (an optimizer's lr or momentum set by an lr_scheduler, a
+float argument) would compile again on every change. After its first change such a float is
+dynamic: the next trace hands the function a `ScalarInput` in its place, which carries the value
+and a 0-d float64 input tensor of the trace. Tensor ops take that tensor where they would take a
+number (math_ops.constant), Python arithmetic on it computes both, and the compiled program reads
+the float from its input on every call (jit.py feeds `RuntimeScalars.input_tensors`).
+
+Python control flow on a runtime scalar stays exact. A comparison (`if momentum != 0`,
+`alpha == 1`) is recorded as a test, and the outcomes of all tests are part of the signature: a
+value that would take another branch traces again. Where a value must become a plain number
+(float(), numpy, an op that keeps it as an attribute) it is pinned: its value joins the
+signature, as before it was dynamic. Nothing is silently baked in.
+"""
+import contextlib
+import operator
+import re
+
+import numpy as np
+
+from .tensor import Tensor
+
+DYNAMIC = "<runtime scalar>"  # what a signature holds in place of a dynamic float
+_PLAIN = (int, float, bool, np.integer, np.floating, np.bool_)
+_BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+           "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow}
+_UNARY = {"neg": operator.neg, "abs": abs}
+_COMPARE = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
+            "ge": operator.ge}
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
+           "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+# ----------------------------------------------------------------------------- expressions
+# An expression is a number, ("slot", slot), (unary, e) or (binary, e1, e2): how a value the
+# traced code computed follows from the runtime scalars, so a test can be evaluated on new values.
+def evaluate(expr, values):
+    if not isinstance(expr, tuple):
+        return expr
+    kind = expr[0]
+    if kind == "slot":
+        return values[expr[1]]
+    if kind in _UNARY:
+        return _UNARY[kind](evaluate(expr[1], values))
+    return _BINARY[kind](evaluate(expr[1], values), evaluate(expr[2], values))
+
+
+def _outcome(test, values):
+    expr, how, other = test
+    try:
+        value = evaluate(expr, values)
+        return value if how == "value" else _COMPARE[how](value, evaluate(other, values))
+    except KeyError:  # a scalar this call does not have (its signature differs anyway)
+        return "absent"
+    except (ArithmeticError, ValueError, TypeError) as error:
+        return type(error).__name__
+
+
+class ScalarInput:
+    """A float of the traced function that is an input of the program (see module docstring).
+
+    `value` is this call's value, `tensor` the traced 0-d float64 tensor that computes it from
+    the program's inputs, `expr` how it follows from the runtime scalars. After the trace it
+    behaves as its value."""
+
+    __slots__ = ("value", "tensor", "expr", "trace")
+
+    def __init__(self, value, tensor, expr, trace):
+        self.value, self.tensor, self.expr, self.trace = value, tensor, expr, trace
+
+    def _binary(self, name, other, reflected):
+        if isinstance(other, ScalarInput):
+            other_value, other_tensor, other_expr = other.value, other.tensor, other.expr
+        elif isinstance(other, _PLAIN):
+            other_value = other_tensor = other_expr = other.item() if isinstance(other, np.generic) else other
+        else:
+            return NotImplemented  # a Tensor: its reflected operator takes this as a number
+        fn = _BINARY[name]
+        if reflected:
+            value = fn(other_value, self.value)
+            if not self.trace.open:
+                return value
+            return ScalarInput(value, fn(other_tensor, self.tensor), (name, other_expr, self.expr), self.trace)
+        value = fn(self.value, other_value)
+        if not self.trace.open:
+            return value
+        return ScalarInput(value, fn(self.tensor, other_tensor), (name, self.expr, other_expr), self.trace)
+
+    def _unary(self, name):
+        value = _UNARY[name](self.value)
+        if not self.trace.open:
+            return value
+        return ScalarInput(value, _UNARY[name](self.tensor), (name, self.expr), self.trace)
+
+    def _compare(self, name, other):
+        if isinstance(other, ScalarInput):
+            other_value, other_expr = other.value, other.expr
+        elif isinstance(other, _PLAIN):
+            other_value = other_expr = other.item() if isinstance(other, np.generic) else other
+        else:
+            return NotImplemented
+        outcome = _COMPARE[name](self.value, other_value)
+        self.trace.test((self.expr, name, other_expr), outcome)
+        return outcome
+
+    def pinned(self):
+        """The plain value, which the signature now holds (a use that needs a plain number)."""
+        self.trace.test((self.expr, "value", None), self.value)
+        return self.value
+
+    def __bool__(self):
+        outcome = self.value != 0
+        self.trace.test((self.expr, "ne", 0), outcome)
+        return outcome
+
+    def __float__(self):
+        return float(self.pinned())
+
+    def __int__(self):
+        return int(self.pinned())
+
+    def __complex__(self):
+        return complex(self.pinned())
+
+    def __round__(self, ndigits=None):
+        return round(self.pinned(), ndigits)
+
+    def __trunc__(self):
+        import math
+        return math.trunc(self.pinned())
+
+    def __floor__(self):
+        import math
+        return math.floor(self.pinned())
+
+    def __ceil__(self):
+        import math
+        return math.ceil(self.pinned())
+
+    def __hash__(self):
+        return hash(self.pinned())
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.pinned(), dtype=dtype)
+
+    def __repr__(self):
+        return repr(self.value)
+
+    def __format__(self, spec):
+        return format(self.value, spec)
+
+    def __neg__(self):
+        return self._unary("neg")
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self._unary("abs")
+
+
+def _binary_methods(name):
+    return (lambda self, other: self._binary(name, other, False),
+            lambda self, other: self._binary(name, other, True))
+
+
+for _name in _BINARY:
+    _forward, _reflected = _binary_methods(_name)
+    setattr(ScalarInput, f"__{_name}__", _forward)
+    setattr(ScalarInput, f"__r{_name}__", _reflected)
+for _name in _COMPARE:
+    setattr(ScalarInput, f"__{_name}__", (lambda name: lambda self, other: self._compare(name, other))(_name))
+
+
+# ----------------------------------------------------------------------------- slots
+def _float_slots(part):
+    """(slot, value) for each Python float a signature part holds: a float argument, or an
+    optimizer hyperparameter (a float, or a float inside a tuple such as Adam's betas)."""
+    kind = part[0]
+    if kind == "value" and part[2] == "float":
+        yield ("value", part[1]), part[3]
+    elif kind == "optimizer":
+        for number, group in enumerate(part[3]):
+            for key, value in group:
+                if type(value) is float:
+                    yield ("optimizer", part[2], number, key, None), value
+                elif type(value) is tuple:
+                    for index, element in enumerate(value):
+                        if type(element) is float:
+                            yield ("optimizer", part[2], number, key, index), element
+
+
+def _replace_floats(part, dynamic, values):
+    """`part` with DYNAMIC in place of each dynamic float (its value goes into `values`)."""
+    if part[0] == "value":
+        slot = ("value", part[1])
+        if slot in dynamic and part[2] == "float":
+            values[slot] = part[3]
+            return part[:3] + (DYNAMIC,)
+        return part
+    groups = []
+    for number, group in enumerate(part[3]):
+        items = []
+        for key, value in group:
+            if type(value) is float and ("optimizer", part[2], number, key, None) in dynamic:
+                values[("optimizer", part[2], number, key, None)] = value
+                value = DYNAMIC
+            elif type(value) is tuple:
+                elements = list(value)
+                for index, element in enumerate(value):
+                    slot = ("optimizer", part[2], number, key, index)
+                    if type(element) is float and slot in dynamic:
+                        values[slot] = element
+                        elements[index] = DYNAMIC
+                value = tuple(elements)
+            items.append((key, value))
+        groups.append(tuple(items))
+    return part[:3] + (tuple(groups),)
+
+
+class _Trace:
+    """One trace's runtime scalars: open while the function runs, closed after."""
+
+    def __init__(self, scalars):
+        self.scalars, self.open = scalars, True
+
+    def test(self, test, outcome):
+        if self.open:
+            self.scalars.tests.setdefault(test, None)
+
+
+class RuntimeScalars:
+    """A compiled function's dynamic floats, the tests its traces made on them, and this call's
+    values (set by `rewrite` from the call's signature)."""
+
+    def __init__(self, input_name):
+        self.input_name = input_name  # signature path -> the argument's name (jit's _input_name)
+        self.dynamic = {}  # slot -> readable name, in the order they became dynamic
+        self.tests = {}  # (expr, how, other) -> None, in the order first made
+        self.values = {}  # slot -> this call's value
+        self.labels = {}  # optimizer id -> its label in the signature
+
+    def learn(self, before, after):
+        """Make dynamic the floats that changed from signature `before` to `after`; returns their
+        names (`opt.param_groups[0]['lr']`), empty when none changed."""
+        old = {}
+        for part in before:
+            old.update(_float_slots(part))
+        changed = []
+        for part in after:
+            for slot, value in _float_slots(part):
+                if slot not in self.dynamic and slot in old and old[slot] != value:
+                    if part[0] == "optimizer":
+                        self.labels[part[2]] = part[1]
+                    self.dynamic[slot] = self._name(slot)
+                    changed.append(self.dynamic[slot])
+        return changed
+
+    def _name(self, slot):
+        if slot[0] == "value":
+            return self.input_name(slot[1])
+        _, oid, number, key, index = slot
+        return f"{self.labels.get(oid, 'optimizer')}.param_groups[{number}][{key!r}]" + (
+            f"[{index}]" if index is not None else "")
+
+    def rewrite(self, parts):
+        """The signature's parts with dynamic floats as DYNAMIC and the tests' outcomes added."""
+        values = self.values = {}
+        out = [_replace_floats(p, self.dynamic, values) if p[0] in ("value", "optimizer") else p for p in parts]
+        out.append(self.outcomes())
+        return out
+
+    def outcomes(self):
+        return ("scalars", tuple(_outcome(test, self.values) for test in self.tests))
+
+    def refresh(self, signature):
+        """`signature` with the outcomes of tests a trace added since it was computed."""
+        if signature and signature[-1][0] == "scalars" and len(signature[-1][1]) != len(self.tests):
+            return signature[:-1] + (self.outcomes(),)
+        return signature
+
+    def input_tensors(self, slots):
+        """This call's values of `slots` (a program's scalar inputs) as 0-d float64 tensors."""
+        values = self.values
+        return [Tensor._wrap(np.array(values[slot], dtype=np.float64)) for slot in slots]
+
+    @contextlib.contextmanager
+    def substituted(self, tracer, args, kwargs):
+        """While tracing: a ScalarInput, an input of the trace, in place of each dynamic float of
+        this call (in the arguments and the optimizers' param groups). Yields (args, kwargs,
+        slots, nodes); restores the groups after."""
+        trace = _Trace(self)
+        slots = [slot for slot in self.dynamic if slot in self.values]
+        nodes, restore = [], []
+        for slot in slots:
+            value = self.values[slot]
+            tensor = Tensor._wrap(np.array(value, dtype=np.float64))
+            nodes.append(tracer.add_input(tensor, _node_name(self.dynamic[slot])))
+            scalar = ScalarInput(value, tensor, ("slot", slot), trace)
+            if slot[0] == "value":
+                args, kwargs = _put((args, kwargs), slot[1], "args", scalar)
+            else:
+                restore.append(_put_hyperparameter(slot, scalar))
+        try:
+            yield args, kwargs, slots, nodes
+        finally:
+            trace.open = False
+            for undo in reversed(restore):
+                undo()
+
+
+def _node_name(name):
+    return "scalar_" + re.sub(r"\W+", "_", name).strip("_")
+
+
+def _put(value, path, here, scalar):
+    """`value` (arguments nested in tuples, lists and dicts) with `scalar` at signature path `path`."""
+    if here == path:
+        return scalar
+    if not path.startswith(here + "["):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_put(v, path, f"{here}[{i}]", scalar) for i, v in enumerate(value)]
+        return type(value)(items) if type(value) in (tuple, list) else value
+    if isinstance(value, dict):
+        return {k: _put(v, path, f"{here}[{k!r}]", scalar) for k, v in value.items()}
+    return value
+
+
+def _put_hyperparameter(slot, scalar):
+    """Put `scalar` into the optimizer's param group; returns the undo."""
+    from .optim.optimizer import live_optimizer
+    _, oid, number, key, index = slot
+    group = live_optimizer(oid).param_groups[number]
+    original = group[key]
+    if index is None:
+        group[key] = scalar
+    else:
+        group[key] = tuple(scalar if i == index else v for i, v in enumerate(original))
+
+    substituted = group[key]
+
+    def undo():
+        now = group[key]
+        if now is substituted:
+            group[key] = original
+        elif isinstance(now, ScalarInput):  # the function set it from a runtime scalar: keep the value
+            group[key] = now.value
+    return undo
+
+
+def plain_numbers(result):
+    """A traced function's result with each runtime scalar in it as its pinned value (a program
+    returns tensors; a number it returns is a constant of the trace, so its value is guarded)."""
+    if isinstance(result, ScalarInput):
+        return result.pinned()
+    if type(result) in (tuple, list):
+        return type(result)(plain_numbers(v) for v in result)
+    if type(result) is dict:
+        return {k: plain_numbers(v) for k, v in result.items()}
+    return result

@@ -1,0 +1,222 @@
+"""Runtime scalars (frontend/runtime_scalars.py): a float that changes between calls of a
+compiled function (an optimizer's lr or momentum from a scheduler, a float argument) is an
+input of the program after its first change; Python control flow on it stays exact."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import ember
+import ember.nn.functional as F
+from ember import nn
+
+
+def _programs(compiled):
+    return len(compiled.report.programs)
+
+
+def _check_same(fn, values, x):
+    compiled = ember.compile(fn)
+    for value in values:
+        expected, got = fn(x.clone(), value), compiled(x.clone(), value)
+        if isinstance(expected, tuple):
+            for e, g in zip(expected, got):
+                np.testing.assert_allclose(np.asarray(g.numpy() if isinstance(g, ember.Tensor) else g),
+                                           np.asarray(e.numpy() if isinstance(e, ember.Tensor) else e),
+                                           rtol=1e-6, atol=1e-7)
+        else:
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+    return compiled
+
+
+VALUES = [0.3, 0.7, 0.45, 0.9, 0.2, 0.55]
+
+
+def test_a_float_argument_is_an_input_after_its_first_change():
+    x = ember.randn(3, 5)
+    compiled = _check_same(lambda x, s: x * (1 - s) ** 2 + s / 3 - x.clamp(max=s), VALUES, x)
+    assert _programs(compiled) == 2  # the first call's static program, then one for every value
+    assert "runtime scalars): s" in compiled.report.recompiles[0], compiled.report.recompiles
+
+
+def test_a_branch_on_a_runtime_scalar_traces_each_outcome_once():
+    compiled = _check_same(lambda x, s: x * 2 if s > 0.5 else x - s, VALUES, ember.randn(4))
+    assert _programs(compiled) == 3  # static, then one dynamic program per outcome of `s > 0.5`
+
+
+def test_uses_that_need_a_plain_number_pin_the_value():
+    # float(), math functions and creation from a number give the value to Python: each value is
+    # its own program, never a stale one
+    for fn in (lambda x, s: x * float(s), lambda x, s: x * math.sqrt(s), lambda x, s: ember.full_like(x, s) + x,
+               lambda x, s: x + ember.tensor(s), lambda x, s: x.clone().fill_(s)):
+        compiled = _check_same(fn, VALUES, ember.randn(3))
+        assert _programs(compiled) == len(VALUES)
+
+
+def test_a_returned_runtime_scalar_is_its_value():
+    compiled = _check_same(lambda x, s: (x * s, s), VALUES, ember.randn(3))
+    assert _programs(compiled) == len(VALUES)
+
+
+@pytest.mark.parametrize("name", ["leaky_relu", "elu", "hardtanh", "softplus", "lerp", "addcmul", "where",
+                                  "masked_fill", "pow", "rpow", "smooth_l1"])
+def test_float_arguments_of_tensor_ops(name):
+    fn = {"leaky_relu": lambda x, s: F.leaky_relu(x, s), "elu": lambda x, s: F.elu(x, alpha=s),
+          "hardtanh": lambda x, s: F.hardtanh(x, -s, s), "softplus": lambda x, s: F.softplus(x, beta=2 * s),
+          "lerp": lambda x, s: ember.lerp(x, x * 3, s), "addcmul": lambda x, s: ember.addcmul(x, x, x, value=s),
+          "where": lambda x, s: ember.where(x > 0, x, s), "masked_fill": lambda x, s: x.masked_fill(x > s, -s),
+          "pow": lambda x, s: x.abs() ** s, "rpow": lambda x, s: s ** x,
+          "smooth_l1": lambda x, s: F.smooth_l1_loss(x, x * 0.5, beta=s)}[name]
+    compiled = _check_same(fn, VALUES, ember.randn(4, 3))
+    assert _programs(compiled) <= 3
+
+
+# ----------------------------------------------------------------------------- schedulers
+def _schedule(name, opt, steps):
+    S = ember.optim.lr_scheduler
+    return {
+        "StepLR": lambda: S.StepLR(opt, 3, 0.5),
+        "MultiStepLR": lambda: S.MultiStepLR(opt, [2, 5, 9], 0.3),
+        "ExponentialLR": lambda: S.ExponentialLR(opt, 0.9),
+        "CosineAnnealingLR": lambda: S.CosineAnnealingLR(opt, steps),
+        "CosineAnnealingWarmRestarts": lambda: S.CosineAnnealingWarmRestarts(opt, 4),
+        "LinearLR": lambda: S.LinearLR(opt, 0.2, 1.0, total_iters=6),
+        "ConstantLR": lambda: S.ConstantLR(opt, 0.5, total_iters=4),
+        "PolynomialLR": lambda: S.PolynomialLR(opt, steps, 2.0),
+        "LambdaLR": lambda: S.LambdaLR(opt, lambda epoch: 1 / (1 + epoch)),
+        "MultiplicativeLR": lambda: S.MultiplicativeLR(opt, lambda epoch: 0.95),
+        "OneCycleLR": lambda: S.OneCycleLR(opt, max_lr=0.05, total_steps=steps),
+        "CyclicLR": lambda: S.CyclicLR(opt, 0.001, 0.05, step_size_up=3),
+        "SequentialLR": lambda: S.SequentialLR(opt, [S.LinearLR(opt, 0.1, total_iters=4), S.ExponentialLR(opt, 0.9)],
+                                               milestones=[4]),
+        "ChainedScheduler": lambda: S.ChainedScheduler([S.ExponentialLR(opt, 0.95), S.StepLR(opt, 3, 0.5)]),
+        "ReduceLROnPlateau": lambda: S.ReduceLROnPlateau(opt, patience=0, factor=0.5, threshold=10.0),
+    }[name]()
+
+
+def _train(compiled, optimizer, schedule, steps=16, lr=None):
+    ember.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+    lr = 0.01 if lr is None else lr()
+    opt = (ember.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3) if optimizer == "SGD"
+           else getattr(ember.optim, optimizer)(net.parameters(), lr=lr))
+    sched = _schedule(schedule, opt, steps) if schedule else None
+    criterion = nn.CrossEntropyLoss()
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = criterion(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    fn = ember.compile(step) if compiled else step
+    rng = np.random.default_rng(1)
+    for i in range(steps):
+        batch = 5 if i % 8 == 7 else 16  # a partial batch now and then
+        x = ember.tensor(rng.standard_normal((batch, 6)).astype(np.float32))
+        loss = fn(x, ember.tensor(rng.integers(0, 3, batch)))
+        if sched is not None:
+            sched.step(loss.item()) if schedule == "ReduceLROnPlateau" else sched.step()
+    return [p.detach().numpy().copy() for p in net.parameters()], fn
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+@pytest.mark.parametrize("schedule", ["StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
+                                      "CosineAnnealingWarmRestarts", "LinearLR", "ConstantLR", "PolynomialLR",
+                                      "LambdaLR", "MultiplicativeLR", "OneCycleLR", "CyclicLR", "SequentialLR",
+                                      "ChainedScheduler", "ReduceLROnPlateau"])
+def test_a_training_loop_with_any_scheduler_compiles_its_step_a_bounded_number_of_times(optimizer, schedule):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (schedulers' own deprecation notes)
+        expected, _ = _train(False, optimizer, schedule)
+        got, compiled = _train(True, optimizer, schedule)
+    report = compiled.report
+    # at most: a static program, the dynamic one, and the partial batch's
+    assert _programs(compiled) <= 3, report
+    assert report.fallback is None and report.eager_calls == 0, report
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam", "AdamW"])
+def test_a_tensor_learning_rate_is_read_by_the_program_without_tracing_again(optimizer):
+    expected, _ = _train(False, optimizer, "ExponentialLR", lr=lambda: ember.tensor(0.01))
+    got, compiled = _train(True, optimizer, "ExponentialLR", lr=lambda: ember.tensor(0.01))
+    assert _programs(compiled) <= 2  # the full batch and the partial one
+    assert not any("hyperparameters" in r for r in compiled.report.recompiles), compiled.report
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=2e-5, atol=2e-6)
+
+
+def test_replacing_a_tensor_hyperparameter_traces_again():
+    lin = nn.Linear(2, 1)
+    opt = ember.optim.SGD(lin.parameters(), lr=ember.tensor(0.1))
+    x = ember.ones(4, 2)
+
+    def step():
+        opt.zero_grad()
+        lin(x).sum().backward()
+        opt.step()
+
+    compiled = ember.compile(step)
+    compiled()
+    compiled()
+    before = lin.weight.detach().numpy().copy()
+    opt.param_groups[0]["lr"] = ember.tensor(0.0)  # a new tensor object: the old one must not be read
+    compiled()
+    np.testing.assert_array_equal(lin.weight.detach().numpy(), before)
+
+
+def test_a_gradient_made_before_two_guards_reaches_the_last_segment():
+    """backward() inside the trace, then two branches on tensor values, then a read of .grad:
+    the gradient is carried across both segments (it was once dropped: a KeyError)."""
+    lin = nn.Linear(3, 2)
+
+    def fn(x):
+        lin.zero_grad()
+        loss = lin(x).sum()
+        loss.backward()
+        scale = 2.0 if loss > -1e9 else 3.0
+        if x.sum() > -1e9:
+            scale += 1
+        return lin.weight.grad * scale
+
+    compiled = ember.compile(fn)
+    for _ in range(3):
+        x = ember.randn(4, 3)
+        np.testing.assert_allclose(compiled(x).numpy(), fn(x).numpy(), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- random programs
+_STEPS = [
+    lambda v, s, c: v * (s + c),
+    lambda v, s, c: v - s * c,
+    lambda v, s, c: v / (abs(s) + 1),
+    lambda v, s, c: ember.where(v > s, v, s - c),
+    lambda v, s, c: v * 2 if s > c else v + 1,
+    lambda v, s, c: v.clamp(max=s + c),
+    lambda v, s, c: v.lerp(v * 2, s),
+    lambda v, s, c: v + (1 - s) ** 2,
+    lambda v, s, c: v * max(s, c),
+    lambda v, s, c: v.add(v, alpha=-s),
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=st.lists(st.tuples(st.integers(0, len(_STEPS) - 1), st.floats(-1, 1)), min_size=1, max_size=5),
+       values=st.lists(st.floats(-2, 2).filter(lambda v: abs(v) > 1e-3), min_size=2, max_size=5))
+def test_random_programs_of_a_runtime_scalar_equal_eager(program, values):
+    def fn(x, s):
+        v = x
+        for index, c in program:
+            v = _STEPS[index](v, s, c)
+        return v
+
+    x = ember.tensor(np.linspace(-1.5, 1.5, 6, dtype=np.float32))
+    compiled = ember.compile(fn, recompile_limit=32)
+    for value in values:
+        np.testing.assert_allclose(compiled(x, value).numpy(), fn(x, value).numpy(), rtol=1e-5, atol=1e-6)
+    assert compiled.report.fallback is None
