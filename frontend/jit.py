@@ -65,7 +65,8 @@ class CompiledFunction:
         self._settings = {}  # cached module flags and settings, see _module_parts
         self._reached = PythonState(fn, module, self._module_parts)  # the Python state fn reads: python_guards
         self._eager_signatures = set()  # see _returned_view_of_mutated
-        self._scalars = RuntimeScalars(lambda path: _input_name(fn, path))  # floats read as program inputs
+        self._labelled_modules = {}  # module parts' label -> the module (see _module_parts)
+        self._scalars = RuntimeScalars(lambda path: _input_name(fn, path), self._modules_labelled)
         self.__wrapped__ = fn
 
     # ------------------------------------------------------------------ calling
@@ -228,11 +229,16 @@ class CompiledFunction:
             self._views[id(module)] = view
         return view
 
+    def _modules_labelled(self, label):
+        """[(path, module)] of the tree whose parts carry `label` (for runtime scalars)."""
+        return list(self._labelled_modules[label].named_modules())
+
     def _module_parts(self, module, label, parts):
         """What of a module the program depends on besides tensor values: training flags, the
         identity, shape, dtype and requires_grad of its params and buffers, and its plain
         settings (Dropout.p, BatchNorm.momentum, attributes a forward reads)."""
         tree_version, state, modules, _ = self._module_view(module)
+        self._labelled_modules[label] = module
         cached = self._settings.get(id(module))
         if cached is None or cached[0] != (tree_version, _settings_version[0]) or cached[1] is not module:
             cached = ((tree_version, _settings_version[0]), module, tuple(m.training for m in modules),
@@ -513,7 +519,9 @@ class CompiledFunction:
         if not self._signatures:
             return None
         previous = self._signatures[-1]
-        return explain_signature_change(self.fn, previous, signature)
+        tests = self._scalars.explain(previous, signature)  # a runtime scalar's test that changed outcome
+        reason = explain_signature_change(self.fn, previous, signature)
+        return tests if tests and reason == "new call signature" else "; ".join(filter(None, (reason, tests)))
 
 
 def _history(tensor):

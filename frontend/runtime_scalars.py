@@ -176,11 +176,17 @@ for _name in _COMPARE:
 
 # ----------------------------------------------------------------------------- slots
 def _float_slots(part):
-    """(slot, value) for each Python float a signature part holds: a float argument, or an
-    optimizer hyperparameter (a float, or a float inside a tuple such as Adam's betas)."""
+    """(slot, value) for each Python float a signature part holds: a float argument, a module
+    setting (Dropout.p), or an optimizer hyperparameter (a float, or a float inside a tuple
+    such as Adam's betas)."""
     kind = part[0]
     if kind == "value" and part[2] == "float":
         yield ("value", part[1]), part[3]
+    elif kind == "settings":
+        for number, settings in enumerate(part[2]):
+            for key, value in settings:
+                if type(value) is float:
+                    yield ("settings", part[1], number, key), value
     elif kind == "optimizer":
         for number, group in enumerate(part[3]):
             for key, value in group:
@@ -200,6 +206,18 @@ def _replace_floats(part, dynamic, values):
             values[slot] = part[3]
             return part[:3] + (DYNAMIC,)
         return part
+    if part[0] == "settings":
+        modules = []
+        for number, settings in enumerate(part[2]):
+            items = []
+            for key, value in settings:
+                slot = ("settings", part[1], number, key)
+                if type(value) is float and slot in dynamic:
+                    values[slot] = value
+                    value = DYNAMIC
+                items.append((key, value))
+            modules.append(tuple(items))
+        return part[:2] + (tuple(modules),)
     groups = []
     for number, group in enumerate(part[3]):
         items = []
@@ -235,8 +253,9 @@ class RuntimeScalars:
     """A compiled function's dynamic floats, the tests its traces made on them, and this call's
     values (set by `rewrite` from the call's signature)."""
 
-    def __init__(self, input_name):
+    def __init__(self, input_name, modules_of):
         self.input_name = input_name  # signature path -> the argument's name (jit's _input_name)
+        self.modules_of = modules_of  # a module parts' label -> [(path, module)] of its tree
         self.dynamic = {}  # slot -> readable name, in the order they became dynamic
         self.tests = {}  # (expr, how, other) -> None, in the order first made
         self.values = {}  # slot -> this call's value
@@ -261,6 +280,9 @@ class RuntimeScalars:
     def _name(self, slot):
         if slot[0] == "value":
             return self.input_name(slot[1])
+        if slot[0] == "settings":
+            path = self.modules_of(slot[1])[slot[2]][0]
+            return ".".join(filter(None, (slot[1], path, slot[3])))
         _, oid, number, key, index = slot
         return f"{self.labels.get(oid, 'optimizer')}.param_groups[{number}][{key!r}]" + (
             f"[{index}]" if index is not None else "")
@@ -268,12 +290,37 @@ class RuntimeScalars:
     def rewrite(self, parts):
         """The signature's parts with dynamic floats as DYNAMIC and the tests' outcomes added."""
         values = self.values = {}
-        out = [_replace_floats(p, self.dynamic, values) if p[0] in ("value", "optimizer") else p for p in parts]
+        out = [_replace_floats(p, self.dynamic, values) if p[0] in ("value", "optimizer", "settings") else p
+               for p in parts]
         out.append(self.outcomes())
         return out
 
     def outcomes(self):
         return ("scalars", tuple(_outcome(test, self.values) for test in self.tests))
+
+    def explain(self, before, after):
+        """How the tests' outcomes differ between two signatures (`lr > 0.5: False -> True`), or ''."""
+        old = before[-1][1] if before and before[-1][0] == "scalars" else ()
+        new = after[-1][1] if after and after[-1][0] == "scalars" else ()
+        changes = []
+        for test, was, now in zip(self.tests, old, new):
+            if was != now:
+                expr, how, other = test
+                what = self.render(expr) if how == "value" else f"{self.render(expr)} {_SYMBOL[how]} {self.render(other)}"
+                changes.append(f"{what}: {was!r} -> {now!r}")
+        return ", ".join(changes)
+
+    def render(self, expr):
+        """An expression over the runtime scalars as Python reads it: `(1 - lr) * 0.5`."""
+        if not isinstance(expr, tuple):
+            return repr(expr)
+        if expr[0] == "slot":
+            return self.dynamic[expr[1]]
+        if expr[0] == "neg":
+            return f"-{self.render(expr[1])}"
+        if expr[0] == "abs":
+            return f"abs({self.render(expr[1])})"
+        return f"({self.render(expr[1])} {_SYMBOL[expr[0]]} {self.render(expr[2])})"
 
     def refresh(self, signature):
         """`signature` with the outcomes of tests a trace added since it was computed."""
@@ -301,6 +348,8 @@ class RuntimeScalars:
             scalar = ScalarInput(value, tensor, ("slot", slot), trace)
             if slot[0] == "value":
                 args, kwargs = _put((args, kwargs), slot[1], "args", scalar)
+            elif slot[0] == "settings":
+                restore.append(_put_setting(self.modules_of(slot[1])[slot[2]][1], slot[3], scalar))
             else:
                 restore.append(_put_hyperparameter(slot, scalar))
         try:
@@ -327,6 +376,22 @@ def _put(value, path, here, scalar):
     if isinstance(value, dict):
         return {k: _put(v, path, f"{here}[{k!r}]", scalar) for k, v in value.items()}
     return value
+
+
+def _put_setting(module, key, scalar):
+    """Put `scalar` in place of a module's float setting (its dict, so the module's settings
+    version, which the signature's cache follows, does not move); returns the undo."""
+    settings = vars(module)
+    original = settings[key]
+    settings[key] = scalar
+
+    def undo():
+        now = settings.get(key)
+        if now is scalar:
+            settings[key] = original
+        elif isinstance(now, ScalarInput):
+            settings[key] = now.value
+    return undo
 
 
 def _put_hyperparameter(slot, scalar):

@@ -220,3 +220,29 @@ def test_random_programs_of_a_runtime_scalar_equal_eager(program, values):
     for value in values:
         np.testing.assert_allclose(compiled(x, value).numpy(), fn(x, value).numpy(), rtol=1e-5, atol=1e-6)
     assert compiled.report.fallback is None
+
+
+def test_a_module_setting_such_as_a_dropout_probability_is_an_input_after_its_first_change():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.drop, self.act = nn.Linear(6, 6), nn.Dropout(0.1), nn.LeakyReLU(0.1)
+
+        def forward(self, x):
+            return self.act(self.drop(self.lin(x)))
+
+    model = Net()
+    compiled = ember.compile(model)
+    x = ember.randn(400, 6)
+    for p in (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.4):
+        model.drop.p, model.act.negative_slope = p, p / 2
+        out = compiled(x)
+        assert abs(float((out == 0).float().mean()) - p) < 0.05, p  # the program drops with this p
+    assert _programs(compiled) == 2
+    assert "self.drop.p" in compiled.report.runtime_scalars and "self.act.negative_slope" in compiled.report.runtime_scalars
+    model.eval()  # no dropout: the slope still reaches the program
+    np.testing.assert_allclose(compiled(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
+    model.train()
+    model.drop.p = 0.0  # dropout's `p == 0` branch: traced again, and the report names the test
+    np.testing.assert_allclose(compiled(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
+    assert compiled.report.recompiles[-1].endswith("; self.drop.p == 0.0: False -> True"), compiled.report.recompiles
