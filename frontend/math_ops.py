@@ -54,10 +54,8 @@ def _operand_dtypes(operands):
     for x in operands:
         if isinstance(x, Tensor):
             (dimensioned if x._data.ndim else zero_dim).append(x.dtype)
-        elif isinstance(x, _NUMBER):
+        elif isinstance(x, _NUMBER):  # (a runtime scalar of a trace reads as a float: runtime_scalars.py)
             scalars.append(dtypes.scalar_dtype(x))
-        elif type(x) is ScalarInput:
-            scalars.append(dtypes.scalar_dtype(x.value))
         else:
             raise TypeError(f"unsupported operand type {type(x).__name__}; expected a Tensor or a number")
     return dimensioned, zero_dim, scalars
@@ -195,8 +193,8 @@ def pow(input, exponent):
         if exponent < 0 and isinstance(exponent, (int, np.integer)) and input.dtype.category <= 1:
             # (a tensor of negative exponents gives 0 or +-1 instead: see ember/ops/elementwise.py)
             raise RuntimeError("Integers to negative integer powers are not allowed.")
-        if exponent == 2:
-            return mul(input, input)
+        if exponent == 2 and (input.is_floating_point() or not isinstance(exponent, float)):
+            return mul(input, input)  # (an integer tensor ** 2.0 is float, as PyTorch's)
         if exponent == 1:
             return P["convert"].bind(input, dtype=input.dtype.name)
         # (PyTorch's pow saves its input: a later write to it fails the backward)

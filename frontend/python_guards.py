@@ -154,10 +154,13 @@ def _unlisted_attribute(key, value):
 
 def _optimizer(value, ctx, depth):
     if ctx.parts is not None and ctx.first(value):
-        # (a tensor hyperparameter, such as a tensor lr, by identity: its value is read by the program)
+        # (a tensor hyperparameter, such as a tensor lr, by identity: its value is read by the program;
+        # a list such as betas=[0.9, 0.99] by its values)
         ctx.parts.append(("optimizer", ctx.label(value, depth), id(value), tuple(
-            tuple((k, v) if is_plain_value(v) else (k, ("tensor", id(v), v._data.shape, v._data.dtype))
-                  for k, v in group.items() if k != "params" and (is_plain_value(v) or type(v) in _TENSORS))
+            tuple((k, v) if is_plain_value(v) else (k, ("list", tuple(v))) if type(v) is list else
+                  (k, ("tensor", id(v), v._data.shape, v._data.dtype))
+                  for k, v in group.items() if k != "params" and (is_plain_value(v) or type(v) in _TENSORS or (
+                      type(v) is list and len(v) <= 8 and all(is_plain_value(e) for e in v))))
             for group in value.param_groups)))
     return ("optimizer", value)
 

@@ -24,6 +24,7 @@ from .tensor import Tensor
 
 DYNAMIC = "<runtime scalar>"  # what a signature holds in place of a dynamic float
 _PLAIN = (int, float, bool, np.integer, np.floating, np.bool_)
+_FLOAT_TYPES = ("float", "float64")  # float arguments that may become runtime scalars (np.float64 too)
 _BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
            "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow}
 _UNARY = {"neg": operator.neg, "abs": abs}
@@ -51,21 +52,34 @@ def _outcome(test, values):
     expr, how, other = test
     try:
         value = evaluate(expr, values)
-        return value if how == "value" else _COMPARE[how](value, evaluate(other, values))
+        if how == "value":  # (by repr: -0.0 is not 0.0, and nan is nan)
+            return repr(value) if isinstance(value, float) else value
+        if how == "evaluates":  # Python arithmetic that may raise (a division by zero)
+            return True
+        return _COMPARE[how](value, evaluate(other, values))
     except KeyError:  # a scalar this call does not have (its signature differs anyway)
         return "absent"
     except (ArithmeticError, ValueError, TypeError) as error:
         return type(error).__name__
 
 
+_RAISING = ("truediv", "floordiv", "mod", "pow")  # Python arithmetic that raises for some values
+
+
 class ScalarInput:
     """A float of the traced function that is an input of the program (see module docstring).
 
     `value` is this call's value, `tensor` the traced 0-d float64 tensor that computes it from
-    the program's inputs, `expr` how it follows from the runtime scalars. After the trace it
-    behaves as its value."""
+    the program's inputs, `expr` how it follows from the runtime scalars. It reads as a float
+    to isinstance() (its `__class__`), not to numpy, which converts it through `__float__`
+    or `__array__` (pinned). Float methods it lacks pin it too. After the trace it behaves as
+    its value."""
 
     __slots__ = ("value", "tensor", "expr", "trace")
+
+    @property
+    def __class__(self):
+        return float
 
     def __init__(self, value, tensor, expr, trace):
         self.value, self.tensor, self.expr, self.trace = value, tensor, expr, trace
@@ -80,13 +94,19 @@ class ScalarInput:
         fn = _BINARY[name]
         if reflected:
             value = fn(other_value, self.value)
+            result = (name, other_expr, self.expr)
             if not self.trace.open:
                 return value
-            return ScalarInput(value, fn(other_tensor, self.tensor), (name, other_expr, self.expr), self.trace)
-        value = fn(self.value, other_value)
-        if not self.trace.open:
-            return value
-        return ScalarInput(value, fn(self.tensor, other_tensor), (name, self.expr, other_expr), self.trace)
+            out = ScalarInput(value, fn(other_tensor, self.tensor), result, self.trace)
+        else:
+            value = fn(self.value, other_value)
+            result = (name, self.expr, other_expr)
+            if not self.trace.open:
+                return value
+            out = ScalarInput(value, fn(self.tensor, other_tensor), result, self.trace)
+        if name in _RAISING:  # another value may raise here (1 / (1 - m) at m = 1): it traces again
+            self.trace.test((result, "evaluates", None), True)
+        return out
 
     def _unary(self, name):
         value = _UNARY[name](self.value)
@@ -107,8 +127,16 @@ class ScalarInput:
 
     def pinned(self):
         """The plain value, which the signature now holds (a use that needs a plain number)."""
-        self.trace.test((self.expr, "value", None), self.value)
+        self.trace.test((self.expr, "value", None), repr(self.value))
         return self.value
+
+    def __getattr__(self, name):  # float's other methods and attributes (is_integer, hex, real...)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.pinned(), name)
+
+    def __reduce__(self):  # copy, deepcopy and pickle give the plain value
+        return float, (self.pinned(),)
 
     def __bool__(self):
         outcome = self.value != 0
@@ -145,11 +173,20 @@ class ScalarInput:
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.pinned(), dtype=dtype)
 
-    def __repr__(self):
-        return repr(self.value)
+    def __repr__(self):  # (text may become a key or a file name: the value is pinned)
+        return repr(self.pinned())
+
+    def __str__(self):
+        return str(self.pinned())
 
     def __format__(self, spec):
-        return format(self.value, spec)
+        return format(self.pinned(), spec)
+
+    def __divmod__(self, other):
+        return divmod(self.pinned(), other)
+
+    def __rdivmod__(self, other):
+        return divmod(other, self.pinned())
 
     def __neg__(self):
         return self._unary("neg")
@@ -180,7 +217,7 @@ def _float_slots(part):
     setting (Dropout.p), or an optimizer hyperparameter (a float, or a float inside a tuple
     such as Adam's betas)."""
     kind = part[0]
-    if kind == "value" and part[2] == "float":
+    if kind == "value" and part[2] in _FLOAT_TYPES:
         yield ("value", part[1]), part[3]
     elif kind == "settings":
         for number, settings in enumerate(part[2]):
@@ -202,8 +239,8 @@ def _replace_floats(part, dynamic, values):
     """`part` with DYNAMIC in place of each dynamic float (its value goes into `values`)."""
     if part[0] == "value":
         slot = ("value", part[1])
-        if slot in dynamic and part[2] == "float":
-            values[slot] = part[3]
+        if slot in dynamic and part[2] in _FLOAT_TYPES:
+            values[slot] = float(part[3])  # (-0.0 and nan are held as text: signatures.signature_float)
             return part[:3] + (DYNAMIC,)
         return part
     if part[0] == "settings":
@@ -260,6 +297,7 @@ class RuntimeScalars:
         self.tests = {}  # (expr, how, other) -> None, in the order first made
         self.values = {}  # slot -> this call's value
         self.labels = {}  # optimizer id -> its label in the signature
+        self.labels_seen, self.optimizers_seen = set(), set()  # module trees and optimizers this call reaches
 
     def learn(self, before, after):
         """Make dynamic the floats that changed from signature `before` to `after`; returns their
@@ -290,6 +328,8 @@ class RuntimeScalars:
     def rewrite(self, parts):
         """The signature's parts with dynamic floats as DYNAMIC and the tests' outcomes added."""
         values = self.values = {}
+        self.labels_seen = {p[1] for p in parts if p[0] == "settings"}
+        self.optimizers_seen = {p[2] for p in parts if p[0] == "optimizer"}
         out = [_replace_floats(p, self.dynamic, values) if p[0] in ("value", "optimizer", "settings") else p
                for p in parts]
         out.append(self.outcomes())
@@ -306,7 +346,8 @@ class RuntimeScalars:
         for test, was, now in zip(self.tests, old, new):
             if was != now:
                 expr, how, other = test
-                what = self.render(expr) if how == "value" else f"{self.render(expr)} {_SYMBOL[how]} {self.render(other)}"
+                what = (self.render(expr) if how in ("value", "evaluates") else
+                        f"{self.render(expr)} {_SYMBOL[how]} {self.render(other)}")
                 changes.append(f"{what}: {was!r} -> {now!r}")
         return ", ".join(changes)
 
@@ -340,42 +381,74 @@ class RuntimeScalars:
         slots, nodes); restores the groups after."""
         trace = _Trace(self)
         slots = [slot for slot in self.dynamic if slot in self.values]
-        nodes, restore = [], []
+        nodes, restore, homes = [], [], {}  # (id(module or group), key) -> the ScalarInput put there
         for slot in slots:
             value = self.values[slot]
             tensor = Tensor._wrap(np.array(value, dtype=np.float64))
             nodes.append(tracer.add_input(tensor, _node_name(self.dynamic[slot])))
             scalar = ScalarInput(value, tensor, ("slot", slot), trace)
             if slot[0] == "value":
-                args, kwargs = _put((args, kwargs), slot[1], "args", scalar)
+                (args, kwargs), placed = _put((args, kwargs), slot[1], "args", scalar)
+                if not placed:
+                    scalar.pinned()  # (the traced function reads the float itself)
             elif slot[0] == "settings":
-                restore.append(_put_setting(self.modules_of(slot[1])[slot[2]][1], slot[3], scalar))
+                module = self.modules_of(slot[1])[slot[2]][1]
+                homes[(id(module), slot[3])] = scalar
+                restore.append(_put_setting(module, slot[3], scalar))
             else:
-                restore.append(_put_hyperparameter(slot, scalar))
+                restore.append(_put_hyperparameter(slot, scalar, homes))
         try:
             yield args, kwargs, slots, nodes
         finally:
+            self._pin_escaped(homes)
             trace.open = False
             for undo in reversed(restore):
                 undo()
+
+    def _pin_escaped(self, homes):
+        """A runtime scalar the function stored in a module or an optimizer's param groups
+        (`self.temperature = t`) is pinned there as its value: compiled calls do not run that
+        Python, so only the value it held may be served (a new value traces again)."""
+        for label in self.labels_seen:
+            for _, module in self.modules_of(label):
+                for key, value in list(vars(module).items()):
+                    if type(value) is ScalarInput and homes.get((id(module), key)) is not value:
+                        vars(module)[key] = value.pinned()
+        for oid in self.optimizers_seen:
+            from .optim.optimizer import live_optimizer
+            for group in live_optimizer(oid).param_groups:
+                for key, value in list(group.items()):
+                    home = homes.get((id(group), key))
+                    if type(value) is ScalarInput and value is not home:
+                        group[key] = value.pinned()
+                    elif type(value) is tuple and any(type(v) is ScalarInput and v is not home for v in value):
+                        group[key] = tuple(v.pinned() if type(v) is ScalarInput and v is not home else v
+                                           for v in value)
 
 
 def _node_name(name):
     return "scalar_" + re.sub(r"\W+", "_", name).strip("_")
 
 
-def _put(value, path, here, scalar):
-    """`value` (arguments nested in tuples, lists and dicts) with `scalar` at signature path `path`."""
+def _put(value, path, here, scalar, top=True):
+    """(`value` with `scalar` at signature path `path`, whether it went there). Only into plain
+    tuples and the call's own keyword dict: a float in a list, a dict or a tuple subclass (a
+    namedtuple) the caller holds stays as it is (the function may write to the container, and
+    a compiled call would not), and its slot is pinned instead."""
     if here == path:
-        return scalar
+        return scalar, True
     if not path.startswith(here + "["):
-        return value
-    if isinstance(value, (tuple, list)):
-        items = [_put(v, path, f"{here}[{i}]", scalar) for i, v in enumerate(value)]
-        return type(value)(items) if type(value) in (tuple, list) else value
-    if isinstance(value, dict):
-        return {k: _put(v, path, f"{here}[{k!r}]", scalar) for k, v in value.items()}
-    return value
+        return value, False
+    if type(value) is tuple or top and type(value) is dict and here == "args[1]":
+        placed = False
+        items = []
+        for key, v in (enumerate(value) if type(value) is tuple else value.items()):
+            new, went = _put(v, path, f"{here}[{key!r}]" if type(value) is dict else f"{here}[{key}]", scalar,
+                             top and here == "args")
+            placed |= went
+            items.append((key, new))
+        return (tuple(v for _, v in items) if type(value) is tuple else dict(items)), placed
+    return value, False
 
 
 def _put_setting(module, key, scalar):
@@ -394,11 +467,12 @@ def _put_setting(module, key, scalar):
     return undo
 
 
-def _put_hyperparameter(slot, scalar):
+def _put_hyperparameter(slot, scalar, homes):
     """Put `scalar` into the optimizer's param group; returns the undo."""
     from .optim.optimizer import live_optimizer
     _, oid, number, key, index = slot
     group = live_optimizer(oid).param_groups[number]
+    homes[(id(group), key)] = scalar
     original = group[key]
     if index is None:
         group[key] = scalar

@@ -4,6 +4,7 @@ change of signature is explained in the compile report ("dim 0 of x: 8 -> 16").
 frontend/jit.py builds signatures from these parts on every call; the Python state the function
 reads comes from python_guards (the "python" parts)."""
 import functools
+import math
 
 import numpy as np
 
@@ -144,10 +145,22 @@ def _leaf_signature(value, path, parts, object_key):
         parts.append(("container", path, "dict", tuple(value.keys())))
         for k, v in value.items():
             _leaf_signature(v, f"{path}[{k!r}]", parts, object_key)
+    elif type(value) is float:
+        parts.append(("value", path, "float", signature_float(value)))
     elif value is None or isinstance(value, (bool, int, float, str, bytes, np.number)):
         parts.append(("value", path, type(value).__name__, value))
     else:  # an object argument: what code can read of it
         parts.append(("object", path, type(value).__name__, object_key(value, path)))
+
+
+def signature_float(value):
+    """A float as a signature holds it: itself, except -0.0 and nan, which compare equal to 0.0
+    and unequal to themselves (a program traced at 0.0 must not serve -0.0: 1 / (x * s))."""
+    if value != value:
+        return "nan"
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0.0"
+    return value
 
 
 _ADVICE = (

@@ -239,10 +239,122 @@ def test_a_module_setting_such_as_a_dropout_probability_is_an_input_after_its_fi
         out = compiled(x)
         assert abs(float((out == 0).float().mean()) - p) < 0.05, p  # the program drops with this p
     assert _programs(compiled) == 2
-    assert "self.drop.p" in compiled.report.runtime_scalars and "self.act.negative_slope" in compiled.report.runtime_scalars
+    assert {"self.drop.p", "self.act.negative_slope"} <= set(compiled.report.runtime_scalars)
     model.eval()  # no dropout: the slope still reaches the program
     np.testing.assert_allclose(compiled(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     model.train()
     model.drop.p = 0.0  # dropout's `p == 0` branch: traced again, and the report names the test
     np.testing.assert_allclose(compiled(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6)
     assert compiled.report.recompiles[-1].endswith("; self.drop.p == 0.0: False -> True"), compiled.report.recompiles
+
+
+# ----------------------------------------------------------------------------- adversarial findings
+def _same_over(fn, args_of, values, check=None):
+    compiled = ember.compile(fn, recompile_limit=32)
+    for value in values:
+        expected, got = fn(*args_of(value)), compiled(*args_of(value))
+        np.testing.assert_allclose(np.asarray(got.numpy()), np.asarray(expected.numpy()), rtol=1e-6)
+    return compiled
+
+
+def test_a_float_in_a_container_the_function_writes_stays_a_python_value():
+    def fn(x, state):
+        state["calls"] += 1
+        return x * state["s"] + state["calls"]
+    eager_state, compiled_state = {"s": 0.0, "calls": 0}, {"s": 0.0, "calls": 0}
+    compiled = ember.compile(fn)
+    for value in (0.1, 0.2, 0.3, 0.4):
+        eager_state["s"] = compiled_state["s"] = value
+        np.testing.assert_allclose(compiled(ember.ones(2), compiled_state).numpy(),
+                                   fn(ember.ones(2), eager_state).numpy(), rtol=1e-6)
+    assert compiled_state == eager_state
+
+
+def test_a_float_in_a_namedtuple_or_a_list_is_read_at_each_value():
+    from collections import namedtuple
+    Pair = namedtuple("Pair", "a b")
+    _same_over(lambda x, p: x * p.a + p.b, lambda v: (ember.ones(2), Pair(v, 1.0)), (0.1, 0.2, 0.3, 0.7))
+    _same_over(lambda x, p: x * p[0], lambda v: (ember.ones(2), [v]), (0.1, 0.2, 0.3))
+
+
+def test_text_isinstance_and_signed_zero_of_a_runtime_scalar():
+    table = {}
+
+    def keyed(x, s):  # a key made from the float's text
+        return x * table.setdefault(f"{s}", len(table) + 1)
+    _same_over(keyed, lambda v: (ember.ones(1), v), (0.1, 0.2, 0.3, 0.1))
+    _same_over(lambda x, s: x * 2 if isinstance(s, float) else x, lambda v: (ember.ones(1), v), (0.5, 0.25, 2.0))
+    compiled = ember.compile(lambda x, s: 1.0 / (x * s))
+    assert compiled(ember.ones(1), 0.0).item() == np.inf and compiled(ember.ones(1), -0.0).item() == -np.inf
+    _same_over(lambda x, s: x * math.copysign(1.0, s), lambda v: (ember.ones(1), v), (1.0, 2.0, 0.0, -0.0))
+    _same_over(lambda x, s: x + ember.arange(0, s), lambda v: (ember.ones(1), v), (1.5, 2.5, 3.0))
+
+
+def test_python_arithmetic_that_raises_raises_compiled_too():
+    compiled = ember.compile(lambda x, m: x * (1.0 / (1.0 - m)))
+    for value in (0.5, 0.9):
+        compiled(ember.ones(1), value)
+    with pytest.raises(ZeroDivisionError):
+        compiled(ember.ones(1), 1.0)
+
+
+def test_a_runtime_scalar_stored_on_the_module_is_its_value_after_each_call():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.temperature = nn.Linear(2, 2), 1.0
+
+        def forward(self, x, t):
+            self.temperature = t
+            return self.lin(x) / t
+
+    model = Scaled()
+    compiled = ember.compile(model)
+    for value in (0.1, 0.2, 0.3, 0.4):
+        compiled(ember.ones(1, 2), value)
+        assert model.temperature == value
+
+
+def test_pow_keeps_its_special_exponents_and_an_integer_tensor_squared_by_a_float_is_float():
+    x = ember.tensor([-0.0, 4.0, 9.0])
+    _same_over(lambda x, s: x ** s, lambda v: (x, v), (-1.0, -0.5, 3.0, 2.0, 0.5))
+    squared = ember.tensor([1, 2, 3]) ** 2.0
+    assert squared.dtype == ember.float32 and squared.tolist() == [1.0, 4.0, 9.0]
+
+
+@pytest.mark.parametrize("name", ["normal", "normal_", "uniform_", "bernoulli", "gaussian_nll", "divmod",
+                                  "is_integer", "deepcopy"])
+def test_python_and_library_uses_of_a_runtime_scalar_work(name):
+    import copy
+    fn = {"normal": lambda x, s: x + ember.normal(s, 1.0, size=(1,)) * 0,
+          "normal_": lambda x, s: x.clone().normal_(s, 1.0) * 0 + x,
+          "uniform_": lambda x, s: x.clone().uniform_(-s, s).abs().le(s).float(),
+          "bernoulli": lambda x, s: ember.bernoulli(x * 0, s) * 0 + x,
+          "gaussian_nll": lambda x, s: F.gaussian_nll_loss(x, x * 0, ember.full_like(x, s)),
+          "divmod": lambda x, s: x * divmod(s, 0.15)[1],
+          "is_integer": lambda x, s: x * (s * 10).is_integer(),
+          "deepcopy": lambda x, s: x * copy.deepcopy(s)}[name]
+    _same_over(fn, lambda v: (ember.ones(3) * 0.5, v), (0.1, 0.2, 0.3))
+
+
+def test_list_valued_hyperparameters_are_guarded():
+    lin = nn.Linear(3, 1)
+    opt = ember.optim.Adam(lin.parameters(), lr=0.1, betas=[0.9, 0.999])
+    ref = nn.Linear(3, 1)
+    ref.load_state_dict(lin.state_dict())
+    ref_opt = ember.optim.Adam(ref.parameters(), lr=0.1, betas=[0.9, 0.999])
+    x = ember.ones(4, 3)
+
+    def step(model, optimizer):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+    compiled = ember.compile(lambda: step(lin, opt))
+    for i in range(6):
+        if i == 3:
+            opt.param_groups[0]["betas"] = [0.5, 0.9]
+            ref_opt.param_groups[0]["betas"] = [0.5, 0.9]
+        compiled()
+        step(ref, ref_opt)
+    np.testing.assert_allclose(lin.weight.detach().numpy(), ref.weight.detach().numpy(), rtol=1e-5)
