@@ -75,8 +75,8 @@ def eager_bind(prim, operands, attrs):
             arrays = [t._data for t in operands]
             if any(x.dtype in LOW_PRECISION for x in arrays) and not prim.view:
                 out = in_float32(prim, operands, attrs)
-            else:
-                out = prim.impl(*arrays, **attrs)
+            else:  # (erf and erfc of large tensors run compiled code: frontend/eager_compiled_ops.py)
+                out = COMPILED_FOR_EAGER.get(prim.name, prim.impl)(*arrays, **attrs)
     except Exception as error:  # numpy's message is rewritten by the shape rule
         explain_failure(prim, operands, attrs, error)
     if type(out) is not np.ndarray:
@@ -153,3 +153,4 @@ registry.on_mode_change(_follow_modes)
 from .tensor import Tensor  # noqa: E402  (Tensor uses dispatch; dispatch wraps into Tensor)
 from .views import ViewStep, register_view, memory_owner  # noqa: E402
 from .autograd import Node  # noqa: E402
+from .eager_compiled_ops import COMPILED_FOR_EAGER  # noqa: E402
