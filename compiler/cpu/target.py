@@ -21,7 +21,7 @@ from ember.runtime.shared_library import load_shared_library
 from ember.runtime.thread_runtime import load_libgomp
 from ..llvm.target import LLVMTarget
 from ..target import Artifact, Capabilities, HostOnlyError, LoadRefused, write_files_atomically
-from . import host, linker, support_library
+from . import host, linker, split_compile, support_library
 from .library import CpuLibrary
 
 _LINKING = {}  # "works": False once linking or loading a shared library failed in this process
@@ -103,10 +103,19 @@ class CpuTarget(LLVMTarget):
         (`payload_kind()` is "o": no C compiler, or linking failed before) the object code alone. `build`
         (support_library.compiled_alongside) compiles some missing pieces in other processes
         meanwhile; this process compiles the rest."""
+        from .program import ENTRY_NAME
         pieces = support_library.pieces_for(lowered.kernels)
-        module_ref = self.optimize(module, timer)
-        with timer("emit"):
-            object_code = self.object_code(module_ref)
+        split = None
+        if self.payload_kind() == "so" and not self.instrumented:  # (two objects need the linker)
+            with timer("llvm ir"):
+                text = str(module)
+            split = split_compile.compile_in_two(self, text, ENTRY_NAME, timer)
+        if split is not None:  # half the kernels compiled in a forked process meanwhile
+            program_objects, module_ref = split
+        else:
+            module_ref = self.optimize(module, timer)
+            with timer("emit"):
+                program_objects = [self.object_code(module_ref)]
         with timer("support"):
             own = {p: support_library.piece_object(p, build.cache, self.parallel) for p in pieces
                    if p not in build.pieces}
@@ -114,15 +123,18 @@ class CpuTarget(LLVMTarget):
             objects = [own[p] if p in own else support_library.piece_object(p, build.cache, self.parallel)
                        for p in pieces]
         if self.payload_kind() != "so":
-            return Artifact(object_code, "o", module_ref)
+            return Artifact(program_objects[0], "o", module_ref)
         with timer("link"):
             try:
-                return Artifact(linker.link_shared_library([object_code, *objects]), "so", module_ref)
+                return Artifact(linker.link_shared_library([*program_objects, *objects]), "so", module_ref)
             except linker.LinkError as error:
                 _LINKING["works"] = False
                 warnings.warn(f"ember: cannot link a shared library ({error}); loading programs with "
                               f"llvmlite's MCJIT instead", stacklevel=4)
-                return Artifact(object_code, "o", module_ref)
+                if split is not None:  # (MCJIT loads one object: the whole module, compiled here)
+                    module_ref = self.optimize(module, timer)
+                    program_objects = [self.object_code(module_ref)]
+                return Artifact(program_objects[0], "o", module_ref)
 
     def describe(self, lowered, artifact):
         from .program import ENTRY_NAME
