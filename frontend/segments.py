@@ -5,6 +5,7 @@ before guard i and exports the guard's value plus every value a live Python tens
 held at that point (later code can only use what is alive). Segments form a tree keyed by
 guard outcomes; a new outcome compiles only the segments after the guard.
 """
+import math
 from collections import Counter
 
 import numpy as np
@@ -92,10 +93,37 @@ def same_program(tree, pieces):
     """Does a new trace (split_trace's pieces) follow the cached tree with the same segment graphs?"""
     segment = tree.root
     for sub, guard in pieces:
-        if segment is None or segment.graph.to_json() != sub.to_json():
+        if segment is None or graph_structure(segment.graph) != graph_structure(sub):
             return False
         segment = segment.children.get(guard.expected) if guard is not None else None
     return True
+
+
+def graph_structure(graph):
+    """Everything the IR's JSON form holds of a graph (nodes with their ids, ops, operands,
+    shapes, dtypes, attributes, names and source lines; inputs, params, outputs, mutations,
+    guards), as comparable tuples: built without the JSON text or a topological sort."""
+    nodes = tuple((n, d["op"], d["inputs"], d["shape"], d["dtype"], _comparable(d["attrs"]), d["name"],
+                   d.get("source", "")) for n, d in sorted(graph.nx.nodes(data=True), key=lambda item: item[0]))
+    return (graph.name, nodes, tuple(graph.inputs), tuple(graph.params.items()), tuple(graph.outputs),
+            tuple((m.kind, m.target, m.node) for m in graph.mutations),
+            tuple((g.node, _comparable(g.expected), g.how, g.source, g.code) for g in graph.guards))
+
+
+def _comparable(value):
+    """An attribute value as an equality-safe key, as its JSON text would compare: arrays by
+    dtype, shape and bytes, numbers with their type and the sign of a zero."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _comparable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_comparable(v) for v in value))
+    if isinstance(value, (bool, int, float, np.number)):  # (typed: True, 1 and 1.0 differ; so do 0.0 and -0.0)
+        if value != value:
+            return ("nan",)
+        return (type(value).__name__, value, math.copysign(1.0, value) if value == 0 else 0)
+    return value
 
 
 def array_of(value):

@@ -103,10 +103,12 @@ def _accumulate(cotangent, node, value):
 def _prune(graph, added, keep):
     """Remove added nodes that no kept gradient reads (VJP rules build every operand's
     cotangent; only the requested ones survive)."""
-    import networkx as nx
-    needed = set(keep)
-    for k in keep:
-        needed |= nx.ancestors(graph.nx, k)
+    needed, stack, predecessors = set(keep), list(keep), graph.nx.pred
+    while stack:  # (one walk back from every kept node: their ancestors)
+        for source in predecessors[stack.pop()]:
+            if source not in needed:
+                needed.add(source)
+                stack.append(source)
     for node in reversed(added):
         if node not in needed and node in graph.nx and not graph.users(node):
             graph.remove_node(node)

@@ -1,0 +1,25 @@
+"""segments.graph_structure: what tells two traces of a compiled function apart when the second
+confirms the first (jit's deferred compile) compares as the IR's JSON form would."""
+import numpy as np
+
+import ember
+from ember.frontend.segments import graph_structure
+
+
+def _structure(fn, *args):
+    return graph_structure(ember.trace(fn, *args))
+
+
+def test_two_traces_of_one_program_have_one_structure():
+    x = ember.randn(3, 4)
+    assert _structure(lambda x: (x * 2).sum(1), x) == _structure(lambda x: (x * 2).sum(1), x)
+
+
+def test_values_json_would_tell_apart_are_told_apart():
+    x = ember.randn(3)
+    assert _structure(lambda x: x * 0.0, x) != _structure(lambda x: x * -0.0, x)  # a signed zero
+    assert _structure(lambda x: x.sum(0, keepdim=True), x) != _structure(lambda x: x.sum(0, keepdim=False), x)
+    a, b = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    b[1] = 1e-30  # constants differing in one element
+    assert _structure(lambda x: x + ember.tensor(a), x) != _structure(lambda x: x + ember.tensor(b), x)
+    assert _structure(lambda x: x * float("nan"), x) == _structure(lambda x: x * float("nan"), x)
