@@ -45,6 +45,7 @@ class TraceTree:
         self.segment_count = 0
         self.state_roots = set()  # ids of the roots of params and closed-over tensors (see _execute)
         self.scalar_slots = []  # the runtime scalars its programs read, in input order
+        self.scalar_values = None  # their values when it was traced (see CompiledFunction._rekey_scalar_trees)
 
 
 class CompiledFunction:
@@ -307,7 +308,12 @@ class CompiledFunction:
             with recording(tracer):
                 result = plain_numbers(self.fn(*call_args, **call_kwargs))
         input_nodes += scalar_nodes
-        signature = self._scalars.refresh(signature)  # (with the outcomes of tests this trace added)
+        refreshed = self._scalars.refresh(signature)  # (with the outcomes of tests this trace added)
+        if refreshed is not signature:
+            self._rekey_scalar_trees()
+            if tree is not None:  # (the tree this trace continues serves this call's signature too)
+                self._cache[refreshed] = tree
+            signature = refreshed
         if STATE.grad_enabled and any(_history(t) is not h for (_, t), h in zip(arg_tensors, histories)):
             # an argument written in place with autograd recording: its new history is eager autograd's
             tracer.eager_reason = "writes in place into an argument that has autograd history"
@@ -364,6 +370,7 @@ class CompiledFunction:
                                            trainable, output_facts)
         self._cache[signature].state_roots |= state_roots
         self._cache[signature].scalar_slots = scalar_slots
+        self._cache[signature].scalar_values = dict(self._scalars.values)
         self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
                                               self._describe_signature(signature), len(graph), new_segments,
                                               len(graph.guards), time.perf_counter() - start))
@@ -414,6 +421,15 @@ class CompiledFunction:
             tree.trains_itself = output_facts["ran_backward"] and any(
                 m.kind == "param" and m.target in trainable for m in graph.mutations) and not output_facts["live_histories"]
         return len(built), start
+
+    def _rekey_scalar_trees(self):
+        """After a trace added runtime-scalar tests: every cached tree under its signature with
+        the new tests' outcomes at the values it was traced with (else none would match again)."""
+        moved = {old: self._scalars.rekeyed(old, tree.scalar_values) for old, tree in self._cache.items()
+                 if tree.scalar_values is not None}
+        for old, new in moved.items():
+            self._cache[new] = self._cache.pop(old)
+        self._signatures = [moved.get(s, s) for s in self._signatures]
 
     def _compile_segment(self, segment):
         segment.runner = self.backend.compile(segment.graph)

@@ -369,6 +369,14 @@ class RuntimeScalars:
             return signature[:-1] + (self.outcomes(),)
         return signature
 
+    def rekeyed(self, signature, values):
+        """A cached signature with the outcomes of tests made since, evaluated at the values
+        its trace saw (`values`): its program stays reachable. (A test its trace never met only
+        narrows the calls it serves, never widens them.)"""
+        if signature and signature[-1][0] == "scalars" and len(signature[-1][1]) != len(self.tests):
+            return signature[:-1] + (("scalars", tuple(_outcome(test, values) for test in self.tests)),)
+        return signature
+
     def input_tensors(self, slots):
         """This call's values of `slots` (a program's scalar inputs) as 0-d float64 tensors."""
         values = self.values

@@ -358,3 +358,14 @@ def test_list_valued_hyperparameters_are_guarded():
         compiled()
         step(ref, ref_opt)
     np.testing.assert_allclose(lin.weight.detach().numpy(), ref.weight.detach().numpy(), rtol=1e-5)
+
+
+def test_a_test_made_by_a_later_trace_keeps_earlier_programs_reachable():
+    def fn(x, s):
+        if s > 0.5:
+            if s > 0.8:  # (a test the first dynamic trace never met)
+                return x * 3
+            return x * 2
+        return x
+    compiled = _same_over(fn, lambda v: (ember.ones(2), v), (0.1, 0.2, 0.9, 0.3, 0.6, 0.2, 0.95, 0.7, 0.1))
+    assert len(compiled.report.traces) == 4  # the static first call, then one per path
