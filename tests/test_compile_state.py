@@ -249,3 +249,24 @@ def test_a_model_compiled_in_eval_mode_builds_its_backward_only_when_differentia
     assert len(compiled_graphs) == before + 1 and model[0].weight.grad is not None
     compiled(ember.randn(3, 4)).sum().backward()
     assert len(compiled_graphs) == before + 1
+
+
+def test_adagrad_with_lr_decay_compiles_once_and_matches_eager():
+    def run(compiled):
+        ember.manual_seed(0)
+        lin = nn.Linear(4, 2)
+        opt = ember.optim.Adagrad(lin.parameters(), lr=0.1, lr_decay=0.05)
+        x = ember.randn(8, 4)
+
+        def step():
+            opt.zero_grad()
+            (lin(x) ** 2).mean().backward()
+            opt.step()
+        fn = ember.compile(step) if compiled else step
+        for _ in range(12):
+            fn()
+        return lin.weight.detach().numpy(), fn
+    expected, _ = run(False)
+    got, compiled = run(True)
+    assert len(compiled.report.programs) == 1 and compiled.report.fallback is None  # (no guard on the step)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)

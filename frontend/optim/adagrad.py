@@ -4,6 +4,8 @@ A port of PyTorch's single-tensor (foreach=False) update, written with Tensor in
 under no_grad so a trace records it functionally.
 """
 from ..creation import full_like
+from ember.dtypes import float64
+from ember.frontend.dispatch import STATE
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
 
 
@@ -39,8 +41,14 @@ class Adagrad(Optimizer):
         grad = param.grad if not group["maximize"] else -param.grad
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
-        # without decay the rate is lr exactly; skipping item() keeps a traced step free of a guard
-        clr = lr / (1 + (step_t.item() - 1) * lr_decay) if lr_decay != 0 else lr
+        # without decay the rate is lr exactly; with decay, a traced step computes it from the step
+        # tensor in float64 (as Python's float arithmetic eagerly), so it needs no guard on the step
+        if lr_decay == 0:
+            clr = lr
+        elif STATE.recorder is not None:
+            clr = lr / (1 + (step_t.to(float64) - 1) * lr_decay)
+        else:
+            clr = lr / (1 + (step_t.item() - 1) * lr_decay)
         state_sum.addcmul_(grad, grad, value=1)
         std = state_sum.sqrt().add_(eps)
         param.addcdiv_(grad, std, value=-clr)
