@@ -4,6 +4,7 @@ A port of PyTorch's single-tensor (foreach=False) update. `capturable=True` keep
 corrections as tensor ops on the step counter (PyTorch's capturable formula), so a traced
 training step needs no guard on the step count and compiles once.
 """
+from ember.dtypes import float64
 from ember.frontend.dispatch import STATE
 from ..creation import zeros_like
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
@@ -57,6 +58,8 @@ class Adam(Optimizer):
         second_moment = max_exp_avg_sq if max_exp_avg_sq is not None else exp_avg_sq
         # while tracing, the tensor form keeps the step count out of Python (no guard per step)
         if group["capturable"] or STATE.recorder is not None:
+            if not group["capturable"]:  # (traced: the corrections in float64, as eagerly in Python floats)
+                step_t = step_t.to(float64)
             bias_correction1 = 1 - beta1 ** step_t
             bias_correction2 = 1 - beta2 ** step_t
             step_size_neg = (lr / bias_correction1).neg()

@@ -4,6 +4,7 @@ A port of PyTorch's single-tensor (foreach=False) update under no_grad. `captura
 any traced step, keeps the bias correction as tensor ops on the step counter, so ember.compile
 records the update without a guard on the step count.
 """
+from ember.dtypes import float64
 from ember.frontend.dispatch import STATE
 from ..creation import zeros_like
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
@@ -41,9 +42,10 @@ class Adamax(Optimizer):
             grad = grad.add(param, alpha=weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_inf.mul_(beta2).maximum_(grad.abs().add_(eps))
-        if group["capturable"] or STATE.recorder is not None:
+        if group["capturable"]:
             neg_bias_correction = (beta1 ** step_t - 1).div_(lr)
             param.addcdiv_(exp_avg, exp_inf * neg_bias_correction)
-        else:
-            clr = lr / (1 - beta1 ** step_t.item())
+        else:  # (traced: the rate from the step as a float64 tensor, as eagerly in Python floats, no guard)
+            step = step_t.to(float64) if STATE.recorder is not None else step_t.item()
+            clr = lr / (1 - beta1 ** step)
             param.addcdiv_(exp_avg, exp_inf, value=-clr)

@@ -4,6 +4,7 @@ A port of PyTorch's single-tensor (foreach=False) update under no_grad; the runn
 of the momentum schedule lives in the state as `mu_product`. `capturable=True`, and any traced
 step, computes the schedule with tensor ops on the step counter (no guard on the step count).
 """
+from ember.dtypes import float64
 from ember.frontend.dispatch import STATE
 from ..creation import ones_like, zeros_like
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
@@ -47,7 +48,8 @@ class NAdam(Optimizer):
         step_t += 1
         # while tracing, the tensor form keeps the step count out of Python (no guard per step)
         tensor_step = group["capturable"] or STATE.recorder is not None
-        step = step_t if tensor_step else step_t.item()
+        # (traced, not capturable: the step in float64, as eagerly in Python floats)
+        step = (step_t if group["capturable"] else step_t.to(float64)) if tensor_step else step_t.item()
         bias_correction2 = 1 - beta2 ** step
         if weight_decay != 0:
             if group["decoupled_weight_decay"]:
@@ -60,11 +62,13 @@ class NAdam(Optimizer):
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
-        if tensor_step or group["differentiable"]:
+        if group["capturable"] or group["differentiable"]:
             mu_product_next = mu_product * mu_next
             param.addcdiv_(grad * (-lr * (1.0 - mu) / (1.0 - mu_product)), denom)
             param.addcdiv_(exp_avg * (-lr * mu_next / (1.0 - mu_product_next)), denom)
         else:
-            product = mu_product.item()  # the float32 (default scalar dtype) product, as PyTorch reads it
+            # the float32 (default scalar dtype) product, as PyTorch reads it; traced, as a float64
+            # tensor (no guard on its value), so the rates below are the eager float64 ones
+            product = mu_product.to(float64) if tensor_step else mu_product.item()
             param.addcdiv_(grad, denom, value=-lr * (1.0 - mu) / (1.0 - product))
             param.addcdiv_(exp_avg, denom, value=-lr * mu_next / (1.0 - product * mu_next))

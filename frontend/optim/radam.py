@@ -4,6 +4,7 @@ A port of PyTorch's single-tensor (foreach=False) update under no_grad. Until th
 the approximated SMA, rho_t, exceeds 5 the step is plain momentum SGD. `capturable=True`, and
 any traced step, makes that choice with `where` on tensors (no guard on the step count).
 """
+from ember.dtypes import float64
 from ember.frontend.dispatch import STATE
 from ..creation import zeros_like
 from ..math_ops import where
@@ -43,8 +44,9 @@ class RAdam(Optimizer):
         exp_avg, exp_avg_sq, step_t = state["exp_avg"], state["exp_avg_sq"], state["step"]
         step_t += 1
         # while tracing, the tensor form keeps the step count out of Python (no guard per step)
+        # (traced, not capturable: in float64, as eagerly in Python floats; rho_t cancels in float32)
         tensor_form = group["capturable"] or STATE.recorder is not None
-        step = step_t if tensor_form else step_t.item()
+        step = (step_t if group["capturable"] else step_t.to(float64)) if tensor_form else step_t.item()
         if weight_decay != 0:
             if group["decoupled_weight_decay"]:
                 param.mul_(1 - lr * weight_decay)
