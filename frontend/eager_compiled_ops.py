@@ -10,6 +10,8 @@ compiled code and PyTorch's vectorised erf. Smaller tensors, other dtypes (float
 0.5 ulp) and machines where the compiler cannot run keep the numpy implementation (the IR
 interpreter always does: it stays the reference). dispatch.eager_bind consults COMPILED_FOR_EAGER.
 """
+import threading
+
 import numpy as np
 
 SMALL = 4096  # fewer elements: libm per element (exactly rounded, and no chunk to fill)
@@ -24,6 +26,7 @@ class ChunkedKernel:
     def __init__(self, name):
         self.name = name
         self.programs = {}  # dtype -> (runner, input node, output node), or None: not compilable here
+        self.lock = threading.Lock()  # one call of a program at a time (it holds one pointer table)
 
     def __call__(self, x):
         from ember.ops import PRIMITIVES
@@ -38,26 +41,27 @@ class ChunkedKernel:
         flat = np.ascontiguousarray(x).reshape(-1)
         out = np.empty_like(flat)
         whole = flat.size - flat.size % CHUNK
-        for start in range(0, whole, CHUNK):
-            out[start:start + CHUNK] = run({source: flat[start:start + CHUNK]}, {})[result]
         rest = flat.size - whole
-        if rest:
-            padded = np.zeros(CHUNK, dtype=x.dtype)
-            padded[:rest] = flat[whole:]
-            out[whole:] = run({source: padded}, {})[result][:rest]
+        with self.lock:  # (threads calling erf at once would overwrite each other's pointers)
+            for start in range(0, whole, CHUNK):
+                out[start:start + CHUNK] = run({source: flat[start:start + CHUNK]}, {})[result]
+            if rest:
+                padded = np.zeros(CHUNK, dtype=x.dtype)
+                padded[:rest] = flat[whole:]
+                out[whole:] = run({source: padded}, {})[result][:rest]
         return out.reshape(x.shape)
 
     def _compile(self, dtype):
         """(runner, input node, output node) of the one-op program, or None where the compiler
         cannot build or load it here (no llvmlite, a read-only cache...): numpy then serves."""
         try:
-            from ember.compiler import get_backend
+            from ember.compiler.backends import llvm_backend
             from ember.ir import Graph
             graph = Graph(f"eager_{self.name}_{dtype.name}")
             source = graph.add_input((CHUNK,), dtype.name, "x")
             result = graph.add_node(self.name, [source], (CHUNK,), dtype.name, {}, self.name)
             graph.outputs = [result]
-            return get_backend("llvm").compile(graph), source, result
+            return llvm_backend(debug=0).compile(graph), source, result  # (no per-kernel timing output)
         except Exception:  # (correct results either way: the numpy implementation is the fallback)
             return None
 

@@ -310,9 +310,7 @@ class CompiledFunction:
         input_nodes += scalar_nodes
         refreshed = self._scalars.refresh(signature)  # (with the outcomes of tests this trace added)
         if refreshed is not signature:
-            self._rekey_scalar_trees()
-            if tree is not None:  # (the tree this trace continues serves this call's signature too)
-                self._cache[refreshed] = tree
+            self._rekey_scalar_trees(tree, refreshed)
             signature = refreshed
         if STATE.grad_enabled and any(_history(t) is not h for (_, t), h in zip(arg_tensors, histories)):
             # an argument written in place with autograd recording: its new history is eager autograd's
@@ -422,13 +420,16 @@ class CompiledFunction:
                 m.kind == "param" and m.target in trainable for m in graph.mutations) and not output_facts["live_histories"]
         return len(built), start
 
-    def _rekey_scalar_trees(self):
-        """After a trace added runtime-scalar tests: every cached tree under its signature with
-        the new tests' outcomes at the values it was traced with (else none would match again)."""
-        moved = {old: self._scalars.rekeyed(old, tree.scalar_values) for old, tree in self._cache.items()
-                 if tree.scalar_values is not None}
+    def _rekey_scalar_trees(self, extended, signature):
+        """After a trace added runtime-scalar tests: every other cached tree under its signature
+        with the new tests' outcomes at the values it was traced with (else none would match
+        again; it never met those tests). The tree this trace extends (`extended`, if any) now
+        holds a branch traced with this call's outcomes: it is keyed by `signature` alone."""
+        moved = {old: (signature if tree is extended else self._scalars.rekeyed(old, tree.scalar_values))
+                 for old, tree in self._cache.items() if tree is extended or tree.scalar_values is not None}
+        trees = {old: self._cache.pop(old) for old in moved}
         for old, new in moved.items():
-            self._cache[new] = self._cache.pop(old)
+            self._cache[new] = trees[old]
         self._signatures = [moved.get(s, s) for s in self._signatures]
 
     def _compile_segment(self, segment):

@@ -116,13 +116,14 @@ def _comparable(value):
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, dict):
-        return ("dict", tuple((k, _comparable(v)) for k, v in value.items()))
+        return ("dict", tuple((_comparable(k), _comparable(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(_comparable(v) for v in value))
-    if isinstance(value, (bool, int, float, np.number)):  # (typed: True, 1 and 1.0 differ; so do 0.0 and -0.0)
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):  # (typed: True, 1 and 1.0 differ; so do 0.0 and -0.0)
         if value != value:
             return ("nan",)
-        return (type(value).__name__, value, math.copysign(1.0, value) if value == 0 else 0)
+        return (type(value).__name__, value.item() if isinstance(value, np.generic) else value,
+                math.copysign(1.0, value) if value == 0 else 0)
     return value
 
 

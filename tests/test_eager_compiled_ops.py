@@ -44,3 +44,23 @@ def test_gelu_gradient_through_the_compiled_erf():
     cdf = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in x64]))
     expected = cdf + x64 * np.exp(-x64 ** 2 / 2) / math.sqrt(2 * math.pi)
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_threads_calling_erf_at_once_get_their_own_results():
+    import threading
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal(200_000).astype(np.float32) for _ in range(4)]
+    results = [None] * 4
+
+    def work(k):
+        for _ in range(3):
+            results[k] = ember.erf(ember.tensor(inputs[k])).numpy()
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for x, got in zip(inputs, results):
+        expected = np.array([math.erf(v) for v in x[:5000].astype(np.float64)])
+        assert np.abs(got[:5000] - expected).max() <= 1.2e-7
+        np.testing.assert_array_equal(got, ember.erf(ember.tensor(x)).numpy())

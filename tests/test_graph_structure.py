@@ -23,3 +23,9 @@ def test_values_json_would_tell_apart_are_told_apart():
     b[1] = 1e-30  # constants differing in one element
     assert _structure(lambda x: x + ember.tensor(a), x) != _structure(lambda x: x + ember.tensor(b), x)
     assert _structure(lambda x: x * float("nan"), x) == _structure(lambda x: x * float("nan"), x)
+
+
+def test_numpy_booleans_and_dict_keys_compare_as_json_would():
+    from ember.frontend.segments import _comparable
+    assert _comparable(np.True_) == _comparable(True)  # (JSON writes both as true)
+    assert _comparable({1: 2}) != _comparable({1.0: 2}) != _comparable({True: 2})

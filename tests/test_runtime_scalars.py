@@ -369,3 +369,16 @@ def test_a_test_made_by_a_later_trace_keeps_earlier_programs_reachable():
         return x
     compiled = _same_over(fn, lambda v: (ember.ones(2), v), (0.1, 0.2, 0.9, 0.3, 0.6, 0.2, 0.95, 0.7, 0.1))
     assert len(compiled.report.traces) == 4  # the static first call, then one per path
+
+
+def test_a_tree_extended_past_a_tensor_guard_by_a_trace_that_makes_a_test_serves_that_outcome_only():
+    def fn(x, a):
+        if x.sum() > 0:  # a guard on a tensor value
+            return x * 2
+        if a > 0.5:  # a runtime-scalar test met only on the other path
+            return x + 1
+        return x - 1
+    compiled = ember.compile(fn)
+    pos, neg = ember.ones(3), -ember.ones(3)
+    for x, a in [(pos, 0.1), (pos, 0.2), (neg, 0.9), (neg, 0.1), (pos, 0.7), (neg, 0.95), (neg, 0.05)]:
+        np.testing.assert_array_equal(compiled(x, a).numpy(), fn(x, a).numpy())

@@ -101,3 +101,18 @@ def test_modules_it_cannot_split_safely_are_compiled_whole(program_text):
                                       "ember_program") is None
     small = "\n".join(line for line in program_text.split("\n")[:0])
     assert split_compile.split_module(small, "ember_program") is None
+
+
+def test_a_helper_the_entry_and_one_kernel_call_is_in_both_halves():
+    kernels = [f"define internal void @k{i}(ptr %p) {{\nentry:\n" + "".join(
+        f"  %v{j} = add i32 {j}, {i}\n" for j in range(40 if i == 0 else 5)) + (
+        "  call void @helper(ptr %p)\n" if i == 0 else "") + "  ret void\n}" for i in range(30)]
+    helper = "define internal void @helper(ptr %p) {\nentry:\n  ret void\n}"
+    entry = ("define i32 @main_entry(ptr %p) {\nentry:\n" + "".join(f"  call void @k{i}(ptr %p)\n" for i in range(30))
+             + "  call void @helper(ptr %p)\n  ret i32 0\n}")
+    halves = split_compile.split_module("\n\n".join(kernels + [helper, entry]) + "\n", "main_entry")
+    assert halves is not None
+    target = CpuTarget()
+    for text in halves:
+        assert "define internal void @helper(" in text
+        split_compile._optimized(target, text)  # parses and verifies

@@ -119,15 +119,28 @@ def split_module(text, entry):
                     stack.append(name)
         for name in seen:
             reached.setdefault(name, set()).add(root)
+    # a function only one kernel reaches, and only functions of that kernel's group call, moves
+    # with it; every other function a kernel reaches (and all it reaches) is copied into both
+    # halves (internal to each)
+    owner = {name: next(iter(owners)) for name, owners in reached.items() if len(owners) == 1 and name not in roots}
+    changed = True
+    while changed:
+        changed = False
+        for name in list(owner):
+            if any(owner.get(user, user if user in roots else None) != owner[name] for user in users[name]):
+                del owner[name]
+                changed = True
+    shared = set(reached) - set(roots) - set(owner)
+    stack = list(shared)
+    while stack:  # (what a copied function calls is copied too)
+        for name in by_name[stack.pop()].references:
+            if name in by_name and by_name[name].internal and name not in shared and name not in roots:
+                shared.add(name)
+                owner.pop(name, None)
+                stack.append(name)
     groups = {root: [root] for root in roots}
-    shared = []
-    for name, owners in reached.items():
-        if name in groups:
-            continue
-        if len(owners) == 1:
-            groups[next(iter(owners))].append(name)
-        else:
-            shared.append(name)  # (copied into both halves)
+    for name, root in owner.items():
+        groups[root].append(name)
     sizes = {root: sum(by_name[n].size for n in members) for root, members in groups.items()}
     total = sum(f.size for f in functions)
     moved, moved_size = [], 0
