@@ -119,7 +119,7 @@ def _comparable(value):
         return ("dict", tuple((_comparable(k), _comparable(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(_comparable(v) for v in value))
-    if isinstance(value, (bool, int, float, np.number, np.bool_)):  # (typed: True, 1 and 1.0 differ; so do 0.0 and -0.0)
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):  # (typed: True, 1, 1.0 differ; 0.0, -0.0 too)
         if value != value:
             return ("nan",)
         return (type(value).__name__, value.item() if isinstance(value, np.generic) else value,
