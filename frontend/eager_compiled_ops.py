@@ -15,17 +15,19 @@ import threading
 import numpy as np
 
 SMALL = 4096  # fewer elements: libm per element (exactly rounded, and no chunk to fill)
-CHUNK = 1 << 16  # elements per call of the compiled program
+CHUNKS = (1 << 16, SMALL)  # elements per call of the two programs: the big one, then the rest by SMALL
+CHUNK = CHUNKS[0]
 _DTYPES = (np.dtype(np.float32),)  # (float64 keeps libm: its compiled polynomials are within 4 ulp, not 0.5)
 
 
 class ChunkedKernel:
-    """A unary elementwise primitive's compiled program over CHUNK elements, applied chunk by
-    chunk (the last one padded), per dtype; the numpy implementation where that cannot run."""
+    """A unary elementwise primitive's compiled programs over CHUNKS elements, applied chunk by
+    chunk (big chunks first, then SMALL ones, the last padded: a GPT's generation step pads at
+    most SMALL - 1 elements), per dtype; the numpy implementation where they cannot run."""
 
     def __init__(self, name):
         self.name = name
-        self.programs = {}  # dtype -> (runner, input node, output node), or None: not compilable here
+        self.programs = {}  # dtype -> [(runner, input node, output node) per chunk size], or None
         self.lock = threading.Lock()  # one call of a program at a time (it holds one pointer table)
 
     def __call__(self, x):
@@ -37,31 +39,37 @@ class ChunkedKernel:
             program = self.programs[x.dtype] = self._compile(x.dtype)
         if program is None:
             return PRIMITIVES[self.name].impl(x)
-        run, source, result = program
         flat = np.ascontiguousarray(x).reshape(-1)
         out = np.empty_like(flat)
-        whole = flat.size - flat.size % CHUNK
-        rest = flat.size - whole
+        start = 0
         with self.lock:  # (threads calling erf at once would overwrite each other's pointers)
-            for start in range(0, whole, CHUNK):
-                out[start:start + CHUNK] = run({source: flat[start:start + CHUNK]}, {})[result]
-            if rest:
-                padded = np.zeros(CHUNK, dtype=x.dtype)
-                padded[:rest] = flat[whole:]
-                out[whole:] = run({source: padded}, {})[result][:rest]
+            for size, (run, source, result) in zip(CHUNKS, program):
+                while flat.size - start >= size:
+                    out[start:start + size] = run({source: flat[start:start + size]}, {})[result]
+                    start += size
+            if start < flat.size:
+                run, source, result = program[-1]
+                padded = np.zeros(SMALL, dtype=x.dtype)
+                padded[:flat.size - start] = flat[start:]
+                out[start:] = run({source: padded}, {})[result][:flat.size - start]
         return out.reshape(x.shape)
 
     def _compile(self, dtype):
-        """(runner, input node, output node) of the one-op program, or None where the compiler
-        cannot build or load it here (no llvmlite, a read-only cache...): numpy then serves."""
+        """[(runner, input node, output node)] of the one-op program per chunk size, or None where
+        the compiler cannot build or load them here (no llvmlite, a read-only cache...): numpy
+        then serves."""
         try:
             from ember.compiler.backends import llvm_backend
             from ember.ir import Graph
-            graph = Graph(f"eager_{self.name}_{dtype.name}")
-            source = graph.add_input((CHUNK,), dtype.name, "x")
-            result = graph.add_node(self.name, [source], (CHUNK,), dtype.name, {}, self.name)
-            graph.outputs = [result]
-            return llvm_backend(debug=0).compile(graph), source, result  # (no per-kernel timing output)
+            backend = llvm_backend(debug=0)  # (no per-kernel timing output)
+            programs = []
+            for size in CHUNKS:
+                graph = Graph(f"eager_{self.name}_{dtype.name}_{size}")
+                source = graph.add_input((size,), dtype.name, "x")
+                result = graph.add_node(self.name, [source], (size,), dtype.name, {}, self.name)
+                graph.outputs = [result]
+                programs.append((backend.compile(graph), source, result))
+            return programs
         except Exception:  # (correct results either way: the numpy implementation is the fallback)
             return None
 
