@@ -97,11 +97,21 @@ def _with_number_in_float32(name, a, b, dtype):
     return to_dtype(P[name].bind(*wide), dtype)
 
 
+_FLOAT_NP = (np.dtype(np.float32), np.dtype(np.float64))
+_PYTHON_NUMBER = (float, int)  # (exactly these types: not bool, numpy scalars or runtime scalars)
+
+
 def binary(name, a, b):
-    if type(a) is Tensor and type(b) is Tensor:
-        dtype = a._data.dtype
-        if dtype == b._data.dtype and (dtype is not _BOOL or name not in _LOGICAL_FOR_BOOL):
-            return P[name].bind(a, b)
+    ta, tb = type(a), type(b)
+    if ta is Tensor:
+        if tb is Tensor:
+            dtype = a._data.dtype
+            if dtype == b._data.dtype and (dtype is not _BOOL or name not in _LOGICAL_FOR_BOOL):
+                return P[name].bind(a, b)
+        elif tb in _PYTHON_NUMBER and a._data.dtype in _FLOAT_NP:  # x * 0.5: the number takes x's dtype
+            return P[name].bind(a, constant(b, a.dtype))
+    elif tb is Tensor and ta in _PYTHON_NUMBER and b._data.dtype in _FLOAT_NP:
+        return P[name].bind(constant(a, b.dtype), b)
     a_in, b_in = a, b
     a, b = promote_operands((a, b))
     if a._data.dtype in dtypes.LOW_PRECISION_NP and name in _SCALAR_KEPT_IN_FLOAT32 \
@@ -146,6 +156,9 @@ def div(input, other, rounding_mode=None):
             # as PyTorch: the result requires grad, and its gradient is zero
             out = P["replace_value"].bind(P["floor"].bind(div(input, other)), out)
         return out
+    if type(input) is Tensor and type(other) in _PYTHON_NUMBER and input._data.dtype in _FLOAT_NP:
+        out = P["div"].bind(input, constant(other, input.dtype))  # (x / 2: the number takes x's dtype)
+        return trunc(out) if rounding_mode == "trunc" else out
     a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
     if a._data.dtype in dtypes.LOW_PRECISION_NP and (_wrapped_number(input, a._data.dtype)
                                                      or _wrapped_number(other, a._data.dtype)):
