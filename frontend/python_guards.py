@@ -152,16 +152,29 @@ def _unlisted_attribute(key, value):
         not key.startswith("_") and is_plain_value(value))
 
 
+_UNGUARDED = object()
+
+
+def _hyperparameter_key(value):
+    """How an optimizer hyperparameter stands in its signature part: a plain value as itself, a
+    list such as betas=[0.9, 0.99] by its values, a tensor (a tensor lr) by identity (the program
+    reads its value); anything else is not guarded (_UNGUARDED)."""
+    if is_plain_value(value):
+        return value
+    if type(value) is list and len(value) <= 8 and all(is_plain_value(e) for e in value):
+        return ("list", tuple(value))
+    if type(value) in _TENSORS:
+        return ("tensor", id(value), value._data.shape, value._data.dtype)
+    return _UNGUARDED
+
+
 def _optimizer(value, ctx, depth):
     if ctx.parts is not None and ctx.first(value):
-        # (a tensor hyperparameter, such as a tensor lr, by identity: its value is read by the program;
-        # a list such as betas=[0.9, 0.99] by its values)
-        ctx.parts.append(("optimizer", ctx.label(value, depth), id(value), tuple(
-            tuple((k, v) if is_plain_value(v) else (k, ("list", tuple(v))) if type(v) is list else
-                  (k, ("tensor", id(v), v._data.shape, v._data.dtype))
-                  for k, v in group.items() if k != "params" and (is_plain_value(v) or type(v) in _TENSORS or (
-                      type(v) is list and len(v) <= 8 and all(is_plain_value(e) for e in v))))
-            for group in value.param_groups)))
+        groups = []
+        for group in value.param_groups:
+            keys = ((k, _hyperparameter_key(v)) for k, v in group.items() if k != "params")
+            groups.append(tuple((k, key) for k, key in keys if key is not _UNGUARDED))
+        ctx.parts.append(("optimizer", ctx.label(value, depth), id(value), tuple(groups)))
     return ("optimizer", value)
 
 

@@ -66,6 +66,17 @@ def _outcome(test, values):
 _RAISING = ("truediv", "floordiv", "mod", "pow")  # Python arithmetic that raises for some values
 
 
+def _operand(other):
+    """(value, tensor or number, expression) of the other operand of a ScalarInput's operator,
+    or None for what it does not take (a Tensor: its own reflected operator runs)."""
+    if isinstance(other, ScalarInput):
+        return other.value, other.tensor, other.expr
+    if isinstance(other, _PLAIN):
+        number = other.item() if isinstance(other, np.generic) else other
+        return number, number, number
+    return None
+
+
 class ScalarInput:
     """A float of the traced function that is an input of the program (see module docstring).
 
@@ -85,28 +96,19 @@ class ScalarInput:
         self.value, self.tensor, self.expr, self.trace = value, tensor, expr, trace
 
     def _binary(self, name, other, reflected):
-        if isinstance(other, ScalarInput):
-            other_value, other_tensor, other_expr = other.value, other.tensor, other.expr
-        elif isinstance(other, _PLAIN):
-            other_value = other_tensor = other_expr = other.item() if isinstance(other, np.generic) else other
-        else:
+        theirs = _operand(other)
+        if theirs is None:
             return NotImplemented  # a Tensor: its reflected operator takes this as a number
+        mine = self.value, self.tensor, self.expr
+        (a, a_tensor, a_expr), (b, b_tensor, b_expr) = (theirs, mine) if reflected else (mine, theirs)
         fn = _BINARY[name]
-        if reflected:
-            value = fn(other_value, self.value)
-            result = (name, other_expr, self.expr)
-            if not self.trace.open:
-                return value
-            out = ScalarInput(value, fn(other_tensor, self.tensor), result, self.trace)
-        else:
-            value = fn(self.value, other_value)
-            result = (name, self.expr, other_expr)
-            if not self.trace.open:
-                return value
-            out = ScalarInput(value, fn(self.tensor, other_tensor), result, self.trace)
+        value = fn(a, b)
+        if not self.trace.open:
+            return value
+        expr = (name, a_expr, b_expr)
         if name in _RAISING:  # another value may raise here (1 / (1 - m) at m = 1): it traces again
-            self.trace.test((result, "evaluates", None), True)
-        return out
+            self.trace.test((expr, "evaluates", None))
+        return ScalarInput(value, fn(a_tensor, b_tensor), expr, self.trace)
 
     def _unary(self, name):
         value = _UNARY[name](self.value)
@@ -115,19 +117,15 @@ class ScalarInput:
         return ScalarInput(value, _UNARY[name](self.tensor), (name, self.expr), self.trace)
 
     def _compare(self, name, other):
-        if isinstance(other, ScalarInput):
-            other_value, other_expr = other.value, other.expr
-        elif isinstance(other, _PLAIN):
-            other_value = other_expr = other.item() if isinstance(other, np.generic) else other
-        else:
+        theirs = _operand(other)
+        if theirs is None:
             return NotImplemented
-        outcome = _COMPARE[name](self.value, other_value)
-        self.trace.test((self.expr, name, other_expr), outcome)
-        return outcome
+        self.trace.test((self.expr, name, theirs[2]))
+        return _COMPARE[name](self.value, theirs[0])
 
     def pinned(self):
         """The plain value, which the signature now holds (a use that needs a plain number)."""
-        self.trace.test((self.expr, "value", None), repr(self.value))
+        self.trace.test((self.expr, "value", None))
         return self.value
 
     def __getattr__(self, name):  # float's other methods and attributes (is_integer, hex, real...)
@@ -139,9 +137,8 @@ class ScalarInput:
         return float, (self.pinned(),)
 
     def __bool__(self):
-        outcome = self.value != 0
-        self.trace.test((self.expr, "ne", 0), outcome)
-        return outcome
+        self.trace.test((self.expr, "ne", 0))
+        return self.value != 0
 
     def __float__(self):
         return float(self.pinned())
@@ -212,67 +209,42 @@ for _name in _COMPARE:
 
 
 # ----------------------------------------------------------------------------- slots
-def _float_slots(part):
-    """(slot, value) for each Python float a signature part holds: a float argument, a module
-    setting (Dropout.p), or an optimizer hyperparameter (a float, or a float inside a tuple
-    such as Adam's betas)."""
+def _map_floats(part, change):
+    """`part` with each Python float it holds replaced by `change(slot, value)`: a float
+    argument, a module setting (Dropout.p), an optimizer hyperparameter (a float, or a float
+    inside a tuple such as Adam's betas)."""
     kind = part[0]
-    if kind == "value" and part[2] in _FLOAT_TYPES:
-        yield ("value", part[1]), part[3]
-    elif kind == "settings":
-        for number, settings in enumerate(part[2]):
-            for key, value in settings:
-                if type(value) is float:
-                    yield ("settings", part[1], number, key), value
-    elif kind == "optimizer":
-        for number, group in enumerate(part[3]):
-            for key, value in group:
-                if type(value) is float:
-                    yield ("optimizer", part[2], number, key, None), value
-                elif type(value) is tuple:
-                    for index, element in enumerate(value):
-                        if type(element) is float:
-                            yield ("optimizer", part[2], number, key, index), element
+    if kind == "value":
+        return part[:3] + (change(("value", part[1]), part[3]),) if part[2] in _FLOAT_TYPES else part
+    if kind == "settings":
+        return part[:2] + (tuple(tuple((key, change(("settings", part[1], number, key), value)
+                                        if type(value) is float else value) for key, value in settings)
+                                 for number, settings in enumerate(part[2])),)
+    if kind != "optimizer":
+        return part
+
+    def element(number, key, value, index):
+        return change(("optimizer", part[2], number, key, index), value) if type(value) is float else value
+    return part[:3] + (tuple(tuple(
+        (key, tuple(element(number, key, e, i) for i, e in enumerate(value)) if type(value) is tuple
+         else element(number, key, value, None)) for key, value in group) for number, group in enumerate(part[3])),)
+
+
+def _float_slots(part):
+    """[(slot, value)] of the Python floats a signature part holds (see _map_floats)."""
+    found = []
+    _map_floats(part, lambda slot, value: found.append((slot, value)) or value)
+    return found
 
 
 def _replace_floats(part, dynamic, values):
     """`part` with DYNAMIC in place of each dynamic float (its value goes into `values`)."""
-    if part[0] == "value":
-        slot = ("value", part[1])
-        if slot in dynamic and part[2] in _FLOAT_TYPES:
-            values[slot] = float(part[3])  # (-0.0 and nan are held as text: signatures.signature_float)
-            return part[:3] + (DYNAMIC,)
-        return part
-    if part[0] == "settings":
-        modules = []
-        for number, settings in enumerate(part[2]):
-            items = []
-            for key, value in settings:
-                slot = ("settings", part[1], number, key)
-                if type(value) is float and slot in dynamic:
-                    values[slot] = value
-                    value = DYNAMIC
-                items.append((key, value))
-            modules.append(tuple(items))
-        return part[:2] + (tuple(modules),)
-    groups = []
-    for number, group in enumerate(part[3]):
-        items = []
-        for key, value in group:
-            if type(value) is float and ("optimizer", part[2], number, key, None) in dynamic:
-                values[("optimizer", part[2], number, key, None)] = value
-                value = DYNAMIC
-            elif type(value) is tuple:
-                elements = list(value)
-                for index, element in enumerate(value):
-                    slot = ("optimizer", part[2], number, key, index)
-                    if type(element) is float and slot in dynamic:
-                        values[slot] = element
-                        elements[index] = DYNAMIC
-                value = tuple(elements)
-            items.append((key, value))
-        groups.append(tuple(items))
-    return part[:3] + (tuple(groups),)
+    def change(slot, value):
+        if slot not in dynamic:
+            return value
+        values[slot] = float(value)  # (-0.0 and nan are held as text: signatures.signature_float)
+        return DYNAMIC
+    return _map_floats(part, change)
 
 
 class _Trace:
@@ -281,7 +253,8 @@ class _Trace:
     def __init__(self, scalars):
         self.scalars, self.open = scalars, True
 
-    def test(self, test, outcome):
+    def test(self, test):
+        """Record `test` ((expression, how, other), see _outcome) while the trace runs."""
         if self.open:
             self.scalars.tests.setdefault(test, None)
 
@@ -330,8 +303,7 @@ class RuntimeScalars:
         values = self.values = {}
         self.labels_seen = {p[1] for p in parts if p[0] == "settings"}
         self.optimizers_seen = {p[2] for p in parts if p[0] == "optimizer"}
-        out = [_replace_floats(p, self.dynamic, values) if p[0] in ("value", "optimizer", "settings") else p
-               for p in parts]
+        out = [_replace_floats(p, self.dynamic, values) for p in parts]
         out.append(self.outcomes())
         return out
 
@@ -364,10 +336,8 @@ class RuntimeScalars:
         return f"({self.render(expr[1])} {_SYMBOL[expr[0]]} {self.render(expr[2])})"
 
     def refresh(self, signature):
-        """`signature` with the outcomes of tests a trace added since it was computed."""
-        if signature and signature[-1][0] == "scalars" and len(signature[-1][1]) != len(self.tests):
-            return signature[:-1] + (self.outcomes(),)
-        return signature
+        """`signature` (this call's) with the outcomes of tests a trace added since it was computed."""
+        return self.rekeyed(signature, self.values)
 
     def rekeyed(self, signature, values):
         """A cached signature with the outcomes of tests made since, evaluated at the values
