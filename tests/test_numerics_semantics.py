@@ -658,3 +658,14 @@ def test_unique_keeps_each_nan_apart_as_pytorch():
                                            return_inverse=True, return_counts=True)
     assert values.numpy()[:2].tolist() == [1.0, 2.0] and np.isnan(values.numpy()[2:]).all() and len(values) == 4
     assert counts.tolist() == [1, 1, 1, 1] and inverse.tolist()[0] == 0 and inverse.tolist()[2] == 1
+
+
+def test_a_zero_remainder_keeps_the_dividends_sign_eager_and_compiled():
+    """PyTorch's x % y: fmod moved to y's sign where it is not zero, so 0 % -1.5 is +0.0 and
+    -0.0 % 2.0 is -0.0 (numpy's remainder gives the divisor's sign), as the lowering computes."""
+    x, y = ember.tensor([0.0, -0.0, 3.0, -3.0, 4.5]), ember.tensor([-1.5, 2.0, -1.5, 1.5, 2.0])
+    expected = np.array([0.0, -0.0, 0.0, -0.0, 0.5], dtype=np.float32)  # (torch 2.13 gives these)
+    for got in (ember.remainder(x, y), ember.compile(lambda a, b: a % b)(x, y), 0 % ember.tensor([-1.5])):
+        values = got.numpy()
+        np.testing.assert_array_equal(values, expected[:values.size] if values.size > 1 else [0.0])
+        assert np.array_equal(np.signbit(values), np.signbit(expected[:values.size] if values.size > 1 else [0.0]))

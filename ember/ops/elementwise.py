@@ -361,9 +361,14 @@ def _check_integer_divisor(b):
 
 
 def _remainder(a, b):
+    """x % y with y's sign, as PyTorch (and the lowering below): fmod moved to the sign of y
+    where it is not zero, so a zero result keeps x's sign (numpy's remainder gives y's)."""
     _check_integer_divisor(b)
     with np.errstate(all="ignore"):
-        return np.remainder(a, b)
+        if a.dtype.kind != "f":
+            return np.remainder(a, b)
+        r = np.fmod(a, b)
+        return np.where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
 
 
 def _floor_divide(a, b):
