@@ -21,18 +21,25 @@ def llvm_backend(cache_dir=None, threads=None, debug=None):
     return Driver(CpuTarget(threads, instrument=debug >= 2), "llvm", cache_dir, debug)
 
 
-def ptx_backend(cache_dir=None, compute_capability="sm_90"):
+def ptx_backend(cache_dir=None, compute_capability=None):
     """ember.compile(..., backend="ptx"): PTX for an NVIDIA GPU (`compute_capability` "sm_80"
-    or "sm_90"). It compiles on any machine; running a program needs the CUDA driver and a
-    CUDA program loader, which ember does not have yet: the compile fails at `load` with an
-    error saying which is missing (`ember dump --stage ptx` and `package` work)."""
+    or "sm_90"; by default the device's, sm_90 without one), run through the CUDA driver. It
+    compiles on any machine; without a CUDA device, running fails at `load` with an error
+    saying what is missing (`ember dump --stage ptx` and `package` work)."""
     from .ptx.target import PtxTarget
     return Driver(PtxTarget(compute_capability), "ptx", cache_dir)
 
 
-BACKENDS = {"interpret": InterpretBackend, "llvm": llvm_backend, "ptx": ptx_backend}
-# backends that compile but cannot run a program in this process: PTX until ember has a CUDA
-# loader (then: only where a GPU is)
+def ptx_emulated_backend(cache_dir=None):
+    """ember.compile(..., backend="ptx-emulated"): the PTX target's kernels run on this CPU by
+    the grid emulator (runtime/grid_emulator.py): slow, for checking GPU code without a GPU."""
+    from .ptx.target import PtxTarget
+    return Driver(PtxTarget("sm_90", emulated=True), "ptx-emulated", cache_dir)
+
+
+BACKENDS = {"interpret": InterpretBackend, "llvm": llvm_backend, "ptx": ptx_backend,
+            "ptx-emulated": ptx_emulated_backend}
+# backends that compile but may not run a program in this process: PTX needs a CUDA device
 COMPILE_ONLY_BACKENDS = frozenset({"ptx"})
 # the backends a test (or a user) can run programs on here, in name order
 RUNNABLE_BACKENDS = tuple(name for name in sorted(BACKENDS) if name not in COMPILE_ONLY_BACKENDS)

@@ -27,9 +27,9 @@ import numpy as np
 
 from ember.ir.provenance import describe_sources
 from ember import config
-from ember.ir.json_format import encode_value
+from ember.ir.json_format import decode_value, encode_value
 from ember.ops import PRIMITIVES
-from ember.runtime.cpu_program import External
+from ember.runtime.program_spec import External, ProgramSpec
 from . import compile_cache
 from .compile_progress import showing_progress
 from .stage_timer import StageTimer
@@ -346,3 +346,59 @@ def kernels_text(lowered):
 
 def _is_description(description):
     return isinstance(description, dict) and description.get("version") == DESCRIPTION_VERSION
+
+
+def program_spec(graph, simplified, description, threads=1, timed=False):
+    """The runtime's ProgramSpec (runtime/program_spec.py) of a described program compiled
+    from `graph`, whose kernels compute the planned graph `simplified`: its external buffers,
+    where each result comes from, error messages, numpy fallbacks of callback kernels."""
+    externals = [External(position, kind, decode_value(key), decode_value(shape), dtype)
+                 for position, (kind, key, shape, dtype) in enumerate(description["externals"])]
+    outputs = {e.key for e in externals if e.kind == "output"}
+    pairs = list(zip(graph.outputs, simplified.outputs))
+    pairs += [(a.node, b.node) for a, b in zip(graph.mutations, simplified.mutations)]
+    pairs += [(a.node, b.node) for a, b in zip(graph.guards, simplified.guards)]
+    results, seen = [], set()
+    for original, node_id in pairs:
+        if original in seen:
+            continue
+        seen.add(original)
+        results.append((original, _result_source(simplified, node_id, outputs)))
+    locations = {node: (kind, where) for node, kind, where in description["locations"]}
+    fallbacks = {number: _fallback(simplified, node, locations) for number, node in description["callbacks"]}
+    kernel_names = [name for name, _, _ in description["kernels"]]
+    return ProgramSpec(graph.name, externals, description["arena_bytes"], results,
+                       [tuple(error) for error in description["errors"]], fallbacks, kernel_names,
+                       threads, timed=timed, kernel_sources=description.get("kernel_sources"))
+
+
+def _result_source(graph, node_id, outputs):
+    node = graph.node(node_id)
+    if node_id in outputs:
+        return ("output", node_id)
+    if node.op == "input":
+        return ("input", node_id)
+    if node.op == "param":
+        return ("param", node.attrs["name"])
+    if node.op == "constant":
+        return ("constant", np.full(node.shape, node.attrs["value"], dtype=node.dtype))
+    raise AssertionError(f"{graph.name}: output %{node_id} has no buffer")
+
+
+def _fallback(graph, node_id, locations):
+    """The numpy fallback of a callback kernel computing `node_id`: read the operands, run the
+    primitive's impl, write the result where the program expects it."""
+    node = graph.node(node_id)
+    impl = PRIMITIVES[node.op].impl
+    attrs = dict(node.attrs)
+    operands = []
+    for source in node.inputs:
+        spec = graph.node(source)
+        operands.append((locations[source], tuple(spec.shape), spec.dtype))
+    target = (locations[node.id], tuple(node.shape), node.dtype)
+
+    def run(program):
+        arrays = [program.location_array(*operand) for operand in operands]
+        result = impl(*arrays, **attrs)
+        np.copyto(program.location_array(*target), result, casting="unsafe")
+    return run

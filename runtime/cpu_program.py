@@ -17,7 +17,6 @@ Machine code comes from a shared library loaded with ctypes (runtime/shared_libr
 where no C compiler linked one, from an object file loaded by llvmlite's MCJIT (`load_object`),
 which resolves libgomp and the support library through symbols registered in the process.
 """
-import builtins
 import ctypes
 import sys
 import weakref
@@ -25,6 +24,7 @@ from sys import getrefcount
 
 import numpy as np
 
+from .program_spec import collect_results, conform_array, program_error
 from .thread_runtime import CHOSEN_THREADS
 
 ALIGNMENT = 64
@@ -48,36 +48,6 @@ def _find_data_offset():
 
 
 DATA_OFFSET = _find_data_offset()
-
-
-class External:
-    """One external buffer of a program: table position, kind (input/param/constant/output),
-    key (input node id, param name, constant array, output node id), shape and dtype."""
-
-    __slots__ = ("position", "kind", "key", "shape", "dtype")
-
-    def __init__(self, position, kind, key, shape, dtype):
-        self.position, self.kind, self.key = position, kind, key
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-
-
-class ProgramSpec:
-    """Everything the runtime needs to call a compiled program (plain data).
-
-    externals: [External]; arena_bytes: int; results: [(result node id, source)] where source
-    is ("output", node) | ("input", node) | ("param", name) | ("constant", array);
-    errors: [(exception name, message)]; fallbacks: {kernel number: callable(arrays) that
-    runs a numpy fallback, given `read(location)` (see CpuProgram.location_array)};
-    kernel_names: names for timing reports, kernel_sources the model lines each came from;
-    threads: int; timed: instrumented build."""
-
-    def __init__(self, name, externals, arena_bytes, results, errors=(), fallbacks=None, kernel_names=(),
-                 threads=1, timed=False, kernel_sources=None):
-        self.name, self.externals, self.arena_bytes = name, list(externals), int(arena_bytes)
-        self.results, self.errors = list(results), list(errors)
-        self.fallbacks = dict(fallbacks or {})
-        self.kernel_names, self.threads, self.timed = list(kernel_names), int(threads), timed
-        self.kernel_sources = list(kernel_sources or [""] * len(self.kernel_names))
 
 
 def load_object(object_code, target_machine, entry_name):
@@ -216,34 +186,16 @@ class CpuProgram:
         return True
 
     def _collect(self, outputs, inputs, params):
-        result = {}
-        for node, (kind, key) in self._results:
-            if kind == "output":
-                value = outputs[key]
-                if any(value is v for v in result.values()):
-                    value = value.copy()  # the same value under two output ids: two arrays
-            elif kind == "input":
-                value = inputs[key]
-            elif kind == "param":
-                value = params[key]
-            else:
-                value = np.array(key, copy=True)
-            result[node] = value
-        return result
+        return collect_results(self._results, outputs, inputs, params)
 
     def _conform(self, value, shape, dtype, what):
-        array = np.ascontiguousarray(getattr(value, "_data", value), dtype=dtype)
-        if array.shape != shape:
-            raise ValueError(f"{self.spec.name}: {what} has shape {list(array.shape)}, "
-                             f"the compiled program expects {list(shape)}")
-        return array
+        return conform_array(self.spec.name, value, shape, dtype, what)
 
     def _raise(self, status):
         if status < 0:
             failure, self._failure = self._failure, None
             raise failure
-        kind, message = self.spec.errors[status - 1]
-        raise getattr(builtins, kind, RuntimeError)(f"{self.spec.name}: {message}")
+        raise program_error(self.spec, status)
 
     # ------------------------------------------------------------------ numpy fallbacks
     def location_array(self, location, shape, dtype):

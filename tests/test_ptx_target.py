@@ -17,12 +17,13 @@ from ember import config
 from ember.compiler import driver, loop_ir as L
 from ember.compiler.cpu.target import CpuTarget
 from ember.compiler.driver import Driver
-from ember.compiler.ptx.launches import BLOCK_THREADS, plan_launches
+from ember.compiler.ptx.launches import BLOCK_THREADS, block_roles, plan_launches
 from ember.compiler.ptx.target import COMPUTE_CAPABILITIES, PtxTarget
 from ember.compiler.stage_timer import StageTimer
 from ember.compiler.target import Capabilities
 from ember.ir import run_graph
-from ember.runtime.cpu_program import External
+from ember.runtime.program_spec import External
+from ember.runtime.grid_emulator import WARP, EmulatedModule
 
 PTXAS = shutil.which("ptxas")
 needs_ptxas = pytest.mark.skipif(PTXAS is None, reason="ptxas (CUDA toolkit) is not on PATH")
@@ -139,8 +140,8 @@ def test_ptxas_rejects_ptx_for_a_newer_machine_than_it_targets(tmp_path):
 
 # ----------------------------------------------------------------------------- the grid
 
-@pytest.mark.parametrize("program", ["chain", "row_sum", "softmax_rows"])
-def test_parallel_loops_become_grid_stride_loops(program):
+@pytest.mark.parametrize("program", ["math", "trig_pow", "matmul_as_loops"])
+def test_parallel_loops_without_row_work_become_grid_stride_loops(program):
     lowered, ptx, description = compile_ptx(trace(program), "sm_80")
     found = entries(ptx)
     assert all(launch["mode"] == "grid" for launch in description["launches"])
@@ -152,14 +153,48 @@ def test_parallel_loops_become_grid_stride_loops(program):
         extent = lowered.kernels[launch["kernel"]].body[0].extent
         assert launch["blocks"] == -(-extent // BLOCK_THREADS)
         assert "ld.global" in body and "st.global" in body  # kernel pointers are global memory
+        assert "bar.sync" not in body and "shfl" not in body
 
 
-def test_a_sum_over_all_elements_runs_on_the_first_thread_alone():
+@pytest.mark.parametrize("program", ["row_sum", "row_amax", "softmax_rows", "chain"])
+def test_rows_that_reduce_or_loop_become_blocks_sharing_the_row(program):
+    """A block per row (block-stride over rows): the threads stride over the row's elements,
+    combine partial accumulators with warp shuffles and shared memory between barriers."""
+    lowered, ptx, description = compile_ptx(trace(program), "sm_90")
+    found = entries(ptx)
+    assert {launch["mode"] for launch in description["launches"]} == {"rows"}
+    for launch in description["launches"]:
+        kernel = lowered.kernels[launch["kernel"]]
+        assert (launch["blocks"], launch["threads"]) == (kernel.body[0].extent, BLOCK_THREADS)
+        _, body = found[launch["entry"]]
+        reduces = any(isinstance(s, L.Update) for s in L.walk_statements(kernel.body))
+        assert ("shfl.sync.bfly.b32" in body) == reduces and ("bar.sync" in body) == reduces
+        assert ("st.shared" in body and "ld.shared" in body) == reduces
+
+
+def test_a_sum_over_all_elements_is_one_block_sharing_it():
     lowered, ptx, description = compile_ptx(trace("sum_all"), "sm_90")
     (launch,) = description["launches"]
-    assert (launch["mode"], launch["blocks"], launch["threads"]) == ("thread", 1, 1)
+    assert (launch["mode"], launch["blocks"], launch["threads"]) == ("block", 1, BLOCK_THREADS)
     _, body = entries(ptx)[launch["entry"]]
-    assert "%tid.x" in body and "%ctaid.x" in body and "%nctaid.x" not in body
+    assert "%tid.x" in body and "shfl.sync.bfly.b32" in body and "bar.sync" in body and "%nctaid.x" not in body
+
+
+def test_block_roles_refuse_what_threads_cannot_share():
+    """Only the shapes block_statements knows how to split become blocks."""
+    i, r = L.var("i", 64), L.var("r", 64)
+    load = L.load(1, r, "float32")
+    total = [L.Declare("a", "float32", L.const(0.0, "float32")),
+             L.Loop(r, [L.Update("a", "add", load)]), L.Store(0, L.index(0), L.acc("a", "float32"))]
+    assert block_roles(total) == ["all", "reduce", "first"]
+    argmax = [L.Declare("a", "float32", L.const(0.0, "float32")),
+              L.Loop(r, [L.Update("a", "argmax", load, position=r, index_name="a_index")])]
+    assert block_roles(argmax) is None  # a (value, position) pair: not a plain combine
+    assert block_roles([L.Loop(r, [L.Store(0, L.index(0), load)])]) is None  # every iteration writes one element
+    assert block_roles([L.Loop(r, [L.Store(0, r, L.load(0, L.iadd(r, L.index(1)), "float32"))])]) is None
+    assert block_roles([L.Loop(r, [L.Store(0, r, load, combine="add")])]) is None
+    assert block_roles([L.Loop(r, [L.Store(0, r, load)])]) == ["each"]
+    del i
 
 
 def test_a_kernel_with_steps_in_order_becomes_launches_in_that_order():
@@ -171,41 +206,25 @@ def test_a_kernel_with_steps_in_order_becomes_launches_in_that_order():
     assert [(launch.entry, launch.mode) for launch in launches] == [(kernel.name + "_0", "thread"),
                                                                      (kernel.name + "_1", "grid")]
     assert [len(launch.statements) for launch in launches] == [len(kernel.body) - 1, 1]
-    # a mean subtracted everywhere: a one-thread sum, then a grid launch reading it
+    # a mean subtracted everywhere: a one-block sum, then a grid launch reading it
     lowered = driver.lower(driver.plan(trace("centered")), PtxTarget())
     modes = [[launch.mode for launch in plan_launches(k, n)] for n, k in enumerate(lowered.kernels)]
-    assert modes == [["thread"], ["grid"]]
+    assert modes == [["block"], ["grid"]]
 
 
 # ----------------------------------------------------------------------------- an emulated grid
 
-SPECIAL_REGISTERS = ("tid", "ntid", "ctaid", "nctaid")
-
-
 class EmulatedGrid:
-    """The PTX target's own LLVM module run on this host: the special registers become
-    globals the test sets, and every launch is called once per (block, thread) of a grid, in
-    launch order. This checks what the GPU-specific code decides (grid-stride loops, the
-    first-thread guard, the split into ordered launches) with real numbers, no GPU needed."""
+    """The PTX target's own LLVM module run on this host by runtime/grid_emulator.py (special
+    registers from each emulated thread's context, real barriers and warp shuffles), every
+    launch in launch order over its grid of blocks and threads. This checks what the
+    GPU-specific code decides (grid-stride loops, blocks per row and their shared reductions,
+    the first-thread guard, the split into ordered launches) with real numbers, no GPU needed."""
 
     def __init__(self, lowered):
-        import llvmlite.binding as llvm
-        from ember.compiler.cpu import host
         self.target, self.lowered = PtxTarget("sm_80"), lowered
         self.launches = self.target.describe(self.lowered, None)["launches"]
-        text = str(self.target.emit(self.lowered))
-        text = re.sub(r'target (triple|datalayout) = ".*"\n', "", text).replace("define ptx_kernel", "define")
-        for name in SPECIAL_REGISTERS:
-            text = text.replace(f'declare i32 @"llvm.nvvm.read.ptx.sreg.{name}.x"()', "")
-            text = text.replace(f'@"llvm.nvvm.read.ptx.sreg.{name}.x"', f'@"grid.{name}"')
-            text += (f'\n@"grid.{name}.value" = global i32 0\n'
-                     f'define i32 @"grid.{name}"() {{\n  %v = load i32, ptr @"grid.{name}.value"\n  ret i32 %v\n}}\n')
-        module = llvm.parse_assembly(f'target triple = "{host.host_triple()}"\n' + text)
-        module.verify()
-        self.engine = llvm.create_mcjit_compiler(module, host.new_host_target_machine())
-        self.engine.finalize_object()
-        self.registers = {name: ctypes.c_int32.from_address(self.engine.get_global_value_address(f"grid.{name}.value"))
-                          for name in SPECIAL_REGISTERS}
+        self.module = EmulatedModule(str(self.target.emit(self.lowered)))
 
     def run(self, inputs, grid=None):
         """{planned output node: array}; `grid` (blocks, threads) replaces every launch's own."""
@@ -221,14 +240,10 @@ class EmulatedGrid:
         for launch in self.launches:
             pointers = [arrays[where].ctypes.data if kind == "arg" else arena.ctypes.data + where
                         for kind, where in launch["slots"]] + [status.ctypes.data]
-            entry = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(pointers))(
-                self.engine.get_function_address(launch["entry"]))
             blocks, threads = grid or (launch["blocks"], launch["threads"])
-            self.registers["nctaid"].value, self.registers["ntid"].value = blocks, threads
-            for block in range(blocks):
-                for thread in range(threads):
-                    self.registers["ctaid"].value, self.registers["tid"].value = block, thread
-                    entry(*pointers)
+            if launch["mode"] in ("rows", "block"):  # shared reductions need whole warps
+                threads = max(WARP, threads - threads % WARP)
+            self.module.launch(launch["entry"], pointers, blocks, threads)
         assert status[0] == 0
         return {external.key: array for external, array in zip(lowered.externals, arrays)
                 if external.kind == "output"}
@@ -359,7 +374,7 @@ def test_package_writes_the_ptx_and_its_description(tmp_path):
     assert open(paths[0], "rb").read() == artifact.payload
     written = json.load(open(paths[1]))
     assert written["compute_capability"] == "sm_90" and written["arena_bytes"] == lowered.arena_bytes
-    assert [launch["mode"] for launch in written["launches"]] == ["thread", "grid"]
+    assert [launch["mode"] for launch in written["launches"]] == ["block", "grid"]
 
 
 # ----------------------------------------------------------------------------- the "ptx" backend

@@ -11,15 +11,13 @@ threads (runtime/thread_runtime.py). Importing this file does not import llvmlit
 """
 import warnings
 
-import numpy as np
 
 from ember import config
-from ember.ir.json_format import decode_value
-from ember.ops import PRIMITIVES
-from ember.runtime.cpu_program import CpuProgram, External, ProgramSpec, load_object
+from ember.runtime.cpu_program import CpuProgram, load_object
 from ember.runtime.shared_library import load_shared_library
 from ember.runtime.thread_runtime import load_libgomp
 from ..llvm.target import LLVMTarget
+from ..driver import program_spec
 from ..target import Artifact, Capabilities, HostOnlyError, LoadRefused, write_files_atomically
 from . import host, linker, split_compile, support_library
 from .library import CpuLibrary
@@ -164,27 +162,9 @@ class CpuTarget(LLVMTarget):
         return CpuRunner(self.spec_of(graph, planned.graph, description), address, library, graph, lower_again)
 
     def spec_of(self, graph, simplified, description):
-        """The runtime's ProgramSpec of a described program compiled from `graph`, whose kernels
-        compute the planned graph `simplified`."""
-        externals = [External(position, kind, decode_value(key), decode_value(shape), dtype)
-                     for position, (kind, key, shape, dtype) in enumerate(description["externals"])]
-        outputs = {e.key for e in externals if e.kind == "output"}
-        pairs = list(zip(graph.outputs, simplified.outputs))
-        pairs += [(a.node, b.node) for a, b in zip(graph.mutations, simplified.mutations)]
-        pairs += [(a.node, b.node) for a, b in zip(graph.guards, simplified.guards)]
-        results, seen = [], set()
-        for original, node_id in pairs:
-            if original in seen:
-                continue
-            seen.add(original)
-            results.append((original, _result_source(simplified, node_id, outputs)))
-        locations = {node: (kind, where) for node, kind, where in description["locations"]}
-        fallbacks = {number: _fallback(simplified, node, locations) for number, node in description["callbacks"]}
-        kernel_names = [name for name, _, _ in description["kernels"]]
-        return ProgramSpec(graph.name, externals, description["arena_bytes"], results,
-                           [tuple(error) for error in description["errors"]], fallbacks, kernel_names,
-                           self.threads, timed=self.instrumented,
-                           kernel_sources=description.get("kernel_sources"))
+        """The runtime's ProgramSpec of a described program (driver.program_spec), with this
+        target's thread count and instrumentation."""
+        return program_spec(graph, simplified, description, self.threads, self.instrumented)
 
     def package(self, payload, kind, description, directory, name):
         """`<name>.so` (the program linked with its support pieces: loadable with ctypes alone,
@@ -215,38 +195,6 @@ class CpuRunner(CpuProgram):
         if self._prepared is None:
             self._prepared = self._lower_again()
         return self._prepared
-
-
-def _result_source(graph, node_id, outputs):
-    node = graph.node(node_id)
-    if node_id in outputs:
-        return ("output", node_id)
-    if node.op == "input":
-        return ("input", node_id)
-    if node.op == "param":
-        return ("param", node.attrs["name"])
-    if node.op == "constant":
-        return ("constant", np.full(node.shape, node.attrs["value"], dtype=node.dtype))
-    raise AssertionError(f"{graph.name}: output %{node_id} has no buffer")
-
-
-def _fallback(graph, node_id, locations):
-    """The numpy fallback of a callback kernel computing `node_id`: read the operands, run the
-    primitive's impl, write the result where the program expects it."""
-    node = graph.node(node_id)
-    impl = PRIMITIVES[node.op].impl
-    attrs = dict(node.attrs)
-    operands = []
-    for source in node.inputs:
-        spec = graph.node(source)
-        operands.append((locations[source], tuple(spec.shape), spec.dtype))
-    target = (locations[node.id], tuple(node.shape), node.dtype)
-
-    def run(program):
-        arrays = [program.location_array(*operand) for operand in operands]
-        result = impl(*arrays, **attrs)
-        np.copyto(program.location_array(*target), result, casting="unsafe")
-    return run
 
 
 __all__ = ["CpuTarget", "CpuRunner"]

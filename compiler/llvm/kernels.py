@@ -235,19 +235,23 @@ class BodyWriter:
         if stmt.combine in ("argmax", "argmin"):
             self.arg_update(stmt, value, current, dtype)
             return
-        floating = is_float(dtype)
-        if stmt.combine == "add":
-            result = b.fadd(current, value, flags=REDUCE_FLAGS) if floating else b.add(current, value)
-        elif stmt.combine == "mul":
-            result = b.fmul(current, value, flags=REDUCE_FLAGS) if floating else b.mul(current, value)
-        elif floating:
-            op = "maximum" if stmt.combine == "max" else "minimum"
-            result = b.call(self.emitter.float_intrinsic(op, VALUE_TYPES[dtype], 2), [current, value])
-        else:
-            wins = b.icmp_signed(">" if stmt.combine == "max" else "<", value, current)
-            result = b.select(wins, value, current)
-        b.store(result, cell)
+        b.store(self.combine(stmt.combine, dtype, current, value), cell)
         self.emitter.forget_accumulator(stmt.name)
+
+    def combine(self, combine, dtype, current, value):
+        """current (add | mul | max | min) value, as an Update of a `dtype` accumulator does
+        (float max and min propagate NaN)."""
+        b = self.builder
+        floating = is_float(dtype)
+        if combine == "add":
+            return b.fadd(current, value, flags=REDUCE_FLAGS) if floating else b.add(current, value)
+        if combine == "mul":
+            return b.fmul(current, value, flags=REDUCE_FLAGS) if floating else b.mul(current, value)
+        if floating:
+            op = "maximum" if combine == "max" else "minimum"
+            return b.call(self.emitter.float_intrinsic(op, VALUE_TYPES[dtype], 2), [current, value])
+        wins = b.icmp_signed(">" if combine == "max" else "<", value, current)
+        return b.select(wins, value, current)
 
     def arg_update(self, stmt, value, best, dtype):
         """First position of the max (min); a NaN beats any number, as numpy's argmax."""

@@ -169,9 +169,10 @@ class ScalarEmitter:
                 del cache[key]
 
     def forget_loads(self):
-        """A store happened: later loads must read memory again."""
+        """A store happened (or, on a GPU, a barrier): later loads, and values computed from
+        them, must read memory again."""
         for cache in self.scopes:
-            for key in [k for k in cache if k.op == "load"]:
+            for key in [k for k in cache if k.op == "load" or (k.args and any(e.op == "load" for e in k.walk()))]:
                 del cache[key]
 
     def emit(self, expr):

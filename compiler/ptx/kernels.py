@@ -5,13 +5,16 @@ Each launch is `define ptx_kernel void @entry(ptr slots..., ptr status)` over al
 kernel's slots (global memory; NVPTX's argument lowering turns the generic kernel pointers
 into global ones), with `.maxntid` BLOCK_THREADS. A "grid" launch runs its parallel loop
 as a grid-stride loop: thread (block index x block size + thread index) takes iterations
-i, i + grid size, ...; a "thread" launch runs its statements on the grid's first thread.
+i, i + grid size, ...; a "rows" launch runs it block-stride (block b takes rows b, b +
+blocks, ...) with each row's statements shared by the block's threads, a "block" launch
+its statements so (block_statements.py); a "thread" launch runs them on the grid's first thread.
 Failed checks store their error number into the status cell, as on the CPU.
 """
 from llvmlite import ir
 
 from ..llvm import kernels
 from ..llvm.loops import I32, I64, counted_loop, declare
+from .block_statements import write_shared_body
 from .launches import BLOCK_THREADS
 
 SPECIAL_REGISTER = "llvm.nvvm.read.ptx.sreg.{}.x"  # tid, ctaid, ntid, nctaid
@@ -46,11 +49,25 @@ class PtxKernelWriter(kernels.KernelWriter):
         return fn
 
     def write_body(self, body):
-        """The launch's statements: over the grid, or guarded to the grid's first thread."""
-        if self.launch.mode == "grid":
+        """The launch's statements as its mode says (launches.py): over the grid, a block per
+        row, one block, or guarded to the grid's first thread."""
+        mode, b = self.launch.mode, body.builder
+        if mode == "grid":
             body.statements(self.launch.statements, top=True)
             return
-        b = body.builder
+        if mode in ("rows", "block"):
+            tid, ntid = special_register(b, "tid"), special_register(b, "ntid")
+            if mode == "block":
+                write_shared_body(body, self.launch.statements, tid, ntid)
+                return
+            (rows,) = self.launch.statements
+            with counted_loop(b, special_register(b, "ctaid"), ir.Constant(I64, rows.extent),
+                              special_register(b, "nctaid"), name=rows.name) as row:
+                body.emitter.names[rows.name] = row
+                body.emitter.push()
+                write_shared_body(body, rows.body, tid, ntid)
+                body.emitter.pop()
+            return
         first = b.icmp_unsigned("==", b.or_(special_register(b, "tid"), special_register(b, "ctaid")),
                                 ir.Constant(I64, 0))
         with b.if_then(first):

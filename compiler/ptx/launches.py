@@ -2,11 +2,21 @@
 
 A GPU has no barrier across the whole grid inside a launch, so a kernel whose top level does
 several things in order (a column sum's scratch rows are zeroed, then filled, then copied
-out) becomes one launch per step: launches on one stream run in order. A top-level loop
-marked parallel whose iterations share no accumulator with the rest of the kernel is a
-"grid" launch: its iterations spread over every thread of the grid (a grid-stride loop, see
-kernels.py). Everything else runs on the grid's first thread alone ("thread"): correct
-for the serial accumulations lowering writes (a sum over all elements), not yet fast.
+out) becomes one launch per step: launches on one stream run in order. Each launch has a
+mode, which says how its statements spread over the grid (kernels.py writes them):
+
+- "grid": a top-level parallel loop without inner loops worth a block (an elementwise map
+  over all elements): its iterations spread over every thread of the grid (grid-stride).
+- "rows": a top-level parallel loop whose body reduces (softmax's row max and sum, a row
+  mean) or runs an inner loop of at least ROW_LOOP_MIN iterations: one block per iteration
+  (block-stride over rows); the block's threads share each inner loop (thread-stride, so
+  neighbouring threads touch neighbouring elements), combine their partial accumulators
+  with warp shuffles and shared memory (every thread gets the total), and the row's own
+  stores are made by the block's first thread. `block_roles` says when a body allows this.
+- "block": top-level statements of that same form without a row loop (a sum over all
+  elements): one block runs them so.
+- "thread": everything else runs on the grid's first thread alone: correct for the serial
+  accumulations lowering writes (a column sum's read-modify-write fill), not fast.
 """
 from dataclasses import dataclass
 
@@ -15,12 +25,15 @@ from ..llvm.kernels import accumulators_read
 
 BLOCK_THREADS = 256  # threads per block of a grid launch (the entries' .maxntid)
 MAX_BLOCKS = 65535  # a grid-stride loop covers any extent with at most this many blocks
+WARP = 32  # a block's threads: a multiple of this (the warp shuffles of "rows"/"block" need whole warps)
+ROW_LOOP_MIN = 32  # an inner loop this long makes a parallel loop's iterations blocks ("rows")
+COMBINES = ("add", "mul", "max", "min")  # accumulations a block can share (not argmax/argmin)
 
 
 @dataclass
 class Launch:
-    """One PTX entry of kernel number `kernel`: `statements` of its top level, run over the
-    grid ("grid": one parallel loop of `extent` iterations) or by one thread ("thread")."""
+    """One PTX entry of kernel number `kernel`: `statements` of its top level, run in `mode`
+    (see the module docstring); `extent` is the parallel loop's for "grid" and "rows"."""
 
     entry: str
     kernel: int
@@ -31,13 +44,15 @@ class Launch:
     @property
     def blocks(self):
         """Blocks to launch: enough for one iteration per thread, at most MAX_BLOCKS."""
-        if self.mode == "thread":
+        if self.mode in ("thread", "block"):
             return 1
+        if self.mode == "rows":
+            return max(1, min(MAX_BLOCKS, self.extent))
         return max(1, min(MAX_BLOCKS, -(-self.extent // BLOCK_THREADS)))
 
     @property
     def threads(self):
-        return BLOCK_THREADS if self.mode == "grid" else 1
+        return 1 if self.mode == "thread" else BLOCK_THREADS
 
 
 def accumulators_of(stmt):
@@ -66,7 +81,7 @@ def plan_launches(kernel, number):
     launches = []
     for k, (statements, mode) in enumerate(merged):
         entry = kernel.name if len(merged) == 1 else f"{kernel.name}_{k}"
-        extent = statements[0].extent if mode == "grid" else 1
+        extent = statements[0].extent if mode in ("grid", "rows") else 1
         launches.append(Launch(entry, number, mode, statements, extent))
     return launches
 
@@ -84,5 +99,74 @@ def _accumulator_crosses(steps):
 
 def _mode(step):
     if len(step) == 1 and isinstance(step[0], L.Loop) and step[0].parallel:
-        return "grid"
-    return "thread"
+        return "rows" if _worth_a_block(step[0].body) else "grid"
+    return "block" if _worth_a_block(step, top=True) else "thread"
+
+
+def _worth_a_block(body, top=False):
+    """Whether a block's threads can share `body` (block_roles) and it is worth it: it
+    reduces, or (as a row) it holds an inner loop of ROW_LOOP_MIN iterations or more."""
+    roles = block_roles(body)
+    if roles is None:
+        return False
+    return "reduce" in roles or (not top and any(role == "each" and stmt.extent >= ROW_LOOP_MIN
+                                                 for stmt, role in zip(body, roles)))
+
+
+def block_roles(body):
+    """How the threads of one block share a statement list (one row's body, or a kernel's
+    top level), one role per statement, or None where they cannot:
+
+    - "all": every thread runs it (Declare, Update, Check: after a shared reduction every
+      thread holds the same accumulators, so these agree);
+    - "reduce": a loop that only accumulates (Updates with add/mul/max/min into accumulators
+      declared in `body`, and Checks): threads take its iterations in turn, then combine;
+    - "each": a loop without inner loops whose Stores each write a different element per
+      iteration (the loop variable is in every store offset) and read a slot they write
+      only at the element written: threads take its iterations in turn;
+    - "first": a Store outside loops, made by the block's first thread.
+    """
+    declared = {stmt.name for stmt in body if isinstance(stmt, L.Declare)}
+    roles = []
+    for stmt in body:
+        if isinstance(stmt, (L.Declare, L.Update, L.Check)):
+            role = "all"
+        elif isinstance(stmt, L.Store):
+            role = "first" if stmt.combine is None else None
+        elif isinstance(stmt, L.Loop):
+            role = "reduce" if _reduces(stmt, declared) else "each" if _independent(stmt) else None
+        else:
+            role = None
+        if role is None:
+            return None
+        roles.append(role)
+    return roles
+
+
+def _reduces(loop, declared):
+    inner = list(L.walk_statements(loop.body))
+    updates = [s for s in inner if isinstance(s, L.Update)]
+    if not updates or any(not isinstance(s, (L.Loop, L.Update, L.Check)) for s in inner):
+        return False
+    updated = {s.name for s in updates}
+    if any(s.combine not in COMBINES for s in updates) or not updated <= declared:
+        return False
+    read = {e.attr for s in inner for x in L.statement_exprs(s) for e in x.walk() if e.op == "acc"}
+    return not read & updated
+
+
+def _independent(loop):
+    if any(not isinstance(s, (L.Store, L.Check)) for s in loop.body):
+        return False
+    stores = [s for s in loop.body if isinstance(s, L.Store)]
+    if not stores or any(s.combine is not None or L.terms_of(s.offset)[0].get(loop.var, 0) == 0 for s in stores):
+        return False
+    written = {}
+    for s in stores:
+        written.setdefault(s.slot, set()).add(s.offset)
+    for s in loop.body:
+        for expr in L.statement_exprs(s):
+            for e in expr.walk():
+                if e.op == "load" and e.attr in written and e.args[0] not in written[e.attr]:
+                    return False
+    return True

@@ -6,19 +6,23 @@ backend and prints PTX, which the CUDA driver compiles for the device at load ti
 `ptxas` ahead of time). Math is compiler/llvm/math.py's inline code: NVPTX has no lowering
 of llvm.exp/sin/cos/pow (they would be libcalls, and there is no libm on the GPU), so the
 target takes the shared polynomials (exp, log, tanh...), the call-free sin and cos, and pow
-as an always-inlined function of its own ("ember.pow", `define_intrinsics`). Running
-programs needs the CUDA driver and a loader (runtime/, the GPU issue); `load` says which is
-missing. Importing this file does not import llvmlite.
+as an always-inlined function of its own ("ember.pow", `define_intrinsics`). `load` opens
+the device (runtime/cuda_driver.py) and makes the payload a runner (runtime/cuda_program.py).
+With `emulated`, the payload is the module's LLVM text instead, which the CPU's grid
+emulator runs (runtime/emulated_cuda.py): the "ptx-emulated" backend, for machines without
+a GPU. Importing this file does not import llvmlite.
 """
-import ctypes
 import json
 
+from ember.runtime.cuda_driver import CudaUnavailable, open_device
+from ember.runtime.cuda_program import CudaProgram
+from ..driver import program_spec
 from ..llvm.target import LLVMTarget
 from ..target import Artifact, Capabilities, write_files_atomically
 
 TRIPLE = "nvptx64-nvidia-cuda"
 COMPUTE_CAPABILITIES = ("sm_80", "sm_90")
-CUDA_DRIVER = "libcuda.so.1"
+EMULATED_PAYLOAD = "nvptx.ll"  # the payload kind of an emulated target: the module's LLVM text
 # NVPTX lowers these LLVM intrinsics to PTX instructions; sin and cos are inline code
 # (math_functions) and pow a function of the module's own (defined_intrinsics)
 NVPTX_INTRINSICS = {**{op: name for op, name in LLVMTarget.float_intrinsics.items() if op not in ("sin", "cos", "pow")},
@@ -26,7 +30,8 @@ NVPTX_INTRINSICS = {**{op: name for op, name in LLVMTarget.float_intrinsics.item
 
 
 class PtxTarget(LLVMTarget):
-    """An NVIDIA GPU of compute capability `compute_capability` ("sm_80": A100, "sm_90": H100)."""
+    """An NVIDIA GPU of compute capability `compute_capability` ("sm_80": A100, "sm_90": H100;
+    None: the device's, or sm_90 where there is none); `emulated`: the CPU's grid emulator."""
 
     name = "ptx"
     # a grid of blocks of threads; 48 KiB of static shared memory per block on both
@@ -36,11 +41,14 @@ class PtxTarget(LLVMTarget):
     all_llvm_targets = True
     float_intrinsics = NVPTX_INTRINSICS
 
-    def __init__(self, compute_capability="sm_90"):
+    def __init__(self, compute_capability="sm_90", emulated=False):
+        if compute_capability is None:
+            compute_capability = device_compute_capability()
         if compute_capability not in COMPUTE_CAPABILITIES:
             raise ValueError(f"ember ptx target: compute capability {compute_capability!r} is not one of "
                              f"{', '.join(COMPUTE_CAPABILITIES)}")
         self.compute_capability = compute_capability
+        self.emulated = emulated
         self._machine = None
 
     @property
@@ -56,11 +64,11 @@ class PtxTarget(LLVMTarget):
     def key(self):
         import llvmlite
         from .. import compile_cache
-        return "|".join([TRIPLE, self.compute_capability, f"llvmlite-{llvmlite.__version__}",
-                         compile_cache.code_generator_sources(__name__)])
+        return "|".join([TRIPLE, self.compute_capability, "emulated" if self.emulated else "device",
+                         f"llvmlite-{llvmlite.__version__}", compile_cache.code_generator_sources(__name__)])
 
     def payload_kind(self):
-        return "ptx"
+        return EMULATED_PAYLOAD if self.emulated else "ptx"
 
     # ------------------------------------------------------------------ the machine
     def triple(self):
@@ -92,7 +100,9 @@ class PtxTarget(LLVMTarget):
         return self.define_intrinsics(module)
 
     def link(self, module, lowered, build, timer):
-        """The module optimised at O3 and printed as PTX text."""
+        """The module optimised at O3 and printed as PTX text (emulated: the module's text)."""
+        if self.emulated:
+            return Artifact(str(module).encode(), EMULATED_PAYLOAD, module)
         module_ref = self.optimize(module, timer)
         with timer("emit"):
             ptx = self.assembly(module_ref)
@@ -113,14 +123,18 @@ class PtxTarget(LLVMTarget):
 
     # ------------------------------------------------------------------ running it
     def load(self, payload, kind, description, cache, graph, planned, lower_again):
-        """No loader yet: say what is missing to run the PTX here."""
+        """A CudaRunner on the device (the emulated one for an emulated target); CudaUnavailable
+        names what is missing where there is no device."""
         try:
-            ctypes.CDLL(CUDA_DRIVER)
-        except OSError as error:
-            raise RuntimeError(f"ember ptx target: cannot run {graph.name} here: no CUDA driver ({CUDA_DRIVER} "
-                               f"does not load: {error}); the PTX compiled, `package` writes it out") from error
-        raise RuntimeError(f"ember ptx target: cannot run {graph.name} yet: the CUDA driver is here, but ember "
-                           f"has no CUDA program loader (runtime/cuda.py) to launch the PTX; `package` writes it out")
+            device = open_device(emulated=self.emulated)
+        except CudaUnavailable as error:
+            raise CudaUnavailable(f"ember ptx target: cannot run {graph.name} here: {error}; the PTX compiled, "
+                                  f"`package` writes it out (the \"ptx-emulated\" backend runs it on this CPU)") from error
+        module = device.load_module(payload.decode())
+        launches = [(launch["entry"], launch["blocks"], launch["threads"], [tuple(slot) for slot in launch["slots"]])
+                    for launch in description["launches"]]
+        return CudaRunner(device, module, program_spec(graph, planned.graph, description), launches, graph,
+                          lower_again)
 
     def package(self, payload, kind, description, directory, name):
         """`<name>.ptx` (the entries, for cuModuleLoadData or ptxas) and `<name>.json` (the
@@ -129,4 +143,32 @@ class PtxTarget(LLVMTarget):
                                                         ".json": json.dumps(description, indent=1).encode()})
 
 
-__all__ = ["PtxTarget", "TRIPLE", "COMPUTE_CAPABILITIES"]
+class CudaRunner(CudaProgram):
+    """A loaded GPU program that also knows its graph and, on demand, its lowered kernels."""
+
+    def __init__(self, device, module, spec, launches, graph, lower_again):
+        super().__init__(device, module, spec, launches)
+        self.graph = graph
+        self._lower_again, self._prepared = lower_again, None
+
+    @property
+    def prepared(self):
+        if self._prepared is None:
+            self._prepared = self._lower_again()
+        return self._prepared
+
+
+def device_compute_capability():
+    """The newest of COMPUTE_CAPABILITIES the CUDA device here runs (sm_90 without a device)."""
+    try:
+        found = open_device().compute_capability
+    except CudaUnavailable:
+        return COMPUTE_CAPABILITIES[-1]
+    usable = [cc for cc in COMPUTE_CAPABILITIES if int(cc[3:]) <= int(found[3:])]
+    if not usable:
+        raise CudaUnavailable(f"ember ptx target: the CUDA device here is {found}; ember generates code for "
+                              f"{', '.join(COMPUTE_CAPABILITIES)} and newer")
+    return usable[-1]
+
+
+__all__ = ["PtxTarget", "CudaRunner", "TRIPLE", "COMPUTE_CAPABILITIES"]

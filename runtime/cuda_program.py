@@ -1,0 +1,76 @@
+"""Running a compiled GPU program: its module loaded on a device (runtime/cuda_driver.py, or
+the CPU's emulation of one, runtime/emulated_cuda.py), every launch on the device's stream.
+
+A program owns device memory for its whole life: the arena of intermediates, one buffer per
+external (inputs, params, constants, outputs) and a status cell. A call copies the inputs
+and params in (constants once), zeroes the status, queues the launches in order (each with
+its slots' device addresses, compiler/ptx's description), copies the outputs and the status
+out, and raises a failed check's error as the CPU runtime does. Params are copied in on
+every call: they are host arrays the caller may change between calls.
+"""
+import numpy as np
+
+from .program_spec import collect_results, conform_array, program_error
+
+STATUS_BYTES = 4
+
+
+class CudaProgram:
+    """program(inputs {node id: array}, params {name: array}) -> {node id: array}, on `device`.
+    `launches`: [(entry, blocks, threads, slots)] with slots [(kind, where)]: ("arg", k) for
+    external k, ("arena", byte offset)."""
+
+    def __init__(self, device, module, spec, launches):
+        self.device, self.module, self.spec = device, module, spec
+        self.calls = 0
+        self.arena = device.allocate(spec.arena_bytes)
+        self.status = device.allocate(STATUS_BYTES)
+        self.buffers = [device.allocate(int(np.prod(e.shape, dtype=np.int64)) * e.dtype.itemsize)
+                        for e in spec.externals]
+        for external, address in zip(spec.externals, self.buffers):
+            if external.kind == "constant":
+                device.copy_in(address, np.ascontiguousarray(np.broadcast_to(external.key, external.shape),
+                                                             dtype=external.dtype))
+        self.launches = []
+        for entry, blocks, threads, slots in launches:
+            pointers = [self.buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
+            self.launches.append((device.function(module, entry), pointers + [self.status], blocks, threads, entry))
+
+    def __call__(self, inputs, params):
+        device, spec = self.device, self.spec
+        for external, address in zip(spec.externals, self.buffers):
+            if external.kind == "input":
+                what, value = f"input %{external.key}", inputs[external.key]
+            elif external.kind == "param":
+                what, value = f"param {external.key!r}", params[external.key]
+            else:
+                continue
+            device.copy_in(address, conform_array(spec.name, value, external.shape, external.dtype, what))
+        device.zero(self.status, STATUS_BYTES)
+        for function, pointers, blocks, threads, entry in self.launches:
+            device.launch(function, pointers, blocks, threads, entry)
+        outputs = {}
+        for external, address in zip(spec.externals, self.buffers):
+            if external.kind == "output":
+                outputs[external.key] = array = np.empty(external.shape, external.dtype)
+                device.copy_out(array, address)
+        status = np.zeros(1, np.int32)
+        device.copy_out(status, self.status)
+        self.calls += 1
+        if status[0]:
+            raise program_error(spec, int(status[0]))
+        return collect_results(spec.results, outputs, inputs, params)
+
+    def close(self):
+        """Give the device memory back (also done when the program is collected)."""
+        for address in [self.arena, self.status, *self.buffers]:
+            self.device.free(address)
+        self.buffers, self.launches = [], []
+        self.arena = self.status = None
+
+    def __del__(self):
+        if getattr(self, "arena", None) is not None:
+            try:
+                self.close()
+            except Exception:  # the device may be gone at interpreter exit
+                pass

@@ -1,0 +1,326 @@
+"""A GPU grid emulated on this CPU: the PTX target's own LLVM module, retargeted to the host
+and run block by block, each block's threads as real threads. What tests (and
+`ember.cuda`'s emulated device) use to check the GPU code's indexing, barriers, shared
+memory and warp shuffles with real numbers, no GPU needed.
+
+The module is the one compiler/ptx emits for nvptx64 (before LLVM optimises it), changed
+only where the host has no such thing:
+- the special registers (`llvm.nvvm.read.ptx.sreg.{tid,ntid,ctaid,nctaid}.x`) read this
+  thread's context, found with `pthread_getspecific` (each emulated thread sets its own);
+- `bar.sync` (`llvm.nvvm.barrier0`) waits on a barrier of the block's threads (a pthread
+  mutex and condition; a thread that has returned from the kernel counts as arrived, as on
+  a GPU, so threads that wait unequally give wrong numbers rather than a hang);
+- `shfl.sync.bfly` exchanges values through a per-block array, between two waits on a
+  barrier of the warp's 32 threads (so every lane of a warp must take part, as on a GPU);
+- shared memory (`addrspace(3)`) becomes ordinary globals: blocks run one after another,
+  so one copy serves each block in turn.
+A launch whose entry neither waits nor shuffles runs its threads one after another on the
+calling thread (fast); the others get a thread per GPU thread, blocks in order.
+"""
+import ctypes
+import re
+import threading
+
+SPECIAL_REGISTERS = ("tid", "ntid", "ctaid", "nctaid")  # the context's first four i32 fields
+# a barrier: a pthread mutex (40 bytes) at 0, a condition (48 bytes) at 64, then i32 count,
+# arrived, exited and generation at 128..140; threads that left the kernel count as arrived,
+# as on a GPU, so a kernel whose threads wait unequally gives wrong numbers, not a hang
+BARRIER_BYTES, CONDITION_AT, COUNT_AT = 192, 64, 128
+WARP = 32
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_KEY = ctypes.c_uint(0)
+if _LIBC.pthread_key_create(ctypes.byref(_KEY), None) != 0:  # pragma: no cover
+    raise OSError("ember grid emulator: pthread_key_create failed")
+_LIBC_CALLS = ("pthread_getspecific", "pthread_mutex_lock", "pthread_mutex_unlock", "pthread_cond_wait",
+               "pthread_cond_broadcast")
+
+_CONTEXT_IR = r'''
+@"grid.key" = global i32 0
+declare ptr @pthread_getspecific(i32)
+declare i32 @pthread_mutex_lock(ptr)
+declare i32 @pthread_mutex_unlock(ptr)
+declare i32 @pthread_cond_wait(ptr, ptr)
+declare i32 @pthread_cond_broadcast(ptr)
+define internal ptr @"grid.context"() {
+  %key = load i32, ptr @"grid.key"
+  %context = call ptr @pthread_getspecific(i32 %key)
+  ret ptr %context
+}
+define internal void @"grid.sync"(ptr %barrier, i1 %leaving) {
+entry:
+  %condition = getelementptr i8, ptr %barrier, i64 CONDITION_AT
+  %count_at = getelementptr i8, ptr %barrier, i64 COUNT_AT
+  %arrived_at = getelementptr i32, ptr %count_at, i64 1
+  %exited_at = getelementptr i32, ptr %count_at, i64 2
+  %generation_at = getelementptr i32, ptr %count_at, i64 3
+  %locked = call i32 @pthread_mutex_lock(ptr %barrier)
+  %generation = load i32, ptr %generation_at
+  %counter = select i1 %leaving, ptr %exited_at, ptr %arrived_at
+  %before = load i32, ptr %counter
+  %after = add i32 %before, 1
+  store i32 %after, ptr %counter
+  %arrived = load i32, ptr %arrived_at
+  %exited = load i32, ptr %exited_at
+  %count = load i32, ptr %count_at
+  %present = add i32 %arrived, %exited
+  %full = icmp eq i32 %present, %count
+  %waiting = icmp ne i32 %arrived, 0
+  %release = and i1 %full, %waiting
+  br i1 %release, label %open, label %decide
+open:
+  store i32 0, ptr %arrived_at
+  %next = add i32 %generation, 1
+  store i32 %next, ptr %generation_at
+  %woken = call i32 @pthread_cond_broadcast(ptr %condition)
+  br label %done
+decide:
+  br i1 %leaving, label %done, label %wait
+wait:
+  %waited = call i32 @pthread_cond_wait(ptr %condition, ptr %barrier)
+  %now = load i32, ptr %generation_at
+  %same = icmp eq i32 %now, %generation
+  br i1 %same, label %wait, label %done
+done:
+  %unlocked = call i32 @pthread_mutex_unlock(ptr %barrier)
+  ret void
+}
+define internal void @"grid.wait"(i64 %field, i64 %number, i1 %leaving) {
+  %context = call ptr @"grid.context"()
+  %at = getelementptr i8, ptr %context, i64 %field
+  %barriers = load ptr, ptr %at
+  %offset = mul i64 %number, BARRIER_BYTES
+  %barrier = getelementptr i8, ptr %barriers, i64 %offset
+  call void @"grid.sync"(ptr %barrier, i1 %leaving)
+  ret void
+}
+define internal void @"grid.barrier"() {
+  call void @"grid.wait"(i64 16, i64 0, i1 false)
+  ret void
+}
+define void @"grid.leave"() {
+  %context = call ptr @"grid.context"()
+  %tid = load i32, ptr %context
+  %warp = udiv i32 %tid, 32
+  %warp64 = zext i32 %warp to i64
+  call void @"grid.wait"(i64 16, i64 0, i1 true)
+  call void @"grid.wait"(i64 24, i64 %warp64, i1 true)
+  ret void
+}
+define internal void @"grid.clear"(ptr %barrier) {
+  %count_at = getelementptr i8, ptr %barrier, i64 COUNT_AT
+  %arrived_at = getelementptr i32, ptr %count_at, i64 1
+  %exited_at = getelementptr i32, ptr %count_at, i64 2
+  store i32 0, ptr %arrived_at
+  store i32 0, ptr %exited_at
+  ret void
+}
+define internal void @"grid.reset"() {
+entry:
+  %context = call ptr @"grid.context"()
+  %ntid_at = getelementptr i32, ptr %context, i64 1
+  %ntid = load i32, ptr %ntid_at
+  %warps = udiv i32 %ntid, 32
+  %block_at = getelementptr i8, ptr %context, i64 16
+  %block_barrier = load ptr, ptr %block_at
+  call void @"grid.clear"(ptr %block_barrier)
+  %warps_at = getelementptr i8, ptr %context, i64 24
+  %warp_barriers = load ptr, ptr %warps_at
+  br label %loop
+loop:
+  %warp = phi i32 [0, %entry], [%next, %loop]
+  %warp64 = zext i32 %warp to i64
+  %offset = mul i64 %warp64, BARRIER_BYTES
+  %barrier = getelementptr i8, ptr %warp_barriers, i64 %offset
+  call void @"grid.clear"(ptr %barrier)
+  %next = add i32 %warp, 1
+  %more = icmp ult i32 %next, %warps
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+define internal void @"grid.next_block"() {
+entry:
+  call void @"grid.wait"(i64 40, i64 0, i1 false)
+  %context = call ptr @"grid.context"()
+  %tid = load i32, ptr %context
+  %first = icmp eq i32 %tid, 0
+  br i1 %first, label %reset, label %after
+reset:
+  call void @"grid.reset"()
+  br label %after
+after:
+  call void @"grid.wait"(i64 40, i64 1, i1 false)
+  ret void
+}
+define internal i32 @"grid.shfl.bfly"(i32 %mask, i32 %value, i32 %lanes, i32 %clamp) {
+  %context = call ptr @"grid.context"()
+  %tid = load i32, ptr %context
+  %at = getelementptr i8, ptr %context, i64 32
+  %exchange = load ptr, ptr %at
+  %mine = getelementptr i32, ptr %exchange, i32 %tid
+  store i32 %value, ptr %mine
+  %warp = udiv i32 %tid, 32
+  %warp64 = zext i32 %warp to i64
+  call void @"grid.wait"(i64 24, i64 %warp64, i1 false)
+  %lane = urem i32 %tid, 32
+  %source_lane = xor i32 %lane, %lanes
+  %in_range = icmp ule i32 %source_lane, %clamp
+  %lane_read = select i1 %in_range, i32 %source_lane, i32 %lane
+  %base = mul i32 %warp, 32
+  %source = add i32 %base, %lane_read
+  %theirs = getelementptr i32, ptr %exchange, i32 %source
+  %got = load i32, ptr %theirs
+  call void @"grid.wait"(i64 24, i64 %warp64, i1 false)
+  ret i32 %got
+}
+'''
+for _name, _value in (("BARRIER_BYTES", BARRIER_BYTES), ("CONDITION_AT", CONDITION_AT), ("COUNT_AT", COUNT_AT)):
+    _CONTEXT_IR = _CONTEXT_IR.replace(_name, str(_value))
+
+
+class _Context(ctypes.Structure):
+    """What an emulated thread's special registers, barriers and shuffles read."""
+    _fields_ = [("tid", ctypes.c_int32), ("ntid", ctypes.c_int32), ("ctaid", ctypes.c_int32),
+                ("nctaid", ctypes.c_int32), ("block_barrier", ctypes.c_void_p), ("warp_barriers", ctypes.c_void_p),
+                ("exchange", ctypes.c_void_p), ("between_blocks", ctypes.c_void_p)]
+
+
+def retarget(nvptx_text):
+    """The NVPTX module's text as a host module's (see the module docstring)."""
+    text = re.sub(r'target (triple|datalayout) = ".*"\n', "", nvptx_text).replace("define ptx_kernel", "define")
+    text = re.sub(r'declare [^\n]*@"?llvm\.nvvm\.[^\n]*\n', "", text)
+    for name in SPECIAL_REGISTERS:
+        text = re.sub(rf'@"?llvm\.nvvm\.read\.ptx\.sreg\.{name}\.x"?', f'@"grid.{name}"', text)
+    text = re.sub(r'@"?llvm\.nvvm\.barrier0"?', '@"grid.barrier"', text)
+    text = re.sub(r'@"?llvm\.nvvm\.shfl\.sync\.bfly\.i32"?', '@"grid.shfl.bfly"', text)
+    text = text.replace(" addrspace(3)", "")
+    registers = "".join(f'define internal i32 @"grid.{name}"() {{\n  %context = call ptr @"grid.context"()\n'
+                        f'  %at = getelementptr i32, ptr %context, i64 {k}\n  %value = load i32, ptr %at\n'
+                        f'  ret i32 %value\n}}\n' for k, name in enumerate(SPECIAL_REGISTERS))
+    return text + _CONTEXT_IR + registers
+
+
+def _entries_that_synchronise(nvptx_text):
+    """{name: parameter count} of the module's functions whose bodies wait on a barrier or shuffle."""
+    found = {}
+    for match in re.finditer(r'define [^@]*@"?([\w.$]+)"?\(([^)]*)\)(.*?)\n}\n', nvptx_text, re.S):
+        name, parameters, body = match.groups()
+        if "llvm.nvvm.barrier0" in body or "llvm.nvvm.shfl" in body:
+            found[name] = parameters.count("ptr")
+    return found
+
+
+def _thread_driver(name, arguments):
+    """`void grid.thread.<name>(ptr argv, i32 blocks)`: one emulated thread's whole launch:
+    for each block, set the block index, run the entry, leave its barriers, and meet the other
+    threads twice (between the meetings the first thread resets the barriers for the next block)."""
+    loads = "".join(f'  %a{k}.at = getelementptr ptr, ptr %argv, i64 {k}\n  %a{k} = load ptr, ptr %a{k}.at\n'
+                    for k in range(arguments))
+    call_arguments = ", ".join(f"ptr %a{k}" for k in range(arguments))
+    return (f'define void @"grid.thread.{name}"(ptr %argv, i32 %blocks) {{\nentry:\n'
+            f'  %context = call ptr @"grid.context"()\n  %ctaid_at = getelementptr i32, ptr %context, i64 2\n{loads}'
+            f'  br label %loop\nloop:\n  %block = phi i32 [0, %entry], [%next, %loop]\n'
+            f'  store i32 %block, ptr %ctaid_at\n  call void @"{name}"({call_arguments})\n'
+            f'  call void @"grid.leave"()\n  call void @"grid.next_block"()\n  %next = add i32 %block, 1\n'
+            f'  %more = icmp slt i32 %next, %blocks\n  br i1 %more, label %loop, label %done\ndone:\n  ret void\n}}\n')
+
+
+class EmulatedModule:
+    """A PTX target module loaded on the host: `launch(entry, pointers, blocks, threads)`
+    runs one kernel launch to completion (launches are synchronous, in call order)."""
+
+    def __init__(self, nvptx_text):
+        import llvmlite.binding as llvm
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        for symbol in _LIBC_CALLS:
+            llvm.add_symbol(symbol, ctypes.cast(getattr(_LIBC, symbol), ctypes.c_void_p).value)
+        self.synchronising = _entries_that_synchronise(nvptx_text)
+        drivers = "".join(_thread_driver(name, count) for name, count in self.synchronising.items())
+        module = llvm.parse_assembly(f'target triple = "{llvm.get_process_triple()}"\n' + retarget(nvptx_text)
+                                     + drivers)
+        module.verify()
+        machine = llvm.Target.from_default_triple().create_target_machine(opt=1)
+        self.engine = llvm.create_mcjit_compiler(module, machine)
+        self.engine.finalize_object()
+        ctypes.c_int32.from_address(self.engine.get_global_value_address("grid.key")).value = _KEY.value
+        self._entries = {}
+
+    def entry(self, name, arguments):
+        if name not in self._entries:
+            address = self.engine.get_function_address(name)
+            if not address:
+                raise KeyError(f"ember grid emulator: the module has no entry {name!r}")
+            self._entries[name] = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * arguments)(address)
+        return self._entries[name]
+
+    def launch(self, name, pointers, blocks, threads):
+        entry = self.entry(name, len(pointers))
+        if name not in self.synchronising:
+            context = _Context(0, threads, 0, blocks)
+            _LIBC.pthread_setspecific(_KEY, ctypes.byref(context))
+            for block in range(blocks):
+                context.ctaid = block
+                for thread in range(threads):
+                    context.tid = thread
+                    entry(*pointers)
+            return
+        if threads % WARP:
+            raise ValueError(f"ember grid emulator: {name} waits or shuffles, so its blocks need whole warps "
+                             f"({threads} threads is not a multiple of {WARP})")
+        driver = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32)(
+            self.engine.get_function_address(f"grid.thread.{name}"))
+        _run_threads(driver, pointers, blocks, threads)
+
+
+class _Barriers:
+    """Barriers (see BARRIER_BYTES) for `counts` threads each, in one aligned buffer."""
+
+    def __init__(self, counts):
+        self.counts = counts
+        self.memory = ctypes.create_string_buffer(BARRIER_BYTES * (len(counts) + 1))
+        self.base = -(-ctypes.addressof(self.memory) // BARRIER_BYTES) * BARRIER_BYTES
+        for k, count in enumerate(counts):
+            at = self.base + k * BARRIER_BYTES
+            if _LIBC.pthread_mutex_init(ctypes.c_void_p(at), None) or \
+                    _LIBC.pthread_cond_init(ctypes.c_void_p(at + CONDITION_AT), None):
+                raise OSError("ember grid emulator: cannot create a barrier")
+        self.reset()
+
+    def reset(self):
+        """Nobody arrived or left (between blocks, when no thread is inside one)."""
+        for k, count in enumerate(self.counts):
+            (ctypes.c_int32 * 4).from_address(self.base + k * BARRIER_BYTES + COUNT_AT)[:] = [count, 0, 0, 0]
+
+    def destroy(self):
+        for k in range(len(self.counts)):
+            at = self.base + k * BARRIER_BYTES
+            _LIBC.pthread_cond_destroy(ctypes.c_void_p(at + CONDITION_AT))
+            _LIBC.pthread_mutex_destroy(ctypes.c_void_p(at))
+
+
+def _run_threads(driver, pointers, blocks, threads):
+    """A thread per GPU thread, each running its part of every block (`_thread_driver`)."""
+    barriers = _Barriers([threads] + [WARP] * (threads // WARP))
+    between_blocks = _Barriers([threads, threads])
+    exchange = (ctypes.c_int32 * threads)()
+    arguments = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
+    failures = []
+
+    def run(tid):
+        context = _Context(tid, threads, 0, blocks, barriers.base, barriers.base + BARRIER_BYTES,
+                           ctypes.addressof(exchange), between_blocks.base)
+        _LIBC.pthread_setspecific(_KEY, ctypes.byref(context))
+        try:
+            driver(ctypes.addressof(arguments), blocks)
+        except BaseException as error:  # pragma: no cover - reported below
+            failures.append(error)
+    workers = [threading.Thread(target=run, args=(tid,), daemon=True) for tid in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    barriers.destroy()
+    between_blocks.destroy()
+    if failures:
+        raise RuntimeError(f"ember grid emulator: a thread failed: {failures[0]!r}") from failures[0]

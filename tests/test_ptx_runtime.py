@@ -1,0 +1,189 @@
+"""GPU programs run end to end: the PTX target's kernels through the driver, the compile
+cache and the GPU runner (runtime/cuda_program.py) on the CPU's grid emulator
+(runtime/grid_emulator.py: the target's own LLVM module, real threads per block, barriers
+and warp shuffles), against the interpreter on the zoo, random graphs and a training step;
+and the emulation has teeth (a wrong thread mapping or shuffle fails it). The same tests run
+on a real device through the "ptx" backend where one is present (marked `gpu`)."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import ember
+from ember import config
+from ember.compiler import backends, driver
+from ember.compiler.ptx import block_statements, kernels
+from ember.compiler.ptx.target import PtxTarget
+from ember.runtime import cuda_driver
+from ember.runtime.cuda_driver import CudaUnavailable, cuda_available
+import zoo
+from graph_gen import random_graphs
+from test_group_executor import seed_net_training_step_case, zoo_case
+from test_llvm_backend import assert_close, compiled_outputs, interpreted
+
+HAS_GPU = cuda_available()
+gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device here (libcuda.so.1 and a GPU are needed)")
+RUNNERS = ["ptx-emulated", pytest.param("ptx", marks=gpu)]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("ember_gpu_cache"))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(cache_dir, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", cache_dir)
+
+
+def backend_named(name, cache_dir):
+    return backends.BACKENDS[name](cache_dir=cache_dir)
+
+
+# ----------------------------------------------------------------------------- programs equal the interpreter
+
+ZOO = [name for name in zoo.NAMES if name not in ("conv", "lenet")]  # convolutions as loops: slow to emulate
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_forward_graphs_run_on_the_gpu_target_as_the_interpreter(runner, name, cache_dir):
+    graph, inputs, params = zoo_case(name)
+    assert_close(compiled_outputs(backend_named(runner, cache_dir), graph, inputs, params),
+                 interpreted(graph, inputs, params))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(case=random_graphs())
+def test_random_graphs_run_on_the_emulated_gpu_as_the_interpreter(cache_dir, case):
+    graph, inputs = case
+    assert_close(compiled_outputs(backend_named("ptx-emulated", cache_dir), graph, inputs),
+                 interpreted(graph, inputs))
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_the_seed_net_training_step_runs_on_the_gpu_target_as_the_interpreter(runner, cache_dir):
+    graph, inputs, params = seed_net_training_step_case(2)
+    expected = interpreted(graph, inputs, {k: v.copy() for k, v in params.items()})
+    assert_close(compiled_outputs(backend_named(runner, cache_dir), graph, inputs, params), expected)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_ember_compile_trains_a_model_on_the_gpu_target_as_eager(runner):
+    """A whole compiled training step (forward, loss, backward, SGD with momentum) for 4 steps."""
+    def make():
+        ember.manual_seed(0)
+        model = ember.nn.Sequential(ember.nn.Linear(20, 32), ember.nn.GELU(), ember.nn.LayerNorm(32),
+                                    ember.nn.Linear(32, 5))
+        return model, ember.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def step(model, optimizer, x, y):
+        optimizer.zero_grad()
+        loss = ember.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    rng = np.random.default_rng(0)
+    batches = [(ember.tensor(rng.standard_normal((16, 20)).astype(np.float32)), ember.tensor(rng.integers(0, 5, 16)))
+               for _ in range(4)]
+    eager_model, eager_optimizer = make()
+    model, optimizer = make()
+    compiled = ember.compile(step, backend=runner)
+    for x, y in batches:
+        expected = step(eager_model, eager_optimizer, x, y)
+        np.testing.assert_allclose(compiled(model, optimizer, x, y).item(), expected.item(), rtol=1e-5, atol=1e-6)
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_check_on_the_gpu_raises_as_on_the_cpu():
+    def gather(x, index):
+        return x[index] * 2
+    x, index = ember.randn(10), ember.tensor([1, 12])
+    with pytest.raises(IndexError) as on_cpu:
+        ember.compile(gather, backend="llvm")(x, index)
+    with pytest.raises(IndexError) as on_gpu:
+        ember.compile(gather, backend="ptx-emulated")(x, index)
+    assert str(on_gpu.value) == str(on_cpu.value)
+    assert "index 12 is out of bounds for dimension 0 with size 10" in str(on_gpu.value)
+
+
+# ----------------------------------------------------------------------------- the emulation has teeth
+
+def _row_and_map_program():
+    def f(x):
+        return ember.softmax(x, 1) + ember.sigmoid(x).sum(), ember.tanh(x) * 3
+    with ember.no_grad():
+        return ember.trace(f, ember.randn(40, 300))
+
+
+def _emulated_error(cache_dir):
+    graph = _row_and_map_program()
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((40, 300)).astype(np.float32)]
+    got = compiled_outputs(backend_named("ptx-emulated", cache_dir), graph, inputs)
+    return max(float(np.max(np.abs(a - e) / (1 + np.abs(e)))) for a, e in zip(got, interpreted(graph, inputs)))
+
+
+def test_the_emulated_program_is_right_before_any_perturbation(cache_dir):
+    lowered = driver.lower(driver.plan(_row_and_map_program()), PtxTarget())
+    modes = {launch.mode for launch in PtxTarget().launches(lowered)}
+    assert {"rows", "block", "grid"} <= modes
+    assert _emulated_error(cache_dir) < 1e-5
+
+
+@pytest.mark.parametrize("perturbation", ["block and thread index swapped", "thread index without the block's",
+                                          "shuffle reads its own lane"])
+def test_a_perturbed_thread_mapping_fails_the_emulation(perturbation, monkeypatch, tmp_path):
+    """The emulator runs the emitted code, not a second reading of the kernels: break how the
+    emitter maps iterations to threads, or the warp exchange, and the results go wrong."""
+    special_register = kernels.special_register
+    if perturbation == "block and thread index swapped":
+        swap = {"tid": "ctaid", "ctaid": "tid"}
+        monkeypatch.setattr(kernels, "special_register", lambda b, name: special_register(b, swap.get(name, name)))
+    elif perturbation == "thread index without the block's":
+        monkeypatch.setattr(kernels, "special_register",
+                            lambda b, name: special_register(b, "tid" if name == "ctaid" else name))
+    else:
+        monkeypatch.setattr(block_statements, "shuffle_xor", lambda builder, value, lanes: value)
+    assert _emulated_error(str(tmp_path)) > 1e-3
+
+
+# ----------------------------------------------------------------------------- the runtime's contract
+
+def test_without_a_driver_the_error_names_the_library_and_the_way_out(monkeypatch):
+    monkeypatch.setattr(cuda_driver, "DRIVER_LIBRARY", "libcuda-that-is-not-here.so.1")
+    monkeypatch.setattr(cuda_driver, "_DEVICES", {})
+    with pytest.raises(CudaUnavailable, match="libcuda-that-is-not-here.so.1 does not load"):
+        cuda_driver.open_device()
+    assert not cuda_driver.cuda_available()
+    compiled = ember.compile(lambda x: x * 2, backend="ptx")
+    with pytest.raises(CudaUnavailable, match=r"cannot run .* here: .*does not load.*ptx-emulated"):
+        compiled(ember.randn(4))
+
+
+def test_the_runner_keeps_device_memory_and_copies_params_every_call(cache_dir):
+    """A program owns its device buffers for its life; params are read afresh each call."""
+    with ember.no_grad():
+        linear = ember.nn.Linear(8, 4)
+        compiled = ember.compile(linear, backend="ptx-emulated")
+        x = ember.randn(3, 8)
+        first = compiled(x).numpy()
+        np.testing.assert_allclose(first, linear(x).numpy(), rtol=1e-5, atol=1e-6)
+        linear.weight.mul_(2)
+        np.testing.assert_allclose(compiled(x).numpy(), linear(x).numpy(), rtol=1e-5, atol=1e-6)
+    device = cuda_driver.open_device(emulated=True)
+    before = len(device._memory)
+    graph = _row_and_map_program()
+    runner = backend_named("ptx-emulated", cache_dir).compile(graph)
+    assert len(device._memory) == before + 2 + len(runner.buffers)  # arena, status, one per external
+    runner.close()
+    assert len(device._memory) == before
+
+
+@gpu
+def test_the_device_reports_a_supported_compute_capability():
+    device = cuda_driver.open_device()
+    assert device.compute_capability >= "sm_80" and device.name
+    assert PtxTarget(None).compute_capability in ("sm_80", "sm_90")
