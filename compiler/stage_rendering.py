@@ -8,7 +8,8 @@ the memory plan (each buffer's offset, size and steps); fused and planned DOT dr
 step's kernels as boxes inside forward/backward/update clusters (ember/ir/dot.py), planned DOT
 labels nodes with their arena offsets; planned SVG is the memory chart (passes/memory_chart.py,
 no Graphviz needed); other SVGs are Graphviz's rendering of the DOT. The code stages, kernels
-(loop nests with model lines), llvm and asm, come as text and JSON (and kernels also as DOT/SVG:
+(loop nests with model lines), llvm and asm (or, for the GPU target, ptx and sass-check:
+ptxas's resource usage per kernel), come as text and JSON (and kernels also as DOT/SVG:
 the kernel graph); asking llvm or asm for a picture is a StageFormatError.
 """
 import json
@@ -16,7 +17,13 @@ import shutil
 import subprocess
 
 FORMATS = ("text", "json", "dot", "graphml", "svg")
-CODE_STAGES = ("kernels", "llvm", "asm")
+CODE_STAGES = ("kernels", "llvm", "asm", "ptx", "sass-check")  # every backend's; code_stages_of: one's
+
+
+def code_stages_of(backend):
+    """The code stages `backend` ("llvm", "ptx") prints: kernels, then its target's."""
+    from .backends import get_backend
+    return ("kernels",) + tuple(get_backend(backend).target.code_stages)
 
 
 class StageFormatError(ValueError):
@@ -119,5 +126,6 @@ def _render_code(graph, stage, fmt, backend):
         return text
     if fmt == "json":
         return json.dumps({"stage": stage, "backend": backend, "text": text}, indent=1)
-    raise StageFormatError(f"--stage {stage} is code ({'LLVM IR' if stage == 'llvm' else 'assembly'}): it comes "
+    what = {"llvm": "LLVM IR", "ptx": "PTX", "sass-check": "ptxas's report"}.get(stage, "assembly")
+    raise StageFormatError(f"--stage {stage} is code ({what}): it comes "
                            f"as --format text or json; for a picture of the program use --stage kernels or planned")

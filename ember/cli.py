@@ -1,6 +1,7 @@
 """The `ember` command line (also `python -m ember`): dump and explain models.
 
     ember dump FILE.py:NAME --input 1x3x32x32 [--format text|dot|json|graphml|svg] [-o OUT]
+    ember dump FILE.py:NAME --input 64x784 --target cuda --stage ptx|sass-check
     ember explain FILE.py:NAME --input 1x3x32x32
     ember report FILE.py:NAME --input 1x3x32x32 [--train] -o report.html
 
@@ -214,15 +215,17 @@ def _training_step(model, inputs, distributed=False):
 
 from ember.compiler.stage_rendering import CODE_STAGES, FORMATS  # noqa: E402  (kernels, llvm, asm: after the passes)
 
+TARGET_BACKENDS = {"cpu": "llvm", "cuda": "ptx"}  # dump --target: the backend whose code stages it prints
+
 
 def cmd_dump(args):
     import ember
-    target = _load_target(args.target)
+    target = _load_target(args.entry)
     inputs = _inputs(args.input, args.dtype)
-    _check_inputs(target, inputs, args.target)
+    _check_inputs(target, inputs, args.entry)
     if args.distributed and not args.train:
         raise UsageError("--distributed needs --train (it shows the gradient allreduces of a training step)")
-    with _running_user_code(args.target):
+    with _running_user_code(args.entry):
         if args.train:
             graph = ember.trace(_training_step(target, inputs, args.distributed), *inputs)
         else:
@@ -233,23 +236,31 @@ def cmd_dump(args):
     if config.DUMP_DIR:  # EMBER_DUMP: every stage, the kernels and the code, whatever --stage shows
         from ember.compiler.backends import get_backend
         get_backend("llvm").dump(graph)
-    from ember.compiler.stage_rendering import StageFormatError, render
+    from ember.compiler.stage_rendering import StageFormatError, code_stages_of, render
+    backend = TARGET_BACKENDS[args.target]
+    if args.stage in CODE_STAGES and args.stage not in code_stages_of(backend):
+        raise UsageError(f"--stage {args.stage} is not a code stage of --target {args.target}; its code stages are "
+                         f"{', '.join(code_stages_of(backend))}")
     try:
         # the autodiff stage of a forward dump shows the parameter gradients; later stages of a
         # forward dump stay forward-only (a --train dump already contains its gradients)
-        text = render(graph, args.stage, args.format, differentiate=args.stage == "autodiff")
+        text = render(graph, args.stage, args.format, differentiate=args.stage == "autodiff", backend=backend)
     except StageFormatError as error:
+        raise UsageError(str(error)) from None
+    except RuntimeError as error:  # (ptxas missing, or rejecting the PTX)
+        if args.stage != "sass-check":
+            raise
         raise UsageError(str(error)) from None
     _write(text, args.output)
 
 
 def cmd_explain(args):
     import ember
-    target = _load_target(args.target)
+    target = _load_target(args.entry)
     inputs = _inputs(args.input, args.dtype)
-    _check_inputs(target, inputs, args.target)
+    _check_inputs(target, inputs, args.entry)
     compiled = ember.compile(target)
-    with ember.no_grad(), _running_user_code(args.target):
+    with ember.no_grad(), _running_user_code(args.entry):
         compiled(*inputs)
     _write(str(compiled.report), args.output)
 
@@ -257,14 +268,14 @@ def cmd_explain(args):
 def cmd_report(args):
     """Compile the model (or its training step) and write the HTML compile report."""
     import ember
-    target = _load_target(args.target)
+    target = _load_target(args.entry)
     inputs = _inputs(args.input, args.dtype)
-    _check_inputs(target, inputs, args.target)
+    _check_inputs(target, inputs, args.entry)
     output = args.output or "ember_report.html"
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
         raise UsageError(f"cannot write -o {output}: {directory} is not a writable folder")
-    with _running_user_code(args.target):
+    with _running_user_code(args.entry):
         if args.train:
             compiled = ember.compile(_training_step(target, inputs))
             for _ in range(2):
@@ -282,9 +293,9 @@ def cmd_export(args):
     """Export the model as a C library (ember.export_library) into the -o directory."""
     import ember
     from ember.compiler.export.library import ExportError, c_identifier
-    target = _load_target(args.target)
+    target = _load_target(args.entry)
     inputs = _inputs(args.input, args.dtype)
-    _check_inputs(target, inputs, args.target)
+    _check_inputs(target, inputs, args.entry)
     if not args.output:
         raise UsageError("give the directory to write with -o DIR")
     from ember.compiler.cpu.host import level_features
@@ -293,9 +304,9 @@ def cmd_export(args):
             level_features(args.cpu)
         except ValueError as error:
             raise UsageError(f"--cpu: {error}") from None
-    name = c_identifier(args.target.rpartition(":")[2])
+    name = c_identifier(args.entry.rpartition(":")[2])
     try:
-        with _running_user_code(args.target):
+        with _running_user_code(args.entry):
             paths = ember.export_library(target, tuple(inputs), args.output, dynamic_batch=args.dynamic_batch,
                                          weights=args.weights, cpu=args.cpu, name=name)
     except UserCodeError as failure:
@@ -320,7 +331,7 @@ def main(argv=None):
                             ("export", "compile a model into a C library (NAME.so, NAME.h, manifest.json, README) "
                                        "that runs without Python")):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("target", help="FILE.py:NAME (an nn.Module subclass or a function)")
+        sub.add_argument("entry", metavar="FILE.py:NAME", help="an nn.Module subclass or a function in FILE.py")
         sub.add_argument("--input", action="append", metavar="SIZES", help="an input's sizes, e.g. 1x3x32x32")
         sub.add_argument("--dtype", default="float32", help="dtype of the inputs (default float32)")
         sub.add_argument("-o", "--output", help={"report": "the HTML file to write (default ember_report.html)",
@@ -340,7 +351,11 @@ def main(argv=None):
             from ember.passes.pipeline import stage_names  # every pass of the pass list is a stage
             sub.add_argument("--format", default="text", choices=FORMATS)
             sub.add_argument("--stage", default="traced", choices=stage_names() + CODE_STAGES,
-                             help="which pipeline stage to print (default: the traced graph)")
+                             help="which pipeline stage to print (default: the traced graph); code stages: "
+                                  "kernels, llvm, then asm (cpu) or ptx and sass-check (cuda: ptxas's registers, "
+                                  "shared memory and spills per kernel)")
+            sub.add_argument("--target", default="cpu", choices=sorted(TARGET_BACKENDS),
+                             help="the machine the code stages are for (default cpu)")
             sub.add_argument("--train", action="store_true",
                              help="dump the model's training step (cross-entropy, SGD) instead of its forward")
             sub.add_argument("--distributed", action="store_true",

@@ -61,3 +61,32 @@ def test_explain_prints_the_report():
     assert result.returncode == 0, result.stderr
     assert "ember.compile report for Net" in result.stdout and "trace #1: first call" in result.stdout
     assert "signature: x: float32[1,3,32,32], training=False" in result.stdout
+
+
+def test_dump_for_the_gpu_target_prints_ptx_and_ptxas_resource_usage():
+    """`--target cuda`: the code stages are the PTX target's; sass-check runs ptxas -v."""
+    from ember.compiler.ptx.ptxas_check import PtxasMissing, find_ptxas
+    ptx = run("dump", f"{SEED}:Net", "--input", "4x3x32x32", "--target", "cuda", "--stage", "ptx")
+    assert ptx.returncode == 0, ptx.stderr
+    assert ".target sm_90" in ptx.stdout and ".visible .entry" in ptx.stdout
+    assert "// kernel" in ptx.stdout and "launch, seed_net.py:" in ptx.stdout  # entries say where they came from
+    check = run("dump", f"{SEED}:Net", "--input", "4x3x32x32", "--target", "cuda", "--stage", "sass-check")
+    try:
+        find_ptxas()
+    except PtxasMissing:
+        assert check.returncode == 2 and "ptxas" in check.stderr
+        return
+    assert check.returncode == 0, check.stderr
+    lines = check.stdout.strip().splitlines()
+    assert lines[0].startswith("// ptxas -v -arch=sm_90:") and "registers" in lines[1] and "spill" in lines[1]
+    entries = ptx.stdout.count(".visible .entry")
+    assert int(lines[0].split(": ")[1].split()[0]) == entries == len(lines) - 2
+    assert all(int(line.split()[1]) > 0 for line in lines[2:])  # every entry uses registers
+
+
+def test_dump_refuses_a_code_stage_of_the_other_target():
+    result = run("dump", f"{SEED}:Net", "--input", "1x3x32x32", "--target", "cuda", "--stage", "asm")
+    assert result.returncode == 2 and "--stage asm is not a code stage of --target cuda" in result.stderr
+    assert "kernels, llvm, ptx, sass-check" in result.stderr
+    result = run("dump", f"{SEED}:Net", "--input", "1x3x32x32", "--stage", "ptx")
+    assert result.returncode == 2 and "its code stages are kernels, llvm, asm" in result.stderr

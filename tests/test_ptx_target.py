@@ -399,3 +399,32 @@ def test_ember_compile_for_ptx_refuses_a_host_only_op_naming_it():
     compiled = ember.compile(lambda x: ember.argsort(x) + 1, backend="ptx")
     with pytest.raises(HostOnlyError, match=r"cannot compile for the ptx target: argsort \(%\d+ argsort_\d+\)"):
         compiled(ember.randn(16))
+
+
+# ----------------------------------------------------------------------------- ptxas's report
+
+@needs_ptxas
+def test_sass_check_reports_each_entrys_registers_and_shared_memory():
+    from ember.compiler.ptx.ptxas_check import assemble, resource_usage
+    lowered, ptx, description = compile_ptx(trace("softmax_rows"), "sm_80")
+    ok, report = assemble(ptx, "sm_80")
+    assert ok, report
+    usage = resource_usage(report)
+    assert sorted(usage) == sorted(launch["entry"] for launch in description["launches"])
+    for launch in description["launches"]:
+        use = usage[launch["entry"]]
+        assert use["registers"] > 0 and use["spill_stores"] == 0
+        reduces = any(isinstance(s, L.Update) for s in L.walk_statements(lowered.kernels[launch["kernel"]].body))
+        assert (use["shared_bytes"] > 0) == reduces and (use["barriers"] > 0) == reduces
+
+
+def test_sass_check_says_what_is_missing_or_wrong(monkeypatch):
+    from ember.compiler.ptx import ptxas_check
+    if PTXAS is not None:
+        with pytest.raises(RuntimeError, match="ptxas rejected the PTX for sm_90"):
+            ptxas_check.sass_check(".version 7.8\n.target sm_90\n.address_size 64\nnot ptx at all\n", "sm_90")
+    monkeypatch.setattr(ptxas_check.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    with pytest.raises(ptxas_check.PtxasMissing, match="neither on PATH nor in \\$CUDA_HOME/bin"):
+        ptxas_check.sass_check("", "sm_90")

@@ -37,7 +37,7 @@ class PtxTarget(LLVMTarget):
     # a grid of blocks of threads; 48 KiB of static shared memory per block on both
     # (more only by opting in per kernel); no library calls: contractions lower to loops
     capabilities = Capabilities(grid=True, shared_memory_bytes=48 * 1024)
-    code_stages = ("llvm", "ptx")
+    code_stages = ("llvm", "ptx", "sass-check")
     all_llvm_targets = True
     float_intrinsics = NVPTX_INTRINSICS
 
@@ -120,6 +120,24 @@ class PtxTarget(LLVMTarget):
         from .launches import BLOCK_THREADS
         return {"compute_capability": self.compute_capability, "block_threads": BLOCK_THREADS,
                 "launches": launches}
+
+    def render(self, lowered, stage, module_ref=None):
+        """The optimised LLVM IR ("llvm"), the PTX ("ptx", each entry headed by the model lines
+        its kernel came from) or ptxas's resource usage per entry ("sass-check", ptxas_check.py)."""
+        if stage == "llvm":
+            return super().render(lowered, stage, module_ref)
+        if stage not in self.code_stages:
+            raise ValueError(f"unknown code stage {stage!r} for the {self.name} target; "
+                             f"stages: {', '.join(self.code_stages)}")
+        ptx = self.assembly(module_ref or self.optimize(self.emit(lowered)))
+        if stage == "sass-check":
+            from .ptxas_check import sass_check
+            return sass_check(ptx, self.compute_capability)
+        from ember.ir.provenance import annotate_functions, describe_sources
+        notes = {launch.entry: f"{launch.mode} launch, " + describe_sources(lowered.graph,
+                                                                           lowered.kernels[launch.kernel].nodes)
+                 for launch in self.launches(lowered)}
+        return annotate_functions(ptx, notes, "//")
 
     # ------------------------------------------------------------------ running it
     def load(self, payload, kind, description, cache, graph, planned, lower_again):

@@ -46,7 +46,9 @@ def annotate_functions(text, notes, comment=";"):
 
 def _function_defined(line):
     """The function a line starts: `define ... @"name"(` / `define ... @name(` in LLVM IR,
-    `name:` at the start of a line in assembly."""
+    `.visible .entry name(` in PTX, `name:` at the start of a line in assembly."""
+    if line.startswith(".visible .entry "):
+        return line[len(".visible .entry "):].partition("(")[0]
     if line.startswith("define "):
         at = line.find("@")
         if at < 0:
