@@ -127,7 +127,7 @@ class CudaDevice:
                     f"cuModuleGetFunction({name})")
         return handle
 
-    def launch(self, function, pointers, blocks, threads, name=""):
+    def launch(self, function, pointers, blocks, threads, name="", exact=True):
         """Launch `function` over `blocks` x `threads` on the stream with device addresses as
         its arguments (asynchronous: a later copy_out or synchronize waits for it)."""
         values = [ctypes.c_uint64(p) for p in pointers]

@@ -17,8 +17,9 @@ STATUS_BYTES = 4
 
 class CudaProgram:
     """program(inputs {node id: array}, params {name: array}) -> {node id: array}, on `device`.
-    `launches`: [(entry, blocks, threads, slots)] with slots [(kind, where)]: ("arg", k) for
-    external k, ("arena", byte offset)."""
+    `launches`: [(entry, blocks, threads, slots, exact)] with slots [(kind, where)]: ("arg", k)
+    for external k, ("arena", byte offset); `exact`: the kernel needs exactly `threads` threads
+    per block (others compute the same with any multiple of 32, see emulated_cuda.py)."""
 
     def __init__(self, device, module, spec, launches):
         self.device, self.module, self.spec = device, module, spec
@@ -32,9 +33,10 @@ class CudaProgram:
                 device.copy_in(address, np.ascontiguousarray(np.broadcast_to(external.key, external.shape),
                                                              dtype=external.dtype))
         self.launches = []
-        for entry, blocks, threads, slots in launches:
+        for entry, blocks, threads, slots, exact in launches:
             pointers = [self.buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
-            self.launches.append((device.function(module, entry), pointers + [self.status], blocks, threads, entry))
+            self.launches.append((device.function(module, entry), pointers + [self.status], blocks, threads, entry,
+                                  exact))
 
     def __call__(self, inputs, params):
         device, spec = self.device, self.spec
@@ -47,8 +49,8 @@ class CudaProgram:
                 continue
             device.copy_in(address, conform_array(spec.name, value, external.shape, external.dtype, what))
         device.zero(self.status, STATUS_BYTES)
-        for function, pointers, blocks, threads, entry in self.launches:
-            device.launch(function, pointers, blocks, threads, entry)
+        for function, pointers, blocks, threads, entry, exact in self.launches:
+            device.launch(function, pointers, blocks, threads, entry, exact)
         outputs = {}
         for external, address in zip(spec.externals, self.buffers):
             if external.kind == "output":

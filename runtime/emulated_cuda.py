@@ -56,9 +56,10 @@ class EmulatedCudaDevice:
     def function(self, module, name):
         return (module, name)
 
-    def launch(self, function, pointers, blocks, threads, name=""):
+    def launch(self, function, pointers, blocks, threads, name="", exact=False):
+        """Run the launch now; unless `exact`, with at most `block_threads` threads per block."""
         module, entry = function
-        module.launch(entry, pointers, blocks, min(threads, self.block_threads))
+        module.launch(entry, pointers, blocks, threads if exact else min(threads, self.block_threads))
 
     def synchronize(self):
         pass

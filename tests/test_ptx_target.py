@@ -73,7 +73,10 @@ PROGRAMS = {
     "mean_all": (lambda x: x.mean(), ((40, 32),)),
     "centered": (lambda x: x - x.mean(), ((40, 32),)),
     "softmax_rows": (_softmax_rows, ((16, 100),)),
-    "matmul_as_loops": (lambda x, w: ember.relu(x @ w), ((8, 24), (24, 16))),
+    "matmul_as_loops": (lambda x, w: ember.relu(x @ w), ((8, 5), (5, 6))),  # too short to tile
+    "linear_tiles": (lambda x, w, b: ember.relu(x @ w.t() + b), ((70, 40), (66, 40), (66,))),
+    "batched_tiles": (lambda x, y: ((x @ y).to(ember.float64), x.to(ember.float64) @ y.to(ember.float64)),
+                      ((3, 20, 33), (3, 33, 130))),
     "trig_pow": (_trig_pow, ((500,), (500,))),
     "random_normal": (lambda x: x + ember.randn(*x.shape), ((1000,),)),  # Box-Muller: log, sqrt, cos
 }
@@ -172,6 +175,30 @@ def test_rows_that_reduce_or_loop_become_blocks_sharing_the_row(program):
         assert ("st.shared" in body and "ld.shared" in body) == reduces
 
 
+@pytest.mark.parametrize("program", ["linear_tiles", "batched_tiles"])
+def test_contractions_become_shared_memory_tiles(program):
+    """A block per 64 x 64 output tile (of every batch), 16 x 16 threads of 4 x 4 outputs each,
+    the operands staged through shared memory DEPTH at a time between barriers."""
+    from ember.compiler.ptx.tiled_matmul import DEPTH, PER_THREAD, TILE, TILE_THREADS, matmul_nest
+    lowered, ptx, description = compile_ptx(trace(program), "sm_90")
+    found = entries(ptx)
+    tiled = [launch for launch in description["launches"] if launch["mode"] == "tiles"]
+    assert tiled
+    for launch in tiled:
+        nest = matmul_nest(lowered.kernels[launch["kernel"]].body[0])
+        batches = nest.batch.extent if nest.batch is not None else 1
+        tiles = batches * -(-nest.rows.extent // TILE) * -(-nest.cols.extent // TILE)
+        assert (launch["blocks"], launch["threads"]) == (tiles, TILE_THREADS)
+        _, body = found[launch["entry"]]
+        assert body.count("bar.sync") == 2 and "st.shared" in body
+        # the step loop is unrolled: every step reads 2 x PER_THREAD shared values (some paired by LLVM)
+        assert DEPTH * PER_THREAD <= body.count("ld.shared") <= DEPTH * 2 * PER_THREAD
+        # every step's PER_THREAD x PER_THREAD multiply-adds, less those LLVM proves never stored
+        # (a 20-row product leaves the rows 32 + ty and 48 + ty of its one tile unused)
+        expected = DEPTH * min(PER_THREAD, -(-nest.rows.extent // 16)) * min(PER_THREAD, -(-nest.cols.extent // 16))
+        assert body.count("fma.rn") == expected
+
+
 def test_a_sum_over_all_elements_is_one_block_sharing_it():
     lowered, ptx, description = compile_ptx(trace("sum_all"), "sm_90")
     (launch,) = description["launches"]
@@ -243,6 +270,8 @@ class EmulatedGrid:
             blocks, threads = grid or (launch["blocks"], launch["threads"])
             if launch["mode"] in ("rows", "block"):  # shared reductions need whole warps
                 threads = max(WARP, threads - threads % WARP)
+            if launch["mode"] == "tiles":  # 16 x 16 threads, each 4 x 4 outputs
+                threads = launch["threads"]
             self.module.launch(launch["entry"], pointers, blocks, threads)
         assert status[0] == 0
         return {external.key: array for external, array in zip(lowered.externals, arrays)
@@ -316,7 +345,7 @@ def test_the_ptx_target_declares_a_grid_and_no_library():
     caps = target.capabilities
     assert caps.grid and not caps.threads and caps.shared_memory_bytes == 48 * 1024 and not caps.library_calls
     assert target.triple() == "nvptx64-nvidia-cuda" and target.payload_kind() == "ptx"
-    assert target.library() is None and target.code_stages == ("llvm", "ptx")
+    assert target.library() is None and target.code_stages == ("llvm", "ptx", "sass-check")
     assert "exp" in target.math_functions() and "sqrt" in target.float_intrinsics
     assert {"sin", "cos"} <= set(target.math_functions()) and target.float_intrinsics["pow"] == "ember.pow"
     assert PtxTarget("sm_80").key() != PtxTarget("sm_90").key() == PtxTarget("sm_90").key()

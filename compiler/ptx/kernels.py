@@ -7,7 +7,8 @@ into global ones), with `.maxntid` BLOCK_THREADS. A "grid" launch runs its paral
 as a grid-stride loop: thread (block index x block size + thread index) takes iterations
 i, i + grid size, ...; a "rows" launch runs it block-stride (block b takes rows b, b +
 blocks, ...) with each row's statements shared by the block's threads, a "block" launch
-its statements so (block_statements.py); a "thread" launch runs them on the grid's first thread.
+its statements so (block_statements.py); a "tiles" launch is a contraction tiled through shared memory (tiled_matmul.py); a "thread"
+launch runs them on the grid's first thread.
 Failed checks store their error number into the status cell, as on the CPU.
 """
 from llvmlite import ir
@@ -15,6 +16,7 @@ from llvmlite import ir
 from ..llvm import kernels
 from ..llvm.loops import I32, I64, counted_loop, declare
 from .block_statements import write_shared_body
+from .tiled_matmul import matmul_nest, write_tiles
 from .launches import BLOCK_THREADS
 
 SPECIAL_REGISTER = "llvm.nvvm.read.ptx.sreg.{}.x"  # tid, ctaid, ntid, nctaid
@@ -54,6 +56,11 @@ class PtxKernelWriter(kernels.KernelWriter):
         mode, b = self.launch.mode, body.builder
         if mode == "grid":
             body.statements(self.launch.statements, top=True)
+            return
+        if mode == "tiles":
+            (nest_loop,) = self.launch.statements
+            write_tiles(body, matmul_nest(nest_loop), special_register(b, "tid"), special_register(b, "ctaid"),
+                        special_register(b, "nctaid"))
             return
         if mode in ("rows", "block"):
             tid, ntid = special_register(b, "tid"), special_register(b, "ntid")

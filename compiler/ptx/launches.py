@@ -5,6 +5,8 @@ several things in order (a column sum's scratch rows are zeroed, then filled, th
 out) becomes one launch per step: launches on one stream run in order. Each launch has a
 mode, which says how its statements spread over the grid (kernels.py writes them):
 
+- "tiles": a top-level parallel loop that is a contraction (matmul, linear, batched
+  matmul, with its epilogue): tiled through shared memory, tiled_matmul.py.
 - "grid": a top-level parallel loop without inner loops worth a block (an elementwise map
   over all elements): its iterations spread over every thread of the grid (grid-stride).
 - "rows": a top-level parallel loop whose body reduces (softmax's row max and sum, a row
@@ -46,7 +48,7 @@ class Launch:
         """Blocks to launch: enough for one iteration per thread, at most MAX_BLOCKS."""
         if self.mode in ("thread", "block"):
             return 1
-        if self.mode == "rows":
+        if self.mode in ("rows", "tiles"):  # (extent: rows, or output tiles)
             return max(1, min(MAX_BLOCKS, self.extent))
         return max(1, min(MAX_BLOCKS, -(-self.extent // BLOCK_THREADS)))
 
@@ -82,6 +84,9 @@ def plan_launches(kernel, number):
     for k, (statements, mode) in enumerate(merged):
         entry = kernel.name if len(merged) == 1 else f"{kernel.name}_{k}"
         extent = statements[0].extent if mode in ("grid", "rows") else 1
+        if mode == "tiles":
+            from .tiled_matmul import matmul_nest
+            extent = matmul_nest(statements[0]).tiles
         launches.append(Launch(entry, number, mode, statements, extent))
     return launches
 
@@ -99,6 +104,9 @@ def _accumulator_crosses(steps):
 
 def _mode(step):
     if len(step) == 1 and isinstance(step[0], L.Loop) and step[0].parallel:
+        from .tiled_matmul import matmul_nest
+        if matmul_nest(step[0]) is not None:
+            return "tiles"
         return "rows" if _worth_a_block(step[0].body) else "grid"
     return "block" if _worth_a_block(step, top=True) else "thread"
 

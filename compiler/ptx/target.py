@@ -149,8 +149,8 @@ class PtxTarget(LLVMTarget):
             raise CudaUnavailable(f"ember ptx target: cannot run {graph.name} here: {error}; the PTX compiled, "
                                   f"`package` writes it out (the \"ptx-emulated\" backend runs it on this CPU)") from error
         module = device.load_module(payload.decode())
-        launches = [(launch["entry"], launch["blocks"], launch["threads"], [tuple(slot) for slot in launch["slots"]])
-                    for launch in description["launches"]]
+        launches = [(launch["entry"], launch["blocks"], launch["threads"], [tuple(slot) for slot in launch["slots"]],
+                     launch["mode"] == "tiles") for launch in description["launches"]]
         return CudaRunner(device, module, program_spec(graph, planned.graph, description), launches, graph,
                           lower_again)
 
