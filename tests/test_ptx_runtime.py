@@ -4,6 +4,8 @@ cache and the GPU runner (runtime/cuda_program.py) on the CPU's grid emulator
 and warp shuffles), against the interpreter on the zoo, random graphs and a training step;
 and the emulation has teeth (a wrong thread mapping or shuffle fails it). The same tests run
 on a real device through the "ptx" backend where one is present (marked `gpu`)."""
+import shutil
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -187,3 +189,66 @@ def test_the_device_reports_a_supported_compute_capability():
     device = cuda_driver.open_device()
     assert device.compute_capability >= "sm_80" and device.name
     assert PtxTarget(None).compute_capability in ("sm_80", "sm_90")
+
+
+# ----------------------------------------------------------------------------- training steps: ptxas and the emulator
+
+def _gpt(lib):
+    import sys
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from benchmark_models import gpt_class
+    lib.manual_seed(0)
+    model = gpt_class(lib)(vocab=17, block=8, dim=32, heads=2, layers=1)
+    return model, model.optimizer()
+
+
+def _gpt_step(model, optimizer, idx, targets):
+    optimizer.zero_grad()
+    loss = model(idx, targets)
+    loss.backward()
+    ember.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss
+
+
+def _gpt_batch(seed):
+    rng = np.random.default_rng(seed)
+    return ember.tensor(rng.integers(0, 17, (2, 8))), ember.tensor(rng.integers(0, 17, (2, 8)))
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) is not on PATH")
+@pytest.mark.parametrize("compute_capability", ["sm_80", "sm_90"])
+def test_training_steps_of_the_seed_net_and_a_gpt_give_ptx_that_ptxas_accepts(compute_capability):
+    from ember.compiler.ptx.ptxas_check import assemble, resource_usage
+    from ember.compiler.stage_timer import StageTimer
+    model, optimizer = _gpt(ember)
+    idx, targets = _gpt_batch(0)
+    _gpt_step(model, optimizer, idx, targets)  # (the optimizer's state exists)
+    gpt_step = ember.trace(lambda i, t: _gpt_step(model, optimizer, i, t), idx, targets)
+    seed_step = seed_net_training_step_case(2)[0]
+    for graph in (seed_step, gpt_step):
+        target = PtxTarget(compute_capability)
+        lowered = driver.lower(driver.plan(graph), target)
+        ptx = target.link(target.emit(lowered), lowered, None, StageTimer()).payload.decode()
+        ok, report = assemble(ptx, compute_capability)
+        assert ok, report[-2000:]
+        launches = target.launches(lowered)
+        assert sorted(resource_usage(report)) == sorted(launch.entry for launch in launches)
+        modes = {launch.mode for launch in launches}
+        assert {"grid", "rows", "tiles"} <= modes, modes
+
+
+def test_a_gpt_training_step_runs_on_the_emulated_gpu_as_eager():
+    """Embeddings, causal attention, layer norm, GELU, cross-entropy, their backward, gradient
+    clipping and AdamW: the compiled step on the emulated GPU follows eager step by step."""
+    compiled_model, compiled_optimizer = _gpt(ember)
+    eager_model, eager_optimizer = _gpt(ember)
+    compiled = ember.compile(_gpt_step, backend="ptx-emulated")
+    for seed in range(5):  # (two traces: the first step creates AdamW's state)
+        idx, targets = _gpt_batch(seed)
+        got = compiled(compiled_model, compiled_optimizer, idx, targets).item()
+        np.testing.assert_allclose(got, _gpt_step(eager_model, eager_optimizer, idx, targets).item(), rtol=1e-5)
+    assert compiled.report.compiled_calls >= 2
+    for p, q in zip(compiled_model.parameters(), eager_model.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-4, atol=1e-5)
