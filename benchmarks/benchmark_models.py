@@ -89,7 +89,7 @@ def gpt_class(lib):
 
         def forward(self, idx, targets=None):
             batch, length = idx.shape
-            x = self.tokens(idx) + self.positions(torch.arange(length))
+            x = self.tokens(idx) + self.positions(torch.arange(length, device=idx.device))
             mask = nn.Transformer.generate_square_subsequent_mask(length) if self.library_blocks else None
             for block in self.blocks:
                 x = block(x, src_mask=mask, is_causal=True) if self.library_blocks else block(x)
