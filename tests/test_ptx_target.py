@@ -225,18 +225,37 @@ def test_block_roles_refuse_what_threads_cannot_share():
 
 
 def test_a_kernel_with_steps_in_order_becomes_launches_in_that_order():
-    """A column sum zeroes and fills scratch rows (one thread: the fill is a serial
-    read-modify-write) before its grid copies them out; a grid cannot wait for itself."""
+    """A column sum zeroes scratch, fills it (for each row: for each column: scratch[column]
+    += x[row, column]) and copies it out; a grid cannot wait for itself, so each step is a
+    launch. The fill runs with its loops interchanged: a thread per column, each running the
+    rows of its own column in order."""
     lowered = driver.lower(driver.plan(trace("column_sum")), PtxTarget())
     (kernel,) = lowered.kernels
     launches = plan_launches(kernel, 0)
-    assert [(launch.entry, launch.mode) for launch in launches] == [(kernel.name + "_0", "thread"),
-                                                                     (kernel.name + "_1", "grid")]
-    assert [len(launch.statements) for launch in launches] == [len(kernel.body) - 1, 1]
+    assert [(launch.entry, launch.mode) for launch in launches] == [(f"{kernel.name}_{k}", "grid") for k in range(3)]
+    rows, columns = kernel.body[1], kernel.body[1].body[0]
+    (fill,) = launches[1].statements
+    assert fill.parallel and fill.var == columns.var and fill.body[0].var == rows.var
+    assert fill.body[0].body == columns.body and launches[1].extent == columns.extent
     # a mean subtracted everywhere: a one-block sum, then a grid launch reading it
     lowered = driver.lower(driver.plan(trace("centered")), PtxTarget())
     modes = [[launch.mode for launch in plan_launches(k, n)] for n, k in enumerate(lowered.kernels)]
     assert modes == [["block"], ["grid"]]
+
+
+def test_only_nests_whose_columns_own_their_elements_are_interchanged():
+    from ember.compiler.ptx.launches import interchanged
+    i, j = L.var("i", 8), L.var("j", 16)
+    value = L.load(1, L.iadd(L.imul(i, 16), j), "float32")
+    column_sum = L.Loop(i, [L.Loop(j, [L.Store(0, j, value, combine="add")])])
+    assert interchanged(column_sum) is not None
+    spread = L.Loop(i, [L.Loop(j, [L.Store(0, L.iadd(j, L.imul(L.load(2, i, "int64"), 16)), value, combine="add")])])
+    assert interchanged(spread) is not None  # rows land 16 apart: column j owns elements j mod 16
+    overlapping = L.Loop(i, [L.Loop(j, [L.Store(0, L.iadd(j, L.imul(L.load(2, i, "int64"), 8)), value, combine="add")])])
+    assert interchanged(overlapping) is None  # rows 8 apart: columns j and j + 8 meet
+    assert interchanged(L.Loop(i, [L.Loop(j, [L.Store(0, i, value, combine="add")])])) is None  # a row sum
+    shifted_read = L.Loop(i, [L.Loop(j, [L.Store(0, j, L.load(0, L.iadd(j, L.index(1)), "float32"))])])
+    assert interchanged(shifted_read) is None  # reads a neighbour's element
 
 
 # ----------------------------------------------------------------------------- an emulated grid

@@ -17,8 +17,13 @@ mode, which says how its statements spread over the grid (kernels.py writes them
   stores are made by the block's first thread. `block_roles` says when a body allows this.
 - "block": top-level statements of that same form without a row loop (a sum over all
   elements): one block runs them so.
-- "thread": everything else runs on the grid's first thread alone: correct for the serial
-  accumulations lowering writes (a column sum's read-modify-write fill), not fast.
+- "columns": a serial loop nest whose innermost loop's iterations each own their elements
+  (a column sum's fill `for i: for j: acc[j] += x[i, j]`, an embedding gradient's
+  `for i: for j: grad[index[i], j] += g[i, j]`, a plain `for j: out[j] = 0`): the innermost
+  loop moves outermost and spreads over the grid, each thread running the outer loops for
+  its own elements in their order (`interchanged`).
+- "thread": everything else runs on the grid's first thread alone: correct for serial
+  accumulations whose elements are shared, not fast.
 """
 from dataclasses import dataclass
 
@@ -73,6 +78,8 @@ def plan_launches(kernel, number):
     if _accumulator_crosses(steps):
         steps = [list(kernel.body)]
     modes = [_mode(step) for step in steps]
+    steps = [[interchanged(step[0])] if mode == "columns" else step for step, mode in zip(steps, modes)]
+    modes = ["grid" if mode == "columns" else mode for mode in modes]
     # runs of single-thread steps share one launch
     merged = []
     for step, mode in zip(steps, modes):
@@ -108,8 +115,58 @@ def _mode(step):
         if matmul_nest(step[0]) is not None:
             return "tiles"
         return "rows" if _worth_a_block(step[0].body) else "grid"
-    return "block" if _worth_a_block(step, top=True) else "thread"
+    if _worth_a_block(step, top=True):
+        return "block"
+    return "columns" if len(step) == 1 and interchanged(step[0]) is not None else "thread"
 
+
+def interchanged(stmt):
+    """A serial nest `for a: ... for j: body` as `for j parallel: for a: ... body` when that
+    computes the same: `body` only stores (or adds into) and checks, each slot it writes at one
+    offset c*j + g*(anything without j) + constant with 0 < c and c * extent(j) <= g (so each
+    j owns its elements), reading a slot it writes only there. None otherwise."""
+    if not isinstance(stmt, L.Loop) or stmt.parallel:
+        return None
+    chain = [stmt]
+    while len(chain[-1].body) == 1 and isinstance(chain[-1].body[0], L.Loop):
+        chain.append(chain[-1].body[0])
+    inner = chain[-1]
+    body = inner.body
+    if any(not isinstance(s, (L.Store, L.Check)) for s in body) or any(loop.parallel for loop in chain):
+        return None
+    stores = [s for s in body if isinstance(s, L.Store)]
+    offsets = {}
+    for store in stores:
+        if store.slot in offsets or not _owned_by(store.offset, inner):
+            return None
+        offsets[store.slot] = store.offset
+    for s in body:
+        for expr in L.statement_exprs(s):
+            for e in expr.walk():
+                if e.op == "load" and e.attr in offsets and e.args[0] != offsets[e.attr]:
+                    return None
+    if not stores:
+        return None
+    nest = list(body)
+    for loop in reversed(chain[:-1]):
+        nest = [L.Loop(loop.var, nest)]
+    return L.Loop(inner.var, nest, parallel=True)
+
+
+def _owned_by(offset, loop):
+    """Whether `offset` (an index Expr) is c*j + g*(terms without j) + constant as `interchanged` needs."""
+    terms, _ = L.terms_of(offset)
+    step = terms.get(loop.var, 0)
+    others = [c for atom, c in terms.items() if atom != loop.var]
+    if step <= 0 or any(loop.name in L.vars_in(atom) for atom in terms if atom != loop.var):
+        return False
+    if not others:
+        return True
+    from math import gcd
+    spacing = 0
+    for c in others:
+        spacing = gcd(spacing, abs(c))
+    return step * loop.extent <= spacing
 
 def _worth_a_block(body, top=False):
     """Whether a block's threads can share `body` (block_roles) and it is worth it: it
