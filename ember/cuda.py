@@ -1,8 +1,10 @@
 """`ember.cuda`: the queries PyTorch scripts make before choosing a device.
 
-Eager ember tensors live in host memory; the NVIDIA path is the PTX backend of compiled
-programs, which is not available yet, so `is_available()` is False and scripts that do
-`device = "cuda" if torch.cuda.is_available() else "cpu"` pick the CPU.
+Eager ember tensors live in host memory: ember runs on an NVIDIA GPU only through compiled
+programs (`ember.compile(fn, backend="ptx")`, which copies inputs to the device and results
+back). Tensors cannot be moved to a device yet, so `is_available()` is False and scripts that
+do `device = "cuda" if torch.cuda.is_available() else "cpu"` pick the CPU and keep working;
+`ember.runtime.cuda_driver.cuda_available()` says whether the compiled path has a device.
 """
 
 
