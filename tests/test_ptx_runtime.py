@@ -237,6 +237,9 @@ def test_training_steps_of_the_seed_net_and_a_gpt_give_ptx_that_ptxas_accepts(co
         assert sorted(resource_usage(report)) == sorted(launch.entry for launch in launches)
         modes = {launch.mode for launch in launches}
         assert {"grid", "rows", "tiles"} <= modes, modes
+        # every convolution, its gradients and the weight update fused after them are tiles
+        assert all(launch.mode == "tiles" for launch in launches if launch.entry.startswith("conv2d")), \
+            [(launch.entry, launch.mode) for launch in launches]
 
 
 def test_a_gpt_training_step_runs_on_the_emulated_gpu_as_eager():

@@ -75,6 +75,8 @@ PROGRAMS = {
     "softmax_rows": (_softmax_rows, ((16, 100),)),
     "matmul_as_loops": (lambda x, w: ember.relu(x @ w), ((8, 5), (5, 6))),  # too short to tile
     "linear_tiles": (lambda x, w, b: ember.relu(x @ w.t() + b), ((70, 40), (66, 40), (66,))),
+    "conv_tiles": (lambda x, w: ember.relu(ember.nn.functional.conv2d(x, w, padding=1, stride=(1, 2))),
+                   ((2, 3, 9, 11), (20, 3, 3, 3))),
     "batched_tiles": (lambda x, y: ((x @ y).to(ember.float64), x.to(ember.float64) @ y.to(ember.float64)),
                       ((3, 20, 33), (3, 33, 130))),
     "trig_pow": (_trig_pow, ((500,), (500,))),
@@ -175,7 +177,7 @@ def test_rows_that_reduce_or_loop_become_blocks_sharing_the_row(program):
         assert ("st.shared" in body and "ld.shared" in body) == reduces
 
 
-@pytest.mark.parametrize("program", ["linear_tiles", "batched_tiles"])
+@pytest.mark.parametrize("program", ["linear_tiles", "batched_tiles", "conv_tiles"])
 def test_contractions_become_shared_memory_tiles(program):
     """A block per 64 x 64 output tile (of every batch), 16 x 16 threads of 4 x 4 outputs each,
     the operands staged through shared memory DEPTH at a time between barriers."""
@@ -186,8 +188,8 @@ def test_contractions_become_shared_memory_tiles(program):
     assert tiled
     for launch in tiled:
         nest = matmul_nest(lowered.kernels[launch["kernel"]].body[0])
-        batches = nest.batch.extent if nest.batch is not None else 1
-        tiles = batches * -(-nest.rows.extent // TILE) * -(-nest.cols.extent // TILE)
+        batches, M, N, K = nest.extents
+        tiles = batches * -(-M // TILE) * -(-N // TILE)
         assert (launch["blocks"], launch["threads"]) == (tiles, TILE_THREADS)
         _, body = found[launch["entry"]]
         assert body.count("bar.sync") == 2 and "st.shared" in body
@@ -195,7 +197,7 @@ def test_contractions_become_shared_memory_tiles(program):
         assert DEPTH * PER_THREAD <= body.count("ld.shared") <= DEPTH * 2 * PER_THREAD
         # every step's PER_THREAD x PER_THREAD multiply-adds, less those LLVM proves never stored
         # (a 20-row product leaves the rows 32 + ty and 48 + ty of its one tile unused)
-        expected = DEPTH * min(PER_THREAD, -(-nest.rows.extent // 16)) * min(PER_THREAD, -(-nest.cols.extent // 16))
+        expected = DEPTH * min(PER_THREAD, -(-M // 16)) * min(PER_THREAD, -(-N // 16))
         assert body.count("fma.rn") == expected
 
 

@@ -1,12 +1,16 @@
 """Matrix products on the GPU as tiles in shared memory: the "tiles" launches of launches.py,
 written by kernels.py's PtxBodyWriter through `write_tiles`.
 
-Lowering writes a contraction (linear, matmul, batched matmul, with a fused epilogue such as
-bias and relu) as the loop nest `[for b parallel:] for i: for j: acc = 0; for r: acc +=
-left(i, r) * right(r, j); out[i, j] = epilogue(acc)`; `matmul_nest` recognises it. The
-tiled kernel gives each block a TILE x TILE piece of the output (blocks stride over the
-pieces of every batch) and each of its 16 x 16 threads a 4 x 4 set of outputs, rows ty +
-16a and columns tx + 16b. Along r it walks DEPTH at a time: the block's threads load the
+Lowering writes a contraction (linear, matmul, batched matmul, a convolution, with a fused
+epilogue such as bias and relu) as a loop nest `for outputs...: acc = 0; for reductions...:
+acc += left * right; out[...] = epilogue(acc)`; `matmul_nest` recognises it and sorts the
+output loops: those only the left operand reads are the rows (M = their extents' product),
+those only the right reads the columns (N), the rest the batch; the reduction loops are the
+depth (K). A convolution is so an implicit product: rows are output channels, columns the
+(image, y, x) positions, depth the (input channel, ky, kx) taps. The tiled kernel gives each
+block a TILE x TILE piece of one batch's M x N output (blocks stride over the pieces of
+every batch) and each of its 16 x 16 threads a 4 x 4 set of outputs, rows ty + 16a and
+columns tx + 16b; flat indices are split into the loops' indices, the last loop fastest. Along r it walks DEPTH at a time: the block's threads load the
 left operand's TILE x DEPTH piece and the right's DEPTH x TILE piece into shared memory
 (neighbouring threads read neighbouring r of the left and j of the right, so the loads
 coalesce for row-major operands; the operands are the nest's own expressions, evaluated at
@@ -29,70 +33,101 @@ PER_THREAD = TILE // SIDE  # outputs per thread along each side
 TILE_THREADS = SIDE * SIDE
 LEFT_STRIDE = TILE + 1  # shared left tile stored r-major, padded against bank conflicts
 MIN_DEPTH = 8  # shorter contractions stay loops (lowering unrolls them anyway)
+MIN_OUTPUTS = 64  # fewer outputs per batch stay loops
+MIN_SIDE = 4  # a matrix-vector product (N = 1) is a row reduction ("rows" launches), not tiles
+
+
+def _product(loops):
+    total = 1
+    for loop in loops:
+        total *= loop.extent
+    return total
 
 
 @dataclass
 class MatmulNest:
-    """A contraction loop nest (see the module docstring); `batch` is None without one."""
+    """A contraction loop nest (see the module docstring) with its loops sorted by role:
+    `rows` (the left operand's own output loops), `cols` (the right operand's), `batch` (the
+    other output loops), `depth` (the reduction loops); each list in nest order."""
 
-    batch: object
-    rows: object
-    cols: object
+    batch: list
+    rows: list
+    cols: list
+    depth: list
     declare: object
-    depth: object
     left: object
     right: object
-    store: object
+    stores: list  # the epilogue: one or more stores of the output element (a fused update)
+
+    @property
+    def extents(self):
+        """(batches, M, N, K): the products of each role's loop extents."""
+        return tuple(_product(loops) for loops in (self.batch, self.rows, self.cols, self.depth))
 
     @property
     def tiles(self):
         """Output tiles over all batches."""
-        batches = self.batch.extent if self.batch is not None else 1
-        return batches * -(-self.rows.extent // TILE) * -(-self.cols.extent // TILE)
+        batches, M, N, _ = self.extents
+        return batches * -(-M // TILE) * -(-N // TILE)
 
 
-def _only_loop(body):
-    return body[0] if len(body) == 1 and isinstance(body[0], L.Loop) else None
+def _chain(loop):
+    """The loops of a chain of single-loop bodies from `loop` down, and the innermost body."""
+    loops = [loop]
+    while len(loops[-1].body) == 1 and isinstance(loops[-1].body[0], L.Loop):
+        loops.append(loops[-1].body[0])
+    return loops, loops[-1].body
+
+
+def _epilogue_is_pointwise(stores, declare, outputs, left, right):
+    """Each store writes one element per output position from the sum and that position's
+    values: plain stores over the output loops, reading a slot the epilogue writes only at the
+    element written, and the operands reading none of them (tiles run in any order)."""
+    names = {o.name for o in outputs}
+    written = {}
+    for store in stores:
+        accumulators = {e.attr for e in store.value.walk() if e.op == "acc"}
+        if store.combine is not None or not accumulators <= {declare.name} or store.slot in written:
+            return False
+        if not (L.vars_in(store.offset) <= names and L.vars_in(store.value) <= names):
+            return False
+        written[store.slot] = store.offset
+    for expr in [left, right] + [part for store in stores for part in (store.offset, store.value)]:
+        for e in expr.walk():
+            if e.op == "load" and e.attr in written and (expr in (left, right) or e.args[0] != written[e.attr]):
+                return False
+    return True
 
 
 def matmul_nest(loop):
-    """The MatmulNest of a top-level parallel loop, or None when it is not one (or too short)."""
-    for batch in (None, loop):
-        rows = loop if batch is None else _only_loop(loop.body)
-        cols = rows and _only_loop(rows.body)
-        nest = cols and _match(batch, rows, cols)
-        if nest:
-            return nest
-    return None
-
-
-def _match(batch, rows, cols):
-    body = cols.body
-    if len(body) != 3 or not (isinstance(body[0], L.Declare) and isinstance(body[1], L.Loop)
-                              and isinstance(body[2], L.Store)):
+    """The MatmulNest of a top-level parallel loop, or None when it is not one (or too small):
+    output loops, then `acc = 0; reduction loops: acc += left * right; out[...] = f(acc)`
+    (linear, matmul, batched matmul, a convolution as an implicit product)."""
+    outputs, body = _chain(loop)
+    if len(body) < 3 or not (isinstance(body[0], L.Declare) and isinstance(body[1], L.Loop)
+                             and all(isinstance(s, L.Store) for s in body[2:])):
         return None
-    declare, depth, store = body
+    declare, reduction, stores = body[0], body[1], body[2:]
+    depth, inner = _chain(reduction)
     if declare.dtype not in ("float32", "float64") or not (declare.init.is_const and declare.init.attr == 0.0):
         return None
-    if depth.extent < MIN_DEPTH or len(depth.body) != 1 or not isinstance(depth.body[0], L.Update):
+    if len(inner) != 1 or not isinstance(inner[0], L.Update) or any(d.parallel for d in depth):
         return None
-    update = depth.body[0]
+    update = inner[0]
     if (update.name, update.combine, update.position) != (declare.name, "add", None) or update.value.op != "mul":
         return None
-    outer = {batch.name} if batch is not None else set()
     left, right = update.value.args
-    if not (L.vars_in(left) <= outer | {rows.name, depth.name} and L.vars_in(right) <= outer | {depth.name, cols.name}):
-        left, right = right, left
-        if not (L.vars_in(left) <= outer | {rows.name, depth.name}
-                and L.vars_in(right) <= outer | {depth.name, cols.name}):
-            return None
-    if left.dtype != declare.dtype or right.dtype != declare.dtype or store.combine is not None:
+    if left.dtype != declare.dtype or right.dtype != declare.dtype or not _epilogue_is_pointwise(stores, declare,
+                                                                                              outputs, left, right):
         return None
-    output = outer | {rows.name, cols.name}
-    accumulators = {e.attr for e in store.value.walk() if e.op == "acc"}
-    if not (L.vars_in(store.offset) <= output and L.vars_in(store.value) <= output and accumulators <= {declare.name}):
-        return None
-    return MatmulNest(batch, rows, cols, declare, depth, left, right, store)
+    in_left, in_right = L.vars_in(left), L.vars_in(right)
+    rows = [o for o in outputs if o.name in in_left and o.name not in in_right]
+    cols = [o for o in outputs if o.name in in_right and o.name not in in_left]
+    sorted_out = {id(o) for o in rows + cols}
+    batch = [o for o in outputs if id(o) not in sorted_out]
+    nest = MatmulNest(batch, rows, cols, depth, declare, left, right, stores)
+    _, M, N, K = nest.extents
+    return nest if K >= MIN_DEPTH and min(M, N) >= MIN_SIDE and M * N >= MIN_OUTPUTS else None
 
 
 def _shared(module, name, kind, count):
@@ -134,20 +169,27 @@ class TileWriter:
                 emitter.names[name] = old
         return value
 
+    def split(self, flat, loops):
+        """{loop name: index} of a flat index over `loops` (the last loop fastest)."""
+        b, names = self.b, {}
+        for loop in reversed(loops):
+            names[loop.name] = b.urem(flat, self.i64(loop.extent)) if loop is not loops[0] else flat
+            flat = b.udiv(flat, self.i64(loop.extent))
+        return names
+
     def write(self):
         b, nest = self.b, self.nest
-        M, N, K = nest.rows.extent, nest.cols.extent, nest.depth.extent
+        _, M, N, K = nest.extents
         tiles_n = -(-N // TILE)
         per_batch = -(-M // TILE) * tiles_n
         ty, tx = b.udiv(self.tid, self.i64(SIDE)), b.urem(self.tid, self.i64(SIDE))
         sums = [[entry_alloca(b, self.kind, 1, align=8, name=f"sum{a}_{c}") for c in range(PER_THREAD)]
                 for a in range(PER_THREAD)]
         with counted_loop(b, self.ctaid, self.i64(nest.tiles), self.nctaid, name="tile") as tile:
-            batch = b.udiv(tile, self.i64(per_batch))
+            outer = self.split(b.udiv(tile, self.i64(per_batch)), nest.batch) if nest.batch else {}
             rest = b.urem(tile, self.i64(per_batch))
             row0 = b.mul(b.udiv(rest, self.i64(tiles_n)), self.i64(TILE))
             col0 = b.mul(b.urem(rest, self.i64(tiles_n)), self.i64(TILE))
-            outer = {nest.batch.name: batch} if nest.batch is not None else {}
             for row in sums:
                 for cell in row:
                     b.store(const_value(nest.declare.dtype, 0.0), cell)
@@ -166,20 +208,22 @@ class TileWriter:
             element = b.add(self.tid, self.i64(part * TILE_THREADS))
             # left: element -> (row m, depth k), k fastest
             m, k = b.udiv(element, self.i64(DEPTH)), b.urem(element, self.i64(DEPTH))
-            self.load_one(nest.left, outer, b.add(row0, m), M, nest.rows.name, b.add(depth0, k), K,
+            self.load_one(nest.left, outer, b.add(row0, m), M, nest.rows, b.add(depth0, k), K,
                           self.cell(self.left_tile, b.add(b.mul(k, self.i64(LEFT_STRIDE)), m)), zero)
             # right: element -> (depth k, column n), n fastest
             k, n = b.udiv(element, self.i64(TILE)), b.urem(element, self.i64(TILE))
-            self.load_one(nest.right, outer, b.add(col0, n), N, nest.cols.name, b.add(depth0, k), K,
+            self.load_one(nest.right, outer, b.add(col0, n), N, nest.cols, b.add(depth0, k), K,
                           self.cell(self.right_tile, b.add(b.mul(k, self.i64(TILE)), n)), zero)
 
-    def load_one(self, expr, outer, index, extent, index_name, depth, K, target, zero):
-        """target = expr at (index, depth), or zero outside the matrix (read at clamped indices)."""
+    def load_one(self, expr, outer, index, extent, index_loops, depth, K, target, zero):
+        """target = expr at (flat index over `index_loops`, flat depth), or zero outside the
+        matrix (read at clamped indices)."""
         b = self.b
         inside = b.and_(b.icmp_unsigned("<", index, self.i64(extent)), b.icmp_unsigned("<", depth, self.i64(K)))
         clamped_index = b.select(b.icmp_unsigned("<", index, self.i64(extent)), index, self.i64(extent - 1))
         clamped_depth = b.select(b.icmp_unsigned("<", depth, self.i64(K)), depth, self.i64(K - 1))
-        value = self.evaluate(expr, {**outer, index_name: clamped_index, self.nest.depth.name: clamped_depth})
+        value = self.evaluate(expr, {**outer, **self.split(clamped_index, index_loops),
+                                     **self.split(clamped_depth, self.nest.depth)})
         b.store(b.select(inside, value, zero), target)
 
     def multiply(self, ty, tx, sums):
@@ -212,8 +256,8 @@ class TileWriter:
                     body.emitter.forget_accumulator(nest.declare.name)
                     emitter = body.emitter
                     emitter.push()
-                    emitter.names.update({**outer, nest.rows.name: row, nest.cols.name: col})
-                    body.statements([nest.store])
+                    emitter.names.update({**outer, **self.split(row, nest.rows), **self.split(col, nest.cols)})
+                    body.statements(nest.stores)
                     emitter.pop()
 
 
