@@ -4,8 +4,8 @@ the CPU's emulation of one, runtime/emulated_cuda.py), every launch on the devic
 A program owns device memory for its whole life: the arena of intermediates, one buffer per
 external (inputs, params, constants, outputs) and a status cell. A call copies the inputs
 and params in (constants once), zeroes the status, queues the launches in order (each with
-its slots' device addresses, compiler/ptx's description), copies the outputs and the status
-out, and raises a failed check's error as the CPU runtime does. Params are copied in on
+its slots' device addresses and a status cell of its own, compiler/ptx's description), copies
+the outputs and the status cells out, and raises a failed check's error as the CPU runtime does. Params are copied in on
 every call: they are host arrays the caller may change between calls.
 """
 import numpy as np
@@ -17,26 +17,31 @@ STATUS_BYTES = 4
 
 class CudaProgram:
     """program(inputs {node id: array}, params {name: array}) -> {node id: array}, on `device`.
-    `launches`: [(entry, blocks, threads, slots, exact)] with slots [(kind, where)]: ("arg", k)
-    for external k, ("arena", byte offset); `exact`: the kernel needs exactly `threads` threads
-    per block (others compute the same with any multiple of 32, see emulated_cuda.py)."""
+    `launches`: [(entry, blocks, threads, slots, exact, first_error)] with slots [(kind, where)]:
+    ("arg", k) for external k, ("arena", byte offset); `exact`: the kernel needs exactly
+    `threads` threads per block (others compute the same with any multiple of 32, see
+    emulated_cuda.py); `first_error`: what to add to the error number the launch reports
+    (entries are shared between kernels of one structure, so they number errors from 1)."""
 
     def __init__(self, device, module, spec, launches):
         self.device, self.module, self.spec = device, module, spec
         self.calls = 0
         self.arena = device.allocate(spec.arena_bytes)
-        self.status = device.allocate(STATUS_BYTES)
+        self.status = device.allocate(STATUS_BYTES * max(len(launches), 1))  # one cell per launch
         self.buffers = [device.allocate(int(np.prod(e.shape, dtype=np.int64)) * e.dtype.itemsize)
                         for e in spec.externals]
         for external, address in zip(spec.externals, self.buffers):
             if external.kind == "constant":
                 device.copy_in(address, np.ascontiguousarray(np.broadcast_to(external.key, external.shape),
                                                              dtype=external.dtype))
-        self.launches = []
-        for entry, blocks, threads, slots, exact in launches:
+        self.launches, self.first_errors, functions = [], [], {}
+        for number, (entry, blocks, threads, slots, exact, first_error) in enumerate(launches):
             pointers = [self.buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
-            self.launches.append((device.function(module, entry), pointers + [self.status], blocks, threads, entry,
-                                  exact))
+            if entry not in functions:
+                functions[entry] = device.function(module, entry)
+            status = self.status + STATUS_BYTES * number
+            self.launches.append((functions[entry], pointers + [status], blocks, threads, entry, exact))
+            self.first_errors.append(first_error)
 
     def __call__(self, inputs, params):
         device, spec = self.device, self.spec
@@ -48,18 +53,19 @@ class CudaProgram:
             else:
                 continue
             device.copy_in(address, conform_array(spec.name, value, external.shape, external.dtype, what))
-        device.zero(self.status, STATUS_BYTES)
+        device.zero(self.status, STATUS_BYTES * len(self.first_errors))
         self.launch()
         outputs = {}
         for external, address in zip(spec.externals, self.buffers):
             if external.kind == "output":
                 outputs[external.key] = array = np.empty(external.shape, external.dtype)
                 device.copy_out(array, address)
-        status = np.zeros(1, np.int32)
+        status = np.zeros(max(len(self.first_errors), 1), np.int32)
         device.copy_out(status, self.status)
         self.calls += 1
-        if status[0]:
-            raise program_error(spec, int(status[0]))
+        failed = np.flatnonzero(status)
+        if failed.size:  # the first launch (in program order) whose check failed
+            raise program_error(spec, self.first_errors[failed[0]] + int(status[failed[0]]))
         return collect_results(spec.results, outputs, inputs, params)
 
     def launch(self):

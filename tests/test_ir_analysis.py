@@ -114,12 +114,15 @@ def test_an_unwritable_ember_dump_warns_and_compiling_goes_on(tmp_path, monkeypa
 
 @pytest.mark.parametrize("stage", stage_names() + CODE_STAGES)
 def test_every_stage_in_every_format(step_graph, stage):
+    backend = "ptx" if stage in ("ptx", "sass-check") else "llvm"  # (the GPU target's code stages)
+    if stage == "sass-check" and shutil.which("ptxas") is None:
+        pytest.skip("ptxas (CUDA toolkit) is not on PATH")
     for fmt in FORMATS:
-        if stage in ("llvm", "asm") and fmt in ("dot", "graphml", "svg"):
+        if stage in ("llvm", "asm", "ptx", "sass-check") and fmt in ("dot", "graphml", "svg"):
             with pytest.raises(StageFormatError, match=f"--stage {stage} is code"):
-                render(step_graph, stage, fmt)
+                render(step_graph, stage, fmt, backend=backend)
             continue
-        text = render(step_graph, stage, fmt)
+        text = render(step_graph, stage, fmt, backend=backend)
         if fmt == "json":
             data = json.loads(text)
             assert data["stage"] == stage

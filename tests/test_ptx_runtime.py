@@ -234,7 +234,7 @@ def test_training_steps_of_the_seed_net_and_a_gpt_give_ptx_that_ptxas_accepts(co
         ok, report = assemble(ptx, compute_capability)
         assert ok, report[-2000:]
         launches = target.launches(lowered)
-        assert sorted(resource_usage(report)) == sorted(launch.entry for launch in launches)
+        assert sorted(resource_usage(report)) == sorted({launch.entry for launch in launches})
         modes = {launch.mode for launch in launches}
         assert {"grid", "rows", "tiles"} <= modes, modes
         # every convolution, its gradients and the weight update fused after them are tiles
@@ -274,3 +274,25 @@ def test_the_gpu_benchmark_runs_on_the_emulator(tmp_path):
     assert figures["backend"] == "ptx-emulated" and figures["fused"]["max_abs_error"] < 1e-5
     assert figures["fused"]["ember fused kernel"] > 0 and figures["sgemm"]["ember tiled sgemm"] > 0
     assert "device copy (cuMemcpyDtoD)" in done.stdout
+
+
+def test_kernels_of_one_structure_share_an_entry_and_report_their_own_errors():
+    """Identical layers launch one entry with their own buffers (one compile, as on the CPU);
+    each launch has its own status cell, so an error names the right kernel's message."""
+    layers = ember.nn.Sequential(*[ember.nn.Sequential(ember.nn.Linear(32, 32), ember.nn.Tanh()) for _ in range(3)])
+    with ember.no_grad():
+        graph = ember.trace(layers, ember.randn(40, 32))
+    target = PtxTarget()
+    launches = target.launches(driver.lower(driver.plan(graph), target))
+    assert len(launches) == 3 and len({launch.entry for launch in launches}) == 1
+    assert [launch.writes_entry for launch in launches] == [True, False, False]
+    with ember.no_grad():
+        compiled = ember.compile(layers, backend="ptx-emulated")
+        x = ember.randn(40, 32)
+        np.testing.assert_allclose(compiled(x).numpy(), layers(x).numpy(), rtol=1e-5, atol=1e-6)
+
+    def two_gathers(x, i, y, j):
+        return x[i] * 2, y[j] + 1
+    args = ember.randn(10), ember.tensor([1, 2]), ember.randn(7), ember.tensor([3, 9])
+    with pytest.raises(IndexError, match="index 9 is out of bounds for dimension 0 with size 7"):
+        ember.compile(two_gathers, backend="ptx-emulated")(*args)

@@ -127,7 +127,7 @@ def test_ptxas_accepts_the_ptx_of_every_kernel_the_lowering_produced(program, co
     assert result.returncode == 0, result.stderr
     found = entries(ptx)
     launches = description["launches"]
-    assert sorted(found) == sorted(launch["entry"] for launch in launches)
+    assert sorted(found) == sorted({launch["entry"] for launch in launches})
     assert {launch["kernel"] for launch in launches} == set(range(len(lowered.kernels)))
     for launch in launches:  # every entry takes its kernel's slots and the status cell
         kernel = lowered.kernels[launch["kernel"]]
@@ -284,17 +284,17 @@ class EmulatedGrid:
             array = (np.ascontiguousarray(inputs[external.key], dtype=external.dtype) if external.kind == "input"
                      else np.zeros(external.shape, dtype=external.dtype))
             arrays.append(array)
-        status = np.zeros(1, dtype=np.int32)
-        for launch in self.launches:
+        status = np.zeros(max(len(self.launches), 1), dtype=np.int32)  # a cell per launch
+        for number, launch in enumerate(self.launches):
             pointers = [arrays[where].ctypes.data if kind == "arg" else arena.ctypes.data + where
-                        for kind, where in launch["slots"]] + [status.ctypes.data]
+                        for kind, where in launch["slots"]] + [status.ctypes.data + 4 * number]
             blocks, threads = grid or (launch["blocks"], launch["threads"])
             if launch["mode"] in ("rows", "block"):  # shared reductions need whole warps
                 threads = max(WARP, threads - threads % WARP)
             if launch["mode"] == "tiles":  # 16 x 16 threads, each 4 x 4 outputs
                 threads = launch["threads"]
             self.module.launch(launch["entry"], pointers, blocks, threads)
-        assert status[0] == 0
+        assert not status.any()
         return {external.key: array for external, array in zip(lowered.externals, arrays)
                 if external.kind == "output"}
 
@@ -460,7 +460,7 @@ def test_sass_check_reports_each_entrys_registers_and_shared_memory():
     ok, report = assemble(ptx, "sm_80")
     assert ok, report
     usage = resource_usage(report)
-    assert sorted(usage) == sorted(launch["entry"] for launch in description["launches"])
+    assert sorted(usage) == sorted({launch["entry"] for launch in description["launches"]})
     for launch in description["launches"]:
         use = usage[launch["entry"]]
         assert use["registers"] > 0 and use["spill_stores"] == 0

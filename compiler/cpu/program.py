@@ -25,7 +25,7 @@ from ember.runtime.cpu_program import HEAD
 from .. import loop_ir as L
 from ..llvm.debug_locations import attach_debug_locations
 from ..llvm import kernels
-from ..llvm.kernels import PTR, statement_work
+from ..llvm.kernels import PTR, kernel_structure, statement_work
 from ..llvm.loops import declare
 from ..llvm.scalar import F32, I8, I32, I64, VALUE_TYPES
 
@@ -83,19 +83,6 @@ def build_module(target, program, module, sources=None):
     _write_entry(module, program, functions)
     attach_debug_locations(module, sources or {})
     return module
-
-
-def kernel_structure(program, kernel):
-    """What a kernel's function depends on: its statements over slot numbers, the slots'
-    dtypes and sizes, which slots may overlap and which share one location (in-place), and
-    how many errors it raises (numbered from 1 per kernel: the entry adds the program's base).
-    Buffer names and locations are not part of it: the entry passes the pointers."""
-    keys = [slot.key for slot in kernel.slots]
-    pairs = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys))
-             if frozenset((keys[i], keys[j])) in program.aliasing]
-    same_place = tuple((i, j) for i, j in pairs if program.locations.get(keys[i]) == program.locations.get(keys[j]))
-    return (kernel.kind, tuple((slot.dtype, slot.size, slot.writes) for slot in kernel.slots),
-            "\n".join(L.describe_statements(kernel.body, "")), tuple(pairs), same_place, len(kernel.errors))
 
 
 # ----------------------------------------------------------------------------- entry

@@ -62,6 +62,21 @@ def accumulators_read(body):
     return names
 
 
+def kernel_structure(program, kernel):
+    """What a kernel's function depends on: its statements over slot numbers, the slots'
+    dtypes and sizes, which slots may overlap and which share one location (in-place), and
+    how many errors it raises (numbered from 1 per kernel: the caller adds the program's base).
+    Buffer names and locations are not part of it: the caller passes the pointers. Kernels of
+    one structure share one function (the CPU target) or entry (the PTX target): a model's
+    transformer blocks give the same kernels once per block."""
+    keys = [slot.key for slot in kernel.slots]
+    pairs = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys))
+             if frozenset((keys[i], keys[j])) in program.aliasing]
+    same_place = tuple((i, j) for i, j in pairs if program.locations.get(keys[i]) == program.locations.get(keys[j]))
+    return (kernel.kind, tuple((slot.dtype, slot.size, slot.writes) for slot in kernel.slots),
+            "\n".join(L.describe_statements(kernel.body, "")), tuple(pairs), same_place, len(kernel.errors))
+
+
 class KernelWriter:
     """Writes kernel number `number` of `program` into `module` as `void @name(ptr slots...,
     ptr status, extra...)`. Subclasses set `body_writer` and may override `extra_arguments`,

@@ -9,7 +9,9 @@ i, i + grid size, ...; a "rows" launch runs it block-stride (block b takes rows 
 blocks, ...) with each row's statements shared by the block's threads, a "block" launch
 its statements so (block_statements.py); a "tiles" launch is a contraction tiled through shared memory (tiled_matmul.py); a "thread"
 launch runs them on the grid's first thread.
-Failed checks store their error number into the status cell, as on the CPU.
+Failed checks store their error number, counted from 1 within the kernel, into the status
+cell the launch is given (one per launch: kernels of one structure share their entries,
+target.py, so the runner adds the kernel's first error number).
 """
 from llvmlite import ir
 
@@ -41,6 +43,9 @@ class PtxKernelWriter(kernels.KernelWriter):
         super().__init__(target, module, program, kernel, number)
         self.launch = launch
         self.symbol = launch.entry
+
+    def error_offset(self, program, number):
+        return 0  # errors are numbered per kernel: entries are shared (the runner adds the base)
 
     def new_function(self, name, function_type):
         fn = super().new_function(name, function_type)
@@ -104,6 +109,6 @@ PtxKernelWriter.body_writer = PtxBodyWriter
 
 
 def write_launches(target, module, program, launches):
-    """Every launch's entry into `module`; returns the llvmlite functions, in launch order."""
+    """The entry of every launch that writes one into `module`; returns the llvmlite functions."""
     return [PtxKernelWriter(target, module, program, program.kernels[launch.kernel], launch.kernel, launch).write()
-            for launch in launches]
+            for launch in launches if launch.writes_entry]

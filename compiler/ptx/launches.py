@@ -47,6 +47,7 @@ class Launch:
     mode: str
     statements: list
     extent: int = 1
+    writes_entry: bool = True  # False: an earlier kernel of the same structure wrote this entry
 
     @property
     def blocks(self):

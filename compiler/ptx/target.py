@@ -86,17 +86,36 @@ class PtxTarget(LLVMTarget):
 
     # ------------------------------------------------------------------ code
     def launches(self, lowered):
-        """Every kernel's launches (launches.Launch), in the order the program runs them."""
+        """Every kernel's launches (launches.Launch), in the order the program runs them. A
+        kernel of the same structure as an earlier one (llvm/kernels.py `kernel_structure`:
+        a model's transformer blocks) launches the earlier one's entries with its own buffers."""
+        from dataclasses import replace
+        from ..llvm.kernels import kernel_structure
         from .launches import plan_launches
-        return [launch for number, kernel in enumerate(lowered.kernels) for launch in plan_launches(kernel, number)]
+        program, first, found = self.program(lowered), {}, []
+        for number, kernel in enumerate(lowered.kernels):
+            planned = plan_launches(kernel, number)
+            if not planned:
+                continue
+            key = kernel_structure(program, kernel)
+            if key in first:
+                planned = [replace(launch, entry=earlier.entry, writes_entry=False)
+                           for launch, earlier in zip(planned, first[key])]
+            else:
+                first[key] = planned
+            found.extend(planned)
+        return found
+
+    @staticmethod
+    def program(lowered):
+        from ..llvm.kernels import Program
+        return Program(lowered.graph.name, lowered.kernels, lowered.locations, lowered.aliasing, lowered.errors,
+                       lowered.error_base)
 
     def emit(self, lowered):
-        from ..llvm.kernels import Program
         from .kernels import write_launches
-        program = Program(lowered.graph.name, lowered.kernels, lowered.locations, lowered.aliasing,
-                          lowered.errors, lowered.error_base)
         module = self.new_module(lowered.graph.name)
-        write_launches(self, module, program, self.launches(lowered))
+        write_launches(self, module, self.program(lowered), self.launches(lowered))
         return self.define_intrinsics(module)
 
     def link(self, module, lowered, build, timer):
@@ -110,13 +129,15 @@ class PtxTarget(LLVMTarget):
 
     def describe(self, lowered, artifact):
         """The launches a runtime makes, in order: entry name, kernel number, blocks, threads
-        per block, and where each entry argument (the kernel's slots) lives."""
+        per block, where each entry argument (the kernel's slots) lives, and what the runner
+        adds to an error number the launch reports (its kernel's first error - 1)."""
         launches = []
         for launch in self.launches(lowered):
             kernel = lowered.kernels[launch.kernel]
             slots = [list(lowered.locations[slot.key]) for slot in kernel.slots]
             launches.append({"entry": launch.entry, "kernel": launch.kernel, "mode": launch.mode,
-                             "blocks": launch.blocks, "threads": launch.threads, "slots": slots})
+                             "blocks": launch.blocks, "threads": launch.threads, "slots": slots,
+                             "first_error": lowered.error_base[launch.kernel] if lowered.error_base else 0})
         from .launches import BLOCK_THREADS
         return {"compute_capability": self.compute_capability, "block_threads": BLOCK_THREADS,
                 "launches": launches}
@@ -150,7 +171,7 @@ class PtxTarget(LLVMTarget):
                                   f"`package` writes it out (the \"ptx-emulated\" backend runs it on this CPU)") from error
         module = device.load_module(payload.decode())
         launches = [(launch["entry"], launch["blocks"], launch["threads"], [tuple(slot) for slot in launch["slots"]],
-                     launch["mode"] == "tiles") for launch in description["launches"]]
+                     launch["mode"] == "tiles", launch["first_error"]) for launch in description["launches"]]
         return CudaRunner(device, module, program_spec(graph, planned.graph, description), launches, graph,
                           lower_again)
 
