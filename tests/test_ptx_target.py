@@ -73,6 +73,8 @@ PROGRAMS = {
     "mean_all": (lambda x: x.mean(), ((40, 32),)),
     "centered": (lambda x: x - x.mean(), ((40, 32),)),
     "softmax_rows": (_softmax_rows, ((16, 100),)),
+    "layer_norm_rows": (lambda x: ember.nn.functional.layer_norm(x, (100,)) * 2, ((16, 100),)),
+    "shifted_rows": (lambda x: ember.exp(x - x.amax(1, keepdim=True).roll(1, 0)), ((16, 100),)),
     "matmul_as_loops": (lambda x, w: ember.relu(x @ w), ((8, 5), (5, 6))),  # too short to tile
     "linear_tiles": (lambda x, w, b: ember.relu(x @ w.t() + b), ((70, 40), (66, 40), (66,))),
     "conv_tiles": (lambda x, w: ember.relu(ember.nn.functional.conv2d(x, w, padding=1, stride=(1, 2))),
@@ -128,11 +130,12 @@ def test_ptxas_accepts_the_ptx_of_every_kernel_the_lowering_produced(program, co
     found = entries(ptx)
     launches = description["launches"]
     assert sorted(found) == sorted({launch["entry"] for launch in launches})
-    assert {launch["kernel"] for launch in launches} == set(range(len(lowered.kernels)))
-    for launch in launches:  # every entry takes its kernel's slots and the status cell
-        kernel = lowered.kernels[launch["kernel"]]
-        assert found[launch["entry"]][0] == len(kernel.slots) + 1
-        assert launch["slots"] == [list(lowered.locations[slot.key]) for slot in kernel.slots]
+    assert {k for launch in launches for k in launch["kernels"]} == set(range(len(lowered.kernels)))
+    for launch in launches:  # every entry takes its kernel's slots (a merged run's: theirs) and the status cell
+        kernels = [lowered.kernels[k] for k in launch["kernels"]]
+        keys = list(dict.fromkeys(slot.key for kernel in kernels for slot in kernel.slots))
+        assert found[launch["entry"]][0] == len(keys) + 1
+        assert launch["slots"] == [list(lowered.locations[key]) for key in keys]
 
 
 @needs_ptxas
@@ -199,6 +202,32 @@ def test_contractions_become_shared_memory_tiles(program):
         # (a 20-row product leaves the rows 32 + ty and 48 + ty of its one tile unused)
         expected = DEPTH * min(PER_THREAD, -(-M // 16)) * min(PER_THREAD, -(-N // 16))
         assert body.count("fma.rn") == expected
+
+
+@pytest.mark.parametrize("program", ["softmax_rows", "layer_norm_rows"])
+def test_softmax_and_layer_norm_are_one_launch_per_row(program):
+    """Their row max/sum (mean/variance) and normalisation kernels merge into one launch:
+    a block computes a row's statistics, waits, and writes the row."""
+    lowered, ptx, description = compile_ptx(trace(program), "sm_90")
+    (launch,) = description["launches"]
+    assert launch["mode"] == "rows" and launch["kernels"] == list(range(len(lowered.kernels)))
+    assert len(lowered.kernels) == 3 and launch["entry"] == "__".join(k.name for k in lowered.kernels)
+    _, body = entries(ptx)[launch["entry"]]
+    assert body.count("bar.sync") >= 4  # two combines of two barriers each (and the row values handed over)
+
+
+def test_row_kernels_reading_another_rows_values_are_not_merged():
+    """x - (row max of the previous row): the second kernel reads a row value the first wrote
+    for another row, which another block computes: two launches (and right on the emulator,
+    test_the_ptx_targets_kernels_compute_the_program_on_an_emulated_grid[shifted_rows])."""
+    from ember.compiler.ptx.row_fusion import merge
+    target = PtxTarget()
+    lowered = driver.lower(driver.plan(trace("shifted_rows")), target)
+    assert len(target.launches(lowered)) == 2
+    assert merge(*lowered.kernels) is None
+    softmax = driver.lower(driver.plan(trace("softmax_rows")), target).kernels
+    assert merge(softmax[0], softmax[1]) is not None
+    assert merge(softmax[1], softmax[0]) is None  # the max kernel would overwrite what the sum reads
 
 
 def test_a_sum_over_all_elements_is_one_block_sharing_it():

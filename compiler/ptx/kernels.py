@@ -110,5 +110,6 @@ PtxKernelWriter.body_writer = PtxBodyWriter
 
 def write_launches(target, module, program, launches):
     """The entry of every launch that writes one into `module`; returns the llvmlite functions."""
-    return [PtxKernelWriter(target, module, program, program.kernels[launch.kernel], launch.kernel, launch).write()
+    return [PtxKernelWriter(target, module, program, launch.merged or program.kernels[launch.kernel], launch.kernel,
+                            launch).write()
             for launch in launches if launch.writes_entry]

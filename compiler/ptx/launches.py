@@ -48,6 +48,12 @@ class Launch:
     statements: list
     extent: int = 1
     writes_entry: bool = True  # False: an earlier kernel of the same structure wrote this entry
+    merged: object = None  # the Kernel of a run of row kernels merged into this launch (row_fusion.py)
+    through: int = None  # with `merged`: the number of the run's last kernel
+
+    @property
+    def last_kernel(self):
+        return self.kernel if self.through is None else self.through
 
     @property
     def blocks(self):

@@ -91,12 +91,8 @@ class PtxTarget(LLVMTarget):
         a model's transformer blocks) launches the earlier one's entries with its own buffers."""
         from dataclasses import replace
         from ..llvm.kernels import kernel_structure
-        from .launches import plan_launches
         program, first, found = self.program(lowered), {}, []
-        for number, kernel in enumerate(lowered.kernels):
-            planned = plan_launches(kernel, number)
-            if not planned:
-                continue
+        for number, kernel, planned in merge_row_kernels(lowered.kernels):
             key = kernel_structure(program, kernel)
             if key in first:
                 planned = [replace(launch, entry=earlier.entry, writes_entry=False)
@@ -105,6 +101,10 @@ class PtxTarget(LLVMTarget):
                 first[key] = planned
             found.extend(planned)
         return found
+
+    def kernel_of(self, lowered, launch):
+        """The loop Kernel a launch writes: its kernel's, or a merged run's."""
+        return launch.merged if launch.merged is not None else lowered.kernels[launch.kernel]
 
     @staticmethod
     def program(lowered):
@@ -128,14 +128,16 @@ class PtxTarget(LLVMTarget):
         return Artifact(ptx.encode(), "ptx", module_ref)
 
     def describe(self, lowered, artifact):
-        """The launches a runtime makes, in order: entry name, kernel number, blocks, threads
+        """The launches a runtime makes, in order: entry name, kernel number (and all the kernels
+        a merged run of row kernels computes), blocks, threads
         per block, where each entry argument (the kernel's slots) lives, and what the runner
         adds to an error number the launch reports (its kernel's first error - 1)."""
         launches = []
         for launch in self.launches(lowered):
-            kernel = lowered.kernels[launch.kernel]
+            kernel = self.kernel_of(lowered, launch)
             slots = [list(lowered.locations[slot.key]) for slot in kernel.slots]
             launches.append({"entry": launch.entry, "kernel": launch.kernel, "mode": launch.mode,
+                             "kernels": list(range(launch.kernel, launch.last_kernel + 1)),
                              "blocks": launch.blocks, "threads": launch.threads, "slots": slots,
                              "first_error": lowered.error_base[launch.kernel] if lowered.error_base else 0})
         from .launches import BLOCK_THREADS
@@ -156,7 +158,7 @@ class PtxTarget(LLVMTarget):
             return sass_check(ptx, self.compute_capability)
         from ember.ir.provenance import annotate_functions, describe_sources
         notes = {launch.entry: f"{launch.mode} launch, " + describe_sources(lowered.graph,
-                                                                           lowered.kernels[launch.kernel].nodes)
+                                                                           self.kernel_of(lowered, launch).nodes)
                  for launch in self.launches(lowered)}
         return annotate_functions(ptx, notes, "//")
 
@@ -208,6 +210,32 @@ def device_compute_capability():
         raise CudaUnavailable(f"ember ptx target: the CUDA device here is {found}; ember generates code for "
                               f"{', '.join(COMPUTE_CAPABILITIES)} and newer")
     return usable[-1]
+
+
+def merge_row_kernels(kernels):
+    """(kernel number, Kernel, its launches) for every kernel with launches; a run of
+    consecutive kernels of one "rows" launch each that row_fusion.merge accepts comes as one
+    merged Kernel (numbered as the run's first) with one launch."""
+    from dataclasses import replace
+    from .launches import plan_launches
+    from .row_fusion import merge
+
+    def single_rows(launches):
+        return len(launches) == 1 and launches[0].mode == "rows"
+    found = []  # [first number, Kernel, launches, last number]
+    for number, kernel in enumerate(kernels):
+        planned = plan_launches(kernel, number)
+        if not planned:
+            continue
+        if found and single_rows(planned) and single_rows(found[-1][2]) and found[-1][3] == number - 1:
+            merged = merge(found[-1][1], kernel)
+            if merged is not None:
+                (launch,) = found[-1][2]
+                found[-1] = [found[-1][0], merged, [replace(launch, entry=merged.name, statements=merged.body,
+                                                            merged=merged, through=number)], number]
+                continue
+        found.append([number, kernel, planned, number])
+    return [(number, kernel, launches) for number, kernel, launches, _ in found]
 
 
 __all__ = ["PtxTarget", "CudaRunner", "TRIPLE", "COMPUTE_CAPABILITIES"]
