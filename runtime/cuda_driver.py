@@ -127,14 +127,27 @@ class CudaDevice:
                     f"cuModuleGetFunction({name})")
         return handle
 
-    def launch(self, function, pointers, blocks, threads, name="", exact=True):
-        """Launch `function` over `blocks` x `threads` on the stream with device addresses as
-        its arguments (asynchronous: a later copy_out or synchronize waits for it)."""
+    def launcher(self, function, pointers, blocks, threads, name="", exact=True):
+        """A callable that launches `function` over `blocks` x `threads` on the stream with
+        these device addresses as its arguments (asynchronous: a later copy_out or synchronize
+        waits for it). The argument array is built once: a call costs one cuLaunchKernel."""
         values = [ctypes.c_uint64(p) for p in pointers]
-        parameters = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-        self._check(self.lib.cuLaunchKernel(function, blocks, 1, 1, threads, 1, 1, 0, self.stream,
-                                            ctypes.cast(parameters, ctypes.c_void_p), None),
-                    f"cuLaunchKernel({name or 'kernel'}, {blocks} blocks of {threads} threads)")
+        parameters = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
+        arguments = (function, blocks, 1, 1, threads, 1, 1, 0, self.stream, ctypes.cast(parameters, ctypes.c_void_p),
+                     None)
+        launch, check = self.lib.cuLaunchKernel, self._check
+        what = f"cuLaunchKernel({name or 'kernel'}, {blocks} blocks of {threads} threads)"
+
+        def run():
+            code = launch(*arguments)
+            if code:
+                check(code, what)
+        run.keep = (values, parameters)
+        return run
+
+    def launch(self, function, pointers, blocks, threads, name="", exact=True):
+        """Launch once (see `launcher`)."""
+        self.launcher(function, pointers, blocks, threads, name, exact)()
 
     def synchronize(self):
         self._check(self.lib.cuStreamSynchronize(self.stream), "cuStreamSynchronize")

@@ -40,7 +40,7 @@ class CudaProgram:
             if entry not in functions:
                 functions[entry] = device.function(module, entry)
             status = self.status + STATUS_BYTES * number
-            self.launches.append((functions[entry], pointers + [status], blocks, threads, entry, exact))
+            self.launches.append(device.launcher(functions[entry], pointers + [status], blocks, threads, entry, exact))
             self.first_errors.append(first_error)
 
     def __call__(self, inputs, params):
@@ -71,8 +71,8 @@ class CudaProgram:
     def launch(self):
         """Queue every launch of the program on the data already on the device (what a call
         does between its copies; benchmarks time it alone with device.elapsed_ms)."""
-        for function, pointers, blocks, threads, entry, exact in self.launches:
-            self.device.launch(function, pointers, blocks, threads, entry, exact)
+        for launch in self.launches:
+            launch()
 
     def close(self):
         """Give the device memory back (also done when the program is collected)."""

@@ -56,10 +56,15 @@ class EmulatedCudaDevice:
     def function(self, module, name):
         return (module, name)
 
-    def launch(self, function, pointers, blocks, threads, name="", exact=False):
-        """Run the launch now; unless `exact`, with at most `block_threads` threads per block."""
+    def launcher(self, function, pointers, blocks, threads, name="", exact=False):
+        """A callable that runs the launch to completion; unless `exact`, with at most
+        `block_threads` threads per block."""
         module, entry = function
-        module.launch(entry, pointers, blocks, threads if exact else min(threads, self.block_threads))
+        threads = threads if exact else min(threads, self.block_threads)
+        return lambda: module.launch(entry, pointers, blocks, threads)
+
+    def launch(self, function, pointers, blocks, threads, name="", exact=False):
+        self.launcher(function, pointers, blocks, threads, name, exact)()
 
     def synchronize(self):
         pass
