@@ -15,7 +15,8 @@ only where the host has no such thing:
 - shared memory (`addrspace(3)`) becomes ordinary globals: blocks run one after another,
   so one copy serves each block in turn.
 A launch whose entry neither waits nor shuffles runs its threads one after another on the
-calling thread (fast); the others get a thread per GPU thread, blocks in order.
+calling thread (a loop compiled beside the entry: fast); the others get a thread per GPU
+thread, blocks in order.
 """
 import ctypes
 import re
@@ -200,23 +201,42 @@ def retarget(nvptx_text):
     return text + _CONTEXT_IR + registers
 
 
-def _entries_that_synchronise(nvptx_text):
-    """{name: parameter count} of the module's functions whose bodies wait on a barrier or shuffle."""
+def _entries(nvptx_text):
+    """{name: (parameter count, whether it waits on a barrier or shuffles)} of the module's kernels."""
     found = {}
-    for match in re.finditer(r'define [^@]*@"?([\w.$]+)"?\(([^)]*)\)(.*?)\n}\n', nvptx_text, re.S):
+    for match in re.finditer(r'define ptx_kernel [^@]*@"?([\w.$]+)"?\(([^)]*)\)(.*?)\n}\n', nvptx_text, re.S):
         name, parameters, body = match.groups()
-        if "llvm.nvvm.barrier0" in body or "llvm.nvvm.shfl" in body:
-            found[name] = parameters.count("ptr")
+        found[name] = (parameters.count("ptr"), "llvm.nvvm.barrier0" in body or "llvm.nvvm.shfl" in body)
     return found
+
+
+def _unpacked_arguments(arguments):
+    """IR loading `arguments` pointers from %argv, and the call's argument list."""
+    loads = "".join(f'  %a{k}.at = getelementptr ptr, ptr %argv, i64 {k}\n  %a{k} = load ptr, ptr %a{k}.at\n'
+                    for k in range(arguments))
+    return loads, ", ".join(f"ptr %a{k}" for k in range(arguments))
+
+
+def _serial_driver(name, arguments):
+    """`void grid.serial.<name>(ptr argv, i32 blocks, i32 threads)`: a launch that neither waits
+    nor shuffles, its threads run one after another on the calling thread (no Python per thread)."""
+    loads, call_arguments = _unpacked_arguments(arguments)
+    return (f'define void @"grid.serial.{name}"(ptr %argv, i32 %blocks, i32 %threads) {{\nentry:\n'
+            f'  %context = call ptr @"grid.context"()\n  %ctaid_at = getelementptr i32, ptr %context, i64 2\n{loads}'
+            f'  br label %block\nblock:\n  %b = phi i32 [0, %entry], [%b.next, %block.end]\n'
+            f'  store i32 %b, ptr %ctaid_at\n  br label %thread\n'
+            f'thread:\n  %t = phi i32 [0, %block], [%t.next, %thread]\n  store i32 %t, ptr %context\n'
+            f'  call void @"{name}"({call_arguments})\n  %t.next = add i32 %t, 1\n'
+            f'  %t.more = icmp slt i32 %t.next, %threads\n  %b.next = add i32 %b, 1\n'
+            f'  %b.more = icmp slt i32 %b.next, %blocks\n  br i1 %t.more, label %thread, label %block.end\n'
+            f'block.end:\n  br i1 %b.more, label %block, label %done\ndone:\n  ret void\n}}\n')
 
 
 def _thread_driver(name, arguments):
     """`void grid.thread.<name>(ptr argv, i32 blocks)`: one emulated thread's whole launch:
     for each block, set the block index, run the entry, leave its barriers, and meet the other
     threads twice (between the meetings the first thread resets the barriers for the next block)."""
-    loads = "".join(f'  %a{k}.at = getelementptr ptr, ptr %argv, i64 {k}\n  %a{k} = load ptr, ptr %a{k}.at\n'
-                    for k in range(arguments))
-    call_arguments = ", ".join(f"ptr %a{k}" for k in range(arguments))
+    loads, call_arguments = _unpacked_arguments(arguments)
     return (f'define void @"grid.thread.{name}"(ptr %argv, i32 %blocks) {{\nentry:\n'
             f'  %context = call ptr @"grid.context"()\n  %ctaid_at = getelementptr i32, ptr %context, i64 2\n{loads}'
             f'  br label %loop\nloop:\n  %block = phi i32 [0, %entry], [%next, %loop]\n'
@@ -235,8 +255,10 @@ class EmulatedModule:
         llvm.initialize_native_asmprinter()
         for symbol in _LIBC_CALLS:
             llvm.add_symbol(symbol, ctypes.cast(getattr(_LIBC, symbol), ctypes.c_void_p).value)
-        self.synchronising = _entries_that_synchronise(nvptx_text)
-        drivers = "".join(_thread_driver(name, count) for name, count in self.synchronising.items())
+        entries = _entries(nvptx_text)
+        self.synchronising = {name for name, (_, waits) in entries.items() if waits}
+        drivers = "".join((_thread_driver if waits else _serial_driver)(name, count)
+                          for name, (count, waits) in entries.items())
         module = llvm.parse_assembly(f'target triple = "{llvm.get_process_triple()}"\n' + retarget(nvptx_text)
                                      + drivers)
         module.verify()
@@ -246,31 +268,29 @@ class EmulatedModule:
         ctypes.c_int32.from_address(self.engine.get_global_value_address("grid.key")).value = _KEY.value
         self._entries = {}
 
-    def entry(self, name, arguments):
-        if name not in self._entries:
-            address = self.engine.get_function_address(name)
+    def driver(self, kind, name):
+        """The ctypes function of grid.<kind>.<name> (kind "serial" or "thread")."""
+        key = (kind, name)
+        if key not in self._entries:
+            address = self.engine.get_function_address(f"grid.{kind}.{name}")
             if not address:
                 raise KeyError(f"ember grid emulator: the module has no entry {name!r}")
-            self._entries[name] = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * arguments)(address)
-        return self._entries[name]
+            arguments = [ctypes.c_void_p, ctypes.c_int32] + ([ctypes.c_int32] if kind == "serial" else [])
+            self._entries[key] = ctypes.CFUNCTYPE(None, *arguments)(address)
+        return self._entries[key]
 
     def launch(self, name, pointers, blocks, threads):
-        entry = self.entry(name, len(pointers))
         if name not in self.synchronising:
+            driver = self.driver("serial", name)
             context = _Context(0, threads, 0, blocks)
             _LIBC.pthread_setspecific(_KEY, ctypes.byref(context))
-            for block in range(blocks):
-                context.ctaid = block
-                for thread in range(threads):
-                    context.tid = thread
-                    entry(*pointers)
+            arguments = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
+            driver(ctypes.addressof(arguments), blocks, threads)
             return
         if threads % WARP:
             raise ValueError(f"ember grid emulator: {name} waits or shuffles, so its blocks need whole warps "
                              f"({threads} threads is not a multiple of {WARP})")
-        driver = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32)(
-            self.engine.get_function_address(f"grid.thread.{name}"))
-        _run_threads(driver, pointers, blocks, threads)
+        _run_threads(self.driver("thread", name), pointers, blocks, threads)
 
 
 class _Barriers:
