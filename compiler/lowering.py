@@ -176,6 +176,9 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
             source = graph.node(spine[0])
             at = index_of[spine[0]]
             if node.op == "reshape":
+                if 0 in tuple(node.shape):  # an empty tensor: no iteration reaches this index
+                    index_of[n] = tuple(L.index(0) for _ in node.shape)
+                    continue
                 flat = flat_offset(at, source.shape)
                 index_of[n] = tuple(L.imod(L.ifloordiv(flat, st), d) for st, d in zip(strides_of(node.shape), node.shape))
             elif node.op == "permute":
@@ -452,6 +455,8 @@ def _nest_statement(loops, stmt, scope):
 def _reduce_init(combine, dtype):
     if combine in REDUCE_INIT:
         return L.const(REDUCE_INIT[combine], dtype)
+    if dtype == "bool":  # (False is the least value, True the greatest)
+        return L.const(combine not in ("max", "argmax"), dtype)
     if combine in ("max", "argmax"):
         return L.const(-np.inf if dtype in L.FLOATS else np.iinfo(dtype).min, dtype)
     return L.const(np.inf if dtype in L.FLOATS else np.iinfo(dtype).max, dtype)

@@ -108,9 +108,13 @@ class CudaDevice:
         self._check(self.lib.cuMemcpyDtoDAsync_v2(ctypes.c_uint64(target), ctypes.c_uint64(source),
                                                   ctypes.c_size_t(nbytes), self.stream), "cuMemcpyDtoDAsync_v2")
 
-    def zero(self, address, nbytes):
-        self._check(self.lib.cuMemsetD8Async(ctypes.c_uint64(address), ctypes.c_ubyte(0), ctypes.c_size_t(nbytes),
+    def fill(self, address, nbytes, byte):
+        """Set `nbytes` bytes at `address` to `byte`, on the stream."""
+        self._check(self.lib.cuMemsetD8Async(ctypes.c_uint64(address), ctypes.c_ubyte(byte), ctypes.c_size_t(nbytes),
                                              self.stream), "cuMemsetD8Async")
+
+    def zero(self, address, nbytes):
+        self.fill(address, nbytes, 0)
 
     # ------------------------------------------------------------------ code
     def load_module(self, ptx):

@@ -47,8 +47,11 @@ class EmulatedCudaDevice:
     def copy_on_device(self, target, source, nbytes):
         ctypes.memmove(target, source, nbytes)
 
+    def fill(self, address, nbytes, byte):
+        ctypes.memset(address, byte, nbytes)
+
     def zero(self, address, nbytes):
-        ctypes.memset(address, 0, nbytes)
+        self.fill(address, nbytes, 0)
 
     def load_module(self, llvm_text):
         return EmulatedModule(llvm_text if isinstance(llvm_text, str) else llvm_text.decode())

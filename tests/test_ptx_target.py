@@ -224,10 +224,11 @@ def test_row_kernels_reading_another_rows_values_are_not_merged():
     target = PtxTarget()
     lowered = driver.lower(driver.plan(trace("shifted_rows")), target)
     assert len(target.launches(lowered)) == 2
-    assert merge(*lowered.kernels) is None
-    softmax = driver.lower(driver.plan(trace("softmax_rows")), target).kernels
-    assert merge(softmax[0], softmax[1]) is not None
-    assert merge(softmax[1], softmax[0]) is None  # the max kernel would overwrite what the sum reads
+    assert merge(*lowered.kernels, lowered.locations) is None
+    softmax = driver.lower(driver.plan(trace("softmax_rows")), target)
+    assert merge(softmax.kernels[0], softmax.kernels[1], softmax.locations) is not None
+    # the max kernel would overwrite what the sum reads
+    assert merge(softmax.kernels[1], softmax.kernels[0], softmax.locations) is None
 
 
 def test_a_sum_over_all_elements_is_one_block_sharing_it():
@@ -313,7 +314,7 @@ class EmulatedGrid:
             array = (np.ascontiguousarray(inputs[external.key], dtype=external.dtype) if external.kind == "input"
                      else np.zeros(external.shape, dtype=external.dtype))
             arrays.append(array)
-        status = np.zeros(max(len(self.launches), 1), dtype=np.int32)  # a cell per launch
+        status = np.full(max(len(self.launches), 1), -1, dtype=np.int32)  # a cell per launch, "no error"
         for number, launch in enumerate(self.launches):
             pointers = [arrays[where].ctypes.data if kind == "arg" else arena.ctypes.data + where
                         for kind, where in launch["slots"]] + [status.ctypes.data + 4 * number]
@@ -323,7 +324,7 @@ class EmulatedGrid:
             if launch["mode"] == "tiles":  # 16 x 16 threads, each 4 x 4 outputs
                 threads = launch["threads"]
             self.module.launch(launch["entry"], pointers, blocks, threads)
-        assert not status.any()
+        assert (status == -1).all()
         return {external.key: array for external, array in zip(lowered.externals, arrays)
                 if external.kind == "output"}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from .. import loop_ir as L
-from .scalar import I64, VALUE_TYPES, ScalarEmitter, is_float, load_value, store_value
+from .scalar import I64, UNSIGNED, VALUE_TYPES, ScalarEmitter, is_float, load_value, store_value
 
 PTR = ir.PointerType()
 REDUCE_FLAGS = ("reassoc", "nsz")
@@ -265,7 +265,8 @@ class BodyWriter:
         if floating:
             op = "maximum" if combine == "max" else "minimum"
             return b.call(self.emitter.float_intrinsic(op, VALUE_TYPES[dtype], 2), [current, value])
-        wins = b.icmp_signed(">" if combine == "max" else "<", value, current)
+        compare = b.icmp_unsigned if dtype in UNSIGNED else b.icmp_signed
+        wins = compare(">" if combine == "max" else "<", value, current)
         return b.select(wins, value, current)
 
     def arg_update(self, stmt, value, best, dtype):
@@ -277,7 +278,7 @@ class BodyWriter:
             nan_first = b.and_(b.fcmp_unordered("uno", value, value), b.fcmp_ordered("ord", best, best))
             wins = b.or_(wins, nan_first)
         else:
-            wins = b.icmp_signed(symbol, value, best)
+            wins = (b.icmp_unsigned if dtype in UNSIGNED else b.icmp_signed)(symbol, value, best)
         position = self.emitter.emit(stmt.position)
         index_cell = self.accumulator(stmt.index_name)
         old_index = b.load(index_cell, typ=I64)

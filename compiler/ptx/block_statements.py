@@ -16,7 +16,7 @@ from llvmlite import ir
 
 from .. import loop_ir as L
 from ..llvm.loops import I32, I64, counted_loop, declare
-from ..llvm.scalar import VALUE_TYPES, is_float
+from ..llvm.scalar import UNSIGNED, VALUE_TYPES, is_float
 from .launches import WARP, block_roles
 
 BARRIER = "llvm.nvvm.barrier0"  # bar.sync 0
@@ -58,7 +58,10 @@ def identity(combine, dtype):
     if is_float(dtype):
         return {"add": -0.0, "mul": 1.0, "max": float("-inf"), "min": float("inf")}[combine]
     bits = VALUE_TYPES[dtype].width
-    low, high = (0, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    if dtype in UNSIGNED:  # (compared without sign: kernels.BodyWriter.combine)
+        low, high = 0, (1 << bits) - 1
+    else:
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return {"add": 0, "mul": 1, "max": low, "min": high}[combine]
 
 

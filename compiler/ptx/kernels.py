@@ -9,7 +9,7 @@ i, i + grid size, ...; a "rows" launch runs it block-stride (block b takes rows 
 blocks, ...) with each row's statements shared by the block's threads, a "block" launch
 its statements so (block_statements.py); a "tiles" launch is a contraction tiled through shared memory (tiled_matmul.py); a "thread"
 launch runs them on the grid's first thread.
-Failed checks store their error number, counted from 1 within the kernel, into the status
+Failed checks keep the least error number, counted from 1 within the kernel, in the status
 cell the launch is given (one per launch: kernels of one structure share their entries,
 target.py, so the runner adds the kernel's first error number).
 """
@@ -88,6 +88,15 @@ class PtxKernelWriter(kernels.KernelWriter):
 
 class PtxBodyWriter(kernels.BodyWriter):
     """Statements on the GPU: the launch's top-level parallel loop spreads over the grid."""
+
+    def check(self, stmt):
+        """A failed check keeps the smallest error number of the launch in its status cell
+        (atomic unsigned min; the runner fills the cell with NO_ERROR): whichever thread fails
+        first, the launch reports the check that comes first in the program."""
+        b = self.builder
+        code = self.writer.first_error + stmt.error + 1
+        with b.if_then(b.not_(self.emitter.emit(stmt.cond)), likely=False):
+            b.atomic_rmw("umin", self.status, ir.Constant(I32, code), "monotonic")
 
     def distributes(self, loop):
         return self.writer.launch.mode == "grid" and loop.parallel

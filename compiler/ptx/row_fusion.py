@@ -6,8 +6,10 @@ into one "rows" launch whose block computes a row's statistics and then uses the
 barriers between (block_statements.py).
 
 Kernels A then B merge when B reads what A wrote only at the row's own element (a row
-value, `m[i]`), neither writes what the other reads otherwise, and the concatenated row body
-is one a block can share (launches.block_roles). B's loop variables and accumulators are
+value, `m[i]`), neither writes what the other reads otherwise, B writes no bytes that A
+reads or writes (the memory plan, made for A then B, may give a buffer A no longer needs to
+one B writes: merged, one block would overwrite another's rows), and the concatenated row
+body is one a block can share (launches.block_roles). B's loop variables and accumulators are
 renamed apart, its slots renumbered into the merged kernel's, its checks' error numbers
 shifted after A's (consecutive kernels number their errors consecutively, so the merged
 kernel's numbering continues the program's).
@@ -87,9 +89,31 @@ def _touched(kernel, body):
     return stores, loads
 
 
-def merge(first, second):
+def _extent(slot, locations):
+    """(where, start byte, end byte) of a slot's buffer: the arena's bytes, or a whole argument."""
+    kind, where = locations[slot.key]
+    if kind == "arena":
+        import numpy as np
+        return "arena", where, where + slot.size * np.dtype(slot.dtype).itemsize
+    return ("arg", where), 0, 1
+
+
+def _overlap(slots_a, slots_b, locations):
+    """Whether some buffer of `slots_a` and some of `slots_b` share bytes (the memory plan
+    was made for the kernels one after the other: a dead buffer's bytes are reused)."""
+    for a in slots_a:
+        where_a, start_a, end_a = _extent(a, locations)
+        for b in slots_b:
+            where_b, start_b, end_b = _extent(b, locations)
+            if where_a == where_b and start_a < end_b and start_b < end_a:
+                return True
+    return False
+
+
+def merge(first, second, locations):
     """One kernel computing `first` then `second` (each a rows kernel: one top-level parallel
-    loop over the same rows), or None when they cannot share a launch (module docstring)."""
+    loop over the same rows), or None when they cannot share a launch (module docstring).
+    `locations` ({slot key: ("arena", byte offset) | ("arg", k)}) says where buffers live."""
     (rows_a,), (rows_b,) = first.body, second.body
     if rows_a.extent != rows_b.extent or first.scratch_bytes or second.scratch_bytes:
         return None  # (group scratch of two kernels may be the same bytes)
@@ -121,6 +145,12 @@ def merge(first, second):
     stores_b, loads_b = _touched(merged, body_b)
     if set(stores_a) & set(stores_b) or set(stores_b) & set(loads_a):
         return None
+    by_key = {slot.key: slot for slot in slots}
+    written_b = [by_key[key] for key in stores_b]
+    if _overlap(written_b, [by_key[key] for key in set(loads_a) | set(stores_a)], locations):
+        return None  # the second kernel would overwrite bytes the first reads or writes for other rows
+    if _overlap([by_key[key] for key in loads_b if key not in stores_a], [by_key[key] for key in stores_a], locations):
+        return None  # (a buffer the second reads sharing bytes with one the first writes)
     row = rows_a.name
     for key, offsets in loads_b.items():
         if key not in stores_a:

@@ -92,7 +92,7 @@ class PtxTarget(LLVMTarget):
         from dataclasses import replace
         from ..llvm.kernels import kernel_structure
         program, first, found = self.program(lowered), {}, []
-        for number, kernel, planned in merge_row_kernels(lowered.kernels):
+        for number, kernel, planned in merge_row_kernels(lowered.kernels, lowered.locations):
             key = kernel_structure(program, kernel)
             if key in first:
                 planned = [replace(launch, entry=earlier.entry, writes_entry=False)
@@ -212,7 +212,7 @@ def device_compute_capability():
     return usable[-1]
 
 
-def merge_row_kernels(kernels):
+def merge_row_kernels(kernels, locations):
     """(kernel number, Kernel, its launches) for every kernel with launches; a run of
     consecutive kernels of one "rows" launch each that row_fusion.merge accepts comes as one
     merged Kernel (numbered as the run's first) with one launch."""
@@ -228,7 +228,7 @@ def merge_row_kernels(kernels):
         if not planned:
             continue
         if found and single_rows(planned) and single_rows(found[-1][2]) and found[-1][3] == number - 1:
-            merged = merge(found[-1][1], kernel)
+            merged = merge(found[-1][1], kernel, locations)
             if merged is not None:
                 (launch,) = found[-1][2]
                 found[-1] = [found[-1][0], merged, [replace(launch, entry=merged.name, statements=merged.body,
