@@ -18,11 +18,13 @@ NO_ERROR = 0xFFFFFFFF  # a status cell's value until a check fails (kernels keep
 
 class CudaProgram:
     """program(inputs {node id: array}, params {name: array}) -> {node id: array}, on `device`.
-    `launches`: [(entry, blocks, threads, slots, exact, first_error)] with slots [(kind, where)]:
-    ("arg", k) for external k, ("arena", byte offset); `exact`: the kernel needs exactly
-    `threads` threads per block (others compute the same with any multiple of 32, see
-    emulated_cuda.py); `first_error`: what to add to the error number the launch reports
-    (entries are shared between kernels of one structure, so they number errors from 1)."""
+    `launches`: [(entry, blocks, threads, slots, exact, first_error, partials)] with slots
+    [(kind, where)]: ("arg", k) for external k, ("arena", byte offset); `exact`: the kernel
+    needs exactly `threads` threads per block (others compute the same with any multiple of
+    32, see emulated_cuda.py); `first_error`: what to add to the error number the launch
+    reports (entries are shared between kernels of one structure, so they number errors from
+    1); `partials`: bytes of a new buffer passed after the status cell (the first launch of a
+    split reduction), -1 to pass the previous launch's (its second), 0 for none."""
 
     def __init__(self, device, module, spec, launches):
         self.device, self.module, self.spec = device, module, spec
@@ -35,13 +37,17 @@ class CudaProgram:
             if external.kind == "constant":
                 device.copy_in(address, np.ascontiguousarray(np.broadcast_to(external.key, external.shape),
                                                              dtype=external.dtype))
-        self.launches, self.first_errors, functions = [], [], {}
-        for number, (entry, blocks, threads, slots, exact, first_error) in enumerate(launches):
+        self.launches, self.first_errors, self.partials, functions = [], [], [], {}
+        for number, (entry, blocks, threads, slots, exact, first_error, partials) in enumerate(launches):
             pointers = [self.buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
             if entry not in functions:
                 functions[entry] = device.function(module, entry)
-            status = self.status + STATUS_BYTES * number
-            self.launches.append(device.launcher(functions[entry], pointers + [status], blocks, threads, entry, exact))
+            pointers.append(self.status + STATUS_BYTES * number)
+            if partials > 0:
+                self.partials.append(device.allocate(partials))
+            if partials:
+                pointers.append(self.partials[-1])
+            self.launches.append(device.launcher(functions[entry], pointers, blocks, threads, entry, exact))
             self.first_errors.append(first_error)
 
     def __call__(self, inputs, params):
@@ -80,9 +86,9 @@ class CudaProgram:
 
     def close(self):
         """Give the device memory back (also done when the program is collected)."""
-        for address in [self.arena, self.status, *self.buffers]:
+        for address in [self.arena, self.status, *self.buffers, *self.partials]:
             self.device.free(address)
-        self.buffers, self.launches = [], []
+        self.buffers, self.launches, self.partials = [], [], []
         self.arena = self.status = None
 
     def __del__(self):

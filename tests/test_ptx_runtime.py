@@ -369,3 +369,21 @@ def test_a_compiled_program_is_loaded_and_launched_through_the_driver(fake_drive
     assert out.shape == (16, 100) and not out.numpy().any() and fake_driver.fake_launches() == 1
     assert fake_driver.fake_last_name().startswith(b"reduce_amax") and fake_driver.fake_block() == 256
     assert fake_driver.fake_grid() == 16  # a block per row
+
+
+def test_a_long_reduction_runs_split_with_a_buffer_of_partial_values(cache_dir):
+    """A mean of squares over 90000 elements: many blocks write partial sums into a buffer the
+    runner allocates for the pair of launches, then one block finishes."""
+    with ember.no_grad():
+        graph = ember.trace(lambda x: ((x * x).mean(), x.amin()), ember.randn(300, 300))
+    runner = backend_named("ptx-emulated", cache_dir).compile(graph)
+    assert len(runner.partials) == 2  # one buffer per split reduction
+    x = np.random.default_rng(3).standard_normal((300, 300)).astype(np.float32)
+    got = runner({graph.inputs[0]: x}, {})
+    mean, least = (got[o] for o in graph.outputs)
+    np.testing.assert_allclose(mean, np.mean(x.astype(np.float64) ** 2), rtol=1e-5)
+    assert least == x.min()
+    device = cuda_driver.open_device(emulated=True)
+    before = len(device._memory)
+    runner.close()
+    assert len(device._memory) == before - 2 - len(runner.spec.externals) - 2

@@ -70,6 +70,7 @@ PROGRAMS = {
     "row_mean": (lambda x: x.mean(1), ((32, 64),)),
     "column_sum": (lambda x: x.sum(0), ((40, 32),)),
     "sum_all": (lambda x: x.sum(), ((40, 32),)),
+    "long_sum": (lambda x: ((x * x).mean() + 1, x.amax()), ((300, 300),)),  # split: many blocks, then one
     "mean_all": (lambda x: x.mean(), ((40, 32),)),
     "centered": (lambda x: x - x.mean(), ((40, 32),)),
     "softmax_rows": (_softmax_rows, ((16, 100),)),
@@ -134,7 +135,7 @@ def test_ptxas_accepts_the_ptx_of_every_kernel_the_lowering_produced(program, co
     for launch in launches:  # every entry takes its kernel's slots (a merged run's: theirs) and the status cell
         kernels = [lowered.kernels[k] for k in launch["kernels"]]
         keys = list(dict.fromkeys(slot.key for kernel in kernels for slot in kernel.slots))
-        assert found[launch["entry"]][0] == len(keys) + 1
+        assert found[launch["entry"]][0] == len(keys) + 1 + bool(launch["partial_bytes"])
         assert launch["slots"] == [list(lowered.locations[key]) for key in keys]
 
 
@@ -231,6 +232,22 @@ def test_row_kernels_reading_another_rows_values_are_not_merged():
     assert merge(softmax.kernels[1], softmax.kernels[0], softmax.locations) is None
 
 
+def test_a_long_reduction_is_split_over_many_blocks_then_one():
+    from ember.compiler.ptx.split_reductions import MAX_PARTIALS, PARTIAL_BYTES, PER_THREAD
+    lowered, ptx, description = compile_ptx(trace("long_sum"), "sm_90")
+    modes = [launch["mode"] for launch in description["launches"]]
+    assert modes.count("partials") == modes.count("finish") >= 1
+    for first, second in zip(description["launches"], description["launches"][1:]):
+        if first["mode"] == "partials":
+            assert second["mode"] == "finish" and second["kernel"] == first["kernel"]
+            blocks = min(MAX_PARTIALS, -(-90000 // (BLOCK_THREADS * PER_THREAD)))
+            assert (first["blocks"], first["threads"], second["blocks"]) == (blocks, BLOCK_THREADS, 1)
+            assert first["partial_bytes"] == second["partial_bytes"] and first["partial_bytes"] % (PARTIAL_BYTES * blocks) == 0
+            for launch in (first, second):
+                _, body = entries(ptx)[launch["entry"]]
+                assert "shfl.sync.bfly" in body and "bar.sync" in body
+
+
 def test_a_sum_over_all_elements_is_one_block_sharing_it():
     lowered, ptx, description = compile_ptx(trace("sum_all"), "sm_90")
     (launch,) = description["launches"]
@@ -318,8 +335,12 @@ class EmulatedGrid:
         for number, launch in enumerate(self.launches):
             pointers = [arrays[where].ctypes.data if kind == "arg" else arena.ctypes.data + where
                         for kind, where in launch["slots"]] + [status.ctypes.data + 4 * number]
+            if launch["mode"] == "partials":  # a split reduction's buffer, shared with its "finish"
+                partials = np.zeros(launch["partial_bytes"], np.uint8)
+            if launch["partial_bytes"]:
+                pointers.append(partials.ctypes.data)
             blocks, threads = grid or (launch["blocks"], launch["threads"])
-            if launch["mode"] in ("rows", "block"):  # shared reductions need whole warps
+            if launch["mode"] in ("rows", "block", "partials", "finish"):  # shared reductions need whole warps
                 threads = max(WARP, threads - threads % WARP)
             if launch["mode"] == "tiles":  # 16 x 16 threads, each 4 x 4 outputs
                 threads = launch["threads"]

@@ -18,6 +18,7 @@ from llvmlite import ir
 from ..llvm import kernels
 from ..llvm.loops import I32, I64, counted_loop, declare
 from .block_statements import write_shared_body
+from .split_reductions import SplitWriter
 from .tiled_matmul import matmul_nest, write_tiles
 from .launches import BLOCK_THREADS
 
@@ -44,6 +45,10 @@ class PtxKernelWriter(kernels.KernelWriter):
         self.launch = launch
         self.symbol = launch.entry
 
+    def extra_arguments(self):
+        """A split reduction's launches take the partial-values buffer after the status cell."""
+        return [kernels.PTR] if self.launch.partial_bytes else []
+
     def error_offset(self, program, number):
         return 0  # errors are numbered per kernel: entries are shared (the runner adds the base)
 
@@ -66,6 +71,12 @@ class PtxKernelWriter(kernels.KernelWriter):
             (nest_loop,) = self.launch.statements
             write_tiles(body, matmul_nest(nest_loop), special_register(b, "tid"), special_register(b, "ctaid"),
                         special_register(b, "nctaid"))
+            return
+        if mode in ("partials", "finish"):
+            writer = SplitWriter(body, special_register(b, "tid"), special_register(b, "ntid"),
+                                 special_register(b, "ctaid"), special_register(b, "nctaid"), body.extra[0],
+                                 self.launch.statements)
+            writer.write_partials() if mode == "partials" else writer.write_finish()
             return
         if mode in ("rows", "block"):
             tid, ntid = special_register(b, "tid"), special_register(b, "ntid")

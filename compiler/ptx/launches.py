@@ -16,7 +16,8 @@ mode, which says how its statements spread over the grid (kernels.py writes them
   with warp shuffles and shared memory (every thread gets the total), and the row's own
   stores are made by the block's first thread. `block_roles` says when a body allows this.
 - "block": top-level statements of that same form without a row loop (a sum over all
-  elements): one block runs them so.
+  elements): one block runs them so; when the reduce loop is long, "partials" then
+  "finish" instead: many blocks, then one (split_reductions.py).
 - "columns": a serial loop nest whose innermost loop's iterations each own their elements
   (a column sum's fill `for i: for j: acc[j] += x[i, j]`, an embedding gradient's
   `for i: for j: grad[index[i], j] += g[i, j]`, a plain `for j: out[j] = 0`): the innermost
@@ -48,6 +49,7 @@ class Launch:
     statements: list
     extent: int = 1
     writes_entry: bool = True  # False: an earlier kernel of the same structure wrote this entry
+    partial_bytes: int = 0  # "partials"/"finish": the partial-values buffer the pair shares
     merged: object = None  # the Kernel of a run of row kernels merged into this launch (row_fusion.py)
     through: int = None  # with `merged`: the number of the run's last kernel
 
@@ -58,8 +60,11 @@ class Launch:
     @property
     def blocks(self):
         """Blocks to launch: enough for one iteration per thread, at most MAX_BLOCKS."""
-        if self.mode in ("thread", "block"):
+        if self.mode in ("thread", "block", "finish"):
             return 1
+        if self.mode == "partials":
+            from .split_reductions import partial_blocks, split_plan
+            return partial_blocks(split_plan(self.statements)[1])
         if self.mode in ("rows", "tiles"):  # (extent: rows, or output tiles)
             return max(1, min(MAX_BLOCKS, self.extent))
         return max(1, min(MAX_BLOCKS, -(-self.extent // BLOCK_THREADS)))
@@ -101,6 +106,13 @@ def plan_launches(kernel, number):
         if mode == "tiles":
             from .tiled_matmul import matmul_nest
             extent = matmul_nest(statements[0]).tiles
+        if mode == "block":
+            from .split_reductions import partial_bytes, split_plan
+            if split_plan(statements) is not None:
+                size = partial_bytes(statements)
+                launches += [Launch(f"{entry}_partials", number, "partials", statements, partial_bytes=size),
+                             Launch(f"{entry}_finish", number, "finish", statements, partial_bytes=size)]
+                continue
         launches.append(Launch(entry, number, mode, statements, extent))
     return launches
 

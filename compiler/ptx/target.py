@@ -138,6 +138,7 @@ class PtxTarget(LLVMTarget):
             slots = [list(lowered.locations[slot.key]) for slot in kernel.slots]
             launches.append({"entry": launch.entry, "kernel": launch.kernel, "mode": launch.mode,
                              "kernels": list(range(launch.kernel, launch.last_kernel + 1)),
+                             "partial_bytes": launch.partial_bytes,
                              "blocks": launch.blocks, "threads": launch.threads, "slots": slots,
                              "first_error": lowered.error_base[launch.kernel] if lowered.error_base else 0})
         from .launches import BLOCK_THREADS
@@ -173,7 +174,9 @@ class PtxTarget(LLVMTarget):
                                   f"`package` writes it out (the \"ptx-emulated\" backend runs it on this CPU)") from error
         module = device.load_module(payload.decode())
         launches = [(launch["entry"], launch["blocks"], launch["threads"], [tuple(slot) for slot in launch["slots"]],
-                     launch["mode"] == "tiles", launch["first_error"]) for launch in description["launches"]]
+                     launch["mode"] == "tiles", launch["first_error"],
+                     launch["partial_bytes"] if launch["mode"] == "partials" else -1 if launch["mode"] == "finish" else 0)
+                    for launch in description["launches"]]
         return CudaRunner(device, module, program_spec(graph, planned.graph, description), launches, graph,
                           lower_again)
 
