@@ -195,6 +195,11 @@ class Driver:
             lines.append(f"  {name:<48} {kind:<12} {nodes}")
         for op in description.get("host_only", ()):
             lines.append(f"  host-only (a numpy callback): {op}")
+        launches = description.get("launches", ())  # (a grid target's: compiler/ptx)
+        if launches:
+            lines.append(f"  {len(launches)} launches ({len({launch['entry'] for launch in launches})} entries):")
+        for launch in launches:
+            lines.append(f"    {launch['entry']:<46} {launch['mode']:<8} {launch['blocks']} x {launch['threads']} threads")
         order = list(STAGES) + [s for s in timer.seconds if s not in STAGES]
         stages = ", ".join(f"{s} {timer.seconds[s] * 1e3:.1f} ms" for s in order if s in timer.seconds)
         lines.append(f"  time: {stages}")

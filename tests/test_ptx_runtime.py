@@ -387,3 +387,14 @@ def test_a_long_reduction_runs_split_with_a_buffer_of_partial_values(cache_dir):
     before = len(device._memory)
     runner.close()
     assert len(device._memory) == before - 2 - len(runner.spec.externals) - 2
+
+
+def test_ember_debug_lists_each_launch_with_its_mode_and_grid(cache_dir, capsys):
+    from ember.compiler.driver import Driver
+    with ember.no_grad():
+        graph = ember.trace(lambda x: ember.softmax(x @ x.t(), 1), ember.randn(70, 40))
+    Driver(PtxTarget("sm_90", emulated=True), "ptx-emulated", cache_dir, debug=1).compile(graph)
+    err = capsys.readouterr().err
+    assert "2 launches (2 entries):" in err
+    assert "matmul_70x70" in err and "tiles    4 x 256 threads" in err
+    assert "reduce_amax_70x1__reduce_exp_sum_70x1__elementwise" in err and "rows     70 x 256 threads" in err
