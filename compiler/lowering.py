@@ -57,6 +57,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         self.members = set(group.nodes)
         self.slots, self.slot_of = [], {}
         self.errors = []
+        self.error_nodes = []  # the node each error's check belongs to (errors are renumbered in node order)
         self.memo = {}
         self.names = itertools.count()
         self.loaded_from = {}  # member node id -> (slot key it was written to, its strides or None)
@@ -78,8 +79,21 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
             kind = group.kind
         for stmt in body:
             collapse_loops(stmt)
-        return L.Kernel(group.name, kind, tuple(group.nodes), self.slots, body, self.errors,
+        return L.Kernel(group.name, kind, tuple(group.nodes), self.slots, body, self.errors_in_node_order(body),
                         scratch_bytes=self.scratch)
+
+    def errors_in_node_order(self, body):
+        """The kernel's errors numbered in the order of their nodes (the program's order), not
+        the order lowering met them (from the root back): where two checks fail, every target
+        reports the smaller number, so the op that comes first, as eager mode does."""
+        order = sorted(range(len(self.errors)), key=lambda e: (self.error_nodes[e], e))
+        if order == list(range(len(order))):
+            return self.errors
+        renumbered = {old: new for new, old in enumerate(order)}
+        for stmt in L.walk_statements(body):
+            if isinstance(stmt, L.Check):
+                stmt.error = renumbered[stmt.error]
+        return [self.errors[old] for old in order]
 
     # ------------------------------------------------------------------ slots
     def slot(self, key, writes=False):
@@ -230,6 +244,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
 
         def check(cond, exception, message):
             self.errors.append((exception, f"{node.op} ({node.name}): {message}"))
+            self.error_nodes.append(node.id)
             scope.append(L.Check(cond, len(self.errors) - 1))
         args = _common_float_dtype([self.operand(node, k, idx, scope) for k in range(len(node.inputs))])
         value = rule(L.ScalarBuilder(check), *args, **node.attrs)
@@ -304,6 +319,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         ok = L.logical_and(L.icompare("ge", wrapped, 0), L.icompare("lt", wrapped, size))
         if not (ok.is_const and ok.attr):
             self.errors.append(("IndexError", f"{node.op} ({node.name}): index out of bounds for a dim of size {size}"))
+            self.error_nodes.append(node.id)
             scope.append(L.Check(ok, len(self.errors) - 1))
         return L.clamp(wrapped, 0, size - 1)
 

@@ -167,9 +167,12 @@ class ContractionLowering:
         return slot, 0, strides_of(node.shape)
 
     def output_slot(self, anchor):
-        """Where the contraction writes: the root's buffer when the epilogue keeps its shape
-        and layout (then it runs in place), else scratch."""
+        """Where the contraction writes: the root's buffer when the epilogue keeps its shape,
+        layout and dtype (then it runs in place), else scratch (a float64 or bool root cannot
+        hold sgemm's float32 products while the epilogue reads them)."""
         group = self.group
+        if self.graph.node(group.root).dtype != anchor.dtype:
+            return self.scratch_slot(anchor.dtype, count(anchor.shape))
         spine_keeps_layout = all(PRIMITIVES[self.graph.node(n).op].kind == "elementwise"
                                  and tuple(self.graph.node(n).shape) == tuple(anchor.shape)
                                  for n in group.epilogue if n in downstream(self.graph, group, anchor.id))
@@ -183,6 +186,8 @@ class ContractionLowering:
         straight into the root's buffer: (a @ b)^T = b^T @ a^T costs only swapped strides."""
         graph, group = self.graph, self.group
         if anchor.op != "matmul" or len(anchor.shape) != 2 or group.root == anchor.id:
+            return False
+        if graph.node(group.root).dtype != anchor.dtype:  # (the root's buffer holds another dtype)
             return False
         users = [u for u in graph.users(anchor.id) if u in self.members]
         first = graph.node(users[0]) if len(users) == 1 else None

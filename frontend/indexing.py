@@ -217,7 +217,12 @@ class _AdvancedPlan:
         self.rest = [i for i in range(len(shape)) if i not in self.positions]
         self.linear = None
         for p, idx in zip(self.positions, indices):
-            if len(indices) > 1:
+            if len(indices) > 1 and STATE.recorder is not None:
+                # traced: each index is checked against its own dim by a take from 0..size-1 (the
+                # linear index below stays in range of the flattened dims even when one is not;
+                # eager code checked the values above)
+                idx = P["take"].bind(Tensor._wrap(np.arange(shape[p], dtype=np.int64)), idx, axis=0)
+            elif len(indices) > 1:
                 idx = where(P["lt"].bind(idx, constant(0, dtypes.int64)), idx + shape[p], idx)
             self.linear = idx if self.linear is None else self.linear * shape[p] + idx
         index_shape = tuple(self.linear.shape)

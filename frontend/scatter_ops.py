@@ -96,7 +96,9 @@ def _index_put(input, indices, values, accumulate):
     plan = _AdvancedPlan(tuple(input.shape), advanced)
     added = plan.to_front(S.expand(_drop_leading_ones(values, len(plan.result_shape)), plan.result_shape))
     flat = plan.flattened(input)
-    linear = _wrapped(plan.linear, flat.shape[plan.axis])
+    # one index: index_add counts negatives from the end and checks the range itself (compiled
+    # too); several: their linear index is in range (each was checked against its dim)
+    linear = plan.linear if len(plan.positions) == 1 else _wrapped(plan.linear, flat.shape[plan.axis])
     return plan.unflattened(P["index_add"].bind(flat, linear, added, axis=plan.axis))
 
 

@@ -262,7 +262,10 @@ class EmulatedModule:
         module = llvm.parse_assembly(f'target triple = "{llvm.get_process_triple()}"\n' + retarget(nvptx_text)
                                      + drivers)
         module.verify()
-        machine = llvm.Target.from_default_triple().create_target_machine(opt=1)
+        # this CPU's features: a generic x86-64 would call libgcc's half-float helpers, which
+        # MCJIT cannot resolve (float16 programs would jump to address 0)
+        machine = llvm.Target.from_default_triple().create_target_machine(
+            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=1)
         self.engine = llvm.create_mcjit_compiler(module, machine)
         self.engine.finalize_object()
         ctypes.c_int32.from_address(self.engine.get_global_value_address("grid.key")).value = _KEY.value

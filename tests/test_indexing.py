@@ -206,3 +206,37 @@ def test_index_fill_masked_fill_masked_select_nonzero():
     assert z.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     check_vjp(lambda a: a.masked_fill(ember.tensor(XN[:, :, 0] > 0)[..., None], 0.5), [XN])
     check_vjp(lambda a: a.masked_select(ember.tensor(XN > 0)), [XN])
+
+
+@pytest.mark.parametrize("backend", ["llvm", "ptx-emulated"])
+def test_compiled_indexing_with_several_index_tensors_checks_each_against_its_own_dim(backend):
+    """x[r, c] and index_put((r, c), accumulate=True) combine the indices into one over the
+    flattened dims: a column past its dim would land in the next row. Compiled, each index is
+    checked against its own dim (a traced take from 0..size-1), as eager checks it."""
+    x = ember.randn(4, 3)
+
+    def gather(x, r, c):
+        return x[r, c] * 2
+
+    def accumulate(x, r, c, v):
+        return x.index_put((r, c), v, accumulate=True)
+
+    def accumulate_rows(x, i, v):
+        return x.index_put((i,), v, accumulate=True)
+    rows, good, bad = ember.tensor([0, 1]), ember.tensor([0, -1]), ember.tensor([0, 3])
+    compiled = ember.compile(gather, backend=backend)
+    compiled(x, rows, good)
+    assert compiled(x, rows, good).tolist() == gather(x, rows, good).tolist()
+    with pytest.raises(IndexError):
+        compiled(x, rows, bad)
+    compiled = ember.compile(accumulate, backend=backend)
+    compiled(x, rows, good, ember.ones(2))
+    assert compiled(x, rows, good, ember.ones(2)).tolist() == accumulate(x, rows, good, ember.ones(2)).tolist()
+    with pytest.raises(IndexError):
+        compiled(x, rows, bad, ember.ones(2))
+    compiled = ember.compile(accumulate_rows, backend=backend)
+    compiled(x, ember.tensor([0, -1]), ember.ones(2, 3))
+    assert compiled(x, ember.tensor([0, -1]), ember.ones(2, 3)).tolist() == \
+        accumulate_rows(x, ember.tensor([0, -1]), ember.ones(2, 3)).tolist()
+    with pytest.raises(IndexError):  # -5 on a dim of 4 (wrapping it twice gave row 3)
+        compiled(x, ember.tensor([0, -5]), ember.ones(2, 3))

@@ -133,8 +133,11 @@ def _write_entry(module, program, functions):
             b.store(b.add(b.load(cell, typ=I64), spent), cell)
         code = b.load(status, typ=I32)
         with b.if_then(b.icmp_signed("!=", code, ir.Constant(I32, 0)), likely=False):
-            base = program.error_base[number] if program.error_base and kernel.kind != "callback" else 0
-            b.ret(b.add(code, ir.Constant(I32, base)) if base else code)  # kernels number their errors from 1
+            if kernel.kind == "callback":
+                b.ret(code)  # (-1: the callback's exception, kept by the runtime)
+            else:  # kernels keep their least error number negated (kernels.BodyWriter.check), from 1
+                base = program.error_base[number] if program.error_base else 0
+                b.ret(b.add(b.neg(code), ir.Constant(I32, base)))
     b.ret(ir.Constant(I32, 0))
 
 

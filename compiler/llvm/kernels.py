@@ -299,8 +299,12 @@ class BodyWriter:
         self.emitter.forget_loads()
 
     def check(self, stmt):
+        """A failed check keeps the least error number of the kernel in the status cell: it
+        holds the number negated (0 - number, 0 while none failed) and takes the unsigned
+        maximum atomically, so whichever thread or iteration fails, the kernel reports the
+        check that comes first in the program (the caller negates it back)."""
         b = self.builder
         cond = self.emitter.emit(stmt.cond)
         code = self.writer.first_error + stmt.error + 1
         with b.if_then(b.not_(cond), likely=False):
-            b.store(ir.Constant(ir.IntType(32), code), self.status)
+            b.atomic_rmw("umax", self.status, ir.Constant(ir.IntType(32), -code), "monotonic")

@@ -101,7 +101,7 @@ def plan_launches(kernel, number):
             merged.append((list(step), mode))
     launches = []
     for k, (statements, mode) in enumerate(merged):
-        entry = kernel.name if len(merged) == 1 else f"{kernel.name}_{k}"
+        entry = kernel.name if len(merged) == 1 else f"{kernel.name}__step{k}"  # (fusion names kernels name_2)
         extent = statements[0].extent if mode in ("grid", "rows") else 1
         if mode == "tiles":
             from .tiled_matmul import matmul_nest
@@ -110,8 +110,8 @@ def plan_launches(kernel, number):
             from .split_reductions import partial_bytes, split_plan
             if split_plan(statements) is not None:
                 size = partial_bytes(statements)
-                launches += [Launch(f"{entry}_partials", number, "partials", statements, partial_bytes=size),
-                             Launch(f"{entry}_finish", number, "finish", statements, partial_bytes=size)]
+                launches += [Launch(f"{entry}__partials", number, "partials", statements, partial_bytes=size),
+                             Launch(f"{entry}__finish", number, "finish", statements, partial_bytes=size)]
                 continue
         launches.append(Launch(entry, number, mode, statements, extent))
     return launches

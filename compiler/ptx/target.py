@@ -91,13 +91,14 @@ class PtxTarget(LLVMTarget):
         a model's transformer blocks) launches the earlier one's entries with its own buffers."""
         from dataclasses import replace
         from ..llvm.kernels import kernel_structure
-        program, first, found = self.program(lowered), {}, []
+        program, first, found, taken = self.program(lowered), {}, [], set()
         for number, kernel, planned in merge_row_kernels(lowered.kernels, lowered.locations):
             key = kernel_structure(program, kernel)
             if key in first:
                 planned = [replace(launch, entry=earlier.entry, writes_entry=False)
                            for launch, earlier in zip(planned, first[key])]
             else:
+                planned = [replace(launch, entry=_unique(launch.entry, taken)) for launch in planned]
                 first[key] = planned
             found.extend(planned)
         return found
@@ -213,6 +214,17 @@ def device_compute_capability():
         raise CudaUnavailable(f"ember ptx target: the CUDA device here is {found}; ember generates code for "
                               f"{', '.join(COMPUTE_CAPABILITIES)} and newer")
     return usable[-1]
+
+
+def _unique(name, taken):
+    """`name`, or `name__v2`, `name__v3`...: entry names are unique in a module (`taken` grows;
+    PTX names have no dots)."""
+    unique, k = name, 1
+    while unique in taken:
+        k += 1
+        unique = f"{name}__v{k}"
+    taken.add(unique)
+    return unique
 
 
 def merge_row_kernels(kernels, locations):
