@@ -281,7 +281,7 @@ def test_a_kernel_with_steps_in_order_becomes_launches_in_that_order():
     lowered = driver.lower(driver.plan(trace("column_sum")), PtxTarget())
     (kernel,) = lowered.kernels
     launches = plan_launches(kernel, 0)
-    assert [(launch.entry, launch.mode) for launch in launches] == [(f"{kernel.name}_{k}", "grid") for k in range(3)]
+    assert [(launch.entry, launch.mode) for launch in launches] == [(f"{kernel.name}__step{k}", "grid") for k in range(3)]
     rows, columns = kernel.body[1], kernel.body[1].body[0]
     (fill,) = launches[1].statements
     assert fill.parallel and fill.var == columns.var and fill.body[0].var == rows.var
