@@ -78,6 +78,7 @@ PROGRAMS = {
     "shifted_rows": (lambda x: ember.exp(x - x.amax(1, keepdim=True).roll(1, 0)), ((16, 100),)),
     "matmul_as_loops": (lambda x, w: ember.relu(x @ w), ((8, 5), (5, 6))),  # too short to tile
     "linear_tiles": (lambda x, w, b: ember.relu(x @ w.t() + b), ((70, 40), (66, 40), (66,))),
+    "split_depth": (lambda x, w: ember.relu(x @ w * 0.05 + 1), ((6, 1600), (1600, 20))),  # few tiles, long depth
     "conv_tiles": (lambda x, w: ember.relu(ember.nn.functional.conv2d(x, w, padding=1, stride=(1, 2))),
                    ((2, 3, 9, 11), (20, 3, 3, 3))),
     "batched_tiles": (lambda x, y: ((x @ y).to(ember.float64), x.to(ember.float64) @ y.to(ember.float64)),
@@ -232,6 +233,21 @@ def test_row_kernels_reading_another_rows_values_are_not_merged():
     assert merge(softmax.kernels[1], softmax.kernels[0], softmax.locations) is None
 
 
+def test_a_product_with_few_tiles_and_a_long_depth_splits_its_depth():
+    """6 x 20 outputs over 1600 products: one tile would be one block; the depth is split into
+    parts of at least SPLIT_DEPTH, each (tile, part) a block writing partial sums, then a
+    thread per output adds the parts and runs the epilogue (relu(. * 0.05 + 1))."""
+    from ember.compiler.ptx.tiled_matmul import SPLIT_DEPTH, TILE
+    lowered, ptx, description = compile_ptx(trace("split_depth"), "sm_90")
+    (split, total) = description["launches"]
+    assert (split["mode"], total["mode"]) == ("tiles_split", "tiles_sum")
+    splits = 1600 // SPLIT_DEPTH
+    assert (split["blocks"], split["threads"]) == (splits, BLOCK_THREADS)
+    assert split["partial_bytes"] == total["partial_bytes"] == splits * TILE * TILE * 4
+    assert total["blocks"] == 1 and total["threads"] == BLOCK_THREADS  # 120 outputs
+    assert "bar.sync" in entries(ptx)[split["entry"]][1] and "bar.sync" not in entries(ptx)[total["entry"]][1]
+
+
 def test_a_long_reduction_is_split_over_many_blocks_then_one():
     from ember.compiler.ptx.split_reductions import MAX_PARTIALS, PARTIAL_BYTES, PER_THREAD
     lowered, ptx, description = compile_ptx(trace("long_sum"), "sm_90")
@@ -335,14 +351,14 @@ class EmulatedGrid:
         for number, launch in enumerate(self.launches):
             pointers = [arrays[where].ctypes.data if kind == "arg" else arena.ctypes.data + where
                         for kind, where in launch["slots"]] + [status.ctypes.data + 4 * number]
-            if launch["mode"] == "partials":  # a split reduction's buffer, shared with its "finish"
+            if launch["mode"] in ("partials", "tiles_split"):  # a split's buffer, shared with the next launch
                 partials = np.zeros(launch["partial_bytes"], np.uint8)
             if launch["partial_bytes"]:
                 pointers.append(partials.ctypes.data)
             blocks, threads = grid or (launch["blocks"], launch["threads"])
             if launch["mode"] in ("rows", "block", "partials", "finish"):  # shared reductions need whole warps
                 threads = max(WARP, threads - threads % WARP)
-            if launch["mode"] == "tiles":  # 16 x 16 threads, each 4 x 4 outputs
+            if launch["mode"] in ("tiles", "tiles_split"):  # 16 x 16 threads, each 4 x 4 outputs
                 threads = launch["threads"]
             self.module.launch(launch["entry"], pointers, blocks, threads)
         assert (status == -1).all()

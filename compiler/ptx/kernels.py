@@ -67,10 +67,11 @@ class PtxKernelWriter(kernels.KernelWriter):
         if mode == "grid":
             body.statements(self.launch.statements, top=True)
             return
-        if mode == "tiles":
+        if mode in ("tiles", "tiles_split", "tiles_sum"):
             (nest_loop,) = self.launch.statements
             write_tiles(body, matmul_nest(nest_loop), special_register(b, "tid"), special_register(b, "ctaid"),
-                        special_register(b, "nctaid"))
+                        special_register(b, "nctaid"), special_register(b, "ntid"),
+                        body.extra[0] if self.launch.partial_bytes else None, mode)
             return
         if mode in ("partials", "finish"):
             writer = SplitWriter(body, special_register(b, "tid"), special_register(b, "ntid"),

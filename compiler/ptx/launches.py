@@ -6,7 +6,8 @@ out) becomes one launch per step: launches on one stream run in order. Each laun
 mode, which says how its statements spread over the grid (kernels.py writes them):
 
 - "tiles": a top-level parallel loop that is a contraction (matmul, linear, batched
-  matmul, with its epilogue): tiled through shared memory, tiled_matmul.py.
+  matmul, convolutions, with its epilogue): tiled through shared memory, tiled_matmul.py;
+  "tiles_split" then "tiles_sum" when its depth is split over blocks.
 - "grid": a top-level parallel loop without inner loops worth a block (an elementwise map
   over all elements): its iterations spread over every thread of the grid (grid-stride).
 - "rows": a top-level parallel loop whose body reduces (softmax's row max and sum, a row
@@ -36,6 +37,8 @@ MAX_BLOCKS = 65535  # a grid-stride loop covers any extent with at most this man
 WARP = 32  # a block's threads: a multiple of this (the warp shuffles of "rows"/"block" need whole warps)
 ROW_LOOP_MIN = 32  # an inner loop this long makes a parallel loop's iterations blocks ("rows")
 COMBINES = ("add", "mul", "max", "min")  # accumulations a block can share (not argmax/argmin)
+PAIR_FIRST, PAIR_SECOND = ("partials", "tiles_split"), ("finish", "tiles_sum")  # launches sharing a buffer
+EXACT_THREADS = ("tiles", "tiles_split")  # kernels that need exactly BLOCK_THREADS threads per block
 
 
 @dataclass
@@ -65,7 +68,7 @@ class Launch:
         if self.mode == "partials":
             from .split_reductions import partial_blocks, split_plan
             return partial_blocks(split_plan(self.statements)[1])
-        if self.mode in ("rows", "tiles"):  # (extent: rows, or output tiles)
+        if self.mode in ("rows", "tiles", "tiles_split"):  # (extent: rows, or output tiles (x parts))
             return max(1, min(MAX_BLOCKS, self.extent))
         return max(1, min(MAX_BLOCKS, -(-self.extent // BLOCK_THREADS)))
 
@@ -104,8 +107,18 @@ def plan_launches(kernel, number):
         entry = kernel.name if len(merged) == 1 else f"{kernel.name}__step{k}"  # (fusion names kernels name_2)
         extent = statements[0].extent if mode in ("grid", "rows") else 1
         if mode == "tiles":
-            from .tiled_matmul import matmul_nest
-            extent = matmul_nest(statements[0]).tiles
+            from .tiled_matmul import depth_splits, matmul_nest, partial_bytes
+            nest = matmul_nest(statements[0])
+            splits = depth_splits(nest)
+            if splits > 1:
+                _, M, N, _ = nest.extents
+                outputs = (nest.extents[0] * M * N)
+                size = partial_bytes(nest)
+                launches += [Launch(f"{entry}__split", number, "tiles_split", statements, nest.tiles * splits,
+                                    partial_bytes=size),
+                             Launch(f"{entry}__sum", number, "tiles_sum", statements, outputs, partial_bytes=size)]
+                continue
+            extent = nest.tiles
         if mode == "block":
             from .split_reductions import partial_bytes, split_plan
             if split_plan(statements) is not None:

@@ -174,10 +174,11 @@ class PtxTarget(LLVMTarget):
             raise CudaUnavailable(f"ember ptx target: cannot run {graph.name} here: {error}; the PTX compiled, "
                                   f"`package` writes it out (the \"ptx-emulated\" backend runs it on this CPU)") from error
         module = device.load_module(payload.decode())
+        from .launches import EXACT_THREADS, PAIR_FIRST, PAIR_SECOND
         launches = [(launch["entry"], launch["blocks"], launch["threads"], [tuple(slot) for slot in launch["slots"]],
-                     launch["mode"] == "tiles", launch["first_error"],
-                     launch["partial_bytes"] if launch["mode"] == "partials" else -1 if launch["mode"] == "finish" else 0)
-                    for launch in description["launches"]]
+                     launch["mode"] in EXACT_THREADS, launch["first_error"],
+                     launch["partial_bytes"] if launch["mode"] in PAIR_FIRST else -1 if launch["mode"] in PAIR_SECOND
+                     else 0) for launch in description["launches"]]
         return CudaRunner(device, module, program_spec(graph, planned.graph, description), launches, graph,
                           lower_again)
 

@@ -16,6 +16,11 @@ left operand's TILE x DEPTH piece and the right's DEPTH x TILE piece into shared
 coalesce for row-major operands; the operands are the nest's own expressions, evaluated at
 clamped indices and zeroed outside the matrix), wait, multiply-add from shared memory, wait.
 Each thread then stores its outputs through the nest's own store, epilogue included.
+
+A product with few output tiles and a long depth (a convolution's weight gradient: a 6 x 75
+output over 50k taps) splits its depth (`depth_splits`): "tiles_split" gives every (tile,
+part) pair a block that writes its partial tile to a buffer the runner allocates, then
+"tiles_sum" adds the parts of each output in order and runs the epilogue.
 """
 from dataclasses import dataclass
 
@@ -35,6 +40,9 @@ LEFT_STRIDE = TILE + 1  # shared left tile stored r-major, padded against bank c
 MIN_DEPTH = 8  # shorter contractions stay loops (lowering unrolls them anyway)
 MIN_OUTPUTS = 64  # fewer outputs per batch stay loops
 MIN_SIDE = 4  # a matrix-vector product (N = 1) is a row reduction ("rows" launches), not tiles
+SPLIT_BLOCKS = 128  # a product of fewer output tiles than half this splits its depth (a GPU has ~100 SMs)
+SPLIT_DEPTH = 512  # the least depth of one part
+MAX_SPLITS = 64
 
 
 def _product(loops):
@@ -177,15 +185,19 @@ class TileWriter:
             flat = b.udiv(flat, self.i64(loop.extent))
         return names
 
-    def write(self):
+    def write(self, partials=None, splits=1):
+        """Every output tile (blocks stride over them); with `splits` > 1, every (tile, depth
+        part) pair instead, each block writing its TILE x TILE partial sums to `partials`."""
         b, nest = self.b, self.nest
         _, M, N, K = nest.extents
         tiles_n = -(-N // TILE)
         per_batch = -(-M // TILE) * tiles_n
+        part = depth_part(K, splits)
         ty, tx = b.udiv(self.tid, self.i64(SIDE)), b.urem(self.tid, self.i64(SIDE))
         sums = [[entry_alloca(b, self.kind, 1, align=8, name=f"sum{a}_{c}") for c in range(PER_THREAD)]
                 for a in range(PER_THREAD)]
-        with counted_loop(b, self.ctaid, self.i64(nest.tiles), self.nctaid, name="tile") as tile:
+        with counted_loop(b, self.ctaid, self.i64(nest.tiles * splits), self.nctaid, name="work") as work:
+            tile, split = b.urem(work, self.i64(nest.tiles)), b.udiv(work, self.i64(nest.tiles))
             outer = self.split(b.udiv(tile, self.i64(per_batch)), nest.batch) if nest.batch else {}
             rest = b.urem(tile, self.i64(per_batch))
             row0 = b.mul(b.udiv(rest, self.i64(tiles_n)), self.i64(TILE))
@@ -193,12 +205,55 @@ class TileWriter:
             for row in sums:
                 for cell in row:
                     b.store(const_value(nest.declare.dtype, 0.0), cell)
-            with counted_loop(b, 0, self.i64(K), DEPTH, name="depth") as depth0:
+            first = b.mul(split, self.i64(part))
+            last = b.add(first, self.i64(part))
+            last = b.select(b.icmp_unsigned("<", last, self.i64(K)), last, self.i64(K))
+            with counted_loop(b, first, last, DEPTH, name="depth") as depth0:
                 self.load_tiles(outer, row0, col0, depth0, M, N, K)
                 barrier(self.body)
                 self.multiply(ty, tx, sums)
                 barrier(self.body)
-            self.store_outputs(outer, row0, col0, ty, tx, sums, M, N)
+            if splits == 1:
+                self.store_outputs(outer, row0, col0, ty, tx, sums, M, N)
+            else:
+                self.store_partials(partials, b.add(b.mul(split, self.i64(nest.tiles)), tile), ty, tx, sums)
+
+    def store_partials(self, partials, block_tile, ty, tx, sums):
+        """This thread's 4 x 4 sums into the partial tile `block_tile` (split-major) of `partials`."""
+        b = self.b
+        base = b.mul(block_tile, self.i64(TILE * TILE))
+        for a in range(PER_THREAD):
+            for c in range(PER_THREAD):
+                local = b.add(b.mul(b.add(ty, self.i64(SIDE * a)), self.i64(TILE)), b.add(tx, self.i64(SIDE * c)))
+                at = b.gep(partials, [b.add(base, local)], source_etype=self.kind)
+                b.store(b.load(sums[a][c], typ=self.kind), at)
+
+    def write_sum(self, partials, splits):
+        """The second launch of a split product: a thread per output (grid-stride) adds its
+        partial sums in split order and runs the nest's stores (the epilogue)."""
+        b, nest, body = self.b, self.nest, self.body
+        batches, M, N, _ = nest.extents
+        tiles_n = -(-N // TILE)
+        per_batch = -(-M // TILE) * tiles_n
+        start = b.add(b.mul(self.ctaid, self.ntid), self.tid)
+        cell = body.accumulator(nest.declare.name)
+        with counted_loop(b, start, self.i64(batches * M * N), b.mul(self.nctaid, self.ntid), name="output") as flat:
+            batch, rest = b.udiv(flat, self.i64(M * N)), b.urem(flat, self.i64(M * N))
+            row, col = b.udiv(rest, self.i64(N)), b.urem(rest, self.i64(N))
+            tile = b.add(b.add(b.mul(batch, self.i64(per_batch)),
+                               b.mul(b.udiv(row, self.i64(TILE)), self.i64(tiles_n))), b.udiv(col, self.i64(TILE)))
+            local = b.add(b.mul(b.urem(row, self.i64(TILE)), self.i64(TILE)), b.urem(col, self.i64(TILE)))
+            b.store(const_value(nest.declare.dtype, 0.0), cell)
+            for split in range(splits):
+                block_tile = b.add(self.i64(split * nest.tiles), tile)
+                at = b.gep(partials, [b.add(b.mul(block_tile, self.i64(TILE * TILE)), local)], source_etype=self.kind)
+                b.store(b.fadd(b.load(cell, typ=self.kind), b.load(at, typ=self.kind)), cell)
+            body.emitter.forget_accumulator(nest.declare.name)
+            outer = self.split(batch, nest.batch) if nest.batch else {}
+            body.emitter.push()
+            body.emitter.names.update({**outer, **self.split(row, nest.rows), **self.split(col, nest.cols)})
+            body.statements(nest.stores)
+            body.emitter.pop()
 
     def load_tiles(self, outer, row0, col0, depth0, M, N, K):
         """This thread's share of the left TILE x DEPTH and right DEPTH x TILE pieces."""
@@ -261,5 +316,32 @@ class TileWriter:
                     emitter.pop()
 
 
-def write_tiles(body, nest, tid, ctaid, nctaid):
-    TileWriter(body, nest, tid, ctaid, nctaid).write()
+def write_tiles(body, nest, tid, ctaid, nctaid, ntid=None, partials=None, mode="tiles"):
+    """The launch of mode "tiles", or of a split product: "tiles_split" then "tiles_sum"."""
+    writer = TileWriter(body, nest, tid, ctaid, nctaid)
+    if mode == "tiles":
+        writer.write()
+    elif mode == "tiles_split":
+        writer.write(partials, depth_splits(nest))
+    else:
+        writer.ntid = ntid
+        writer.write_sum(partials, depth_splits(nest))
+
+
+def depth_splits(nest):
+    """How many parts the depth of a product with few output tiles is split into (1: none):
+    enough blocks to fill a GPU (SPLIT_BLOCKS), each part at least SPLIT_DEPTH long."""
+    _, _, _, K = nest.extents
+    if nest.tiles * 2 >= SPLIT_BLOCKS or K < 2 * SPLIT_DEPTH:
+        return 1
+    return max(1, min(-(-SPLIT_BLOCKS // nest.tiles), K // SPLIT_DEPTH, MAX_SPLITS))
+
+
+def depth_part(K, splits):
+    """The depth each part covers: K / splits, rounded up to whole DEPTH steps."""
+    return -(-(-(-K // splits)) // DEPTH) * DEPTH
+
+
+def partial_bytes(nest):
+    """Bytes of the partial tiles a split product writes."""
+    return depth_splits(nest) * nest.tiles * TILE * TILE * (8 if nest.declare.dtype == "float64" else 4)
