@@ -221,13 +221,20 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         return self.memo[memo_key][0]
 
     def compute(self, node, idx, scope):
+        """A member's value; a float16 or bfloat16 result rounded to its dtype (values of those
+        dtypes are computed in float32: as on PyTorch's CPU, each op's result is rounded, also
+        where a fused consumer reads it without a store in between)."""
         if PRIMITIVES[node.op].kind == "elementwise":
-            return self.elementwise(node, idx, scope)
-        rule = LOOP_RULES.get(node.op)
-        if rule is None:
-            raise NotImplementedError(f"lowering: no loop form for {node.op} (%{node.id}, {node.name}) "
-                                      f"inside {self.group.name}")
-        return rule(self, node, idx, scope, **node.attrs)
+            value = self.elementwise(node, idx, scope)
+        else:
+            rule = LOOP_RULES.get(node.op)
+            if rule is None:
+                raise NotImplementedError(f"lowering: no loop form for {node.op} (%{node.id}, {node.name}) "
+                                          f"inside {self.group.name}")
+            value = rule(self, node, idx, scope, **node.attrs)
+        if node.dtype in ROUNDED_FLOATS and PRIMITIVES[node.op].kind != "movement" and value.dtype == node.dtype:
+            value = L.cast(L.cast(value, "float32"), node.dtype)
+        return value
 
     def operand(self, node, k, idx, scope):
         """Operand k of an elementwise node, broadcast to the node's shape."""
@@ -497,6 +504,7 @@ LOOP_RULES = {
 
 
 _FLOAT_WIDTH = {"bfloat16": 0, "float16": 0, "float32": 1, "float64": 2}
+ROUNDED_FLOATS = ("float16", "bfloat16")  # computed in float32, each result rounded (see compute)
 
 
 def _common_float_dtype(args):

@@ -218,11 +218,13 @@ class _AdvancedPlan:
         self.linear = None
         for p, idx in zip(self.positions, indices):
             if len(indices) > 1 and STATE.recorder is not None:
-                # traced: each index is checked against its own dim by a take from 0..size-1 (the
-                # linear index below stays in range of the flattened dims even when one is not;
-                # eager code checked the values above)
-                idx = P["take"].bind(Tensor._wrap(np.arange(shape[p], dtype=np.int64)), idx, axis=0)
-            elif len(indices) > 1:
+                # traced: each index is checked against its own dim, by a take (which checks its
+                # index) of zeros of that dim's size added to it; the zeros are one broadcast
+                # scalar, no data (the linear index below stays in range of the flattened dims
+                # even when one index is not; eager code checked the values above)
+                zeros = P["broadcast_to"].bind(constant(0, dtypes.int64), shape=(shape[p],))
+                idx = idx + P["take"].bind(zeros, idx, axis=0)
+            if len(indices) > 1:
                 idx = where(P["lt"].bind(idx, constant(0, dtypes.int64)), idx + shape[p], idx)
             self.linear = idx if self.linear is None else self.linear * shape[p] + idx
         index_shape = tuple(self.linear.shape)
