@@ -122,6 +122,22 @@ class Target:
         raise ValueError(f"the {self.name} target has no code stage {stage!r}")
 
 
+class LoweredOnDemand:
+    """For a target's runner: the graph it was compiled from and, on demand, its lowered
+    kernels (`prepared`: a cache hit does not lower; the kernels are lowered again only when
+    someone asks, e.g. a report)."""
+
+    def keep_graph(self, graph, lower_again):
+        self.graph = graph
+        self._lower_again, self._prepared = lower_again, None
+
+    @property
+    def prepared(self):
+        if self._prepared is None:
+            self._prepared = self._lower_again()
+        return self._prepared
+
+
 def write_files_atomically(directory, name, files):
     """Write {suffix: bytes} as `directory/<name><suffix>`, creating the folder; each file is
     written to a temporary name and renamed over the target, so a reader never sees one half

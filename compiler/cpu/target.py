@@ -18,7 +18,7 @@ from ember.runtime.shared_library import load_shared_library
 from ember.runtime.thread_runtime import load_libgomp
 from ..llvm.target import LLVMTarget
 from ..driver import program_spec
-from ..target import Artifact, Capabilities, HostOnlyError, LoadRefused, write_files_atomically
+from ..target import Artifact, Capabilities, HostOnlyError, LoadRefused, LoweredOnDemand, write_files_atomically
 from . import host, linker, split_compile, support_library
 from .library import CpuLibrary
 
@@ -181,20 +181,12 @@ class CpuTarget(LLVMTarget):
                                                         ".json": json.dumps(description, indent=1).encode()})
 
 
-class CpuRunner(CpuProgram):
-    """A loaded CPU program that also knows its graph and, on demand, its lowered kernels
-    (`prepared`: on a cache hit the kernels are lowered again only when someone asks)."""
+class CpuRunner(CpuProgram, LoweredOnDemand):
+    """A loaded CPU program that also knows its graph and, on demand, its lowered kernels."""
 
     def __init__(self, spec, entry_address, keepalive, graph, lower_again):
         super().__init__(spec, entry_address, keepalive=keepalive)
-        self.graph = graph
-        self._lower_again, self._prepared = lower_again, None
-
-    @property
-    def prepared(self):
-        if self._prepared is None:
-            self._prepared = self._lower_again()
-        return self._prepared
+        self.keep_graph(graph, lower_again)
 
 
 __all__ = ["CpuTarget", "CpuRunner"]

@@ -65,16 +65,21 @@ def identity(combine, dtype):
     return {"add": 0, "mul": 1, "max": low, "min": high}[combine]
 
 
-def _partials(module, kind):
-    """The shared array of one `kind` (an LLVM value type) value per warp."""
-    name = f"{PARTIALS}.{kind}"
+def shared_array(module, name, kind, count):
+    """The module's shared-memory array `name` of `count` values of `kind` (an LLVM type),
+    declared on first use: each block has its own copy for the launch's life."""
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    array = ir.ArrayType(kind, WARP)
+    array = ir.ArrayType(kind, count)
     cells = ir.GlobalVariable(module, array, name, addrspace=3)
-    cells.linkage, cells.initializer, cells.align = "internal", ir.Constant(array, ir.Undefined), 8
+    cells.linkage, cells.initializer, cells.align = "internal", ir.Constant(array, ir.Undefined), 16
     return cells
+
+
+def _partials(module, kind):
+    """The shared array of one `kind` value per warp."""
+    return shared_array(module, f"{PARTIALS}.{kind}", kind, WARP)
 
 
 def _partial(builder, partials, warp):

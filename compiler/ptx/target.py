@@ -18,7 +18,7 @@ from ember.runtime.cuda_driver import CudaUnavailable, open_device
 from ember.runtime.cuda_program import CudaProgram
 from ..driver import program_spec
 from ..llvm.target import LLVMTarget
-from ..target import Artifact, Capabilities, write_files_atomically
+from ..target import Artifact, Capabilities, LoweredOnDemand, write_files_atomically
 
 TRIPLE = "nvptx64-nvidia-cuda"
 COMPUTE_CAPABILITIES = ("sm_80", "sm_90")
@@ -189,19 +189,12 @@ class PtxTarget(LLVMTarget):
                                                         ".json": json.dumps(description, indent=1).encode()})
 
 
-class CudaRunner(CudaProgram):
+class CudaRunner(CudaProgram, LoweredOnDemand):
     """A loaded GPU program that also knows its graph and, on demand, its lowered kernels."""
 
     def __init__(self, device, module, spec, launches, graph, lower_again):
         super().__init__(device, module, spec, launches)
-        self.graph = graph
-        self._lower_again, self._prepared = lower_again, None
-
-    @property
-    def prepared(self):
-        if self._prepared is None:
-            self._prepared = self._lower_again()
-        return self._prepared
+        self.keep_graph(graph, lower_again)
 
 
 def device_compute_capability():

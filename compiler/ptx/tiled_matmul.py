@@ -29,7 +29,7 @@ from llvmlite import ir
 from .. import loop_ir as L
 from ..llvm.loops import I64, counted_loop, entry_alloca
 from ..llvm.scalar import VALUE_TYPES, const_value
-from .block_statements import barrier
+from .block_statements import barrier, shared_array
 
 TILE = 64  # output rows and columns per block
 DEPTH = 16  # r per shared-memory step
@@ -138,16 +138,6 @@ def matmul_nest(loop):
     return nest if K >= MIN_DEPTH and min(M, N) >= MIN_SIDE and M * N >= MIN_OUTPUTS else None
 
 
-def _shared(module, name, kind, count):
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    array = ir.ArrayType(kind, count)
-    cells = ir.GlobalVariable(module, array, name, addrspace=3)
-    cells.linkage, cells.initializer, cells.align = "internal", ir.Constant(array, ir.Undefined), 16
-    return cells
-
-
 class TileWriter:
     """Writes one MatmulNest as the tiled kernel, in the PtxBodyWriter `body`."""
 
@@ -155,8 +145,8 @@ class TileWriter:
         self.body, self.b, self.nest = body, body.builder, nest
         self.tid, self.ctaid, self.nctaid = tid, ctaid, nctaid
         self.kind = VALUE_TYPES[nest.declare.dtype]
-        self.left_tile = _shared(body.module, f"ember.tile_left.{self.kind}", self.kind, DEPTH * LEFT_STRIDE)
-        self.right_tile = _shared(body.module, f"ember.tile_right.{self.kind}", self.kind, DEPTH * TILE)
+        self.left_tile = shared_array(body.module, f"ember.tile_left.{self.kind}", self.kind, DEPTH * LEFT_STRIDE)
+        self.right_tile = shared_array(body.module, f"ember.tile_right.{self.kind}", self.kind, DEPTH * TILE)
 
     def i64(self, value):
         return ir.Constant(I64, value)
