@@ -11,37 +11,13 @@ import ember
 import ember.nn as nn
 import ember.nn.functional as F
 from ember import config
+from eager_vs_compiled import assert_like_eager
 from ember.runtime import emulated_cuda
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
-
-
-def compiled(fn, *args, backend="ptx-emulated"):
-    """fn compiled for `backend`, called twice (the first call traces eagerly): the second result."""
-    c = ember.compile(fn, backend=backend)
-    c(*[a.clone() if hasattr(a, "clone") else a for a in args])
-    return c(*[a.clone() if hasattr(a, "clone") else a for a in args])
-
-
-def arrays(result):
-    if isinstance(result, (tuple, list)):
-        return [np.asarray(r.detach().numpy()) for r in result]
-    return [np.asarray(result.detach().numpy())]
-
-
-def assert_like_eager(fn, *args, rtol=1e-5, atol=1e-6, backend="ptx-emulated"):
-    expected = arrays(fn(*[a.clone() if hasattr(a, "clone") else a for a in args]))
-    got = arrays(compiled(fn, *args, backend=backend))
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert g.shape == e.shape and g.dtype == e.dtype, (g.shape, g.dtype, e.shape, e.dtype)
-        if e.dtype.kind in "biu":
-            np.testing.assert_array_equal(g, e)
-        else:
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
 
 
 def error_of(fn, *args, backend):

@@ -19,41 +19,13 @@ import ember
 import ember.nn as nn
 import ember.nn.functional as F
 from ember import config
+from eager_vs_compiled import assert_like_eager, assert_training_like_eager
 from ember.runtime import grid_emulator
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
-
-
-def clone(a):
-    return a.clone() if hasattr(a, "clone") else a
-
-
-def compiled(fn, *args, backend="ptx-emulated"):
-    """fn compiled for `backend`, called twice (the first call traces eagerly): the second result."""
-    c = ember.compile(fn, backend=backend)
-    c(*[clone(a) for a in args])
-    return c(*[clone(a) for a in args])
-
-
-def arrays(result):
-    if isinstance(result, (tuple, list)):
-        return [np.asarray(r.detach().numpy()) for r in result]
-    return [np.asarray(result.detach().numpy())]
-
-
-def assert_like_eager(fn, *args, rtol=1e-5, atol=1e-6, backend="ptx-emulated"):
-    expected = arrays(fn(*[clone(a) for a in args]))
-    got = arrays(compiled(fn, *args, backend=backend))
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert g.shape == e.shape and g.dtype == e.dtype, (g.shape, g.dtype, e.shape, e.dtype)
-        if e.dtype.kind in "biu":
-            np.testing.assert_array_equal(g, e)
-        else:
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
 
 
 def run_isolated(code, tmp_path, timeout=120):
@@ -261,26 +233,12 @@ def test_a_conv_training_step_with_momentum_follows_eager(reversed_grid):
     rs = np.random.RandomState(0)
     x = tensor(rs, 4, 4, 8, 8)
     y = ember.tensor(rs.randint(0, 5, 4))
-    results = []
-    for backend in (None, "ptx-emulated"):
-        ember.manual_seed(0)
+    def make():
         model = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(),
                               nn.Conv2d(16, 12, 3, stride=2, padding=2, dilation=2), nn.ReLU(),
                               nn.Conv2d(12, 12, 1, groups=2), nn.Flatten(), nn.Linear(12 * 4 * 4, 5))
-        opt = ember.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        run = step if backend is None else ember.compile(step, backend=backend)
-        losses = [float(run(x, y)) for _ in range(3)]
-        results.append((losses, [p.detach().numpy().copy() for p in model.parameters()]))
-    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
-    for got, expected in zip(results[1][1], results[0][1]):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        return model, ember.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    assert_training_like_eager(make, lambda model, x, y: F.cross_entropy(model(x), y), x, y)
 
 
 def test_column_launches_with_duplicate_and_negative_indices_follow_eager(reversed_grid):
@@ -340,24 +298,11 @@ def test_identical_blocks_sharing_entries_train_as_eager(reversed_grid):
             h += self.l2(F.gelu(a)).mul_(0.5)
             return h
 
-    results = []
-    for backend in (None, "ptx-emulated"):
-        ember.manual_seed(0)
+    def make():
         model = nn.Sequential(Block(), Block(), Block(), nn.Linear(24, 7))
-        opt = ember.optim.AdamW(model.parameters(), lr=0.01)
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x).reshape(-1, 7), y.reshape(-1))
-            loss.backward()
-            opt.step()
-            return loss
-        run = step if backend is None else ember.compile(step, backend=backend)
-        losses = [float(run(x, y)) for _ in range(3)]
-        results.append((losses, [p.detach().numpy().copy() for p in model.parameters()]))
-    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
-    for got, expected in zip(results[1][1], results[0][1]):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        return model, ember.optim.AdamW(model.parameters(), lr=0.01)
+    assert_training_like_eager(make, lambda model, x, y: F.cross_entropy(model(x).reshape(-1, 7), y.reshape(-1)),
+                               x, y)
 
 
 def test_kernels_of_one_structure_report_their_own_failing_check():
