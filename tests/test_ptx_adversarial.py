@@ -20,14 +20,7 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
 
 
-def error_of(fn, *args, backend):
-    c = ember.compile(fn, backend=backend)
-    with pytest.raises(Exception) as caught:
-        c(*args)
-    return caught.value
-
-
-# ----------------------------------------------------------------------------- bugs found (failing)
+# ----------------------------------------------------------------------------- regressions (bugs found, fixed)
 
 def test_row_fusion_does_not_let_the_later_kernel_overwrite_what_the_earlier_reads():
     """compiler/ptx/row_fusion.merge checks slot keys, not arena locations: the memory plan put
@@ -133,7 +126,7 @@ def test_logsumexp_over_empty_rows_compiles():
     assert_like_eager(lambda x: ember.logsumexp(x, 1), x)
 
 
-# ----------------------------------------------------------------------------- broad checks (passing)
+# ----------------------------------------------------------------------------- broad checks
 
 @pytest.mark.parametrize("shape", [(3, 1), (2, 33), (5, 257), (70, 3)])
 def test_reductions_of_every_kind_follow_eager(shape):

@@ -39,7 +39,7 @@ def tensor(rs, *shape, dtype=np.float32):
     return ember.tensor(rs.randn(*shape).astype(dtype))
 
 
-# ----------------------------------------------------------------------------- bugs found (failing)
+# ----------------------------------------------------------------------------- regressions (bugs found, fixed)
 
 @pytest.mark.parametrize("case", ["sum0_sum1", "var0_twice"])
 def test_entry_names_of_multi_launch_kernels_do_not_collide_with_other_kernels(case):
@@ -175,7 +175,7 @@ def test_compiled_index_put_accumulate_checks_each_index_as_eager(case):
             print(backend, "wrote at", np.argwhere(out.numpy()).tolist())
 
 
-# ----------------------------------------------------------------------------- broad checks (passing)
+# ----------------------------------------------------------------------------- broad checks
 
 @pytest.fixture
 def reversed_grid(monkeypatch):
