@@ -113,8 +113,6 @@ class CudaDevice:
         self._check(self.lib.cuMemsetD8Async(ctypes.c_uint64(address), ctypes.c_ubyte(byte), ctypes.c_size_t(nbytes),
                                              self.stream), "cuMemsetD8Async")
 
-    def zero(self, address, nbytes):
-        self.fill(address, nbytes, 0)
 
     # ------------------------------------------------------------------ code
     def load_module(self, ptx):

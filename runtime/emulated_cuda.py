@@ -50,8 +50,6 @@ class EmulatedCudaDevice:
     def fill(self, address, nbytes, byte):
         ctypes.memset(address, byte, nbytes)
 
-    def zero(self, address, nbytes):
-        self.fill(address, nbytes, 0)
 
     def load_module(self, llvm_text):
         return EmulatedModule(llvm_text if isinstance(llvm_text, str) else llvm_text.decode())

@@ -333,7 +333,7 @@ def test_the_driver_bindings_pass_memory_launch_arguments_and_errors_through(fak
     back = np.zeros_like(data)
     device.copy_out(back, other)
     np.testing.assert_array_equal(back, data)
-    device.zero(other, 8)
+    device.fill(other, 8, 0)
     device.copy_out(back, other)
     assert back[:2].tolist() == [0.0, 0.0] and back[2] == 2.0
     module = device.load_module(".version 7.8\n.target sm_90\n.visible .entry scale(\n.param .u64 a\n)\n{\n}\n")

@@ -141,9 +141,9 @@ def matmul_nest(loop):
 class TileWriter:
     """Writes one MatmulNest as the tiled kernel, in the PtxBodyWriter `body`."""
 
-    def __init__(self, body, nest, tid, ctaid, nctaid):
+    def __init__(self, body, nest, tid, ctaid, nctaid, ntid=None):
         self.body, self.b, self.nest = body, body.builder, nest
-        self.tid, self.ctaid, self.nctaid = tid, ctaid, nctaid
+        self.tid, self.ctaid, self.nctaid, self.ntid = tid, ctaid, nctaid, ntid
         self.kind = VALUE_TYPES[nest.declare.dtype]
         self.left_tile = shared_array(body.module, f"ember.tile_left.{self.kind}", self.kind, DEPTH * LEFT_STRIDE)
         self.right_tile = shared_array(body.module, f"ember.tile_right.{self.kind}", self.kind, DEPTH * TILE)
@@ -308,13 +308,12 @@ class TileWriter:
 
 def write_tiles(body, nest, tid, ctaid, nctaid, ntid=None, partials=None, mode="tiles"):
     """The launch of mode "tiles", or of a split product: "tiles_split" then "tiles_sum"."""
-    writer = TileWriter(body, nest, tid, ctaid, nctaid)
+    writer = TileWriter(body, nest, tid, ctaid, nctaid, ntid)
     if mode == "tiles":
         writer.write()
     elif mode == "tiles_split":
         writer.write(partials, depth_splits(nest))
     else:
-        writer.ntid = ntid
         writer.write_sum(partials, depth_splits(nest))
 
 
