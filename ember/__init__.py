@@ -218,7 +218,8 @@ def get_default_dtype():
 def set_default_device(device_name):
     from ember.frontend.tensor import Device
     if device_name is not None and Device(device_name).type not in ("cpu",):
-        raise RuntimeError(f"ember's eager tensors live on the CPU; cannot default to {device_name}")
+        raise RuntimeError(f"ember's default device is the CPU; cannot default to {device_name} (move tensors and "
+                           "modules with .to(device) instead)")
 
 
 def get_default_device():

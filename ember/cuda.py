@@ -1,44 +1,61 @@
-"""`ember.cuda`: the queries PyTorch scripts make before choosing a device.
+"""`ember.cuda`: the device queries PyTorch scripts make, for ember's one CUDA device.
 
-Eager ember tensors live in host memory: ember runs on an NVIDIA GPU only through compiled
-programs (`ember.compile(fn, backend="ptx")`, which copies inputs to the device and results
-back). Tensors cannot be moved to a device yet, so `is_available()` is False and scripts that
-do `device = "cuda" if torch.cuda.is_available() else "cpu"` pick the CPU and keep working;
-`ember.runtime.cuda_driver.cuda_available()` says whether the compiled path has a device.
+`is_available()` is true when tensors can live on a GPU here: an NVIDIA GPU with its driver,
+or, with EMBER_EMULATE_CUDA=1, the CPU's emulation of one (the same programs, slowly; for
+machines without a GPU). Then `device = "cuda" if torch.cuda.is_available() else "cpu"`
+scripts put their tensors there: eager ops run as one-op GPU programs and ember.compile uses
+the GPU target (frontend/device_tensors.py). Random draws for cuda tensors come from the
+default generator (`ember.manual_seed`), so the seeding functions here seed that one.
 """
 
 
+def _device():
+    from ember.frontend.device_tensors import cuda_runtime_device
+    return cuda_runtime_device()
+
+
 def is_available():
-    return False
+    from ember.frontend.device_tensors import cuda_is_available
+    return cuda_is_available()
 
 
 def device_count():
-    return 0
+    return 1 if is_available() else 0
 
 
 def is_initialized():
-    return False
+    from ember.frontend.device_tensors import opened
+    return opened()
 
 
 def manual_seed(seed):
-    """Accepted for compatibility: with no CUDA device there is nothing to seed."""
+    """Seeds the default generator, which draws the values of cuda tensors too."""
+    from ember.frontend.random import manual_seed as seed_default
+    seed_default(seed)
 
 
-def manual_seed_all(seed):
-    """Accepted for compatibility: with no CUDA device there is nothing to seed."""
+manual_seed_all = manual_seed
 
 
 def synchronize(device=None):
-    """Nothing runs asynchronously on the CPU."""
+    """Wait for the device's queued work (ember's programs already wait before returning)."""
+    if is_available():
+        _device().synchronize()
 
 
 def empty_cache():
-    """No device memory is cached."""
+    """Device memory goes back to the driver when its last tensor goes: nothing is cached."""
 
 
 def current_device():
-    raise RuntimeError("ember.cuda.current_device(): no CUDA device is available (ember.cuda.is_available() is False)")
+    _device()
+    return 0
 
 
 def get_device_name(device=None):
-    raise RuntimeError("ember.cuda.get_device_name(): no CUDA device is available")
+    return _device().name
+
+
+def get_device_capability(device=None):
+    capability = _device().compute_capability
+    return int(capability[3:-1]), int(capability[-1])

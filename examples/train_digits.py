@@ -12,6 +12,10 @@ the step compiles at most 3 times over all epochs; the run prints the count.
 
     python examples/train_digits.py [--epochs 12] [--batch-size 32] [--compile] [--min-accuracy 0.95]
 
+With --device cuda the model, its optimizer state and every batch live on the GPU (eager ops
+run as GPU programs; --compile compiles the step for the GPU). Without a GPU,
+EMBER_EMULATE_CUDA=1 runs the same on the CPU's emulation of one (slowly: use --epochs 1).
+
 Data-parallel on N processes (DistributedDataParallel, a DistributedSampler; each rank takes
 batch-size / N samples of every batch, so the global batch is the single-process one):
 
@@ -73,12 +77,12 @@ class Digits(Dataset):
         return image, int(self.labels[index])
 
 
-def evaluate(net, loader):
+def evaluate(net, loader, device="cpu"):
     net.eval()
     correct = total = 0
     with torch.no_grad():
         for images, labels in loader:
-            predicted = net(images).argmax(dim=1)
+            predicted = net(images.to(device)).argmax(dim=1).cpu()
             correct += int((predicted == labels).sum())
             total += len(labels)
     net.train()
@@ -92,6 +96,7 @@ def main():
     parser.add_argument("--lr", type=float, default=0.03, help="OneCycleLR's peak learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="train with ember.compile'd model")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (see ember.cuda.is_available())")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel over the ranks of an MPI job (launch with mpirun or ember.distributed.run)")
     parser.add_argument("--min-accuracy", type=float, default=0.95,
@@ -120,7 +125,7 @@ def main():
                               sampler=sampler)
     test_loader = DataLoader(test_set, batch_size=256)
 
-    net = Net()
+    net = Net().to(args.device)
     model = nn.parallel.DistributedDataParallel(net) if args.distributed else net
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
@@ -142,20 +147,21 @@ def main():
         running = 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False, disable=rank != 0)
         for images, labels in bar:
-            loss = step(images, labels)
+            loss = step(images.to(args.device), labels.to(args.device))
             schedule.step()
             running += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        accuracy = evaluate(net, test_loader)
+        accuracy = evaluate(net, test_loader, args.device)
         if rank == 0:  # (every rank holds the same weights)
             print(f"epoch {epoch}: loss {running / len(train_loader):.4f} (rank 0's batches), "
                   f"test accuracy {accuracy:.2%}")
 
-    accuracy = evaluate(net, test_loader)
+    accuracy = evaluate(net, test_loader, args.device)
     elapsed = time.perf_counter() - start
     where = f" on {world} ranks" if args.distributed else ""
     if rank == 0:
-        print(f"test accuracy: {accuracy:.2%} on {len(test_set)} images, trained{where} in {elapsed:.1f} s")
+        print(f"test accuracy: {accuracy:.2%} on {len(test_set)} images, trained{where} on {args.device} "
+              f"in {elapsed:.1f} s")
         if args.compile:
             report = step.report
             print(f"compiled training step: {len(report.programs)} programs compiled for {report.calls} calls "
@@ -167,7 +173,7 @@ def main():
         torch.save(net.state_dict(), path)
         restored = Net()
         restored.load_state_dict(torch.load(path, weights_only=True))
-        same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), restored.state_dict().values()))
+        same = all(torch.equal(a.cpu(), b) for a, b in zip(net.state_dict().values(), restored.state_dict().values()))
         reloaded_accuracy = evaluate(restored, test_loader)
         if rank == 0:
             print(f"saved and reloaded the state dict ({os.path.getsize(path)} bytes): "

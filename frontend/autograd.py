@@ -14,6 +14,9 @@ from .dispatch import STATE, ModifiedTensorError, run_eagerly
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd's grad-mode names)
 from .views import bump_version, memory_owner, version_counter
+from .device_tensors import copy_array, like
+from .device_ops import device_bind
+from ember.runtime.device_arrays import device_of
 
 
 def _camel(name):
@@ -44,7 +47,7 @@ class Node:
         current = STATE.inplace_target  # while an in-place op computes: its old value (original_self)
         for t in operands:
             counter = t._vc
-            saved.append((t._data if t is not current else t._data.copy(), t.grad_fn, t.requires_grad,
+            saved.append((t._data if t is not current else copy_array(t._data), t.grad_fn, t.requires_grad,
                           0 if counter is None else counter.value))
         node.saved = saved
         node.out = result._data
@@ -571,17 +574,21 @@ class final_callbacks:
 def _owned(g):
     """A gradient the leaf may keep: a copy (the cotangent may be the caller's grad_output, or
     reach two leaves, or a retained .grad: later accumulation adds into the leaf's own memory)."""
-    return Tensor._wrap(np.array(g._data, copy=True, order="C"))
+    return Tensor._wrap(copy_array(g._data))
 
 
 def _accumulate_into(existing, g):
     if existing.requires_grad:
         return existing + g
     data = existing._data
-    if data.flags.writeable and data.shape == g._data.shape:
+    if data.flags.writeable and data.shape == g._data.shape and device_of(data) is None:
         np.add(data, g._data, out=data)
         bump_version(existing)
         return existing
+    device = device_of(data)
+    if device is not None:  # (the sum on the device, recording nothing, as below)
+        from ember.ops import PRIMITIVES
+        return Tensor._wrap(device_bind(PRIMITIVES["add"], [data, g._data], {}, device))
     return Tensor._wrap(data + g._data)
 
 
@@ -643,9 +650,9 @@ def _default_grad(t, g):
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs; backward() "
                                f"was called on a tensor of shape {list(t.shape)}: pass gradient= "
                                f"with the same shape")
-        return Tensor._wrap(np.ones(t.shape, dtype=t._data.dtype))
+        return Tensor._wrap(like(np.ones(t.shape, dtype=t._data.dtype), t._data))
     if not isinstance(g, Tensor):
-        g = Tensor._wrap(np.asarray(g, dtype=t._data.dtype))
+        g = Tensor._wrap(like(np.asarray(g, dtype=t._data.dtype), t._data))
     elif g._data.dtype != t._data.dtype:
         from .math_ops import to_dtype
         g = to_dtype(g, t.dtype)  # PyTorch casts the given gradient to the output's dtype
@@ -676,7 +683,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         g = captured.get(id(t))
         if g is None:
             if materialize_grads:
-                g = Tensor._wrap(np.zeros(t.shape, dtype=t._data.dtype))
+                g = Tensor._wrap(like(np.zeros(t.shape, dtype=t._data.dtype), t._data))
             elif not allow_unused:
                 raise RuntimeError(f"One of the differentiated Tensors (input {i}, shape {list(t.shape)}) "
                                    "appears to not have been used in the graph. Set allow_unused=True "

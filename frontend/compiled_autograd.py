@@ -13,6 +13,8 @@ from .autograd import Node, modified_message
 from .dispatch import STATE, ModifiedTensorError
 from .segments import array_of
 from .tensor import Tensor
+from .device_tensors import copy_array
+from ember.runtime.device_arrays import device_of
 
 
 class CompiledBackward:
@@ -238,8 +240,8 @@ def _keep_private_copies(plan, saved, inputs, arrays):
         plan.private = plan.written + [s for s in plan.saved_computed
                                        if id(saved[s]) in caller and s not in plan.written]
     for s in plan.private:
-        saved[s] = np.array(saved[s], copy=True)
+        saved[s] = copy_array(saved[s])
     for s in plan.saved_computed:
         value = saved[s]
-        if type(value) is np.ndarray and value.base is not None:
-            saved[s] = value.copy()
+        if type(value) is np.ndarray and value.base is not None and device_of(value) is None:
+            saved[s] = value.copy()  # (a device array's base is its device buffer, not an array the caller holds)

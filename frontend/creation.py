@@ -11,6 +11,7 @@ import numpy as np
 from ember import dtypes
 from .random import generator_or_default
 from .tensor import Tensor
+from .device_tensors import place, runtime_device
 
 
 def _sizes(size):
@@ -78,6 +79,8 @@ def _outline(data, depth=0):
 def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of `data` (lists, numbers, numpy arrays, tensors)."""
     t = Tensor._wrap(np.array(to_array(data, dtype), copy=True))
+    if device is not None:
+        t._data = place(t._data, runtime_device(device))
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -86,8 +89,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False)
 def as_tensor(data, dtype=None, device=None):
     """Like tensor(), but shares memory with a numpy array or tensor when no conversion is needed."""
     if isinstance(data, Tensor) and (dtype is None or data.dtype is dtypes.as_dtype(dtype)):
-        return data
-    return Tensor._wrap(to_array(data, dtype))
+        return data if device is None else data.to(device)
+    return _leaf(to_array(data, dtype), False, device)
 
 
 def from_numpy(array):
@@ -98,7 +101,9 @@ def from_numpy(array):
     return Tensor._wrap(array)
 
 
-def _leaf(array, requires_grad):
+def _leaf(array, requires_grad, device=None):
+    if device is not None:
+        array = place(array, runtime_device(device))
     t = Tensor._wrap(array)
     if requires_grad:
         t.requires_grad_(True)
@@ -106,26 +111,27 @@ def _leaf(array, requires_grad):
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad)
+    return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad, device)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _leaf(np.ones(_sizes(size), _float(dtype)), requires_grad)
+    return _leaf(np.ones(_sizes(size), _float(dtype)), requires_grad, device)
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False, memory_format=None, pin_memory=False):
-    return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad)
+    return _leaf(np.zeros(_sizes(size), _float(dtype)), requires_grad, device)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     if dtype is None:
         dtype = dtypes.scalar_dtype(fill_value)
-    return _leaf(np.full(_sizes((size,)), fill_value, dtypes.as_dtype(dtype).np), requires_grad)
+    return _leaf(np.full(_sizes((size,)), fill_value, dtypes.as_dtype(dtype).np), requires_grad, device)
 
 
 def _like(fn):
     def like(input, dtype=None, device=None, requires_grad=False, memory_format=None):
-        return fn(input.shape, dtype=dtype or input.dtype, requires_grad=requires_grad)
+        return fn(input.shape, dtype=dtype or input.dtype, requires_grad=requires_grad,
+                  device=input.device if device is None else device)
     like.__name__ = fn.__name__ + "_like"
     return like
 
@@ -136,7 +142,8 @@ empty_like = _like(empty)
 
 
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False, memory_format=None):
-    return full(input.shape, fill_value, dtype=dtype or input.dtype, requires_grad=requires_grad)
+    return full(input.shape, fill_value, dtype=dtype or input.dtype, requires_grad=requires_grad,
+                device=input.device if device is None else device)
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
@@ -150,19 +157,20 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     start, end, step = (float(v) if dtype.is_floating_point else int(v) for v in values)
     if step == 0:
         raise RuntimeError("arange: step must be nonzero")
-    return _leaf(np.arange(start, end, step).astype(dtype.np), requires_grad)
+    return _leaf(np.arange(start, end, step).astype(dtype.np), requires_grad, device)
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
-    return _leaf(np.linspace(float(start), float(end), int(steps)).astype(_float(dtype)), requires_grad)
+    return _leaf(np.linspace(float(start), float(end), int(steps)).astype(_float(dtype)), requires_grad, device)
 
 
 def logspace(start, end, steps, base=10.0, dtype=None, device=None, requires_grad=False):
-    return _leaf(np.logspace(float(start), float(end), int(steps), base=base).astype(_float(dtype)), requires_grad)
+    return _leaf(np.logspace(float(start), float(end), int(steps), base=base).astype(_float(dtype)), requires_grad,
+                 device)
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
-    return _leaf(np.eye(n, m, dtype=_float(dtype)), requires_grad)
+    return _leaf(np.eye(n, m, dtype=_float(dtype)), requires_grad, device)
 
 
 def _traced_random(distribution, size, dtype, a, b, requires_grad):
@@ -188,7 +196,7 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
     if generator is not None:
         untraceable_draw("rand(generator=...)")
     rng = generator_or_default(generator)
-    return _leaf(rng.random(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
+    return _leaf(rng.random(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad, device)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
@@ -198,7 +206,7 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     if generator is not None:
         untraceable_draw("randn(generator=...)")
     rng = generator_or_default(generator)
-    return _leaf(rng.standard_normal(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad)
+    return _leaf(rng.standard_normal(_sizes(size), dtype=np.float64).astype(_float(dtype)), requires_grad, device)
 
 
 def randint(low, high=None, size=None, generator=None, dtype=None, device=None, requires_grad=False):
@@ -209,28 +217,31 @@ def randint(low, high=None, size=None, generator=None, dtype=None, device=None, 
     untraceable_draw("randint")
     rng = generator_or_default(generator)
     dtype = dtypes.as_dtype(dtype) or dtypes.int64
-    return _leaf(rng.integers(low, high, size=_sizes((size,))).astype(dtype.np), requires_grad)
+    return _leaf(rng.integers(low, high, size=_sizes((size,))).astype(dtype.np), requires_grad, device)
 
 
 def randperm(n, generator=None, dtype=None, device=None, requires_grad=False):
     untraceable_draw("randperm")
     rng = generator_or_default(generator)
     dtype = dtypes.as_dtype(dtype) or dtypes.int64
-    return _leaf(rng.permutation(int(n)).astype(dtype.np), requires_grad)
+    return _leaf(rng.permutation(int(n)).astype(dtype.np), requires_grad, device)
 
 
-def rand_like(input, dtype=None, generator=None, requires_grad=False):
-    return rand(input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad)
+def rand_like(input, dtype=None, generator=None, requires_grad=False, device=None):
+    return rand(input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad,
+                device=input.device if device is None else device)
 
 
-def randn_like(input, dtype=None, generator=None, requires_grad=False):
-    return randn(input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad)
+def randn_like(input, dtype=None, generator=None, requires_grad=False, device=None):
+    return randn(input.shape, dtype=dtype or input.dtype, generator=generator, requires_grad=requires_grad,
+                device=input.device if device is None else device)
 
 
-def randint_like(input, low, high=None, dtype=None, generator=None):
+def randint_like(input, low, high=None, dtype=None, generator=None, device=None):
     if high is None:
         low, high = 0, low
-    return randint(low, high, input.shape, dtype=dtype or input.dtype, generator=generator)
+    return randint(low, high, input.shape, dtype=dtype or input.dtype, generator=generator,
+                   device=input.device if device is None else device)
 
 
 def legacy_constructor_data(args, dtype=None):

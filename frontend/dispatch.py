@@ -62,10 +62,13 @@ def explain_failure(prim, operands, attrs, error):
 
 
 def eager_bind(prim, operands, attrs):
-    """Compute with numpy; attach an autograd node when an operand requires grad.
-    (The hot path of eager mode: keep it short.)"""
+    """Compute with numpy (on a device: frontend/device_ops.py); attach an autograd node when an
+    operand requires grad. (The hot path of eager mode: keep it short.)"""
+    device = check_same_device(prim.name, operands) if device_arrays.in_use else None
     try:
-        if len(operands) == 2 and not attrs:  # the common binary op: no list, no kwargs
+        if device is not None:
+            out = device_bind(prim, [t._data for t in operands], attrs, device)
+        elif len(operands) == 2 and not attrs:  # the common binary op: no list, no kwargs
             a, b = operands[0]._data, operands[1]._data
             if a.dtype in LOW_PRECISION or b.dtype in LOW_PRECISION:
                 out = in_float32(prim, operands, attrs)
@@ -90,7 +93,7 @@ def eager_bind(prim, operands, attrs):
             if shares_memory_with(out, operands[0]._data):
                 register_view(result, operands[0], ViewStep(prim, attrs))
         elif any(shares_memory_with(out, t._data) for t in operands):
-            out = out.copy()  # only view primitives may alias their inputs (a safety net: see
+            out = copy_array(out)  # only view primitives may alias their inputs (a safety net: see
             # test_only_view_primitives_return_memory_of_their_inputs, which keeps impls honest)
     result._data = out
     if state.grad_enabled and prim.vjp is not None:
@@ -154,3 +157,6 @@ from .tensor import Tensor  # noqa: E402  (Tensor uses dispatch; dispatch wraps 
 from .views import ViewStep, register_view, memory_owner  # noqa: E402
 from .autograd import Node  # noqa: E402
 from .eager_compiled_ops import COMPILED_FOR_EAGER  # noqa: E402
+from .device_tensors import check_same_device, copy_array  # noqa: E402
+from .device_ops import device_bind  # noqa: E402
+from ember.runtime import device_arrays  # noqa: E402  (its `in_use`: whether any tensor was ever on a device)

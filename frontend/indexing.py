@@ -68,7 +68,7 @@ def _recording(*tensors):
 
 
 def getitem(x, key):
-    if not _recording(x):
+    if not _recording(x) and not x.is_cuda:  # (on a device: the primitives, which run there)
         key = _numpy_key(key)
         try:
             if type(key) is tuple and _mixes_integers_and_arrays(key):

@@ -25,6 +25,10 @@ from .segments import Segment, same_program, split_trace, array_of, walk_segment
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
 from .views import bump_version, replay, writable
+from .device_tensors import copy_array
+from .device_ops import backend_for
+from ember.runtime import device_arrays
+from ember.runtime.device_arrays import copy_into, device_of
 from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
 from .tracer import Tracer, recording, module_state, external_names, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
@@ -125,7 +129,7 @@ class CompiledFunction:
         env = dict(zip(tree.input_nodes, inputs if with_autograd else [t._data for t in inputs]))
         segment = tree.root
         while True:
-            segment.run(env, params, with_autograd, self.backend)
+            segment.run(env, params, with_autograd, self._backend_for(segment.device))
             if segment.guard is None:
                 break
             outcome = observed_value(array_of(env[segment.guard.node]))
@@ -273,7 +277,7 @@ class CompiledFunction:
                     if adopt and exchange(data):
                         target.grad = Tensor._wrap(data)
                     else:
-                        target.grad = Tensor._wrap(np.array(data, copy=True))
+                        target.grad = Tensor._wrap(copy_array(data))
                     continue
                 target = grad
             current = target._data
@@ -283,9 +287,9 @@ class CompiledFunction:
                     and exchange(data, current):
                 target._data = data
             elif current.flags.writeable and current.shape == data.shape and current.dtype == data.dtype:
-                np.copyto(current, data)  # through views too: memory shared with the caller sees it
+                copy_into(current, data)  # through views too: memory shared with the caller sees it
             else:
-                target._data = np.array(data, copy=True)
+                target._data = copy_array(data)
             bump_version(target)
 
     # ------------------------------------------------------------------ tracing
@@ -319,6 +323,7 @@ class CompiledFunction:
         if any(id(_root_of(t)) in state_roots for _, t in arg_tensors):
             tracer.eager_reason = "an argument shares memory with a param or closed-over tensor it reads"
         outputs = flatten_tensors(result)
+        self._trace_device = _device_of_tensors([t for _, t in arg_tensors + list(state) + list(tracer.externals)])
         watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
         graph = tracer.finish([t for _, t in outputs], watched)
         pieces = split_trace(tracer, graph)
@@ -394,6 +399,7 @@ class CompiledFunction:
         deferred = parent is None and bool(graph.mutations)
         for sub, guard in pieces[start:]:
             segment = Segment(sub, guard, None)
+            segment.device = self._trace_device
             if not deferred:
                 self._compile_segment(segment)
             last = guard is None  # the last segment writes the mutations back
@@ -432,8 +438,19 @@ class CompiledFunction:
             self._cache[new] = trees[old]
         self._signatures = [moved.get(s, s) for s in self._signatures]
 
+    def _backend_for(self, device):
+        """The backend of a trace whose tensors are on `device` (a runtime device, None for the
+        host): the one asked for, but the GPU target for tensors on a GPU unless a GPU backend or
+        the interpreter was chosen explicitly (frontend/device_tensors.py)."""
+        if device is None or self.backend.name not in ("llvm",):
+            return self.backend
+        return backend_for(device)
+
     def _compile_segment(self, segment):
-        segment.runner = self.backend.compile(segment.graph)
+        backend = self._backend_for(segment.device)
+        if backend is not self.backend and backend.name not in self.report.backend:
+            self.report.backend += f", {backend.name} for tensors on cuda"
+        segment.runner = backend.compile(segment.graph)
         self.report.programs.append(segment.graph)
         for op in getattr(segment.runner, "host_only_ops", ()):
             if op not in self.report.host_only_ops:
@@ -613,7 +630,7 @@ def _keep_values_of_targets(segment, env, params, inputs):
     for node in segment.returned_or_written():
         value = env[node]
         if type(value) is np.ndarray and id(value) in current:
-            env[node] = value.copy()
+            env[node] = copy_array(value)
 
 
 def _owner(mutation, params, inputs):
@@ -635,6 +652,17 @@ def _as_tensor(value):
     if isinstance(value, Tensor):
         return value
     return Tensor._wrap(value)
+
+
+def _device_of_tensors(tensors):
+    """The device a traced call's tensors are on (None: the host): the first one found."""
+    if not device_arrays.in_use:
+        return None
+    for t in tensors:
+        found = device_of(t._data)
+        if found is not None:
+            return found
+    return None
 
 
 def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, fullgraph=False,

@@ -124,7 +124,7 @@ def tensor_repr(tensor, prefix="tensor("):
     data = tensor._data
     indent = len(prefix)
     dtype = tensor.dtype
-    suffixes = []
+    suffixes = ["device='cuda:0'"] if tensor.is_cuda else []
     if data.size == 0:
         body = "[]"
         if data.ndim != 1:

@@ -23,6 +23,7 @@ class Segment:
         self.graph = graph
         self.guard = guard  # the Guard ending this segment, or None for the last one
         self.runner = runner
+        self.device = None  # the runtime device its trace's tensors were on (None: the host)
         self.children = {}  # guard outcome -> Segment
         self.result = None  # last segment: the traced function's return value (tensors as templates)
         self.result_nodes = []  # last segment: the node of each tensor in `result`, in order

@@ -10,6 +10,8 @@ import numpy as np
 
 from ember import dtypes
 from ember.ops import in_mode
+from ember.runtime import device_arrays
+from ember.runtime.device_arrays import device_of
 from .dispatch import STATE, run_eagerly
 from . import views
 
@@ -28,8 +30,8 @@ class Size(tuple):
 
 
 class Device:
-    """`ember.device('cpu')`. ember's eager tensors live in host memory; 'cuda' names the GPU
-    backend's device for compiled programs."""
+    """`ember.device('cpu')`, `ember.device('cuda')`: where a tensor's memory is (see
+    frontend/device_tensors.py; a tensor's `.device` is read from its memory)."""
 
     def __init__(self, kind="cpu", index=None):
         if isinstance(kind, Device):
@@ -59,6 +61,7 @@ class Device:
 
 
 CPU = Device("cpu")
+CUDA = Device("cuda", 0)
 
 
 class Tensor:
@@ -117,11 +120,11 @@ class Tensor:
 
     @property
     def device(self):
-        return CPU
+        return CPU if not device_arrays.in_use or device_of(self._data) is None else CUDA
 
     @property
     def is_cuda(self):
-        return False
+        return device_arrays.in_use and device_of(self._data) is not None
 
     @property
     def is_leaf(self):
@@ -231,6 +234,9 @@ class Tensor:
     def numpy(self, force=False):
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if self.is_cuda:
+            raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                            "to host memory first.")
         _observe(self, "numpy()")
         return self._data
 
@@ -263,6 +269,9 @@ class Tensor:
         return int(self.item())
 
     def __array__(self, dtype=None, copy=None):
+        if self.is_cuda:
+            raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor "
+                            "to host memory first.")
         _observe(self, "numpy()")
         data = self._data
         return data if dtype is None else data.astype(dtype)

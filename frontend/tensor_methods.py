@@ -13,6 +13,7 @@ from .random import generator_or_default
 from .views import same_elements, wrote_in_place
 from .dispatch import STATE
 from .tensor import Tensor, Device
+from .device_tensors import move, place, runtime_device
 
 
 def _equality(fn):
@@ -144,27 +145,21 @@ def _log_softmax(self, dim, dtype=None):
 
 def to(self, *args, **kwargs):
     """to(dtype), to(device), to(device, dtype), to(other tensor); copy=True forces a copy."""
-    dtype = kwargs.get("dtype")
+    dtype, device = kwargs.get("dtype"), None
     for a in args:
         if isinstance(a, Tensor):
-            dtype = a.dtype
+            dtype, device = a.dtype, a.device
         elif isinstance(a, (dtypes.DType, np.dtype)) or a in (float, int, bool):
             dtype = a
         elif isinstance(a, (str, Device)):
-            _check_device(a)
-    if "device" in kwargs and kwargs["device"] is not None:
-        _check_device(kwargs["device"])
-    out = self if dtype is None else M.to_dtype(self, dtype)
+            device = a
+    if kwargs.get("device") is not None:
+        device = kwargs["device"]
+    out = self if device is None else move(self, device)
+    out = out if dtype is None else M.to_dtype(out, dtype)
     if kwargs.get("copy") and out is self:
         out = M.clone(self)
     return out
-
-
-def _check_device(device):
-    device = Device(device)
-    if device.type not in ("cpu", "meta"):
-        raise RuntimeError(f"eager tensors live on the CPU; device {device} is used by compiled programs "
-                           f"(ember.compile) and is not available for eager tensors")
 
 
 def _cast(dtype):
@@ -191,11 +186,11 @@ def type_(self, dtype=None, non_blocking=False):
 
 
 def cpu(self, memory_format=None):
-    return self
+    return move(self, "cpu")
 
 
 def cuda(self, device=None, non_blocking=False):
-    raise RuntimeError("eager ember tensors live on the CPU; compile the model with ember.compile to run on a GPU")
+    return move(self, "cuda" if device is None else device if isinstance(device, (str, Device)) else f"cuda:{device}")
 
 
 def __contains__(self, element):
@@ -206,19 +201,21 @@ def __contains__(self, element):
 
 def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     from .creation import tensor
-    return tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
+    return tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad,
+                  device=self.device if device is None else device)
 
 
 def _new_filled(fill):
     def new(self, *size, dtype=None, device=None, requires_grad=False):
         from .creation import _sizes
-        out = Tensor._wrap(np.full(_sizes(size), fill, dtype=(dtypes.as_dtype(dtype) or self.dtype).np))
+        out = np.full(_sizes(size), fill, dtype=(dtypes.as_dtype(dtype) or self.dtype).np)
+        out = Tensor._wrap(place(out, runtime_device(self.device if device is None else device)))
         return out.requires_grad_(True) if requires_grad else out
     return new
 
 
 def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
-    return _new_filled(fill_value)(self, size, dtype=dtype, requires_grad=requires_grad)
+    return _new_filled(fill_value)(self, size, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 # ----------------------------------------------------------------------------- in-place

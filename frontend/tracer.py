@@ -21,6 +21,7 @@ from .runtime_scalars import ScalarInput
 from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
 from .value_trees import flatten_tensors
+from ember.runtime.device_arrays import device_of
 
 _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
     sys.modules["ember"].__file__, __file__))
@@ -356,17 +357,19 @@ class Tracer:
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
         from .autograd import final_callbacks
+        from .device_ops import evaluate
         for t in tensors:
             if not t.requires_grad:
                 raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         outputs = [self.node_of(t) for t in tensors]
         seeds = [self.node_of(g) for g in grad_tensors]
+        device = next((found for found in (device_of(t._data) for t in tensors) if found is not None), None)
         leaves = {node: t for node, t in self.placeholder_tensors.items() if t.requires_grad}
         grads = gradients(self.graph, outputs, list(leaves), seeds=seeds)
         for node in self.graph.nodes():  # evaluate the gradient nodes just added
             if node.id not in self.values:
-                out = PRIMITIVES[node.op].impl(*[self.values[i] for i in node.inputs], **node.attrs)
-                self._remember_value(node.id, out if type(out) is np.ndarray else np.asarray(out))
+                out = evaluate(PRIMITIVES[node.op], [self.values[i] for i in node.inputs], node.attrs, device)
+                self._remember_value(node.id, out)
         with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
             for leaf_node, grad_node in grads.items():
                 if grad_node is None:
@@ -404,11 +407,12 @@ class Tracer:
         overwrote a value saved for it (compiled calls must raise it too), or None. Found by a
         trial backward that accumulates nothing."""
         from .autograd import BACKWARD_TWICE, run_backward
+        from .device_tensors import like
         from .dispatch import ModifiedTensorError
         roots = [t for t in outputs if t.grad_fn is not None]
         if not roots:
             return None
-        seeds = [Tensor._wrap(np.ones(t.shape, t._data.dtype)) for t in roots]
+        seeds = [Tensor._wrap(like(np.ones(t.shape, t._data.dtype), t._data)) for t in roots]
         try:
             with in_mode(None):
                 run_backward(roots, seeds, retain_graph=True, create_graph=False, inputs=roots, prune=False)

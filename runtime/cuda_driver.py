@@ -12,6 +12,7 @@ import ctypes
 DRIVER_LIBRARY = "libcuda.so.1"
 ATTRIBUTE_MAJOR, ATTRIBUTE_MINOR = 75, 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR/MINOR
 ATTRIBUTE_SMS = 16  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+MEM_ATTACH_GLOBAL = 1  # CU_MEM_ATTACH_GLOBAL: managed memory any stream may use
 _DEVICES = {}
 
 
@@ -88,6 +89,15 @@ class CudaDevice:
         address = ctypes.c_uint64()
         self._check(self.lib.cuMemAlloc_v2(ctypes.byref(address), ctypes.c_size_t(max(int(nbytes), 1))),
                     f"cuMemAlloc_v2({nbytes} bytes)")
+        return address.value
+
+    def allocate_managed(self, nbytes):
+        """An address of `nbytes` bytes of unified (managed) memory, which kernels and host code
+        both address: where tensors on the device live (runtime/device_arrays.py). Pages move to
+        whichever side touches them; ember's host code reads them only after synchronising."""
+        address = ctypes.c_uint64()
+        self._check(self.lib.cuMemAllocManaged(ctypes.byref(address), ctypes.c_size_t(max(int(nbytes), 1)),
+                                               MEM_ATTACH_GLOBAL), f"cuMemAllocManaged({nbytes} bytes)")
         return address.value
 
     def free(self, address):

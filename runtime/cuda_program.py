@@ -5,11 +5,16 @@ A program owns device memory for its whole life: the arena of intermediates, one
 external (inputs, params, constants, outputs) and a status cell. A call copies the inputs
 and params in (constants once), zeroes the status, queues the launches in order (each with
 its slots' device addresses and a status cell of its own, compiler/ptx's description), copies
-the outputs and the status cells out, and raises a failed check's error as the CPU runtime does. Params are copied in on
-every call: they are host arrays the caller may change between calls.
+the outputs and the status cells out, and raises a failed check's error as the CPU runtime
+does. Host params are copied in on every call: they are host arrays the caller may change
+between calls. Inputs and params that are tensors on the device already are used in place
+(a device-resident call, see __call__): a training step whose model is on the device copies
+only its host batch in, and its results stay on the device.
 """
 import numpy as np
 
+from . import device_arrays
+from .device_arrays import device_of
 from .program_spec import collect_results, conform_array, program_error
 
 STATUS_BYTES = 4
@@ -37,46 +42,75 @@ class CudaProgram:
             if external.kind == "constant":
                 device.copy_in(address, np.ascontiguousarray(np.broadcast_to(external.key, external.shape),
                                                              dtype=external.dtype))
-        self.launches, self.first_errors, self.partials, functions = [], [], [], {}
+        self.first_errors, self.partials, functions = [], [], {}
+        self._plan = []  # per launch: (function, slots, blocks, threads, entry, exact, status cell, partials)
         for number, (entry, blocks, threads, slots, exact, first_error, partials) in enumerate(launches):
-            pointers = [self.buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
             if entry not in functions:
                 functions[entry] = device.function(module, entry)
-            pointers.append(self.status + STATUS_BYTES * number)
             if partials > 0:
                 self.partials.append(device.allocate(partials))
-            if partials:
-                pointers.append(self.partials[-1])
-            self.launches.append(device.launcher(functions[entry], pointers, blocks, threads, entry, exact))
+            self._plan.append((functions[entry], slots, blocks, threads, entry, exact,
+                               self.status + STATUS_BYTES * number, self.partials[-1] if partials else None))
             self.first_errors.append(first_error)
+        self.launches = self._launchers(self.buffers)
+
+    def _launchers(self, buffers):
+        """The launches with the externals at `buffers` (addresses by external position)."""
+        made = []
+        for function, slots, blocks, threads, entry, exact, status, partials in self._plan:
+            pointers = [buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
+            pointers.append(status)
+            if partials is not None:
+                pointers.append(partials)
+            made.append(self.device.launcher(function, pointers, blocks, threads, entry, exact))
+        return made
 
     def __call__(self, inputs, params):
+        """Host inputs are copied in and outputs copied out to host arrays; when any input or
+        param is already in this device's memory (runtime/device_arrays.py), the call is
+        device-resident: such values are read where they are, with no copy, and the outputs
+        are new device arrays that the kernels write directly."""
         device, spec = self.device, self.spec
-        for external, address in zip(spec.externals, self.buffers):
+        buffers, resident = list(self.buffers), False
+        for position, (external, address) in enumerate(zip(spec.externals, self.buffers)):
             if external.kind == "input":
                 what, value = f"input %{external.key}", inputs[external.key]
             elif external.kind == "param":
                 what, value = f"param {external.key!r}", params[external.key]
             else:
                 continue
-            device.copy_in(address, conform_array(spec.name, value, external.shape, external.dtype, what))
+            value = getattr(value, "_data", value)
+            if device_of(value) is device and value.flags.c_contiguous and value.dtype == external.dtype \
+                    and value.shape == external.shape:
+                buffers[position], resident = value.ctypes.data, True
+            else:
+                device.copy_in(address, conform_array(spec.name, value, external.shape, external.dtype, what))
+        outputs = {}
+        if resident:
+            for position, external in enumerate(spec.externals):
+                if external.kind == "output":
+                    outputs[external.key] = array = device_arrays.empty(device, external.shape, external.dtype)
+                    buffers[position] = array.ctypes.data if array.size else self.buffers[position]
         if self.launches:
             device.fill(self.status, STATUS_BYTES * len(self.launches), 0xFF)
-        self.launch()
-        outputs = {}
-        for external, address in zip(spec.externals, self.buffers):
-            if external.kind == "output":
-                outputs[external.key] = array = np.empty(external.shape, external.dtype)
-                device.copy_out(array, address)
+        for launch in (self._launchers(buffers) if resident else self.launches):
+            launch()
+        if not resident:
+            for external, address in zip(spec.externals, self.buffers):
+                if external.kind == "output":
+                    outputs[external.key] = array = np.empty(external.shape, external.dtype)
+                    device.copy_out(array, address)
         self.calls += 1
+        copy = (lambda array: device_arrays.to_device(device, array)) if resident else np.array
         if not self.launches:
-            return collect_results(spec.results, outputs, inputs, params)
+            device.synchronize()
+            return collect_results(spec.results, outputs, inputs, params, copy)
         status = np.empty(len(self.launches), np.uint32)
-        device.copy_out(status, self.status)
+        device.copy_out(status, self.status)  # (waits for the launches)
         failed = np.flatnonzero(status != NO_ERROR)
         if failed.size:  # the first launch (in program order) whose check failed
             raise program_error(spec, self.first_errors[failed[0]] + int(status[failed[0]]))
-        return collect_results(spec.results, outputs, inputs, params)
+        return collect_results(spec.results, outputs, inputs, params, copy)
 
     def launch(self):
         """Queue every launch of the program on the data already on the device (what a call

@@ -1,14 +1,19 @@
 """runtime/cuda_driver.py's CudaDevice on this CPU: host memory stands in for device memory
 and runtime/grid_emulator.py runs the launches, so compiled GPU programs, their runner
 (runtime/cuda_program.py) and `ember.compile(..., backend="ptx-emulated")` run and are
-tested on any machine. Modules are the PTX target's LLVM module text (before NVPTX code
-generation), not PTX: the emulator retargets that module to the host.
+tested on any machine. As on a GPU, a launch may only be given addresses of memory the device
+allocated (ordinary or managed): a host array's address raises CudaError, as a real launch
+would fault on it, so the emulation catches tensors whose memory is on the wrong side.
+Modules are the PTX target's LLVM module text (before NVPTX code generation), not PTX: the
+emulator retargets that module to the host.
 """
+import bisect
 import ctypes
 import time
 
 import numpy as np
 
+from .cuda_driver import CudaError
 from .grid_emulator import EmulatedModule
 
 ALIGNMENT = 256  # cuMemAlloc's alignment
@@ -27,24 +32,49 @@ class EmulatedCudaDevice:
 
     def __init__(self, block_threads=BLOCK_THREADS):
         self.block_threads = block_threads
-        self._memory = {}  # address -> the numpy buffer that owns it
+        self._memory = {}  # address -> (the numpy buffer that owns it, bytes usable from the address)
+        self._starts = []  # the allocations' addresses, sorted (to check a launch's pointers)
+        self.copied_in = self.copied_out = 0  # bytes copied host -> device and back (tests count them)
+
+    @staticmethod
+    def fresh_memory(nbytes):
+        """The host memory behind a new allocation (zeroed; a real device's is not: tests fill it)."""
+        return np.zeros(nbytes, np.uint8)
 
     def allocate(self, nbytes):
-        buffer = np.zeros(max(int(nbytes), 1) + ALIGNMENT, np.uint8)
+        nbytes = max(int(nbytes), 1)
+        buffer = self.fresh_memory(nbytes + ALIGNMENT)
         address = -(-buffer.ctypes.data // ALIGNMENT) * ALIGNMENT
-        self._memory[address] = buffer
+        self._memory[address] = (buffer, nbytes)
+        bisect.insort(self._starts, address)
         return address
+
+    allocate_managed = allocate  # (host memory is what both sides address here)
 
     def free(self, address):
         del self._memory[address]
+        del self._starts[bisect.bisect_left(self._starts, address)]
+
+    def check_address(self, address, what):
+        """CudaError unless `address` lies in memory this device allocated."""
+        k = bisect.bisect_right(self._starts, address) - 1
+        if k < 0 or address >= self._starts[k] + self._memory[self._starts[k]][1]:
+            raise CudaError(f"ember grid emulator: {what} was given address {address:#x}, which is not device "
+                            "memory (a GPU would fault: CUDA_ERROR_ILLEGAL_ADDRESS)")
 
     def copy_in(self, address, array):
+        self.check_address(address, "a host-to-device copy")
+        self.copied_in += array.nbytes
         ctypes.memmove(address, array.ctypes.data, array.nbytes)
 
     def copy_out(self, array, address):
+        self.check_address(address, "a device-to-host copy")
+        self.copied_out += array.nbytes
         ctypes.memmove(array.ctypes.data, address, array.nbytes)
 
     def copy_on_device(self, target, source, nbytes):
+        self.check_address(target, "a device-to-device copy")
+        self.check_address(source, "a device-to-device copy")
         ctypes.memmove(target, source, nbytes)
 
     def fill(self, address, nbytes, byte):
@@ -61,6 +91,8 @@ class EmulatedCudaDevice:
         """A callable that runs the launch to completion; unless `exact`, with at most
         `block_threads` threads per block."""
         module, entry = function
+        for pointer in pointers:
+            self.check_address(pointer, f"launch of {name or entry}")
         threads = threads if exact else min(threads, self.block_threads)
         return lambda: module.launch(entry, pointers, blocks, threads)
 

@@ -47,21 +47,22 @@ def conform_array(program, value, shape, dtype, what):
     return array
 
 
-def collect_results(results, outputs, inputs, params):
+def collect_results(results, outputs, inputs, params, copy=np.array):
     """{result node: array} from a call's output arrays {output node: array}, its inputs and
-    params, per ProgramSpec.results (a value under two result ids becomes two arrays)."""
+    params, per ProgramSpec.results (a value under two result ids becomes two arrays, made by
+    `copy`: a device-resident call's copies stay on the device)."""
     result = {}
     for node, (kind, key) in results:
         if kind == "output":
             value = outputs[key]
             if any(value is v for v in result.values()):
-                value = value.copy()
+                value = copy(value)
         elif kind == "input":
             value = inputs[key]
         elif kind == "param":
             value = params[key]
         else:
-            value = np.array(key, copy=True)
+            value = copy(np.asarray(key))
         result[node] = value
     return result
 

@@ -43,6 +43,10 @@ CUresult cuMemAlloc_v2(uint64_t *address, size_t bytes) {
     *address = (uint64_t)(uintptr_t)calloc(1, bytes);
     return SUCCESS;
 }
+CUresult cuMemAllocManaged(uint64_t *address, size_t bytes, unsigned flags) {
+    if (flags != 1) return INVALID_VALUE;
+    return cuMemAlloc_v2(address, bytes);
+}
 CUresult cuMemFree_v2(uint64_t address) { free((void *)(uintptr_t)address); return SUCCESS; }
 CUresult cuMemcpyHtoD_v2(uint64_t target, const void *source, size_t bytes) {
     memcpy((void *)(uintptr_t)target, source, bytes); return SUCCESS;

@@ -82,12 +82,8 @@ def test_a_program_without_launches_does_not_read_uninitialised_status(monkeypat
     status cell: on a device whose fresh memory is not zero (cuMemAlloc's is not) a program with
     no kernels raises IndexError (first_errors[0]). The emulator allocates zeroed memory, so
     here its allocations are filled with 0xff as a real device's may be."""
-    def allocate(self, nbytes):
-        buffer = np.full(max(int(nbytes), 1) + emulated_cuda.ALIGNMENT, 0xFF, np.uint8)
-        address = -(-buffer.ctypes.data // emulated_cuda.ALIGNMENT) * emulated_cuda.ALIGNMENT
-        self._memory[address] = buffer
-        return address
-    monkeypatch.setattr(emulated_cuda.EmulatedCudaDevice, "allocate", allocate)
+    monkeypatch.setattr(emulated_cuda.EmulatedCudaDevice, "fresh_memory",
+                        staticmethod(lambda nbytes: np.full(nbytes, 0xFF, np.uint8)))
     x = ember.tensor(np.arange(12, dtype=np.float32).reshape(3, 4))
     assert_like_eager(lambda x: x + 0, x)
     assert_like_eager(lambda x: x.softmax(1), x)  # (with launches: all cells zeroed, fine)

@@ -13,6 +13,7 @@ from ember.frontend.autograd import no_grad
 from ember.frontend.dispatch import STATE
 from ember.frontend.tensor import Tensor, Device
 from ember.frontend.views import bump_version
+from ember.frontend.device_tensors import move
 from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -456,7 +457,7 @@ class Module:
             elif arg is not None:
                 dtype = arg
         if device is not None:
-            _check_device(device)
+            self._move_to(device)
         if dtype is None:
             return self
         dtype = dtypes.as_dtype(dtype)
@@ -489,11 +490,19 @@ class Module:
     def type(self, dst_type):
         return self._cast_floating(dtypes.as_dtype(dst_type))
 
+    def _move_to(self, device):
+        """Every parameter, gradient and buffer on `device` (parameters keep their objects)."""
+        def convert(t):
+            with no_grad():
+                return move(t, device)
+        return self._apply_to_tensors(convert)
+
     def cpu(self):
-        return self
+        return self._move_to("cpu")
 
     def cuda(self, device=None):
-        _check_device("cuda")
+        return self._move_to("cuda" if device is None else device if isinstance(device, (str, Device))
+                             else f"cuda:{device}")
 
     # ------------------------------------------------------------------ state dict
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
@@ -622,9 +631,3 @@ def _type_name(value):
         return type_name(value)
     return type(value).__name__
 
-
-def _check_device(device):
-    device = Device(device)
-    if device.type not in ("cpu", "meta"):
-        raise RuntimeError(f"eager modules live on the CPU; device {device} is used by compiled programs "
-                           f"(ember.compile) and is not available for eager modules")
