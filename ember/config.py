@@ -7,6 +7,8 @@ EMBER_DUMP=DIR   write the graph after every pass (text, DOT, diff) under DIR.
 EMBER_CACHE_DIR  where compiled objects are cached (default: ~/.cache/ember).
 EMBER_NUM_THREADS=N  threads compiled CPU programs use for parallel loops and matrix
                  multiplies (default: the CPUs this process may run on).
+EMBER_EMULATE_CUDA=1  "cuda" is the CPU's grid emulator (for machines without a GPU; read on
+                 every use, see `emulate_cuda`).
 EMBER_PROGRESS=0 no progress line on stderr while a compile runs past a second (shown only
                  when stderr is a terminal).
 """
@@ -27,6 +29,11 @@ PROGRESS = bool(_flag("EMBER_PROGRESS", 1))
 DUMP_DIR = os.environ.get("EMBER_DUMP") or None
 CACHE_DIR = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ember")
+
+
+def emulate_cuda():
+    """EMBER_EMULATE_CUDA, read now (tests switch it within one process)."""
+    return bool(_flag("EMBER_EMULATE_CUDA"))
 
 
 def _num_threads():

@@ -8,8 +8,6 @@ the values are. Eager ops on such tensors run on the device (frontend/device_ops
 "cuda" is the machine's first NVIDIA GPU, or, with EMBER_EMULATE_CUDA=1, the CPU's grid
 emulator (runtime/emulated_cuda.py): the same programs, slowly, for machines without a GPU.
 """
-import os
-
 import numpy as np
 
 from ember.runtime.device_arrays import device_of, to_device
@@ -18,8 +16,9 @@ _OPENED = {}  # emulated? -> the runtime device
 
 
 def emulating():
-    """EMBER_EMULATE_CUDA=1: "cuda" is the grid emulator (read on every call: tests switch it)."""
-    return os.environ.get("EMBER_EMULATE_CUDA", "") not in ("", "0")
+    """EMBER_EMULATE_CUDA=1: "cuda" is the grid emulator (ember/config.py)."""
+    from ember import config
+    return config.emulate_cuda()
 
 
 def cuda_runtime_device(index=0):

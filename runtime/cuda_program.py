@@ -52,18 +52,31 @@ class CudaProgram:
             self._plan.append((functions[entry], slots, blocks, threads, entry, exact,
                                self.status + STATUS_BYTES * number, self.partials[-1] if partials else None))
             self.first_errors.append(first_error)
-        self.launches = self._launchers(self.buffers)
+        self._uses = {}  # external position -> the launches that take its address
+        for number, (_, slots, *_) in enumerate(self._plan):
+            for kind, where in slots:
+                if kind == "arg":
+                    self._uses.setdefault(where, set()).add(number)
+        self._bound = list(self.buffers)  # the external addresses the launchers were built with
+        self.launches = [self._launcher(number, self._bound) for number in range(len(self._plan))]
 
-    def _launchers(self, buffers):
-        """The launches with the externals at `buffers` (addresses by external position)."""
-        made = []
-        for function, slots, blocks, threads, entry, exact, status, partials in self._plan:
-            pointers = [buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
-            pointers.append(status)
-            if partials is not None:
-                pointers.append(partials)
-            made.append(self.device.launcher(function, pointers, blocks, threads, entry, exact))
-        return made
+    def _launcher(self, number, buffers):
+        """Launch `number` with the externals at `buffers` (addresses by external position)."""
+        function, slots, blocks, threads, entry, exact, status, partials = self._plan[number]
+        pointers = [buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
+        pointers.append(status)
+        if partials is not None:
+            pointers.append(partials)
+        return self.device.launcher(function, pointers, blocks, threads, entry, exact)
+
+    def _bind(self, buffers):
+        """Rebuild only the launches whose externals moved since the last call (a device-resident
+        training step's params stay put; its batch and outputs move)."""
+        moved = [position for position, (old, new) in enumerate(zip(self._bound, buffers)) if old != new]
+        if moved:
+            self._bound = buffers
+            for number in sorted(set().union(*(self._uses.get(p, ()) for p in moved))):
+                self.launches[number] = self._launcher(number, buffers)
 
     def __call__(self, inputs, params):
         """Host inputs are copied in and outputs copied out to host arrays; when any input or
@@ -93,7 +106,8 @@ class CudaProgram:
                     buffers[position] = array.ctypes.data if array.size else self.buffers[position]
         if self.launches:
             device.fill(self.status, STATUS_BYTES * len(self.launches), 0xFF)
-        for launch in (self._launchers(buffers) if resident else self.launches):
+        self._bind(buffers)
+        for launch in self.launches:
             launch()
         if not resident:
             for external, address in zip(spec.externals, self.buffers):

@@ -252,6 +252,32 @@ def test_compiled_inference_on_the_device_returns_device_tensors():
         assert_same(compiled(x.cuda()), host(x), rtol=1e-4)
 
 
+def test_the_seed_net_runs_on_the_device_eagerly_and_compiled():
+    """The seed program's Net (tests/zoo.py's copy of examples/seed_net.py), batch 2: eager
+    forward, an eager and a compiled training step, all on cuda, against the CPU."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from zoo import SeedNet
+    torch.manual_seed(0)
+    host = SeedNet()
+    device = SeedNet()
+    device.load_state_dict(host.state_dict())
+    device.to("cuda")
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.tensor([3, 7])
+    assert_same(device(x.cuda()), host(x), rtol=1e-4, atol=1e-5)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (host, device)]
+    eager_host, eager_device = (training_step(m, o) for m, o in zip((host, device), optimizers))
+    assert_same(eager_device(x.cuda(), y.cuda()), eager_host(x, y), rtol=1e-4)
+    compiled = torch.compile(eager_device)
+    for _ in range(3):
+        assert_same(compiled(x.cuda(), y.cuda()), eager_host(x, y), rtol=1e-4)
+    assert compiled.report.compiled_calls >= 1
+    for p_device, p_host in zip(device.parameters(), host.parameters()):
+        assert_same(p_device, p_host, rtol=1e-4, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- the emulator's honesty
 
 def test_the_emulator_refuses_host_memory_as_a_gpu_would(cuda):
@@ -259,7 +285,7 @@ def test_the_emulator_refuses_host_memory_as_a_gpu_would(cuda):
         pytest.skip("checks the grid emulator's address checks (a GPU faults on its own)")
     runner, inputs, output = device_ops.one_op_program(cuda, "exp", [((4,), np.float32)], {})
     with pytest.raises(CudaError, match="not device memory"):
-        runner._launchers([np.zeros(4, np.float32).ctypes.data] * len(runner.buffers))
+        runner._launcher(0, [np.zeros(4, np.float32).ctypes.data] * len(runner.buffers))
     on_device = device_arrays.to_device(cuda, np.arange(4, dtype=np.float32))
     np.testing.assert_allclose(runner({inputs[0]: on_device}, {})[output], np.exp(np.arange(4, dtype=np.float32)),
                                rtol=1e-6)
