@@ -9,6 +9,8 @@ EMBER_NUM_THREADS=N  threads compiled CPU programs use for parallel loops and ma
                  multiplies (default: the CPUs this process may run on).
 EMBER_EMULATE_CUDA=1  "cuda" is the CPU's grid emulator (for machines without a GPU; read on
                  every use, see `emulate_cuda`).
+EMBER_GPU_GEMM=cublas|tiles  which kernel computes a GPU program's plain matrix products
+                 (default: each launch times both on its first run and keeps the faster).
 EMBER_PROGRESS=0 no progress line on stderr while a compile runs past a second (shown only
                  when stderr is a terminal).
 """
@@ -34,6 +36,14 @@ CACHE_DIR = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
 def emulate_cuda():
     """EMBER_EMULATE_CUDA, read now (tests switch it within one process)."""
     return bool(_flag("EMBER_EMULATE_CUDA"))
+
+
+def gpu_gemm():
+    """EMBER_GPU_GEMM: "cublas", "tiles", or "auto" (unset: time both), read now."""
+    value = os.environ.get("EMBER_GPU_GEMM", "") or "auto"
+    if value not in ("auto", "cublas", "tiles"):
+        raise ValueError(f"EMBER_GPU_GEMM must be cublas, tiles or auto, got {value!r}")
+    return value
 
 
 def _num_threads():

@@ -31,6 +31,7 @@ class CompileReport:
         self.host_only_ops = []  # ops compiled code runs as numpy callbacks (CPU only; see ember.ops host_only)
         self.programs = []  # the traced graph of every compiled segment (to_html draws them)
         self.runtime_scalars = []  # floats read as inputs of the programs (frontend/runtime_scalars.py)
+        self.runners = []  # weak references to the compiled segments' runners (GPU ones report their choices)
 
     @property
     def segments(self):
@@ -53,6 +54,12 @@ class CompileReport:
             for (source, code, how), outcomes in self.guards.items():
                 seen = ", ".join(repr(o) for o in sorted(outcomes, key=repr)[:6])
                 lines.append(f"  {source or '<unknown>'}: {code or '?'}  [{how}]  outcomes seen: {seen}")
+        gemms = [choice for ref in self.runners if ref() is not None
+                 for choice in getattr(ref(), "gemm_choices", {}).values()]
+        if gemms:
+            lines.append("GPU matrix products (cuBLAS or the tiled kernel, per launch):")
+            lines.extend(f"  {entry}: {'cuBLAS' if choice == 'cublas' else 'tiles'} ({why})"
+                         for entry, choice, why in gemms)
         if self.host_only_ops:
             lines.append("host-only ops (numpy callbacks from the CPU code; no export or GPU):")
             lines.extend(f"  {op}" for op in self.host_only_ops)

@@ -452,6 +452,7 @@ class CompiledFunction:
             self.report.backend += f", {backend.name} for tensors on cuda"
         segment.runner = backend.compile(segment.graph)
         self.report.programs.append(segment.graph)
+        self.report.runners.append(weakref.ref(segment.runner))
         for op in getattr(segment.runner, "host_only_ops", ()):
             if op not in self.report.host_only_ops:
                 self.report.host_only_ops.append(op)

@@ -164,6 +164,16 @@ class CudaDevice:
     def synchronize(self):
         self._check(self.lib.cuStreamSynchronize(self.stream), "cuStreamSynchronize")
 
+    def blas(self):
+        """The device's cuBLAS handle (runtime/cublas.py), or None where no cuBLAS loads."""
+        if not hasattr(self, "_blas"):
+            from .cublas import Cublas, CublasUnavailable
+            try:
+                self._blas = Cublas(self)
+            except CublasUnavailable:
+                self._blas = None
+        return self._blas
+
     # ------------------------------------------------------------------ timing
     def elapsed_ms(self, run):
         """Milliseconds the work `run()` queues on the stream takes, timed by CUDA events."""

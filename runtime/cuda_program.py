@@ -13,6 +13,7 @@ only its host batch in, and its results stay on the device.
 """
 import numpy as np
 
+from ember import config
 from . import device_arrays
 from .device_arrays import device_of
 from .program_spec import collect_results, conform_array, program_error
@@ -29,7 +30,10 @@ class CudaProgram:
     32, see emulated_cuda.py); `first_error`: what to add to the error number the launch
     reports (entries are shared between kernels of one structure, so they number errors from
     1); `partials`: bytes of a new buffer passed after the status cell (the first launch of a
-    split reduction), -1 to pass the previous launch's (its second), 0 for none."""
+    split reduction), -1 to pass the previous launch's (its second), 0 for none; an optional
+    eighth item, the cuBLAS call that may replace the launch (compiler/ptx/library_gemm.py):
+    the first call times both and keeps the faster (`gemm_choices`; EMBER_GPU_GEMM=cublas or
+    tiles forces one)."""
 
     def __init__(self, device, module, spec, launches):
         self.device, self.module, self.spec = device, module, spec
@@ -44,7 +48,11 @@ class CudaProgram:
                                                              dtype=external.dtype))
         self.first_errors, self.partials, functions = [], [], {}
         self._plan = []  # per launch: (function, slots, blocks, threads, entry, exact, status cell, partials)
-        for number, (entry, blocks, threads, slots, exact, first_error, partials) in enumerate(launches):
+        self.gemms = {}  # launch number -> the cuBLAS call that may replace it
+        self.gemm_choices = {}  # launch number -> (entry, "cublas" or "tiles", why)
+        for number, (entry, blocks, threads, slots, exact, first_error, partials, *gemm) in enumerate(launches):
+            if gemm and gemm[0]:
+                self.gemms[number] = gemm[0]
             if entry not in functions:
                 functions[entry] = device.function(module, entry)
             if partials > 0:
@@ -60,14 +68,42 @@ class CudaProgram:
         self._bound = list(self.buffers)  # the external addresses the launchers were built with
         self.launches = [self._launcher(number, self._bound) for number in range(len(self._plan))]
 
-    def _launcher(self, number, buffers):
-        """Launch `number` with the externals at `buffers` (addresses by external position)."""
+    def _launcher(self, number, buffers, choice=None):
+        """Launch `number` with the externals at `buffers` (addresses by external position): its
+        kernel, or with `choice` "cublas" (or that launch's choice so far) its cuBLAS call."""
         function, slots, blocks, threads, entry, exact, status, partials = self._plan[number]
         pointers = [buffers[where] if kind == "arg" else self.arena + where for kind, where in slots]
+        choice = choice or self.gemm_choices.get(number, (None, None))[1]
+        if choice == "cublas":
+            call, blas = self.gemms[number], self.device.blas()
+            a, b, c = (pointers[call[part][0]] + 4 * call[part][1] for part in ("a", "b", "c"))
+            return lambda: blas.sgemm(call, a, b, c)
         pointers.append(status)
         if partials is not None:
             pointers.append(partials)
         return self.device.launcher(function, pointers, blocks, threads, entry, exact)
+
+    def _choose_gemm(self, number, buffers):
+        """Decide launch `number` between its tiled kernel and cuBLAS (its operands are ready:
+        the launches before it ran) and leave its result computed."""
+        entry = self._plan[number][4]
+        forced, blas = config.gpu_gemm(), self.device.blas()
+        kernel = self._launcher(number, buffers, "tiles")
+        if forced == "tiles" or blas is None:
+            choice, why = "tiles", "forced by EMBER_GPU_GEMM" if forced == "tiles" else "no cuBLAS here"
+        elif forced == "cublas":
+            choice, why = "cublas", "forced by EMBER_GPU_GEMM"
+        elif self.device.emulated:
+            choice, why = "tiles", "emulated device: not timed"
+        else:
+            library = self._launcher(number, buffers, "cublas")
+            tiles_ms = min(self.device.elapsed_ms(kernel) for _ in range(3))
+            cublas_ms = min(self.device.elapsed_ms(library) for _ in range(3))
+            choice = "cublas" if cublas_ms < tiles_ms else "tiles"
+            why = f"cuBLAS {cublas_ms:.3f} ms, tiles {tiles_ms:.3f} ms"
+        self.gemm_choices[number] = (entry, choice, why)
+        self.launches[number] = self._launcher(number, buffers)
+        self.launches[number]()
 
     def _bind(self, buffers):
         """Rebuild only the launches whose externals moved since the last call (a device-resident
@@ -107,8 +143,15 @@ class CudaProgram:
         if self.launches:
             device.fill(self.status, STATUS_BYTES * len(self.launches), 0xFF)
         self._bind(buffers)
-        for launch in self.launches:
-            launch()
+        if len(self.gemm_choices) < len(self.gemms):  # (the first call: choose as the launches run)
+            for number, launch in enumerate(self.launches):
+                if number in self.gemms and number not in self.gemm_choices:
+                    self._choose_gemm(number, buffers)
+                else:
+                    self.launches[number]()
+        else:
+            for launch in self.launches:
+                launch()
         if not resident:
             for external, address in zip(spec.externals, self.buffers):
                 if external.kind == "output":

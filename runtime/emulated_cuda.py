@@ -102,6 +102,11 @@ class EmulatedCudaDevice:
     def synchronize(self):
         pass
 
+    def blas(self):
+        """cuBLAS's call computed with numpy on the emulated memory (runtime/cublas.py)."""
+        from .cublas import EmulatedBlas
+        return EmulatedBlas(self)
+
     def elapsed_ms(self, run):
         start = time.perf_counter()
         run()

@@ -137,7 +137,12 @@ class PtxTarget(LLVMTarget):
         for launch in self.launches(lowered):
             kernel = self.kernel_of(lowered, launch)
             slots = [list(lowered.locations[slot.key]) for slot in kernel.slots]
-            launches.append({"entry": launch.entry, "kernel": launch.kernel, "mode": launch.mode,
+            gemm = None
+            if launch.mode == "tiles":
+                from .library_gemm import gemm_call
+                from .tiled_matmul import matmul_nest
+                gemm = gemm_call(matmul_nest(launch.statements[0]))
+            launches.append({"entry": launch.entry, "kernel": launch.kernel, "mode": launch.mode, "gemm": gemm,
                              "kernels": list(range(launch.kernel, launch.last_kernel + 1)),
                              "partial_bytes": launch.partial_bytes,
                              "blocks": launch.blocks, "threads": launch.threads, "slots": slots,
@@ -178,7 +183,7 @@ class PtxTarget(LLVMTarget):
         launches = [(launch["entry"], launch["blocks"], launch["threads"], [tuple(slot) for slot in launch["slots"]],
                      launch["mode"] in EXACT_THREADS, launch["first_error"],
                      launch["partial_bytes"] if launch["mode"] in PAIR_FIRST else -1 if launch["mode"] in PAIR_SECOND
-                     else 0) for launch in description["launches"]]
+                     else 0, launch.get("gemm")) for launch in description["launches"]]
         return CudaRunner(device, module, program_spec(graph, planned.graph, description), launches, graph,
                           lower_again)
 
