@@ -6,6 +6,7 @@ reported back as PyTorch does; the print options set frontend/printing.py's.
 import math
 import warnings
 
+from ember.backends import cuda as cuda_backend
 from . import printing
 
 
@@ -15,7 +16,6 @@ class _Switches:
     def __init__(self):
         self.deterministic = False
         self.deterministic_warn_only = False
-        self.matmul_precision = "highest"
 
 
 _SWITCHES = _Switches()
@@ -58,17 +58,18 @@ def get_deterministic_debug_mode():
 
 
 def set_float32_matmul_precision(precision):
-    """Record "highest", "high" or "medium". ember's float32 matmuls compute in float32 at every
-    setting: the setting allows faster, less precise passes that ember does not make."""
+    """"highest", "high" or "medium". On the CPU ember's float32 matmuls compute in float32 at
+    every setting; "high" and "medium" let GPU programs use TF32 tensor cores (the same switch
+    as ember.backends.cuda.matmul.allow_tf32)."""
     if precision not in ("highest", "high", "medium"):
         warnings.warn(f"{precision} is not one of 'highest', 'high', or 'medium'; the current "
                       f"setFloat32MatmulPrecision call has no effect.", UserWarning, stacklevel=2)
         return
-    _SWITCHES.matmul_precision = precision
+    cuda_backend._PRECISION[0] = precision
 
 
 def get_float32_matmul_precision():
-    return _SWITCHES.matmul_precision
+    return cuda_backend._PRECISION[0]
 
 
 _PROFILES = {"default": dict(precision=4, threshold=1000, edgeitems=3, linewidth=80),

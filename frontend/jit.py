@@ -26,6 +26,7 @@ from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
 from .views import bump_version, replay, writable
 from .device_tensors import copy_array
+from ember.backends.cuda import tf32_switches
 from .device_ops import backend_for
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import copy_into, device_of
@@ -506,7 +507,8 @@ class CompiledFunction:
         every Python value its code reads (python_guards.PythonState: globals, closure cells,
         containers, attributes of objects, classes and modules, tensors they hold). State that
         cannot be guarded gives a signature that runs eagerly, with the reason in the report."""
-        parts = [("grad", STATE.grad_enabled), ("aliasing", _aliasing(flat))]  # __call__ reads [1]
+        parts = [("grad", STATE.grad_enabled), ("aliasing", _aliasing(flat)),  # __call__ reads [1]
+                 ("tf32", tf32_switches())]  # (GPU programs may multiply in TF32: ember.backends.cuda)
         argument_ids = {id(t) for _, t in flat}
         if positional:  # what _leaf_signature gives for ((tensor, ...), {}), without the walk
             containers = _positional_containers(len(args))

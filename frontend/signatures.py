@@ -52,6 +52,8 @@ def explain_signature_change(fn, old, new):
             changes.append(f"training flags{owner}: {before[2]} -> {part[2]}")
         elif kind == "grad":
             changes.append(f"grad mode: {before[1]} -> {part[1]}")
+        elif kind == "tf32":
+            changes.append(f"TF32 switches (matmul, convolution): {before[1]} -> {part[1]}")
         elif kind == "state":
             owner = "" if part[1] == "self" else f" of {part[1]}"
             changes.append(f"parameters or buffers{owner} were replaced or changed requires_grad/dtype")
@@ -79,7 +81,7 @@ def _part_key(part):
     Python state by (kind, path, what it is, which function reads it)."""
     if part[0] == "python":
         return part[:4]
-    return part[:1] if part[0] in ("grad", "aliasing") else part[:2]
+    return part[:1] if part[0] in ("grad", "aliasing", "tf32") else part[:2]
 
 
 def _is_plain(value):

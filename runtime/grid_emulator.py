@@ -12,6 +12,9 @@ only where the host has no such thing:
   a GPU, so threads that wait unequally give wrong numbers rather than a hang);
 - `shfl.sync.bfly` exchanges values through a per-block array, between two waits on a
   barrier of the warp's 32 threads (so every lane of a warp must take part, as on a GPU);
+- the TF32 tensor-core product `mma.sync.m16n8k8` (`llvm.nvvm.mma.m16n8k8.row.col.tf32`)
+  likewise: each lane puts its A and B registers in the array, waits for its warp, and sums
+  the products for its own four outputs from the lanes the PTX fragment layout names;
 - shared memory (`addrspace(3)`) becomes ordinary globals: blocks run one after another,
   so one copy serves each block in turn.
 A launch whose entry neither waits nor shuffles runs its threads one after another on the
@@ -28,6 +31,7 @@ SPECIAL_REGISTERS = ("tid", "ntid", "ctaid", "nctaid")  # the context's first fo
 # as on a GPU, so a kernel whose threads wait unequally gives wrong numbers, not a hang
 BARRIER_BYTES, CONDITION_AT, COUNT_AT = 192, 64, 128
 WARP = 32
+MMA_CELLS = 6  # i32 cells per thread in the exchange array: a tensor-core product's 4 + 2 operand registers
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _KEY = ctypes.c_uint(0)
 if _LIBC.pthread_key_create(ctypes.byref(_KEY), None) != 0:  # pragma: no cover
@@ -174,8 +178,85 @@ define internal i32 @"grid.shfl.bfly"(i32 %mask, i32 %value, i32 %lanes, i32 %cl
   call void @"grid.wait"(i64 24, i64 %warp64, i1 false)
   ret i32 %got
 }
+define internal float @"grid.mma.element"(ptr %exchange, i32 %warp_base, i32 %row, i32 %col, float %c) {
+entry:
+  %row_group = urem i32 %row, 8
+  %row_high = udiv i32 %row, 8
+  br label %loop
+loop:
+  %k = phi i32 [0, %entry], [%k.next, %loop]
+  %sum = phi float [%c, %entry], [%sum.next, %loop]
+  %k_low = urem i32 %k, 4
+  %k_high = udiv i32 %k, 4
+  %a_lane.0 = mul i32 %row_group, 4
+  %a_lane = add i32 %a_lane.0, %k_low
+  %a_register.0 = mul i32 %k_high, 2
+  %a_register = add i32 %a_register.0, %row_high
+  %a_thread = add i32 %warp_base, %a_lane
+  %a_cell.0 = mul i32 %a_thread, MMA_CELLS
+  %a_cell = add i32 %a_cell.0, %a_register
+  %a_at = getelementptr float, ptr %exchange, i32 %a_cell
+  %a = load float, ptr %a_at
+  %b_lane.0 = mul i32 %col, 4
+  %b_lane = add i32 %b_lane.0, %k_low
+  %b_register = add i32 %k_high, 4
+  %b_thread = add i32 %warp_base, %b_lane
+  %b_cell.0 = mul i32 %b_thread, MMA_CELLS
+  %b_cell = add i32 %b_cell.0, %b_register
+  %b_at = getelementptr float, ptr %exchange, i32 %b_cell
+  %b = load float, ptr %b_at
+  %product = fmul float %a, %b
+  %sum.next = fadd float %sum, %product
+  %k.next = add i32 %k, 1
+  %more = icmp ult i32 %k.next, 8
+  br i1 %more, label %loop, label %done
+done:
+  ret float %sum.next
+}
+define internal {float, float, float, float} @"grid.mma.tf32"(i32 %a0, i32 %a1, i32 %a2, i32 %a3, i32 %b0, i32 %b1,
+                                                            float %c0, float %c1, float %c2, float %c3) {
+  %context = call ptr @"grid.context"()
+  %tid = load i32, ptr %context
+  %at = getelementptr i8, ptr %context, i64 32
+  %exchange = load ptr, ptr %at
+  %mine.0 = mul i32 %tid, MMA_CELLS
+  %cell0 = getelementptr i32, ptr %exchange, i32 %mine.0
+  store i32 %a0, ptr %cell0
+  %cell1 = getelementptr i32, ptr %cell0, i32 1
+  store i32 %a1, ptr %cell1
+  %cell2 = getelementptr i32, ptr %cell0, i32 2
+  store i32 %a2, ptr %cell2
+  %cell3 = getelementptr i32, ptr %cell0, i32 3
+  store i32 %a3, ptr %cell3
+  %cell4 = getelementptr i32, ptr %cell0, i32 4
+  store i32 %b0, ptr %cell4
+  %cell5 = getelementptr i32, ptr %cell0, i32 5
+  store i32 %b1, ptr %cell5
+  %warp = udiv i32 %tid, 32
+  %warp64 = zext i32 %warp to i64
+  call void @"grid.wait"(i64 24, i64 %warp64, i1 false)
+  %lane = urem i32 %tid, 32
+  %group = udiv i32 %lane, 4
+  %in_group = urem i32 %lane, 4
+  %warp_base = mul i32 %warp, 32
+  %low_row = add i32 %group, 0
+  %high_row = add i32 %group, 8
+  %col.0 = mul i32 %in_group, 2
+  %col.1 = add i32 %col.0, 1
+  %d0 = call float @"grid.mma.element"(ptr %exchange, i32 %warp_base, i32 %low_row, i32 %col.0, float %c0)
+  %d1 = call float @"grid.mma.element"(ptr %exchange, i32 %warp_base, i32 %low_row, i32 %col.1, float %c1)
+  %d2 = call float @"grid.mma.element"(ptr %exchange, i32 %warp_base, i32 %high_row, i32 %col.0, float %c2)
+  %d3 = call float @"grid.mma.element"(ptr %exchange, i32 %warp_base, i32 %high_row, i32 %col.1, float %c3)
+  call void @"grid.wait"(i64 24, i64 %warp64, i1 false)
+  %r0 = insertvalue {float, float, float, float} undef, float %d0, 0
+  %r1 = insertvalue {float, float, float, float} %r0, float %d1, 1
+  %r2 = insertvalue {float, float, float, float} %r1, float %d2, 2
+  %r3 = insertvalue {float, float, float, float} %r2, float %d3, 3
+  ret {float, float, float, float} %r3
+}
 '''
-for _name, _value in (("BARRIER_BYTES", BARRIER_BYTES), ("CONDITION_AT", CONDITION_AT), ("COUNT_AT", COUNT_AT)):
+for _name, _value in (("BARRIER_BYTES", BARRIER_BYTES), ("CONDITION_AT", CONDITION_AT), ("COUNT_AT", COUNT_AT),
+                      ("MMA_CELLS", MMA_CELLS)):
     _CONTEXT_IR = _CONTEXT_IR.replace(_name, str(_value))
 
 
@@ -194,6 +275,7 @@ def retarget(nvptx_text):
         text = re.sub(rf'@"?llvm\.nvvm\.read\.ptx\.sreg\.{name}\.x"?', f'@"grid.{name}"', text)
     text = re.sub(r'@"?llvm\.nvvm\.barrier0"?', '@"grid.barrier"', text)
     text = re.sub(r'@"?llvm\.nvvm\.shfl\.sync\.bfly\.i32"?', '@"grid.shfl.bfly"', text)
+    text = re.sub(r'@"?llvm\.nvvm\.mma\.m16n8k8\.row\.col\.tf32"?', '@"grid.mma.tf32"', text)
     text = text.replace(" addrspace(3)", "")
     registers = "".join(f'define internal i32 @"grid.{name}"() {{\n  %context = call ptr @"grid.context"()\n'
                         f'  %at = getelementptr i32, ptr %context, i64 {k}\n  %value = load i32, ptr %at\n'
@@ -206,7 +288,7 @@ def _entries(nvptx_text):
     found = {}
     for match in re.finditer(r'define ptx_kernel [^@]*@"?([\w.$]+)"?\(([^)]*)\)(.*?)\n}\n', nvptx_text, re.S):
         name, parameters, body = match.groups()
-        found[name] = (parameters.count("ptr"), "llvm.nvvm.barrier0" in body or "llvm.nvvm.shfl" in body)
+        found[name] = (parameters.count("ptr"), any(f"llvm.nvvm.{call}" in body for call in ("barrier0", "shfl", "mma")))
     return found
 
 
@@ -326,7 +408,7 @@ def _run_threads(driver, pointers, blocks, threads):
     """A thread per GPU thread, each running its part of every block (`_thread_driver`)."""
     barriers = _Barriers([threads] + [WARP] * (threads // WARP))
     between_blocks = _Barriers([threads, threads])
-    exchange = (ctypes.c_int32 * threads)()
+    exchange = (ctypes.c_int32 * (threads * MMA_CELLS))()
     arguments = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
     failures = []
 

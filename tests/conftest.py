@@ -1,5 +1,7 @@
 """Test setup: strict mode checks every eager primitive against its shape rule; each test
-starts from the same seed."""
+starts from the same seed; GPU programs compute convolutions in float32 (PyTorch's default
+lets them use TF32, cudnn.allow_tf32; tests compare them with eager float32 at tight
+tolerances, and tests/test_gpu_tensor_cores.py turns TF32 on where it checks it)."""
 import os
 import tempfile
 
@@ -17,5 +19,8 @@ def _strict_and_seeded():
     previous = STATE.strict
     STATE.strict = True
     ember.manual_seed(0)
+    ember.backends.cudnn.allow_tf32 = False
     yield
     STATE.strict = previous
+    ember.backends.cudnn.allow_tf32 = False
+    ember.backends.cuda.matmul.allow_tf32 = False

@@ -71,7 +71,7 @@ class PtxKernelWriter(kernels.KernelWriter):
             (nest_loop,) = self.launch.statements
             write_tiles(body, matmul_nest(nest_loop), special_register(b, "tid"), special_register(b, "ctaid"),
                         special_register(b, "nctaid"), special_register(b, "ntid"),
-                        body.extra[0] if self.launch.partial_bytes else None, mode)
+                        body.extra[0] if self.launch.partial_bytes else None, mode, self.launch.tf32)
             return
         if mode in ("partials", "finish"):
             writer = SplitWriter(body, special_register(b, "tid"), special_register(b, "ntid"),

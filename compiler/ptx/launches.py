@@ -55,6 +55,7 @@ class Launch:
     partial_bytes: int = 0  # "partials"/"finish": the partial-values buffer the pair shares
     merged: object = None  # the Kernel of a run of row kernels merged into this launch (row_fusion.py)
     through: int = None  # with `merged`: the number of the run's last kernel
+    tf32: bool = False  # "tiles"/"tiles_split": multiply on TF32 tensor cores (tensor_cores.py)
 
     @property
     def last_kernel(self):

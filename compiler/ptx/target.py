@@ -64,7 +64,9 @@ class PtxTarget(LLVMTarget):
     def key(self):
         import llvmlite
         from .. import compile_cache
+        from ember.backends.cuda import tf32_switches
         return "|".join([TRIPLE, self.compute_capability, "emulated" if self.emulated else "device",
+                         "tf32=%d%d" % tf32_switches(),
                          f"llvmlite-{llvmlite.__version__}", compile_cache.code_generator_sources(__name__)])
 
     def payload_kind(self):
@@ -91,9 +93,14 @@ class PtxTarget(LLVMTarget):
         a model's transformer blocks) launches the earlier one's entries with its own buffers."""
         from dataclasses import replace
         from ..llvm.kernels import kernel_structure
+        from ember.backends.cuda import tf32_switches
         program, first, found, taken = self.program(lowered), {}, [], set()
+        matmul_tf32, conv_tf32 = tf32_switches()
         for number, kernel, planned in merge_row_kernels(lowered.kernels, lowered.locations):
-            key = kernel_structure(program, kernel)
+            ops = {lowered.graph.node(n).op for n in kernel.nodes if n in lowered.graph}
+            tf32 = conv_tf32 if any(op.startswith("conv") for op in ops) else matmul_tf32
+            planned = [replace(launch, tf32=tf32 and launch.mode in ("tiles", "tiles_split")) for launch in planned]
+            key = (kernel_structure(program, kernel), tf32)
             if key in first:
                 planned = [replace(launch, entry=earlier.entry, writes_entry=False)
                            for launch, earlier in zip(planned, first[key])]

@@ -29,6 +29,7 @@ from llvmlite import ir
 from .. import loop_ir as L
 from ..llvm.loops import I64, counted_loop, entry_alloca
 from ..llvm.scalar import VALUE_TYPES, const_value
+from . import tensor_cores
 from .block_statements import barrier, shared_array
 
 TILE = 64  # output rows and columns per block
@@ -141,8 +142,9 @@ def matmul_nest(loop):
 class TileWriter:
     """Writes one MatmulNest as the tiled kernel, in the PtxBodyWriter `body`."""
 
-    def __init__(self, body, nest, tid, ctaid, nctaid, ntid=None):
+    def __init__(self, body, nest, tid, ctaid, nctaid, ntid=None, tf32=False):
         self.body, self.b, self.nest = body, body.builder, nest
+        self.tf32 = tf32 and nest.declare.dtype == "float32"  # multiply on tensor cores (tensor_cores.py)
         self.tid, self.ctaid, self.nctaid, self.ntid = tid, ctaid, nctaid, ntid
         self.kind = VALUE_TYPES[nest.declare.dtype]
         self.left_tile = shared_array(body.module, f"ember.tile_left.{self.kind}", self.kind, DEPTH * LEFT_STRIDE)
@@ -183,9 +185,15 @@ class TileWriter:
         tiles_n = -(-N // TILE)
         per_batch = -(-M // TILE) * tiles_n
         part = depth_part(K, splits)
-        ty, tx = b.udiv(self.tid, self.i64(SIDE)), b.urem(self.tid, self.i64(SIDE))
-        sums = [[entry_alloca(b, self.kind, 1, align=8, name=f"sum{a}_{c}") for c in range(PER_THREAD)]
-                for a in range(PER_THREAD)]
+        if self.tf32:  # a thread's sums: its fragments of the warp's products
+            fragments = tensor_cores.Fragments(b, self.tid)
+            positions = fragments.positions()
+        else:  # a thread's sums: rows ty + 16a, columns tx + 16c
+            ty, tx = b.udiv(self.tid, self.i64(SIDE)), b.urem(self.tid, self.i64(SIDE))
+            positions = [[(b.add(ty, self.i64(SIDE * a)), b.add(tx, self.i64(SIDE * c))) for c in range(PER_THREAD)]
+                         for a in range(PER_THREAD)]
+        sums = [[entry_alloca(b, self.kind, 1, align=8, name=f"sum{a}_{c}") for c in range(len(row))]
+                for a, row in enumerate(positions)]
         with counted_loop(b, self.ctaid, self.i64(nest.tiles * splits), self.nctaid, name="work") as work:
             tile, split = b.urem(work, self.i64(nest.tiles)), b.udiv(work, self.i64(nest.tiles))
             outer = self.split(b.udiv(tile, self.i64(per_batch)), nest.batch) if nest.batch else {}
@@ -201,22 +209,24 @@ class TileWriter:
             with counted_loop(b, first, last, DEPTH, name="depth") as depth0:
                 self.load_tiles(outer, row0, col0, depth0, M, N, K)
                 barrier(self.body)
-                self.multiply(ty, tx, sums)
+                if self.tf32:
+                    tensor_cores.multiply(self, fragments, sums)
+                else:
+                    self.multiply(ty, tx, sums)
                 barrier(self.body)
             if splits == 1:
-                self.store_outputs(outer, row0, col0, ty, tx, sums, M, N)
+                self.store_outputs(outer, row0, col0, positions, sums, M, N)
             else:
-                self.store_partials(partials, b.add(b.mul(split, self.i64(nest.tiles)), tile), ty, tx, sums)
+                self.store_partials(partials, b.add(b.mul(split, self.i64(nest.tiles)), tile), positions, sums)
 
-    def store_partials(self, partials, block_tile, ty, tx, sums):
-        """This thread's 4 x 4 sums into the partial tile `block_tile` (split-major) of `partials`."""
+    def store_partials(self, partials, block_tile, positions, sums):
+        """This thread's sums into the partial tile `block_tile` (split-major) of `partials`."""
         b = self.b
         base = b.mul(block_tile, self.i64(TILE * TILE))
-        for a in range(PER_THREAD):
-            for c in range(PER_THREAD):
-                local = b.add(b.mul(b.add(ty, self.i64(SIDE * a)), self.i64(TILE)), b.add(tx, self.i64(SIDE * c)))
-                at = b.gep(partials, [b.add(base, local)], source_etype=self.kind)
-                b.store(b.load(sums[a][c], typ=self.kind), at)
+        for cells, places in zip(sums, positions):
+            for cell, (row, col) in zip(cells, places):
+                at = b.gep(partials, [b.add(base, b.add(b.mul(row, self.i64(TILE)), col))], source_etype=self.kind)
+                b.store(b.load(cell, typ=self.kind), at)
 
     def write_sum(self, partials, splits):
         """The second launch of a split product: a thread per output (grid-stride) adds its
@@ -287,17 +297,16 @@ class TileWriter:
             for total, cell in zip(row, cells):
                 b.store(total, cell)
 
-    def store_outputs(self, outer, row0, col0, ty, tx, sums, M, N):
+    def store_outputs(self, outer, row0, col0, positions, sums, M, N):
         """Each of this thread's outputs inside the matrix, through the nest's store (epilogue)."""
         b, nest, body = self.b, self.nest, self.body
         cell = body.accumulator(nest.declare.name)
-        for a in range(PER_THREAD):
-            row = b.add(row0, b.add(ty, self.i64(SIDE * a)))
-            for c in range(PER_THREAD):
-                col = b.add(col0, b.add(tx, self.i64(SIDE * c)))
+        for cells, places in zip(sums, positions):
+            for sum_cell, (local_row, local_col) in zip(cells, places):
+                row, col = b.add(row0, local_row), b.add(col0, local_col)
                 inside = b.and_(b.icmp_unsigned("<", row, self.i64(M)), b.icmp_unsigned("<", col, self.i64(N)))
                 with b.if_then(inside):
-                    b.store(b.load(sums[a][c], typ=self.kind), cell)
+                    b.store(b.load(sum_cell, typ=self.kind), cell)
                     body.emitter.forget_accumulator(nest.declare.name)
                     emitter = body.emitter
                     emitter.push()
@@ -306,9 +315,10 @@ class TileWriter:
                     emitter.pop()
 
 
-def write_tiles(body, nest, tid, ctaid, nctaid, ntid=None, partials=None, mode="tiles"):
-    """The launch of mode "tiles", or of a split product: "tiles_split" then "tiles_sum"."""
-    writer = TileWriter(body, nest, tid, ctaid, nctaid, ntid)
+def write_tiles(body, nest, tid, ctaid, nctaid, ntid=None, partials=None, mode="tiles", tf32=False):
+    """The launch of mode "tiles", or of a split product: "tiles_split" then "tiles_sum"
+    (`tf32`: the multiply-adds on tensor cores, tensor_cores.py)."""
+    writer = TileWriter(body, nest, tid, ctaid, nctaid, ntid, tf32)
     if mode == "tiles":
         writer.write()
     elif mode == "tiles_split":

@@ -1,2 +1,2 @@
-"""`ember.backends`: PyTorch's backend switches that scripts query or set (mps, cudnn)."""
-from . import mps, cudnn  # noqa: F401
+"""`ember.backends`: PyTorch's backend switches that scripts query or set (mps, cudnn, cuda)."""
+from . import mps, cudnn, cuda  # noqa: F401
