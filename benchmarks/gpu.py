@@ -47,6 +47,8 @@ class Bench:
 
     def __init__(self, args):
         os.environ.setdefault("EMBER_CACHE_DIR", tempfile.mkdtemp(prefix="ember-gpu-bench-"))
+        if args.emulated:
+            os.environ["EMBER_EMULATE_CUDA"] = "1"  # ("cuda" tensors on the emulator too)
         import ember
         from ember.compiler import backends
         from ember.runtime.cuda_driver import CudaUnavailable, open_device
@@ -168,6 +170,20 @@ def section_sgemm(bench):
     error = float(np.max(np.abs(got - a.astype(np.float64) @ b)) / np.sqrt(n))
     flops = 2 * n ** 3
     rows = [("ember tiled sgemm", flops / bench.kernel_ms(runner) / 1e6)]
+    for setting, title in (("cublas", "ember through cuBLAS"), ("tf32", "ember TF32 tensor cores")):
+        if setting == "cublas" and (bench.args.emulated or bench.device.blas() is None):
+            continue
+        os.environ["EMBER_GPU_GEMM"] = "cublas" if setting == "cublas" else "tiles"
+        ember.backends.cuda.matmul.allow_tf32 = setting == "tf32"
+        try:
+            with ember.no_grad():
+                graph = ember.trace(lambda x, w: x @ w, ember.tensor(a), ember.tensor(b))
+            other, _ = bench.compiled(graph)
+            other(dict(zip(graph.inputs, (a, b))), {})  # (the first run makes the choice)
+            rows.append((title, flops / bench.kernel_ms(other) / 1e6))
+        finally:
+            del os.environ["EMBER_GPU_GEMM"]
+            ember.backends.cuda.matmul.allow_tf32 = False
     if bench.torch:
         torch = bench.torch
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -219,6 +235,7 @@ def training_section(bench, name, make_model, make_batch, make_optimizer, loss_o
         sys.exit(f"benchmarks/gpu.py: the {name} step did not run compiled: {compiled.report}")
     rows = [("ember kernels", bench.kernel_ms(backend.runners[-1])),
             ("ember whole call (copies)", bench.call_ms(lambda: compiled(x, y)))]
+    rows += device_resident_rows(bench, make_model, make_batch, make_optimizer, loss_of)
     if bench.torch:
         torch = bench.torch
         twin = make_model(torch).cuda()
@@ -234,6 +251,32 @@ def training_section(bench, name, make_model, make_batch, make_optimizer, loss_o
     report(f"{name} training step ({len(backend.runners[-1].spec.externals)} buffers; first compile {seconds:.2f} s)",
            rows, "ms", baseline="torch eager" if bench.torch else None)
     bench.figures[name] = dict(rows, compile_seconds=seconds)
+
+
+def device_resident_rows(bench, make_model, make_batch, make_optimizer, loss_of):
+    """The same step with the model on the device (`model.to("cuda")`): compiled, where a call
+    copies nothing (the batch is on the device too), and eagerly (one-op GPU programs)."""
+    ember = bench.ember
+    model = make_model(ember).to("cuda")
+    optimizer = make_optimizer(ember, model)
+    x, y = (t.to("cuda") for t in make_batch(ember))
+
+    def step(inputs, targets):
+        optimizer.zero_grad()
+        loss = loss_of(ember, model, inputs, targets)
+        loss.backward()
+        optimizer.step()
+        return loss
+    compiled = ember.compile(step)
+    for _ in range(6):
+        compiled(x, y).item()
+        if compiled.report.compiled_calls:
+            break
+    rows = [("ember whole call (model on cuda)", bench.call_ms(lambda: compiled(x, y).item()))]
+    if not bench.args.emulated:  # (eager ops on the emulator: minutes per step)
+        step(x, y).item()
+        rows.append(("ember eager (model on cuda)", bench.call_ms(lambda: step(x, y).item())))
+    return rows
 
 
 def section_seednet(bench):

@@ -432,6 +432,8 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
                                   lambda rvars: L.iadd(*[L.imul(v, s) for v, s in zip(rvars, sub_strides)]))
         combine = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}[node.op]
         dtype = node.dtype if node.dtype != "bool" else "int32"
+        if dtype in ROUNDED_FLOATS and combine in ("add", "mul"):
+            dtype = "float32"  # (summed in float32 and rounded once, as eagerly)
         if kept and kept[-1] == len(shape) - 1 and shape[-1] > 1 and count(extents) > UNROLL_REDUCTION:
             slot = self.reduced_rows(node, source, kept, combine, dtype, scope)
             kept_shape = tuple(shape[k] for k in kept)

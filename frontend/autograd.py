@@ -16,7 +16,7 @@ from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd
 from .views import bump_version, memory_owner, version_counter
 from .device_tensors import copy_array, like
 from .device_ops import device_bind
-from ember.runtime.device_arrays import device_of
+from ember.runtime.device_arrays import copy_into, device_of
 
 
 def _camel(name):
@@ -586,9 +586,14 @@ def _accumulate_into(existing, g):
         bump_version(existing)
         return existing
     device = device_of(data)
-    if device is not None:  # (the sum on the device, recording nothing, as below)
+    if device is not None:  # (the sum on the device, recording nothing, into the grad's own memory as below)
         from ember.ops import PRIMITIVES
-        return Tensor._wrap(device_bind(PRIMITIVES["add"], [data, g._data], {}, device))
+        total = device_bind(PRIMITIVES["add"], [data, g._data], {}, device)
+        if data.flags.writeable and data.shape == total.shape and data.dtype == total.dtype:
+            copy_into(data, total)
+            bump_version(existing)
+            return existing
+        return Tensor._wrap(total)
     return Tensor._wrap(data + g._data)
 
 
@@ -653,6 +658,8 @@ def _default_grad(t, g):
         return Tensor._wrap(like(np.ones(t.shape, dtype=t._data.dtype), t._data))
     if not isinstance(g, Tensor):
         g = Tensor._wrap(like(np.asarray(g, dtype=t._data.dtype), t._data))
+    elif g.device != t.device:
+        raise RuntimeError(f"invalid gradient at index 0 - expected device {t.device} but got {g.device}")
     elif g._data.dtype != t._data.dtype:
         from .math_ops import to_dtype
         g = to_dtype(g, t.dtype)  # PyTorch casts the given gradient to the output's dtype

@@ -9,6 +9,7 @@ import numpy as np
 from ember import dtypes
 from . import math_ops as M, reductions as R, shape_ops as S
 from .tensor import Tensor
+from .device_tensors import keeps_device
 
 
 def _shape_text(shape):
@@ -42,6 +43,7 @@ def cartesian_prod(*tensors):
     return S.stack(columns, dim=1)
 
 
+@keeps_device
 def combinations(input, r=2, with_replacement=False):
     """The length-r combinations of a 1-d tensor's elements, as rows (itertools.combinations'
     order, or combinations_with_replacement's)."""

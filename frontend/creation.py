@@ -45,7 +45,10 @@ def to_array(data, dtype=None):
         dtypes.from_numpy(array.dtype)
     else:
         try:
-            array = np.asarray(data)
+            try:
+                array = np.asarray(data)
+            except TypeError:  # (cuda tensors in the list refuse np.asarray: read their values)
+                array = np.asarray(_host_values(data))
         except ValueError:
             raise ValueError(f"ember.tensor: nested sequences must be rectangular (every row of a dim the same "
                              f"length), got {_outline(data)}") from None
@@ -69,6 +72,15 @@ def to_array(data, dtype=None):
     return array
 
 
+def _host_values(data):
+    """Nested lists with every tensor replaced by its values as a host array."""
+    if isinstance(data, Tensor):
+        return np.array(data._data)
+    if isinstance(data, (list, tuple)):
+        return [_host_values(d) for d in data]
+    return data
+
+
 def _outline(data, depth=0):
     """A short picture of ragged data for error messages: the lengths of its rows."""
     if isinstance(data, (list, tuple)) and depth < 2:
@@ -79,6 +91,8 @@ def _outline(data, depth=0):
 def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of `data` (lists, numbers, numpy arrays, tensors)."""
     t = Tensor._wrap(np.array(to_array(data, dtype), copy=True))
+    if device is None and isinstance(data, Tensor) and data.is_cuda:
+        device = data.device  # (a copy where the source is, as in PyTorch)
     if device is not None:
         t._data = place(t._data, runtime_device(device))
     if requires_grad:

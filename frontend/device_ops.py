@@ -13,6 +13,7 @@ checks that all are; 0-d host tensors ride along as numbers do). What runs where
   the host over unified memory after the device finished, their result placed on the device.
 """
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -20,8 +21,9 @@ from ember.ir import Graph
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import buffer_of, device_of, to_device
 
-_PROGRAMS = {}  # key -> (runner, [input node ids], output node id)
-_INDEXES = {}  # (device id, shape, strides, itemsize) -> (span start, span length, index device array)
+_PROGRAMS = OrderedDict()  # key -> (runner, [input node ids], output node id), least recently used first
+_INDEXES = OrderedDict()  # (device id, shape, strides, itemsize) -> (span start, span length, index device array)
+KEPT_PROGRAMS, KEPT_INDEXES = 1024, 256  # (each holds device memory: the oldest go beyond these)
 _LOCK = threading.Lock()
 _BACKENDS = {}  # runtime device id -> the ptx backend that compiles for it
 
@@ -54,6 +56,20 @@ def evaluate(prim, arrays, attrs, device=None):
     return device_bind(prim, arrays, attrs, device)
 
 
+def graph_runner(graph, device):
+    """A runner of `graph` node by node on `device` (each node as eager mode would run it there):
+    what ember.compile runs for a trace on the device that the GPU target cannot compile (it
+    holds host-only ops such as sort, which eager mode runs on the host)."""
+    from ember.ir import run_graph
+
+    def run(inputs, params):
+        env = run_graph(graph, [inputs[i] for i in graph.inputs], params,
+                        evaluate=lambda prim, arrays, attrs, dtype: evaluate(prim, arrays, attrs, device))
+        return {o: env[o] for o in graph.outputs}
+    run.graph = graph
+    return run
+
+
 def contiguous_on(device, array):
     """`array` as a C-contiguous array in `device`'s memory: itself, a host array copied in, or
     a strided device view gathered on the device."""
@@ -61,6 +77,9 @@ def contiguous_on(device, array):
         return to_device(device, array)
     if array.flags.c_contiguous:
         return array
+    itemsize = array.dtype.itemsize
+    if any(stride % itemsize for stride in array.strides) or (array.ctypes.data - buffer_of(array).address) % itemsize:
+        return to_device(device, array)  # (a reinterpreted view off the element grid: through unified memory)
     flat, index = _span_and_index(device, array)
     return run_one_op(device, "take", [flat, index], {"axis": 0})
 
@@ -71,7 +90,9 @@ def _span_and_index(device, array):
     itemsize = array.dtype.itemsize
     key = (id(device), array.shape, array.strides, itemsize)
     found = _INDEXES.get(key)
-    if found is None:
+    if found is not None:
+        _INDEXES.move_to_end(key)
+    else:
         steps = [s // itemsize for s in array.strides]
         offsets = np.zeros(array.shape, np.int64)
         for axis, (size, step) in enumerate(zip(array.shape, steps)):
@@ -81,6 +102,8 @@ def _span_and_index(device, array):
         low = int(offsets.min()) if offsets.size else 0
         length = int(offsets.max()) - low + 1 if offsets.size else 1
         found = _INDEXES[key] = (low, length, to_device(device, offsets - low))
+        while len(_INDEXES) > KEPT_INDEXES:
+            _INDEXES.popitem(last=False)
     low, length, index = found
     owner = buffer_of(array)
     offset = array.ctypes.data - owner.address + low * itemsize
@@ -97,12 +120,17 @@ def run_one_op(device, name, arrays, attrs):
 def one_op_program(device, name, operand_specs, attrs):
     """(runner, input node ids, output node id) of the one-op program, compiled on first use."""
     key = (id(device), name, tuple((tuple(s), np.dtype(d).str) for s, d in operand_specs), _attrs_key(attrs))
-    found = _PROGRAMS.get(key)
-    if found is None:
-        with _LOCK:
-            found = _PROGRAMS.get(key)
-            if found is None:
-                found = _PROGRAMS[key] = _compile_one_op(device, name, operand_specs, attrs)
+    with _LOCK:
+        found = _PROGRAMS.get(key)
+        if found is not None:
+            _PROGRAMS.move_to_end(key)
+            return found
+    found = _compile_one_op(device, name, operand_specs, attrs)
+    found[0].resident = True  # (an op of empty tensors, or a program without inputs, too)
+    with _LOCK:
+        found = _PROGRAMS.setdefault(key, found)
+        while len(_PROGRAMS) > KEPT_PROGRAMS:
+            _PROGRAMS.popitem(last=False)
     return found
 
 

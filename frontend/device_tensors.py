@@ -10,6 +10,7 @@ emulator (runtime/emulated_cuda.py): the same programs, slowly, for machines wit
 """
 import numpy as np
 
+from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of, to_device
 
 _OPENED = {}  # emulated? -> the runtime device
@@ -79,6 +80,41 @@ def like(array, reference):
     gradient on its device."""
     target = device_of(reference)
     return array if target is None or device_of(array) is target else to_device(target, array)
+
+
+def keeps_device(fn):
+    """`fn` (a frontend op that computes some results with numpy on the host: nonzero, unique,
+    histogram...) with its tensor results placed on the device of its first device operand."""
+    import functools
+    from .tensor import Tensor
+
+    def operands(values):
+        for value in values:
+            if isinstance(value, Tensor):
+                yield value
+            elif isinstance(value, (list, tuple)):
+                yield from (v for v in value if isinstance(v, Tensor))
+
+    def placed(result, target):
+        if isinstance(result, Tensor):
+            if device_of(result._data) is not target:
+                result._data = place(result._data, target)
+            return result
+        if isinstance(result, tuple) and hasattr(result, "_fields"):
+            return type(result)(*(placed(r, target) for r in result))
+        if isinstance(result, (tuple, list)):
+            return type(result)(placed(r, target) for r in result)
+        return result
+
+    @functools.wraps(fn)
+    def on_device(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if not device_arrays.in_use:
+            return result
+        target = next((found for found in (device_of(t._data) for t in operands([*args, *kwargs.values()]))
+                       if found is not None), None)
+        return result if target is None else placed(result, target)
+    return on_device
 
 
 def copy_array(array):

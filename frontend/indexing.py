@@ -9,11 +9,13 @@ import numpy as np
 
 from ember import dtypes
 from ember.ops import PRIMITIVES as P
+from ember.runtime import device_arrays
 from .dispatch import STATE
 from .tensor import Tensor, _observe, internal_overlap_error, leaf_view_write_error
 from .math_ops import promote_operands, to_dtype, where, constant
 from .views import (IndexStep, bump_version, has_internal_overlap, refuse_overlap, register_view, same_elements,
                     writable, wrote_in_place)
+from .device_tensors import keeps_device
 
 
 def _numpy_key(key):
@@ -68,6 +70,9 @@ def _recording(*tensors):
 
 
 def getitem(x, key):
+    if device_arrays.in_use and not x.is_cuda and any(isinstance(k, Tensor) and k.is_cuda for k in
+                                                      (key if isinstance(key, tuple) else (key,))):
+        raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
     if not _recording(x) and not x.is_cuda:  # (on a device: the primitives, which run there)
         key = _numpy_key(key)
         try:
@@ -489,6 +494,7 @@ def functional_setitem(x, key, value):
     return P["slice_update"].bind(x, region, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
 
 
+@keeps_device
 def nonzero(input, as_tuple=False):
     _observe(input, "nonzero()")
     found = np.nonzero(input._data)
@@ -497,6 +503,7 @@ def nonzero(input, as_tuple=False):
     return Tensor._wrap(np.stack(found, axis=1).astype(np.int64) if found else np.zeros((0, 0), np.int64))
 
 
+@keeps_device
 def argwhere(input):
     return nonzero(input)
 

@@ -27,7 +27,7 @@ from .tensor import Tensor
 from .views import bump_version, replay, writable
 from .device_tensors import copy_array
 from ember.backends.cuda import tf32_switches
-from .device_ops import backend_for
+from .device_ops import backend_for, graph_runner
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import copy_into, device_of
 from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
@@ -158,9 +158,9 @@ class CompiledFunction:
             # gets new memory, as eagerly, not its own
             out = outputs[position]
             if any(out is t for t in inputs) or any(out is t for t in params.values()):
-                outputs[position] = Tensor._wrap(out._data.copy())
+                outputs[position] = Tensor._wrap(copy_array(out._data))
             else:
-                out._data = out._data.copy()  # (a fresh result tensor: its autograd node stays)
+                out._data = copy_array(out._data)  # (a fresh result tensor: its autograd node stays)
         # (before the write-back: a result that is an input unchanged shows its value before the writes)
         self._write_back(segment, env, params, inputs)
         if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
@@ -451,7 +451,17 @@ class CompiledFunction:
         backend = self._backend_for(segment.device)
         if backend is not self.backend and backend.name not in self.report.backend:
             self.report.backend += f", {backend.name} for tensors on cuda"
-        segment.runner = backend.compile(segment.graph)
+        from ember.compiler.target import HostOnlyError
+        try:
+            segment.runner = backend.compile(segment.graph)
+        except HostOnlyError as error:
+            if backend is self.backend:
+                raise
+            # (the GPU target was this trace's choice, not the caller's: run its nodes as eager ops there)
+            segment.runner = graph_runner(segment.graph, segment.device)
+            self.report.eager_reasons.append(f"{segment.graph.name}: runs op by op on the GPU: {error}")
+        if segment.device is not None and hasattr(segment.runner, "resident"):
+            segment.runner.resident = True  # (results on the device even where no input is)
         self.report.programs.append(segment.graph)
         self.report.runners.append(weakref.ref(segment.runner))
         for op in getattr(segment.runner, "host_only_ops", ()):
@@ -526,6 +536,9 @@ class CompiledFunction:
             _leaf_signature((args, kwargs), "args", parts, object_key)
         if self.module is not None:
             self._module_parts(self.module, "self", parts)
+        if device_arrays.in_use:  # which tensors are on a GPU: a program's target and where its results go
+            state = [t for _, t in module_state(self.module)] if self.module is not None else []
+            parts.append(("devices", tuple(device_of(t._data) is not None for t in [t for _, t in flat] + state)))
         refusal = self._reached.add_parts(parts, argument_ids)
         if refusal is None and not positional and refusals:
             refusal = refusals[0]

@@ -16,6 +16,7 @@ from ember.ops import linalg_ops as ops
 from ember.ops.linalg_ops import LinAlgError
 from . import math_ops as M, reductions as R, shape_ops as S
 from .tensor import Tensor
+from .device_tensors import keeps_device
 
 slogdet_result = namedtuple("linalg_slogdet", "sign logabsdet")
 inv_ex_result = namedtuple("linalg_inv_ex", "inverse info")
@@ -116,6 +117,7 @@ def inv_ex(A, *, check_errors=False):
     return inv_ex_result(P["linalg_inv"].bind(A, check_errors=False), info)
 
 
+@keeps_device
 def matrix_power(A, n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"matrix_power(): argument 'n' (position 2) must be int, not {type(n).__name__}")

@@ -16,6 +16,7 @@ from .dispatch import STATE
 from .runtime_scalars import ScalarInput
 from .tensor import Tensor
 from .views import version_counter
+from .device_tensors import keeps_device
 
 _NUMBER = (int, float, bool, np.number, np.bool_)
 
@@ -474,6 +475,7 @@ def logaddexp2(input, other):
     return saves_like_pytorch(add(maximum(a, b), where(eq(a, b), 1.0, tail)), (a, b))
 
 
+@keeps_device
 def where(condition, input=None, other=None):
     if input is None and other is None:
         from .indexing import nonzero
@@ -550,10 +552,12 @@ def isnan(input):
     return ne(input, input)
 
 
+@keeps_device
 def isinf(input):
     return eq(abs(input), float("inf")) if input.is_floating_point() else zeros_bool(input)
 
 
+@keeps_device
 def isfinite(input):
     return logical_not(logical_or(isnan(input), isinf(input))) if input.is_floating_point() else \
         logical_not(zeros_bool(input))

@@ -15,6 +15,7 @@ from .dispatch import STATE
 from .tensor import Tensor
 from .autograd import saves_like_pytorch
 from .low_precision import computes_in_float32
+from .device_tensors import like
 
 values_indices = namedtuple("values_indices", "values indices")
 
@@ -79,7 +80,7 @@ def _extremum(name, arg_name):
         (axis,) = _axes(name[1:], (dim,), input.ndim) or (None,)
         if axis is None:  # a 0-d tensor
             return values_indices(P["convert"].bind(input, dtype=input.dtype.name),
-                                  Tensor._wrap(np.zeros((), np.int64)))
+                                  Tensor._wrap(like(np.zeros((), np.int64), input._data)))
         # the values are gathered at the indices, so the gradient goes to that one element
         # (PyTorch's rule for max(dim)/min(dim); amax/amin split it among ties instead)
         indices = P[arg_name].bind(input, axis=axis, keepdims=True)
@@ -321,7 +322,7 @@ def _running_extreme(input, dim, op):
     from .creation import arange
     axis = _cumulative_axis(input, dim, op)
     if input.ndim == 0:
-        return namedtuple(op, "values indices")(input.clone(), Tensor._wrap(np.zeros((), np.int64)))
+        return namedtuple(op, "values indices")(input.clone(), Tensor._wrap(like(np.zeros((), np.int64), input._data)))
     size = input.shape[axis]
     shape = [1] * input.ndim
     shape[axis] = size

@@ -20,6 +20,7 @@ from .dispatch import STATE
 from .linalg import cpp_type_name, scalar_type_name
 from .random import generator_or_default
 from .tensor import Tensor
+from .device_tensors import keeps_device
 
 
 def multinomial(input, num_samples, replacement=False, *, generator=None):
@@ -317,6 +318,7 @@ def bernoulli_(tensor, p=0.5, *, generator=None):
 
 # ----------------------------------------------------------------------------- poisson
 
+@keeps_device
 def poisson(input, generator=None):
     """Counts drawn from Poisson distributions with the rates in `input` (float dtypes; a zero
     gradient, as in torch). The draw is numpy's: a compiled function using it runs eagerly."""

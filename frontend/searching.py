@@ -13,6 +13,7 @@ from . import math_ops as M, shape_ops as S
 from .math_ops import promote_operands, where
 from .sorting import sort
 from .tensor import Tensor, _dim, _observe
+from .device_tensors import keeps_device
 
 def binary_search(sequence, values, right=False):
     """PyTorch's binary search (the `searchsorted` primitive) of each value in the innermost
@@ -99,6 +100,7 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
     return M.logical_not(found) if invert else found
 
 
+@keeps_device
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """The first of each run of equal consecutive elements (slices along dim); optionally the
     run each element belongs to and the length of each run. Forward only (no gradient)."""

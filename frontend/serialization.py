@@ -583,16 +583,18 @@ def _remaining_size(stream):
 
 
 def _resolve_map_location(map_location):
-    """ember's eager tensors live in host memory: accept torch's map_location forms that name
-    a device and return a function applied to every loaded tensor."""
-    if map_location is None or isinstance(map_location, (str, Device)):
-        if map_location is not None:
-            Device(map_location)  # validates the name
+    """torch's map_location forms as a function applied to every loaded tensor (None: keep it
+    where it loads, the host). ember's files record no device, so a dict maps "cpu" keys."""
+    if map_location is None:
         return None
+    if isinstance(map_location, (str, Device, int)):
+        device = Device(map_location)
+        return None if device.type in ("cpu", "meta") else (lambda tensor: tensor.to(device))
     if isinstance(map_location, dict):
         for device_name in map_location.values():
             Device(device_name)
-        return None
+        target = map_location.get("cpu")
+        return None if target is None else _resolve_map_location(target)
     if callable(map_location):
         return lambda tensor: map_location(tensor, "cpu")
     raise TypeError(f"ember.load: map_location should be a device, a dict or a function, "

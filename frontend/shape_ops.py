@@ -14,6 +14,7 @@ from .tensor import Tensor, _dim
 from .math_ops import promote_operands
 from .views import mark_multi_output
 from .autograd import saves_like_pytorch
+from .device_tensors import keeps_device
 
 
 def _sizes(shape):
@@ -416,6 +417,7 @@ def index_add(input, dim, index, source, alpha=1):
     return P["index_add"].bind(input, index, source, axis=_dim(dim, input.ndim, "index_add"))
 
 
+@keeps_device
 def repeat_interleave(input, repeats=None, dim=None, output_size=None):
     """Repeat each element (or slice along `dim`) `repeats` times; `repeats` may be a tensor."""
     if repeats is None:  # torch.repeat_interleave(repeats): each index repeated

@@ -52,6 +52,8 @@ def explain_signature_change(fn, old, new):
             changes.append(f"training flags{owner}: {before[2]} -> {part[2]}")
         elif kind == "grad":
             changes.append(f"grad mode: {before[1]} -> {part[1]}")
+        elif kind == "devices":
+            changes.append("tensors moved between the CPU and the GPU (arguments, then parameters and buffers)")
         elif kind == "tf32":
             changes.append(f"TF32 switches (matmul, convolution): {before[1]} -> {part[1]}")
         elif kind == "state":
@@ -81,7 +83,7 @@ def _part_key(part):
     Python state by (kind, path, what it is, which function reads it)."""
     if part[0] == "python":
         return part[:4]
-    return part[:1] if part[0] in ("grad", "aliasing", "tf32") else part[:2]
+    return part[:1] if part[0] in ("grad", "aliasing", "tf32", "devices") else part[:2]
 
 
 def _is_plain(value):

@@ -8,19 +8,20 @@ import numpy as np
 from ember.ops import PRIMITIVES as P
 from .shape_ops import gather, _slice_axis
 from .tensor import Tensor, _dim, _observe
+from .device_tensors import keeps_device, like
 
 values_indices = namedtuple("values_indices", "values indices")
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
     if input.ndim == 0:
-        return Tensor._wrap(np.zeros((), np.int64))
+        return Tensor._wrap(like(np.zeros((), np.int64), input._data))
     return P["argsort"].bind(input, axis=_dim(dim, input.ndim, "argsort"), descending=bool(descending))
 
 
 def sort(input, dim=-1, descending=False, stable=False):
     if input.ndim == 0:
-        return values_indices(input, Tensor._wrap(np.zeros((), np.int64)))
+        return values_indices(input, Tensor._wrap(like(np.zeros((), np.int64), input._data)))
     indices = argsort(input, dim, descending)
     return values_indices(gather(input, dim, indices), indices)
 
@@ -49,6 +50,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     return values_indices(values, indices)
 
 
+@keeps_device
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
     """Forward only: the distinct values depend on the data (a guard while tracing)."""
     _observe(input, "unique()")

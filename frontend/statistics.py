@@ -13,6 +13,7 @@ from . import math_ops as M, reductions as R, shape_ops as S, linalg as L
 from .math_ops import where
 from .sorting import sort
 from .tensor import Tensor, _dim, _observe
+from .device_tensors import keeps_device
 
 nanmedian_result = namedtuple("nanmedian", "values indices")
 mode_result = namedtuple("mode", "values indices")
@@ -277,6 +278,7 @@ def _linear_positions(x, left, right, bins, edges=None):
     return where(M.eq(position, bins), bins - 1, position), inside
 
 
+@keeps_device
 def histc(input, bins=100, min=0, max=0):
     """A histogram of input's values in `bins` equal bins over [min, max] (input's own range when
     min == max, widened by 1 each way if that is a point); values outside are ignored."""
@@ -312,6 +314,7 @@ def _torch_linspace(start, end, steps, dtype):
     return np.where(i < half, forward, backward).astype(dtype)
 
 
+@keeps_device
 def histogram(input, bins, *, range=None, weight=None, density=False):
     """(hist, bin_edges): a histogram of input's values in `bins` equal bins over `range` (input's
     own range by default, widened by 0.5 each way if that is a point) or between the edges of a

@@ -36,6 +36,8 @@ class Device:
     def __init__(self, kind="cpu", index=None):
         if isinstance(kind, Device):
             kind, index = kind.type, kind.index
+        elif isinstance(kind, int) and not isinstance(kind, bool):  # ember.device(0): cuda:0, as in PyTorch
+            kind, index = "cuda", kind
         kind = str(kind)
         if ":" in kind:
             kind, number = kind.split(":")
@@ -121,6 +123,10 @@ class Tensor:
     @property
     def device(self):
         return CPU if not device_arrays.in_use or device_of(self._data) is None else CUDA
+
+    def get_device(self):
+        """-1 on the CPU, the device index on a GPU (PyTorch's)."""
+        return 0 if self.is_cuda else -1
 
     @property
     def is_cuda(self):
@@ -232,6 +238,8 @@ class Tensor:
         return self
 
     def numpy(self, force=False):
+        if force and self.is_cuda:  # (a host copy, as PyTorch's force=True makes)
+            return np.array(self._data)
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
         if self.is_cuda:
@@ -456,13 +464,14 @@ class Tensor:
         return repr(self)
 
     def __reduce_ex__(self, protocol):
-        return (_rebuild, (self._data, self.requires_grad))
+        return (_rebuild, (np.array(self._data), self.requires_grad, str(self.device)))
 
     def __deepcopy__(self, memo):
         if self.grad_fn is not None:
             raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) support the "
                                "deepcopy protocol at the moment")
-        out = Tensor._wrap(self._data.copy())
+        from .device_tensors import copy_array
+        out = Tensor._wrap(copy_array(self._data))
         out.requires_grad = self.requires_grad
         if self.grad is not None:
             out.grad = self.grad.__deepcopy__(memo)
@@ -592,7 +601,11 @@ def _tracer_paused(state):
     return in_mode(None)
 
 
-def _rebuild(data, requires_grad):
+def _rebuild(data, requires_grad, device="cpu"):
+    """An unpickled tensor, on the device it was pickled from (as PyTorch's)."""
+    if device != "cpu":
+        from .device_tensors import place, runtime_device
+        data = place(data, runtime_device(device))
     t = Tensor._wrap(data)
     t.requires_grad = requires_grad
     return t

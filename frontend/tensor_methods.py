@@ -151,7 +151,7 @@ def to(self, *args, **kwargs):
             dtype, device = a.dtype, a.device
         elif isinstance(a, (dtypes.DType, np.dtype)) or a in (float, int, bool):
             dtype = a
-        elif isinstance(a, (str, Device)):
+        elif isinstance(a, (str, Device)) or (type(a) is int):
             device = a
     if kwargs.get("device") is not None:
         device = kwargs["device"]

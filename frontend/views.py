@@ -15,6 +15,7 @@ import weakref
 
 import numpy as np
 
+from ember.runtime.device_arrays import DeviceBuffer
 from .dispatch import STATE
 
 
@@ -280,7 +281,7 @@ def writable(array):
     if array.flags.writeable:
         return array
     owner = memory_owner(array)
-    if not isinstance(owner, np.ndarray) or not owner.flags.writeable:
+    if not (isinstance(owner, np.ndarray) and owner.flags.writeable or isinstance(owner, DeviceBuffer)):
         return None
     interface = dict(array.__array_interface__)
     interface["data"] = (interface["data"][0], False)  # (address, read-only)

@@ -38,6 +38,7 @@ class CudaProgram:
     def __init__(self, device, module, spec, launches):
         self.device, self.module, self.spec = device, module, spec
         self.calls = 0
+        self.resident = False  # True: every call is device-resident (results on the device), whatever its inputs
         self.arena = device.allocate(spec.arena_bytes)
         self.status = device.allocate(STATUS_BYTES * max(len(launches), 1))  # one cell per launch
         self.buffers = [device.allocate(int(np.prod(e.shape, dtype=np.int64)) * e.dtype.itemsize)
@@ -120,7 +121,7 @@ class CudaProgram:
         device-resident: such values are read where they are, with no copy, and the outputs
         are new device arrays that the kernels write directly."""
         device, spec = self.device, self.spec
-        buffers, resident = list(self.buffers), False
+        buffers, resident = list(self.buffers), self.resident
         for position, (external, address) in enumerate(zip(spec.externals, self.buffers)):
             if external.kind == "input":
                 what, value = f"input %{external.key}", inputs[external.key]

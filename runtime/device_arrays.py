@@ -46,11 +46,12 @@ def empty(device, shape, dtype):
 
 
 def buffer_of(array):
-    """The DeviceBuffer owning `array`'s memory, or None for host memory."""
+    """The DeviceBuffer owning `array`'s memory, or None for host memory (numpy's as_strided
+    keeps its source under an object's `.base` too)."""
     base = array.base
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return base if isinstance(base, DeviceBuffer) else None
+    while base is not None and not isinstance(base, DeviceBuffer):
+        base = getattr(base, "base", None)
+    return base
 
 
 def device_of(array):

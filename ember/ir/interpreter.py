@@ -1,9 +1,21 @@
 """The reference interpreter: runs a graph node by node with the primitives' numpy
-implementations. It is the oracle every backend is tested against.
+implementations. It is the oracle every backend is tested against. Ops on float16 and
+bfloat16 compute in float32 and round their result once, as eager mode and PyTorch's CPU do
+(numpy would accumulate a sum in the 2-byte type).
 """
 import numpy as np
 
+from ember import dtypes
 from ember.ops import PRIMITIVES
+
+
+def evaluate(prim, arrays, attrs, result_dtype):
+    """`prim` on `arrays` (low-precision floats through float32, rounded to `result_dtype`)."""
+    if not prim.view and any(a.dtype in dtypes.LOW_PRECISION_NP for a in arrays):
+        wide = [a.astype(np.float32) if a.dtype in dtypes.LOW_PRECISION_NP else a for a in arrays]
+        return np.asarray(prim.impl(*wide, **attrs)).astype(result_dtype)
+    out = prim.impl(*arrays, **attrs)
+    return out if type(out) is np.ndarray else np.asarray(out)
 
 
 def _array(value):
@@ -11,11 +23,12 @@ def _array(value):
     return data if isinstance(data, np.ndarray) else np.asarray(data)
 
 
-def run_graph(graph, inputs, params=None, env=None):
+def run_graph(graph, inputs, params=None, env=None, evaluate=evaluate):
     """Evaluate every node; return the environment {node id: numpy array}.
 
     `inputs` are in `graph.inputs` order; `params` maps param names to arrays or tensors;
-    `env` may pre-bind values (e.g. carried values between segments)."""
+    `env` may pre-bind values (e.g. carried values between segments); `evaluate(prim, arrays,
+    attrs, result dtype)` computes one node (another for a graph on a GPU's memory)."""
     env = dict(env or {})
     params = params or {}
     if len(inputs) != len(graph.inputs):
@@ -33,8 +46,8 @@ def run_graph(graph, inputs, params=None, env=None):
             continue
         if node.op == "input":
             raise KeyError(f"{graph.name}: no value for input %{node.id} ({node.name})")
-        out = PRIMITIVES[node.op].impl(*[env[i] for i in node.inputs], **node.attrs)
-        env[node.id] = out if type(out) is np.ndarray else np.asarray(out)
+        env[node.id] = evaluate(PRIMITIVES[node.op], [env[i] for i in node.inputs], node.attrs,
+                                dtypes.as_dtype(node.dtype).np)
     return env
 
 

@@ -452,7 +452,7 @@ class Module:
         for arg in args:
             if isinstance(arg, Tensor):
                 dtype = arg.dtype
-            elif isinstance(arg, (str, Device)):
+            elif isinstance(arg, (str, Device)) or type(arg) is int:
                 device = arg
             elif arg is not None:
                 dtype = arg

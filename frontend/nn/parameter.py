@@ -32,16 +32,18 @@ class Parameter(Tensor):
     def __deepcopy__(self, memo):
         if id(self) in memo:
             return memo[id(self)]
-        out = Parameter(Tensor._wrap(self._data.copy()), self.requires_grad)
+        from ember.frontend.device_tensors import copy_array
+        out = Parameter(Tensor._wrap(copy_array(self._data)), self.requires_grad)
         if self.grad is not None:
             out.grad = self.grad.__deepcopy__(memo)
         memo[id(self)] = out
         return out
 
     def __reduce_ex__(self, protocol):
-        return (_rebuild_parameter, (self._data, self.requires_grad))
+        return (_rebuild_parameter, (np.array(self._data), self.requires_grad, str(self.device)))
 
 
-def _rebuild_parameter(data, requires_grad):
-    return Parameter(Tensor._wrap(data), requires_grad)
+def _rebuild_parameter(data, requires_grad, device="cpu"):
+    from ember.frontend.tensor import _rebuild
+    return Parameter(_rebuild(data, False, device), requires_grad)
 

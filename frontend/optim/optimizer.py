@@ -286,6 +286,8 @@ def _cast_state(param, value, key=None):
             copied = value.detach().clone()
             if key != "step" and param.is_floating_point() and copied.is_floating_point():
                 copied = copied.to(param.dtype)
+            if key != "step" or copied.ndim:  # (PyTorch keeps a 0-d step on the host)
+                copied = copied.to(param.device)
         return copied
     if isinstance(value, dict):
         return {k: _cast_state(param, v, key=k) for k, v in value.items()}
