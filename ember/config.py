@@ -9,6 +9,8 @@ EMBER_NUM_THREADS=N  threads compiled CPU programs use for parallel loops and ma
                  multiplies (default: the CPUs this process may run on).
 EMBER_EMULATE_CUDA=1  "cuda" is the CPU's grid emulator (for machines without a GPU; read on
                  every use, see `emulate_cuda`).
+EMBER_GRID_THREADS=1  the grid emulator runs GPU threads as OS threads, not fibers (slower;
+                 for checking the fibers, runtime/grid_fibers.c).
 EMBER_GPU_GEMM=cublas|tiles  which kernel computes a GPU program's plain matrix products
                  (default: each launch times both on its first run and keeps the faster).
 EMBER_PROGRESS=0 no progress line on stderr while a compile runs past a second (shown only
@@ -28,6 +30,7 @@ def _flag(name, default=0):
 STRICT = bool(_flag("EMBER_STRICT"))
 DEBUG = _flag("EMBER_DEBUG")
 PROGRESS = bool(_flag("EMBER_PROGRESS", 1))
+GRID_THREADS = bool(_flag("EMBER_GRID_THREADS"))
 DUMP_DIR = os.environ.get("EMBER_DUMP") or None
 CACHE_DIR = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ember")

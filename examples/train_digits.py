@@ -14,7 +14,8 @@ the step compiles at most 3 times over all epochs; the run prints the count.
 
 With --device cuda the model, its optimizer state and every batch live on the GPU (eager ops
 run as GPU programs; --compile compiles the step for the GPU). Without a GPU,
-EMBER_EMULATE_CUDA=1 runs the same on the CPU's emulation of one (slowly: use --epochs 1).
+EMBER_EMULATE_CUDA=1 runs the same on the CPU's emulation of one (slowly: e.g. --epochs 1
+--train-size 128 --test-size 64 --min-accuracy 0).
 
 Data-parallel on N processes (DistributedDataParallel, a DistributedSampler; each rank takes
 batch-size / N samples of every batch, so the global batch is the single-process one):
@@ -97,6 +98,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="train with ember.compile'd model")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (see ember.cuda.is_available())")
+    parser.add_argument("--train-size", type=int, default=None, help="train on the first N images only")
+    parser.add_argument("--test-size", type=int, default=None, help="test on the first N images only")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel over the ranks of an MPI job (launch with mpirun or ember.distributed.run)")
     parser.add_argument("--min-accuracy", type=float, default=0.95,
@@ -115,7 +118,7 @@ def main():
     digits = load_digits()
     order = np.random.default_rng(args.seed).permutation(len(digits.target))
     split = int(0.8 * len(order))
-    train_idx, test_idx = order[:split], order[split:]
+    train_idx, test_idx = order[:split][:args.train_size], order[split:][:args.test_size]
     mean, std = digits.data[train_idx].mean() / 16.0, digits.data[train_idx].std() / 16.0
     transform = transforms.Normalize((mean,) * 3, (std,) * 3)
     train_set = Digits(digits.data[train_idx], digits.target[train_idx], transform)

@@ -18,11 +18,19 @@ only where the host has no such thing:
 - shared memory (`addrspace(3)`) becomes ordinary globals: blocks run one after another,
   so one copy serves each block in turn.
 A launch whose entry neither waits nor shuffles runs its threads one after another on the
-calling thread (a loop compiled beside the entry: fast); the others get a thread per GPU
-thread, blocks in order.
+calling thread (a loop compiled beside the entry: fast); the others run a block's GPU threads
+as fibers on the calling thread (runtime/grid_fibers.c, built with the C compiler on first
+use: the emulated pthread calls resolve to it, and a wait hands the turn to the next fiber),
+blocks in order; without a C compiler, as real threads (a thread per GPU thread: correct,
+but a barrier wakes hundreds of threads).
 """
 import ctypes
+import hashlib
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 
 SPECIAL_REGISTERS = ("tid", "ntid", "ctaid", "nctaid")  # the context's first four i32 fields
@@ -38,6 +46,39 @@ if _LIBC.pthread_key_create(ctypes.byref(_KEY), None) != 0:  # pragma: no cover
     raise OSError("ember grid emulator: pthread_key_create failed")
 _LIBC_CALLS = ("pthread_getspecific", "pthread_mutex_lock", "pthread_mutex_unlock", "pthread_cond_wait",
                "pthread_cond_broadcast")
+_FIBER_CALLS = {"pthread_getspecific": "ember_grid_context", "pthread_mutex_lock": "ember_grid_nothing",
+                "pthread_mutex_unlock": "ember_grid_nothing", "pthread_cond_wait": "ember_grid_yield",
+                "pthread_cond_broadcast": "ember_grid_nothing"}
+FIBER_STACK_BYTES = 256 * 1024
+
+
+def _build_fibers():
+    """runtime/grid_fibers.c as a loaded library, built once into the compile cache folder (or
+    the temporary folder); None where no C compiler or loader cooperates (threads then)."""
+    from ember import config
+    source_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grid_fibers.c")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or config.GRID_THREADS:
+        return None
+    with open(source_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    for folder in (config.CACHE_DIR, tempfile.gettempdir()):
+        path = os.path.join(folder, f"grid_fibers-{digest}.so")
+        try:
+            if not os.path.exists(path):
+                os.makedirs(folder, exist_ok=True)
+                handle, partial = tempfile.mkstemp(prefix=".grid_fibers-", suffix=".so", dir=folder)
+                os.close(handle)
+                subprocess.run([compiler, "-shared", "-fPIC", "-O2", source_path, "-o", partial], check=True,
+                               capture_output=True)
+                os.replace(partial, path)  # (atomic: another process may be building it too)
+            return ctypes.CDLL(path)
+        except (OSError, subprocess.CalledProcessError):
+            continue
+    return None
+
+
+_FIBERS = _build_fibers()
 
 _CONTEXT_IR = r'''
 @"grid.key" = global i32 0
@@ -335,8 +376,10 @@ class EmulatedModule:
         import llvmlite.binding as llvm
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        self.fibers = _FIBERS  # (the module's pthread calls resolve to the fibers' when it compiles)
         for symbol in _LIBC_CALLS:
-            llvm.add_symbol(symbol, ctypes.cast(getattr(_LIBC, symbol), ctypes.c_void_p).value)
+            library, name = (_FIBERS, _FIBER_CALLS[symbol]) if _FIBERS is not None else (_LIBC, symbol)
+            llvm.add_symbol(symbol, ctypes.cast(getattr(library, name), ctypes.c_void_p).value)
         entries = _entries(nvptx_text)
         self.synchronising = {name for name, (_, waits) in entries.items() if waits}
         drivers = "".join((_thread_driver if waits else _serial_driver)(name, count)
@@ -368,14 +411,17 @@ class EmulatedModule:
         if name not in self.synchronising:
             driver = self.driver("serial", name)
             context = _Context(0, threads, 0, blocks)
-            _LIBC.pthread_setspecific(_KEY, ctypes.byref(context))
+            if self.fibers is not None:
+                self.fibers.ember_grid_set_context(ctypes.byref(context))
+            else:
+                _LIBC.pthread_setspecific(_KEY, ctypes.byref(context))
             arguments = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
             driver(ctypes.addressof(arguments), blocks, threads)
             return
         if threads % WARP:
             raise ValueError(f"ember grid emulator: {name} waits or shuffles, so its blocks need whole warps "
                              f"({threads} threads is not a multiple of {WARP})")
-        _run_threads(self.driver("thread", name), pointers, blocks, threads)
+        _run_threads(self.driver("thread", name), pointers, blocks, threads, self.fibers)
 
 
 class _Barriers:
@@ -404,13 +450,26 @@ class _Barriers:
             _LIBC.pthread_mutex_destroy(ctypes.c_void_p(at))
 
 
-def _run_threads(driver, pointers, blocks, threads):
-    """A thread per GPU thread, each running its part of every block (`_thread_driver`)."""
+def _run_threads(driver, pointers, blocks, threads, fibers=None):
+    """A fiber (with `fibers`, the loaded grid_fibers library) or else a thread per GPU thread,
+    each running its part of every block (`_thread_driver`)."""
     barriers = _Barriers([threads] + [WARP] * (threads // WARP))
     between_blocks = _Barriers([threads, threads])
     exchange = (ctypes.c_int32 * (threads * MMA_CELLS))()
     arguments = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
     failures = []
+    if fibers is not None:
+        contexts = (_Context * threads)(*[
+            _Context(tid, threads, 0, blocks, barriers.base, barriers.base + BARRIER_BYTES, ctypes.addressof(exchange),
+                     between_blocks.base) for tid in range(threads)])
+        status = fibers.ember_grid_run(ctypes.cast(driver, ctypes.c_void_p), ctypes.c_void_p(ctypes.addressof(arguments)),
+                                        ctypes.c_int32(blocks), ctypes.c_int32(threads), contexts,
+                                        ctypes.c_int64(ctypes.sizeof(_Context)), ctypes.c_int64(FIBER_STACK_BYTES))
+        barriers.destroy()
+        between_blocks.destroy()
+        if status:
+            raise MemoryError(f"ember grid emulator: no memory for {threads} fibers' stacks")
+        return
 
     def run(tid):
         context = _Context(tid, threads, 0, blocks, barriers.base, barriers.base + BARRIER_BYTES,

@@ -152,6 +152,36 @@ def test_a_perturbed_thread_mapping_fails_the_emulation(perturbation, monkeypatc
     assert _emulated_error(str(tmp_path)) > 1e-3
 
 
+@pytest.mark.parametrize("driver_kind", ["fibers", "threads"])
+def test_fibers_and_threads_run_blocks_alike(driver_kind, monkeypatch, tmp_path):
+    """The emulator's two ways of running a block's GPU threads (runtime/grid_fibers.c, or an OS
+    thread each) give the same numbers on barriers, shuffles and tensor-core products, and a
+    broken warp exchange fails both."""
+    from ember.runtime import grid_emulator
+    if driver_kind == "threads":
+        monkeypatch.setattr(grid_emulator, "_FIBERS", None)
+    elif grid_emulator._FIBERS is None:
+        pytest.skip("no C compiler built runtime/grid_fibers.c here (the emulator uses threads)")
+    monkeypatch.setattr(ember.backends.cuda.matmul, "allow_tf32", True)
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((70, 40)).astype(np.float32), rng.standard_normal((40, 30)).astype(np.float32)
+    with ember.no_grad():
+        graph = ember.trace(lambda x, y: (ember.softmax(x @ y, 1) * 2, (x @ y).relu()), ember.tensor(a),
+                            ember.tensor(b))
+    got = compiled_outputs(backend_named("ptx-emulated", str(tmp_path / "right")), graph, [a, b])
+    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    tf32_a = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32).astype(np.float64)
+    bits = np.asarray(b, np.float32).view(np.uint32).astype(np.uint64)
+    tf32_b = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32).astype(np.float64)
+    product = tf32_a @ tf32_b
+    softmax = np.exp(product - product.max(1, keepdims=True))
+    np.testing.assert_allclose(got[0], softmax / softmax.sum(1, keepdims=True) * 2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[1], np.maximum(product, 0), rtol=1e-5, atol=1e-4)
+    monkeypatch.setattr(block_statements, "shuffle_xor", lambda builder, value, lanes: value)
+    broken = compiled_outputs(backend_named("ptx-emulated", str(tmp_path / "broken")), graph, [a, b])
+    assert not np.allclose(broken[0], got[0], rtol=1e-3, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- the runtime's contract
 
 def test_without_a_driver_the_error_names_the_library_and_the_way_out(monkeypatch):
