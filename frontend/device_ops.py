@@ -119,7 +119,9 @@ def run_one_op(device, name, arrays, attrs):
 
 def one_op_program(device, name, operand_specs, attrs):
     """(runner, input node ids, output node id) of the one-op program, compiled on first use."""
-    key = (id(device), name, tuple((tuple(s), np.dtype(d).str) for s, d in operand_specs), _attrs_key(attrs))
+    from ember.backends.cuda import tf32_switches
+    key = (id(device), name, tuple((tuple(s), np.dtype(d).str) for s, d in operand_specs), _attrs_key(attrs),
+           tf32_switches())  # (the PTX target's code follows the switches)
     with _LOCK:
         found = _PROGRAMS.get(key)
         if found is not None:

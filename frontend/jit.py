@@ -64,6 +64,7 @@ class CompiledFunction:
         self.recompile_limit = recompile_limit
         self.name = type(module).__name__ if module is not None else getattr(fn, "__name__", "function")
         self.report = CompileReport(self.name, self.backend.name)
+        self._backends = {}  # device key -> the _ReportingBackend its traces compile with
         self._cache = {}  # signature -> TraceTree
         self._signatures = []  # in the order first seen, for explaining misses
         self._eager = False
@@ -439,7 +440,7 @@ class CompiledFunction:
             self._cache[new] = trees[old]
         self._signatures = [moved.get(s, s) for s in self._signatures]
 
-    def _backend_for(self, device):
+    def _chosen_backend(self, device):
         """The backend of a trace whose tensors are on `device` (a runtime device, None for the
         host): the one asked for, but the GPU target for tensors on a GPU unless a GPU backend or
         the interpreter was chosen explicitly (frontend/device_tensors.py)."""
@@ -447,23 +448,28 @@ class CompiledFunction:
             return self.backend
         return backend_for(device)
 
+    def _backend_for(self, device):
+        """`_chosen_backend`, compiling through a _ReportingBackend (segments and the compiled
+        autograd programs alike)."""
+        key = None if device is None else id(device)
+        if key not in self._backends:
+            self._backends[key] = _ReportingBackend(self._chosen_backend(device), self.report, device is not None)
+        return self._backends[key]
+
     def _compile_segment(self, segment):
-        backend = self._backend_for(segment.device)
-        if backend is not self.backend and backend.name not in self.report.backend:
-            self.report.backend += f", {backend.name} for tensors on cuda"
+        chosen, backend = self._chosen_backend(segment.device), self._backend_for(segment.device)
+        if chosen is not self.backend and chosen.name not in self.report.backend:
+            self.report.backend += f", {chosen.name} for tensors on cuda"
         from ember.compiler.target import HostOnlyError
         try:
             segment.runner = backend.compile(segment.graph)
         except HostOnlyError as error:
-            if backend is self.backend:
+            if chosen is self.backend:
                 raise
             # (the GPU target was this trace's choice, not the caller's: run its nodes as eager ops there)
             segment.runner = graph_runner(segment.graph, segment.device)
             self.report.eager_reasons.append(f"{segment.graph.name}: runs op by op on the GPU: {error}")
-        if segment.device is not None and hasattr(segment.runner, "resident"):
-            segment.runner.resident = True  # (results on the device even where no input is)
         self.report.programs.append(segment.graph)
-        self.report.runners.append(weakref.ref(segment.runner))
         for op in getattr(segment.runner, "host_only_ops", ()):
             if op not in self.report.host_only_ops:
                 self.report.host_only_ops.append(op)
@@ -668,6 +674,29 @@ def _as_tensor(value):
     if isinstance(value, Tensor):
         return value
     return Tensor._wrap(value)
+
+
+class _ReportingBackend:
+    """A backend whose runners the compile report lists (forward and backward programs of
+    compiled autograd too: their GPU matrix-product choices), and which, for a trace on a GPU,
+    makes every runner return its results there (`resident`) even when no input is on it."""
+
+    def __init__(self, inner, report, resident):
+        self.inner, self.report, self.resident = inner, report, resident
+        self.name = inner.name
+
+    def compile(self, graph):
+        runner = self.inner.compile(graph)
+        if self.resident and hasattr(runner, "resident"):
+            runner.resident = True
+        try:
+            self.report.runners.append(weakref.ref(runner))
+        except TypeError:  # (a runner that cannot be referenced weakly reports nothing)
+            pass
+        return runner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def _device_of_tensors(tensors):

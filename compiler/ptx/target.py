@@ -98,7 +98,7 @@ class PtxTarget(LLVMTarget):
         matmul_tf32, conv_tf32 = tf32_switches()
         for number, kernel, planned in merge_row_kernels(lowered.kernels, lowered.locations):
             ops = {lowered.graph.node(n).op for n in kernel.nodes if n in lowered.graph}
-            tf32 = conv_tf32 if any(op.startswith("conv") for op in ops) else matmul_tf32
+            tf32 = conv_tf32 if ops & CONVOLUTIONS else matmul_tf32
             planned = [replace(launch, tf32=tf32 and launch.mode in ("tiles", "tiles_split")) for launch in planned]
             key = (kernel_structure(program, kernel), tf32)
             if key in first:
@@ -199,6 +199,9 @@ class PtxTarget(LLVMTarget):
         description: launches in order, buffers, arena size), written atomically."""
         return write_files_atomically(directory, name, {".ptx": bytes(payload),
                                                         ".json": json.dumps(description, indent=1).encode()})
+
+
+CONVOLUTIONS = frozenset({"conv2d", "conv2d_grad_input", "conv2d_grad_weight"})  # (cudnn.allow_tf32's ops)
 
 
 class CudaRunner(CudaProgram, LoweredOnDemand):
