@@ -15,6 +15,7 @@ import numpy as np
 
 LIBRARIES = ("libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11")
 OPERATIONS = {"N": 0, "T": 1}  # CUBLAS_OP_N, CUBLAS_OP_T
+MATH_MODES = {False: 0, True: 3}  # CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH
 
 
 class CublasUnavailable(RuntimeError):
@@ -61,10 +62,18 @@ class Cublas:
         """Queue `call` (compiler/ptx/library_gemm.py's dict) with operands at device
         addresses a, b and the result at c (byte addresses of element 0)."""
         (_, _, a_op, lda, a_batch), (_, _, b_op, ldb, b_batch), (_, _, ldc, c_batch) = call["a"], call["b"], call["c"]
+        self._check(self.lib.cublasSetMathMode(self.handle, MATH_MODES[bool(call.get("tf32"))]), "cublasSetMathMode")
         status = self.lib.cublasSgemmStridedBatched(
             self.handle, OPERATIONS[a_op], OPERATIONS[b_op], call["m"], call["n"], call["k"], ctypes.byref(self.alpha),
             a, lda, a_batch, b, ldb, b_batch, ctypes.byref(self.beta), c, ldc, c_batch, call["batches"])
         self._check(status, f"cublasSgemmStridedBatched({call['m']}x{call['n']}x{call['k']}, {call['batches']} batches)")
+
+
+def _tf32(matrix):
+    """float32 values rounded to TF32 (ties away from zero; infinities and NaN kept)."""
+    bits = np.ascontiguousarray(matrix, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(matrix), rounded, matrix)
 
 
 class EmulatedBlas:
@@ -87,4 +96,7 @@ class EmulatedBlas:
             left = self._matrix(a + 4 * batch * a_batch, *((m, k) if a_op == "N" else (k, m)), lda, "A")
             right = self._matrix(b + 4 * batch * b_batch, *((k, n) if b_op == "N" else (n, k)), ldb, "B")
             out = self._matrix(c + 4 * batch * c_batch, m, n, ldc, "C")
-            out[...] = (left if a_op == "N" else left.T) @ (right if b_op == "N" else right.T)
+            left, right = (left if a_op == "N" else left.T), (right if b_op == "N" else right.T)
+            if call.get("tf32"):  # (operands rounded as cvt.rna.tf32.f32 does, sums in float32)
+                left, right = _tf32(left), _tf32(right)
+            out[...] = left @ right

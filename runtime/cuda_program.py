@@ -102,6 +102,8 @@ class CudaProgram:
             cublas_ms = min(self.device.elapsed_ms(library) for _ in range(3))
             choice = "cublas" if cublas_ms < tiles_ms else "tiles"
             why = f"cuBLAS {cublas_ms:.3f} ms, tiles {tiles_ms:.3f} ms"
+        if self.gemms[number].get("tf32"):
+            why += "; TF32 tensor cores either way"
         self.gemm_choices[number] = (entry, choice, why)
         self.launches[number] = self._launcher(number, buffers)
         self.launches[number]()

@@ -10,6 +10,7 @@ static int calls;
 int cublasCreate_v2(void **handle) { *handle = (void *)0x4321; return 0; }
 int cublasDestroy_v2(void *handle) { return handle == (void *)0x4321 ? 0 : 7; }
 int cublasSetStream_v2(void *handle, void *stream) { return stream == (void *)0x5678 ? 0 : 7; }
+int cublasSetMathMode(void *handle, int mode) { return mode == 0 || mode == 3 ? 0 : 7; }
 const char *cublasGetStatusString(int status) { return status == 7 ? "CUBLAS_STATUS_INVALID_VALUE" : "?"; }
 int fake_cublas_calls(void) { return calls; }
 

@@ -162,3 +162,16 @@ def test_a_wrong_fragment_layout_makes_the_emulation_fail(switches, monkeypatch,
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))  # (compiled afresh)
     out, _ = run(lambda x, y: (x @ y) * 3, a, b)
     assert not np.allclose(out, right * 3, rtol=1e-3, atol=1e-3)
+
+
+def test_cublas_multiplies_in_tf32_where_the_tiled_kernel_would(switches, monkeypatch):
+    """Both paths of a plain product follow the switch: the call asks cuBLAS for TF32 math."""
+    monkeypatch.setenv("EMBER_GPU_GEMM", "cublas")
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((70, 90)).astype(np.float32), rng.standard_normal((90, 50)).astype(np.float32)
+    out, _ = run(lambda x, y: x @ y, a, b)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)
+    ember.backends.cuda.matmul.allow_tf32 = True
+    out, compiled = run(lambda x, y: x @ y, a, b)
+    np.testing.assert_allclose(out, to_tf32(a).astype(np.float64) @ to_tf32(b), rtol=1e-5, atol=1e-4)
+    assert "cuBLAS (forced by EMBER_GPU_GEMM)" in str(compiled.report)

@@ -149,6 +149,8 @@ class PtxTarget(LLVMTarget):
                 from .library_gemm import gemm_call
                 from .tiled_matmul import matmul_nest
                 gemm = gemm_call(matmul_nest(launch.statements[0]))
+                if gemm is not None:
+                    gemm["tf32"] = launch.tf32  # (cuBLAS then multiplies on tensor cores too)
             launches.append({"entry": launch.entry, "kernel": launch.kernel, "mode": launch.mode, "gemm": gemm,
                              "kernels": list(range(launch.kernel, launch.last_kernel + 1)),
                              "partial_bytes": launch.partial_bytes,
