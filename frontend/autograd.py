@@ -15,7 +15,7 @@ from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, se
 from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd's grad-mode names)
 from .views import bump_version, memory_owner, version_counter
 from .device_tensors import copy_array, like
-from .device_ops import device_bind
+from .device_ops import add_on_device
 from ember.runtime.device_arrays import copy_into, device_of
 
 
@@ -581,20 +581,15 @@ def _accumulate_into(existing, g):
     if existing.requires_grad:
         return existing + g
     data = existing._data
-    if data.flags.writeable and data.shape == g._data.shape and device_of(data) is None:
-        np.add(data, g._data, out=data)
+    device = device_of(data)
+    if data.flags.writeable and data.shape == g._data.shape:  # into the grad's own memory (records nothing)
+        if device is None:
+            np.add(data, g._data, out=data)
+        else:
+            copy_into(data, add_on_device(data, g._data, device))
         bump_version(existing)
         return existing
-    device = device_of(data)
-    if device is not None:  # (the sum on the device, recording nothing, into the grad's own memory as below)
-        from ember.ops import PRIMITIVES
-        total = device_bind(PRIMITIVES["add"], [data, g._data], {}, device)
-        if data.flags.writeable and data.shape == total.shape and data.dtype == total.dtype:
-            copy_into(data, total)
-            bump_version(existing)
-            return existing
-        return Tensor._wrap(total)
-    return Tensor._wrap(data + g._data)
+    return Tensor._wrap(data + g._data if device is None else add_on_device(data, g._data, device))
 
 
 def _uses_output(node):

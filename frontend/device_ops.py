@@ -45,6 +45,12 @@ def device_bind(prim, arrays, attrs, device):
     return run_one_op(device, prim.name, placed, attrs)
 
 
+def add_on_device(a, b, device):
+    """a + b computed on `device` (eager autograd's gradient accumulation)."""
+    from ember.ops import PRIMITIVES
+    return device_bind(PRIMITIVES["add"], [a, b], {}, device)
+
+
 def evaluate(prim, arrays, attrs, device=None):
     """`prim` on arrays as eager mode would compute it: on `device`, or the device of any
     device array among them, else its numpy implementation (for code that evaluates IR nodes

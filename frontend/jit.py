@@ -27,7 +27,7 @@ from .tensor import Tensor
 from .views import bump_version, replay, writable
 from .device_tensors import copy_array
 from ember.backends.cuda import tf32_switches
-from .device_ops import backend_for, graph_runner
+from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import copy_into, device_of
 from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
@@ -64,7 +64,7 @@ class CompiledFunction:
         self.recompile_limit = recompile_limit
         self.name = type(module).__name__ if module is not None else getattr(fn, "__name__", "function")
         self.report = CompileReport(self.name, self.backend.name)
-        self._backends = {}  # device key -> the _ReportingBackend its traces compile with
+        self._backends = TraceBackends(self.backend, self.report)  # (each trace's, by the device of its tensors)
         self._cache = {}  # signature -> TraceTree
         self._signatures = []  # in the order first seen, for explaining misses
         self._eager = False
@@ -131,7 +131,7 @@ class CompiledFunction:
         env = dict(zip(tree.input_nodes, inputs if with_autograd else [t._data for t in inputs]))
         segment = tree.root
         while True:
-            segment.run(env, params, with_autograd, self._backend_for(segment.device))
+            segment.run(env, params, with_autograd, self._backends.for_device(segment.device))
             if segment.guard is None:
                 break
             outcome = observed_value(array_of(env[segment.guard.node]))
@@ -325,7 +325,7 @@ class CompiledFunction:
         if any(id(_root_of(t)) in state_roots for _, t in arg_tensors):
             tracer.eager_reason = "an argument shares memory with a param or closed-over tensor it reads"
         outputs = flatten_tensors(result)
-        self._trace_device = _device_of_tensors([t for _, t in arg_tensors + list(state) + list(tracer.externals)])
+        self._trace_device = device_of_tensors([t for _, t in arg_tensors + list(state) + list(tracer.externals)])
         watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
         graph = tracer.finish([t for _, t in outputs], watched)
         pieces = split_trace(tracer, graph)
@@ -440,39 +440,8 @@ class CompiledFunction:
             self._cache[new] = trees[old]
         self._signatures = [moved.get(s, s) for s in self._signatures]
 
-    def _chosen_backend(self, device):
-        """The backend of a trace whose tensors are on `device` (a runtime device, None for the
-        host): the one asked for, but the GPU target for tensors on a GPU unless a GPU backend or
-        the interpreter was chosen explicitly (frontend/device_tensors.py)."""
-        if device is None or self.backend.name not in ("llvm",):
-            return self.backend
-        return backend_for(device)
-
-    def _backend_for(self, device):
-        """`_chosen_backend`, compiling through a _ReportingBackend (segments and the compiled
-        autograd programs alike)."""
-        key = None if device is None else id(device)
-        if key not in self._backends:
-            self._backends[key] = _ReportingBackend(self._chosen_backend(device), self.report, device is not None)
-        return self._backends[key]
-
     def _compile_segment(self, segment):
-        chosen, backend = self._chosen_backend(segment.device), self._backend_for(segment.device)
-        if chosen is not self.backend and chosen.name not in self.report.backend:
-            self.report.backend += f", {chosen.name} for tensors on cuda"
-        from ember.compiler.target import HostOnlyError
-        try:
-            segment.runner = backend.compile(segment.graph)
-        except HostOnlyError as error:
-            if chosen is self.backend:
-                raise
-            # (the GPU target was this trace's choice, not the caller's: run its nodes as eager ops there)
-            segment.runner = graph_runner(segment.graph, segment.device)
-            self.report.eager_reasons.append(f"{segment.graph.name}: runs op by op on the GPU: {error}")
-        self.report.programs.append(segment.graph)
-        for op in getattr(segment.runner, "host_only_ops", ()):
-            if op not in self.report.host_only_ops:
-                self.report.host_only_ops.append(op)
+        self._backends.compile_segment(segment)
 
     def _compile_deferred(self, tree):
         """Compile the segments of a trace confirmed by a second trace (see _attach)."""
@@ -674,40 +643,6 @@ def _as_tensor(value):
     if isinstance(value, Tensor):
         return value
     return Tensor._wrap(value)
-
-
-class _ReportingBackend:
-    """A backend whose runners the compile report lists (forward and backward programs of
-    compiled autograd too: their GPU matrix-product choices), and which, for a trace on a GPU,
-    makes every runner return its results there (`resident`) even when no input is on it."""
-
-    def __init__(self, inner, report, resident):
-        self.inner, self.report, self.resident = inner, report, resident
-        self.name = inner.name
-
-    def compile(self, graph):
-        runner = self.inner.compile(graph)
-        if self.resident and hasattr(runner, "resident"):
-            runner.resident = True
-        try:
-            self.report.runners.append(weakref.ref(runner))
-        except TypeError:  # (a runner that cannot be referenced weakly reports nothing)
-            pass
-        return runner
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def _device_of_tensors(tensors):
-    """The device a traced call's tensors are on (None: the host): the first one found."""
-    if not device_arrays.in_use:
-        return None
-    for t in tensors:
-        found = device_of(t._data)
-        if found is not None:
-            return found
-    return None
 
 
 def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, fullgraph=False,
