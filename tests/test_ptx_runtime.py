@@ -402,6 +402,22 @@ def test_a_compiled_program_is_loaded_and_launched_through_the_driver(fake_drive
     assert fake_driver.fake_grid() == 16  # a block per row
 
 
+def test_device_tensors_use_managed_memory_and_launches_read_them_in_place(fake_driver):
+    """Device arrays through the driver's cuMemAllocManaged; a device-resident call hands the
+    kernel the input's and the new output's own addresses (no copy in or out)."""
+    from ember.runtime import device_arrays
+    device = cuda_driver.open_device()
+    x = device_arrays.to_device(device, np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert device_arrays.device_of(x[:, 1:]) is device and x.tolist() == [[0, 1, 2], [3, 4, 5]]
+    with ember.no_grad():
+        graph = ember.trace(lambda t: t * 2, ember.randn(2, 3))
+    runner = backends.BACKENDS["ptx"]().compile(graph)
+    fake_driver.fake_set_argument_count(2)
+    out = runner({graph.inputs[0]: x}, {})[graph.outputs[0]]
+    assert device_arrays.device_of(out) is device and fake_driver.fake_launches() == 1
+    assert sorted(fake_driver.fake_argument(k) for k in range(2)) == sorted([x.ctypes.data, out.ctypes.data])
+
+
 def test_a_long_reduction_runs_split_with_a_buffer_of_partial_values(cache_dir):
     """A mean of squares over 90000 elements: many blocks write partial sums into a buffer the
     runner allocates for the pair of launches, then one block finishes."""
