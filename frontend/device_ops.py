@@ -2,8 +2,8 @@
 target (compiler/ptx), compiled once per primitive, attributes, operand shapes and dtypes,
 device, and kept in memory (and the compiler's disk cache).
 
-dispatch.eager_bind sends an op here when an operand is on the device (frontend/device_tensors.py
-checks that all are; 0-d host tensors ride along as numbers do). What runs where:
+dispatch.eager_bind sends an op here when an operand is on the device (host operands are copied
+over: frontend/device_tensors.check_same_device). What runs where:
 - view primitives make numpy views of the device memory (no kernel, no copy); where numpy
   would copy (a reshape of a strided view), the operand is first made contiguous on the device;
 - every other primitive is a program: its operands are passed where they are (contiguous
