@@ -13,6 +13,7 @@ import numpy as np
 from .dispatch import STATE, ModifiedTensorError, run_eagerly
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd's grad-mode names)
+from .backward_callbacks import current_backward, final_callbacks, queue_callback  # noqa: F401  (re-exported)
 from .views import bump_version, memory_owner, version_counter
 from .device_tensors import copy_array, like
 from .device_ops import add_on_device
@@ -531,44 +532,6 @@ def _accumulate_leaf_grad(t, g, create_graph, recorded, tensor_hooks=True):
     for hook in t._post_accumulate_hooks or ():
         if hook(t) is not None:
             raise RuntimeError("Tensor post accumulate grad hooks should return None.")
-
-
-_callback_queues = []  # one list per backward pass running (innermost last)
-
-
-def queue_callback(callback):
-    """Run `callback()` when the backward pass now running ends (PyTorch's
-    `Variable._execution_engine.queue_callback`; DDP waits for its allreduces there)."""
-    if not _callback_queues:
-        raise RuntimeError("Final callbacks can only be installed during backward pass.")
-    _callback_queues[-1].append(callback)
-
-
-def current_backward():
-    """A token of the backward pass now running (its callback queue), or None."""
-    return _callback_queues[-1] if _callback_queues else None
-
-
-class final_callbacks:
-    """Around one backward pass: callbacks queued during it (or by those callbacks) run when it
-    ends without error, with grad mode on only under create_graph (as PyTorch's engine)."""
-
-    def __init__(self, create_graph=False):
-        self.create_graph = create_graph
-
-    def __enter__(self):
-        _callback_queues.append([])
-
-    def __exit__(self, kind, *rest):
-        try:
-            queued = _callback_queues[-1]
-            if kind is None and queued:
-                with set_grad_enabled(self.create_graph):
-                    while queued:
-                        queued.pop(0)()
-        finally:
-            _callback_queues.pop()
-        return False
 
 
 def _owned(g):
