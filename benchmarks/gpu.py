@@ -211,6 +211,17 @@ class RecordingBackend:
         return runner
 
 
+def training_step(lib, model, optimizer, loss_of):
+    """step(inputs, targets): forward, loss, backward and optimizer step, as a PyTorch script writes it."""
+    def step(inputs, targets):
+        optimizer.zero_grad()
+        loss = loss_of(lib, model, inputs, targets)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
 def training_section(bench, name, make_model, make_batch, make_optimizer, loss_of):
     """One training step (forward, loss, backward, optimizer) of a model from benchmark_models,
     compiled with ember.compile on the GPU backend."""
@@ -218,15 +229,8 @@ def training_section(bench, name, make_model, make_batch, make_optimizer, loss_o
     model = make_model(ember)
     optimizer = make_optimizer(ember, model)
     x, y = make_batch(ember)
-
-    def step(inputs, targets):
-        optimizer.zero_grad()
-        loss = loss_of(ember, model, inputs, targets)
-        loss.backward()
-        optimizer.step()
-        return loss
     backend = RecordingBackend(bench.backend)
-    compiled = ember.compile(step, backend=backend)
+    compiled = ember.compile(training_step(ember, model, optimizer, loss_of), backend=backend)
     for _ in range(6):  # traced, traced again once AdamW/momentum state exists, then compiled
         compiled(x, y)
         if compiled.report.compiled_calls:
@@ -260,13 +264,7 @@ def device_resident_rows(bench, make_model, make_batch, make_optimizer, loss_of)
     model = make_model(ember).to("cuda")
     optimizer = make_optimizer(ember, model)
     x, y = (t.to("cuda") for t in make_batch(ember))
-
-    def step(inputs, targets):
-        optimizer.zero_grad()
-        loss = loss_of(ember, model, inputs, targets)
-        loss.backward()
-        optimizer.step()
-        return loss
+    step = training_step(ember, model, optimizer, loss_of)
     compiled = ember.compile(step)
     for _ in range(6):
         compiled(x, y).item()

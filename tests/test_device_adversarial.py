@@ -20,6 +20,7 @@ from ember import nn
 from ember.nn import functional as F
 from ember.frontend.device_tensors import cuda_runtime_device
 from ember.runtime.cuda_driver import cuda_available
+from test_device_tensors import training_step
 
 
 @pytest.fixture(autouse=True)
@@ -578,13 +579,7 @@ def test_compiled_sgd_momentum_step_with_batchnorm1d_follows_eager_cpu():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
-
-        def step(x, y):
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss
+        step = training_step(model, optimizer)
         run = torch.compile(step) if device == "cuda" else step
         losses = [run(torch.tensor(A).to(device) * k, torch.tensor([0, 2, 1, 1]).to(device)) for k in (1.0, 0.5, 2.0)]
         results[device] = (model, optimizer, losses)

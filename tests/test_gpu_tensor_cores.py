@@ -15,6 +15,7 @@ import pytest
 
 import ember
 from ember.compiler.driver import lower, plan
+from test_device_tensors import training_step
 from ember.compiler.ptx.target import PtxTarget
 
 
@@ -112,17 +113,8 @@ def test_a_training_step_with_tf32_stays_within_its_error_of_eager(switches):
                                   ember.nn.Linear(8 * 6 * 6, 10)) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     optimizers = [ember.optim.SGD(m.parameters(), lr=0.05) for m in models]
-
-    def step_of(model, optimizer):
-        def step(x, y):
-            optimizer.zero_grad()
-            loss = ember.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss
-        return step
-    eager, compiled = step_of(models[0], optimizers[0]), ember.compile(step_of(models[1], optimizers[1]),
-                                                                      backend="ptx-emulated")
+    eager, compiled = training_step(models[0], optimizers[0]), ember.compile(training_step(models[1], optimizers[1]),
+                                                                             backend="ptx-emulated")
     rng = np.random.default_rng(7)
     for _ in range(3):
         x = ember.tensor(rng.standard_normal((4, 2, 8, 8)).astype(np.float32))

@@ -169,11 +169,8 @@ def test_fibers_and_threads_run_blocks_alike(driver_kind, monkeypatch, tmp_path)
         graph = ember.trace(lambda x, y: (ember.softmax(x @ y, 1) * 2, (x @ y).relu()), ember.tensor(a),
                             ember.tensor(b))
     got = compiled_outputs(backend_named("ptx-emulated", str(tmp_path / "right")), graph, [a, b])
-    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
-    tf32_a = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32).astype(np.float64)
-    bits = np.asarray(b, np.float32).view(np.uint32).astype(np.uint64)
-    tf32_b = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32).astype(np.float64)
-    product = tf32_a @ tf32_b
+    from test_gpu_tensor_cores import to_tf32
+    product = to_tf32(a).astype(np.float64) @ to_tf32(b).astype(np.float64)
     softmax = np.exp(product - product.max(1, keepdims=True))
     np.testing.assert_allclose(got[0], softmax / softmax.sum(1, keepdims=True) * 2, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got[1], np.maximum(product, 0), rtol=1e-5, atol=1e-4)
