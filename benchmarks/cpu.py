@@ -10,6 +10,9 @@ Sections (--section NAME, repeatable; all by default):
   mlp      MLP 784-512-512-10 training step at batch 128 (and a hand-written numpy step)
   compile  cold compile of the seed Net (first call in a new process, empty EMBER_CACHE_DIR,
            import not counted) and warm (cache filled, new process)
+  dynamic  the seed Net training step at batches 37 and 64 through one dynamic program (batch
+           dim symbolic) against the static program of each size; and a whole digits training
+           run (examples/train_digits.py: OneCycleLR, a partial last batch) compiled vs eager
 Every figure is a median over rounds; ratios compare figures of the same run.
 
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, when set, are removed for this process (it re-executes
@@ -30,7 +33,7 @@ import tempfile
 import time
 
 SCRUBBED_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-SECTIONS = ("fused", "sgemm", "seednet", "mlp", "compile")
+SECTIONS = ("fused", "sgemm", "seednet", "mlp", "compile", "dynamic")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from benchmark_models import mlp, seed_net_class  # noqa: E402
@@ -562,6 +565,54 @@ def section_compile(np, ember, quick):
             print(f"  stages of the median {label.split()[0]} run: "
                   + ", ".join(f"{name} {seconds * 1e3:.1f}" for name, seconds in stages.items())
                   + f", tracing and the rest {rest * 1e3:.1f} ms")
+
+
+def section_dynamic(np, ember, quick):
+    rounds = 5 if quick else 21
+    rng = np.random.default_rng(0)
+    data = {batch: (ember.from_numpy(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)),
+                    ember.from_numpy(rng.integers(0, 10, batch))) for batch in (37, 64)}
+    candidates, problems = {}, {}
+    for batch in (37, 64):
+        ember.manual_seed(0)
+        static = ember.compile(training_step(ember, seed_net_class(ember)()), dynamic=False)
+        candidates[f"static program, batch {batch}"] = lambda step=static, xy=data[batch]: step(*xy)
+    ember.manual_seed(0)
+    dynamic = ember.compile(training_step(ember, seed_net_class(ember)()))
+    for batch in (37, 37, 64):  # (the first step creates the momentum buffers; 64 makes the batch dynamic)
+        dynamic(*data[batch])
+    if dynamic.report.dynamic_dims != [f"dim 0 of {name}: changed 37 -> 64 (automatic dynamic)" for name in "xy"]:
+        problems["dynamic program"] = f"the batch did not become dynamic: {dynamic.report.dynamic_dims}"
+    else:
+        for batch in (37, 64):
+            candidates[f"dynamic program, batch {batch}"] = lambda xy=data[batch]: dynamic(*xy)
+    times, failures = compare(candidates, rounds)
+    failures.update(problems)
+    for batch in (37, 64):
+        names = [f"static program, batch {batch}", f"dynamic program, batch {batch}"]
+        rows = [(name, times[name] * 1e3 if name in times else None, failures.get(name, failures.get(
+            "dynamic program", ""))) for name in names]
+        print_table(f"(f) seed Net training step, batch {batch} (SGD momentum): one dynamic program for every "
+                    f"batch vs this size's static one (target <= x1.15)", rows, "ms", baseline=names[0])
+    traces = len(dynamic.report.traces)
+    print(f"  dynamic: {traces} traces, {dynamic.backend.stats.compiles} programs compiled for "
+          f"{dynamic.report.calls} calls (static 37 twice: the first step creates state; then dynamic)")
+    epochs = 1 if quick else 3
+    script = os.path.join(HERE, "..", "examples", "train_digits.py")
+    rows = []
+    for name, flags in (("ember eager", []), ("ember.compile (dynamic batch)", ["--compile"])):
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, script, "--epochs", str(epochs), "--min-accuracy", "0"] + flags,
+                                capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        lines = [line for line in result.stdout.splitlines() if line.startswith(("test accuracy", "compiled"))]
+        if result.returncode or not lines:
+            rows.append((name, None, (result.stderr or result.stdout)[-300:]))
+            continue
+        trained = float(lines[0].split(" in ")[-1].rstrip(" s"))
+        rows.append((name, trained, f"(whole process {wall:.1f} s; {'; '.join(lines)})"))
+    print_table(f"(f) digits training, {epochs} epochs of 45 batches (OneCycleLR, partial last batch), "
+                f"training loop time", rows, "s", baseline="ember eager")
 
 
 def main():

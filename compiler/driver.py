@@ -93,6 +93,7 @@ class Driver:
 
     def compile(self, graph):
         target, timer = self.target, StageTimer()
+        graph = with_symbol_table(graph)
         planned = plan(graph, timer)
         host_only = refuse_host_only(planned.graph, target)
         key = program_key(planned, target)
@@ -168,7 +169,7 @@ class Driver:
 
     def prepare(self, graph):
         """The passes and lowering of `graph` (left untouched): the target's input."""
-        return lower(plan(graph), self.target)
+        return lower(plan(with_symbol_table(graph)), self.target)
 
     def render(self, graph, stage):
         """The text `ember dump --stage STAGE` prints for one of the target's code stages, or
@@ -217,6 +218,20 @@ class Driver:
 
 
 # ----------------------------------------------------------------------------- the stages
+
+def with_symbol_table(graph):
+    """`graph`, or for a graph with symbolic input shapes but no symbol table (a program the
+    autodiff pass split off a dynamic one) a copy with the table read off its inputs."""
+    if getattr(graph, "symbols", None) is not None:
+        return graph
+    from ember.ir.symbols import SymbolTable
+    table = SymbolTable.of_inputs(graph)
+    if table is None:
+        return graph
+    graph = graph.copy()
+    graph.symbols = table
+    return graph
+
 
 def plan(graph, timer=None):
     """The pass pipeline on `graph` (left untouched): every pass of passes/pipeline.py's list
@@ -275,17 +290,27 @@ def layout(graph, plan, kernels):
     """Where every slot key lives: ("arena", byte offset) for planned buffers and scratch
     (placed after the plan's arena; groups run one at a time so they share it), ("arg", k)
     for external buffers. Returns (locations, externals, arena bytes)."""
-    scratch_base = -(-plan.arena_bytes // 64) * 64
-    scratch = max((k.scratch_bytes for k in kernels), default=0)
+    dynamic = _is_symbolic(plan)
+    scratch_base = 0 if dynamic else -(-plan.arena_bytes // 64) * 64
+    scratch = 0 if dynamic else max((k.scratch_bytes for k in kernels), default=0)
     locations, externals = {}, []
+    # a dynamic program's buffers move with the sizes: ("offset", [k, bytes]) is `bytes` past
+    # entry k of the offsets the runtime places per size (k = len(order): the scratch's base)
+    number = {node: k for k, node in enumerate(plan.order)} if dynamic else {}
+    scratch_offsets = []  # a dynamic program's scratch slots: bytes past the scratch base (ints or SymDims)
     for kernel in kernels:
         for slot in kernel.slots:
             key = slot.key
             if key in locations:
                 continue
-            if isinstance(key, tuple):
+            if isinstance(key, tuple) and dynamic:  # (scratch at its own entry of the offsets: it may be symbolic)
+                locations[key] = ("offset", (len(number) + len(scratch_offsets), 0))
+                scratch_offsets.append(key[5])
+            elif isinstance(key, tuple):
                 locations[key] = ("arena", scratch_base + key[5])
-            elif key in plan.buffers:
+            elif dynamic and key in number:
+                locations[key] = ("offset", (number[key], 0))
+            elif not dynamic and key in plan.buffers:
                 locations[key] = ("arena", plan.buffers[key].offset)
             else:
                 node = graph.node(key)
@@ -300,7 +325,14 @@ def layout(graph, plan, kernels):
         if node_id not in locations and node.op not in ("input", "param", "constant"):
             locations[node_id] = ("arg", len(externals))
             externals.append(External(len(externals), "output", node_id, node.shape, node.dtype))
+    if dynamic:  # ([offsets of scratch slots past the scratch base], [bytes of each kernel's scratch])
+        return locations, externals, (scratch_offsets, [k.scratch_bytes for k in kernels])
     return locations, externals, scratch_base + scratch
+
+
+def _is_symbolic(plan):
+    """A dynamic program's plan (passes/memory.py SymbolicMemoryPlan): placed per size at run time."""
+    return getattr(plan, "symbolic_buffers", None) is not None
 
 
 def program_key(planned, target):
@@ -308,10 +340,12 @@ def program_key(planned, target):
     offsets), the target (`target.key()`), ember's version and the code generators' source."""
     import ember
     memory = planned.plan
-    layout_text = [f"{node}@{buffer.offset}+{buffer.nbytes}" for node, buffer in sorted(memory.buffers.items())]
+    placed = memory.symbolic_buffers if _is_symbolic(memory) else memory.buffers
+    layout_text = [f"{node}@{buffer.offset}+{buffer.nbytes}" for node, buffer in sorted(placed.items())]
     layout_text += [f"{a}<-{b}" for a, b in sorted(memory.in_place.items())]
     return compile_cache.cache_key("program", planned.graph.to_json(), planned.fusion.describe(),
                                    " ".join(layout_text), str(memory.arena_bytes), target.key(), ember.__version__,
+                                   str(planned.graph.symbols.sources) if planned.graph.symbols else "",
                                    compile_cache.code_generator_sources())
 
 
@@ -327,7 +361,9 @@ def describe(lowered):
     for _, node_id in callbacks:
         wanted.add(node_id)
         wanted.update(lowered.graph.node(node_id).inputs)
-    return {"version": DESCRIPTION_VERSION, "arena_bytes": lowered.arena_bytes,
+    dynamic = not isinstance(lowered.arena_bytes, int)  # (a dynamic program's scratch: see `layout`)
+    arena = encode_value(lowered.arena_bytes) if dynamic else lowered.arena_bytes
+    return {"version": DESCRIPTION_VERSION, "arena_bytes": arena,
             "externals": [[e.kind, encode_value(e.key), encode_value(tuple(e.shape)), np.dtype(e.dtype).name]
                           for e in lowered.externals],
             "errors": [list(error) for error in lowered.errors],
@@ -372,9 +408,13 @@ def program_spec(graph, simplified, description, threads=1, timed=False):
     locations = {node: (kind, where) for node, kind, where in description["locations"]}
     fallbacks = {number: _fallback(simplified, node, locations) for number, node in description["callbacks"]}
     kernel_names = [name for name, _, _ in description["kernels"]]
-    return ProgramSpec(graph.name, externals, description["arena_bytes"], results,
+    arena = description["arena_bytes"]
+    scratch = None
+    if not isinstance(arena, int):  # a dynamic program: its scratch slots' offsets and sizes (see `layout`)
+        scratch, arena = decode_value(arena), 0
+    return ProgramSpec(graph.name, externals, arena, results,
                        [tuple(error) for error in description["errors"]], fallbacks, kernel_names,
-                       threads, timed=timed, kernel_sources=description.get("kernel_sources"))
+                       threads, timed=timed, kernel_sources=description.get("kernel_sources"), scratch=scratch)
 
 
 def _result_source(graph, node_id, outputs):

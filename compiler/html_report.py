@@ -13,8 +13,11 @@ its own; programs that talk to other processes (collectives) are not run.
 import html
 import os
 import tempfile
+from collections import defaultdict
 
 import numpy as np
+
+from ember.ir.symbols import HINT, evaluate
 
 from ember.ir.provenance import describe_sources
 from ember.ops import PRIMITIVES
@@ -146,8 +149,10 @@ def _compile_and_time(graph, calls=5):
         micros = [None] * len(lowered.kernels)
         if not any(PRIMITIVES[n.op].effects for n in graph.nodes() if n.op in PRIMITIVES):
             runner.print_timings = False
-            inputs = {i: np.zeros(graph.node(i).shape, graph.node(i).dtype) for i in graph.inputs}
-            params = {name: np.zeros(graph.node(i).shape, graph.node(i).dtype) for name, i in graph.params.items()}
+            # (a dynamic program is timed with every size symbol at HINT)
+            shape = lambda i: evaluate(tuple(graph.node(i).shape), defaultdict(lambda: HINT))  # noqa: E731
+            inputs = {i: np.zeros(shape(i), graph.node(i).dtype) for i in graph.inputs}
+            params = {name: np.zeros(shape(i), graph.node(i).dtype) for name, i in graph.params.items()}
             best = None
             for _ in range(calls):
                 try:

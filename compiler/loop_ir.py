@@ -14,6 +14,8 @@ beside each primitive in ember/ops); a target's code generator implements the co
 import math
 from dataclasses import dataclass, field
 
+from ember.ir.symbols import HINT, MIN_SIZE, SymDim, hint
+
 INDEX = "int64"
 FLOATS = ("float32", "float64", "float16", "bfloat16")
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
@@ -77,6 +79,12 @@ def _render(e):
         return repr(e.attr)
     if e.op == "var":
         return e.attr[0]
+    if e.op == "size":
+        return e.attr
+    if e.op == "imul":
+        return f"{e.args[0].text}*{e.args[1].text}"
+    if e.op in ("floordiv_by", "mod_by"):
+        return f"({e.args[0].text} {'//' if e.op == 'floordiv_by' else '%'} {e.args[1].text})"
     if e.op == "acc":
         return e.attr
     if e.op == "load":
@@ -117,8 +125,71 @@ def index(value):
 
 
 def var(name, extent):
-    """A loop variable running over 0..extent-1."""
+    """A loop variable running over 0..extent-1 (`extent` an int, or a symbolic size: a SymDim
+    or its Expr, read when the program runs)."""
+    if isinstance(extent, (SymDim, Expr)):
+        extent = size_of(extent)
+        return Expr("var", (), (name, extent), INDEX, 0, None if extent.hi is None else extent.hi - 1)
     return Expr("var", (), (name, int(extent)), INDEX, 0, int(extent) - 1)
+
+
+def size(symbol):
+    """The value of size symbol `symbol` (ember/ir/symbols.py) in the running program (>= MIN_SIZE)."""
+    return Expr("size", (), symbol, INDEX, MIN_SIZE, None)
+
+
+def size_of(value):
+    """An int, SymDim or index Expr as an index Expr: a SymDim's polynomial over `size` leaves."""
+    if isinstance(value, Expr):
+        return value
+    if not isinstance(value, SymDim):
+        return index(value)
+    terms, constant = {}, 0
+    for monomial, coefficient in value.terms:
+        if not monomial:
+            constant += coefficient
+            continue
+        atom = size(monomial[0])
+        for name in monomial[1:]:
+            atom = _product(atom, size(name))
+        terms[atom] = terms.get(atom, 0) + coefficient
+    return affine(terms, constant)
+
+
+def times(a, b):
+    """a * b for extents (ints or index Exprs)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    return imul(size_of(a), b)
+
+
+def estimate(value):
+    """An int, or an index Expr with every size symbol at HINT (ember/ir/symbols.py): for
+    cost heuristics (is this loop worth threads?), never for correctness."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, SymDim):
+        return hint(value)
+    if value.op == "const":
+        return value.attr
+    if value.op == "size":
+        return HINT
+    if value.op == "imul":
+        return estimate(value.args[0]) * estimate(value.args[1])
+    if value.op == "affine":
+        coefs, constant = value.attr
+        return constant + sum(c * estimate(a) for a, c in zip(value.args, coefs))
+    if value.op == "var":
+        return estimate(value.attr[1]) - 1
+    raise ValueError(f"cannot estimate the index expression {value.text}")
+
+
+def _product(a, b):
+    """a * b for two non-constant index atoms (a symbolic stride times an index)."""
+    a, b = sorted((a, b), key=lambda e: e.text)
+    lo = a.lo * b.lo if a.lo is not None and b.lo is not None and a.lo >= 0 and b.lo >= 0 else None
+    hi = a.hi * b.hi if lo is not None and a.hi is not None and b.hi is not None else None
+    return Expr("imul", (a, b), None, INDEX, lo, hi)
 
 
 def acc(name, dtype):
@@ -200,6 +271,8 @@ def _merge_div_mod_pairs(flat):
 def iadd(*es):
     terms, constant = {}, 0
     for e in es:
+        if isinstance(e, SymDim):
+            e = size_of(e)
         if isinstance(e, int):
             constant += e
             continue
@@ -211,6 +284,28 @@ def iadd(*es):
 
 
 def imul(e, c):
+    if isinstance(e, SymDim):
+        e = size_of(e)
+    if isinstance(c, (SymDim, Expr)):
+        c = size_of(c)
+        if c.is_const:
+            c = c.attr
+        else:  # a symbolic factor: (sum a_i x_i + k) * (sum b_j y_j + m), term by term
+            if isinstance(e, int):
+                e = index(e)
+            e_terms, e_const = terms_of(e)
+            c_terms, c_const = terms_of(c)
+            out = {}
+            for a, v in e_terms.items():
+                for b, w in c_terms.items():
+                    atom = _product(a, b)
+                    out[atom] = out.get(atom, 0) + v * w
+                if c_const:
+                    out[a] = out.get(a, 0) + v * c_const
+            for b, w in c_terms.items():
+                if e_const:
+                    out[b] = out.get(b, 0) + e_const * w
+            return affine(out, e_const * c_const)
     if isinstance(e, int):
         return index(e * c)
     terms, k = terms_of(e)
@@ -231,7 +326,9 @@ def _split(e, c):
 
 
 def ifloordiv(e, c):
-    """Floor division by a positive constant."""
+    """Floor division by a positive constant (or a symbolic size: exact where it divides)."""
+    if isinstance(c, (SymDim, Expr)):
+        return _divide_by_size(e, size_of(c), "floordiv")
     c = int(c)
     if c == 1:
         return e
@@ -252,7 +349,9 @@ def ifloordiv(e, c):
 
 
 def imod(e, c):
-    """Floor modulo by a positive constant (result in [0, c))."""
+    """Floor modulo by a positive constant (result in [0, c)), or by a symbolic size."""
+    if isinstance(c, (SymDim, Expr)):
+        return _divide_by_size(e, size_of(c), "mod")
     c = int(c)
     if c == 1:
         return index(0)
@@ -262,6 +361,54 @@ def imod(e, c):
     if r.lo is not None and r.hi is not None and r.lo // c == r.hi // c:
         return iadd(r, -c * (r.lo // c))
     return Expr("mod", (r,), c, INDEX, 0, c - 1)
+
+
+def _divide_by_size(e, d, how):
+    """e // d or e % d for a symbolic d >= 1: the terms that are multiples of d's one atom
+    go to the quotient when the rest is provably in [0, d); else a division at run time."""
+    if d.is_const:
+        return ifloordiv(e, d.attr) if how == "floordiv" else imod(e, d.attr)
+    e_terms, e_const = terms_of(e)
+    quotient, rest = {}, {}
+    for a, v in e_terms.items():
+        factor = _without_factor(a, d)
+        if factor is not None:
+            quotient[factor] = quotient.get(factor, 0) + v
+        else:
+            rest[a] = v
+    remainder = affine(rest, e_const)
+    if quotient and remainder.lo is not None and remainder.lo >= 0 and _below(remainder, d):
+        return affine(quotient) if how == "floordiv" else remainder
+    op = "floordiv_by" if how == "floordiv" else "mod_by"
+    lo = 0 if e.lo is not None and e.lo >= 0 else None
+    return Expr(op, (e, d), None, INDEX, lo, None)
+
+
+def _without_factor(atom, d):
+    """atom / d when d (one atom, e.g. a size) is a factor of the product `atom`, else None."""
+    if atom == d:
+        return index(1)
+    if atom.op == "imul":
+        a, b = atom.args
+        if a == d:
+            return b
+        if b == d:
+            return a
+        for one, other in ((a, b), (b, a)):
+            inner = _without_factor(one, d)
+            if inner is not None:
+                return _product(inner, other) if not inner.is_const else other
+    return None
+
+
+def _below(e, d):
+    """Whether 0 <= e < d for every size: e's upper bound is below d's least value, or e is a
+    loop variable running over 0..d-1."""
+    if e.is_const:
+        return d.lo is not None and e.attr < d.lo
+    if e.hi is not None and d.lo is not None and e.hi < d.lo:
+        return True
+    return e.op == "var" and isinstance(e.attr[1], Expr) and e.attr[1] == d
 
 
 def imin(a, b):
@@ -285,14 +432,13 @@ def imax(a, b):
 
 
 def clamp(e, lo, hi):
-    """e clamped into [lo, hi] (ints): keeps guarded loads in bounds."""
-    return imin(imax(e, index(lo)), index(hi))
+    """e clamped into [lo, hi] (ints or symbolic sizes): keeps guarded loads in bounds."""
+    return imin(imax(e, size_of(lo)), size_of(hi))
 
 
 def icompare(op, a, b):
     """An int64 comparison, decided statically when the bounds allow."""
-    if isinstance(b, int):
-        b = index(b)
+    a, b = size_of(a), size_of(b)  # (ints and symbolic sizes as index Exprs)
     known = _decide(op, a, b)
     if known is not None:
         return const(known, "bool")
@@ -401,6 +547,10 @@ def rebuild(e, args):
         return imod(args[0], e.attr)
     if e.op == "load":
         return load(e.attr, args[0], e.dtype, e.lo, e.hi)
+    if e.op == "imul":
+        return imul(args[0], args[1])
+    if e.op in ("floordiv_by", "mod_by"):
+        return ifloordiv(args[0], args[1]) if e.op == "floordiv_by" else imod(args[0], args[1])
     if e.op == "cast":
         return cast(args[0], e.dtype)
     if e.op == "select":
@@ -520,6 +670,7 @@ class Loop:
 
     @property
     def extent(self):
+        """The trip count: an int, or an index Expr of size symbols in a dynamic program."""
         return self.var.attr[1]
 
     @property

@@ -127,13 +127,15 @@ def collapse_loops(stmt):
 
 
 def _try_merge(outer, inner):
-    k = L.var(f"{outer.name}_{inner.name}", outer.extent * inner.extent)
+    if not isinstance(inner.extent, int):
+        return None  # (a division by a size at run time in the innermost loop costs more than it saves)
+    k = L.var(f"{outer.name}_{inner.name}", L.times(outer.extent, inner.extent))
     mapping = {outer.var: L.ifloordiv(k, inner.extent), inner.var: L.imod(k, inner.extent)}
     body = [_substitute_statement(s, mapping) for s in inner.body]
     for stmt in L.walk_statements(body):
         for e in L.statement_exprs(stmt):
             for x in e.walk():
-                if x.op in ("floordiv", "mod") and k.attr[0] in L.vars_in(x):
+                if x.op in ("floordiv", "mod", "floordiv_by", "mod_by") and k.attr[0] in L.vars_in(x):
                     return None
     return L.Loop(k, body, outer.parallel)
 

@@ -24,6 +24,7 @@ import itertools
 import numpy as np
 
 from ember.ops import PRIMITIVES
+from ember.ir.symbols import SymDim, aligned_up, provably_at_most
 from . import loop_ir as L
 from .loop_nests import Scope, broadcast_index, collapse_loops, count, flat_offset, strides_of
 from .lowering_contractions import ContractionLowering
@@ -115,7 +116,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
     def scratch_slot(self, dtype, size):
         """A group-private buffer; the backend places it after the planned arena."""
         number = sum(1 for k in self.slot_of if isinstance(k, tuple))
-        offset = (self.scratch + 63) // 64 * 64
+        offset = aligned_up(self.scratch, 64)  # (a symbolic size: a bound that keeps the alignment)
         self.scratch = offset + size * np.dtype(dtype).itemsize
         return self.slot(("scratch", self.group.id, number, dtype, size, offset), writes=True)
 
@@ -208,7 +209,10 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         """The scalar Expr of node `node_id` at index `idx` (a tuple of int64 Exprs)."""
         node = self.graph.node(node_id)
         if node.op == "constant" and np.ndim(node.attrs["value"]) == 0:
-            return L.const(node.attrs["value"], node.dtype)
+            value = node.attrs["value"]
+            if isinstance(value, SymDim):  # (a count of elements in a dynamic program: mean's divisor)
+                return L.cast(L.size_of(value), node.dtype)
+            return L.const(value, node.dtype)
         if node_id not in self.members or node_id in self.loaded_from:
             key, strides = self.loaded_from.get(node_id, (node_id, None))
             offset = flat_offset(idx, node.shape) if strides is None else \
@@ -369,7 +373,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         (pooling windows), so the loop around it stays innermost and vectorises."""
         # (an argmax's select chain reads the running best twice per element: unrolled, its
         # expression tree doubles with every element, so only short ones are unrolled)
-        if count(extents) <= (UNROLL_ARG_REDUCTION if combine in ("argmax", "argmin") else UNROLL_REDUCTION):
+        if provably_at_most(count(extents), UNROLL_ARG_REDUCTION if combine in ("argmax", "argmin") else UNROLL_REDUCTION):
             return self.unrolled_reduction(scope, extents, combine, dtype, body_fn, position_fn)
         used = set().union(*[L.vars_in(e) for e in depends]) if depends else set()
         depth = max((k + 1 for k, loop in enumerate(scope.loops) if loop.name in used), default=0)
@@ -434,7 +438,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
         dtype = node.dtype if node.dtype != "bool" else "int32"
         if dtype in ROUNDED_FLOATS and combine in ("add", "mul"):
             dtype = "float32"  # (summed in float32 and rounded once, as eagerly)
-        if kept and kept[-1] == len(shape) - 1 and shape[-1] > 1 and count(extents) > UNROLL_REDUCTION:
+        if kept and kept[-1] == len(shape) - 1 and shape[-1] > 1 and not provably_at_most(count(extents), UNROLL_REDUCTION):
             slot = self.reduced_rows(node, source, kept, combine, dtype, scope)
             kept_shape = tuple(shape[k] for k in kept)
             offset = flat_offset(tuple(kept_idx[k] for k in kept), kept_shape)

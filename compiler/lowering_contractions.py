@@ -11,6 +11,7 @@ operands (a Linear layer at batch 1) run as loops instead, as do other dtypes: e
 element a sum of products over the contracted axes, with guarded loads for padding.
 """
 from ember.ops import PRIMITIVES
+from ember.ir.symbols import hint, is_symbolic
 from . import loop_ir as L
 from .loop_nests import (Scope, broadcast_index, count, downstream, in_range, nest_into, pad_vars,
                          same_strides, strides_of)
@@ -133,8 +134,8 @@ class ContractionLowering:
             return False
         if anchor.op != "matmul":
             return True
-        m, n = anchor.shape[-2:]
-        k = self.graph.node(anchor.inputs[0]).shape[-1]
+        m, n = hint(anchor.shape[-2:])  # (a symbolic size at its estimate: this only chooses a kernel)
+        k = hint(self.graph.node(anchor.inputs[0]).shape[-1])
         if k == 0 or m * n * k < GEMM_MIN_WORK:
             return False
         if m <= DOT_PRODUCT_ROWS:
@@ -257,7 +258,8 @@ class ContractionLowering:
         entry where the geometry takes that path)."""
         first = self.contiguous_operand(in0, body)
         second = self.contiguous_operand(in1, body)
-        slots = max(1, min(self.threads, x_shape[0]))
+        # (images in flight: one per thread, fewer for a small batch; a symbolic batch may be large)
+        slots = self.threads if is_symbolic(x_shape[0]) else max(1, min(self.threads, x_shape[0]))
         workspace_bytes = self.library.conv_workspace_bytes(kind, x_shape, w_shape, stride, padding, dilation,
                                                             groups, slots)
         workspace = self.scratch_slot("float32", max(workspace_bytes // 4, 1))
@@ -265,7 +267,8 @@ class ContractionLowering:
             + tuple(dilation) + (groups,)
         if self.library.direct_conv_applies(kind, tuple(w_shape[2:]), stride, padding, dilation):
             kind += L.DIRECT_SUFFIX
-        body.append(L.ConvCall(kind, first, second, out_slot, tuple(int(g) for g in geometry), workspace, slots))
+        body.append(L.ConvCall(kind, first, second, out_slot, tuple(g if is_symbolic(g) else int(g) for g in geometry),
+                               workspace, slots))
 
     def gemm_conv2d(self, node, out_slot, body, stride, padding, dilation, groups):
         x, w = (self.graph.node(i) for i in node.inputs)

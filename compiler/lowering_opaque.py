@@ -128,11 +128,21 @@ class OpaqueLowering:
         body.append(L.Loop(i, [store], parallel=True) if elements > 1 else store)
 
 
+def _iota(self, node, body, length, start, step, dtype):
+    """start + i * step (int64 or float64 arithmetic, as numpy's arange), cast to the dtype."""
+    i = self.fresh("i", length)
+    if dtype in L.FLOATS:
+        value = L.apply("add", L.const(start, "float64"), L.apply("mul", L.cast(i, "float64"), L.const(step, "float64")))
+    else:
+        value = L.iadd(L.imul(i, int(step)), int(start))
+    body.append(L.Loop(i, [L.Store(self.root_slot(), i, L.cast(value, dtype))], parallel=True))
+
+
 # How each opaque primitive (and the random source) becomes loops: rule(lowering, node, body,
 # **attrs). A primitive in none of the tables must be declared host-only (ember/ops).
 OPAQUE_RULES = {"cumsum": OpaqueLowering.opaque_cumsum, "index_add": OpaqueLowering.opaque_index_add,
                 "scatter_add": OpaqueLowering.opaque_scatter_add, "index_put": OpaqueLowering.opaque_index_put,
-                "random": OpaqueLowering.random}
+                "random": OpaqueLowering.random, "iota": _iota}
 # the float math functions (loop_ir.MATH_FUNCTIONS) those loops use, which a target must supply
 OPAQUE_MATH_FUNCTIONS = {"random": ("sqrt", "log1p", "cos")}  # normal numbers
 

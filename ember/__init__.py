@@ -75,6 +75,7 @@ _FRONTEND_EXPORTS = {
     "ember.frontend.sorting": "sort argsort topk unique kthvalue msort",
     "ember.frontend.tracer": "trace",
     "ember.frontend.jit": "compile explain",
+    "ember.frontend.dynamic_shapes": "mark_dynamic mark_static",
     "ember.frontend.export_library": "export_library",
     "ember.runtime.exported_library": "load_exported",
     "ember.runtime.thread_runtime": "set_num_threads get_num_threads",

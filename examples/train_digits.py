@@ -7,8 +7,10 @@ then the trained state dict saved with ember.save and reloaded.
 
 With --compile the whole training step (forward, loss, backward, optimizer step) is one
 ember.compile'd function. The learning rate and momentum become inputs of its program after
-their first change, and the partial last batch of each epoch gets a program of its own, so
-the step compiles at most 3 times over all epochs; the run prints the count.
+their first change, and when the partial last batch of the first epoch arrives the batch dim
+becomes dynamic: one program serves the full and the partial batches. So the step compiles
+at most 3 times over all epochs (2 on one process); the run prints the count and the
+dynamic dims.
 
     python examples/train_digits.py [--epochs 12] [--batch-size 32] [--compile] [--min-accuracy 0.95]
 
@@ -170,6 +172,8 @@ def main():
             print(f"compiled training step: {len(report.programs)} programs compiled for {report.calls} calls "
                   f"({report.compiled_calls} ran compiled, {report.eager_calls} eagerly"
                   + (f"; fell back to eager: {report.fallback}" if report.fallback else "") + ")")
+            for line in report.dynamic_dims:
+                print(f"  dynamic: {line}")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "digits_net.safetensors")

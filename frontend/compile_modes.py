@@ -2,7 +2,7 @@
 docstring of `compile` says it for users): mode "default" is ember's one way of compiling, the
 others are accepted with a warning, as they change nothing here; `fullgraph=True` refuses a
 graph break (a guard on a tensor's value, a call that must run eagerly) with its source line;
-`dynamic=True` and inductor `options` warn that ember does not act on them (yet)."""
+inductor `options` warn that ember does not act on them; `dynamic` is frontend/dynamic_shapes.py's."""
 import warnings
 
 
@@ -25,12 +25,9 @@ _WARNED = set()
 
 
 def check_dynamic_and_options(dynamic, options):
-    """Warn once for what ember accepts from torch.compile's signature but does not act on."""
-    if dynamic and "dynamic" not in _WARNED:
-        _WARNED.add("dynamic")
-        warnings.warn("ember.compile(dynamic=True): ember compiles one program per input shape signature "
-                      "(automatic dynamic shapes are not implemented yet); shapes are specialised", UserWarning,
-                      stacklevel=3)
+    """Check `dynamic`; warn once for options, which ember accepts from torch.compile's signature but does not act on."""
+    if dynamic not in (None, True, False):
+        raise TypeError(f"ember.compile(dynamic=...) takes None, True or False, not {dynamic!r}")
     if options and "options" not in _WARNED:
         _WARNED.add("options")
         warnings.warn(f"ember.compile(options={options!r}): ember has no inductor options; they change nothing",

@@ -31,6 +31,8 @@ class CompileReport:
         self.host_only_ops = []  # ops compiled code runs as numpy callbacks (CPU only; see ember.ops host_only)
         self.programs = []  # the traced graph of every compiled segment (to_html draws them)
         self.runtime_scalars = []  # floats read as inputs of the programs (frontend/runtime_scalars.py)
+        self.dynamic_dims = []  # which argument dims are dynamic, and which stay static, with why
+        self.symbols = ""  # the size symbols of the dynamic program: "s0 = dim 0 of x, dim 0 of y"
         self.runners = []  # weak references to the compiled segments' runners (GPU ones report their choices)
 
     @property
@@ -49,6 +51,11 @@ class CompileReport:
         if self.runtime_scalars:
             lines.append("runtime scalars (inputs of the programs since their first change): "
                          + ", ".join(self.runtime_scalars))
+        if self.dynamic_dims:
+            lines.append("dynamic dims (one program for every size >= 2; sizes 0 and 1 are specialised):")
+            lines.extend(f"  {line}" for line in self.dynamic_dims)
+            if self.symbols:
+                lines.append(f"  symbols: {self.symbols}")
         if self.guards:
             lines.append("guards:")
             for (source, code, how), outcomes in self.guards.items():

@@ -5,7 +5,9 @@ guards, hand each new segment to a backend, run compiled segments on later calls
 between them, write mutations back. Never a silently wrong result: a changed signature or a new
 guard outcome traces again; past the recompile limit the function runs eagerly, with one warning
 that says why and how to fix it."""
+import sys
 import time
+import traceback
 import warnings
 import weakref
 from collections import Counter
@@ -13,6 +15,7 @@ from sys import getrefcount
 
 import numpy as np
 
+from ember import config
 from .compile_modes import check_dynamic_and_options, check_mode, refuse_graph_break
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
@@ -33,6 +36,8 @@ from ember.runtime.device_arrays import copy_into, device_of
 from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
 from .tracer import Tracer, recording, module_state, external_names, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
+from .dynamic_shapes import DynamicDims, NotDynamic, symbolize
+from ember.ir.symbols import SizesDoNotFit, SymDim
 
 DEFAULT_RECOMPILE_LIMIT = 8
 
@@ -51,13 +56,16 @@ class TraceTree:
         self.state_roots = set()  # ids of the roots of params and closed-over tensors (see _execute)
         self.scalar_slots = []  # the runtime scalars its programs read, in input order
         self.scalar_values = None  # their values when it was traced (see CompiledFunction._rekey_scalar_trees)
+        self.trace_graph = None  # the whole traced graph (unguarded traces): a dynamic program is built from two
 
 
 class CompiledFunction:
     """The callable `ember.compile(fn)` returns for a function (see CompiledModule for modules)."""
 
-    def __init__(self, fn, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None, fullgraph=False):
+    def __init__(self, fn, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIMIT, module=None, fullgraph=False,
+                 dynamic=None):
         self.fn, self.fullgraph = fn, fullgraph
+        self._dynamic = DynamicDims(dynamic)  # which argument dims are dynamic (frontend/dynamic_shapes.py)
         self.module = module
         from ember.compiler import get_backend  # here: the compiler and llvmlite load on first compile, not at import
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
@@ -102,7 +110,14 @@ class CompiledFunction:
                 reason += f"; from now on inputs of the program (runtime scalars): {', '.join(became_dynamic)}"
                 self.report.runtime_scalars = list(self._scalars.dynamic.values())
                 signature = self._signature(args, kwargs, flat, positional)
-            return self._trace(signature, args, kwargs, reason, None)
+            dynamic = self._learn_dynamic_dims(signature, flat)
+            if dynamic is not None:  # dims whose size changed: one program for every size from now on
+                reason += " (dynamic from now on)"
+                signature = self._signature(args, kwargs, flat, positional)
+                tree = self._cache.get(signature)
+                if tree is not None and not tree.unconfirmed:
+                    return self._execute(signature, tree, args, kwargs, [t for _, t in flat])
+            return self._trace(signature, args, kwargs, reason, None, dynamic=dynamic)
         if tree.unconfirmed:
             return self._trace(signature, args, kwargs, None, tree, confirming=True)
         inputs = [t for _, t in flat]
@@ -131,7 +146,12 @@ class CompiledFunction:
         env = dict(zip(tree.input_nodes, inputs if with_autograd else [t._data for t in inputs]))
         segment = tree.root
         while True:
-            segment.run(env, params, with_autograd, self._backends.for_device(segment.device))
+            try:
+                segment.run(env, params, with_autograd, self._backends.for_device(segment.device))
+            except SizesDoNotFit as error:  # (two dims of one size symbol differ in this call)
+                self.report.eager_calls += 1
+                self.report.eager_reasons.append(str(error))
+                return self.fn(*args, **kwargs)
             if segment.guard is None:
                 break
             outcome = observed_value(array_of(env[segment.guard.node]))
@@ -295,7 +315,19 @@ class CompiledFunction:
             bump_version(target)
 
     # ------------------------------------------------------------------ tracing
-    def _trace(self, signature, args, kwargs, reason, tree, confirming=False):
+    def _learn_dynamic_dims(self, signature, flat):
+        """(the tree to build a dynamic program with, the dims that became dynamic) when this
+        call differs from the previous one only in sizes of dims that may be dynamic, else None."""
+        if not self._signatures:
+            return None
+        previous = self._signatures[-1]
+        base = self._cache.get(previous)
+        if base is None or base.trace_graph is None or base.trace_graph.symbols is not None:
+            return None
+        dims = self._dynamic.learn(previous, signature, dict(flat), lambda path: _input_name(self.fn, path))
+        return (base, dims) if dims else None
+
+    def _trace(self, signature, args, kwargs, reason, tree, confirming=False, dynamic=None):
         if not confirming and self._cache:
             if len(self.report.recompiles) >= self.recompile_limit:
                 return self._fall_back(args, kwargs, reason)
@@ -310,6 +342,10 @@ class CompiledFunction:
         for name, t in state:
             tracer.add_param(t, name)
         histories = [_history(t) for _, t in arg_tensors]
+        if dynamic is not None:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
+            by_path = dict(arg_tensors)
+            tracer.watch_sizes({int(by_path[path].shape[dim]): SymDim.symbol(f"d{k}")
+                                for k, (path, dim) in enumerate(dynamic[1]) if path in by_path})
         with self._scalars.substituted(tracer, args, kwargs) as (call_args, call_kwargs, scalar_slots, scalar_nodes):
             with recording(tracer):
                 result = plain_numbers(self.fn(*call_args, **call_kwargs))
@@ -328,6 +364,11 @@ class CompiledFunction:
         self._trace_device = device_of_tensors([t for _, t in arg_tensors + list(state) + list(tracer.externals)])
         watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
         graph = tracer.finish([t for _, t in outputs], watched)
+        traced_graph = graph
+        if dynamic is not None:
+            graph, signature = self._symbolize(graph, tracer, dynamic, signature, args, kwargs)
+            if graph is traced_graph:
+                dynamic = None
         pieces = split_trace(tracer, graph)
         if self.fullgraph:
             refuse_graph_break(self.name, graph, tracer.eager_reason)
@@ -371,8 +412,29 @@ class CompiledFunction:
                 return result
             self.report.recompiles.append(reason)
             tree = None
-        new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes,
-                                           trainable, output_facts)
+        if dynamic is None:
+            new_segments, depth = self._attach(tree, pieces, externals, graph, result, signature, input_nodes,
+                                               trainable, output_facts)
+        else:
+            try:
+                new_segments, depth = self._attach(None, pieces, externals, graph, result, signature, input_nodes,
+                                                   trainable, output_facts)
+                # (two traces agreed on the program: no third is needed to confirm it)
+                self._cache[signature].unconfirmed = False
+                self._compile_deferred(self._cache[signature])
+            except Exception as error:  # a dynamic program the compiler cannot build: this size, static
+                if config.DEBUG:
+                    traceback.print_exc()
+                self._cache.pop(signature, None)
+                self._signatures = [s for s in self._signatures if s != signature]
+                self._dynamic.refuse(dynamic[1], f"its dynamic program did not compile ({type(error).__name__}: "
+                                     f"{error})", lambda path: _input_name(self.fn, path))
+                self.report.dynamic_dims = self._dynamic.report_lines()
+                signature = self._signature_of(args, kwargs)
+                graph, pieces = traced_graph, split_trace(tracer, traced_graph)
+                new_segments, depth = self._attach(None, pieces, externals, graph, result, signature, input_nodes,
+                                                   trainable, output_facts)
+        self._cache[signature].trace_graph = traced_graph if len(pieces) == 1 else None
         self._cache[signature].state_roots |= state_roots
         self._cache[signature].scalar_slots = scalar_slots
         self._cache[signature].scalar_values = dict(self._scalars.values)
@@ -380,6 +442,37 @@ class CompiledFunction:
                                               self._describe_signature(signature), len(graph), new_segments,
                                               len(graph.guards), time.perf_counter() - start))
         return result
+
+    def _symbolize(self, graph, tracer, dynamic, signature, args, kwargs):
+        """(the dynamic graph, signature) built from this trace and the base tree's, or (graph,
+        the static signature) when they are not one program over symbolic sizes."""
+        base, dims = dynamic
+        try:
+            if graph.guards:
+                raise NotDynamic("the function branches on tensor values (a guard)")
+            if tracer.size_tests:
+                op, size, other, line = tracer.size_tests[0]
+                raise NotDynamic(f"the code at {line} compares the size {size} with {other} ({op}), "
+                                 f"which could go the other way at another size")
+            symbolic = symbolize(base.trace_graph, graph)
+            self.report.dynamic_dims = self._dynamic.report_lines()
+            self.report.symbols = symbolic.symbols.describe(symbolic)
+            return symbolic, signature
+        except NotDynamic as error:
+            if base.unconfirmed:  # (the earlier trace may have been a first step creating state: try again later)
+                self._dynamic.forget(dims)
+                self.report.eager_reasons  # noqa
+                if config.DEBUG:
+                    print(f"ember.compile({self.name}): not dynamic yet: {error}", file=sys.stderr)
+            else:
+                self._dynamic.refuse(dims, str(error), lambda path: _input_name(self.fn, path))
+            self.report.dynamic_dims = self._dynamic.report_lines()
+            return graph, self._signature_of(args, kwargs)
+
+    def _signature_of(self, args, kwargs):
+        positional = not kwargs and all(type(a) is Tensor for a in args)
+        flat = list(zip(_positional_paths(len(args)), args)) if positional else flatten_tensors((args, kwargs), "args")
+        return self._signature(args, kwargs, flat, positional)
 
     def _attach(self, tree, pieces, externals, graph, result, signature, input_nodes, trainable, output_facts):
         """Add the trace's segments to the signature's tree, compiling only the new ones:
@@ -525,6 +618,7 @@ class CompiledFunction:
                 self.report.eager_reasons.append(f"{self._describe_signature(signature)}: {refusal}; ember cannot "
                                                  f"guard it, so calls like this one run eagerly")
             return signature
+        parts = self._dynamic.rewrite(parts)
         return tuple(self._scalars.rewrite(parts) if self._scalars.dynamic else parts)
 
     def _describe_signature(self, signature):
@@ -654,20 +748,22 @@ def compile(model=None, *, backend="llvm", recompile_limit=DEFAULT_RECOMPILE_LIM
     `@ember.compile(backend=...)`.
 
     mode takes PyTorch's values, fullgraph=True raises at the first graph break with its source
-    line, dynamic=True and options warn that they change nothing (frontend/compile_modes.py)."""
+    line, options warn that they change nothing (frontend/compile_modes.py). dynamic=None (automatic
+    dynamic) gives a dim whose size changes between calls one program for every size >= 2;
+    dynamic=False keeps every shape static (frontend/dynamic_shapes.py)."""
     if mode is not None:
         check_mode(mode, options)
     check_dynamic_and_options(dynamic, options)
     if model is None:
         return lambda fn: compile(fn, backend=backend, recompile_limit=recompile_limit, fullgraph=fullgraph,
-                                  disable=disable)
+                                  dynamic=dynamic, disable=disable)
     if disable:
         return model
     if hasattr(model, "named_parameters") and hasattr(model, "forward"):
         from .compiled_module import CompiledModule
         return CompiledModule(model, CompiledFunction(model, backend, recompile_limit, module=model,
-                                                      fullgraph=fullgraph))
-    return CompiledFunction(model, backend, recompile_limit, fullgraph=fullgraph)
+                                                      fullgraph=fullgraph, dynamic=dynamic))
+    return CompiledFunction(model, backend, recompile_limit, fullgraph=fullgraph, dynamic=dynamic)
 
 
 def explain(fn, *args, **kwargs):

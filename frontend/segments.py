@@ -193,4 +193,6 @@ def _subgraph(graph, lo, hi, wanted, name):
         if n not in inside and graph.node(n).op == "param":
             bring(n)  # a guard on, or a return of, a param no op here reads
     sub.outputs = sorted(n for n in wanted if n in inside)
+    if graph.symbols is not None:  # (a dynamic trace is one segment: every symbol's inputs are here)
+        sub.symbols = graph.symbols
     return sub

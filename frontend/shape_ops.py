@@ -20,7 +20,8 @@ from .device_tensors import keeps_device
 def _sizes(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    return tuple(int(d) for d in shape)
+    # (ints as they are: a size watched while a trace makes dims dynamic keeps its expression)
+    return tuple(d if type(d) is not bool and isinstance(d, int) else int(d) for d in shape)
 
 
 def _resolve(shape, numel, op, source):
@@ -473,9 +474,13 @@ def contiguous(input, memory_format=None):
 
 
 def _triangle_mask(input, diagonal, lower):
+    """j - i <= diagonal (lower) or >= diagonal, built from aranges: in a compiled program of
+    dynamic sizes, a mask of any size (frontend/dynamic_shapes.py)."""
+    from .creation import arange
+    from . import math_ops as M
     rows, cols = input.shape[-2], input.shape[-1]
-    mask = np.tri(rows, cols, k=diagonal, dtype=bool) if lower else ~np.tri(rows, cols, k=diagonal - 1, dtype=bool)
-    return Tensor._wrap(mask)
+    offsets = M.sub(arange(cols).reshape(1, cols), arange(rows).reshape(rows, 1))
+    return M.le(offsets, diagonal) if lower else M.ge(offsets, diagonal)
 
 
 def tril(input, diagonal=0):

@@ -109,12 +109,19 @@ class Tensor:
     # ------------------------------------------------------------------ metadata
     @property
     def shape(self):
+        recorder = STATE.recorder
+        if recorder is not None and recorder.size_symbols:  # (a trace making dims dynamic: sizes it can watch)
+            return Size(recorder.watched_sizes(self._data.shape))
         return Size(self._data.shape)
 
     def size(self, dim=None):
         if dim is None:
-            return Size(self._data.shape)
-        return self._data.shape[_dim(dim, self._data.ndim, "size")]
+            return self.shape
+        recorder = STATE.recorder
+        size = self._data.shape[_dim(dim, self._data.ndim, "size")]
+        if recorder is not None and recorder.size_symbols:
+            return recorder.watched_sizes((size,))[0]
+        return size
 
     @property
     def dtype(self):
@@ -146,6 +153,9 @@ class Tensor:
     ndimension = dim
 
     def numel(self):
+        recorder = STATE.recorder
+        if recorder is not None and recorder.size_symbols:  # (a product of watched sizes: see `shape`)
+            return self.shape.numel()
         return int(self._data.size)
 
     nelement = numel

@@ -17,6 +17,7 @@ import numpy as np
 from ember.ir import Graph, Guard
 from ember.ops import in_mode
 from .dispatch import STATE, eager_bind
+from .dynamic_shapes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
@@ -69,6 +70,8 @@ class Tracer:
         self.externals = []  # (param name, tensor) for closed-over tensors
         self.external_names = {}  # id(tensor) -> readable name, from the traced function's globals
         self.rng_inputs = []  # seed inputs of random draws
+        self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (watch_sizes)
+        self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
         self.values = {}  # node id -> the eager value seen while tracing (gives gradient nodes values)
         self.placeholder_tensors = {}  # placeholder node id -> its tensor
         self.values_over = {}  # id(memory owner) -> nodes whose value in `values` lies in that memory
@@ -87,6 +90,14 @@ class Tracer:
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
+    def watch_sizes(self, sizes):
+        """During this trace, shapes read from tensors give each size in `sizes` ({int: SymDim
+        placeholder}) as a SizeInt that records the comparisons made with it (frontend/dynamic_shapes.py)."""
+        self.size_symbols = dict(sizes)
+
+    def watched_sizes(self, shape):
+        return tuple(SizeInt(d, self.size_symbols[d], self.size_tests) if d in self.size_symbols else d for d in shape)
+
     def add_input(self, tensor, name):
         node = self.graph.add_input(tensor.shape, tensor.dtype, name)
         self._register(tensor, node)
@@ -302,8 +313,14 @@ class Tracer:
                 if inputs[i] in differentiable and (not t.requires_grad or t.grad_fn is None and id(t) not in self.known):
                     inputs[i] = self._stop_gradient(inputs[i])  # eager autograd has no path from here to the node's
         with in_mode(None):  # the eager computation below must not re-enter the tracer
-            result = eager_bind(prim, operands, attrs)
-        node = self.graph.add_node(prim.name, inputs, result.shape, result.dtype, attrs, self._name(prim),
+            if self.size_symbols:  # (what numpy does with the sizes decides nothing about the program)
+                with unwatched_sizes():
+                    result = eager_bind(prim, operands, attrs)
+            else:
+                result = eager_bind(prim, operands, attrs)
+        if self.size_symbols:  # (the IR holds plain ints: frontend/dynamic_shapes.symbolize finds the sizes)
+            attrs = plain_sizes(attrs)
+        node = self.graph.add_node(prim.name, inputs, result._data.shape, result.dtype, attrs, self._name(prim),
                                    source=user_frame()[0])  # (provenance: the model line each node came from)
         if prim.vjp is not None and any(i in differentiable for i in inputs):
             differentiable.add(node)  # (connected in the graph: a grad-mode use of it may need a cut)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ember.ir.symbols import HINT, SymDim, evaluate, has_symbols, numel
 from .fusion import at_root_index, fuse, is_external, keeps_flat_index
 
 ALIGNMENT = 64
@@ -117,30 +118,105 @@ def external_nodes(graph):
 
 
 def nbytes_of(graph, node_id):
+    """A node's bytes: an int, or a SymDim in a dynamic graph's symbols."""
     node = graph.node(node_id)
-    if not all(isinstance(d, (int, np.integer)) for d in node.shape):
-        raise ValueError(f"plan_memory ({graph.name}): %{node_id} {node.name} has a symbolic shape "
-                         f"{graph.describe(node_id)}; plan with concrete sizes")
+    if has_symbols(node.shape):
+        return numel(node.shape) * np.dtype(node.dtype).itemsize
     return int(np.prod(node.shape, dtype=np.int64)) * np.dtype(node.dtype).itemsize
 
 
 def plan_memory(graph, fusion=None):
     """Plan the arena for `graph` fused by `fusion` (default: `fuse(graph)`, which may clone
-    recomputed producers into the graph). Returns the `MemoryPlan`."""
+    recomputed producers into the graph). Returns the `MemoryPlan`, or for a graph with
+    symbolic sizes the `SymbolicMemoryPlan` whose offsets are placed per size at run time."""
     if fusion is None:
         fusion = fuse(graph)
     buffers = _live_intervals(graph, fusion)
     in_place = _in_place_choices(graph, fusion, buffers)
     slots = _chains(buffers, in_place)
+    if graph.symbols is not None or any(isinstance(b.nbytes, SymDim) for b in buffers.values()):
+        return SymbolicMemoryPlan(buffers, in_place, slots, len(fusion.groups), graph.name)
+    return _placed(buffers, in_place, slots, len(fusion.groups), graph.name)
+
+
+def _placed(buffers, in_place, slots, steps, name):
+    """The MemoryPlan of buffers with concrete sizes: offsets by greedy placement."""
     arena = _assign_offsets(buffers, slots)
-    live = [0] * len(fusion.groups)
+    live = [0] * steps
     for chain in slots:
         first, last, size = _slot_extent(buffers, chain)
         for step in range(first, last + 1):
             live[step] += size
-    plan = MemoryPlan(buffers, in_place, arena, sum(b.size for b in buffers.values()), max(live, default=0),
-                      len(fusion.groups), graph.name)
-    return plan
+    return MemoryPlan(buffers, in_place, arena, sum(b.size for b in buffers.values()), max(live, default=0),
+                      steps, name)
+
+
+class SymbolicMemoryPlan:
+    """The memory plan of a dynamic program: buffers whose sizes are expressions of the size
+    symbols, with their lifetimes and in-place chains fixed at compile time; `at(sizes)` places
+    them for one set of sizes (the same greedy placement as a static plan, checked for
+    overlaps), which the runtime does once per new size. `order` numbers the buffers: the
+    program reads buffer k's offset from entry k of its offsets table. For dumps it reads as
+    the plan at every symbol = HINT (`sample`)."""
+
+    SAMPLES = (2, 3, 7, HINT, 1000)  # sizes `check` places every buffer at
+
+    def __init__(self, buffers, in_place, chains, steps, graph_name):
+        self.symbolic_buffers, self.in_place, self.chains = buffers, in_place, chains
+        self.steps, self.graph_name = steps, graph_name
+        self.order = sorted(buffers)
+        self.symbols = sorted({name for b in buffers.values() if isinstance(b.nbytes, SymDim)
+                               for name in b.nbytes.symbols})
+        self._placed = {}
+
+    def at(self, sizes):
+        """The MemoryPlan for `sizes` ({symbol: int}), checked (cached per sizes)."""
+        key = tuple(sizes[name] for name in self.symbols)
+        plan = self._placed.get(key)
+        if plan is None:
+            buffers = {n: Buffer(0, int(evaluate(b.nbytes, sizes)), b.first_step, b.last_step)
+                       for n, b in self.symbolic_buffers.items()}
+            plan = _placed(buffers, self.in_place, self.chains, self.steps, self.graph_name).check()
+            if len(self._placed) > 64:
+                self._placed.clear()
+            self._placed[key] = plan
+        return plan
+
+    def sample(self):
+        return self.at({name: HINT for name in self.symbols})
+
+    def check(self):
+        """Place and check the plan at every size in SAMPLES (every symbol at that size)."""
+        for size in self.SAMPLES:
+            self.at({name: size for name in self.symbols})
+        return self
+
+    @property
+    def buffers(self):
+        return self.sample().buffers
+
+    @property
+    def arena_bytes(self):
+        return self.sample().arena_bytes
+
+    @property
+    def lower_bound_bytes(self):
+        return self.sample().lower_bound_bytes
+
+    @property
+    def naive_bytes(self):
+        return self.sample().naive_bytes
+
+    def describe(self):
+        sizes = ", ".join(f"{name}={HINT}" for name in self.symbols)
+        return f"placed per size at run time; at {sizes}: {self.sample().describe()}"
+
+    def annotate(self, node):
+        buffer = self.symbolic_buffers.get(node.id)
+        if buffer is None:
+            return ""
+        shared = f" in place of %{self.in_place[node.id]}" if node.id in self.in_place else ""
+        return f"+{buffer.nbytes} steps {buffer.first_step}..{buffer.last_step}{shared}"
 
 
 def _live_intervals(graph, fusion):

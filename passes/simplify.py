@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ember.ir.symbols import has_symbols
+
 from ember.ops import PRIMITIVES
 
 FOLD_LIMIT = 4096  # largest result (elements) constant folding materialises
@@ -129,7 +131,8 @@ def _eliminate_common_subexpressions(graph, stats):
         if node.is_placeholder or node.op == "random" or PRIMITIVES[node.op].effects:
             continue
         node = graph.node(node.id)  # operands may have been merged above
-        if node.op == "constant":  # by value: 1 and 1.0 in a float32 constant are the same constant
+        if node.op == "constant" and not has_symbols(node.attrs["value"]):
+            # by value: 1 and 1.0 in a float32 constant are the same constant
             attrs = _canonical(np.asarray(node.attrs["value"], dtype=node.dtype))
         else:
             attrs = _canonical(node.attrs)
@@ -180,9 +183,10 @@ def _canonical(value):
 # ----------------------------------------------------------------------------- reading nodes
 
 def _constant_value(graph, node_id):
-    """The constant's value array (not broadcast to its shape), or None for other nodes."""
+    """The constant's value array (not broadcast to its shape), or None for other nodes and
+    for a value computed from the sizes (a dynamic program's element count)."""
     data = graph.nx.nodes[node_id]
-    if data["op"] != "constant":
+    if data["op"] != "constant" or has_symbols(data["attrs"]["value"]):
         return None
     return np.asarray(data["attrs"]["value"], dtype=data["dtype"])
 
@@ -410,8 +414,8 @@ def constant_splat(graph, node):
 
 def fold_constants(graph, node):
     """An op (not random) of constants only, with a small result -> a constant."""
-    if node.op in ("constant", "random") or not node.inputs or _count(node.shape) > FOLD_LIMIT \
-            or PRIMITIVES[node.op].effects:
+    if node.op in ("constant", "random") or not node.inputs or has_symbols(node.shape) or has_symbols(node.attrs) \
+            or _count(node.shape) > FOLD_LIMIT or PRIMITIVES[node.op].effects:
         return None
     operands = []
     for i in node.inputs:

@@ -24,11 +24,13 @@ from sys import getrefcount
 
 import numpy as np
 
+from ember.ir.symbols import evaluate
 from .program_spec import collect_results, conform_array, program_error
 from .thread_runtime import CHOSEN_THREADS
 
 ALIGNMENT = 64
-HEAD = ("arena", "callback", "timings", "threads", "data_offset")
+HEAD = ("arena", "callback", "timings", "threads", "data_offset", "sizes", "offsets")
+MAX_SYMBOLS = 16  # (compiler/llvm/scalar.py's: the entry copies this many sizes into the program)
 THREADS = HEAD.index("threads")
 CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
@@ -79,9 +81,15 @@ class CpuProgram:
         self.arena = self._arena_memory[start:start + spec.arena_bytes]
         self._callback = CALLBACK_TYPE(self._run_fallback)
         self.timings = np.zeros(max(len(spec.kernel_names), 1), np.int64)
+        self._dynamic = spec.dynamic
+        self._sizes = np.zeros(MAX_SYMBOLS, np.int64)  # a dynamic program's sizes this call
+        self._offsets = np.zeros(len(spec.dynamic.order) + len(spec.scratch[0]) if spec.dynamic else 1, np.int64)
+        self._bound = None  # the sizes the shapes, offsets and arena are set up for
+        self._current_sizes = None
         head = {"arena": self.arena.ctypes.data if spec.arena_bytes else self._arena_memory.ctypes.data,
                 "callback": ctypes.cast(self._callback, ctypes.c_void_p).value,
-                "timings": self.timings.ctypes.data, "threads": spec.threads, "data_offset": DATA_OFFSET}
+                "timings": self.timings.ctypes.data, "threads": spec.threads, "data_offset": DATA_OFFSET,
+                "sizes": self._sizes.ctypes.data, "offsets": self._offsets.ctypes.data}
         for k, name in enumerate(HEAD):
             self._table[k] = head[name]
         self._inputs, self._params, self._outputs = [], [], []
@@ -100,6 +108,8 @@ class CpuProgram:
                 self._live[position] = array
             else:
                 self._outputs.append((position, ext.key, ext.shape, ext.dtype))
+        self._symbolic_shapes = [[entry[2] for entry in entries] for entries in (self._inputs, self._params,
+                                                                                 self._outputs)]
         self._track = bool(spec.fallbacks)
         self._recycled = [None] * len(self._outputs)
         self._failure = None
@@ -114,6 +124,8 @@ class CpuProgram:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, inputs, params):
+        if self._dynamic is not None:
+            self._bind_sizes(inputs)
         table = self._table
         held = []  # converted copies must outlive the call
         track = self._track
@@ -167,6 +179,39 @@ class CpuProgram:
             return {node: outputs[key] for node, key in self._plain_results}
         return self._collect(outputs, inputs, params)
 
+    def _bind_sizes(self, inputs):
+        """A dynamic program: read the size symbols from the inputs and, when they changed,
+        set the externals' shapes, the buffers' offsets (the plan placed for these sizes) and
+        the arena for them."""
+        layout = self._dynamic
+        sizes = layout.symbols.sizes_or_raise(lambda node: np.shape(inputs[node]), self.spec)
+        key = tuple(sorted(sizes.items()))
+        if key == self._bound:
+            return
+        for name, size in sizes.items():
+            self._sizes[int(name[1:])] = size
+        inputs_shapes, params_shapes, outputs_shapes = self._symbolic_shapes
+        self._inputs = [(p, n, evaluate(shape, sizes), d) for (p, n, _, d), shape in zip(self._inputs, inputs_shapes)]
+        for entry, shape in zip(self._params, params_shapes):
+            entry[2], entry[4] = evaluate(shape, sizes), None
+        self._outputs = [(p, n, evaluate(shape, sizes), d) for (p, n, _, d), shape in zip(self._outputs, outputs_shapes)]
+        self._recycled = [None] * len(self._outputs)
+        self._current_sizes = sizes
+        self._bound = key
+        plan = layout.place(sizes)
+        for k, node in enumerate(layout.order):
+            self._offsets[k] = plan.buffers[node].offset
+        scratch_base = -(-plan.arena_bytes // ALIGNMENT) * ALIGNMENT
+        scratch_offsets, scratch_bytes = self.spec.scratch
+        for k, offset in enumerate(scratch_offsets):
+            self._offsets[len(layout.order) + k] = scratch_base + evaluate(offset, sizes)
+        wanted = scratch_base + max([evaluate(b, sizes) for b in scratch_bytes], default=0)
+        if wanted > self.arena.nbytes:
+            self._arena_memory = np.zeros(wanted + ALIGNMENT, np.uint8)
+            start = (-self._arena_memory.ctypes.data) % ALIGNMENT
+            self.arena = self._arena_memory[start:start + wanted]
+            self._table[HEAD.index("arena")] = self.arena.ctypes.data
+
     def exchange(self, given, replacement=None):
         """The caller keeps `given`, an output array of the last call, for good (a mutation's
         new value becomes the param's array instead of being copied into it). `replacement`
@@ -202,6 +247,10 @@ class CpuProgram:
         """The array at a slot location: ("arena", byte offset) or ("arg", external position)."""
         kind, where = location
         dtype = np.dtype(dtype)
+        if self._dynamic is not None:  # (shapes of the size symbols; offsets placed for these sizes)
+            shape = evaluate(tuple(shape), self._current_sizes)
+            if kind == "offset":
+                kind, where = "arena", int(self._offsets[where[0]]) + where[1]
         if kind == "arena":
             count = int(np.prod(shape, dtype=np.int64))
             return self.arena[where:where + count * dtype.itemsize].view(dtype).reshape(shape)

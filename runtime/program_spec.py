@@ -29,12 +29,27 @@ class ProgramSpec:
     threads: int; timed: instrumented build."""
 
     def __init__(self, name, externals, arena_bytes, results, errors=(), fallbacks=None, kernel_names=(),
-                 threads=1, timed=False, kernel_sources=None):
+                 threads=1, timed=False, kernel_sources=None, dynamic=None, scratch=None):
         self.name, self.externals, self.arena_bytes = name, list(externals), int(arena_bytes)
+        self.dynamic = dynamic  # a DynamicLayout for a program over size symbols, else None
+        # a dynamic program's scratch: ([each slot's offset past the scratch base], [each kernel's bytes]),
+        # ints or SymDims (the arena holds the placed buffers, then the largest kernel's scratch)
+        self.scratch = scratch
         self.results, self.errors = list(results), list(errors)
         self.fallbacks = dict(fallbacks or {})
         self.kernel_names, self.threads, self.timed = list(kernel_names), int(threads), timed
         self.kernel_sources = list(kernel_sources or [""] * len(self.kernel_names))
+
+
+class DynamicLayout:
+    """What a program over size symbols needs per call: `symbols` (ember/ir/symbols.py's
+    SymbolTable: where each size is read among the inputs) and `place(sizes)`, the memory plan
+    placed for those sizes (its `order` of buffers, their offsets and `arena_bytes`); the
+    external buffers' shapes are expressions of the symbols, and the program's scratch
+    (`arena_bytes` of the spec) lies after the placed buffers."""
+
+    def __init__(self, symbols, place, order):
+        self.symbols, self.place, self.order = symbols, place, list(order)
 
 
 def conform_array(program, value, shape, dtype, what):

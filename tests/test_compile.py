@@ -48,14 +48,18 @@ def test_new_input_shape_recompiles_and_the_report_names_the_dim():
     compiled = ember.compile(lambda x: (x * 2).sum(dim=1))
     compiled(ember.randn(8, 3))
     compiled(ember.randn(16, 3))
-    compiled(ember.randn(8, 3))
+    compiled(ember.randn(8, 3))  # (served by the program the second trace made dynamic in dim 0)
     assert len(compiled.report.traces) == 2
-    assert compiled.report.recompiles == ["dim 0 of x: 8 -> 16"]
+    assert compiled.report.recompiles == ["dim 0 of x: 8 -> 16 (dynamic from now on)"]
     assert "dim 0 of x: 8 -> 16" in str(compiled.report)
+    static = ember.compile(lambda x: (x * 2).sum(dim=1), dynamic=False)
+    for rows in (8, 16, 8):
+        static(ember.randn(rows, 3))
+    assert static.report.recompiles == ["dim 0 of x: 8 -> 16"]
 
 
 def test_past_the_recompile_limit_it_runs_eagerly_with_one_warning():
-    compiled = ember.compile(lambda x: x.sum() * 2, recompile_limit=3)
+    compiled = ember.compile(lambda x: x.sum() * 2, recompile_limit=3, dynamic=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for n in range(1, 9):

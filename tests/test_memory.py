@@ -156,11 +156,15 @@ def test_random_graphs_plan_without_overlaps_and_a_deliberate_overlap_is_caught(
     plan.check()
 
 
-def test_symbolic_shapes_are_refused_with_the_node_named():
+def test_symbolic_shapes_get_a_plan_placed_per_size():
+    from ember.ir.symbols import SymDim
+    batch = SymDim.symbol("s0")
     graph = Graph("dynamic")
-    x = graph.add_input(("batch", 4), "float32", "x")
-    row_max = graph.add_node("amax", (x,), ("batch",), "float32", {"axes": (1,), "keepdims": False}, "row_max")
-    graph.outputs = [graph.add_node("neg", (row_max,), ("batch",), "float32"),
-                     graph.add_node("exp", (row_max,), ("batch",), "float32")]
-    with pytest.raises(ValueError, match=r"%1 row_max has a symbolic shape f32\[batch\]"):
-        plan_memory(graph, fuse(graph))
+    x = graph.add_input((batch, 4), "float32", "x")
+    row_max = graph.add_node("amax", (x,), (batch,), "float32", {"axes": (1,), "keepdims": False}, "row_max")
+    graph.outputs = [graph.add_node("neg", (row_max,), (batch,), "float32"),
+                     graph.add_node("exp", (row_max,), (batch,), "float32")]
+    plan = plan_memory(graph, fuse(graph))
+    assert plan.symbolic_buffers[row_max].nbytes == 4 * batch
+    for size in (2, 5, 1000):
+        assert plan.at({"s0": size}).check().buffers[row_max].nbytes == 4 * size

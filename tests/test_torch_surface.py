@@ -180,11 +180,11 @@ def test_compile_fullgraph_refuses_a_graph_break_with_its_line():
     assert straight.report.compiled_calls == 2
 
 
-def test_compile_dynamic_and_options_say_they_change_nothing(monkeypatch):
+def test_compile_options_say_they_change_nothing_and_dynamic_is_checked(monkeypatch):
     from ember.frontend import compile_modes
     monkeypatch.setattr(compile_modes, "_WARNED", set())
-    with pytest.warns(UserWarning, match="dynamic=True.*shapes are specialised"):
-        ember.compile(lambda t: t, dynamic=True)
+    with pytest.raises(TypeError, match="takes None, True or False"):
+        ember.compile(lambda t: t, dynamic="yes")
     with pytest.warns(UserWarning, match="no inductor options"):
         ember.compile(lambda t: t, options={"trace.enabled": True})
     with warnings.catch_warnings():

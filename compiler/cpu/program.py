@@ -27,7 +27,7 @@ from ..llvm.debug_locations import attach_debug_locations
 from ..llvm import kernels
 from ..llvm.kernels import PTR, kernel_structure, statement_work
 from ..llvm.loops import declare
-from ..llvm.scalar import F32, I8, I32, I64, VALUE_TYPES
+from ..llvm.scalar import F32, I8, I32, I64, MAX_SYMBOLS, VALUE_TYPES
 
 ENTRY_NAME = "ember_program"
 SGEMM_SYMBOL = "ember_sgemm_threads"
@@ -114,6 +114,14 @@ def _write_entry(module, program, functions):
     # every data pointer is read once, up front: kernels see plain pointers
     for k in sorted({where for kind, where in program.locations.values() if kind == "arg"}):
         data_pointer(k)
+    sizes = module.globals.get("ember_sizes")
+    if sizes is not None:  # a dynamic program: its kernels read the size symbols from @ember_sizes
+        given = word(layout.head("sizes"))
+        for k in range(MAX_SYMBOLS):
+            value = b.load(b.gep(given, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+            b.store(value, b.gep(sizes, [ir.Constant(I64, 0), ir.Constant(I64, k)]))
+    offsets = word(layout.head("offsets")) if any(kind == "offset" for kind, _ in program.locations.values()) \
+        else None
     status = b.alloca(I32, name="status")
     b.store(ir.Constant(I32, 0), status)
     clock = intrinsic_cycle_counter(module) if program.instrument else None
@@ -125,7 +133,7 @@ def _write_entry(module, program, functions):
         if kernel.kind == "callback":
             b.store(b.call(callback, [ir.Constant(I32, number)]), status)
         else:
-            pointers = [_slot_pointer(b, program, slot.key, data_pointer, arena) for slot in kernel.slots]
+            pointers = [_slot_pointer(b, program, slot.key, data_pointer, arena, offsets) for slot in kernel.slots]
             b.call(function, pointers + [status, threads])
         if clock:
             spent = b.sub(b.call(clock, []), start)
@@ -156,10 +164,14 @@ def intrinsic_cycle_counter(module):
     return existing or ir.Function(module, ir.FunctionType(I64, []), name="llvm.readcyclecounter")
 
 
-def _slot_pointer(b, program, key, data_pointer, arena):
+def _slot_pointer(b, program, key, data_pointer, arena, offsets=None):
     kind, where = program.locations[key]
     if kind == "arg":
         return data_pointer(where)
+    if kind == "offset":  # (a dynamic program's buffer: its offset was placed for this call's sizes)
+        k, extra = where
+        placed = b.load(b.gep(offsets, [ir.Constant(I64, k)], source_etype=I64), typ=I64)
+        return b.gep(arena, [b.add(placed, ir.Constant(I64, extra))], source_etype=I8)
     return b.gep(arena, [ir.Constant(I64, where)], source_etype=I8)
 
 
@@ -216,17 +228,20 @@ class CpuBodyWriter(kernels.BodyWriter):
 
         values = [b.load(self.accumulators[n], typ=t) for n, t in zip(outer, outer_types)]
         fixed = list(self.slots) + [self.status, self.threads] + values
+        extent = self.extent_value(stmt.extent)
+        # (a trip count read from the size symbols travels in the context after the arguments)
+        carried = [] if isinstance(stmt.extent, int) else [extent]
         trampoline = _write_trampoline(self.module, self.module.get_unique_name(base + ".par"), loop_fn,
-                                       [a.type for a in fixed], stmt.extent)
+                                       [a.type for a in fixed], stmt.extent if not carried else None)
         with b.if_else(b.icmp_signed(">", self.threads, ir.Constant(I32, 1))) as (many, one):
             with many:
-                context = b.alloca(I64, size=ir.Constant(I64, len(fixed)))
-                for k, value in enumerate(fixed):
+                context = b.alloca(I64, size=ir.Constant(I64, len(fixed) + len(carried)))
+                for k, value in enumerate(fixed + carried):
                     b.store(_to_word(b, value), b.gep(context, [ir.Constant(I64, k)], source_etype=I64))
                 gomp_parallel = declare(self.module, "GOMP_parallel", ir.VoidType(), [PTR, PTR, I32, I32])
                 b.call(gomp_parallel, [trampoline, context, self.threads, ir.Constant(I32, 0)])
             with one:
-                b.call(loop_fn, fixed + [ir.Constant(I64, 0), ir.Constant(I64, stmt.extent)])
+                b.call(loop_fn, fixed + [ir.Constant(I64, 0), extent])
 
     def gemm(self, stmt):
         b = self.builder
@@ -237,7 +252,7 @@ class CpuBodyWriter(kernels.BodyWriter):
             return b.gep(self.slots[view.slot], [self.emitter.emit(view.offset)], source_etype=F32)
 
         a, bb, c = stmt.a, stmt.b, stmt.c
-        const = lambda v: ir.Constant(I64, v)  # noqa: E731
+        const = self.extent_value  # (an int, or a size computed from the symbols)
         b.call(sgemm, [const(stmt.m), const(stmt.n), const(stmt.k), pointer(a), const(a.rows), const(a.cols),
                        pointer(bb), const(bb.rows), const(bb.cols), pointer(c), const(c.rows),
                        ir.Constant(F32, stmt.beta), self.threads])
@@ -248,7 +263,7 @@ class CpuBodyWriter(kernels.BodyWriter):
         b = self.builder
         function = declare(self.module, CONV_SYMBOLS[stmt.kind], ir.VoidType(),
                             [PTR, PTR, PTR] + [I64] * len(stmt.geometry) + [PTR, I64, I32])
-        geometry = [ir.Constant(I64, g) for g in stmt.geometry]
+        geometry = [self.extent_value(g) for g in stmt.geometry]
         b.call(function, [self.slots[stmt.in0], self.slots[stmt.in1], self.slots[stmt.out]] + geometry
                + [self.slots[stmt.workspace], ir.Constant(I64, stmt.workspace_slots), self.threads])
         self.emitter.forget_loads()
@@ -279,19 +294,24 @@ def _from_word(b, word, t):
 
 
 def _write_trampoline(module, name, loop_fn, field_types, extent):
-    """void name(i64 *ctx): this thread's static chunk of [0, extent) through loop_fn."""
+    """void name(i64 *ctx): this thread's static chunk of [0, extent) through loop_fn (extent
+    None: the context's word after the fields holds it)."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name=name)
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     context = fn.args[0]
     fields = [_from_word(b, b.load(b.gep(context, [ir.Constant(I64, k)], source_etype=I64), typ=I64), t)
               for k, t in enumerate(field_types)]
+    if extent is None:
+        extent = b.load(b.gep(context, [ir.Constant(I64, len(field_types))], source_etype=I64), typ=I64)
+    else:
+        extent = ir.Constant(I64, extent)
     thread = b.sext(b.call(declare(module, "omp_get_thread_num", I32, []), []), I64)
     count = b.sext(b.call(declare(module, "omp_get_num_threads", I32, []), []), I64)
-    chunk = b.sdiv(b.add(ir.Constant(I64, extent), b.sub(count, ir.Constant(I64, 1))), count)
+    chunk = b.sdiv(b.add(extent, b.sub(count, ir.Constant(I64, 1))), count)
     lo = b.mul(thread, chunk)
     hi = b.add(lo, chunk)
-    hi = b.select(b.icmp_signed("<", hi, ir.Constant(I64, extent)), hi, ir.Constant(I64, extent))
+    hi = b.select(b.icmp_signed("<", hi, extent), hi, extent)
     with b.if_then(b.icmp_signed("<", lo, hi)):
         b.call(loop_fn, fields + [lo, hi])
     b.ret_void()

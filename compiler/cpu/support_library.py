@@ -59,6 +59,7 @@ def pieces_expected(graph, fusion):
     decides (`pieces_for`); a piece expected wrongly is compiled for nothing, one missed is
     compiled later."""
     from ..lowering_contractions import DOT_PRODUCT_ROWS, GEMM_MIN_WORK
+    from ember.ir.symbols import hint
     needed = set()
     for group in fusion.groups:
         node = graph.node(group.anchor)
@@ -67,8 +68,8 @@ def pieces_expected(graph, fusion):
         if node.op in CONV_PIECES:
             needed.update(_conv_pieces(graph, node))
         elif node.op == "matmul":
-            m, n = node.shape[-2:]
-            k = graph.node(node.inputs[0]).shape[-1]
+            m, n = hint(node.shape[-2:])  # (as lowering estimates a symbolic size)
+            k = hint(graph.node(node.inputs[0]).shape[-1])
             if m * n * k >= GEMM_MIN_WORK and m > DOT_PRODUCT_ROWS:
                 needed.add(SGEMM)
     return [piece for piece in PIECES if piece in needed]

@@ -14,6 +14,7 @@ import warnings
 
 from ember import config
 from ember.runtime.cpu_program import CpuProgram, load_object
+from ember.runtime.program_spec import DynamicLayout
 from ember.runtime.shared_library import load_shared_library
 from ember.runtime.thread_runtime import load_libgomp
 from ..llvm.target import LLVMTarget
@@ -159,7 +160,10 @@ class CpuTarget(LLVMTarget):
         else:
             support_library.register_with_mcjit(description["pieces"], cache, self.parallel)
             library, address = load_object(payload, host.new_host_target_machine(), description["entry"])
-        return CpuRunner(self.spec_of(graph, planned.graph, description), address, library, graph, lower_again)
+        spec = self.spec_of(graph, planned.graph, description)
+        if planned.graph.symbols is not None:  # sizes read from the inputs, buffers placed per size
+            spec.dynamic = DynamicLayout(planned.graph.symbols, planned.plan.at, planned.plan.order)
+        return CpuRunner(spec, address, library, graph, lower_again)
 
     def spec_of(self, graph, simplified, description):
         """The runtime's ProgramSpec of a described program (driver.program_spec), with this

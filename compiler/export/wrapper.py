@@ -13,6 +13,7 @@ Everything the tables describe is known here, so each program's call is straight
 """
 from llvmlite import ir
 
+from ember.runtime.cpu_program import HEAD as PROGRAM_HEAD
 from ..llvm.loops import I8, I32, I64, counted_loop, declare
 from .c_api import STATUS
 
@@ -20,7 +21,7 @@ PTR = ir.PointerType()
 VOID = ir.VoidType()
 ERROR_BYTES = 1024
 ARENA_ALIGN = 64
-HEAD = 5  # arena, callback, timings, threads, data offset (runtime/cpu_program.py's HEAD)
+HEAD = len(PROGRAM_HEAD)  # arena, callback, timings, threads, data offset, sizes, offsets (the entry's table)
 # the instance: weights, owned weights, arena (pointers), threads (i32), then the error message
 WEIGHTS, OWNED, ARENA, THREADS, ERROR = 0, 8, 16, 24, 32
 INSTANCE_BYTES = ERROR + ERROR_BYTES
@@ -342,6 +343,7 @@ class WrapperWriter:
         threads = b.load(self.field(b, instance, THREADS), typ=I32)
         head = [b.load(self.field(b, instance, ARENA), typ=PTR), ir.Constant(PTR, None), ir.Constant(PTR, None),
                 b.inttoptr(b.sext(threads, I64), PTR), ir.Constant(PTR, None)]  # data offset 0: cells hold pointers
+        head += [ir.Constant(PTR, None)] * (HEAD - len(head))  # (sizes, offsets: read by dynamic programs only)
         for k, value in enumerate(head):
             b.store(value, slot(table, k))
         for k, (kind, index, offset, _) in enumerate(program.externals):

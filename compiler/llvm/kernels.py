@@ -39,9 +39,9 @@ def statement_work(body):
     total = 0
     for stmt in body:
         if isinstance(stmt, L.Loop):
-            total += stmt.extent * statement_work(stmt.body)
+            total += L.estimate(stmt.extent) * statement_work(stmt.body)
         elif isinstance(stmt, L.Gemm):
-            total += stmt.m * stmt.n * stmt.k
+            total += L.estimate(stmt.m) * L.estimate(stmt.n) * L.estimate(stmt.k)
         else:
             total += 1 + sum(sum(1 for _ in e.walk()) for e in L.statement_exprs(stmt))
     return total
@@ -111,7 +111,7 @@ class KernelWriter:
         first_at, same_as = {}, {}
         for number, slot in enumerate(self.kernel.slots):
             where = locations.get(slot.key)
-            earlier = first_at.get(where) if where is not None and where[0] == "arena" else None
+            earlier = first_at.get(where) if where is not None and where[0] in ("arena", "offset") else None
             if earlier is not None and frozenset((self.kernel.slots[earlier].key, slot.key)) in self.program.aliasing:
                 same_as[number] = earlier
             elif where is not None:
@@ -204,7 +204,7 @@ class BodyWriter:
                 if top and self.distributes(stmt):
                     self.parallel_loop(stmt)
                 else:
-                    self.loop(stmt, ir.Constant(I64, 0), ir.Constant(I64, stmt.extent))
+                    self.loop(stmt, ir.Constant(I64, 0), self.extent_value(stmt.extent))
             elif isinstance(stmt, L.Declare):
                 self.builder.store(self.emitter.emit(stmt.init), self.accumulator(stmt.name))
                 self.emitter.forget_accumulator(stmt.name)
@@ -221,6 +221,10 @@ class BodyWriter:
             else:
                 raise TypeError(f"{self.writer.target.name}: cannot emit {type(stmt).__name__} in "
                                 f"{self.writer.kernel.name}")
+
+    def extent_value(self, extent):
+        """A loop's trip count as an LLVM i64 (a constant, or computed from size symbols)."""
+        return ir.Constant(I64, extent) if isinstance(extent, int) else self.emitter.emit(L.size_of(extent))
 
     def loop(self, stmt, start, stop):
         """for var in [start, stop): body, as a counted loop LLVM recognises."""

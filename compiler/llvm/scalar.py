@@ -63,6 +63,27 @@ def intrinsic(module, name, value_type, arity=1):
     return ir.Function(module, ir.FunctionType(value_type, [value_type] * arity), name=full)
 
 
+MAX_SYMBOLS = 16  # size symbols a dynamic program may have (s0 .. s15)
+
+
+def symbol_number(symbol):
+    number = int(symbol[1:])
+    if number >= MAX_SYMBOLS:
+        raise ValueError(f"a dynamic program takes at most {MAX_SYMBOLS} size symbols, not {symbol}")
+    return number
+
+
+def sizes_global(module):
+    """`@ember_sizes`: the running program's size symbols, s0 .. s15, as int64."""
+    existing = module.globals.get("ember_sizes")
+    if existing is not None:
+        return existing
+    variable = ir.GlobalVariable(module, ir.ArrayType(I64, MAX_SYMBOLS), name="ember_sizes")
+    variable.linkage = "internal"
+    variable.initializer = ir.Constant(ir.ArrayType(I64, MAX_SYMBOLS), None)
+    return variable
+
+
 def const_value(dtype, value):
     if dtype == "bool":
         return ir.Constant(I1, int(bool(value)))
@@ -155,6 +176,7 @@ class ScalarEmitter:
         self.slots, self.names = slots, names
         self.accumulators, self.acc_dtypes = accumulators, dtypes_of_accumulators
         self.scopes = [{}]  # one cache per open loop body; inner bodies see outer values
+        self.sizes = {}  # size symbol -> its value, loaded in the function's entry block
 
     def push(self):
         self.scopes.append({})
@@ -206,6 +228,13 @@ class ScalarEmitter:
             return b.add(total, ir.Constant(I64, constant)) if constant else total
         if e.op in ("floordiv", "mod"):
             return self._index_div(e)
+        if e.op == "size":
+            return self._size(e.attr)
+        if e.op == "imul":
+            return b.mul(self.emit(e.args[0]), self.emit(e.args[1]))
+        if e.op in ("floordiv_by", "mod_by"):  # (x >= 0 and a size >= 1 in every use lowering makes)
+            x, d = self.emit(e.args[0]), self.emit(e.args[1])
+            return b.sdiv(x, d) if e.op == "floordiv_by" else b.srem(x, d)
         if e.op == "cast":
             return convert(b, self.emit(e.args[0]), e.args[0].dtype, e.dtype)
         if e.op == "select":
@@ -220,6 +249,25 @@ class ScalarEmitter:
         if is_float(operand):
             return self._float_op(e.op, e.dtype, args)
         return self._int_op(e.op, e.dtype, args)
+
+    def _size(self, symbol):
+        """A size symbol's value: loaded once per function, in its entry block, from the
+        module's `ember_sizes` array (the program's entry fills it: compiler/cpu/program.py)."""
+        cache = self.sizes
+        key = symbol
+        if key not in cache:
+            b = self.builder
+            saved = b.block
+            entry = b.function.entry_basic_block
+            if entry.instructions:
+                b.position_before(entry.instructions[0])
+            else:
+                b.position_at_end(entry)
+            sizes = sizes_global(self.module)
+            cell = b.gep(sizes, [ir.Constant(I64, 0), ir.Constant(I64, symbol_number(symbol))])
+            cache[key] = b.load(cell, name=symbol)
+            b.position_at_end(saved)
+        return cache[key]
 
     def _index_div(self, e):
         b = self.builder

@@ -76,6 +76,7 @@ class Graph:
         self.outputs = []  # node ids
         self.mutations = []  # Mutation
         self.guards = []  # Guard
+        self.symbols = None  # a dynamic graph's size symbols (frontend/dynamic_shapes.SymbolTable)
         self._next_id = 0
 
     # ------------------------------------------------------------------ building
@@ -191,6 +192,7 @@ class Graph:
         other.outputs = list(self.outputs)
         other.mutations = [Mutation(m.kind, m.target, m.node) for m in self.mutations]
         other.guards = [Guard(g.node, g.expected, g.how, g.source, g.code) for g in self.guards]
+        other.symbols = self.symbols
         other._next_id = self._next_id
         return other
 
@@ -222,6 +224,8 @@ class Graph:
         other.outputs = [new_id[o] for o in self.outputs]
         other.mutations = [Mutation(m.kind, m.target, new_id[m.node]) for m in self.mutations]
         other.guards = [Guard(new_id[g.node], g.expected, g.how, g.source, g.code) for g in self.guards]
+        if self.symbols is not None:
+            other.symbols = self.symbols.renumbered(new_id)
         other._next_id = max(new_id.values(), default=-1) + 1
         return other
 

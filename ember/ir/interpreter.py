@@ -7,6 +7,7 @@ import numpy as np
 
 from ember import dtypes
 from ember.ops import PRIMITIVES
+from . import symbols
 
 
 def evaluate(prim, arrays, attrs, result_dtype):
@@ -35,6 +36,10 @@ def run_graph(graph, inputs, params=None, env=None, evaluate=evaluate):
         raise TypeError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(inputs)}")
     for node_id, value in zip(graph.inputs, inputs):
         env[node_id] = _array(value)
+    sizes = None
+    table = getattr(graph, "symbols", None) or symbols.SymbolTable.of_inputs(graph)
+    if table is not None:  # a dynamic graph: its sizes come from the inputs
+        sizes = table.sizes_or_raise(lambda n: env[n].shape, graph)
     for node in graph.nodes():
         if node.id in env:
             continue
@@ -46,7 +51,8 @@ def run_graph(graph, inputs, params=None, env=None, evaluate=evaluate):
             continue
         if node.op == "input":
             raise KeyError(f"{graph.name}: no value for input %{node.id} ({node.name})")
-        env[node.id] = evaluate(PRIMITIVES[node.op], [env[i] for i in node.inputs], node.attrs,
+        attrs = node.attrs if sizes is None else symbols.evaluate(node.attrs, sizes)
+        env[node.id] = evaluate(PRIMITIVES[node.op], [env[i] for i in node.inputs], attrs,
                                 dtypes.as_dtype(node.dtype).np)
     return env
 

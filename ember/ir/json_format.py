@@ -6,11 +6,14 @@ import math
 import numpy as np
 
 from .graph import Graph, Guard, Mutation
+from .symbols import SymDim, SymbolTable, parse, render
 
 FORMAT_VERSION = 1
 
 
 def encode_value(value):
+    if isinstance(value, SymDim):
+        return {"size": render(value)}
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -58,6 +61,8 @@ def decode_value(value):
         return np.array(data, dtype=value["dtype"]).reshape(value["shape"])
     if "bytes" in value:
         return bytes.fromhex(value["bytes"])
+    if "size" in value:
+        return parse(value["size"])
     raise ValueError(f"unknown encoded value {value!r}")
 
 
@@ -76,7 +81,8 @@ def _hashable(value):
 def graph_to_json(graph, indent=None):
     nodes = []
     for node in graph.nodes():
-        nodes.append({"id": node.id, "op": node.op, "inputs": list(node.inputs), "shape": list(node.shape),
+        nodes.append({"id": node.id, "op": node.op, "inputs": list(node.inputs),
+                      "shape": [encode_value(d) for d in node.shape],
                       "dtype": node.dtype, "attrs": {k: encode_value(v) for k, v in node.attrs.items()},
                       "name": node.name})
         if node.source:
@@ -90,6 +96,8 @@ def graph_to_json(graph, indent=None):
                     "code": g.code} for g in graph.guards],
         "nodes": nodes,
     }
+    if graph.symbols is not None:  # a dynamic graph: where each size symbol is read
+        doc["symbols"] = {name: [list(place) for place in places] for name, places in graph.symbols.sources.items()}
     return json.dumps(doc, indent=indent)
 
 
@@ -99,7 +107,8 @@ def graph_from_json(text):
         raise ValueError("not an ember IR JSON document (missing format: ember-ir)")
     graph = Graph(doc["name"])
     for n in doc["nodes"]:
-        graph.nx.add_node(n["id"], op=n["op"], inputs=tuple(n["inputs"]), shape=tuple(n["shape"]),
+        graph.nx.add_node(n["id"], op=n["op"], inputs=tuple(n["inputs"]),
+                          shape=tuple(decode_value(d) for d in n["shape"]),
                           dtype=n["dtype"], attrs={k: decode_value(v) for k, v in n["attrs"].items()},
                           name=n["name"])
         if n.get("source"):
@@ -114,6 +123,8 @@ def graph_from_json(text):
     graph.guards = [Guard(g["node"], decode_value(g["expected"]), g["how"], g["source"], g["code"])
                     for g in doc["guards"]]
     graph._next_id = doc["next_id"]
+    if "symbols" in doc:
+        graph.symbols = SymbolTable({name: [tuple(place) for place in places] for name, places in doc["symbols"].items()})
     return graph
 
 

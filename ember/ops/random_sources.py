@@ -44,3 +44,20 @@ def _random_rule(seed, distribution, shape, dtype, a, b):
 
 
 register("random", "source", _random, _random_rule)
+
+
+# ----------------------------------------------------------------------------- iota
+
+def _iota(length, start, step, dtype):
+    """start + i * step for i in range(length), as numpy's arange computes it."""
+    kind = np.float64 if np.dtype(dtype).kind == "f" else np.int64
+    return (kind(start) + np.arange(int(length), dtype=kind) * kind(step)).astype(dtype)
+
+
+def _iota_rule(length, start, step, dtype):
+    return Spec((length,), dtypes.from_name(dtype))
+
+
+# `arange` of a symbolic length in a dynamic program (frontend/dynamic_shapes.py writes it
+# where two traces held aranges of two lengths): its values are computed, not stored
+register("iota", "source", _iota, _iota_rule)
