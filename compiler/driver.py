@@ -296,7 +296,7 @@ def layout(graph, plan, kernels):
     locations, externals = {}, []
     # a dynamic program's buffers move with the sizes: ("offset", [k, bytes]) is `bytes` past
     # entry k of the offsets the runtime places per size (k = len(order): the scratch's base)
-    number = {node: k for k, node in enumerate(plan.order)} if dynamic else {}
+    number = plan.entry_of if dynamic else {}
     scratch_offsets = []  # a dynamic program's scratch slots: bytes past the scratch base (ints or SymDims)
     for kernel in kernels:
         for slot in kernel.slots:
@@ -304,7 +304,7 @@ def layout(graph, plan, kernels):
             if key in locations:
                 continue
             if isinstance(key, tuple) and dynamic:  # (scratch at its own entry of the offsets: it may be symbolic)
-                locations[key] = ("offset", (len(number) + len(scratch_offsets), 0))
+                locations[key] = ("offset", (len(plan.order) + len(scratch_offsets), 0))
                 scratch_offsets.append(key[5])
             elif isinstance(key, tuple):
                 locations[key] = ("arena", scratch_base + key[5])

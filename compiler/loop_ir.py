@@ -12,7 +12,6 @@ beside each primitive in ember/ops); a target's code generator implements the co
 (`CORE_OPS`) and supplies the float math functions (`MATH_FUNCTIONS`) from its own tables.
 """
 import math
-from dataclasses import dataclass, field
 
 from ember.ir.symbols import HINT, MIN_SIZE, SymDim, hint
 
@@ -121,6 +120,9 @@ def const(value, dtype):
 
 
 def index(value):
+    """An int64 constant; a symbolic size (SymDim) gives its expression over `size` leaves."""
+    if isinstance(value, SymDim):
+        return size_of(value)
     return const(value, INDEX)
 
 
@@ -251,6 +253,21 @@ def _merge_div_mod_pairs(flat):
     while changed:
         changed = False
         for atom, c in list(flat.items()):
+            if atom.op == "mod_by":  # d*(x // d) + (x % d) is x for a symbolic d too
+                x, d = atom.args
+                partner = _product(Expr("floordiv_by", (x, d), None, INDEX), d)
+                found = next((p for p in flat if p == partner or (p.op == "imul" and set(p.args) == set(partner.args))),
+                             None)
+                if found is None or flat.get(found) != c:
+                    continue
+                del flat[atom], flat[found]
+                inner, k = terms_of(x)
+                extra += c * k
+                for a, v in inner.items():
+                    flat[a] = flat.get(a, 0) + c * v
+                flat = {a: v for a, v in flat.items() if v}
+                changed = True
+                break
             if atom.op != "mod":
                 continue
             m, x = atom.attr, atom.args[0]
@@ -368,6 +385,12 @@ def _divide_by_size(e, d, how):
     go to the quotient when the rest is provably in [0, d); else a division at run time."""
     if d.is_const:
         return ifloordiv(e, d.attr) if how == "floordiv" else imod(e, d.attr)
+    d_terms, d_const = terms_of(d)
+    if len(d_terms) == 1 and not d_const:
+        (atom, c), = d_terms.items()
+        if c > 1:  # e // (c*a) = (e // c) // a;  e % (c*a) = c*((e // c) % a) + e % c
+            inner = _divide_by_size(ifloordiv(e, c), atom, how)
+            return inner if how == "floordiv" else iadd(imul(inner, c), imod(e, c))
     e_terms, e_const = terms_of(e)
     quotient, rest = {}, {}
     for a, v in e_terms.items():
@@ -381,7 +404,14 @@ def _divide_by_size(e, d, how):
         return affine(quotient) if how == "floordiv" else remainder
     op = "floordiv_by" if how == "floordiv" else "mod_by"
     lo = 0 if e.lo is not None and e.lo >= 0 else None
-    return Expr(op, (e, d), None, INDEX, lo, None)
+    hi = None
+    if how == "floordiv" and lo is not None and e.op == "var" and not isinstance(e.attr[1], int):
+        extent_terms, extent_const = terms_of(e.attr[1])
+        if extent_terms == {d: extent_terms.get(d)} and not extent_const:  # i in 0..k*d: i // d < k
+            hi = extent_terms[d] - 1
+    elif how == "mod" and lo is not None and d.hi is not None:
+        hi = d.hi - 1
+    return Expr(op, (e, d), None, INDEX, lo, hi)
 
 
 def _without_factor(atom, d):
@@ -585,7 +615,8 @@ CORE_OPS = {
     "bool": frozenset(COMPARISONS + ("logical_and", "logical_or", "logical_xor", "logical_not", "maximum",
                                      "minimum")),
 }
-STRUCTURE_OPS = frozenset(("const", "var", "acc", "load", "affine", "floordiv", "mod", "cast", "select"))
+STRUCTURE_OPS = frozenset(("const", "var", "acc", "load", "affine", "floordiv", "mod", "cast", "select",
+                           "size", "imul", "floordiv_by", "mod_by"))  # (the last four: symbolic sizes)
 # Float functions a target supplies from its tables (compiler/llvm/target.py: float_intrinsics,
 # math_functions): an expression using one the target lacks has no code there.
 MATH_FUNCTIONS = ("sqrt", "exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "sigmoid", "erf", "floor", "ceil",
@@ -658,199 +689,7 @@ for _name in sorted(set().union(*CORE_OPS.values())):
 
 
 # ----------------------------------------------------------------------------- statements
-
-@dataclass
-class Loop:
-    """for var in range(extent): body. `parallel`: iterations are independent (the code
-    generator may split them across threads)."""
-
-    var: Expr
-    body: list = field(default_factory=list)
-    parallel: bool = False
-
-    @property
-    def extent(self):
-        """The trip count: an int, or an index Expr of size symbols in a dynamic program."""
-        return self.var.attr[1]
-
-    @property
-    def name(self):
-        return self.var.attr[0]
-
-
-@dataclass
-class Declare:
-    """A scalar accumulator, set to `init` (`acc(name)` reads it)."""
-
-    name: str
-    dtype: str
-    init: Expr
-
-
-@dataclass
-class Update:
-    """name = combine(name, value), combine in add/mul/max/min; for argmax/argmin `position`
-    is the candidate index and `index_name` the accumulator holding the best one."""
-
-    name: str
-    combine: str
-    value: Expr
-    position: Expr = None
-    index_name: str = None
-
-
-@dataclass
-class Store:
-    """slot[offset] = value (or += value when combine == "add")."""
-
-    slot: int
-    offset: Expr
-    value: Expr
-    combine: str = None
-
-
-@dataclass
-class Check:
-    """Stop with error `error` (an index into Kernel.errors) unless `cond` holds."""
-
-    cond: Expr
-    error: int
-
-
-@dataclass
-class View:
-    """A strided 2-d operand of a matrix multiply: element (r, c) is slot[offset + r*rows + c*cols]."""
-
-    slot: int
-    offset: Expr
-    rows: int
-    cols: int
-
-
-@dataclass
-class Gemm:
-    """c = a @ b (m x k times k x n) + beta * c, float32."""
-
-    m: int
-    n: int
-    k: int
-    a: View
-    b: View
-    c: View
-    beta: float = 0.0
-
-
-CONV_KINDS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")  # ConvCall kinds, cpu/conv.py's entries
-DIRECT_SUFFIX = "_direct"  # kind + suffix: the entry with only the direct path (cpu/conv.py direct_kernel_applies)
-
-
-@dataclass
-class ConvCall:
-    """One of compiler/cpu/conv.py's kernels: kind conv2d (in0 = x, in1 = weight, out = y),
-    conv2d_grad_input (in0 = dy, in1 = weight, out = dx) or conv2d_grad_weight (in0 = x,
-    in1 = dy, out = dW), with suffix _direct where the geometry takes the direct path only;
-    contiguous NCHW float32 slots; `geometry` is (N, C, H, W, O, KH,
-    KW, stride h/w, padding h/w, dilation h/w, groups); `workspace` a scratch slot of
-    `workspace_slots` per-thread parts."""
-
-    kind: str
-    in0: int
-    in1: int
-    out: int
-    geometry: tuple
-    workspace: int
-    workspace_slots: int
-
-
-@dataclass
-class Callback:
-    """Run node `node`'s numpy implementation from Python: a host-only primitive `op`."""
-
-    node: int
-    op: str = ""
-
-
-@dataclass
-class Slot:
-    """A buffer a kernel reads or writes: `key` is an IR node id, or for group-private memory
-    ("scratch", group id, number, dtype, elements, byte offset in the group's scratch)."""
-
-    key: object
-    dtype: str
-    size: int  # elements
-    writes: bool = False
-
-
-@dataclass
-class Kernel:
-    """One fused group as a loop nest. `nodes` are the IR nodes it computes; `errors` the
-    (exception name, message) pairs its Check statements raise; `scratch_bytes` the
-    group-private memory its scratch slots need."""
-
-    name: str
-    kind: str
-    nodes: tuple
-    slots: list
-    body: list
-    errors: list = field(default_factory=list)
-    scratch_bytes: int = 0
-
-    def describe(self):
-        lines = [f"kernel {self.name} ({self.kind}) nodes {' '.join(f'%{n}' for n in self.nodes)}"]
-        for i, s in enumerate(self.slots):
-            key = f"%{s.key}" if isinstance(s.key, int) else "scratch" + str(s.key[1:])
-            lines.append(f"  s{i} = {key} {s.dtype}[{s.size}]{' (written)' if s.writes else ''}")
-        lines.extend(describe_statements(self.body, "  "))
-        return "\n".join(lines)
-
-
-def describe_statements(body, indent):
-    lines = []
-    for stmt in body:
-        if isinstance(stmt, Loop):
-            par = " parallel" if stmt.parallel else ""
-            lines.append(f"{indent}for {stmt.name} in 0..{stmt.extent}{par}:")
-            lines.extend(describe_statements(stmt.body, indent + "  "))
-        elif isinstance(stmt, Declare):
-            lines.append(f"{indent}{stmt.name} = {stmt.init.text}")
-        elif isinstance(stmt, Update):
-            extra = f" at {stmt.position.text} -> {stmt.index_name}" if stmt.position is not None else ""
-            lines.append(f"{indent}{stmt.name} = {stmt.combine}({stmt.name}, {stmt.value.text}){extra}")
-        elif isinstance(stmt, Store):
-            op = "+=" if stmt.combine == "add" else "="
-            lines.append(f"{indent}s{stmt.slot}[{stmt.offset.text}] {op} {stmt.value.text}")
-        elif isinstance(stmt, Check):
-            lines.append(f"{indent}check {stmt.cond.text} else error {stmt.error}")
-        elif isinstance(stmt, Gemm):
-            a, b, c = stmt.a, stmt.b, stmt.c
-            lines.append(f"{indent}sgemm {stmt.m}x{stmt.n}x{stmt.k}: s{c.slot}[{c.offset.text}; {c.rows},{c.cols}] = "
-                         f"s{a.slot}[{a.offset.text}; {a.rows},{a.cols}] @ s{b.slot}[{b.offset.text}; {b.rows},{b.cols}]"
-                         + (f" + {stmt.beta}*c" if stmt.beta else ""))
-        elif isinstance(stmt, ConvCall):
-            lines.append(f"{indent}{stmt.kind}: s{stmt.out} = {stmt.kind}(s{stmt.in0}, s{stmt.in1}) "
-                         f"geometry {stmt.geometry}, workspace s{stmt.workspace} x{stmt.workspace_slots}")
-        elif isinstance(stmt, Callback):
-            lines.append(f"{indent}host-only {stmt.op}: numpy callback for %{stmt.node}")
-    return lines
-
-
-def walk_statements(body):
-    for stmt in body:
-        yield stmt
-        if isinstance(stmt, Loop):
-            yield from walk_statements(stmt.body)
-
-
-def statement_exprs(stmt):
-    """The expressions a statement reads (not those of nested statements)."""
-    if isinstance(stmt, Declare):
-        return [stmt.init]
-    if isinstance(stmt, Update):
-        return [stmt.value] + ([stmt.position] if stmt.position is not None else [])
-    if isinstance(stmt, Store):
-        return [stmt.offset, stmt.value]
-    if isinstance(stmt, Check):
-        return [stmt.cond]
-    if isinstance(stmt, Gemm):
-        return [stmt.a.offset, stmt.b.offset, stmt.c.offset]
-    return []
+# (compiler/loop_statements.py: loops, stores, calls and the Kernel; every stage reaches them as L.Loop, ...)
+from .loop_statements import (  # noqa: E402,F401  (after the expressions, which the statements hold)
+    CONV_KINDS, DIRECT_SUFFIX, Callback, Check, ConvCall, Declare, Gemm, Kernel, Loop, Slot, Store, Update, View,
+    describe_statements, statement_exprs, walk_statements)

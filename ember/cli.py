@@ -2,7 +2,7 @@
 
     ember dump FILE.py:NAME --input 1x3x32x32 [--format text|dot|json|graphml|svg] [-o OUT]
     ember dump FILE.py:NAME --input 64x784 --target cuda --stage ptx|sass-check
-    ember explain FILE.py:NAME --input 1x3x32x32
+    ember explain FILE.py:NAME --input 1x3x32x32 [--batch-sizes 37,64]
     ember report FILE.py:NAME --input 1x3x32x32 [--train] -o report.html
 
 NAME is an nn.Module subclass (constructed with no arguments) or a function in FILE.py.
@@ -262,7 +262,30 @@ def cmd_explain(args):
     compiled = ember.compile(target)
     with ember.no_grad(), _running_user_code(args.entry):
         compiled(*inputs)
+        for batch in _batch_sizes(args.batch_sizes):  # (calls at other batch sizes: the report says which dims
+            compiled(*[_with_batch(t, batch) for t in inputs])  # became dynamic, or why they stay static)
     _write(str(compiled.report), args.output)
+
+
+def _batch_sizes(text):
+    if not text:
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--batch-sizes takes sizes like 37,64,5, got {text!r}") from None
+    if any(size < 0 for size in sizes):
+        raise UsageError(f"--batch-sizes {text}: sizes must be non-negative")
+    return sizes
+
+
+def _with_batch(tensor, batch):
+    """`tensor` with dim 0 of size `batch` (its rows repeated or cut; a 0-d tensor as it is)."""
+    import ember
+    if tensor.dim() == 0:
+        return tensor
+    rows = np.resize(tensor.numpy(), (batch,) + tuple(tensor.shape[1:]))
+    return ember.tensor(rows, dtype=tensor.dtype)
 
 
 def cmd_report(args):
@@ -347,6 +370,10 @@ def main(argv=None):
                                   "(also spelled generic-x86-64-v3)")
         if name == "report":
             sub.add_argument("--train", action="store_true", help="report on the model's training step")
+        if name == "explain":
+            sub.add_argument("--batch-sizes", metavar="N,N,...",
+                             help="also call the model at these batch sizes (dim 0 of every input): the report "
+                                  "says which dims became dynamic (one program for every size), or why not")
         if name == "dump":
             from ember.passes.pipeline import stage_names  # every pass of the pass list is a stage
             sub.add_argument("--format", default="text", choices=FORMATS)

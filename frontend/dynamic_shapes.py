@@ -128,7 +128,7 @@ def _fit(a, b, traced, where, key):
             raise NotDynamic(f"{where}: attribute {key} differs between the traces")
         return {k: _fit(a[k], v, traced, where, key) for k, v in b.items()}
     if _key(a) == _key(b):
-        return b
+        return plain_sizes(b)
     if key == "value" and _integral_float(a) and _integral_float(b):
         # (a float that counts elements, mean's divisor: the constant's value is computed from the sizes)
         a, b = int(a), int(b)
@@ -179,11 +179,15 @@ def _as_iota(a, b, dtype):
 
 
 def _key(value):
+    if isinstance(value, SizeInt):
+        value = int(value)
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, float) and value != value:
         return ("nan",)
-    return (type(value).__name__, value) if not isinstance(value, (list, tuple, dict)) else repr(value)
+    if isinstance(value, (list, tuple, dict)):
+        return repr(plain_sizes(value))
+    return (type(value).__name__, value)
 
 
 def instantiate(graph, sizes):
@@ -299,8 +303,9 @@ class SizeInt(int):
     the trace then cannot stand for every size, and its dims stay static (frontend/jit.py
     checks). ember's own code is trusted with equality tests of shapes (structural: a shape
     that differs at one size differs at the traced ones too, or gives the same values);
-    its ordering comparisons count as a user's do. `len(x)` is a plain int (Python makes it
-    one): code that branches on it is caught only when the two traces differ."""
+    its ordering comparisons count as a user's do, and so do `%` and `/` (a size as a float).
+    `len(x)` and `int(n)` are plain ints (Python makes them so): code that branches on them is
+    caught only when the two traces differ."""
 
     def __new__(cls, value, expr, tests):
         self = int.__new__(cls, value)
@@ -314,35 +319,32 @@ class SizeInt(int):
     def _expr_of(other):
         return other.expr if isinstance(other, SizeInt) else int(other)
 
-    def _arith(self, other, op, reflected=False):
-        if not isinstance(other, (int, np.integer)) or isinstance(other, bool):
-            return getattr(int(self), op)(other)
-        value = getattr(int, op)(self, other)
-        a, b = (self._expr_of(other), self.expr) if reflected else (self.expr, self._expr_of(other))
-        try:
-            expr = {"add": a + b, "sub": a - b, "mul": a * b}[op.strip("_").lstrip("r")] if a is not None and \
-                b is not None else None
-        except KeyError:
-            expr = None
-        return self._wrap(value, expr)
+    def _arith(self, other, combine, value):
+        """The SizeInt `value` = self <op> other, its expression `combine(self's, other's)`."""
+        if isinstance(other, bool) or not isinstance(other, (int, np.integer)):
+            return value
+        other_expr = self._expr_of(other)
+        if self.expr is None or other_expr is None:
+            return self._wrap(value, None)
+        return self._wrap(value, combine(self.expr, other_expr))
 
     def __add__(self, other):
-        return self._arith(other, "__add__")
+        return self._arith(other, lambda a, b: a + b, int(self) + other)
 
     def __radd__(self, other):
-        return self._arith(other, "__radd__", True)
+        return self._arith(other, lambda a, b: b + a, other + int(self))
 
     def __sub__(self, other):
-        return self._arith(other, "__sub__")
+        return self._arith(other, lambda a, b: a - b, int(self) - other)
 
     def __rsub__(self, other):
-        return self._arith(other, "__rsub__", True)
+        return self._arith(other, lambda a, b: b - a, other - int(self))
 
     def __mul__(self, other):
-        return self._arith(other, "__mul__")
+        return self._arith(other, lambda a, b: a * b, int(self) * other)
 
     def __rmul__(self, other):
-        return self._arith(other, "__rmul__", True)
+        return self._arith(other, lambda a, b: b * a, other * int(self))
 
     def __floordiv__(self, other):
         value = int(self) // other
@@ -351,7 +353,30 @@ class SizeInt(int):
                 return self._wrap(value, self.expr // other)
             except SymbolicDecision:
                 pass
-        return self._wrap(value, None) if isinstance(value, int) else value
+        return self._wrap(value, None)  # (watched still: a comparison of it is a test)
+
+    def __rfloordiv__(self, other):
+        return self._wrap(other // int(self), None)
+
+    def __mod__(self, other):
+        return self._wrap(int(self) % other, None)  # (`n % 2 == 0` is a test)
+
+    def __rmod__(self, other):
+        return self._wrap(other % int(self), None)
+
+    def __truediv__(self, other):
+        return self._as_float(int(self) / other)
+
+    def __rtruediv__(self, other):
+        return self._as_float(other / int(self))
+
+    def _as_float(self, value):
+        """A size turned into a float in user code cannot be followed: a test (the dims stay
+        static). ember's own code does it for values the traces then hold (mean's 1/n)."""
+        line, in_ember = _caller()
+        if not in_ember and not _PAUSED[0]:
+            self.tests.append(("float", int(self), value, line))
+        return value
 
     def __neg__(self):
         return self._wrap(-int(self), None if self.expr is None else -self.expr)

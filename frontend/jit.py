@@ -10,8 +10,6 @@ import time
 import traceback
 import warnings
 import weakref
-from collections import Counter
-from sys import getrefcount
 
 import numpy as np
 
@@ -27,19 +25,21 @@ from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _
 from .segments import Segment, same_program, split_trace, array_of, walk_segments
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
-from .views import bump_version, replay, writable
+from .views import writable
 from .device_tensors import copy_array
 from ember.backends.cuda import tf32_switches
 from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
-from ember.runtime.device_arrays import copy_into, device_of
-from .autograd import BACKWARD_TWICE, fails_backward, no_grad, without_gradient_edges
+from ember.runtime.device_arrays import device_of
+from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .tracer import Tracer, recording, module_state, external_names, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
+from .compiled_results import returned_view, returned_view_of_mutated, write_back
 from .dynamic_shapes import DynamicDims, NotDynamic, symbolize
 from ember.ir.symbols import SizesDoNotFit, SymDim
 
 DEFAULT_RECOMPILE_LIMIT = 8
+DYNAMIC_BACKENDS = ("llvm", "interpret")  # the backends whose programs take sizes when they run
 
 
 class TraceTree:
@@ -183,7 +183,7 @@ class CompiledFunction:
             else:
                 out._data = copy_array(out._data)  # (a fresh result tensor: its autograd node stays)
         # (before the write-back: a result that is an input unchanged shows its value before the writes)
-        self._write_back(segment, env, params, inputs)
+        write_back(segment, env, params, inputs)
         if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
             versions_after_write_back(segment, env)
         if with_autograd:
@@ -276,50 +276,14 @@ class CompiledFunction:
                                              for t in state.values()])))
         parts.append(("settings", label, cached[3]))
 
-    def _write_back(self, segment, env, params, inputs):
-        """Give each mutation's new value to its target (a param, an input, or their .grad).
-
-        The target's memory is updated in place when anything besides the target may see it
-        (a numpy array or view the caller holds, autograd's saved tensors). When nothing does
-        (its reference count says so), the program's output array simply becomes the target's
-        array and the old one becomes that output's buffer for the next call: no copy."""
-        if not segment.mutations:
-            return
-        _keep_values_of_targets(segment, env, params, inputs)
-        adoptable = segment.adoptable_mutations()
-        exchange = getattr(segment.runner, "exchange", None) if adoptable else None
-        in_env = Counter(map(id, env.values())) if exchange is not None else None
-        for m in segment.mutations:
-            target = _owner(m, params, inputs)
-            data = array_of(env[m.node])
-            adopt = exchange is not None and m.node in adoptable
-            if m.kind.endswith("_grad"):
-                grad = target.grad
-                if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable:
-                    if adopt and exchange(data):
-                        target.grad = Tensor._wrap(data)
-                    else:
-                        target.grad = Tensor._wrap(copy_array(data))
-                    continue
-                target = grad
-            current = target._data
-            # references to `current`: target._data, this frame, getrefcount's argument, env
-            private = adopt and getrefcount(current) == 3 + in_env[id(current)] and _owns_memory_alone(current)
-            if private and current.shape == data.shape and current.dtype == data.dtype \
-                    and exchange(data, current):
-                target._data = data
-            elif current.flags.writeable and current.shape == data.shape and current.dtype == data.dtype:
-                copy_into(current, data)  # through views too: memory shared with the caller sees it
-            else:
-                target._data = copy_array(data)
-            bump_version(target)
-
     # ------------------------------------------------------------------ tracing
     def _learn_dynamic_dims(self, signature, flat):
         """(the tree to build a dynamic program with, the dims that became dynamic) when this
         call differs from the previous one only in sizes of dims that may be dynamic, else None."""
-        if not self._signatures:
+        if not self._signatures or self.backend.name not in DYNAMIC_BACKENDS:
             return None
+        if device_arrays.in_use and any(device_of(t._data) is not None for _, t in flat):
+            return None  # (the GPU target compiles static shapes only)
         previous = self._signatures[-1]
         base = self._cache.get(previous)
         if base is None or base.trace_graph is None or base.trace_graph.symbols is not None:
@@ -379,7 +343,7 @@ class CompiledFunction:
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
         output_facts = tracer.output_facts
         output_views = output_facts["output_views"]
-        aliased = _returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
+        aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])
         tracer.release()
         changed = self._python_state_changed_by_call(signature, args, kwargs)
@@ -456,12 +420,12 @@ class CompiledFunction:
                                  f"which could go the other way at another size")
             symbolic = symbolize(base.trace_graph, graph)
             self.report.dynamic_dims = self._dynamic.report_lines()
-            self.report.symbols = symbolic.symbols.describe(symbolic)
+            self.report.symbols = symbolic.symbols.describe(symbolic) + "; guards: " + ", ".join(
+                f"{name} >= 2" for name in symbolic.symbols.sources) + " (sizes 0 and 1 have programs of their own)"
             return symbolic, signature
         except NotDynamic as error:
             if base.unconfirmed:  # (the earlier trace may have been a first step creating state: try again later)
                 self._dynamic.forget(dims)
-                self.report.eager_reasons  # noqa
                 if config.DEBUG:
                     print(f"ember.compile({self.name}): not dynamic yet: {error}", file=sys.stderr)
             else:
@@ -668,69 +632,6 @@ class GradOf:
     def __call__(self, params):
         owner = params.get(self.owner)
         return None if owner is None else owner.grad
-
-
-def returned_view(source, chain, detached, creation):
-    """A result that eagerly was a view of an input or param, made again on the caller's tensor:
-    detached, or in the mode it was made in (a view made under no_grad passes no gradient)."""
-    if detached:
-        return replay(chain, source).detach()
-    if creation is not None and creation[0] == "no_grad":
-        with_history = creation[3] and chain
-        with no_grad():
-            view = replay(chain[:-1] if with_history else chain, source)
-        return replay(chain[-1:], view) if with_history else view  # (its last step taken in grad mode)
-    view = replay(chain, source)
-    if creation is not None:
-        view._creation, view._output_nr, view._created_by = creation[:3]
-    return view
-
-
-def _returned_view_of_mutated(graph, outputs, watched):
-    """'<output path>, which shares memory with <tensor> that the call updates in place' for a
-    returned tensor (not the tensor's new value itself) sharing memory with an input, param or
-    closed-over tensor the trace mutates, else None."""
-    tensors = {(kind, target): tensor for kind, target, tensor in watched}
-    for m in graph.mutations:
-        tensor = tensors.get((m.kind, m.target))
-        if tensor is None:
-            continue
-        for (path, out), node in zip(outputs, graph.outputs):
-            if node != m.node and np.shares_memory(out._data, tensor._data):
-                what = f"argument {m.target}" if m.kind == "input" else repr(m.target)
-                return f"{path}, which shares memory with {what} that the call updates in place"
-    return None
-
-
-def _keep_values_of_targets(segment, env, params, inputs):
-    """A result or new value that is a mutation target's own array as it was (a param returned
-    unchanged while the optimizer updates it, `b.copy_(w)` before `w.add_(1)`) is copied
-    before any target is written, so it keeps that value."""
-    current = set()
-    for m in segment.mutations:
-        target = _owner(m, params, inputs)
-        target = target.grad if m.kind.endswith("_grad") else target
-        if target is not None:
-            current.add(id(target._data))
-    for node in segment.returned_or_written():
-        value = env[node]
-        if type(value) is np.ndarray and id(value) in current:
-            env[node] = copy_array(value)
-
-
-def _owner(mutation, params, inputs):
-    """The tensor a mutation updates (for the _grad kinds: the tensor whose .grad it sets)."""
-    return params[mutation.target] if mutation.kind.startswith("param") else inputs[mutation.target]
-
-
-def _owns_memory_alone(array):
-    """Does no other array see `array`'s memory? True if it owns it, or if it is a view of an
-    array that owns it and that nothing else references (an eager temporary's transpose)."""
-    base = array.base
-    if base is None:
-        return True
-    # references to base: array.base, this frame, getrefcount's argument
-    return type(base) is np.ndarray and base.flags.owndata and getrefcount(base) == 3
 
 
 def _as_tensor(value):

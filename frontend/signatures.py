@@ -171,8 +171,12 @@ _ADVICE = (
     ("guard at ", "the branch on that line reads a tensor's value: express it with tensor ops (torch.where, "
                   "masks) to keep one program"),
     ("rank of ", "call it with tensors of one rank"),
-    ("dim ", "each new size is traced and compiled again: keep shapes fixed (pad the last batch, or "
-             "DataLoader(drop_last=True))"),
+    ("(dynamic from now on)", "expected once per dim: from now on one program serves every size of it "
+                              "(ember.compile(..., dynamic=False) keeps shapes static)"),
+    (" -> 1", "sizes 0 and 1 get programs of their own (as in PyTorch): expected once per such size"),
+    (" -> 0", "sizes 0 and 1 get programs of their own (as in PyTorch): expected once per such size"),
+    ("dim ", "each new size is traced and compiled again: the dim stays static (the compile report's "
+             "dynamic dims say why), so keep its size fixed (pad the last batch, or DataLoader(drop_last=True))"),
     ("dtype of ", "convert the inputs to one dtype before the call"),
     ("requires_grad of ", "keep requires_grad of each argument the same from call to call"),
     ("runtime scalars", "expected once: a float that changes between calls is an input of the program after "

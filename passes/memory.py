@@ -155,8 +155,9 @@ class SymbolicMemoryPlan:
     """The memory plan of a dynamic program: buffers whose sizes are expressions of the size
     symbols, with their lifetimes and in-place chains fixed at compile time; `at(sizes)` places
     them for one set of sizes (the same greedy placement as a static plan, checked for
-    overlaps), which the runtime does once per new size. `order` numbers the buffers: the
-    program reads buffer k's offset from entry k of its offsets table. For dumps it reads as
+    overlaps), which the runtime does once per new size. `order` numbers the slots (a buffer,
+    or an in-place chain of buffers sharing one): the program reads the offset of buffer n from
+    entry `entry_of[n]` of its offsets table, so an in-place pair has one address in the code. For dumps it reads as
     the plan at every symbol = HINT (`sample`)."""
 
     SAMPLES = (2, 3, 7, HINT, 1000)  # sizes `check` places every buffer at
@@ -164,7 +165,10 @@ class SymbolicMemoryPlan:
     def __init__(self, buffers, in_place, chains, steps, graph_name):
         self.symbolic_buffers, self.in_place, self.chains = buffers, in_place, chains
         self.steps, self.graph_name = steps, graph_name
-        self.order = sorted(buffers)
+        # one entry per slot (an in-place chain shares its head's): the program's offsets table
+        self.order = sorted(chain[0] for chain in chains)
+        entry = {head: k for k, head in enumerate(self.order)}
+        self.entry_of = {node: entry[chain[0]] for chain in chains for node in chain}
         self.symbols = sorted({name for b in buffers.values() if isinstance(b.nbytes, SymDim)
                                for name in b.nbytes.symbols})
         self._placed = {}
@@ -208,8 +212,14 @@ class SymbolicMemoryPlan:
         return self.sample().naive_bytes
 
     def describe(self):
-        sizes = ", ".join(f"{name}={HINT}" for name in self.symbols)
-        return f"placed per size at run time; at {sizes}: {self.sample().describe()}"
+        """The plan at a few sizes (every symbol at once), each against its lower bound."""
+        placed = []
+        for size in (2, HINT, 1000):
+            plan = self.at({name: size for name in self.symbols})
+            ratio = plan.arena_bytes / plan.lower_bound_bytes if plan.lower_bound_bytes else 1.0
+            placed.append(f"{size}: arena {plan.arena_bytes} bytes, lower bound {plan.lower_bound_bytes} "
+                          f"(x{ratio:.2f})")
+        return f"placed per size at run time; with {', '.join(self.symbols) or 'no symbol'} at " + "; ".join(placed)
 
     def annotate(self, node):
         buffer = self.symbolic_buffers.get(node.id)

@@ -112,6 +112,7 @@ class CpuProgram:
                                                                                  self._outputs)]
         self._track = bool(spec.fallbacks)
         self._recycled = [None] * len(self._outputs)
+        self._output_number = {}
         self._failure = None
         self._results = spec.results
         keys = [key for _, (kind, key) in spec.results if kind == "output"]
@@ -158,6 +159,7 @@ class CpuProgram:
                     self._live[position] = checked
         outputs = {}
         recycled = self._recycled
+        output_number = self._output_number = {}  # id(array) -> k, for `exchange`
         for k, (position, node, shape, dtype) in enumerate(self._outputs):
             if getrefcount(recycled[k]) == 2:  # the caller dropped last call's array: reuse it
                 array = recycled[k]
@@ -165,6 +167,7 @@ class CpuProgram:
                 array = recycled[k] = np.empty(shape, dtype)
             table[position] = id(array)
             outputs[node] = array
+            output_number[id(array)] = k
             if track:
                 self._live[position] = array
         if CHOSEN_THREADS and CHOSEN_THREADS[0] != table[THREADS]:  # (ember.set_num_threads ran)
@@ -219,11 +222,10 @@ class CpuProgram:
         for the next call if it is a plain aligned C-contiguous array of the output's shape
         and dtype that owns its memory; otherwise the next call allocates one. False, and
         nothing changes, if `given` is not a buffer this program recycles."""
-        for k, (_, _, shape, dtype) in enumerate(self._outputs):
-            if self._recycled[k] is given:
-                break
-        else:
+        k = self._output_number.get(id(given))
+        if k is None or self._recycled[k] is not given:
             return False
+        _, _, shape, dtype = self._outputs[k]
         suitable = (type(replacement) is np.ndarray and replacement.dtype is dtype and replacement.shape == shape
                     and replacement.flags.c_contiguous and replacement.flags.writeable
                     and replacement.flags.owndata and replacement.flags.aligned)

@@ -63,6 +63,15 @@ def test_explain_prints_the_report():
     assert "signature: x: float32[1,3,32,32], training=False" in result.stdout
 
 
+def test_explain_at_several_batch_sizes_says_which_dims_are_dynamic():
+    result = run("explain", f"{SEED}:Net", "--input", "4x3x32x32", "--batch-sizes", "8,16,1")
+    assert result.returncode == 0, result.stderr
+    assert "dim 0 of x: changed 4 -> 8 (automatic dynamic)" in result.stdout
+    assert "symbols: s0 = dim 0 of x" in result.stdout and "traces: 3" in result.stdout
+    bad = run("explain", f"{SEED}:Net", "--input", "4x3x32x32", "--batch-sizes", "8,x")
+    assert bad.returncode != 0 and "--batch-sizes takes sizes like 37,64,5" in bad.stderr
+
+
 def test_dump_for_the_gpu_target_prints_ptx_and_ptxas_resource_usage():
     """`--target cuda`: the code stages are the PTX target's; sass-check runs ptxas -v."""
     from ember.compiler.ptx.ptxas_check import PtxasMissing, find_ptxas

@@ -251,3 +251,30 @@ def test_dynamic_programs_keep_working_with_the_interpreter_backend():
         x = ember.randn(batch, 2, 2)
         np.testing.assert_allclose(compiled(x).numpy(), (x.view(batch, -1) ** 2).sum(1).numpy(), rtol=1e-6)
     assert compiled.report.compiled_calls == 1
+
+
+@pytest.mark.parametrize("branch", [
+    lambda x: x * 2 if x.shape[0] > 50 else x + 1,  # both traced sizes (8, 16) take the same side
+    lambda x: x * 2 if x.shape[0] % 2 == 0 else x + 1,  # (5 and 9: odd)
+    lambda x: x * 2 if x.size(0) / 2 > 20 else x + 1,
+    lambda x: x[: max(2, x.shape[0] - 40)] * 3,  # (Python's max compares the size)
+])
+def test_python_code_branching_on_a_size_keeps_the_dim_static_and_stays_exact(branch):
+    compiled = ember.compile(branch)
+    for batch in (5, 9, 8, 16, 64, 6, 100, 5):
+        x = ember.randn(batch, 3)
+        np.testing.assert_allclose(compiled(x).numpy(), branch(x).numpy(), rtol=1e-6)
+    assert any("stays static" in line and "test_dynamic_shapes.py" in line
+               for line in compiled.report.dynamic_dims), compiled.report.dynamic_dims
+
+
+def test_sizes_used_in_arithmetic_and_shapes_stay_symbolic():
+    def fn(x):
+        batch, features = x.shape
+        return x.reshape(batch * 2, features // 2).sum(1).view(batch, 2) + ember.zeros(batch, 1)
+    compiled = ember.compile(fn)
+    for batch in (5, 9, 2, 31):
+        x = ember.randn(batch, 4)
+        np.testing.assert_allclose(compiled(x).numpy(), fn(x).numpy(), rtol=1e-6)
+    assert compiled.report.dynamic_dims == ["dim 0 of x: changed 5 -> 9 (automatic dynamic)"]
+    assert compiled.report.compiled_calls == 2

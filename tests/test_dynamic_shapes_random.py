@@ -17,7 +17,7 @@ from ember.passes.memory import plan_memory
 
 F = ember.nn.functional
 STEPS = ("relu", "tanh", "bias", "scale", "linear", "split_heads", "softmax", "layer_norm", "center_features",
-         "center_batch", "batch_gate", "concat", "slice", "gram")
+         "center_batch", "batch_gate", "concat", "slice", "gram", "fold_batch", "flip_batch")
 
 
 @st.composite
@@ -71,6 +71,12 @@ def build(program):
                 x = x[:, 1:]
             elif step == "gram":  # x^T x contracts the batch
                 x = x @ (x.t() @ x).tanh()
+            elif step == "fold_batch" and features % 2 == 0:  # the batch inside a flattened dim, and back
+                half = features // 2
+                folded = x.view(x.shape[0], 2, half).permute(1, 0, 2).reshape(2, -1).softmax(-1)
+                x = folded.reshape(2, -1, half).permute(1, 0, 2).reshape(-1, features)
+            elif step == "flip_batch":  # rows read in reverse, then every second row of a doubled batch
+                x = ember.cat([x.flip(0), x], 0)[::2] * 1.5
         if ending == "sum":
             return x.sum()
         if ending == "mean_batch":
@@ -119,7 +125,7 @@ def test_the_symbolic_memory_plan_never_overlaps(program, sizes):
         assert placed.lower_bound_bytes <= placed.arena_bytes <= placed.naive_bytes
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_one_compiled_dynamic_program_serves_every_batch_size(program):
     fn, width = build(program), program[0]

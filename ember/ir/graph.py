@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ember import dtypes
 from ember.ops import PRIMITIVES, Spec, describe
+from .symbols import SymDim
 
 PLACEHOLDERS = ("input", "param")
 
@@ -109,7 +110,8 @@ class Graph:
     def add_node(self, op, inputs, shape, dtype, attrs=None, name="", node_id=None, source=""):
         node_id = self._new_id(node_id)
         inputs = tuple(inputs)
-        self.nx.add_node(node_id, op=op, inputs=inputs, shape=tuple(shape), dtype=_dtype_name(dtype),
+        shape = tuple(d if type(d) is int else _size(d) for d in shape)  # (plain ints, or symbolic sizes)
+        self.nx.add_node(node_id, op=op, inputs=inputs, shape=shape, dtype=_dtype_name(dtype),
                          attrs=dict(attrs or {}), name=name or f"{op}_{node_id}")
         if source:
             self.nx.nodes[node_id]["source"] = source
@@ -269,6 +271,10 @@ class Graph:
         return self.to_json() == other.to_json()
 
     __hash__ = object.__hash__
+
+
+def _size(d):
+    return d if isinstance(d, SymDim) else int(d)
 
 
 def _dtype_name(dtype):
