@@ -246,11 +246,12 @@ def host_only_ops(graph):
     """How each host-only node of `graph` reads in reports: `argsort (%12 argsort_12)`, with
     ` at model.py:41` where the node records its source line."""
     found = []
-    for node in graph.nodes():
-        prim = PRIMITIVES.get(node.op)
+    for node_id in sorted(graph.nx.nodes):  # (ids, not NodeViews: this runs on every compile)
+        data = graph.nx.nodes[node_id]
+        prim = PRIMITIVES.get(data["op"])
         if prim is not None and prim.host_only:
-            source = getattr(node, "source", "")
-            found.append(f"{node.op} (%{node.id} {node.name}){f' at {source}' if source else ''}")
+            source = data.get("source", "")
+            found.append(f"{data['op']} (%{node_id} {data['name']}){f' at {source}' if source else ''}")
     return found
 
 

@@ -177,9 +177,10 @@ def plan_for(segment, wrt_nodes, backend):
 
 
 def can_use_compiled_backward(segment):
-    """One segment (no guards) with exactly one floating-point output."""
+    """One segment (no guards) with exactly one floating-point output, of static shapes (a
+    dynamic program's calls that record autograd replay its ops eagerly, at the call's sizes)."""
     graph = segment.graph
-    return (segment.guard is None and len(segment.result_nodes) == 1 and len(graph.outputs) >= 1
+    return (graph.symbols is None and segment.guard is None and len(segment.result_nodes) == 1 and len(graph.outputs) >= 1
             and segment.result_nodes[0] in graph.outputs and graph.spec(segment.result_nodes[0]).dtype.is_floating_point)
 
 

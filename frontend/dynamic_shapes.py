@@ -109,6 +109,35 @@ def symbolize(old, new, dynamic=None):
     return out
 
 
+def restrict_to_read_inputs(graph):
+    """Keep only the symbol sources the compiled program receives (the inputs some node reads:
+    an unread or returned-as-is argument is not passed to it); NotDynamic when a symbol some
+    shape holds is left without one. Symbols no shape holds are dropped."""
+    read = {i for _, data in graph.nx.nodes(data=True) for i in data["inputs"]}
+    used = {name for node_id, data in graph.nx.nodes(data=True) if data["op"] != "input" or node_id in read
+            for d in data["shape"] if isinstance(d, SymDim) for name in d.symbols}
+    used |= {name for _, data in graph.nx.nodes(data=True) if data["op"] != "input"
+             for name in _symbols_in(data["attrs"])}
+    sources = {}
+    for name, places in graph.symbols.sources.items():
+        kept = [place for place in places if place[0] in read]
+        if name in used and not kept:
+            raise NotDynamic(f"the size {name} comes only from arguments the program does not read")
+        if name in used:
+            sources[name] = kept
+    graph.symbols = SymbolTable(sources, {k: v for k, v in graph.symbols.traced.items() if k in sources})
+
+
+def _symbols_in(value):
+    if isinstance(value, SymDim):
+        return set(value.symbols)
+    if isinstance(value, (tuple, list)):
+        return set().union(*[_symbols_in(v) for v in value]) if value else set()
+    if isinstance(value, dict):
+        return set().union(*[_symbols_in(v) for v in value.values()]) if value else set()
+    return set()
+
+
 def _same_frame(old, new):
     if (len(old), list(old.inputs), old.params, list(old.outputs), len(old.guards)) != (
             len(new), list(new.inputs), new.params, list(new.outputs), len(new.guards)):
@@ -180,7 +209,7 @@ def _as_iota(a, b, dtype):
 
 def _key(value):
     if isinstance(value, SizeInt):
-        value = int(value)
+        value = int.__int__(value)
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, float) and value != value:
@@ -222,6 +251,8 @@ class DynamicDims:
         self.mode = mode
         self.dims = {}  # (argument path, dim) -> why it is dynamic
         self.static = {}  # (argument path, dim) -> why it stays static
+        self.sizes = {}  # (argument path, dim) -> (earlier size, later size) when it became dynamic
+        self.notes = []  # reasons that hold for every dim
 
     def rewrite(self, parts):
         """Signature parts with each dynamic dim of size >= 2 replaced by DYNAMIC."""
@@ -255,14 +286,30 @@ class DynamicDims:
         for path, d, x, y in changed:
             marks = getattr(tensors.get(path), "_dynamic_marks", {})
             allowed = marks.get(d, self.mode is not False)
-            if (path, d) in self.static or not allowed or x == DYNAMIC or min(x, y) < MIN_SIZE:
+            if (path, d) in self.static or not allowed or DYNAMIC in (x, y) or min(x, y) < MIN_SIZE:
                 return []
             wanted.append((path, d, x, y))
         for path, d, x, y in wanted:
+            self.sizes[(path, d)] = (x, y)
             how = "dynamic=True" if self.mode else "marked with ember.mark_dynamic" if \
                 getattr(tensors.get(path), "_dynamic_marks", {}).get(d) else "automatic dynamic"
             self.dims[(path, d)] = f"dim {d} of {name_of(path)}: changed {x} -> {y} ({how})"
         return [(path, d) for path, d, _, _ in wanted]
+
+    def note(self, line):
+        """A reason that applies to every dim (said once)."""
+        if line not in self.notes:
+            self.notes.append(line)
+
+    def checked(self, dims, graph):
+        """The dims' program was traced again at a third size and is the same: say so."""
+        for path, d in dims:
+            if (path, d) in self.dims:
+                self.dims[(path, d)] += "; the same program traced at a third size"
+
+    def traced_sizes(self, dims, which):
+        """The sizes the dims had when they became dynamic (which: 0 the earlier call, 1 the later)."""
+        return [self.sizes[d][which] for d in dims]
 
     def refuse(self, dims, reason, name_of):
         """Keep `dims` static from now on, with the reason (NotDynamic's)."""
@@ -276,7 +323,7 @@ class DynamicDims:
             self.dims.pop(key, None)
 
     def report_lines(self):
-        return list(self.dims.values()) + list(self.static.values())
+        return list(self.dims.values()) + list(self.static.values()) + self.notes
 
 
 def mark_dynamic(tensor, dim):
@@ -303,9 +350,10 @@ class SizeInt(int):
     the trace then cannot stand for every size, and its dims stay static (frontend/jit.py
     checks). ember's own code is trusted with equality tests of shapes (structural: a shape
     that differs at one size differs at the traced ones too, or gives the same values);
-    its ordering comparisons count as a user's do, and so do `%` and `/` (a size as a float).
-    `len(x)` and `int(n)` are plain ints (Python makes them so): code that branches on them is
-    caught only when the two traces differ."""
+    its ordering comparisons count as a user's do. In user code, a size turned into something
+    ember cannot follow (`int(n)`, `float(n)`, `n / 2`, `n ** 2`, `str(n)`, bit operations,
+    `len(x)` of a dynamic dim: frontend/tensor.py) is a test too. Not caught: numpy scalars made
+    from a size (`np.int64(n)` reads the int inside), which only differing traces reveal."""
 
     def __new__(cls, value, expr, tests):
         self = int.__new__(cls, value)
@@ -317,83 +365,142 @@ class SizeInt(int):
 
     @staticmethod
     def _expr_of(other):
-        return other.expr if isinstance(other, SizeInt) else int(other)
+        return other.expr if isinstance(other, SizeInt) else _plain_int(other)
 
     def _arith(self, other, combine, value):
         """The SizeInt `value` = self <op> other, its expression `combine(self's, other's)`."""
         if isinstance(other, bool) or not isinstance(other, (int, np.integer)):
-            return value
+            return self._plain_use("float", value) if isinstance(value, float) else value
         other_expr = self._expr_of(other)
         if self.expr is None or other_expr is None:
             return self._wrap(value, None)
         return self._wrap(value, combine(self.expr, other_expr))
 
     def __add__(self, other):
-        return self._arith(other, lambda a, b: a + b, int(self) + other)
+        return self._arith(other, lambda a, b: a + b, int.__int__(self) + other)
 
     def __radd__(self, other):
-        return self._arith(other, lambda a, b: b + a, other + int(self))
+        return self._arith(other, lambda a, b: b + a, other + int.__int__(self))
 
     def __sub__(self, other):
-        return self._arith(other, lambda a, b: a - b, int(self) - other)
+        return self._arith(other, lambda a, b: a - b, int.__int__(self) - other)
 
     def __rsub__(self, other):
-        return self._arith(other, lambda a, b: b - a, other - int(self))
+        return self._arith(other, lambda a, b: b - a, other - int.__int__(self))
 
     def __mul__(self, other):
-        return self._arith(other, lambda a, b: a * b, int(self) * other)
+        return self._arith(other, lambda a, b: a * b, int.__int__(self) * other)
 
     def __rmul__(self, other):
-        return self._arith(other, lambda a, b: b * a, other * int(self))
+        return self._arith(other, lambda a, b: b * a, other * int.__int__(self))
+
+    def _exact(self, other, value, divide):
+        """`value` (self // other or self % other) with its expression where the division is
+        exact for every size (`400*s0 // 400`, `numel % s0`), else watched without one."""
+        if isinstance(other, (int, np.integer)) and not isinstance(other, bool) and self.expr is not None:
+            other_expr = self._expr_of(other)
+            if other_expr is not None:
+                try:
+                    return self._wrap(value, divide(self.expr, other_expr))
+                except SymbolicDecision:
+                    pass
+        if not isinstance(value, int):  # (`n // 2.0`: a float ember cannot follow)
+            return self._plain_use("float", value)
+        return self._wrap(value, None)  # (watched still: a comparison or a plain use of it is a test)
 
     def __floordiv__(self, other):
-        value = int(self) // other
-        if isinstance(other, int) and not isinstance(other, SizeInt) and self.expr is not None:
-            try:
-                return self._wrap(value, self.expr // other)
-            except SymbolicDecision:
-                pass
-        return self._wrap(value, None)  # (watched still: a comparison of it is a test)
+        return self._exact(other, int.__int__(self) // _unwatched(other), lambda a, b: a // b)
 
     def __rfloordiv__(self, other):
-        return self._wrap(other // int(self), None)
+        return self._wrap(other // int.__int__(self), None)
 
     def __mod__(self, other):
-        return self._wrap(int(self) % other, None)  # (`n % 2 == 0` is a test)
+        return self._exact(other, int.__int__(self) % _unwatched(other), lambda a, b: a % b)
 
     def __rmod__(self, other):
-        return self._wrap(other % int(self), None)
+        return self._wrap(other % int.__int__(self), None)
 
     def __truediv__(self, other):
-        return self._as_float(int(self) / other)
+        return self._as_float(int.__int__(self) / other)
 
     def __rtruediv__(self, other):
-        return self._as_float(other / int(self))
+        return self._as_float(other / int.__int__(self))
 
     def _as_float(self, value):
-        """A size turned into a float in user code cannot be followed: a test (the dims stay
-        static). ember's own code does it for values the traces then hold (mean's 1/n)."""
-        line, in_ember = _caller()
-        if not in_ember and not _PAUSED[0]:
-            self.tests.append(("float", int(self), value, line))
+        return self._plain_use("float", value)
+
+    def _plain_use(self, how, value):
+        """The size leaves what ember can follow (a float, a plain int, text, a power): in user
+        code that is a test (the dims stay static). ember's own code does it for values the
+        traces then hold (mean's 1/n, numpy's shapes), which `symbolize` checks."""
+        if not _PAUSED[0]:
+            line, in_ember = _caller()
+            if not in_ember or self.expr is None:  # (a value computed beyond what ember follows: anywhere)
+                self.tests.append((how, int.__int__(self), value, line))
         return value
 
+    def __int__(self):
+        return self._plain_use("int", int.__int__(self))
+
+    def __float__(self):
+        return self._plain_use("float", float(int.__int__(self)))
+
+    def __index__(self):
+        return self._plain_use("index", int.__int__(self))
+
+    def __bool__(self):
+        if self.expr is not None and _decided(self.expr, "ne") is not None:
+            return _decided(self.expr, "ne")
+        return self._plain_use("bool", int.__int__(self) != 0)
+
+    def __str__(self):
+        return self._plain_use("str", str(int.__int__(self)))
+
+    __repr__ = __str__
+
+    def __format__(self, spec):
+        return self._plain_use("format", format(int.__int__(self), spec))
+
+    def __pow__(self, other, modulo=None):
+        return self._plain_use("pow", pow(int.__int__(self), other, modulo))
+
+    def __rpow__(self, other):
+        return self._plain_use("pow", other ** int.__int__(self))
+
+    def __divmod__(self, other):
+        return self._plain_use("divmod", divmod(int.__int__(self), other))
+
+    def __and__(self, other):
+        return self._plain_use("&", int.__int__(self) & other)
+
+    def __or__(self, other):
+        return self._plain_use("|", int.__int__(self) | other)
+
+    def __xor__(self, other):
+        return self._plain_use("^", int.__int__(self) ^ other)
+
+    def __lshift__(self, other):
+        return self._plain_use("<<", int.__int__(self) << other)
+
+    def __rshift__(self, other):
+        return self._plain_use(">>", int.__int__(self) >> other)
+
     def __neg__(self):
-        return self._wrap(-int(self), None if self.expr is None else -self.expr)
+        return self._wrap(-int.__int__(self), None if self.expr is None else -self.expr)
 
     def _compare(self, other, op):
         outcome = getattr(int, op)(self, other)
         if outcome is NotImplemented or isinstance(other, bool) or not isinstance(other, (int, np.integer)) \
                 or _PAUSED[0]:
             return outcome
-        other_expr = other.expr if isinstance(other, SizeInt) else int(other)
+        other_expr = other.expr if isinstance(other, SizeInt) else _plain_int(other)
         name = op.strip("_")
         if self.expr is None or other_expr is None or _decided(self.expr - other_expr, name) != outcome:
             line, in_ember = _caller()
             # (ember's own shape bookkeeping compares shapes for equality, `g.shape == shape`, where
             # the answer is structural: only its orderings of sizes count, a user's comparisons all do)
-            if not in_ember or name not in ("eq", "ne"):
-                self.tests.append((name, int(self), int(other), line))
+            if not in_ember or name not in ("eq", "ne") or self.expr is None:
+                self.tests.append((name, int.__int__(self), _plain_int(other), line))
         return outcome
 
     def __eq__(self, other):
@@ -417,7 +524,20 @@ class SizeInt(int):
     __hash__ = int.__hash__
 
     def __reduce__(self):
-        return (int, (int(self),))
+        return (int, (int.__int__(self),))
+
+
+def _unwatched(value):
+    """A SizeInt's value without counting it as a use; anything else as it is."""
+    return int.__int__(value) if isinstance(value, SizeInt) else value
+
+
+def _plain_int(value):
+    """An int (a SizeInt's value without counting it as a use; numpy's integers too)."""
+    return int.__int__(value) if isinstance(value, int) else int(value)
+
+
+PLAIN_USES = ("int", "float", "index", "bool", "str", "format", "pow", "divmod", "&", "|", "^", "<<", ">>")
 
 
 def _decided(difference, op):
@@ -435,7 +555,7 @@ def _decided(difference, op):
 def plain_sizes(value):
     """`value` (an attribute: ints, tuples, lists, dicts) with every SizeInt a plain int."""
     if isinstance(value, SizeInt):
-        return int(value)
+        return int.__int__(value)
     if isinstance(value, (tuple, list)):
         return type(value)(plain_sizes(v) for v in value)
     if isinstance(value, dict):
@@ -457,17 +577,19 @@ def unwatched_sizes():
 
 
 _EMBER_FOLDERS = None
+# frames that only pass a size on (this module, Tensor's len()): the caller is the one before them
+_PASSING_THROUGH = (__file__, os.path.join(os.path.dirname(__file__), "tensor.py"))
 
 
 def _caller():
-    """(`file.py:12` of the innermost frame outside this module, whether it is ember's own code)."""
+    """(`file.py:12` of the innermost frame outside _PASSING_THROUGH, whether it is ember's own code)."""
     global _EMBER_FOLDERS
     if _EMBER_FOLDERS is None:
         import ember
         from ember import compiler, frontend, passes, runtime
         _EMBER_FOLDERS = tuple(os.path.dirname(m.__file__) + os.sep for m in (ember, frontend, passes, compiler, runtime))
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename == __file__:
+    while frame is not None and frame.f_code.co_filename in _PASSING_THROUGH:
         frame = frame.f_back
     if frame is None:
         return "?", False

@@ -22,7 +22,7 @@ from .runtime_scalars import RuntimeScalars, plain_numbers
 from .compile_report import CompileReport, TraceRecord
 from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _plain_settings,
                          _positional_containers, _positional_paths)
-from .segments import Segment, same_program, split_trace, array_of, walk_segments
+from .segments import Segment, graph_structure, same_program, split_trace, array_of, walk_segments
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
 from .views import writable
@@ -35,7 +35,7 @@ from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .tracer import Tracer, recording, module_state, external_names, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
-from .dynamic_shapes import DynamicDims, NotDynamic, symbolize
+from .dynamic_shapes import PLAIN_USES, DynamicDims, NotDynamic, restrict_to_read_inputs, symbolize
 from ember.ir.symbols import SizesDoNotFit, SymDim
 
 DEFAULT_RECOMPILE_LIMIT = 8
@@ -57,6 +57,8 @@ class TraceTree:
         self.scalar_slots = []  # the runtime scalars its programs read, in input order
         self.scalar_values = None  # their values when it was traced (see CompiledFunction._rekey_scalar_trees)
         self.trace_graph = None  # the whole traced graph (unguarded traces): a dynamic program is built from two
+        self.check_sizes = None  # a dynamic tree: (its dims, the sizes traced) until checked at a third size
+        self.dynamic_graph = None  # a dynamic tree: its symbolic graph (what the check compares)
 
 
 class CompiledFunction:
@@ -120,6 +122,8 @@ class CompiledFunction:
             return self._trace(signature, args, kwargs, reason, None, dynamic=dynamic)
         if tree.unconfirmed:
             return self._trace(signature, args, kwargs, None, tree, confirming=True)
+        if tree.check_sizes is not None and self._new_sizes(tree, flat):
+            return self._trace(signature, args, kwargs, None, tree, verifying=True)
         inputs = [t for _, t in flat]
         if tree.scalar_slots:
             inputs += self._scalars.input_tensors(tree.scalar_slots)
@@ -284,6 +288,14 @@ class CompiledFunction:
             return None
         if device_arrays.in_use and any(device_of(t._data) is not None for _, t in flat):
             return None  # (the GPU target compiles static shapes only)
+        if STATE.grad_enabled and (any(t.requires_grad for _, t in flat) or any(
+                t.requires_grad for _, t in module_state(self.module))):
+            # a call that records autograd runs the compiled forward and backward programs of a
+            # static program; a dynamic one would replay its ops eagerly: stay static (faster)
+            self._dynamic.note("calls that record autograd keep static shapes (the compiled backward needs them; "
+                               "call under no_grad, or compile the whole training step, for one program)")
+            self.report.dynamic_dims = self._dynamic.report_lines()
+            return None
         previous = self._signatures[-1]
         base = self._cache.get(previous)
         if base is None or base.trace_graph is None or base.trace_graph.symbols is not None:
@@ -291,8 +303,38 @@ class CompiledFunction:
         dims = self._dynamic.learn(previous, signature, dict(flat), lambda path: _input_name(self.fn, path))
         return (base, dims) if dims else None
 
-    def _trace(self, signature, args, kwargs, reason, tree, confirming=False, dynamic=None):
-        if not confirming and self._cache:
+    def _new_sizes(self, tree, flat):
+        """Whether a dynamic tree not yet checked at a third size meets one now."""
+        by_path = dict(flat)
+        key = tuple(by_path[path]._data.shape[dim] if path in by_path else None for path, dim in tree.check_sizes[0])
+        return key not in tree.check_sizes[1]
+
+    def _verify_dynamic(self, tree, graph, tracer, signature, args, kwargs):
+        """A dynamic program's fitted sizes hold at two sizes; this trace at a third must give
+        the same program (a size used nonlinearly, `n * n` or `n // 2`, shows here). If it does
+        not, its dims become static from now on (this call's eager result stands)."""
+        try:
+            # (comparisons of sizes are the second trace's to judge: one that matters here changes the
+            # program or its guards, which the comparison below sees; a small third size equal to a
+            # static dim would only make false ones)
+            again = symbolize(tree.trace_graph, graph)
+            restrict_to_read_inputs(again)
+            if graph_structure(again) != graph_structure(tree.dynamic_graph):
+                raise NotDynamic("the program traced at a third size differs (a size used in a way two traces "
+                                 "cannot tell)")
+            self._dynamic.checked(tree.check_sizes[0], graph)
+            self.report.dynamic_dims = self._dynamic.report_lines()
+            tree.check_sizes = None
+        except Exception as error:  # (NotDynamic, or a shape rule refusing the sizes)
+            dims = tree.check_sizes[0]
+            self._dynamic.refuse(dims, str(error) if isinstance(error, NotDynamic) else
+                                 f"{type(error).__name__}: {error}", lambda path: _input_name(self.fn, path))
+            self.report.dynamic_dims = self._dynamic.report_lines()
+            self._cache.pop(signature, None)
+            self._signatures = [s for s in self._signatures if s != signature]
+
+    def _trace(self, signature, args, kwargs, reason, tree, confirming=False, dynamic=None, verifying=False):
+        if not confirming and not verifying and self._cache:
             if len(self.report.recompiles) >= self.recompile_limit:
                 return self._fall_back(args, kwargs, reason)
             self.report.recompiles.append(reason)
@@ -306,10 +348,11 @@ class CompiledFunction:
         for name, t in state:
             tracer.add_param(t, name)
         histories = [_history(t) for _, t in arg_tensors]
-        if dynamic is not None:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
+        watched_dims = dynamic[1] if dynamic is not None else ()
+        if watched_dims:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
             by_path = dict(arg_tensors)
             tracer.watch_sizes({int(by_path[path].shape[dim]): SymDim.symbol(f"d{k}")
-                                for k, (path, dim) in enumerate(dynamic[1]) if path in by_path})
+                                for k, (path, dim) in enumerate(watched_dims) if path in by_path})
         with self._scalars.substituted(tracer, args, kwargs) as (call_args, call_kwargs, scalar_slots, scalar_nodes):
             with recording(tracer):
                 result = plain_numbers(self.fn(*call_args, **call_kwargs))
@@ -362,6 +405,9 @@ class CompiledFunction:
             self._cache.pop(signature, None)
             return result
 
+        if verifying:
+            self._verify_dynamic(tree, traced_graph, tracer, signature, args, kwargs)
+            return result
         if confirming:
             same = same_program(tree, pieces)
             tree.unconfirmed = not same
@@ -398,7 +444,14 @@ class CompiledFunction:
                 graph, pieces = traced_graph, split_trace(tracer, traced_graph)
                 new_segments, depth = self._attach(None, pieces, externals, graph, result, signature, input_nodes,
                                                    trainable, output_facts)
-        self._cache[signature].trace_graph = traced_graph if len(pieces) == 1 else None
+        if dynamic is not None and signature in self._cache:  # (checked at the first call of a third size)
+            dims = list(dynamic[1])
+            seen = {tuple(self._dynamic.traced_sizes(dims, 0)), tuple(self._dynamic.traced_sizes(dims, 1))}
+            self._cache[signature].check_sizes = (dims, seen)
+            self._cache[signature].dynamic_graph = graph
+            self._cache[signature].trace_graph = dynamic[0].trace_graph
+        else:
+            self._cache[signature].trace_graph = traced_graph if len(pieces) == 1 else None
         self._cache[signature].state_roots |= state_roots
         self._cache[signature].scalar_slots = scalar_slots
         self._cache[signature].scalar_values = dict(self._scalars.values)
@@ -416,9 +469,19 @@ class CompiledFunction:
                 raise NotDynamic("the function branches on tensor values (a guard)")
             if tracer.size_tests:
                 op, size, other, line = tracer.size_tests[0]
-                raise NotDynamic(f"the code at {line} compares the size {size} with {other} ({op}), "
-                                 f"which could go the other way at another size")
-            symbolic = symbolize(base.trace_graph, graph)
+                raise NotDynamic(f"the code at {line} uses the size {size} " + (
+                    f"as a plain number ({other})" if op in PLAIN_USES else f"in a comparison with {other} ({op})")
+                    + ", which could go another way at another size")
+            facts = tracer.output_facts
+            if facts["output_views"] or facts["views_of_outputs"]:
+                raise NotDynamic("the function returns a view (its shape is rebuilt from the traced sizes)")
+            try:
+                symbolic = symbolize(base.trace_graph, graph)
+            except NotDynamic:
+                raise
+            except Exception as error:  # (a shape rule refusing the fitted sizes: OpError, SymbolicDecision, ...)
+                raise NotDynamic(f"{type(error).__name__}: {error}") from None
+            restrict_to_read_inputs(symbolic)
             self.report.dynamic_dims = self._dynamic.report_lines()
             self.report.symbols = symbolic.symbols.describe(symbolic) + "; guards: " + ", ".join(
                 f"{name} >= 2" for name in symbolic.symbols.sources) + " (sizes 0 and 1 have programs of their own)"

@@ -11,6 +11,7 @@ from collections import Counter
 import numpy as np
 
 from ember.ir import Graph
+from ember.ir.symbols import evaluate
 from .dispatch import eager_bind
 from .tensor import Tensor
 from .random import default_generator
@@ -142,10 +143,14 @@ def replay_with_autograd(graph, env, params):
     for name, node_id in graph.params.items():
         env[node_id] = params[name]
     from ember.ops import PRIMITIVES
+    sizes = None
+    if graph.symbols is not None:  # (a dynamic program: its attributes at this call's sizes)
+        sizes = graph.symbols.sizes_or_raise(lambda node: env[node].shape, graph)
     for node in graph.nodes():
         if node.id in env:
             continue
-        env[node.id] = eager_bind(PRIMITIVES[node.op], [env[i] for i in node.inputs], node.attrs)
+        attrs = node.attrs if sizes is None else evaluate(node.attrs, sizes)
+        env[node.id] = eager_bind(PRIMITIVES[node.op], [env[i] for i in node.inputs], attrs)
 
 
 def split_trace(tracer, graph):

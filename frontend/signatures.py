@@ -173,8 +173,8 @@ _ADVICE = (
     ("rank of ", "call it with tensors of one rank"),
     ("(dynamic from now on)", "expected once per dim: from now on one program serves every size of it "
                               "(ember.compile(..., dynamic=False) keeps shapes static)"),
-    (" -> 1", "sizes 0 and 1 get programs of their own (as in PyTorch): expected once per such size"),
-    (" -> 0", "sizes 0 and 1 get programs of their own (as in PyTorch): expected once per such size"),
+    (" -> 1;", "sizes 0 and 1 get programs of their own (as in PyTorch): expected once per such size"),
+    (" -> 0;", "sizes 0 and 1 get programs of their own (as in PyTorch): expected once per such size"),
     ("dim ", "each new size is traced and compiled again: the dim stays static (the compile report's "
              "dynamic dims say why), so keep its size fixed (pad the last batch, or DataLoader(drop_last=True))"),
     ("dtype of ", "convert the inputs to one dtype before the call"),
@@ -195,7 +195,7 @@ _ADVICE = (
 def recompile_advice(reason):
     """How to avoid a recompile, from the reason the report gives."""
     for marker, advice in _ADVICE:
-        if marker in reason:
+        if marker in reason + ";":  # (";" ends each change: " -> 1;" is a size 1, not 128)
             return advice
     return "keep what the reason names the same from call to call"
 

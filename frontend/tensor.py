@@ -196,6 +196,9 @@ class Tensor:
     def __len__(self):
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
+        recorder = STATE.recorder
+        if recorder is not None and recorder.size_symbols:  # (Python makes len() a plain int: a use
+            return int(recorder.watched_sizes(self._data.shape[:1])[0])  # of the size it cannot follow)
         return self._data.shape[0]
 
     def __iter__(self):
