@@ -17,7 +17,7 @@ import numpy as np
 from ember.ir import Graph, Guard
 from ember.ops import in_mode
 from .dispatch import STATE, eager_bind
-from .dynamic_shapes import SizeInt, plain_sizes, unwatched_sizes
+from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
