@@ -261,12 +261,7 @@ def _merge_div_mod_pairs(flat):
                 if found is None or flat.get(found) != c:
                     continue
                 del flat[atom], flat[found]
-                inner, k = terms_of(x)
-                extra += c * k
-                for a, v in inner.items():
-                    flat[a] = flat.get(a, 0) + c * v
-                flat = {a: v for a, v in flat.items() if v}
-                changed = True
+                flat, extra, changed = _add_terms(flat, extra, x, c)
                 break
             if atom.op != "mod":
                 continue
@@ -275,14 +270,17 @@ def _merge_div_mod_pairs(flat):
             if partner.op != "floordiv" or flat.get(partner) != c * m:
                 continue
             del flat[atom], flat[partner]
-            inner, k = terms_of(x)
-            extra += c * k
-            for a, d in inner.items():
-                flat[a] = flat.get(a, 0) + c * d
-            flat = {a: v for a, v in flat.items() if v}
-            changed = True
+            flat, extra, changed = _add_terms(flat, extra, x, c)
             break
     return flat, extra
+
+
+def _add_terms(flat, extra, x, c):
+    """(flat + c*x's terms, extra + c*x's constant, True): a merged div/mod pair replaced by c*x."""
+    inner, k = terms_of(x)
+    for a, v in inner.items():
+        flat[a] = flat.get(a, 0) + c * v
+    return {a: v for a, v in flat.items() if v}, extra + c * k, True
 
 
 def iadd(*es):

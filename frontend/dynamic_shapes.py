@@ -15,19 +15,13 @@ constant that depends on the size, a shape rule the ranges cannot decide) raises
 import numpy as np
 
 from ember.ir import Graph
-from ember.ir.symbols import MIN_SIZE, SymDim, SymbolicDecision, SymbolTable, evaluate, has_symbols
+from ember.ir.symbols import MIN_SIZE, SymDim, SymbolicDecision, SymbolTable, evaluate
 from ember.ops import PRIMITIVES
 from .watched_sizes import SizeInt, plain_sizes
 
 
 class NotDynamic(ValueError):
     """The two traces are not one program over symbolic sizes; the message says why."""
-
-
-def changed_dims(old_shapes, new_shapes):
-    """[(input position, dim)] of the dims that differ between two calls' inputs of equal ranks."""
-    return [(k, d) for k, (a, b) in enumerate(zip(old_shapes, new_shapes))
-            for d, (x, y) in enumerate(zip(a, b)) if x != y]
 
 
 def symbolize(old, new, dynamic=None):
@@ -225,11 +219,6 @@ def instantiate(graph, sizes):
         data["attrs"] = evaluate(data["attrs"], sizes)
     out.symbols = None
     return out
-
-
-def graph_is_symbolic(graph):
-    return getattr(graph, "symbols", None) is not None and any(
-        has_symbols(d["shape"]) for _, d in graph.nx.nodes(data=True))
 
 
 DYNAMIC = "s"  # a dynamic dim of size >= 2 in a call signature (sizes 0 and 1 stay in it)

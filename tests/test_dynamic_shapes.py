@@ -15,6 +15,7 @@ from ember.frontend.tracer import Tracer, recording
 from ember.passes.fusion import fuse
 from ember.passes.memory import SymbolicMemoryPlan, plan_memory
 from zoo import SeedNet
+from test_device_tensors import training_step
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from benchmark_models import gpt_class  # noqa: E402
@@ -164,15 +165,7 @@ def test_a_gpt_at_sequence_lengths_8_to_32_compiles_2_programs():
 
 
 def _sgd_step(model):
-    optimizer = ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = ember.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-    return step
+    return training_step(model, ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4))
 
 
 def test_a_training_step_over_changing_batch_sizes_matches_eager():

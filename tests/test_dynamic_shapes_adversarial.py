@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import ember
+from test_device_tensors import training_step
 
 F = ember.nn.functional
 nn = ember.nn
@@ -458,14 +459,7 @@ def test_a_training_step_with_changing_batches_matches_an_eager_twin(opt):
         optimizer = {"sgd": lambda p: ember.optim.SGD(p, lr=0.1, momentum=0.9),
                      "adam": lambda p: ember.optim.Adam(p, lr=0.01),
                      "adamw": lambda p: ember.optim.AdamW(p, lr=0.01, weight_decay=0.1)}[opt](model.parameters())
-
-        def step(x, y):
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss
-        return step
+        return training_step(model, optimizer)
     compiled, eager, rng = ember.compile(step_for(a)), step_for(b), _rng(8)
     for n in (8, 8, 12, 5, 2, 1, 33, 12, 8):
         x, y = _randn(rng, n, 6), ember.tensor(rng.integers(0, 4, n))
