@@ -11,8 +11,9 @@ Sections (--section NAME, repeatable; all by default):
   compile  cold compile of the seed Net (first call in a new process, empty EMBER_CACHE_DIR,
            import not counted) and warm (cache filled, new process)
   dynamic  the seed Net training step at batches 37 and 64 through one dynamic program (batch
-           dim symbolic) against the static program of each size; and a whole digits training
-           run (examples/train_digits.py: OneCycleLR, a partial last batch) compiled vs eager
+           dim symbolic) against the static program of each size, the small GPT's step at
+           length 64 likewise, and a whole digits training run (examples/train_digits.py:
+           OneCycleLR, a partial last batch) compiled vs eager
 Every figure is a median over rounds; ratios compare figures of the same run.
 
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, when set, are removed for this process (it re-executes
@@ -597,13 +598,15 @@ def section_dynamic(np, ember, quick):
     traces = len(dynamic.report.traces)
     print(f"  dynamic: {traces} traces, {dynamic.backend.stats.compiles} programs compiled for "
           f"{dynamic.report.calls} calls (static 37 twice: the first step creates state; then dynamic)")
-    epochs = 1 if quick else 3
+    gpt_dynamic_row(np, ember, rounds)
+    epochs = 1 if quick else 12
     script = os.path.join(HERE, "..", "examples", "train_digits.py")
     rows = []
-    for name, flags in (("ember eager", []), ("ember.compile (dynamic batch)", ["--compile"])):
+    for name, flags in (("ember eager", []), ("ember.compile (dynamic batch), cold", ["--compile"])):
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, script, "--epochs", str(epochs), "--min-accuracy", "0"] + flags,
-                                capture_output=True, text=True)
+        with tempfile.TemporaryDirectory() as cache:  # (an empty compile cache: the compiles are counted)
+            result = subprocess.run([sys.executable, script, "--epochs", str(epochs), "--min-accuracy", "0"] + flags,
+                                    capture_output=True, text=True, env=dict(os.environ, EMBER_CACHE_DIR=cache))
         wall = time.perf_counter() - start
         lines = [line for line in result.stdout.splitlines() if line.startswith(("test accuracy", "compiled"))]
         if result.returncode or not lines:
@@ -612,7 +615,28 @@ def section_dynamic(np, ember, quick):
         trained = float(lines[0].split(" in ")[-1].rstrip(" s"))
         rows.append((name, trained, f"(whole process {wall:.1f} s; {'; '.join(lines)})"))
     print_table(f"(f) digits training, {epochs} epochs of 45 batches (OneCycleLR, partial last batch), "
-                f"training loop time", rows, "s", baseline="ember eager")
+                f"training loop time (compiles included)", rows, "s", baseline="ember eager")
+
+
+def gpt_dynamic_row(np, ember, rounds):
+    """The small GPT's training step (transformer.py's) at sequence length 64: one program for
+    every length (traced at 48 and 64) against the static program of length 64."""
+    from transformer import batch, build
+    x, y = batch(ember, "small")
+    shorter = (x[:, :48].contiguous(), y[:, :48].contiguous())
+    static = ember.compile(build(ember, "small")[2], dynamic=False)
+    dynamic = ember.compile(build(ember, "small")[2])
+    for xy in (shorter, shorter, (x, y)):  # (state created at 48, then 64 makes the length dynamic)
+        dynamic(*xy)
+    times, failures = compare({"static program, length 64": lambda: static(x, y),
+                               "dynamic program, length 64": lambda: dynamic(x, y)}, max(rounds // 3, 3))
+    if not any("changed 48 -> 64" in line for line in dynamic.report.dynamic_dims):
+        failures["dynamic program, length 64"] = f"the length did not become dynamic: {dynamic.report.dynamic_dims}"
+        times.pop("dynamic program, length 64", None)
+    rows = [(name, times[name] * 1e3 if name in times else None, failures.get(name, ""))
+            for name in ("static program, length 64", "dynamic program, length 64")]
+    print_table("(f) small GPT training step (AdamW, clipping), batch 8: one program for every sequence length vs "
+                "the static one", rows, "ms", baseline="static program, length 64")
 
 
 def main():
