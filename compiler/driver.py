@@ -94,6 +94,11 @@ class Driver:
     def compile(self, graph):
         target, timer = self.target, StageTimer()
         graph = with_symbol_table(graph)
+        traced_key = self._traced_key(graph)
+        if traced_key is not None:
+            runner = self._load_traced(traced_key, graph, timer)
+            if runner is not None:
+                return runner
         planned = plan(graph, timer)
         host_only = refuse_host_only(planned.graph, target)
         key = program_key(planned, target)
@@ -116,6 +121,8 @@ class Driver:
             payload, kind = artifact.payload, artifact.kind
             self.cache.store(key, payload, description, kind)
             self.stats.llvm_compiles += 1
+            if traced_key is not None:  # (the next process finds it from the traced graph, passes skipped)
+                self.cache.store(traced_key, b"", {"program": key, "kind": kind}, "alias")
         else:
             description, payload = entry.description, entry.payload
             self.stats.cache_hits += 1
@@ -145,6 +152,40 @@ class Driver:
         if self.debug >= 4:
             for stage in target.code_stages:
                 print(target.render(lower_again(), stage, artifact.module if artifact else None), file=sys.stderr)
+        return runner
+
+    def _traced_key(self, graph):
+        """The cache key of a traced graph (before the passes), or None where the passes must
+        run anyway: a dynamic program (its memory plan is placed per call), dumps or EMBER_DEBUG=3."""
+        if graph.symbols is not None or config.DUMP_DIR or self.debug >= 3:
+            return None
+        import ember
+        return compile_cache.cache_key("traced", graph.to_json(), self.target.key(), ember.__version__,
+                                       compile_cache.code_generator_sources())
+
+    def _load_traced(self, traced_key, graph, timer):
+        """The runner of a program compiled before from this very traced graph, without running
+        the passes (a warm compile), or None. The planned graph is made only if someone asks
+        (a report's kernels, a numpy fallback's operands)."""
+        with timer("load"):
+            alias = self.cache.load_entry(traced_key, "alias")
+            if alias is None or alias.description.get("kind") != self.target.payload_kind():
+                return None
+            entry = self.cache.load_entry(alias.description.get("program", ""), alias.description["kind"])
+            if entry is None or not _is_description(entry.description) or "result_sources" not in entry.description:
+                return None
+            planned = LazyPlanned(graph)
+            try:
+                runner = self.target.load(entry.payload, alias.description["kind"], entry.description, self.cache,
+                                          graph, planned, lambda: lower(planned, self.target))
+            except LoadRefused:
+                return None
+        runner.host_only_ops = entry.description.get("host_only", [])
+        self.stats.compiles += 1
+        self.stats.cache_hits += 1
+        self.stats.stage_seconds = dict(timer.seconds)
+        if self.debug >= 1:
+            self._print_compile(graph, entry.description, timer, True)
         return runner
 
     def write_code_dumps(self, folder, lowered, module=None):
@@ -218,6 +259,18 @@ class Driver:
 
 
 # ----------------------------------------------------------------------------- the stages
+
+class LazyPlanned:
+    """`plan(graph)`'s result, made on first use: a warm compile loads a program without it."""
+
+    def __init__(self, graph):
+        self._graph, self._planned = graph, None
+
+    def __getattr__(self, name):
+        if self._planned is None:
+            self._planned = plan(self._graph)
+        return getattr(self._planned, name)
+
 
 def with_symbol_table(graph):
     """`graph`, or for a graph with symbolic input shapes but no symbol table (a program the
@@ -364,7 +417,14 @@ def describe(lowered):
         wanted.update(lowered.graph.node(node_id).inputs)
     dynamic = not isinstance(lowered.arena_bytes, int)  # (a dynamic program's scratch: see `layout`)
     arena = encode_value(lowered.arena_bytes) if dynamic else lowered.arena_bytes
+    outputs = {e.key for e in lowered.externals if e.kind == "output"}
+    simplified = lowered.graph
+    sources = [_result_source(simplified, node, outputs) for node in list(simplified.outputs)
+               + [m.node for m in simplified.mutations] + [g.node for g in simplified.guards]]
     return {"version": DESCRIPTION_VERSION, "arena_bytes": arena,
+            # (what each output, mutation and guard of the graph comes from, in that order: a warm
+            # compile loads the program without the planned graph)
+            "result_sources": [[kind, encode_value(where)] for kind, where in sources],
             "externals": [[e.kind, encode_value(e.key), encode_value(tuple(e.shape)), np.dtype(e.dtype).name]
                           for e in lowered.externals],
             "errors": [list(error) for error in lowered.errors],
@@ -392,22 +452,28 @@ def _is_description(description):
 
 def program_spec(graph, simplified, description, threads=1, timed=False):
     """The runtime's ProgramSpec (runtime/program_spec.py) of a described program compiled
-    from `graph`, whose kernels compute the planned graph `simplified`: its external buffers,
+    from `graph`, whose kernels compute the planned graph `simplified` (or a function making
+    it, called only for a description without result sources or with callbacks): its external buffers,
     where each result comes from, error messages, numpy fallbacks of callback kernels."""
+    planned_graph = simplified if callable(simplified) else (lambda: simplified)  # (made only if needed)
     externals = [External(position, kind, decode_value(key), decode_value(shape), dtype)
                  for position, (kind, key, shape, dtype) in enumerate(description["externals"])]
     outputs = {e.key for e in externals if e.kind == "output"}
-    pairs = list(zip(graph.outputs, simplified.outputs))
-    pairs += [(a.node, b.node) for a, b in zip(graph.mutations, simplified.mutations)]
-    pairs += [(a.node, b.node) for a, b in zip(graph.guards, simplified.guards)]
+    originals = list(graph.outputs) + [m.node for m in graph.mutations] + [g.node for g in graph.guards]
+    if "result_sources" in description:
+        sources = [(kind, decode_value(where)) for kind, where in description["result_sources"]]
+    else:
+        simplified = planned_graph()
+        sources = [_result_source(simplified, node_id, outputs) for node_id in list(simplified.outputs)
+                   + [m.node for m in simplified.mutations] + [g.node for g in simplified.guards]]
     results, seen = [], set()
-    for original, node_id in pairs:
+    for original, source in zip(originals, sources):
         if original in seen:
             continue
         seen.add(original)
-        results.append((original, _result_source(simplified, node_id, outputs)))
+        results.append((original, source))
     locations = {node: (kind, where) for node, kind, where in description["locations"]}
-    fallbacks = {number: _fallback(simplified, node, locations) for number, node in description["callbacks"]}
+    fallbacks = {number: _fallback(planned_graph(), node, locations) for number, node in description["callbacks"]}
     kernel_names = [name for name, _, _ in description["kernels"]]
     arena = description["arena_bytes"]
     scratch = None

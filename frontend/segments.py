@@ -115,6 +115,11 @@ def graph_structure(graph):
 def _comparable(value):
     """An attribute value as an equality-safe key, as its JSON text would compare: arrays by
     dtype, shape and bytes, numbers with their type and the sign of a zero."""
+    kind = type(value)  # (the common attributes first: this runs over every node of two traces)
+    if kind is int or kind is str:
+        return (kind is int, value)
+    if kind is tuple and all(type(v) is int for v in value):
+        return ("ints", value)
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, dict):

@@ -353,11 +353,11 @@ def test_a_second_compile_loads_object_code_from_the_cache_without_llvm_work(tmp
     graph = chain_graph()
     first = LLVMBackend(cache_dir=str(tmp_path))
     expected = first.compile(graph)({graph.inputs[0]: np.linspace(-3, 3, 300, dtype=np.float32)}, {})
-    assert first.stats.llvm_compiles == 1 and first.cache.misses == 1
+    assert first.stats.llvm_compiles == 1 and first.cache.misses == 2  # (the traced graph's alias, the program)
     second = LLVMBackend(cache_dir=str(tmp_path))
     run = second.compile(graph)
     assert second.stats.llvm_compiles == 0 and second.stats.cache_hits == 1
-    assert "optimize" not in second.stats.stage_seconds
+    assert "optimize" not in second.stats.stage_seconds and "simplify" not in second.stats.stage_seconds
     actual = run({graph.inputs[0]: np.linspace(-3, 3, 300, dtype=np.float32)}, {})
     np.testing.assert_array_equal(actual[graph.outputs[0]], expected[graph.outputs[0]])
 
@@ -365,7 +365,7 @@ def test_a_second_compile_loads_object_code_from_the_cache_without_llvm_work(tmp
 def test_a_corrupted_cache_entry_is_rebuilt_with_a_warning(tmp_path):
     graph = chain_graph()
     LLVMBackend(cache_dir=str(tmp_path)).compile(graph)
-    (entry,) = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
+    (entry,) = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files if not f.endswith(".alias")]
     data = bytearray(open(entry, "rb").read())
     data[-20] ^= 0xFF
     open(entry, "wb").write(bytes(data))

@@ -160,8 +160,8 @@ class CpuTarget(LLVMTarget):
         else:
             support_library.register_with_mcjit(description["pieces"], cache, self.parallel)
             library, address = load_object(payload, host.new_host_target_machine(), description["entry"])
-        spec = self.spec_of(graph, planned.graph, description)
-        if planned.graph.symbols is not None:  # sizes read from the inputs, buffers placed per size
+        spec = self.spec_of(graph, lambda: planned.graph, description)
+        if graph.symbols is not None:  # sizes read from the inputs, buffers placed per size
             spec.dynamic = DynamicLayout(planned.graph.symbols, planned.plan.at, planned.plan.order)
         return CpuRunner(spec, address, library, graph, lower_again)
 
