@@ -28,6 +28,7 @@ import numpy as np
 from ember.ir.provenance import describe_sources
 from ember import config
 from ember.ir.json_format import decode_value, encode_value
+from ember.ir.symbols import has_symbols
 from ember.ops import PRIMITIVES
 from ember.runtime.program_spec import External, ProgramSpec
 from . import compile_cache
@@ -492,6 +493,8 @@ def _result_source(graph, node_id, outputs):
         return ("input", node_id)
     if node.op == "param":
         return ("param", node.attrs["name"])
+    if node.op == "constant" and has_symbols((node.shape, node.attrs["value"])):  # (filled per call)
+        return ("sized constant", (node.attrs["value"], tuple(node.shape), node.dtype))
     if node.op == "constant":
         return ("constant", np.full(node.shape, node.attrs["value"], dtype=node.dtype))
     raise AssertionError(f"{graph.name}: output %{node_id} has no buffer")

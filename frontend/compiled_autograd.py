@@ -3,9 +3,12 @@ and a backward program from the autodiff pass, both compiled by the backend. Eag
 sees one node (`CompiledFunctionBackward0`) whose VJP runs the compiled backward, after
 checking, as every eager node does, that no value it saved was overwritten in place since.
 """
+import traceback
 import weakref
 
 import numpy as np
+
+from ember import config
 
 from ember.ops import PRIMITIVES
 from ember.passes.autodiff import split_forward_backward
@@ -177,10 +180,11 @@ def plan_for(segment, wrt_nodes, backend):
 
 
 def can_use_compiled_backward(segment):
-    """One segment (no guards) with exactly one floating-point output, of static shapes (a
-    dynamic program's calls that record autograd replay its ops eagerly, at the call's sizes)."""
+    """One segment (no guards) with exactly one floating-point output (and, for a dynamic one,
+    forward and backward programs its sizes let the compiler build: else its ops replay eagerly)."""
     graph = segment.graph
-    return (graph.symbols is None and segment.guard is None and len(segment.result_nodes) == 1 and len(graph.outputs) >= 1
+    return (not segment.__dict__.get("replays_autograd") and segment.guard is None and len(segment.result_nodes) == 1
+            and len(graph.outputs) >= 1
             and segment.result_nodes[0] in graph.outputs and graph.spec(segment.result_nodes[0]).dtype.is_floating_point)
 
 
@@ -190,8 +194,22 @@ def run_with_compiled_backward(segment, env, params, backend):
     tensors = {node: env[node] for node in graph.inputs}
     tensors.update({graph.params[name]: t for name, t in params.items() if name in graph.params})
     wrt_nodes = [n for n, t in tensors.items() if isinstance(t, Tensor) and t.requires_grad]
-    plan = plan_for(segment, wrt_nodes, backend)
     inputs = {i: array_of(env[i]) for i in graph.inputs}
+    sizes = None
+    if graph.symbols is not None:  # (a dynamic program: its backward is told the sizes its inputs may not show)
+        try:
+            plan = plan_for(segment, wrt_nodes, backend)
+            plan.backward  # (compiled now: a backward it cannot build replays eagerly instead)
+        except Exception:
+            if config.DEBUG:
+                traceback.print_exc()
+            segment.replays_autograd = True
+            from .segments import replay_with_autograd
+            replay_with_autograd(graph, env, params)
+            return env[segment.result_nodes[0]]
+        sizes = graph.symbols.sizes_or_raise(lambda n: inputs[n].shape, graph)
+    else:
+        plan = plan_for(segment, wrt_nodes, backend)
     arrays = {name: params[name]._data for name in plan.param_names}
     # versions as the forward reads them: the caller's in-place writes after this raise in backward
     reads = []
@@ -210,6 +228,8 @@ def run_with_compiled_backward(segment, env, params, backend):
     out_node = plan.output
     result = Tensor._wrap(np.asarray(values[out_node]))
     node = CompiledBackward(plan, saved, arrays, reads, result if out_node in saved else None)
+    for carrier, symbol in plan.split.size_carriers.items():  # (an array of that length: its size)
+        node.saved[carrier] = np.broadcast_to(np.int8(0), (sizes[symbol],))
     Node.attach(result, node, [tensors[n] for n in wrt_nodes], {})
     env[out_node] = result
     return result

@@ -7,10 +7,9 @@ import sys
 from ember import config
 from ember.runtime.device_arrays import device_of
 from ember.runtime import device_arrays
-from .dispatch import STATE
 from .dynamic_shapes import NotDynamic, restrict_to_read_inputs, symbolize
 from .segments import graph_structure
-from .tracer import _input_name, module_state
+from .tracer import _input_name
 from .watched_sizes import PLAIN_USES
 
 DYNAMIC_BACKENDS = ("llvm", "interpret")  # the backends whose programs take sizes when they run
@@ -26,14 +25,6 @@ class DynamicCalls:
             return None
         if device_arrays.in_use and any(device_of(t._data) is not None for _, t in flat):
             return None  # (the GPU target compiles static shapes only)
-        if STATE.grad_enabled and (any(t.requires_grad for _, t in flat) or any(
-                t.requires_grad for _, t in module_state(self.module))):
-            # a call that records autograd runs the compiled forward and backward programs of a
-            # static program; a dynamic one would replay its ops eagerly: stay static (faster)
-            self._dynamic.note("calls that record autograd keep static shapes (the compiled backward needs them; "
-                               "call under no_grad, or compile the whole training step, for one program)")
-            self.report.dynamic_dims = self._dynamic.report_lines()
-            return None
         previous = self._signatures[-1]
         base = self._cache.get(previous)
         if base is None or base.trace_graph is None or base.trace_graph.symbols is not None:

@@ -10,6 +10,7 @@ activations, chosen explicitly) and a backward program that starts from them.
 from dataclasses import dataclass, field
 
 from ember.ir import Graph
+from ember.ir.symbols import SymDim, SymbolTable
 from ember.ops import PRIMITIVES, Spec
 from ember.ops.registry import in_mode
 
@@ -130,6 +131,9 @@ class ForwardBackward:
     grad_outputs: list = field(default_factory=list)  # backward output ids, aligned with present wrt
     missing: list = field(default_factory=list)
     seeds: list = field(default_factory=list)  # backward input ids of the output cotangents
+    # a dynamic program's backward: {input id: symbol} of inputs that only carry a size (an array of
+    # that length) for symbols no other backward input gives (the caller passes them)
+    size_carriers: dict = field(default_factory=dict)
 
 
 def split_forward_backward(graph, wrt, outputs=None):
@@ -164,8 +168,41 @@ def split_forward_backward(graph, wrt, outputs=None):
                           source=node.source)
     present = [w for w in wrt if grads[w] is not None]
     backward.outputs = [grads[w] for w in present]
+    carriers = _size_carriers(graph, backward)
     return ForwardBackward(forward, backward, saved, present, list(backward.outputs),
-                           [w for w in wrt if grads[w] is None], list(seeds))
+                           [w for w in wrt if grads[w] is None], list(seeds), carriers)
+
+
+def _size_carriers(graph, backward):
+    """For a dynamic graph: the backward's symbol table, read from its inputs where one is `s`
+    or c*s along a dim, else from an added input of shape [s] that only carries the size (mean's
+    backward needs the count its inputs do not show). Returns {carrier input id: symbol}."""
+    if graph.symbols is None:
+        return {}
+    table = SymbolTable.of_inputs(backward, missing_ok=True) or SymbolTable({})
+    carriers = {}
+    for name in graph.symbols.sources:
+        if name not in table.sources and _uses(backward, name):
+            node = backward.add_input((SymDim.symbol(name),), "int8", f"size_{name}", size_of=name)
+            table.sources[name] = [(node, 0)]
+            carriers[node] = name
+    backward.symbols = table
+    return carriers
+
+
+def _uses(graph, name):
+    return any(isinstance(d, SymDim) and name in d.symbols for _, data in graph.nx.nodes(data=True)
+               for d in data["shape"]) or any(name in _symbols_of(data["attrs"]) for _, data in graph.nx.nodes(data=True))
+
+
+def _symbols_of(value):
+    if isinstance(value, SymDim):
+        return set(value.symbols)
+    if isinstance(value, (tuple, list)):
+        return set().union(set(), *[_symbols_of(v) for v in value])
+    if isinstance(value, dict):
+        return set().union(set(), *[_symbols_of(v) for v in value.values()])
+    return set()
 
 
 def _backward_region(graph, seeds, grads):

@@ -233,7 +233,7 @@ class CpuProgram:
         return True
 
     def _collect(self, outputs, inputs, params):
-        return collect_results(self._results, outputs, inputs, params)
+        return collect_results(self._results, outputs, inputs, params, sizes=self._current_sizes)
 
     def _conform(self, value, shape, dtype, what):
         return conform_array(self.spec.name, value, shape, dtype, what)

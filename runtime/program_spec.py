@@ -62,10 +62,11 @@ def conform_array(program, value, shape, dtype, what):
     return array
 
 
-def collect_results(results, outputs, inputs, params, copy=np.array):
+def collect_results(results, outputs, inputs, params, copy=np.array, sizes=None):
     """{result node: array} from a call's output arrays {output node: array}, its inputs and
     params, per ProgramSpec.results (a value under two result ids becomes two arrays, made by
-    `copy`: a device-resident call's copies stay on the device)."""
+    `copy`: a device-resident call's copies stay on the device). A dynamic program's "sized
+    constant" (value, shape, dtype) is filled at the call's `sizes`."""
     result = {}
     for node, (kind, key) in results:
         if kind == "output":
@@ -76,6 +77,10 @@ def collect_results(results, outputs, inputs, params, copy=np.array):
             value = inputs[key]
         elif kind == "param":
             value = params[key]
+        elif kind == "sized constant":
+            from ember.ir.symbols import evaluate
+            filler, shape, dtype = key
+            value = np.full(evaluate(tuple(shape), sizes), evaluate(filler, sizes), dtype=dtype)
         else:
             value = copy(np.asarray(key))
         result[node] = value

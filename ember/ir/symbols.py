@@ -378,7 +378,7 @@ class SymbolTable:
                             for s, places in self.sources.items()}, dict(self.traced))
 
     @staticmethod
-    def of_inputs(graph):
+    def of_inputs(graph, missing_ok=False):
         """The table of a graph whose input shapes hold symbols but that has none (a backward
         program the autodiff pass split off): each symbol read where an input dim is c times it.
         None when the graph has no symbolic input; ValueError when a symbol cannot be read."""
@@ -399,7 +399,7 @@ class SymbolTable:
         if not wanted:
             return None
         missing = sorted(wanted - set(sources))
-        if missing:
+        if missing and not missing_ok:
             raise ValueError(f"{graph.name}: no input dim gives the size {', '.join(missing)}")
         return SymbolTable({name: sources[name] for name in sorted(sources)})
 
