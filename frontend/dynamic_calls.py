@@ -10,7 +10,7 @@ from ember.runtime import device_arrays
 from .dynamic_shapes import NotDynamic, restrict_to_read_inputs, symbolize
 from .segments import graph_structure
 from .tracer import _input_name
-from .watched_sizes import PLAIN_USES
+from .watched_sizes import PLAIN_USES, SizeInt
 
 DYNAMIC_BACKENDS = ("llvm", "interpret")  # the backends whose programs take sizes when they run
 
@@ -32,7 +32,7 @@ class DynamicCalls:
         dims = self._dynamic.learn(previous, signature, dict(flat), lambda path: _input_name(self.fn, path))
         return (base, dims) if dims else None
 
-    def _symbolize(self, graph, tracer, dynamic, signature, args, kwargs):
+    def _symbolize(self, graph, tracer, dynamic, signature, args, kwargs, result):
         """(the dynamic graph, signature) built from this trace and the base tree's, or (graph,
         the static signature) when they are not one program over symbolic sizes."""
         base, dims = dynamic
@@ -44,6 +44,10 @@ class DynamicCalls:
                 raise NotDynamic(f"the code at {line} uses the size {size} " + (
                     f"as a plain number ({other})" if op in PLAIN_USES else f"in a comparison with {other} ({op})")
                     + ", which could go another way at another size")
+            returned = _sizes_in(result)
+            if returned:
+                raise NotDynamic(f"the function returns the size {returned[0]} as a Python value (a compiled call "
+                                 f"would return the traced one)")
             facts = tracer.output_facts
             if facts["output_views"] or facts["views_of_outputs"]:
                 raise NotDynamic("the function returns a view (its shape is rebuilt from the traced sizes)")
@@ -70,9 +74,13 @@ class DynamicCalls:
 
     def _new_sizes(self, tree, flat):
         """Whether a dynamic tree not yet checked at a third size meets one now."""
+        return self._sizes_of(flat, tree.check_sizes[0]) not in tree.check_sizes[1]
+
+    @staticmethod
+    def _sizes_of(flat, dims):
+        """The sizes of `dims` ([(argument path, dim)]) in a call's tensors ([(path, tensor)])."""
         by_path = dict(flat)
-        key = tuple(by_path[path]._data.shape[dim] if path in by_path else None for path, dim in tree.check_sizes[0])
-        return key not in tree.check_sizes[1]
+        return tuple(by_path[path]._data.shape[dim] if path in by_path else None for path, dim in dims)
 
     def _verify_dynamic(self, tree, graph, tracer, signature, args, kwargs):
         """A dynamic program's fitted sizes hold at two sizes; this trace at a third must give
@@ -97,3 +105,14 @@ class DynamicCalls:
             self.report.dynamic_dims = self._dynamic.report_lines()
             self._cache.pop(signature, None)
             self._signatures = [s for s in self._signatures if s != signature]
+
+
+def _sizes_in(value):
+    """The watched sizes (SizeInt) in a function's result: ints, tuples, lists, dicts of them."""
+    if isinstance(value, SizeInt):
+        return [int.__int__(value)]
+    if isinstance(value, (tuple, list)):
+        return [size for v in value for size in _sizes_in(v)]
+    if isinstance(value, dict):
+        return [size for v in value.values() for size in _sizes_in(v)]
+    return []

@@ -5,6 +5,7 @@ guards, hand each new segment to a backend, run compiled segments on later calls
 between them, write mutations back. Never a silently wrong result: a changed signature or a new
 guard outcome traces again; past the recompile limit the function runs eagerly, with one warning
 that says why and how to fix it."""
+import threading
 import time
 import traceback
 import warnings
@@ -34,7 +35,7 @@ from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .tracer import Tracer, recording, module_state, external_names, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
-from .dynamic_shapes import DynamicDims
+from .dynamic_shapes import DYNAMIC, DynamicDims
 from .dynamic_calls import DynamicCalls
 from ember.ir.symbols import SizesDoNotFit, SymDim
 
@@ -58,6 +59,8 @@ class TraceTree:
         self.trace_graph = None  # the whole traced graph (unguarded traces): a dynamic program is built from two
         self.check_sizes = None  # a dynamic tree: (its dims, the sizes traced) until checked at a third size
         self.dynamic_graph = None  # a dynamic tree: its symbolic graph (what the check compares)
+        # a static program under a signature with dynamic dims: (those dims, the sizes it was traced at)
+        self.static_sizes = None
 
 
 class CompiledFunction(DynamicCalls):
@@ -67,6 +70,7 @@ class CompiledFunction(DynamicCalls):
                  dynamic=None):
         self.fn, self.fullgraph = fn, fullgraph
         self._dynamic = DynamicDims(dynamic)  # which argument dims are dynamic (frontend/dynamic_shapes.py)
+        self._lock = threading.RLock()
         self.module = module
         from ember.compiler import get_backend  # here: the compiler and llvmlite load on first compile, not at import
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
@@ -87,6 +91,10 @@ class CompiledFunction(DynamicCalls):
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *args, **kwargs):
+        with self._lock:  # (one call at a time: a program's arena, outputs and tree are shared by its calls)
+            return self._call(args, kwargs)
+
+    def _call(self, args, kwargs):
         self.report.calls += 1
         if self._eager or STATE.recorder is not None:
             # (called from code being traced: its ops become part of that trace, inlined, as
@@ -119,6 +127,11 @@ class CompiledFunction(DynamicCalls):
                 if tree is not None and not tree.unconfirmed:
                     return self._execute(signature, tree, args, kwargs, [t for _, t in flat])
             return self._trace(signature, args, kwargs, reason, None, dynamic=dynamic)
+        if tree.static_sizes is not None and self._sizes_of(flat, tree.static_sizes[0]) != tree.static_sizes[1]:
+            # a program traced at one size under a signature with dynamic dims (after a runtime
+            # scalar or another dim changed) meets another size: make it dynamic from the two
+            return self._trace(signature, args, kwargs, "dims dynamic before, traced again at one size: "
+                               "now at another", None, dynamic=(tree, tree.static_sizes[0]))
         if tree.unconfirmed:
             return self._trace(signature, args, kwargs, None, tree, confirming=True)
         if tree.check_sizes is not None and self._new_sizes(tree, flat):
@@ -320,7 +333,7 @@ class CompiledFunction(DynamicCalls):
         graph = tracer.finish([t for _, t in outputs], watched)
         traced_graph = graph
         if dynamic is not None:
-            graph, signature = self._symbolize(graph, tracer, dynamic, signature, args, kwargs)
+            graph, signature = self._symbolize(graph, tracer, dynamic, signature, args, kwargs, result)
             if graph is traced_graph:
                 dynamic = None
         pieces = split_trace(tracer, graph)
@@ -399,6 +412,11 @@ class CompiledFunction(DynamicCalls):
             self._cache[signature].trace_graph = dynamic[0].trace_graph
         else:
             self._cache[signature].trace_graph = traced_graph if len(pieces) == 1 else None
+        marked = [(part[1], d) for part in signature if part[0] == "tensor"
+                  for d, size in enumerate(part[2]) if size == DYNAMIC]
+        if marked and self._cache[signature].dynamic_graph is None:  # (static, under a dynamic signature)
+            self._cache[signature].static_sizes = (marked, self._sizes_of(flatten_tensors((args, kwargs), "args"),
+                                                                          marked))
         self._cache[signature].state_roots |= state_roots
         self._cache[signature].scalar_slots = scalar_slots
         self._cache[signature].scalar_values = dict(self._scalars.values)
