@@ -176,14 +176,15 @@ class Driver:
             if entry is None or not _is_description(entry.description) or "result_sources" not in entry.description:
                 return None
             planned = LazyPlanned(graph)
+            self.stats.cache_hits += 1  # (counted before loading: a target that cannot run it raises there)
             try:
                 runner = self.target.load(entry.payload, alias.description["kind"], entry.description, self.cache,
                                           graph, planned, lambda: lower(planned, self.target))
             except LoadRefused:
+                self.stats.cache_hits -= 1
                 return None
         runner.host_only_ops = entry.description.get("host_only", [])
         self.stats.compiles += 1
-        self.stats.cache_hits += 1
         self.stats.stage_seconds = dict(timer.seconds)
         if self.debug >= 1:
             self._print_compile(graph, entry.description, timer, True)

@@ -101,7 +101,7 @@ def test_the_driver_compiles_caches_and_loads_for_the_cpu_target(tmp_path):
     second = Driver(CpuTarget(), "llvm", str(tmp_path))
     got_again, _, _ = run_both(second, graph)
     assert second.stats.cache_hits == 1 and second.stats.llvm_compiles == 0
-    assert set(second.stats.stage_seconds) == {"simplify", "schedule", "fuse", "plan", "load"}
+    assert set(second.stats.stage_seconds) == {"load"}  # (found from the traced graph: no passes)
     np.testing.assert_array_equal(got_again[0], got[0])
     assert [k.kind for k in runner.prepared.kernels] == ["elementwise"]
 
