@@ -311,8 +311,8 @@ class CompiledFunction(DynamicCalls):
         watched_dims = dynamic[1] if dynamic is not None else ()
         if watched_dims:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
             by_path = dict(arg_tensors)
-            tracer.watch_sizes({int(by_path[path].shape[dim]): SymDim.symbol(f"d{k}")
-                                for k, (path, dim) in enumerate(watched_dims) if path in by_path})
+            tracer.size_symbols = {int(by_path[path].shape[dim]): SymDim.symbol(f"d{k}")
+                                   for k, (path, dim) in enumerate(watched_dims) if path in by_path}
         with self._scalars.substituted(tracer, args, kwargs) as (call_args, call_kwargs, scalar_slots, scalar_nodes):
             with recording(tracer):
                 result = plain_numbers(self.fn(*call_args, **call_kwargs))

@@ -70,7 +70,7 @@ class Tracer:
         self.externals = []  # (param name, tensor) for closed-over tensors
         self.external_names = {}  # id(tensor) -> readable name, from the traced function's globals
         self.rng_inputs = []  # seed inputs of random draws
-        self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (watch_sizes)
+        self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (frontend/watched_sizes.py)
         self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
         self.values = {}  # node id -> the eager value seen while tracing (gives gradient nodes values)
         self.placeholder_tensors = {}  # placeholder node id -> its tensor
@@ -90,12 +90,8 @@ class Tracer:
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
-    def watch_sizes(self, sizes):
-        """During this trace, shapes read from tensors give each size in `sizes` ({int: SymDim
-        placeholder}) as a SizeInt that records the comparisons made with it (frontend/dynamic_shapes.py)."""
-        self.size_symbols = dict(sizes)
-
     def watched_sizes(self, shape):
+        """`shape` with each size of `size_symbols` a SizeInt recording what the code does with it."""
         return tuple(SizeInt(d, self.size_symbols[d], self.size_tests) if d in self.size_symbols else d for d in shape)
 
     def add_input(self, tensor, name):
@@ -312,13 +308,11 @@ class Tracer:
             for i, t in enumerate(operands):
                 if inputs[i] in differentiable and (not t.requires_grad or t.grad_fn is None and id(t) not in self.known):
                     inputs[i] = self._stop_gradient(inputs[i])  # eager autograd has no path from here to the node's
-        with in_mode(None):  # the eager computation below must not re-enter the tracer
-            if self.size_symbols:  # (what numpy does with the sizes decides nothing about the program)
-                with unwatched_sizes():
-                    result = eager_bind(prim, operands, attrs)
-            else:
-                result = eager_bind(prim, operands, attrs)
-        if self.size_symbols:  # (the IR holds plain ints: frontend/dynamic_shapes.symbolize finds the sizes)
+        # (the eager computation must not re-enter the tracer; what numpy does with watched sizes
+        # decides nothing about the program, and the IR holds plain ints: symbolize finds the sizes)
+        with in_mode(None), unwatched_sizes():
+            result = eager_bind(prim, operands, attrs)
+        if self.size_symbols:
             attrs = plain_sizes(attrs)
         node = self.graph.add_node(prim.name, inputs, result._data.shape, result.dtype, attrs, self._name(prim),
                                    source=user_frame()[0])  # (provenance: the model line each node came from)

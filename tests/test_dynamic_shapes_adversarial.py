@@ -22,10 +22,11 @@ def _randn(rng, *shape):
 
 
 def _as_tuple(value):
-    return value if isinstance(value, tuple) else (value,)
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def _assert_same(got, want, rtol=1e-5, atol=1e-6, what=""):
+    assert len(_as_tuple(got)) == len(_as_tuple(want)), what
     for g, w in zip(_as_tuple(got), _as_tuple(want)):
         assert tuple(g.shape) == tuple(w.shape), f"{what}: shape {tuple(g.shape)} != eager {tuple(w.shape)}"
         assert g.dtype == w.dtype, f"{what}: dtype {g.dtype} != eager {w.dtype}"

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import ember
+from test_device_tensors import training_step
+from test_dynamic_shapes_adversarial import _assert_same
 
 F = ember.nn.functional
 nn = ember.nn
@@ -18,24 +20,6 @@ def _rng(seed=0):
 
 def _randn(rng, *shape, dtype=np.float32):
     return ember.tensor(rng.standard_normal(shape).astype(dtype))
-
-
-def _as_tuple(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-
-
-def _assert_same(got, want, rtol=1e-5, atol=1e-6, what=""):
-    got, want = _as_tuple(got), _as_tuple(want)
-    assert len(got) == len(want), what
-    for g, w in zip(got, want):
-        assert tuple(g.shape) == tuple(w.shape), f"{what}: shape {tuple(g.shape)} != eager {tuple(w.shape)}"
-        assert g.dtype == w.dtype, f"{what}: dtype {g.dtype} != eager {w.dtype}"
-        g, w = g.detach().numpy(), w.detach().numpy()
-        if np.issubdtype(w.dtype, np.floating):
-            np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol,
-                                       equal_nan=True, err_msg=what)
-        else:
-            np.testing.assert_array_equal(g, w, err_msg=what)
 
 
 def _run(fn, calls, rtol=1e-5, atol=1e-6, **compile_kw):
@@ -148,15 +132,7 @@ def test_sgd_lr_changed_after_the_batch_became_dynamic():
     b.load_state_dict(a.state_dict())
     oa, ob = ember.optim.SGD(a.parameters(), lr=0.1), ember.optim.SGD(b.parameters(), lr=0.1)
 
-    def step_for(model, opt):
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return step
-    compiled, eager, rng = ember.compile(step_for(a, oa)), step_for(b, ob), _rng(0)
+    compiled, eager, rng = ember.compile(training_step(a, oa)), training_step(b, ob), _rng(0)
     for i, (n, lr) in enumerate(((8, .1), (12, .1), (5, .1), (5, .05), (7, .05), (9, .05), (9, .025), (10, .025))):
         oa.param_groups[0]["lr"] = ob.param_groups[0]["lr"] = lr
         x, y = _randn(rng, n, 6), ember.tensor(rng.integers(0, 4, n))
@@ -296,15 +272,7 @@ def _lr_schedule_twins(sched):
             "steplr": lambda o: ember.optim.lr_scheduler.StepLR(o, 3, gamma=0.5)}[sched]
     sa, sb = make(oa), make(ob)
 
-    def step_for(model, opt):
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return step
-    compiled, eager, rng = ember.compile(step_for(a, oa)), step_for(b, ob), _rng(3)
+    compiled, eager, rng = ember.compile(training_step(a, oa)), training_step(b, ob), _rng(3)
     for i, n in enumerate((8, 8, 12, 5, 2, 33, 12, 7, 40, 3, 8, 9)):
         x, y = _randn(rng, n, 6), ember.tensor(rng.integers(0, 4, n))
         np.testing.assert_allclose(compiled(x, y).item(), eager(x, y).item(), rtol=1e-4, atol=1e-6, err_msg=f"step {i}")
