@@ -81,7 +81,7 @@ def build(program):
             return x.sum()
         if ending == "mean_batch":
             return x.mean(0)
-        return x
+        return x * 1.5  # (never a view of the input: a function returning one keeps static shapes)
     fn(ember.randn(3, width))  # (creates the weights: traces then read them as closed-over tensors)
     rng = None  # noqa: F841  (weight() keeps its cell: a numpy Generator is state ember cannot guard)
     return fn
@@ -101,7 +101,7 @@ def _close(got, want):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(programs(), st.lists(st.integers(2, 40), min_size=1, max_size=4))
 def test_the_interpreter_runs_a_symbolized_program_at_every_size(program, sizes):
     fn, width = build(program), program[0]
@@ -114,7 +114,7 @@ def test_the_interpreter_runs_a_symbolized_program_at_every_size(program, sizes)
         _close(got, fn(ember.tensor(x)).numpy())
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(programs(), st.lists(st.integers(2, 5000), min_size=1, max_size=5))
 def test_the_symbolic_memory_plan_never_overlaps(program, sizes):
     fn, width = build(program), program[0]
@@ -125,7 +125,7 @@ def test_the_symbolic_memory_plan_never_overlaps(program, sizes):
         assert placed.lower_bound_bytes <= placed.arena_bytes <= placed.naive_bytes
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(programs())
 def test_one_compiled_dynamic_program_serves_every_batch_size(program):
     fn, width = build(program), program[0]
