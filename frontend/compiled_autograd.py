@@ -183,7 +183,7 @@ def can_use_compiled_backward(segment):
     """One segment (no guards) with exactly one floating-point output (and, for a dynamic one,
     forward and backward programs its sizes let the compiler build: else its ops replay eagerly)."""
     graph = segment.graph
-    return (not segment.__dict__.get("replays_autograd") and segment.guard is None and len(segment.result_nodes) == 1
+    return (not segment.replays_autograd and segment.guard is None and len(segment.result_nodes) == 1
             and len(graph.outputs) >= 1
             and segment.result_nodes[0] in graph.outputs and graph.spec(segment.result_nodes[0]).dtype.is_floating_point)
 

@@ -95,7 +95,7 @@ class DynamicCalls:
             if graph_structure(again) != graph_structure(tree.dynamic_graph):
                 raise NotDynamic("the program traced at a third size differs (a size used in a way two traces "
                                  "cannot tell)")
-            self._dynamic.checked(tree.check_sizes[0], graph)
+            self._dynamic.checked(tree.check_sizes[0])
             self.report.dynamic_dims = self._dynamic.report_lines()
             tree.check_sizes = None
         except Exception as error:  # (NotDynamic, or a shape rule refusing the sizes)

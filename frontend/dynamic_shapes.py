@@ -15,7 +15,7 @@ constant that depends on the size, a shape rule the ranges cannot decide) raises
 import numpy as np
 
 from ember.ir import Graph
-from ember.ir.symbols import MIN_SIZE, SymDim, SymbolicDecision, SymbolTable, evaluate
+from ember.ir.symbols import MIN_SIZE, SymDim, SymbolicDecision, SymbolTable, evaluate, used_symbols
 from ember.ops import PRIMITIVES
 from .watched_sizes import SizeInt, plain_sizes
 
@@ -105,10 +105,7 @@ def restrict_to_read_inputs(graph):
     an unread or returned-as-is argument is not passed to it); NotDynamic when a symbol some
     shape holds is left without one. Symbols no shape holds are dropped."""
     read = {i for _, data in graph.nx.nodes(data=True) for i in data["inputs"]}
-    used = {name for node_id, data in graph.nx.nodes(data=True) if data["op"] != "input" or node_id in read
-            for d in data["shape"] if isinstance(d, SymDim) for name in d.symbols}
-    used |= {name for _, data in graph.nx.nodes(data=True) if data["op"] != "input"
-             for name in _symbols_in(data["attrs"])}
+    used = used_symbols(graph, skip={n for n in graph.inputs if n not in read})
     sources = {}
     for name, places in graph.symbols.sources.items():
         kept = [place for place in places if place[0] in read]
@@ -117,16 +114,6 @@ def restrict_to_read_inputs(graph):
         if name in used:
             sources[name] = kept
     graph.symbols = SymbolTable(sources, {k: v for k, v in graph.symbols.traced.items() if k in sources})
-
-
-def _symbols_in(value):
-    if isinstance(value, SymDim):
-        return set(value.symbols)
-    if isinstance(value, (tuple, list)):
-        return set().union(*[_symbols_in(v) for v in value]) if value else set()
-    if isinstance(value, dict):
-        return set().union(*[_symbols_in(v) for v in value.values()]) if value else set()
-    return set()
 
 
 def _same_frame(old, new):
@@ -238,7 +225,6 @@ class DynamicDims:
         self.dims = {}  # (argument path, dim) -> why it is dynamic
         self.static = {}  # (argument path, dim) -> why it stays static
         self.sizes = {}  # (argument path, dim) -> (earlier size, later size) when it became dynamic
-        self.notes = []  # reasons that hold for every dim
 
     def rewrite(self, parts):
         """Signature parts with each dynamic dim of size >= 2 replaced by DYNAMIC."""
@@ -282,12 +268,7 @@ class DynamicDims:
             self.dims[(path, d)] = f"dim {d} of {name_of(path)}: changed {x} -> {y} ({how})"
         return [(path, d) for path, d, _, _ in wanted]
 
-    def note(self, line):
-        """A reason that applies to every dim (said once)."""
-        if line not in self.notes:
-            self.notes.append(line)
-
-    def checked(self, dims, graph):
+    def checked(self, dims):
         """The dims' program was traced again at a third size and is the same: say so."""
         for path, d in dims:
             if (path, d) in self.dims:
@@ -309,7 +290,7 @@ class DynamicDims:
             self.dims.pop(key, None)
 
     def report_lines(self):
-        return list(self.dims.values()) + list(self.static.values()) + self.notes
+        return list(self.dims.values()) + list(self.static.values())
 
 
 def mark_dynamic(tensor, dim):

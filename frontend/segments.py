@@ -39,6 +39,7 @@ class Segment:
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
         self.externals = {}  # param name -> weakref of a closed-over tensor
         self._adoptable = None  # see adoptable_mutations
+        self.replays_autograd = False  # a dynamic segment whose compiled backward could not be built
         self._handed_out = None  # see returned_or_written
         self._params_read_later = None  # see run
         self.rng_inputs = [n for n in graph.inputs if graph.node(n).attrs.get("rng")]

@@ -5,7 +5,6 @@ ranges do not decide, or a use ember cannot follow (`int(n)`, `n / 2`, `str(n)`)
 as a test that keeps the dims static (frontend/jit.py checks the trace's tests)."""
 import os
 import sys
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -236,14 +235,23 @@ def plain_sizes(value):
 _PAUSED = [0]  # while a check only validates (strict mode's shape rules), comparisons are not tests
 
 
-@contextmanager
-def unwatched_sizes():
-    """Comparisons of watched sizes inside are not tests: for code that checks, not decides."""
-    _PAUSED[0] += 1
-    try:
-        yield
-    finally:
+class _Unwatched:
+    """`with unwatched_sizes():` comparisons of watched sizes inside are not tests: for code that
+    checks, not decides, and for every op's numpy computation while tracing (a class, not a
+    generator: the tracer enters it once per op)."""
+
+    def __enter__(self):
+        _PAUSED[0] += 1
+
+    def __exit__(self, *error):
         _PAUSED[0] -= 1
+
+
+_UNWATCHED = _Unwatched()
+
+
+def unwatched_sizes():
+    return _UNWATCHED
 
 
 _EMBER_FOLDERS = None

@@ -10,7 +10,7 @@ activations, chosen explicitly) and a backward program that starts from them.
 from dataclasses import dataclass, field
 
 from ember.ir import Graph
-from ember.ir.symbols import SymDim, SymbolTable
+from ember.ir.symbols import SymDim, SymbolTable, used_symbols
 from ember.ops import PRIMITIVES, Spec
 from ember.ops.registry import in_mode
 
@@ -180,29 +180,15 @@ def _size_carriers(graph, backward):
     if graph.symbols is None:
         return {}
     table = SymbolTable.of_inputs(backward, missing_ok=True) or SymbolTable({})
+    used = used_symbols(backward)
     carriers = {}
     for name in graph.symbols.sources:
-        if name not in table.sources and _uses(backward, name):
+        if name not in table.sources and name in used:
             node = backward.add_input((SymDim.symbol(name),), "int8", f"size_{name}", size_of=name)
             table.sources[name] = [(node, 0)]
             carriers[node] = name
     backward.symbols = table
     return carriers
-
-
-def _uses(graph, name):
-    return any(isinstance(d, SymDim) and name in d.symbols for _, data in graph.nx.nodes(data=True)
-               for d in data["shape"]) or any(name in _symbols_of(data["attrs"]) for _, data in graph.nx.nodes(data=True))
-
-
-def _symbols_of(value):
-    if isinstance(value, SymDim):
-        return set(value.symbols)
-    if isinstance(value, (tuple, list)):
-        return set().union(set(), *[_symbols_of(v) for v in value])
-    if isinstance(value, dict):
-        return set().union(set(), *[_symbols_of(v) for v in value.values()])
-    return set()
 
 
 def _backward_region(graph, seeds, grads):

@@ -195,21 +195,10 @@ class SymbolicMemoryPlan:
             self.at({name: size for name in self.symbols})
         return self
 
-    @property
-    def buffers(self):
-        return self.sample().buffers
-
-    @property
-    def arena_bytes(self):
-        return self.sample().arena_bytes
-
-    @property
-    def lower_bound_bytes(self):
-        return self.sample().lower_bound_bytes
-
-    @property
-    def naive_bytes(self):
-        return self.sample().naive_bytes
+    def __getattr__(self, name):  # (buffers, arena_bytes, lower_bound_bytes, naive_bytes: the sampled plan's)
+        if name in ("buffers", "arena_bytes", "lower_bound_bytes", "naive_bytes"):
+            return getattr(self.sample(), name)
+        raise AttributeError(name)
 
     def describe(self):
         """The plan at a few sizes (every symbol at once), each against its lower bound."""

@@ -203,7 +203,7 @@ def test_a_dynamic_forward_called_with_autograd_gets_a_compiled_dynamic_backward
     from ember.frontend.segments import walk_segments
     dynamic = [s for tree in compiled._compiled._cache.values() for s in walk_segments(tree.root)
                if s.graph.symbols is not None]
-    assert dynamic and not any(s.__dict__.get("replays_autograd") for s in dynamic)  # compiled, not replayed
+    assert dynamic and not any(s.replays_autograd for s in dynamic)  # compiled, not replayed
 
 
 def test_dynamic_false_and_mark_static_keep_shapes_static():

@@ -264,6 +264,23 @@ def has_symbols(value):
     return False
 
 
+def symbols_in(value):
+    """The names of the symbols in a shape, attribute or nested tuple/list/dict."""
+    if isinstance(value, SymDim):
+        return set(value.symbols)
+    if isinstance(value, (tuple, list)):
+        return set().union(*map(symbols_in, value))
+    if isinstance(value, dict):
+        return set().union(*map(symbols_in, value.values()))
+    return set()
+
+
+def used_symbols(graph, skip=()):
+    """The symbols in the shapes and attributes of a graph's nodes (but those in `skip`)."""
+    return set().union(*(symbols_in((data["shape"], data["attrs"])) for node_id, data in graph.nx.nodes(data=True)
+                         if node_id not in skip))
+
+
 def evaluate(value, sizes):
     """`value` (an int, SymDim, or tuple/list/dict of them) with every symbol replaced by its
     size in `sizes` ({name: int})."""
