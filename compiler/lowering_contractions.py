@@ -228,6 +228,8 @@ class ContractionLowering:
                                        L.View(out_slot, L.iadd(0), n, 1)))
             return
         bidx, loops = self.loop_nest(tuple(batch), prefix="b")
+        if loops and self.library.gemm_runs_alone(*hint((m, n, k))):  # (attention's per-head products)
+            loops[0].parallel = True
         a_batch = broadcast_index(tuple(bidx) + (None,), a.shape[:-1], node.shape[:-1])[:-1]
         b_batch = broadcast_index(tuple(bidx) + (None,), b.shape[:-1], node.shape[:-1])[:-1]
         a_at = L.iadd(a_off, *[L.imul(i, s) for i, s in zip(a_batch, a_strides)])

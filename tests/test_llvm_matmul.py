@@ -124,6 +124,48 @@ def test_sgemm_threads_agree_with_numpy(sgemm, m, n, k, threads):
     assert_close(sgemm(a, b, c.copy(), beta=1.0, threads=threads), expected(a, b, c, 1.0), k)
 
 
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_sgemm_packs_a_large_a_and_reads_a_small_one_in_place(sgemm, transpose_a, transpose_b, threads):
+    # A of more than DIRECT_A_FLOATS elements is packed in blocks; a smaller one is read
+    # through its strides (rows past the last tile's clamped): both, with every layout
+    rng = np.random.default_rng(8)
+    large = llvm_matmul.DIRECT_A_FLOATS // 400 + 13
+    for m, n, k in [(large, 70, 400), (large, 33, 401), (37, 70, 400), (9, 129, 17)]:
+        a, b = operands(rng, m, n, k)
+        a_view = np.ascontiguousarray(a.T).T if transpose_a else a
+        b_view = np.ascontiguousarray(b.T).T if transpose_b else b
+        c = rng.standard_normal((m, n)).astype(np.float32)
+        got = sgemm(a_view, b_view, c.copy(), beta=0.5, threads=threads)
+        assert_close(got, expected(a, b, c, 0.5), k)
+
+
+def test_sgemm_random_shapes_strides_and_threads(sgemm):
+    # transposed B panels are packed through in-register transposes of 16 x 16 blocks (whole
+    # panels, whole blocks of k) and element by element elsewhere: random edges of both
+    rng = np.random.default_rng(9)
+    for _ in range(60):
+        m, n, k = (int(v) for v in rng.integers(1, 90, size=3))
+        a, b = operands(rng, m, n, k)
+        a_view, b_view = _strided_copy(a, rng), _strided_copy(b, rng)
+        beta = float(rng.choice([0.0, 1.0, -0.5]))
+        c = rng.standard_normal((m, n)).astype(np.float32)
+        got = sgemm(a_view, b_view, c.copy() if beta else np.full_like(c, np.nan), beta=beta,
+                    threads=int(rng.integers(1, 4)))
+        assert_close(got, expected(a, b, c, beta), k)
+
+
+def _strided_copy(x, rng):
+    """x as a view of a larger buffer: row- or column-major storage, elements 1 or 2 apart."""
+    step = int(rng.integers(1, 3))
+    transposed = rng.random() < 0.5
+    stored = x.T if transposed else x
+    buffer = np.zeros((stored.shape[0], stored.shape[1] * step), np.float32)
+    buffer[:, ::step] = stored
+    view = buffer[:, ::step]
+    return view.T if transposed else view
+
+
 def test_sgemm_blocks_larger_than_kc_and_nc():
     # small cache blocks so several jc/pc/ic blocks and edge blocks appear on small shapes
     geometry = llvm_matmul.SgemmGeometry(lanes=8, mr=6, nr=16, mc=12, kc=16, nc=32)

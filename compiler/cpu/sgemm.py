@@ -72,7 +72,7 @@ def default_num_threads():
 
 # ----------------------------------------------------------------------------- microkernel
 
-def define_microkernel(module, g, indirect=False):
+def define_microkernel(module, g, indirect=False, strided_a=False):
     """void kernel(i64 kc, f32* a, f32* b, f32* c, i64 ldc, i64 mr, i64 nr, f32 beta)
 
     C[r, j] = beta * C[r, j] + sum_k a[k*MR + r] * b[k*NR + j] for r < mr, j < nr over
@@ -82,18 +82,24 @@ def define_microkernel(module, g, indirect=False):
     indirect=True adds a last argument `i32* offsets` and reads row k of B at
     b + offsets[k] instead (NR floats from there, any alignment): direct convolution reads
     its B rows straight out of a padded image this way (conv_direct.py).
+
+    strided_a=True adds `i64 rsa, i64 csa` and reads A unpacked: a[r*rsa + k*csa] (rows past
+    mr read row mr - 1, whose products are never stored). Small matmuls skip packing A this way.
     """
-    name = f"ember_sgemm_kernel_{g.name}" + ("_indirect" if indirect else "")
+    assert not (indirect and strided_a)
+    name = f"ember_sgemm_kernel_{g.name}" + ("_indirect" if indirect else "") + ("_strided_a" if strided_a else "")
     if name in module.globals:
         return module.globals[name]
     vector = ir.VectorType(F32, g.lanes)
     vectors_per_row = g.nr // g.lanes
-    arguments = [I64, F32_PTR, F32_PTR, F32_PTR, I64, I64, I64, F32] + ([I32.as_pointer()] if indirect else [])
+    arguments = [I64, F32_PTR, F32_PTR, F32_PTR, I64, I64, I64, F32] + ([I32.as_pointer()] if indirect else []) \
+        + ([I64, I64] if strided_a else [])
     fn = ir.Function(module, ir.FunctionType(VOID, arguments), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     kc, a, b, c, ldc, mr, nr, beta = fn.args[:8]
     offsets = fn.args[8] if indirect else None
+    rsa, csa = fn.args[8:10] if strided_a else (None, None)
     for pointer in (a, c):
         pointer.add_attribute("noalias")
     fma = declare(module, f"llvm.fma.v{g.lanes}f32", vector, [vector] * 3)
@@ -110,6 +116,9 @@ def define_microkernel(module, g, indirect=False):
             address = builder.bitcast(builder.gep(row, [i64(line)]), I8_PTR)
             builder.call(prefetch, [address, i32(1), i32(3), i32(1)])
     zero = ir.Constant(vector, [0.0] * g.lanes)
+    if strided_a:  # each row's start, rows past mr clamped to the last one
+        last_row = builder.sub(mr, i64(1))
+        a_rows = [builder.gep(a, [builder.mul(smin(builder, i64(r), last_row), rsa)]) for r in range(g.mr)]
     builder.branch(loop)
 
     builder.position_at_end(loop)
@@ -126,10 +135,15 @@ def define_microkernel(module, g, indirect=False):
         b_row = builder.gep(b, [builder.mul(k, i64(g.nr))])
     b_vectors = [builder.load(builder.bitcast(builder.gep(b_row, [i64(v * g.lanes)]), vector.as_pointer()),
                               align=4 if indirect else 4 * g.lanes) for v in range(vectors_per_row)]
-    a_column = builder.gep(a, [builder.mul(k, i64(g.mr))])
+    if strided_a:
+        a_step = builder.mul(k, csa)
+        a_pointers = [builder.gep(row, [a_step]) for row in a_rows]
+    else:
+        a_column = builder.gep(a, [builder.mul(k, i64(g.mr))])
+        a_pointers = [builder.gep(a_column, [i64(r)]) for r in range(g.mr)]
     updated = []
     for r in range(g.mr):
-        a_value = splat(builder, builder.load(builder.gep(a_column, [i64(r)])), g.lanes)
+        a_value = splat(builder, builder.load(a_pointers[r]), g.lanes)
         updated.append([builder.call(fma, [a_value, b_vectors[v], accumulators[r][v]])
                         for v in range(vectors_per_row)])
     following = builder.add(k, i64(1))
@@ -223,12 +237,44 @@ def _pack_panels(builder, extent, kc, source, extent_stride, k_stride, packed, w
                     with counted_loop(builder, 0, count, name="e") as e:
                         builder.store(builder.load(builder.gep(row, [e])), builder.gep(out, [e]))
             with along_k:
+                done = i64(0)
+                if lanes:  # full panels of a source running along k: transposed in registers
+                    done = _pack_transposed(builder, count, kc, origin, extent_stride, k_stride, panel, width, lanes)
                 with counted_loop(builder, 0, count, name="e") as e:
                     line = builder.gep(origin, [builder.mul(e, extent_stride)])
                     out = builder.gep(panel, [e])
-                    with counted_loop(builder, 0, kc, name="k") as k:
+                    with counted_loop(builder, done, kc, name="k") as k:
                         value = builder.load(builder.gep(line, [builder.mul(k, k_stride)]))
                         builder.store(value, builder.gep(out, [builder.mul(k, i64(width))]))
+
+
+def _transpose(builder, vectors):
+    """The transpose of a square block held as len(vectors) vectors of as many lanes (a power
+    of two): log2(n) rounds of interleaving vector i with vector i + n/2."""
+    n = len(vectors)
+    low = ir.Constant(ir.VectorType(I32, n), [j // 2 + (j % 2) * n for j in range(n)])
+    high = ir.Constant(ir.VectorType(I32, n), [n // 2 + j // 2 + (j % 2) * n for j in range(n)])
+    for _ in range(n.bit_length() - 1):
+        pairs = [(vectors[i], vectors[i + n // 2]) for i in range(n // 2)]
+        vectors = [builder.shuffle_vector(x, y, mask) for x, y in pairs for mask in (low, high)]
+    return vectors
+
+
+def _pack_transposed(builder, count, kc, origin, extent_stride, k_stride, panel, width, lanes):
+    """The vector part of packing a full panel whose source runs along k (k_stride 1, a
+    transposed B such as a Linear layer's weight): lanes x lanes blocks loaded as rows of the
+    source and stored transposed. Returns how many k it packed (0 for other panels)."""
+    vector = ir.VectorType(F32, lanes)
+    fits = builder.and_(builder.icmp_signed("==", count, i64(width)), builder.icmp_signed("==", k_stride, i64(1)))
+    whole = builder.select(fits, builder.mul(builder.sdiv(kc, i64(lanes)), i64(lanes)), i64(0))
+    with counted_loop(builder, 0, whole, step=lanes, name="kt") as k:
+        for part in range(0, width, lanes):
+            rows = [builder.load(builder.bitcast(builder.gep(origin, [builder.add(
+                builder.mul(i64(part + e), extent_stride), k)]), vector.as_pointer()), align=4) for e in range(lanes)]
+            for step, column in enumerate(_transpose(builder, rows)):
+                out = builder.gep(panel, [builder.add(builder.mul(builder.add(k, i64(step)), i64(width)), i64(part))])
+                builder.store(column, builder.bitcast(out, vector.as_pointer()), align=4)
+    return whole
 
 
 def _define_pack_b(module, g):
@@ -266,6 +312,7 @@ _TASK_FIELDS = ("m", "n", "k", "a", "rsa", "csa", "b", "rsb", "csb", "c", "ldc",
 _TASK_TYPES = (I64, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, F32)
 TASK = ir.LiteralStructType(_TASK_TYPES)
 _STACK_PACKED_B_FLOATS = 16384  # 64 KiB: small problems pack B on the stack, larger ones malloc
+DIRECT_A_FLOATS = 512 * 512  # an A of at most this many elements (1 MiB) is read unpacked
 
 
 def _task_field(builder, task, name):
@@ -275,15 +322,20 @@ def _task_field(builder, task, name):
 
 def _define_slice(module, g):
     """void slice(task*, i32 t, i32 T): thread t of T computes its own part of C, start to end:
-    a range of B's NR-column panels (threads split N when N >= M or M has too few row blocks)
-    or of A's MC-row blocks, packing the A and B blocks it needs itself. No thread waits for
-    another inside the call (one parallel region per sgemm, no barriers: on a virtual machine
-    every wake-up of a sleeping thread costs tens of microseconds); the price is that threads
-    splitting M each pack the same B blocks."""
+    a range of B's NR-column panels (threads split N when N >= M or M has too few row tiles)
+    or an equal share of C's rows (in MR-row tiles), packing the B blocks it needs itself. No
+    thread waits for another inside the call (one parallel region per sgemm, no barriers: on a
+    virtual machine every wake-up of a sleeping thread costs tens of microseconds); the price
+    is that threads splitting M each pack the same B blocks.
+
+    A is packed in MC x KC blocks only when it is large (more than DIRECT_A_FLOATS): a smaller
+    A stays in the caches as it is, and the microkernel reads it through its strides (packing
+    it cost up to a third of a 512 x 512 x 128 product)."""
     name = f"ember_sgemm_slice_{g.name}"
     if name in module.globals:
         return module.globals[name]
     kernel, pack_a, pack_b = define_microkernel(module, g), _define_pack_a(module, g), _define_pack_b(module, g)
+    direct_kernel = define_microkernel(module, g, strided_a=True)
     fn = ir.Function(module, ir.FunctionType(VOID, [TASK.as_pointer(), I32, I32]), name=name)
     fn.linkage = "internal"
     task, thread, threads = fn.args
@@ -296,18 +348,20 @@ def _define_slice(module, g):
     def share(total, part, parts):
         return builder.sdiv(builder.mul(total, part), parts)
 
-    row_blocks = ceil_div(builder, m, i64(g.mc))
+    row_tiles = ceil_div(builder, m, i64(g.mr))
     panels = ceil_div(builder, n, i64(g.nr))
-    split_n = builder.or_(builder.icmp_signed(">=", n, m), builder.icmp_signed("<", row_blocks, count))
+    split_n = builder.or_(builder.icmp_signed(">=", n, m), builder.icmp_signed("<", row_tiles, count))
     threads_n = builder.select(split_n, smin(builder, count, panels), i64(1))
-    threads_m = smin(builder, builder.sdiv(count, threads_n), row_blocks)
+    threads_m = smin(builder, builder.sdiv(count, threads_n), row_tiles)
     threads_n = smin(builder, builder.sdiv(count, threads_m), panels)
     with builder.if_then(builder.icmp_signed(">=", t, builder.mul(threads_m, threads_n))):
         builder.ret_void()
     t_m, t_n = builder.srem(t, threads_m), builder.sdiv(t, threads_m)
-    first_block, end_block = share(row_blocks, t_m, threads_m), share(row_blocks, builder.add(t_m, i64(1)), threads_m)
+    first_row = builder.mul(share(row_tiles, t_m, threads_m), i64(g.mr))
+    end_row = smin(builder, builder.mul(share(row_tiles, builder.add(t_m, i64(1)), threads_m), i64(g.mr)), m)
     first_column = builder.mul(share(panels, t_n, threads_n), i64(g.nr))
     end_column = smin(builder, builder.mul(share(panels, builder.add(t_n, i64(1)), threads_n), i64(g.nr)), n)
+    direct_a = builder.icmp_signed("<=", builder.mul(m, k), i64(DIRECT_A_FLOATS))
 
     # this thread's packed B block: on the stack when it fits
     widest = smin(builder, i64(g.nc), builder.mul(ceil_div(builder, builder.sub(end_column, first_column),
@@ -332,20 +386,25 @@ def _define_slice(module, g):
             beta_block = builder.select(builder.icmp_signed("==", pc, i64(0)), beta, f32(1.0))
             source = builder.gep(b, [builder.add(builder.mul(pc, rsb), builder.mul(jc, csb))])
             builder.call(pack_b, [kc, nc, source, rsb, csb, packed_b])
-            with counted_loop(builder, first_block, end_block, name="block") as block:
-                ic = builder.mul(block, i64(g.mc))
-                mc = smin(builder, i64(g.mc), builder.sub(m, ic))
+            with counted_loop(builder, first_row, end_row, step=g.mc, name="block") as ic:
+                mc = smin(builder, i64(g.mc), builder.sub(end_row, ic))
                 a_block = builder.gep(a, [builder.add(builder.mul(ic, rsa), builder.mul(pc, csa))])
-                builder.call(pack_a, [mc, kc, a_block, rsa, csa, packed_a])
+                with builder.if_then(builder.not_(direct_a)):
+                    builder.call(pack_a, [mc, kc, a_block, rsa, csa, packed_a])
                 with counted_loop(builder, 0, nc, step=g.nr, name="panel") as column:
                     nr = smin(builder, i64(g.nr), builder.sub(nc, column))
                     b_panel = builder.gep(packed_b, [builder.mul(column, kc)])
                     c_panel = builder.gep(c, [builder.add(builder.mul(ic, ldc), builder.add(jc, column))])
                     with counted_loop(builder, 0, mc, step=g.mr, name="ir") as ir_:
                         mr = smin(builder, i64(g.mr), builder.sub(mc, ir_))
-                        builder.call(kernel, [kc, builder.gep(packed_a, [builder.mul(ir_, kc)]), b_panel,
-                                              builder.gep(c_panel, [builder.mul(ir_, ldc)]), ldc, mr, nr,
-                                              beta_block])
+                        c_tile = builder.gep(c_panel, [builder.mul(ir_, ldc)])
+                        with builder.if_else(direct_a) as (unpacked, packed):
+                            with unpacked:
+                                builder.call(direct_kernel, [kc, builder.gep(a_block, [builder.mul(ir_, rsa)]),
+                                                             b_panel, c_tile, ldc, mr, nr, beta_block, rsa, csa])
+                            with packed:
+                                builder.call(kernel, [kc, builder.gep(packed_a, [builder.mul(ir_, kc)]), b_panel,
+                                                      c_tile, ldc, mr, nr, beta_block])
     with builder.if_then(on_heap):
         builder.call(free, [builder.bitcast(packed_b, I8_PTR)])
     builder.ret_void()
