@@ -358,6 +358,10 @@ def ifloordiv(e, c):
         r, c = affine({a: v // g for a, v in terms.items()}, k // g), c // g
     if r.op == "floordiv":  # (x // a) // b == x // (a*b)
         return iadd(q, ifloordiv(r.args[0], r.attr * c))
+    coarse = _coarse_part(r, c)
+    if coarse is not None:  # r = g*Q + R with 0 <= R < g and g | c: r // c == Q // (c/g)
+        g, q_part, _ = coarse
+        return iadd(q, ifloordiv(q_part, c // g))
     lo = r.lo // c if r.lo is not None else None
     hi = r.hi // c if r.hi is not None else None
     return iadd(q, Expr("floordiv", (r,), c, INDEX, lo, hi))
@@ -375,7 +379,23 @@ def imod(e, c):
     _, r = _split(e, c)
     if r.lo is not None and r.hi is not None and r.lo // c == r.hi // c:
         return iadd(r, -c * (r.lo // c))
+    coarse = _coarse_part(r, c)
+    if coarse is not None:  # r = g*Q + R with 0 <= R < g and g | c: r % c == g*(Q % (c/g)) + R
+        g, q_part, r_part = coarse
+        return iadd(imul(imod(q_part, c // g), g), r_part)
     return Expr("mod", (r,), c, INDEX, 0, c - 1)
+
+
+def _coarse_part(e, c):
+    """(g, Q, R) with e = g*Q + R, 1 < g < c dividing c and R provably in [0, g): the index of a
+    row-major flatten (i + 512*j) split back at a multiple of its row (// 32768), else None."""
+    terms, k = terms_of(e)
+    for g in sorted({abs(v) for v in terms.values() if abs(v) > 1 and c % abs(v) == 0}, reverse=True):
+        kq, kr = divmod(k, g)
+        rest = affine({a: v for a, v in terms.items() if v % g}, kr)
+        if rest.lo is not None and rest.hi is not None and rest.lo >= 0 and rest.hi < g:
+            return g, affine({a: v // g for a, v in terms.items() if v % g == 0}, kq), rest
+    return None
 
 
 def _divide_by_size(e, d, how):

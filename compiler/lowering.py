@@ -161,6 +161,10 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
             value = L.cast(self.value(other, other_idx, scope), self.slots[other_slot].dtype)
             stores.append(L.Store(other_slot, flat, value))
         value = L.cast(self.value(node_id, target, scope), self.slots[slot].dtype)
+        if loops and not stores and value.op == "load" and value.attr == slot and value.args[0] == flat \
+                and not any(not isinstance(s, L.Loop) for s in L.walk_statements(loops)):
+            body.remove(loops[0])  # (the value is already in place: a product computed transposed)
+            return
         for store in stores + [L.Store(slot, flat, value)]:
             scope.append(store)
 
