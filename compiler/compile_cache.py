@@ -84,6 +84,27 @@ def code_generator_sources(root=CODE_GENERATOR_ROOT):
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def graph_rewriter_sources(packages=("ember.ir", "ember.ops", "ember.passes")):
+    """SHA-256 (hex) over the names and source bytes of every module in `packages`: the code
+    that turns a traced graph into the planned one (read once per process). A program found
+    by its traced graph alone (a warm compile skips the passes) is keyed with it, so a
+    changed pass or rule never brings back a program the old passes planned."""
+    import importlib
+    import ember
+    top = os.path.dirname(os.path.dirname(os.path.abspath(ember.__file__)))
+    digest = hashlib.sha256()
+    for package in packages:
+        folder = os.path.dirname(os.path.abspath(importlib.import_module(package).__file__))
+        for base, _, files in sorted(os.walk(folder)):
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(base, name)
+                for part in (os.path.relpath(path, top).encode(), _read_source(path)):
+                    digest.update(len(part).to_bytes(8, "little"))
+                    digest.update(part)
+    return digest.hexdigest()
+
+
 def _scan(root):
     """{module name: (path, source bytes)} for `code_generator_modules`, sorted by name."""
     top = root.split(".")[0]

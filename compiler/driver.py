@@ -162,7 +162,7 @@ class Driver:
             return None
         import ember
         return compile_cache.cache_key("traced", graph.to_json(), self.target.key(), ember.__version__,
-                                       compile_cache.code_generator_sources())
+                                       compile_cache.code_generator_sources(), compile_cache.graph_rewriter_sources())
 
     def _load_traced(self, traced_key, graph, timer):
         """The runner of a program compiled before from this very traced graph, without running

@@ -62,6 +62,9 @@ INDEX_MAP_MOVEMENT = frozenset({"reshape", "permute", "broadcast_to", "slice", "
 # bijective movement ops allowed on an anchored group's spine
 SPINE_MOVEMENT = frozenset({"reshape", "permute"})
 RECOMPUTE_MAX_OPS = 8
+# elementwise ops whose inlined math costs tens of vector operations: never recomputed in a
+# second kernel (GELU's erf in its backward); stored once by the first kernel that needs them
+COSTLY_OPS = frozenset({"erf", "erfc", "erfinv", "atan", "atan2", "asin", "acos"})
 RECOMPUTE_MAX_NODES = 16
 NAME_MAX_OPS = 4
 
@@ -230,6 +233,7 @@ class _Partitioner:
 
     def run(self):
         order = [n.id for n in self.graph.nodes()]
+        self.position = {n: i for i, n in enumerate(order)}  # (kernels run in the order of their roots)
         self._grow_anchors(order)
         for node_id in reversed(order):
             if node_id not in self.draft_of and not is_external(self.graph.node(node_id)):
@@ -281,20 +285,51 @@ class _Partitioner:
                 self.new_draft(node_id)
         elif len(consumers) == 1:
             self.join(consumers[0], node_id)
-        elif self._cheap_to_recompute(node_id):
+        elif self._recompute_tree(node_id)[0]:
             self.join(consumers[0], node_id)
             for draft in consumers[1:]:
                 self.join(draft, self._clone_for(draft, node_id))
         else:
-            self.new_draft(node_id)
+            first = self._first_consumer(node_id, consumers)
+            if first is not None:  # stored beside the first consumer's root, read by the others
+                self.join(first, node_id)
+                first.extra_outputs.add(node_id)
+            else:
+                self.new_draft(node_id)
 
-    def _cheap_to_recompute(self, node_id):
-        """The cost rule: the recompute tree has at most RECOMPUTE_MAX_OPS elementwise ops and
-        RECOMPUTE_MAX_NODES nodes. It stops at values that are or will be materialised:
-        externals, required nodes, non-pointwise nodes and already placed producers (placed
-        before their users only by `_grow_anchors`, so read from outside only as roots)."""
+    def _first_consumer(self, node_id, consumers):
+        """A consuming draft that can compute a costly node once and store it at its root index
+        for the others: one that runs before them (kernels run in the order of their roots) and
+        depends on none of them. None where there is no such draft or the node is cheap enough
+        to materialise on its own (recomputation was refused for size, not cost)."""
         graph = self.graph
-        ops = nodes = 0
+        if not self._recompute_tree(node_id)[1]:
+            return None
+        for draft in consumers:
+            if not self.accepts(draft, node_id) or not self.at_root_index(draft, node_id) \
+                    or any(self.position[d.root] < self.position[draft.root] for d in consumers if d is not draft):
+                continue
+            others = set().union(*(d.members for d in consumers if d is not draft))
+            seen, stack = set(), list(draft.members)
+            while stack:  # the ancestors of the draft's members: none may be another consumer's
+                current = stack.pop()
+                for producer in graph.node(current).inputs:
+                    if producer not in seen and producer != node_id:
+                        seen.add(producer)
+                        stack.append(producer)
+            if not seen & others:
+                return draft
+        return None
+
+    def _recompute_tree(self, node_id):
+        """(cheap, costly): the cost rule, whether the recompute tree has at most
+        RECOMPUTE_MAX_OPS elementwise ops, RECOMPUTE_MAX_NODES nodes and none of COSTLY_OPS;
+        and whether it has one of COSTLY_OPS. The tree stops at values that are or will be
+        materialised: externals, required nodes, non-pointwise nodes and already placed
+        producers (placed before their users only by `_grow_anchors`, so read from outside
+        only as roots)."""
+        graph = self.graph
+        ops = nodes = costly = 0
         seen, stack = set(), [node_id]
         while stack:
             current = stack.pop()
@@ -307,8 +342,9 @@ class _Partitioner:
                 continue
             nodes += 1
             ops += op_kind(node) == "elementwise"
+            costly += node.op in COSTLY_OPS
             stack.extend(node.inputs)
-        return ops <= RECOMPUTE_MAX_OPS and nodes <= RECOMPUTE_MAX_NODES
+        return ops <= RECOMPUTE_MAX_OPS and nodes <= RECOMPUTE_MAX_NODES and not costly, bool(costly)
 
     def _clone_for(self, draft, node_id):
         """A copy of `node_id` that the members of `draft` read instead of the original."""
@@ -487,9 +523,11 @@ def check_fusion(graph, fusion):
                     f"{where}: reads %{source} before any earlier group wrote it"
             if n != group.root:
                 outside = [u for u in graph.users(n) if u not in members]
-                assert not outside, f"{where}: interior %{n} is read outside the group by %{outside[0]}"
-                assert (n in required) == (n in group.outputs), \
-                    f"{where}: %{n} is an output/mutation/guard exactly when it is a group output"
+                assert not outside or n in group.outputs, \
+                    f"{where}: interior %{n} is read outside the group by %{outside[0]}"
+                assert (n in required or bool(outside)) == (n in group.outputs), \
+                    f"{where}: %{n} is a group output exactly when it is an output/mutation/guard or read by " \
+                    f"another kernel (a costly value stored once)"
                 if n in group.outputs:
                     assert n in at_root_index(graph, group), \
                         f"{where}: extra output %{n} is not at the root's flat index"
@@ -499,7 +537,7 @@ def check_fusion(graph, fusion):
         assert len(anchors) <= 1, f"{where}: several anchors {anchors}"
         if anchors:
             _check_anchored(graph, group, anchors[0], where)
-        produced.add(group.root)
+        produced.update(group.outputs)
     missing = [n.id for n in graph.nodes() if not is_external(n) and n.id not in seen]
     assert not missing, f"{graph.name}: nodes {missing} belong to no group"
     assert fusion.group_of == seen, f"{graph.name}: group_of disagrees with the groups"

@@ -82,6 +82,22 @@ def test_a_program_is_cached_as_a_shared_library_that_a_second_backend_loads(tmp
     assert [k.kind for k in runner.prepared.kernels] == ["elementwise"]  # lowered again when asked
 
 
+def test_changed_passes_are_never_skipped_by_the_traced_graph_entry(tmp_path, monkeypatch):
+    # the traced-graph entry skips the passes: their source is in its key, so a program the
+    # old passes planned is not found from the traced graph once they change
+    graph = chain_graph()
+    LLVMBackend(cache_dir=str(tmp_path)).compile(graph)
+    monkeypatch.setattr(compile_cache, "graph_rewriter_sources", lambda: "other passes")
+    second = LLVMBackend(cache_dir=str(tmp_path))
+    run_chain(second.compile(graph), graph)
+    assert "simplify" in second.stats.stage_seconds  # the passes ran
+
+
+def test_graph_rewriter_sources_hash_the_passes_package_too():
+    key = compile_cache.graph_rewriter_sources()
+    assert len(key) == 64 and compile_cache.graph_rewriter_sources.__wrapped__(("ember.ir", "ember.ops")) != key
+
+
 def test_a_truncated_shared_library_is_rebuilt_not_loaded(tmp_path):
     if linker.c_compiler() is None:
         pytest.skip("no C compiler")

@@ -158,6 +158,32 @@ def test_a_cheap_shared_producer_is_recomputed_and_an_expensive_one_materialised
     assert fusion.kernel_count == 3 and not clones
 
 
+def test_a_costly_shared_producer_is_computed_once_beside_a_consumer_that_others_read():
+    # erf costs tens of vector ops: never recomputed (GELU's backward reads the forward's)
+    def fn(x, first):
+        e = (x * 0.7).erf()
+        y = e * x if first else None
+        total = e.sum(dim=1, keepdim=True)
+        return (y, total) if first else (total, e * x)
+
+    x = ember.randn(8, 5)
+    for first, kernels in ((True, 2), (False, 3)):
+        graph = ember.trace(lambda x: fn(x, first), x)
+        expected = run_graph(graph, [x.numpy()])
+        before = set(graph.nx.nodes)
+        fusion = fused(graph)
+        assert set(graph.nx.nodes) == before and fusion.kernel_count == kernels  # no clone
+        (erf,) = [n for n in graph.nx.nodes if graph.node(n).op == "erf"]
+        holder = fusion.groups[fusion.group_of[erf]]
+        if first:  # stored by the elementwise kernel, which runs first; the reduction reads it
+            assert erf in holder.outputs and ops_of(graph, holder)[-1] == "mul"
+        else:  # the reduction runs first and cannot store it (another index): a kernel of its own
+            assert holder.root == erf
+        got = run_graph(graph, [x.numpy()])
+        for out in graph.outputs:
+            np.testing.assert_array_equal(got[out], expected[out])
+
+
 def test_guard_nodes_and_mutation_sources_are_group_outputs():
     def fn(x, buf):
         y = (x * 2).exp()

@@ -62,6 +62,26 @@ def test_gpt_trains_with_equal_losses_eagerly_and_compiled(library_blocks):
     assert losses[False][-1] < losses[False][0]
 
 
+def test_the_benchmark_gpt_trains_20_steps_compiled_as_eagerly():
+    # benchmarks/transformer.py's small GPT (4 layers, 4 heads, 128 wide, block 64, batch 8;
+    # AdamW with decay groups, clipping): losses and final weights, compiled against eager
+    from transformer import build
+    results = {}
+    for compiled in (False, True):
+        model, _, step = build(torch, "small")
+        run = torch.compile(step) if compiled else step
+        batches = gpt_batches(count=2, batch=8, block=64, vocab=65, seed=1) * 10  # (two batches, learnt)
+        losses = [run(x, y).item() for x, y in batches]
+        results[compiled] = losses, [p.detach().numpy().copy() for p in model.parameters()]
+    (eager_losses, eager_weights), (compiled_losses, compiled_weights) = results[False], results[True]
+    np.testing.assert_allclose(compiled_losses, eager_losses, rtol=2e-4)
+    assert eager_losses[-1] < eager_losses[0] - 0.1
+    # (AdamW moves a weight whose gradient is rounding noise by up to lr = 3e-3 a step, in a
+    # direction that noise picks: such weights may differ by a fraction of one step)
+    for got, want in zip(compiled_weights, eager_weights):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=3e-4)
+
+
 def test_gpt_generates_tokens_with_top_k_and_multinomial():
     torch.manual_seed(0)
     model = GPT().eval()
