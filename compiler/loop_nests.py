@@ -131,7 +131,7 @@ def _try_merge(outer, inner):
         return None  # (a division by a size at run time in the innermost loop costs more than it saves)
     k = L.var(f"{outer.name}_{inner.name}", L.times(outer.extent, inner.extent))
     mapping = {outer.var: L.ifloordiv(k, inner.extent), inner.var: L.imod(k, inner.extent)}
-    body = [_substitute_statement(s, mapping) for s in inner.body]
+    body = [substitute_statement(s, mapping) for s in inner.body]
     for stmt in L.walk_statements(body):
         for e in L.statement_exprs(stmt):
             for x in e.walk():
@@ -140,10 +140,10 @@ def _try_merge(outer, inner):
     return L.Loop(k, body, outer.parallel)
 
 
-def _substitute_statement(stmt, mapping):
+def substitute_statement(stmt, mapping):
     sub = lambda e: L.substitute(e, mapping) if e is not None else None  # noqa: E731
     if isinstance(stmt, L.Loop):
-        return L.Loop(stmt.var, [_substitute_statement(s, mapping) for s in stmt.body], stmt.parallel)
+        return L.Loop(stmt.var, [substitute_statement(s, mapping) for s in stmt.body], stmt.parallel)
     if isinstance(stmt, L.Declare):
         return L.Declare(stmt.name, stmt.dtype, sub(stmt.init))
     if isinstance(stmt, L.Update):

@@ -26,6 +26,7 @@ import numpy as np
 from ember.ops import PRIMITIVES
 from ember.ir.symbols import SymDim, aligned_up, provably_at_most
 from . import loop_ir as L
+from .index_splitting import split_loops_at_conditions
 from .loop_nests import Scope, broadcast_index, collapse_loops, count, flat_offset, strides_of
 from .lowering_contractions import ContractionLowering
 from .lowering_opaque import OpaqueLowering
@@ -80,6 +81,7 @@ class _GroupLowering(ContractionLowering, OpaqueLowering):
             kind = group.kind
         for stmt in body:
             collapse_loops(stmt)
+        body = split_loops_at_conditions(body)
         return L.Kernel(group.name, kind, tuple(group.nodes), self.slots, body, self.errors_in_node_order(body),
                         scratch_bytes=self.scratch)
 

@@ -8,7 +8,7 @@ from ember import config
 from ember.runtime.device_arrays import device_of
 from ember.runtime import device_arrays
 from .dynamic_shapes import NotDynamic, restrict_to_read_inputs, symbolize
-from .segments import graph_structure
+from .segments import same_structure
 from .tracer import _input_name
 from .watched_sizes import PLAIN_USES, SizeInt
 
@@ -92,7 +92,7 @@ class DynamicCalls:
             # static dim would only make false ones)
             again = symbolize(tree.trace_graph, graph)
             restrict_to_read_inputs(again)
-            if graph_structure(again) != graph_structure(tree.dynamic_graph):
+            if not same_structure(again, tree.dynamic_graph):
                 raise NotDynamic("the program traced at a third size differs (a size used in a way two traces "
                                  "cannot tell)")
             self._dynamic.checked(tree.check_sizes[0])
