@@ -14,6 +14,7 @@ import weakref
 import numpy as np
 
 from ember import config
+from ember.paused_gc import paused_gc
 from .compile_modes import check_dynamic_and_options, check_mode, refuse_graph_break
 from .dispatch import STATE
 from .nn.module import _settings_version, _tree_version  # bumped when a module's tree or settings change
@@ -294,6 +295,10 @@ class CompiledFunction(DynamicCalls):
 
     # ------------------------------------------------------------------ tracing
     def _trace(self, signature, args, kwargs, reason, tree, confirming=False, dynamic=None, verifying=False):
+        with paused_gc():  # (ember/paused_gc.py)
+            return self._trace_call(signature, args, kwargs, reason, tree, confirming, dynamic, verifying)
+
+    def _trace_call(self, signature, args, kwargs, reason, tree, confirming, dynamic, verifying):
         if not confirming and not verifying and self._cache:
             if len(self.report.recompiles) >= self.recompile_limit:
                 return self._fall_back(args, kwargs, reason)

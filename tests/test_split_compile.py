@@ -116,3 +116,14 @@ def test_a_helper_the_entry_and_one_kernel_call_is_in_both_halves():
     for text in halves:
         assert "define internal void @helper(" in text
         split_compile._optimized(target, text)  # parses and verifies
+
+
+def test_the_entry_is_left_unoptimised_and_weighs_a_fifth_in_the_split(program_text):
+    # the entry runs once per call: LLVM's optimiser and code generator spent most of a big
+    # compile on it, so it is `optnone`, and the split counts it at what it costs
+    _, functions = split_compile._parse(program_text)
+    entry = next(f for f in functions if f.name == "ember_program")
+    assert " optnone " in entry.header + " " and " noinline " in entry.header + " "
+    assert entry.size == sum(len(line) for line in entry.lines) // 5
+    kernel = next(f for f in functions if f.name != "ember_program")
+    assert kernel.size == sum(len(line) for line in kernel.lines)
