@@ -4,7 +4,8 @@
 code resolves GOMP_parallel and omp_* whether it was loaded by llvmlite's MCJIT or as a
 shared library through ctypes. Plain ctypes: loading a cached program needs no llvmlite.
 `set_num_threads(n)` (torch.set_num_threads) sets the threads every compiled program runs on
-from its next call (CHOSEN_THREADS, read by runtime/cpu_program.py) and compiles after it use.
+from its next call (CHOSEN_THREADS, read by runtime/cpu_program.py) and compiles after it use,
+and those of numpy's BLAS, which eager mode's matmuls run on.
 """
 import ctypes
 import ctypes.util
@@ -67,6 +68,18 @@ def set_num_threads(n):
     from ember import config
     config.NUM_THREADS = n
     CHOSEN_THREADS[:] = [n]
+    _limit_blas_threads(n)
+
+
+def _limit_blas_threads(n):
+    """numpy's BLAS (eager mode's matmuls) on n threads too, as torch.set_num_threads limits
+    PyTorch's own: through threadpoolctl, which knows each BLAS numpy may load (OpenBLAS under
+    its several symbol prefixes, MKL, BLIS)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # (a dependency; an environment without it keeps numpy's threads)
+        return
+    threadpool_limits(limits=n, user_api="blas")
 
 
 def get_num_threads():

@@ -201,6 +201,7 @@ def test_set_num_threads_sets_the_threads_of_compiled_programs_from_their_next_c
     monkeypatch.setattr(thread_runtime, "CHOSEN_THREADS", thread_runtime.CHOSEN_THREADS)
     monkeypatch.setattr(config, "NUM_THREADS", config.NUM_THREADS)
     saved = list(thread_runtime.CHOSEN_THREADS)
+    blas_before = _blas_threads()
     try:
         x = ember.randn(64, 64)
         compiled = ember.compile(lambda a: (a @ a).relu())
@@ -213,12 +214,22 @@ def test_set_num_threads_sets_the_threads_of_compiled_programs_from_their_next_c
             np.testing.assert_allclose(compiled(x).numpy(), (x @ x).relu().numpy(), rtol=1e-5)
             ran = [p for p in programs if p.calls > before[id(p)]]
             assert ran and all(p._table[THREADS] == threads for p in ran)
+            # and eager mode's matmuls (numpy's BLAS), as torch.set_num_threads limits PyTorch's
+            assert set(_blas_threads()) <= {threads}
         with pytest.raises(RuntimeError, match="set_num_threads expects a positive integer"):
             ember.set_num_threads(0)
         with pytest.raises(RuntimeError, match="set_num_threads expects an int, but got float"):
             ember.set_num_threads(1.5)
     finally:
         thread_runtime.CHOSEN_THREADS[:] = saved
+        from threadpoolctl import threadpool_limits
+        if blas_before:
+            threadpool_limits(limits=max(blas_before), user_api="blas")
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
 
 
 def test_checkpoint_recomputes_in_backward_with_the_same_dropout_masks_and_gradients():
