@@ -9,6 +9,7 @@ runs eagerly and the report says why.
 import collections
 import enum
 import functools
+import math
 import types
 
 import numpy as np
@@ -78,8 +79,16 @@ def snapshot(value, ctx, depth=0):
     """A hashable key that changes whenever what code can read of `value` changes."""
     t = type(value)
     if t in _IMMUTABLE:
-        return (t, value)
+        return _plain_key(t, value)
     return _handler(t)(value, ctx, depth)
+
+
+def _plain_key(t, value):
+    """(type, value), with the sign of a zero float: 0.0 == -0.0, but x / 0.0 is inf and
+    x / -0.0 is -inf, so a program traced with one must not serve the other."""
+    if (t is float or isinstance(value, np.floating)) and value == 0:
+        return (t, value, math.copysign(1.0, value))
+    return (t, value)
 
 
 def _handler(t):
@@ -95,7 +104,7 @@ def _items(pairs, ctx, depth, attr):
     for key, v in pairs:
         t = type(v)
         if t in _IMMUTABLE:
-            out.append((key, (t, v)))
+            out.append((key, _plain_key(t, v)))
             continue
         try:
             out.append((key, snapshot(v, ctx, depth + 1)))
@@ -225,7 +234,7 @@ def _array(value, ctx, depth):
 
 
 def _scalar(value, ctx, depth):
-    return (type(value), value)
+    return _plain_key(type(value), value)
 
 
 def _partial(value, ctx, depth):
@@ -381,7 +390,7 @@ class PythonState:
                 continue
             t = type(value)
             if t in _IMMUTABLE:
-                key = (t, value)
+                key = _plain_key(t, value)
                 source.last = (value, source.head + (key,))
             elif (t is _FUNCTION or t is _PYMODULE) and visited.get(id(value)) is value:
                 key = ("function" if t is _FUNCTION else "pymodule", value)
