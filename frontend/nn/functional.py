@@ -25,6 +25,7 @@ from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cro
                               binary_cross_entropy, binary_cross_entropy_with_logits, kl_div,
                               soft_margin_loss)
 from .embedding import embedding, embedding_bag  # noqa: F401
+from .one_pass_gelu import composed_gelu, one_pass_gelu
 from .functional_attention import scaled_dot_product_attention, multi_head_attention_forward  # noqa: F401
 from .functional_conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
 from .functional_conv3d import conv3d, conv_transpose3d, max_pool3d, avg_pool3d, adaptive_avg_pool3d  # noqa: F401
@@ -177,7 +178,10 @@ def gelu(input, approximate="none"):
         return M.mul(M.mul(input, 0.5), M.add(M.tanh(inner), 1.0))
     if approximate != "none":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return M.mul(M.mul(input, 0.5), M.add(M.erf(M.mul(input, 1.0 / math.sqrt(2.0))), 1.0))
+    fast = one_pass_gelu(input)  # (large float32 tensors in eager mode: one compiled pass each way)
+    if fast is not None:
+        return fast
+    return composed_gelu(input)
 
 
 @computes_in_float32
