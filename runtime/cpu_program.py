@@ -72,6 +72,7 @@ class CpuProgram:
         self.spec = spec
         self.keepalive = keepalive
         self.calls = 0
+        self.fixed_threads = 0  # > 0: this program's thread count whatever set_num_threads chose
         self._entry = ENTRY_TYPE(entry_address)
         size = len(HEAD) + len(spec.externals)
         self._table = (ctypes.c_void_p * size)()
@@ -170,8 +171,9 @@ class CpuProgram:
             output_number[id(array)] = k
             if track:
                 self._live[position] = array
-        if CHOSEN_THREADS and CHOSEN_THREADS[0] != table[THREADS]:  # (ember.set_num_threads ran)
-            table[THREADS] = CHOSEN_THREADS[0]
+        threads = self.fixed_threads or (CHOSEN_THREADS[0] if CHOSEN_THREADS else 0)
+        if threads and threads != table[THREADS]:  # (ember.set_num_threads ran, or this program has its own)
+            table[THREADS] = threads
         status = self._entry(self._table_address)
         self.calls += 1
         if status:

@@ -63,3 +63,17 @@ def test_the_backward_formula_is_pytorchs():
     got = composed_gelu_grad(ember.tensor(x), ember.tensor(g)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert GELU_FORWARD.applies(np.zeros(SMALL, np.float32)) and not GELU_FORWARD.applies(np.zeros(SMALL))
+
+
+def test_eager_chunk_programs_run_on_the_calling_thread():
+    # (libgomp's spinning threads and numpy's BLAS threads would fight over the cores between
+    # eager matmuls): one thread whatever set_num_threads chose
+    from ember.runtime.cpu_program import THREADS
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(2)
+        F.gelu(ember.randn(16, SMALL))  # (one chunk of the big program)
+        runners = [run for run, _, _ in GELU_FORWARD.programs]
+        assert runners and all(run.fixed_threads == 1 for run in runners) and runners[0]._table[THREADS] == 1
+    finally:
+        ember.set_num_threads(before)
