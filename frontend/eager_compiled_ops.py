@@ -22,12 +22,11 @@ _DTYPES = (np.dtype(np.float32),)  # (float64 keeps libm: its compiled polynomia
 
 class ChunkedKernel:
     """A unary elementwise primitive's compiled programs over CHUNKS elements, applied chunk by
-    chunk (big chunks first, then SMALL ones, the last padded: a GPT's generation step pads at
-    most SMALL - 1 elements), per dtype; the numpy implementation where they cannot run."""
+    chunk (`_run_in_chunks`), per dtype; the numpy implementation where they cannot run."""
 
     def __init__(self, name):
         self.name = name
-        self.programs = {}  # dtype -> [(runner, input node, output node) per chunk size], or None
+        self.programs = {}  # dtype -> [(runner, [input node], output node) per chunk size], or None
         self.lock = threading.Lock()  # one call of a program at a time (it holds one pointer table)
 
     def __call__(self, x):
@@ -39,23 +38,11 @@ class ChunkedKernel:
             program = self.programs[x.dtype] = self._compile(x.dtype)
         if program is None:
             return PRIMITIVES[self.name].impl(x)
-        flat = np.ascontiguousarray(x).reshape(-1)
-        out = np.empty_like(flat)
-        start = 0
         with self.lock:  # (threads calling erf at once would overwrite each other's pointers)
-            for size, (run, source, result) in zip(CHUNKS, program):
-                while flat.size - start >= size:
-                    out[start:start + size] = run({source: flat[start:start + size]}, {})[result]
-                    start += size
-            if start < flat.size:
-                run, source, result = program[-1]
-                padded = np.zeros(SMALL, dtype=x.dtype)
-                padded[:flat.size - start] = flat[start:]
-                out[start:] = run({source: padded}, {})[result][:flat.size - start]
-        return out.reshape(x.shape)
+            return _run_in_chunks(program, (x,))
 
     def _compile(self, dtype):
-        """[(runner, input node, output node)] of the one-op program per chunk size, or None where
+        """[(runner, [input node], output node)] of the one-op program per chunk size, or None where
         the compiler cannot build or load them here (no llvmlite, a read-only cache...): numpy
         then serves."""
         try:
@@ -68,10 +55,32 @@ class ChunkedKernel:
                 source = graph.add_input((size,), dtype.name, "x")
                 result = graph.add_node(self.name, [source], (size,), dtype.name, {}, self.name)
                 graph.outputs = [result]
-                programs.append((_on_the_calling_thread(backend.compile(graph)), source, result))
+                programs.append((_on_the_calling_thread(backend.compile(graph)), [source], result))
             return programs
         except Exception:  # (correct results either way: the numpy implementation is the fallback)
             return None
+
+
+def _run_in_chunks(programs, arrays):
+    """The programs' output over arrays of one shape: big chunks first, then SMALL ones, the last
+    padded with zeros (a GPT's generation step pads at most SMALL - 1 elements). `programs`:
+    [(runner, input nodes, output node)] per size in CHUNKS; the caller holds their lock."""
+    flats = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
+    total = flats[0].size
+    out = np.empty(total, dtype=flats[0].dtype)
+    start = 0
+    for size, (run, sources, result) in zip(CHUNKS, programs):
+        while total - start >= size:
+            out[start:start + size] = run({n: f[start:start + size] for n, f in zip(sources, flats)}, {})[result]
+            start += size
+    if start < total:
+        run, sources, result = programs[-1]
+        padded = {}
+        for n, f in zip(sources, flats):
+            padded[n] = np.zeros(SMALL, dtype=f.dtype)
+            padded[n][:total - start] = f[start:]
+        out[start:] = run(padded, {})[result][:total - start]
+    return out.reshape(arrays[0].shape)
 
 
 def _on_the_calling_thread(runner):
@@ -107,23 +116,7 @@ class ChunkedProgram:
                 self.programs = self._compile()
             if self.programs is None:
                 return None
-            flats = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
-            total = flats[0].size
-            out = np.empty(total, dtype=flats[0].dtype)
-            start = 0
-            for size, (run, sources, result) in zip(CHUNKS, self.programs):
-                while total - start >= size:
-                    out[start:start + size] = run({n: f[start:start + size] for n, f in zip(sources, flats)},
-                                                  {})[result]
-                    start += size
-            if start < total:
-                run, sources, result = self.programs[-1]
-                padded = {}
-                for n, f in zip(sources, flats):
-                    padded[n] = np.zeros(SMALL, dtype=f.dtype)
-                    padded[n][:total - start] = f[start:]
-                out[start:] = run(padded, {})[result][:total - start]
-        return out.reshape(arrays[0].shape)
+            return _run_in_chunks(self.programs, arrays)
 
     def _compile(self):
         try:

@@ -285,41 +285,34 @@ class _Partitioner:
                 self.new_draft(node_id)
         elif len(consumers) == 1:
             self.join(consumers[0], node_id)
-        elif self._recompute_tree(node_id)[0]:
-            self.join(consumers[0], node_id)
-            for draft in consumers[1:]:
-                self.join(draft, self._clone_for(draft, node_id))
         else:
-            first = self._first_consumer(node_id, consumers)
-            if first is not None:  # stored beside the first consumer's root, read by the others
+            cheap, costly = self._recompute_tree(node_id)
+            first = self._first_consumer(node_id, consumers) if costly else None
+            if cheap:
+                self.join(consumers[0], node_id)
+                for draft in consumers[1:]:
+                    self.join(draft, self._clone_for(draft, node_id))
+            elif first is not None:  # stored beside the first consumer's root, read by the others
                 self.join(first, node_id)
                 first.extra_outputs.add(node_id)
             else:
                 self.new_draft(node_id)
 
     def _first_consumer(self, node_id, consumers):
-        """A consuming draft that can compute a costly node once and store it at its root index
-        for the others: one that runs before them (kernels run in the order of their roots) and
-        depends on none of them. None where there is no such draft or the node is cheap enough
-        to materialise on its own (recomputation was refused for size, not cost)."""
-        graph = self.graph
-        if not self._recompute_tree(node_id)[1]:
+        """The consuming draft that runs first (kernels run in the order of their roots), if it
+        can compute a costly node once and store it at its root index for the others: it reads
+        the node there and depends on none of them. Else None."""
+        first = min(consumers, key=lambda d: self.position[d.root])
+        if not self.accepts(first, node_id) or not self.at_root_index(first, node_id):
             return None
-        for draft in consumers:
-            if not self.accepts(draft, node_id) or not self.at_root_index(draft, node_id) \
-                    or any(self.position[d.root] < self.position[draft.root] for d in consumers if d is not draft):
-                continue
-            others = set().union(*(d.members for d in consumers if d is not draft))
-            seen, stack = set(), list(draft.members)
-            while stack:  # the ancestors of the draft's members: none may be another consumer's
-                current = stack.pop()
-                for producer in graph.node(current).inputs:
-                    if producer not in seen and producer != node_id:
-                        seen.add(producer)
-                        stack.append(producer)
-            if not seen & others:
-                return draft
-        return None
+        others = set().union(*(d.members for d in consumers if d is not first))
+        graph, seen, stack = self.graph, set(), list(first.members)
+        while stack:  # the ancestors of the draft's members: none may be another consumer's
+            for producer in graph.node(stack.pop()).inputs:
+                if producer not in seen and producer != node_id:
+                    seen.add(producer)
+                    stack.append(producer)
+        return None if seen & others else first
 
     def _recompute_tree(self, node_id):
         """(cheap, costly): the cost rule, whether the recompute tree has at most

@@ -71,10 +71,7 @@ class MemoryPlan:
     def annotate(self, node):
         """For `format_graph(graph, annotate=plan.annotate)`: `@128+480 steps 2..5`."""
         buffer = self.buffers.get(node.id)
-        if buffer is None:
-            return ""
-        shared = f" in place of %{self.in_place[node.id]}" if node.id in self.in_place else ""
-        return f"@{buffer.offset}+{buffer.nbytes} steps {buffer.first_step}..{buffer.last_step}{shared}"
+        return "" if buffer is None else f"@{buffer.offset}" + _lifetime_text(buffer, self.in_place, node.id)
 
     def check(self):
         """Prove that no two buffers live at the same step overlap in the arena (an in-place
@@ -212,10 +209,13 @@ class SymbolicMemoryPlan:
 
     def annotate(self, node):
         buffer = self.symbolic_buffers.get(node.id)
-        if buffer is None:
-            return ""
-        shared = f" in place of %{self.in_place[node.id]}" if node.id in self.in_place else ""
-        return f"+{buffer.nbytes} steps {buffer.first_step}..{buffer.last_step}{shared}"
+        return "" if buffer is None else _lifetime_text(buffer, self.in_place, node.id)
+
+
+def _lifetime_text(buffer, in_place, node_id):
+    """`+480 steps 2..5 in place of %7`: a buffer's size and live steps, for the annotations."""
+    shared = f" in place of %{in_place[node_id]}" if node_id in in_place else ""
+    return f"+{buffer.nbytes} steps {buffer.first_step}..{buffer.last_step}{shared}"
 
 
 def _live_intervals(graph, fusion):
