@@ -62,10 +62,11 @@ class _CustomBackward:
                 grads.append(Tensor._wrap(np.zeros(shape, dtype)))  # backward is linear in its grads
             else:
                 grads.append(None)
-        for t, version in zip(self.ctx.saved_tensors, getattr(self.ctx, "saved_versions", ())):
-            if isinstance(t, Tensor) and t._version != version:
-                raise RuntimeError(f"{self.name}.backward: a tensor saved with ctx.save_for_backward was "
-                                   f"modified in place (version {version} -> {t._version})")
+        for k, (t, version) in enumerate(zip(self.ctx.saved_tensors, getattr(self.ctx, "saved_versions", ()))):
+            if isinstance(t, Tensor) and t._version != version:  # (PyTorch's message, as for built-in backwards)
+                from .autograd import ModifiedTensorError, modified_message
+                raise ModifiedTensorError(modified_message(t, _Named(f"{self.name}Backward"),
+                                                           f"saved tensor {k}", version))
         result = self.function.backward(self.ctx, *grads)
         if not isinstance(result, tuple):
             result = (result,)
@@ -87,6 +88,16 @@ class _CustomBackward:
                     grad = grad.to(value.dtype)
             checked.append(grad)
         return tuple(checked)
+
+
+class _Named:
+    """A node as modified_message names it."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def name(self):
+        return self._name
 
 
 def _sums_to(shape, target):

@@ -63,7 +63,8 @@ class ChunkedKernel:
 
 def _run_in_chunks(programs, arrays):
     """The programs' output over arrays of one shape: big chunks first, then SMALL ones, the last
-    padded with zeros (a GPT's generation step pads at most SMALL - 1 elements). `programs`:
+    padded with zeros (a GPT's generation step pads at most SMALL - 1 elements), laid out as the
+    first array is (a transposed input gives a transposed result, as in PyTorch). `programs`:
     [(runner, input nodes, output node)] per size in CHUNKS; the caller holds their lock."""
     flats = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
     total = flats[0].size
@@ -80,7 +81,12 @@ def _run_in_chunks(programs, arrays):
             padded[n] = np.zeros(SMALL, dtype=f.dtype)
             padded[n][:total - start] = f[start:]
         out[start:] = run(padded, {})[result][:total - start]
-    return out.reshape(arrays[0].shape)
+    out = out.reshape(arrays[0].shape)
+    if not arrays[0].flags.c_contiguous:  # the result in the input's layout, as numpy's ufuncs give it
+        like = np.empty_like(arrays[0])
+        like[...] = out
+        return like
+    return out
 
 
 def _on_the_calling_thread(runner):

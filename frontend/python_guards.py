@@ -91,6 +91,31 @@ def _plain_key(t, value):
     return (t, value)
 
 
+class PlainValue:
+    """A plain value (a module setting) that compares and hashes by `_plain_key`, element by
+    element for a tuple (0.0, -0.0, 0 and False differ), and prints as itself."""
+    __slots__ = ("value", "key")
+
+    def __init__(self, value):
+        self.value = value
+        self.key = _nested_key(value)
+
+    def __eq__(self, other):
+        return isinstance(other, PlainValue) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+def _nested_key(value):
+    if type(value) is tuple:
+        return (tuple, tuple(_nested_key(v) for v in value))
+    return _plain_key(type(value), value)
+
+
 def _handler(t):
     handler = _HANDLERS.get(t)
     if handler is None:

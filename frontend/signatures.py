@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .python_guards import explain_change, explain_settings_change, is_plain_value
+from .python_guards import PlainValue, explain_change, explain_settings_change, is_plain_value
 from .tensor import Tensor
 from .tracer import _input_name
 
@@ -93,7 +93,7 @@ def _is_plain(value):
 def _plain_settings(module):
     """A module's plain attributes (Dropout.p, flags a forward reads) and its forward hooks: the
     module parts cache them until ember.nn's settings version moves."""
-    settings = tuple((k, v) for k, v in vars(module).items() if not k.startswith("_") and k != "training"
+    settings = tuple((k, PlainValue(v)) for k, v in vars(module).items() if not k.startswith("_") and k != "training"
                      and _is_plain(v))
     hooks = tuple(hook for table in ("_forward_pre_hooks", "_forward_hooks")
                   for hook in (vars(module).get(table) or {}).values())

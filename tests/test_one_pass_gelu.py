@@ -77,3 +77,20 @@ def test_eager_chunk_programs_run_on_the_calling_thread():
         assert runners and all(run.fixed_threads == 1 for run in runners) and runners[0]._table[THREADS] == 1
     finally:
         ember.set_num_threads(before)
+
+
+def test_a_transposed_input_gives_a_transposed_result_as_in_pytorch():
+    x = ember.randn(64, 130)
+    for y in (F.gelu(x.t()), ember.erf(x.t())):  # (both run the chunk programs)
+        assert y.stride() == (1, 130)
+        y.t().view(-1)  # (PyTorch's result is a transposed view of contiguous memory too)
+    np.testing.assert_allclose(F.gelu(x.t()).numpy(), composed_gelu(x.t()).numpy(), rtol=2e-6, atol=2e-7)
+
+
+def test_an_input_changed_in_place_after_the_forward_raises_pytorchs_error():
+    x = ember.randn(64, 130, requires_grad=True)
+    v = x * 1
+    y = F.gelu(v)
+    v.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()

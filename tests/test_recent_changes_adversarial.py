@@ -487,3 +487,21 @@ def test_set_num_threads_limits_blas_and_rejects_bad_values():
         np.testing.assert_allclose(ember.tensor(a).matmul(ember.tensor(a)).numpy(), a @ a, rtol=1e-5, atol=1e-4)
     finally:
         ember.set_num_threads(before)
+
+
+def test_a_compiled_modules_signed_zero_or_int_zero_setting_retraces():
+    class Divide(ember.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.eps = 0.0
+
+        def forward(self, t):
+            return t / self.eps
+
+    module = Divide()
+    compiled = ember.compile(module)
+    x = ember.tensor([1.0, -2.0])
+    for value in (0.0, -0.0, 0.0, 0, False, -0.0):
+        module.eps = value
+        np.testing.assert_array_equal(compiled(x).numpy(), module(x).numpy())
+    assert any("eps: 0.0 -> -0.0" in r for r in compiled.report.recompiles)
