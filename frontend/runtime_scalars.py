@@ -216,9 +216,14 @@ def _map_floats(part, change):
     kind = part[0]
     if kind == "value":
         return part[:3] + (change(("value", part[1]), part[3]),) if part[2] in _FLOAT_TYPES else part
-    if kind == "settings":
-        return part[:2] + (tuple(tuple((key, change(("settings", part[1], number, key), value)
-                                        if type(value) is float else value) for key, value in settings)
+    if kind == "settings":  # (settings hold python_guards.PlainValue wrappers: a float is its .value)
+        def setting(number, key, value):
+            raw = getattr(value, "value", value)
+            if type(raw) is not float:
+                return value
+            changed = change(("settings", part[1], number, key), raw)
+            return value if changed is raw else changed
+        return part[:2] + (tuple(tuple((key, setting(number, key, value)) for key, value in settings)
                                  for number, settings in enumerate(part[2])),)
     if kind != "optimizer":
         return part
