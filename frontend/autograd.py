@@ -21,7 +21,7 @@ from ember.runtime.device_arrays import copy_into, device_of
 
 
 def _camel(name):
-    return "".join(part.capitalize() for part in name.split("_"))
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))  # (a Function's MyFn stays MyFn)
 
 
 _sequence = itertools.count()

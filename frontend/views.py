@@ -256,7 +256,10 @@ def _scatter_by_position(base, chain, new_view):
 
 
 def has_internal_overlap(array):
-    """Do two elements of `array` share memory (an expanded or sliding-window view)?"""
+    """Do two elements of `array` share memory (an expanded or sliding-window view)? (An empty
+    array has no two elements.)"""
+    if array.size == 0:
+        return False
     strides = [abs(s) for s, n in zip(array.strides, array.shape) if n > 1]
     if not strides:
         return False

@@ -7,6 +7,7 @@ training step needs no guard on the step count and compiles once.
 from ember.dtypes import float64
 from ember.frontend.dispatch import STATE
 from ..creation import zeros_like
+from .array_updates import adam_step
 from .optimizer import Optimizer, check_hyperparameter, scalar_step_tensor
 
 
@@ -40,6 +41,8 @@ class Adam(Optimizer):
 
     @staticmethod
     def _update(param, state, group):
+        if adam_step(param, state, group):  # (eager, plain arrays: the same ops on numpy directly)
+            return
         lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
         grad = param.grad if not group["maximize"] else -param.grad

@@ -3,6 +3,7 @@
 A port of PyTorch's single-tensor (foreach=False) update; the step runs under no_grad with
 Tensor in-place ops, so a trace records it as a functional update of params and buffers.
 """
+from .array_updates import sgd_step
 from .optimizer import Optimizer, check_hyperparameter
 
 
@@ -30,6 +31,8 @@ class SGD(Optimizer):
 
     @staticmethod
     def _update(param, state, group):
+        if sgd_step(param, state, group):  # (eager, plain arrays: the same ops on numpy directly)
+            return
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         weight_decay, nesterov = group["weight_decay"], group["nesterov"]
         grad = param.grad if not group["maximize"] else -param.grad

@@ -2,6 +2,7 @@
 import math
 
 from ember.frontend.autograd import no_grad
+from ember.frontend.optim.array_updates import clip_by_total_norm
 from ember.frontend.tensor import Tensor
 from ember.frontend import math_ops as M
 from ember.frontend import reductions as R
@@ -25,6 +26,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not grads:
         from ember.frontend.creation import tensor
         return tensor(0.0)
+    if norm_type == 2.0:
+        total = clip_by_total_norm(grads, max_norm, error_if_nonfinite)
+        if total is not None:  # (eager, plain arrays: the same ops on numpy directly)
+            return total
     with no_grad():
         if norm_type == math.inf:
             norms = [R.amax(M.abs(g)) for g in grads]

@@ -1,0 +1,232 @@
+"""Eager mode's one-node layer norm and attention (frontend/nn/eager_layer_norm.py,
+eager_attention.py) and its optimizer updates on numpy arrays (frontend/optim/array_updates.py):
+each against the composed ops it replaces (bit for bit where it runs the same arithmetic) and
+against float64 central differences, with PyTorch's errors for tensors changed in place."""
+import numpy as np
+import pytest
+
+import ember
+import ember.nn.functional as F
+from ember.frontend.nn import functional as functional_module
+from ember.frontend.nn import functional_attention as attention_module
+from ember.frontend.optim import adam as adam_module
+from ember.frontend.optim import sgd as sgd_module
+from ember.frontend.nn import utils as utils_module
+
+
+def _composed(monkeypatch, module, name, refusal):
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: refusal)
+
+
+def _numeric_grad(fn, arrays, index, g, eps=1e-6):
+    """d<fn(arrays), g>/d arrays[index] by central differences in float64."""
+    x = arrays[index]
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        saved = x[i]
+        x[i] = saved + eps
+        up = np.sum(fn(*arrays) * g)
+        x[i] = saved - eps
+        down = np.sum(fn(*arrays) * g)
+        x[i] = saved
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def _layer_norm_numpy(x, w, b, axes=(-1,), eps=1e-5):
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * w + b
+
+
+@pytest.mark.parametrize("shape,normalized", [((8, 64, 128), (128,)), ((2, 3, 4, 5), (4, 5)), ((7,), (7,))])
+def test_layer_norm_forward_is_the_composed_ops_bit_for_bit(monkeypatch, shape, normalized):
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in (shape, normalized, normalized))
+    fast = F.layer_norm(ember.tensor(x, requires_grad=True), normalized, ember.tensor(w), ember.tensor(b))
+    assert fast.grad_fn.name() == "NativeLayerNormBackward0"  # (as PyTorch names it)
+    _composed(monkeypatch, functional_module, "eager_layer_norm", None)
+    slow = F.layer_norm(ember.tensor(x, requires_grad=True), normalized, ember.tensor(w), ember.tensor(b))
+    assert slow.grad_fn.name() != "NativeLayerNormBackward0"
+    np.testing.assert_array_equal(fast.detach().numpy(), slow.detach().numpy())
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_gradients_match_central_differences(affine):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 2, 5))
+    w, b = (rng.standard_normal(5) if affine else np.ones(5)), (rng.standard_normal(5) if affine else np.zeros(5))
+    g = rng.standard_normal(x.shape)
+    tx, tw, tb = (ember.tensor(a.copy(), requires_grad=True) for a in (x, w, b))
+    y = F.layer_norm(tx, (5,), tw if affine else None, tb if affine else None)
+    y.backward(ember.tensor(g))
+    np.testing.assert_allclose(tx.grad.numpy(), _numeric_grad(_layer_norm_numpy, [x, w, b], 0, g), atol=1e-6)
+    if affine:
+        np.testing.assert_allclose(tw.grad.numpy(), _numeric_grad(_layer_norm_numpy, [x, w, b], 1, g), atol=1e-6)
+        np.testing.assert_allclose(tb.grad.numpy(), _numeric_grad(_layer_norm_numpy, [x, w, b], 2, g), atol=1e-6)
+
+
+def test_layer_norm_double_backward_matches_the_composed_ops(monkeypatch):
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((4, 6)), rng.standard_normal(6)
+
+    def second_order():
+        tx, tw = ember.tensor(x, requires_grad=True), ember.tensor(w, requires_grad=True)
+        gx, gw = ember.autograd.grad((F.layer_norm(tx, (6,), tw) ** 3).sum(), (tx, tw), create_graph=True)
+        return [t.numpy() for t in ember.autograd.grad((gx * gx).sum() + gw.sum(), (tx, tw))]
+    fast = second_order()
+    _composed(monkeypatch, functional_module, "eager_layer_norm", None)
+    for a, b in zip(fast, second_order()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_layer_norm_input_changed_in_place_fails_backward():
+    x = ember.randn(4, 8, requires_grad=True)
+    h = x * 1.0
+    y = F.layer_norm(h, (8,))
+    h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def _attention_numpy(q, k, v, causal=True, scale=None):
+    scale = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scores = q @ np.swapaxes(k, -1, -2) * scale
+    if causal:
+        scores = np.where(np.tril(np.ones(scores.shape[-2:], dtype=bool)), scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    return weights / weights.sum(-1, keepdims=True) @ v
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_forward_is_the_composed_ops_bit_for_bit(monkeypatch, causal):
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((8, 4, 64, 32)).astype(np.float32) for _ in range(3))
+    args = lambda: [ember.tensor(a, requires_grad=True) for a in (q, k, v)]  # noqa: E731
+    fast = F.scaled_dot_product_attention(*args(), is_causal=causal)
+    assert fast.grad_fn.name() == "ScaledDotProductAttentionBackward0"
+    _composed(monkeypatch, attention_module, "eager_attention", None)
+    slow = F.scaled_dot_product_attention(*args(), is_causal=causal)
+    np.testing.assert_array_equal(fast.detach().numpy(), slow.detach().numpy())
+
+
+@pytest.mark.parametrize("causal,scale", [(True, None), (False, 0.3)])
+def test_attention_gradients_match_central_differences(causal, scale):
+    rng = np.random.default_rng(4)
+    q, k, v = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 7, 3)), rng.standard_normal((2, 7, 4))
+    g = rng.standard_normal((2, 5, 4))
+    tensors = [ember.tensor(a.copy(), requires_grad=True) for a in (q, k, v)]
+    F.scaled_dot_product_attention(*tensors, is_causal=causal, scale=scale).backward(ember.tensor(g))
+    for i, t in enumerate(tensors):
+        expected = _numeric_grad(lambda *a: _attention_numpy(*a, causal=causal, scale=scale), [q, k, v], i, g)
+        np.testing.assert_allclose(t.grad.numpy(), expected, atol=1e-6)
+
+
+def test_attention_double_backward_matches_the_composed_ops(monkeypatch):
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal((2, 3, 6, 4)) for _ in range(3)]
+
+    def second_order():
+        tensors = [ember.tensor(a, requires_grad=True) for a in arrays]
+        y = F.scaled_dot_product_attention(*tensors, is_causal=True)
+        grads = ember.autograd.grad((y * y).sum(), tensors, create_graph=True)
+        return [t.numpy() for t in ember.autograd.grad(sum((gi * gi).sum() for gi in grads), tensors)]
+    fast = second_order()
+    _composed(monkeypatch, attention_module, "eager_attention", None)
+    for a, b in zip(fast, second_order()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_attention_key_changed_in_place_fails_backward():
+    q, k, v = (ember.randn(2, 4, 8, requires_grad=True) for _ in range(3))
+    key = k * 1.0
+    y = F.scaled_dot_product_attention(q, key, v, is_causal=True)
+    key.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+_ADAM_CASES = [dict(), dict(weight_decay=0.1), dict(amsgrad=True, maximize=True), dict(betas=(0.3, 0.99))]
+_SGD_CASES = [dict(momentum=0.9), dict(momentum=0.9, nesterov=True, weight_decay=0.01),
+              dict(momentum=0.5, dampening=0.2, maximize=True), dict()]
+
+
+def _train(optimizer_class, options, dtype, steps=4):
+    """(parameters, optimizer state arrays, version counters) after `steps` updates with fixed
+    gradients."""
+    rng = np.random.default_rng(6)
+    params = [ember.nn.Parameter(ember.tensor(rng.standard_normal(s).astype(dtype))) for s in ((5, 3), (3,))]
+    optimizer = optimizer_class(params, lr=0.01, **options)
+    for step in range(steps):
+        for p in params:
+            p.grad = ember.tensor(rng.standard_normal(p.shape).astype(dtype))
+        optimizer.step()
+    state = [t.numpy().copy() for p in params for t in optimizer.state[p].values() if isinstance(t, ember.Tensor)]
+    return [p.detach().numpy().copy() for p in params], state, [p._version for p in params]
+
+
+@pytest.mark.parametrize("options", _ADAM_CASES + [dict(weight_decay=0.05, decoupled=True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_on_arrays_is_the_composed_update_bit_for_bit(monkeypatch, options, dtype):
+    options = dict(options)
+    optimizer_class = ember.optim.AdamW if options.pop("decoupled", False) else ember.optim.Adam
+    fast = _train(optimizer_class, options, dtype)
+    _composed(monkeypatch, adam_module, "adam_step", False)
+    slow = _train(optimizer_class, options, dtype)
+    for a, b in zip(fast[0] + fast[1], slow[0] + slow[1]):
+        np.testing.assert_array_equal(a, b)
+    assert fast[2] == slow[2]  # (the version counters move as the composed in-place ops move them)
+
+
+@pytest.mark.parametrize("options", _SGD_CASES)
+def test_sgd_on_arrays_is_the_composed_update_bit_for_bit(monkeypatch, options):
+    fast = _train(ember.optim.SGD, options, np.float32)
+    _composed(monkeypatch, sgd_module, "sgd_step", False)
+    slow = _train(ember.optim.SGD, options, np.float32)
+    for a, b in zip(fast[0] + fast[1], slow[0] + slow[1]):
+        np.testing.assert_array_equal(a, b)
+    assert fast[2] == slow[2]
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grad_norm_on_arrays_is_the_composed_ops_bit_for_bit(monkeypatch, max_norm):
+    rng = np.random.default_rng(7)
+    grads = [rng.standard_normal(s).astype(np.float32) for s in ((300, 300), (7,), (0, 3))]
+
+    def clip():
+        params = [ember.nn.Parameter(ember.zeros(*g.shape)) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = ember.tensor(g.copy())
+        total = ember.nn.utils.clip_grad_norm_(params, max_norm)
+        return total.numpy(), [p.grad.numpy() for p in params], [p.grad._version for p in params]
+    fast = clip()
+    _composed(monkeypatch, utils_module, "clip_by_total_norm", None)
+    slow = clip()
+    np.testing.assert_array_equal(fast[0], slow[0])
+    for a, b in zip(fast[1], slow[1]):
+        np.testing.assert_array_equal(a, b)
+    assert fast[2] == slow[2]
+
+
+def test_updates_of_overlapping_or_traced_tensors_compose_ops():
+    """A gradient that shares the parameter's memory makes the arrays path refuse (the composed
+    in-place ops see each write through the alias); inside ember.compile the update is traced."""
+    from ember.frontend.optim.array_updates import plain_arrays
+    base = ember.zeros(10)
+    assert plain_arrays(base[:5], base[5:]) is not None  # (disjoint halves of one buffer)
+    assert plain_arrays(base[:6], base[4:]) is None
+    assert plain_arrays(base, base) is None
+    assert plain_arrays(ember.zeros(4), ember.zeros(4, dtype=ember.float64)) is None
+    assert plain_arrays(ember.zeros(4, 4).t()) is None  # (not contiguous)
+
+    param = ember.nn.Parameter(ember.ones(3))
+    optimizer = ember.optim.Adam([param], lr=0.1)
+
+    @ember.compile
+    def step(g):
+        param.grad = g
+        optimizer.step()
+    for _ in range(4):
+        step(ember.ones(3))
+    assert step.report.compiled_calls >= 1
+    assert float(param.detach().numpy()[0]) == pytest.approx(1 - 0.4, abs=1e-5)
