@@ -60,6 +60,11 @@ def device_of(array):
     return None if buffer is None else buffer.device
 
 
+def in_host_memory(*arrays):
+    """Whether every array is in host memory (eager mode's numpy fast paths apply only there)."""
+    return not in_use or all(device_of(a) is None for a in arrays)
+
+
 def to_device(device, array):
     """A C-contiguous copy of host or device `array` in `device`'s memory."""
     array = np.asarray(array)

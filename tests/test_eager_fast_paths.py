@@ -230,3 +230,121 @@ def test_updates_of_overlapping_or_traced_tensors_compose_ops():
         step(ember.ones(3))
     assert step.report.compiled_calls >= 1
     assert float(param.detach().numpy()[0]) == pytest.approx(1 - 0.4, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_index_add_of_many_rows_adds_in_np_add_at_order(seed):
+    """index_add's sorted path (an embedding's backward) gives np.add.at's bits: each row's
+    additions in index order, negative indices wrapped, nan and inf carried."""
+    from ember.ops import PRIMITIVES
+    rng = np.random.default_rng(seed)
+    rows, width = int(rng.integers(2, 80)), int(rng.integers(8, 40))
+    dtype = (np.float32, np.float64)[seed % 2]
+    target = rng.standard_normal((rows, width)).astype(dtype)
+    idx = rng.integers(-rows, rows, (int(rng.integers(64, 600)),))
+    src = (rng.standard_normal((idx.size, width)) * 10.0 ** rng.integers(-3, 4, (idx.size, 1))).astype(dtype)
+    src[0, :3] = [np.nan, np.inf, -0.0]
+    expected = target.copy()
+    np.add.at(expected, idx, src)
+    np.testing.assert_array_equal(PRIMITIVES["index_add"].impl(target, idx, src, 0), expected)
+    with pytest.raises(IndexError):
+        PRIMITIVES["index_add"].impl(target, np.concatenate([idx, [rows]]), np.concatenate([src, src[:1]]), 0)
+
+
+@pytest.mark.parametrize("shape", [(8, 64, 128), (5, 128), (128,)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_forward_is_the_composed_ops_bit_for_bit(monkeypatch, shape, bias):
+    rng = np.random.default_rng(8)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in (shape, (96, 128), (96,)))
+    args = lambda: (ember.tensor(x, requires_grad=True), ember.tensor(w, requires_grad=True),  # noqa: E731
+                    ember.tensor(b, requires_grad=True) if bias else None)
+    fast = F.linear(*args())
+    expected_name = ("AddmmBackward0" if bias else "MmBackward0") if len(shape) == 2 else \
+        ("ViewBackward0" if bias else "UnsafeViewBackward0")
+    assert fast.grad_fn.name() == expected_name  # (PyTorch's names)
+    _composed(monkeypatch, functional_module, "eager_linear", None)
+    np.testing.assert_array_equal(fast.detach().numpy(), F.linear(*args()).detach().numpy())
+
+
+def _linear_numpy(x, w, b):
+    return x @ w.T + b
+
+
+def test_linear_gradients_match_central_differences_and_double_backward_the_composed_ops(monkeypatch):
+    rng = np.random.default_rng(9)
+    x, w, b, g = rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4)), rng.standard_normal(5), \
+        rng.standard_normal((2, 3, 5))
+    tensors = [ember.tensor(a.copy(), requires_grad=True) for a in (x, w, b)]
+    F.linear(*tensors).backward(ember.tensor(g))
+    for i, t in enumerate(tensors):
+        np.testing.assert_allclose(t.grad.numpy(), _numeric_grad(_linear_numpy, [x, w, b], i, g), atol=1e-6)
+
+    def second_order():
+        ts = [ember.tensor(a, requires_grad=True) for a in (x, w, b)]
+        grads = ember.autograd.grad((F.linear(*ts) ** 2).sum(), ts, create_graph=True)
+        return [t.numpy() for t in ember.autograd.grad(sum((gi * gi).sum() for gi in grads), ts)]
+    fast = second_order()
+    _composed(monkeypatch, functional_module, "eager_linear", None)
+    for a, c in zip(fast, second_order()):
+        np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-9)
+
+
+def test_linear_weight_changed_in_place_fails_backward():
+    layer = ember.nn.Linear(4, 3)
+    y = layer(ember.randn(2, 4, requires_grad=True))
+    with ember.no_grad():
+        layer.weight.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_in_place_through_a_view_of_a_one_pass_gelu_result_reaches_the_gradient():
+    """The result of a one-node op is its own tensor, not a detached alias of an argument (an
+    in-place write through a view of it must rebase its history, as PyTorch's CopySlices)."""
+    from ember.frontend.eager_compiled_ops import SMALL
+    x = ember.randn(4, SMALL // 4, requires_grad=True)
+    y = F.gelu(x)
+    assert y.grad_fn.name() == "GeluBackward0" and y._base is None
+    y.view(-1).mul_(2.0)
+    y.sum().backward()
+    plain = x.detach().clone().requires_grad_()
+    (F.gelu(plain) * 2.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), plain.grad.numpy(), rtol=1e-6)
+
+
+def test_slice_gradients_summed_in_place_keep_the_sign_of_zero_of_pad_and_add():
+    """Eager backward adds a slice's gradient into its input's pending gradient; the bits are
+    those of padding each slice's gradient and summing (PyTorch's): a -0.0 that another slice's
+    zero padding would turn into 0.0 does, and overlapping -0.0 + -0.0 stays -0.0."""
+    w = ember.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    x = w * 1.0
+    ((x[0:2] * 0.0).sum() + (x[2:4] * -0.0).sum()).backward()
+    assert not np.signbit(w.grad.numpy()).any()
+    w.grad = None
+    x = w * 1.0
+    ((x[0:3] * -0.0).sum() + (x[1:4] * -0.0).sum()).backward()
+    np.testing.assert_array_equal(np.signbit(w.grad.numpy()), [False, True, True, False])
+
+
+def test_linear_saves_only_what_its_backward_reads():
+    """A frozen weight's layer saves no input (PyTorch's addmm saves mat1 only for mat2's
+    gradient): an input changed in place afterwards still has a backward."""
+    w = ember.full((4, 4), 0.5)
+    leaf = ember.ones(2, 4, requires_grad=True)
+    x = leaf * 1.0
+    x.add_(F.linear(x, w))
+    x.sum().backward()
+    np.testing.assert_array_equal(leaf.grad.numpy(), np.full((2, 4), 3.0))
+    weight = ember.ones(3, 4, requires_grad=True)
+    y = F.linear(ember.ones(2, 4), weight)
+    with ember.no_grad():
+        weight.mul_(0.5)
+    y.sum().backward()
+    np.testing.assert_array_equal(weight.grad.numpy(), np.full((3, 4), 2.0))
+
+
+def test_linear_with_no_features_has_empty_gradients():
+    x, w, b = ember.zeros(3, 0, requires_grad=True), ember.zeros(2, 0, requires_grad=True), ember.zeros(2, requires_grad=True)
+    F.linear(x, w, b).sum().backward()
+    assert x.grad.shape == (3, 0) and w.grad.shape == (2, 0)
+    np.testing.assert_array_equal(b.grad.numpy(), [3.0, 3.0])

@@ -11,7 +11,7 @@ def test_seed_net_example_prints_torch_style_summary_and_a_1x10_output():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Net(\n  (conv1): Conv2d(3, 6, kernel_size=(5, 5), stride=(1, 1))\n")
-    assert "grad_fn=<AddBackward0>)" in result.stdout and result.stdout.count(",") >= 9
+    assert "grad_fn=<AddmmBackward0>)" in result.stdout and result.stdout.count(",") >= 9
 
 
 def test_digits_demo_trains_saves_and_reloads():

@@ -29,18 +29,21 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def eager_attention(query, key, value, is_causal, scale):
     """softmax(q k^T * scale, causal-masked) v through one autograd node, or None where it does
     not apply (see the module docstring)."""
-    if STATE.recorder is not None or device_arrays.in_use \
+    if STATE.recorder is not None \
             or not all(type(t) is Tensor and type(t._data) is np.ndarray for t in (query, key, value)):
         return None
     q, k, v = query._data, key._data, value._data
+    if not device_arrays.in_host_memory(q, k, v):
+        return None
     if q.dtype not in _FLOATS or not q.dtype == k.dtype == v.dtype or not q.ndim == k.ndim == v.ndim \
-            or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+            or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2] or 0 in q.shape + k.shape + v.shape:
         return None
     weights = _weights(q, k, is_causal, scale)
-    out = Tensor._wrap(PRIMITIVES["matmul"].impl(weights, v))
+    out = PRIMITIVES["matmul"].impl(weights, v)
     if not STATE.grad_enabled or not any(t.requires_grad for t in (query, key, value)):
-        return out
-    return ScaledDotProductAttention.apply(query, key, value, out, Tensor._wrap(weights), is_causal, scale)
+        return Tensor._wrap(out)
+    # (the result is made in forward, never an argument, which Function.apply would give a detached alias)
+    return ScaledDotProductAttention.apply(query, key, value, out, weights, is_causal, scale)
 
 
 def _weights(q, k, is_causal, scale):
@@ -64,7 +67,7 @@ class ScaledDotProductAttention(Function):
     def forward(ctx, query, key, value, out, weights, is_causal, scale):
         ctx.save_for_backward(query, key, value)
         ctx.weights, ctx.is_causal, ctx.scale = weights, is_causal, scale
-        return out
+        return Tensor._wrap(out)
 
     @staticmethod
     def backward(ctx, g):
@@ -73,7 +76,7 @@ class ScaledDotProductAttention(Function):
             grads = _composed_backward(query, key, value, g, ctx.is_causal, ctx.scale)
         else:
             grads = [Tensor._wrap(a) for a in _array_backward(query._data, key._data, value._data, g._data,
-                                                              ctx.weights._data, ctx.scale)]
+                                                              ctx.weights, ctx.scale)]
         return tuple(gi if need else None for gi, need in zip(grads, ctx.needs_input_grad[:3])) + (None,) * 4
 
 

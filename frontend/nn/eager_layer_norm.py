@@ -25,20 +25,21 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def eager_layer_norm(input, normalized_shape, weight, bias, eps):
     """F.layer_norm of checked arguments through one autograd node, or None where it does not
     apply (a trace, a GPU or non-float32/float64 tensor, mixed dtypes)."""
-    if STATE.recorder is not None or device_arrays.in_use or type(input) is not Tensor:
+    if STATE.recorder is not None or type(input) is not Tensor \
+            or not device_arrays.in_host_memory(*[t._data for t in (input, weight, bias) if t is not None]):
         return None
     x = input._data
-    if type(x) is not np.ndarray or x.dtype not in _FLOATS or not all(
+    if type(x) is not np.ndarray or x.dtype not in _FLOATS or x.size == 0 or not all(
             t is None or (isinstance(t, Tensor) and type(t._data) is np.ndarray and t._data.dtype == x.dtype
                           and t.shape == tuple(normalized_shape)) for t in (weight, bias)):
         return None
     axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
     y, mean, rstd = _forward(x, axes, None if weight is None else weight._data, None if bias is None else bias._data,
                              eps)
-    out = Tensor._wrap(y)
     if not STATE.grad_enabled or not any(t is not None and t.requires_grad for t in (input, weight, bias)):
-        return out
-    return NativeLayerNorm.apply(input, weight, bias, out, axes, eps, mean, rstd)
+        return Tensor._wrap(y)
+    # (the result is made in forward, never an argument, which Function.apply would give a detached alias)
+    return NativeLayerNorm.apply(input, weight, bias, y, axes, eps, mean, rstd)
 
 
 def _forward(x, axes, weight, bias, eps):
@@ -62,7 +63,7 @@ class NativeLayerNorm(Function):  # (its grad_fn reads NativeLayerNormBackward0,
     def forward(ctx, x, weight, bias, y, axes, eps, mean, rstd):
         ctx.save_for_backward(x, weight)
         ctx.axes, ctx.eps, ctx.mean, ctx.rstd = axes, eps, mean, rstd
-        return y
+        return Tensor._wrap(y)
 
     @staticmethod
     def backward(ctx, g):

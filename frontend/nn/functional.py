@@ -26,6 +26,7 @@ from .functional_loss import (mse_loss, l1_loss, smooth_l1_loss, huber_loss, cro
                               soft_margin_loss)
 from .embedding import embedding, embedding_bag  # noqa: F401
 from .eager_layer_norm import eager_layer_norm
+from .eager_linear import eager_linear
 from .one_pass_gelu import composed_gelu, one_pass_gelu
 from .functional_attention import scaled_dot_product_attention, multi_head_attention_forward  # noqa: F401
 from .functional_conv_transpose import conv_transpose1d, conv_transpose2d  # noqa: F401
@@ -76,6 +77,9 @@ def linear(input, weight, bias=None):
     if input.shape[-1:] != weight.shape[-1:] and weight.ndim == 2:
         raise RuntimeError(f"{where_named('linear')}: input {_shape_text(input)} has {input.shape[-1]} "
                            f"features, weight {_shape_text(weight)} expects {weight.shape[-1]}")
+    fast = eager_linear(input, weight, bias)  # (eager: one autograd node)
+    if fast is not None:
+        return fast
     out = matmul(input, S.t(weight)) if weight.ndim == 2 else matmul(input, weight)
     if bias is not None:
         out = M.add(out, bias)
@@ -399,6 +403,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     normalized_shape = tuple(normalized_shape) if isinstance(normalized_shape, (list, tuple)) \
         else (int(normalized_shape),)
     n = len(normalized_shape)
+    if n == 0:
+        raise RuntimeError(f"{where_named('layer_norm')}: Expected normalized_shape to be at least 1-dimensional, "
+                           f"i.e., containing at least one element, but got normalized_shape = []")
     if tuple(input.shape[-n:]) != normalized_shape or input.ndim < n:
         raise RuntimeError(f"{where_named('layer_norm')}: input {_shape_text(input)} does not end with "
                            f"normalized_shape {list(normalized_shape)}")

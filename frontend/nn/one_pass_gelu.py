@@ -40,7 +40,7 @@ class Gelu(Function):  # (its grad_fn reads GeluBackward0, as PyTorch's)
     @staticmethod
     def forward(ctx, x, y):
         ctx.save_for_backward(x)
-        return y
+        return Tensor._wrap(y)
 
     @staticmethod
     def backward(ctx, g):
@@ -61,4 +61,4 @@ def one_pass_gelu(x):
     y = GELU_FORWARD(x._data)
     if y is None:
         return None
-    return Gelu.apply(x, Tensor._wrap(y))
+    return Gelu.apply(x, y)  # (the result is made in forward: an argument returned would be a detached alias)

@@ -25,7 +25,7 @@ def plain_arrays(*tensors):
     """The tensors' arrays when an update may write them directly: outside a trace, CPU tensors
     of one float32 or float64 dtype, contiguous and writable, none overlapping another's memory
     (the composed ops would see each write through an alias; these would not). Else None."""
-    if STATE.recorder is not None or device_arrays.in_use:
+    if STATE.recorder is not None:
         return None
     arrays = []
     for t in tensors:
@@ -35,6 +35,8 @@ def plain_arrays(*tensors):
         if type(a) is not np.ndarray or a.dtype not in _FLOATS or not a.flags.c_contiguous or not a.flags.writeable:
             return None
         arrays.append(a)
+    if not device_arrays.in_host_memory(*arrays):
+        return None
     dtype = arrays[0].dtype
     for i, a in enumerate(arrays):
         if a.dtype != dtype or any(a is b or (a.base is not None or b.base is not None) and np.may_share_memory(a, b)
@@ -66,8 +68,16 @@ def adam_step(param, state, group):
         tensors.append(state["max_exp_avg_sq"])
     arrays = plain_arrays(*tensors)
     if arrays is None or not isinstance(step_t, Tensor) or type(step_t._data) is not np.ndarray \
-            or step_t._data.shape != () or len({a.shape for a in arrays}) != 1:
-        return False
+            or step_t._data.shape != () or len({a.shape for a in arrays}) != 1 or arrays[0].ndim == 0:
+        return False  # (a 0-d parameter: numpy's ufuncs give scalars, not arrays to write into)
+    with np.errstate(all="ignore"):  # (inf and nan flow through silently, as through the composed ops)
+        _adam_arrays(param, state, group, arrays, step_t)
+    return True
+
+
+def _adam_arrays(param, state, group, arrays, step_t):
+    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    beta1, beta2 = group["betas"]
     p, grad, exp_avg, exp_avg_sq = arrays[:4]
     scalar = p.dtype.type  # (a Python number meets a float tensor in the tensor's dtype)
     if group["maximize"]:
@@ -100,7 +110,6 @@ def adam_step(param, state, group):
     np.add(denom, scalar(eps), out=denom)
     np.add(p, np.multiply(np.divide(exp_avg, denom), scalar(-step_size)), out=p)  # addcdiv_(.., -step_size)
     bump_version(param)
-    return True
 
 
 def sgd_step(param, state, group):
@@ -112,8 +121,16 @@ def sgd_step(param, state, group):
         return False
     buf_t = state.get("momentum_buffer") if momentum != 0 else None
     arrays = plain_arrays(*[t for t in (param, param.grad, buf_t) if t is not None])
-    if arrays is None or len({a.shape for a in arrays}) != 1:
+    if arrays is None or len({a.shape for a in arrays}) != 1 or arrays[0].ndim == 0:
         return False
+    with np.errstate(all="ignore"):
+        _sgd_arrays(param, state, group, arrays, buf_t)
+    return True
+
+
+def _sgd_arrays(param, state, group, arrays, buf_t):
+    lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+    weight_decay = group["weight_decay"]
     p, grad = arrays[:2]
     scalar = p.dtype.type
     if group["maximize"]:
@@ -132,7 +149,6 @@ def sgd_step(param, state, group):
         grad = np.add(grad, np.multiply(buf, scalar(momentum))) if group["nesterov"] else buf
     np.add(p, np.multiply(grad, scalar(-lr)), out=p)  # param.add_(grad, alpha=-lr)
     bump_version(param)
-    return True
 
 
 def clip_by_total_norm(grads, max_norm, error_if_nonfinite):
@@ -142,6 +158,11 @@ def clip_by_total_norm(grads, max_norm, error_if_nonfinite):
     arrays = plain_arrays(*grads)
     if arrays is None:
         return None
+    with np.errstate(all="ignore"):
+        return _clip_arrays(grads, arrays, max_norm, error_if_nonfinite)
+
+
+def _clip_arrays(grads, arrays, max_norm, error_if_nonfinite):
     sum_impl, scalar = PRIMITIVES["sum"].impl, arrays[0].dtype.type
     norms = np.stack([np.sqrt(sum_impl(np.multiply(a, a), axes=tuple(range(a.ndim)), keepdims=False))
                       for a in arrays])
