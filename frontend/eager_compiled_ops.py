@@ -14,6 +14,8 @@ import threading
 
 import numpy as np
 
+from .eager_convolutions import CONVOLUTIONS_FOR_EAGER
+
 SMALL = 4096  # fewer elements: libm per element (exactly rounded, and no chunk to fill)
 CHUNKS = (1 << 16, SMALL)  # elements per call of the two programs: the big one, then the rest by SMALL
 CHUNK = CHUNKS[0]
@@ -98,6 +100,7 @@ def _on_the_calling_thread(runner):
 
 
 COMPILED_FOR_EAGER = {name: ChunkedKernel(name) for name in ("erf", "erfc")}
+COMPILED_FOR_EAGER.update(CONVOLUTIONS_FOR_EAGER)  # (conv2d and its gradients: the support library's kernels)
 
 
 class ChunkedProgram:

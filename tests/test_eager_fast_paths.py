@@ -348,3 +348,43 @@ def test_linear_with_no_features_has_empty_gradients():
     F.linear(x, w, b).sum().backward()
     assert x.grad.shape == (3, 0) and w.grad.shape == (2, 0)
     np.testing.assert_array_equal(b.grad.numpy(), [3.0, 3.0])
+
+
+_CONV_CASES = [((4, 3, 12, 12), (6, 3, 5, 5), (1, 1), (0, 0), (1, 1), 1),
+               ((2, 4, 9, 7), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2),
+               ((3, 3, 8, 8), (5, 3, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+               ((1, 2, 5, 5), (2, 2, 3, 3), (2, 2), (1, 1), (1, 1), 1),
+               ((2, 4, 6, 6), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1), 4)]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", _CONV_CASES)
+def test_eager_convolutions_through_the_support_library_match_float64_numpy(x_shape, w_shape, stride, padding,
+                                                                            dilation, groups):
+    """Eager conv2d and its gradients (frontend/eager_convolutions.py: the compiled support
+    library's kernels) against the float64 numpy implementations of the same primitives."""
+    from ember.frontend.eager_convolutions import CONVOLUTIONS_FOR_EAGER, _library
+    from ember.ops import PRIMITIVES
+    if _library() is None:
+        pytest.skip("the support library cannot be built here (no llvmlite or no C compiler): numpy serves")
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = CONVOLUTIONS_FOR_EAGER["conv2d"](x, w, **attrs)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    calls = [("conv2d", (x, w), {}), ("conv2d_grad_input", (g, w), dict(input_shape=x_shape)),
+             ("conv2d_grad_weight", (x, g), dict(weight_shape=w_shape))]
+    for kind, arrays, extra in calls:
+        got = CONVOLUTIONS_FOR_EAGER[kind](*arrays, **attrs, **extra)
+        expected = PRIMITIVES[kind].impl(*[a.astype(np.float64) for a in arrays], **attrs, **extra)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_eager_conv2d_of_other_dtypes_and_empty_batches_keeps_numpy():
+    x = ember.randn(0, 3, 8, 8, requires_grad=True)
+    y = F.conv2d(x, ember.randn(4, 3, 3, 3))
+    assert y.shape == (0, 4, 6, 6)
+    y.sum().backward()
+    assert x.grad.shape == (0, 3, 8, 8)
+    x64 = ember.randn(2, 3, 8, 8, dtype=ember.float64)
+    assert F.conv2d(x64, ember.randn(4, 3, 3, 3, dtype=ember.float64)).dtype == ember.float64
