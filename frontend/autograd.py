@@ -641,6 +641,8 @@ def _run_tensor_hooks(node, g):
     for hook in node.hooks or ():
         replaced = hook(g)
         if replaced is not None:
+            if tuple(getattr(replaced, "shape", ())) != tuple(g.shape):  # (PyTorch's check and message)
+                raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has changed the size of value")
             g = replaced
     if node.retain:
         t = node.out_ref() if node.out_ref is not None else None

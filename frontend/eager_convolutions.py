@@ -69,10 +69,13 @@ class EagerConvolution:
 
     def __call__(self, first, second, **attrs):
         from ember.ops import PRIMITIVES
-        out_shape, x_shape, w_shape = self._shapes(first, second, attrs)
-        if first.dtype != _FLOAT32 or second.dtype != _FLOAT32 or min(out_shape + x_shape + w_shape) <= 0 \
+        prim = PRIMITIVES[self.kind]
+        if first.dtype != _FLOAT32 or second.dtype != _FLOAT32 or not _checked(prim, first, second, attrs) \
                 or _library() is None:
-            return PRIMITIVES[self.kind].impl(first, second, **attrs)
+            return prim.impl(first, second, **attrs)  # (which raises the shape rule's error where it fails)
+        out_shape, x_shape, w_shape = self._shapes(first, second, attrs)
+        if min(out_shape + x_shape + w_shape) <= 0:
+            return prim.impl(first, second, **attrs)
         from ember.compiler.cpu.conv import conv2d_workspace_bytes
         stride, padding, dilation, groups = attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
         threads = slots = THREADS
@@ -97,6 +100,24 @@ class EagerConvolution:
         if self.kind == "conv2d_grad_input":
             return tuple(attrs["input_shape"]), tuple(attrs["input_shape"]), tuple(second.shape)
         return tuple(attrs["weight_shape"]), tuple(first.shape), tuple(attrs["weight_shape"])
+
+
+def _checked(prim, first, second, attrs):
+    """Do the operands pass the primitive's shape rule, with positive strides, dilations and
+    groups and no negative padding? The kernel trusts its arguments (a channel count that
+    disagrees with the weight's, or a gradient of another shape, would make it read and write
+    out of bounds); eager_bind consults the rule only after an implementation fails."""
+    from ember import dtypes
+    from ember.ops.registry import Spec
+    stride, padding, dilation, groups = attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
+    if first.ndim != 4 or second.ndim != 4 or type(groups) is not int or groups < 1 \
+            or min(*stride, *dilation) < 1 or min(padding) < 0:
+        return False
+    try:
+        spec = prim.infer(Spec(first.shape, dtypes.float32), Spec(second.shape, dtypes.float32), **attrs)
+    except Exception:
+        return False
+    return len(spec.shape) == 4
 
 
 def _output_hw(x_shape, kernel, attrs):

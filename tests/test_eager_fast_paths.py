@@ -388,3 +388,26 @@ def test_eager_conv2d_of_other_dtypes_and_empty_batches_keeps_numpy():
     assert x.grad.shape == (0, 3, 8, 8)
     x64 = ember.randn(2, 3, 8, 8, dtype=ember.float64)
     assert F.conv2d(x64, ember.randn(4, 3, 3, 3, dtype=ember.float64)).dtype == ember.float64
+
+
+@pytest.mark.parametrize("call", [
+    lambda: F.conv2d(ember.randn(2, 5, 8, 8), ember.randn(4, 4, 3, 3)),
+    lambda: ember.nn.Conv2d(4, 8, 3)(ember.randn(2, 5, 9, 9)),
+    lambda: F.conv2d(ember.randn(2, 3, 8, 8), ember.randn(4, 4, 3, 3)),
+    lambda: F.conv2d(ember.randn(2, 5, 8, 8), ember.randn(4, 2, 3, 3), groups=2),
+    lambda: F.conv2d(ember.randn(2, 4, 8, 8), ember.randn(5, 2, 3, 3), groups=2),
+    lambda: F.conv2d(ember.randn(2, 4, 8, 8), ember.randn(4, 4, 3, 3), groups=-1),
+    lambda: F.conv2d(ember.randn(2, 4, 8, 8), ember.randn(4, 4, 3, 3), padding=-3)])
+def test_eager_convolutions_refuse_inconsistent_geometry_before_the_kernel_runs(call):
+    """The compiled kernel trusts its arguments: a channel count that disagrees with the
+    weight's must be the shape rule's clear error, not a write out of bounds."""
+    with pytest.raises(Exception, match="channels|groups|larger than"):
+        call()
+
+
+def test_a_hook_that_changes_a_gradients_size_raises_pytorchs_error():
+    x = ember.randn(2, 4, 8, 8, requires_grad=True)
+    y = F.conv2d(x, ember.randn(4, 4, 3, 3), padding=1)
+    y.register_hook(lambda g: ember.ones(1))
+    with pytest.raises(RuntimeError, match="has changed the size of value"):
+        y.sum().backward()
