@@ -26,9 +26,12 @@ _LIBRARY = {}  # "library": the loaded ctypes library, or None where it cannot b
 _LOCK = threading.Lock()
 
 
-def _library():
+def _library(build=True):
+    """The loaded library (built or linked on first use when `build`), or None."""
     with _LOCK:
         if "library" not in _LIBRARY:
+            if not build:
+                return None
             _LIBRARY["library"] = _build_or_load()
         return _LIBRARY["library"]
 
@@ -69,9 +72,12 @@ class EagerConvolution:
 
     def __call__(self, first, second, **attrs):
         from ember.ops import PRIMITIVES
+        from ember.ops.registry import tracing_below
         prim = PRIMITIVES[self.kind]
+        # (a trace computes its values with the library only once eager mode has loaded it: a cold
+        # ember.compile must not also compile the library, about a second, for values alone)
         if first.dtype != _FLOAT32 or second.dtype != _FLOAT32 or not _checked(prim, first, second, attrs) \
-                or _library() is None:
+                or _library(build=not tracing_below()) is None:
             return prim.impl(first, second, **attrs)  # (which raises the shape rule's error where it fails)
         out_shape, x_shape, w_shape = self._shapes(first, second, attrs)
         if min(out_shape + x_shape + w_shape) <= 0:

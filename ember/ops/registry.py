@@ -130,6 +130,12 @@ def _changed():
         listener(top)
 
 
+def tracing_below():
+    """Is a recording mode (a tracer) on the stack, even under an `in_mode(None)` that computes
+    a traced op's value eagerly?"""
+    return any(getattr(mode, "records_tensors", False) for mode in _modes)
+
+
 class in_mode:
     """Send every `bind` inside the block to `mode`; `in_mode(None)` runs the base (eager) mode."""
 
