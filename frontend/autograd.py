@@ -18,7 +18,7 @@ from .views import bump_version, memory_owner, version_counter
 from .device_tensors import copy_array, like
 from .device_ops import add_on_device
 from ember.runtime.device_arrays import copy_into, device_of
-from ember.ops import PRIMITIVES
+from .gradient_sums import SLICE, accumulate_owned, add_into_slice
 
 
 def _camel(name):
@@ -348,79 +348,10 @@ def _accumulate(table, key, value):
     table[key] = value if prior is None else prior + value
 
 
-def _accumulate_owned(table, key, value, owned, slice_node=None):
-    """_accumulate in eager backward: a pending gradient this backward made (a sum, or the padded
-    gradient of `slice_node`, a slice) takes the next one in place instead of a new array per
-    sum (the three slices of a fused q/k/v projection: three padded arrays and two sums before).
-    `owned` maps a node's id to [its pending gradient, the first slice's attrs or None]."""
-    prior = table.get(key)
-    if prior is None:
-        table[key] = value
-        if slice_node is not None:
-            owned[key] = [value, slice_node.attrs]
-    elif key in owned and owned[key][0] is prior and _writable_sum(prior) and \
-            prior._data.shape == value._data.shape and prior._data.dtype == value._data.dtype and \
-            type(value._data) is np.ndarray:
-        np.add(prior._data, value._data, out=prior._data)
-        owned[key][1] = None
-    else:
-        table[key] = prior + value
-        owned[key] = [table[key], None]
-
-
-def _writable_sum(tensor):
-    """A whole array of its own (a zero gradient may be a read-only broadcast constant)."""
-    data = tensor._data
-    return type(data) is np.ndarray and data.flags.writeable and data.flags.c_contiguous
-
-
-def _region(attrs):
-    return tuple(slice(lo, hi, st) for lo, hi, st in zip(attrs["starts"], attrs["stops"], attrs["steps"]))
-
-
-def _disjoint(first, second):
-    """Do two slices (attrs) select no common element (some dim's index sets are disjoint)?"""
-    for lo1, hi1, st1, lo2, hi2, st2 in zip(first["starts"], first["stops"], first["steps"],
-                                            second["starts"], second["stops"], second["steps"]):
-        if min(hi1, hi2) <= max(lo1, lo2) or (st1 == st2 and (lo1 - lo2) % st1):
-            return True
-    return False
-
-
-def _add_into_slice(node, g, node_grads, owned):
-    """A slice node's gradient added straight into its input's pending gradient, when that is
-    an array this backward made: the padded array the slice's VJP would build is never made.
-    False (the VJP runs) otherwise. The bits are those of padding and summing: the first
-    slice's region gets the +0.0 the second's padding would have added (-0.0 becomes 0.0);
-    a second slice overlapping the first takes the VJP (then -0.0 + -0.0 stays -0.0)."""
-    (_, fn, requires_grad, _), = node.saved
-    if fn is None or not requires_grad:
-        return False
-    prior = node_grads.get(id(fn))
-    entry = owned.get(id(fn))
-    if prior is None or entry is None or entry[0] is not prior or not _writable_sum(prior) \
-            or prior._data.dtype != g._data.dtype or type(g._data) is not np.ndarray:
-        return False
-    first = entry[1]
-    if first is not None and not _disjoint(first, node.attrs):
-        return False
-    region = prior._data[_region(node.attrs)]
-    if region.shape != g._data.shape:
-        return False
-    if first is not None:
-        first_region = prior._data[_region(first)]
-        np.add(first_region, 0.0, out=first_region)
-        entry[1] = None
-    np.add(region, g._data, out=region)
-    return True
-
-
 def _accumulate_leaf(table, tensor, g):
     prior = table.get(id(tensor))
     table[id(tensor)] = (tensor, g if prior is None else prior[1] + g)
 
-
-_SLICE = PRIMITIVES["slice"]
 
 BACKWARD_TWICE = ("Trying to backward through the graph a second time (or directly access saved tensors after "
                   "they have already been freed). Saved intermediate values of the graph are freed when you call "
@@ -471,7 +402,7 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                     ready_after.setdefault(position, []).append(id(t))
                     del last[id(t)]
     recorded = create_graph or STATE.recorder is not None  # a tracer must see the accumulation
-    owned = {}  # {id(node): its pending gradient, an array this backward made}: summed into in place
+    owned = {}  # pending gradients this backward made, summed into in place (frontend/gradient_sums.py)
 
     # autograd.grad / backward(inputs=): only the nodes on a path to a requested input run (their
     # VJPs, hooks and saved-value checks), as PyTorch prunes the graph
@@ -512,7 +443,7 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
             siblings = getattr(node.prim, "siblings", None)
             if siblings:  # the other outputs of one custom Function call: one backward call for all
                 node.prim.sibling_grads = _gather_siblings(node_grads, siblings, retain_graph, wanted_nodes, captured)
-            if not recorded and node.prim is _SLICE and _add_into_slice(node, g, node_grads, owned):
+            if not recorded and node.prim is SLICE and add_into_slice(node, g, node_grads, owned):
                 if not retain_graph:
                     node.freed = True
                 continue
@@ -528,7 +459,7 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                     if recorded:
                         _accumulate(node_grads, id(fn), gi)
                     else:
-                        _accumulate_owned(node_grads, id(fn), gi, owned, node if node.prim is _SLICE else None)
+                        accumulate_owned(node_grads, id(fn), gi, owned, node if node.prim is SLICE else None)
                 else:
                     _accumulate_leaf(leaf_grads, t, gi)
 

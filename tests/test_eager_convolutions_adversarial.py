@@ -194,7 +194,8 @@ def test_threads_running_convolutions_at_once_get_their_own_results():
     def work(seed):
         rng = np.random.default_rng(seed)
         for _ in range(25):
-            n, k, s, p = (int(v) for v in (rng.integers(1, 4), rng.integers(1, 5), rng.integers(1, 3), rng.integers(0, 3)))
+            n, k, s, p = (int(v) for v in (rng.integers(1, 4), rng.integers(1, 5), rng.integers(1, 3),
+                                           rng.integers(0, 3)))
             x = rng.standard_normal((n, 3, int(rng.integers(k, 20)), int(rng.integers(k, 20)))).astype(np.float32)
             w = rng.standard_normal((5, 3, k, k)).astype(np.float32)
             attrs = dict(stride=(s, s), padding=(p, p), dilation=(1, 1), groups=1)

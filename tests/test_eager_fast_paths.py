@@ -344,7 +344,8 @@ def test_linear_saves_only_what_its_backward_reads():
 
 
 def test_linear_with_no_features_has_empty_gradients():
-    x, w, b = ember.zeros(3, 0, requires_grad=True), ember.zeros(2, 0, requires_grad=True), ember.zeros(2, requires_grad=True)
+    x, w = ember.zeros(3, 0, requires_grad=True), ember.zeros(2, 0, requires_grad=True)
+    b = ember.zeros(2, requires_grad=True)
     F.linear(x, w, b).sum().backward()
     assert x.grad.shape == (3, 0) and w.grad.shape == (2, 0)
     np.testing.assert_array_equal(b.grad.numpy(), [3.0, 3.0])

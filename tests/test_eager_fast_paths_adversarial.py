@@ -415,7 +415,8 @@ def test_attention_value_changed_in_place_raises_and_modes():
 def test_layer_norm_and_attention_in_a_compiled_training_step_match_eager():
     def make():
         ember.manual_seed(0)
-        net = ember.nn.ModuleDict(dict(ln=ember.nn.LayerNorm(8), proj=ember.nn.Linear(8, 24, bias=False)))  # (a key bias has gradient 0: noise under Adam)
+        # (no projection bias: a key bias has gradient 0, noise under Adam)
+        net = ember.nn.ModuleDict(dict(ln=ember.nn.LayerNorm(8), proj=ember.nn.Linear(8, 24, bias=False)))
         return net, ember.optim.AdamW(net.parameters(), lr=0.01)
 
     def step(net, optimizer, x):
