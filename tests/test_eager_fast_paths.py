@@ -404,7 +404,7 @@ def test_eager_conv2d_of_other_dtypes_and_empty_batches_keeps_numpy():
 def test_eager_convolutions_refuse_inconsistent_geometry_before_the_kernel_runs(call):
     """The compiled kernel trusts its arguments: a channel count that disagrees with the
     weight's must be the shape rule's clear error, not a write out of bounds."""
-    with pytest.raises(Exception, match="channels|groups|larger than"):
+    with pytest.raises(Exception, match="channels|groups|larger than|negative padding"):
         call()
 
 
@@ -414,3 +414,12 @@ def test_a_hook_that_changes_a_gradients_size_raises_pytorchs_error():
     y.register_hook(lambda g: ember.ones(1))
     with pytest.raises(RuntimeError, match="has changed the size of value"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("options,message", [(dict(stride=0), "non-positive stride"),
+                                             (dict(padding=-1), "negative padding"),
+                                             (dict(dilation=(-2, 3)), "dilation should be greater than zero"),
+                                             (dict(groups=0), "non-positive groups")])
+def test_conv2d_refuses_non_positive_parameters_in_pytorchs_words(options, message):
+    with pytest.raises(RuntimeError, match=message):
+        F.conv2d(ember.randn(2, 4, 8, 8), ember.randn(4, 4, 3, 3), **options)

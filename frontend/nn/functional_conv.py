@@ -78,6 +78,17 @@ def check_conv_dtypes(op, input, weight, bias):
                                f"{name} {_shape_text(other)}")
 
 
+def _check_conv_parameters(op, stride, padding, dilation, groups):
+    """PyTorch's refusals of a convolution's parameters, in its words."""
+    for bad, message in ((int(groups) <= 0, "non-positive groups is not supported"),
+                         (min(stride) <= 0, "non-positive stride is not supported"),
+                         (min(padding) < 0, "negative padding is not supported"),
+                         (min(dilation) <= 0, f"dilation should be greater than zero, but got dilation_height: "
+                                              f"{dilation[0]}, dilation_width: {dilation[1]}")):
+        if bad:
+            raise RuntimeError(f"{where_named(op)}: {message}")
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution of input [N,C,H,W] (or unbatched [C,H,W]) with weight [O,C/groups,KH,KW]."""
     if input.ndim not in (3, 4):
@@ -90,6 +101,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x = S.unsqueeze(input, 0) if unbatched else input
     stride, dilation = pair(stride, 2, "stride"), pair(dilation, 2, "dilation")
     sym, extra = _conv_padding(padding, weight.shape[2:], dilation, stride, "conv2d", 2)
+    _check_conv_parameters("conv2d", stride, sym, dilation, groups)
     if extra is not None:
         (lo_h, lo_w), (hi_h, hi_w) = extra
         x = P["pad"].bind(x, lo=(0, 0, lo_h, lo_w), hi=(0, 0, hi_h, hi_w), interior=(0, 0, 0, 0), value=0)
