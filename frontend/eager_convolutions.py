@@ -76,10 +76,11 @@ class EagerConvolution:
         prim = PRIMITIVES[self.kind]
         # (a trace computes its values with the library only once eager mode has loaded it: a cold
         # ember.compile must not also compile the library, about a second, for values alone)
-        if first.dtype != _FLOAT32 or second.dtype != _FLOAT32 or not _checked(prim, first, second, attrs) \
-                or _library(build=not tracing_below()) is None:
+        out_shape = _checked_output_shape(prim, first, second, attrs) \
+            if first.dtype == _FLOAT32 and second.dtype == _FLOAT32 else None
+        if out_shape is None or _library(build=not tracing_below()) is None:
             return prim.impl(first, second, **attrs)  # (which raises the shape rule's error where it fails)
-        out_shape, x_shape, w_shape = self._shapes(first, second, attrs)
+        x_shape, w_shape = self._operand_shapes(first, second, attrs)
         if min(out_shape + x_shape + w_shape) <= 0:
             return prim.impl(first, second, **attrs)
         from ember.compiler.cpu.conv import conv2d_workspace_bytes
@@ -97,38 +98,32 @@ class EagerConvolution:
                 _pointer(self.workspace), ctypes.c_int64(slots), ctypes.c_int32(threads))
         return out
 
-    def _shapes(self, first, second, attrs):
-        """(output shape, input x's shape, weight's shape) of the call."""
+    def _operand_shapes(self, first, second, attrs):
+        """(the convolution's input shape, its weight's shape) in this call."""
         if self.kind == "conv2d":
-            x_shape, w_shape = first.shape, second.shape
-            o, kh, kw = w_shape[0], w_shape[2], w_shape[3]
-            return (x_shape[0], o, *_output_hw(x_shape, (kh, kw), attrs)), tuple(x_shape), tuple(w_shape)
+            return tuple(first.shape), tuple(second.shape)
         if self.kind == "conv2d_grad_input":
-            return tuple(attrs["input_shape"]), tuple(attrs["input_shape"]), tuple(second.shape)
-        return tuple(attrs["weight_shape"]), tuple(first.shape), tuple(attrs["weight_shape"])
+            return tuple(attrs["input_shape"]), tuple(second.shape)
+        return tuple(first.shape), tuple(attrs["weight_shape"])
 
 
-def _checked(prim, first, second, attrs):
-    """Do the operands pass the primitive's shape rule, with positive strides, dilations and
-    groups and no negative padding? The kernel trusts its arguments (a channel count that
-    disagrees with the weight's, or a gradient of another shape, would make it read and write
-    out of bounds); eager_bind consults the rule only after an implementation fails."""
+def _checked_output_shape(prim, first, second, attrs):
+    """The result's shape by the primitive's shape rule, or None where the rule fails or a
+    stride, dilation or groups is not positive or a padding negative. The kernel trusts its
+    arguments (a channel count that disagrees with the weight's, or a gradient of another shape,
+    would make it read and write out of bounds); eager_bind consults the rule only after an
+    implementation fails."""
     from ember import dtypes
     from ember.ops.registry import Spec
     stride, padding, dilation, groups = attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
     if first.ndim != 4 or second.ndim != 4 or type(groups) is not int or groups < 1 \
             or min(*stride, *dilation) < 1 or min(padding) < 0:
-        return False
+        return None
     try:
         spec = prim.infer(Spec(first.shape, dtypes.float32), Spec(second.shape, dtypes.float32), **attrs)
     except Exception:
-        return False
-    return len(spec.shape) == 4
-
-
-def _output_hw(x_shape, kernel, attrs):
-    return tuple((size + 2 * pad - dil * (k - 1) - 1) // st + 1 for size, k, st, pad, dil in
-                 zip(x_shape[2:], kernel, attrs["stride"], attrs["padding"], attrs["dilation"]))
+        return None
+    return tuple(spec.shape) if len(spec.shape) == 4 else None
 
 
 def _pointer(array):

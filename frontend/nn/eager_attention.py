@@ -14,33 +14,28 @@ tensors compose primitives (functional_attention.py).
 import numpy as np
 
 from ember.ops import PRIMITIVES
-from ember.runtime import device_arrays
 from ..custom_function import Function
 from ..dispatch import STATE
+from ..eager_arrays import host_float_arrays, needs_grad
 from ..linalg import matmul
 from .. import math_ops as M
 from .. import reductions as R
 from .. import shape_ops as S
 from ..tensor import Tensor
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def eager_attention(query, key, value, is_causal, scale):
     """softmax(q k^T * scale, causal-masked) v through one autograd node, or None where it does
     not apply (see the module docstring)."""
-    if STATE.recorder is not None \
-            or not all(type(t) is Tensor and type(t._data) is np.ndarray for t in (query, key, value)):
+    arrays = host_float_arrays(query, key, value) if all(type(t) is Tensor for t in (query, key, value)) else None
+    if arrays is None:
         return None
-    q, k, v = query._data, key._data, value._data
-    if not device_arrays.in_host_memory(q, k, v):
-        return None
-    if q.dtype not in _FLOATS or not q.dtype == k.dtype == v.dtype or not q.ndim == k.ndim == v.ndim \
-            or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2] or 0 in q.shape + k.shape + v.shape:
+    q, k, v = arrays
+    if not q.ndim == k.ndim == v.ndim or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2] \
+            or 0 in q.shape + k.shape + v.shape:
         return None
     weights = _weights(q, k, is_causal, scale)
     out = PRIMITIVES["matmul"].impl(weights, v)
-    if not STATE.grad_enabled or not any(t.requires_grad for t in (query, key, value)):
+    if not needs_grad(query, key, value):
         return Tensor._wrap(out)
     # (the result is made in forward, never an argument, which Function.apply would give a detached alias)
     return ScaledDotProductAttention.apply(query, key, value, out, weights, is_causal, scale)

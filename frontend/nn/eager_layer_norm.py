@@ -12,31 +12,24 @@ GPU and low-precision tensors compose primitives (compiled programs fuse them an
 import numpy as np
 
 from ember.ops import PRIMITIVES
-from ember.runtime import device_arrays
 from ..custom_function import Function
 from ..dispatch import STATE
+from ..eager_arrays import host_float_arrays, needs_grad
 from .. import math_ops as M
 from .. import reductions as R
 from ..tensor import Tensor
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def eager_layer_norm(input, normalized_shape, weight, bias, eps):
     """F.layer_norm of checked arguments through one autograd node, or None where it does not
     apply (a trace, a GPU or non-float32/float64 tensor, mixed dtypes)."""
-    if STATE.recorder is not None or type(input) is not Tensor \
-            or not device_arrays.in_host_memory(*[t._data for t in (input, weight, bias) if t is not None]):
+    arrays = host_float_arrays(input, weight, bias) if type(input) is Tensor else None
+    if arrays is None or arrays[0].size == 0 or any(a is not None and a.shape != tuple(normalized_shape)
+                                                    for a in arrays[1:]):
         return None
-    x = input._data
-    if type(x) is not np.ndarray or x.dtype not in _FLOATS or x.size == 0 or not all(
-            t is None or (isinstance(t, Tensor) and type(t._data) is np.ndarray and t._data.dtype == x.dtype
-                          and t.shape == tuple(normalized_shape)) for t in (weight, bias)):
-        return None
+    x, w, b = arrays
     axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
-    y, mean, rstd = _forward(x, axes, None if weight is None else weight._data, None if bias is None else bias._data,
-                             eps)
-    if not STATE.grad_enabled or not any(t is not None and t.requires_grad for t in (input, weight, bias)):
+    y, mean, rstd = _forward(x, axes, w, b, eps)
+    if not needs_grad(input, weight, bias):
         return Tensor._wrap(y)
     # (the result is made in forward, never an argument, which Function.apply would give a detached alias)
     return NativeLayerNorm.apply(input, weight, bias, y, axes, eps, mean, rstd)

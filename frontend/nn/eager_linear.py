@@ -11,33 +11,28 @@ A double backward (create_graph) composes the same formula from differentiable o
 import numpy as np
 
 from ember.ops import PRIMITIVES
-from ember.runtime import device_arrays
 from ..custom_function import Function
 from ..dispatch import STATE
+from ..eager_arrays import host_float_arrays, needs_grad
 from ..linalg import matmul
 from .. import reductions as R
 from .. import shape_ops as S
 from ..tensor import Tensor
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def eager_linear(input, weight, bias):
     """x @ weight.T + bias through one node, or None where it does not apply (a trace, a GPU or
     non-float32/float64 tensor, a weight that is not 2-D, a bias that is not [out_features])."""
-    if STATE.recorder is not None or type(input) is not Tensor or weight.ndim != 2 \
-            or input.ndim < 1 or (bias is not None and tuple(bias.shape) != tuple(weight.shape[:1])):
+    if type(input) is not Tensor or weight.ndim != 2 or input.ndim < 1 or 0 in weight.shape \
+            or (bias is not None and tuple(bias.shape) != tuple(weight.shape[:1])):
         return None
-    x, w = input._data, weight._data
-    b = None if bias is None else bias._data
-    if type(x) is not np.ndarray or type(w) is not np.ndarray or x.dtype not in _FLOATS or 0 in w.shape \
-            or (b is not None and type(b) is not np.ndarray) \
-            or not device_arrays.in_host_memory(*[a for a in (x, w, b) if a is not None]):
+    arrays = host_float_arrays(input, weight, bias)
+    if arrays is None:
         return None
+    x, w, b = arrays
     y = PRIMITIVES["matmul"].impl(x, w.T)
     if b is not None:
         np.add(y, b, out=y)  # (matmul's result is memory of its own)
-    if not STATE.grad_enabled or not any(t is not None and t.requires_grad for t in (input, weight, bias)):
+    if not needs_grad(input, weight, bias):
         return Tensor._wrap(y)
     node = (Addmm if bias is not None else Mm) if input.ndim == 2 else \
         (View if x.flags.c_contiguous else Add) if bias is not None else UnsafeView

@@ -12,12 +12,10 @@ they compose Tensor ops as before.
 import numpy as np
 
 from ember.ops import PRIMITIVES
-from ember.runtime import device_arrays
-from ..dispatch import STATE
+from ..eager_arrays import host_float_arrays
 from ..tensor import Tensor
 from ..views import bump_version
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NUMBER = (float, int)
 
 
@@ -25,22 +23,13 @@ def plain_arrays(*tensors):
     """The tensors' arrays when an update may write them directly: outside a trace, CPU tensors
     of one float32 or float64 dtype, contiguous and writable, none overlapping another's memory
     (the composed ops would see each write through an alias; these would not). Else None."""
-    if STATE.recorder is not None:
+    arrays = host_float_arrays(*tensors) if tensors and all(t is not None for t in tensors) else None
+    if arrays is None:
         return None
-    arrays = []
-    for t in tensors:
-        if not isinstance(t, Tensor):
-            return None
-        a = t._data
-        if type(a) is not np.ndarray or a.dtype not in _FLOATS or not a.flags.c_contiguous or not a.flags.writeable:
-            return None
-        arrays.append(a)
-    if not device_arrays.in_host_memory(*arrays):
-        return None
-    dtype = arrays[0].dtype
     for i, a in enumerate(arrays):
-        if a.dtype != dtype or any(a is b or (a.base is not None or b.base is not None) and np.may_share_memory(a, b)
-                                   for b in arrays[:i]):  # (arrays owning their memory overlap only if one)
+        if not a.flags.c_contiguous or not a.flags.writeable or any(
+                a is b or (a.base is not None or b.base is not None) and np.may_share_memory(a, b)
+                for b in arrays[:i]):  # (arrays owning their memory overlap only if one)
             return None
     return arrays
 
