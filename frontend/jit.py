@@ -33,7 +33,7 @@ from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
-from .tracer import Tracer, recording, module_state, external_names, observed_value, _input_name
+from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
 from .dynamic_shapes import DYNAMIC, DynamicDims
@@ -306,7 +306,7 @@ class CompiledFunction(DynamicCalls):
         start = time.perf_counter()
         tracer = Tracer(self.name)
         tracer.called_without_grad = not STATE.grad_enabled  # (see grad_mode._enabling_grad)
-        tracer.external_names = external_names(self.fn)
+        tracer.name_externals_of(self.fn)
         arg_tensors = flatten_tensors((args, kwargs), "args")
         input_nodes = [tracer.add_input(t, _input_name(self.fn, path)) for path, t in arg_tensors]
         state = module_state(self.module)

@@ -69,6 +69,8 @@ class Tracer:
         self.op_counts = Counter()
         self.externals = []  # (param name, tensor) for closed-over tensors
         self.external_names = {}  # id(tensor) -> readable name, from the traced function's globals
+        self.traced_function = None  # (see name_externals_of)
+        self._renamed = set()  # ids of tensors named again by _external_name
         self.rng_inputs = []  # seed inputs of random draws
         self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (frontend/watched_sizes.py)
         self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
@@ -263,8 +265,7 @@ class Tracer:
         or, for the `.grad` of a param, to that param's `.grad` at each call."""
         owner = next((name for name, node in self.graph.params.items()
                       if self.placeholder_tensors[node].grad is tensor), None)
-        name = f"{owner}.grad" if owner is not None else (
-            self.external_names.get(id(tensor)) or f"external_{len(self.externals)}")
+        name = f"{owner}.grad" if owner is not None else self._external_name(tensor)
         while name in self.graph.params:
             name += "_"
         node = self.add_param(tensor, name)
@@ -272,6 +273,21 @@ class Tracer:
         if owner is not None:
             self.grads_of[name] = owner
         return node
+
+    def name_externals_of(self, fn):
+        """Name the tensors `fn` reaches through its globals and closure (external_names)."""
+        self.traced_function = fn
+        self.external_names = external_names(fn)
+
+    def _external_name(self, tensor):
+        """The readable name of a tensor the function reaches (external_names), looked up again
+        once for a tensor made after the trace began (optimizer state made outside the program)."""
+        name = self.external_names.get(id(tensor))
+        if name is None and self.traced_function is not None and id(tensor) not in self._renamed:
+            self._renamed.add(id(tensor))
+            self.external_names = {**external_names(self.traced_function), **self.external_names}
+            name = self.external_names.get(id(tensor))
+        return name or f"external_{len(self.externals)}"
 
     def random(self, distribution, shape, dtype, a, b):
         """A random draw inside traced code: the `random` primitive fed by a fresh seed input."""
@@ -604,7 +620,7 @@ def trace_with_values(fn, args, kwargs=None, name=None):
     if name is None:
         name = type(fn).__name__ if module is fn else getattr(fn, "__name__", "graph")
     tracer = Tracer(name)
-    tracer.external_names = external_names(fn)
+    tracer.name_externals_of(fn)
     arg_tensors = flatten_tensors((args, kwargs), "args")
     for path, t in arg_tensors:
         tracer.add_input(t, _input_name(fn, path))

@@ -12,8 +12,10 @@ import warnings
 from collections import OrderedDict, defaultdict
 
 from ember import dtypes
+from ember.ops.registry import in_mode
 from ..autograd import enable_grad, no_grad
 from ..creation import zeros
+from ..dispatch import STATE
 from ..tensor import Tensor
 
 
@@ -86,8 +88,12 @@ class Optimizer:
         if step is not None and not getattr(step, "_ember_step_hooks", False):
             cls.step = _with_step_hooks(step)
 
+    _made_in_trace = None  # a weak reference to the tracer recording when it was made, if any
+
     def __init__(self, params, defaults):
         _LIVE[id(self)] = self
+        if STATE.recorder is not None:
+            self._made_in_trace = weakref.ref(STATE.recorder)
         self.defaults = defaults
         self._step_pre_hooks = OrderedDict()
         self._step_post_hooks = OrderedDict()
@@ -167,10 +173,25 @@ class Optimizer:
         loss = self._evaluate_closure(closure)
         with no_grad():
             for group in self.param_groups:
-                for param in self._params_with_grad(group):
+                params = self._params_with_grad(group)
+                for param in params:
                     self._check_dense_grad(param)
-                    self._update(param, self._state_for(param, group), group)
+                states = self._states_for(params, group)
+                for param, state in zip(params, states):
+                    self._update(param, state, group)
         return loss
+
+    def _states_for(self, params, group):
+        """The params' states, those not made yet made first, all before any update (as PyTorch's
+        _init_group). While ember.compile traces the step, they are made eagerly, outside the
+        program (as Dynamo runs _init_group): the first step then records the same program as
+        every later one, which compiles at once, instead of a program that makes new state on
+        every call. (An optimizer made inside the traced call keeps its state in the program.)"""
+        recorder = STATE.recorder
+        if recorder is None or (self._made_in_trace is not None and self._made_in_trace() is recorder):
+            return [self._state_for(param, group) for param in params]
+        with in_mode(None):
+            return [self._state_for(param, group) for param in params]
 
     def _state_for(self, param, group):
         """The parameter's state, created by `_init_state` on first use (also for groups added
