@@ -276,13 +276,22 @@ def test_a_gpt_training_step_runs_on_the_emulated_gpu_as_eager():
     compiled_model, compiled_optimizer = _gpt(ember)
     eager_model, eager_optimizer = _gpt(ember)
     compiled = ember.compile(_gpt_step, backend="ptx-emulated")
-    for seed in range(5):  # (two traces: the first step creates AdamW's state)
+    steps = 5
+    for seed in range(steps):  # (call 2 confirms call 1's trace and compiles it)
         idx, targets = _gpt_batch(seed)
         got = compiled(compiled_model, compiled_optimizer, idx, targets).item()
         np.testing.assert_allclose(got, _gpt_step(eager_model, eager_optimizer, idx, targets).item(), rtol=1e-5)
-    assert compiled.report.compiled_calls >= 2
-    for p, q in zip(compiled_model.parameters(), eager_model.parameters()):
-        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert compiled.report.compiled_calls == steps - 2, str(compiled.report)
+    for (name, p), q in zip(compiled_model.named_parameters(), eager_model.parameters()):
+        p, q = p.detach().numpy(), q.detach().numpy()
+        if name.endswith("attn.qkv.bias"):
+            # the key bias's gradient is zero in exact arithmetic (softmax ignores a shift of every
+            # score in a row): it is rounding noise, of either sign, which AdamW scales up to steps
+            # of about lr; it may differ by up to lr per step, the rest of the bias must agree
+            third = len(p) // 3
+            assert np.all(np.abs(p[third:2 * third] - q[third:2 * third]) <= 2 * steps * 3e-3)
+            p, q = np.concatenate([p[:third], p[2 * third:]]), np.concatenate([q[:third], q[2 * third:]])
+        np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_the_gpu_benchmark_runs_on_the_emulator(tmp_path):
