@@ -77,6 +77,7 @@ class _Geometry:
 
     def __init__(self, builder, task, blocking, direct_only=False):
         self.blocking = blocking
+        self.direct_only = direct_only
         for name in _TASK_FIELDS:
             index = _TASK_FIELDS.index(name)
             setattr(self, name, builder.load(builder.gep(task, [i32(0), i32(index)], inbounds=True), name=name))
@@ -96,7 +97,7 @@ class _Geometry:
         self.unit_column_stride = one(self.sw)
         self.pointwise = b.and_(b.and_(b.and_(one(self.kh), one(self.kw)), b.and_(one(self.sh), one(self.sw))),
                                 b.and_(b.and_(zero(self.ph), zero(self.pw)), b.and_(one(self.dh), one(self.dw))))
-        if direct_only:  # the caller guarantees the direct kernel applies: the other paths fold away
+        if direct_only:  # the caller guarantees the direct kernel applies (the scratch size folds)
             true, false = ir.Constant(ir.IntType(1), 1), ir.Constant(ir.IntType(1), 0)
             self.unit_stride = self.unit_column_stride = true
             self.pointwise = false
@@ -204,12 +205,10 @@ def _define_window_copy(module, direction):
 
 def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
     """All groups of one image for `kind`; slot is this thread's workspace slice; first says
-    whether this is the thread's first image (grad_weight starts its sum there)."""
+    whether this is the thread's first image (grad_weight starts its sum there). The direct
+    kernel runs where it applies; a pointwise convolution is one sgemm; the rest go through
+    im2col (col2im) and sgemm. A direct-only piece builds the direct path alone."""
     b = builder
-    threads = geo.gemm_threads
-    col = slot
-    module = b.module
-    im2col, col2im = _define_window_copy(module, "im2col"), _define_window_copy(module, "col2im")
     # the direct kernel packs the weights once per thread when one group reuses its scratch
     prepare = b.zext(b.or_(first, b.icmp_signed("!=", geo.groups, i64(1))), I64)
     with counted_loop(b, 0, geo.groups, name="group") as group:
@@ -217,42 +216,18 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
             x = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
             weight = b.gep(geo.in1, [b.mul(b.mul(group, geo.og), geo.ckk)])
             y = b.gep(geo.out, [b.mul(b.add(b.mul(image, geo.o), b.mul(group, geo.og)), geo.ohow)])
-            with b.if_else(geo.pointwise) as (pointwise, windowed):
-                with pointwise:
-                    b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), x, geo.hw, i64(1),
-                                   y, geo.ohow, f32(0.0), threads])
-                with windowed:
-                    with b.if_else(geo.unit_column_stride) as (direct, unfolded):
-                        with direct:
-                            b.call(define_direct_conv(module, geo.blocking), [
-                                x, geo.cg, geo.h, geo.w, geo.ph, geo.pw, weight, geo.og, i64(0),
-                                y, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw, geo.sh, col, prepare])
-                        with unfolded:
-                            b.call(im2col, [task, x, col])
-                            b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), col, geo.ohow,
-                                           i64(1), y, geo.ohow, f32(0.0), threads])
+            if geo.direct_only:
+                _emit_direct_conv(b, geo, x, weight, y, slot, prepare)
+            else:
+                _emit_conv_paths(b, geo, sgemm, task, x, weight, y, slot, prepare)
         elif kind == "conv2d_grad_input":
             dy = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.o), b.mul(group, geo.og)), geo.ohow)])
             weight = b.gep(geo.in1, [b.mul(b.mul(group, geo.og), geo.ckk)])
             dx = b.gep(geo.out, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
-            with b.if_else(geo.pointwise) as (pointwise, windowed):
-                with pointwise:  # dx = W_g^T @ dy
-                    b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow, i64(1),
-                                   dx, geo.ohow, f32(0.0), threads])
-                with windowed:
-                    with b.if_else(geo.unit_stride) as (direct, folded):
-                        with direct:  # dx = conv(dy padded by the kernel extent, rotated W^T)
-                            top = b.sub(b.mul(b.sub(geo.kh, i64(1)), geo.dh), geo.ph)
-                            left = b.sub(b.mul(b.sub(geo.kw, i64(1)), geo.dw), geo.pw)
-                            b.call(define_direct_conv(module, geo.blocking), [
-                                dy, geo.og, geo.oh, geo.ow, top, left, weight, geo.cg, i64(1),
-                                dx, geo.h, geo.w, geo.kh, geo.kw, geo.dh, geo.dw, i64(1), col, prepare])
-                        with folded:
-                            b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow,
-                                           i64(1), col, geo.ohow, f32(0.0), threads])
-                            with counted_loop(b, 0, b.mul(geo.cg, geo.hw), name="zx") as index:
-                                b.store(f32(0.0), b.gep(dx, [index]))
-                            b.call(col2im, [task, dx, col])
+            if geo.direct_only:
+                _emit_direct_grad_input(b, geo, dy, weight, dx, slot, prepare)
+            else:
+                _emit_grad_input_paths(b, geo, sgemm, task, dy, weight, dx, slot, prepare)
         else:
             x = b.gep(geo.in0, [b.mul(b.add(b.mul(image, geo.c), b.mul(group, geo.cg)), geo.hw)])
             dy = b.gep(geo.in1, [b.mul(b.add(b.mul(image, geo.o), b.mul(group, geo.og)), geo.ohow)])
@@ -260,20 +235,84 @@ def _emit_image(builder, kind, geo, sgemm, image, slot, first, task):
             partial = b.select(b.icmp_signed("!=", geo.partials, i64(0)), b.gep(slot, [scratch_floats]), geo.out)
             dw = b.gep(partial, [b.mul(b.mul(group, geo.og), geo.ckk)])
             beta = b.select(first, f32(0.0), f32(1.0))
-            with b.if_else(geo.pointwise) as (pointwise, windowed):
-                with pointwise:  # dW_g += dy @ x^T
-                    b.call(sgemm, [geo.og, geo.ckk, geo.ohow, dy, geo.ohow, i64(1), x, i64(1), geo.hw,
-                                   dw, geo.ckk, beta, threads])
-                with windowed:
-                    with b.if_else(geo.unit_stride) as (direct, unfolded):
-                        with direct:
-                            b.call(define_direct_grad_weight(module, geo.blocking), [
-                                x, dy, dw, geo.cg, geo.og, geo.h, geo.w, geo.oh, geo.ow, geo.kh, geo.kw,
-                                geo.dh, geo.dw, geo.ph, geo.pw, beta, col])
-                        with unfolded:
-                            b.call(im2col, [task, x, col])
-                            b.call(sgemm, [geo.og, geo.ckk, geo.ohow, dy, geo.ohow, i64(1), col, i64(1),
-                                           geo.ohow, dw, geo.ckk, beta, threads])
+            if geo.direct_only:
+                _emit_direct_grad_weight(b, geo, x, dy, dw, beta, slot)
+            else:
+                _emit_grad_weight_paths(b, geo, sgemm, task, x, dy, dw, beta, slot)
+
+
+def _emit_direct_conv(b, geo, x, weight, y, col, prepare):
+    b.call(define_direct_conv(b.module, geo.blocking), [
+        x, geo.cg, geo.h, geo.w, geo.ph, geo.pw, weight, geo.og, i64(0),
+        y, geo.oh, geo.ow, geo.kh, geo.kw, geo.dh, geo.dw, geo.sh, col, prepare])
+
+
+def _emit_conv_paths(b, geo, sgemm, task, x, weight, y, col, prepare):
+    """conv2d of one group: pointwise (one sgemm), direct (unit column stride), or im2col."""
+    threads = geo.gemm_threads
+    with b.if_else(geo.pointwise) as (pointwise, windowed):
+        with pointwise:
+            b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), x, geo.hw, i64(1),
+                           y, geo.ohow, f32(0.0), threads])
+        with windowed:
+            with b.if_else(geo.unit_column_stride) as (direct, unfolded):
+                with direct:
+                    _emit_direct_conv(b, geo, x, weight, y, col, prepare)
+                with unfolded:
+                    b.call(_define_window_copy(b.module, "im2col"), [task, x, col])
+                    b.call(sgemm, [geo.og, geo.ohow, geo.ckk, weight, geo.ckk, i64(1), col, geo.ohow,
+                                   i64(1), y, geo.ohow, f32(0.0), threads])
+
+
+def _emit_direct_grad_input(b, geo, dy, weight, dx, col, prepare):
+    """dx = conv(dy padded by the kernel extent, rotated W^T): the direct kernel (unit strides)."""
+    top = b.sub(b.mul(b.sub(geo.kh, i64(1)), geo.dh), geo.ph)
+    left = b.sub(b.mul(b.sub(geo.kw, i64(1)), geo.dw), geo.pw)
+    b.call(define_direct_conv(b.module, geo.blocking), [
+        dy, geo.og, geo.oh, geo.ow, top, left, weight, geo.cg, i64(1),
+        dx, geo.h, geo.w, geo.kh, geo.kw, geo.dh, geo.dw, i64(1), col, prepare])
+
+
+def _emit_grad_input_paths(b, geo, sgemm, task, dy, weight, dx, col, prepare):
+    """conv2d_grad_input of one group: pointwise (dx = W_g^T @ dy), direct, or sgemm and col2im."""
+    threads = geo.gemm_threads
+    with b.if_else(geo.pointwise) as (pointwise, windowed):
+        with pointwise:
+            b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow, i64(1),
+                           dx, geo.ohow, f32(0.0), threads])
+        with windowed:
+            with b.if_else(geo.unit_stride) as (direct, folded):
+                with direct:
+                    _emit_direct_grad_input(b, geo, dy, weight, dx, col, prepare)
+                with folded:
+                    b.call(sgemm, [geo.ckk, geo.ohow, geo.og, weight, i64(1), geo.ckk, dy, geo.ohow,
+                                   i64(1), col, geo.ohow, f32(0.0), threads])
+                    with counted_loop(b, 0, b.mul(geo.cg, geo.hw), name="zx") as index:
+                        b.store(f32(0.0), b.gep(dx, [index]))
+                    b.call(_define_window_copy(b.module, "col2im"), [task, dx, col])
+
+
+def _emit_direct_grad_weight(b, geo, x, dy, dw, beta, col):
+    b.call(define_direct_grad_weight(b.module, geo.blocking), [
+        x, dy, dw, geo.cg, geo.og, geo.h, geo.w, geo.oh, geo.ow, geo.kh, geo.kw,
+        geo.dh, geo.dw, geo.ph, geo.pw, beta, col])
+
+
+def _emit_grad_weight_paths(b, geo, sgemm, task, x, dy, dw, beta, col):
+    """conv2d_grad_weight of one group: pointwise (dW_g += dy @ x^T), direct, or im2col and sgemm."""
+    threads = geo.gemm_threads
+    with b.if_else(geo.pointwise) as (pointwise, windowed):
+        with pointwise:
+            b.call(sgemm, [geo.og, geo.ckk, geo.ohow, dy, geo.ohow, i64(1), x, i64(1), geo.hw,
+                           dw, geo.ckk, beta, threads])
+        with windowed:
+            with b.if_else(geo.unit_stride) as (direct, unfolded):
+                with direct:
+                    _emit_direct_grad_weight(b, geo, x, dy, dw, beta, col)
+                with unfolded:
+                    b.call(_define_window_copy(b.module, "im2col"), [task, x, col])
+                    b.call(sgemm, [geo.og, geo.ckk, geo.ohow, dy, geo.ohow, i64(1), col, i64(1),
+                                   geo.ohow, dw, geo.ckk, beta, threads])
 
 
 def _define_slice(module, name, kind, sgemm, blocking, direct_only):
@@ -328,7 +367,7 @@ def define_conv2d(module, kind="conv2d", parallel=None, geometry=None, direct_on
     if parallel is None:
         parallel = load_libgomp() is not None
     blocking = geometry or host_geometry()
-    if direct_only:  # its sgemm calls sit in branches that fold away: a declaration is enough
+    if direct_only:  # the direct path calls no sgemm: a declaration keeps the slice's signature
         sgemm = module.globals.get(SGEMM_THREADS_NAME) or ir.Function(
             module, ir.FunctionType(VOID, [I64, I64, I64, F32_PTR, I64, I64, F32_PTR, I64, I64, F32_PTR, I64,
                                            ir.FloatType(), I32]), name=SGEMM_THREADS_NAME)
