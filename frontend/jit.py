@@ -33,6 +33,8 @@ from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
+from .external_names import ExternalNumbers
+from .optimizer_guards import holds_after_the_call
 from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
@@ -87,6 +89,7 @@ class CompiledFunction(DynamicCalls):
         self._reached = PythonState(fn, module, self._module_parts)  # the Python state fn reads: python_guards
         self._eager_signatures = set()  # see _returned_view_of_mutated
         self._labelled_modules = {}  # module parts' label -> the module (see _module_parts)
+        self._external_numbers = ExternalNumbers()  # unnamed closed-over tensors' numbers, for every trace
         self._scalars = RuntimeScalars(lambda path: _input_name(fn, path), self._modules_labelled)
         self.__wrapped__ = fn
 
@@ -306,7 +309,7 @@ class CompiledFunction(DynamicCalls):
         start = time.perf_counter()
         tracer = Tracer(self.name)
         tracer.called_without_grad = not STATE.grad_enabled  # (see grad_mode._enabling_grad)
-        tracer.name_externals_of(self.fn)
+        tracer.name_externals_of(self.fn, self._external_numbers)
         arg_tensors = flatten_tensors((args, kwargs), "args")
         input_nodes = [tracer.add_input(t, _input_name(self.fn, path)) for path, t in arg_tensors]
         state = module_state(self.module)
@@ -373,6 +376,8 @@ class CompiledFunction(DynamicCalls):
         if verifying:
             self._verify_dynamic(tree, traced_graph, tracer, signature, args, kwargs)
             return result
+        if tracer.state_made_outside and dynamic is None:
+            signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
         if confirming:
             same = same_program(tree, pieces)
             tree.unconfirmed = not same
@@ -481,6 +486,19 @@ class CompiledFunction(DynamicCalls):
             tree.trains_itself = output_facts["ran_backward"] and any(
                 m.kind == "param" and m.target in trainable for m in graph.mutations) and not output_facts["live_histories"]
         return len(built), start
+
+    def _key_after_the_call(self, signature, tree, tracer, args, kwargs):
+        """The signature this trace (and the tree it extends) is kept under: the one after the
+        call where the step made optimizer state outside its program and nothing else
+        changed (optimizer_guards), so the next call finds it; else `signature`."""
+        after = self._signature_of(args, kwargs)
+        if after == signature or not holds_after_the_call(tracer, signature, after):
+            return signature
+        if tree is not None and self._cache.get(signature) is tree:
+            del self._cache[signature]
+            self._cache[after] = tree
+            self._signatures = [after if s == signature else s for s in self._signatures]
+        return after
 
     def _rekey_scalar_trees(self, extended, signature):
         """After a trace added runtime-scalar tests: every other cached tree under its signature

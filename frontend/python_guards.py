@@ -19,6 +19,7 @@ from .nn.parameter import Parameter
 from .python_reads import (ABSENT, CONST, LEN, METHOD, MODULE_INTERNALS, VALUE, Source, Unguardable, _Analysis,
                            _IMMUTABLE, _is_class_data, _is_user_class, _is_user_function, _is_user_module,
                            is_plain_value)
+from .optimizer_guards import optimizer_state_part
 from .tensor import Tensor
 
 MAX_ITEMS = 64  # values one guard snapshots (elements, entries, attributes, all levels)
@@ -208,7 +209,9 @@ def _optimizer(value, ctx, depth):
         for group in value.param_groups:
             keys = ((k, _hyperparameter_key(v)) for k, v in group.items() if k != "params")
             groups.append(tuple((k, key) for k, key in keys if key is not _UNGUARDED))
-        ctx.parts.append(("optimizer", ctx.label(value, depth), id(value), tuple(groups)))
+        label = ctx.label(value, depth)
+        ctx.parts.append(("optimizer", label, id(value), tuple(groups)))
+        ctx.parts.append(optimizer_state_part(value, label))
     return ("optimizer", value)
 
 

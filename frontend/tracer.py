@@ -22,6 +22,7 @@ from .runtime_scalars import ScalarInput
 from .tensor import StaleView, Tensor
 from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
 from .value_trees import flatten_tensors
+from .external_names import ExternalNaming, module_state  # noqa: F401 (module_state: for jit)
 from ember.runtime.device_arrays import device_of
 
 _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
@@ -68,9 +69,8 @@ class Tracer:
         self.alive_at_guard = []  # nodes whose tensors were still alive at each guard
         self.op_counts = Counter()
         self.externals = []  # (param name, tensor) for closed-over tensors
-        self.external_names = {}  # id(tensor) -> readable name, from the traced function's globals
-        self.traced_function = None  # (see name_externals_of)
-        self._renamed = set()  # ids of tensors named again by _external_name
+        self.naming = ExternalNaming()  # names of closed-over tensors (frontend/external_names.py)
+        self.state_made_outside = {}  # id(optimizer) -> (optimizer, {id(param): its state's key}): see made_state
         self.rng_inputs = []  # seed inputs of random draws
         self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (frontend/watched_sizes.py)
         self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
@@ -160,7 +160,7 @@ class Tracer:
                 best = (candidate, suffix)
         if best is not None:
             return best
-        if not tensor._detached or id(root) in self.known or id(root) in self.external_names or (
+        if not tensor._detached or id(root) in self.known or id(root) in self.naming.names or (
                 root._node is not None and root._node[0] is self):
             return root, chain  # (a root the function never names is bound as a hidden param)
         return tensor, ()  # a detached alias of memory out of the function's reach (a clone's source)
@@ -265,7 +265,7 @@ class Tracer:
         or, for the `.grad` of a param, to that param's `.grad` at each call."""
         owner = next((name for name, node in self.graph.params.items()
                       if self.placeholder_tensors[node].grad is tensor), None)
-        name = f"{owner}.grad" if owner is not None else self._external_name(tensor)
+        name = f"{owner}.grad" if owner is not None else self.naming.name(tensor)
         while name in self.graph.params:
             name += "_"
         node = self.add_param(tensor, name)
@@ -274,20 +274,18 @@ class Tracer:
             self.grads_of[name] = owner
         return node
 
-    def name_externals_of(self, fn):
-        """Name the tensors `fn` reaches through its globals and closure (external_names)."""
-        self.traced_function = fn
-        self.external_names = external_names(fn)
+    def name_externals_of(self, fn, numbers=None):
+        """Name the tensors `fn` reaches through its globals and closure; `numbers` numbers the
+        others for the whole compiled function (external_names.ExternalNumbers)."""
+        self.naming = ExternalNaming(fn, numbers)
 
-    def _external_name(self, tensor):
-        """The readable name of a tensor the function reaches (external_names), looked up again
-        once for a tensor made after the trace began (optimizer state made outside the program)."""
-        name = self.external_names.get(id(tensor))
-        if name is None and self.traced_function is not None and id(tensor) not in self._renamed:
-            self._renamed.add(id(tensor))
-            self.external_names = {**external_names(self.traced_function), **self.external_names}
-            name = self.external_names.get(id(tensor))
-        return name or f"external_{len(self.externals)}"
+    def made_state(self, optimizer, param, state):
+        """Optimizer._states_for made `param`'s state eagerly, outside the program: its
+        tensors get names when read (named again), and ember.compile may key this trace
+        under the signature after the call (optimizer_guards.holds_after_the_call)."""
+        from .optimizer_guards import state_items_key
+        self.state_made_outside.setdefault(id(optimizer), (optimizer, {}))[1][id(param)] = state_items_key(state)
+        self.naming.stale = True
 
     def random(self, distribution, shape, dtype, a, b):
         """A random draw inside traced code: the `random` primitive fed by a fresh seed input."""
@@ -383,7 +381,7 @@ class Tracer:
             raise ModifiedTensorError(error)
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
-        from .autograd import final_callbacks
+        from .autograd import final_callbacks, no_grad
         from .device_ops import evaluate
         for t in tensors:
             if not t.requires_grad:
@@ -404,10 +402,19 @@ class Tracer:
                 leaf = leaves[leaf_node]
                 g = Tensor._wrap(self.values[grad_node])
                 self.rebind(g, grad_node)  # (live: a later segment of the trace may read it)
+                if g.dtype != leaf.dtype:  # (as PyTorch's engine: a gradient has its input's dtype)
+                    g = g.to(leaf.dtype)
                 for hook in leaf._hooks or ():
                     replaced = hook(g)
                     g = g if replaced is None else replaced
-                leaf.grad = g if leaf.grad is None else leaf.grad + g
+                existing = leaf.grad
+                if existing is None:
+                    leaf.grad = g
+                elif existing.requires_grad or existing.shape != g.shape:
+                    leaf.grad = existing + g
+                else:  # (as eagerly: into the .grad's own memory, which stays the same tensor)
+                    with no_grad():
+                        existing.add_(g)
                 for hook in leaf._post_accumulate_hooks or ():
                     if hook(leaf) is not None:
                         raise RuntimeError("Tensor post accumulate grad hooks should return None.")
@@ -590,18 +597,6 @@ def recording(tracer):
     return in_mode(tracer)
 
 
-def module_state(module):
-    """Named params and buffers of a module (params first), the tensors a trace binds by name."""
-    if module is None:
-        return []
-    seen, state = set(), []
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        if t is not None and id(t) not in seen:
-            seen.add(id(t))
-            state.append((name, t))
-    return state
-
-
 def trace(fn, *args, **kwargs):
     """Run `fn(*args, **kwargs)` eagerly and return the recorded `Graph` (ember.trace).
 
@@ -654,59 +649,6 @@ def _input_name(fn, path):
     if path.startswith("args[1]['"):
         return path[len("args[1]['"):].replace("']", "", 1)
     return path
-
-
-class ReachedState:
-    """The globals and closure cells a function's code reads, read afresh on each `values()`
-    (modules, optimizers, tensors, plain values; functions, classes and code modules skipped).
-    ember.compile puts them in its signature; the tracer names closed-over tensors after them."""
-
-    def __init__(self, fn):
-        code = getattr(fn, "__code__", None)
-        if code is None or hasattr(fn, "named_parameters"):
-            self.globals, self.cells, self.names = {}, {}, ()
-            return
-        self.globals = getattr(fn, "__globals__", {})
-        self.cells = dict(zip(code.co_freevars, getattr(fn, "__closure__", None) or ()))
-        self.names = tuple(dict.fromkeys(code.co_names + code.co_freevars))
-
-    def values(self):
-        for name in self.names:
-            cell = self.cells.get(name)
-            if cell is not None:
-                try:
-                    value = cell.cell_contents
-                except ValueError:
-                    continue
-            elif name in self.globals:
-                value = self.globals[name]
-            else:
-                continue
-            if isinstance(value, type) or callable(value) and not hasattr(value, "named_parameters"):
-                continue  # functions, classes and modules of code are not state
-            yield name, value
-
-
-def external_names(fn):
-    """Readable names for tensors a function reaches through its globals and closure:
-    `net.fc1.weight` for a module's params, `opt.state[0].momentum_buffer` for optimizer state."""
-    values = list(ReachedState(fn).values())
-    names = {}
-    for var, value in values:  # modules first: a weight is `net.fc1.weight`, not `opt.param[0]`
-        if hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
-            for pname, t in module_state(value):
-                names.setdefault(id(t), f"{var}.{pname}")
-    for var, value in values:
-        if hasattr(value, "param_groups") and hasattr(value, "state"):
-            params = [p for group in value.param_groups for p in group["params"]]
-            for i, p in enumerate(params):
-                names.setdefault(id(p), f"{var}.param[{i}]")
-                for key, t in value.state.get(p, {}).items():
-                    if isinstance(t, Tensor):
-                        names.setdefault(id(t), f"{var}.state[{i}].{key}")
-        elif isinstance(value, Tensor):
-            names.setdefault(id(value), var)
-    return names
 
 
 def _uniform(data):

@@ -16,6 +16,7 @@ from ember.ops.registry import in_mode
 from ..autograd import enable_grad, no_grad
 from ..creation import zeros
 from ..dispatch import STATE
+from ..runtime_scalars import ScalarInput
 from ..tensor import Tensor
 
 
@@ -190,8 +191,16 @@ class Optimizer:
         recorder = STATE.recorder
         if recorder is None or (self._made_in_trace is not None and self._made_in_trace() is recorder):
             return [self._state_for(param, group) for param in params]
+        states = []
+        # (state made at this call's hyperparameters: a runtime scalar's value, not pinned)
+        values = {key: _value_of(value) for key, value in group.items()}
         with in_mode(None):
-            return [self._state_for(param, group) for param in params]
+            for param in params:
+                made = not self.state.get(param)
+                states.append(self._state_for(param, values))
+                if made and states[-1]:
+                    recorder.made_state(self, param, states[-1])
+        return states
 
     def _state_for(self, param, group):
         """The parameter's state, created by `_init_state` on first use (also for groups added
@@ -213,6 +222,11 @@ class Optimizer:
         return [p for p in group["params"] if p.grad is not None]
 
     def _check_dense_grad(self, param):
+        """Before any update (PyTorch refuses such a .grad when it is assigned)."""
+        if param.grad.dtype != param.dtype:
+            raise RuntimeError(f"{type(self).__name__}.step: gradient of dtype {param.grad.dtype} does not match "
+                               f"its parameter's dtype {param.dtype} (shape {list(param.shape)}); PyTorch refuses "
+                               f"such a .grad when it is assigned")
         if param.grad.shape != param.shape:
             raise RuntimeError(f"{type(self).__name__}.step: gradient of shape {list(param.grad.shape)} does not "
                                f"match its parameter's shape {list(param.shape)} ({param.dtype})")
@@ -315,6 +329,15 @@ def _cast_state(param, value, key=None):
     if isinstance(value, (list, tuple)):
         return type(value)(_cast_state(param, v, key=key) for v in value)
     return copy.deepcopy(value)
+
+
+def _value_of(value):
+    """A hyperparameter as a plain number where ember.compile made it a runtime scalar."""
+    if type(value) is ScalarInput:
+        return value.value
+    if type(value) is tuple:
+        return tuple(_value_of(v) for v in value)
+    return value
 
 
 _LIVE = weakref.WeakValueDictionary()  # id -> optimizer, for runtime scalars (frontend/runtime_scalars.py)

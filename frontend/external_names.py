@@ -1,0 +1,112 @@
+"""Names of the tensors a traced function reads without making them or being passed them.
+
+A trace binds such a tensor as a named param of its program (frontend/tracer.py `_external`):
+`net.fc1.weight` for a module's weight and `opt.state[0].exp_avg` for optimizer state, found
+through the function's globals and closure (`external_names`), or `external_<n>` with one
+number per tensor for the whole compiled function (`ExternalNumbers`), so that two traces of
+one tensor agree on its name and two tensors never share one in a tree of segments.
+"""
+import weakref
+
+from .tensor import Tensor
+
+
+class ExternalNumbers:
+    """One number per tensor, for as long as it lives, across every trace of a compiled function."""
+
+    def __init__(self):
+        self.by_id = {}  # id(tensor) -> (weak reference, number)
+        self.count = 0
+
+    def number(self, tensor):
+        entry = self.by_id.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:  # (a new tensor, perhaps at a dead one's address)
+            entry = self.by_id[id(tensor)] = (weakref.ref(tensor), self.count)
+            self.count += 1
+        return entry[1]
+
+
+class ExternalNaming:
+    """One trace's names: from `external_names(fn)`, looked up again once after optimizer
+    state was made outside the program during the trace (`stale`), else numbered."""
+
+    def __init__(self, fn=None, numbers=None):
+        self.fn = fn
+        self.names = external_names(fn) if fn is not None else {}  # id(tensor) -> name
+        self.numbers = numbers if numbers is not None else ExternalNumbers()
+        self.stale = False
+
+    def name(self, tensor):
+        name = self.names.get(id(tensor))
+        if name is None and self.stale and self.fn is not None:
+            self.stale = False
+            self.names = {**external_names(self.fn), **self.names}
+            name = self.names.get(id(tensor))
+        return name or f"external_{self.numbers.number(tensor)}"
+
+
+def module_state(module):
+    """Named params and buffers of a module (params first), the tensors a trace binds by name."""
+    if module is None:
+        return []
+    seen, state = set(), []
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t is not None and id(t) not in seen:
+            seen.add(id(t))
+            state.append((name, t))
+    return state
+
+
+
+
+class ReachedState:
+    """The globals and closure cells a function's code reads, read afresh on each `values()`
+    (modules, optimizers, tensors, plain values; functions, classes and code modules skipped).
+    ember.compile puts them in its signature; the tracer names closed-over tensors after them."""
+
+    def __init__(self, fn):
+        code = getattr(fn, "__code__", None)
+        if code is None or hasattr(fn, "named_parameters"):
+            self.globals, self.cells, self.names = {}, {}, ()
+            return
+        self.globals = getattr(fn, "__globals__", {})
+        self.cells = dict(zip(code.co_freevars, getattr(fn, "__closure__", None) or ()))
+        self.names = tuple(dict.fromkeys(code.co_names + code.co_freevars))
+
+    def values(self):
+        for name in self.names:
+            cell = self.cells.get(name)
+            if cell is not None:
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+            elif name in self.globals:
+                value = self.globals[name]
+            else:
+                continue
+            if isinstance(value, type) or callable(value) and not hasattr(value, "named_parameters"):
+                continue  # functions, classes and modules of code are not state
+            yield name, value
+
+
+def external_names(fn):
+    """Readable names for tensors a function reaches through its globals and closure:
+    `net.fc1.weight` for a module's params, `opt.state[0].momentum_buffer` for optimizer state."""
+    values = list(ReachedState(fn).values())
+    names = {}
+    for var, value in values:  # modules first: a weight is `net.fc1.weight`, not `opt.param[0]`
+        if hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
+            for pname, t in module_state(value):
+                names.setdefault(id(t), f"{var}.{pname}")
+    for var, value in values:
+        if hasattr(value, "param_groups") and hasattr(value, "state"):
+            params = [p for group in value.param_groups for p in group["params"]]
+            for i, p in enumerate(params):
+                names.setdefault(id(p), f"{var}.param[{i}]")
+                for key, t in value.state.get(p, {}).items():
+                    if isinstance(t, Tensor):
+                        names.setdefault(id(t), f"{var}.state[{i}].{key}")
+        elif isinstance(value, Tensor):
+            names.setdefault(id(value), var)
+    return names
