@@ -357,6 +357,8 @@ class CompiledFunction(DynamicCalls):
         aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])
         tracer.release()
+        if tracer.state_made_outside and dynamic is None and not verifying:
+            signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
         changed = self._python_state_changed_by_call(signature, args, kwargs)
         if aliased is not None or changed is not None or tracer.eager_reason is not None:
             # a returned view of a tensor the function then updates in place (eager returns memory
@@ -376,8 +378,6 @@ class CompiledFunction(DynamicCalls):
         if verifying:
             self._verify_dynamic(tree, traced_graph, tracer, signature, args, kwargs)
             return result
-        if tracer.state_made_outside and dynamic is None:
-            signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
         if confirming:
             same = same_program(tree, pieces)
             tree.unconfirmed = not same
