@@ -19,6 +19,7 @@ time of every stage, 2 also builds programs instrumented with per-kernel timers 
 prints kernel times after every call), 3 prints each pass's stage and the loop kernels,
 4 the target's code stages (optimised LLVM IR and assembly).
 """
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ class Driver:
         self.stats = CompileStats()
 
     def compile(self, graph):
-        with paused_gc():  # (ember/paused_gc.py: collections took a fifth of a big cold compile)
+        with paused_gc(), _deep_recursion():  # (ember/paused_gc.py: collections took a fifth of a big cold compile)
             return self._compile(graph)
 
     def _compile(self, graph):
@@ -324,6 +325,19 @@ def refuse_host_only(graph, target):
                             f"{'; '.join(found)} {'is' if len(found) == 1 else 'are'} host-only (numpy, run as a "
                             f"callback from CPU code), and the {target.name} target cannot call back into Python")
     return found
+
+
+@contextlib.contextmanager
+def _deep_recursion(limit=20000):
+    """Lowering and code generation recurse once per member of a fused expression (a sum of
+    200 parameters' squares is 200 deep): Python's recursion limit raised while compiling.
+    (Python-to-Python calls do not grow the C stack since 3.11.)"""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def lower(planned, target, timer=None):

@@ -524,11 +524,23 @@ def _accumulate_ready(leaf_grads, keys, create_graph, recorded):
             _accumulate_leaf_grad(entry[0], entry[1], create_graph, recorded)
 
 
+def check_hook_result(hook, replaced, g):
+    """A tensor hook may replace a gradient only by one of its size and dtype (PyTorch's checks
+    and messages)."""
+    name = getattr(hook, "__name__", hook)
+    if tuple(getattr(replaced, "shape", ())) != tuple(g.shape):
+        raise RuntimeError(f"hook '{name}' has changed the size of value")
+    dtype = getattr(replaced, "dtype", None)
+    if dtype != g.dtype:
+        raise RuntimeError(f"hook '{name}' has changed the type of value (was {g.dtype} got {dtype})")
+
+
 def _accumulate_leaf_grad(t, g, create_graph, recorded, tensor_hooks=True):
     """AccumulateGrad: the leaf's tensor hooks, `.grad += g`, then its post-accumulate-grad hooks."""
     for hook in t._hooks or () if tensor_hooks else ():
         replaced = hook(g)
         if replaced is not None:
+            check_hook_result(hook, replaced, g)
             g = replaced
     if not create_graph:
         g = g.detach()
@@ -550,8 +562,8 @@ def _owned(g):
 
 
 def _accumulate_into(existing, g):
-    if existing.requires_grad:
-        return existing + g
+    """A plain backward adds into the .grad's own memory, as PyTorch's AccumulateGrad with grad
+    mode off, also into a .grad that requires grad (one a create_graph backward left)."""
     data = existing._data
     device = device_of(data)
     if data.flags.writeable and data.shape == g._data.shape:  # into the grad's own memory (records nothing)
@@ -572,8 +584,7 @@ def _run_tensor_hooks(node, g):
     for hook in node.hooks or ():
         replaced = hook(g)
         if replaced is not None:
-            if tuple(getattr(replaced, "shape", ())) != tuple(g.shape):  # (PyTorch's check and message)
-                raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has changed the size of value")
+            check_hook_result(hook, replaced, g)
             g = replaced
     if node.retain:
         t = node.out_ref() if node.out_ref is not None else None

@@ -34,7 +34,8 @@ def write_back(segment, env, params, inputs):
         adopt = exchange is not None and m.node in adoptable
         if m.kind.endswith("_grad"):
             grad = target.grad
-            if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable:
+            if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable \
+                    or (m.kind, m.target) in segment.fresh_grads:  # (as eagerly: a new .grad tensor)
                 if adopt and exchange(data):
                     target.grad = Tensor._wrap(data)
                 else:

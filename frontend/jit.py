@@ -34,7 +34,7 @@ from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .external_names import ExternalNumbers
-from .optimizer_guards import holds_after_the_call
+from .optimizer_guards import holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
@@ -292,7 +292,7 @@ class CompiledFunction(DynamicCalls):
                       tuple(_plain_settings(m) for m in modules))
             self._settings[id(module)] = cached
         parts.append(("training", label, cached[2]))
-        parts.append(("state", label, tuple([(id(t), t._data.shape, t._data.dtype, t.requires_grad)
+        parts.append(("state", label, tuple([(id(t), t._data.shape, t._data.dtype, t.requires_grad, hook_ids(t))
                                              for t in state.values()])))
         parts.append(("settings", label, cached[3]))
 
@@ -360,6 +360,12 @@ class CompiledFunction(DynamicCalls):
         if tracer.state_made_outside and dynamic is None and not verifying:
             signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
         changed = self._python_state_changed_by_call(signature, args, kwargs)
+        if isinstance(changed, StateRebound):  # (on every step, as a rule: never compiled, never traced again)
+            self._eager = True
+            self.report.eager_reasons.append(f"the call changes {changed}, which it reads (a compiled program "
+                                             f"cannot replay that); {self.name} runs eagerly from now on")
+            self._cache.pop(signature, None)
+            return result
         if aliased is not None or changed is not None or tracer.eager_reason is not None:
             # a returned view of a tensor the function then updates in place (eager returns memory
             # that shows the update, which a compiled program's fresh outputs cannot reproduce),
@@ -524,12 +530,16 @@ class CompiledFunction(DynamicCalls):
     def _python_state_changed_by_call(self, signature, args, kwargs):
         """What Python state the traced call changed among the values its signature guards
         (`state['flag'] = not state['flag']`), as the report words it, or None."""
-        before = [part for part in signature if part[0] == "python"]
+        before = [part for part in signature if part[0] in ("python", "optimizer state")]
         if not before:
             return None
         after = []
         flat = flatten_tensors((args, kwargs), "args")
         self._reached.add_parts(after, {id(t) for _, t in flat})
+        rebound = state_changed_by_call(before, after)
+        if rebound is not None:
+            return StateRebound(rebound)
+        before = [part for part in before if part[0] == "python"]
         after = [part for part in after if part[0] == "python"]
         if len(after) != len(before):  # the state's shape itself changed: the next call re-traces
             return None
@@ -647,6 +657,10 @@ class GradOf:
     def __call__(self, params):
         owner = params.get(self.owner)
         return None if owner is None else owner.grad
+
+
+class StateRebound(str):
+    """What optimizer state entry a traced call replaced (optimizer_guards.state_changed_by_call)."""
 
 
 def _as_tensor(value):

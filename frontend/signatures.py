@@ -58,7 +58,7 @@ def explain_signature_change(fn, old, new):
             changes.append(f"TF32 switches (matmul, convolution): {before[1]} -> {part[1]}")
         elif kind == "state":
             owner = "" if part[1] == "self" else f" of {part[1]}"
-            changes.append(f"parameters or buffers{owner} were replaced or changed requires_grad/dtype")
+            changes.append(f"parameters or buffers{owner} were replaced or changed requires_grad/dtype/hooks")
         elif kind == "settings":
             changes.append(f"module settings of {part[1]} changed: {explain_settings_change(before[2], part[2])}")
         elif kind == "optimizer":

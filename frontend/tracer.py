@@ -20,7 +20,7 @@ from .dispatch import STATE, eager_bind
 from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import StaleView, Tensor
-from .views import chain_suffix, live_aliases, memory_owner, replay, scatter_into_base
+from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owner, replay, scatter_into_base
 from .value_trees import flatten_tensors
 from .external_names import ExternalNaming, module_state  # noqa: F401 (module_state: for jit)
 from ember.runtime.device_arrays import device_of
@@ -381,7 +381,7 @@ class Tracer:
             raise ModifiedTensorError(error)
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
-        from .autograd import final_callbacks, no_grad
+        from .autograd import check_hook_result, final_callbacks, no_grad
         from .device_ops import evaluate
         for t in tensors:
             if not t.requires_grad:
@@ -395,6 +395,7 @@ class Tracer:
             if node.id not in self.values:
                 out = evaluate(PRIMITIVES[node.op], [self.values[i] for i in node.inputs], node.attrs, device)
                 self._remember_value(node.id, out)
+        assigned = set()  # ids of the arrays given to a leaf's .grad so far
         with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
             for leaf_node, grad_node in grads.items():
                 if grad_node is None:
@@ -406,18 +407,31 @@ class Tracer:
                     g = g.to(leaf.dtype)
                 for hook in leaf._hooks or ():
                     replaced = hook(g)
-                    g = g if replaced is None else replaced
-                existing = leaf.grad
-                if existing is None:
-                    leaf.grad = g
-                elif existing.requires_grad or existing.shape != g.shape:
-                    leaf.grad = existing + g
-                else:  # (as eagerly: into the .grad's own memory, which stays the same tensor)
-                    with no_grad():
-                        existing.add_(g)
+                    if replaced is not None:
+                        check_hook_result(hook, replaced, g)
+                        g = replaced
+                self._accumulate_grad(leaf, g, assigned, no_grad)
                 for hook in leaf._post_accumulate_hooks or ():
                     if hook(leaf) is not None:
                         raise RuntimeError("Tensor post accumulate grad hooks should return None.")
+
+    def _accumulate_grad(self, leaf, g, assigned, no_grad):
+        """`.grad += g` for a leaf, as eager mode's AccumulateGrad: a first gradient is the
+        leaf's own (a copy where the value is another leaf's .grad, a tensor from outside the
+        trace or a broadcast), and a later one adds into a .grad that existed before the call
+        in its own memory (which stays the same tensor), else makes a new sum."""
+        existing = leaf.grad
+        if existing is None:
+            if id(g._data) in assigned or g._born is not self or has_internal_overlap(g._data):
+                g = g.clone()
+            assigned.add(id(g._data))
+            leaf.grad = g
+        elif existing._born is self or existing.requires_grad or existing.shape != g.shape \
+                or not existing._data.flags.writeable or has_internal_overlap(existing._data):
+            leaf.grad = existing + g
+        else:
+            with no_grad():
+                existing.add_(g)
 
     def release(self):
         """Drop what only tracing needed (eager values, kept tensors). Tensors touched while
@@ -510,6 +524,7 @@ class Tracer:
                              "backward_error": self._eager_backward_error(
                                  [t for i, t in enumerate(outputs) if i not in stale]) if self.wrote else None,
                              "ran_backward": self.ran_backward}
+        fresh_grads = self.output_facts["fresh_grads"] = set()
         for kind, target, tensor in watched:
             placeholder = self.known.get(id(tensor))
             token = tensor._node
@@ -519,6 +534,8 @@ class Tracer:
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
+                    if grad._born is self:  # a new .grad tensor (not one added into): a new one each call
+                        fresh_grads.add((f"{kind}_grad", target))
         return self.graph
 
 

@@ -173,10 +173,11 @@ class Optimizer:
                                       f"subclass writes its update rule there")
         loss = self._evaluate_closure(closure)
         with no_grad():
-            for group in self.param_groups:
-                params = self._params_with_grad(group)
+            groups = [(group, self._params_with_grad(group)) for group in self.param_groups]
+            for _, params in groups:  # (every group's gradients checked before any update)
                 for param in params:
                     self._check_dense_grad(param)
+            for group, params in groups:
                 states = self._states_for(params, group)
                 for param, state in zip(params, states):
                     self._update(param, state, group)
