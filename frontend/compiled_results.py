@@ -16,14 +16,16 @@ from .views import bump_version, replay
 
 
 def write_back(segment, env, params, inputs):
-    """Give each mutation's new value to its target (a param, an input, or their .grad).
+    """Give each mutation's new value to its target (a param, an input, or their .grad);
+    returns {node: .grad tensor} for the .grad mutations.
 
     The target's memory is updated in place when anything besides the target may see it
     (a numpy array or view the caller holds, autograd's saved tensors). When nothing does
     (its reference count says so), the program's output array simply becomes the target's
     array and the old one becomes that output's buffer for the next call: no copy."""
     if not segment.mutations:
-        return
+        return {}
+    grads = {}  # node -> the .grad tensor its value became (a result that is that node is that tensor)
     keep_values_of_targets(segment, env, params, inputs)
     adoptable = segment.adoptable_mutations()
     exchange = getattr(segment.runner, "exchange", None) if adoptable else None
@@ -34,14 +36,19 @@ def write_back(segment, env, params, inputs):
         adopt = exchange is not None and m.node in adoptable
         if m.kind.endswith("_grad"):
             grad = target.grad
-            if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable \
-                    or (m.kind, m.target) in segment.fresh_grads:  # (as eagerly: a new .grad tensor)
-                if adopt and exchange(data):
+            fresh = (m.kind, m.target) in segment.fresh_grads  # (as eagerly: a new .grad tensor each call)
+            if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable or fresh:
+                # the old .grad's memory serves the next call when nothing else holds that tensor
+                # (references: target.grad, `grad`, getrefcount's argument) or its array
+                spare = grad._data if fresh and grad is not None and getrefcount(grad) == 3 \
+                    and getrefcount(grad._data) == 2 and owns_memory_alone(grad._data) else None
+                if adopt and exchange(data, spare):
                     target.grad = Tensor._wrap(data)
                 else:
                     target.grad = Tensor._wrap(copy_array(data))
+                grads[m.node] = target.grad
                 continue
-            target = grad
+            grads[m.node] = target = grad
         current = target._data
         # references to `current`: target._data, this frame, getrefcount's argument, env
         private = adopt and getrefcount(current) == 3 + in_env[id(current)] and owns_memory_alone(current)
@@ -53,6 +60,7 @@ def write_back(segment, env, params, inputs):
         else:
             target._data = copy_array(data)
         bump_version(target)
+    return grads
 
 
 def keep_values_of_targets(segment, env, params, inputs):

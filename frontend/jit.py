@@ -203,7 +203,9 @@ class CompiledFunction(DynamicCalls):
             else:
                 out._data = copy_array(out._data)  # (a fresh result tensor: its autograd node stays)
         # (before the write-back: a result that is an input unchanged shows its value before the writes)
-        write_back(segment, env, params, inputs)
+        grads = write_back(segment, env, params, inputs)
+        if grads:  # (a returned .grad is the param's .grad itself, as eagerly)
+            outputs = [grads.get(node, out) for node, out in zip(segment.result_nodes, outputs)]
         if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
             versions_after_write_back(segment, env)
         if with_autograd:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ember.ir import Graph, Guard
 from ember.ops import in_mode
-from .dispatch import STATE, eager_bind
+from .dispatch import STATE, eager_bind, run_eagerly
 from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import StaleView, Tensor
@@ -381,7 +381,7 @@ class Tracer:
             raise ModifiedTensorError(error)
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
-        from .autograd import check_hook_result, final_callbacks, no_grad
+        from .autograd import check_hook_result, final_callbacks, no_grad, run_backward
         from .device_ops import evaluate
         for t in tensors:
             if not t.requires_grad:
@@ -395,7 +395,8 @@ class Tracer:
             if node.id not in self.values:
                 out = evaluate(PRIMITIVES[node.op], [self.values[i] for i in node.inputs], node.attrs, device)
                 self._remember_value(node.id, out)
-        assigned = set()  # ids of the arrays given to a leaf's .grad so far
+        assigned = set()  # ids of the memory given to a leaf's .grad so far
+        outside = []  # (tensor, gradient) of placeholders with autograd history made outside the trace
         with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
             for leaf_node, grad_node in grads.items():
                 if grad_node is None:
@@ -403,28 +404,43 @@ class Tracer:
                 leaf = leaves[leaf_node]
                 g = Tensor._wrap(self.values[grad_node])
                 self.rebind(g, grad_node)  # (live: a later segment of the trace may read it)
+                if leaf.grad_fn is not None:  # (a non-leaf argument, a view of a leaf: not a leaf at all)
+                    outside.append((leaf, g))
+                    continue
                 if g.dtype != leaf.dtype:  # (as PyTorch's engine: a gradient has its input's dtype)
                     g = g.to(leaf.dtype)
+                hooked = False
                 for hook in leaf._hooks or ():
                     replaced = hook(g)
+                    hooked = True
                     if replaced is not None:
                         check_hook_result(hook, replaced, g)
                         g = replaced
-                self._accumulate_grad(leaf, g, assigned, no_grad)
+                self._accumulate_grad(leaf, g, assigned, no_grad, hooked)
                 for hook in leaf._post_accumulate_hooks or ():
                     if hook(leaf) is not None:
                         raise RuntimeError("Tensor post accumulate grad hooks should return None.")
+            if outside:
+                # eagerly, the backward goes on through that history to its leaves: so does this
+                # call's, and later calls run eagerly (a program cannot reach that history)
+                run_eagerly("backward() inside reaches the autograd history of a tensor made outside the "
+                            "function (a non-leaf argument, or a view of a leaf)")
+                with in_mode(None):
+                    run_backward([t for t, _ in outside], [g for _, g in outside], False, False)
 
-    def _accumulate_grad(self, leaf, g, assigned, no_grad):
+    def _accumulate_grad(self, leaf, g, assigned, no_grad, hooked=False):
         """`.grad += g` for a leaf, as eager mode's AccumulateGrad: a first gradient is the
-        leaf's own (a copy where the value is another leaf's .grad, a tensor from outside the
-        trace or a broadcast), and a later one adds into a .grad that existed before the call
-        in its own memory (which stays the same tensor), else makes a new sum."""
+        leaf's own (a copy where its memory is another leaf's .grad, a hook saw it, it came
+        from outside the trace or is a broadcast), and a later one adds into a .grad that
+        existed before the call in its own memory (which stays the same tensor), else makes a
+        new sum."""
         existing = leaf.grad
         if existing is None:
-            if id(g._data) in assigned or g._born is not self or has_internal_overlap(g._data):
+            owner = id(memory_owner(g._data))
+            if hooked or owner in assigned or g._born is not self or has_internal_overlap(g._data):
                 g = g.clone()
-            assigned.add(id(g._data))
+                owner = id(memory_owner(g._data))
+            assigned.add(owner)
             leaf.grad = g
         elif existing._born is self or existing.requires_grad or existing.shape != g.shape \
                 or not existing._data.flags.writeable or has_internal_overlap(existing._data):
