@@ -363,9 +363,11 @@ class CompiledFunction(DynamicCalls):
             signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
         changed = self._python_state_changed_by_call(signature, args, kwargs)
         if isinstance(changed, StateRebound):  # (on every step, as a rule: never compiled, never traced again)
+            why = f"the call changes {changed}, which it reads (a compiled program cannot replay that)"
+            if self.fullgraph:
+                refuse_graph_break(self.name, graph, why)
             self._eager = True
-            self.report.eager_reasons.append(f"the call changes {changed}, which it reads (a compiled program "
-                                             f"cannot replay that); {self.name} runs eagerly from now on")
+            self.report.eager_reasons.append(f"{why}; {self.name} runs eagerly from now on")
             self._cache.pop(signature, None)
             return result
         if aliased is not None or changed is not None or tracer.eager_reason is not None:

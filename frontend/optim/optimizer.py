@@ -184,7 +184,7 @@ class Optimizer:
         return loss
 
     def _states_for(self, params, group):
-        """The params' states, those not made yet made first, all before any update (as PyTorch's
+        """The params' states, the missing ones made first, all before any update (as PyTorch's
         _init_group). While ember.compile traces the step, they are made eagerly, outside the
         program (as Dynamo runs _init_group): the first step then records the same program as
         every later one, which compiles at once, instead of a program that makes new state on
