@@ -204,8 +204,6 @@ class CompiledFunction(DynamicCalls):
                 out._data = copy_array(out._data)  # (a fresh result tensor: its autograd node stays)
         # (before the write-back: a result that is an input unchanged shows its value before the writes)
         grads = write_back(segment, env, params, inputs)
-        if grads:  # (a returned .grad is the param's .grad itself, as eagerly)
-            outputs = [grads.get(node, out) for node, out in zip(segment.result_nodes, outputs)]
         if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
             versions_after_write_back(segment, env)
         if with_autograd:
@@ -227,6 +225,8 @@ class CompiledFunction(DynamicCalls):
             for position in segment.freed_outputs:  # eagerly, backward() inside the function freed its history
                 if with_autograd or position not in segment.output_views:
                     outputs[position] = fails_backward(outputs[position], BACKWARD_TWICE)
+        if grads:  # (a returned .grad is that .grad itself, as eagerly, and a view of it a view of it)
+            outputs = [grads.get(node, out) for node, out in zip(segment.result_nodes, outputs)]
         for position, (kind, target, chain, detached, creation) in segment.output_views.items():
             source = params[target] if kind == "param" else inputs[target]  # the caller's memory
             outputs[position] = returned_view(source, chain, detached, creation)
@@ -595,6 +595,9 @@ class CompiledFunction(DynamicCalls):
                     refusals.append(key[1])
                 return key
             _leaf_signature((args, kwargs), "args", parts, object_key)
+        learning = [(path, t.grad_fn is None, t.grad is not None) for path, t in flat if t.requires_grad]
+        if learning:  # (a backward() inside treats a leaf argument, a non-leaf, a .grad to add into apart)
+            parts.append(("argument autograd", tuple(learning)))
         if self.module is not None:
             self._module_parts(self.module, "self", parts)
         if device_arrays.in_use:  # which tensors are on a GPU: a program's target and where its results go

@@ -71,6 +71,7 @@ class Tracer:
         self.externals = []  # (param name, tensor) for closed-over tensors
         self.naming = ExternalNaming()  # names of closed-over tensors (frontend/external_names.py)
         self.state_made_outside = {}  # id(optimizer) -> (optimizer, {id(param): its state's key}): see made_state
+        self.grads_made = set()  # ids of the .grad tensors a backward() in the trace made (not added into)
         self.rng_inputs = []  # seed inputs of random draws
         self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (frontend/watched_sizes.py)
         self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
@@ -395,18 +396,25 @@ class Tracer:
             if node.id not in self.values:
                 out = evaluate(PRIMITIVES[node.op], [self.values[i] for i in node.inputs], node.attrs, device)
                 self._remember_value(node.id, out)
-        assigned = set()  # ids of the memory given to a leaf's .grad so far
-        outside = []  # (tensor, gradient) of placeholders with autograd history made outside the trace
-        with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
-            for leaf_node, grad_node in grads.items():
-                if grad_node is None:
-                    continue
-                leaf = leaves[leaf_node]
+        pairs = []  # (placeholder, its gradient)
+        for leaf_node, grad_node in grads.items():
+            if grad_node is not None:
                 g = Tensor._wrap(self.values[grad_node])
                 self.rebind(g, grad_node)  # (live: a later segment of the trace may read it)
-                if leaf.grad_fn is not None:  # (a non-leaf argument, a view of a leaf: not a leaf at all)
-                    outside.append((leaf, g))
-                    continue
+                pairs.append((leaves[leaf_node], g))
+        if any(t.grad_fn is not None for t, _ in pairs):
+            # a placeholder with autograd history made outside the function (a non-leaf argument,
+            # a view of a leaf): eagerly, the backward goes on through it to the leaves, each of
+            # which gets one summed gradient; so does this call's (one eager backward from every
+            # placeholder), and later calls run eagerly (a program cannot reach that history)
+            run_eagerly("backward() inside reaches the autograd history of a tensor made outside the "
+                        "function (a non-leaf argument, or a view of a leaf)")
+            with in_mode(None):
+                run_backward([t for t, _ in pairs], [g for _, g in pairs], False, False)
+            return
+        assigned = set()  # ids of the memory given to a leaf's .grad so far
+        with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
+            for leaf, g in pairs:
                 if g.dtype != leaf.dtype:  # (as PyTorch's engine: a gradient has its input's dtype)
                     g = g.to(leaf.dtype)
                 hooked = False
@@ -420,13 +428,14 @@ class Tracer:
                 for hook in leaf._post_accumulate_hooks or ():
                     if hook(leaf) is not None:
                         raise RuntimeError("Tensor post accumulate grad hooks should return None.")
-            if outside:
-                # eagerly, the backward goes on through that history to its leaves: so does this
-                # call's, and later calls run eagerly (a program cannot reach that history)
-                run_eagerly("backward() inside reaches the autograd history of a tensor made outside the "
-                            "function (a non-leaf argument, or a view of a leaf)")
-                with in_mode(None):
-                    run_backward([t for t, _ in outside], [g for _, g in outside], False, False)
+
+    def made_here(self, tensor):
+        """Did this trace make `tensor` (an op's result or a constant), rather than get it (an
+        argument, a param, a closed-over tensor)?"""
+        token = tensor._node
+        if token is not None and token[0] is self:
+            return self.graph.node(token[1]).op not in ("input", "param")
+        return tensor._born is self
 
     def _accumulate_grad(self, leaf, g, assigned, no_grad, hooked=False):
         """`.grad += g` for a leaf, as eager mode's AccumulateGrad: a first gradient is the
@@ -437,15 +446,20 @@ class Tracer:
         existing = leaf.grad
         if existing is None:
             owner = id(memory_owner(g._data))
-            if hooked or owner in assigned or g._born is not self or has_internal_overlap(g._data):
+            if hooked or owner in assigned or not self.made_here(g) or has_internal_overlap(g._data):
                 g = g.clone()
                 owner = id(memory_owner(g._data))
             assigned.add(owner)
             leaf.grad = g
-        elif existing._born is self or existing.requires_grad or existing.shape != g.shape \
-                or not existing._data.flags.writeable or has_internal_overlap(existing._data):
+            self.grads_made.add(id(g))
+        elif id(existing) in self.grads_made or existing._born is self or existing.requires_grad \
+                or existing.shape != g.shape or not existing._data.flags.writeable \
+                or has_internal_overlap(existing._data):
             leaf.grad = existing + g
+            self.grads_made.add(id(leaf.grad))
         else:
+            if self.known.get(id(leaf)) in self.graph.inputs:  # (a program binds no argument's .grad)
+                run_eagerly("backward() adds into the .grad an argument already has")
             with no_grad():
                 existing.add_(g)
 
@@ -550,7 +564,7 @@ class Tracer:
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
-                    if grad._born is self:  # a new .grad tensor (not one added into): a new one each call
+                    if id(grad) in self.grads_made or grad._born is self:  # a new .grad each call
                         fresh_grads.add((f"{kind}_grad", target))
         return self.graph
 
