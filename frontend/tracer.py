@@ -429,6 +429,10 @@ class Tracer:
                     if hook(leaf) is not None:
                         raise RuntimeError("Tensor post accumulate grad hooks should return None.")
 
+    def _grads_made_of(self, watched):
+        """The .grad tensors of watched tensors that a backward() in this trace made."""
+        return [t.grad for _, _, t in watched if t.grad is not None and id(t.grad) in self.grads_made]
+
     def made_here(self, tensor):
         """Did this trace make `tensor` (an op's result or a constant), rather than get it (an
         argument, a param, a closed-over tensor)?"""
@@ -540,6 +544,13 @@ class Tracer:
         # views of one intermediate that is not returned (`return h.t(), h.expand(...)`): the
         # graph returns that intermediate too, after the results, to derive them from
         extended = list(outputs) + self._shared_roots(outputs, set(views))
+        # a view of a .grad this trace made (`return w.grad.view(-1)`): the graph returns that
+        # .grad too, so a compiled call derives the view from the param's new .grad, as eagerly
+        for grad in self._grads_made_of(watched):
+            if not any(t is grad for t in extended) and any(
+                    t._base is not None and t._base is (grad._base if grad._base is not None else grad)
+                    for i, t in enumerate(outputs) if i not in views):
+                extended.append(grad)
         self.graph.outputs = [self._cut_if_eager_cuts(t, self.node_of(t)) for t in extended]
         self.output_facts = {"output_views": views,
                              "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],

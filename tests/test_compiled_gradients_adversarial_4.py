@@ -3,10 +3,9 @@ saw or another leaf's .grad shares are copied; a backward() reaching history mad
 eagerly; a returned .grad is the param's .grad; a fresh .grad reuses spare memory; a call replacing
 optimizer state refuses fullgraph=True). Compiled ember vs eager ember, whose numbers here are
 PyTorch 2.13's. "Pre-existing": 2c2ebbe~1 fails the same check. Every bug a test here found is
-fixed since; two the round found are not, and have no test here (see that session's closing
-note): a returned view of a new .grad is not a view of it after a compiled call, and a call
-refused under fullgraph=True has already run (ember traces by running the function). No overlap
-with rounds 1-3."""
+fixed since; one the round found is not, and has no test here (see that session's closing
+note): a call refused under fullgraph=True has already run (ember traces by running the
+function). No overlap with rounds 1-3."""
 import numpy as np
 import pytest
 
@@ -153,6 +152,34 @@ def test_a_grad_summed_from_several_backwards_is_a_new_tensor_on_every_call(back
     eager, compiled = _both(run)
     np.testing.assert_allclose(eager[0], [float(backwards)] * 3)
     _assert_same(compiled, eager, "kept gradients")
+
+
+@pytest.mark.parametrize("view", ["view", "index", "t"])
+def test_a_returned_view_of_a_fresh_grad_is_a_view_of_the_params_grad(view):
+    # Pre-existing: after opt.zero_grad() the step returns w.grad.view(-1), w.grad[0] or w.grad.t();
+    # after a compiled call that view shared no memory with w.grad, so v.mul_(2) left w.grad as it
+    # was. PyTorch 2.13 / eager: the view writes through into w.grad.
+    def run(compiled):
+        w = torch.tensor([[0.5, -1.0], [2.0, 1.0]], requires_grad=True)
+        opt = torch.optim.SGD([w], lr=0.1)
+
+        def step(x):
+            opt.zero_grad()
+            (x * w).sum().backward()
+            opt.step()
+            g = w.grad
+            return g.view(-1) if view == "view" else g[0] if view == "index" else g.t()
+
+        fn = _compile(step, compiled)
+        out = []
+        for i in range(4):
+            v = fn(torch.full((2, 2), float(i + 1)))
+            v.mul_(2)
+            out.append(_np(w.grad))
+        return out
+
+    eager, compiled = _both(run)
+    _assert_same(compiled, eager, "w.grad after doubling the returned view")
 
 
 def test_a_returned_grad_of_a_leaf_argument_is_that_arguments_grad():
