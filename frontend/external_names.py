@@ -4,7 +4,8 @@ A trace binds such a tensor as a named param of its program (frontend/tracer.py 
 `net.fc1.weight` for a module's weight and `opt.state[0].exp_avg` for optimizer state, found
 through the function's globals and closure (`external_names`), or `external_<n>` with one
 number per tensor for the whole compiled function (`ExternalNumbers`), so that two traces of
-one tensor agree on its name and two tensors never share one in a tree of segments.
+one tensor agree on its name and two tensors never share one in a tree of segments. The
+`.grad` of a param is bound by path instead (`GradOf`): that param's `.grad` at each call.
 """
 import weakref
 
@@ -24,6 +25,20 @@ class ExternalNumbers:
             entry = self.by_id[id(tensor)] = (weakref.ref(tensor), self.count)
             self.count += 1
         return entry[1]
+
+
+class GradOf:
+    """Binds a closed-over param's `.grad` by path: the param's `.grad` at each call (the trace
+    read that attribute, not one tensor object)."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner):
+        self.owner = owner
+
+    def __call__(self, params):
+        owner = params.get(self.owner)
+        return None if owner is None else owner.grad
 
 
 class ExternalNaming:

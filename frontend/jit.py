@@ -33,8 +33,8 @@ from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
-from .external_names import ExternalNumbers
-from .optimizer_guards import holds_after_the_call, hook_ids, state_changed_by_call
+from .external_names import ExternalNumbers, GradOf
+from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
@@ -650,24 +650,6 @@ def _history(tensor):
 
 def _root_of(tensor):
     return tensor if tensor._base is None else tensor._base
-
-
-class GradOf:
-    """Binds a closed-over param's `.grad` by path: the param's `.grad` at each call (the trace
-    read that attribute, not one tensor object)."""
-
-    __slots__ = ("owner",)
-
-    def __init__(self, owner):
-        self.owner = owner
-
-    def __call__(self, params):
-        owner = params.get(self.owner)
-        return None if owner is None else owner.grad
-
-
-class StateRebound(str):
-    """What optimizer state entry a traced call replaced (optimizer_guards.state_changed_by_call)."""
 
 
 def _as_tensor(value):

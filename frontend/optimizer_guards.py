@@ -103,3 +103,7 @@ def state_changed_by_call(before, after):
                 if key in entries and entries[key] != value:
                     return f"{new[1]}.state[<param {number}>][{key!r}]"
     return None
+
+
+class StateRebound(str):
+    """What optimizer state entry a traced call replaced (optimizer_guards.state_changed_by_call)."""

@@ -19,10 +19,11 @@ from ember.ops import in_mode
 from .dispatch import STATE, eager_bind, run_eagerly
 from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
-from .tensor import StaleView, Tensor
+from .tensor import Tensor
 from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owner, replay, scatter_into_base
 from .value_trees import flatten_tensors
 from .external_names import ExternalNaming, module_state  # noqa: F401 (module_state: for jit)
+from .result_histories import creation_of, freed_histories, stale_histories, views_of_outputs
 from ember.runtime.device_arrays import device_of
 
 _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
@@ -518,7 +519,7 @@ class Tracer:
                 # a detached alias of an argument that an in-place op gave a history of its own
                 self.eager_reason = self.eager_reason or "returns a detached alias of an argument written in place with autograd recording"
             if owner is not None:
-                found[position] = (*owner, chain, tensor._detached and root is not tensor, _creation_of(tensor))
+                found[position] = (*owner, chain, tensor._detached and root is not tensor, creation_of(tensor))
         return found
 
     def _shared_roots(self, outputs, skip):
@@ -538,8 +539,8 @@ class Tracer:
         for tensor in outputs:  # (first: a closed-over tensor the function only returns becomes a param here)
             self.node_of(tensor)
         watched = list(watched) + [("param", name, t) for name, t in self.externals]
-        stale = _stale_histories(outputs)
-        freed = _freed_histories(outputs, stale)
+        stale = stale_histories(outputs)
+        freed = freed_histories(outputs, stale)
         views = self._output_views(outputs, watched)
         # views of one intermediate that is not returned (`return h.t(), h.expand(...)`): the
         # graph returns that intermediate too, after the results, to derive them from
@@ -555,7 +556,7 @@ class Tracer:
         self.output_facts = {"output_views": views,
                              "outputs_without_grad": [i for i, t in enumerate(outputs) if not t.requires_grad],
                              "stale_outputs": stale,
-                             "views_of_outputs": _views_of_outputs(extended, set(views)),
+                             "views_of_outputs": views_of_outputs(extended, set(views)),
                              "freed_outputs": freed,
                              "outputs_requiring_grad": [(i, t.__dict__.get("grad_fn") is not None)
                                                         for i, t in enumerate(outputs)
@@ -578,63 +579,6 @@ class Tracer:
                     if id(grad) in self.grads_made or grad._born is self:  # a new .grad each call
                         fresh_grads.add((f"{kind}_grad", target))
         return self.graph
-
-
-def _stale_histories(outputs):
-    """{position: PyTorch's error} for each result whose history cannot be read any more (an
-    output of split/chunk/unbind or a no_grad view, whose memory was written since): a compiled
-    call's result fails backward with that error, as eagerly."""
-    stale = {}
-    for position, tensor in enumerate(outputs):
-        if type(tensor) is StaleView:
-            try:
-                tensor.grad_fn
-            except RuntimeError as error:
-                stale[position] = str(error)
-    return stale
-
-
-def _creation_of(view):
-    """(mode, output number, op, has history) of a view PyTorch limits in-place ops on, else None:
-    what a compiled call needs to make the view again as eagerly (a view taken in grad mode of
-    a no_grad view has a history that passes no gradient)."""
-    if not view._creation:
-        return None
-    return view._creation, view._output_nr, view._created_by, view.__dict__.get("grad_fn") is not None
-
-
-def _views_of_outputs(outputs, skip):
-    """[(position, source position, chain, detached, creation)] for each result that is a view
-    of another result (`return h, h.view(-1)`), sources first: a compiled call derives it from
-    that result again, so the two share memory, as eagerly."""
-    found = []
-    for position, tensor in enumerate(outputs):
-        if position in skip or tensor._base is None:
-            continue
-        best = None
-        for source, other in enumerate(outputs):
-            if source == position or (other._base if other._base is not None else other) is not tensor._base:
-                continue
-            if other._detached and not tensor._detached:
-                continue  # (a detached alias cannot give a view its autograd history)
-            suffix = chain_suffix(tensor._view_chain, other._view_chain if other._base is not None else ())
-            if suffix is None or not suffix and other._detached == tensor._detached and source > position:
-                continue  # (the same view twice: from the first)
-            if best is None or len(suffix) < len(best[1]):
-                best = (source, suffix)
-        if best is not None:
-            creation = _creation_of(tensor)
-            detached = tensor._detached and not outputs[best[0]]._detached
-            found.append(((len(tensor._view_chain), tensor._detached, position), position, *best, detached, creation))
-    return [entry[1:] for entry in sorted(found, key=lambda entry: entry[0])]
-
-
-def _freed_histories(outputs, skip):
-    """Positions of results whose history a backward() in the traced code has already run
-    through and freed: eagerly, another backward() from them raises PyTorch's "a second time"."""
-    from .autograd import _topological_order  # (the engine's own walk over a history)
-    return [position for position, tensor in enumerate(outputs) if position not in skip
-            and any(getattr(node, "freed", False) for node in _topological_order([tensor.grad_fn]))]
 
 
 class _Deriving:

@@ -1,0 +1,64 @@
+"""What eager autograd gave each result of a trace, for a compiled call to give it again
+(frontend/tracer.py `Tracer.finish` records these facts; frontend/jit.py acts on them): results
+whose history cannot be read any more (stale) or was freed by a backward() inside, and results
+that are views of other results, made again as views on every compiled call.
+"""
+from .tensor import StaleView
+from .views import chain_suffix
+
+
+def stale_histories(outputs):
+    """{position: PyTorch's error} for each result whose history cannot be read any more (an
+    output of split/chunk/unbind or a no_grad view, whose memory was written since): a compiled
+    call's result fails backward with that error, as eagerly."""
+    stale = {}
+    for position, tensor in enumerate(outputs):
+        if type(tensor) is StaleView:
+            try:
+                tensor.grad_fn
+            except RuntimeError as error:
+                stale[position] = str(error)
+    return stale
+
+
+def creation_of(view):
+    """(mode, output number, op, has history) of a view PyTorch limits in-place ops on, else None:
+    what a compiled call needs to make the view again as eagerly (a view taken in grad mode of
+    a no_grad view has a history that passes no gradient)."""
+    if not view._creation:
+        return None
+    return view._creation, view._output_nr, view._created_by, view.__dict__.get("grad_fn") is not None
+
+
+def views_of_outputs(outputs, skip):
+    """[(position, source position, chain, detached, creation)] for each result that is a view
+    of another result (`return h, h.view(-1)`), sources first: a compiled call derives it from
+    that result again, so the two share memory, as eagerly."""
+    found = []
+    for position, tensor in enumerate(outputs):
+        if position in skip or tensor._base is None:
+            continue
+        best = None
+        for source, other in enumerate(outputs):
+            if source == position or (other._base if other._base is not None else other) is not tensor._base:
+                continue
+            if other._detached and not tensor._detached:
+                continue  # (a detached alias cannot give a view its autograd history)
+            suffix = chain_suffix(tensor._view_chain, other._view_chain if other._base is not None else ())
+            if suffix is None or not suffix and other._detached == tensor._detached and source > position:
+                continue  # (the same view twice: from the first)
+            if best is None or len(suffix) < len(best[1]):
+                best = (source, suffix)
+        if best is not None:
+            creation = creation_of(tensor)
+            detached = tensor._detached and not outputs[best[0]]._detached
+            found.append(((len(tensor._view_chain), tensor._detached, position), position, *best, detached, creation))
+    return [entry[1:] for entry in sorted(found, key=lambda entry: entry[0])]
+
+
+def freed_histories(outputs, skip):
+    """Positions of results whose history a backward() in the traced code has already run
+    through and freed: eagerly, another backward() from them raises PyTorch's "a second time"."""
+    from .autograd import _topological_order  # (the engine's own walk over a history)
+    return [position for position, tensor in enumerate(outputs) if position not in skip
+            and any(getattr(node, "freed", False) for node in _topological_order([tensor.grad_fn]))]
