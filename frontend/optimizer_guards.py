@@ -33,21 +33,21 @@ def _value_key(value, depth=0):
     return ("object", type(value).__name__)  # (LBFGS's long lists of tensors: read by the code, not guarded)
 
 
-def state_items_key(state):
-    """The key of one param's state: its entries, a tensor by identity, a plain value by value."""
-    return tuple((key, _value_key(value)) for key, value in state.items())
+def state_items_key(state, tensors=_TENSOR_TYPES):
+    """The key of one param's state: its entries, a tensor by identity, a plain value by value
+    (on every compiled call, for every param: written for speed)."""
+    return tuple([(key, ("tensor", id(value)) if type(value) in tensors else _value_key(value))
+                  for key, value in state.items()])
 
 
 def state_key(optimizer, made=None):
     """The key of an optimizer's state; `made` ({id(param): state_items_key}) leaves out the
     params whose state is still exactly what a trace made outside its program."""
-    entries, tensors = [], _TENSOR_TYPES
+    entries = []
     for param, state in getattr(optimizer, "state", {}).items():
         if not state:  # (a defaultdict's empty entry: no state yet)
             continue
-        # (state_items_key, inlined: this runs on every compiled call, for every param)
-        items = tuple([(key, ("tensor", id(value)) if type(value) in tensors else _value_key(value))
-                       for key, value in state.items()])
+        items = state_items_key(state)
         if made is not None and made.get(id(param)) == items:
             continue
         entries.append((id(param), items))

@@ -17,6 +17,7 @@ import numpy as np
 from ember.ir import Graph, Guard
 from ember.ops import in_mode
 from .dispatch import STATE, eager_bind, run_eagerly
+from .grad_mode import no_grad
 from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import Tensor
@@ -383,7 +384,7 @@ class Tracer:
             raise ModifiedTensorError(error)
         from ember.passes.autodiff import gradients
         from ember.ops import PRIMITIVES
-        from .autograd import check_hook_result, final_callbacks, no_grad, run_backward
+        from .autograd import check_hook_result, final_callbacks, run_backward
         from .device_ops import evaluate
         for t in tensors:
             if not t.requires_grad:
@@ -425,14 +426,15 @@ class Tracer:
                     if replaced is not None:
                         check_hook_result(hook, replaced, g)
                         g = replaced
-                self._accumulate_grad(leaf, g, assigned, no_grad, hooked)
+                self._accumulate_grad(leaf, g, assigned, hooked)
                 for hook in leaf._post_accumulate_hooks or ():
                     if hook(leaf) is not None:
                         raise RuntimeError("Tensor post accumulate grad hooks should return None.")
 
-    def _grads_made_of(self, watched):
-        """The .grad tensors of watched tensors that a backward() in this trace made."""
-        return [t.grad for _, _, t in watched if t.grad is not None and id(t.grad) in self.grads_made]
+    def _made_grad(self, grad):
+        """Is `grad` a .grad this trace made (by a backward(), or a tensor made and assigned
+        here), not one it added into? A compiled call then gives the param a new .grad."""
+        return grad is not None and (id(grad) in self.grads_made or grad._born is self)
 
     def made_here(self, tensor):
         """Did this trace make `tensor` (an op's result or a constant), rather than get it (an
@@ -442,7 +444,7 @@ class Tracer:
             return self.graph.node(token[1]).op not in ("input", "param")
         return tensor._born is self
 
-    def _accumulate_grad(self, leaf, g, assigned, no_grad, hooked=False):
+    def _accumulate_grad(self, leaf, g, assigned, hooked=False):
         """`.grad += g` for a leaf, as eager mode's AccumulateGrad: a first gradient is the
         leaf's own (a copy where its memory is another leaf's .grad, a hook saw it, it came
         from outside the trace or is a broadcast), and a later one adds into a .grad that
@@ -457,7 +459,7 @@ class Tracer:
             assigned.add(owner)
             leaf.grad = g
             self.grads_made.add(id(g))
-        elif id(existing) in self.grads_made or existing._born is self or existing.requires_grad \
+        elif self._made_grad(existing) or existing.requires_grad \
                 or existing.shape != g.shape or not existing._data.flags.writeable \
                 or has_internal_overlap(existing._data):
             leaf.grad = existing + g
@@ -547,7 +549,7 @@ class Tracer:
         extended = list(outputs) + self._shared_roots(outputs, set(views))
         # a view of a .grad this trace made (`return w.grad.view(-1)`): the graph returns that
         # .grad too, so a compiled call derives the view from the param's new .grad, as eagerly
-        for grad in self._grads_made_of(watched):
+        for grad in [t.grad for _, _, t in watched if self._made_grad(t.grad)]:
             if not any(t is grad for t in extended) and any(
                     t._base is not None and t._base is (grad._base if grad._base is not None else grad)
                     for i, t in enumerate(outputs) if i not in views):
@@ -576,7 +578,7 @@ class Tracer:
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
-                    if id(grad) in self.grads_made or grad._born is self:  # a new .grad each call
+                    if self._made_grad(grad):  # a new .grad tensor on each call
                         fresh_grads.add((f"{kind}_grad", target))
         return self.graph
 
