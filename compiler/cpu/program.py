@@ -28,6 +28,7 @@ from ..llvm import kernels
 from ..llvm.kernels import PTR, kernel_structure, statement_work
 from ..llvm.loops import declare
 from ..llvm.scalar import F32, I8, I32, I64, MAX_SYMBOLS, VALUE_TYPES
+from .size_generic import generic_symbol, size_generic_form, worth_threads
 
 ENTRY_NAME = "ember_program"
 SGEMM_SYMBOL = "ember_sgemm_threads"
@@ -69,17 +70,32 @@ def build_module(target, program, module, sources=None):
     """Add the kernels and the entry function of `program` to the llvmlite `module`; `target`
     (an LLVMTarget) gives the intrinsic and math tables; `sources` ({kernel name: "model.py:15"})
     become debug locations on every instruction (compiler/llvm/debug_locations.py)."""
+    # the transformer blocks of a model give the same kernels once per block: one function
+    # serves every kernel of one structure (LLVM's time grows with the code it compiles), and
+    # one size-generic function every flat kernel of one structure whatever its size (the
+    # optimizer's update of each parameter: cpu/size_generic.py)
+    forms, sizes = [], {}
+    for kernel in program.kernels:
+        form = None if kernel.kind == "callback" or not kernel.body else size_generic_form(program, kernel)
+        forms.append(form)
+        if form is not None:
+            sizes.setdefault(form[0], set()).add(form[1])
     functions, written = [], {}
-    for number, kernel in enumerate(program.kernels):
+    for number, (kernel, form) in enumerate(zip(program.kernels, forms)):
         if kernel.kind == "callback" or not kernel.body:
-            functions.append(None)
+            functions.append((None, None))
             continue
-        # the transformer blocks of a model give the same kernels once per block: one function
-        # serves every kernel of one structure (LLVM's time grows with the code it compiles)
+        if form is not None and len(sizes[form[0]]) > 1:  # (of one size: its own function, n a constant)
+            key, n = form
+            if key not in written:
+                written[key] = SizeGenericKernelWriter(target, module, program, kernel, number, n,
+                                                       max(sizes[key])).write()
+            functions.append((written[key], n))
+            continue
         key = kernel_structure(program, kernel)
         if key not in written:
             written[key] = CpuKernelWriter(target, module, program, kernel, number).write()
-        functions.append(written[key])
+        functions.append((written[key], None))
     _write_entry(module, program, functions)
     attach_debug_locations(module, sources or {})
     return module
@@ -131,7 +147,7 @@ def _write_entry(module, program, functions):
     b.store(ir.Constant(I32, 0), status)
     clock = intrinsic_cycle_counter(module) if program.instrument else None
     callback = _FunctionPointer(callback, ir.FunctionType(I32, [I32]))
-    for number, (kernel, function) in enumerate(zip(program.kernels, functions)):
+    for number, (kernel, (function, size)) in enumerate(zip(program.kernels, functions)):
         if kernel.kind != "callback" and function is None:
             continue
         start = b.call(clock, []) if clock else None
@@ -139,7 +155,7 @@ def _write_entry(module, program, functions):
             b.store(b.call(callback, [ir.Constant(I32, number)]), status)
         else:
             pointers = [_slot_pointer(b, program, slot.key, data_pointer, arena, offsets) for slot in kernel.slots]
-            b.call(function, pointers + [status, threads])
+            b.call(function, pointers + [status, threads] + ([ir.Constant(I64, size)] if size else []))
         if clock:
             spent = b.sub(b.call(clock, []), start)
             cell = b.gep(timings, [ir.Constant(I64, number)], source_etype=I64)
@@ -199,6 +215,20 @@ class CpuKernelWriter(kernels.KernelWriter):
         return fn
 
 
+class SizeGenericKernelWriter(CpuKernelWriter):
+    """One function for the flat kernels of one structure, whatever their element count n
+    (cpu/size_generic.py): `void @name(ptr noalias slots..., ptr status, i32 threads, i64 n)`.
+    `kernel` (of `n` elements) stands for them; `largest` is the most elements any of them has."""
+
+    def __init__(self, target, module, program, kernel, number, n, largest):
+        super().__init__(target, module, program, kernel, number)
+        self.n, self.largest = n, largest
+        self.symbol = module.get_unique_name(generic_symbol(kernel.name))
+
+    def extra_arguments(self):
+        return [I32, I64]
+
+
 class CpuBodyWriter(kernels.BodyWriter):
     """Statements on the CPU: big top-level parallel loops go to libgomp's threads, matrix
     multiplies and convolutions call the support library."""
@@ -207,8 +237,26 @@ class CpuBodyWriter(kernels.BodyWriter):
     def threads(self):
         return self.extra[0]
 
+    @property
+    def size_argument(self):
+        """A size-generic kernel's element count (an i64 argument after the thread count)."""
+        return self.extra[1]
+
+    @property
+    def generic(self):
+        return isinstance(self.writer, SizeGenericKernelWriter)
+
+    def extent_value(self, extent):
+        if self.generic and extent == self.writer.n:
+            return self.size_argument
+        return super().extent_value(extent)
+
     def distributes(self, loop):
-        return loop.parallel and self.writer.program.parallel and statement_work([loop]) >= PARALLEL_MIN_WORK
+        if not (loop.parallel and self.writer.program.parallel):
+            return False
+        if self.generic:  # (worth the threads for the largest kernel it serves: decided per call)
+            return statement_work(loop.body) * self.writer.largest >= PARALLEL_MIN_WORK
+        return statement_work([loop]) >= PARALLEL_MIN_WORK
 
     def parallel_loop(self, stmt):
         """Outline the loop into `kernel.var.loop(slots, status, threads, outer accumulators,
@@ -222,23 +270,28 @@ class CpuBodyWriter(kernels.BodyWriter):
         base = f"{writer.symbol}.{stmt.name}"
         loop_fn = writer.new_function(self.module.get_unique_name(base + ".loop"),
                                       writer.signature(outer_types + [I64, I64]))
-        n_slots = len(writer.kernel.slots)
+        n_slots, n_extra = len(writer.kernel.slots), len(self.extra)
         inner_builder = ir.IRBuilder(loop_fn.append_basic_block("entry"))
         inner = CpuBodyWriter(writer, inner_builder, list(loop_fn.args[:n_slots]), loop_fn.args[n_slots],
-                              [loop_fn.args[n_slots + 1]])
-        for name, value in zip(outer, loop_fn.args[n_slots + 2:n_slots + 2 + len(outer)]):
+                              list(loop_fn.args[n_slots + 1:n_slots + 1 + n_extra]))
+        first_outer = n_slots + 1 + n_extra
+        for name, value in zip(outer, loop_fn.args[first_outer:first_outer + len(outer)]):
             inner_builder.store(value, inner.accumulator(name))
         inner.loop(stmt, loop_fn.args[-2], loop_fn.args[-1])
         inner_builder.ret_void()
 
         values = [b.load(self.accumulators[n], typ=t) for n, t in zip(outer, outer_types)]
-        fixed = list(self.slots) + [self.status, self.threads] + values
+        fixed = list(self.slots) + [self.status] + list(self.extra) + values
         extent = self.extent_value(stmt.extent)
-        # (a trip count read from the size symbols travels in the context after the arguments)
-        carried = [] if isinstance(stmt.extent, int) else [extent]
+        # (a trip count read from the size symbols, or a size-generic kernel's, travels in the
+        # context after the arguments)
+        carried = [] if isinstance(extent, ir.Constant) else [extent]
         trampoline = _write_trampoline(self.module, self.module.get_unique_name(base + ".par"), loop_fn,
                                        [a.type for a in fixed], stmt.extent if not carried else None)
-        with b.if_else(b.icmp_signed(">", self.threads, ir.Constant(I32, 1))) as (many, one):
+        many_threads = b.icmp_signed(">", self.threads, ir.Constant(I32, 1))
+        if self.generic:
+            many_threads = b.and_(many_threads, worth_threads(self, stmt))
+        with b.if_else(many_threads) as (many, one):
             with many:
                 context = b.alloca(I64, size=ir.Constant(I64, len(fixed) + len(carried)))
                 for k, value in enumerate(fixed + carried):
