@@ -41,13 +41,31 @@ class GradOf:
         return None if owner is None else owner.grad
 
 
+class HeldGrad:
+    """A closed-over tensor that was the `.grad` of another when traced (read before that
+    param, as zero_grad(set_to_none=False) does): called like a weak reference, it gives the
+    tensor while it is still that param's .grad, else None (the program is traced again)."""
+
+    __slots__ = ("owner", "grad")
+
+    def __init__(self, owner, grad):
+        self.owner, self.grad = weakref.ref(owner), weakref.ref(grad)
+
+    def __call__(self):
+        owner, grad = self.owner(), self.grad()
+        return grad if owner is not None and grad is not None and owner.grad is grad else None
+
+
 class ExternalNaming:
     """One trace's names: from `external_names(fn)`, looked up again once after optimizer
     state was made outside the program during the trace (`stale`), else numbered."""
 
     def __init__(self, fn=None, numbers=None):
         self.fn = fn
-        self.names = external_names(fn) if fn is not None else {}  # id(tensor) -> name
+        reached = reached_tensors(fn) if fn is not None else []
+        self.names = _names_of(reached)  # id(tensor) -> name
+        # id(a .grad) -> the tensor it is the .grad of, among those `fn` reaches (see HeldGrad)
+        self.grad_owners = {id(t.grad): t for _, t in reached if t.grad is not None}
         self.numbers = numbers if numbers is not None else ExternalNumbers()
         self.stale = False
 
@@ -108,20 +126,31 @@ class ReachedState:
 def external_names(fn):
     """Readable names for tensors a function reaches through its globals and closure:
     `net.fc1.weight` for a module's params, `opt.state[0].momentum_buffer` for optimizer state."""
-    values = list(ReachedState(fn).values())
+    return _names_of(reached_tensors(fn))
+
+
+def _names_of(reached):
     names = {}
-    for var, value in values:  # modules first: a weight is `net.fc1.weight`, not `opt.param[0]`
+    for name, t in reached:
+        names.setdefault(id(t), name)
+    return names
+
+
+def reached_tensors(fn):
+    """(name, tensor) for the tensors a function reaches through its globals and closure,
+    modules' first (a weight is `net.fc1.weight`, not `opt.param[0]`)."""
+    values = list(ReachedState(fn).values())
+    found = []
+    for var, value in values:
         if hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
-            for pname, t in module_state(value):
-                names.setdefault(id(t), f"{var}.{pname}")
+            found += [(f"{var}.{pname}", t) for pname, t in module_state(value)]
     for var, value in values:
         if hasattr(value, "param_groups") and hasattr(value, "state"):
             params = [p for group in value.param_groups for p in group["params"]]
             for i, p in enumerate(params):
-                names.setdefault(id(p), f"{var}.param[{i}]")
-                for key, t in value.state.get(p, {}).items():
-                    if isinstance(t, Tensor):
-                        names.setdefault(id(t), f"{var}.state[{i}].{key}")
+                found.append((f"{var}.param[{i}]", p))
+                found += [(f"{var}.state[{i}].{key}", t) for key, t in value.state.get(p, {}).items()
+                          if isinstance(t, Tensor)]
         elif isinstance(value, Tensor):
-            names.setdefault(id(value), var)
-    return names
+            found.append((var, value))
+    return found

@@ -266,3 +266,35 @@ def _double_backward(compiled):
 def test_gradient_patterns_that_match_eager(case):
     eager, compiled = _both(case)
     _assert_same(compiled, eager, case.__name__)
+
+
+def _grad_set_then_deleted(compiled):
+    w = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    mine = torch.full((3,), 7.0)
+
+    def step(x):
+        opt.zero_grad(set_to_none=False)  # (reads w.grad before the trace reads w itself)
+        (w * x).sum().backward()
+        opt.step()
+        return x.sum()
+
+    fn = _compile(step, compiled)
+    out = []
+    for i in range(9):
+        if i == 4:
+            w.grad = mine  # zeroed and accumulated into in place from now on
+        if i == 6:
+            del w.grad  # from now on a new .grad: `mine` keeps its last value
+        fn(torch.full((3,), float(i + 1)))
+        out += [_np(w.grad), _np(mine), _np(w), [float(w.grad is mine)]]
+    return out
+
+
+def test_a_grad_read_before_its_param_is_held_only_while_it_is_that_params_grad():
+    # Found (session 2026-12-07, seventh, pre-existing): a .grad the trace reads before its param
+    # (zero_grad(set_to_none=False) first) was bound by a weak reference to that tensor; once the
+    # user set w.grad = mine, the program compiled then kept zeroing and adding into `mine`
+    # after `del w.grad`
+    eager, compiled = _both(_grad_set_then_deleted)
+    _assert_same(compiled, eager, "grad_set_then_deleted")
