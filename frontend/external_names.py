@@ -42,18 +42,32 @@ class GradOf:
 
 
 class HeldGrad:
-    """A closed-over tensor that was the `.grad` of another when traced (read before that
-    param, as zero_grad(set_to_none=False) does): called like a weak reference, it gives the
-    tensor while it is still that param's .grad, else None (the program is traced again)."""
+    """A closed-over tensor that was (the base of) the `.grad` of another tensor when traced
+    (read before that tensor: zero_grad(set_to_none=False) first): called like a weak
+    reference, it gives the tensor while each such `.grad` is still the tensor it was, else
+    None (the call traces again: after `w.grad = other` or `del w.grad`)."""
 
-    __slots__ = ("owner", "grad")
+    __slots__ = ("tensor", "conditions")
 
-    def __init__(self, owner, grad):
-        self.owner, self.grad = weakref.ref(owner), weakref.ref(grad)
+    def __init__(self, tensor, conditions):
+        self.tensor = weakref.ref(tensor)
+        self.conditions = [(weakref.ref(owner), weakref.ref(grad)) for owner, grad in conditions]
 
     def __call__(self):
-        owner, grad = self.owner(), self.grad()
-        return grad if owner is not None and grad is not None and owner.grad is grad else None
+        for owner, grad in self.conditions:
+            owner, grad = owner(), grad()
+            if owner is None or grad is None or owner.grad is not grad:
+                return None
+        return self.tensor()
+
+
+def held_external(name, tensor, tracer):
+    """How a program holds the closed-over tensor `tensor` its trace (`tracer`) named `name`:
+    weakly, and where it was (the base of) the .grad of another tensor, only while it still
+    is (HeldGrad)."""
+    conditions = list(tracer.grad_conditions.get(name, ()))
+    conditions += [(owner, tensor) for owner in tracer.naming.grad_owners.get(id(tensor), ()) if owner.grad is tensor]
+    return HeldGrad(tensor, conditions) if conditions else weakref.ref(tensor)
 
 
 class ExternalNaming:
@@ -64,8 +78,12 @@ class ExternalNaming:
         self.fn = fn
         reached = reached_tensors(fn) if fn is not None else []
         self.names = _names_of(reached)  # id(tensor) -> name
-        # id(a .grad) -> the tensor it is the .grad of, among those `fn` reaches (see HeldGrad)
-        self.grad_owners = {id(t.grad): t for _, t in reached if t.grad is not None}
+        # id(a .grad) -> [the tensors it is the .grad of], among those `fn` reaches (see HeldGrad)
+        self.grad_owners = {}
+        for _, t in reached:
+            owners = self.grad_owners.setdefault(id(t.grad), []) if t.grad is not None else ()
+            if t.grad is not None and all(owner is not t for owner in owners):
+                owners.append(t)
         self.numbers = numbers if numbers is not None else ExternalNumbers()
         self.stale = False
 

@@ -9,7 +9,6 @@ import threading
 import time
 import traceback
 import warnings
-import weakref
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
-from .external_names import ExternalNumbers, GradOf, HeldGrad
+from .external_names import ExternalNumbers, GradOf, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
@@ -351,7 +350,7 @@ class CompiledFunction(DynamicCalls):
             refuse_graph_break(self.name, graph, tracer.eager_reason)
         for g in graph.guards:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
-        externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else _held(t, tracer.naming)
+        externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else held_external(name, t, tracer)
                      for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
         output_facts = tracer.output_facts
@@ -637,13 +636,6 @@ class CompiledFunction(DynamicCalls):
         tests = self._scalars.explain(previous, signature)  # a runtime scalar's test that changed outcome
         reason = explain_signature_change(self.fn, previous, signature)
         return tests if tests and reason == "new call signature" else "; ".join(filter(None, (reason, tests)))
-
-
-def _held(tensor, naming):
-    """How a program holds a closed-over tensor: weakly, and where it was the .grad of a
-    tensor the function reaches, only while it still is (external_names.HeldGrad)."""
-    owner = naming.grad_owners.get(id(tensor))
-    return HeldGrad(owner, tensor) if owner is not None and owner.grad is tensor else weakref.ref(tensor)
 
 
 def _history(tensor):

@@ -92,6 +92,9 @@ class Tracer:
         self.wrote = False  # did an in-place op run while tracing
         self.ran_backward = False  # did the traced code call backward() (a training step)
         self.grads_of = {}  # external param name -> the param whose .grad it is (bound by path)
+        # external param name -> [(tensor, the .grad it had, a view of that external or the
+        # external itself)] when traced: the program holds the external only while they hold
+        self.grad_conditions = {}
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
@@ -182,7 +185,6 @@ class Tracer:
         (a scatter through the view chain) and every live view of the root is derived anew.
         When eager autograd did not record the write into the root's history (no_grad, a write
         through `.data` or `detach()`), the root keeps its gradient path: `overwrite(old, new)`."""
-        from ember.ops import PRIMITIVES
         self.wrote = True
         root, chain = self.functional_root(tensor)
         if not recorded_history and root.grad_fn is not None and STATE.grad_enabled:
@@ -275,6 +277,15 @@ class Tracer:
         self.externals.append((name, tensor))
         if owner is not None:
             self.grads_of[name] = owner
+        else:  # the .grad (or a view of it as .grad) of a tensor read before, or of this one read after
+            for t in [self.placeholder_tensors[n] for n in self.graph.params.values()]:
+                if t.grad is not None and t.grad is not tensor and _root(t.grad) is tensor:
+                    self.grad_conditions.setdefault(name, []).append((t, t.grad))
+        grad = tensor.grad
+        if grad is not None and owner is None:
+            held = next((n for n, t in self.externals if t is _root(grad) and t is not tensor), None)
+            if held is not None:
+                self.grad_conditions.setdefault(held, []).append((tensor, grad))
         return node
 
     def name_externals_of(self, fn, numbers=None):
@@ -594,6 +605,10 @@ class _Deriving:
     def __exit__(self, *exc):
         self.tracer.deriving = self.previous
         return False
+
+
+def _root(tensor):
+    return tensor if tensor._base is None else tensor._base
 
 
 def recording(tracer):
