@@ -74,6 +74,10 @@ def test_every_parameters_update_and_sum_of_squares_is_one_function():
     assert {f for f in functions if f.startswith("elementwise_mul_sub_add")} == {generic_symbol(updates[0].name)}
     assert len({f for f in functions if f.startswith("reduce_mul_sum_scalar") and f.endswith("_n")}) == 1
     # the entry passes each kernel its element count
+    # its debug location is the model line of its first kernel (the optimizer's), not line 0
+    subprogram = re.search(rf'DISubprogram\(name: "{generic_symbol(updates[0].name)}", .*?file: (![0-9]+), line: (\d+)',
+                           llvm)
+    assert subprogram and int(subprogram.group(2)) > 0, subprogram
     call = rf"call fastcc void @{generic_symbol(updates[0].name)}(?:\.\d+)?\(.*, i64 (\d+)\)"
     counts = {int(c) for c in re.findall(call, llvm)}
     assert counts == {20 * 40, 40, 40 * 48, 48, 48 * 24, 24, 24 * 17, 17}

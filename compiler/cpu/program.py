@@ -97,7 +97,11 @@ def build_module(target, program, module, sources=None):
             written[key] = CpuKernelWriter(target, module, program, kernel, number).write()
         functions.append((written[key], None))
     _write_entry(module, program, functions)
-    attach_debug_locations(module, sources or {})
+    sources = dict(sources or {})
+    for kernel, (function, size) in zip(program.kernels, functions):
+        if size is not None:  # (a size-generic function: its first kernel's model line)
+            sources.setdefault(function.name, sources.get(kernel.name, ""))
+    attach_debug_locations(module, sources, skip=(ENTRY_NAME,))
     return module
 
 
@@ -160,6 +164,8 @@ def _write_entry(module, program, functions):
             spent = b.sub(b.call(clock, []), start)
             cell = b.gep(timings, [ir.Constant(I64, number)], source_etype=I64)
             b.store(b.add(b.load(cell, typ=I64), spent), cell)
+        if kernel.kind != "callback" and not kernel.errors:
+            continue  # (no check in it: the status stays 0; one block less per kernel for LLVM)
         code = b.load(status, typ=I32)
         with b.if_then(b.icmp_signed("!=", code, ir.Constant(I32, 0)), likely=False):
             if kernel.kind == "callback":

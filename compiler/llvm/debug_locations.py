@@ -4,7 +4,8 @@ After a CPU program's module is built, `attach_debug_locations` gives every defi
 DISubprogram and every instruction a DILocation: a kernel's functions (its own and its outlined
 parallel loops, named `kernel.var.loop`) point at the first model line of the kernel's nodes
 (file base name and line, as the IR records them, so compiled bytes do not depend on where the
-project lives), other functions (the entry) at line 0 of `ember_program`. Inlining keeps them,
+project lives), other functions at line 0 of `ember_program`; the functions named in `skip` (the
+entry: straight-line calls, a third of the module's instructions) get none. Inlining keeps them,
 so the optimised LLVM IR carries `!dbg` on every instruction and the assembly `.loc` lines.
 """
 from llvmlite import ir
@@ -12,7 +13,7 @@ from llvmlite import ir
 I32 = ir.IntType(32)
 
 
-def attach_debug_locations(module, sources):
+def attach_debug_locations(module, sources, skip=()):
     """`sources`: {kernel symbol: "model.py:15"} (kernels without a source get line 0)."""
     files = {}
 
@@ -29,7 +30,7 @@ def attach_debug_locations(module, sources):
     module.add_named_metadata("llvm.module.flags", [I32(7), "Dwarf Version", I32(4)])
     routine = module.add_debug_info("DISubroutineType", {"types": module.add_metadata([])})
     for function in module.functions:
-        if function.is_declaration or not function.blocks:
+        if function.is_declaration or not function.blocks or function.name in skip:
             continue
         source = sources.get(function.name.split(".")[0], "")
         filename, _, line = source.rpartition(":")
