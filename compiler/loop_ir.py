@@ -216,8 +216,27 @@ def terms_of(e):
     return {e: 1}, 0
 
 
+_AFFINE = {}  # (terms, constant) -> affine's result, within one kernel's lowering (see
+# forget_index_arithmetic): lowering builds the same index expressions again and again
+
+
+def forget_index_arithmetic():
+    """Empty affine's memo. Exprs equal as keys may differ in their bounds (a load's value range),
+    which affine's simplifications read: the memo holds only while the kernel's slots mean one thing."""
+    _AFFINE.clear()
+
+
+
 def affine(terms, constant=0):
     """sum(c * atom for atom, c in terms.items()) + constant, normalised."""
+    key = (tuple(terms.items()), constant)
+    found = _AFFINE.get(key)
+    if found is None:
+        found = _AFFINE[key] = _affine(terms, constant)
+    return found
+
+
+def _affine(terms, constant):
     flat, constant = {}, int(constant)
     for atom, c in terms.items():
         inner, k = terms_of(atom)

@@ -49,6 +49,7 @@ def lower_program(graph, fusion, use_gemm=False, threads=1, library=None, target
 
 def lower_group(graph, group, use_gemm=False, threads=1, library=None, target=None):
     """The loop-nest Kernel of one fusion group (see the module docstring)."""
+    L.forget_index_arithmetic()  # (its memo holds within one kernel: slots are numbered per kernel)
     return _GroupLowering(graph, group, use_gemm, threads, library, target).lower()
 
 
