@@ -268,8 +268,16 @@ class Tracer:
         """A tensor that existed before the trace and is not an argument (a closed-over
         module's weight, an optimizer's buffer): a param bound to that very tensor at each call,
         or, for the `.grad` of a param, to that param's `.grad` at each call."""
-        owner = next((name for name, node in self.graph.params.items()
-                      if self.placeholder_tensors[node].grad is tensor), None)
+        owner, viewed = None, []  # (the param whose .grad it is; [(param, its .grad)] where that is a view of it)
+        placeholders = self.placeholder_tensors
+        for param_name, param_node in self.graph.params.items():
+            param = placeholders[param_node]
+            grad = param.grad
+            if grad is tensor:
+                owner = param_name
+                break
+            if grad is not None and grad._base is tensor:
+                viewed.append((param, grad))
         name = f"{owner}.grad" if owner is not None else self.naming.name(tensor)
         while name in self.graph.params:
             name += "_"
@@ -277,11 +285,9 @@ class Tracer:
         self.externals.append((name, tensor))
         if owner is not None:
             self.grads_of[name] = owner
-        else:  # the .grad (or a view of it as .grad) of a tensor read before, or of this one read after
-            for t in [self.placeholder_tensors[n] for n in self.graph.params.values()]:
-                if t.grad is not None and t.grad is not tensor and _root(t.grad) is tensor:
-                    self.grad_conditions.setdefault(name, []).append((t, t.grad))
-        grad = tensor.grad
+        elif viewed:  # the base of a .grad (a view) of a tensor read before
+            self.grad_conditions[name] = viewed
+        grad = tensor.grad  # (this one's .grad, or the base of it, read before)
         if grad is not None and owner is None:
             held = next((n for n, t in self.externals if t is _root(grad) and t is not tensor), None)
             if held is not None:
