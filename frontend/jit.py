@@ -147,7 +147,8 @@ class CompiledFunction(DynamicCalls):
     def _execute(self, signature, tree, args, kwargs, inputs):
         params = self._bind_params(tree)
         if params is None:
-            return self._trace(signature, args, kwargs, "a closed-over tensor was freed", None)
+            return self._trace(signature, args, kwargs, "a closed-over tensor was freed, or is no longer the .grad "
+                               "it was", None)
         roots = tree.state_roots
         if roots:
             for t in inputs:

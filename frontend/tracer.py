@@ -268,16 +268,16 @@ class Tracer:
         """A tensor that existed before the trace and is not an argument (a closed-over
         module's weight, an optimizer's buffer): a param bound to that very tensor at each call,
         or, for the `.grad` of a param, to that param's `.grad` at each call."""
-        owner, viewed = None, []  # (the param whose .grad it is; [(param, its .grad)] where that is a view of it)
+        owners, viewed = [], []  # (the params whose .grad it is; [(param, its .grad)] where that is a view of it)
         placeholders = self.placeholder_tensors
         for param_name, param_node in self.graph.params.items():
             param = placeholders[param_node]
             grad = param.grad
             if grad is tensor:
-                owner = param_name
-                break
-            if grad is not None and grad._base is tensor:
+                owners.append((param_name, param))
+            elif grad is not None and grad._base is tensor:
                 viewed.append((param, grad))
+        owner = owners[0][0] if len(owners) == 1 and not viewed else None
         name = f"{owner}.grad" if owner is not None else self.naming.name(tensor)
         while name in self.graph.params:
             name += "_"
@@ -285,8 +285,8 @@ class Tracer:
         self.externals.append((name, tensor))
         if owner is not None:
             self.grads_of[name] = owner
-        elif viewed:  # the base of a .grad (a view) of a tensor read before
-            self.grad_conditions[name] = viewed
+        elif owners or viewed:  # the .grad of several, or the base of a .grad (a view), of tensors read before
+            self.grad_conditions[name] = [(param, tensor) for _, param in owners] + viewed
         grad = tensor.grad  # (this one's .grad, or the base of it, read before)
         if grad is not None and owner is None:
             held = next((n for n, t in self.externals if t is _root(grad) and t is not tensor), None)

@@ -176,3 +176,34 @@ def test_a_grad_the_function_replaces_is_not_bound_to_the_old_one():
     # on later calls (eager: history[k] stays as it was)
     eager, compiled = _both(_grad_replaced_inside)
     _assert_same(compiled, eager)
+
+
+def _shared_grad_read_after_its_params(comp):
+    w1 = ember.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    w2 = ember.tensor([1.5, 1.0, -2.0], requires_grad=True)
+    opt = ember.optim.SGD([w1, w2], lr=0.1)
+    g = ember.zeros(3)
+    w1.grad = g
+    w2.grad = g
+
+    def step(x):
+        y = (w1 * x + w2 * x).sum()  # the params first
+        opt.zero_grad(set_to_none=False)  # then their one .grad
+        y.backward()
+        opt.step()
+        return x.sum()
+
+    fn, out = comp(step), []
+    for i in range(6):
+        if i == 3:
+            w2.grad = None
+        fn(ember.full((3,), float(i + 1)))
+        out += [_np(g), _np(w1), _np(w2), _np(w2.grad), [float(w2.grad is g)]]
+    return out
+
+
+def test_a_grad_shared_by_two_params_read_after_them_is_held_for_both():
+    # Found by a review (pre-existing): read after both params, g was bound as w1's .grad alone;
+    # after `w2.grad = None` the program went on adding both gradients into g ([8,8,8] for [4,4,4])
+    eager, compiled = _both(_shared_grad_read_after_its_params)
+    _assert_same(compiled, eager)

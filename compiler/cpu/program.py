@@ -229,7 +229,10 @@ class SizeGenericKernelWriter(CpuKernelWriter):
     def __init__(self, target, module, program, kernel, number, n, largest):
         super().__init__(target, module, program, kernel, number)
         self.n, self.largest = n, largest
-        self.symbol = module.get_unique_name(generic_symbol(kernel.name))
+        symbol, k = generic_symbol(kernel.name), 1  # (no dot: debug locations find a kernel by the name before one)
+        while symbol in module.globals:
+            symbol, k = f"{generic_symbol(kernel.name)}{k + 1}", k + 1
+        self.symbol = symbol
 
     def extra_arguments(self):
         return [I32, I64]

@@ -36,6 +36,9 @@ def size_generic_form(program, kernel):
     kind, slots, text, pairs, same_place, errors = kernel_structure(program, kernel)
     slots = tuple((dtype, N if size == n else size, writes) for dtype, size, writes in slots)
     text = text.replace(f" in 0..{n}:", f" in 0..{N}:").replace(f" in 0..{n} parallel:", f" in 0..{N} parallel:")
+    for k, loop in enumerate(stmt for stmt in kernel.body if isinstance(stmt, L.Loop)):
+        # (a weight's collapsed loop is `i0_i1`, a bias's `i0`: one name for both)
+        text = re.sub(rf"(?<![\w.]){re.escape(loop.name)}(?![\w.])", f"loop{k}", text)
     return ("size-generic", kind, slots, text, pairs, same_place, errors), n
 
 
