@@ -5,6 +5,7 @@ tensor that is, or is the base of, the .grad of another tensor the trace reads a
 went on zeroing and adding into a tensor that was no longer the .grad. Compiled ember vs eager
 ember, whose numbers are PyTorch 2.13's."""
 import numpy as np
+import pytest
 
 import ember
 
@@ -29,16 +30,28 @@ class _Holder:
     pass
 
 
-def _opt_through_object(comp):
+def _set_then_deleted(comp, reach):
+    """w.grad = mine at call 4, deleted at call 6; the step reaches the optimizer and w through
+    `reach` ("object": h.opt, h.w; "list": stuff[0], stuff[1]), not by name."""
     w = ember.tensor([0.5, -1.0, 2.0], requires_grad=True)
-    h = _Holder()
-    h.opt, h.w = ember.optim.SGD([w], lr=0.1, momentum=0.9), w
-    mine = ember.full((3,), 7.0)
+    opt, mine = ember.optim.SGD([w], lr=0.1, momentum=0.9), ember.full((3,), 7.0)
+    if reach == "object":
+        h = _Holder()
+        h.opt, h.w = opt, w
+
+        def parts():
+            return h.opt, h.w
+    else:
+        stuff = [opt, w]
+
+        def parts():
+            return stuff[0], stuff[1]
 
     def step(x):
-        h.opt.zero_grad(set_to_none=False)  # reads w.grad before w
-        (h.w * x).sum().backward()
-        h.opt.step()
+        optimizer, weight = parts()
+        optimizer.zero_grad(set_to_none=False)  # reads w.grad before w
+        (weight * x).sum().backward()
+        optimizer.step()
         return x.sum()
 
     fn, out = comp(step), []
@@ -52,39 +65,12 @@ def _opt_through_object(comp):
     return out
 
 
-def test_grad_held_when_optimizer_is_reached_through_an_object():
-    # Found: with the optimizer and w reached only as `h.opt` / `h.w`, `mine` was bound by a plain
-    # weak reference: after `del w.grad` the program kept zeroing and adding into `mine` (step 6:
-    # eager leaves mine = [6,6,6], compiled made it [7,7,7])
-    eager, compiled = _both(_opt_through_object)
-    _assert_same(compiled, eager)
-
-
-def _opt_in_list(comp):
-    w = ember.tensor([0.5, -1.0, 2.0], requires_grad=True)
-    stuff = [ember.optim.SGD([w], lr=0.1, momentum=0.9), w]
-    mine = ember.full((3,), 7.0)
-
-    def step(x):
-        stuff[0].zero_grad(set_to_none=False)
-        (stuff[1] * x).sum().backward()
-        stuff[0].step()
-        return x.sum()
-
-    fn, out = comp(step), []
-    for i in range(8):
-        if i == 4:
-            w.grad = mine
-        if i == 6:
-            del w.grad
-        fn(ember.full((3,), float(i + 1)))
-        out += [_np(w.grad), _np(mine), _np(w), [float(w.grad is mine)]]
-    return out
-
-
-def test_grad_held_when_optimizer_is_in_a_list():
-    # Found: the same with the optimizer and w in a closed-over list
-    eager, compiled = _both(_opt_in_list)
+@pytest.mark.parametrize("reach", ["object", "list"])
+def test_grad_held_when_the_optimizer_is_reached_through_an_object_or_a_list(reach):
+    # Found: with the optimizer and w reached only as `h.opt` / `h.w` (or in a closed-over list),
+    # `mine` was bound by a plain weak reference: after `del w.grad` the program kept zeroing and
+    # adding into `mine` (step 6: eager leaves mine = [6,6,6], compiled made it [7,7,7])
+    eager, compiled = _both(lambda comp: _set_then_deleted(comp, reach))
     _assert_same(compiled, eager)
 
 
