@@ -33,7 +33,6 @@ from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .external_names import ExternalNumbers, GradOf, held_external
-from .grad_presence import grad_free_key, touches_grads
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
@@ -82,7 +81,6 @@ class CompiledFunction(DynamicCalls):
         self.report = CompileReport(self.name, self.backend.name)
         self._backends = TraceBackends(self.backend, self.report)  # (each trace's, by the device of its tensors)
         self._cache = {}  # signature -> TraceTree
-        self._grad_free = {}  # grad_presence.grad_free_key(signature) -> a TraceTree that touches no .grad
         self._signatures = []  # in the order first seen, for explaining misses
         self._eager = False
         self._views = {}  # cached module state, see _module_view
@@ -117,8 +115,6 @@ class CompiledFunction(DynamicCalls):
             self.report.eager_calls += 1
             return self.fn(*args, **kwargs)
         tree = self._cache.get(signature)
-        if tree is None and grad_free_key(signature) in self._grad_free:  # (it serves every .grad state)
-            tree = self._cache[signature] = self._grad_free[grad_free_key(signature)]
         if tree is None:
             reason = self._miss_reason(signature)
             became_dynamic = self._signatures and self._scalars.learn(self._signatures[-1], signature)
@@ -298,8 +294,8 @@ class CompiledFunction(DynamicCalls):
                       tuple(_plain_settings(m) for m in modules))
             self._settings[id(module)] = cached
         parts.append(("training", label, cached[2]))
-        parts.append(("state", label, tuple([(id(t), t._data.shape, t._data.dtype, t.requires_grad, hook_ids(t),
-                                              t.grad is not None) for t in state.values()])))
+        parts.append(("state", label, tuple([(id(t), t._data.shape, t._data.dtype, t.requires_grad, hook_ids(t))
+                                             for t in state.values()])))
         parts.append(("settings", label, cached[3]))
 
     # ------------------------------------------------------------------ tracing
@@ -363,7 +359,7 @@ class CompiledFunction(DynamicCalls):
         aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])
         tracer.release()
-        if (tracer.state_made_outside or graph.mutations) and dynamic is None and not verifying:
+        if tracer.state_made_outside and dynamic is None and not verifying:
             signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
         changed = self._python_state_changed_by_call(signature, args, kwargs)
         if isinstance(changed, StateRebound):  # (on every step, as a rule: never compiled, never traced again)
@@ -492,8 +488,6 @@ class CompiledFunction(DynamicCalls):
         else:
             tree = TraceTree(built[0], input_nodes)
             tree.segment_count = len(built)
-            if not touches_grads(graph, externals):
-                self._grad_free[grad_free_key(signature)] = tree
             if signature not in self._cache:
                 self._signatures.append(signature)
             self._cache[signature] = tree
@@ -504,12 +498,11 @@ class CompiledFunction(DynamicCalls):
         return len(built), start
 
     def _key_after_the_call(self, signature, tree, tracer, args, kwargs):
-        """The signature this trace (and the tree it extends) is kept under: the one after the call
-        where only optimizer state it made outside or which params have a .grad changed (optimizer_guards)."""
+        """The signature this trace (and the tree it extends) is kept under: the one after the
+        call where the step made optimizer state outside its program and nothing else
+        changed (optimizer_guards), so the next call finds it; else `signature`."""
         after = self._signature_of(args, kwargs)
-        if after == signature or not holds_after_the_call(tracer, signature, after, bool(tracer.graph.mutations)):
-            return signature
-        if self._cache.get(after, tree) is not tree:  # (one is there for that state: this one keeps its own)
+        if after == signature or not holds_after_the_call(tracer, signature, after):
             return signature
         if tree is not None and self._cache.get(signature) is tree:
             del self._cache[signature]

@@ -11,7 +11,6 @@ A trace whose step made missing state eagerly, outside its program (Optimizer._s
 is the program of the signature after the call, when that state is all that changed
 (`holds_after_the_call`): the first training step compiles at its second call.
 """
-from .grad_presence import without_grad_presence
 from .nn.parameter import Parameter
 from .python_reads import is_plain_value
 from .tensor import Tensor
@@ -64,28 +63,21 @@ def hook_ids(tensor):
 
 
 def optimizer_state_part(optimizer, label):
-    """The signature part: state, each group's params (their gradient hooks, whether they have a
-    .grad), step hooks."""
-    groups = tuple(tuple((id(p), hook_ids(p), p.grad is not None) for p in group["params"])
-                   for group in optimizer.param_groups)
+    """The signature part: state, each group's params (and their gradient hooks), step hooks."""
+    groups = tuple(tuple((id(p), hook_ids(p)) for p in group["params"]) for group in optimizer.param_groups)
     hooks = (tuple(getattr(optimizer, "_step_pre_hooks", ())), tuple(getattr(optimizer, "_step_post_hooks", ())))
     return ("optimizer state", label, id(optimizer), state_key(optimizer), groups, hooks)
 
 
-def holds_after_the_call(tracer, before, after, mutates=False):
-    """May the program traced under signature `before` be the program of `after`, the signature
-    after the call? Yes where they differ only in optimizer state, and there only by the state
-    the trace made outside its program, unchanged since; and, for a trace that mutates state
-    (which the next call's trace confirms before it compiles), in which params have a .grad."""
+def holds_after_the_call(tracer, before, after):
+    """Is the program traced under signature `before` the program of `after`, the signature
+    after the call? Yes where they differ only in optimizer state, and there only by the
+    state the trace made outside its program, unchanged since."""
     if len(before) != len(after):
         return False
     for old, new in zip(before, after):
         if old == new:
             continue
-        if mutates:
-            old, new = without_grad_presence(old), without_grad_presence(new)
-            if old == new:
-                continue
         if new[0] != "optimizer state" or old[0] != new[0] or old[1:3] != new[1:3] or old[4:] != new[4:]:
             return False
         optimizer, made = tracer.state_made_outside.get(new[2], (None, None))

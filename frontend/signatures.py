@@ -58,8 +58,7 @@ def explain_signature_change(fn, old, new):
             changes.append(f"TF32 switches (matmul, convolution): {before[1]} -> {part[1]}")
         elif kind == "state":
             owner = "" if part[1] == "self" else f" of {part[1]}"
-            changes.append(f"parameters or buffers{owner} were replaced, changed requires_grad/dtype/hooks, or "
-                           f"gained or lost a .grad")
+            changes.append(f"parameters or buffers{owner} were replaced or changed requires_grad/dtype/hooks")
         elif kind == "settings":
             changes.append(f"module settings of {part[1]} changed: {explain_settings_change(before[2], part[2])}")
         elif kind == "optimizer":
@@ -70,8 +69,7 @@ def explain_signature_change(fn, old, new):
                            f"{before[1]} -> {part[1]}")
         elif kind == "optimizer state":
             changes.append(f"{part[1]} holds other state tensors, params or step hooks (load_state_dict, a new "
-                           f"param list, a hook registered or removed, state made on a step), or its params gained "
-                           f"or lost a .grad")
+                           f"param list, a hook registered or removed, state made on a step)")
         elif kind == "python":
             _, label, what, reader, key = part
             changes.append(explain_change(what, label, reader, before[4], key))
