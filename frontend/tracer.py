@@ -470,7 +470,8 @@ class Tracer:
         existing = leaf.grad
         if existing is None:
             owner = id(memory_owner(g._data))
-            if hooked or owner in assigned or not self.made_here(g) or has_internal_overlap(g._data):
+            if hooked or owner in assigned or not self.made_here(g) or has_internal_overlap(g._data) \
+                    or not g._data.flags.c_contiguous:  # (eager's is a contiguous copy: a transposed one is not)
                 g = g.clone()
                 owner = id(memory_owner(g._data))
             assigned.add(owner)
