@@ -80,6 +80,7 @@ class ExternalNaming:
         self.names = _names_of(reached)  # id(tensor) -> name
         # id(a .grad) -> [the tensors it is the .grad of], among those `fn` reaches (see HeldGrad)
         self.grad_owners = {}
+        self.without_grad = {id(t) for _, t in reached if t.grad is None}  # (at the start: Tracer.saw_no_grad)
         for _, t in reached:
             owners = self.grad_owners.setdefault(id(t.grad), []) if t.grad is not None else ()
             if t.grad is not None and all(owner is not t for owner in owners):

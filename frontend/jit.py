@@ -8,6 +8,7 @@ that says why and how to fix it."""
 import threading
 import time
 import traceback
+import weakref
 import warnings
 
 import numpy as np
@@ -51,6 +52,7 @@ class TraceTree:
         self.root = root
         self.input_nodes = input_nodes
         self.unconfirmed = False  # the trace mutated state: confirm it by tracing once more
+        self.without_grad = []  # weakrefs to tensors the program holds only while they have no .grad
         self.param_sources = None  # cached by CompiledFunction._bind_params
         self.bound_params = None  # (segments, module view version, module, {name: tensor}): the same
         self.trains_itself = False  # the program writes new values into params that require grad
@@ -147,8 +149,8 @@ class CompiledFunction(DynamicCalls):
     def _execute(self, signature, tree, args, kwargs, inputs):
         params = self._bind_params(tree)
         if params is None:
-            return self._trace(signature, args, kwargs, "a closed-over tensor was freed, or is no longer the .grad "
-                               "it was", None)
+            return self._trace(signature, args, kwargs, "a closed-over tensor was freed or is no longer the .grad "
+                               "it was, or a param the program saw without a .grad has one", None)
         roots = tree.state_roots
         if roots:
             for t in inputs:
@@ -237,6 +239,9 @@ class CompiledFunction(DynamicCalls):
     def _bind_params(self, tree):
         """{param name: tensor} for every param of the tree's segments: module state by name,
         closed-over tensors through their weak references. None if one was freed."""
+        for ref in tree.without_grad:  # (a tensor the program saw without a .grad has one now)
+            if ref() is not None and ref().grad is not None:
+                return None
         segments = tree.segment_count  # a new branch may bring new params
         if tree.param_sources is None or tree.param_sources[0] != segments:
             sources, externals = {}, {}
@@ -317,6 +322,7 @@ class CompiledFunction(DynamicCalls):
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
+        tracer.without_grad = {id(t) for _, t in state if t.grad is None}
         histories = [_history(t) for _, t in arg_tensors]
         watched_dims = dynamic[1] if dynamic is not None else ()
         if watched_dims:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
@@ -358,6 +364,7 @@ class CompiledFunction(DynamicCalls):
         output_views = output_facts["output_views"]
         aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])
+        without_grad = [weakref.ref(t) for t in tracer.saw_without_grad.values()]
         tracer.release()
         if tracer.state_made_outside and dynamic is None and not verifying:
             signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
@@ -392,6 +399,7 @@ class CompiledFunction(DynamicCalls):
             same = same_program(tree, pieces)
             tree.unconfirmed = not same
             if same:
+                tree.without_grad = without_grad  # (what the confirming call saw, not the first)
                 self._compile_deferred(tree)
                 return result
             reason = ("the traced program changed between two calls with the same signature (Python "
@@ -438,6 +446,7 @@ class CompiledFunction(DynamicCalls):
             self._cache[signature].static_sizes = (marked, self._sizes_of(flatten_tensors((args, kwargs), "args"),
                                                                           marked))
         self._cache[signature].state_roots |= state_roots
+        self._cache[signature].without_grad += without_grad
         self._cache[signature].scalar_slots = scalar_slots
         self._cache[signature].scalar_values = dict(self._scalars.values)
         self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
@@ -498,9 +507,8 @@ class CompiledFunction(DynamicCalls):
         return len(built), start
 
     def _key_after_the_call(self, signature, tree, tracer, args, kwargs):
-        """The signature this trace (and the tree it extends) is kept under: the one after the
-        call where the step made optimizer state outside its program and nothing else
-        changed (optimizer_guards), so the next call finds it; else `signature`."""
+        """The signature this trace (and the tree it extends) is kept under: the one after the call
+        where only optimizer state the step made outside its program changed (optimizer_guards)."""
         after = self._signature_of(args, kwargs)
         if after == signature or not holds_after_the_call(tracer, signature, after):
             return signature

@@ -95,6 +95,8 @@ class Tracer:
         # external param name -> [(tensor, the .grad it had, a view of that external or the
         # external itself)] when traced: the program holds the external only while they hold
         self.grad_conditions = {}
+        self.without_grad = set()  # ids of the tensors the call's params were without a .grad at its start
+        self.saw_without_grad = {}  # id -> tensor: the code skipped it for want of a .grad (saw_no_grad)
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
@@ -294,6 +296,13 @@ class Tracer:
                 self.grad_conditions.setdefault(held, []).append((tensor, grad))
         return node
 
+    def saw_no_grad(self, tensor):
+        """The traced code skipped `tensor` for want of a .grad (dispatch.saw_no_grad): where it had
+        none at the call's start either, the program holds only while it has none (a compiled
+        optimizer step first traced before any backward would otherwise never update)."""
+        if id(tensor) in self.without_grad or id(tensor) in self.naming.without_grad:
+            self.saw_without_grad[id(tensor)] = tensor
+
     def name_externals_of(self, fn, numbers=None):
         """Name the tensors `fn` reaches through its globals and closure; `numbers` numbers the
         others for the whole compiled function (external_names.ExternalNumbers)."""
@@ -469,6 +478,7 @@ class Tracer:
         new sum."""
         existing = leaf.grad
         if existing is None:
+            self.saw_no_grad(leaf)
             owner = id(memory_owner(g._data))
             if hooked or owner in assigned or not self.made_here(g) or has_internal_overlap(g._data) \
                     or not g._data.flags.c_contiguous:  # (eager's is a contiguous copy: a transposed one is not)

@@ -15,7 +15,7 @@ from ember import dtypes
 from ember.ops.registry import in_mode
 from ..autograd import enable_grad, no_grad
 from ..creation import zeros
-from ..dispatch import STATE
+from ..dispatch import STATE, saw_no_grad
 from ..runtime_scalars import ScalarInput
 from ..tensor import Tensor
 
@@ -150,6 +150,7 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
+                    saw_no_grad(p)
                     continue
                 if set_to_none:
                     p.grad = None
@@ -220,6 +221,10 @@ class Optimizer:
             return closure()
 
     def _params_with_grad(self, group):
+        if STATE.recorder is not None:
+            for p in group["params"]:
+                if p.grad is None:
+                    saw_no_grad(p)
         return [p for p in group["params"] if p.grad is not None]
 
     def _check_dense_grad(self, param):
