@@ -8,8 +8,8 @@ that says why and how to fix it."""
 import threading
 import time
 import traceback
-import weakref
 import warnings
+import weakref
 
 import numpy as np
 
