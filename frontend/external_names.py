@@ -97,6 +97,23 @@ class ExternalNaming:
         return name or f"external_{self.numbers.number(tensor)}"
 
 
+def ids_without_grad(values):
+    """Ids of the tensors among `values`, and of the params of the modules and optimizers among
+    them, that have no .grad (a traced call's entry state: Tracer.saw_no_grad)."""
+    found = set()
+    for value in values:
+        if isinstance(value, Tensor):
+            tensors = [value]
+        elif hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
+            tensors = [t for _, t in module_state(value)]
+        elif hasattr(value, "param_groups"):
+            tensors = [p for group in value.param_groups for p in group["params"]]
+        else:
+            continue
+        found.update(id(t) for t in tensors if t.grad is None)
+    return found
+
+
 def module_state(module):
     """Named params and buffers of a module (params first), the tensors a trace binds by name."""
     if module is None:

@@ -33,7 +33,7 @@ from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
-from .external_names import ExternalNumbers, GradOf, held_external
+from .external_names import ExternalNumbers, GradOf, held_external, ids_without_grad
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
@@ -322,7 +322,7 @@ class CompiledFunction(DynamicCalls):
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
-        tracer.without_grad = {id(t) for _, t in state if t.grad is None}
+        tracer.without_grad = ids_without_grad([t for _, t in state] + list(args) + list(kwargs.values()))
         histories = [_history(t) for _, t in arg_tensors]
         watched_dims = dynamic[1] if dynamic is not None else ()
         if watched_dims:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)

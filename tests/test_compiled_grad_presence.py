@@ -97,3 +97,29 @@ def test_a_compiled_module_zero_grad_first_called_before_any_backward_keeps_zero
         return out
 
     _assert_same(run_loop(True), run_loop(False))
+
+
+def test_a_model_and_optimizer_passed_as_arguments_are_held_without_grad_too():
+    # Found (pre-existing): the same update with the model and optimizer as arguments, not
+    # reached through a closure, also compiled an empty program at its first call
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        opt = ember.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x, y = ember.randn(5, 3), ember.randn(5, 2)
+
+        def update(m, o):
+            nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            o.step()
+
+        run = ember.compile(update) if compiled else update
+        out = []
+        for i in range(10):
+            if i % 3 == 0:
+                run(model, opt)
+                opt.zero_grad(set_to_none=True)
+            F.mse_loss(model(x), y).backward()
+            out.append(_snap(model.parameters()))
+        return out
+
+    _assert_same(run_loop(True), run_loop(False))
