@@ -15,6 +15,15 @@ from .tensor import Tensor
 from .views import bump_version, replay
 
 
+def clear_grads(segment):
+    """`p.grad = None` for the tensors whose .grad the traced call set to None (a zero_grad at
+    its end, after a backward outside): the program's part that is no tensor value."""
+    for ref in segment.cleared_grads:
+        tensor = ref()
+        if tensor is not None:
+            tensor.grad = None
+
+
 def write_back(segment, env, params, inputs):
     """Give each mutation's new value to its target (a param, an input, or their .grad);
     returns {node: .grad tensor} for the .grad mutations.
@@ -23,6 +32,7 @@ def write_back(segment, env, params, inputs):
     (a numpy array or view the caller holds, autograd's saved tensors). When nothing does
     (its reference count says so), the program's output array simply becomes the target's
     array and the old one becomes that output's buffer for the next call: no copy."""
+    clear_grads(segment)
     if not segment.mutations:
         return {}
     grads = {}  # node -> the .grad tensor its value became (a result that is that node is that tensor)

@@ -80,7 +80,7 @@ class ExternalNaming:
         self.names = _names_of(reached)  # id(tensor) -> name
         # id(a .grad) -> [the tensors it is the .grad of], among those `fn` reaches (see HeldGrad)
         self.grad_owners = {}
-        self.without_grad = {id(t) for _, t in reached if t.grad is None}  # (at the start: Tracer.saw_no_grad)
+        self.reached = [t for _, t in reached]  # (their .grad at the start: see jit's entry state)
         for _, t in reached:
             owners = self.grad_owners.setdefault(id(t.grad), []) if t.grad is not None else ()
             if t.grad is not None and all(owner is not t for owner in owners):
@@ -97,20 +97,29 @@ class ExternalNaming:
         return name or f"external_{self.numbers.number(tensor)}"
 
 
-def ids_without_grad(values):
-    """Ids of the tensors among `values`, and of the params of the modules and optimizers among
-    them, that have no .grad (a traced call's entry state: Tracer.saw_no_grad)."""
-    found = set()
+def entry_grads(values, reached):
+    """A traced call's start, for the tensors among `values` (and the params of the modules and
+    optimizers among them) and `reached`: (ids of those without a .grad: Tracer.saw_no_grad,
+    those with one: `cleared_grads`)."""
+    entry = _entry_tensors(values) + reached
+    return {id(t) for t in entry if t.grad is None}, list({id(t): t for t in entry if t.grad is not None}.values())
+
+
+def cleared_grads(had_grad):
+    """Weak references to the tensors that had a .grad at a traced call's start and have none
+    after it (compiled_results.clear_grads replays that)."""
+    return [weakref.ref(t) for t in had_grad if t.grad is None]
+
+
+def _entry_tensors(values):
+    found = []
     for value in values:
         if isinstance(value, Tensor):
-            tensors = [value]
+            found.append(value)
         elif hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
-            tensors = [t for _, t in module_state(value)]
+            found += [t for _, t in module_state(value)]
         elif hasattr(value, "param_groups"):
-            tensors = [p for group in value.param_groups for p in group["params"]]
-        else:
-            continue
-        found.update(id(t) for t in tensors if t.grad is None)
+            found += [p for group in value.param_groups for p in group["params"]]
     return found
 
 

@@ -33,7 +33,7 @@ from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
-from .external_names import ExternalNumbers, GradOf, held_external, ids_without_grad
+from .external_names import ExternalNumbers, GradOf, cleared_grads, entry_grads, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
@@ -43,6 +43,7 @@ from .dynamic_calls import DynamicCalls
 from ember.ir.symbols import SizesDoNotFit, SymDim
 
 DEFAULT_RECOMPILE_LIMIT = 8
+FREED_OR_REGRADED = "a closed-over tensor was freed or is not the .grad it was, or one seen without a .grad has one"
 
 
 class TraceTree:
@@ -149,8 +150,7 @@ class CompiledFunction(DynamicCalls):
     def _execute(self, signature, tree, args, kwargs, inputs):
         params = self._bind_params(tree)
         if params is None:
-            return self._trace(signature, args, kwargs, "a closed-over tensor was freed or is no longer the .grad "
-                               "it was, or a param the program saw without a .grad has one", None)
+            return self._trace(signature, args, kwargs, FREED_OR_REGRADED, None)
         roots = tree.state_roots
         if roots:
             for t in inputs:
@@ -322,7 +322,8 @@ class CompiledFunction(DynamicCalls):
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
-        tracer.without_grad = ids_without_grad([t for _, t in state] + list(args) + list(kwargs.values()))
+        tracer.without_grad, had_grad = entry_grads([t for _, t in state] + [*args, *kwargs.values()],
+                                                    tracer.naming.reached)
         histories = [_history(t) for _, t in arg_tensors]
         watched_dims = dynamic[1] if dynamic is not None else ()
         if watched_dims:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
@@ -360,7 +361,7 @@ class CompiledFunction(DynamicCalls):
         externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else held_external(name, t, tracer)
                      for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
-        output_facts = tracer.output_facts
+        output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(had_grad))
         output_views = output_facts["output_views"]
         aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])
@@ -507,8 +508,7 @@ class CompiledFunction(DynamicCalls):
         return len(built), start
 
     def _key_after_the_call(self, signature, tree, tracer, args, kwargs):
-        """The signature this trace (and the tree it extends) is kept under: the one after the call
-        where only optimizer state the step made outside its program changed (optimizer_guards)."""
+        """The signature after the call where only optimizer state made outside changed, else `signature`."""
         after = self._signature_of(args, kwargs)
         if after == signature or not holds_after_the_call(tracer, signature, after):
             return signature

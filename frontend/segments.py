@@ -30,6 +30,7 @@ class Segment:
         self.result_nodes = []  # last segment: the node of each tensor in `result`, in order
         self.output_views = {}  # last segment: results that are views of inputs/params (see Tracer.finish)
         self.outputs_without_grad = []  # last segment: positions of results that eagerly require no grad
+        self.cleared_grads = []  # last segment: weakrefs to the tensors whose .grad the call set to None
         self.passthrough = {}  # with_autograd -> positions of results that are an input or param unchanged
         self.outputs_requiring_grad = []  # last segment: (position, has history) of results that eagerly require grad
         self.freed_outputs = []  # last segment: results whose history a backward() in the function freed

@@ -300,7 +300,7 @@ class Tracer:
         """The traced code skipped `tensor` for want of a .grad (dispatch.saw_no_grad): where it had
         none at the call's start either, the program holds only while it has none (a compiled
         optimizer step first traced before any backward would otherwise never update)."""
-        if id(tensor) in self.without_grad or id(tensor) in self.naming.without_grad:
+        if id(tensor) in self.without_grad:
             self.saw_without_grad[id(tensor)] = tensor
 
     def name_externals_of(self, fn, numbers=None):

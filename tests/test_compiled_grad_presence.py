@@ -123,3 +123,30 @@ def test_a_model_and_optimizer_passed_as_arguments_are_held_without_grad_too():
         return out
 
     _assert_same(run_loop(True), run_loop(False))
+
+
+@pytest.mark.parametrize("zero", ["optimizer", "module"])
+def test_a_compiled_update_that_sets_the_grads_to_none_does_so_on_every_call(zero):
+    # Found (pre-existing): `opt.step(); opt.zero_grad()` compiled, with the backward outside: only
+    # the traced calls set .grad to None, so the next backward added into stale gradients
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        model = nn.Linear(3, 1)
+        opt = ember.optim.SGD(model.parameters(), lr=0.1)  # (with momentum it reads each new .grad
+        x, y = ember.randn(4, 3), ember.randn(4, 1)  # before its param, by identity: it traces every call)
+
+        def update():
+            opt.step()
+            (opt if zero == "optimizer" else model).zero_grad()
+
+        run = ember.compile(update) if compiled else update
+        out = []
+        for _ in range(6):
+            F.mse_loss(model(x), y).backward()
+            run()
+            out.append(_snap(model.parameters()))
+        return out, getattr(run, "report", None)
+
+    (got, report), (want, _) = run_loop(True), run_loop(False)
+    _assert_same(got, want)
+    assert report.compiled_calls >= 3, str(report)
