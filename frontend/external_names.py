@@ -97,18 +97,27 @@ class ExternalNaming:
         return name or f"external_{self.numbers.number(tensor)}"
 
 
-def entry_grads(values, reached):
-    """A traced call's start, for the tensors among `values` (and the params of the modules and
-    optimizers among them) and `reached`: (ids of those without a .grad: Tracer.saw_no_grad,
-    those with one: `cleared_grads`)."""
-    entry = _entry_tensors(values) + reached
-    return {id(t) for t in entry if t.grad is None}, list({id(t): t for t in entry if t.grad is not None}.values())
+def entry_grads(state, arguments, reached):
+    """A traced call's start, for the module's params (`state`), the tensors among `arguments`
+    and the params of the modules and optimizers among them, and the tensors `reached`: (ids of
+    those without a .grad: Tracer.saw_no_grad; {id: (one with a .grad, whether it is an argument
+    itself)}: `cleared_grads`)."""
+    entry = [(t, False) for t in _entry_tensors(state + arguments) + reached]
+    entry += [(t, True) for t in arguments if isinstance(t, Tensor)]
+    return {id(t) for t, _ in entry if t.grad is None}, {id(t): (t, a) for t, a in entry if t.grad is not None}
 
 
-def cleared_grads(had_grad):
+def cleared_grads(had_grad, tracer):
     """Weak references to the tensors that had a .grad at a traced call's start and have none
-    after it (compiled_results.clear_grads replays that)."""
-    return [weakref.ref(t) for t in had_grad if t.grad is None]
+    after it (compiled_results.clear_grads replays that). An argument's is refused: the next call
+    may pass another tensor (the signature runs eagerly)."""
+    refs = []
+    for t, argument in had_grad.values():
+        if t.grad is None and argument:
+            tracer.eager_reason = tracer.eager_reason or "sets the .grad of an argument to None"
+        elif t.grad is None:
+            refs.append(weakref.ref(t))
+    return refs
 
 
 def _entry_tensors(values):

@@ -322,7 +322,7 @@ class CompiledFunction(DynamicCalls):
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
-        tracer.without_grad, had_grad = entry_grads([t for _, t in state] + [*args, *kwargs.values()],
+        tracer.without_grad, had_grad = entry_grads([t for _, t in state], [*args, *kwargs.values()],
                                                     tracer.naming.reached)
         histories = [_history(t) for _, t in arg_tensors]
         watched_dims = dynamic[1] if dynamic is not None else ()
@@ -361,7 +361,7 @@ class CompiledFunction(DynamicCalls):
         externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else held_external(name, t, tracer)
                      for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
-        output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(had_grad))
+        output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(had_grad, tracer))
         output_views = output_facts["output_views"]
         aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])

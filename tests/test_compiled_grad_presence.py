@@ -150,3 +150,26 @@ def test_a_compiled_update_that_sets_the_grads_to_none_does_so_on_every_call(zer
     (got, report), (want, _) = run_loop(True), run_loop(False)
     _assert_same(got, want)
     assert report.compiled_calls >= 3, str(report)
+
+
+def test_setting_an_arguments_grad_to_none_follows_the_argument():
+    # Found by an adversarial round: the program set the .grad of the tensor it was traced with
+    # to None on every call, whichever tensor the call passed; such a call now runs eagerly
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        ts = [ember.randn(3, requires_grad=True) for _ in range(2)]
+
+        def f(t):
+            t.grad = None
+            return t * 2
+
+        run = ember.compile(f) if compiled else f
+        out = []
+        for i in range(4):
+            for t in ts:
+                (t * t).sum().backward()
+            run(ts[i % 2])  # another tensor, the same signature
+            out.append([None if t.grad is None else t.grad.numpy().copy() for t in ts])
+        return out
+
+    _assert_same(run_loop(True), run_loop(False))
