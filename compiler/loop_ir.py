@@ -226,7 +226,6 @@ def forget_index_arithmetic():
     _AFFINE.clear()
 
 
-
 def affine(terms, constant=0):
     """sum(c * atom for atom, c in terms.items()) + constant, normalised."""
     key = (tuple(terms.items()), constant)

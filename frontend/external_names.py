@@ -82,9 +82,10 @@ class ExternalNaming:
         self.grad_owners = {}
         self.reached = [t for _, t in reached]  # (their .grad at the start: see jit's entry state)
         for _, t in reached:
-            owners = self.grad_owners.setdefault(id(t.grad), []) if t.grad is not None else ()
-            if t.grad is not None and all(owner is not t for owner in owners):
-                owners.append(t)
+            if t.grad is not None:
+                owners = self.grad_owners.setdefault(id(t.grad), [])
+                if all(owner is not t for owner in owners):
+                    owners.append(t)
         self.numbers = numbers if numbers is not None else ExternalNumbers()
         self.stale = False
 

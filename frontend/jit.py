@@ -35,7 +35,7 @@ from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .external_names import ExternalNumbers, GradOf, cleared_grads, entry_grads, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
-from .tracer import Tracer, recording, module_state, observed_value, _input_name
+from .tracer import Tracer, recording, module_state, observed_value, root_of, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
 from .dynamic_shapes import DYNAMIC, DynamicDims
@@ -341,8 +341,8 @@ class CompiledFunction(DynamicCalls):
         if STATE.grad_enabled and any(_history(t) is not h for (_, t), h in zip(arg_tensors, histories)):
             # an argument written in place with autograd recording: its new history is eager autograd's
             tracer.eager_reason = "writes in place into an argument that has autograd history"
-        state_roots = {id(_root_of(t)) for t in [t for _, t in state] + [t for _, t in tracer.externals]}
-        if any(id(_root_of(t)) in state_roots for _, t in arg_tensors):
+        state_roots = {id(root_of(t)) for t in [t for _, t in state] + [t for _, t in tracer.externals]}
+        if any(id(root_of(t)) in state_roots for _, t in arg_tensors):
             tracer.eager_reason = "an argument shares memory with a param or closed-over tensor it reads"
         outputs = flatten_tensors(result)
         self._trace_device = device_of_tensors([t for _, t in arg_tensors + list(state) + list(tracer.externals)])
@@ -654,10 +654,6 @@ def _history(tensor):
         return tensor.grad_fn
     except RuntimeError:
         return None
-
-
-def _root_of(tensor):
-    return tensor if tensor._base is None else tensor._base
 
 
 def _as_tensor(value):

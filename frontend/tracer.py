@@ -92,10 +92,10 @@ class Tracer:
         self.wrote = False  # did an in-place op run while tracing
         self.ran_backward = False  # did the traced code call backward() (a training step)
         self.grads_of = {}  # external param name -> the param whose .grad it is (bound by path)
-        # external param name -> [(tensor, the .grad it had, a view of that external or the
-        # external itself)] when traced: the program holds the external only while they hold
+        # external param name -> [(tensor, its .grad when traced: that external or a view of it)]:
+        # the program holds the external only while each tensor still has that .grad (HeldGrad)
         self.grad_conditions = {}
-        self.without_grad = set()  # ids of the tensors the call's params were without a .grad at its start
+        self.without_grad = set()  # ids of the tensors without a .grad at the call's start (entry_grads)
         self.saw_without_grad = {}  # id -> tensor: the code skipped it for want of a .grad (saw_no_grad)
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
@@ -291,7 +291,7 @@ class Tracer:
             self.grad_conditions[name] = [(param, tensor) for _, param in owners] + viewed
         grad = tensor.grad  # (this one's .grad, or the base of it, read before)
         if grad is not None and owner is None:
-            held = next((n for n, t in self.externals if t is _root(grad) and t is not tensor), None)
+            held = next((n for n, t in self.externals if t is root_of(grad) and t is not tensor), None)
             if held is not None:
                 self.grad_conditions.setdefault(held, []).append((tensor, grad))
         return node
@@ -624,7 +624,8 @@ class _Deriving:
         return False
 
 
-def _root(tensor):
+def root_of(tensor):
+    """The tensor whose memory a view reads (the tensor itself when it is no view)."""
     return tensor if tensor._base is None else tensor._base
 
 

@@ -229,10 +229,11 @@ class SizeGenericKernelWriter(CpuKernelWriter):
     def __init__(self, target, module, program, kernel, number, n, largest):
         super().__init__(target, module, program, kernel, number)
         self.n, self.largest = n, largest
-        symbol, k = generic_symbol(kernel.name), 1  # (no dot: debug locations find a kernel by the name before one)
-        while symbol in module.globals:
-            symbol, k = f"{generic_symbol(kernel.name)}{k + 1}", k + 1
-        self.symbol = symbol
+        base, k = generic_symbol(kernel.name), 1  # (no dot: debug locations find a kernel by the name before one)
+        self.symbol = base
+        while self.symbol in module.globals:
+            k += 1
+            self.symbol = f"{base}{k}"
 
     def extra_arguments(self):
         return [I32, I64]
@@ -299,7 +300,7 @@ class CpuBodyWriter(kernels.BodyWriter):
                                        [a.type for a in fixed], stmt.extent if not carried else None)
         many_threads = b.icmp_signed(">", self.threads, ir.Constant(I32, 1))
         if self.generic:
-            many_threads = b.and_(many_threads, worth_threads(self, stmt))
+            many_threads = b.and_(many_threads, worth_threads(self, stmt, PARALLEL_MIN_WORK))
         with b.if_else(many_threads) as (many, one):
             with many:
                 context = b.alloca(I64, size=ir.Constant(I64, len(fixed) + len(carried)))

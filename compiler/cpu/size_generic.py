@@ -10,7 +10,7 @@ compiled each size. A *flat* kernel has a size-generic form instead:
 - each slot holds n elements, read and written at the loop's index, or one element read or
   written at index 0, and the loop's index appears nowhere else;
 - it has no checks, matrix or convolution calls, or callbacks.
-Its function takes n as an argument (`SizeGenericWriter`), so one function serves every
+Its function takes n as an argument (cpu/program.py `SizeGenericKernelWriter`), so one function serves every
 kernel of its structure whatever its size, as PyTorch's multi-tensor (foreach and fused)
 optimizers run one kernel over every parameter. Whether a loop is worth the threads
 (`PARALLEL_MIN_WORK`) is then decided per call, from n.
@@ -105,11 +105,10 @@ def generic_symbol(name):
     return re.sub(r"(_\d+(x\d+)*)?(_\d+)?$", "", name) + "_" + N
 
 
-def worth_threads(body_writer, loop):
-    """An i1: is this call's loop of n iterations worth the threads (PARALLEL_MIN_WORK)?"""
-    from .program import PARALLEL_MIN_WORK
+def worth_threads(body_writer, loop, min_work):
+    """An i1: is this call's loop of n iterations worth the threads (at least `min_work` element-ops)?"""
     per_iteration = max(statement_work(loop.body), 1)
-    at_least = -(-PARALLEL_MIN_WORK // per_iteration)
+    at_least = -(-min_work // per_iteration)
     b = body_writer.builder
     return b.icmp_signed(">=", body_writer.size_argument, ir.Constant(I64, at_least))
 
