@@ -73,7 +73,7 @@ _FRONTEND_EXPORTS = {
         celu threshold cosine_similarity pairwise_distance pdist hardshrink channel_shuffle conv3d conv_transpose3d
         max_pool3d max_pool1d_with_indices""",
     "ember.frontend.sorting": "sort argsort topk unique kthvalue msort",
-    "ember.frontend.tracer": "trace",
+    "ember.frontend.trace_function": "trace",
     "ember.frontend.jit": "compile explain",
     "ember.frontend.dynamic_shapes": "mark_dynamic mark_static",
     "ember.frontend.export_library": "export_library",

@@ -132,7 +132,7 @@ class ChunkedProgram:
             from ember.compiler.backends import llvm_backend
             from .autograd import no_grad
             from .tensor import Tensor
-            from .tracer import trace
+            from .trace_function import trace
             backend = llvm_backend(debug=0)
             programs = []
             for size in CHUNKS:

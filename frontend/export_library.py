@@ -17,7 +17,8 @@ import numpy as np
 from ember.passes.batch_axes import BatchDependence, batch_axes
 from .autograd import no_grad
 from .tensor import Tensor
-from .tracer import _input_name, trace_with_values
+from .tracer import _input_name
+from .trace_function import trace_with_values
 
 MIN_LARGEST_CHUNK = 8
 

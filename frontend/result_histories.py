@@ -1,9 +1,10 @@
 """What eager autograd gave each result of a trace, for a compiled call to give it again
 (frontend/tracer.py `Tracer.finish` records these facts; frontend/jit.py acts on them): results
 whose history cannot be read any more (stale) or was freed by a backward() inside, and results
-that are views of other results, made again as views on every compiled call.
+that are views of other results, made again as views on every compiled call. Also the history
+an argument had when the call began, which a backward() inside the trace continues from.
 """
-from .tensor import StaleView
+from .tensor import StaleView, Tensor
 from .views import chain_suffix
 
 
@@ -62,3 +63,23 @@ def freed_histories(outputs, skip):
     from .autograd import _topological_order  # (the engine's own walk over a history)
     return [position for position, tensor in enumerate(outputs) if position not in skip
             and any(getattr(node, "freed", False) for node in _topological_order([tensor.grad_fn]))]
+
+
+def entry_history(tensor):
+    """(grad_fn, output number) of an argument as the call begins, or None: a leaf, or a view
+    PyTorch cannot re-derive (reading its grad_fn raises, as any grad-mode use of it does)."""
+    try:
+        history = tensor.grad_fn
+    except RuntimeError:
+        return None
+    return None if history is None else (history, tensor._output_nr)
+
+
+def with_history(array, history):
+    """A tensor of `array` whose autograd history is `history` (from entry_history): where the
+    function wrote into the argument in place, its own tensor has a newer history, and a
+    backward() from the argument's value at the call's start must start at the older one."""
+    tensor = Tensor._wrap(array)
+    tensor.requires_grad = True
+    tensor.grad_fn, tensor._output_nr = history
+    return tensor

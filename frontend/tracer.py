@@ -22,9 +22,9 @@ from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import Tensor
 from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owner, replay, scatter_into_base
-from .value_trees import flatten_tensors
-from .external_names import ExternalNaming, module_state  # noqa: F401 (module_state: for jit)
-from .result_histories import creation_of, freed_histories, stale_histories, views_of_outputs
+from .external_names import ExternalNaming, module_state  # noqa: F401 (module_state: for jit, trace_function)
+from .result_histories import (creation_of, entry_history, freed_histories, stale_histories, views_of_outputs,
+                               with_history)
 from ember.runtime.device_arrays import device_of
 
 _PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
@@ -79,6 +79,7 @@ class Tracer:
         self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
         self.values = {}  # node id -> the eager value seen while tracing (gives gradient nodes values)
         self.placeholder_tensors = {}  # placeholder node id -> its tensor
+        self.entry_histories = {}  # placeholder node id -> (grad_fn, output_nr) of its tensor when registered
         self.values_over = {}  # id(memory owner) -> nodes whose value in `values` lies in that memory
         self.placeholders_under = {}  # id(root tensor) -> inputs and params that are it or views of it
         self.deriving = False  # re-deriving views after a write (not new computation)
@@ -121,6 +122,9 @@ class Tracer:
         self.keep.append(tensor)
         self._remember_value(node, tensor._data)
         self.placeholder_tensors[node] = tensor
+        history = entry_history(tensor)
+        if history is not None:
+            self.entry_histories[node] = history
         root = tensor._base if tensor._base is not None else tensor
         self.placeholders_under.setdefault(id(root), []).append(tensor)
         tensor._node = (self, node)
@@ -418,27 +422,34 @@ class Tracer:
         outputs = [self.node_of(t) for t in tensors]
         seeds = [self.node_of(g) for g in grad_tensors]
         device = next((found for found in (device_of(t._data) for t in tensors) if found is not None), None)
-        leaves = {node: t for node, t in self.placeholder_tensors.items() if t.requires_grad}
+        # (a tensor without history when the call began that has one now, from an in-place op with
+        # an operand requiring grad: the placeholder, its value before that op, has no gradient)
+        leaves = {node: t for node, t in self.placeholder_tensors.items()
+                  if t.requires_grad and (node in self.entry_histories or t.grad_fn is None)}
         grads = gradients(self.graph, outputs, list(leaves), seeds=seeds)
         for node in self.graph.nodes():  # evaluate the gradient nodes just added
             if node.id not in self.values:
                 out = evaluate(PRIMITIVES[node.op], [self.values[i] for i in node.inputs], node.attrs, device)
                 self._remember_value(node.id, out)
         pairs = []  # (placeholder, its gradient)
+        starts = []  # where eager autograd goes on from each: the history it had when the call began
         for leaf_node, grad_node in grads.items():
             if grad_node is not None:
                 g = Tensor._wrap(self.values[grad_node])
                 self.rebind(g, grad_node)  # (live: a later segment of the trace may read it)
                 pairs.append((leaves[leaf_node], g))
-        if any(t.grad_fn is not None for t, _ in pairs):
+                history = self.entry_histories.get(leaf_node)
+                starts.append(leaves[leaf_node] if history is None else with_history(g._data, history))
+        if any(t.grad_fn is not None for t in starts):
             # a placeholder with autograd history made outside the function (a non-leaf argument,
             # a view of a leaf): eagerly, the backward goes on through it to the leaves, each of
             # which gets one summed gradient; so does this call's (one eager backward from every
             # placeholder), and later calls run eagerly (a program cannot reach that history)
             run_eagerly("backward() inside reaches the autograd history of a tensor made outside the "
                         "function (a non-leaf argument, or a view of a leaf)")
+            # (from each placeholder's history when the call began: an in-place op gave it a newer one)
             with in_mode(None):
-                run_backward([t for t, _ in pairs], [g for _, g in pairs], False, False)
+                run_backward(starts, [g for _, g in pairs], False, False)
             return
         assigned = set()  # ids of the memory given to a leaf's .grad so far
         with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
@@ -632,41 +643,6 @@ def root_of(tensor):
 def recording(tracer):
     """Context manager that puts `tracer` on top of the mode stack."""
     return in_mode(tracer)
-
-
-def trace(fn, *args, **kwargs):
-    """Run `fn(*args, **kwargs)` eagerly and return the recorded `Graph` (ember.trace).
-
-    Module params and buffers become named params; tensor arguments become inputs."""
-    return trace_with_values(fn, args, kwargs)[0]
-
-
-def trace_with_values(fn, args, kwargs=None, name=None):
-    """(graph, {param name: array}) of `fn(*args, **kwargs)`: ember.trace, plus the value of every
-    param the graph reads (module state and closed-over tensors), as the trace saw them.
-    `name` names the graph (default: the module's class or the function's name)."""
-    kwargs = kwargs or {}
-    module = fn if hasattr(fn, "named_parameters") else getattr(fn, "__self__", None)
-    if module is not None and not hasattr(module, "named_parameters"):
-        module = None
-    if name is None:
-        name = type(fn).__name__ if module is fn else getattr(fn, "__name__", "graph")
-    tracer = Tracer(name)
-    tracer.name_externals_of(fn)
-    arg_tensors = flatten_tensors((args, kwargs), "args")
-    for path, t in arg_tensors:
-        tracer.add_input(t, _input_name(fn, path))
-    state = module_state(module)
-    for pname, t in state:
-        tracer.add_param(t, pname)
-    with recording(tracer):
-        result = fn(*args, **kwargs)
-    watched = [("input", i, t) for i, (_, t) in enumerate(arg_tensors)] + [("param", n, t) for n, t in state]
-    graph = tracer.finish([t for _, t in flatten_tensors(result)], watched)
-    values = {n: np.asarray(t._data) for n, t in list(state) + list(tracer.externals)
-              if t is not None and n in graph.params}
-    tracer.release()
-    return graph, values
 
 
 def _input_name(fn, path):

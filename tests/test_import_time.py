@@ -108,7 +108,7 @@ def test_every_public_name_resolves_and_dir_lists_it():
     assert set(PUBLIC_NAMES) <= set(dir(ember))
     assert ember.Tensor is ember.frontend.tensor.Tensor and ember.device is ember.frontend.tensor.Device
     assert ember.linalg_module is ember.linalg is ember.frontend.linalg.linalg
-    assert ember.float32 is ember.dtypes.float32 and ember.trace is ember.frontend.tracer.trace
+    assert ember.float32 is ember.dtypes.float32 and ember.trace is ember.frontend.trace_function.trace
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         ember.no_such_name  # noqa: B018
 

@@ -22,7 +22,7 @@ def _eager(fn, inputs):
 
 
 def _flat(out):
-    return [t for _, t in ember.frontend.tracer.flatten_tensors(out)]
+    return [t for _, t in ember.frontend.value_trees.flatten_tensors(out)]
 
 
 def _params_of(fn):

@@ -276,7 +276,7 @@ def _is_traced(tensor):
 
 def _leaves_reached(output):
     """ids of the leaf tensors the autograd history of `output` (tensors, nested) reaches."""
-    from ember.frontend.tracer import flatten_tensors
+    from ember.frontend.value_trees import flatten_tensors
     stack = [t.grad_fn for _, t in flatten_tensors(output) if t.grad_fn is not None]
     reached, seen = set(), set()
     while stack:
