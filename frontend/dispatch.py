@@ -39,15 +39,6 @@ def run_eagerly(reason):
         recorder.eager_reason = reason
 
 
-def saw_no_grad(tensor):
-    """Traced code found `tensor` without a .grad and skipped it (an optimizer's step, clipping,
-    zero_grad, a first gradient): the tracer notes it (Tracer.saw_no_grad)."""
-    recorder = STATE.recorder
-    note = getattr(recorder, "saw_no_grad", None) if recorder is not None else None
-    if note is not None:
-        note(tensor)
-
-
 def current_module():
     return STATE.module_path[-1] if STATE.module_path else None
 

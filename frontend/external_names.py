@@ -82,8 +82,8 @@ class ExternalNaming:
         self.grad_owners = {}
         self.reached = [t for _, t in reached]  # (their .grad at the start: see jit's entry state)
         for _, t in reached:
-            if t.grad is not None:
-                owners = self.grad_owners.setdefault(id(t.grad), [])
+            if t._grad is not None:
+                owners = self.grad_owners.setdefault(id(t._grad), [])
                 if all(owner is not t for owner in owners):
                     owners.append(t)
         self.numbers = numbers if numbers is not None else ExternalNumbers()
@@ -101,11 +101,12 @@ class ExternalNaming:
 def entry_grads(state, arguments, reached):
     """A traced call's start, for the module's params (`state`), the tensors among `arguments`
     and the params of the modules and optimizers among them, and the tensors `reached`: (ids of
-    those without a .grad: Tracer.saw_no_grad; {id: (one with a .grad, whether it is an argument
-    itself)}: `cleared_grads`)."""
+    those without a .grad; {id: (one with a .grad, whether it is an argument itself, that .grad)}):
+    Tracer.read_grad and `cleared_grads`."""
     entry = [(t, False) for t in _entry_tensors(state + arguments) + reached]
     entry += [(t, True) for t in arguments if isinstance(t, Tensor)]
-    return {id(t) for t, _ in entry if t.grad is None}, {id(t): (t, a) for t, a in entry if t.grad is not None}
+    without = {id(t) for t, _ in entry if t._grad is None}
+    return without, {id(t): (t, a, t._grad) for t, a in entry if t._grad is not None}
 
 
 def cleared_grads(had_grad, tracer):
@@ -113,7 +114,7 @@ def cleared_grads(had_grad, tracer):
     after it (compiled_results.clear_grads replays that). An argument's is refused: the next call
     may pass another tensor (the signature runs eagerly)."""
     refs = []
-    for t, argument in had_grad.values():
+    for t, argument, _ in had_grad.values():
         if t.grad is None and argument:
             tracer.eager_reason = tracer.eager_reason or "sets the .grad of an argument to None"
         elif t.grad is None:

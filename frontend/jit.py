@@ -33,17 +33,20 @@ from .trace_backends import TraceBackends, device_of_tensors
 from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
+from .grad_state_trees import GradStateTrees, grad_state_holds
 from .external_names import ExternalNumbers, GradOf, cleared_grads, entry_grads, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, root_of, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import returned_view, returned_view_of_mutated, write_back
+from .result_histories import history_of
 from .dynamic_shapes import DYNAMIC, DynamicDims
 from .dynamic_calls import DynamicCalls
 from ember.ir.symbols import SizesDoNotFit, SymDim
 
 DEFAULT_RECOMPILE_LIMIT = 8
-FREED_OR_REGRADED = "a closed-over tensor was freed or is not the .grad it was, or one seen without a .grad has one"
+FREED_OR_REGRADED = ("a tensor whose .grad the program read has a .grad now, or has none now, or a closed-over "
+                     "tensor was freed or is not the .grad it was")
 
 
 class TraceTree:
@@ -54,6 +57,7 @@ class TraceTree:
         self.input_nodes = input_nodes
         self.unconfirmed = False  # the trace mutated state: confirm it by tracing once more
         self.without_grad = []  # weakrefs to tensors the program holds only while they have no .grad
+        self.with_grad = []  # weakrefs to tensors the program holds only while they have a .grad
         self.param_sources = None  # cached by CompiledFunction._bind_params
         self.bound_params = None  # (segments, module view version, module, {name: tensor}): the same
         self.trains_itself = False  # the program writes new values into params that require grad
@@ -84,6 +88,7 @@ class CompiledFunction(DynamicCalls):
         self.report = CompileReport(self.name, self.backend.name)
         self._backends = TraceBackends(self.backend, self.report)  # (each trace's, by the device of its tensors)
         self._cache = {}  # signature -> TraceTree
+        self._grad_states = GradStateTrees()  # trees set aside for another .grad state
         self._signatures = []  # in the order first seen, for explaining misses
         self._eager = False
         self._views = {}  # cached module state, see _module_view
@@ -118,6 +123,8 @@ class CompiledFunction(DynamicCalls):
             self.report.eager_calls += 1
             return self.fn(*args, **kwargs)
         tree = self._cache.get(signature)
+        if tree is not None and (tree.without_grad or tree.with_grad):  # (held to .grad states)
+            tree = self._cache[signature] = self._grad_states.for_this_call(signature, tree)
         if tree is None:
             reason = self._miss_reason(signature)
             became_dynamic = self._signatures and self._scalars.learn(self._signatures[-1], signature)
@@ -150,6 +157,7 @@ class CompiledFunction(DynamicCalls):
     def _execute(self, signature, tree, args, kwargs, inputs):
         params = self._bind_params(tree)
         if params is None:
+            self._grad_states.set_aside(signature, tree)
             return self._trace(signature, args, kwargs, FREED_OR_REGRADED, None)
         roots = tree.state_roots
         if roots:
@@ -239,9 +247,8 @@ class CompiledFunction(DynamicCalls):
     def _bind_params(self, tree):
         """{param name: tensor} for every param of the tree's segments: module state by name,
         closed-over tensors through their weak references. None if one was freed."""
-        for ref in tree.without_grad:  # (a tensor the program saw without a .grad has one now)
-            if ref() is not None and ref().grad is not None:
-                return None
+        if not grad_state_holds(tree):  # (a tensor the program saw without a .grad has one, or with one none)
+            return None
         segments = tree.segment_count  # a new branch may bring new params
         if tree.param_sources is None or tree.param_sources[0] != segments:
             sources, externals = {}, {}
@@ -322,9 +329,9 @@ class CompiledFunction(DynamicCalls):
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
-        tracer.without_grad, had_grad = entry_grads([t for _, t in state], [*args, *kwargs.values()],
+        tracer.without_grad, tracer.had_grad = entry_grads([t for _, t in state], [*args, *kwargs.values()],
                                                     tracer.naming.reached)
-        histories = [_history(t) for _, t in arg_tensors]
+        histories = [history_of(t) for _, t in arg_tensors]
         watched_dims = dynamic[1] if dynamic is not None else ()
         if watched_dims:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
             by_path = dict(arg_tensors)
@@ -338,7 +345,7 @@ class CompiledFunction(DynamicCalls):
         if refreshed is not signature:
             self._rekey_scalar_trees(tree, refreshed)
             signature = refreshed
-        if STATE.grad_enabled and any(_history(t) is not h for (_, t), h in zip(arg_tensors, histories)):
+        if STATE.grad_enabled and any(history_of(t) is not h for (_, t), h in zip(arg_tensors, histories)):
             # an argument written in place with autograd recording: its new history is eager autograd's
             tracer.eager_reason = "writes in place into an argument that has autograd history"
         state_roots = {id(root_of(t)) for t in [t for _, t in state] + [t for _, t in tracer.externals]}
@@ -361,11 +368,12 @@ class CompiledFunction(DynamicCalls):
         externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else held_external(name, t, tracer)
                      for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
-        output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(had_grad, tracer))
+        output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(tracer.had_grad, tracer))
         output_views = output_facts["output_views"]
         aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])
         without_grad = [weakref.ref(t) for t in tracer.saw_without_grad.values()]
+        with_grad = [weakref.ref(t) for t in tracer.saw_with_grad.values()]
         tracer.release()
         if tracer.state_made_outside and dynamic is None and not verifying:
             signature = self._key_after_the_call(signature, tree, tracer, args, kwargs)
@@ -400,7 +408,7 @@ class CompiledFunction(DynamicCalls):
             same = same_program(tree, pieces)
             tree.unconfirmed = not same
             if same:
-                tree.without_grad = without_grad  # (what the confirming call saw, not the first)
+                tree.without_grad, tree.with_grad = without_grad, with_grad  # (what the confirming call saw)
                 self._compile_deferred(tree)
                 return result
             reason = ("the traced program changed between two calls with the same signature (Python "
@@ -448,6 +456,7 @@ class CompiledFunction(DynamicCalls):
                                                                           marked))
         self._cache[signature].state_roots |= state_roots
         self._cache[signature].without_grad += without_grad
+        self._cache[signature].with_grad += with_grad
         self._cache[signature].scalar_slots = scalar_slots
         self._cache[signature].scalar_values = dict(self._scalars.values)
         self.report.traces.append(TraceRecord(len(self.report.traces) + 1, reason or "first call",
@@ -645,15 +654,6 @@ class CompiledFunction(DynamicCalls):
         tests = self._scalars.explain(previous, signature)  # a runtime scalar's test that changed outcome
         reason = explain_signature_change(self.fn, previous, signature)
         return tests if tests and reason == "new call signature" else "; ".join(filter(None, (reason, tests)))
-
-
-def _history(tensor):
-    """The tensor's grad_fn, or None where reading it raises (a view whose history PyTorch
-    cannot re-derive: using it in grad mode raises, which the traced call itself does)."""
-    try:
-        return tensor.grad_fn
-    except RuntimeError:
-        return None
 
 
 def _as_tensor(value):

@@ -65,13 +65,19 @@ def freed_histories(outputs, skip):
             and any(getattr(node, "freed", False) for node in _topological_order([tensor.grad_fn]))]
 
 
-def entry_history(tensor):
-    """(grad_fn, output number) of an argument as the call begins, or None: a leaf, or a view
-    PyTorch cannot re-derive (reading its grad_fn raises, as any grad-mode use of it does)."""
+def history_of(tensor):
+    """The tensor's grad_fn, or None where reading it raises (a view whose history PyTorch
+    cannot re-derive: using it in grad mode raises, which the traced call itself does)."""
     try:
-        history = tensor.grad_fn
+        return tensor.grad_fn
     except RuntimeError:
         return None
+
+
+def entry_history(tensor):
+    """(grad_fn, output number) of an argument as the call begins, or None: a leaf, or a view
+    PyTorch cannot re-derive."""
+    history = history_of(tensor)
     return None if history is None else (history, tensor._output_nr)
 
 

@@ -195,6 +195,8 @@ _ADVICE = (
                            "every step recompiles every step; change it less often"),
     ("the traced program changed", "expected once, when the first step creates the optimizer's state"),
     ("module settings", "set module attributes before the first call, not between calls"),
+    ("whose .grad the program read", "expected once per .grad state (with and without gradients): each "
+                                     "state's program is kept"),
 )
 
 

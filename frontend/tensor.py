@@ -73,7 +73,7 @@ class Tensor:
 
     # defaults kept on the class so that wrapping an array sets one attribute
     requires_grad = False
-    grad = None
+    _grad = None  # (the `grad` property's value: reading `_grad` tells no tracer)
     grad_fn = None
     _node = None  # the IR value while tracing
     _born = None  # the tracer that was recording when this tensor was made (a constant of that trace)
@@ -105,6 +105,25 @@ class Tensor:
         if STATE.recorder is not None:
             t._born = STATE.recorder  # created while tracing: a constant of the trace, not external state
         return t
+
+    @property
+    def grad(self):
+        """The gradient backward() accumulated here, None until then. While ember.compile traces,
+        the read is noted (Tracer.read_grad): where the code could have done otherwise with or
+        without a .grad, the program holds only while this tensor has, or has not, one."""
+        grad = self._grad
+        recorder = STATE.recorder
+        if recorder is not None:
+            recorder.read_grad(self, grad)
+        return grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
+
+    @grad.deleter
+    def grad(self):
+        self._grad = None
 
     # ------------------------------------------------------------------ metadata
     @property

@@ -97,7 +97,9 @@ class Tracer:
         # the program holds the external only while each tensor still has that .grad (HeldGrad)
         self.grad_conditions = {}
         self.without_grad = set()  # ids of the tensors without a .grad at the call's start (entry_grads)
-        self.saw_without_grad = {}  # id -> tensor: the code skipped it for want of a .grad (saw_no_grad)
+        self.had_grad = {}  # id -> (tensor, is it an argument, its .grad) at the call's start (entry_grads)
+        self.saw_without_grad = {}  # id -> tensor: the code read its .grad, None as at the start (read_grad)
+        self.saw_with_grad = {}  # id -> tensor: the code read its .grad, the one of the start (read_grad)
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
@@ -278,7 +280,7 @@ class Tracer:
         placeholders = self.placeholder_tensors
         for param_name, param_node in self.graph.params.items():
             param = placeholders[param_node]
-            grad = param.grad
+            grad = param._grad
             if grad is tensor:
                 owners.append((param_name, param))
             elif grad is not None and grad._base is tensor:
@@ -293,19 +295,24 @@ class Tracer:
             self.grads_of[name] = owner
         elif owners or viewed:  # the .grad of several, or the base of a .grad (a view), of tensors read before
             self.grad_conditions[name] = [(param, tensor) for _, param in owners] + viewed
-        grad = tensor.grad  # (this one's .grad, or the base of it, read before)
+        grad = tensor._grad  # (this one's .grad, or the base of it, read before)
         if grad is not None and owner is None:
             held = next((n for n, t in self.externals if t is root_of(grad) and t is not tensor), None)
             if held is not None:
                 self.grad_conditions.setdefault(held, []).append((tensor, grad))
         return node
 
-    def saw_no_grad(self, tensor):
-        """The traced code skipped `tensor` for want of a .grad (dispatch.saw_no_grad): where it had
-        none at the call's start either, the program holds only while it has none (a compiled
-        optimizer step first traced before any backward would otherwise never update)."""
-        if id(tensor) in self.without_grad:
-            self.saw_without_grad[id(tensor)] = tensor
+    def read_grad(self, tensor, grad):
+        """The traced code read `tensor.grad` (Tensor.grad): where it is still what it was at the
+        call's start, None or that .grad, the program holds only while it still has none, or has
+        one (`if w.grad is None` in user code; an optimizer step first traced before any backward
+        would otherwise never update). The tracer's own bookkeeping reads `_grad`, unnoted."""
+        key = id(tensor)
+        if grad is None:
+            if key in self.without_grad:
+                self.saw_without_grad[key] = tensor
+        elif key in self.had_grad and self.had_grad[key][2] is grad:
+            self.saw_with_grad[key] = tensor
 
     def name_externals_of(self, fn, numbers=None):
         """Name the tensors `fn` reaches through its globals and closure; `numbers` numbers the
@@ -489,7 +496,6 @@ class Tracer:
         new sum."""
         existing = leaf.grad
         if existing is None:
-            self.saw_no_grad(leaf)
             owner = id(memory_owner(g._data))
             if hooked or owner in assigned or not self.made_here(g) or has_internal_overlap(g._data) \
                     or not g._data.flags.c_contiguous:  # (eager's is a contiguous copy: a transposed one is not)

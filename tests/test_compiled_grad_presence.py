@@ -1,7 +1,8 @@
-"""A program traced while a param had no .grad, and which skipped it for that (an optimizer's
-step, clipping, zero_grad, a first gradient), runs only while it still has none: the call traces
-again once it has one (Tracer.saw_no_grad, TraceTree.without_grad). Found by an adversarial round
-(session 2026-12-07, seventh); each failed before. Compiled ember against eager ember."""
+"""A program traced while a param had no .grad, and which read it (an optimizer's step,
+clipping, zero_grad, a first gradient, `if w.grad is None` in user code), runs only while it
+still has none; one traced while it had a .grad and read it, only while it still has one: the
+call traces again otherwise (Tracer.read_grad, TraceTree.without_grad and with_grad). Found by
+adversarial rounds; each failed before. Compiled ember against eager ember."""
 import numpy as np
 import pytest
 
@@ -173,3 +174,136 @@ def test_setting_an_arguments_grad_to_none_follows_the_argument():
         return out
 
     _assert_same(run_loop(True), run_loop(False))
+
+
+@pytest.mark.parametrize("reached", ["module", "closed_over_tensor", "argument_module"])
+def test_a_python_test_of_grad_presence_in_user_code_follows_the_grad(reached):
+    # Found (pre-existing): `if model.weight.grad is None` is Python control flow. The program of
+    # either branch read no .grad, so it served the other state too, with the other branch's result
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        model = nn.Linear(3, 2)
+        w = model.weight
+
+        def f(x, m=None):
+            out = (m or model)(x)
+            watched = w if reached == "closed_over_tensor" else (m or model).weight
+            if watched.grad is None:
+                return out * 2
+            return out
+
+        run = ember.compile(f) if compiled else f
+        x = ember.ones(2, 3)
+        res = []
+        for i in range(9):
+            out = run(x, model) if reached == "argument_module" else run(x)
+            res.append(out.detach().numpy().copy())
+            out.sum().backward()
+            if i % 3 == 2:
+                model.zero_grad(set_to_none=True)
+            res.append(_snap(model.parameters()))
+        return res
+
+    _assert_same(run_loop(True), run_loop(False))
+
+
+def test_a_grad_read_only_for_its_presence_holds_the_program_to_it():
+    # the .grad itself is no input of the program: only its presence decides the result
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        model = nn.Linear(3, 2)
+
+        def f(x):
+            scale = sum(1.0 for p in model.parameters() if p.grad is not None)
+            return model(x) * (scale + 1.0)
+
+        run = ember.compile(f) if compiled else f
+        res = []
+        for i in range(8):
+            out = run(ember.ones(2, 3))
+            res.append(out.detach().numpy().copy())
+            if i % 2 == 0:
+                out.sum().backward()
+            else:
+                model.zero_grad(set_to_none=True)
+        return res
+
+    _assert_same(run_loop(True), run_loop(False))
+
+
+@pytest.mark.parametrize("where", ["optimizer", "module"])
+def test_zero_grad_to_none_inside_a_step_holds_in_either_state(where):
+    # zero_grad(set_to_none=True) leaves every .grad None whether it had one or not: the step's
+    # program need not hold on either, so calls that alternate (gradients dropped outside, now and
+    # then) run compiled after the first two, and equal eager mode
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        opt = ember.optim.SGD(model.parameters(), lr=0.1)
+        x, y = ember.randn(5, 3), ember.randn(5, 2)
+
+        def step():
+            (opt if where == "optimizer" else model).zero_grad(set_to_none=True)
+            F.mse_loss(model(x), y).backward()
+            opt.step()
+
+        run = ember.compile(step) if compiled else step
+        out = []
+        for i in range(8):
+            run()
+            if i % 3 == 1:
+                opt.zero_grad(set_to_none=True)
+            out.append(_snap(model.parameters()))
+        return out, run
+
+    got, compiled = run_loop(True)
+    _assert_same(got, run_loop(False)[0])
+    assert compiled.report.compiled_calls == 6 and not compiled.report.recompiles
+
+
+def test_gradient_accumulation_compiles_each_grad_state_once():
+    # backward() only, with opt.step(); opt.zero_grad() every 4 calls: the calls alternate between
+    # "make the .grads" and "add into them". Each state's program is kept (grad_state_trees.py):
+    # before, every change traced again until the recompile limit, then ran eagerly
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        opt = ember.optim.SGD(model.parameters(), lr=0.1)
+        x, y = ember.randn(5, 3), ember.randn(5, 2)
+
+        def accumulate(x, y):
+            F.mse_loss(model(x), y).backward()
+
+        run = ember.compile(accumulate) if compiled else accumulate
+        out = []
+        for i in range(20):
+            run(x, y)
+            out.append(_snap(model.parameters()))
+            if i % 4 == 3:
+                opt.step()
+                opt.zero_grad()
+        return out, run
+
+    got, compiled = run_loop(True)
+    _assert_same(got, run_loop(False)[0])
+    assert compiled.report.compiled_calls >= 15 and len(compiled.report.traces) <= 3
+    assert compiled.report.eager_calls == 0
+
+
+def test_a_user_grad_check_alternating_with_zero_grad_compiles_each_state_once():
+    ember.manual_seed(0)
+    model = nn.Linear(3, 2)
+
+    def f(x):
+        out = model(x)
+        return out * 2 if model.weight.grad is None else out
+
+    run = ember.compile(f)
+    for i in range(12):
+        out = run(ember.ones(2, 3))
+        np.testing.assert_allclose(out.detach().numpy(), model(ember.ones(2, 3)).detach().numpy() *
+                                   (2 if model.weight.grad is None else 1), rtol=1e-6)
+        out.sum().backward()
+        if i % 3 == 2:
+            model.zero_grad(set_to_none=True)
+    assert len(run.report.traces) == 2 and run.report.compiled_calls == 10

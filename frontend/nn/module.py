@@ -10,7 +10,7 @@ from collections import OrderedDict, namedtuple
 
 from ember import dtypes
 from ember.frontend.autograd import no_grad
-from ember.frontend.dispatch import STATE, saw_no_grad
+from ember.frontend.dispatch import STATE
 from ember.frontend.tensor import Tensor, Device
 from ember.frontend.views import bump_version
 from ember.frontend.device_tensors import move
@@ -411,12 +411,9 @@ class Module:
 
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():
-            if p.grad is None:
-                saw_no_grad(p)  # (a traced call's program then holds only while p has none)
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
+            if set_to_none:  # (None either way: a traced program need not hold on p having a .grad)
+                p._grad = None
+            elif p.grad is not None:
                 p.grad = p.grad.detach()
                 with no_grad():
                     p.grad.zero_()

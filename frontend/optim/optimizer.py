@@ -15,7 +15,7 @@ from ember import dtypes
 from ember.ops.registry import in_mode
 from ..autograd import enable_grad, no_grad
 from ..creation import zeros
-from ..dispatch import STATE, saw_no_grad
+from ..dispatch import STATE
 from ..runtime_scalars import ScalarInput
 from ..tensor import Tensor
 
@@ -149,17 +149,17 @@ class Optimizer:
         """Reset the gradients: drop them (default) or, with set_to_none=False, zero them in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    saw_no_grad(p)
+                if set_to_none:  # (None either way: a traced program need not hold on p having a .grad)
+                    p._grad = None
                     continue
-                if set_to_none:
-                    p.grad = None
+                grad = p.grad
+                if grad is None:
+                    continue
+                if grad.grad_fn is not None:
+                    grad.detach_()
                 else:
-                    if p.grad.grad_fn is not None:
-                        p.grad.detach_()
-                    else:
-                        p.grad.requires_grad_(False)
-                    p.grad.zero_()
+                    grad.requires_grad_(False)
+                grad.zero_()
 
     @_with_step_hooks
     def step(self, closure=None):
@@ -221,10 +221,6 @@ class Optimizer:
             return closure()
 
     def _params_with_grad(self, group):
-        if STATE.recorder is not None:
-            for p in group["params"]:
-                if p.grad is None:
-                    saw_no_grad(p)
         return [p for p in group["params"] if p.grad is not None]
 
     def _check_dense_grad(self, param):

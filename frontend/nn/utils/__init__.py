@@ -2,7 +2,6 @@
 import math
 
 from ember.frontend.autograd import no_grad
-from ember.frontend.dispatch import saw_no_grad
 from ember.frontend.optim.array_updates import clip_by_total_norm
 from ember.frontend.tensor import Tensor
 from ember.frontend import math_ops as M
@@ -17,9 +16,6 @@ def _grads(parameters):
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     parameters = list(parameters)
-    for p in parameters:
-        if p.grad is None:
-            saw_no_grad(p)
     return [p.grad for p in parameters if p.grad is not None]
 
 
