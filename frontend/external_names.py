@@ -109,15 +109,19 @@ def entry_grads(state, arguments, reached):
     return without, {id(t): (t, a, t._grad) for t, a in entry if t._grad is not None}
 
 
-def cleared_grads(had_grad, tracer):
+def cleared_grads(tracer):
     """Weak references to the tensors that had a .grad at a traced call's start and have none
-    after it (compiled_results.clear_grads replays that). An argument's is refused: the next call
-    may pass another tensor (the signature runs eagerly)."""
+    after it (compiled_results.clear_grads replays that): any tensor the call set a .grad of
+    (Tracer.wrote_grad), held by a module, an optimizer, a list or a dict alike. An argument's is
+    refused: the next call may pass another tensor (the signature runs eagerly)."""
     refs = []
-    for t, argument, _ in had_grad.values():
-        if t.grad is None and argument:
+    arguments = set(tracer.graph.inputs)
+    for t, before in tracer.grads_written.values():
+        if before is None or t._grad is not None:
+            continue
+        if tracer.known.get(id(t)) in arguments:
             tracer.eager_reason = tracer.eager_reason or "sets the .grad of an argument to None"
-        elif t.grad is None:
+        else:
             refs.append(weakref.ref(t))
     return refs
 

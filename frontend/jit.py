@@ -368,7 +368,7 @@ class CompiledFunction(DynamicCalls):
         externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else held_external(name, t, tracer)
                      for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
-        output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(tracer.had_grad, tracer))
+        output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(tracer))
         output_views = output_facts["output_views"]
         aliased = returned_view_of_mutated(graph, [o for i, o in enumerate(outputs) if i not in output_views],
                                             watched + [("param", n, t) for n, t in tracer.externals])

@@ -119,11 +119,14 @@ class Tensor:
 
     @grad.setter
     def grad(self, value):
+        recorder = STATE.recorder
+        if recorder is not None:  # (a .grad the traced call sets to None: compiled_results.clear_grads)
+            recorder.wrote_grad(self)
         self._grad = value
 
     @grad.deleter
     def grad(self):
-        self._grad = None
+        self.grad = None
 
     # ------------------------------------------------------------------ metadata
     @property

@@ -100,6 +100,7 @@ class Tracer:
         self.had_grad = {}  # id -> (tensor, is it an argument, its .grad) at the call's start (entry_grads)
         self.saw_without_grad = {}  # id -> tensor: the code read its .grad, None as at the start (read_grad)
         self.saw_with_grad = {}  # id -> tensor: the code read its .grad, the one of the start (read_grad)
+        self.grads_written = {}  # id -> (tensor, its .grad before the trace first set it): see wrote_grad
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
@@ -314,6 +315,11 @@ class Tracer:
         elif key in self.had_grad and self.had_grad[key][2] is grad:
             self.saw_with_grad[key] = tensor
 
+    def wrote_grad(self, tensor):
+        """The traced code sets `tensor.grad` (Tensor.grad): its .grad as the call began is the
+        one before the first such write (external_names.cleared_grads)."""
+        self.grads_written.setdefault(id(tensor), (tensor, tensor._grad))
+
     def name_externals_of(self, fn, numbers=None):
         """Name the tensors `fn` reaches through its globals and closure; `numbers` numbers the
         others for the whole compiled function (external_names.ExternalNumbers)."""
@@ -526,6 +532,7 @@ class Tracer:
         self.live = {}
         self.placeholder_tensors = {}
         self.known = {}
+        self.grads_written = {}
         self.externals = [(name, None) for name, _ in self.externals]
 
     def alive_nodes(self):

@@ -307,3 +307,45 @@ def test_a_user_grad_check_alternating_with_zero_grad_compiles_each_state_once()
         if i % 3 == 2:
             model.zero_grad(set_to_none=True)
     assert len(run.report.traces) == 2 and run.report.compiled_calls == 10
+
+
+def _grads_of(tensors):
+    return [None if t.grad is None else t.grad.numpy().copy() for t in tensors]
+
+
+@pytest.mark.parametrize("held", ["closed_over_list", "closed_over_dict", "optimizer_in_a_dict_argument",
+                                  "del_grad"])
+def test_grads_set_to_none_wherever_the_tensors_are_held_are_cleared_on_every_call(held):
+    # Found (pre-existing): only tensors of the call's entry state (module state, arguments,
+    # closed-over tensors, modules and optimizers) had their .grad cleared by compiled calls;
+    # tensors held in a list or dict kept stale gradients, which the next backward added into
+    def run_loop(compiled):
+        ember.manual_seed(0)
+        models = [nn.Linear(2, 2) for _ in range(2)]
+        opts = [ember.optim.SGD(m.parameters(), lr=0.1) for m in models]
+        params = [p for m in models for p in m.parameters()]
+        as_dict = {f"p{i}": p for i, p in enumerate(params[:2])}
+
+        def clear(d=None):
+            if held == "closed_over_list":
+                for p in params[:3]:
+                    p.grad = None
+            elif held == "closed_over_dict":
+                for p in as_dict.values():
+                    p.grad = None
+            elif held == "del_grad":
+                for p in params[1:]:
+                    del p.grad
+            else:
+                d["opt"].zero_grad()
+
+        run = ember.compile(clear) if compiled else clear
+        out = []
+        for i in range(6):
+            for m in models:
+                m(ember.ones(1, 2) * (i + 1)).sum().backward()
+            run({"opt": opts[i % 2]}) if held == "optimizer_in_a_dict_argument" else run()
+            out.append(_grads_of(params))
+        return out
+
+    _assert_same(run_loop(True), run_loop(False))

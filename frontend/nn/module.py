@@ -411,8 +411,8 @@ class Module:
 
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():
-            if set_to_none:  # (None either way: a traced program need not hold on p having a .grad)
-                p._grad = None
+            if set_to_none:  # (no read of .grad: None either way, so a traced program holds on no .grad state)
+                p.grad = None
             elif p.grad is not None:
                 p.grad = p.grad.detach()
                 with no_grad():

@@ -149,8 +149,8 @@ class Optimizer:
         """Reset the gradients: drop them (default) or, with set_to_none=False, zero them in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                if set_to_none:  # (None either way: a traced program need not hold on p having a .grad)
-                    p._grad = None
+                if set_to_none:  # (no read of .grad: None either way, so a traced program holds on no .grad state)
+                    p.grad = None
                     continue
                 grad = p.grad
                 if grad is None:
