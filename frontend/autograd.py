@@ -609,7 +609,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None \
             and recorder.eager_reason is None:  # (a call that will run eagerly gets eager autograd now)
         nodes = _consumed_history(tensors)  # as eager backward(): a freed history raises, before any gradient
-        recorder.backward(tensors, grads)  # the autodiff pass, on the graph being recorded
+        recorder.backward(tensors, grads, retain)  # the autodiff pass, on the graph being recorded
         if not retain:
             for node in nodes:
                 node.freed = True

@@ -98,44 +98,22 @@ class ExternalNaming:
         return name or f"external_{self.numbers.number(tensor)}"
 
 
-def entry_grads(state, arguments, reached):
-    """A traced call's start, for the module's params (`state`), the tensors among `arguments`
-    and the params of the modules and optimizers among them, and the tensors `reached`: (ids of
-    those without a .grad; {id: (one with a .grad, whether it is an argument itself, that .grad)}):
-    Tracer.read_grad and `cleared_grads`."""
-    entry = [(t, False) for t in _entry_tensors(state + arguments) + reached]
-    entry += [(t, True) for t in arguments if isinstance(t, Tensor)]
-    without = {id(t) for t, _ in entry if t._grad is None}
-    return without, {id(t): (t, a, t._grad) for t, a in entry if t._grad is not None}
-
-
 def cleared_grads(tracer):
-    """Weak references to the tensors that had a .grad at a traced call's start and have none
-    after it (compiled_results.clear_grads replays that): any tensor the call set a .grad of
-    (Tracer.wrote_grad), held by a module, an optimizer, a list or a dict alike. An argument's is
-    refused: the next call may pass another tensor (the signature runs eagerly)."""
+    """Weak references to the tensors whose .grad a traced call set, and left None
+    (compiled_results.clear_grads replays that): any tensor, held by a module, an optimizer, a
+    list or a dict alike (Tracer.wrote_grad); one that had no .grad when traced may have one at
+    a later call. An argument's is refused: the next call may pass another tensor (the signature
+    runs eagerly)."""
     refs = []
     arguments = set(tracer.graph.inputs)
-    for t, before in tracer.grads_written.values():
-        if before is None or t._grad is not None:
+    for t in tracer.grads_written.values():
+        if t._grad is not None:
             continue
         if tracer.known.get(id(t)) in arguments:
             tracer.eager_reason = tracer.eager_reason or "sets the .grad of an argument to None"
         else:
             refs.append(weakref.ref(t))
     return refs
-
-
-def _entry_tensors(values):
-    found = []
-    for value in values:
-        if isinstance(value, Tensor):
-            found.append(value)
-        elif hasattr(value, "named_parameters") and hasattr(value, "named_buffers"):
-            found += [t for _, t in module_state(value)]
-        elif hasattr(value, "param_groups"):
-            found += [p for group in value.param_groups for p in group["params"]]
-    return found
 
 
 def module_state(module):

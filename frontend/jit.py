@@ -34,7 +34,7 @@ from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .grad_state_trees import GradStateTrees, grad_state_holds
-from .external_names import ExternalNumbers, GradOf, cleared_grads, entry_grads, held_external
+from .external_names import ExternalNumbers, GradOf, cleared_grads, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, root_of, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
@@ -329,8 +329,6 @@ class CompiledFunction(DynamicCalls):
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
-        tracer.without_grad, tracer.had_grad = entry_grads([t for _, t in state], [*args, *kwargs.values()],
-                                                    tracer.naming.reached)
         histories = [history_of(t) for _, t in arg_tensors]
         watched_dims = dynamic[1] if dynamic is not None else ()
         if watched_dims:  # (comparisons of the dynamic sizes in the code are watched: see _symbolize)
@@ -411,6 +409,8 @@ class CompiledFunction(DynamicCalls):
                 tree.without_grad, tree.with_grad = without_grad, with_grad  # (what the confirming call saw)
                 self._compile_deferred(tree)
                 return result
+            if not grad_state_holds(tree):  # (traced in another .grad state: kept for when it comes back)
+                self._grad_states.set_aside(signature, tree)
             reason = ("the traced program changed between two calls with the same signature (Python "
                       "state such as optimizer buffers created on the first step, or a value read with "
                       ".item()); using the new trace")
@@ -612,7 +612,8 @@ class CompiledFunction(DynamicCalls):
                     refusals.append(key[1])
                 return key
             _leaf_signature((args, kwargs), "args", parts, object_key)
-        learning = [(path, t.grad_fn is None, t.grad is not None) for path, t in flat if t.requires_grad]
+        learning = [(path, t.grad_fn is None, t._grad is not None) for path, t in flat
+                    if t.requires_grad or t._grad is not None]
         if learning:  # (a backward() inside treats a leaf argument, a non-leaf, a .grad to add into apart)
             parts.append(("argument autograd", tuple(learning)))
         if self.module is not None:

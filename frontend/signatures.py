@@ -65,7 +65,7 @@ def explain_signature_change(fn, old, new):
             changes.append(f"hyperparameters of {part[1]} changed (e.g. lr from a scheduler): "
                            f"{_hyperparameter_changes(before[3], part[3])}")
         elif kind == "argument autograd":
-            changes.append("which arguments that require grad are leaves, or have a .grad: "
+            changes.append("which arguments that require grad are leaves, or which arguments have a .grad: "
                            f"{before[1]} -> {part[1]}")
         elif kind == "optimizer state":
             changes.append(f"{part[1]} holds other state tensors, params or step hooks (load_state_dict, a new "

@@ -121,7 +121,7 @@ class Tensor:
     def grad(self, value):
         recorder = STATE.recorder
         if recorder is not None:  # (a .grad the traced call sets to None: compiled_results.clear_grads)
-            recorder.wrote_grad(self)
+            recorder.wrote_grad(self, value)
         self._grad = value
 
     @grad.deleter

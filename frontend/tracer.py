@@ -96,11 +96,11 @@ class Tracer:
         # external param name -> [(tensor, its .grad when traced: that external or a view of it)]:
         # the program holds the external only while each tensor still has that .grad (HeldGrad)
         self.grad_conditions = {}
-        self.without_grad = set()  # ids of the tensors without a .grad at the call's start (entry_grads)
-        self.had_grad = {}  # id -> (tensor, is it an argument, its .grad) at the call's start (entry_grads)
         self.saw_without_grad = {}  # id -> tensor: the code read its .grad, None as at the start (read_grad)
         self.saw_with_grad = {}  # id -> tensor: the code read its .grad, the one of the start (read_grad)
-        self.grads_written = {}  # id -> (tensor, its .grad before the trace first set it): see wrote_grad
+        self.grads_written = {}  # id -> a tensor whose .grad the trace set (wrote_grad)
+        self.grad_readers = {}  # id(.grad) -> the tensor it was read from (read_grad): see _external
+        self.grads_assigned = set()  # ids of the tensors this trace made and set as a .grad (wrote_grad)
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
     # ------------------------------------------------------------------ placeholders
@@ -277,6 +277,10 @@ class Tracer:
         """A tensor that existed before the trace and is not an argument (a closed-over
         module's weight, an optimizer's buffer): a param bound to that very tensor at each call,
         or, for the `.grad` of a param, to that param's `.grad` at each call."""
+        reader = self.grad_readers.get(id(tensor))
+        if reader is not None and reader._grad is tensor and id(reader) not in self.known \
+                and len(self.naming.grad_owners.get(id(tensor), ())) <= 1:  # (one .grad of several: held)
+            self.node_of(reader)  # (read as `p.grad` before p itself: p first, so that it binds by p's path)
         owners, viewed = [], []  # (the params whose .grad it is; [(param, its .grad)] where that is a view of it)
         placeholders = self.placeholder_tensors
         for param_name, param_node in self.graph.params.items():
@@ -304,21 +308,31 @@ class Tracer:
         return node
 
     def read_grad(self, tensor, grad):
-        """The traced code read `tensor.grad` (Tensor.grad): where it is still what it was at the
-        call's start, None or that .grad, the program holds only while it still has none, or has
-        one (`if w.grad is None` in user code; an optimizer step first traced before any backward
-        would otherwise never update). The tracer's own bookkeeping reads `_grad`, unnoted."""
+        """The traced code read `tensor.grad` (Tensor.grad). Where that is still the .grad of the
+        call's start (this trace set none, and made no `tensor`), the program holds only while
+        the tensor still has none, or has one (`if w.grad is None` in user code; an optimizer step
+        first traced before any backward would otherwise never update); wherever the code found
+        the tensor (module, closure, list, object). An argument's .grad runs the call eagerly: the
+        next call may pass another tensor. The tracer's own bookkeeping reads `_grad`, unnoted."""
         key = id(tensor)
+        if grad is not None:
+            self.grad_readers.setdefault(id(grad), tensor)
+        if key in self.grads_written or self.made_here(tensor):
+            return
         if grad is None:
-            if key in self.without_grad:
-                self.saw_without_grad[key] = tensor
-        elif key in self.had_grad and self.had_grad[key][2] is grad:
-            self.saw_with_grad[key] = tensor
+            self.saw_without_grad[key] = tensor
+            return
+        if self.known.get(key) in self.graph.inputs:
+            run_eagerly("reads the .grad of an argument (a later call may pass another tensor)")
+        self.saw_with_grad[key] = tensor
 
-    def wrote_grad(self, tensor):
-        """The traced code sets `tensor.grad` (Tensor.grad): its .grad as the call began is the
-        one before the first such write (external_names.cleared_grads)."""
-        self.grads_written.setdefault(id(tensor), (tensor, tensor._grad))
+    def wrote_grad(self, tensor, grad):
+        """The traced code sets `tensor.grad = grad` (Tensor.grad): its .grad as the call began is
+        the one before the first such write (external_names.cleared_grads); a `grad` this trace
+        computed is a new tensor on every compiled call too (`w.grad = w.grad.clone()`)."""
+        self.grads_written.setdefault(id(tensor), tensor)
+        if grad is not None and self.made_here(grad):
+            self.grads_assigned.add(id(grad))
 
     def name_externals_of(self, fn, numbers=None):
         """Name the tensors `fn` reaches through its globals and closure; `numbers` numbers the
@@ -416,7 +430,7 @@ class Tracer:
         self.guard_positions.append(self.graph._next_id)
         self.alive_at_guard.append(self.alive_nodes())
 
-    def backward(self, tensors, grad_tensors):
+    def backward(self, tensors, grad_tensors, retain_graph=False):
         """`loss.backward()` inside traced code: the autodiff pass differentiates the recorded
         graph; the new gradient nodes get their values from the interpreter, so tracing goes
         on (an optimizer step can read `.grad`), and the whole step is one graph."""
@@ -462,7 +476,7 @@ class Tracer:
                         "function (a non-leaf argument, or a view of a leaf)")
             # (from each placeholder's history when the call began: an in-place op gave it a newer one)
             with in_mode(None):
-                run_backward(starts, [g for _, g in pairs], False, False)
+                run_backward(starts, [g for _, g in pairs], retain_graph, False)
             return
         assigned = set()  # ids of the memory given to a leaf's .grad so far
         with final_callbacks():  # (DDP waits for its allreduces in one: they are recorded too)
@@ -532,7 +546,8 @@ class Tracer:
         self.live = {}
         self.placeholder_tensors = {}
         self.known = {}
-        self.grads_written = {}
+        self.grads_written, self.grad_readers = {}, {}
+        self.saw_without_grad, self.saw_with_grad = {}, {}
         self.externals = [(name, None) for name, _ in self.externals]
 
     def alive_nodes(self):
@@ -630,7 +645,7 @@ class Tracer:
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
-                    if self._made_grad(grad):  # a new .grad tensor on each call
+                    if self._made_grad(grad) or id(grad) in self.grads_assigned:  # a new .grad tensor each call
                         fresh_grads.add((f"{kind}_grad", target))
         return self.graph
 

@@ -349,3 +349,29 @@ def test_grads_set_to_none_wherever_the_tensors_are_held_are_cleared_on_every_ca
         return out
 
     _assert_same(run_loop(True), run_loop(False))
+
+
+def test_a_grad_the_function_makes_and_assigns_is_a_new_tensor_on_every_call_and_still_accumulates():
+    # `w.grad = w.grad.clone()` then backward(): eagerly the backward adds into that clone (the
+    # caller's `c` sees it) and every call gives w a new .grad tensor. The .grad is read before w
+    # (bound by w's path, Tracer.grad_readers): a compiled call must not write into the old one
+    def run(compiled):
+        w = ember.tensor([0.5, -1.0, 2.0], requires_grad=True)
+        (w * 2).sum().backward()
+        seen = []
+
+        def step(x):
+            c = w.grad.clone()
+            w.grad = c
+            (w * x).sum().backward()
+            return c.sum() + 0, (w.grad is c) * 1.0
+
+        fn = ember.compile(step) if compiled else step
+        out = []
+        for i in range(5):
+            seen.append(w.grad)
+            result = fn(ember.full((3,), float(i + 1)))
+            out.append([float(v) for v in result] + [float(w.grad.sum())] + [float(s.sum()) for s in seen])
+        return out
+
+    _assert_same(run(True), run(False))
