@@ -109,14 +109,14 @@ def same_structure(a, b):
     difference: the plain fields compare as they are, attributes by `_comparable` where a
     value is neither an int nor a string (two traces of a training step: 7,000 nodes each)."""
     if (a.name, a.inputs, list(a.params.items()), a.outputs) != (b.name, b.inputs, list(b.params.items()), b.outputs) \
-            or len(a.nx) != len(b.nx) or len(a.mutations) != len(b.mutations) or len(a.guards) != len(b.guards):
+            or len(a) != len(b) or len(a.mutations) != len(b.mutations) or len(a.guards) != len(b.guards):
         return False
     if [(m.kind, m.target, m.node) for m in a.mutations] != [(m.kind, m.target, m.node) for m in b.mutations] \
             or [(g.node, _comparable(g.expected), g.how, g.source, g.code) for g in a.guards] \
             != [(g.node, _comparable(g.expected), g.how, g.source, g.code) for g in b.guards]:
         return False
-    other = b.nx._node
-    for n, d in a.nx._node.items():
+    other = b.node_data()
+    for n, d in a.node_data().items():
         e = other.get(n)
         if e is None or d["op"] != e["op"] or d["inputs"] != e["inputs"] or d["shape"] != e["shape"] \
                 or d["dtype"] != e["dtype"] or d["name"] != e["name"] or d.get("source", "") != e.get("source", ""):

@@ -51,13 +51,12 @@ class GraphBuilder:
 
 def _between(graph, outputs, wrt):
     """Nodes on some path from a `wrt` node to an `outputs` node."""
-    import networkx as nx
     reach_back = set(outputs)
     for o in outputs:
-        reach_back |= nx.ancestors(graph.nx, o)
+        reach_back |= graph.ancestors(o)
     reach_fwd = set(wrt)
     for w in wrt:
-        reach_fwd |= nx.descendants(graph.nx, w)
+        reach_fwd |= graph.descendants(w)
     return reach_back & reach_fwd
 
 
@@ -104,14 +103,14 @@ def _accumulate(cotangent, node, value):
 def _prune(graph, added, keep):
     """Remove added nodes that no kept gradient reads (VJP rules build every operand's
     cotangent; only the requested ones survive)."""
-    needed, stack, predecessors = set(keep), list(keep), graph.nx.pred
+    needed, stack, data = set(keep), list(keep), graph.node_data()
     while stack:  # (one walk back from every kept node: their ancestors)
-        for source in predecessors[stack.pop()]:
+        for source in data[stack.pop()]["inputs"]:
             if source not in needed:
                 needed.add(source)
                 stack.append(source)
     for node in reversed(added):
-        if node not in needed and node in graph.nx and not graph.users(node):
+        if node not in needed and node in graph and not graph.users(node):
             graph.remove_node(node)
 
 

@@ -1,10 +1,11 @@
-"""The IR every stage shares: a `Graph` of op applications over a networkx MultiDiGraph.
+"""The IR every stage shares: a `Graph` of op applications, viewable as a networkx MultiDiGraph.
 
 A node is one primitive application (or an `input` / `param` placeholder) with ordered
 operands, shape, dtype, static attrs and a readable name from the user's model. The graph
 also lists its inputs, named params, outputs, mutations (values written back to a param
 or input after a run) and guards (values the Python code branched on while tracing).
-networkx (about 0.1 s to import) loads when the first graph is built, not with `ember.ir`.
+networkx (about 0.1 s to import) loads only when something asks for `graph.nx` (a pass's
+algorithm, a dump): Graph's own methods (build, read, copy, JSON) work on the dicts it shares.
 """
 from dataclasses import dataclass, field
 
@@ -69,9 +70,13 @@ class Graph:
     `nodes()`, `node(i)`, `users(i)`; print with `str(graph)`; check with `verify()`."""
 
     def __init__(self, name="graph"):
-        import networkx as nx  # here, not at import: `import ember` stays cheap (see the docstring)
         self.name = name
-        self.nx = nx.MultiDiGraph()
+        # networkx's MultiDiGraph layout, held here so that building, reading, copying and
+        # serialising a graph never imports networkx; `self.nx` wraps these same dicts
+        self._node = {}  # node id -> {"op", "inputs", "shape", "dtype", "attrs", "name"[, "source"]}
+        self._succ = {}  # operand -> {user: {position: {}}} (networkx's `_adj`)
+        self._pred = {}  # user -> {operand: the same {position: {}} dict}
+        self._nx = None
         self.inputs = []  # node ids of `input` placeholders, in call order
         self.params = {}  # param name -> node id
         self.outputs = []  # node ids
@@ -80,10 +85,22 @@ class Graph:
         self.symbols = None  # a dynamic graph's size symbols (frontend/dynamic_shapes.SymbolTable)
         self._next_id = 0
 
+    @property
+    def nx(self):
+        """This graph as a networkx MultiDiGraph (edges keyed by operand position), built on first
+        use over the graph's own dicts: a change made through either is seen by both."""
+        if self._nx is None:
+            import networkx  # here, not at import: see the module docstring
+            view = networkx.MultiDiGraph()
+            # (networkx's setter for `_adj` points `_succ` at the same dict)
+            view._node, view._adj, view._pred = self._node, self._succ, self._pred
+            self._nx = view
+        return self._nx
+
     # ------------------------------------------------------------------ building
     def _new_id(self, wanted=None):
         if wanted is not None:
-            if wanted in self.nx:
+            if wanted in self._node:
                 raise ValueError(f"node %{wanted} already exists in {self.name}")
             self._next_id = max(self._next_id, wanted + 1)
             return wanted
@@ -93,8 +110,8 @@ class Graph:
 
     def add_input(self, shape, dtype, name, node_id=None, **attrs):
         node_id = self._new_id(node_id)
-        self.nx.add_node(node_id, op="input", inputs=(), shape=tuple(shape), dtype=_dtype_name(dtype),
-                         attrs=dict(attrs, index=len(self.inputs)), name=name)
+        self._insert(node_id, {"op": "input", "inputs": (), "shape": tuple(shape), "dtype": _dtype_name(dtype),
+                               "attrs": dict(attrs, index=len(self.inputs)), "name": name})
         self.inputs.append(node_id)
         return node_id
 
@@ -102,8 +119,8 @@ class Graph:
         if param_name in self.params:
             return self.params[param_name]
         node_id = self._new_id(node_id)
-        self.nx.add_node(node_id, op="param", inputs=(), shape=tuple(shape), dtype=_dtype_name(dtype),
-                         attrs={"name": param_name}, name=param_name)
+        self._insert(node_id, {"op": "param", "inputs": (), "shape": tuple(shape), "dtype": _dtype_name(dtype),
+                               "attrs": {"name": param_name}, "name": param_name})
         self.params[param_name] = node_id
         return node_id
 
@@ -115,26 +132,32 @@ class Graph:
                 "name": name or f"{op}_{node_id}"}
         if source:
             data["source"] = source
-        # networkx's own dicts, filled as MultiDiGraph.add_node and add_edge fill them (a node
-        # and its edges keyed by operand position, one key dict shared by both directions):
-        # a trace adds thousands of nodes, and this takes a third of the time the calls took
-        g = self.nx
-        succ, pred = g._succ, g._pred
-        missing = [i for i in inputs if i not in succ]
+        self._insert(node_id, data)
+        return node_id
+
+    def _insert(self, node_id, data):
+        """Record a new node and its operand edges as MultiDiGraph.add_node and add_edge would (an
+        edge per operand, keyed by its position; one key dict shared by both directions): a
+        trace adds thousands of nodes, and this takes a third of the time those calls took."""
+        succ, pred = self._succ, self._pred
+        missing = [i for i in data["inputs"] if i not in succ]
         if missing:
-            raise ValueError(f"{self.name}: {op} node reads %{missing[0]}, which is not in the graph")
-        g._node[node_id] = data
+            raise ValueError(f"{self.name}: {data['op']} node reads %{missing[0]}, which is not in the graph")
+        self._node[node_id] = data
         succ[node_id] = {}
         into = pred[node_id] = {}
-        for position, source in enumerate(inputs):
+        for position, source in enumerate(data["inputs"]):
             keys = into.get(source)
             if keys is None:
                 keys = into[source] = succ[source][node_id] = {}
             keys[position] = {}
-        cache = getattr(g, "__networkx_cache__", None)
+        self._forget_networkx_results()
+
+    def _forget_networkx_results(self):
+        """After a change made on the dicts: drop what networkx cached for the graph as it was."""
+        cache = getattr(self._nx, "__networkx_cache__", None)
         if cache:
             cache.clear()
-        return node_id
 
     def add_guard(self, guard):
         self.guards.append(guard)
@@ -144,7 +167,16 @@ class Graph:
         self.mutations.append(Mutation(kind, target, node))
 
     def remove_node(self, node_id):
-        self.nx.remove_node(node_id)
+        """Remove a node and its edges in and out, as MultiDiGraph.remove_node does but without
+        loading networkx (the autodiff pass prunes unused gradient nodes with it on every trace)."""
+        if node_id not in self._node:
+            raise ValueError(f"remove_node: %{node_id} is not in {self.name}")
+        del self._node[node_id]
+        for user in self._succ.pop(node_id):
+            del self._pred[user][node_id]
+        for source in self._pred.pop(node_id):
+            del self._succ[source][node_id]
+        self._forget_networkx_results()
         self.inputs = [i for i in self.inputs if i != node_id]
         self.params = {k: v for k, v in self.params.items() if v != node_id}
 
@@ -167,13 +199,13 @@ class Graph:
 
     # ------------------------------------------------------------------ reading
     def __contains__(self, node_id):
-        return node_id in self.nx
+        return node_id in self._node
 
     def __len__(self):
-        return self.nx.number_of_nodes()
+        return len(self._node)
 
     def node(self, node_id):
-        data = self.nx._node[node_id]  # (networkx's node-data dict: `nx.nodes[id]` costs 5x more, called per use)
+        data = self._node[node_id]  # (the dict itself: `nx.nodes[id]` costs 5x more, and this is called per use)
         return NodeView(node_id, data["op"], data["inputs"], data["shape"], data["dtype"], data["attrs"], data["name"],
                         data.get("source", ""))
 
@@ -182,20 +214,33 @@ class Graph:
         passes that insert nodes keep it by construction, verified by `verify`), else the
         topological order that takes the smallest ready id first (fusion's recomputed clones)."""
         if self._ids_are_topological():
-            order = sorted(self.nx.nodes)
+            order = sorted(self._node)
         else:  # (a pass added a node that earlier ids read): the topological order closest to ids
-            import networkx as nx  # loaded already by __init__
-            order = nx.lexicographical_topological_sort(self.nx)
+            import networkx
+            order = networkx.lexicographical_topological_sort(self.nx)
         return [self.node(i) for i in order]
 
     def _ids_are_topological(self):
-        return all(src < dst for dst, sources in self.nx._pred.items() for src in sources)
+        return all(src < dst for dst, sources in self._pred.items() for src in sources)
+
+    def node_data(self):
+        """{node id: its fields} (op, inputs, shape, dtype, attrs, name, source), in insertion
+        order: the graph's own dict, for reading many nodes without a NodeView each."""
+        return self._node
+
+    def ancestors(self, node_id):
+        """The ids of the nodes `node_id` depends on, through any path (not itself)."""
+        return _reachable(self._pred, node_id)
+
+    def descendants(self, node_id):
+        """The ids of the nodes that depend on `node_id`, through any path (not itself)."""
+        return _reachable(self._succ, node_id)
 
     def users(self, node_id):
-        return list(self.nx._succ[node_id])  # (networkx's successor dict: each user once, in edge order)
+        return list(self._succ[node_id])  # (each user once, in edge order)
 
     def spec(self, node_id):
-        data = self.nx.nodes[node_id]
+        data = self._node[node_id]
         return Spec(data["shape"], dtypes.from_name(data["dtype"]))
 
     def describe(self, node_id):
@@ -203,15 +248,13 @@ class Graph:
 
     def copy(self, name=None):
         other = Graph(name or self.name)
-        # networkx's own dicts filled directly, as add_node fills them (MultiDiGraph.copy goes
-        # through add_nodes_from and add_edges_from: a quarter of the passes' time on a training step)
-        source, target = self.nx, other.nx
-        target.graph.update(source.graph)
-        target._node.update((n, {**data, "attrs": dict(data["attrs"])}) for n, data in source._node.items())
-        succ, pred = target._succ, target._pred
-        for u, users in source._succ.items():  # (one key dict per edge, shared by both directions;
+        # the dicts filled directly, as _insert fills them (MultiDiGraph.copy goes through
+        # add_nodes_from and add_edges_from: a quarter of the passes' time on a training step)
+        other._node.update((n, {**data, "attrs": dict(data["attrs"])}) for n, data in self._node.items())
+        succ, pred = other._succ, other._pred
+        for u, users in self._succ.items():  # (one key dict per edge, shared by both directions;
             succ[u] = {v: {key: dict(data) for key, data in keys.items()} for v, keys in users.items()}
-        for v, sources in source._pred.items():  # both in the source's orders)
+        for v, sources in self._pred.items():  # both in the source's orders)
             pred[v] = {u: succ[u][v] for u in sources}
         other.inputs = list(self.inputs)
         other.params = dict(self.params)
@@ -226,25 +269,23 @@ class Graph:
         """A copy whose nodes run in `order` (every node id, a topological order): inputs and
         params keep their ids (callers bind arguments by them); the other nodes are numbered
         after the last of those, ascending in `order` (a scheduling pass's result)."""
-        placeholders = [n for n in order if self.nx.nodes[n]["op"] in PLACEHOLDERS]
+        placeholders = [n for n in order if self._node[n]["op"] in PLACEHOLDERS]
         first = max(placeholders, default=-1) + 1
         new_id = {n: n for n in placeholders}
         for n in order:
             if n not in new_id:
                 new_id[n] = first + len(new_id) - len(placeholders)
         order = sorted(order, key=new_id.__getitem__)
-        if len(new_id) != len(self.nx) or set(new_id) != set(self.nx.nodes):
-            raise ValueError(f"renumbered: the order must list each of the {len(self.nx)} nodes of {self.name} once")
+        if len(new_id) != len(self) or set(new_id) != set(self._node):
+            raise ValueError(f"renumbered: the order must list each of the {len(self)} nodes of {self.name} once")
         other = Graph(name or self.name)
         for old in order:
-            data = dict(self.nx.nodes[old])
+            data = dict(self._node[old])
             data["attrs"] = dict(data["attrs"])
             data["inputs"] = tuple(new_id[i] for i in data["inputs"])
-            other.nx.add_node(new_id[old], **data)
-            for position, source in enumerate(data["inputs"]):
-                if source >= new_id[old]:
-                    raise ValueError(f"renumbered: %{old} comes before its operand in the order")
-                other.nx.add_edge(source, new_id[old], key=position)
+            if any(source >= new_id[old] for source in data["inputs"]):
+                raise ValueError(f"renumbered: %{old} comes before its operand in the order")
+            other._insert(new_id[old], data)
         other.inputs = [new_id[i] for i in self.inputs]
         other.params = {k: new_id[v] for k, v in self.params.items()}
         other.outputs = [new_id[o] for o in self.outputs]
@@ -295,6 +336,17 @@ class Graph:
         return self.to_json() == other.to_json()
 
     __hash__ = object.__hash__
+
+
+def _reachable(edges, start):
+    found, stack = set(), [start]
+    while stack:
+        for other in edges[stack.pop()]:
+            if other not in found:
+                found.add(other)
+                stack.append(other)
+    found.discard(start)
+    return found
 
 
 def _size(d):

@@ -409,7 +409,7 @@ class SymbolTable:
                     (name,), coefficient = size.terms[0]
                     sources.setdefault(name, []).append((node_id, dim) if coefficient == 1 else
                                                         (node_id, dim, coefficient))
-        for _, data in graph.nx.nodes(data=True):
+        for data in graph.node_data().values():
             for size in data["shape"]:
                 if isinstance(size, SymDim):
                     wanted.update(size.symbols)
