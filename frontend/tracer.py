@@ -43,6 +43,29 @@ def not_user_code(path):
     whose training step is ember's code, not the user's."""
     global _PACKAGE_DIRS
     _PACKAGE_DIRS = _PACKAGE_DIRS + (os.path.abspath(path),)
+    _IS_OURS.clear()
+
+
+_IS_OURS = {}  # code object -> is it ember's (or frozen) code: asked for every op a trace records
+_BASENAMES = {}  # file name -> its base name
+
+
+def user_location():
+    """`file.py:line` of the first stack frame outside ember: the model line an op came from."""
+    frame, ours = sys._getframe(2), _IS_OURS
+    while frame is not None:
+        code = frame.f_code
+        mine = ours.get(code)
+        if mine is None:
+            mine = ours[code] = code.co_filename.startswith(_PACKAGE_DIRS + ("<frozen",))
+        if not mine:
+            filename = code.co_filename
+            base = _BASENAMES.get(filename)
+            if base is None:
+                base = _BASENAMES[filename] = os.path.basename(filename)
+            return f"{base}:{frame.f_lineno}"
+        frame = frame.f_back
+    return ""
 
 
 def user_frame():
@@ -389,7 +412,7 @@ class Tracer:
         if self.size_symbols:
             attrs = plain_sizes(attrs)
         node = self.graph.add_node(prim.name, inputs, result._data.shape, result.dtype, attrs, self._name(prim),
-                                   source=user_frame()[0])  # (provenance: the model line each node came from)
+                                   source=user_location())  # (provenance: the model line each node came from)
         if prim.vjp is not None and any(i in differentiable for i in inputs):
             differentiable.add(node)  # (connected in the graph: a grad-mode use of it may need a cut)
         result._node = (self, node)

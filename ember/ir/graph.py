@@ -151,7 +151,8 @@ class Graph:
             if keys is None:
                 keys = into[source] = succ[source][node_id] = {}
             keys[position] = {}
-        self._forget_networkx_results()
+        if self._nx is not None:
+            self._forget_networkx_results()
 
     def _forget_networkx_results(self):
         """After a change made on the dicts: drop what networkx cached for the graph as it was."""
