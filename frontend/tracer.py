@@ -350,9 +350,10 @@ class Tracer:
         self.saw_with_grad[key] = tensor
 
     def wrote_grad(self, tensor, grad):
-        """The traced code sets `tensor.grad = grad` (Tensor.grad): its .grad as the call began is
-        the one before the first such write (external_names.cleared_grads); a `grad` this trace
-        computed is a new tensor on every compiled call too (`w.grad = w.grad.clone()`)."""
+        """The traced code sets `tensor.grad = grad` (Tensor.grad): from here on its .grad is the
+        trace's doing (read_grad holds the program to no state of it), and where the call leaves
+        it None, every compiled call sets it to None (external_names.cleared_grads); a `grad` this
+        trace computed is a new tensor on every compiled call too (`w.grad = w.grad.clone()`)."""
         self.grads_written.setdefault(id(tensor), tensor)
         if grad is not None and self.made_here(grad):
             self.grads_assigned.add(id(grad))
