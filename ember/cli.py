@@ -390,7 +390,7 @@ def main(argv=None):
                                   "gradient allreduces (one rank unless run under mpirun)")
     args = parser.parse_args(argv)
     if sys.argv and sys.argv[0] and os.path.exists(sys.argv[0]):
-        from ember.frontend.tracer import not_user_code
+        from ember.frontend.user_code import not_user_code
         not_user_code(sys.argv[0])  # (the console script: ops of --train's step have no model line)
     try:
         {"dump": cmd_dump, "explain": cmd_explain, "report": cmd_report, "export": cmd_export}[args.command](args)

@@ -29,16 +29,20 @@ class ExternalNumbers:
 
 class GradOf:
     """Binds a closed-over param's `.grad` by path: the param's `.grad` at each call (the trace
-    read that attribute, not one tensor object)."""
+    read that attribute, not one tensor object). The param is the program's param of that name,
+    or where the program reads only its `.grad`, the tensor itself (a weak reference)."""
 
-    __slots__ = ("owner",)
+    __slots__ = ("owner", "tensor")
 
-    def __init__(self, owner):
+    def __init__(self, owner, tensor):
         self.owner = owner
+        self.tensor = weakref.ref(tensor)
 
     def __call__(self, params):
         owner = params.get(self.owner)
-        return None if owner is None else owner.grad
+        if owner is None:
+            owner = self.tensor()
+        return None if owner is None else owner._grad
 
 
 class HeldGrad:
@@ -192,3 +196,21 @@ def reached_tensors(fn):
         elif isinstance(value, Tensor):
             found.append((var, value))
     return found
+
+
+def grads_apart(watched, grads_of):
+    """(Were the `.grad`s a trace binds by path (`grads_of`) apart in memory from each other and
+    from every other tensor the program binds (`watched`: (kind, name, tensor))? frontend/
+    bound_grads.py checks each call against that; the roots of the memory that two or more
+    watched tensors' `.grad`s share: a `.grad` the trace assigned there is no fresh tensor)."""
+    def root(t):
+        return t if t._base is None else t._base
+    by_path = [id(root(t)) for _, name, t in watched if name in grads_of]
+    others = {id(root(t)) for _, name, t in watched if name not in grads_of}
+    counts = {}
+    for _, _, t in watched:
+        if t._grad is not None:
+            key = id(root(t._grad))
+            counts[key] = counts.get(key, 0) + 1
+    apart = len(set(by_path)) == len(by_path) and others.isdisjoint(by_path)
+    return apart, {key for key, count in counts.items() if count > 1}

@@ -34,6 +34,7 @@ from ember.runtime import device_arrays
 from ember.runtime.device_arrays import device_of
 from .autograd import BACKWARD_TWICE, fails_backward, without_gradient_edges
 from .grad_state_trees import GradStateTrees, grad_state_holds
+from .bound_grads import param_sources
 from .external_names import ExternalNumbers, GradOf, cleared_grads, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, root_of, _input_name
@@ -160,6 +161,8 @@ class CompiledFunction(DynamicCalls):
             self._grad_states.set_aside(signature, tree)
             return self._trace(signature, args, kwargs, FREED_OR_REGRADED, None)
         roots = tree.state_roots
+        if tree.param_sources[3] is not None:  # (and the memory of this call's .grads bound by path)
+            roots = roots | tree.param_sources[3].roots
         if roots:
             for t in inputs:
                 base = t._base
@@ -251,19 +254,8 @@ class CompiledFunction(DynamicCalls):
             return None
         segments = tree.segment_count  # a new branch may bring new params
         if tree.param_sources is None or tree.param_sources[0] != segments:
-            sources, externals = {}, {}
-            for segment in walk_segments(tree.root):
-                written = [m.target for m in segment.mutations if m.kind.startswith("param")]
-                for name in list(segment.graph.params) + written:  # a closed-over tensor may be written only
-                    ref = segment.externals.get(name)
-                    if ref is not None:
-                        externals[name] = ref
-                    else:
-                        sources[name] = name
-            # (a .grad bound by path comes after the param it belongs to)
-            externals = sorted(externals.items(), key=lambda item: type(item[1]) is GradOf)
-            tree.param_sources = (segments, sources, externals)
-        _, sources, externals = tree.param_sources
+            tree.param_sources = (segments, *param_sources(tree))  # (frontend/bound_grads.py)
+        _, sources, externals, grads = tree.param_sources
         view = self._module_view() if self.module is not None else (None, {}, None, None)
         bound = tree.bound_params
         if bound is None or bound[0] != segments or bound[1] != view[0] or bound[2] is not view[3]:
@@ -277,6 +269,8 @@ class CompiledFunction(DynamicCalls):
             if tensor is None:
                 return None
             params[name] = tensor
+        if grads is not None and not grads.fit(params, bound):  # (a .grad bound by path that no longer fits)
+            return None
         return params
 
     def _module_view(self, module=None):
@@ -363,7 +357,7 @@ class CompiledFunction(DynamicCalls):
             refuse_graph_break(self.name, graph, tracer.eager_reason)
         for g in graph.guards:
             self.report.guards.setdefault((g.source, g.code, g.how), set()).add(g.expected)
-        externals = {name: GradOf(tracer.grads_of[name]) if name in tracer.grads_of else held_external(name, t, tracer)
+        externals = {name: GradOf(*tracer.grads_of[name]) if name in tracer.grads_of else held_external(name, t, tracer)
                      for name, t in tracer.externals}
         trainable = {name for name, t in list(tracer.externals) + list(state) if t.requires_grad}
         output_facts = dict(tracer.output_facts, cleared_grads=cleared_grads(tracer))

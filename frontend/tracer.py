@@ -6,9 +6,6 @@ buffers are named params, call arguments are inputs, other tensors become consta
 tensor's value flows into Python (`bool(t)`, `t.item()`, ...) the trace records a guard.
 `ember.trace(fn, *args)` returns the whole recorded graph.
 """
-import linecache
-import os
-import sys
 import weakref
 from collections import Counter
 
@@ -22,61 +19,17 @@ from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import Tensor
 from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owner, replay, scatter_into_base
-from .external_names import ExternalNaming, module_state  # noqa: F401 (module_state: for jit, trace_function)
+from .external_names import ExternalNaming, grads_apart, module_state  # noqa: F401 (module_state: jit's)
+from .user_code import user_frame, user_location
 from .result_histories import (creation_of, entry_history, freed_histories, stale_histories, views_of_outputs,
                                with_history)
 from ember.runtime.device_arrays import device_of
-
-_PACKAGE_DIRS = tuple(os.path.dirname(os.path.abspath(p)) + os.sep for p in (
-    sys.modules["ember"].__file__, __file__))
-
 
 def observed_value(data):
     """What Python sees of a tensor's value, as a hashable key for guard outcomes."""
     if data.size == 1:
         return data.reshape(()).item()
     return (tuple(data.shape), data.dtype.name, np.ascontiguousarray(data).tobytes())
-
-
-def not_user_code(path):
-    """Frames from `path` (a file or folder) are ember's too: the `ember` command's own script,
-    whose training step is ember's code, not the user's."""
-    global _PACKAGE_DIRS
-    _PACKAGE_DIRS = _PACKAGE_DIRS + (os.path.abspath(path),)
-    _IS_OURS.clear()
-
-
-_IS_OURS = {}  # code object -> is it ember's (or frozen) code: asked for every op a trace records
-_BASENAMES = {}  # file name -> its base name
-
-
-def user_location():
-    """`file.py:line` of the first stack frame outside ember: the model line an op came from."""
-    frame, ours = sys._getframe(2), _IS_OURS
-    while frame is not None:
-        code = frame.f_code
-        mine = ours.get(code)
-        if mine is None:
-            mine = ours[code] = code.co_filename.startswith(_PACKAGE_DIRS + ("<frozen",))
-        if not mine:
-            filename = code.co_filename
-            base = _BASENAMES.get(filename)
-            if base is None:
-                base = _BASENAMES[filename] = os.path.basename(filename)
-            return f"{base}:{frame.f_lineno}"
-        frame = frame.f_back
-    return ""
-
-
-def user_frame():
-    """The first stack frame outside ember: where the user's code turned a tensor into Python."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS + ("<frozen",)):
-        frame = frame.f_back
-    if frame is None:
-        return "", ""
-    filename, line = frame.f_code.co_filename, frame.f_lineno
-    return f"{os.path.basename(filename)}:{line}", linecache.getline(filename, line).strip()
 
 
 class Tracer:
@@ -115,7 +68,7 @@ class Tracer:
         self.stopped = {}  # node -> its stop_gradient node
         self.wrote = False  # did an in-place op run while tracing
         self.ran_backward = False  # did the traced code call backward() (a training step)
-        self.grads_of = {}  # external param name -> the param whose .grad it is (bound by path)
+        self.grads_of = {}  # external param name -> (name, tensor) of the param whose .grad it is (by path)
         # external param name -> [(tensor, its .grad when traced: that external or a view of it)]:
         # the program holds the external only while each tensor still has that .grad (HeldGrad)
         self.grad_conditions = {}
@@ -320,7 +273,7 @@ class Tracer:
         node = self.add_param(tensor, name)
         self.externals.append((name, tensor))
         if owner is not None:
-            self.grads_of[name] = owner
+            self.grads_of[name] = owners[0]
         elif owners or viewed:  # the .grad of several, or the base of a .grad (a view), of tensors read before
             self.grad_conditions[name] = [(param, tensor) for _, param in owners] + viewed
         grad = tensor._grad  # (this one's .grad, or the base of it, read before)
@@ -355,8 +308,14 @@ class Tracer:
         it None, every compiled call sets it to None (external_names.cleared_grads); a `grad` this
         trace computed is a new tensor on every compiled call too (`w.grad = w.grad.clone()`)."""
         self.grads_written.setdefault(id(tensor), tensor)
-        if grad is not None and self.made_here(grad):
+        if grad is None:
+            return
+        if self.made_here(grad):
             self.grads_assigned.add(id(grad))
+        elif self.grad_readers.get(id(grad), tensor) is not tensor or grad.requires_grad:
+            run_eagerly("sets a .grad to another tensor's .grad, or to a tensor that requires grad")
+        if not self.made_here(tensor) and id(tensor) not in self.known:
+            self.node_of(tensor)  # (a param whose .grad alone the function sets: the program writes it)
 
     def name_externals_of(self, fn, numbers=None):
         """Name the tensors `fn` reaches through its globals and closure; `numbers` numbers the
@@ -660,6 +619,7 @@ class Tracer:
                                  [t for i, t in enumerate(outputs) if i not in stale]) if self.wrote else None,
                              "ran_backward": self.ran_backward}
         fresh_grads = self.output_facts["fresh_grads"] = set()
+        self.output_facts["grads_apart"], shared = grads_apart(watched, self.grads_of)
         for kind, target, tensor in watched:
             placeholder = self.known.get(id(tensor))
             token = tensor._node
@@ -669,8 +629,8 @@ class Tracer:
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
-                    if self._made_grad(grad) or id(grad) in self.grads_assigned:  # a new .grad tensor each call
-                        fresh_grads.add((f"{kind}_grad", target))
+                    if self._made_grad(grad) or id(grad) in self.grads_assigned and id(root_of(grad)) not in shared:
+                        fresh_grads.add((f"{kind}_grad", target))  # (a new .grad tensor each call)
         return self.graph
 
 
