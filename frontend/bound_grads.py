@@ -5,6 +5,7 @@ argument's memory, to the `.grad` of another param too, or to a tensor of anothe
 (ember's setter takes it; eager mode's optimizer refuses it). The program cannot reproduce
 those: the call traces again, and the new trace sees them."""
 from .external_names import GradOf
+from .views import memory_owner
 from .segments import walk_segments
 
 
@@ -43,30 +44,29 @@ class BoundGrads:
         # (apart when traced: from each other, the other params and the arguments; else what the
         # trace saw is held otherwise, by HeldGrad conditions, and no check applies)
         self.apart = all(getattr(segment, "grads_apart", True) for segment in segments)
-        self.roots = frozenset()  # the memory of this call's .grads (jit checks the arguments against it)
-        self._others = (None, frozenset())  # (bound params, the roots of their memory)
+        self.roots = frozenset()  # the memory of this call's .grads (ids of the arrays owning it)
+        self.grad_names = frozenset(names)
 
-    def fit(self, params, bound):
-        """Do this call's `.grad`s (in `params`) still fit the program? `bound`: the params bound by
-        name and weak reference (the roots of their memory are kept while it is the same dict)."""
+    def fit(self, params):
+        """Do this call's `.grad`s (in `params`, the call's params) still fit the program?"""
         roots = set()
         for name in self.names:
             data = params[name]._data
             spec = self.specs.get(name)
             if spec is not None and (data.dtype != spec[1] or (spec[0] is not None and data.shape != spec[0])):
                 return False
-            roots.add(id(_root(params[name])))
+            if not data.flags.c_contiguous or not data.flags.writeable:  # (an expanded view, say: eagerly
+                return False  # an in-place update of it raises)
+            roots.add(id(memory_owner(data)))
         if self.apart:
             if len(roots) != len(self.names):
                 return False
-            if self._others[0] is not bound:
-                grads = set(self.names)
-                self._others = (bound, frozenset(id(_root(t)) for name, t in params.items() if name not in grads))
-            if not self._others[1].isdisjoint(roots):
+            grads = self.grad_names  # (every call: `q.data = p.grad` changes what a param's memory is)
+            if any(id(memory_owner(t._data)) in roots for name, t in params.items() if name not in grads):
                 return False
         self.roots = frozenset(roots)
         return True
 
-
-def _root(tensor):
-    return tensor if tensor._base is None else tensor._base
+    def overlap(self, inputs):
+        """Does an argument share memory with one of this call's .grads (set by fit)?"""
+        return self.apart and any(id(memory_owner(t._data)) in self.roots for t in inputs)

@@ -47,6 +47,9 @@ def write_back(segment, env, params, inputs):
         if m.kind.endswith("_grad"):
             grad = target.grad
             fresh = (m.kind, m.target) in segment.fresh_grads  # (as eagerly: a new .grad tensor each call)
+            if fresh and m.node in grads:  # (one new tensor, the .grad of two: `w.grad = t; v.grad = t`)
+                target.grad = grads[m.node]
+                continue
             if grad is None or grad._data.shape != data.shape or not grad._data.flags.writeable or fresh:
                 # the old .grad's memory serves the next call when nothing else holds that tensor
                 # (references: target.grad, `grad`, getrefcount's argument) or its array

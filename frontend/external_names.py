@@ -202,15 +202,17 @@ def grads_apart(watched, grads_of):
     """(Were the `.grad`s a trace binds by path (`grads_of`) apart in memory from each other and
     from every other tensor the program binds (`watched`: (kind, name, tensor))? frontend/
     bound_grads.py checks each call against that; the roots of the memory that two or more
-    watched tensors' `.grad`s share: a `.grad` the trace assigned there is no fresh tensor)."""
-    def root(t):
-        return t if t._base is None else t._base
+    distinct `.grad`s of watched tensors share: a `.grad` the trace assigned there is no fresh
+    tensor; one tensor that is the .grad of two is, one for both: compiled_results.write_back)."""
+    from .views import memory_owner
+
+    def root(t):  # (as the tracer sees sharing: memory shared otherwise, by `q.data = p.grad`, is
+        return t if t._base is None else t._base  # not apart for bound_grads, whose calls trace again)
     by_path = [id(root(t)) for _, name, t in watched if name in grads_of]
     others = {id(root(t)) for _, name, t in watched if name not in grads_of}
-    counts = {}
+    counts = {}  # memory owner -> ids of the distinct .grad tensors over it
     for _, _, t in watched:
         if t._grad is not None:
-            key = id(root(t._grad))
-            counts[key] = counts.get(key, 0) + 1
+            counts.setdefault(id(memory_owner(t._grad._data)), set()).add(id(t._grad))
     apart = len(set(by_path)) == len(by_path) and others.isdisjoint(by_path)
-    return apart, {key for key, count in counts.items() if count > 1}
+    return apart, {key for key, grads in counts.items() if len(grads) > 1}

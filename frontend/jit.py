@@ -160,9 +160,11 @@ class CompiledFunction(DynamicCalls):
         if params is None:
             self._grad_states.set_aside(signature, tree)
             return self._trace(signature, args, kwargs, FREED_OR_REGRADED, None)
+        grads = tree.param_sources[3]  # (.grads bound by path, frontend/bound_grads.py: as below)
+        if grads is not None and grads.overlap(inputs):
+            self.report.eager_calls += 1
+            return self.fn(*args, **kwargs)
         roots = tree.state_roots
-        if tree.param_sources[3] is not None:  # (and the memory of this call's .grads bound by path)
-            roots = roots | tree.param_sources[3].roots
         if roots:
             for t in inputs:
                 base = t._base
@@ -269,7 +271,7 @@ class CompiledFunction(DynamicCalls):
             if tensor is None:
                 return None
             params[name] = tensor
-        if grads is not None and not grads.fit(params, bound):  # (a .grad bound by path that no longer fits)
+        if grads is not None and not grads.fit(params):  # (a .grad bound by path that no longer fits)
             return None
         return params
 

@@ -253,8 +253,10 @@ class Tracer:
         """A tensor that existed before the trace and is not an argument (a closed-over
         module's weight, an optimizer's buffer): a param bound to that very tensor at each call,
         or, for the `.grad` of a param, to that param's `.grad` at each call."""
+        # (a .grad the function also holds itself, as a closed-over tensor, stays that tensor: held)
+        reached = id(tensor) in self.naming.names
         reader = self.grad_readers.get(id(tensor))
-        if reader is not None and reader._grad is tensor and id(reader) not in self.known \
+        if reader is not None and reader._grad is tensor and id(reader) not in self.known and not reached \
                 and len(self.naming.grad_owners.get(id(tensor), ())) <= 1:  # (one .grad of several: held)
             self.node_of(reader)  # (read as `p.grad` before p itself: p first, so that it binds by p's path)
         owners, viewed = [], []  # (the params whose .grad it is; [(param, its .grad)] where that is a view of it)
@@ -266,7 +268,7 @@ class Tracer:
                 owners.append((param_name, param))
             elif grad is not None and grad._base is tensor:
                 viewed.append((param, grad))
-        owner = owners[0][0] if len(owners) == 1 and not viewed else None
+        owner = owners[0][0] if len(owners) == 1 and not viewed and not reached else None
         name = f"{owner}.grad" if owner is not None else self.naming.name(tensor)
         while name in self.graph.params:
             name += "_"
@@ -629,7 +631,8 @@ class Tracer:
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 if self.graph.node(grad._node[1]).op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
-                    if self._made_grad(grad) or id(grad) in self.grads_assigned and id(root_of(grad)) not in shared:
+                    if self._made_grad(grad) or id(grad) in self.grads_assigned \
+                            and id(memory_owner(grad._data)) not in shared:
                         fresh_grads.add((f"{kind}_grad", target))  # (a new .grad tensor each call)
         return self.graph
 
