@@ -7,32 +7,8 @@ import pytest
 
 import ember
 from ember import nn
-
-
-def _np(t):
-    if t is None or isinstance(t, (bool, str)):
-        return t
-    return t.detach().numpy().copy()
-
-
-def _both(scenario):
-    eager = scenario(lambda f: f)
-    box = {}
-
-    def wrap(f):
-        box["f"] = ember.compile(f)
-        return box["f"]
-    return eager, scenario(wrap), box["f"]
-
-
-def _assert_same(eager, compiled):
-    assert len(eager) == len(compiled)
-    for i, (e, c) in enumerate(zip(eager, compiled)):
-        for j, (a, b) in enumerate(zip(e, c)):
-            if a is None or isinstance(a, (bool, str)):
-                assert a is b if a is None else a == b, f"call {i}, item {j}: eager {a!r}, compiled {b!r}"
-            else:
-                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"call {i}, item {j}")
+from grad_scenarios import assert_same_observations as _assert_same, eager_and_compiled as _both, \
+    observed as _np
 
 
 # NEW (read_p=False; at 0d1d96a it traced again each call and was right) / PRE-EXISTING

@@ -3,36 +3,12 @@ compiled ember against eager ember, whose values agree with PyTorch 2.13 for the
 Each failed before the fixes of that session (frontend/tracer.py read_grad and wrote_grad,
 frontend/grad_state_trees.py); the comments describe what was wrong."""
 
-import numpy as np
 import pytest
 
 import ember
 from ember import nn
-
-
-def _np(t):
-    return None if t is None else t.detach().numpy().copy()
-
-
-def _both(scenario):
-    """(eager observations, compiled observations, compiled function)."""
-    eager = scenario(lambda f: f)
-    box = {}
-
-    def wrap(f):
-        box["f"] = ember.compile(f)
-        return box["f"]
-    return eager, scenario(wrap), box["f"]
-
-
-def _assert_same(eager, compiled):
-    assert len(eager) == len(compiled)
-    for i, (e, c) in enumerate(zip(eager, compiled)):
-        assert len(e) == len(c)
-        for j, (a, b) in enumerate(zip(e, c)):
-            assert (a is None) == (b is None), f"call {i}, item {j}: eager {a!r}, compiled {b!r}"
-            if a is not None:
-                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"call {i}, item {j}")
+from grad_scenarios import assert_same_observations as _assert_same, eager_and_compiled as _both, \
+    observed as _np
 
 
 # ---------------------------------------------------------------------------------------------
