@@ -17,6 +17,7 @@ def param_sources(tree):
     segments = list(walk_segments(tree.root))
     for segment in segments:
         written = [m.target for m in segment.mutations if m.kind.startswith("param")]
+        written += [target for kind, target, _ in segment.grads_are_inputs if kind == "param"]  # (`w.grad = x`)
         for name in list(segment.graph.params) + written:  # a closed-over tensor may be written only
             ref = segment.externals.get(name)
             if ref is not None:

@@ -219,6 +219,8 @@ class CompiledFunction(DynamicCalls):
                 out._data = copy_array(out._data)  # (a fresh result tensor: its autograd node stays)
         # (before the write-back: a result that is an input unchanged shows its value before the writes)
         grads = write_back(segment, env, params, inputs)
+        for kind, target, index in segment.grads_are_inputs:  # (`w.grad = x`: the argument itself, as eagerly)
+            (params[target] if kind == "param" else inputs[target]).grad = inputs[index]
         if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
             versions_after_write_back(segment, env)
         if with_autograd:
@@ -479,6 +481,7 @@ class CompiledFunction(DynamicCalls):
                 node, depth = child, depth + 1
         built = []
         written = {m.target for m in graph.mutations if m.kind.startswith("param")}
+        written.update(target for kind, target, _ in output_facts["grads_are_inputs"] if kind == "param")
         # a new trace that mutates state is confirmed by the next call's trace before any call
         # runs it: it compiles then, so a trace the next call does not repeat (an optimizer
         # creating its state on the first step) costs no compile

@@ -621,6 +621,7 @@ class Tracer:
                                  [t for i, t in enumerate(outputs) if i not in stale]) if self.wrote else None,
                              "ran_backward": self.ran_backward}
         fresh_grads = self.output_facts["fresh_grads"] = set()
+        grads_are_inputs = self.output_facts["grads_are_inputs"] = []
         self.output_facts["grads_apart"], shared = grads_apart(watched, self.grads_of)
         for kind, target, tensor in watched:
             placeholder = self.known.get(id(tensor))
@@ -629,7 +630,10 @@ class Tracer:
                 self.graph.add_mutation(kind, target, token[1])
             grad = tensor.grad  # set by a backward() inside the traced code
             if grad is not None and grad._node is not None and grad._node[0] is self:
-                if self.graph.node(grad._node[1]).op not in ("input", "param"):
+                node = self.graph.node(grad._node[1])
+                if node.op == "input" and id(tensor) in self.grads_written:  # (`w.grad = x`: x itself each call)
+                    grads_are_inputs.append((kind, target, node.attrs["index"]))
+                elif node.op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
                     if self._made_grad(grad) or id(grad) in self.grads_assigned \
                             and id(memory_owner(grad._data)) not in shared:

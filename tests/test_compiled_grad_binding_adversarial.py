@@ -343,3 +343,28 @@ def test_one_made_tensor_assigned_as_two_grads(how):
         return seen
     eager, compiled, _ = _both(scenario)
     _assert_same(eager, compiled)
+
+
+# PRE-EXISTING (fixed at the session's end): `w.grad = x` for an argument x: eagerly w.grad IS x
+# (and shows later writes into x); compiled calls gave w.grad a copy. Eager/PyTorch: `w.grad is x`
+# True, and after x.add_(1) w.grad = x + 1; compiled: False, and the old value.
+def test_grad_set_to_an_argument_is_that_argument():
+    def scenario(wrap):
+        w = ember.ones(3, requires_grad=True)
+
+        def f(x):
+            w.grad = x
+            return x * 1
+
+        run = wrap(f)
+        seen = []
+        for i in range(6):
+            x = ember.full((3,), float(i))
+            run(x)
+            identical = w.grad is x
+            x.add_(1)
+            seen.append([identical, _np(w.grad)])
+        return seen
+    eager, compiled, run = _both(scenario)
+    _assert_same(eager, compiled)
+    assert run.report.compiled_calls >= 4  # (the program sets the argument itself as the .grad)
