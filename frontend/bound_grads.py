@@ -17,7 +17,7 @@ def param_sources(tree):
     segments = list(walk_segments(tree.root))
     for segment in segments:
         written = [m.target for m in segment.mutations if m.kind.startswith("param")]
-        written += [target for kind, target, _ in segment.grads_are_inputs if kind == "param"]  # (`w.grad = x`)
+        written += [target for kind, target, _ in segment.grads_are_views if kind == "param"]  # (`w.grad = x`)
         for name in list(segment.graph.params) + written:  # a closed-over tensor may be written only
             ref = segment.externals.get(name)
             if ref is not None:
@@ -42,9 +42,10 @@ class BoundGrads:
                     spec = segment.graph.spec(node)
                     shape = tuple(spec.shape) if all(type(d) is int for d in spec.shape) else None
                     self.specs[name] = (shape, spec.dtype.np)
-        # (apart when traced: from each other, the other params and the arguments; else what the
-        # trace saw is held otherwise, by HeldGrad conditions, and no check applies)
+        # (apart when traced: from each other, the other params and the arguments; else each is held
+        # to the very tensor it was, whose sharing the program reproduces)
         self.apart = all(getattr(segment, "grads_apart", True) for segment in segments)
+        self.held = {name: ref for segment in segments for name, ref in segment.grads_held.items()}
         self.roots = frozenset()  # the memory of this call's .grads (ids of the arrays owning it)
         self.grad_names = frozenset(names)
 
@@ -59,6 +60,8 @@ class BoundGrads:
             if not data.flags.c_contiguous or not data.flags.writeable:  # (an expanded view, say: eagerly
                 return False  # an in-place update of it raises)
             roots.add(id(memory_owner(data)))
+        if not self.apart and any(params[name] is not ref() for name, ref in self.held.items()):
+            return False
         if self.apart:
             if len(roots) != len(self.names):
                 return False

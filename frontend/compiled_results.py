@@ -123,6 +123,17 @@ def returned_view(source, chain, detached, creation):
     return view
 
 
+def grads_as_views(segment, params, inputs):
+    """`w.grad = x`, or a view of x, for an argument, param or closed-over x (Tracer.finish's
+    grads_are_views): each compiled call sets the caller's tensor itself, or that view of it, as
+    the .grad, after the write-back, as eagerly (a DDP-style flat buffer: a write through one
+    shows in the other)."""
+    for kind, target, (source_kind, source, chain, detached, creation) in segment.grads_are_views:
+        owner = params[target] if kind == "param" else inputs[target]
+        tensor = params[source] if source_kind == "param" else inputs[source]
+        owner.grad = tensor if not chain and not detached else returned_view(tensor, chain, detached, creation)
+
+
 def returned_view_of_mutated(graph, outputs, watched):
     """'<output path>, which shares memory with <tensor> that the call updates in place' for a
     returned tensor (not the tensor's new value itself) sharing memory with an input, param or

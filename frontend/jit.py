@@ -39,7 +39,7 @@ from .external_names import ExternalNumbers, GradOf, cleared_grads, held_externa
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value, root_of, _input_name
 from .value_trees import flatten_tensors, rebuild, template_of
-from .compiled_results import returned_view, returned_view_of_mutated, write_back
+from .compiled_results import grads_as_views, returned_view, returned_view_of_mutated, write_back
 from .result_histories import history_of
 from .dynamic_shapes import DYNAMIC, DynamicDims
 from .dynamic_calls import DynamicCalls
@@ -219,8 +219,7 @@ class CompiledFunction(DynamicCalls):
                 out._data = copy_array(out._data)  # (a fresh result tensor: its autograd node stays)
         # (before the write-back: a result that is an input unchanged shows its value before the writes)
         grads = write_back(segment, env, params, inputs)
-        for kind, target, index in segment.grads_are_inputs:  # (`w.grad = x`: the argument itself, as eagerly)
-            (params[target] if kind == "param" else inputs[target]).grad = inputs[index]
+        grads_as_views(segment, params, inputs)  # (`w.grad = x[:3]`: a view of the caller's x, as eagerly)
         if with_autograd and segment.mutations:  # a compiled backward counts versions from after the write-back
             versions_after_write_back(segment, env)
         if with_autograd:
@@ -481,7 +480,7 @@ class CompiledFunction(DynamicCalls):
                 node, depth = child, depth + 1
         built = []
         written = {m.target for m in graph.mutations if m.kind.startswith("param")}
-        written.update(target for kind, target, _ in output_facts["grads_are_inputs"] if kind == "param")
+        written.update(target for kind, target, _ in output_facts["grads_are_views"] if kind == "param")
         # a new trace that mutates state is confirmed by the next call's trace before any call
         # runs it: it compiles then, so a trace the next call does not repeat (an optimizer
         # creating its state on the first step) costs no compile

@@ -38,7 +38,10 @@ class Segment:
         self.stale_outputs = {}  # last segment: {position: error} of results whose history eagerly cannot be read
         self.backward_error = None  # last segment: the error eager backward() from the results raises
         self.mutations = []  # last segment: Mutation list (node ids valid in the trace's numbering)
-        self.grads_are_inputs = []  # last segment: (kind, target, input index) of `w.grad = x` for an argument x
+        # last segment: (kind, target, (kind, target, view chain, detached, creation)) of `w.grad = x`
+        # for an argument, param or closed-over x or a view of one (compiled_results.grads_as_views)
+        self.grads_are_views = []
+        self.grads_held = {}  # last segment: .grads bound by path that shared memory when traced (bound_grads)
         self.fresh_grads = set()  # last segment: (kind, target) of .grad mutations that set a new tensor
         self.externals = {}  # param name -> weakref of a closed-over tensor
         self._adoptable = None  # see adoptable_mutations

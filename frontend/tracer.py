@@ -268,6 +268,10 @@ class Tracer:
                 owners.append((param_name, param))
             elif grad is not None and grad._base is tensor:
                 viewed.append((param, grad))
+        for reader in self.grad_readers.values():  # (a .grad read as a view of this tensor: `p.grad = q[:3]`)
+            grad = reader._grad
+            if grad is not None and grad._base is tensor and all(reader is not p for p, _ in viewed):
+                viewed.append((reader, grad))
         owner = owners[0][0] if len(owners) == 1 and not viewed and not reached else None
         name = f"{owner}.grad" if owner is not None else self.naming.name(tensor)
         while name in self.graph.params:
@@ -621,8 +625,10 @@ class Tracer:
                                  [t for i, t in enumerate(outputs) if i not in stale]) if self.wrote else None,
                              "ran_backward": self.ran_backward}
         fresh_grads = self.output_facts["fresh_grads"] = set()
-        grads_are_inputs = self.output_facts["grads_are_inputs"] = []
+        grads_are_views = self.output_facts["grads_are_views"] = []
         self.output_facts["grads_apart"], shared = grads_apart(watched, self.grads_of)
+        if not self.output_facts["grads_apart"]:  # (bound_grads.py then holds each to the tensor it was)
+            self.output_facts["grads_held"] = {name: weakref.ref(t) for _, name, t in watched if name in self.grads_of}
         for kind, target, tensor in watched:
             placeholder = self.known.get(id(tensor))
             token = tensor._node
@@ -631,8 +637,10 @@ class Tracer:
             grad = tensor.grad  # set by a backward() inside the traced code
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 node = self.graph.node(grad._node[1])
-                if node.op == "input" and id(tensor) in self.grads_written:  # (`w.grad = x`: x itself each call)
-                    grads_are_inputs.append((kind, target, node.attrs["index"]))
+                # (`w.grad = x` or a view of x, for an argument, param or closed-over x: that memory each call)
+                view = self._output_views([grad], watched).get(0) if id(tensor) in self.grads_written else None
+                if view is not None:
+                    grads_are_views.append((kind, target, view))
                 elif node.op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
                     if self._made_grad(grad) or id(grad) in self.grads_assigned \

@@ -153,3 +153,81 @@ def test_grad_sharing_memory_outside_base(how):
         return seen
     eager, compiled, _ = _both(scenario)
     _assert_same(eager, compiled)
+
+
+# PRE-EXISTING (fixed at the session's end). As above with p.grad = q[:3], a view of the closed-over q,
+# for the first calls, then a fresh tensor: the compiled calls go on doubling q[:3] and leave the
+# new p.grad alone. Eager/PyTorch at call 3: q = [16,16,16,2,2,2], p.grad = [6,6,6]; compiled
+# q = [32,32,32,2,2,2], p.grad = [3,3,3].
+def test_grad_that_was_a_view_of_a_closed_over_tensor_when_traced():
+    def scenario(wrap):
+        p = ember.ones(3, requires_grad=True)
+        q = ember.full((6,), 2.0)
+
+        def f():
+            p.grad.mul_(2)
+            return q + 0
+
+        run = wrap(f)
+        seen = []
+        for i in range(6):
+            p.grad = q[:3] if i < 3 else ember.full((3,), float(i))
+            r = run()
+            seen.append([_np(r), _np(q), _np(p.grad)])
+        return seen
+    eager, compiled, _ = _both(scenario)
+    _assert_same(eager, compiled)
+
+
+# PRE-EXISTING (fixed at the session's end). DDP-like: the step sets `p.grad = flat[:3]` (or
+# `p.grad = flat`) from its argument. Eagerly (and in PyTorch) p.grad IS that memory: a write
+# through p.grad shows in flat. Compiled p.grad is a copy: after `p.grad.add_(10)`, eager flat
+# = [12, 12, 12, 2] at call 2, compiled [2, 2, 2, 2]; `p.grad._base is flat` False.
+@pytest.mark.parametrize("whole", [False, True])
+def test_grad_set_to_an_argument_or_a_view_of_it(whole):
+    def scenario(wrap):
+        p = ember.ones(3, requires_grad=True)
+
+        def f(flat):
+            p.grad = flat.view(3) if whole else flat[:3]
+            return p * 1
+
+        run = wrap(f)
+        seen = []
+        for i in range(5):
+            flat = ember.full((3 if whole else 4,), float(i))
+            run(flat)
+            p.grad.add_(10)
+            seen.append([_np(flat), _np(p.grad)])
+        return seen
+    eager, compiled, _ = _both(scenario)
+    _assert_same(eager, compiled)
+
+
+# NEW, minor (at 0d1d96a: right, traced every call). `p.grad = p.grad.detach()` before a compiled
+# opt.step(): eagerly (and in PyTorch) p.grad is a new tensor object each call (sharing memory
+# with the old one); compiled calls leave the old object: `m.weight.grad is g0` True instead of
+# False from call 3 on. Values agree.
+def test_grad_detach_rebinds_a_new_tensor():
+    def scenario(wrap):
+        ember.manual_seed(0)
+        m = nn.Linear(3, 2)
+        opt = ember.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        x = ember.randn(4, 3)
+
+        def f():
+            for p in m.parameters():
+                p.grad = p.grad.detach()
+            opt.step()
+
+        run = wrap(f)
+        seen = []
+        for i in range(7):
+            opt.zero_grad()
+            (m(x) ** 2).sum().backward()
+            g0 = m.weight.grad
+            run()
+            seen.append([_np(m.weight), m.weight.grad is g0])
+        return seen
+    eager, compiled, _ = _both(scenario)
+    _assert_same(eager, compiled)
