@@ -10,6 +10,7 @@ one tensor agree on its name and two tensors never share one in a tree of segmen
 import weakref
 
 from .tensor import Tensor
+from .views import memory_owner
 
 
 class ExternalNumbers:
@@ -204,8 +205,6 @@ def grads_apart(watched, grads_of):
     bound_grads.py checks each call against that; the roots of the memory that two or more
     distinct `.grad`s of watched tensors share: a `.grad` the trace assigned there is no fresh
     tensor; one tensor that is the .grad of two is, one for both: compiled_results.write_back)."""
-    from .views import memory_owner
-
     def root(t):  # (as the tracer sees sharing: memory shared otherwise, by `q.data = p.grad`, is
         return t if t._base is None else t._base  # not apart for bound_grads, whose calls trace again)
     by_path = [id(root(t)) for _, name, t in watched if name in grads_of]

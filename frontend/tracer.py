@@ -76,6 +76,7 @@ class Tracer:
         self.saw_with_grad = {}  # id -> tensor: the code read its .grad, the one of the start (read_grad)
         self.grads_written = {}  # id -> a tensor whose .grad the trace set (wrote_grad)
         self.grad_readers = {}  # id(.grad) -> the tensor it was read from (read_grad): see _external
+        self.grad_view_readers = {}  # id(base) -> the tensors whose .grad, a view of it, was read
         self.grads_assigned = set()  # ids of the tensors this trace made and set as a .grad (wrote_grad)
         self.eager_reason = None  # why the compiled program could not reproduce this call, if so
 
@@ -268,7 +269,7 @@ class Tracer:
                 owners.append((param_name, param))
             elif grad is not None and grad._base is tensor:
                 viewed.append((param, grad))
-        for reader in self.grad_readers.values():  # (a .grad read as a view of this tensor: `p.grad = q[:3]`)
+        for reader in self.grad_view_readers.get(id(tensor), ()):  # (a .grad read, a view of this: q[:3])
             grad = reader._grad
             if grad is not None and grad._base is tensor and all(reader is not p for p, _ in viewed):
                 viewed.append((reader, grad))
@@ -299,6 +300,8 @@ class Tracer:
         key = id(tensor)
         if grad is not None:
             self.grad_readers.setdefault(id(grad), tensor)
+            if grad._base is not None:
+                self.grad_view_readers.setdefault(id(grad._base), []).append(tensor)
         if key in self.grads_written or self.made_here(tensor):
             return
         if grad is None:
@@ -535,7 +538,7 @@ class Tracer:
         self.live = {}
         self.placeholder_tensors = {}
         self.known = {}
-        self.grads_written, self.grad_readers = {}, {}
+        self.grads_written, self.grad_readers, self.grad_view_readers = {}, {}, {}
         self.saw_without_grad, self.saw_with_grad = {}, {}
         self.externals = [(name, None) for name, _ in self.externals]
 

@@ -21,30 +21,38 @@ _IS_OURS = {}  # code object -> is it ember's (or frozen) code: asked for every 
 _BASENAMES = {}  # file name -> its base name
 
 
-def user_location():
-    """`file.py:line` of the first stack frame outside ember: the model line an op came from."""
-    frame, ours = sys._getframe(2), _IS_OURS
+def _first_user_frame(frame):
+    """`frame` or the first frame below it on the stack that is not ember's, or None."""
+    ours = _IS_OURS
     while frame is not None:
         code = frame.f_code
         mine = ours.get(code)
         if mine is None:
             mine = ours[code] = code.co_filename.startswith(_PACKAGE_DIRS + ("<frozen",))
         if not mine:
-            filename = code.co_filename
-            base = _BASENAMES.get(filename)
-            if base is None:
-                base = _BASENAMES[filename] = os.path.basename(filename)
-            return f"{base}:{frame.f_lineno}"
+            return frame
         frame = frame.f_back
-    return ""
+    return None
+
+
+def _location(frame):
+    filename = frame.f_code.co_filename
+    base = _BASENAMES.get(filename)
+    if base is None:
+        base = _BASENAMES[filename] = os.path.basename(filename)
+    return f"{base}:{frame.f_lineno}"
+
+
+def user_location():
+    """`file.py:line` of the first stack frame outside ember: the model line an op came from."""
+    frame = _first_user_frame(sys._getframe(2))
+    return "" if frame is None else _location(frame)
 
 
 def user_frame():
-    """The first stack frame outside ember: where the user's code turned a tensor into Python."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS + ("<frozen",)):
-        frame = frame.f_back
+    """(`file.py:line`, the line's text) of the first stack frame outside ember: where the user's
+    code turned a tensor into Python."""
+    frame = _first_user_frame(sys._getframe(2))
     if frame is None:
         return "", ""
-    filename, line = frame.f_code.co_filename, frame.f_lineno
-    return f"{os.path.basename(filename)}:{line}", linecache.getline(filename, line).strip()
+    return _location(frame), linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
