@@ -20,6 +20,7 @@ from .runtime_scalars import ScalarInput
 from .tensor import Tensor
 from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owner, replay, scatter_into_base
 from .external_names import ExternalNaming, grads_apart, module_state  # noqa: F401 (module_state: jit's)
+from .trace_values import TraceValues
 from .user_code import user_frame, user_location
 from .result_histories import (creation_of, entry_history, freed_histories, stale_histories, views_of_outputs,
                                with_history)
@@ -53,10 +54,10 @@ class Tracer:
         self.rng_inputs = []  # seed inputs of random draws
         self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (frontend/watched_sizes.py)
         self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
-        self.values = {}  # node id -> the eager value seen while tracing (gives gradient nodes values)
+        self.values = TraceValues(self.graph)  # the eager values seen while tracing, by node
+        self.scalar_constants = {}  # (dtype, bytes) of a 0-d constant -> (its first tensor, its node)
         self.placeholder_tensors = {}  # placeholder node id -> its tensor
         self.entry_histories = {}  # placeholder node id -> (grad_fn, output_nr) of its tensor when registered
-        self.values_over = {}  # id(memory owner) -> nodes whose value in `values` lies in that memory
         self.placeholders_under = {}  # id(root tensor) -> inputs and params that are it or views of it
         self.deriving = False  # re-deriving views after a write (not new computation)
         # Nodes through which the graph's autodiff would reach a param or input that requires
@@ -100,7 +101,7 @@ class Tracer:
         if tensor.requires_grad:
             self.differentiable.add(node)
         self.keep.append(tensor)
-        self._remember_value(node, tensor._data)
+        self.values.remember(node, tensor._data)
         self.placeholder_tensors[node] = tensor
         history = entry_history(tensor)
         if history is not None:
@@ -108,11 +109,6 @@ class Tracer:
         root = tensor._base if tensor._base is not None else tensor
         self.placeholders_under.setdefault(id(root), []).append(tensor)
         tensor._node = (self, node)
-
-    def _remember_value(self, node, array):
-        self.values[node] = array
-        if isinstance(array, np.ndarray):
-            self.values_over.setdefault(id(memory_owner(array)), []).append(node)
 
     def node_of(self, tensor):
         token = tensor._node
@@ -160,11 +156,7 @@ class Tracer:
     def before_write(self, tensor):
         """An in-place op is about to overwrite `tensor`'s memory: the eager values recorded
         over that memory are copied first, so they keep the values their nodes stand for."""
-        nodes = self.values_over.pop(id(memory_owner(tensor._data)), ())
-        for node in nodes:
-            value = self.values.get(node)
-            if isinstance(value, np.ndarray):
-                self.values[node] = value.copy()
+        self.values.before_write(tensor._data)
 
     def record_write(self, tensor, new_value, recorded_history):
         """`tensor` was written in place with `new_value`: its root gets a functional update
@@ -190,7 +182,7 @@ class Tracer:
         node = self.node_of(new_root)
         if not recorded_history and root.requires_grad:
             node = self.graph.add_node("overwrite", [old, node], root.shape, root.dtype, {}, "overwrite")
-            self._remember_value(node, root._data)
+            self.values.remember(node, root._data)
             if old in self.differentiable:
                 self.differentiable.add(node)
         self.rebind(root, node)
@@ -228,7 +220,7 @@ class Tracer:
                 self.differentiable.add(node)
         else:
             node = self.graph.add_node("stop_gradient", [new], value.shape, value.dtype, {}, "data")
-        self._remember_value(node, value._data)
+        self.values.remember(node, value._data)
         self.rebind(tensor, node)
 
     def _cut_if_eager_cuts(self, tensor, node):
@@ -247,7 +239,7 @@ class Tracer:
             spec = self.graph.spec(node)
             stopped = self.stopped[node] = self.graph.add_node("stop_gradient", [node], spec.shape, spec.dtype,
                                                                 {}, "stop_gradient")
-            self._remember_value(stopped, self.values.get(node))
+            self.values.same_as(stopped, node)
         return stopped
 
     def _external(self, tensor):
@@ -352,6 +344,12 @@ class Tracer:
 
     def _constant(self, tensor):
         data = tensor._data
+        if data.ndim == 0 and type(data) is np.ndarray:  # (one node per scalar: an optimizer's betas, per param)
+            key = (data.dtype.str, data.tobytes())
+            known = self.scalar_constants.get(key)
+            if known is not None:
+                tensor._node = (self, known[1])
+                return known[1]
         value = data.reshape(()).item() if data.size == 1 else np.array(data, copy=True)
         if data.size > 1 and _uniform(data):  # one fill (an optimizer's zero state): one number
             value = data.reshape(-1)[0].item()
@@ -359,8 +357,10 @@ class Tracer:
                                    {"value": value, "shape": tuple(data.shape), "dtype": data.dtype.name},
                                    name="const")
         tensor._node = (self, node)
-        self._remember_value(node, data)
-        self.live[node] = weakref.ref(tensor)
+        self.values.remember(node, data)
+        self.live[node] = weakref.ref(tensor)  # (a scalar's first tensor stays alive: scalar_constants)
+        if data.ndim == 0 and type(data) is np.ndarray:
+            self.scalar_constants[key] = (tensor, node)
         return node
 
     # ------------------------------------------------------------------ recording
@@ -385,7 +385,7 @@ class Tracer:
         if prim.vjp is not None and any(i in differentiable for i in inputs):
             differentiable.add(node)  # (connected in the graph: a grad-mode use of it may need a cut)
         result._node = (self, node)
-        self._remember_value(node, result._data)
+        self.values.remember(node, result._data, weak=not prim.effects)
         if result.grad_fn is not None:
             result.grad_fn.out_token = result._node  # VJPs that read the output refer to this node
             self.autograd_nodes.append(weakref.ref(result.grad_fn))
@@ -432,9 +432,7 @@ class Tracer:
             from .dispatch import ModifiedTensorError
             raise ModifiedTensorError(error)
         from ember.passes.autodiff import gradients
-        from ember.ops import PRIMITIVES
         from .autograd import check_hook_result, final_callbacks, run_backward
-        from .device_ops import evaluate
         for t in tensors:
             if not t.requires_grad:
                 raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
@@ -446,15 +444,12 @@ class Tracer:
         leaves = {node: t for node, t in self.placeholder_tensors.items()
                   if t.requires_grad and (node in self.entry_histories or t.grad_fn is None)}
         grads = gradients(self.graph, outputs, list(leaves), seeds=seeds)
-        for node in self.graph.nodes():  # evaluate the gradient nodes just added
-            if node.id not in self.values:
-                out = evaluate(PRIMITIVES[node.op], [self.values[i] for i in node.inputs], node.attrs, device)
-                self._remember_value(node.id, out)
+        held = self.values.evaluate_new_nodes(set(grads.values()), device)  # (the gradients, until wrapped)
         pairs = []  # (placeholder, its gradient)
         starts = []  # where eager autograd goes on from each: the history it had when the call began
         for leaf_node, grad_node in grads.items():
             if grad_node is not None:
-                g = Tensor._wrap(self.values[grad_node])
+                g = Tensor._wrap(held[grad_node] if grad_node in held else self.values.value(grad_node, device))
                 self.rebind(g, grad_node)  # (live: a later segment of the trace may read it)
                 pairs.append((leaves[leaf_node], g))
                 history = self.entry_histories.get(leaf_node)
@@ -531,8 +526,8 @@ class Tracer:
         """Drop what only tracing needed (eager values, kept tensors). Tensors touched while
         tracing keep a token naming this tracer; this keeps that from holding every
         intermediate array of the trace alive."""
-        self.values = {}
-        self.values_over = {}
+        self.values = TraceValues(self.graph)
+        self.scalar_constants = {}
         self.placeholders_under = {}
         self.keep = []
         self.live = {}
