@@ -22,6 +22,7 @@ prints kernel times after every call), 3 prints each pass's stage and the loop k
 import contextlib
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,6 +94,7 @@ class Driver:
         self.cache = compile_cache.CompileCache(cache_dir)
         self.debug = config.DEBUG if debug is None else debug
         self.stats = CompileStats()
+        self._traced_keys = {}  # id(graph) -> (weakref to it, its traced key): see _traced_key
 
     def compile(self, graph):
         with paused_gc(), _deep_recursion():  # (ember/paused_gc.py: collections took a fifth of a big cold compile)
@@ -128,11 +130,11 @@ class Driver:
             payload, kind = artifact.payload, artifact.kind
             self.cache.store(key, payload, description, kind)
             self.stats.llvm_compiles += 1
-            if traced_key is not None:  # (the next process finds it from the traced graph, passes skipped)
-                self.cache.store(traced_key, b"", {"program": key, "kind": kind}, "alias")
         else:
             description, payload = entry.description, entry.payload
             self.stats.cache_hits += 1
+        if traced_key is not None:  # (the next process finds it from the traced graph, passes skipped)
+            self.cache.store(traced_key, b"", {"program": key, "kind": kind}, "alias")
 
         def lower_again():
             return lowered if lowered is not None else lower(planned, target)
@@ -163,12 +165,32 @@ class Driver:
 
     def _traced_key(self, graph):
         """The cache key of a traced graph (before the passes), or None where the passes must
-        run anyway: a dynamic program (its memory plan is placed per call), dumps or EMBER_DEBUG=3."""
+        run anyway: a dynamic program (its memory plan is placed per call), dumps or EMBER_DEBUG=3.
+        Kept per graph object: ember.compile asks `confirmed_before` and then compiles the same graph."""
         if graph.symbols is not None or config.DUMP_DIR or self.debug >= 3:
             return None
+        known = self._traced_keys.get(id(graph))
+        if known is not None and known[0]() is graph:
+            return known[1]
         import ember
-        return compile_cache.cache_key("traced", graph.to_json(), self.target.key(), ember.__version__,
-                                       compile_cache.code_generator_sources(), compile_cache.graph_rewriter_sources())
+        key = compile_cache.cache_key("traced", graph.to_json(), self.target.key(), ember.__version__,
+                                      compile_cache.code_generator_sources(), compile_cache.graph_rewriter_sources())
+        forget = self._traced_keys.pop
+        self._traced_keys[id(graph)] = (weakref.ref(graph, lambda _, number=id(graph): forget(number, None)), key)
+        return key
+
+    def confirmed_before(self, graph):
+        """Did ember.compile confirm this very traced graph before, in this process or an
+        earlier one (`mark_confirmed`)? A trace that updates state compiles only once the next
+        call's trace repeats it (frontend/jit.py); the disk cache remembers that it did."""
+        key = self._traced_key(with_symbol_table(graph))
+        return key is not None and os.path.exists(self.cache.path(key, "confirmed"))
+
+    def mark_confirmed(self, graph):
+        """Record in the disk cache that two calls traced `graph` alike (see `confirmed_before`)."""
+        key = self._traced_key(with_symbol_table(graph))
+        if key is not None and not os.path.exists(self.cache.path(key, "confirmed")):
+            self.cache.store(key, b"", {"graph": graph.name}, "confirmed")
 
     def _load_traced(self, traced_key, graph, timer):
         """The runner of a program compiled before from this very traced graph, without running

@@ -483,18 +483,21 @@ class CompiledFunction(DynamicCalls):
         written.update(target for kind, target, _ in output_facts["grads_are_views"] if kind == "param")
         # a new trace that mutates state is confirmed by the next call's trace before any call
         # runs it: it compiles then, so a trace the next call does not repeat (an optimizer
-        # creating its state on the first step) costs no compile
+        # creating its state on the first step) costs no compile; at once where an earlier process
+        # confirmed this very graph (the disk cache says: a warm process traces a step once)
         deferred = parent is None and bool(graph.mutations)
         for sub, guard in pieces[start:]:
             segment = Segment(sub, guard, None)
             segment.device = self._trace_device
-            if not deferred:
-                self._compile_segment(segment)
             last = guard is None  # the last segment writes the mutations back
             segment.externals = {n: r for n, r in externals.items() if n in sub.params or (last and n in written)}
             if built:
                 built[-1].children[built[-1].guard.expected] = segment
             built.append(segment)
+        if deferred and all(self._backends.confirmed_before(s) for s in built):
+            deferred = False
+        for segment in built if not deferred else ():
+            self._compile_segment(segment)
         built[-1].result = template_of(result)
         built[-1].result_nodes = list(graph.outputs)
         vars(built[-1]).update(output_facts)  # output_views, outputs_without_grad, backward_error, ...
@@ -508,7 +511,7 @@ class CompiledFunction(DynamicCalls):
             if signature not in self._cache:
                 self._signatures.append(signature)
             self._cache[signature] = tree
-            tree.unconfirmed = bool(graph.mutations)
+            tree.unconfirmed = deferred
             # (only when no result has history left for another backward: eagerly, the rest fail it)
             tree.trains_itself = output_facts["ran_backward"] and any(
                 m.kind == "param" and m.target in trainable for m in graph.mutations) and not output_facts["live_histories"]
@@ -545,6 +548,7 @@ class CompiledFunction(DynamicCalls):
         for segment in walk_segments(tree.root):
             if segment.runner is None:
                 self._compile_segment(segment)
+            self._backends.mark_confirmed(segment)
 
     def _python_state_changed_by_call(self, signature, args, kwargs):
         """What Python state the traced call changed among the values its signature guards

@@ -55,6 +55,17 @@ class TraceBackends:
             if op not in report.host_only_ops:
                 report.host_only_ops.append(op)
 
+    def confirmed_before(self, segment):
+        """Did two calls trace `segment`'s graph alike before, here or in an earlier process (a
+        backend with a disk cache remembers: compiler/driver.py `confirmed_before`)?"""
+        check = getattr(self.for_device(segment.device), "confirmed_before", None)
+        return check is not None and check(segment.graph)
+
+    def mark_confirmed(self, segment):
+        mark = getattr(self.for_device(segment.device), "mark_confirmed", None)
+        if mark is not None:
+            mark(segment.graph)
+
 
 class ReportingBackend:
     """A backend whose runners the compile report lists, and which, for a trace on a GPU, makes

@@ -24,3 +24,13 @@ def _strict_and_seeded():
     STATE.strict = previous
     ember.backends.cudnn.allow_tf32 = False
     ember.backends.cuda.matmul.allow_tf32 = False
+
+
+@pytest.fixture
+def fresh_compile_cache(tmp_path, monkeypatch):
+    """A compile cache of this test alone: a test of when a training step first runs compiled
+    (the second trace confirms the first) must not find a confirmation an earlier test left in
+    the session's cache (compiler/driver.py `confirmed_before`)."""
+    from ember import config
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -97,7 +97,7 @@ def _check_same_as_eager(make_optimizer, **options):
     return report
 
 
-def test_a_step_creating_optimizer_state_traces_once_and_compiles_at_the_second_call():
+def test_a_step_creating_optimizer_state_traces_once_and_compiles_at_the_second_call(fresh_compile_cache):
     # the first step's AdamW state is made outside the traced program (as Dynamo runs PyTorch's
     # _init_group), so call 1's trace is already the steady program: call 2 confirms it and
     # compiles, calls 3-6 run it
@@ -124,7 +124,7 @@ class _TorchStyleAdam(ember.optim.Optimizer):
                     p.add_(state["m"], alpha=-group["lr"])
 
 
-def test_state_made_inside_a_traced_step_is_confirmed_before_it_compiles():
+def test_state_made_inside_a_traced_step_is_confirmed_before_it_compiles(fresh_compile_cache):
     # a step that makes its state in the program: call 2's trace differs (it reads that state),
     # call 3 confirms call 2's; compiling call 1's would remake zero state on every call
     report = _check_same_as_eager(_TorchStyleAdam)

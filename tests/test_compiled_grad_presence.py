@@ -232,7 +232,7 @@ def test_a_grad_read_only_for_its_presence_holds_the_program_to_it():
 
 
 @pytest.mark.parametrize("where", ["optimizer", "module"])
-def test_zero_grad_to_none_inside_a_step_holds_in_either_state(where):
+def test_zero_grad_to_none_inside_a_step_holds_in_either_state(where, fresh_compile_cache):
     # zero_grad(set_to_none=True) leaves every .grad None whether it had one or not: the step's
     # program need not hold on either, so calls that alternate (gradients dropped outside, now and
     # then) run compiled after the first two, and equal eager mode
