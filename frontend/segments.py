@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from ember.ir import Graph
+from ember.ir import PLACEHOLDERS, Graph
 from ember.ir.symbols import evaluate
 from .dispatch import eager_bind
 from .tensor import Tensor
@@ -214,8 +214,9 @@ def split_trace(tracer, graph):
 def _subgraph(graph, lo, hi, wanted, name):
     """Nodes with ids in [lo, hi) as a graph; values from elsewhere become its inputs."""
     sub = Graph(name)
-    body = [n for n in graph.nodes() if lo <= n.id < hi and not n.is_placeholder]
-    inside = {n.id for n in body}
+    fields = graph.node_data()
+    body = [i for i in graph.node_order() if lo <= i < hi and fields[i]["op"] not in PLACEHOLDERS]
+    inside = set(body)
 
     def bring(node_id):
         if node_id in sub:
@@ -229,12 +230,12 @@ def _subgraph(graph, lo, hi, wanted, name):
         else:
             sub.add_input(node.shape, node.dtype, node.name, node_id=node_id, carried=True)
 
-    for node in body:
-        for i in node.inputs:
+    for node_id in body:
+        data = fields[node_id]
+        for i in data["inputs"]:
             if i not in inside:
                 bring(i)
-        sub.add_node(node.op, node.inputs, node.shape, node.dtype, node.attrs, node.name, node_id=node.id,
-                     source=node.source)
+        sub.copy_node(node_id, data)
     for n in wanted:
         if n not in inside and graph.node(n).op == "param":
             bring(n)  # a guard on, or a return of, a param no op here reads

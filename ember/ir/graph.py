@@ -135,6 +135,11 @@ class Graph:
         self._insert(node_id, data)
         return node_id
 
+    def copy_node(self, node_id, data):
+        """Add a node of another graph under its id, from its fields (`node_data()[node_id]`)."""
+        self._insert(self._new_id(node_id), dict(data, attrs=dict(data["attrs"])))
+        return node_id
+
     def _insert(self, node_id, data):
         """Record a new node and its operand edges as MultiDiGraph.add_node and add_edge would (an
         edge per operand, keyed by its position; one key dict shared by both directions): a
@@ -214,12 +219,14 @@ class Graph:
         """Every node in a valid execution order: ids ascending (topological for traced graphs;
         passes that insert nodes keep it by construction, verified by `verify`), else the
         topological order that takes the smallest ready id first (fusion's recomputed clones)."""
+        return [self.node(i) for i in self.node_order()]
+
+    def node_order(self):
+        """The ids of `nodes()`, in its order."""
         if self._ids_are_topological():
-            order = sorted(self._node)
-        else:  # (a pass added a node that earlier ids read): the topological order closest to ids
-            import networkx
-            order = networkx.lexicographical_topological_sort(self.nx)
-        return [self.node(i) for i in order]
+            return sorted(self._node)
+        import networkx  # (a pass added a node that earlier ids read): the topological order closest to ids
+        return list(networkx.lexicographical_topological_sort(self.nx))
 
     def _ids_are_topological(self):
         return all(src < dst for dst, sources in self._pred.items() for src in sources)

@@ -12,6 +12,11 @@ FORMAT_VERSION = 1
 
 
 def encode_value(value):
+    kind = type(value)
+    if kind is int or kind is str or kind is bool or value is None:  # (most attributes: fast path)
+        return value
+    if kind is tuple and all(type(v) is int for v in value):
+        return {"tuple": list(value)}
     if isinstance(value, SymDim):
         return {"size": render(value)}
     if isinstance(value, (bool, np.bool_)):
@@ -80,13 +85,17 @@ def _hashable(value):
 
 def graph_to_json(graph, indent=None):
     nodes = []
-    for node in graph.nodes():
-        nodes.append({"id": node.id, "op": node.op, "inputs": list(node.inputs),
-                      "shape": [encode_value(d) for d in node.shape],
-                      "dtype": node.dtype, "attrs": {k: encode_value(v) for k, v in node.attrs.items()},
-                      "name": node.name})
-        if node.source:
-            nodes[-1]["source"] = node.source
+    fields = graph.node_data()
+    for node_id in graph.node_order():
+        node = fields[node_id]
+        shape = node["shape"]
+        encoded = {"id": node_id, "op": node["op"], "inputs": node["inputs"],  # (tuples: JSON arrays, as lists)
+                   "shape": shape if all(type(d) is int for d in shape) else [encode_value(d) for d in shape],
+                   "dtype": node["dtype"], "attrs": {k: encode_value(v) for k, v in node["attrs"].items()},
+                   "name": node["name"]}
+        if node.get("source"):
+            encoded["source"] = node["source"]
+        nodes.append(encoded)
     doc = {
         "format": "ember-ir", "version": FORMAT_VERSION, "name": graph.name, "next_id": graph._next_id,
         "inputs": list(graph.inputs), "params": [[k, v] for k, v in graph.params.items()],
