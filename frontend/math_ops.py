@@ -50,6 +50,14 @@ def constant(value, dtype):
         return Tensor._wrap(np.asarray(value, dtype=np.int64).astype(dtype.np))
 
 
+def operand(value, dtype):
+    """`constant(value, dtype)` for one op's operand alone (`x * 0.5`): it never reaches the
+    caller, so a trace may give every equal one one node (Tracer._constant)."""
+    wrapped = constant(value, dtype)
+    wrapped._operand = type(value) is not ScalarInput
+    return wrapped
+
+
 def _operand_dtypes(operands):
     dimensioned, zero_dim, scalars = [], [], []
     for x in operands:
@@ -62,8 +70,9 @@ def _operand_dtypes(operands):
     return dimensioned, zero_dim, scalars
 
 
-def promote_operands(operands, at_least=None):
-    """Cast tensors and wrap scalars to one dtype: PyTorch's result type (or at_least's category)."""
+def promote_operands(operands, at_least=None, wrap=None):
+    """Cast tensors and wrap scalars to one dtype: PyTorch's result type (or at_least's category).
+    `wrap=operand` where the caller only binds them into one op."""
     result = dtypes.result_type(*_operand_dtypes(operands))
     if at_least is not None and result.category < at_least.category:
         result = at_least
@@ -72,7 +81,7 @@ def promote_operands(operands, at_least=None):
         if isinstance(x, Tensor):
             out.append(x if x._data.dtype == result.np else cast_operand(x, result))
         else:
-            out.append(constant(x, result))
+            out.append((wrap or constant)(x, result))
     return out
 
 
@@ -110,9 +119,9 @@ def binary(name, a, b):
             if dtype == b._data.dtype and (dtype is not _BOOL or name not in _LOGICAL_FOR_BOOL):
                 return P[name].bind(a, b)
         elif tb in _PYTHON_NUMBER and a._data.dtype in _FLOAT_NP:  # x * 0.5: the number takes x's dtype
-            return P[name].bind(a, constant(b, a.dtype))
+            return P[name].bind(a, operand(b, a.dtype))
     elif tb is Tensor and ta in _PYTHON_NUMBER and b._data.dtype in _FLOAT_NP:
-        return P[name].bind(constant(a, b.dtype), b)
+        return P[name].bind(operand(a, b.dtype), b)
     a_in, b_in = a, b
     a, b = promote_operands((a, b))
     if a._data.dtype in dtypes.LOW_PRECISION_NP and name in _SCALAR_KEPT_IN_FLOAT32 \
@@ -158,9 +167,9 @@ def div(input, other, rounding_mode=None):
             out = P["replace_value"].bind(P["floor"].bind(div(input, other)), out)
         return out
     if type(input) is Tensor and type(other) in _PYTHON_NUMBER and input._data.dtype in _FLOAT_NP:
-        out = P["div"].bind(input, constant(other, input.dtype))  # (x / 2: the number takes x's dtype)
+        out = P["div"].bind(input, operand(other, input.dtype))  # (x / 2: the number takes x's dtype)
         return trunc(out) if rounding_mode == "trunc" else out
-    a, b = promote_operands((input, other), at_least=dtypes.defaults.floating)
+    a, b = promote_operands((input, other), at_least=dtypes.defaults.floating, wrap=operand)
     if a._data.dtype in dtypes.LOW_PRECISION_NP and (_wrapped_number(input, a._data.dtype)
                                                      or _wrapped_number(other, a._data.dtype)):
         out = _with_number_in_float32("div", input, other, a.dtype)
@@ -483,7 +492,7 @@ def where(condition, input=None, other=None):
     if not isinstance(condition, Tensor):
         condition = constant(bool(condition), dtypes.bool_)
     condition = to_dtype(condition, dtypes.bool_)
-    a, b = promote_operands((input, other))
+    a, b = promote_operands((input, other), wrap=operand)
     return P["where"].bind(condition, a, b)
 
 

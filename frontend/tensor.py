@@ -77,6 +77,7 @@ class Tensor:
     grad_fn = None
     _node = None  # the IR value while tracing
     _born = None  # the tracer that was recording when this tensor was made (a constant of that trace)
+    _operand = False  # a Python number wrapped for one op alone (math_ops.operand): never the caller's
     _hooks = None
     _post_accumulate_hooks = None
     _accumulator = None  # a leaf's AccumulateGrad node, made when first needed

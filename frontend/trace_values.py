@@ -40,6 +40,9 @@ class TraceValues:
         """`node` stands for the value `other` holds (a stop_gradient of it)."""
         value = self._values.get(other)
         if type(value) is _Weak:
+            if value() is None:  # (freed: computed again from `other` if needed)
+                self._values[node] = value
+                return
             value = value()
         if isinstance(value, np.ndarray):
             self._over.setdefault(id(memory_owner(value)), []).append(node)

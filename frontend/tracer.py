@@ -55,7 +55,7 @@ class Tracer:
         self.size_symbols = {}  # a trace making dims dynamic: size -> SymDim placeholder (frontend/watched_sizes.py)
         self.size_tests = []  # comparisons of those sizes the ranges did not decide: (op, size, other, line)
         self.values = TraceValues(self.graph)  # the eager values seen while tracing, by node
-        self.scalar_constants = {}  # (dtype, bytes) of a 0-d constant -> (its first tensor, its node)
+        self.scalar_constants = {}  # (dtype, bytes) of a number wrapped for an op -> (its first tensor, its node)
         self.placeholder_tensors = {}  # placeholder node id -> its tensor
         self.entry_histories = {}  # placeholder node id -> (grad_fn, output_nr) of its tensor when registered
         self.placeholders_under = {}  # id(root tensor) -> inputs and params that are it or views of it
@@ -344,7 +344,7 @@ class Tracer:
 
     def _constant(self, tensor):
         data = tensor._data
-        if data.ndim == 0 and type(data) is np.ndarray:  # (one node per scalar: an optimizer's betas, per param)
+        if tensor._operand and data.ndim == 0 and type(data) is np.ndarray:  # (x * 0.9: one node per number)
             key = (data.dtype.str, data.tobytes())
             known = self.scalar_constants.get(key)
             if known is not None:
@@ -359,7 +359,7 @@ class Tracer:
         tensor._node = (self, node)
         self.values.remember(node, data)
         self.live[node] = weakref.ref(tensor)  # (a scalar's first tensor stays alive: scalar_constants)
-        if data.ndim == 0 and type(data) is np.ndarray:
+        if tensor._operand and data.ndim == 0 and type(data) is np.ndarray:
             self.scalar_constants[key] = (tensor, node)
         return node
 

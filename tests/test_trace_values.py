@@ -84,3 +84,61 @@ def test_a_traced_training_step_frees_its_temporaries_and_matches_eager():
         np.testing.assert_allclose(compiled(x).item(), eager_step(x).item(), rtol=1e-5)
     for a, b in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_no_grad_view_of_a_value_freed_before_backward_reads_it_again():
+    # v is made under no_grad from a buffer later overwritten with a value that dies; the
+    # stop_gradient the backward reads stands for it (it was None: a crash at the first call)
+    w = ember.nn.Parameter(ember.tensor([1.0, 2.0, 3.0, 4.0]))
+
+    def step(x):
+        buf = ember.zeros(4)
+        with ember.no_grad():
+            v = buf[:2]
+            buf.copy_(w * x)
+        loss = (w[:2] * v).sum()
+        loss.backward()
+        g = w.grad
+        w.grad = None
+        return loss, g
+    x = ember.tensor([1.0, -1.0, 2.0, 0.5])
+    want = [t.detach().numpy() for t in step(x)]
+    compiled = ember.compile(step)
+    for _ in range(3):
+        for got, expected in zip(compiled(x), want):
+            np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-6)
+
+
+def test_soft_targets_adjusted_in_place_under_no_grad():
+    def make():
+        ember.manual_seed(0)
+        model = ember.nn.Linear(4, 3)
+        opt = ember.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(x):
+            with ember.no_grad():
+                target = model(x).softmax(-1)
+                target.clamp_(min=0.2)
+            loss = -(target * model(x).log_softmax(-1)).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+    x = ember.randn(2, 4)
+    eager, compiled = make(), ember.compile(make())
+    for _ in range(4):
+        np.testing.assert_allclose(compiled(x).item(), eager(x).item(), rtol=1e-6)
+
+
+def test_equal_numbers_made_as_tensors_stay_apart():
+    # only the numbers wrapped for an op share a node; tensors the function makes and returns
+    # are their own memory on every call
+    def f(x):
+        return x * 0.5 + 0.5, ember.tensor(0.5), ember.tensor(0.5)
+    compiled = ember.compile(f)
+    for _ in range(3):
+        y, a, b = compiled(ember.ones(3))
+        a.add_(1)
+        assert b.item() == 0.5 and a.item() == 1.5
+        np.testing.assert_allclose(y.numpy(), 1.0)
