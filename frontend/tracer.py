@@ -633,6 +633,8 @@ class Tracer:
             if token is not None and token[0] is self and token[1] != placeholder:
                 self.graph.add_mutation(kind, target, token[1])
             grad = tensor.grad  # set by a backward() inside the traced code
+            if grad is not None and grad._node is None and grad._born is self:
+                self.node_of(grad)  # (`w.grad = torch.zeros(3)` that no op read: a constant, new each call)
             if grad is not None and grad._node is not None and grad._node[0] is self:
                 node = self.graph.node(grad._node[1])
                 # (`w.grad = x` or a view of x, for an argument, param or closed-over x: that memory each call)

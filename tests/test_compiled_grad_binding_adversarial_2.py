@@ -231,3 +231,22 @@ def test_grad_detach_rebinds_a_new_tensor():
         return seen
     eager, compiled, _ = _both(scenario)
     _assert_same(eager, compiled)
+
+
+@pytest.mark.parametrize("shape", [(), (3,)])
+def test_a_grad_set_to_a_new_tensor_no_op_reads_is_new_on_every_call(shape):
+    # `a.grad = zeros` inside the step, backward() outside adds into it: each compiled call
+    # must hand out fresh zeros, not the array the last backward added into
+    def run(compile_it):
+        a = nn.Parameter(ember.ones(shape))
+
+        def step(x):
+            a.grad = ember.zeros(shape)
+            return (x * a).sum()
+        f = ember.compile(step) if compile_it else step
+        seen = []
+        for _ in range(4):
+            f(ember.full(shape, 1.0)).backward()
+            seen.append(a.grad.sum().item())
+        return seen
+    assert run(True) == run(False) == [float(np.prod(shape))] * 4
