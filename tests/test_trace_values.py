@@ -142,3 +142,44 @@ def test_equal_numbers_made_as_tensors_stay_apart():
         a.add_(1)
         assert b.item() == 0.5 and a.item() == 1.5
         np.testing.assert_allclose(y.numpy(), 1.0)
+
+
+def _run_steps(make_step, calls=4):
+    eager, compiled = make_step(), ember.compile(make_step())
+    for _ in range(calls):
+        for got, want in zip(compiled(ember.tensor([0.0, 2.0, 3.0])), eager(ember.tensor([0.0, 2.0, 3.0]))):
+            np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-6)
+
+
+def test_a_gradient_that_is_the_seed_does_not_alias_an_equal_tensor_of_the_code():
+    # d loss / d bias is backward()'s seed 1.0 itself; a tensor(1.0) the code made must stay its own
+    def make_step():
+        bias = ember.nn.Parameter(ember.tensor(3.0))
+        opt = ember.optim.SGD([bias], lr=0.1)
+
+        def step(x):
+            one = ember.tensor(1.0)
+            loss = (x - one).relu().mean() + bias
+            opt.zero_grad()
+            loss.backward()
+            bias.grad.mul_(0.5)
+            opt.step()
+            return one * 10, loss
+        return step
+    _run_steps(make_step)
+
+
+def test_two_seeds_give_two_gradients():
+    def make_step():
+        a, b = ember.nn.Parameter(ember.tensor(1.0)), ember.nn.Parameter(ember.tensor(2.0))
+        opt = ember.optim.SGD([a, b], lr=1.0)
+
+        def step(x):
+            opt.zero_grad()
+            (a + x.sum()).backward()
+            (b + x.mean()).backward()
+            ember.nn.utils.clip_grad_norm_([a, b], 0.5)
+            opt.step()
+            return a.detach().clone(), b.detach().clone()
+        return step
+    _run_steps(make_step)
