@@ -226,20 +226,32 @@ def _constant_rewrite(array, shape, dtype):
 
 # ----------------------------------------------------------------------------- algebraic rules
 
+def _keeps_x(graph, node_id, subtracted):
+    """Is this constant a zero that x + 0 (x - 0 when `subtracted`) leaves equal to x? Any zero
+    for integers; for floats only -0.0 added or +0.0 subtracted (-0.0 + 0.0 is +0.0: x * 0 + 0
+    gives +0.0 where x < 0, and 1 / that is +inf, not -inf)."""
+    value = _constant_value(graph, node_id)
+    if value is None or not np.all(value == 0):
+        return False
+    return value.dtype.kind not in "fc" and value.dtype.name != "bfloat16" or bool(
+        np.all(np.signbit(value) != subtracted))
+
+
 def add_zero(graph, node):
-    """x + 0 and 0 + x -> x (broadcast to the result's shape when it is larger)."""
+    """x + (-0.0) and (-0.0) + x -> x, an integer x + 0 too (broadcast to the result's shape
+    when it is larger)."""
     a, b = node.inputs
-    if _is_constant_equal_to(graph, b, 0):
+    if _keeps_x(graph, b, False):
         return _same_or_broadcast(graph, node, a)
-    if _is_constant_equal_to(graph, a, 0):
+    if _keeps_x(graph, a, False):
         return _same_or_broadcast(graph, node, b)
     return None
 
 
 def sub_zero(graph, node):
-    """x - 0 -> x."""
+    """x - 0.0 -> x."""
     a, b = node.inputs
-    return _same_or_broadcast(graph, node, a) if _is_constant_equal_to(graph, b, 0) else None
+    return _same_or_broadcast(graph, node, a) if _keeps_x(graph, b, True) else None
 
 
 def mul_one(graph, node):

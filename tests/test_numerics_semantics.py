@@ -669,3 +669,15 @@ def test_a_zero_remainder_keeps_the_dividends_sign_eager_and_compiled():
         values = got.numpy()
         np.testing.assert_array_equal(values, expected[:values.size] if values.size > 1 else [0.0])
         assert np.array_equal(np.signbit(values), np.signbit(expected[:values.size] if values.size > 1 else [0.0]))
+
+
+def test_adding_a_float_zero_turns_minus_zero_into_plus_zero_compiled_too():
+    # x * 0 is -0.0 for x < 0; + 0.0 makes it +0.0, so 1 / that is +inf (the simplify pass
+    # dropped the + 0.0 once: -inf)
+    def f(x):
+        return 1 / (x * 0 + ember.tensor(0.0)), 1 / (x * 0 - ember.tensor(-0.0))
+    x = ember.tensor([1.0, -1.0])
+    compiled = ember.compile(f)
+    for _ in range(3):
+        for got, want in zip(compiled(x), f(x)):
+            assert got.tolist() == want.tolist() == [float("inf"), float("inf")]

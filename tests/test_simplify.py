@@ -65,14 +65,14 @@ def case(name):
 @case("add_zero/right")
 def _():
     g, (x,) = _graph((2, 3))
-    g.outputs = [_op(g, "exp", _op(g, "add", x, _const(g, 0.0)))]
+    g.outputs = [_op(g, "exp", _op(g, "add", x, _const(g, -0.0)))]
     return g, ["exp(%0)"], ["add("]
 
 
 @case("add_zero/left_broadcasts")
 def _():
     g, (x,) = _graph((3,))
-    g.outputs = [_op(g, "add", _const(g, np.zeros((2, 3), np.float32), (2, 3)), x)]
+    g.outputs = [_op(g, "add", _const(g, np.full((2, 3), -0.0, np.float32), (2, 3)), x)]
     return g, ["broadcast_to(%0, shape=(2, 3))"], ["add("]
 
 
@@ -108,8 +108,8 @@ def _():
 def _():
     g, (x,) = _graph((5000,))
     big = _const(g, np.arange(5000, dtype=np.float32), (5000,))  # too large to fold
-    g.outputs = [_op(g, "add", x, _op(g, "mul", big, _const(g, 0.0)))]
-    return g, ["return %0"], ["mul(", "add("]
+    g.outputs = [_op(g, "sub", x, _op(g, "mul", big, _const(g, 0.0)))]  # (x - 0.0 is x; x + 0.0 is not)
+    return g, ["return %0"], ["mul(", "sub("]
 
 
 @case("div_one")
@@ -304,6 +304,16 @@ def test_rule_fires_and_keeps_results(name):
 
 
 # ----------------------------------------------------------------------------- what must not change
+
+@pytest.mark.parametrize("op, zero", [("add", 0.0), ("sub", -0.0)])
+def test_a_float_zero_that_changes_the_sign_of_minus_zero_stays(op, zero):
+    # -0.0 + 0.0 and -0.0 - (-0.0) are +0.0: 1 / (x * 0 + 0) is +inf for x < 0, as eagerly
+    g, (x,) = _graph((4,))
+    g.outputs = [_op(g, "exp", _op(g, op, x, _const(g, zero)))]
+    assert f"{op}(" in str(simplify(g))
+    g, (x,) = _graph((4,), dtype="int32")  # (integers have one zero)
+    g.outputs = [_op(g, "neg", _op(g, op, x, _const(g, 0, dtype="int32")))]
+    assert f"{op}(" not in str(simplify(g))
 
 def test_float_x_times_zero_stays_because_inf_times_zero_is_nan():
     g, (x,) = _graph((3,))
