@@ -9,7 +9,7 @@ from ember.runtime.device_arrays import device_of
 from ember.runtime import device_arrays
 from .dynamic_shapes import NotDynamic, restrict_to_read_inputs, symbolize
 from .segments import same_structure
-from .tracer import _input_name
+from .signatures import input_name
 from .watched_sizes import PLAIN_USES, SizeInt
 
 DYNAMIC_BACKENDS = ("llvm", "interpret")  # the backends whose programs take sizes when they run
@@ -29,7 +29,7 @@ class DynamicCalls:
         base = self._cache.get(previous)
         if base is None or base.trace_graph is None or base.trace_graph.symbols is not None:
             return None
-        dims = self._dynamic.learn(previous, signature, dict(flat), lambda path: _input_name(self.fn, path))
+        dims = self._dynamic.learn(previous, signature, dict(flat), lambda path: input_name(self.fn, path))
         return (base, dims) if dims else None
 
     def _symbolize(self, graph, tracer, dynamic, signature, args, kwargs, result):
@@ -68,7 +68,7 @@ class DynamicCalls:
                 if config.DEBUG:
                     print(f"ember.compile({self.name}): not dynamic yet: {error}", file=sys.stderr)
             else:
-                self._dynamic.refuse(dims, str(error), lambda path: _input_name(self.fn, path))
+                self._dynamic.refuse(dims, str(error), lambda path: input_name(self.fn, path))
             self.report.dynamic_dims = self._dynamic.report_lines()
             return graph, self._signature_of(args, kwargs)
 
@@ -101,7 +101,7 @@ class DynamicCalls:
         except Exception as error:  # (NotDynamic, or a shape rule refusing the sizes)
             dims = tree.check_sizes[0]
             self._dynamic.refuse(dims, str(error) if isinstance(error, NotDynamic) else
-                                 f"{type(error).__name__}: {error}", lambda path: _input_name(self.fn, path))
+                                 f"{type(error).__name__}: {error}", lambda path: input_name(self.fn, path))
             self.report.dynamic_dims = self._dynamic.report_lines()
             self._cache.pop(signature, None)
             self._signatures = [s for s in self._signatures if s != signature]

@@ -17,7 +17,7 @@ import numpy as np
 from ember.passes.batch_axes import BatchDependence, batch_axes
 from .autograd import no_grad
 from .tensor import Tensor
-from .tracer import _input_name
+from .signatures import input_name
 from .trace_function import trace_with_values
 
 MIN_LARGEST_CHUNK = 8
@@ -55,7 +55,7 @@ def export_library(model_or_fn, example_inputs, path, *, dynamic_batch=False, ta
     else:
         graph, params = _trace(model_or_fn, inputs, label)
         programs = [(inputs[0].shape[0] if inputs[0].ndim else 1, graph)]
-    names = [_input_name(model_or_fn, f"args[0][{k}]") for k in range(len(inputs))]
+    names = [input_name(model_or_fn, f"args[0][{k}]") for k in range(len(inputs))]
     return build_library(label, programs, params, path, dynamic=dynamic_batch, weights=weights, cpu=cpu,
                          threads=threads, input_names=names)
 

@@ -22,7 +22,7 @@ from .python_guards import PythonState, explain_change
 from .runtime_scalars import RuntimeScalars, plain_numbers
 from .compile_report import CompileReport, TraceRecord
 from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _plain_settings,
-                         _positional_containers, _positional_paths)
+                         _positional_containers, _positional_paths, input_name)
 from .segments import Segment, same_program, split_trace, array_of, walk_segments
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
@@ -37,7 +37,7 @@ from .grad_state_trees import GradStateTrees, grad_state_holds
 from .bound_grads import param_sources
 from .external_names import ExternalNumbers, GradOf, cleared_grads, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
-from .tracer import Tracer, recording, module_state, observed_value, root_of, _input_name
+from .tracer import Tracer, recording, module_state, observed_value, root_of
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import grads_as_views, returned_view, returned_view_of_mutated, write_back
 from .result_histories import history_of
@@ -98,7 +98,7 @@ class CompiledFunction(DynamicCalls):
         self._eager_signatures = set()  # see _returned_view_of_mutated
         self._labelled_modules = {}  # module parts' label -> the module (see _module_parts)
         self._external_numbers = ExternalNumbers()  # unnamed closed-over tensors' numbers, for every trace
-        self._scalars = RuntimeScalars(lambda path: _input_name(fn, path), self._modules_labelled)
+        self._scalars = RuntimeScalars(lambda path: input_name(fn, path), self._modules_labelled)
         self.__wrapped__ = fn
 
     # ------------------------------------------------------------------ calling
@@ -322,7 +322,7 @@ class CompiledFunction(DynamicCalls):
         tracer.called_without_grad = not STATE.grad_enabled  # (see grad_mode._enabling_grad)
         tracer.name_externals_of(self.fn, self._external_numbers)
         arg_tensors = flatten_tensors((args, kwargs), "args")
-        input_nodes = [tracer.add_input(t, _input_name(self.fn, path)) for path, t in arg_tensors]
+        input_nodes = [tracer.add_input(t, input_name(self.fn, path)) for path, t in arg_tensors]
         state = module_state(self.module)
         for name, t in state:
             tracer.add_param(t, name)
@@ -432,7 +432,7 @@ class CompiledFunction(DynamicCalls):
                 self._cache.pop(signature, None)
                 self._signatures = [s for s in self._signatures if s != signature]
                 self._dynamic.refuse(dynamic[1], f"its dynamic program did not compile ({type(error).__name__}: "
-                                     f"{error})", lambda path: _input_name(self.fn, path))
+                                     f"{error})", lambda path: input_name(self.fn, path))
                 self.report.dynamic_dims = self._dynamic.report_lines()
                 signature = self._signature_of(args, kwargs)
                 graph, pieces = traced_graph, split_trace(tracer, traced_graph)
@@ -609,7 +609,7 @@ class CompiledFunction(DynamicCalls):
             refusals = []  # of object arguments
 
             def object_key(value, path):
-                key = self._reached.argument_key(value, _input_name(self.fn, path), argument_ids, parts)
+                key = self._reached.argument_key(value, input_name(self.fn, path), argument_ids, parts)
                 if key[0] == "refused":
                     refusals.append(key[1])
                 return key
@@ -642,10 +642,10 @@ class CompiledFunction(DynamicCalls):
         for part in signature:
             if part[0] == "tensor":
                 _, path, shape, dtype, grad = part
-                words.append(f"{_input_name(self.fn, path)}: {dtype}[{','.join(map(str, shape))}]"
+                words.append(f"{input_name(self.fn, path)}: {dtype}[{','.join(map(str, shape))}]"
                              + (" requires_grad" if grad else ""))
             elif part[0] == "value":
-                words.append(f"{_input_name(self.fn, part[1])}={part[3]!r}")
+                words.append(f"{input_name(self.fn, part[1])}={part[3]!r}")
             elif part[0] == "training" and part[1] == "self":
                 words.append(f"training={part[2][0] if part[2] else None}")
         return ", ".join(words) or "()"

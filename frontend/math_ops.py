@@ -123,7 +123,7 @@ def binary(name, a, b):
     elif tb is Tensor and ta in _PYTHON_NUMBER and b._data.dtype in _FLOAT_NP:
         return P[name].bind(operand(a, b.dtype), b)
     a_in, b_in = a, b
-    a, b = promote_operands((a, b))
+    a, b = promote_operands((a, b), wrap=operand)
     if a._data.dtype in dtypes.LOW_PRECISION_NP and name in _SCALAR_KEPT_IN_FLOAT32 \
             and (_wrapped_number(a_in, a._data.dtype) or _wrapped_number(b_in, a._data.dtype)):
         return _with_number_in_float32(name, a_in, b_in, a.dtype)

@@ -269,7 +269,7 @@ class RuntimeScalars:
     values (set by `rewrite` from the call's signature)."""
 
     def __init__(self, input_name, modules_of):
-        self.input_name = input_name  # signature path -> the argument's name (jit's _input_name)
+        self.input_name = input_name  # signature path -> the argument's name (signatures.input_name)
         self.modules_of = modules_of  # a module parts' label -> [(path, module)] of its tree
         self.dynamic = {}  # slot -> readable name, in the order they became dynamic
         self.tests = {}  # (expr, how, other) -> None, in the order first made

@@ -10,7 +10,6 @@ import numpy as np
 
 from .python_guards import PlainValue, explain_change, explain_settings_change, is_plain_value
 from .tensor import Tensor
-from .tracer import _input_name
 
 
 def explain_signature_change(fn, old, new):
@@ -29,11 +28,11 @@ def explain_signature_change(fn, old, new):
             elif part[0] == "refused":
                 changes.append(f"{part[1]} (not guarded: runs eagerly)")
             else:
-                changes.append(f"new argument {_input_name(fn, key[1])}" if part[0] in (
+                changes.append(f"new argument {input_name(fn, key[1])}" if part[0] in (
                     "tensor", "value", "object") else f"new {' '.join(map(str, key))}")
             continue
         kind = part[0]
-        name = _input_name(fn, part[1]) if kind in ("tensor", "value", "object") else kind
+        name = input_name(fn, part[1]) if kind in ("tensor", "value", "object") else kind
         if kind == "tensor":
             _, _, shape, dtype, grad = part
             _, _, old_shape, old_dtype, old_grad = before
@@ -224,3 +223,22 @@ def _hyperparameter_changes(before, after):
         changes += [f"{name} {old_values.get(name)!r} -> {new_values.get(name)!r}{group}"
                     for name in names if old_values.get(name) != new_values.get(name)]
     return ", ".join(changes) or f"{before} -> {after}"
+
+
+def input_name(fn, path):
+    """`args[0][0]` -> the parameter's name (`x`) when the signature says so."""
+    import inspect
+    target = fn.forward if hasattr(fn, "forward") and hasattr(fn, "named_parameters") else fn
+    try:
+        params = [p for p in inspect.signature(target).parameters.values() if p.kind in (p.POSITIONAL_ONLY,
+                                                                                   p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return path
+    if path.startswith("args[0]["):
+        rest = path[len("args[0]["):]
+        index, _, tail = rest.partition("]")
+        if index.isdigit() and int(index) < len(params):
+            return params[int(index)].name + tail
+    if path.startswith("args[1]['"):
+        return path[len("args[1]['"):].replace("']", "", 1)
+    return path

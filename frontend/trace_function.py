@@ -3,7 +3,8 @@ tracer of frontend/tracer.py, without ember.compile's guards and caching); `expo
 builds on `trace_with_values`."""
 import numpy as np
 
-from .tracer import Tracer, _input_name, module_state, recording
+from .signatures import input_name
+from .tracer import Tracer, module_state, recording
 from .value_trees import flatten_tensors
 
 
@@ -28,7 +29,7 @@ def trace_with_values(fn, args, kwargs=None, name=None):
     tracer.name_externals_of(fn)
     arg_tensors = flatten_tensors((args, kwargs), "args")
     for path, t in arg_tensors:
-        tracer.add_input(t, _input_name(fn, path))
+        tracer.add_input(t, input_name(fn, path))
     state = module_state(module)
     for pname, t in state:
         tracer.add_param(t, pname)

@@ -131,7 +131,9 @@ class Tracer:
     def rebind(self, tensor, node):
         """`tensor` now holds the value of `node` (after a functional update, or derived anew)."""
         tensor._node = (self, node)
-        self.live[node] = weakref.ref(tensor)
+        known = self.live.get(node)  # (another tensor may hold it too: `h.detach()`; alive while any is)
+        held = weakref.ref(tensor)
+        self.live[node] = held if known is None or known() is None else _Either(known, held)
 
     # ------------------------------------------------------------------ aliasing (functionalization)
     def functional_root(self, tensor):
@@ -649,6 +651,18 @@ class Tracer:
         return self.graph
 
 
+class _Either:
+    """Weak references to the tensors holding one node: called, the first one alive, or None."""
+
+    __slots__ = ("refs",)
+
+    def __init__(self, known, held):
+        self.refs = (known.refs if type(known) is _Either else (known,)) + (held,)
+
+    def __call__(self):
+        return next((t for t in (ref() for ref in self.refs) if t is not None), None)
+
+
 class _Deriving:
     def __init__(self, tracer):
         self.tracer = tracer
@@ -670,25 +684,6 @@ def root_of(tensor):
 def recording(tracer):
     """Context manager that puts `tracer` on top of the mode stack."""
     return in_mode(tracer)
-
-
-def _input_name(fn, path):
-    """`args[0][0]` -> the parameter's name (`x`) when the signature says so."""
-    import inspect
-    target = fn.forward if hasattr(fn, "forward") and hasattr(fn, "named_parameters") else fn
-    try:
-        params = [p for p in inspect.signature(target).parameters.values() if p.kind in (p.POSITIONAL_ONLY,
-                                                                                   p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return path
-    if path.startswith("args[0]["):
-        rest = path[len("args[0]["):]
-        index, _, tail = rest.partition("]")
-        if index.isdigit() and int(index) < len(params):
-            return params[int(index)].name + tail
-    if path.startswith("args[1]['"):
-        return path[len("args[1]['"):].replace("']", "", 1)
-    return path
 
 
 def _uniform(data):

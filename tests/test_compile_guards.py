@@ -599,3 +599,17 @@ def test_a_forward_hook_added_after_compiling_is_seen():
     np.testing.assert_allclose(compiled(x).detach().numpy(), 2 * before, rtol=1e-6)
     handle.remove()
     np.testing.assert_allclose(compiled(x).detach().numpy(), before, rtol=1e-6)
+
+
+def test_a_value_whose_detached_alias_died_before_a_guard_is_carried_past_it():
+    # h.detach() held h's node last and died before the branch: h must still reach the segment
+    # after the guard (it was not exported: a KeyError at the first compiled call)
+    def f(x):
+        h = x * 2
+        s = h.detach().sum()
+        if s > 0:
+            return h * 3
+        return h - 1
+    compiled = ember.compile(f)
+    for x in [ember.ones(3), ember.ones(3), -ember.ones(3), ember.ones(3)]:
+        np.testing.assert_allclose(compiled(x).numpy(), f(x).numpy())
