@@ -81,6 +81,7 @@ class Graph:
         self.params = {}  # param name -> node id
         self.outputs = []  # node ids
         self.mutations = []  # Mutation
+        self._mutation_keys = None  # see add_mutation
         self.guards = []  # Guard
         self.symbols = None  # a dynamic graph's size symbols (frontend/dynamic_shapes.SymbolTable)
         self._next_id = 0
@@ -169,8 +170,16 @@ class Graph:
         self.guards.append(guard)
 
     def add_mutation(self, kind, target, node):
-        self.mutations = [m for m in self.mutations if (m.kind, m.target) != (kind, target)]
+        """The graph writes `node` back into `target` (a later one for the same target replaces
+        it). The (kind, target) pairs are indexed while `mutations` is the list this made."""
+        known = self._mutation_keys
+        if known is None or known[0] is not self.mutations or known[1] != len(self.mutations):
+            known = self._mutation_keys = [self.mutations, 0, {(m.kind, m.target) for m in self.mutations}]
+        if (kind, target) in known[2]:
+            self.mutations = known[0] = [m for m in self.mutations if (m.kind, m.target) != (kind, target)]
+        known[2].add((kind, target))
         self.mutations.append(Mutation(kind, target, node))
+        known[1] = len(self.mutations)
 
     def remove_node(self, node_id):
         """Remove a node and its edges in and out, as MultiDiGraph.remove_node does but without
