@@ -265,14 +265,21 @@ def mul_one(graph, node):
 
 
 def mul_zero(graph, node):
-    """x * 0 -> zeros, for integers or a finite constant x only (0 * inf is nan)."""
+    """x * 0 -> zeros, for integers or a finite constant x only (0 * inf is nan), with the
+    product's sign (-5.0 * 0 is -0.0; where the signs differ, it stays)."""
     for zero, other in (node.inputs, node.inputs[::-1]):
         if not _is_constant_equal_to(graph, zero, 0):
             continue
         other_value = _constant_value(graph, other)
-        if np.dtype(node.dtype).kind in "biu" or (other_value is not None and np.all(np.isfinite(other_value))):
-            return Rewrite("constant", (), {"value": np.zeros((), node.dtype).item(), "shape": tuple(node.shape),
-                                            "dtype": node.dtype})
+        value = None
+        if np.dtype(node.dtype).kind in "biu":
+            value = np.zeros((), node.dtype).item()
+        elif other_value is not None and np.all(np.isfinite(other_value)):
+            negative = np.signbit(np.multiply(other_value, _constant_value(graph, zero)))
+            if negative.all() or not negative.any():
+                value = np.asarray(-0.0 if negative.all() else 0.0, node.dtype).item()
+        if value is not None:
+            return Rewrite("constant", (), {"value": value, "shape": tuple(node.shape), "dtype": node.dtype})
     return None
 
 

@@ -681,3 +681,14 @@ def test_adding_a_float_zero_turns_minus_zero_into_plus_zero_compiled_too():
     for _ in range(3):
         for got, want in zip(compiled(x), f(x)):
             assert got.tolist() == want.tolist() == [float("inf"), float("inf")]
+
+
+def test_a_constant_times_zero_keeps_its_sign_compiled_too():
+    def f(x):
+        return x + 1 / (ember.tensor([-5.0, 2.0, -0.0]) * 0), 1 / (ember.full((2,), -0.0) * 5)
+    x = ember.zeros(3)
+    compiled = ember.compile(f)
+    for _ in range(3):
+        for got, want in zip(compiled(x), f(x)):
+            assert got.tolist() == want.tolist()
+    assert f(x)[1].tolist() == [float("-inf")] * 2

@@ -112,6 +112,15 @@ def _():
     return g, ["return %0"], ["mul(", "sub("]
 
 
+@case("mul_zero/negative_constant")
+def _():
+    # -5.0 * 0 is -0.0: the folded zero keeps the product's sign
+    g, (x,) = _graph((5000,))
+    negative = _const(g, -np.arange(1, 5001, dtype=np.float32), (5000,))
+    g.outputs = [_op(g, "div", x, _op(g, "mul", negative, _const(g, 0.0)))]
+    return g, ["value=-0.0"], ["mul("]
+
+
 @case("div_one")
 def _():
     g, (x,) = _graph((3,))
@@ -304,6 +313,17 @@ def test_rule_fires_and_keeps_results(name):
 
 
 # ----------------------------------------------------------------------------- what must not change
+
+@pytest.mark.parametrize("size", [3, 5000])  # (folded by value, or too large to fold)
+def test_a_constant_times_zero_with_mixed_signs_keeps_each_sign(size):
+    g, (x,) = _graph((size,))
+    mixed = _const(g, np.resize(np.array([-5.0, 2.0, -0.0], np.float32), size), (size,))
+    g.outputs = [_op(g, "div", x, _op(g, "mul", mixed, _const(g, 0.0)))]
+    ones = [np.ones(size, np.float32)]
+    with np.errstate(divide="ignore"):
+        got, want = _outputs(simplify(g), ones)[0], _outputs(g, ones)[0]
+    assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
+
 
 @pytest.mark.parametrize("op, zero", [("add", 0.0), ("sub", -0.0)])
 def test_a_float_zero_that_changes_the_sign_of_minus_zero_stays(op, zero):
