@@ -606,6 +606,8 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     retain = create_graph if retain_graph is None else retain_graph
     if create_graph or inputs is not None:
         run_eagerly("calls backward() with create_graph or inputs")
+    if getattr(recorder, "stale_saved", None) is not None:
+        run_eagerly(recorder.stale_saved)
     if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None \
             and recorder.eager_reason is None:  # (a call that will run eagerly gets eager autograd now)
         nodes = _consumed_history(tensors)  # as eager backward(): a freed history raises, before any gradient

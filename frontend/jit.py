@@ -26,7 +26,7 @@ from .signatures import (explain_signature_change, _aliasing, _leaf_signature, _
 from .segments import Segment, same_program, split_trace, array_of, walk_segments
 from .compiled_autograd import versions_after_write_back
 from .tensor import Tensor
-from .views import writable
+from .views import root_of, writable
 from .device_tensors import copy_array
 from ember.backends.cuda import tf32_switches
 from .trace_backends import TraceBackends, device_of_tensors
@@ -37,7 +37,7 @@ from .grad_state_trees import GradStateTrees, grad_state_holds
 from .bound_grads import param_sources
 from .external_names import ExternalNumbers, GradOf, cleared_grads, held_external
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
-from .tracer import Tracer, recording, module_state, observed_value, root_of
+from .tracer import Tracer, recording, module_state, observed_value
 from .value_trees import flatten_tensors, rebuild, template_of
 from .compiled_results import grads_as_views, returned_view, returned_view_of_mutated, write_back
 from .result_histories import history_of

@@ -18,7 +18,7 @@ from .grad_mode import no_grad
 from .watched_sizes import SizeInt, plain_sizes, unwatched_sizes
 from .runtime_scalars import ScalarInput
 from .tensor import Tensor
-from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owner, replay, scatter_into_base
+from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owner, replay, root_of, scatter_into_base
 from .external_names import ExternalNaming, grads_apart, module_state  # noqa: F401 (module_state: jit's)
 from .trace_values import TraceValues
 from .user_code import user_frame, user_location
@@ -38,6 +38,7 @@ class Tracer:
     it. `bind` computes eagerly and records."""
 
     records_tensors = True
+    stale_saved = None  # why a backward() inside must run eagerly (see record_write), if it must
 
     def __init__(self, name="graph"):
         self.graph = Graph(name)
@@ -131,8 +132,7 @@ class Tracer:
     def rebind(self, tensor, node):
         """`tensor` now holds the value of `node` (after a functional update, or derived anew)."""
         tensor._node = (self, node)
-        known = self.live.get(node)  # (another tensor may hold it too: `h.detach()`; alive while any is)
-        held = weakref.ref(tensor)
+        known, held = self.live.get(node), weakref.ref(tensor)  # (`h.detach()` may hold it too: alive while any is)
         self.live[node] = held if known is None or known() is None else _Either(known, held)
 
     # ------------------------------------------------------------------ aliasing (functionalization)
@@ -176,6 +176,10 @@ class Tracer:
             # x * x[0], x[0] taken under no_grad (.data does not bump the version counter)
             self.eager_reason = (f"writes through .data or detach() into a leaf whose no_grad view is saved for "
                                  f"a backward not run yet (shape {list(root.shape)})")
+        elif not recorded_history and tensor._detached and root.requires_grad and self._saved_over(root):
+            # (w * a).sum(), w.data.mul_(0.5), y.backward() inside: eager autograd reads the new w
+            self.stale_saved = (f"calls backward() after a write through .data or detach() into a leaf whose "
+                                f"value it reads (shape {list(root.shape)})")
         old = self.node_of(root)
         if chain:
             new_root = scatter_into_base(root, chain, new_value)
@@ -653,7 +657,6 @@ class Tracer:
 
 class _Either:
     """Weak references to the tensors holding one node: called, the first one alive, or None."""
-
     __slots__ = ("refs",)
 
     def __init__(self, known, held):
@@ -674,11 +677,6 @@ class _Deriving:
     def __exit__(self, *exc):
         self.tracer.deriving = self.previous
         return False
-
-
-def root_of(tensor):
-    """The tensor whose memory a view reads (the tensor itself when it is no view)."""
-    return tensor if tensor._base is None else tensor._base
 
 
 def recording(tracer):

@@ -299,6 +299,11 @@ class _Memory:
         self.owner = owner
 
 
+def root_of(tensor):
+    """The tensor whose memory a view reads (the tensor itself when it is no view)."""
+    return tensor if tensor._base is None else tensor._base
+
+
 def memory_owner(array):
     """The object owning an array's memory (numpy keeps views' `.base` pointing at it)."""
     base = array.base

@@ -183,3 +183,33 @@ def test_two_seeds_give_two_gradients():
             return a.detach().clone(), b.detach().clone()
         return step
     _run_steps(make_step)
+
+
+def test_unrolled_steps_and_a_retained_graph_read_after_writes_give_eager_results():
+    # two steps unrolled in one call (the optimizer writes params the first backward read), then
+    # a retained graph backwarded again after a write into a value it does not save
+    def make():
+        ember.manual_seed(0)
+        w = ember.nn.Parameter(ember.randn(4, 3))
+        b = ember.nn.Parameter(ember.randn(3))
+        opt = ember.optim.SGD([w, b], lr=0.1, momentum=0.9)
+
+        def step(x):
+            for _ in range(2):
+                loss = ((x @ w + b).tanh() ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            h = x @ w + b  # (add's backward reads no value: b may change in between)
+            total = h.sum()
+            total.backward(retain_graph=True)
+            with ember.no_grad():
+                b.add_(1.0)
+            total.backward()
+            return loss, w.grad.clone(), b.grad.clone()
+        return step
+    x = ember.randn(5, 4)
+    eager, compiled = make(), ember.compile(make())
+    for _ in range(3):
+        for got, want in zip(compiled(x), eager(x)):
+            np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-6)
