@@ -496,8 +496,9 @@ class CompiledFunction(DynamicCalls):
             built.append(segment)
         if deferred and all(self._backends.confirmed_before(s) for s in built):
             deferred = False
-        for segment in built if not deferred else ():
-            self._compile_segment(segment)
+        if not deferred:
+            for segment in built:
+                self._compile_segment(segment)
         built[-1].result = template_of(result)
         built[-1].result_nodes = list(graph.outputs)
         vars(built[-1]).update(output_facts)  # output_views, outputs_without_grad, backward_error, ...

@@ -33,3 +33,22 @@ def assert_same_observations(eager, compiled):
                 assert a is b if a is None else a == b, f"call {i}, item {j}: eager {a!r}, compiled {b!r}"
             else:
                 np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"call {i}, item {j}")
+
+
+def two_grads_of_one_made_tensor(how):
+    """(w, v, f, x_of(i)): `f(x)` makes `t = x * 2` and sets `w.grad = v.grad = t`
+    (how="same_tensor") or `w.grad = t[:3]; v.grad = t[3:]` (views of one tensor); `x_of(i)`
+    is call i's argument."""
+    w = ember.ones(3, requires_grad=True)
+    v = ember.ones(3, requires_grad=True)
+
+    def f(x):
+        t = x * 2
+        if how == "same_tensor":
+            w.grad = t
+            v.grad = t
+        else:
+            w.grad = t[:3]
+            v.grad = t[3:]
+        return w + v
+    return w, v, f, lambda i: ember.full((3 if how == "same_tensor" else 6,), float(i))

@@ -9,7 +9,7 @@ import pytest
 import ember
 from ember import nn
 from grad_scenarios import assert_same_observations as _assert_same, eager_and_compiled as _both, \
-    observed as _np
+    observed as _np, two_grads_of_one_made_tensor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,23 +319,11 @@ def test_swapping_two_grads(other):
 @pytest.mark.parametrize("how", ["same_tensor", "views_of_one"])
 def test_one_made_tensor_assigned_as_two_grads(how):
     def scenario(wrap):
-        w = ember.ones(3, requires_grad=True)
-        v = ember.ones(3, requires_grad=True)
-
-        def f(x):
-            t = x * 2
-            if how == "same_tensor":
-                w.grad = t
-                v.grad = t
-            else:
-                w.grad = t[:3]
-                v.grad = t[3:]
-            return w + v
-
+        w, v, f, x_of = two_grads_of_one_made_tensor(how)
         run = wrap(f)
         seen = []
         for i in range(5):
-            run(ember.full((3 if how == "same_tensor" else 6,), float(i)))
+            run(x_of(i))
             shared = w.grad is v.grad if how == "same_tensor" else \
                 (w.grad._base is not None and w.grad._base is v.grad._base)
             (w.grad if how == "same_tensor" else w.grad._base).add_(1)

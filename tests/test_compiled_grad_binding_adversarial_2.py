@@ -8,7 +8,7 @@ import pytest
 import ember
 from ember import nn
 from grad_scenarios import assert_same_observations as _assert_same, eager_and_compiled as _both, \
-    observed as _np
+    observed as _np, two_grads_of_one_made_tensor
 
 
 # NEW (read_p=False; at 0d1d96a it traced again each call and was right) / PRE-EXISTING
@@ -98,23 +98,11 @@ def test_expanded_grad_bound_by_path():
 @pytest.mark.parametrize("how", ["same_tensor"])  # (views of one tensor: an open bug)
 def test_shared_made_grad_overwrites_an_earlier_calls_grad(how):
     def scenario(wrap):
-        w = ember.ones(3, requires_grad=True)
-        v = ember.ones(3, requires_grad=True)
-
-        def f(x):
-            t = x * 2
-            if how == "same_tensor":
-                w.grad = t
-                v.grad = t
-            else:
-                w.grad = t[:3]
-                v.grad = t[3:]
-            return w + v
-
+        w, v, f, x_of = two_grads_of_one_made_tensor(how)
         run = wrap(f)
         seen, kept = [], []
         for i in range(6):
-            run(ember.full((3 if how == "same_tensor" else 6,), float(i)))
+            run(x_of(i))
             kept.append(w.grad)
             seen.append([_np(k) for k in kept])
         return seen
