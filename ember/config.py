@@ -15,6 +15,8 @@ EMBER_GPU_GEMM=cublas|tiles  which kernel computes a GPU program's plain matrix 
                  (default: each launch times both on its first run and keeps the faster).
 EMBER_PROGRESS=0 no progress line on stderr while a compile runs past a second (shown only
                  when stderr is a terminal).
+EMBER_MALLOC_TUNING=0  leave glibc malloc's thresholds alone (by default freed memory up to 256 MiB
+                 stays in the process for later arrays: runtime/host_allocator.py).
 """
 import os
 
@@ -30,6 +32,7 @@ def _flag(name, default=0):
 STRICT = bool(_flag("EMBER_STRICT"))
 DEBUG = _flag("EMBER_DEBUG")
 PROGRESS = bool(_flag("EMBER_PROGRESS", 1))
+MALLOC_TUNING = bool(_flag("EMBER_MALLOC_TUNING", 1))
 GRID_THREADS = bool(_flag("EMBER_GRID_THREADS"))
 DUMP_DIR = os.environ.get("EMBER_DUMP") or None
 CACHE_DIR = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
