@@ -91,8 +91,10 @@ def fresh_processes(tmp_path_factory):
 
 
 @pytest.fixture
-def key_memo_cleared():
-    """code_generator_sources reads the sources once per process: forget that before and after."""
+def key_memo_cleared(monkeypatch):
+    """code_generator_sources reads the sources once per process (and once per change of their
+    stats, kept on disk): forget that before and after, and read them on every call between."""
+    monkeypatch.setattr(compile_cache, "MEMOIZE_DIGESTS", False)
     compile_cache.code_generator_sources.cache_clear()
     compile_cache.code_generator_modules.cache_clear()
     yield
@@ -226,3 +228,44 @@ def test_the_keyed_modules_follow_the_import_statements_without_importing(tmp_pa
     (package / "root.py").write_text(sources["root.py"] + "\n\ndef more():\n    from . import unused\n")
     assert "fakegen.unused" in derive("fakegen.root")
     assert compile_cache.code_generator_sources.__wrapped__("fakegen.root") != before
+
+
+def _fake_package(tmp_path, monkeypatch, sources):
+    package = tmp_path / "fakepkg"
+    package.mkdir()
+    for name, text in sources.items():
+        (package / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "cache"))
+    return package
+
+
+def test_the_source_digest_is_kept_on_disk_and_read_again_only_when_a_file_changes(tmp_path, monkeypatch):
+    package = _fake_package(tmp_path, monkeypatch, {"__init__.py": "", "root.py": "from . import helper\n",
+                                                     "helper.py": "VALUE = 1\n"})
+    digest = compile_cache.code_generator_sources.__wrapped__("fakepkg.root")
+    assert os.listdir(tmp_path / "cache" / compile_cache.SOURCE_DIGESTS)
+    read = compile_cache._read_source
+
+    def unread(path):
+        raise AssertionError(f"{path} read again although no file changed")
+    monkeypatch.setattr(compile_cache, "_read_source", unread)
+    assert compile_cache.code_generator_sources.__wrapped__("fakepkg.root") == digest  # from the memo
+    monkeypatch.setattr(compile_cache, "_read_source", read)
+    helper = package / "helper.py"
+    helper.write_text("VALUE = 2\n")  # the same size: its modification time tells
+    os.utime(helper, ns=(helper.stat().st_atime_ns, helper.stat().st_mtime_ns + 1_000_000))
+    edited = compile_cache.code_generator_sources.__wrapped__("fakepkg.root")
+    assert edited != digest
+    monkeypatch.setattr(compile_cache, "MEMOIZE_DIGESTS", False)
+    assert compile_cache.code_generator_sources.__wrapped__("fakepkg.root") == edited  # what reading gives
+
+
+def test_a_module_file_added_beside_the_sources_changes_the_digest(tmp_path, monkeypatch):
+    # `late` is a name of the package's __init__ until late.py appears: no file read changes, the folder does
+    package = _fake_package(tmp_path, monkeypatch, {"__init__.py": "late = 1\n", "root.py": "from . import late\n"})
+    digest = compile_cache.code_generator_sources.__wrapped__("fakepkg.root")
+    folder_time = package.stat().st_mtime_ns
+    (package / "late.py").write_text("LATE = 2\n")
+    os.utime(package, ns=(folder_time, folder_time + 1_000_000))  # (coarse file system clocks)
+    assert compile_cache.code_generator_sources.__wrapped__("fakepkg.root") != digest
