@@ -173,7 +173,8 @@ class Driver:
         if known is not None and known[0]() is graph:
             return known[1]
         import ember
-        key = compile_cache.cache_key("traced", graph.to_json(), self.target.key(), ember.__version__,
+        from ember.ir.json_format import graph_fingerprint
+        key = compile_cache.cache_key("traced", graph_fingerprint(graph), sys.version, self.target.key(), ember.__version__,
                                       compile_cache.code_generator_sources(), compile_cache.graph_rewriter_sources())
         forget = self._traced_keys.pop
         self._traced_keys[id(graph)] = (weakref.ref(graph, lambda _, number=id(graph): forget(number, None)), key)
