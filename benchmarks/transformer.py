@@ -163,7 +163,7 @@ def main():
                 ratio = f"  x{seconds / base:.2f} of torch eager" if base and name != "torch eager" else ""
                 print(f"    {name:<16} {seconds * 1e3:9.1f} ms{ratio}")
             times, problem = cold_compile_seconds(size, threads)
-            print(f"    ember compile: " + (f"cold {times[0]:.2f} s, warm {times[1]:.2f} s" if times else
+            print("    ember compile: " + (f"cold {times[0]:.2f} s, warm {times[1]:.2f} s" if times else
                                              f"unavailable: {problem}"))
         # generation: batch 1, top-k 10, a new sequence length every token (eager)
         new_tokens = 8 if args.quick else 32
