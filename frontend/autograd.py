@@ -10,7 +10,7 @@ import weakref
 
 import numpy as np
 
-from .dispatch import STATE, ModifiedTensorError, run_eagerly
+from .dispatch import STATE, FreedValueError, ModifiedTensorError, run_eagerly
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd's grad-mode names)
 from .backward_callbacks import current_backward, final_callbacks, queue_callback  # noqa: F401  (re-exported)
@@ -32,7 +32,7 @@ class Node:
     """One recorded primitive application: the `grad_fn` of its output tensor."""
 
     __slots__ = ("prim", "attrs", "inputs", "saved", "out", "out_ref", "out_version",
-                 "freed", "hooks", "retain", "out_token", "checked", "seq", "__weakref__")
+                 "freed", "saves_no_values", "hooks", "retain", "out_token", "checked", "seq", "__weakref__")
 
     @staticmethod
     def attach(result, prim, operands, attrs):
@@ -57,6 +57,7 @@ class Node:
         node.out_ref = weakref.ref(result) if prim.vjp_uses_output else None
         node.out_version = result._version if prim.vjp_uses_output else 0
         node.freed = False
+        node.saves_no_values = False  # (a composite's node standing for a PyTorch op that saves none: mean's)
         node.hooks = None
         node.checked = None  # see saves_like_pytorch
         node.retain = False
@@ -76,17 +77,22 @@ class Node:
         return tuple((fn if fn is not None else (edge_of(t) if requires_grad and has_grad_edge(t) else None), 0)
                      for t, (_, fn, requires_grad, _) in zip(self.inputs, self.saved))
 
-    def unpack_inputs(self):
+    def unpack_inputs(self, freed=False):
         """The inputs as they were when this node was recorded. A tensor whose history changed
         since (an in-place op rebased it) is replaced by a stand-in with the old history; one
         whose memory was overwritten in place stands in with a value that raises PyTorch's
         "modified by an inplace operation" error if, and only if, the VJP reads it (shapes and
-        dtypes stay readable: add's VJP needs no values, mul's does)."""
+        dtypes stay readable: add's VJP needs no values, mul's does). After a backward without
+        retain_graph (`freed`) every input stands in with a value that raises PyTorch's "backward
+        through the graph a second time" error if read: PyTorch frees what a node saved, and a
+        node that saved nothing (a slice, a sum, an add) runs again."""
         values = []
         for i, (t, (data, fn, requires_grad, version)) in enumerate(zip(self.inputs, self.saved)):
             if requires_grad and fn is None and t._creation == "no_grad":
                 requires_grad = False  # a view made under no_grad: no gradient flows into it (has_grad_edge)
-            if t._data is data:
+            if freed and not self.saves_no_values:
+                data = FreedValue(data, f"{self.name()}: {BACKWARD_TWICE}")
+            elif t._data is data:
                 if t._version != version:
                     data = ModifiedValue(data, _stale_view_message(t) or
                                          modified_message(t, self, f"input {i}", expected=version))
@@ -125,11 +131,14 @@ class Node:
             watch._vc = tensor._vc
             self.out_ref = _Held(watch)
 
-    def saved_output(self, create_graph):
-        """The output as a tensor for VJP rules; linked to this node when differentiating twice."""
+    def saved_output(self, create_graph, freed=False):
+        """The output as a tensor for VJP rules; linked to this node when differentiating twice
+        (after a backward without retain_graph, a value that raises if read: `unpack_inputs`)."""
         alive = self.out_ref() if self.out_ref is not None else None
         value = self.out
-        if alive is not None and alive._version != self.out_version and (
+        if freed:
+            value = FreedValue(value, f"{self.name()}: {BACKWARD_TWICE}")
+        elif alive is not None and alive._version != self.out_version and (
                 alive._data is value or memory_owner(alive._data) is memory_owner(value)):
             value = ModifiedValue(value, modified_message(alive, self, "output 0", self.out_version))
         out = Tensor._wrap(value)
@@ -231,6 +240,16 @@ def saves_like_pytorch(result, inputs=(), output=False):
     return result
 
 
+def saves_no_values_like_pytorch(result):
+    """A composite op built from primitives stands for one PyTorch op whose backward saves no
+    tensors (mean: a sum, then a division by the count): its last node runs again after a
+    backward without retain_graph, as PyTorch's does, though the division reads its divisor."""
+    node = result.grad_fn
+    if isinstance(node, Node):
+        node.saves_no_values = True
+    return result
+
+
 class _FailingBackward:
     """Quacks like a Primitive: its VJP raises the given error (see fails_backward)."""
 
@@ -299,23 +318,42 @@ class ModifiedValue:
         raise ModifiedTensorError(self.message)
 
 
+class FreedValue(ModifiedValue):
+    """Stands for a value a node saved, freed by a backward without retain_graph: reading it
+    raises PyTorch's RuntimeError (Node.unpack_inputs)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise FreedValueError(self.message)
+
+    __array__ = __array_function__ = __getitem__ = __float__ = __int__ = __bool__ = _refuse
+    __len__ = __iter__ = __array_ufunc__ = __getattr__ = _refuse
+
+
+def _kept_values(node):
+    """Did a node whose saved values a backward freed keep tensors its backward must read? A
+    custom Function's ctx.saved_tensors and a composite's saves_like_pytorch tell; a
+    primitive's own stand-ins raise when read (Node.unpack_inputs)."""
+    if node.checked:  # (a composite standing for a PyTorch op that saves these: saves_like_pytorch)
+        return True
+    ctx = getattr(node.prim, "ctx", None)
+    return ctx is not None and any(t is not None for t in getattr(ctx, "saved_tensors", ()) or ())
+
+
 for _op in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "matmul", "lt", "le", "gt", "ge",
             "and", "or", "xor", "neg", "abs"):
     for _name in (f"__{_op}__", f"__r{_op}__"):
         setattr(ModifiedValue, _name, ModifiedValue._refuse)
+        setattr(FreedValue, _name, FreedValue._refuse)
 
 
 # ----------------------------------------------------------------------------- the engine
 
 def _consumed_history(tensors):
     """The eager nodes a backward() from `tensors` runs through, for the bookkeeping of one the
-    tracer differentiates symbolically (freed unless retain_graph); a history freed before
-    raises PyTorch's error."""
-    nodes = [n for n in _topological_order([t.grad_fn for t in tensors]) if isinstance(n, Node)]
-    for node in nodes:
-        if node.freed:
-            raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")
-    return nodes
+    tracer differentiates symbolically (freed unless retain_graph)."""
+    return [n for n in _topological_order([t.grad_fn for t in tensors]) if isinstance(n, Node)]
 
 
 def _topological_order(roots):
@@ -420,7 +458,7 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                 continue
             if leads_to_inputs is not None and id(node) not in wanted_nodes and not leads_to_inputs[id(node)]:
                 continue
-            if node.freed:
+            if node.freed and _kept_values(node):  # (a node that saved none runs again, as in PyTorch)
                 raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")
             if node.hooks or node.retain:
                 g = _run_tensor_hooks(node, g)
@@ -447,8 +485,8 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                 if not retain_graph:
                     node.freed = True
                 continue
-            values = node.unpack_inputs()
-            out = node.saved_output(create_graph) if _uses_output(node) else None
+            values = node.unpack_inputs(freed=node.freed)
+            out = node.saved_output(create_graph, freed=node.freed) if _uses_output(node) else None
             grads = node.prim.vjp(g, out, *values, **node.attrs)
             if not retain_graph:
                 node.freed = True
@@ -610,12 +648,17 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         run_eagerly(recorder.stale_saved)
     if recorder is not None and hasattr(recorder, "backward") and not create_graph and inputs is None \
             and recorder.eager_reason is None:  # (a call that will run eagerly gets eager autograd now)
-        nodes = _consumed_history(tensors)  # as eager backward(): a freed history raises, before any gradient
-        recorder.backward(tensors, grads, retain)  # the autodiff pass, on the graph being recorded
-        if not retain:
-            for node in nodes:
-                node.freed = True
-        return
+        nodes = _consumed_history(tensors)
+        if any(node.freed for node in nodes):
+            # whether it raises PyTorch's error depends on what the freed nodes' backwards read:
+            # the eager engine below finds out, before any gradient
+            run_eagerly("runs backward() again through a history an earlier backward() freed")
+        else:
+            recorder.backward(tensors, grads, retain)  # the autodiff pass, on the graph being recorded
+            if not retain:
+                for node in nodes:
+                    node.freed = True
+            return
     if inputs is not None:
         inputs = list({id(t): t for t in ([inputs] if isinstance(inputs, Tensor) else inputs)}.values())
         recorded = create_graph or recorder is not None

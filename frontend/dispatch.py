@@ -53,7 +53,7 @@ def explain_failure(prim, operands, attrs, error):
         prim.infer(*[spec_of(t) for t in operands], **attrs)
     except OpError as nice:
         raise nice.in_module(current_module()) from None
-    if isinstance(error, (IndexError, OpError, ModifiedTensorError)):
+    if isinstance(error, (IndexError, OpError, ModifiedTensorError, FreedValueError)):
         raise error
     where = f"{prim.name} ({current_module()})" if current_module() else prim.name
     shapes = ", ".join(registry.describe(spec_of(t)) for t in operands)
@@ -139,6 +139,10 @@ def shares_memory_with(out, array):
 
 class ModifiedTensorError(RuntimeError):
     """A value saved for backward was overwritten in place before the backward read it."""
+
+
+class FreedValueError(RuntimeError):
+    """A backward read a value saved for it that an earlier backward without retain_graph freed."""
 
 
 class EagerMode:

@@ -13,7 +13,7 @@ from ember.ops.shape_rules import normalize_axes
 from .math_ops import to_dtype, sub, mul, div, sqrt, log, exp, add, abs, pow, promote_operands, clone
 from .dispatch import STATE
 from .tensor import Tensor
-from .autograd import saves_like_pytorch
+from .autograd import saves_like_pytorch, saves_no_values_like_pytorch
 from .low_precision import computes_in_float32
 from .device_tensors import like
 
@@ -59,7 +59,7 @@ def mean(input, dim=None, keepdim=False, dtype=None):
                            f"point or complex dtype. Got: {input.dtype}")
     axes = _axes("mean", dim, input.ndim)
     total = P["sum"].bind(input, axes=axes, keepdims=keepdim)
-    return div(total, float(_count(input.shape, axes)))
+    return saves_no_values_like_pytorch(div(total, float(_count(input.shape, axes))))  # (MeanBackward0)
 
 
 def amax(input, dim=(), keepdim=False):
