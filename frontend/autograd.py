@@ -332,13 +332,50 @@ class FreedValue(ModifiedValue):
 
 
 def _kept_values(node):
-    """Did a node whose saved values a backward freed keep tensors its backward must read? A
-    custom Function's ctx.saved_tensors and a composite's saves_like_pytorch tell; a
-    primitive's own stand-ins raise when read (Node.unpack_inputs)."""
+    """Does a freed node's backward need values it kept, so that running it again raises? A
+    composite marked saves_like_pytorch does; a node whose prim says (`keeps_values`: a compiled
+    call's backward program, a custom Function, which raises when ctx.saved_tensors is read)
+    tells; a primitive's VJP finds out from the stand-ins it reads (Node.unpack_inputs)."""
     if node.checked:  # (a composite standing for a PyTorch op that saves these: saves_like_pytorch)
         return True
+    keeps = getattr(node.prim, "keeps_values", None)
+    return keeps is not None and keeps()
+
+
+def _free(node):
+    """A backward without retain_graph ran through `node`."""
+    node.freed = True
+    release = getattr(node.prim, "release", None)
+    if release is not None:
+        release(node.name())
+
+
+def raises_when_run_again(node):
+    """Would a backward through this freed node raise PyTorch's "a second time" error? Asked
+    ahead of time, for results of traced code whose history a backward inside freed
+    (result_histories.freed_histories): a primitive's VJP is run once on zeros with the
+    stand-ins to see whether it reads them; a custom Function counts as raising when it saved
+    tensors (its backward is user code, not run to find out)."""
+    if not isinstance(node, Node) or not node.freed or node.saves_no_values:
+        return False
+    if node.checked:
+        return True
     ctx = getattr(node.prim, "ctx", None)
-    return ctx is not None and any(t is not None for t in getattr(ctx, "saved_tensors", ()) or ())
+    if ctx is not None:
+        return bool(ctx._saved)
+    keeps = getattr(node.prim, "keeps_values", None)
+    if keeps is not None:
+        return keeps()
+    g = Tensor._wrap(np.zeros(node.out.shape, node.out.dtype))
+    try:
+        with set_grad_enabled(False):
+            node.prim.vjp(g, node.saved_output(False, freed=True) if _uses_output(node) else None,
+                          *node.unpack_inputs(freed=True), **node.attrs)
+    except FreedValueError:
+        return True
+    except Exception:  # (anything else: assume it reads what it saved, as most backwards do)
+        return True
+    return False
 
 
 for _op in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "matmul", "lt", "le", "gt", "ge",
@@ -458,14 +495,14 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
                 continue
             if leads_to_inputs is not None and id(node) not in wanted_nodes and not leads_to_inputs[id(node)]:
                 continue
-            if node.freed and _kept_values(node):  # (a node that saved none runs again, as in PyTorch)
-                raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")
             if node.hooks or node.retain:
                 g = _run_tensor_hooks(node, g)
             if wanted_nodes is not None and id(node) in wanted_nodes:
                 _accumulate(captured, id(wanted_nodes[id(node)]), g)
                 if leads_to_inputs is not None and not leads_to_inputs[id(node)] and not run_input_nodes:
                     continue  # (nothing requested lies beyond it; backward(inputs=) still runs the node)
+            if node.freed and _kept_values(node):  # (a node that saved none runs again, as in PyTorch;
+                raise RuntimeError(f"{node.name()}: {BACKWARD_TWICE}")  # its output's hooks ran first)
             if node.checked is not None:
                 for counter, version, which, ref in node.checked:
                     if counter.value != version:
@@ -489,7 +526,7 @@ def _propagate(outputs, grad_outputs, retain_graph, create_graph, inputs, prune=
             out = node.saved_output(create_graph, freed=node.freed) if _uses_output(node) else None
             grads = node.prim.vjp(g, out, *values, **node.attrs)
             if not retain_graph:
-                node.freed = True
+                _free(node)
             for t, (_, fn, requires_grad, _), gi in zip(node.inputs, node.saved, grads):
                 if gi is None or not requires_grad or fn is None and t._creation == "no_grad":
                     continue  # (no edge: see has_grad_edge)
@@ -527,7 +564,7 @@ def _gather_siblings(node_grads, siblings, retain_graph, wanted_nodes, captured)
     found = {}
     for index, sibling in siblings:
         g = node_grads.pop(id(sibling), None)
-        if g is not None and sibling.freed:
+        if g is not None and sibling.freed and _kept_values(sibling):
             raise RuntimeError(f"{sibling.name()}: {BACKWARD_TWICE}")
         if g is not None and (sibling.hooks or sibling.retain):
             g = _run_tensor_hooks(sibling, g)
@@ -535,8 +572,8 @@ def _gather_siblings(node_grads, siblings, retain_graph, wanted_nodes, captured)
             found[index] = g
             if wanted_nodes is not None and id(sibling) in wanted_nodes:
                 _accumulate(captured, id(wanted_nodes[id(sibling)]), g)
-        if not retain_graph and getattr(sibling.prim.ctx, "saved_tensors", ()):
-            sibling.freed = True
+        if not retain_graph and sibling.prim.ctx._saved:
+            sibling.freed = True  # (their shared ctx is released once the node's backward has run: _free)
     return found
 
 
@@ -657,7 +694,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             recorder.backward(tensors, grads, retain)  # the autodiff pass, on the graph being recorded
             if not retain:
                 for node in nodes:
-                    node.freed = True
+                    _free(node)
             return
     if inputs is not None:
         inputs = list({id(t): t for t in ([inputs] if isinstance(inputs, Tensor) else inputs)}.values())

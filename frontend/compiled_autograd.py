@@ -55,6 +55,12 @@ class CompiledBackward:
         by_wrt = dict(zip(fb.wrt, (results[o] for o in fb.grad_outputs)))
         return tuple(Tensor._wrap(np.asarray(by_wrt[w])) if w in by_wrt else None for w in self.plan.wrt_nodes)
 
+    def keeps_values(self):
+        """(autograd._kept_values) Does the backward program read values the forward kept? Then a
+        second backward after a free raises, as PyTorch's compiled function does."""
+        return bool(self.saved) or bool(self.param_arrays) or any(read is not None for read in self.reads) \
+            or self.result is not None
+
     def check_saved_versions(self):
         """PyTorch's "modified by an inplace operation" error if a tensor whose memory the
         backward reads was written in place after the forward read it."""

@@ -17,14 +17,25 @@ class FunctionCtx:
 
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
-        self.saved_tensors = ()
+        self._saved = ()
+        self.released = None  # the node's name once a backward without retain_graph freed what it saved
         self.non_differentiable = set()
         self.materialize_grads = True
         self.dirty = ()
 
     def save_for_backward(self, *tensors):
-        self.saved_tensors = tuple(tensors)
+        self._saved = tuple(tensors)
         self.saved_versions = tuple(t._version if isinstance(t, Tensor) else None for t in tensors)
+
+    @property
+    def saved_tensors(self):
+        """What forward saved; after a backward without retain_graph freed it, reading it raises
+        PyTorch's "backward through the graph a second time" (a backward that reads none runs)."""
+        if self.released is not None and self._saved:
+            from .autograd import BACKWARD_TWICE
+            from .dispatch import FreedValueError
+            raise FreedValueError(f"{self.released}: {BACKWARD_TWICE}")
+        return self._saved
 
     def mark_non_differentiable(self, *tensors):
         self.non_differentiable.update(id(t) for t in tensors)
@@ -50,6 +61,15 @@ class _CustomBackward:
     siblings = None  # [(output index, node)] of the same call's other differentiable outputs
     sibling_grads = None  # {output index: gradient}, gathered by the engine before vjp
 
+    def keeps_values(self):
+        """(autograd._kept_values) Whether running again after a free raises is for the backward
+        to find out: reading ctx.saved_tensors raises then."""
+        return False
+
+    def release(self, node_name):
+        """A backward without retain_graph ran through the node: what forward saved is freed."""
+        self.ctx.released = node_name
+
     def vjp(self, g, out, *inputs):
         grads = []
         gathered, self.sibling_grads = self.sibling_grads or {}, None
@@ -62,7 +82,8 @@ class _CustomBackward:
                 grads.append(Tensor._wrap(np.zeros(shape, dtype)))  # backward is linear in its grads
             else:
                 grads.append(None)
-        for k, (t, version) in enumerate(zip(self.ctx.saved_tensors, getattr(self.ctx, "saved_versions", ()))):
+        for k, (t, version) in enumerate(zip(self.ctx._saved if self.ctx.released is None else (),
+                                             getattr(self.ctx, "saved_versions", ()))):
             if isinstance(t, Tensor) and t._version != version:  # (PyTorch's message, as for built-in backwards)
                 from .autograd import ModifiedTensorError, modified_message
                 raise ModifiedTensorError(modified_message(t, _Named(f"{self.name}Backward"),

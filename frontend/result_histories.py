@@ -59,10 +59,11 @@ def views_of_outputs(outputs, skip):
 
 def freed_histories(outputs, skip):
     """Positions of results whose history a backward() in the traced code has already run
-    through and freed: eagerly, another backward() from them raises PyTorch's "a second time"."""
-    from .autograd import _topological_order  # (the engine's own walk over a history)
+    through and freed where it needs what it saved: eagerly, another backward() from them
+    raises PyTorch's "a second time" (a history of slices, sums and adds runs again)."""
+    from .autograd import _topological_order, raises_when_run_again  # (the engine's own walk)
     return [position for position, tensor in enumerate(outputs) if position not in skip
-            and any(getattr(node, "freed", False) for node in _topological_order([tensor.grad_fn]))]
+            and any(raises_when_run_again(node) for node in _topological_order([tensor.grad_fn]))]
 
 
 def history_of(tensor):

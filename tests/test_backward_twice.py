@@ -118,7 +118,14 @@ def test_a_custom_function_that_saved_tensors_raises_and_one_that_saved_none_run
         def backward(ctx, g):
             return g * 2
 
-    for function, expected in ((Saves, None), (SavesNone, [4.0, 4.0, 4.0])):
+    class SavesButNeverReads(SavesNone):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * 2
+
+    # (PyTorch raises when the backward reads ctx.saved_tensors, not when forward saved)
+    for function, expected in ((Saves, None), (SavesNone, [4.0, 4.0, 4.0]), (SavesButNeverReads, [4.0, 4.0, 4.0])):
         w = ember.ones(3, requires_grad=True)
         v = function.apply(w)
         v.sum().backward()
@@ -128,3 +135,70 @@ def test_a_custom_function_that_saved_tensors_raises_and_one_that_saved_none_run
         else:
             v.sum().backward()
             assert w.grad.tolist() == expected
+
+
+def test_the_result_of_a_compiled_call_cannot_be_backwarded_twice():
+    compiled = ember.compile(lambda w: ember.exp(w) * 3)
+    for _ in range(4):  # (traced calls, then compiled ones: their backward program kept the forward's values)
+        w = ember.ones(3, requires_grad=True)
+        out = compiled(w)
+        out.sum().backward()
+        with pytest.raises(RuntimeError, match=TWICE):
+            out.sum().backward()
+        assert w.grad.tolist() == pytest.approx([3 * 2.718281828] * 3)  # (not added twice)
+
+
+def test_a_result_whose_history_a_backward_inside_freed_is_backwarded_again_as_eagerly():
+    def runs_again(w):  # a reshape, an add and a sum saved nothing
+        loss = (w.reshape(3, 1) + 1).sum()
+        loss.backward()
+        return loss
+
+    def raises(w):
+        loss = (w * w).sum()
+        loss.backward()
+        return loss
+
+    for fn, expected in ((runs_again, [2.0, 2.0, 2.0]), (raises, None)):
+        compiled = ember.compile(fn)
+        for _ in range(4):
+            w = ember.ones(3, requires_grad=True)
+            loss = compiled(w)
+            if expected is None:
+                with pytest.raises(RuntimeError, match=TWICE):
+                    loss.backward()
+            else:
+                loss.backward()
+                assert w.grad.tolist() == expected
+
+
+def test_autograd_grad_with_respect_to_a_freed_output_does_not_run_its_node():
+    class Double(ember.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 2
+
+    for make in (lambda w: F.softmax(w, 0), lambda w: Double.apply(w), lambda w: w.exp(),
+                 lambda w: F.layer_norm(w, (3,))):
+        w = ember.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        h = make(w)
+        h.sum().backward()
+        (grad,) = ember.autograd.grad((h * 3).sum(), h)  # (as PyTorch: h's own node never runs)
+        assert grad.tolist() == [3.0, 3.0, 3.0]
+
+
+def test_a_hook_on_a_freed_nodes_output_runs_before_the_error():
+    w = ember.ones(3, requires_grad=True)
+    h = F.softmax(w, 0)
+    seen = []
+    h.register_hook(lambda g: seen.append(1))
+    h.sum().backward()
+    with pytest.raises(RuntimeError, match=TWICE):
+        h.sum().backward()
+    assert seen == [1, 1]  # (PyTorch runs the hook, then raises unpacking what softmax saved)

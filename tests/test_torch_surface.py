@@ -458,6 +458,12 @@ def test_grad_of_a_multi_output_functions_output_and_second_backwards_follow_tor
         def forward(ctx, x):
             ctx.save_for_backward(x)
             return x * 2, x * 3
+
+    class Reading(Saving):
+        @staticmethod
+        def backward(ctx, grad_a, grad_b):
+            (x,) = ctx.saved_tensors
+            return 2 * grad_a + 3 * grad_b
     x = ember.ones(3, requires_grad=True)
     a, b = Twice.apply(x)
     grad_a, grad_x = ember.autograd.grad(a.sum() + b.sum(), [a, x])
@@ -466,6 +472,9 @@ def test_grad_of_a_multi_output_functions_output_and_second_backwards_follow_tor
     a.sum().backward()
     b.sum().backward()  # nothing saved: torch allows it
     a, b = Saving.apply(x)
+    a.sum().backward()
+    b.sum().backward()  # saved, but the backward never reads ctx.saved_tensors: torch allows it too
+    a, b = Reading.apply(x)
     a.sum().backward()
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         b.sum().backward()
