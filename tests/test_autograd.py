@@ -389,6 +389,18 @@ def test_inplace_on_a_value_saved_by_an_earlier_op_raises_at_backward_as_pytorch
         y.sum().backward()
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_saves_its_input_as_pytorch_so_writing_it_under_no_grad_raises_at_backward(approximate):
+    # (composed of primitives for a small tensor, none of which reads the input itself)
+    w = ember.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    h = w.reshape(3, 1).reshape(3)
+    y = ember.nn.functional.gelu(h, approximate=approximate)
+    with ember.no_grad():
+        w[0].mul_(0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
 def test_inplace_chain_matches_finite_differences():
     def chain(x):
         y = x * 1.5

@@ -180,13 +180,14 @@ def gelu(input, approximate="none"):
     if approximate == "tanh":
         cube = M.mul(M.mul(input, input), input)
         inner = M.mul(M.add(input, M.mul(cube, 0.044715)), math.sqrt(2.0 / math.pi))
-        return M.mul(M.mul(input, 0.5), M.add(M.tanh(inner), 1.0))
+        # (GeluBackward0 saves its input: writing it in place before backward raises, as in PyTorch)
+        return saves_like_pytorch(M.mul(M.mul(input, 0.5), M.add(M.tanh(inner), 1.0)), inputs=(input,))
     if approximate != "none":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     fast = one_pass_gelu(input)  # (large float32 tensors in eager mode: one compiled pass each way)
     if fast is not None:
         return fast
-    return composed_gelu(input)
+    return saves_like_pytorch(composed_gelu(input), inputs=(input,))
 
 
 @computes_in_float32
