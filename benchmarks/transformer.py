@@ -5,10 +5,10 @@ weights (the first losses are checked equal).
 
 Per size (small: 4 layers, 4 heads, 128 wide, block 64, vocabulary 65, batch 8; large: 6 layers,
 6 heads, 384 wide, block 256, batch 8) and thread count (1 and all): the training step of ember
-eager, ember compiled, PyTorch eager (and torch.compile with --torch-compile), medians over
-rounds; ember's compile time cold (new process, empty EMBER_CACHE_DIR) and warm (cache filled);
-batch-1 generation latency per token (eager: a new length every token). --profile prints the
-compiled step's kernel times (EMBER_DEBUG=2) once.
+eager, ember compiled, PyTorch eager (and torch.compile with --torch-compile), medians (and
+bests) over rounds; ember's compile time cold (new process, empty EMBER_CACHE_DIR) and warm
+(cache filled); batch-1 generation latency per token (eager: a new length every token).
+--profile prints the compiled step's kernel times (EMBER_DEBUG=2) once.
 
     python3 benchmarks/transformer.py [--quick] [--size small|large] [--torch-compile] [--profile]
 """
@@ -56,6 +56,12 @@ def batch(lib, size, seed=1):
 
 
 def median_seconds(fn, rounds, warmup=2):
+    return step_seconds(fn, rounds, warmup)[0]
+
+
+def step_seconds(fn, rounds, warmup=2):
+    """(median, best) seconds of `rounds` calls after `warmup` ones. Other work on the machine
+    only ever adds time: the best is the figure it disturbs least, the median the typical one."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -63,7 +69,7 @@ def median_seconds(fn, rounds, warmup=2):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return statistics.median(samples), min(samples)
 
 
 def copy_weights(source_model, target_model, target_lib):
@@ -139,10 +145,10 @@ def main():
                 torch.set_num_threads(threads)
             rows = {}
             model, _, step = build(ember, size)
-            rows["ember eager"] = median_seconds(lambda: step(x, y), rounds, warmup=1)
+            rows["ember eager"] = step_seconds(lambda: step(x, y), rounds, warmup=1)
             model, _, step = build(ember, size)
             compiled = ember.compile(step)
-            rows["ember compiled"] = median_seconds(lambda: compiled(x, y), rounds)
+            rows["ember compiled"] = step_seconds(lambda: compiled(x, y), rounds)
             if args.profile and threads == cores:
                 from ember.compiler.backends import llvm_backend
                 profiled = ember.compile(build(ember, size)[2], backend=llvm_backend(debug=2))
@@ -153,15 +159,16 @@ def main():
                 profiled(x, y)
             if twin is not None:
                 twin_model, twin_step, tx, ty = twin
-                rows["torch eager"] = median_seconds(lambda: twin_step(tx, ty), rounds)
+                rows["torch eager"] = step_seconds(lambda: twin_step(tx, ty), rounds)
                 if args.torch_compile:
                     torch_compiled = torch.compile(twin_step)
-                    rows["torch.compile"] = median_seconds(lambda: torch_compiled(tx, ty), rounds, warmup=3)
+                    rows["torch.compile"] = step_seconds(lambda: torch_compiled(tx, ty), rounds, warmup=3)
             base = rows.get("torch eager")
-            print(f"  training step, {threads} thread(s):")
-            for name, seconds in rows.items():
-                ratio = f"  x{seconds / base:.2f} of torch eager" if base and name != "torch eager" else ""
-                print(f"    {name:<16} {seconds * 1e3:9.1f} ms{ratio}")
+            print(f"  training step, {threads} thread(s): median (best) of {rounds}")
+            for name, (seconds, best) in rows.items():
+                ratio = f"  x{seconds / base[0]:.2f} (x{best / base[1]:.2f}) of torch eager" \
+                    if base and name != "torch eager" else ""
+                print(f"    {name:<16} {seconds * 1e3:9.1f} ms ({best * 1e3:7.1f}){ratio}")
             times, problem = cold_compile_seconds(size, threads)
             print("    ember compile: " + (f"cold {times[0]:.2f} s, warm {times[1]:.2f} s" if times else
                                              f"unavailable: {problem}"))
