@@ -18,7 +18,6 @@ def param_sources(tree):
     for segment in segments:
         written = [m.target for m in segment.mutations if m.kind.startswith("param")]
         written += [target for kind, target, _ in segment.grads_are_views if kind == "param"]  # (`w.grad = x`)
-        written += [entry[1] for entry in segment.grads_of_outputs if entry[0] == "param"]  # (`w.grad = t[:3]`)
         for name in list(segment.graph.params) + written:  # a closed-over tensor may be written only
             ref = segment.externals.get(name)
             if ref is not None:

@@ -123,22 +123,6 @@ def returned_view(source, chain, detached, creation):
     return view
 
 
-def views_as_eagerly(segment, outputs, params, inputs):
-    """Results and .grads that eagerly were views, made again as views (in `outputs`, in place):
-    of the caller's inputs and params (segment.output_views), of other results
-    (views_of_outputs), and `.grad`s set to a view of a result (`w.grad = t[:3]; return t`:
-    grads_of_outputs), so that memory is shared as eagerly."""
-    for position, (kind, target, chain, detached, creation) in segment.output_views.items():
-        source = params[target] if kind == "param" else inputs[target]  # the caller's memory
-        outputs[position] = returned_view(source, chain, detached, creation)
-    for position, source, chain, detached, creation in segment.views_of_outputs:
-        outputs[position] = returned_view(outputs[source], chain, detached, creation)
-    for kind, target, returned, source, chain, detached, creation in segment.grads_of_outputs:
-        owner = params[target] if kind == "param" else inputs[target]
-        owner.grad = outputs[returned] if returned is not None else \
-            returned_view(outputs[source], chain, detached, creation)
-
-
 def grads_as_views(segment, params, inputs):
     """`w.grad = x`, or a view of x, for an argument, param or closed-over x (Tracer.finish's
     grads_are_views): each compiled call sets the caller's tensor itself, or that view of it, as

@@ -39,7 +39,7 @@ from .external_names import ExternalNumbers, GradOf, cleared_grads, held_externa
 from .optimizer_guards import StateRebound, holds_after_the_call, hook_ids, state_changed_by_call
 from .tracer import Tracer, recording, module_state, observed_value
 from .value_trees import flatten_tensors, rebuild, template_of
-from .compiled_results import grads_as_views, returned_view_of_mutated, views_as_eagerly, write_back
+from .compiled_results import grads_as_views, returned_view, returned_view_of_mutated, write_back
 from .result_histories import history_of
 from .dynamic_shapes import DYNAMIC, DynamicDims
 from .dynamic_calls import DynamicCalls
@@ -243,7 +243,11 @@ class CompiledFunction(DynamicCalls):
                     outputs[position] = fails_backward(outputs[position], BACKWARD_TWICE)
         if grads:  # (a returned .grad is that .grad itself, as eagerly, and a view of it a view of it)
             outputs = [grads.get(node, out) for node, out in zip(segment.result_nodes, outputs)]
-        views_as_eagerly(segment, outputs, params, inputs)
+        for position, (kind, target, chain, detached, creation) in segment.output_views.items():
+            source = params[target] if kind == "param" else inputs[target]  # the caller's memory
+            outputs[position] = returned_view(source, chain, detached, creation)
+        for position, source, chain, detached, creation in segment.views_of_outputs:
+            outputs[position] = returned_view(outputs[source], chain, detached, creation)
         return rebuild(segment.result, iter(outputs))
 
     def _bind_params(self, tree):
@@ -477,7 +481,6 @@ class CompiledFunction(DynamicCalls):
         built = []
         written = {m.target for m in graph.mutations if m.kind.startswith("param")}
         written.update(target for kind, target, _ in output_facts["grads_are_views"] if kind == "param")
-        written.update(entry[1] for entry in output_facts["grads_of_outputs"] if entry[0] == "param")
         # a new trace that mutates state is confirmed by the next call's trace before any call
         # runs it: it compiles then, so a trace the next call does not repeat (an optimizer
         # creating its state on the first step) costs no compile; at once where an earlier process

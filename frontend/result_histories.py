@@ -57,22 +57,6 @@ def views_of_outputs(outputs, skip):
     return [entry[1:] for entry in sorted(found, key=lambda entry: entry[0])]
 
 
-def grad_of_output(grad, outputs, skip):
-    """(returned position or None, source position, chain, detached, creation) where a .grad the
-    traced code set is a view of a result (`w.grad = t[:3]; return t`), else None: a compiled
-    call sets that view of the returned tensor as the .grad, so the two share memory as eagerly
-    (the returned tensor itself where the code returned the .grad too)."""
-    returned = next((i for i, t in enumerate(outputs) if t is grad), None)
-    if returned is not None:  # (a view of another result, which views_of_outputs rebuilds)
-        entry = next((entry for entry in views_of_outputs(outputs, skip) if entry[0] == returned), None)
-        return None if entry is None else (returned, *entry[1:])
-    if grad._base is None:
-        return None
-    entry = next((entry for entry in views_of_outputs(list(outputs) + [grad], skip)
-                  if entry[0] == len(outputs) and entry[1] < len(outputs)), None)
-    return None if entry is None else (None, *entry[1:])
-
-
 def freed_histories(outputs, skip):
     """Positions of results whose history a backward() in the traced code has already run
     through and freed where it needs what it saved: eagerly, another backward() from them

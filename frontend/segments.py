@@ -41,9 +41,6 @@ class Segment:
         # last segment: (kind, target, (kind, target, view chain, detached, creation)) of `w.grad = x`
         # for an argument, param or closed-over x or a view of one (compiled_results.grads_as_views)
         self.grads_are_views = []
-        # last segment: (kind, target, returned position or None, source position, chain, detached,
-        # creation) of `w.grad = t[:3]` for a result t (result_histories.grad_of_output)
-        self.grads_of_outputs = []
         self.grads_held = {}  # last segment: .grads bound by path that shared memory when traced (bound_grads)
         self.fresh_grads = set()  # last segment: (kind, target) of .grad mutations that set a new tensor
         self.externals = {}  # param name -> weakref of a closed-over tensor

@@ -22,8 +22,8 @@ from .views import chain_suffix, has_internal_overlap, live_aliases, memory_owne
 from .external_names import ExternalNaming, grads_apart, module_state  # noqa: F401 (module_state: jit's)
 from .trace_values import TraceValues
 from .user_code import user_frame, user_location
-from .result_histories import (creation_of, entry_history, freed_histories, grad_of_output, stale_histories,
-                               views_of_outputs, with_history)
+from .result_histories import (creation_of, entry_history, freed_histories, stale_histories, views_of_outputs,
+                               with_history)
 from ember.runtime.device_arrays import device_of
 
 def observed_value(data):
@@ -604,16 +604,12 @@ class Tracer:
         stale = stale_histories(outputs)
         freed = freed_histories(outputs, stale)
         views = self._output_views(outputs, watched)
-        # .grads this trace made or set to a tensor it made (not to a view of an argument or param)
-        made_grads = [t.grad for _, _, t in watched if self._made_grad(t.grad) or t.grad is not None
-                      and id(t.grad) in self.grads_assigned and not self._output_views([t.grad], watched)]
-        # views of one intermediate that is not returned (`return h.t(), h.expand(...)`, or
-        # `w.grad = h[:3]; return h[1:]`): the graph returns that intermediate too, after the
-        # results, to derive them from
-        extended = list(outputs) + self._shared_roots(list(outputs) + made_grads, set(views))
+        # views of one intermediate that is not returned (`return h.t(), h.expand(...)`): the
+        # graph returns that intermediate too, after the results, to derive them from
+        extended = list(outputs) + self._shared_roots(outputs, set(views))
         # a view of a .grad this trace made (`return w.grad.view(-1)`): the graph returns that
         # .grad too, so a compiled call derives the view from the param's new .grad, as eagerly
-        for grad in made_grads:
+        for grad in [t.grad for _, _, t in watched if self._made_grad(t.grad)]:
             if not any(t is grad for t in extended) and any(
                     t._base is not None and t._base is (grad._base if grad._base is not None else grad)
                     for i, t in enumerate(outputs) if i not in views):
@@ -634,7 +630,6 @@ class Tracer:
                              "ran_backward": self.ran_backward}
         fresh_grads = self.output_facts["fresh_grads"] = set()
         grads_are_views = self.output_facts["grads_are_views"] = []
-        grads_of_outputs = self.output_facts["grads_of_outputs"] = []
         self.output_facts["grads_apart"], shared = grads_apart(watched, self.grads_of)
         if not self.output_facts["grads_apart"]:  # (bound_grads.py then holds each to the tensor it was)
             self.output_facts["grads_held"] = {name: weakref.ref(t) for _, name, t in watched if name in self.grads_of}
@@ -650,11 +645,8 @@ class Tracer:
                 node = self.graph.node(grad._node[1])
                 # (`w.grad = x` or a view of x, for an argument, param or closed-over x: that memory each call)
                 view = self._output_views([grad], watched).get(0) if id(tensor) in self.grads_written else None
-                of_output = grad_of_output(grad, extended, set(views)) if view is None else None
                 if view is not None:
                     grads_are_views.append((kind, target, view))
-                elif of_output is not None:  # (`w.grad = t[:3]; return t`: a view of that result each call)
-                    grads_of_outputs.append((kind, target, *of_output))
                 elif node.op not in ("input", "param"):
                     self.graph.add_mutation(f"{kind}_grad", target, grad._node[1])
                     if self._made_grad(grad) or id(grad) in self.grads_assigned \
