@@ -10,7 +10,8 @@ import weakref
 
 import numpy as np
 
-from .dispatch import STATE, FreedValueError, ModifiedTensorError, run_eagerly
+from .dispatch import STATE, ModifiedTensorError, run_eagerly
+from .saved_values import FreedValue, ModifiedValue  # noqa: F401 (ModifiedValue: re-exported)
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .grad_mode import _no_recording  # noqa: F401  (re-exported: ember.autograd's grad-mode names)
 from .backward_callbacks import current_backward, final_callbacks, queue_callback  # noqa: F401  (re-exported)
@@ -241,9 +242,8 @@ def saves_like_pytorch(result, inputs=(), output=False):
 
 
 def saves_no_values_like_pytorch(result):
-    """A composite op built from primitives stands for one PyTorch op whose backward saves no
-    tensors (mean: a sum, then a division by the count): its last node runs again after a
-    backward without retain_graph, as PyTorch's does, though the division reads its divisor."""
+    """A composite standing for one PyTorch op that saves no tensors (mean: a sum, then a division
+    by the count): its last node runs again after a freeing backward, though it reads its divisor."""
     node = result.grad_fn
     if isinstance(node, Node):
         node.saves_no_values = True
@@ -293,44 +293,6 @@ def fails_backward(tensor, message):
     return result
 
 
-class ModifiedValue:
-    """Stands for a saved array that an in-place op has since overwritten: its shape and dtype
-    can be read, and any use of its values raises the error PyTorch gives."""
-
-    __slots__ = ("shape", "dtype", "ndim", "size", "itemsize", "message")
-    __array_priority__ = 10 ** 6
-
-    def __init__(self, array, message):
-        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
-        self.size, self.itemsize = array.size, array.itemsize
-        self.message = message
-
-    def _refuse(self, *args, **kwargs):
-        raise ModifiedTensorError(self.message)
-
-    __array__ = __array_function__ = __getitem__ = __float__ = __int__ = __bool__ = _refuse
-    __len__ = __iter__ = _refuse
-
-    def __array_ufunc__(self, *args, **kwargs):
-        raise ModifiedTensorError(self.message)
-
-    def __getattr__(self, name):
-        raise ModifiedTensorError(self.message)
-
-
-class FreedValue(ModifiedValue):
-    """Stands for a value a node saved, freed by a backward without retain_graph: reading it
-    raises PyTorch's RuntimeError (Node.unpack_inputs)."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args, **kwargs):
-        raise FreedValueError(self.message)
-
-    __array__ = __array_function__ = __getitem__ = __float__ = __int__ = __bool__ = _refuse
-    __len__ = __iter__ = __array_ufunc__ = __getattr__ = _refuse
-
-
 def _kept_values(node):
     """Does a freed node's backward need values it kept, so that running it again raises? A
     composite marked saves_like_pytorch does; a node whose prim says (`keeps_values`: a compiled
@@ -342,50 +304,12 @@ def _kept_values(node):
     return keeps is not None and keeps()
 
 
-def _free(node):
-    """A backward without retain_graph ran through `node`."""
+def _free(node):  # (a backward without retain_graph ran through `node`)
     node.freed = True
     release = getattr(node.prim, "release", None)
     if release is not None:
         release(node.name())
 
-
-def raises_when_run_again(node):
-    """Would a backward through this freed node raise PyTorch's "a second time" error? Asked
-    ahead of time, for results of traced code whose history a backward inside freed
-    (result_histories.freed_histories): a primitive's VJP is run once on zeros with the
-    stand-ins to see whether it reads them; a custom Function counts as raising when it saved
-    tensors (its backward is user code, not run to find out)."""
-    if not isinstance(node, Node) or not node.freed or node.saves_no_values:
-        return False
-    if node.checked:
-        return True
-    ctx = getattr(node.prim, "ctx", None)
-    if ctx is not None:
-        return bool(ctx._saved)
-    keeps = getattr(node.prim, "keeps_values", None)
-    if keeps is not None:
-        return keeps()
-    g = Tensor._wrap(np.zeros(node.out.shape, node.out.dtype))
-    try:
-        with set_grad_enabled(False):
-            node.prim.vjp(g, node.saved_output(False, freed=True) if _uses_output(node) else None,
-                          *node.unpack_inputs(freed=True), **node.attrs)
-    except FreedValueError:
-        return True
-    except Exception:  # (anything else: assume it reads what it saved, as most backwards do)
-        return True
-    return False
-
-
-for _op in ("add", "sub", "mul", "truediv", "floordiv", "pow", "mod", "matmul", "lt", "le", "gt", "ge",
-            "and", "or", "xor", "neg", "abs"):
-    for _name in (f"__{_op}__", f"__r{_op}__"):
-        setattr(ModifiedValue, _name, ModifiedValue._refuse)
-        setattr(FreedValue, _name, FreedValue._refuse)
-
-
-# ----------------------------------------------------------------------------- the engine
 
 def _consumed_history(tensors):
     """The eager nodes a backward() from `tensors` runs through, for the bookkeeping of one the

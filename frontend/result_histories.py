@@ -4,6 +4,8 @@ whose history cannot be read any more (stale) or was freed by a backward() insid
 that are views of other results, made again as views on every compiled call. Also the history
 an argument had when the call began, which a backward() inside the trace continues from.
 """
+import numpy as np
+
 from .tensor import StaleView, Tensor
 from .views import chain_suffix
 
@@ -61,7 +63,7 @@ def freed_histories(outputs, skip):
     """Positions of results whose history a backward() in the traced code has already run
     through and freed where it needs what it saved: eagerly, another backward() from them
     raises PyTorch's "a second time" (a history of slices, sums and adds runs again)."""
-    from .autograd import _topological_order, raises_when_run_again  # (the engine's own walk)
+    from .autograd import _topological_order  # (the engine's own walk)
     return [position for position, tensor in enumerate(outputs) if position not in skip
             and any(raises_when_run_again(node) for node in _topological_order([tensor.grad_fn]))]
 
@@ -90,3 +92,36 @@ def with_history(array, history):
     tensor.requires_grad = True
     tensor.grad_fn, tensor._output_nr = history
     return tensor
+
+
+def raises_when_run_again(node):
+    """Would a backward through this freed node raise PyTorch's "a second time" error? Asked
+    ahead of time, for results of traced code whose history a backward inside freed
+    (result_histories.freed_histories): a primitive's VJP is run once on zeros with the
+    stand-ins to see whether it reads them; a custom Function counts as raising when it saved
+    tensors (its backward is user code, not run to find out)."""
+    from .autograd import Node, _uses_output, set_grad_enabled
+    from .dispatch import FreedValueError
+    if not isinstance(node, Node) or not node.freed or node.saves_no_values:
+        return False
+    if node.checked:
+        return True
+    ctx = getattr(node.prim, "ctx", None)
+    if ctx is not None:
+        return bool(ctx._saved)
+    keeps = getattr(node.prim, "keeps_values", None)
+    if keeps is not None:
+        return keeps()
+    g = Tensor._wrap(np.zeros(node.out.shape, node.out.dtype))
+    try:
+        with set_grad_enabled(False):
+            node.prim.vjp(g, node.saved_output(False, freed=True) if _uses_output(node) else None,
+                          *node.unpack_inputs(freed=True), **node.attrs)
+    except FreedValueError:
+        return True
+    except Exception:  # (anything else: assume it reads what it saved, as most backwards do)
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------- the engine
