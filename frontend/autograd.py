@@ -294,11 +294,9 @@ def fails_backward(tensor, message):
 
 
 def _kept_values(node):
-    """Does a freed node's backward need values it kept, so that running it again raises? A
-    composite marked saves_like_pytorch does; a node whose prim says (`keeps_values`: a compiled
-    call's backward program, a custom Function, which raises when ctx.saved_tensors is read)
-    tells; a primitive's VJP finds out from the stand-ins it reads (Node.unpack_inputs)."""
-    if node.checked:  # (a composite standing for a PyTorch op that saves these: saves_like_pytorch)
+    """Must a freed node's backward raise before it runs? A saves_like_pytorch composite's and a
+    compiled program's (`keeps_values`) must; other backwards raise when they read a stand-in."""
+    if node.checked:
         return True
     keeps = getattr(node.prim, "keeps_values", None)
     return keeps is not None and keeps()
@@ -310,6 +308,8 @@ def _free(node):  # (a backward without retain_graph ran through `node`)
     if release is not None:
         release(node.name())
 
+
+# ----------------------------------------------------------------------------- the engine
 
 def _consumed_history(tensors):
     """The eager nodes a backward() from `tensors` runs through, for the bookkeeping of one the

@@ -61,11 +61,6 @@ class _CustomBackward:
     siblings = None  # [(output index, node)] of the same call's other differentiable outputs
     sibling_grads = None  # {output index: gradient}, gathered by the engine before vjp
 
-    def keeps_values(self):
-        """(autograd._kept_values) Whether running again after a free raises is for the backward
-        to find out: reading ctx.saved_tensors raises then."""
-        return False
-
     def release(self, node_name):
         """A backward without retain_graph ran through the node: what forward saved is freed."""
         self.ctx.released = node_name

@@ -97,31 +97,22 @@ def with_history(array, history):
 def raises_when_run_again(node):
     """Would a backward through this freed node raise PyTorch's "a second time" error? Asked
     ahead of time, for results of traced code whose history a backward inside freed
-    (result_histories.freed_histories): a primitive's VJP is run once on zeros with the
-    stand-ins to see whether it reads them; a custom Function counts as raising when it saved
-    tensors (its backward is user code, not run to find out)."""
-    from .autograd import Node, _uses_output, set_grad_enabled
-    from .dispatch import FreedValueError
+    (`freed_histories`): a primitive's VJP is run once on zeros with the stand-ins to see
+    whether it reads them; a custom Function counts as raising when it saved tensors (its
+    backward is user code, not run to find out)."""
+    from .autograd import Node, _kept_values, _uses_output, set_grad_enabled
     if not isinstance(node, Node) or not node.freed or node.saves_no_values:
         return False
-    if node.checked:
-        return True
     ctx = getattr(node.prim, "ctx", None)
     if ctx is not None:
-        return bool(ctx._saved)
-    keeps = getattr(node.prim, "keeps_values", None)
-    if keeps is not None:
-        return keeps()
+        return bool(node.checked or ctx._saved)
+    if _kept_values(node):
+        return True
     g = Tensor._wrap(np.zeros(node.out.shape, node.out.dtype))
     try:
         with set_grad_enabled(False):
             node.prim.vjp(g, node.saved_output(False, freed=True) if _uses_output(node) else None,
                           *node.unpack_inputs(freed=True), **node.attrs)
-    except FreedValueError:
-        return True
-    except Exception:  # (anything else: assume it reads what it saved, as most backwards do)
+    except Exception:  # (a FreedValueError; anything else: assume it reads what it saved, as most do)
         return True
     return False
-
-
-# ----------------------------------------------------------------------------- the engine

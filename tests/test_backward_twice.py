@@ -39,6 +39,18 @@ CASES = {
 }
 
 
+class Saves(ember.autograd.Function):  # (a custom Function whose backward reads what it saved)
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 2
+
+
 def _run(setup, loss, twice):
     w = ember.ones(3, requires_grad=True)
     namespace = {"ember": ember, "F": F, "w": w}
@@ -98,17 +110,6 @@ def test_compiled_and_eager_agree_on_a_second_backward_inside_the_function():
 
 
 def test_a_custom_function_that_saved_tensors_raises_and_one_that_saved_none_runs_again():
-    class Saves(ember.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * 2
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return g * 2
-
     class SavesNone(ember.autograd.Function):
         @staticmethod
         def forward(ctx, x):
@@ -173,18 +174,7 @@ def test_a_result_whose_history_a_backward_inside_freed_is_backwarded_again_as_e
 
 
 def test_autograd_grad_with_respect_to_a_freed_output_does_not_run_its_node():
-    class Double(ember.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * 2
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return g * 2
-
-    for make in (lambda w: F.softmax(w, 0), lambda w: Double.apply(w), lambda w: w.exp(),
+    for make in (lambda w: F.softmax(w, 0), lambda w: Saves.apply(w), lambda w: w.exp(),
                  lambda w: F.layer_norm(w, (3,))):
         w = ember.tensor([1.0, 2.0, 3.0], requires_grad=True)
         h = make(w)
